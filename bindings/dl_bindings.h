@@ -1,0 +1,14 @@
+/*
+ * dl_bindings.h - the luaopen_devloop_* entry points of the Lua modules in
+ * bindings/, one per file; lua_vm registers them in package.preload.
+ */
+#ifndef DL_BINDINGS_H
+#define DL_BINDINGS_H
+
+#include <lua.h>
+
+/** devloop.codec: json_encode/json_decode, msgpack_encode/msgpack_decode,
+ *  null, array(t), object(t). Returns 1 (the module table). */
+int luaopen_devloop_codec(lua_State *L);
+
+#endif /* DL_BINDINGS_H */

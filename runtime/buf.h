@@ -1,0 +1,41 @@
+/*
+ * buf.h - a growable byte buffer. Allocation failure is sticky: once an append
+ * fails, `oom` is set and later appends are no-ops, so a caller checks once.
+ */
+#ifndef DL_BUF_H
+#define DL_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+    int oom;
+} dl_buf_t;
+
+#define DL_BUF_INIT {NULL, 0, 0, 0}
+
+void dl_buf_init(dl_buf_t *b);
+/** Frees the storage; the buffer is empty and reusable afterwards. */
+void dl_buf_free(dl_buf_t *b);
+/** Empties the buffer but keeps its storage. */
+static inline void dl_buf_reset(dl_buf_t *b)
+{
+    b->len = 0;
+    b->oom = 0;
+}
+/** Makes room for n more bytes; returns 0 or DL_ENOMEM. */
+int dl_buf_reserve(dl_buf_t *b, size_t n);
+int dl_buf_append(dl_buf_t *b, const void *p, size_t n);
+int dl_buf_append_str(dl_buf_t *b, const char *s);
+int dl_buf_append_char(dl_buf_t *b, char c);
+int dl_buf_appendf(dl_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int dl_buf_vappendf(dl_buf_t *b, const char *fmt, va_list ap);
+/** Appends the decimal form of v. */
+int dl_buf_append_u64(dl_buf_t *b, unsigned long long v);
+/** Drops the first n bytes, moving the rest to the front. */
+void dl_buf_consume(dl_buf_t *b, size_t n);
+
+#endif

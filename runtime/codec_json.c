@@ -1,0 +1,876 @@
+/*
+ * codec_json.c - JSON encoding and decoding between Lua values and text. The
+ * encoder sits on the hot path of every JSON response, so it writes straight
+ * into the output buffer after reserving, scans strings eight bytes at a time
+ * for bytes that need escaping and prints integers without printf. The
+ * decoder is a recursive descent parser over a length-delimited input that
+ * follows RFC 8259 strictly and builds Lua values as it goes; it holds no
+ * C-allocated memory, so a Lua error (OOM) raised from inside it leaks
+ * nothing. Arrays and empty objects carry marker metatables from the registry
+ * so that [] and {} survive a round trip. The table classification and number
+ * formatting here are shared with codec_msgpack.c.
+ */
+#include "codec_json.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* Markers and table classification                                          */
+/* ------------------------------------------------------------------------ */
+
+static void init_marker(lua_State *L, const char *key, const char *type)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, key);
+    if (lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "__jsontype");
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+}
+
+void dl_json_init_markers(lua_State *L)
+{
+    luaL_checkstack(L, 3, "json markers");
+    init_marker(L, DL_CODEC_ARRAY_MT, "array");
+    init_marker(L, DL_CODEC_OBJECT_MT, "object");
+}
+
+void dl_codec_push_markers(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
+    if (DL_LIKELY(lua_istable(L, -1) && lua_istable(L, -2)))
+        return;
+    lua_pop(L, 2);
+    dl_json_init_markers(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
+}
+
+static size_t count_pairs(lua_State *L, int idx)
+{
+    size_t count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        count++;
+    }
+    return count;
+}
+
+int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int want_count,
+                      size_t *n)
+{
+    if (lua_getmetatable(L, idx)) {
+        if (mt_array && lua_rawequal(L, -1, mt_array)) {
+            lua_pop(L, 1);
+            *n = lua_objlen(L, idx);
+            return DL_CODEC_ARRAY;
+        }
+        if (mt_object && lua_rawequal(L, -1, mt_object)) {
+            lua_pop(L, 1);
+            if (want_count)
+                *n = count_pairs(L, idx);
+            return DL_CODEC_OBJECT;
+        }
+        lua_pop(L, 1);
+    }
+
+    /* Unmarked: an array iff the keys are exactly 1..count. Keys are distinct,
+     * so "all positive integers and the largest equals the count" suffices. */
+    size_t count = 0;
+    double max = 0;
+    int indexed = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        count++;
+        if (indexed) {
+            double k;
+            if (lua_type(L, -1) == LUA_TNUMBER && (k = lua_tonumber(L, -1)) >= 1.0 &&
+                k <= 9007199254740992.0 && k == floor(k)) {
+                if (k > max)
+                    max = k;
+                continue;
+            }
+            indexed = 0;
+            if (!want_count) {
+                lua_pop(L, 1);
+                return DL_CODEC_OBJECT;
+            }
+        }
+    }
+    *n = count;
+    if (indexed && count > 0 && max == (double)count)
+        return DL_CODEC_ARRAY;
+    return DL_CODEC_OBJECT;
+}
+
+int dl_codec_table_kind(lua_State *L, int idx, size_t *n)
+{
+    if (idx < 0 && idx > LUA_REGISTRYINDEX)
+        idx = lua_gettop(L) + idx + 1;
+    luaL_checkstack(L, 6, "codec");
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
+    int kind = dl_codec_classify(L, idx, lua_istable(L, top + 1) ? top + 1 : 0,
+                                 lua_istable(L, top + 2) ? top + 2 : 0, 1, n);
+    lua_settop(L, top);
+    return kind;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Number formatting                                                         */
+/* ------------------------------------------------------------------------ */
+
+static const char digit_pairs[201] = "00010203040506070809"
+                                     "10111213141516171819"
+                                     "20212223242526272829"
+                                     "30313233343536373839"
+                                     "40414243444546474849"
+                                     "50515253545556575859"
+                                     "60616263646566676869"
+                                     "70717273747576777879"
+                                     "80818283848586878889"
+                                     "90919293949596979899";
+
+static size_t format_int(int64_t v, char *p)
+{
+    char tmp[24];
+    char *q = tmp + sizeof(tmp);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    while (u >= 100) {
+        unsigned r = (unsigned)(u % 100);
+        u /= 100;
+        q -= 2;
+        memcpy(q, digit_pairs + 2 * r, 2);
+    }
+    if (u >= 10) {
+        q -= 2;
+        memcpy(q, digit_pairs + 2 * u, 2);
+    } else {
+        *--q = (char)('0' + u);
+    }
+    if (v < 0)
+        *--q = '-';
+    size_t n = (size_t)(tmp + sizeof(tmp) - q);
+    memcpy(p, q, n);
+    return n;
+}
+
+size_t dl_codec_format_number(double d, char *p)
+{
+    if (d > -9007199254740992.0 && d < 9007199254740992.0) {
+        int64_t i = (int64_t)d;
+        if ((double)i == d)
+            return format_int(i, p);
+    }
+    if (isnan(d) || isinf(d))
+        return 0;
+    /* Shortest precision that reads back to the same double. */
+    for (int prec = 14; prec < 17; prec++) {
+        int len = snprintf(p, 32, "%.*g", prec, d);
+        if (strtod(p, NULL) == d)
+            return (size_t)len;
+    }
+    return (size_t)snprintf(p, 32, "%.17g", d);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoder                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    lua_State *L;
+    dl_buf_t *out;
+    int mt_array; /* stack slot of the marker, 0 when absent */
+    int mt_object;
+    char *err;
+    size_t errlen;
+} encoder_t;
+
+/* 0: copy as is; otherwise the letter after the backslash ('u' for \u00XX). */
+static const char escape_tab[256] = {
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
+    0,   0,   '"', 0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   '\\',
+};
+
+static const char hex_digits[] = "0123456789abcdef";
+
+/* Nonzero when one of the 8 bytes is a control character, '"' or '\\': the
+ * bytes both the encoder and the decoder's string scan stop at. The
+ * has-less-than and has-zero-byte tricks are exact for "is there any". */
+static inline int word_has_special(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ULL;
+    const uint64_t high = 0x8080808080808080ULL;
+    uint64_t q = x ^ (ones * '"');
+    uint64_t b = x ^ (ones * '\\');
+    uint64_t lt = (x - ones * 0x20) & ~x;
+    uint64_t zq = (q - ones) & ~q;
+    uint64_t zb = (b - ones) & ~b;
+    return ((lt | zq | zb) & high) != 0;
+}
+
+static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
+{
+    if (e->err && e->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->err, e->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+static inline int put_char(dl_buf_t *b, char c)
+{
+    if (DL_LIKELY(b->len < b->cap)) {
+        b->data[b->len++] = c;
+        return 0;
+    }
+    return dl_buf_append_char(b, c);
+}
+
+static int put_string(dl_buf_t *b, const char *str, size_t len)
+{
+    /* Room for the quotes and the unescaped bytes; each escape reserves its
+     * extra bytes plus whatever is left, so the copy below never overruns. */
+    if (dl_buf_reserve(b, len + 2) != 0)
+        return DL_ENOMEM;
+    const unsigned char *s = (const unsigned char *)str;
+    const unsigned char *end = s + len;
+    const unsigned char *run = s;
+    b->data[b->len++] = '"';
+    for (;;) {
+        while (end - s >= 8) {
+            uint64_t w;
+            memcpy(&w, s, 8);
+            if (word_has_special(w))
+                break;
+            s += 8;
+        }
+        while (s < end && !escape_tab[*s])
+            s++;
+        if (s == end)
+            break;
+        size_t r = (size_t)(s - run);
+        memcpy(b->data + b->len, run, r);
+        b->len += r;
+        if (dl_buf_reserve(b, 6 + (size_t)(end - s)) != 0)
+            return DL_ENOMEM;
+        char *d = b->data + b->len;
+        char e = escape_tab[*s];
+        d[0] = '\\';
+        if (e != 'u') {
+            d[1] = e;
+            b->len += 2;
+        } else {
+            d[1] = 'u';
+            d[2] = '0';
+            d[3] = '0';
+            d[4] = hex_digits[*s >> 4];
+            d[5] = hex_digits[*s & 15];
+            b->len += 6;
+        }
+        run = ++s;
+    }
+    size_t r = (size_t)(end - run);
+    memcpy(b->data + b->len, run, r);
+    b->len += r;
+    b->data[b->len++] = '"';
+    return 0;
+}
+
+static int put_number(encoder_t *e, double d, int quoted)
+{
+    dl_buf_t *b = e->out;
+    if (dl_buf_reserve(b, 34) != 0)
+        return DL_ENOMEM;
+    char *p = b->data + b->len;
+    if (quoted)
+        *p++ = '"';
+    size_t n = dl_codec_format_number(d, p);
+    if (n == 0)
+        return enc_fail(e, DL_ECODEC, "cannot encode NaN or Inf");
+    p += n;
+    if (quoted)
+        *p++ = '"';
+    b->len = (size_t)(p - b->data);
+    return 0;
+}
+
+static int enc_value(encoder_t *e, int idx, int depth);
+
+static int enc_table(encoder_t *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    dl_buf_t *b = e->out;
+    int rc;
+    if (++depth > DL_CODEC_ENCODE_DEPTH)
+        return enc_fail(e, DL_ECODEC, "nesting deeper than %d", DL_CODEC_ENCODE_DEPTH);
+    if (!lua_checkstack(L, 4))
+        return enc_fail(e, DL_ENOMEM, "out of Lua stack");
+
+    size_t n;
+    if (dl_codec_classify(L, idx, e->mt_array, e->mt_object, 0, &n) == DL_CODEC_ARRAY) {
+        if (put_char(b, '[') != 0)
+            return DL_ENOMEM;
+        for (size_t i = 1; i <= n; i++) {
+            if (i > 1 && put_char(b, ',') != 0)
+                return DL_ENOMEM;
+            lua_rawgeti(L, idx, (int)i);
+            rc = enc_value(e, lua_gettop(L), depth);
+            if (rc != 0)
+                return rc; /* the caller resets the stack */
+            lua_pop(L, 1);
+        }
+        return put_char(b, ']');
+    }
+
+    if (put_char(b, '{') != 0)
+        return DL_ENOMEM;
+    int first = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (!first && put_char(b, ',') != 0)
+            return DL_ENOMEM;
+        first = 0;
+        int kt = lua_type(L, -2);
+        if (kt == LUA_TSTRING) {
+            size_t klen;
+            const char *k = lua_tolstring(L, -2, &klen);
+            rc = put_string(b, k, klen);
+        } else if (kt == LUA_TNUMBER) {
+            /* Formatted by hand: lua_tolstring would turn the key into a
+             * string in place and break lua_next. */
+            rc = put_number(e, lua_tonumber(L, -2), 1);
+        } else {
+            return enc_fail(e, DL_ECODEC, "table key of type %s", lua_typename(L, kt));
+        }
+        if (rc != 0)
+            return rc;
+        if (put_char(b, ':') != 0)
+            return DL_ENOMEM;
+        rc = enc_value(e, lua_gettop(L), depth);
+        if (rc != 0)
+            return rc;
+        lua_pop(L, 1);
+    }
+    return put_char(b, '}');
+}
+
+static int put_literal(dl_buf_t *b, const char *s, size_t n)
+{
+    return dl_buf_append(b, s, n);
+}
+
+static int enc_value(encoder_t *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    int t = lua_type(L, idx);
+    switch (t) {
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        return put_string(e->out, s, len);
+    }
+    case LUA_TNUMBER:
+        return put_number(e, lua_tonumber(L, idx), 0);
+    case LUA_TTABLE:
+        return enc_table(e, idx, depth);
+    case LUA_TBOOLEAN:
+        return lua_toboolean(L, idx) ? put_literal(e->out, "true", 4)
+                                     : put_literal(e->out, "false", 5);
+    case LUA_TNIL:
+        return put_literal(e->out, "null", 4);
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL)
+            return put_literal(e->out, "null", 4);
+        break;
+    default:
+        break;
+    }
+    return enc_fail(e, DL_ECODEC, "cannot encode %s", lua_typename(L, t));
+}
+
+int dl_json_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errlen)
+{
+    if (idx < 0 && idx > LUA_REGISTRYINDEX)
+        idx = lua_gettop(L) + idx + 1;
+    encoder_t e = {L, out, 0, 0, err, errlen};
+    if (!lua_checkstack(L, 4))
+        return enc_fail(&e, DL_ENOMEM, "out of Lua stack");
+    int base = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
+    e.mt_array = lua_istable(L, base + 1) ? base + 1 : 0;
+    e.mt_object = lua_istable(L, base + 2) ? base + 2 : 0;
+    int rc = enc_value(&e, idx, 0);
+    lua_settop(L, base);
+    if (rc == 0 && out->oom)
+        rc = DL_ENOMEM;
+    if (rc == DL_ENOMEM)
+        enc_fail(&e, rc, "out of memory");
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoder                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    lua_State *L;
+    const char *start;
+    const char *p;
+    const char *end;
+    int mt_array;
+    int mt_object;
+    char *err;
+    size_t errlen;
+} decoder_t;
+
+/* Bytes that end the plain part of a string: '"', '\\' and controls. */
+#define IS_STRING_STOP(c) ((unsigned char)(c) < 0x20 || (c) == '"' || (c) == '\\')
+
+static int dec_fail(decoder_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int dec_fail(decoder_t *d, const char *fmt, ...)
+{
+    if (d->err && d->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->err, d->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return DL_ECODEC;
+}
+
+/* The error for whatever sits at s: end of input or a wrong byte. */
+static int dec_unexpected(decoder_t *d, const char *s)
+{
+    if (s >= d->end)
+        return dec_fail(d, "unexpected end of input");
+    unsigned char c = (unsigned char)*s;
+    size_t off = (size_t)(s - d->start);
+    if (c > 0x20 && c < 0x7f)
+        return dec_fail(d, "unexpected character '%c' at byte %zu", c, off);
+    return dec_fail(d, "unexpected byte 0x%02x at byte %zu", c, off);
+}
+
+static inline void skip_ws(decoder_t *d)
+{
+    const char *p = d->p, *end = d->end;
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    d->p = p;
+}
+
+static const char *scan_plain(const char *s, const char *end)
+{
+    while (end - s >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        if (word_has_special(w))
+            break;
+        s += 8;
+    }
+    while (s < end && !IS_STRING_STOP(*s))
+        s++;
+    return s;
+}
+
+static int hex4(const char *s)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = s[i];
+        int h;
+        if (c >= '0' && c <= '9')
+            h = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            h = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            h = c - 'A' + 10;
+        else
+            return -1;
+        v = v << 4 | h;
+    }
+    return v;
+}
+
+static size_t utf8_put(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12);
+        o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18);
+    o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* A string with escapes, from the first backslash at s; run is the start of
+ * the plain bytes before it. Kept out of line: luaL_Buffer is BUFSIZ bytes and
+ * must not sit in every frame of the container recursion. */
+static __attribute__((noinline)) int dec_string_escaped(decoder_t *d, const char *run,
+                                                         const char *s)
+{
+    lua_State *L = d->L;
+    const char *end = d->end;
+    luaL_Buffer b;
+    if (!lua_checkstack(L, LUA_MINSTACK))
+        return dec_fail(d, "out of Lua stack");
+    luaL_buffinit(L, &b);
+    for (;;) {
+        /* s is at a stop byte or at the end */
+        luaL_addlstring(&b, run, (size_t)(s - run));
+        if (s >= end)
+            return dec_fail(d, "unexpected end of input");
+        if (*s == '"')
+            break;
+        if (*s != '\\')
+            return dec_fail(d, "control character in string at byte %zu",
+                            (size_t)(s - d->start));
+        if (end - s < 2)
+            return dec_fail(d, "unexpected end of input");
+        char c;
+        switch (s[1]) {
+        case '"':
+            c = '"';
+            break;
+        case '\\':
+            c = '\\';
+            break;
+        case '/':
+            c = '/';
+            break;
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 't':
+            c = '\t';
+            break;
+        case 'u': {
+            if (end - s < 6)
+                return dec_fail(d, "unexpected end of input");
+            int cp = hex4(s + 2);
+            if (cp < 0)
+                return dec_fail(d, "invalid \\u escape at byte %zu", (size_t)(s - d->start));
+            size_t used = 6;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                int lo = -1;
+                if (end - s >= 12 && s[6] == '\\' && s[7] == 'u')
+                    lo = hex4(s + 8);
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return dec_fail(d, "lone surrogate at byte %zu", (size_t)(s - d->start));
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                used = 12;
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return dec_fail(d, "lone surrogate at byte %zu", (size_t)(s - d->start));
+            }
+            char u[4];
+            luaL_addlstring(&b, u, utf8_put(u, (unsigned)cp));
+            s += used;
+            goto next;
+        }
+        default:
+            return dec_fail(d, "invalid escape at byte %zu", (size_t)(s - d->start));
+        }
+        luaL_addchar(&b, c);
+        s += 2;
+    next:
+        run = s;
+        s = scan_plain(s, end);
+    }
+    luaL_pushresult(&b);
+    d->p = s + 1;
+    return 0;
+}
+
+static int dec_string(decoder_t *d)
+{
+    const char *run = d->p + 1;
+    const char *s = scan_plain(run, d->end);
+    if (DL_LIKELY(s < d->end && *s == '"')) {
+        lua_pushlstring(d->L, run, (size_t)(s - run));
+        d->p = s + 1;
+        return 0;
+    }
+    return dec_string_escaped(d, run, s);
+}
+
+#define IS_DIGIT(c) ((unsigned char)((c) - '0') < 10)
+
+static int dec_number(decoder_t *d)
+{
+    const char *p = d->p, *end = d->end, *s = p;
+    int neg = 0;
+    if (*s == '-') {
+        neg = 1;
+        s++;
+    }
+    const char *digits = s;
+    if (s >= end)
+        return dec_unexpected(d, s);
+    if (*s == '0') {
+        s++;
+        if (s < end && IS_DIGIT(*s))
+            return dec_fail(d, "leading zero in number at byte %zu", (size_t)(p - d->start));
+    } else if (IS_DIGIT(*s)) {
+        while (s < end && IS_DIGIT(*s))
+            s++;
+    } else {
+        return dec_unexpected(d, s);
+    }
+    size_t ndigits = (size_t)(s - digits);
+    int integral = 1;
+    if (s < end && *s == '.') {
+        integral = 0;
+        s++;
+        if (s >= end || !IS_DIGIT(*s))
+            return dec_unexpected(d, s);
+        while (s < end && IS_DIGIT(*s))
+            s++;
+    }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        integral = 0;
+        s++;
+        if (s < end && (*s == '+' || *s == '-'))
+            s++;
+        if (s >= end || !IS_DIGIT(*s))
+            return dec_unexpected(d, s);
+        while (s < end && IS_DIGIT(*s))
+            s++;
+    }
+    d->p = s;
+
+    if (integral && ndigits <= 15) {
+        /* Exact in a double: no strtod needed. */
+        int64_t v = 0;
+        for (const char *q = digits; q < s; q++)
+            v = v * 10 + (*q - '0');
+        double x = (double)v;
+        lua_pushnumber(d->L, neg ? -x : x);
+        return 0;
+    }
+    size_t n = (size_t)(s - p);
+    char tmp[64];
+    if (n < sizeof(tmp)) {
+        memcpy(tmp, p, n);
+        tmp[n] = '\0';
+        lua_pushnumber(d->L, strtod(tmp, NULL));
+    } else {
+        /* Rare: a long number goes through a Lua string for its NUL. */
+        lua_pushlstring(d->L, p, n);
+        double x = strtod(lua_tostring(d->L, -1), NULL);
+        lua_pop(d->L, 1);
+        lua_pushnumber(d->L, x);
+    }
+    return 0;
+}
+
+static int dec_literal(decoder_t *d, const char *lit, size_t n)
+{
+    const char *p = d->p;
+    for (size_t i = 0; i < n; i++) {
+        if (p + i >= d->end || p[i] != lit[i])
+            return dec_unexpected(d, p + i);
+    }
+    d->p = p + n;
+    return 0;
+}
+
+static int dec_value(decoder_t *d, int depth);
+
+static int dec_array(decoder_t *d, int depth)
+{
+    lua_State *L = d->L;
+    if (++depth > DL_CODEC_DECODE_DEPTH)
+        return dec_fail(d, "nesting deeper than %d", DL_CODEC_DECODE_DEPTH);
+    if (!lua_checkstack(L, 6))
+        return dec_fail(d, "out of Lua stack");
+    d->p++;
+    lua_newtable(L);
+    lua_pushvalue(L, d->mt_array);
+    lua_setmetatable(L, -2);
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        return 0;
+    }
+    for (int i = 1;; i++) {
+        int rc = dec_value(d, depth);
+        if (rc != 0)
+            return rc;
+        lua_rawseti(L, -2, i);
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == ']') {
+            d->p++;
+            return 0;
+        }
+        return dec_unexpected(d, d->p);
+    }
+}
+
+static int dec_object(decoder_t *d, int depth)
+{
+    lua_State *L = d->L;
+    if (++depth > DL_CODEC_DECODE_DEPTH)
+        return dec_fail(d, "nesting deeper than %d", DL_CODEC_DECODE_DEPTH);
+    if (!lua_checkstack(L, 6))
+        return dec_fail(d, "out of Lua stack");
+    d->p++;
+    lua_createtable(L, 0, 4);
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        lua_pushvalue(L, d->mt_object);
+        lua_setmetatable(L, -2);
+        return 0;
+    }
+    for (;;) {
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != '"')
+            return dec_unexpected(d, d->p);
+        int rc = dec_string(d);
+        if (rc != 0)
+            return rc;
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':')
+            return dec_unexpected(d, d->p);
+        d->p++;
+        rc = dec_value(d, depth);
+        if (rc != 0)
+            return rc;
+        lua_rawset(L, -3);
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            return 0;
+        }
+        return dec_unexpected(d, d->p);
+    }
+}
+
+static int dec_value(decoder_t *d, int depth)
+{
+    skip_ws(d);
+    if (d->p >= d->end)
+        return dec_fail(d, "unexpected end of input");
+    int rc;
+    switch (*d->p) {
+    case '"':
+        return dec_string(d);
+    case '{':
+        return dec_object(d, depth);
+    case '[':
+        return dec_array(d, depth);
+    case 't':
+        rc = dec_literal(d, "true", 4);
+        if (rc == 0)
+            lua_pushboolean(d->L, 1);
+        return rc;
+    case 'f':
+        rc = dec_literal(d, "false", 5);
+        if (rc == 0)
+            lua_pushboolean(d->L, 0);
+        return rc;
+    case 'n':
+        rc = dec_literal(d, "null", 4);
+        if (rc == 0)
+            lua_pushlightuserdata(d->L, NULL);
+        return rc;
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
+        return dec_number(d);
+    default:
+        return dec_unexpected(d, d->p);
+    }
+}
+
+int dl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
+{
+    if (s == NULL)
+        s = "";
+    decoder_t d = {L, s, s, s + len, 0, 0, err, errlen};
+    if (!lua_checkstack(L, 8))
+        return dec_fail(&d, "out of Lua stack");
+    int base = lua_gettop(L);
+    dl_codec_push_markers(L);
+    d.mt_array = base + 1;
+    d.mt_object = base + 2;
+    int rc = dec_value(&d, 0);
+    if (rc == 0) {
+        skip_ws(&d);
+        if (d.p != d.end)
+            rc = dec_fail(&d, "trailing characters at byte %zu", (size_t)(d.p - s));
+    }
+    if (rc != 0) {
+        lua_settop(L, base);
+        return rc;
+    }
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
+    return 0;
+}

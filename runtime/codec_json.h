@@ -1,0 +1,90 @@
+/*
+ * codec_json.h - JSON between Lua values and text, plus the table
+ * classification shared with codec_msgpack (which tables are arrays).
+ */
+#ifndef DL_CODEC_JSON_H
+#define DL_CODEC_JSON_H
+
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "buf.h"
+
+/* Registry keys of the marker metatables. A table whose metatable is
+ * registry["devloop.array"] always encodes as an array, one with
+ * registry["devloop.object"] as an object; both tables hold a field
+ * __jsontype = "array" / "object". */
+#define DL_CODEC_ARRAY_MT "devloop.array"
+#define DL_CODEC_OBJECT_MT "devloop.object"
+
+/* Nesting limits: encoders stop at DL_CODEC_ENCODE_DEPTH (which also ends
+ * cycles), decoders at DL_CODEC_DECODE_DEPTH. */
+#define DL_CODEC_ENCODE_DEPTH 128
+#define DL_CODEC_DECODE_DEPTH 256
+
+/* Table kinds returned by dl_codec_table_kind(). */
+#define DL_CODEC_OBJECT 0
+#define DL_CODEC_ARRAY 1
+
+/**
+ * Creates the two marker metatables in the registry if they are absent.
+ * Idempotent; leaves the stack as it found it. Raises only on Lua OOM.
+ */
+void dl_json_init_markers(lua_State *L);
+
+/**
+ * Pushes registry["devloop.array"] then registry["devloop.object"], creating
+ * them first if needed (2 slots; the caller has checked the stack).
+ */
+void dl_codec_push_markers(lua_State *L);
+
+/**
+ * Classifies the table at idx. Returns DL_CODEC_ARRAY with *n = element count
+ * (t[1..*n] is encoded), or DL_CODEC_OBJECT with *n = number of pairs.
+ *   - metatable registry["devloop.array"]: array of lua_objlen(t) elements;
+ *   - metatable registry["devloop.object"]: object;
+ *   - otherwise an empty table is an object, a table whose keys are exactly
+ *     1..n (n > 0) an array, anything else an object.
+ * Looks the markers up in the registry; needs 3 free stack slots and leaves
+ * the stack unchanged.
+ */
+int dl_codec_table_kind(lua_State *L, int idx, size_t *n);
+
+/**
+ * The same with the markers already on the stack at absolute slots mt_array
+ * and mt_object (0 when absent). With want_count == 0, *n is left undefined
+ * for objects, which lets the scan stop at the first non-index key.
+ */
+int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int want_count,
+                      size_t *n);
+
+/**
+ * Formats a finite number the way both codecs print it: integral values with
+ * |d| < 2^53 as integers, others with the shortest of %.14g..%.17g that reads
+ * back equal. p needs 32 bytes. Returns the length, or 0 for NaN or Inf.
+ */
+size_t dl_codec_format_number(double d, char *p);
+
+/**
+ * Appends compact JSON for the value at idx to out. nil and the null sentinel
+ * (lightuserdata NULL) become null; tables follow dl_codec_table_kind();
+ * object keys must be strings or numbers (numbers become string keys).
+ * Returns 0, or DL_ECODEC / DL_ENOMEM with a message in err (which may be
+ * NULL). On error out may hold a partial document: truncate it to its old
+ * length. Leaves the stack unchanged; needs no free slots from the caller.
+ */
+int dl_json_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errlen);
+
+/**
+ * Decodes exactly one JSON text (RFC 8259) of len bytes (no NUL needed) and
+ * pushes it. null becomes the null sentinel, arrays get the "devloop.array"
+ * metatable, empty objects the "devloop.object" one, other objects none;
+ * duplicate keys: the last wins. Returns 0 with one value pushed, or
+ * DL_ECODEC / DL_ENOMEM with nothing pushed and a message in err mentioning
+ * the 0-based byte offset, e.g. "unexpected character 'x' at byte 12".
+ * Strings are not checked for valid UTF-8. Raises only on Lua OOM.
+ */
+int dl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
+
+#endif /* DL_CODEC_JSON_H */

@@ -1,0 +1,762 @@
+/*
+ * conn.c - HTTP/1.x connections.
+ *
+ * Bytes are read into the worker's shared read buffer and fed straight to
+ * llhttp; the callbacks copy the target, headers and body into the request,
+ * so nothing of the read buffer outlives a read callback. A complete request
+ * pauses the parser and is dispatched. When its handler finishes at once (the
+ * common case) parsing goes on in the same buffer, so pipelined requests are
+ * answered in order and their responses leave in one write. When the handler
+ * parks, unparsed bytes wait in `pending` until the response is out.
+ *
+ * Limits (URI, header bytes and count, body) are checked as bytes arrive.
+ * Timeouts are deadlines checked by the worker's sweep timer, not a timer per
+ * connection, so keep-alive requests start no timers at all.
+ */
+#include "conn.h"
+
+#include <string.h>
+
+#include "internal.h"
+#include "lua_vm.h"
+
+#define MAX_PENDING (256 * 1024) /* read-ahead while a handler runs */
+#define LINGER_MS 2000
+#define SEND_TIMEOUT_MS 60000
+
+typedef struct {
+    uv_write_t req;
+    dl_conn_t *conn;
+    dl_buf_t buf;
+} write_req_t;
+
+static llhttp_settings_t parser_settings;
+static uv_once_t settings_once = UV_ONCE_INIT;
+
+static void conn_flush(dl_conn_t *c);
+static void conn_drain(dl_conn_t *c);
+static void send_error(dl_conn_t *c, int status, const char *msg);
+
+/* ================================================================ requests */
+
+static dl_req_t *conn_req(dl_conn_t *c)
+{
+    if (c->req == NULL) {
+        c->req = dl_worker_req_acquire(c->worker);
+        if (c->req)
+            c->req->conn = c;
+    }
+    return c->req;
+}
+
+static int reject(dl_conn_t *c, int status, const char *msg)
+{
+    c->err_status = status;
+    c->err_msg = msg;
+    return HPE_USER;
+}
+
+/* ========================================================= parser callbacks */
+
+static int on_message_begin(llhttp_t *p)
+{
+    dl_conn_t *c = p->data;
+    if (conn_req(c) == NULL)
+        return reject(c, 503, "out of memory");
+    if (c->state == DL_CS_IDLE || c->state == DL_CS_HEAD) {
+        c->state = DL_CS_HEAD;
+        c->deadline = uv_now(&c->worker->loop) + c->worker->cfg->header_timeout_ms;
+    }
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    dl_conn_t *c = p->data;
+    dl_req_t *r = c->req;
+    if (r->head.len + len > c->worker->cfg->max_uri)
+        return reject(c, 414, "request target too long");
+    if (dl_buf_append(&r->head, at, len) != 0)
+        return reject(c, 503, "out of memory");
+    r->url_len = (uint32_t)r->head.len;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    dl_conn_t *c = p->data;
+    dl_req_t *r = c->req;
+    const dl_config_t *cfg = c->worker->cfg;
+    r->header_bytes += len;
+    if (r->header_bytes > cfg->max_header_bytes)
+        return reject(c, 431, "request headers too large");
+    if (r->n_headers == 0 || r->in_value) {
+        if (r->n_headers >= cfg->max_headers)
+            return reject(c, 431, "too many request headers");
+        if (r->n_headers == r->cap_headers) {
+            int cap = r->cap_headers ? r->cap_headers * 2 : 16;
+            dl_header_t *h = dl_realloc(r->headers, sizeof(*h) * (size_t)cap);
+            if (h == NULL)
+                return reject(c, 503, "out of memory");
+            r->headers = h;
+            r->cap_headers = cap;
+        }
+        dl_header_t *h = &r->headers[r->n_headers++];
+        h->name_off = (uint32_t)r->head.len;
+        h->name_len = 0;
+        h->value_off = (uint32_t)r->head.len;
+        h->value_len = 0;
+        r->in_value = 0;
+    }
+    if (dl_buf_append(&r->head, at, len) != 0)
+        return reject(c, 503, "out of memory");
+    r->headers[r->n_headers - 1].name_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    dl_conn_t *c = p->data;
+    dl_req_t *r = c->req;
+    r->header_bytes += len;
+    if (r->header_bytes > c->worker->cfg->max_header_bytes)
+        return reject(c, 431, "request headers too large");
+    dl_header_t *h = &r->headers[r->n_headers - 1];
+    if (!r->in_value) {
+        h->value_off = (uint32_t)r->head.len;
+        h->value_len = 0;
+        r->in_value = 1;
+    } else {
+        /* llhttp joins an obs-fold continuation into the value as a second
+         * span; a span that neither follows the last one nor starts a new
+         * read after one that ended a read is such a fold (smuggling risk) */
+        int contiguous = at == c->value_end ||
+                         (c->value_end == NULL && at == c->exec_start && c->prev_ended_value);
+        if (!contiguous)
+            return reject(c, 400, "line folding (obs-fold) in a header value");
+    }
+    if (dl_buf_append(&r->head, at, len) != 0)
+        return reject(c, 503, "out of memory");
+    h->value_len += (uint32_t)len;
+    c->value_end = at + len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    dl_conn_t *c = p->data;
+    dl_req_t *r = c->req;
+    if (r->n_headers == 0)
+        return 0;
+    dl_header_t *h = &r->headers[r->n_headers - 1];
+    if (!r->in_value) { /* empty value: no on_header_value call */
+        h->value_off = (uint32_t)r->head.len;
+        h->value_len = 0;
+        r->in_value = 1;
+    }
+    const char *v = r->head.data + h->value_off;
+    /* obs-fold, bare CR/LF and NUL are how smuggling starts: refuse them */
+    for (uint32_t i = 0; i < h->value_len; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (ch == '\r' || ch == '\n')
+            return reject(c, 400, "line folding or bare CR/LF in a header value");
+        if (ch == 0 || (ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return reject(c, 400, "control character in a header value");
+    }
+    while (h->value_len && (v[h->value_len - 1] == ' ' || v[h->value_len - 1] == '\t'))
+        h->value_len--;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    dl_conn_t *c = p->data;
+    dl_worker_t *w = c->worker;
+    dl_req_t *r = c->req;
+    r->http_major = llhttp_get_http_major(p);
+    r->http_minor = llhttp_get_http_minor(p);
+    r->method_name = llhttp_method_name(llhttp_get_method(p));
+    r->method = dl_method_from_name(r->method_name, strlen(r->method_name));
+    if (r->http_major != 1)
+        return reject(c, 505, "only HTTP/1.0 and HTTP/1.1 are served here");
+
+    /* the path is the target up to '?'; only origin-form and '*' are served */
+    const char *url = r->head.data;
+    const char *q = memchr(url, '?', r->url_len);
+    r->path_len = q ? (uint32_t)(q - url) : r->url_len;
+    if (r->url_len == 0 || (url[0] != '/' && !(r->url_len == 1 && url[0] == '*')))
+        return reject(c, 400, "request target must be an absolute path");
+
+    /* the request id first, so every answer below carries it */
+    size_t idlen;
+    const char *id = dl_req_header(r, "x-request-id", &idlen);
+    if (id && dl_request_id_valid(id, idlen)) {
+        memcpy(r->id, id, idlen);
+        r->id[idlen] = '\0';
+    } else {
+        dl_request_id_new(w->prng, r->id);
+    }
+
+    dl_vm_route(w->vm, r);
+
+    if (r->method_name && r->http_minor == 1) {
+        size_t elen;
+        const char *e = dl_req_header(r, "expect", &elen);
+        if (e) {
+            if (!dl_strncasecmp_eq(e, elen, "100-continue", 12))
+                return reject(c, 417, "only Expect: 100-continue is supported");
+            r->expect_continue = 1;
+        }
+    }
+    int chunked = (p->flags & F_CHUNKED) != 0;
+    int has_body = chunked || p->content_length > 0;
+    if (has_body) {
+        if (!chunked && p->content_length > r->body_limit)
+            return reject(c, 413, "request body too large");
+        c->state = DL_CS_BODY;
+        c->window_start = uv_now(&w->loop);
+        c->window_bytes = 0;
+        c->deadline = 0;
+        /* 100 Continue only when the body will be read (RFC 9110 10.1.1) */
+        if (r->expect_continue && r->route_status == DL_ROUTE_FOUND) {
+            dl_buf_append_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+            conn_flush(c);
+        }
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    dl_conn_t *c = p->data;
+    dl_req_t *r = c->req;
+    if (r->body.len + len > r->body_limit)
+        return reject(c, 413, "request body too large");
+    if (dl_buf_append(&r->body, at, len) != 0)
+        return reject(c, 503, "out of memory");
+    c->window_bytes += len;
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    dl_conn_t *c = p->data;
+    dl_req_t *r = c->req;
+    r->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->stopping &&
+                    !c->worker->stopping;
+    c->state = DL_CS_BUSY;
+    c->deadline = 0;
+    return HPE_PAUSED;
+}
+
+static void init_settings(void)
+{
+    llhttp_settings_init(&parser_settings);
+    parser_settings.on_message_begin = on_message_begin;
+    parser_settings.on_url = on_url;
+    parser_settings.on_header_field = on_header_field;
+    parser_settings.on_header_value = on_header_value;
+    parser_settings.on_header_value_complete = on_header_value_complete;
+    parser_settings.on_headers_complete = on_headers_complete;
+    parser_settings.on_body = on_body;
+    parser_settings.on_message_complete = on_message_complete;
+}
+
+/* ================================================================ dispatch */
+
+static void conn_dispatch(dl_conn_t *c)
+{
+    dl_req_t *r = c->req;
+    c->req = NULL; /* the request now belongs to its response */
+    c->worker->n_requests++;
+    if (r->route_status == DL_ROUTE_NOT_FOUND) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "no route for %s %.*s", r->method_name,
+                 (int)DL_MIN(r->path_len, 100), r->head.data);
+        dl_req_respond_error(r, 404, msg);
+        return;
+    }
+    if (r->route_status == DL_ROUTE_METHOD_NOT_ALLOWED) {
+        dl_buf_t allow = DL_BUF_INIT;
+        dl_router_allow(r->match.allowed, &allow);
+        dl_buf_append_char(&allow, '\0');
+        dl_buf_t body = DL_BUF_INIT;
+        char msg[160];
+        snprintf(msg, sizeof(msg), "%s is not allowed on %.*s", r->method_name,
+                 (int)DL_MIN(r->path_len, 100), r->head.data);
+        dl_error_body(&body, 405, msg, r->id);
+        dl_resp_t resp = {.status = 405,
+                          .content_type = "application/json",
+                          .content_type_len = 16,
+                          .body = body.data,
+                          .body_len = body.len,
+                          .allow = allow.oom ? NULL : allow.data};
+        dl_req_respond(r, &resp);
+        dl_buf_free(&allow);
+        dl_buf_free(&body);
+        return;
+    }
+    dl_vm_dispatch(c->worker->vm, r);
+}
+
+/* Feeds bytes to the parser, dispatching complete requests; returns how many
+ * were consumed (fewer than len when a handler parked or the connection ends). */
+static size_t conn_feed(dl_conn_t *c, const char *data, size_t len)
+{
+    size_t off = 0;
+    c->in_feed = 1;
+    while (off < len && c->state != DL_CS_BUSY && !c->closing && !c->closed) {
+        c->prev_ended_value = c->value_end != NULL && c->value_end == c->exec_end;
+        c->exec_start = data + off;
+        c->exec_end = data + len;
+        c->value_end = NULL;
+        llhttp_errno_t e = llhttp_execute(&c->parser, data + off, len - off);
+        if (e == HPE_OK) {
+            off = len;
+            break;
+        }
+        if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            off = pos ? (size_t)(pos - data) : len;
+            if (e == HPE_PAUSED_UPGRADE)
+                llhttp_resume_after_upgrade(&c->parser);
+            else
+                llhttp_resume(&c->parser);
+            conn_dispatch(c);
+            continue;
+        }
+        int status = c->err_status ? c->err_status : 400;
+        const char *msg = c->err_msg;
+        char buf[128];
+        if (msg == NULL) {
+            snprintf(buf, sizeof(buf), "malformed request: %s", llhttp_get_error_reason(&c->parser));
+            msg = buf;
+        }
+        c->in_feed = 0;
+        send_error(c, status, msg);
+        return len;
+    }
+    c->in_feed = 0;
+    return off;
+}
+
+/* Parses what waited in `pending` once the connection is free again. */
+static void conn_drain(dl_conn_t *c)
+{
+    if (c->pending.len && c->state != DL_CS_BUSY && !c->closing && !c->closed) {
+        size_t used = conn_feed(c, c->pending.data, c->pending.len);
+        dl_buf_consume(&c->pending, used);
+    }
+    if (c->read_stopped && !c->closed && c->pending.len < MAX_PENDING / 2) {
+        c->read_stopped = 0;
+        uv_read_start((uv_stream_t *)&c->tcp, NULL, NULL);
+    }
+    conn_flush(c);
+}
+
+/* ================================================================ responses */
+
+static void append_header(dl_buf_t *b, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+    dl_buf_append(b, name, nlen);
+    dl_buf_append(b, v, vlen);
+    dl_buf_append(b, "\r\n", 2);
+}
+#define HDR(b, lit, v, vlen) append_header((b), lit, sizeof(lit) - 1, (v), (vlen))
+
+void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
+{
+    dl_conn_t *c = r->conn;
+    dl_worker_t *w = r->worker;
+    if (c == NULL || c->closed) {
+        dl_worker_req_release(w, r);
+        return;
+    }
+    const dl_config_t *cfg = w->cfg;
+    dl_buf_t *o = &c->out;
+    int status = resp->status;
+    int keep = r->keep_alive && !resp->close && !c->stopping && !w->stopping;
+    int head_only = r->method == DL_M_HEAD;
+    int no_body = head_only || status == 204 || status == 304 || (status >= 100 && status < 200);
+
+    const char *body = resp->body;
+    size_t body_len = resp->body_len;
+    int enc = DL_ENC_IDENTITY, vary = 0;
+    dl_buf_t zbuf = DL_BUF_INIT;
+    if (body_len >= cfg->compress_min && status >= 200 && status != 204 && status != 304 &&
+        dl_compress_type_ok(resp->content_type, resp->content_type_len)) {
+        vary = 1;
+        size_t aelen;
+        const char *ae = dl_req_header(r, "accept-encoding", &aelen);
+        enc = ae ? dl_compress_negotiate(ae, aelen) : DL_ENC_IDENTITY;
+        if (enc == DL_ENC_GZIP || enc == DL_ENC_DEFLATE) {
+            if (w->compressor &&
+                dl_compressor_run(w->compressor, enc, body, body_len, &zbuf) == 0) {
+                body = zbuf.data;
+                body_len = zbuf.len;
+            } else {
+                enc = DL_ENC_IDENTITY;
+            }
+        } else {
+            enc = DL_ENC_IDENTITY;
+        }
+    }
+
+    dl_buf_reserve(o, 256 + resp->headers_len + (no_body ? 0 : body_len));
+    dl_buf_append_str(o, r->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    dl_buf_append_u64(o, (unsigned)status);
+    dl_buf_append_char(o, ' ');
+    dl_buf_append_str(o, dl_status_text(status));
+    dl_buf_append(o, "\r\nDate: ", 8);
+    dl_buf_append_str(o, dl_worker_date(w));
+    dl_buf_append(o, "\r\n", 2);
+    if (resp->content_type)
+        HDR(o, "Content-Type: ", resp->content_type, resp->content_type_len);
+    if (status != 204 && !(status >= 100 && status < 200)) {
+        dl_buf_append(o, "Content-Length: ", 16);
+        dl_buf_append_u64(o, body_len);
+        dl_buf_append(o, "\r\n", 2);
+    }
+    if (enc == DL_ENC_GZIP)
+        dl_buf_append_str(o, "Content-Encoding: gzip\r\n");
+    else if (enc == DL_ENC_DEFLATE)
+        dl_buf_append_str(o, "Content-Encoding: deflate\r\n");
+    if (vary)
+        dl_buf_append_str(o, "Vary: Accept-Encoding\r\n");
+    HDR(o, "X-Request-Id: ", r->id, strlen(r->id));
+    dl_buf_append_str(o, "X-Content-Type-Options: nosniff\r\n");
+    if (!resp->has_cache_control)
+        dl_buf_append_str(o, "Cache-Control: no-cache, no-store, must-revalidate\r\n");
+    if (resp->allow)
+        HDR(o, "Allow: ", resp->allow, strlen(resp->allow));
+    if (!keep)
+        dl_buf_append_str(o, "Connection: close\r\n");
+    else if (r->http_minor == 0)
+        dl_buf_append_str(o, "Connection: keep-alive\r\n");
+    if (resp->headers_len)
+        dl_buf_append(o, resp->headers, resp->headers_len);
+    dl_buf_append(o, "\r\n", 2);
+    if (!no_body)
+        dl_buf_append(o, body, body_len);
+    dl_buf_free(&zbuf);
+
+    dl_worker_req_release(w, r);
+    if (o->oom) {
+        dl_conn_close(c);
+        return;
+    }
+    if (!keep) {
+        c->closing = 1;
+        c->state = DL_CS_IDLE;
+        if (!c->in_feed)
+            conn_flush(c);
+        return;
+    }
+    c->state = c->pending.len ? DL_CS_HEAD : DL_CS_IDLE;
+    c->deadline = uv_now(&w->loop) + (c->state == DL_CS_IDLE ? cfg->keepalive_timeout_ms
+                                                               : cfg->header_timeout_ms);
+    /* answered after the handler parked: go on with what was read meanwhile */
+    if (!c->in_feed)
+        conn_drain(c);
+}
+
+void dl_req_respond_error(dl_req_t *r, int status, const char *msg)
+{
+    dl_buf_t body = DL_BUF_INIT;
+    dl_error_body(&body, status, msg, r->id);
+    dl_resp_t resp = {.status = status,
+                      .content_type = "application/json",
+                      .content_type_len = 16,
+                      .body = body.data,
+                      .body_len = body.len};
+    dl_req_respond(r, &resp);
+    dl_buf_free(&body);
+}
+
+/* A parse error: answer once, stop parsing, drain a little, close. */
+static void send_error(dl_conn_t *c, int status, const char *msg)
+{
+    dl_worker_t *w = c->worker;
+    char id[65];
+    if (c->req && c->req->id[0])
+        memcpy(id, c->req->id, sizeof(id));
+    else
+        dl_request_id_new(w->prng, id);
+    if (c->req) {
+        dl_worker_req_release(w, c->req);
+        c->req = NULL;
+    }
+    dl_log(DL_LOG_DEBUG, "rejecting request: %d %s", status, msg);
+    dl_buf_t body = DL_BUF_INIT;
+    dl_error_body(&body, status, msg, id);
+    dl_buf_t *o = &c->out;
+    dl_buf_appendf(o, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\nX-Request-Id: %s\r\n"
+                      "X-Content-Type-Options: nosniff\r\n"
+                      "Cache-Control: no-cache, no-store, must-revalidate\r\n"
+                      "Connection: close\r\n\r\n",
+                   status, dl_status_text(status), dl_worker_date(w), body.len, id);
+    dl_buf_append(o, body.data, body.len);
+    dl_buf_free(&body);
+    c->closing = 1;
+    c->lingering = 1;
+    c->pending.len = 0;
+    conn_flush(c);
+}
+
+/* ================================================================== writing */
+
+static void on_close(uv_handle_t *h)
+{
+    dl_conn_t *c = h->data;
+    dl_worker_t *w = c->worker;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    dl_buf_free(&c->pending);
+    dl_buf_free(&c->out);
+    dl_free(c);
+    dl_worker_conn_closed(w);
+}
+
+void dl_conn_close(dl_conn_t *c)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    if (c->req) {
+        dl_req_t *r = c->req;
+        c->req = NULL;
+        if (r->task) /* a parked handler runs on detached; its answer is dropped */
+            r->conn = NULL;
+        else
+            dl_worker_req_release(c->worker, r);
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    DL_UNUSED(buf);
+    if (nread < 0)
+        dl_conn_close(s->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    dl_conn_t *c = req->data;
+    dl_free(req);
+    if (status < 0 || c->closed) {
+        dl_conn_close(c);
+        return;
+    }
+    /* Read and discard what the client still sends, so that closing does not
+     * reset the connection before it has read our error (lingering close). */
+    c->state = DL_CS_LINGER;
+    c->deadline = uv_now(&c->worker->loop) + LINGER_MS;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    extern void dl__conn_alloc(uv_handle_t *, size_t, uv_buf_t *);
+    uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_linger_read);
+}
+
+static void conn_finish_close(dl_conn_t *c)
+{
+    if (c->closed)
+        return;
+    if (c->lingering) {
+        uv_shutdown_t *sr = dl_malloc(sizeof(*sr));
+        if (sr) {
+            sr->data = c;
+            if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown) == 0)
+                return;
+            dl_free(sr);
+        }
+    }
+    dl_conn_close(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    write_req_t *wr = (write_req_t *)req;
+    dl_conn_t *c = wr->conn;
+    c->writing = 0;
+    /* keep the larger buffer for the next response */
+    if (c->out.len == 0 && wr->buf.cap > c->out.cap) {
+        dl_buf_t t = c->out;
+        c->out = wr->buf;
+        dl_buf_reset(&c->out);
+        wr->buf = t;
+    }
+    dl_buf_free(&wr->buf);
+    dl_free(wr);
+    if (c->closed)
+        return;
+    if (status < 0) {
+        dl_conn_close(c);
+        return;
+    }
+    conn_drain(c);
+}
+
+static void conn_flush(dl_conn_t *c)
+{
+    if (c->closed || c->writing)
+        return;
+    if (c->out.len == 0) {
+        if (c->closing)
+            conn_finish_close(c);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)c->out.len) {
+        dl_buf_reset(&c->out);
+        if (c->closing)
+            conn_finish_close(c);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        dl_conn_close(c);
+        return;
+    }
+    if (n > 0)
+        dl_buf_consume(&c->out, (size_t)n);
+    write_req_t *wr = dl_malloc(sizeof(*wr));
+    if (wr == NULL) {
+        dl_conn_close(c);
+        return;
+    }
+    wr->conn = c;
+    wr->buf = c->out;
+    dl_buf_init(&c->out);
+    b = uv_buf_init(wr->buf.data, (unsigned)wr->buf.len);
+    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        dl_buf_free(&wr->buf);
+        dl_free(wr);
+        dl_conn_close(c);
+        return;
+    }
+    c->writing = wr->buf.len;
+    if (c->state != DL_CS_BUSY)
+        c->deadline = uv_now(&c->worker->loop) + SEND_TIMEOUT_MS;
+}
+
+/* ================================================================== reading */
+
+void dl__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    dl_conn_t *c = h->data;
+    DL_UNUSED(suggested);
+    buf->base = c->worker->read_buf;
+    buf->len = sizeof(c->worker->read_buf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    dl_conn_t *c = s->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        /* EOF: a request cut short needs no answer; a parked one runs detached */
+        dl_conn_close(c);
+        return;
+    }
+    size_t n = (size_t)nread;
+    if (c->pending.len == 0 && c->state != DL_CS_BUSY && !c->closing) {
+        size_t used = conn_feed(c, buf->base, n);
+        if (used < n && !c->closed && !c->closing)
+            dl_buf_append(&c->pending, buf->base + used, n - used);
+    } else if (!c->closing) {
+        dl_buf_append(&c->pending, buf->base, n);
+        if (c->state != DL_CS_BUSY) {
+            size_t used = conn_feed(c, c->pending.data, c->pending.len);
+            dl_buf_consume(&c->pending, used);
+        }
+    }
+    if (c->closed)
+        return;
+    if (c->pending.oom) {
+        dl_conn_close(c);
+        return;
+    }
+    if (c->pending.len > MAX_PENDING && !c->read_stopped) {
+        c->read_stopped = 1;
+        uv_read_stop(s);
+    }
+    conn_flush(c);
+}
+
+/* ================================================================ lifecycle */
+
+void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
+{
+    uv_once(&settings_once, init_settings);
+    dl_conn_t *c = dl_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    c->worker = w;
+    if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
+        dl_free(c);
+        return;
+    }
+    c->tcp.data = c;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        dl_conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+    c->parser.data = c;
+    c->state = DL_CS_HEAD;
+    c->deadline = uv_now(&w->loop) + w->cfg->header_timeout_ms;
+    if (uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_read) != 0)
+        dl_conn_close(c);
+}
+
+void dl_conn_sweep(dl_conn_t *c, uint64_t now)
+{
+    if (c->closed)
+        return;
+    const dl_config_t *cfg = c->worker->cfg;
+    if (c->state == DL_CS_BODY && !c->closing) {
+        if (now - c->window_start >= cfg->body_timeout_ms) {
+            if (c->window_bytes < cfg->body_min_bytes) {
+                send_error(c, 408, "request body arrived too slowly");
+                return;
+            }
+            c->window_start = now;
+            c->window_bytes = 0;
+        }
+        return;
+    }
+    if (c->deadline == 0 || now < c->deadline)
+        return;
+    if (c->state == DL_CS_HEAD && !c->closing && !c->writing &&
+        (c->req != NULL || c->pending.len > 0)) {
+        send_error(c, 408, "request head not received in time");
+        return;
+    }
+    if (c->state == DL_CS_BUSY && !c->writing)
+        return;
+    dl_conn_close(c);
+}
+
+void dl_conn_stop(dl_conn_t *c)
+{
+    c->stopping = 1;
+    if (c->closed)
+        return;
+    if ((c->state == DL_CS_IDLE || (c->state == DL_CS_HEAD && c->req == NULL &&
+                                    c->pending.len == 0)) &&
+        !c->writing && c->out.len == 0)
+        dl_conn_close(c);
+}

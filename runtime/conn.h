@@ -1,0 +1,83 @@
+/*
+ * conn.h - one HTTP/1.x connection: reading, llhttp parsing with limits and
+ * timeouts, one request in flight at a time (pipelined requests wait parsed
+ * in order), response serialisation, compression and writing.
+ */
+#ifndef DL_CONN_H
+#define DL_CONN_H
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "http.h"
+#include "worker.h"
+
+enum {
+    DL_CS_HEAD = 0, /* waiting for or reading a request head */
+    DL_CS_BODY,     /* reading a request body */
+    DL_CS_BUSY,     /* the handler runs */
+    DL_CS_IDLE,     /* keep-alive, between requests */
+    DL_CS_LINGER,   /* error sent, draining input before close */
+};
+
+struct dl_conn_s {
+    uv_tcp_t tcp;
+    dl_worker_t *worker;
+    dl_conn_t *prev, *next;
+    llhttp_t parser;
+    dl_req_t *req;        /* the request being parsed or handled */
+    dl_buf_t pending;     /* read but not yet parsed */
+    dl_buf_t out;         /* serialised responses not yet written */
+    size_t writing;       /* bytes handed to uv_write and not completed */
+    int state;
+    uint64_t deadline;    /* uv_now() ms, 0: none */
+    uint64_t window_start;
+    size_t window_bytes;
+    const char *exec_start, *exec_end; /* the bytes llhttp_execute is parsing */
+    const char *value_end;             /* end of the last header value span */
+    int prev_ended_value;              /* the previous read ended inside a value */
+    int err_status;       /* set by a parser callback that rejects the request */
+    const char *err_msg;
+    unsigned in_feed : 1; /* the parser runs: responses are flushed by the reader */
+    unsigned closing : 1; /* close once out is written */
+    unsigned closed : 1;  /* uv_close called */
+    unsigned read_stopped : 1;
+    unsigned lingering : 1;
+    unsigned stopping : 1; /* graceful stop: no keep-alive after this response */
+};
+
+/** Accepts a pending connection on server; the connection owns itself. */
+void dl_conn_accept(dl_worker_t *w, uv_stream_t *server);
+/** Checks a connection's deadline; closes it when passed. */
+void dl_conn_sweep(dl_conn_t *c, uint64_t now);
+/** Graceful stop: closes an idle connection now, a busy one after its response. */
+void dl_conn_stop(dl_conn_t *c);
+/** Closes a connection at once; a running handler finishes detached. */
+void dl_conn_close(dl_conn_t *c);
+
+/** What a handler answers; see dl_req_respond(). */
+typedef struct {
+    int status;
+    const char *content_type; /* NULL: none */
+    size_t content_type_len;
+    const char *body;
+    size_t body_len;
+    const char *headers;      /* extra "Name: value\r\n" lines, already validated */
+    size_t headers_len;
+    unsigned has_cache_control : 1;
+    unsigned close : 1;       /* close the connection after this response */
+    const char *allow;        /* Allow header value (405) */
+} dl_resp_t;
+
+/**
+ * Sends resp for req (compressing when accepted and worth it), then lets the
+ * connection go on with the next pipelined request. Takes ownership of req:
+ * it returns to the pool. If the connection is gone the response is dropped.
+ */
+void dl_req_respond(dl_req_t *req, const dl_resp_t *resp);
+
+/** Sends a JSON error {"error","message","requestId"} for req; takes req. */
+void dl_req_respond_error(dl_req_t *req, int status, const char *msg);
+
+#endif

@@ -1,0 +1,303 @@
+/*
+ * http.c - request helpers (header look-up, URL decoding, query parsing,
+ * Accept negotiation), request ids and the small response-side tables
+ * (reason phrases, dates, error bodies). No I/O happens here.
+ */
+#include "http.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* ------------------------------------------------------------------ headers */
+
+const char *dl_req_header(const dl_req_t *req, const char *name, size_t *len)
+{
+    size_t nlen = strlen(name);
+    for (int i = 0; i < req->n_headers; i++) {
+        const dl_header_t *h = &req->headers[i];
+        if (dl_strncasecmp_eq(req->head.data + h->name_off, h->name_len, name, nlen)) {
+            if (len)
+                *len = h->value_len;
+            return req->head.data + h->value_off;
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ URL decoding */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = dl_tolower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+size_t dl_url_decode(char *s, size_t len, int form)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '%' && i + 2 < len) {
+            int h = hexval((unsigned char)s[i + 1]), l = hexval((unsigned char)s[i + 2]);
+            if (h >= 0 && l >= 0) {
+                s[o++] = (char)(h * 16 + l);
+                i += 2;
+                continue;
+            }
+        } else if (c == '+' && form) {
+            c = ' ';
+        }
+        s[o++] = c;
+    }
+    return o;
+}
+
+int dl_parse_query(const char *s, size_t len, int form, dl_kv_cb fn, void *arg)
+{
+    char stack[512];
+    size_t i = 0;
+    DL_UNUSED(form);
+    while (i < len) {
+        size_t start = i;
+        while (i < len && s[i] != '&')
+            i++;
+        size_t plen = i - start;
+        i++; /* skip '&' */
+        if (plen == 0)
+            continue;
+        char *p = plen <= sizeof(stack) ? stack : dl_malloc(plen);
+        if (p == NULL)
+            return DL_ENOMEM;
+        memcpy(p, s + start, plen);
+        const char *eq = memchr(p, '=', plen);
+        size_t klen = eq ? (size_t)(eq - p) : plen;
+        char *v = eq ? (char *)eq + 1 : p + plen;
+        size_t vlen = eq ? plen - klen - 1 : 0;
+        /* '+' means space in both query strings and forms (WHATWG urlencoded) */
+        klen = dl_url_decode(p, klen, 1);
+        vlen = dl_url_decode(v, vlen, 1);
+        int rc = klen ? fn(p, klen, v, vlen, arg) : 0;
+        if (p != stack)
+            dl_free(p);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- Accept negotiation */
+
+/* Parses one media range "type/sub;q=0.5" -> q in thousandths. */
+static int parse_q(const char *p, const char *end)
+{
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ';'))
+            p++;
+        if (end - p >= 2 && dl_tolower((unsigned char)p[0]) == 'q' && p[1] == '=') {
+            p += 2;
+            int q = 0, scale = 1000;
+            if (p < end && (*p == '0' || *p == '1')) {
+                q = (*p - '0') * 1000;
+                p++;
+                if (p < end && *p == '.') {
+                    p++;
+                    while (p < end && *p >= '0' && *p <= '9' && scale > 1) {
+                        scale /= 10;
+                        q += (*p - '0') * scale;
+                        p++;
+                    }
+                }
+            }
+            return q > 1000 ? 1000 : q;
+        }
+        while (p < end && *p != ';')
+            p++;
+    }
+    return 1000;
+}
+
+int dl_accept_msgpack(const char *accept, size_t len)
+{
+    if (accept == NULL || len == 0)
+        return 0;
+    int q_mp = -1, q_json = -1;
+    const char *p = accept, *end = accept + len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *start = p;
+        while (p < end && *p != ',')
+            p++;
+        const char *semi = memchr(start, ';', (size_t)(p - start));
+        const char *tend = semi ? semi : p;
+        while (tend > start && (tend[-1] == ' ' || tend[-1] == '\t'))
+            tend--;
+        size_t tlen = (size_t)(tend - start);
+        int q = semi ? parse_q(semi, p) : 1000;
+        if (dl_strncasecmp_eq(start, tlen, "application/msgpack", 19) ||
+            dl_strncasecmp_eq(start, tlen, "application/x-msgpack", 21) ||
+            dl_strncasecmp_eq(start, tlen, "application/vnd.msgpack", 23))
+            q_mp = DL_MAX(q_mp, q);
+        else if (dl_strncasecmp_eq(start, tlen, "application/json", 16))
+            q_json = DL_MAX(q_json, q);
+    }
+    /* MessagePack only when asked for by name and JSON is not preferred by name. */
+    return q_mp > 0 && q_mp >= q_json;
+}
+
+/* ---------------------------------------------------------------- request ids */
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t dl_prng_next(uint64_t s[4])
+{
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+void dl_prng_seed(uint64_t s[4])
+{
+    if (getrandom(s, sizeof(uint64_t) * 4, 0) != (ssize_t)(sizeof(uint64_t) * 4)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s[0] = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+        s[1] = (uint64_t)ts.tv_sec * 0x9e3779b97f4a7c15ULL;
+        s[2] = (uint64_t)(uintptr_t)s;
+        s[3] = 0x2545F4914F6CDD1DULL;
+    }
+    if ((s[0] | s[1] | s[2] | s[3]) == 0)
+        s[0] = 1;
+}
+
+void dl_request_id_new(uint64_t state[4], char *id)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = dl_prng_next(state), b = dl_prng_next(state);
+    for (int i = 0; i < 16; i++) {
+        id[i] = hex[(a >> (60 - 4 * i)) & 0xf];
+        id[16 + i] = hex[(b >> (60 - 4 * i)) & 0xf];
+    }
+    id[32] = '\0';
+}
+
+int dl_request_id_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > 64)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':'))
+            return 0;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------ response side */
+
+const char *dl_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    }
+    return "Unknown";
+}
+
+void dl_http_date(long t, char *out)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    time_t tt = (time_t)t;
+    gmtime_r(&tt, &tm);
+    snprintf(out, 32, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday,
+             months[tm.tm_mon], (tm.tm_year + 1900) % 10000, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static void append_json_string(dl_buf_t *out, const char *s)
+{
+    dl_buf_append_char(out, '"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            dl_buf_append_char(out, '\\');
+            dl_buf_append_char(out, (char)c);
+        } else if (c < 0x20) {
+            dl_buf_appendf(out, "\\u%04x", c);
+        } else {
+            dl_buf_append_char(out, (char)c);
+        }
+    }
+    dl_buf_append_char(out, '"');
+}
+
+void dl_error_body(dl_buf_t *out, int status, const char *msg, const char *reqid)
+{
+    dl_buf_append_str(out, "{\"error\":");
+    append_json_string(out, dl_status_text(status));
+    if (msg) {
+        dl_buf_append_str(out, ",\"message\":");
+        append_json_string(out, msg);
+    }
+    if (reqid && *reqid) {
+        dl_buf_append_str(out, ",\"requestId\":");
+        append_json_string(out, reqid);
+    }
+    dl_buf_append_char(out, '}');
+}

@@ -1,0 +1,130 @@
+/*
+ * devloop.h - the public embedding API of the devloop runtime.
+ *
+ * A runtime is created from a dl_config_t, loads an app folder (app.lua,
+ * routes/, jobs/), and serves it on N worker threads, each with its own libuv
+ * loop and LuaJIT state. This is the only header embedders include; every
+ * other declaration is internal and hidden from the shared library.
+ */
+#ifndef DEVLOOP_H
+#define DEVLOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(DL_BUILDING_LIB) && defined(__GNUC__)
+#define DL_API __attribute__((visibility("default")))
+#else
+#define DL_API
+#endif
+
+#define DL_VERSION_MAJOR 0
+#define DL_VERSION_MINOR 1
+#define DL_VERSION_PATCH 0
+#define DL_VERSION_STRING "0.1.0"
+
+/* Error codes: 0 or a negative DL_E*. Where an errno fits, the value is the
+ * negated errno, so uv and system errors translate without a table. */
+#define DL_ERRNO_MAP(XX)                                                   \
+    XX(ENOMEM, -12, "out of memory")                                       \
+    XX(EINVAL, -22, "invalid argument")                                    \
+    XX(ENOENT, -2, "no such file or directory")                            \
+    XX(EIO, -5, "i/o error")                                               \
+    XX(EADDRINUSE, -98, "address already in use")                          \
+    XX(ETIMEDOUT, -110, "timed out")                                       \
+    XX(ECANCELED, -125, "operation canceled")                              \
+    XX(ELUA, -4001, "lua error")                                           \
+    XX(ESCRIPT, -4002, "script failed to load")                            \
+    XX(EROUTE, -4003, "route conflict")                                    \
+    XX(ECODEC, -4004, "malformed payload")                                 \
+    XX(ETOOBIG, -4005, "payload too large")
+
+enum {
+#define XX(name, val, msg) DL_##name = (val),
+    DL_ERRNO_MAP(XX)
+#undef XX
+};
+
+/** Message for a DL_E* code (or a negated errno); never NULL. */
+DL_API const char *dl_strerror(int err);
+/** Symbolic name ("ENOMEM") for a DL_E* code; never NULL. */
+DL_API const char *dl_err_name(int err);
+
+/** Log levels, lowest first. */
+typedef enum {
+    DL_LOG_DEBUG = 0,
+    DL_LOG_INFO,
+    DL_LOG_WARN,
+    DL_LOG_ERROR,
+} dl_log_level_t;
+
+/** Parses "debug", "info", "warn", "error"; returns -1 when unknown. */
+DL_API int dl_log_level_parse(const char *s);
+
+#define DL_MAX_LISTEN 8
+
+/** Runtime configuration. Fill with dl_config_init(), then override. */
+typedef struct dl_config_s {
+    const char *app_dir;              /* borrowed; must outlive the runtime */
+    const char *listen[DL_MAX_LISTEN]; /* "HOST:PORT"; borrowed */
+    int n_listen;
+    int workers;                      /* 0: number of cores */
+    int log_level;                    /* dl_log_level_t */
+
+    /* HTTP limits; defaults from CONTRACT.md section 3 */
+    size_t max_uri;                   /* request line target, bytes (414) */
+    size_t max_header_bytes;          /* all header lines, bytes (431) */
+    int max_headers;                  /* header count (431) */
+    size_t max_body;                  /* default body limit, bytes (413) */
+    uint64_t header_timeout_ms;       /* whole request head */
+    uint64_t body_timeout_ms;         /* window in which body_min_bytes must arrive */
+    size_t body_min_bytes;
+    uint64_t keepalive_timeout_ms;    /* idle keep-alive connection */
+    uint64_t shutdown_grace_ms;       /* in-flight requests at SIGTERM */
+    int gzip_level;                   /* 1..9 */
+    size_t compress_min;              /* smallest body worth compressing */
+
+    /* Replaceable allocator (all three or none). */
+    void *(*malloc_fn)(size_t);
+    void *(*realloc_fn)(void *, size_t);
+    void (*free_fn)(void *);
+} dl_config_t;
+
+/** Fills *cfg with defaults (and the environment: PORT, LOG_LEVEL). */
+DL_API void dl_config_init(dl_config_t *cfg);
+
+typedef struct dl_runtime_s dl_runtime_t;
+
+/**
+ * Creates a runtime for cfg->app_dir: loads every script once to check it.
+ * Returns 0 and *out, or a DL_E* with a message written to errbuf.
+ */
+DL_API int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf,
+                          size_t errlen);
+
+/**
+ * Binds the listeners, starts the workers and blocks until dl_runtime_stop()
+ * or SIGTERM/SIGINT (when handle_signals is set). Returns 0 after a clean stop.
+ */
+DL_API int dl_runtime_run(dl_runtime_t *rt, int handle_signals);
+
+/** Asks a running runtime to stop gracefully; callable from any thread. */
+DL_API void dl_runtime_stop(dl_runtime_t *rt);
+
+/** Frees a stopped runtime. NULL is a no-op. */
+DL_API void dl_runtime_free(dl_runtime_t *rt);
+
+/**
+ * Loads every script of app_dir into a scratch Lua state and reports each
+ * error as "file:line: message" lines into errbuf. Returns the error count.
+ */
+DL_API int dl_app_check(const char *app_dir, char *errbuf, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DEVLOOP_H */

@@ -1,0 +1,65 @@
+/*
+ * internal.h - allocation wrappers, assertions and small helpers shared by
+ * every runtime module. Not part of the public API.
+ */
+#ifndef DL_INTERNAL_H
+#define DL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "devloop.h"
+
+/* Unit builds open file-local functions to the tests (curl's UNITTEST). */
+#ifdef DL_UNIT_TEST
+#define DL_STATIC
+#else
+#define DL_STATIC static
+#endif
+
+#define DL_UNUSED(x) ((void)(x))
+#define DL_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define DL_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define DL_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define DL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define DL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- allocation: replaceable through dl_config_t (libuv's uv_replace_allocator) */
+void dl_set_allocator(void *(*m)(size_t), void *(*r)(void *, size_t), void (*f)(void *));
+void *dl_malloc(size_t n);
+void *dl_calloc(size_t n, size_t size);
+void *dl_realloc(void *p, size_t n);
+void dl_free(void *p); /* NULL is a no-op */
+char *dl_strndup(const char *s, size_t n);
+char *dl_strdup(const char *s);
+
+/* ---- invariants: on in release builds too (Redis serverAssert) */
+void dl__assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
+#define DL_ASSERT(e) (DL_LIKELY(e) ? (void)0 : dl__assert_fail(#e, __FILE__, __LINE__))
+
+/* ---- logging: level checked before arguments are evaluated (Redis serverLog) */
+extern int dl_log_min_level;
+void dl_log_write(int level, const char *reqid, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define dl_log(level, ...)                                                 \
+    do {                                                                   \
+        if ((level) >= dl_log_min_level)                                   \
+            dl_log_write((level), NULL, __VA_ARGS__);                      \
+    } while (0)
+#define dl_log_req(level, reqid, ...)                                      \
+    do {                                                                   \
+        if ((level) >= dl_log_min_level)                                   \
+            dl_log_write((level), (reqid), __VA_ARGS__);                   \
+    } while (0)
+
+/* ---- ASCII helpers (locale-free) */
+static inline int dl_tolower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
+int dl_strncasecmp_eq(const char *a, size_t alen, const char *b, size_t blen);
+
+#endif /* DL_INTERNAL_H */

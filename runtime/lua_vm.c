@@ -1,0 +1,994 @@
+/*
+ * lua_vm.c - one LuaJIT state per worker.
+ *
+ * Loads an app folder into a generation (its routes in a router), turns each
+ * request into a task (a coroutine running the route's handler), resumes
+ * tasks when their I/O completes and turns a handler's return values into a
+ * response. One function resumes, dl_task_resume(), and it handles yield,
+ * return and error in one place (OpenResty's ngx_http_lua_run_thread).
+ */
+#include "lua_vm.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../bindings/dl_bindings.h"
+#include "codec_json.h"
+#include "codec_msgpack.h"
+#include "conn.h"
+#include "embedded.h"
+#include "internal.h"
+#include "worker.h"
+
+#define CO_POOL_MAX 256
+
+static char vm_key;   /* registry: lightuserdata(&vm_key) -> lightuserdata(vm) */
+static char req_key;  /* request table: lightuserdata(&req_key) -> lightuserdata(req) */
+
+dl_vm_t *dl_vm_of(lua_State *L)
+{
+    lua_pushlightuserdata(L, &vm_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    dl_vm_t *vm = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return vm;
+}
+
+/* ======================================================= module loading */
+
+/* package.preload loader for the embedded Lua library (or DEVLOOP_SCRIPTS_DIR). */
+static int load_embedded(lua_State *L)
+{
+    const dl_embedded_t *e = lua_touserdata(L, lua_upvalueindex(1));
+    const char *dir = getenv("DEVLOOP_SCRIPTS_DIR");
+    if (dir && *dir) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->file);
+        if (luaL_loadfile(L, path) != 0)
+            return lua_error(L);
+    } else {
+        char name[256];
+        snprintf(name, sizeof(name), "=[devloop]/%s", e->file);
+        if (luaL_loadbuffer(L, e->data, e->len, name) != 0)
+            return lua_error(L);
+    }
+    lua_pushstring(L, e->module);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction fn)
+{
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, fn);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 2);
+}
+
+extern int luaopen_cjson(lua_State *L);
+
+/* __newindex of a module's environment: modules may not create globals. */
+static int env_newindex(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    luaL_where(L, 2);
+    lua_pushfstring(L, "assignment to undeclared global '%s' (declare it local)",
+                    k ? k : "?");
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
+{
+    dl_vm_t *vm = dl_calloc(1, sizeof(*vm));
+    if (vm == NULL)
+        return NULL;
+    vm->worker = w;
+    vm->cfg = cfg;
+    vm->co_pool = dl_calloc(CO_POOL_MAX, sizeof(lua_State *));
+    vm->co_pool_refs = dl_calloc(CO_POOL_MAX, sizeof(int));
+    lua_State *L = vm->L = luaL_newstate();
+    if (L == NULL || vm->co_pool == NULL || vm->co_pool_refs == NULL) {
+        if (L)
+            lua_close(L);
+        dl_free(vm->co_pool);
+        dl_free(vm->co_pool_refs);
+        dl_free(vm);
+        return NULL;
+    }
+    luaL_openlibs(L);
+    lua_pushlightuserdata(L, &vm_key);
+    lua_pushlightuserdata(L, vm);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    dl_json_init_markers(L);
+
+    preload(L, "cjson", luaopen_cjson);
+    preload(L, "devloop.core", luaopen_devloop_core);
+    preload(L, "devloop.codec", luaopen_devloop_codec);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    for (const dl_embedded_t *e = dl_embedded_scripts; e->module; e++) {
+        lua_pushlightuserdata(L, (void *)e);
+        lua_pushcclosure(L, load_embedded, 1);
+        lua_setfield(L, -2, e->module);
+    }
+    lua_pop(L, 2);
+
+    /* the request metatable: lazy fields come from devloop.core */
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, dl__req_index);
+    lua_setfield(L, -2, "__index");
+    vm->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, env_newindex);
+    lua_setfield(L, -2, "__newindex");
+    vm->env_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return vm;
+}
+
+static void gen_free(dl_vm_t *vm, dl_gen_t *g)
+{
+    if (g == NULL)
+        return;
+    dl_route_t *r = g->routes;
+    while (r) {
+        dl_route_t *next = r->next;
+        if (vm->L)
+            luaL_unref(vm->L, LUA_REGISTRYINDEX, r->handler_ref);
+        dl_free(r->pattern);
+        dl_free(r);
+        r = next;
+    }
+    dl_router_free(g->router);
+    dl_free(g);
+}
+
+static void task_free(dl_task_t *t, int reuse);
+
+void dl_vm_cancel_tasks(dl_vm_t *vm)
+{
+    if (vm == NULL)
+        return;
+    while (vm->tasks) {
+        dl_task_t *t = vm->tasks;
+        if (t->cancel)
+            t->cancel(t->cancel_data);
+        if (t->req && t->parent == NULL) {
+            t->req->task = NULL;
+            dl_worker_req_release(t->req->worker, t->req);
+        }
+        task_free(t, 0);
+    }
+}
+
+void dl_vm_free(dl_vm_t *vm)
+{
+    if (vm == NULL)
+        return;
+    dl_vm_cancel_tasks(vm);
+    gen_free(vm, vm->gen);
+    gen_free(vm, vm->loading);
+    lua_close(vm->L);
+    vm->L = NULL;
+    dl_buf_free(&vm->scratch);
+    dl_free(vm->co_pool);
+    dl_free(vm->co_pool_refs);
+    dl_free(vm);
+}
+
+/* ============================================================ app loading */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Lists dir/\*.lua sorted; returns the count (0 when the folder is absent). */
+static int list_lua(const char *dir, char ***out)
+{
+    *out = NULL;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    int n = 0, cap = 0;
+    char **names = NULL;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 4, ".lua") != 0 || de->d_name[0] == '.')
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nn = dl_realloc(names, sizeof(char *) * (size_t)cap);
+            if (nn == NULL)
+                break;
+            names = nn;
+        }
+        names[n++] = dl_strdup(de->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof(char *), cmp_str);
+    *out = names;
+    return n;
+}
+
+static int traceback_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL)
+        msg = "(error object is not a string)";
+    /* keep "file:line: message" on the first line; the trace follows for the log */
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Loads one module in its own environment; appends an error line on failure. */
+static int load_module(dl_vm_t *vm, const char *path, int run, dl_buf_t *errors)
+{
+    lua_State *L = vm->L;
+    snprintf(vm->current_file, sizeof(vm->current_file), "%s", path);
+    lua_pushcfunction(L, traceback_handler);
+    int base = lua_gettop(L);
+    int rc = luaL_loadfile(L, path);
+    if (rc == 0 && run) {
+        lua_newtable(L);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_mt_ref);
+        lua_setmetatable(L, -2);
+        lua_setfenv(L, -2);
+        rc = lua_pcall(L, 0, 0, base);
+    }
+    int failed = 0;
+    if (rc != 0) {
+        const char *msg = lua_tostring(L, -1);
+        if (msg == NULL)
+            msg = "error object is not a string";
+        const char *nl = strchr(msg, '\n');
+        size_t first = nl ? (size_t)(nl - msg) : strlen(msg);
+        /* messages already start with the file name when Lua knows the line */
+        if (strncmp(msg, path, strlen(path)) != 0)
+            dl_buf_appendf(errors, "%s: ", path);
+        dl_buf_append(errors, msg, first);
+        dl_buf_append_char(errors, '\n');
+        dl_log(DL_LOG_DEBUG, "%s", msg);
+        failed = 1;
+    }
+    lua_settop(L, base - 1);
+    vm->current_file[0] = '\0';
+    return failed;
+}
+
+int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
+{
+    struct stat st;
+    if (stat(app_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        dl_buf_appendf(errors, "%s: not a directory\n", app_dir);
+        return 1;
+    }
+    dl_gen_t *g = dl_calloc(1, sizeof(*g));
+    if (g == NULL || (g->router = dl_router_new()) == NULL) {
+        dl_free(g);
+        dl_buf_appendf(errors, "%s: out of memory\n", app_dir);
+        return 1;
+    }
+    g->id = vm->gen ? vm->gen->id + 1 : 1;
+    vm->loading = g;
+
+    int nerr = 0;
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/app.lua", app_dir);
+    if (stat(path, &st) == 0)
+        nerr += load_module(vm, path, 1, errors);
+
+    static const char *dirs[] = {"routes", "jobs"};
+    for (size_t d = 0; d < DL_ARRAY_SIZE(dirs); d++) {
+        char dir[900];
+        snprintf(dir, sizeof(dir), "%s/%s", app_dir, dirs[d]);
+        char **names;
+        int n = list_lua(dir, &names);
+        for (int i = 0; i < n; i++) {
+            snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+            /* job processors are compiled here; the job queue runs them */
+            nerr += load_module(vm, path, d == 0, errors);
+            dl_free(names[i]);
+        }
+        dl_free(names);
+    }
+    vm->loading = NULL;
+    if (nerr) {
+        gen_free(vm, g);
+        return nerr;
+    }
+    gen_free(vm, vm->gen);
+    vm->gen = g;
+    return 0;
+}
+
+/* ================================================================ routing */
+
+void dl_vm_route(dl_vm_t *vm, dl_req_t *req)
+{
+    req->routed = 1;
+    req->body_limit = vm->cfg->max_body;
+    if (vm->gen == NULL) {
+        req->route_status = DL_ROUTE_NOT_FOUND;
+        return;
+    }
+    req->route_status = dl_router_match(vm->gen->router, req->method, req->head.data,
+                                        req->path_len, &req->match);
+    if (req->route_status == DL_ROUTE_FOUND) {
+        req->route = req->match.data;
+        if (req->route->body_limit)
+            req->body_limit = req->route->body_limit;
+    }
+}
+
+/* ================================================================== tasks */
+
+dl_task_t *dl_task_current(lua_State *L)
+{
+    dl_task_t *t = lua_getexdata(L);
+    return (t && t->co == L) ? t : NULL;
+}
+
+void dl_task_park(dl_task_t *t, void (*cancel)(void *), void *data)
+{
+    t->cancel = cancel;
+    t->cancel_data = data;
+}
+
+static dl_task_t *task_new(dl_vm_t *vm, dl_req_t *req)
+{
+    dl_task_t *t = dl_calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    lua_State *L = vm->L;
+    if (vm->n_co_pool > 0) {
+        vm->n_co_pool--;
+        t->co = vm->co_pool[vm->n_co_pool];
+        t->co_ref = vm->co_pool_refs[vm->n_co_pool];
+    } else {
+        t->co = lua_newthread(L);
+        t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_setexdata(t->co, t);
+    t->vm = vm;
+    t->req = req;
+    t->results_ref = LUA_NOREF;
+    t->error_ref = LUA_NOREF;
+    t->next = vm->tasks;
+    if (vm->tasks)
+        vm->tasks->prev = t;
+    vm->tasks = t;
+    vm->n_tasks++;
+    return t;
+}
+
+static void task_free(dl_task_t *t, int reuse)
+{
+    dl_vm_t *vm = t->vm;
+    lua_State *L = vm->L;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        vm->tasks = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    vm->n_tasks--;
+    if (L) {
+        luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, t->error_ref);
+        lua_setexdata(t->co, NULL);
+        /* a coroutine that returned normally can run another function */
+        if (reuse && vm->n_co_pool < CO_POOL_MAX && lua_status(t->co) == 0) {
+            lua_settop(t->co, 0);
+            vm->co_pool[vm->n_co_pool] = t->co;
+            vm->co_pool_refs[vm->n_co_pool] = t->co_ref;
+            vm->n_co_pool++;
+        } else {
+            luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        }
+    }
+    dl_free(t);
+}
+
+static void finish_main(dl_task_t *t, int ok);
+static void finish_child(dl_task_t *t, int ok);
+
+void dl_task_resume(dl_task_t *t, int nargs)
+{
+    t->cancel = NULL;
+    t->cancel_data = NULL;
+    int rc = lua_resume(t->co, nargs);
+    if (rc == LUA_YIELD) {
+        if (t->cancel == NULL && !t->joining) {
+            /* a plain coroutine.yield() from the handler: nothing will wake it */
+            lua_settop(t->co, 0);
+            lua_pushliteral(t->co, "attempt to yield from a handler outside an I/O call");
+            rc = LUA_ERRRUN;
+        } else {
+            return;
+        }
+    }
+    int ok = rc == 0;
+    if (!ok) {
+        /* message + the coroutine's traceback, for the log */
+        const char *msg = lua_tostring(t->co, -1);
+        luaL_traceback(t->vm->L, t->co, msg ? msg : "(error object is not a string)", 0);
+        lua_xmove(t->vm->L, t->co, 1);
+    }
+    if (t->parent)
+        finish_child(t, ok);
+    else
+        finish_main(t, ok);
+}
+
+/* ======================================================= api.parallel */
+
+/* A child task ended: record its first result (or error); wake the parent. */
+static void finish_child(dl_task_t *t, int ok)
+{
+    dl_task_t *p = t->parent;
+    lua_State *L = t->vm->L;
+    lua_State *co = t->co;
+    if (ok) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->results_ref);
+        if (lua_gettop(co) > 0)
+            lua_xmove(co, L, 1);
+        else
+            lua_pushnil(L);
+        lua_rawseti(L, -2, t->index);
+        lua_pop(L, 1);
+    } else if (p->error_ref == LUA_NOREF) {
+        lua_xmove(co, L, 1);
+        p->error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    task_free(t, ok);
+    p->waiting--;
+    if (p->waiting == 0 && p->joining) {
+        p->joining = 0;
+        lua_State *pco = p->co;
+        if (p->error_ref != LUA_NOREF) {
+            lua_pushboolean(pco, 0);
+            lua_rawgeti(pco, LUA_REGISTRYINDEX, p->error_ref);
+        } else {
+            lua_pushboolean(pco, 1);
+            lua_rawgeti(pco, LUA_REGISTRYINDEX, p->results_ref);
+        }
+        dl_task_resume(p, 2);
+    }
+}
+
+/* core._parallel(f1, f2, ...) -> true, {r1, r2, ...} | false, err */
+int dl__parallel(lua_State *L)
+{
+    dl_task_t *t = dl_task_current(L);
+    if (t == NULL)
+        return luaL_error(L, "api.parallel can only run inside a handler");
+    int n = lua_gettop(L);
+    for (int i = 1; i <= n; i++)
+        luaL_checktype(L, i, LUA_TFUNCTION);
+    if (t->results_ref != LUA_NOREF || t->waiting)
+        return luaL_error(L, "api.parallel is already running in this task");
+    lua_createtable(L, n, 0);
+    t->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->error_ref = LUA_NOREF;
+    for (int i = 1; i <= n; i++) {
+        dl_task_t *c = task_new(t->vm, t->req);
+        if (c == NULL)
+            return luaL_error(L, "out of memory");
+        c->parent = t;
+        c->index = i;
+        t->waiting++;
+        lua_pushvalue(L, i);
+        lua_xmove(L, c->co, 1);
+        dl_task_resume(c, 0); /* children that finish at once are counted now */
+    }
+    if (t->waiting > 0) {
+        t->joining = 1;
+        return lua_yield(L, 0);
+    }
+    if (t->error_ref != LUA_NOREF) {
+        lua_pushboolean(L, 0);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->error_ref);
+    } else {
+        lua_pushboolean(L, 1);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, t->error_ref);
+    t->results_ref = t->error_ref = LUA_NOREF;
+    return 2;
+}
+
+/* The parallel wrapper resumes with (ok, value); forget the refs afterwards. */
+int dl__parallel_done(lua_State *L)
+{
+    dl_task_t *t = dl_task_current(L);
+    if (t) {
+        luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, t->error_ref);
+        t->results_ref = t->error_ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+/* ============================================================== responses */
+
+static int valid_header_name(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 32 || c >= 127 || c == ':' || c == '(' || c == ')' || c == ',' || c == '"' ||
+            c == '/' || c == ';' || c == '<' || c == '=' || c == '>' || c == '?' ||
+            c == '@' || c == '[' || c == '\\' || c == ']' || c == '{' || c == '}')
+            return 0;
+    }
+    return 1;
+}
+
+static int valid_header_value(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 32 && c != '\t') || c == 127)
+            return 0;
+    }
+    return 1;
+}
+
+/* Headers the runtime owns: a handler may not set them. */
+static int reserved_header(const char *s, size_t n)
+{
+    return dl_strncasecmp_eq(s, n, "content-length", 14) ||
+           dl_strncasecmp_eq(s, n, "transfer-encoding", 17) ||
+           dl_strncasecmp_eq(s, n, "connection", 10) || dl_strncasecmp_eq(s, n, "date", 4) ||
+           dl_strncasecmp_eq(s, n, "x-request-id", 12);
+}
+
+typedef struct {
+    dl_resp_t resp;
+    dl_buf_t hdrs;
+    char ctype[128];
+} resp_build_t;
+
+/* Reads the handler's headers table at idx into rb; returns an error message or NULL. */
+static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
+{
+    if (lua_isnoneornil(co, idx))
+        return NULL;
+    if (!lua_istable(co, idx))
+        return "headers must be a table";
+    lua_pushnil(co);
+    while (lua_next(co, idx) != 0) {
+        size_t nlen, vlen;
+        if (lua_type(co, -2) != LUA_TSTRING) {
+            lua_pop(co, 2);
+            return "header names must be strings";
+        }
+        const char *name = lua_tolstring(co, -2, &nlen);
+        if (!valid_header_name(name, nlen) || reserved_header(name, nlen)) {
+            lua_pop(co, 2);
+            return "invalid or reserved header name";
+        }
+        int is_table = lua_istable(co, -1);
+        int nvals = is_table ? (int)lua_objlen(co, -1) : 1;
+        for (int i = 1; i <= nvals; i++) {
+            if (is_table)
+                lua_rawgeti(co, -1, i);
+            else
+                lua_pushvalue(co, -1);
+            int t = lua_type(co, -1);
+            if (t != LUA_TSTRING && t != LUA_TNUMBER) {
+                lua_pop(co, 3);
+                return "header values must be strings or numbers";
+            }
+            const char *v = lua_tolstring(co, -1, &vlen);
+            if (!valid_header_value(v, vlen)) {
+                lua_pop(co, 3);
+                return "header value contains a control character";
+            }
+            if (dl_strncasecmp_eq(name, nlen, "content-type", 12)) {
+                size_t cl = DL_MIN(vlen, sizeof(rb->ctype) - 1);
+                memcpy(rb->ctype, v, cl);
+                rb->ctype[cl] = '\0';
+                rb->resp.content_type = rb->ctype;
+                rb->resp.content_type_len = cl;
+            } else {
+                if (dl_strncasecmp_eq(name, nlen, "cache-control", 13))
+                    rb->resp.has_cache_control = 1;
+                dl_buf_append(&rb->hdrs, name, nlen);
+                dl_buf_append(&rb->hdrs, ": ", 2);
+                dl_buf_append(&rb->hdrs, v, vlen);
+                dl_buf_append(&rb->hdrs, "\r\n", 2);
+            }
+            lua_pop(co, 1);
+        }
+        lua_pop(co, 1);
+    }
+    return NULL;
+}
+
+static void respond_500(dl_task_t *t, const char *log_msg)
+{
+    dl_req_t *req = t->req;
+    dl_log_req(DL_LOG_ERROR, req->id, "%s %.*s: %s", req->method_name, (int)req->path_len,
+               req->head.data, log_msg);
+    req->task = NULL;
+    dl_req_respond_error(req, 500, NULL);
+}
+
+static void release_req_table(dl_vm_t *vm, dl_req_t *req)
+{
+    if (req->table_ref == LUA_NOREF || req->table_ref == 0)
+        return;
+    lua_State *L = vm->L;
+    /* cut the table off the C request: a handler that kept it sees nil fields */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, req->table_ref);
+    lua_pushlightuserdata(L, &req_key);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, req->table_ref);
+    req->table_ref = LUA_NOREF;
+}
+
+/* The main task ended: its return values become the response. */
+static void finish_main(dl_task_t *t, int ok)
+{
+    dl_vm_t *vm = t->vm;
+    dl_req_t *req = t->req;
+    lua_State *co = t->co;
+    release_req_table(vm, req);
+    if (!ok) {
+        respond_500(t, lua_tostring(co, -1));
+        task_free(t, 0);
+        return;
+    }
+    int n = lua_gettop(co);
+    int bi = 1;
+    resp_build_t rb;
+    memset(&rb.resp, 0, sizeof(rb.resp));
+    dl_buf_init(&rb.hdrs);
+    rb.resp.status = 200;
+    if (n >= 1 && lua_type(co, 1) == LUA_TNUMBER) {
+        lua_Number s = lua_tonumber(co, 1);
+        if (s != floor(s) || s < 100 || s > 599) {
+            respond_500(t, "handler returned an invalid status code");
+            task_free(t, 0);
+            return;
+        }
+        rb.resp.status = (int)s;
+        bi = 2;
+    }
+    const char *herr = collect_headers(co, bi + 1, &rb);
+    if (herr) {
+        dl_buf_free(&rb.hdrs);
+        respond_500(t, herr);
+        task_free(t, 0);
+        return;
+    }
+    rb.resp.headers = rb.hdrs.data;
+    rb.resp.headers_len = rb.hdrs.len;
+
+    dl_buf_t *out = &vm->scratch;
+    dl_buf_reset(out);
+    int bt = n >= bi ? lua_type(co, bi) : LUA_TNIL;
+    if (bt == LUA_TNIL) {
+        if (n == 0)
+            rb.resp.status = 204;
+    } else if (bt == LUA_TSTRING) {
+        rb.resp.body = lua_tolstring(co, bi, &rb.resp.body_len);
+        if (rb.resp.content_type == NULL) {
+            rb.resp.content_type = "text/plain; charset=utf-8";
+            rb.resp.content_type_len = 25;
+        }
+    } else {
+        size_t alen = 0;
+        const char *accept = dl_req_header(req, "accept", &alen);
+        char err[160];
+        int rc;
+        if (accept && dl_accept_msgpack(accept, alen)) {
+            rc = dl_msgpack_encode(co, bi, out, err, sizeof(err));
+            if (rb.resp.content_type == NULL) {
+                rb.resp.content_type = "application/msgpack";
+                rb.resp.content_type_len = 19;
+            }
+        } else {
+            rc = dl_json_encode(co, bi, out, err, sizeof(err));
+            if (rb.resp.content_type == NULL) {
+                rb.resp.content_type = "application/json";
+                rb.resp.content_type_len = 16;
+            }
+        }
+        if (rc != 0) {
+            dl_buf_free(&rb.hdrs);
+            char msg[220];
+            snprintf(msg, sizeof(msg), "cannot encode the response: %s", err);
+            respond_500(t, msg);
+            task_free(t, 0);
+            return;
+        }
+        rb.resp.body = out->data;
+        rb.resp.body_len = out->len;
+    }
+    req->task = NULL;
+    dl_req_respond(req, &rb.resp);
+    dl_buf_free(&rb.hdrs);
+    /* keep the encoder buffer unless one huge response grew it */
+    if (out->cap > (1u << 20))
+        dl_buf_free(out);
+    task_free(t, 1);
+}
+
+/* =============================================================== dispatch */
+
+static int has_prefix_ci(const char *s, size_t len, const char *p)
+{
+    size_t pl = strlen(p);
+    return len >= pl && dl_strncasecmp_eq(s, pl, p, pl);
+}
+
+static int push_form_kv(const char *k, size_t klen, const char *v, size_t vlen, void *arg);
+
+/* Decodes the body by Content-Type onto the stack of co; 0 or an HTTP status. */
+static int push_body(dl_req_t *req, lua_State *co, char *err, size_t errlen)
+{
+    if (req->body.len == 0) {
+        lua_pushnil(co);
+        return 0;
+    }
+    size_t ctlen = 0;
+    const char *ct = dl_req_header(req, "content-type", &ctlen);
+    if (ct && (has_prefix_ci(ct, ctlen, "application/json") ||
+               (ctlen > 5 && memmem(ct, ctlen, "+json", 5)))) {
+        if (dl_json_decode(co, req->body.data, req->body.len, err, errlen) != 0)
+            return 400;
+        return 0;
+    }
+    if (ct && (has_prefix_ci(ct, ctlen, "application/msgpack") ||
+               has_prefix_ci(ct, ctlen, "application/x-msgpack") ||
+               has_prefix_ci(ct, ctlen, "application/vnd.msgpack"))) {
+        if (dl_msgpack_decode(co, req->body.data, req->body.len, err, errlen) != 0)
+            return 400;
+        return 0;
+    }
+    if (ct && has_prefix_ci(ct, ctlen, "application/x-www-form-urlencoded")) {
+        lua_newtable(co);
+        dl_parse_query(req->body.data, req->body.len, 1, push_form_kv, co);
+        return 0;
+    }
+    lua_pushlstring(co, req->body.data, req->body.len);
+    return 0;
+}
+
+void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
+{
+    dl_route_t *route = req->route;
+    dl_task_t *t = task_new(vm, req);
+    if (t == NULL) {
+        dl_req_respond_error(req, 503, "out of memory");
+        return;
+    }
+    req->task = t;
+    lua_State *co = t->co;
+    lua_checkstack(co, 8);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
+
+    /* the request table: eager cheap fields, lazy query/headers via __index */
+    lua_createtable(co, 0, 8);
+    lua_pushlightuserdata(co, &req_key);
+    lua_pushlightuserdata(co, req);
+    lua_rawset(co, -3);
+    lua_pushstring(co, req->method_name);
+    lua_setfield(co, -2, "method");
+    lua_pushlstring(co, req->head.data, req->path_len);
+    lua_setfield(co, -2, "path");
+    lua_pushstring(co, req->id);
+    lua_setfield(co, -2, "id");
+    lua_createtable(co, 0, req->match.n_params);
+    for (int i = 0; i < req->match.n_params; i++) {
+        dl_route_param_t *p = &req->match.params[i];
+        lua_pushlstring(co, p->name, p->name_len);
+        char *v = dl_strndup(p->value, p->value_len);
+        if (v) {
+            size_t vl = dl_url_decode(v, p->value_len, 0);
+            lua_pushlstring(co, v, vl);
+            dl_free(v);
+        } else {
+            lua_pushlstring(co, p->value, p->value_len);
+        }
+        lua_rawset(co, -3);
+    }
+    lua_setfield(co, -2, "params");
+    char err[200];
+    int st = push_body(req, co, err, sizeof(err));
+    if (st != 0) {
+        char msg[260];
+        snprintf(msg, sizeof(msg), "malformed request body: %s", err);
+        lua_settop(co, 0);
+        req->task = NULL;
+        task_free(t, 1);
+        dl_req_respond_error(req, st, msg);
+        return;
+    }
+    lua_setfield(co, -2, "body");
+    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->req_mt_ref);
+    lua_setmetatable(co, -2);
+    lua_pushvalue(co, -1);
+    req->table_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+    dl_task_resume(t, 1);
+}
+
+/* ======================================================= lazy req fields */
+
+static int push_form_kv(const char *k, size_t klen, const char *v, size_t vlen, void *arg)
+{
+    lua_State *L = arg;
+    lua_pushlstring(L, k, klen);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    int t = lua_type(L, -1);
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, v, vlen);
+        lua_rawset(L, -3);
+    } else if (t == LUA_TTABLE) {
+        /* a third or later value for this key */
+        lua_pushlstring(L, v, vlen);
+        lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+        lua_pop(L, 2);
+    } else {
+        /* a repeated key becomes an array of its values */
+        lua_createtable(L, 2, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+        lua_pushlstring(L, v, vlen);
+        lua_rawseti(L, -2, 2);
+        lua_rawset(L, -3);
+    }
+    return 0;
+}
+
+static int headers_index(lua_State *L)
+{
+    /* case-insensitive look-up: keys are stored lower-case */
+    size_t n;
+    const char *k = lua_tolstring(L, 2, &n);
+    if (k == NULL || n > 256)
+        return 0;
+    char low[257];
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)dl_tolower((unsigned char)k[i]);
+    lua_pushlstring(L, low, n);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+static void push_headers(lua_State *L, dl_req_t *req)
+{
+    lua_createtable(L, 0, req->n_headers);
+    char low[256];
+    for (int i = 0; i < req->n_headers; i++) {
+        dl_header_t *h = &req->headers[i];
+        const char *name = req->head.data + h->name_off;
+        size_t nl = DL_MIN(h->name_len, sizeof(low));
+        for (size_t j = 0; j < nl; j++)
+            low[j] = (char)dl_tolower((unsigned char)name[j]);
+        lua_pushlstring(L, low, nl);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, req->head.data + h->value_off, h->value_len);
+        } else {
+            /* repeated headers join with ", " (RFC 9110 5.3) */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, req->head.data + h->value_off, h->value_len);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, headers_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+}
+
+/* __index of request tables: query, headers, raw_body, built on first use. */
+int dl__req_index(lua_State *L)
+{
+    lua_pushlightuserdata(L, &req_key);
+    lua_rawget(L, 1);
+    dl_req_t *req = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    const char *k = lua_tostring(L, 2);
+    if (req == NULL || k == NULL)
+        return 0;
+    if (strcmp(k, "query") == 0) {
+        lua_newtable(L);
+        if (req->url_len > req->path_len + 1)
+            dl_parse_query(req->head.data + req->path_len + 1, req->url_len - req->path_len - 1,
+                           0, push_form_kv, L);
+    } else if (strcmp(k, "headers") == 0) {
+        push_headers(L, req);
+    } else if (strcmp(k, "raw_body") == 0) {
+        lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
+    } else if (strcmp(k, "target") == 0) {
+        lua_pushlstring(L, req->head.data, req->url_len);
+    } else if (strcmp(k, "http_version") == 0) {
+        lua_pushstring(L, req->http_minor == 0 ? "1.0" : "1.1");
+    } else if (strcmp(k, "route") == 0) {
+        lua_pushstring(L, req->route ? req->route->pattern : "");
+    } else {
+        return 0;
+    }
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* cached for the next access */
+    return 1;
+}
+
+/* ==================================================== route registration */
+
+/* core._route(methods_mask, pattern, opts, handler) -> true | nil, err */
+int dl__route(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    unsigned methods = (unsigned)luaL_checkinteger(L, 1);
+    const char *pattern = luaL_checkstring(L, 2);
+    luaL_checktype(L, 4, LUA_TFUNCTION);
+    if (vm == NULL || vm->loading == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, "routes can only be declared while the app loads");
+        return 2;
+    }
+    size_t body_limit = 0;
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "body_limit");
+        if (!lua_isnil(L, -1)) {
+            lua_Number v = lua_tonumber(L, -1);
+            if (v <= 0) {
+                lua_pushnil(L);
+                lua_pushstring(L, "body_limit must be a positive number of bytes");
+                return 2;
+            }
+            body_limit = (size_t)v;
+        }
+        lua_pop(L, 1);
+    }
+    dl_route_t *r = dl_calloc(1, sizeof(*r));
+    if (r == NULL || (r->pattern = dl_strdup(pattern)) == NULL) {
+        dl_free(r);
+        return luaL_error(L, "out of memory");
+    }
+    r->methods = methods;
+    r->body_limit = body_limit;
+    char err[256];
+    int rc = dl_router_add(vm->loading->router, methods, pattern, r, err, sizeof(err));
+    if (rc != 0) {
+        dl_free(r->pattern);
+        dl_free(r);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushvalue(L, 4);
+    r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->next = vm->loading->routes;
+    vm->loading->routes = r;
+    vm->loading->n_routes++;
+    lua_pushboolean(L, 1);
+    return 1;
+}

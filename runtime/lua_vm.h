@@ -1,0 +1,110 @@
+/*
+ * lua_vm.h - a worker's LuaJIT state: the loaded app (a generation of routes),
+ * request dispatch into handler coroutines ("tasks"), and the task hooks that
+ * bindings use to park a coroutine on I/O and resume it from a callback
+ * (OpenResty's cosocket model).
+ */
+#ifndef DL_LUA_VM_H
+#define DL_LUA_VM_H
+
+#include <lua.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "http.h"
+#include "internal.h"
+
+struct dl_worker_s;
+
+/** A route as declared by api.get/post/...: what the router stores. */
+typedef struct dl_route_s {
+    int handler_ref;  /* registry ref of the handler function */
+    size_t body_limit;
+    unsigned methods;
+    char *pattern;
+    struct dl_route_s *next; /* all routes of a generation */
+} dl_route_t;
+
+/** Everything loaded from an app folder at one time. */
+typedef struct dl_gen_s {
+    dl_router_t *router;
+    dl_route_t *routes;
+    int n_routes;
+    int id;
+} dl_gen_t;
+
+typedef struct dl_task_s dl_task_t;
+typedef struct dl_vm_s dl_vm_t;
+
+struct dl_task_s {
+    lua_State *co;
+    int co_ref;
+    dl_vm_t *vm;
+    dl_req_t *req;          /* the request served; NULL for background tasks */
+    dl_task_t *parent;      /* api.parallel: the waiting task */
+    int index;              /* api.parallel: slot in the parent's results */
+    int waiting;            /* api.parallel: children not finished */
+    int joining;            /* api.parallel: parked until the children finish */
+    int results_ref;
+    int error_ref;
+    void (*cancel)(void *data); /* detaches a parked operation (shutdown) */
+    void *cancel_data;
+    dl_task_t *prev, *next;
+};
+
+struct dl_vm_s {
+    lua_State *L;
+    struct dl_worker_s *worker; /* NULL in a check-only VM */
+    const dl_config_t *cfg;
+    dl_gen_t *gen;              /* the current generation */
+    dl_gen_t *loading;          /* the generation api.get() adds to */
+    int req_mt_ref;
+    int env_mt_ref;
+    dl_task_t *tasks;           /* live tasks */
+    int n_tasks;
+    lua_State **co_pool;        /* finished coroutines kept for reuse */
+    int *co_pool_refs;
+    int n_co_pool;
+    dl_buf_t scratch;           /* encoder output */
+    char current_file[512];     /* module being loaded, for messages */
+};
+
+/** Creates a VM: standard libraries, the devloop modules, cjson. */
+dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg);
+void dl_vm_free(dl_vm_t *vm);
+/** Detaches every parked task and drops its request (graceful stop is over). */
+void dl_vm_cancel_tasks(dl_vm_t *vm);
+
+/**
+ * Loads app_dir (app.lua, routes/ and jobs/ Lua files) into a new generation and
+ * makes it current. Each error is appended to errors as "file:line: message\n".
+ * Returns the number of errors; with errors the current generation is kept.
+ */
+int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors);
+
+/** Looks up req's route in the current generation (at headers-complete). */
+void dl_vm_route(dl_vm_t *vm, dl_req_t *req);
+
+/** Runs req's handler in a new task; answers through dl_req_respond(). */
+void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req);
+
+/* ---- task hooks for bindings (OpenResty's ngx_http_lua_api.h) */
+
+/** The task running on coroutine L, or NULL (main state, user coroutine). */
+dl_task_t *dl_task_current(lua_State *L);
+/** Records how to detach the operation a task parks on. */
+void dl_task_park(dl_task_t *t, void (*cancel)(void *), void *data);
+/** Resumes a parked task with nargs values already pushed on t->co. */
+void dl_task_resume(dl_task_t *t, int nargs);
+
+/** The VM of a Lua state (set at creation). */
+dl_vm_t *dl_vm_of(lua_State *L);
+
+/* ---- primitives behind bindings/dl_core.c (the devloop.core module) */
+int dl__req_index(lua_State *L);     /* __index of request tables */
+int dl__route(lua_State *L);         /* core._route(mask, pattern, opts, fn) */
+int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) */
+int dl__parallel_done(lua_State *L);
+int luaopen_devloop_core(lua_State *L);
+
+#endif

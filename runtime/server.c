@@ -1,0 +1,306 @@
+/*
+ * server.c - the runtime object behind devloop.h: configuration defaults,
+ * binding the listening sockets (one per worker and address, SO_REUSEPORT),
+ * starting and joining the workers, and the main thread's loop that turns
+ * SIGTERM/SIGINT into a graceful stop.
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "lua_vm.h"
+
+static uint64_t env_u64(const char *name, uint64_t def)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0')
+        return def;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    return (*end == '\0') ? (uint64_t)n : def;
+}
+
+void dl_config_init(dl_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->workers = 0;
+    cfg->log_level = DL_LOG_INFO;
+    const char *ll = getenv("LOG_LEVEL");
+    if (ll && dl_log_level_parse(ll) >= 0)
+        cfg->log_level = dl_log_level_parse(ll);
+    cfg->max_uri = env_u64("DEVLOOP_MAX_URI", 8192);
+    cfg->max_header_bytes = env_u64("DEVLOOP_MAX_HEADER_BYTES", 32 * 1024);
+    cfg->max_headers = (int)env_u64("DEVLOOP_MAX_HEADERS", 100);
+    cfg->max_body = env_u64("DEVLOOP_MAX_BODY", 1024 * 1024);
+    cfg->header_timeout_ms = env_u64("DEVLOOP_HEADER_TIMEOUT_MS", 10000);
+    cfg->body_timeout_ms = env_u64("DEVLOOP_BODY_TIMEOUT_MS", 10000);
+    cfg->body_min_bytes = env_u64("DEVLOOP_BODY_MIN_BYTES", 1024);
+    cfg->keepalive_timeout_ms = env_u64("DEVLOOP_KEEPALIVE_TIMEOUT_MS", 15000);
+    cfg->shutdown_grace_ms = env_u64("DEVLOOP_SHUTDOWN_GRACE_MS", 10000);
+    cfg->gzip_level = (int)env_u64("GZIP_LEVEL", 1);
+    if (cfg->gzip_level < 1 || cfg->gzip_level > 9)
+        cfg->gzip_level = 1;
+    cfg->compress_min = env_u64("DEVLOOP_COMPRESS_MIN", 1024);
+}
+
+int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL || rb[1] != ':')
+            return DL_EINVAL;
+        size_t n = (size_t)(rb - s - 1);
+        if (n >= hostlen)
+            return DL_EINVAL;
+        memcpy(host, s + 1, n);
+        host[n] = '\0';
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        size_t n = colon ? (size_t)(colon - s) : 0;
+        if (n >= hostlen)
+            return DL_EINVAL;
+        if (n == 0)
+            snprintf(host, hostlen, "127.0.0.1");
+        else {
+            memcpy(host, s, n);
+            host[n] = '\0';
+        }
+    }
+    const char *ps = colon ? colon + 1 : s;
+    char *end;
+    long p = strtol(ps, &end, 10);
+    if (*ps == '\0' || *end != '\0' || p < 0 || p > 65535)
+        return DL_EINVAL;
+    *port = (int)p;
+    return 0;
+}
+
+/* A listening socket with SO_REUSEPORT, so every worker can bind the port. */
+static int open_listener(const char *spec, int *fd_out, char *err, size_t errlen)
+{
+    char host[256];
+    int port;
+    if (dl_parse_listen(spec, host, sizeof(host), &port) != 0) {
+        snprintf(err, errlen, "invalid listen address '%s' (want HOST:PORT)", spec);
+        return DL_EINVAL;
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t slen;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        slen = sizeof(*in4);
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        slen = sizeof(*in6);
+    } else if (strcmp(host, "localhost") == 0) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        slen = sizeof(*in4);
+    } else {
+        snprintf(err, errlen, "invalid listen host '%s' (want an IP address)", host);
+        return DL_EINVAL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -errno;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, slen) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s: %s", spec, strerror(e));
+        close(fd);
+        return -e;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    if (cfg->app_dir == NULL) {
+        snprintf(errbuf, errlen, "no app folder given");
+        return DL_EINVAL;
+    }
+    dl_set_allocator(cfg->malloc_fn, cfg->realloc_fn, cfg->free_fn);
+    dl_runtime_t *rt = dl_calloc(1, sizeof(*rt));
+    if (rt == NULL)
+        return DL_ENOMEM;
+    rt->cfg = *cfg;
+    rt->app_dir = dl_strdup(cfg->app_dir);
+    rt->cfg.app_dir = rt->app_dir;
+    if (rt->cfg.n_listen == 0) {
+        char def[32];
+        snprintf(def, sizeof(def), "127.0.0.1:%d", (int)env_u64("PORT", 8080));
+        rt->listen[0] = dl_strdup(def);
+        rt->cfg.n_listen = 1;
+    } else {
+        for (int i = 0; i < rt->cfg.n_listen && i < DL_MAX_LISTEN; i++)
+            rt->listen[i] = dl_strdup(cfg->listen[i]);
+    }
+    for (int i = 0; i < rt->cfg.n_listen; i++)
+        rt->cfg.listen[i] = rt->listen[i];
+    if (rt->cfg.workers <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        rt->cfg.workers = n > 0 ? (int)n : 1;
+    }
+    if (rt->cfg.workers > 256)
+        rt->cfg.workers = 256;
+    dl_log_min_level = rt->cfg.log_level;
+
+    /* load the app once up front, so a broken app fails before binding */
+    int nerr = dl_app_check(rt->app_dir, errbuf, errlen);
+    if (nerr) {
+        dl_runtime_free(rt);
+        return DL_ESCRIPT;
+    }
+    *out = rt;
+    return 0;
+}
+
+int dl_app_check(const char *app_dir, char *errbuf, size_t errlen)
+{
+    dl_config_t cfg;
+    dl_config_init(&cfg);
+    dl_vm_t *vm = dl_vm_new(NULL, &cfg);
+    if (vm == NULL) {
+        snprintf(errbuf, errlen, "cannot create a Lua state\n");
+        return 1;
+    }
+    dl_buf_t errors = DL_BUF_INIT;
+    int n = dl_vm_load_app(vm, app_dir, &errors);
+    if (errlen)
+        snprintf(errbuf, errlen, "%.*s", (int)errors.len, errors.data ? errors.data : "");
+    dl_buf_free(&errors);
+    dl_vm_free(vm);
+    return n;
+}
+
+static void on_stop_async(uv_async_t *a)
+{
+    dl_runtime_t *rt = a->data;
+    for (int i = 0; i < rt->n_workers; i++)
+        dl_worker_stop(&rt->workers[i]);
+    uv_close((uv_handle_t *)&rt->stop_async, NULL);
+    if (rt->handle_signals) {
+        uv_close((uv_handle_t *)&rt->sig_term, NULL);
+        uv_close((uv_handle_t *)&rt->sig_int, NULL);
+        uv_close((uv_handle_t *)&rt->sig_hup, NULL);
+    }
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    dl_runtime_t *rt = s->data;
+    if (signum == SIGHUP) {
+        dl_log(DL_LOG_INFO, "SIGHUP: reload is not available yet");
+        return;
+    }
+    dl_log(DL_LOG_INFO, "%s: stopping (grace %llu ms)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+           (unsigned long long)rt->cfg.shutdown_grace_ms);
+    dl_runtime_stop(rt);
+}
+
+int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
+{
+    char err[4096];
+    int rc = uv_loop_init(&rt->loop);
+    if (rc != 0)
+        return rc;
+    rt->handle_signals = handle_signals;
+    uv_async_init(&rt->loop, &rt->stop_async, on_stop_async);
+    rt->stop_async.data = rt;
+    if (handle_signals) {
+        signal(SIGPIPE, SIG_IGN);
+        uv_signal_init(&rt->loop, &rt->sig_term);
+        uv_signal_init(&rt->loop, &rt->sig_int);
+        uv_signal_init(&rt->loop, &rt->sig_hup);
+        rt->sig_term.data = rt->sig_int.data = rt->sig_hup.data = rt;
+        uv_signal_start(&rt->sig_term, on_signal, SIGTERM);
+        uv_signal_start(&rt->sig_int, on_signal, SIGINT);
+        uv_signal_start(&rt->sig_hup, on_signal, SIGHUP);
+    }
+    __atomic_store_n(&rt->loop_ready, 1, __ATOMIC_RELEASE);
+
+    rt->workers = dl_calloc((size_t)rt->cfg.workers, sizeof(dl_worker_t));
+    if (rt->workers == NULL)
+        return DL_ENOMEM;
+    int result = 0;
+    for (int i = 0; i < rt->cfg.workers && result == 0; i++) {
+        dl_worker_t *w = &rt->workers[i];
+        rc = dl_worker_init(w, rt, i, err, sizeof(err));
+        rt->n_workers = i + 1;
+        if (rc != 0) {
+            dl_log(DL_LOG_ERROR, "worker %d: %s", i, err);
+            result = rc;
+            break;
+        }
+        for (int l = 0; l < rt->cfg.n_listen; l++) {
+            rc = open_listener(rt->cfg.listen[l], &w->listen_fds[l], err, sizeof(err));
+            if (rc != 0) {
+                dl_log(DL_LOG_ERROR, "%s", err);
+                result = rc;
+                break;
+            }
+            w->n_listeners = l + 1;
+        }
+    }
+    for (int i = 0; i < rt->n_workers && result == 0; i++) {
+        rc = dl_worker_start(&rt->workers[i]);
+        if (rc != 0)
+            result = rc;
+    }
+    if (result == 0) {
+        dl_log(DL_LOG_INFO, "devloop %s serving %s on %s (%d worker%s)", DL_VERSION_STRING,
+               rt->app_dir, rt->cfg.listen[0], rt->n_workers, rt->n_workers == 1 ? "" : "s");
+        if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE))
+            uv_async_send(&rt->stop_async);
+    } else {
+        dl_runtime_stop(rt);
+    }
+    uv_run(&rt->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < rt->n_workers; i++)
+        dl_worker_join(&rt->workers[i]);
+    uv_loop_close(&rt->loop);
+    if (result == 0)
+        dl_log(DL_LOG_INFO, "stopped");
+    return result;
+}
+
+void dl_runtime_stop(dl_runtime_t *rt)
+{
+    __atomic_store_n(&rt->stop_requested, 1, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&rt->loop_ready, __ATOMIC_ACQUIRE))
+        uv_async_send(&rt->stop_async);
+}
+
+void dl_runtime_free(dl_runtime_t *rt)
+{
+    if (rt == NULL)
+        return;
+    dl_free(rt->workers);
+    for (int i = 0; i < DL_MAX_LISTEN; i++)
+        dl_free(rt->listen[i]);
+    dl_free(rt->app_dir);
+    dl_free(rt);
+}

@@ -1,0 +1,30 @@
+/*
+ * server.h - the runtime: configuration, listening sockets, the workers and
+ * the main thread's signal handling.
+ */
+#ifndef DL_SERVER_H
+#define DL_SERVER_H
+
+#include <uv.h>
+
+#include "internal.h"
+#include "worker.h"
+
+struct dl_runtime_s {
+    dl_config_t cfg;
+    char *app_dir;
+    char *listen[DL_MAX_LISTEN];
+    dl_worker_t *workers;
+    int n_workers;
+    uv_loop_t loop;       /* main thread: signals and stop requests */
+    uv_async_t stop_async;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    int loop_ready;
+    int stop_requested;
+    int handle_signals;
+};
+
+/** Splits "host:port" / "[v6]:port" / ":port" / "port". Returns 0 or DL_EINVAL. */
+int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port);
+
+#endif

@@ -1,0 +1,273 @@
+/*
+ * worker.c - event-loop threads. Each worker owns a uv loop, one listening
+ * socket per address (all workers bind the same port with SO_REUSEPORT, so
+ * the kernel spreads connections and no accept lock exists), its
+ * connections, a Lua VM with the app loaded, and pools of request objects.
+ * Graceful stop: listeners close, idle connections close, busy ones close
+ * after their response; a grace timer bounds the wait.
+ */
+#include "worker.h"
+
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "lua_vm.h"
+#include "server.h"
+
+#define REQ_POOL_MAX 1024
+
+/* ============================================================ request pool */
+
+dl_req_t *dl_worker_req_acquire(dl_worker_t *w)
+{
+    dl_req_t *r = w->free_reqs;
+    if (r) {
+        w->free_reqs = r->next_free;
+        w->n_free_reqs--;
+    } else {
+        r = dl_calloc(1, sizeof(*r));
+        if (r == NULL)
+            return NULL;
+    }
+    /* keep the buffers' storage, reset everything else */
+    dl_buf_t head = r->head, body = r->body;
+    dl_header_t *headers = r->headers;
+    int cap = r->cap_headers;
+    memset(r, 0, sizeof(*r));
+    r->head = head;
+    r->body = body;
+    dl_buf_reset(&r->head);
+    dl_buf_reset(&r->body);
+    r->headers = headers;
+    r->cap_headers = cap;
+    r->worker = w;
+    r->table_ref = -2; /* LUA_NOREF */
+    return r;
+}
+
+void dl_worker_req_release(dl_worker_t *w, dl_req_t *r)
+{
+    /* large buffers go back to the allocator, not the pool */
+    if (r->body.cap > 64 * 1024)
+        dl_buf_free(&r->body);
+    if (r->head.cap > 16 * 1024)
+        dl_buf_free(&r->head);
+    if (w->n_free_reqs >= REQ_POOL_MAX || w->vm == NULL) {
+        dl_buf_free(&r->head);
+        dl_buf_free(&r->body);
+        dl_free(r->headers);
+        dl_free(r);
+        return;
+    }
+    r->next_free = w->free_reqs;
+    w->free_reqs = r;
+    w->n_free_reqs++;
+}
+
+const char *dl_worker_date(dl_worker_t *w)
+{
+    long now = (long)time(NULL);
+    if (now != w->date_sec) {
+        w->date_sec = now;
+        dl_http_date(now, w->date);
+    }
+    return w->date;
+}
+
+/* ================================================================= loop */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    dl_worker_t *w = server->data;
+    if (status < 0) {
+        dl_log(DL_LOG_WARN, "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    dl_conn_accept(w, server);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    dl_worker_t *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    dl_conn_t *c = w->conns;
+    while (c) {
+        dl_conn_t *next = c->next; /* closing unlinks only in the close callback */
+        dl_conn_sweep(c, now);
+        c = next;
+    }
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    DL_UNUSED(arg);
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void finish_stop(dl_worker_t *w)
+{
+    uv_timer_stop(&w->grace);
+    uv_timer_stop(&w->sweep);
+    /* handlers still parked (sleeping, waiting on I/O) are abandoned */
+    dl_vm_cancel_tasks(w->vm);
+    /* force-close what is left: the grace period is over */
+    dl_conn_t *c = w->conns;
+    while (c) {
+        dl_conn_t *next = c->next;
+        dl_conn_close(c);
+        c = next;
+    }
+    if (!uv_is_closing((uv_handle_t *)&w->wakeup))
+        uv_close((uv_handle_t *)&w->wakeup, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->sweep))
+        uv_close((uv_handle_t *)&w->sweep, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->grace))
+        uv_close((uv_handle_t *)&w->grace, NULL);
+}
+
+void dl_worker_conn_closed(dl_worker_t *w)
+{
+    if (w->stopping && w->n_conns == 0 && !uv_is_closing((uv_handle_t *)&w->wakeup))
+        finish_stop(w);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    dl_worker_t *w = t->data;
+    if (w->n_conns)
+        dl_log(DL_LOG_WARN, "worker %d: grace period over, closing %d connections", w->id,
+               w->n_conns);
+    finish_stop(w);
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    dl_worker_t *w = a->data;
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    for (int i = 0; i < w->n_listeners; i++)
+        uv_close((uv_handle_t *)&w->listeners[i], NULL);
+    w->n_listeners = 0;
+    dl_conn_t *c = w->conns;
+    while (c) {
+        dl_conn_t *next = c->next;
+        dl_conn_stop(c);
+        c = next;
+    }
+    if (w->n_conns == 0) {
+        finish_stop(w);
+        return;
+    }
+    uv_timer_start(&w->grace, on_grace, w->cfg->shutdown_grace_ms, 0);
+}
+
+static void worker_main(void *arg)
+{
+    dl_worker_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* handles of parked tasks (sleep timers) are cancelled with the VM */
+    dl_vm_free(w->vm);
+    w->vm = NULL;
+    uv_walk(&w->loop, close_walk_cb, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->rt = rt;
+    w->cfg = &rt->cfg;
+    w->id = id;
+    for (int i = 0; i < DL_MAX_LISTEN; i++)
+        w->listen_fds[i] = -1;
+    dl_prng_seed(w->prng);
+    int rc = uv_loop_init(&w->loop);
+    if (rc != 0) {
+        snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(rc));
+        return DL_EIO;
+    }
+    w->loop.data = w;
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    uv_timer_init(&w->loop, &w->sweep);
+    w->sweep.data = w;
+    uv_timer_init(&w->loop, &w->grace);
+    w->grace.data = w;
+    w->compressor = dl_compressor_new(w->cfg->gzip_level);
+
+    w->vm = dl_vm_new(w, w->cfg);
+    if (w->vm == NULL) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        return DL_ENOMEM;
+    }
+    dl_buf_t errors = DL_BUF_INIT;
+    if (dl_vm_load_app(w->vm, rt->cfg.app_dir, &errors) != 0) {
+        snprintf(err, errlen, "%.*s", (int)errors.len, errors.data ? errors.data : "");
+        dl_buf_free(&errors);
+        return DL_ESCRIPT;
+    }
+    dl_buf_free(&errors);
+    return 0;
+}
+
+int dl_worker_start(dl_worker_t *w)
+{
+    for (int i = 0; i < w->n_listeners; i++) {
+        uv_tcp_init(&w->loop, &w->listeners[i]);
+        w->listeners[i].data = w;
+        int rc = uv_tcp_open(&w->listeners[i], w->listen_fds[i]);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&w->listeners[i], 4096, on_connection);
+        if (rc != 0) {
+            dl_log(DL_LOG_ERROR, "worker %d: listen: %s", w->id, uv_strerror(rc));
+            return rc;
+        }
+        w->listen_fds[i] = -1; /* owned by the handle now */
+    }
+    /* check deadlines four times per shortest timeout, at most once a second */
+    uint64_t t = w->cfg->header_timeout_ms;
+    t = DL_MIN(t, w->cfg->keepalive_timeout_ms);
+    t = DL_MIN(t, w->cfg->body_timeout_ms);
+    uint64_t period = DL_MAX(DL_MIN(t / 4, 1000), 50);
+    uv_timer_start(&w->sweep, on_sweep, period, period);
+    int rc = uv_thread_create(&w->thread, worker_main, w);
+    if (rc == 0)
+        w->thread_started = 1;
+    return rc;
+}
+
+void dl_worker_stop(dl_worker_t *w)
+{
+    uv_async_send(&w->wakeup);
+}
+
+void dl_worker_join(dl_worker_t *w)
+{
+    if (w->thread_started) {
+        uv_thread_join(&w->thread);
+        w->thread_started = 0;
+    } else {
+        /* never started: close what init opened */
+        dl_vm_free(w->vm);
+        w->vm = NULL;
+        uv_walk(&w->loop, close_walk_cb, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    }
+    for (int i = 0; i < DL_MAX_LISTEN; i++)
+        if (w->listen_fds[i] >= 0)
+            close(w->listen_fds[i]);
+    while (w->free_reqs) {
+        dl_req_t *r = w->free_reqs;
+        w->free_reqs = r->next_free;
+        dl_buf_free(&r->head);
+        dl_buf_free(&r->body);
+        dl_free(r->headers);
+        dl_free(r);
+    }
+    dl_compressor_free(w->compressor);
+    uv_loop_close(&w->loop);
+}

@@ -1,0 +1,68 @@
+/*
+ * worker.h - one event-loop thread: its uv loop, its SO_REUSEPORT listeners,
+ * its connections, its Lua VM and its pooled request objects. Nothing in a
+ * worker is touched by another thread except the wakeup async handle.
+ */
+#ifndef DL_WORKER_H
+#define DL_WORKER_H
+
+#include <uv.h>
+
+#include "compress.h"
+#include "http.h"
+#include "internal.h"
+
+struct dl_runtime_s;
+struct dl_vm_s;
+typedef struct dl_conn_s dl_conn_t;
+
+#define DL_READ_BUF_SIZE 65536
+
+typedef struct dl_worker_s {
+    struct dl_runtime_s *rt;
+    const dl_config_t *cfg;
+    int id;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    int thread_started;
+    int listen_fds[DL_MAX_LISTEN];
+    uv_tcp_t listeners[DL_MAX_LISTEN];
+    int n_listeners;
+    uv_async_t wakeup;   /* another thread asked us to stop */
+    uv_timer_t sweep;    /* timeouts of every connection, checked together */
+    uv_timer_t grace;    /* bounds the graceful stop */
+    int stopping;
+    int start_error;
+
+    struct dl_vm_s *vm;
+    dl_conn_t *conns;    /* open connections, doubly linked */
+    int n_conns;
+    dl_req_t *free_reqs; /* pooled request objects, buffers kept */
+    int n_free_reqs;
+    dl_compressor_t *compressor;
+    uint64_t prng[4];
+    long date_sec;
+    char date[32];
+    uint64_t n_requests;
+    char read_buf[DL_READ_BUF_SIZE];
+} dl_worker_t;
+
+/** Prepares a worker (loop, VM with the app loaded); run it with dl_worker_start(). */
+int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen);
+/** Starts the worker's thread. */
+int dl_worker_start(dl_worker_t *w);
+/** Asks the worker to stop gracefully (any thread). */
+void dl_worker_stop(dl_worker_t *w);
+/** Joins the thread and frees what the worker owns. */
+void dl_worker_join(dl_worker_t *w);
+
+/** The cached Date header value, refreshed once a second. */
+const char *dl_worker_date(dl_worker_t *w);
+/** Takes a request object from the pool (zeroed state, buffers kept). */
+dl_req_t *dl_worker_req_acquire(dl_worker_t *w);
+/** Returns a request object to the pool. */
+void dl_worker_req_release(dl_worker_t *w, dl_req_t *req);
+/** Called by conn.c when a connection closes, to end a graceful stop. */
+void dl_worker_conn_closed(dl_worker_t *w);
+
+#endif

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages devloop builds, tests and benchmarks with.
+# Idempotent: only missing packages are installed; safe to run every time.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config
+  libluajit2-5.1-dev libuv1-dev node-llhttp libhiredis-dev
+  libmongoc-dev libbson-dev libsqlite3-dev zlib1g-dev libdeflate-dev
+  libmsgpack-dev lua-cjson-dev
+  curl wrk redis-server python3 python3-msgpack
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,575 @@
+/*
+ * test_codec_json.c - unit tests of runtime/codec_json.c and the JSON half of
+ * bindings/dl_codec.c: encoding rules, round trips, RFC 8259 strictness, the
+ * error messages, nesting limits, and a mutation loop over malformed input.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../bindings/dl_bindings.h"
+#include "buf.h"
+#include "codec_json.h"
+#include "internal.h"
+#include "unit.h"
+
+/* A fresh state with the standard libraries and devloop.codec as global
+ * `codec`. */
+static lua_State *new_state(void)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    luaopen_devloop_codec(L);
+    lua_setglobal(L, "codec");
+    return L;
+}
+
+/* Evaluates expr and JSON-encodes it into b (NUL-terminated); returns the
+ * encoder's code, or -9999 when the Lua snippet fails. */
+static int encode_expr(lua_State *L, const char *expr, dl_buf_t *b, char *err, size_t errlen)
+{
+    char code[8192];
+    snprintf(code, sizeof(code), "return %s", expr);
+    if (luaL_dostring(L, code) != 0) {
+        fprintf(stderr, "# lua error: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -9999;
+    }
+    dl_buf_reset(b);
+    err[0] = '\0';
+    int top = lua_gettop(L);
+    int rc = dl_json_encode(L, -1, b, err, errlen);
+    if (lua_gettop(L) != top) {
+        fprintf(stderr, "# stack changed by dl_json_encode\n");
+        rc = -9998;
+    }
+    lua_pop(L, 1);
+    dl_buf_append_char(b, '\0');
+    b->len--;
+    return rc;
+}
+
+/* Decodes text then encodes the result again into b. */
+static int reencode(lua_State *L, const char *text, size_t len, dl_buf_t *b, char *err,
+                    size_t errlen)
+{
+    int top = lua_gettop(L);
+    err[0] = '\0';
+    int rc = dl_json_decode(L, text, len, err, errlen);
+    if (rc != 0) {
+        if (lua_gettop(L) != top)
+            return -9998;
+        return rc;
+    }
+    if (lua_gettop(L) != top + 1)
+        return -9998;
+    dl_buf_reset(b);
+    rc = dl_json_encode(L, -1, b, err, errlen);
+    lua_pop(L, 1);
+    dl_buf_append_char(b, '\0');
+    b->len--;
+    return rc;
+}
+
+#define EXPECT_ENCODES(L, expr, want)                                                          \
+    do {                                                                                       \
+        char err_[256];                                                                        \
+        dl_buf_t b_ = DL_BUF_INIT;                                                             \
+        int rc_ = encode_expr((L), (expr), &b_, err_, sizeof(err_));                           \
+        if (rc_ != 0)                                                                          \
+            DL_FAIL_AT("encode %s: rc %d (%s)", (expr), rc_, err_);                            \
+        else                                                                                   \
+            EXPECT_STR(b_.data, (want));                                                       \
+        dl_buf_free(&b_);                                                                      \
+    } while (0)
+
+#define EXPECT_ENCODE_ERROR(L, expr, msg)                                                      \
+    do {                                                                                       \
+        char err_[256];                                                                        \
+        dl_buf_t b_ = DL_BUF_INIT;                                                             \
+        int rc_ = encode_expr((L), (expr), &b_, err_, sizeof(err_));                           \
+        EXPECT_EQ(rc_, DL_ECODEC);                                                             \
+        if (strstr(err_, (msg)) == NULL)                                                       \
+            DL_FAIL_AT("encode %s: error \"%s\" lacks \"%s\"", (expr), err_, (msg));           \
+        dl_buf_free(&b_);                                                                      \
+    } while (0)
+
+/* Decoding text and encoding it again gives want. */
+#define EXPECT_ROUNDTRIP(L, text, want)                                                        \
+    do {                                                                                       \
+        char err_[256];                                                                        \
+        dl_buf_t b_ = DL_BUF_INIT;                                                             \
+        int rc_ = reencode((L), (text), strlen(text), &b_, err_, sizeof(err_));                \
+        if (rc_ != 0)                                                                          \
+            DL_FAIL_AT("round trip %s: rc %d (%s)", (text), rc_, err_);                        \
+        else                                                                                   \
+            EXPECT_STR(b_.data, (want));                                                       \
+        dl_buf_free(&b_);                                                                      \
+    } while (0)
+
+#define EXPECT_DECODE_ERROR_N(L, text, len, msg)                                               \
+    do {                                                                                       \
+        char err_[256] = "";                                                                   \
+        int top_ = lua_gettop(L);                                                              \
+        int rc_ = dl_json_decode((L), (text), (len), err_, sizeof(err_));                      \
+        EXPECT_EQ(rc_, DL_ECODEC);                                                             \
+        EXPECT_EQ(lua_gettop(L), top_);                                                        \
+        if (strstr(err_, (msg)) == NULL)                                                       \
+            DL_FAIL_AT("decode %s: error \"%s\" lacks \"%s\"", #text, err_, (msg));           \
+    } while (0)
+
+#define EXPECT_DECODE_ERROR(L, text, msg) EXPECT_DECODE_ERROR_N(L, text, strlen(text), msg)
+
+/* Runs a Lua chunk that must return true. */
+#define EXPECT_LUA(L, chunk)                                                                   \
+    do {                                                                                       \
+        if (luaL_dostring((L), (chunk)) != 0) {                                                \
+            DL_FAIL_AT("lua error: %s in: %s", lua_tostring((L), -1), (chunk));                \
+            lua_pop((L), 1);                                                                   \
+        } else {                                                                               \
+            if (!lua_toboolean((L), -1))                                                       \
+                DL_FAIL_AT("lua chunk returned false: %s", (chunk));                           \
+            lua_settop((L), 0);                                                                \
+        }                                                                                      \
+    } while (0)
+
+/* ---- encoding */
+
+DL_TEST(json_encode_scalars)
+{
+    lua_State *L = new_state();
+    EXPECT_ENCODES(L, "nil", "null");
+    EXPECT_ENCODES(L, "codec.null", "null");
+    EXPECT_ENCODES(L, "true", "true");
+    EXPECT_ENCODES(L, "false", "false");
+    EXPECT_ENCODES(L, "0", "0");
+    EXPECT_ENCODES(L, "-0.0", "0");
+    EXPECT_ENCODES(L, "-1", "-1");
+    EXPECT_ENCODES(L, "42", "42");
+    EXPECT_ENCODES(L, "2^31", "2147483648");
+    EXPECT_ENCODES(L, "2^32 + 1", "4294967297");
+    EXPECT_ENCODES(L, "2^53 - 1", "9007199254740991");
+    EXPECT_ENCODES(L, "-(2^53 - 1)", "-9007199254740991");
+    EXPECT_ENCODES(L, "2^53", "9007199254740992");
+    EXPECT_ENCODES(L, "-2^53", "-9007199254740992");
+    EXPECT_ENCODES(L, "0.1", "0.1");
+    EXPECT_ENCODES(L, "-0.5", "-0.5");
+    EXPECT_ENCODES(L, "1e300", "1e+300");
+    EXPECT_ENCODES(L, "1e-300", "1e-300");
+    EXPECT_ENCODES(L, "0.1 + 0.2", "0.30000000000000004");
+    EXPECT_ENCODES(L, "1/3", "0.3333333333333333");
+    EXPECT_ENCODES(L, "2^64", "1.8446744073709552e+19");
+    EXPECT_ENCODES(L, "'hi'", "\"hi\"");
+    EXPECT_ENCODES(L, "''", "\"\"");
+    lua_close(L);
+}
+
+DL_TEST(json_encode_string_escapes)
+{
+    lua_State *L = new_state();
+    EXPECT_ENCODES(L, "'a\"b\\\\c/d'", "\"a\\\"b\\\\c/d\"");
+    EXPECT_ENCODES(L, "'\\n\\r\\t\\b\\f'", "\"\\n\\r\\t\\b\\f\"");
+    EXPECT_ENCODES(L, "'\\0\\1\\31\\127'", "\"\\u0000\\u0001\\u001f\x7f\"");
+    EXPECT_ENCODES(L, "'\\9'", "\"\\t\"");
+    EXPECT_ENCODES(L, "'\\9\\11\\9'", "\"\\t\\u000b\\t\"");
+    EXPECT_ENCODES(L, "'caf\\195\\169 \\226\\130\\172'", "\"caf\xc3\xa9 \xe2\x82\xac\"");
+    /* escapes at every offset of the 8-byte scan */
+    EXPECT_ENCODES(L, "'0123456789abcdef\"'", "\"0123456789abcdef\\\"\"");
+    EXPECT_ENCODES(L, "'0123456\\n89abcdef0123'", "\"0123456\\n89abcdef0123\"");
+    EXPECT_ENCODES(L, "'01234567\\\\9abcdef\\n'", "\"01234567\\\\9abcdef\\n\"");
+    EXPECT_ENCODES(L, "string.rep('x', 40) .. '\\31' .. string.rep('y', 5)",
+                   "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\\u001fyyyyy\"");
+    EXPECT_ENCODES(L, "string.rep('\"', 10)", "\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\"");
+    lua_close(L);
+}
+
+DL_TEST(json_encode_all_bytes_roundtrip)
+{
+    lua_State *L = new_state();
+    /* Every byte value at every alignment, and a long string of escapes that
+     * forces the buffer to grow in the middle of a string. */
+    EXPECT_LUA(L, "local t = {} for i = 0, 255 do t[#t + 1] = string.char(i) end "
+                  "local s = table.concat(t) "
+                  "for k = 0, 9 do local v = string.rep('a', k) .. s .. string.rep('z', k) "
+                  "  local j = assert(codec.json_encode(v)) "
+                  "  if codec.json_decode(j) ~= v then return false end end "
+                  "local big = string.rep('\\1', 100000) "
+                  "local j = assert(codec.json_encode(big)) "
+                  "return #j == 600002 and codec.json_decode(j) == big");
+    lua_close(L);
+}
+
+DL_TEST(json_encode_tables)
+{
+    lua_State *L = new_state();
+    EXPECT_ENCODES(L, "{}", "{}");
+    EXPECT_ENCODES(L, "{1, 2, 3}", "[1,2,3]");
+    EXPECT_ENCODES(L, "{'a', {true, false}, {}}", "[\"a\",[true,false],{}]");
+    EXPECT_ENCODES(L, "{a = 1}", "{\"a\":1}");
+    EXPECT_ENCODES(L, "{a = {b = {c = 'd'}}}", "{\"a\":{\"b\":{\"c\":\"d\"}}}");
+    EXPECT_ENCODES(L, "{[1.5] = 1}", "{\"1.5\":1}");
+    EXPECT_ENCODES(L, "{[2] = 'x'}", "{\"2\":\"x\"}");
+    EXPECT_ENCODES(L, "{[0] = 'x'}", "{\"0\":\"x\"}");
+    EXPECT_ENCODES(L, "{[-1] = 'x'}", "{\"-1\":\"x\"}");
+    EXPECT_ENCODES(L, "{[2^53] = 1}", "{\"9007199254740992\":1}");
+    EXPECT_ENCODES(L, "codec.array()", "[]");
+    EXPECT_ENCODES(L, "codec.object()", "{}");
+    EXPECT_ENCODES(L, "codec.array({1, 2})", "[1,2]");
+    EXPECT_ENCODES(L, "codec.array({a = 1})", "[]");
+    EXPECT_ENCODES(L, "codec.object({7})", "{\"1\":7}");
+    EXPECT_ENCODES(L, "{codec.null, 2}", "[null,2]");
+    EXPECT_ENCODES(L, "codec.array({n = 3})", "[]");
+    /* the array marker takes t[1..#t]; nil within that range becomes null */
+    EXPECT_ENCODES(L, "codec.array({1, codec.null, 3})", "[1,null,3]");
+    /* mixed and sparse tables are objects: check through a decode */
+    EXPECT_LUA(L, "local t = codec.json_decode(codec.json_encode({1, 2, x = 'y'})) "
+                  "return t['1'] == 1 and t['2'] == 2 and t.x == 'y'");
+    EXPECT_LUA(L, "local t = codec.json_decode(codec.json_encode({[1] = 'a', [3] = 'c'})) "
+                  "return t['1'] == 'a' and t['3'] == 'c' and t[1] == nil");
+    lua_close(L);
+}
+
+DL_TEST(json_encode_errors)
+{
+    lua_State *L = new_state();
+    EXPECT_ENCODE_ERROR(L, "function() end", "cannot encode function");
+    EXPECT_ENCODE_ERROR(L, "{1, print}", "cannot encode function");
+    EXPECT_ENCODE_ERROR(L, "coroutine.create(print)", "cannot encode thread");
+    EXPECT_ENCODE_ERROR(L, "io.stdout", "cannot encode userdata");
+    EXPECT_ENCODE_ERROR(L, "0/0", "NaN or Inf");
+    EXPECT_ENCODE_ERROR(L, "math.huge", "NaN or Inf");
+    EXPECT_ENCODE_ERROR(L, "{a = {-math.huge}}", "NaN or Inf");
+    EXPECT_ENCODE_ERROR(L, "{[math.huge] = 1}", "NaN or Inf");
+    EXPECT_ENCODE_ERROR(L, "{[true] = 1}", "table key of type boolean");
+    EXPECT_ENCODE_ERROR(L, "{[{}] = 1}", "table key of type table");
+    EXPECT_ENCODE_ERROR(L, "(function() local t = {} t.t = t return t end)()",
+                        "nesting deeper than 128");
+    EXPECT_ENCODE_ERROR(L, "(function() local t = {} t[1] = t return t end)()",
+                        "nesting deeper than 128");
+    /* exactly 128 levels pass, 129 fail */
+    EXPECT_LUA(L, "local function nest(n) local t = {} for i = 2, n do t = {t} end return t end "
+                  "local s = codec.json_encode(nest(128)) "
+                  "local ok, err = codec.json_encode(nest(129)) "
+                  "return s == string.rep('[', 127) .. '{}' .. string.rep(']', 127) "
+                  "  and ok == nil and err == 'nesting deeper than 128'");
+    /* the binding's failure triple */
+    EXPECT_LUA(L, "local v, err, code = codec.json_encode(print) "
+                  "return v == nil and err == 'cannot encode function' and code == 'ECODEC'");
+    lua_close(L);
+}
+
+/* ---- decoding */
+
+DL_TEST(json_roundtrip_nested)
+{
+    lua_State *L = new_state();
+    EXPECT_ROUNDTRIP(L, "[1,\"two\",[3,[4,[5]]],true,false,null]",
+                     "[1,\"two\",[3,[4,[5]]],true,false,null]");
+    EXPECT_ROUNDTRIP(L, "{\"a\":[{\"b\":{\"c\":[null]}}]}", "{\"a\":[{\"b\":{\"c\":[null]}}]}");
+    EXPECT_ROUNDTRIP(L, "[{\"tags\":[]},{\"meta\":{}},{\"n\":-1.25e-7}]",
+                     "[{\"tags\":[]},{\"meta\":{}},{\"n\":-1.25e-07}]");
+    EXPECT_ROUNDTRIP(L, "\"a\\/b\"", "\"a/b\"");
+    EXPECT_ROUNDTRIP(L, "\"\\\"\\\\\\b\\f\\n\\r\\t\"", "\"\\\"\\\\\\b\\f\\n\\r\\t\"");
+    EXPECT_LUA(L, "local t = codec.json_decode('{\"a\":[1,2,{\"b\":null}],\"c\":\"x\"}') "
+                  "return t.c == 'x' and #t.a == 3 and t.a[3].b == codec.null "
+                  "  and getmetatable(t) == nil");
+    lua_close(L);
+}
+
+DL_TEST(json_empty_array_vs_object)
+{
+    lua_State *L = new_state();
+    EXPECT_ROUNDTRIP(L, "[]", "[]");
+    EXPECT_ROUNDTRIP(L, "{}", "{}");
+    EXPECT_ROUNDTRIP(L, "[[],{},[{}],{\"a\":[]}]", "[[],{},[{}],{\"a\":[]}]");
+    EXPECT_ROUNDTRIP(L, " [ ] ", "[]");
+    EXPECT_ROUNDTRIP(L, " { } ", "{}");
+    EXPECT_LUA(L, "local a, o = codec.json_decode('[]'), codec.json_decode('{}') "
+                  "local ma, mo = getmetatable(a), getmetatable(o) "
+                  "return ma ~= nil and mo ~= nil and ma ~= mo "
+                  "  and ma.__jsontype == 'array' and mo.__jsontype == 'object' "
+                  "  and getmetatable(codec.array()) == ma and getmetatable(codec.object()) == mo");
+    /* a decoded array stays an array after it is emptied */
+    EXPECT_LUA(L, "local a = codec.json_decode('[1]') a[1] = nil "
+                  "return codec.json_encode(a) == '[]'");
+    lua_close(L);
+}
+
+DL_TEST(json_null)
+{
+    lua_State *L = new_state();
+    char err[256];
+    EXPECT_EQ(dl_json_decode(L, "null", 4, err, sizeof(err)), 0);
+    EXPECT_EQ(lua_type(L, -1), LUA_TLIGHTUSERDATA);
+    EXPECT(lua_touserdata(L, -1) == NULL);
+    lua_pop(L, 1);
+    EXPECT_ROUNDTRIP(L, "[null,1,null]", "[null,1,null]");
+    EXPECT_ROUNDTRIP(L, "{\"a\":null}", "{\"a\":null}");
+    EXPECT_LUA(L, "local t = codec.json_decode('[null,1,null]') "
+                  "return #t == 3 and t[1] == codec.null and t[3] == codec.null");
+    lua_close(L);
+}
+
+DL_TEST(json_unicode_escapes)
+{
+    lua_State *L = new_state();
+    EXPECT_ROUNDTRIP(L, "\"\\u0041\\u00e9\\u20AC\"", "\"A\xc3\xa9\xe2\x82\xac\"");
+    EXPECT_ROUNDTRIP(L, "\"\\ud83d\\ude00\"", "\"\xf0\x9f\x98\x80\"");
+    EXPECT_ROUNDTRIP(L, "\"\\uD834\\uDD1E!\"", "\"\xf0\x9d\x84\x9e!\"");
+    EXPECT_ROUNDTRIP(L, "\"\\udbff\\udfff\"", "\"\xf4\x8f\xbf\xbf\"");
+    EXPECT_ROUNDTRIP(L, "\"\\u0000\"", "\"\\u0000\"");
+    EXPECT_ROUNDTRIP(L, "\"\\u001f\\u007f\"", "\"\\u001f\x7f\"");
+    EXPECT_ROUNDTRIP(L, "\"x\\u0800y\\uffffz\"", "\"x\xe0\xa0\x80y\xef\xbf\xbfz\"");
+    EXPECT_ROUNDTRIP(L, "\"raw \xc3\xa9 bytes\"", "\"raw \xc3\xa9 bytes\"");
+    EXPECT_LUA(L, "return #codec.json_decode('\"\\\\u0000\"') == 1");
+    EXPECT_DECODE_ERROR(L, "\"\\ud83d\"", "lone surrogate at byte 1");
+    EXPECT_DECODE_ERROR(L, "\"\\ude00\"", "lone surrogate at byte 1");
+    EXPECT_DECODE_ERROR(L, "\"ab\\ud83d\\u0041\"", "lone surrogate at byte 3");
+    EXPECT_DECODE_ERROR(L, "\"\\ud83d\\ud83d\"", "lone surrogate");
+    EXPECT_DECODE_ERROR(L, "\"\\ud83dxxxxxx\"", "lone surrogate");
+    EXPECT_DECODE_ERROR(L, "\"\\u12G4\"", "invalid \\u escape at byte 1");
+    EXPECT_DECODE_ERROR(L, "\"\\u12", "unexpected end of input");
+    lua_close(L);
+}
+
+DL_TEST(json_decode_numbers)
+{
+    lua_State *L = new_state();
+    EXPECT_ROUNDTRIP(L, "0", "0");
+    EXPECT_ROUNDTRIP(L, "-0", "0");
+    EXPECT_ROUNDTRIP(L, "123", "123");
+    EXPECT_ROUNDTRIP(L, "-123", "-123");
+    EXPECT_ROUNDTRIP(L, "1.5", "1.5");
+    EXPECT_ROUNDTRIP(L, "1e3", "1000");
+    EXPECT_ROUNDTRIP(L, "1E-2", "0.01");
+    EXPECT_ROUNDTRIP(L, "2.5e+2", "250");
+    EXPECT_ROUNDTRIP(L, "0.1", "0.1");
+    EXPECT_ROUNDTRIP(L, "1e300", "1e+300");
+    EXPECT_ROUNDTRIP(L, "999999999999999", "999999999999999");
+    EXPECT_ROUNDTRIP(L, "9007199254740993", "9007199254740992");
+    EXPECT_ROUNDTRIP(L, "-9007199254740992", "-9007199254740992");
+    EXPECT_ROUNDTRIP(L, "4294967297", "4294967297");
+    EXPECT_ROUNDTRIP(L, "[1,-1,2147483648]", "[1,-1,2147483648]");
+    EXPECT_ROUNDTRIP(L,
+                     "1.000000000000000000000000000000000000000000000000000000000000000000000001",
+                     "1");
+    EXPECT_LUA(L, "return codec.json_decode('-0') == 0 and 1 / codec.json_decode('-0') < 0");
+    EXPECT_LUA(L, "return codec.json_decode('1e400') == math.huge");
+    EXPECT_DECODE_ERROR(L, "01", "leading zero in number at byte 0");
+    EXPECT_DECODE_ERROR(L, "[-012]", "leading zero in number at byte 1");
+    EXPECT_DECODE_ERROR(L, "+1", "unexpected character '+' at byte 0");
+    EXPECT_DECODE_ERROR(L, ".5", "unexpected character '.' at byte 0");
+    EXPECT_DECODE_ERROR(L, "1.", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "1.e5", "unexpected character 'e' at byte 2");
+    EXPECT_DECODE_ERROR(L, "-", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "-a", "unexpected character 'a' at byte 1");
+    EXPECT_DECODE_ERROR(L, "1e", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "1e+", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "[1ex]", "unexpected character 'x' at byte 3");
+    EXPECT_DECODE_ERROR(L, "NaN", "unexpected character 'N' at byte 0");
+    EXPECT_DECODE_ERROR(L, "-Infinity", "unexpected character 'I' at byte 1");
+    EXPECT_DECODE_ERROR(L, "0x10", "trailing characters at byte 1");
+    EXPECT_DECODE_ERROR(L, "1 2", "trailing characters at byte 2");
+    lua_close(L);
+}
+
+DL_TEST(json_decode_errors)
+{
+    lua_State *L = new_state();
+    EXPECT_DECODE_ERROR(L, "", "unexpected end of input");
+    EXPECT_DECODE_ERROR_N(L, NULL, 0, "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, " \t\r\n", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "x", "unexpected character 'x' at byte 0");
+    EXPECT_DECODE_ERROR(L, "[1,]", "unexpected character ']' at byte 3");
+    EXPECT_DECODE_ERROR(L, "[1 2]", "unexpected character '2' at byte 3");
+    EXPECT_DECODE_ERROR(L, "[1,2", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "[", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "]", "unexpected character ']' at byte 0");
+    EXPECT_DECODE_ERROR(L, "{\"a\" 1}", "unexpected character '1' at byte 5");
+    EXPECT_DECODE_ERROR(L, "{a:1}", "unexpected character 'a' at byte 1");
+    EXPECT_DECODE_ERROR(L, "{\"a\":1,}", "unexpected character '}' at byte 7");
+    EXPECT_DECODE_ERROR(L, "{\"a\":1", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "{\"a\":}", "unexpected character '}' at byte 5");
+    EXPECT_DECODE_ERROR(L, "{\"a\"", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "{1:2}", "unexpected character '1' at byte 1");
+    EXPECT_DECODE_ERROR(L, "\"abc", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "\"ab\\", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "\"a\\nb", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "\"a\x01" "b\"", "control character in string at byte 2");
+    EXPECT_DECODE_ERROR(L, "\"a\\n\nb\"", "control character in string at byte 4");
+    EXPECT_DECODE_ERROR(L, "\"\\q\"", "invalid escape at byte 1");
+    EXPECT_DECODE_ERROR(L, "\"\\x41\"", "invalid escape at byte 1");
+    EXPECT_DECODE_ERROR(L, "tru", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "trux", "unexpected character 'x' at byte 3");
+    EXPECT_DECODE_ERROR(L, "nul", "unexpected end of input");
+    EXPECT_DECODE_ERROR(L, "False", "unexpected character 'F' at byte 0");
+    EXPECT_DECODE_ERROR(L, "[true false]", "unexpected character 'f' at byte 6");
+    EXPECT_DECODE_ERROR(L, "{} {}", "trailing characters at byte 3");
+    EXPECT_DECODE_ERROR(L, "nullx", "trailing characters at byte 4");
+    EXPECT_DECODE_ERROR_N(L, "[1]\0", 4, "trailing characters at byte 3");
+    EXPECT_DECODE_ERROR_N(L, "\"a\0b\"", 5, "control character in string at byte 2");
+    EXPECT_DECODE_ERROR(L, "\xef\xbb\xbf[]", "unexpected byte 0xef at byte 0");
+    EXPECT_DECODE_ERROR(L, "[\x7f]", "unexpected byte 0x7f at byte 1");
+    /* the binding: nil, err, code; misuse raises */
+    EXPECT_LUA(L, "local v, err, code = codec.json_decode('[') "
+                  "return v == nil and err == 'unexpected end of input' and code == 'ECODEC'");
+    EXPECT_LUA(L, "return not pcall(codec.json_decode, {}) and not pcall(codec.json_decode)");
+    EXPECT_LUA(L, "return not pcall(codec.json_encode)");
+    /* length-delimited: bytes after len are not read */
+    char err[256];
+    EXPECT_EQ(dl_json_decode(L, "[1]garbage", 3, err, sizeof(err)), 0);
+    lua_settop(L, 0);
+    lua_close(L);
+}
+
+static char *nested(const char *open, const char *close, int depth, const char *mid)
+{
+    size_t lo = strlen(open), lc = strlen(close), lm = strlen(mid);
+    char *s = malloc((lo + lc) * (size_t)depth + lm + 1);
+    char *p = s;
+    for (int i = 0; i < depth; i++, p += lo)
+        memcpy(p, open, lo);
+    memcpy(p, mid, lm);
+    p += lm;
+    for (int i = 0; i < depth; i++, p += lc)
+        memcpy(p, close, lc);
+    *p = '\0';
+    return s;
+}
+
+DL_TEST(json_decode_deep_nesting)
+{
+    lua_State *L = new_state();
+    char err[256];
+    char *s = nested("[", "]", 256, "1");
+    EXPECT_EQ(dl_json_decode(L, s, strlen(s), err, sizeof(err)), 0);
+    EXPECT_EQ(lua_gettop(L), 1);
+    lua_settop(L, 0);
+    free(s);
+    s = nested("[", "]", 257, "1");
+    EXPECT_DECODE_ERROR(L, s, "nesting deeper than 256");
+    free(s);
+    s = nested("{\"k\":", "}", 256, "[]");
+    EXPECT_DECODE_ERROR(L, s, "nesting deeper than 256");
+    free(s);
+    s = nested("{\"k\":", "}", 255, "[]");
+    EXPECT_EQ(dl_json_decode(L, s, strlen(s), err, sizeof(err)), 0);
+    lua_settop(L, 0);
+    free(s);
+    /* far too deep, unterminated: an error, not a crash */
+    s = nested("[", "", 1000000, "");
+    EXPECT_DECODE_ERROR(L, s, "nesting deeper than 256");
+    free(s);
+    /* 256 levels decode but only 128 encode again */
+    s = nested("[", "]", 200, "");
+    EXPECT_EQ(dl_json_decode(L, s, strlen(s), err, sizeof(err)), 0);
+    dl_buf_t b = DL_BUF_INIT;
+    EXPECT_EQ(dl_json_encode(L, -1, &b, err, sizeof(err)), DL_ECODEC);
+    EXPECT_STR(err, "nesting deeper than 128");
+    dl_buf_free(&b);
+    lua_settop(L, 0);
+    free(s);
+    lua_close(L);
+}
+
+DL_TEST(json_duplicate_keys_and_whitespace)
+{
+    lua_State *L = new_state();
+    EXPECT_LUA(L, "local t = codec.json_decode('{\"a\":1,\"a\":2}') return t.a == 2");
+    EXPECT_ROUNDTRIP(L, " \t\n\r[ 1 ,\n{ \"a\" :\t2 } , \"x\" ] \r\n", "[1,{\"a\":2},\"x\"]");
+    EXPECT_ROUNDTRIP(L, "{\"\":\"\"}", "{\"\":\"\"}");
+    lua_close(L);
+}
+
+DL_TEST(json_table_kind)
+{
+    lua_State *L = new_state();
+    size_t n = 99;
+    EXPECT_EQ(luaL_dostring(L, "return {}, {1, 2, 3}, {a = 1, b = 2}, {[1] = 1, [3] = 3}, "
+                     "codec.array({1, 2}), codec.object({1, 2}), {[1.5] = 1}"),
+              0);
+    EXPECT_EQ(lua_gettop(L), 7);
+    EXPECT_EQ(dl_codec_table_kind(L, 1, &n), DL_CODEC_OBJECT);
+    EXPECT_EQ(n, 0);
+    EXPECT_EQ(dl_codec_table_kind(L, 2, &n), DL_CODEC_ARRAY);
+    EXPECT_EQ(n, 3);
+    EXPECT_EQ(dl_codec_table_kind(L, 3, &n), DL_CODEC_OBJECT);
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(dl_codec_table_kind(L, 4, &n), DL_CODEC_OBJECT);
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(dl_codec_table_kind(L, -3, &n), DL_CODEC_ARRAY);
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(dl_codec_table_kind(L, 6, &n), DL_CODEC_OBJECT);
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(dl_codec_table_kind(L, 7, &n), DL_CODEC_OBJECT);
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(lua_gettop(L), 7);
+    lua_close(L);
+}
+
+DL_TEST(json_binding_markers)
+{
+    lua_State *L = new_state();
+    EXPECT_LUA(L, "local t = {1} return codec.array(t) == t and codec.object(t) == t");
+    EXPECT_LUA(L, "return not pcall(codec.array, 5) and not pcall(codec.object, 'x')");
+    EXPECT_LUA(L, "return type(codec.null) == 'userdata' "
+                  "and codec.null == codec.json_decode('null')");
+    lua_close(L);
+}
+
+/* Deterministic mutations of valid documents: every result must be either a
+ * value or an error, with the stack intact. Sanitizer builds check memory. */
+DL_TEST(json_decode_mutations)
+{
+    static const char *seeds[] = {
+        "{\"a\":[1,2.5e-3,-0,{\"b\":null}],\"c\":\"x\\u00e9\\ud83d\\ude00\\n\",\"d\":true}",
+        "[[],{},[{}],\"\\\"\\\\\\/\",false,12345678901234567890,1E+2]",
+    };
+    lua_State *L = new_state();
+    uint64_t rng = 0x9E3779B97F4A7C15ULL;
+    char buf[256], err[256];
+    int ok = 0, bad = 0;
+    for (size_t k = 0; k < DL_ARRAY_SIZE(seeds); k++) {
+        size_t n0 = strlen(seeds[k]);
+        for (int iter = 0; iter < 20000; iter++) {
+            size_t n = n0;
+            memcpy(buf, seeds[k], n);
+            int muts = 1 + (int)(rng % 4);
+            for (int m = 0; m < muts; m++) {
+                rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+                size_t pos = (size_t)(rng >> 33) % n;
+                switch ((rng >> 20) % 4) {
+                case 0:
+                    buf[pos] = (char)(rng >> 40);
+                    break;
+                case 1:
+                    n = pos + 1; /* truncate */
+                    break;
+                case 2:
+                    buf[pos] = "[]{}\",:\\u0e-+."[(rng >> 44) % 15];
+                    break;
+                default:
+                    buf[pos] ^= (char)(1 << ((rng >> 50) % 8));
+                    break;
+                }
+            }
+            int rc = dl_json_decode(L, buf, n, err, sizeof(err));
+            if (rc == 0) {
+                EXPECT_EQ(lua_gettop(L), 1);
+                ok++;
+            } else {
+                EXPECT_EQ(rc, DL_ECODEC);
+                EXPECT_EQ(lua_gettop(L), 0);
+                bad++;
+            }
+            lua_settop(L, 0);
+        }
+    }
+    EXPECT(ok > 0);
+    EXPECT(bad > 0);
+    lua_close(L);
+}
