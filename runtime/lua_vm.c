@@ -78,7 +78,7 @@ extern int luaopen_cjson(lua_State *L);
 static int env_newindex(lua_State *L)
 {
     const char *k = lua_tostring(L, 2);
-    luaL_where(L, 2);
+    luaL_where(L, 1);
     lua_pushfstring(L, "assignment to undeclared global '%s' (declare it local)",
                     k ? k : "?");
     lua_concat(L, 2);

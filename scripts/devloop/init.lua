@@ -30,12 +30,12 @@ local function add(mask, path, opts, handler)
   end
 end
 
-function _M.get(path, opts, handler) return add(M.GET, path, opts, handler) end
-function _M.post(path, opts, handler) return add(M.POST, path, opts, handler) end
-function _M.put(path, opts, handler) return add(M.PUT, path, opts, handler) end
-function _M.patch(path, opts, handler) return add(M.PATCH, path, opts, handler) end
-function _M.delete(path, opts, handler) return add(M.DELETE, path, opts, handler) end
-function _M.options(path, opts, handler) return add(M.OPTIONS, path, opts, handler) end
+function _M.get(path, opts, handler) add(M.GET, path, opts, handler) end
+function _M.post(path, opts, handler) add(M.POST, path, opts, handler) end
+function _M.put(path, opts, handler) add(M.PUT, path, opts, handler) end
+function _M.patch(path, opts, handler) add(M.PATCH, path, opts, handler) end
+function _M.delete(path, opts, handler) add(M.DELETE, path, opts, handler) end
+function _M.options(path, opts, handler) add(M.OPTIONS, path, opts, handler) end
 
 -- api.route("GET", ...), api.route({"GET", "POST"}, ...), api.route("*", ...)
 function _M.route(methods, path, opts, handler)
@@ -53,7 +53,7 @@ function _M.route(methods, path, opts, handler)
       if mask % (bit * 2) < bit then mask = mask + bit end
     end
   end
-  return add(mask, path, opts, handler)
+  add(mask, path, opts, handler) -- not a tail call: error levels count this frame
 end
 
 -- Suspends the calling handler for ms milliseconds; the loop keeps serving.

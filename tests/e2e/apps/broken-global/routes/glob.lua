@@ -1,0 +1,3 @@
+local api = require "devloop"
+counter = 0
+api.get("/g", function() return "g" end)

@@ -1,0 +1,5 @@
+local api = require "devloop"
+
+api.get("/x", function()
+  return {
+end)

@@ -1,0 +1,2 @@
+local api = require "devloop"
+api.get("/ok", function() return "ok" end)
