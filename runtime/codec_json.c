@@ -21,6 +21,10 @@
 
 #include <lauxlib.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "internal.h"
 
 /* ------------------------------------------------------------------------ */
@@ -230,6 +234,23 @@ static inline int word_has_special(uint64_t x)
     return ((lt | zq | zb) & high) != 0;
 }
 
+#ifdef __SSE2__
+/* Bit i set when byte i of v is a control character, '"' or '\\'. */
+static inline int chunk_special_mask(__m128i v)
+{
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i bslash = _mm_set1_epi8('\\');
+    const __m128i c1f = _mm_set1_epi8(0x1f);
+    __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, c1f), v); /* unsigned v <= 0x1f */
+    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                             ctl);
+    return _mm_movemask_epi8(m);
+}
+#endif
+
+/* Slack reserved past the end of a string so whole chunks can be stored. */
+#define CHUNK_SLACK 16
+
 static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -253,60 +274,92 @@ static inline int put_char(dl_buf_t *b, char c)
     return dl_buf_append_char(b, c);
 }
 
+static inline int reserve(dl_buf_t *b, size_t n)
+{
+    if (DL_LIKELY(b->cap - b->len >= n && !b->oom))
+        return 0;
+    return dl_buf_reserve(b, n);
+}
+
+/* Copies while it scans, a chunk at a time. Invariant: the room left after d
+ * is at least the bytes left in the string plus the closing quote plus
+ * CHUNK_SLACK, so a whole chunk can be stored even past an escape (the bytes
+ * after it are overwritten later). Each escape reserves its extra bytes. */
 static int put_string(dl_buf_t *b, const char *str, size_t len)
 {
-    /* Room for the quotes and the unescaped bytes; each escape reserves its
-     * extra bytes plus whatever is left, so the copy below never overruns. */
-    if (dl_buf_reserve(b, len + 2) != 0)
+    if (reserve(b, len + 2 + CHUNK_SLACK) != 0)
         return DL_ENOMEM;
     const unsigned char *s = (const unsigned char *)str;
     const unsigned char *end = s + len;
-    const unsigned char *run = s;
-    b->data[b->len++] = '"';
+    char *d = b->data + b->len;
+    *d++ = '"';
     for (;;) {
+#ifdef __SSE2__
+        while (end - s >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)s);
+            _mm_storeu_si128((__m128i *)d, v);
+            int mask = chunk_special_mask(v);
+            if (mask != 0) {
+                int k = __builtin_ctz((unsigned)mask);
+                s += k;
+                d += k;
+                goto escape;
+            }
+            s += 16;
+            d += 16;
+        }
+#else
         while (end - s >= 8) {
             uint64_t w;
             memcpy(&w, s, 8);
             if (word_has_special(w))
                 break;
+            memcpy(d, &w, 8);
             s += 8;
+            d += 8;
         }
+#endif
         while (s < end && !escape_tab[*s])
-            s++;
+            *d++ = (char)*s++;
         if (s == end)
             break;
-        size_t r = (size_t)(s - run);
-        memcpy(b->data + b->len, run, r);
-        b->len += r;
-        if (dl_buf_reserve(b, 6 + (size_t)(end - s)) != 0)
-            return DL_ENOMEM;
-        char *d = b->data + b->len;
-        char e = escape_tab[*s];
-        d[0] = '\\';
-        if (e != 'u') {
-            d[1] = e;
-            b->len += 2;
-        } else {
-            d[1] = 'u';
-            d[2] = '0';
-            d[3] = '0';
-            d[4] = hex_digits[*s >> 4];
-            d[5] = hex_digits[*s & 15];
-            b->len += 6;
+#ifdef __SSE2__
+    escape:
+#endif
+        {
+            size_t used = (size_t)(d - b->data);
+            size_t need = 6 + (size_t)(end - s) + CHUNK_SLACK;
+            if (b->cap - used < need) {
+                b->len = used;
+                if (dl_buf_reserve(b, need) != 0)
+                    return DL_ENOMEM;
+                d = b->data + used;
+            }
+            char e = escape_tab[*s];
+            d[0] = '\\';
+            if (e != 'u') {
+                d[1] = e;
+                d += 2;
+            } else {
+                d[1] = 'u';
+                d[2] = '0';
+                d[3] = '0';
+                d[4] = hex_digits[*s >> 4];
+                d[5] = hex_digits[*s & 15];
+                d += 6;
+            }
+            s++;
         }
-        run = ++s;
     }
-    size_t r = (size_t)(end - run);
-    memcpy(b->data + b->len, run, r);
-    b->len += r;
-    b->data[b->len++] = '"';
+    *d++ = '"';
+    b->len = (size_t)(d - b->data);
     return 0;
 }
 
 static int put_number(encoder_t *e, double d, int quoted)
 {
     dl_buf_t *b = e->out;
-    if (dl_buf_reserve(b, 34) != 0)
+    if (reserve(b, 34) != 0)
         return DL_ENOMEM;
     char *p = b->data + b->len;
     if (quoted)
@@ -489,6 +542,14 @@ static inline void skip_ws(decoder_t *d)
 
 static const char *scan_plain(const char *s, const char *end)
 {
+#ifdef __SSE2__
+    while (end - s >= 16) {
+        int mask = chunk_special_mask(_mm_loadu_si128((const __m128i *)s));
+        if (mask != 0)
+            return s + __builtin_ctz((unsigned)mask);
+        s += 16;
+    }
+#endif
     while (end - s >= 8) {
         uint64_t w;
         memcpy(&w, s, 8);

@@ -268,6 +268,7 @@ static void conn_dispatch(dl_conn_t *c)
 {
     dl_req_t *r = c->req;
     c->req = NULL; /* the request now belongs to its response */
+    c->active = r;
     c->worker->n_requests++;
     if (r->route_status == DL_ROUTE_NOT_FOUND) {
         char msg[160];
@@ -372,6 +373,7 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         dl_worker_req_release(w, r);
         return;
     }
+    c->active = NULL;
     const dl_config_t *cfg = w->cfg;
     dl_buf_t *o = &c->out;
     int status = resp->status;
@@ -528,6 +530,11 @@ void dl_conn_close(dl_conn_t *c)
     if (c->closed)
         return;
     c->closed = 1;
+    if (c->active) {
+        /* its handler is parked: it runs on detached and its answer is dropped */
+        c->active->conn = NULL;
+        c->active = NULL;
+    }
     if (c->req) {
         dl_req_t *r = c->req;
         c->req = NULL;

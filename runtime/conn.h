@@ -26,7 +26,8 @@ struct dl_conn_s {
     dl_worker_t *worker;
     dl_conn_t *prev, *next;
     llhttp_t parser;
-    dl_req_t *req;        /* the request being parsed or handled */
+    dl_req_t *req;        /* the request being parsed */
+    dl_req_t *active;     /* the request whose handler runs */
     dl_buf_t pending;     /* read but not yet parsed */
     dl_buf_t out;         /* serialised responses not yet written */
     size_t writing;       /* bytes handed to uv_write and not completed */

@@ -156,7 +156,8 @@ def test_no_fd_or_memory_leak(_):
     fds1, rss1 = fd_count(srv.pid()), rss_kb(srv.pid())
     print("# fds %d -> %d, RSS %d -> %d KiB" % (fds0, fds1, rss0, rss1))
     assert fds1 <= fds0 + 2, (fds0, fds1)
-    assert rss1 - rss0 < 4096, (rss0, rss1)
+    if not os.environ.get("DEVLOOP_SANITIZED"):
+        assert rss1 - rss0 < 4096, (rss0, rss1)
     srv.stop()
 
 
@@ -164,7 +165,8 @@ def test_idle_memory_one_worker(_):
     srv = Server(os.path.join(harness.SRC, "examples", "bench"), workers=1)
     rss = rss_kb(srv.pid())
     print("# bench app, one worker, idle RSS %d KiB" % rss)
-    assert rss < 16 * 1024, rss
+    if not os.environ.get("DEVLOOP_SANITIZED"):
+        assert rss < 16 * 1024, rss
     srv.stop()
 
 

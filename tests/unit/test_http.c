@@ -1,0 +1,197 @@
+/*
+ * test_http.c - request helpers of runtime/http.c and the configuration
+ * defaults of runtime/server.c: request ids, URL decoding, query parsing,
+ * Accept negotiation, dates, error bodies, limits and listen addresses.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "internal.h"
+#include "server.h"
+#include "unit.h"
+
+DL_TEST(request_id_format)
+{
+    uint64_t st[4];
+    dl_prng_seed(st);
+    char a[65], b[65];
+    dl_request_id_new(st, a);
+    dl_request_id_new(st, b);
+    EXPECT_EQ(strlen(a), 32);
+    for (int i = 0; i < 32; i++)
+        EXPECT(strchr("0123456789abcdef", a[i]) != NULL);
+    EXPECT(strcmp(a, b) != 0);
+    EXPECT(dl_request_id_valid(a, 32));
+}
+
+DL_TEST(request_id_unique_many)
+{
+    uint64_t st[4];
+    dl_prng_seed(st);
+    enum { N = 20000 };
+    char (*ids)[33] = malloc(sizeof(*ids) * N);
+    for (int i = 0; i < N; i++)
+        dl_request_id_new(st, ids[i]);
+    int dup = 0;
+    /* sort-free check: compare each against a hash table of first 8 bytes */
+    for (int i = 1; i < N; i++)
+        if (strcmp(ids[i], ids[i - 1]) == 0)
+            dup++;
+    EXPECT_EQ(dup, 0);
+    free(ids);
+}
+
+DL_TEST(request_id_validation)
+{
+    EXPECT(dl_request_id_valid("abc-123_X.y:z", 13));
+    EXPECT(!dl_request_id_valid("", 0));
+    EXPECT(!dl_request_id_valid("has space", 9));
+    EXPECT(!dl_request_id_valid("new\nline", 8));
+    char long_id[80];
+    memset(long_id, 'a', sizeof(long_id));
+    EXPECT(dl_request_id_valid(long_id, 64));
+    EXPECT(!dl_request_id_valid(long_id, 65));
+}
+
+DL_TEST(url_decode)
+{
+    char s1[] = "a%20b%2Fc+d%zz%4";
+    size_t n = dl_url_decode(s1, strlen(s1), 0);
+    EXPECT_MEM(s1, n, "a b/c+d%zz%4", 12);
+    char s2[] = "x+y%2B";
+    n = dl_url_decode(s2, strlen(s2), 1);
+    EXPECT_MEM(s2, n, "x y+", 4);
+    char s3[] = "%";
+    EXPECT_EQ(dl_url_decode(s3, 1, 0), 1);
+}
+
+typedef struct {
+    char out[512];
+} kv_acc_t;
+
+static int acc_kv(const char *k, size_t kl, const char *v, size_t vl, void *arg)
+{
+    kv_acc_t *a = arg;
+    size_t n = strlen(a->out);
+    snprintf(a->out + n, sizeof(a->out) - n, "[%.*s=%.*s]", (int)kl, k, (int)vl, v);
+    return 0;
+}
+
+DL_TEST(query_parse)
+{
+    kv_acc_t a = {{0}};
+    const char *q = "a=1&b=x+y&&c=%2F&flag&=novalue&d=";
+    dl_parse_query(q, strlen(q), 0, acc_kv, &a);
+    EXPECT_STR(a.out, "[a=1][b=x y][c=/][flag=][d=]");
+}
+
+DL_TEST(accept_msgpack)
+{
+    struct {
+        const char *accept;
+        int want;
+    } cases[] = {
+        {"application/msgpack", 1},
+        {"application/json", 0},
+        {"*/*", 0},
+        {"application/msgpack;q=0", 0},
+        {"application/json;q=0.9, application/msgpack", 1},
+        {"application/msgpack;q=0.5, application/json", 0},
+        {"application/x-msgpack", 1},
+        {"APPLICATION/MSGPACK", 1},
+        {"text/html, application/msgpack ; q=0.8", 1},
+        {"", 0},
+    };
+    for (size_t i = 0; i < DL_ARRAY_SIZE(cases); i++) {
+        int got = dl_accept_msgpack(cases[i].accept, strlen(cases[i].accept));
+        if (got != cases[i].want)
+            DL_FAIL_AT("Accept \"%s\": got %d want %d", cases[i].accept, got, cases[i].want);
+    }
+}
+
+DL_TEST(http_date_format)
+{
+    char d[32];
+    dl_http_date(1767225600L + 60, d);
+    EXPECT_STR(d, "Thu, 01 Jan 2026 00:01:00 GMT");
+    dl_http_date(0, d);
+    EXPECT_STR(d, "Thu, 01 Jan 1970 00:00:00 GMT");
+}
+
+DL_TEST(status_text)
+{
+    EXPECT_STR(dl_status_text(404), "Not Found");
+    EXPECT_STR(dl_status_text(431), "Request Header Fields Too Large");
+    EXPECT_STR(dl_status_text(599), "Unknown");
+}
+
+DL_TEST(error_body_escapes)
+{
+    dl_buf_t b = DL_BUF_INIT;
+    dl_error_body(&b, 400, "bad \"x\"\n\\", "rid");
+    dl_buf_append_char(&b, '\0');
+    EXPECT_STR(b.data, "{\"error\":\"Bad Request\",\"message\":\"bad \\\"x\\\"\\u000a\\\\\","
+                       "\"requestId\":\"rid\"}");
+    dl_buf_free(&b);
+}
+
+DL_TEST(limits_defaults_match_contract)
+{
+    unsetenv("DEVLOOP_MAX_BODY");
+    unsetenv("DEVLOOP_HEADER_TIMEOUT_MS");
+    unsetenv("DEVLOOP_KEEPALIVE_TIMEOUT_MS");
+    unsetenv("DEVLOOP_BODY_TIMEOUT_MS");
+    unsetenv("DEVLOOP_BODY_MIN_BYTES");
+    dl_config_t cfg;
+    dl_config_init(&cfg);
+    EXPECT_EQ(cfg.max_body, 1024 * 1024);
+    EXPECT_EQ(cfg.header_timeout_ms, 10000);
+    EXPECT_EQ(cfg.keepalive_timeout_ms, 15000);
+    EXPECT_EQ(cfg.body_timeout_ms, 10000);
+    EXPECT_EQ(cfg.body_min_bytes, 1024);
+    EXPECT_EQ(cfg.compress_min, 1024);
+    EXPECT(cfg.max_uri >= 2048);
+    EXPECT(cfg.max_headers >= 50);
+}
+
+DL_TEST(limits_from_environment)
+{
+    setenv("DEVLOOP_MAX_BODY", "12345", 1);
+    setenv("DEVLOOP_HEADER_TIMEOUT_MS", "250", 1);
+    setenv("DEVLOOP_MAX_HEADERS", "not-a-number", 1);
+    setenv("GZIP_LEVEL", "42", 1);
+    dl_config_t cfg;
+    dl_config_init(&cfg);
+    EXPECT_EQ(cfg.max_body, 12345);
+    EXPECT_EQ(cfg.header_timeout_ms, 250);
+    EXPECT_EQ(cfg.max_headers, 100); /* garbage keeps the default */
+    EXPECT_EQ(cfg.gzip_level, 1);    /* out of range keeps the default */
+}
+
+DL_TEST(listen_address_parse)
+{
+    char host[64];
+    int port;
+    EXPECT_EQ(dl_parse_listen("0.0.0.0:80", host, sizeof(host), &port), 0);
+    EXPECT_STR(host, "0.0.0.0");
+    EXPECT_EQ(port, 80);
+    EXPECT_EQ(dl_parse_listen("[::1]:8080", host, sizeof(host), &port), 0);
+    EXPECT_STR(host, "::1");
+    EXPECT_EQ(port, 8080);
+    EXPECT_EQ(dl_parse_listen(":9000", host, sizeof(host), &port), 0);
+    EXPECT_STR(host, "127.0.0.1");
+    EXPECT_EQ(dl_parse_listen("9001", host, sizeof(host), &port), 0);
+    EXPECT_EQ(port, 9001);
+    EXPECT_EQ(dl_parse_listen("host:99999", host, sizeof(host), &port), DL_EINVAL);
+    EXPECT_EQ(dl_parse_listen("host:", host, sizeof(host), &port), DL_EINVAL);
+    EXPECT_EQ(dl_parse_listen("[::1]8080", host, sizeof(host), &port), DL_EINVAL);
+}
+
+DL_TEST(error_names)
+{
+    EXPECT_STR(dl_err_name(DL_ENOMEM), "ENOMEM");
+    EXPECT_STR(dl_strerror(DL_ETIMEDOUT), "timed out");
+    EXPECT_STR(dl_err_name(12345), "EUNKNOWN");
+    EXPECT_STR(dl_strerror(0), "success");
+}
