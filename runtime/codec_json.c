@@ -75,37 +75,29 @@ static size_t count_pairs(lua_State *L, int idx)
     return count;
 }
 
-int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int want_count,
-                      size_t *n)
+/* A key that could belong to an array: an integer in [1, 2^53]. */
+static inline int index_key(lua_State *L, int idx, double *k)
 {
-    if (lua_getmetatable(L, idx)) {
-        if (mt_array && lua_rawequal(L, -1, mt_array)) {
-            lua_pop(L, 1);
-            *n = lua_objlen(L, idx);
-            return DL_CODEC_ARRAY;
-        }
-        if (mt_object && lua_rawequal(L, -1, mt_object)) {
-            lua_pop(L, 1);
-            if (want_count)
-                *n = count_pairs(L, idx);
-            return DL_CODEC_OBJECT;
-        }
-        lua_pop(L, 1);
-    }
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+    *k = lua_tonumber(L, idx);
+    return *k >= 1.0 && *k <= 9007199254740992.0 && *k == floor(*k);
+}
 
-    /* Unmarked: an array iff the keys are exactly 1..count. Keys are distinct,
-     * so "all positive integers and the largest equals the count" suffices. */
+/* The key scan of an unmarked table: an array iff the keys are exactly
+ * 1..count. Keys are distinct, so "all index keys and the largest equals the
+ * count" suffices. */
+static int scan_keys(lua_State *L, int idx, int want_count, size_t *n)
+{
     size_t count = 0;
-    double max = 0;
+    double max = 0, k;
     int indexed = 1;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
         count++;
         if (indexed) {
-            double k;
-            if (lua_type(L, -1) == LUA_TNUMBER && (k = lua_tonumber(L, -1)) >= 1.0 &&
-                k <= 9007199254740992.0 && k == floor(k)) {
+            if (index_key(L, -1, &k)) {
                 if (k > max)
                     max = k;
                 continue;
@@ -121,6 +113,58 @@ int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int wa
     if (indexed && count > 0 && max == (double)count)
         return DL_CODEC_ARRAY;
     return DL_CODEC_OBJECT;
+}
+
+/* The marker check: DL_CODEC_ARRAY / DL_CODEC_OBJECT, or -1 when unmarked. */
+static inline int marked_kind(lua_State *L, int idx, int mt_array, int mt_object)
+{
+    if (!lua_getmetatable(L, idx))
+        return -1;
+    int kind = -1;
+    if (mt_array && lua_rawequal(L, -1, mt_array))
+        kind = DL_CODEC_ARRAY;
+    else if (mt_object && lua_rawequal(L, -1, mt_object))
+        kind = DL_CODEC_OBJECT;
+    lua_pop(L, 1);
+    return kind;
+}
+
+int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int want_count,
+                      size_t *n)
+{
+    int kind = marked_kind(L, idx, mt_array, mt_object);
+    if (kind == DL_CODEC_ARRAY) {
+        *n = lua_objlen(L, idx);
+        return kind;
+    }
+    if (kind == DL_CODEC_OBJECT) {
+        if (want_count)
+            *n = count_pairs(L, idx);
+        return kind;
+    }
+    return scan_keys(L, idx, want_count, n);
+}
+
+int dl_codec_classify_stream(lua_State *L, int idx, int mt_array, int mt_object, size_t *n)
+{
+    int kind = marked_kind(L, idx, mt_array, mt_object);
+    if (kind == DL_CODEC_ARRAY) {
+        *n = lua_objlen(L, idx);
+        return kind;
+    }
+    if (kind == DL_CODEC_OBJECT)
+        return kind;
+    /* Unmarked. Peek at the first key: anything but an index key means an
+     * object, to be encoded from this very pair, which spares string-keyed
+     * tables a second walk. Index keys need the full scan. */
+    double k;
+    lua_pushnil(L);
+    if (!lua_next(L, idx))
+        return DL_CODEC_OBJECT; /* empty; lua_next popped the nil */
+    if (!index_key(L, -2, &k))
+        return DL_CODEC_OBJECT_PAIR;
+    lua_pop(L, 2);
+    return scan_keys(L, idx, 0, n);
 }
 
 int dl_codec_table_kind(lua_State *L, int idx, size_t *n)
@@ -246,6 +290,28 @@ static inline int chunk_special_mask(__m128i v)
                              ctl);
     return _mm_movemask_epi8(m);
 }
+
+/* The n < 16 bytes at s in the low lanes, zeros above, without reading past
+ * s + n: overlapping 8-, 4- or 1-byte loads (x86 is little-endian). */
+static inline __m128i load_partial(const unsigned char *s, size_t n)
+{
+    uint64_t lo = 0, hi = 0;
+    if (n >= 8) {
+        memcpy(&lo, s, 8);
+        if (n > 8) {
+            memcpy(&hi, s + n - 8, 8);
+            hi >>= 8 * (16 - n);
+        }
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        lo = a | (uint64_t)b << (8 * (n - 4));
+    } else if (n > 0) {
+        lo = (uint64_t)s[0] | (uint64_t)s[n / 2] << (8 * (n / 2)) | (uint64_t)s[n - 1] << (8 * (n - 1));
+    }
+    return _mm_unpacklo_epi64(_mm_cvtsi64_si128((long long)lo), _mm_cvtsi64_si128((long long)hi));
+}
 #endif
 
 /* Slack reserved past the end of a string so whole chunks can be stored. */
@@ -295,19 +361,31 @@ static int put_string(dl_buf_t *b, const char *str, size_t len)
     *d++ = '"';
     for (;;) {
 #ifdef __SSE2__
+        int mask, k;
         while (end - s >= 16) {
             __m128i v = _mm_loadu_si128((const __m128i *)s);
             _mm_storeu_si128((__m128i *)d, v);
-            int mask = chunk_special_mask(v);
-            if (mask != 0) {
-                int k = __builtin_ctz((unsigned)mask);
-                s += k;
-                d += k;
-                goto escape;
-            }
+            mask = chunk_special_mask(v);
+            if (mask != 0)
+                goto found;
             s += 16;
             d += 16;
         }
+        /* the tail as one padded chunk; the padding lanes are masked off */
+        size_t rem = (size_t)(end - s);
+        if (rem == 0)
+            break;
+        __m128i v = load_partial(s, rem);
+        _mm_storeu_si128((__m128i *)d, v);
+        mask = chunk_special_mask(v) & ((1 << rem) - 1);
+        if (mask == 0) {
+            d += rem;
+            break;
+        }
+    found:
+        k = __builtin_ctz((unsigned)mask);
+        s += k;
+        d += k;
 #else
         while (end - s >= 8) {
             uint64_t w;
@@ -318,38 +396,34 @@ static int put_string(dl_buf_t *b, const char *str, size_t len)
             s += 8;
             d += 8;
         }
-#endif
         while (s < end && !escape_tab[*s])
             *d++ = (char)*s++;
         if (s == end)
             break;
-#ifdef __SSE2__
-    escape:
 #endif
-        {
-            size_t used = (size_t)(d - b->data);
-            size_t need = 6 + (size_t)(end - s) + CHUNK_SLACK;
-            if (b->cap - used < need) {
-                b->len = used;
-                if (dl_buf_reserve(b, need) != 0)
-                    return DL_ENOMEM;
-                d = b->data + used;
-            }
-            char e = escape_tab[*s];
-            d[0] = '\\';
-            if (e != 'u') {
-                d[1] = e;
-                d += 2;
-            } else {
-                d[1] = 'u';
-                d[2] = '0';
-                d[3] = '0';
-                d[4] = hex_digits[*s >> 4];
-                d[5] = hex_digits[*s & 15];
-                d += 6;
-            }
-            s++;
+        /* *s needs an escape */
+        size_t used = (size_t)(d - b->data);
+        size_t need = 6 + (size_t)(end - s) + CHUNK_SLACK;
+        if (b->cap - used < need) {
+            b->len = used;
+            if (dl_buf_reserve(b, need) != 0)
+                return DL_ENOMEM;
+            d = b->data + used;
         }
+        char e = escape_tab[*s];
+        d[0] = '\\';
+        if (e != 'u') {
+            d[1] = e;
+            d += 2;
+        } else {
+            d[1] = 'u';
+            d[2] = '0';
+            d[3] = '0';
+            d[4] = hex_digits[*s >> 4];
+            d[5] = hex_digits[*s & 15];
+            d += 6;
+        }
+        s++;
     }
     *d++ = '"';
     b->len = (size_t)(d - b->data);
@@ -376,6 +450,10 @@ static int put_number(encoder_t *e, double d, int quoted)
 
 static int enc_value(encoder_t *e, int idx, int depth);
 
+/* The stack while a table is encoded: the table at idx, then from top + 1 the
+ * key and value of lua_next, or the element of lua_rawgeti. Indexes are
+ * computed from top rather than asked for with lua_gettop per value: on this
+ * path every C API call counts. */
 static int enc_table(encoder_t *e, int idx, int depth)
 {
     lua_State *L = e->L;
@@ -385,16 +463,18 @@ static int enc_table(encoder_t *e, int idx, int depth)
         return enc_fail(e, DL_ECODEC, "nesting deeper than %d", DL_CODEC_ENCODE_DEPTH);
     if (!lua_checkstack(L, 4))
         return enc_fail(e, DL_ENOMEM, "out of Lua stack");
+    int top = lua_gettop(L);
 
-    size_t n;
-    if (dl_codec_classify(L, idx, e->mt_array, e->mt_object, 0, &n) == DL_CODEC_ARRAY) {
+    size_t n = 0;
+    int kind = dl_codec_classify_stream(L, idx, e->mt_array, e->mt_object, &n);
+    if (kind == DL_CODEC_ARRAY) {
         if (put_char(b, '[') != 0)
             return DL_ENOMEM;
         for (size_t i = 1; i <= n; i++) {
             if (i > 1 && put_char(b, ',') != 0)
                 return DL_ENOMEM;
             lua_rawgeti(L, idx, (int)i);
-            rc = enc_value(e, lua_gettop(L), depth);
+            rc = enc_value(e, top + 1, depth);
             if (rc != 0)
                 return rc; /* the caller resets the stack */
             lua_pop(L, 1);
@@ -404,21 +484,21 @@ static int enc_table(encoder_t *e, int idx, int depth)
 
     if (put_char(b, '{') != 0)
         return DL_ENOMEM;
-    int first = 1;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        if (!first && put_char(b, ',') != 0)
-            return DL_ENOMEM;
-        first = 0;
-        int kt = lua_type(L, -2);
+    if (kind != DL_CODEC_OBJECT_PAIR) {
+        lua_pushnil(L);
+        if (!lua_next(L, idx))
+            return put_char(b, '}');
+    }
+    for (;;) {
+        int kt = lua_type(L, top + 1);
         if (kt == LUA_TSTRING) {
             size_t klen;
-            const char *k = lua_tolstring(L, -2, &klen);
-            rc = put_string(b, k, klen);
+            const char *key = lua_tolstring(L, top + 1, &klen);
+            rc = put_string(b, key, klen);
         } else if (kt == LUA_TNUMBER) {
             /* Formatted by hand: lua_tolstring would turn the key into a
              * string in place and break lua_next. */
-            rc = put_number(e, lua_tonumber(L, -2), 1);
+            rc = put_number(e, lua_tonumber(L, top + 1), 1);
         } else {
             return enc_fail(e, DL_ECODEC, "table key of type %s", lua_typename(L, kt));
         }
@@ -426,10 +506,14 @@ static int enc_table(encoder_t *e, int idx, int depth)
             return rc;
         if (put_char(b, ':') != 0)
             return DL_ENOMEM;
-        rc = enc_value(e, lua_gettop(L), depth);
+        rc = enc_value(e, top + 2, depth);
         if (rc != 0)
             return rc;
         lua_pop(L, 1);
+        if (!lua_next(L, idx))
+            break;
+        if (put_char(b, ',') != 0)
+            return DL_ENOMEM;
     }
     return put_char(b, '}');
 }
@@ -439,32 +523,26 @@ static int put_literal(dl_buf_t *b, const char *s, size_t n)
     return dl_buf_append(b, s, n);
 }
 
+/* Tests in order of frequency rather than a switch: the jump table's
+ * indirect branch mispredicts on documents mixing strings and tables. */
 static int enc_value(encoder_t *e, int idx, int depth)
 {
     lua_State *L = e->L;
     int t = lua_type(L, idx);
-    switch (t) {
-    case LUA_TSTRING: {
+    if (DL_LIKELY(t == LUA_TSTRING)) {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
         return put_string(e->out, s, len);
     }
-    case LUA_TNUMBER:
+    if (t == LUA_TNUMBER)
         return put_number(e, lua_tonumber(L, idx), 0);
-    case LUA_TTABLE:
+    if (t == LUA_TTABLE)
         return enc_table(e, idx, depth);
-    case LUA_TBOOLEAN:
+    if (t == LUA_TBOOLEAN)
         return lua_toboolean(L, idx) ? put_literal(e->out, "true", 4)
                                      : put_literal(e->out, "false", 5);
-    case LUA_TNIL:
+    if (t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL))
         return put_literal(e->out, "null", 4);
-    case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, idx) == NULL)
-            return put_literal(e->out, "null", 4);
-        break;
-    default:
-        break;
-    }
     return enc_fail(e, DL_ECODEC, "cannot encode %s", lua_typename(L, t));
 }
 
@@ -549,7 +627,12 @@ static const char *scan_plain(const char *s, const char *end)
             return s + __builtin_ctz((unsigned)mask);
         s += 16;
     }
-#endif
+    size_t rem = (size_t)(end - s);
+    if (rem == 0)
+        return s;
+    int mask = chunk_special_mask(load_partial((const unsigned char *)s, rem)) & ((1 << rem) - 1);
+    return mask ? s + __builtin_ctz((unsigned)mask) : end;
+#else
     while (end - s >= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
@@ -560,6 +643,7 @@ static const char *scan_plain(const char *s, const char *end)
     while (s < end && !IS_STRING_STOP(*s))
         s++;
     return s;
+#endif
 }
 
 static int hex4(const char *s)

@@ -23,9 +23,10 @@
 #define DL_CODEC_ENCODE_DEPTH 128
 #define DL_CODEC_DECODE_DEPTH 256
 
-/* Table kinds returned by dl_codec_table_kind(). */
+/* Table kinds returned by dl_codec_table_kind() and friends. */
 #define DL_CODEC_OBJECT 0
 #define DL_CODEC_ARRAY 1
+#define DL_CODEC_OBJECT_PAIR 2 /* dl_codec_classify_stream() only */
 
 /**
  * Creates the two marker metatables in the registry if they are absent.
@@ -58,6 +59,17 @@ int dl_codec_table_kind(lua_State *L, int idx, size_t *n);
  */
 int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int want_count,
                       size_t *n);
+
+/**
+ * The classification for encoders that stream an object's pairs without
+ * counting them first (the markers as for dl_codec_classify()). Returns
+ *   - DL_CODEC_ARRAY with *n elements, nothing pushed;
+ *   - DL_CODEC_OBJECT, nothing pushed: iterate from a nil key;
+ *   - DL_CODEC_OBJECT_PAIR: an object whose first key and value lua_next has
+ *     already pushed; continue the lua_next loop from them.
+ * Needs 3 free stack slots.
+ */
+int dl_codec_classify_stream(lua_State *L, int idx, int mt_array, int mt_object, size_t *n);
 
 /**
  * Formats a finite number the way both codecs print it: integral values with

@@ -29,6 +29,7 @@
 
 typedef struct {
     lua_State *L;
+    dl_buf_t *out;
     msgpack_packer pk;
     int mt_array; /* stack slot of the marker, 0 when absent */
     int mt_object;
@@ -38,7 +39,13 @@ typedef struct {
 
 static int buf_write(void *data, const char *p, size_t len)
 {
-    return dl_buf_append((dl_buf_t *)data, p, len) == 0 ? 0 : -1;
+    dl_buf_t *b = (dl_buf_t *)data;
+    if (DL_LIKELY(b->cap - b->len >= len && !b->oom)) {
+        memcpy(b->data + b->len, p, len);
+        b->len += len;
+        return 0;
+    }
+    return dl_buf_append(b, p, len) == 0 ? 0 : -1;
 }
 
 static int enc_fail(mp_encoder_t *e, int rc, const char *fmt, ...)
@@ -68,6 +75,38 @@ static int pack_number(mp_encoder_t *e, double d)
     return PACK(msgpack_pack_double(&e->pk, d));
 }
 
+/* Strings are the bulk of most documents, so they skip the packer's two
+ * callback writes: one reserve, then the header (the same smallest str form
+ * msgpack_pack_str picks) and the body. */
+static int pack_string(mp_encoder_t *e, const char *s, size_t len)
+{
+    dl_buf_t *b = e->out;
+    if (len > 0xffffffffu)
+        return enc_fail(e, DL_ECODEC, "string longer than 4 GB");
+    if (DL_UNLIKELY(b->cap - b->len < len + 5 || b->oom) && dl_buf_reserve(b, len + 5) != 0)
+        return DL_ENOMEM;
+    unsigned char *h = (unsigned char *)b->data + b->len;
+    if (len < 32) {
+        *h++ = (unsigned char)(0xa0 | len);
+    } else if (len < 0x100) {
+        *h++ = 0xd9;
+        *h++ = (unsigned char)len;
+    } else if (len < 0x10000) {
+        *h++ = 0xda;
+        *h++ = (unsigned char)(len >> 8);
+        *h++ = (unsigned char)len;
+    } else {
+        *h++ = 0xdb;
+        *h++ = (unsigned char)(len >> 24);
+        *h++ = (unsigned char)(len >> 16);
+        *h++ = (unsigned char)(len >> 8);
+        *h++ = (unsigned char)len;
+    }
+    memcpy(h, s, len);
+    b->len = (size_t)((char *)h - b->data) + len;
+    return 0;
+}
+
 /* Integral keys stay ints; other numeric keys become str in the JSON number
  * form, since our decoder (like most peers) accepts only str and int keys. */
 static int pack_key_number(mp_encoder_t *e, double d)
@@ -78,11 +117,44 @@ static int pack_key_number(mp_encoder_t *e, double d)
     size_t n = dl_codec_format_number(d, tmp);
     if (n == 0)
         return enc_fail(e, DL_ECODEC, "cannot encode NaN or Inf as a key");
-    return PACK(msgpack_pack_str_with_body(&e->pk, tmp, n));
+    return pack_string(e, tmp, n);
 }
 
 static int pack_value(mp_encoder_t *e, int idx, int depth);
 
+/* A map's pair count is known only at its end (counting first would walk
+ * every table twice), so a one-byte fixmap header is written first and
+ * widened in place, moving the pairs, when the map has more than 15. */
+static int patch_map_header(dl_buf_t *b, size_t pos, size_t count)
+{
+    if (count <= 15) {
+        b->data[pos] = (char)(0x80 | count);
+        return 0;
+    }
+    if (count > 0xffffffffu)
+        return DL_ECODEC;
+    size_t extra = count <= 0xffff ? 2 : 4;
+    if (dl_buf_reserve(b, extra) != 0)
+        return DL_ENOMEM;
+    memmove(b->data + pos + 1 + extra, b->data + pos + 1, b->len - pos - 1);
+    b->len += extra;
+    unsigned char *h = (unsigned char *)b->data + pos;
+    if (extra == 2) {
+        h[0] = 0xde;
+        h[1] = (unsigned char)(count >> 8);
+        h[2] = (unsigned char)count;
+    } else {
+        h[0] = 0xdf;
+        h[1] = (unsigned char)(count >> 24);
+        h[2] = (unsigned char)(count >> 16);
+        h[3] = (unsigned char)(count >> 8);
+        h[4] = (unsigned char)count;
+    }
+    return 0;
+}
+
+/* The stack while a table is packed: the table at idx, then from top + 1 the
+ * key and value of lua_next, or the element of lua_rawgeti. */
 static int pack_table(mp_encoder_t *e, int idx, int depth)
 {
     lua_State *L = e->L;
@@ -91,14 +163,16 @@ static int pack_table(mp_encoder_t *e, int idx, int depth)
         return enc_fail(e, DL_ECODEC, "nesting deeper than %d", DL_CODEC_ENCODE_DEPTH);
     if (!lua_checkstack(L, 4))
         return enc_fail(e, DL_ENOMEM, "out of Lua stack");
+    int top = lua_gettop(L);
 
-    size_t n;
-    if (dl_codec_classify(L, idx, e->mt_array, e->mt_object, 1, &n) == DL_CODEC_ARRAY) {
+    size_t n = 0;
+    int kind = dl_codec_classify_stream(L, idx, e->mt_array, e->mt_object, &n);
+    if (kind == DL_CODEC_ARRAY) {
         if (PACK(msgpack_pack_array(&e->pk, n)) != 0)
             return DL_ENOMEM;
         for (size_t i = 1; i <= n; i++) {
             lua_rawgeti(L, idx, (int)i);
-            rc = pack_value(e, lua_gettop(L), depth);
+            rc = pack_value(e, top + 1, depth);
             if (rc != 0)
                 return rc; /* the caller resets the stack */
             lua_pop(L, 1);
@@ -106,28 +180,40 @@ static int pack_table(mp_encoder_t *e, int idx, int depth)
         return 0;
     }
 
-    if (PACK(msgpack_pack_map(&e->pk, n)) != 0)
+    size_t pos = e->out->len;
+    if (buf_write(e->out, "\x80", 1) != 0)
         return DL_ENOMEM;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        int kt = lua_type(L, -2);
+    if (kind != DL_CODEC_OBJECT_PAIR) {
+        lua_pushnil(L);
+        if (!lua_next(L, idx))
+            return 0;
+    }
+    size_t count = 0;
+    do {
+        int kt = lua_type(L, top + 1);
         if (kt == LUA_TSTRING) {
             size_t klen;
-            const char *k = lua_tolstring(L, -2, &klen);
-            rc = PACK(msgpack_pack_str_with_body(&e->pk, k, klen));
+            const char *k = lua_tolstring(L, top + 1, &klen);
+            rc = pack_string(e, k, klen);
         } else if (kt == LUA_TNUMBER) {
-            rc = pack_key_number(e, lua_tonumber(L, -2));
+            rc = pack_key_number(e, lua_tonumber(L, top + 1));
         } else {
             return enc_fail(e, DL_ECODEC, "table key of type %s", lua_typename(L, kt));
         }
         if (rc != 0)
             return rc;
-        rc = pack_value(e, lua_gettop(L), depth);
+        rc = pack_value(e, top + 2, depth);
         if (rc != 0)
             return rc;
         lua_pop(L, 1);
-    }
-    return 0;
+        count++;
+    } while (lua_next(L, idx));
+    if (e->out->oom)
+        return DL_ENOMEM;
+    rc = patch_map_header(e->out, pos, count);
+    if (rc == DL_ECODEC)
+        return enc_fail(e, rc, "map of more than 2^32 pairs");
+    return rc;
 }
 
 static int pack_value(mp_encoder_t *e, int idx, int depth)
@@ -138,7 +224,7 @@ static int pack_value(mp_encoder_t *e, int idx, int depth)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        return PACK(msgpack_pack_str_with_body(&e->pk, s, len));
+        return pack_string(e, s, len);
     }
     case LUA_TNUMBER:
         return pack_number(e, lua_tonumber(L, idx));
@@ -165,6 +251,7 @@ int dl_msgpack_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t er
         idx = lua_gettop(L) + idx + 1;
     mp_encoder_t e;
     e.L = L;
+    e.out = out;
     e.mt_array = e.mt_object = 0;
     e.err = err;
     e.errlen = errlen;

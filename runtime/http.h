@@ -54,6 +54,7 @@ typedef struct dl_req_s {
     int route_status;       /* DL_ROUTE_* */
     dl_route_match_t match;
     struct dl_route_s *route;
+    struct dl_gen_s *gen;   /* pinned generation of route */
 
     char id[65];
     uint64_t start_ns;

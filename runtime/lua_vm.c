@@ -155,6 +155,46 @@ static void gen_free(dl_vm_t *vm, dl_gen_t *g)
 
 static void task_free(dl_task_t *t, int reuse);
 
+/* Frees retired generations whose last request has ended. */
+static void reap_generations(dl_vm_t *vm)
+{
+    dl_gen_t **pp = &vm->old;
+    int freed = 0;
+    while (*pp) {
+        dl_gen_t *g = *pp;
+        if (g->refs == 0) {
+            *pp = g->next_old;
+            gen_free(vm, g);
+            freed = 1;
+        } else {
+            pp = &g->next_old;
+        }
+    }
+    /* the old handlers' closures are garbage now: collect them while idle */
+    if (freed && vm->L)
+        lua_gc(vm->L, LUA_GCCOLLECT, 0);
+}
+
+int dl_vm_generations(dl_vm_t *vm)
+{
+    int n = vm->gen ? 1 : 0;
+    for (dl_gen_t *g = vm->old; g; g = g->next_old)
+        n++;
+    return n;
+}
+
+void dl_vm_unpin(dl_vm_t *vm, dl_req_t *req)
+{
+    dl_gen_t *g = req->gen;
+    if (g == NULL)
+        return;
+    req->gen = NULL;
+    req->route = NULL;
+    g->refs--;
+    if (g->refs == 0 && g != vm->gen)
+        reap_generations(vm);
+}
+
 void dl_vm_cancel_tasks(dl_vm_t *vm)
 {
     if (vm == NULL)
@@ -178,6 +218,11 @@ void dl_vm_free(dl_vm_t *vm)
     dl_vm_cancel_tasks(vm);
     gen_free(vm, vm->gen);
     gen_free(vm, vm->loading);
+    while (vm->old) {
+        dl_gen_t *g = vm->old;
+        vm->old = g->next_old;
+        gen_free(vm, g);
+    }
     lua_close(vm->L);
     vm->L = NULL;
     dl_buf_free(&vm->scratch);
@@ -267,6 +312,57 @@ static int load_module(dl_vm_t *vm, const char *path, int run, dl_buf_t *errors)
     return failed;
 }
 
+/* Module-level state starts fresh in each generation: app modules required
+ * by the last generation are dropped from package.loaded (its handlers keep
+ * their own references), and the app's lib/ folder is on package.path. */
+static void reset_app_modules(dl_vm_t *vm, const char *app_dir)
+{
+    lua_State *L = vm->L;
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    int loaded = lua_gettop(L);
+    if (vm->baseline_ref == 0 || vm->baseline_ref == LUA_NOREF) {
+        lua_newtable(L);
+        lua_pushnil(L);
+        while (lua_next(L, loaded) != 0) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -4);
+        }
+        vm->baseline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_pushfstring(L, "%s/lib/?.lua;%s/lib/?/init.lua;", app_dir, app_dir);
+        lua_getfield(L, loaded - 1, "path");
+        lua_concat(L, 2);
+        lua_setfield(L, loaded - 1, "path");
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->baseline_ref);
+        int base = lua_gettop(L);
+        lua_newtable(L); /* keys to drop: no table writes during lua_next */
+        int drop = lua_gettop(L);
+        int n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, loaded) != 0) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_rawget(L, base);
+            int keep = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+            if (!keep) {
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, drop, ++n);
+            }
+        }
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, drop, i);
+            lua_pushnil(L);
+            lua_rawset(L, loaded);
+        }
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 2);
+}
+
 int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
 {
     struct stat st;
@@ -282,6 +378,7 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
     }
     g->id = vm->gen ? vm->gen->id + 1 : 1;
     vm->loading = g;
+    reset_app_modules(vm, app_dir);
 
     int nerr = 0;
     char path[1200];
@@ -308,8 +405,15 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
         gen_free(vm, g);
         return nerr;
     }
-    gen_free(vm, vm->gen);
+    /* switch: new requests route in g; the old generation retires and is
+     * freed when its last request ends */
+    dl_gen_t *prev = vm->gen;
     vm->gen = g;
+    if (prev) {
+        prev->next_old = vm->old;
+        vm->old = prev;
+        reap_generations(vm);
+    }
     return 0;
 }
 
@@ -327,6 +431,8 @@ void dl_vm_route(dl_vm_t *vm, dl_req_t *req)
                                         req->path_len, &req->match);
     if (req->route_status == DL_ROUTE_FOUND) {
         req->route = req->match.data;
+        req->gen = vm->gen;
+        vm->gen->refs++;
         if (req->route->body_limit)
             req->body_limit = req->route->body_limit;
     }

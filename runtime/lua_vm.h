@@ -31,6 +31,8 @@ typedef struct dl_gen_s {
     dl_route_t *routes;
     int n_routes;
     int id;
+    int refs;           /* requests routed in this generation and not yet done */
+    struct dl_gen_s *next_old; /* retired generations still serving requests */
 } dl_gen_t;
 
 typedef struct dl_task_s dl_task_t;
@@ -57,6 +59,8 @@ struct dl_vm_s {
     struct dl_worker_s *worker; /* NULL in a check-only VM */
     const dl_config_t *cfg;
     dl_gen_t *gen;              /* the current generation */
+    dl_gen_t *old;              /* retired generations with requests in flight */
+    int baseline_ref;           /* package.loaded keys before any app module */
     dl_gen_t *loading;          /* the generation api.get() adds to */
     int req_mt_ref;
     int env_mt_ref;
@@ -82,8 +86,16 @@ void dl_vm_cancel_tasks(dl_vm_t *vm);
  */
 int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors);
 
-/** Looks up req's route in the current generation (at headers-complete). */
+/**
+ * Looks up req's route in the current generation (at headers-complete) and
+ * pins that generation until dl_vm_unpin(): a reload meanwhile lets the
+ * request finish on the code it started on.
+ */
 void dl_vm_route(dl_vm_t *vm, dl_req_t *req);
+/** Lets go of req's generation; a retired one is freed with its last request. */
+void dl_vm_unpin(dl_vm_t *vm, dl_req_t *req);
+/** Number of generations alive (current + retired with requests). */
+int dl_vm_generations(dl_vm_t *vm);
 
 /** Runs req's handler in a new task; answers through dl_req_respond(). */
 void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req);

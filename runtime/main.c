@@ -5,6 +5,8 @@
  *   devloop check APP_DIR
  *   devloop version
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: devloop serve APP_DIR [--listen HOST:PORT]... [--workers N] [--log-level L]\n"
+            "                     [--no-watch] [--pid-file FILE]\n"
             "       devloop check APP_DIR\n"
+            "       devloop reload APP_DIR | --pid-file FILE\n"
             "       devloop version\n");
 }
 
@@ -59,6 +63,15 @@ static int cmd_serve(int argc, char **argv)
             }
             cfg.log_level = dl_log_level_parse(val);
             i++;
+        } else if (strcmp(a, "--no-watch") == 0) {
+            cfg.watch = 0;
+        } else if (strcmp(a, "--pid-file") == 0) {
+            if (val == NULL) {
+                fprintf(stderr, "devloop: --pid-file needs a path\n");
+                return 2;
+            }
+            cfg.pid_file = val;
+            i++;
         } else if (strcmp(a, "--tls-cert") == 0 || strcmp(a, "--tls-key") == 0) {
             fprintf(stderr, "devloop: %s: TLS is not available in this build yet\n", a);
             return 2;
@@ -89,6 +102,36 @@ static int cmd_serve(int argc, char **argv)
     return rc == 0 ? 0 : 1;
 }
 
+/* devloop reload: SIGHUP to the server whose pid file names it. */
+static int cmd_reload(int argc, char **argv)
+{
+    char path[1200];
+    if (argc == 4 && strcmp(argv[2], "--pid-file") == 0)
+        snprintf(path, sizeof(path), "%s", argv[3]);
+    else if (argc == 3)
+        snprintf(path, sizeof(path), "%s/data/devloop.pid", argv[2]);
+    else {
+        usage(stderr);
+        return 2;
+    }
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f == NULL || fscanf(f, "%d", &pid) != 1 || pid <= 1) {
+        fprintf(stderr, "devloop: no running server found (%s: %s)\n", path,
+                f ? "no pid in it" : strerror(errno));
+        if (f)
+            fclose(f);
+        return 1;
+    }
+    fclose(f);
+    if (kill(pid, SIGHUP) != 0) {
+        fprintf(stderr, "devloop: cannot signal pid %d from %s: %s\n", pid, path, strerror(errno));
+        return 1;
+    }
+    printf("devloop: reload requested (pid %d)\n", pid);
+    return 0;
+}
+
 static int cmd_check(int argc, char **argv)
 {
     if (argc != 3) {
@@ -116,6 +159,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc, argv);
     if (strcmp(argv[1], "check") == 0)
         return cmd_check(argc, argv);
+    if (strcmp(argv[1], "reload") == 0)
+        return cmd_reload(argc, argv);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("devloop %s (%s, libuv %s)\n", DL_VERSION_STRING, LUAJIT_VERSION,
                uv_version_string());

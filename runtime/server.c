@@ -13,9 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lua_vm.h"
+#include "watch.h"
 
 static uint64_t env_u64(const char *name, uint64_t def)
 {
@@ -44,6 +46,8 @@ void dl_config_init(dl_config_t *cfg)
     cfg->body_min_bytes = env_u64("DEVLOOP_BODY_MIN_BYTES", 1024);
     cfg->keepalive_timeout_ms = env_u64("DEVLOOP_KEEPALIVE_TIMEOUT_MS", 15000);
     cfg->shutdown_grace_ms = env_u64("DEVLOOP_SHUTDOWN_GRACE_MS", 10000);
+    cfg->watch = (int)env_u64("DEVLOOP_WATCH", 1) != 0;
+    cfg->watch_debounce_ms = env_u64("DEVLOOP_WATCH_DEBOUNCE_MS", 100);
     cfg->gzip_level = (int)env_u64("GZIP_LEVEL", 1);
     if (cfg->gzip_level < 1 || cfg->gzip_level > 9)
         cfg->gzip_level = 1;
@@ -167,6 +171,9 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     if (rt->cfg.workers > 256)
         rt->cfg.workers = 256;
     dl_log_min_level = rt->cfg.log_level;
+    uv_mutex_init(&rt->status_lock);
+    rt->status.generation = 1;
+    rt->status.last_ok = 1;
 
     /* load the app once up front, so a broken app fails before binding */
     int nerr = dl_app_check(rt->app_dir, errbuf, errlen);
@@ -196,12 +203,96 @@ int dl_app_check(const char *app_dir, char *errbuf, size_t errlen)
     return n;
 }
 
+/* ================================================================ reload */
+
+static void reload_now(dl_runtime_t *rt, const char *why)
+{
+    char err[sizeof(rt->status.last_error)];
+    uint64_t t0 = uv_hrtime();
+    /* every script loads in a scratch state before any worker changes */
+    int n = dl_app_check(rt->app_dir, err, sizeof(err));
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    uv_mutex_lock(&rt->status_lock);
+    rt->status.last_reload_time = (double)tv.tv_sec + tv.tv_usec / 1e6;
+    rt->status.last_ok = n == 0;
+    if (n) {
+        rt->status.failed++;
+        snprintf(rt->status.last_error, sizeof(rt->status.last_error), "%s", err);
+    } else {
+        rt->status.reloads++;
+        rt->status.generation++;
+        rt->status.last_error[0] = '\0';
+    }
+    int gen = rt->status.generation;
+    uv_mutex_unlock(&rt->status_lock);
+    if (n) {
+        dl_log(DL_LOG_ERROR, "reload (%s) failed; still serving generation %d:\n%s", why, gen,
+               err);
+        return;
+    }
+    for (int i = 0; i < rt->n_workers; i++)
+        dl_worker_reload(&rt->workers[i]);
+    dl_log(DL_LOG_INFO, "reload (%s): generation %d (checked in %.1f ms)", why, gen,
+           (double)(uv_hrtime() - t0) / 1e6);
+}
+
+static void on_watch(void *arg)
+{
+    reload_now(arg, "files changed");
+}
+
+static void on_reload_async(uv_async_t *a)
+{
+    reload_now(a->data, "requested");
+}
+
+void dl_runtime_reload(dl_runtime_t *rt)
+{
+    if (__atomic_load_n(&rt->loop_ready, __ATOMIC_ACQUIRE))
+        uv_async_send(&rt->reload_async);
+}
+
+void dl_runtime_reload_status(dl_runtime_t *rt, dl_reload_status_t *out)
+{
+    uv_mutex_lock(&rt->status_lock);
+    *out = rt->status;
+    uv_mutex_unlock(&rt->status_lock);
+}
+
+/* ================================================================ running */
+
+static void write_pid_file(dl_runtime_t *rt)
+{
+    const char *pf = rt->cfg.pid_file;
+    char path[1200];
+    if (pf && *pf == '\0')
+        return;
+    if (pf == NULL) {
+        snprintf(path, sizeof(path), "%s/data", rt->app_dir);
+        mkdir(path, 0755);
+        snprintf(path, sizeof(path), "%s/data/devloop.pid", rt->app_dir);
+        pf = path;
+    }
+    FILE *f = fopen(pf, "w");
+    if (f == NULL) {
+        dl_log(DL_LOG_WARN, "cannot write pid file %s: %s", pf, strerror(errno));
+        return;
+    }
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    rt->pid_file = dl_strdup(pf);
+}
+
 static void on_stop_async(uv_async_t *a)
 {
     dl_runtime_t *rt = a->data;
     for (int i = 0; i < rt->n_workers; i++)
         dl_worker_stop(&rt->workers[i]);
     uv_close((uv_handle_t *)&rt->stop_async, NULL);
+    uv_close((uv_handle_t *)&rt->reload_async, NULL);
+    dl_watch_stop(rt->watch);
+    rt->watch = NULL;
     if (rt->handle_signals) {
         uv_close((uv_handle_t *)&rt->sig_term, NULL);
         uv_close((uv_handle_t *)&rt->sig_int, NULL);
@@ -213,7 +304,7 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     dl_runtime_t *rt = s->data;
     if (signum == SIGHUP) {
-        dl_log(DL_LOG_INFO, "SIGHUP: reload is not available yet");
+        reload_now(rt, "SIGHUP");
         return;
     }
     dl_log(DL_LOG_INFO, "%s: stopping (grace %llu ms)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -230,6 +321,8 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     rt->handle_signals = handle_signals;
     uv_async_init(&rt->loop, &rt->stop_async, on_stop_async);
     rt->stop_async.data = rt;
+    uv_async_init(&rt->loop, &rt->reload_async, on_reload_async);
+    rt->reload_async.data = rt;
     if (handle_signals) {
         signal(SIGPIPE, SIG_IGN);
         uv_signal_init(&rt->loop, &rt->sig_term);
@@ -271,8 +364,17 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
             result = rc;
     }
     if (result == 0) {
-        dl_log(DL_LOG_INFO, "devloop %s serving %s on %s (%d worker%s)", DL_VERSION_STRING,
-               rt->app_dir, rt->cfg.listen[0], rt->n_workers, rt->n_workers == 1 ? "" : "s");
+        if (rt->cfg.watch) {
+            rc = dl_watch_start(&rt->loop, rt->app_dir, rt->cfg.watch_debounce_ms, on_watch, rt,
+                                &rt->watch);
+            if (rc != 0)
+                dl_log(DL_LOG_WARN, "hot reload off: cannot watch %s: %s", rt->app_dir,
+                       dl_strerror(rc));
+        }
+        write_pid_file(rt);
+        dl_log(DL_LOG_INFO, "devloop %s serving %s on %s (%d worker%s%s)", DL_VERSION_STRING,
+               rt->app_dir, rt->cfg.listen[0], rt->n_workers, rt->n_workers == 1 ? "" : "s",
+               rt->watch ? ", watching for changes" : "");
         if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE))
             uv_async_send(&rt->stop_async);
     } else {
@@ -282,6 +384,11 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     for (int i = 0; i < rt->n_workers; i++)
         dl_worker_join(&rt->workers[i]);
     uv_loop_close(&rt->loop);
+    if (rt->pid_file) {
+        unlink(rt->pid_file);
+        dl_free(rt->pid_file);
+        rt->pid_file = NULL;
+    }
     if (result == 0)
         dl_log(DL_LOG_INFO, "stopped");
     return result;
@@ -302,5 +409,6 @@ void dl_runtime_free(dl_runtime_t *rt)
     for (int i = 0; i < DL_MAX_LISTEN; i++)
         dl_free(rt->listen[i]);
     dl_free(rt->app_dir);
+    uv_mutex_destroy(&rt->status_lock);
     dl_free(rt);
 }

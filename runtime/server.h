@@ -19,6 +19,11 @@ struct dl_runtime_s {
     uv_loop_t loop;       /* main thread: signals and stop requests */
     uv_async_t stop_async;
     uv_signal_t sig_term, sig_int, sig_hup;
+    uv_async_t reload_async;
+    struct dl_watch_s *watch;
+    uv_mutex_t status_lock;
+    dl_reload_status_t status;
+    char *pid_file;
     int loop_ready;
     int stop_requested;
     int handle_signals;

@@ -49,6 +49,8 @@ dl_req_t *dl_worker_req_acquire(dl_worker_t *w)
 
 void dl_worker_req_release(dl_worker_t *w, dl_req_t *r)
 {
+    if (r->gen && w->vm)
+        dl_vm_unpin(w->vm, r);
     /* large buffers go back to the allocator, not the pool */
     if (r->body.cap > 64 * 1024)
         dl_buf_free(&r->body);
@@ -143,10 +145,30 @@ static void on_grace(uv_timer_t *t)
     finish_stop(w);
 }
 
+/* Builds generation N+1 from the app folder; new requests use it at once. */
+static void worker_reload(dl_worker_t *w)
+{
+    if (w->vm == NULL)
+        return;
+    dl_buf_t errors = DL_BUF_INIT;
+    uint64_t t0 = uv_hrtime();
+    int n = dl_vm_load_app(w->vm, w->rt->app_dir, &errors);
+    if (n)
+        dl_log(DL_LOG_ERROR, "worker %d: reload failed, keeping generation %d:\n%.*s", w->id,
+               w->vm->gen ? w->vm->gen->id : 0, (int)errors.len, errors.data ? errors.data : "");
+    else
+        dl_log(DL_LOG_DEBUG, "worker %d: generation %d in %.1f ms", w->id, w->vm->gen->id,
+               (double)(uv_hrtime() - t0) / 1e6);
+    dl_buf_free(&errors);
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     dl_worker_t *w = a->data;
-    if (w->stopping)
+    int ops = __atomic_exchange_n(&w->ops, 0, __ATOMIC_ACQ_REL);
+    if ((ops & DL_WORKER_OP_RELOAD) && !w->stopping)
+        worker_reload(w);
+    if (!(ops & DL_WORKER_OP_STOP) || w->stopping)
         return;
     w->stopping = 1;
     for (int i = 0; i < w->n_listeners; i++)
@@ -242,6 +264,13 @@ int dl_worker_start(dl_worker_t *w)
 
 void dl_worker_stop(dl_worker_t *w)
 {
+    __atomic_or_fetch(&w->ops, DL_WORKER_OP_STOP, __ATOMIC_ACQ_REL);
+    uv_async_send(&w->wakeup);
+}
+
+void dl_worker_reload(dl_worker_t *w)
+{
+    __atomic_or_fetch(&w->ops, DL_WORKER_OP_RELOAD, __ATOMIC_ACQ_REL);
     uv_async_send(&w->wakeup);
 }
 

@@ -28,7 +28,8 @@ typedef struct dl_worker_s {
     int listen_fds[DL_MAX_LISTEN];
     uv_tcp_t listeners[DL_MAX_LISTEN];
     int n_listeners;
-    uv_async_t wakeup;   /* another thread asked us to stop */
+    uv_async_t wakeup;   /* another thread asked for ops (DL_WORKER_OP_*) */
+    int ops;
     uv_timer_t sweep;    /* timeouts of every connection, checked together */
     uv_timer_t grace;    /* bounds the graceful stop */
     int stopping;
@@ -51,8 +52,12 @@ typedef struct dl_worker_s {
 int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen);
 /** Starts the worker's thread. */
 int dl_worker_start(dl_worker_t *w);
+enum { DL_WORKER_OP_STOP = 1, DL_WORKER_OP_RELOAD = 2 };
+
 /** Asks the worker to stop gracefully (any thread). */
 void dl_worker_stop(dl_worker_t *w);
+/** Asks the worker to load the app again as a new generation (any thread). */
+void dl_worker_reload(dl_worker_t *w);
 /** Joins the thread and frees what the worker owns. */
 void dl_worker_join(dl_worker_t *w);
 

@@ -85,6 +85,9 @@ typedef struct dl_config_s {
     size_t body_min_bytes;
     uint64_t keepalive_timeout_ms;    /* idle keep-alive connection */
     uint64_t shutdown_grace_ms;       /* in-flight requests at SIGTERM */
+    int watch;                        /* hot reload on file changes (default 1) */
+    uint64_t watch_debounce_ms;       /* quiet period before a reload */
+    const char *pid_file;             /* NULL: APP_DIR/data/devloop.pid; "": none */
     int gzip_level;                   /* 1..9 */
     size_t compress_min;              /* smallest body worth compressing */
 
@@ -117,6 +120,26 @@ DL_API void dl_runtime_stop(dl_runtime_t *rt);
 
 /** Frees a stopped runtime. NULL is a no-op. */
 DL_API void dl_runtime_free(dl_runtime_t *rt);
+
+/**
+ * Reloads the app: every script is loaded in a scratch state first; only when
+ * all load does each worker switch new requests to the new generation
+ * (requests in flight finish on the old one). Asynchronous; any thread.
+ */
+DL_API void dl_runtime_reload(dl_runtime_t *rt);
+
+/** The outcome of the reloads so far. */
+typedef struct {
+    int generation;          /* 1 at start, +1 per successful reload */
+    int reloads;             /* successful reloads */
+    int failed;              /* reloads refused because a script failed */
+    double last_reload_time; /* Unix time of the last attempt, 0 if none */
+    int last_ok;             /* 1 if the last attempt succeeded (or none yet) */
+    char last_error[2048];   /* "file:line: message" lines of the last failure */
+} dl_reload_status_t;
+
+/** Copies the reload status; any thread. */
+DL_API void dl_runtime_reload_status(dl_runtime_t *rt, dl_reload_status_t *out);
 
 /**
  * Loads every script of app_dir into a scratch Lua state and reports each

@@ -511,6 +511,32 @@ DL_TEST(json_table_kind)
     lua_close(L);
 }
 
+DL_TEST(json_classify_stream)
+{
+    lua_State *L = new_state();
+    size_t n = 99;
+    EXPECT_EQ(luaL_dostring(L, "return {}, {a = 1}, {1, 2}, {[1] = 1, x = 2}, codec.object({1})"),
+              0);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
+    EXPECT_EQ(dl_codec_classify_stream(L, 1, 6, 7, &n), DL_CODEC_OBJECT);
+    EXPECT_EQ(lua_gettop(L), 7);
+    EXPECT_EQ(dl_codec_classify_stream(L, 2, 6, 7, &n), DL_CODEC_OBJECT_PAIR);
+    EXPECT_EQ(lua_gettop(L), 9);
+    EXPECT_STR(lua_tostring(L, 8), "a");
+    EXPECT_EQ(lua_tonumber(L, 9), 1);
+    lua_settop(L, 7);
+    EXPECT_EQ(dl_codec_classify_stream(L, 3, 6, 7, &n), DL_CODEC_ARRAY);
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(lua_gettop(L), 7);
+    int kind = dl_codec_classify_stream(L, 4, 6, 7, &n);
+    EXPECT(kind == DL_CODEC_OBJECT || kind == DL_CODEC_OBJECT_PAIR);
+    lua_settop(L, 7);
+    EXPECT_EQ(dl_codec_classify_stream(L, 5, 6, 7, &n), DL_CODEC_OBJECT);
+    EXPECT_EQ(lua_gettop(L), 7);
+    lua_close(L);
+}
+
 DL_TEST(json_binding_markers)
 {
     lua_State *L = new_state();

@@ -224,6 +224,46 @@ DL_TEST(msgpack_encode_basic)
     lua_close(L);
 }
 
+/* Map headers are written as fixmap and widened once the pair count is
+ * known: check the widths and that the pairs moved intact. */
+DL_TEST(msgpack_encode_map_headers)
+{
+    lua_State *L = new_state();
+    EXPECT_LUA(L, "local t = {} for i = 1, 15 do t['k' .. i] = i end "
+                  "local p = codec.msgpack_encode(t) "
+                  "local back = codec.msgpack_decode(p) "
+                  "for i = 1, 15 do if back['k' .. i] ~= i then return false end end "
+                  "return p:byte(1) == 0x8f");
+    EXPECT_LUA(L, "local t = {} for i = 1, 16 do t['k' .. i] = {i, {x = i}} end "
+                  "local p = codec.msgpack_encode({outer = t, after = 'z'}) "
+                  "local back = codec.msgpack_decode(p) "
+                  "for i = 1, 16 do local v = back.outer['k' .. i] "
+                  "  if v[1] ~= i or v[2].x ~= i then return false end end "
+                  "local s = p:find('\\222\\0\\16', 1, true) "
+                  "return back.after == 'z' and s ~= nil");
+    EXPECT_LUA(L, "local t = {} for i = 1, 70000 do t['k' .. i] = i end "
+                  "local p = codec.msgpack_encode(t) "
+                  "local back = codec.msgpack_decode(p) "
+                  "for i = 1, 70000 do if back['k' .. i] ~= i then return false end end "
+                  "return p:sub(1, 5) == '\\223\\0\\1\\17\\112'");
+    /* nested wide maps: each level widens after its children did */
+    EXPECT_LUA(L, "local function wide(d) local t = {} "
+                  "  for i = 1, 20 do t['f' .. i] = (d > 0 and i == 7) and wide(d - 1) or i end "
+                  "  return t end "
+                  "local doc = wide(5) "
+                  "local back = codec.msgpack_decode(codec.msgpack_encode(doc)) "
+                  "local a, b = doc, back "
+                  "for d = 5, 0, -1 do for i = 1, 20 do if i ~= 7 or d == 0 then "
+                  "  if a['f' .. i] ~= b['f' .. i] then return false end end end "
+                  "  if d > 0 then a, b = a.f7, b.f7 end end "
+                  "return true");
+    /* sparse integer keys: a map with int keys */
+    EXPECT_LUA(L, "local p = codec.msgpack_encode({[1] = 'a', [3] = 'c', [5] = 'e', [7] = 'g'}) "
+                  "local t = codec.msgpack_decode(p) "
+                  "return p:byte(1) == 0x84 and #p == 13 and t[1] == 'a' and t[7] == 'g'");
+    lua_close(L);
+}
+
 DL_TEST(msgpack_encode_errors)
 {
     lua_State *L = new_state();
