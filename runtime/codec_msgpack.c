@@ -2,7 +2,9 @@
  * codec_msgpack.c - MessagePack encoding and decoding between Lua values and
  * bytes. Encoding uses msgpack-c's packer (which picks the smallest int form)
  * writing straight into a dl_buf_t, with the table classification shared with
- * codec_json.c. Decoding is a small parser of our own that builds Lua values
+ * codec_json.c; strings, the bulk of most documents, bypass its callbacks, and
+ * maps get their header patched once their pairs are counted, so each table
+ * is walked once. Decoding is a small parser of our own that builds Lua values
  * directly: msgpack-c's unpacker caps nesting at 32 levels (its compiled-in
  * MSGPACK_EMBED_STACK_SIZE, reported as an out-of-memory error) where we
  * accept 256, and it allocates count-sized arrays from untrusted headers
@@ -40,6 +42,8 @@ typedef struct {
 static int buf_write(void *data, const char *p, size_t len)
 {
     dl_buf_t *b = (dl_buf_t *)data;
+    if (len == 0)
+        return 0;
     if (DL_LIKELY(b->cap - b->len >= len && !b->oom)) {
         memcpy(b->data + b->len, p, len);
         b->len += len;

@@ -15,10 +15,11 @@
  * Appends the MessagePack form of the value at idx to out. nil and the null
  * sentinel become nil; integral numbers in [-2^63, 2^63) the smallest int
  * form, other numbers (NaN and Inf included) float64; strings str; tables
- * follow dl_codec_table_kind() (array or map); map keys must be strings or
- * numbers: integral ones stay ints, others become str as JSON prints them. Returns 0, or DL_ECODEC / DL_ENOMEM with a
- * message in err (which may be NULL); on error out may hold a partial
- * document. Leaves the stack unchanged.
+ * follow dl_codec_table_kind() (array or map). Map keys must be strings or
+ * numbers: integral ones stay ints, others become str as JSON prints them.
+ * Depth limit 128. Returns 0, or DL_ECODEC / DL_ENOMEM with a message in err
+ * (which may be NULL); on error out may hold a partial document. Leaves the
+ * stack unchanged.
  */
 int dl_msgpack_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errlen);
 

@@ -252,12 +252,13 @@ def test_sighup_and_reload_command_no_leak(_):
         os.kill(srv.pid(), signal.SIGHUP)
         wait_for(lambda: version(srv) == n, 3.0)
         if n in (20, 201):
+            time.sleep(0.2)  # let closed client sockets go
             marks[n] = (srv.get("/mem").json()["kb"], rss_kb(srv.pid()),
                         len(os.listdir("/proc/%d/fd" % srv.pid())))
     (mem0, rss0, fd0), (mem1, rss1, fd1) = marks[20], marks[201]
     print("# 200 reloads: Lua %.0f -> %.0f KiB, RSS %d -> %d KiB, fds %d -> %d" %
           (mem0, mem1, rss0, rss1, fd0, fd1))
-    assert fd1 <= fd0, (fd0, fd1)
+    assert fd1 <= fd0 + 3, (fd0, fd1)  # a client socket may be closing; a leak would be ~200
     assert mem1 < mem0 * 1.5 + 256, (mem0, mem1)
     if not os.environ.get("DEVLOOP_SANITIZED"):
         assert rss1 - rss0 < 3072, (rss0, rss1)
