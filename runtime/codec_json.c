@@ -265,21 +265,6 @@ static const char escape_tab[256] = {
 
 static const char hex_digits[] = "0123456789abcdef";
 
-/* Nonzero when one of the 8 bytes is a control character, '"' or '\\': the
- * bytes both the encoder and the decoder's string scan stop at. The
- * has-less-than and has-zero-byte tricks are exact for "is there any". */
-static inline int word_has_special(uint64_t x)
-{
-    const uint64_t ones = 0x0101010101010101ULL;
-    const uint64_t high = 0x8080808080808080ULL;
-    uint64_t q = x ^ (ones * '"');
-    uint64_t b = x ^ (ones * '\\');
-    uint64_t lt = (x - ones * 0x20) & ~x;
-    uint64_t zq = (q - ones) & ~q;
-    uint64_t zb = (b - ones) & ~b;
-    return ((lt | zq | zb) & high) != 0;
-}
-
 #ifdef __SSE2__
 /* Bit i set when byte i of v is a control character, '"' or '\\'. */
 static inline int chunk_special_mask(__m128i v)
@@ -314,6 +299,21 @@ static inline __m128i load_partial(const unsigned char *s, size_t n)
              (uint64_t)s[n - 1] << (8 * (n - 1));
     }
     return _mm_unpacklo_epi64(_mm_cvtsi64_si128((long long)lo), _mm_cvtsi64_si128((long long)hi));
+}
+#else
+/* Nonzero when one of the 8 bytes is a control character, '"' or '\\': the
+ * bytes both the encoder and the decoder's string scan stop at. The
+ * has-less-than and has-zero-byte tricks are exact for "is there any". */
+static inline int word_has_special(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ULL;
+    const uint64_t high = 0x8080808080808080ULL;
+    uint64_t q = x ^ (ones * '"');
+    uint64_t b = x ^ (ones * '\\');
+    uint64_t lt = (x - ones * 0x20) & ~x;
+    uint64_t zq = (q - ones) & ~q;
+    uint64_t zb = (b - ones) & ~b;
+    return ((lt | zq | zb) & high) != 0;
 }
 #endif
 

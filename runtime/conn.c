@@ -520,8 +520,17 @@ static void on_close(uv_handle_t *h)
         c->next->prev = c->prev;
     w->n_conns--;
     dl_buf_free(&c->pending);
-    dl_buf_free(&c->out);
-    dl_free(c);
+    /* keep a modest output buffer with the pooled connection */
+    if (c->out.cap > 16 * 1024)
+        dl_buf_free(&c->out);
+    if (w->n_free_conns < DL_CONN_POOL_MAX && !w->stopping) {
+        c->next = w->free_conns;
+        w->free_conns = c;
+        w->n_free_conns++;
+    } else {
+        dl_buf_free(&c->out);
+        dl_free(c);
+    }
     dl_worker_conn_closed(w);
 }
 
@@ -702,9 +711,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
 {
     uv_once(&settings_once, init_settings);
-    dl_conn_t *c = dl_calloc(1, sizeof(*c));
-    if (c == NULL)
-        return;
+    dl_conn_t *c = w->free_conns;
+    if (c) {
+        w->free_conns = c->next;
+        w->n_free_conns--;
+        dl_buf_t out = c->out;
+        memset(c, 0, sizeof(*c));
+        c->out = out;
+        dl_buf_reset(&c->out);
+    } else {
+        c = dl_calloc(1, sizeof(*c));
+        if (c == NULL)
+            return;
+    }
     c->worker = w;
     if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
         dl_free(c);

@@ -903,7 +903,9 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
     lua_setfield(co, -2, "path");
     lua_pushstring(co, req->id);
     lua_setfield(co, -2, "id");
-    lua_createtable(co, 0, req->match.n_params);
+    /* params only when the route has some; __index makes an empty one on demand */
+    if (req->match.n_params > 0)
+        lua_createtable(co, 0, req->match.n_params);
     for (int i = 0; i < req->match.n_params; i++) {
         dl_route_param_t *p = &req->match.params[i];
         lua_pushlstring(co, p->name, p->name_len);
@@ -917,7 +919,8 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
         }
         lua_rawset(co, -3);
     }
-    lua_setfield(co, -2, "params");
+    if (req->match.n_params > 0)
+        lua_setfield(co, -2, "params");
     char err[200];
     int st = push_body(req, co, err, sizeof(err));
     if (st != 0) {
@@ -1029,6 +1032,8 @@ int dl__req_index(lua_State *L)
                            0, push_form_kv, L);
     } else if (strcmp(k, "headers") == 0) {
         push_headers(L, req);
+    } else if (strcmp(k, "params") == 0) {
+        lua_newtable(L);
     } else if (strcmp(k, "raw_body") == 0) {
         lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
     } else if (strcmp(k, "target") == 0) {

@@ -289,6 +289,12 @@ void dl_worker_join(dl_worker_t *w)
     for (int i = 0; i < DL_MAX_LISTEN; i++)
         if (w->listen_fds[i] >= 0)
             close(w->listen_fds[i]);
+    while (w->free_conns) {
+        dl_conn_t *c = w->free_conns;
+        w->free_conns = c->next;
+        dl_buf_free(&c->out);
+        dl_free(c);
+    }
     while (w->free_reqs) {
         dl_req_t *r = w->free_reqs;
         w->free_reqs = r->next_free;

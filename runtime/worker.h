@@ -17,6 +17,7 @@ struct dl_vm_s;
 typedef struct dl_conn_s dl_conn_t;
 
 #define DL_READ_BUF_SIZE 65536
+#define DL_CONN_POOL_MAX 256
 
 typedef struct dl_worker_s {
     struct dl_runtime_s *rt;
@@ -38,6 +39,8 @@ typedef struct dl_worker_s {
     struct dl_vm_s *vm;
     dl_conn_t *conns;    /* open connections, doubly linked */
     int n_conns;
+    dl_conn_t *free_conns; /* pooled connection objects (DL_CONN_POOL_MAX) */
+    int n_free_conns;
     dl_req_t *free_reqs; /* pooled request objects, buffers kept */
     int n_free_reqs;
     dl_compressor_t *compressor;
