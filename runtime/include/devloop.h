@@ -41,7 +41,9 @@ extern "C" {
     XX(ESCRIPT, -4002, "script failed to load")                            \
     XX(EROUTE, -4003, "route conflict")                                    \
     XX(ECODEC, -4004, "malformed payload")                                 \
-    XX(ETOOBIG, -4005, "payload too large")
+    XX(ETOOBIG, -4005, "payload too large")                                \
+    XX(EREDIS, -4006, "redis error")                                       \
+    XX(EOFFLINE, -4007, "redis offline queue full")
 
 enum {
 #define XX(name, val, msg) DL_##name = (val),

@@ -1,0 +1,144 @@
+/*
+ * redis_pool.h - a pool of asynchronous Redis connections (hiredis 0.14 over
+ * libuv) owned by one worker thread's loop: configuration from REDIS_URL or
+ * REDIS_HOST/..., pipelined binary-safe commands with a deadline, a bounded
+ * offline queue, reconnection with backoff and re-sends after a dropped
+ * connection. Everything here runs on the loop's thread; nothing is locked.
+ */
+#ifndef DL_REDIS_POOL_H
+#define DL_REDIS_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#define DL_REDIS_DEFAULT_PORT 6379
+#define DL_REDIS_DEFAULT_POOL_SIZE 4
+#define DL_REDIS_DEFAULT_CMD_TIMEOUT_MS 5000
+#define DL_REDIS_DEFAULT_CONNECT_TIMEOUT_MS 2000
+#define DL_REDIS_DEFAULT_MAX_OFFLINE 1000
+#define DL_REDIS_DEFAULT_MAX_RETRIES 3
+#define DL_REDIS_DEFAULT_CLIENT_NAME "devloop-api"
+
+/* Where and how to connect. Fill with dl_redis_config_init() or
+ * dl_redis_config_from_env(), then override. Plain data: copied by the pool. */
+typedef struct {
+    char host[256];              /* name or address ("::1" without brackets) */
+    int port;
+    char password[256];          /* "" for none */
+    char username[128];          /* "" for none: AUTH password; else AUTH user password */
+    int db;                      /* SELECT on each connection unless 0 */
+    int pool_size;               /* connections per worker (REDIS_POOL_SIZE) */
+    uint64_t cmd_timeout_ms;     /* send to reply, queueing included (REDIS_COMMAND_TIMEOUT_MS) */
+    uint64_t connect_timeout_ms; /* TCP connect plus the setup commands */
+    size_t max_offline;          /* commands waiting while no connection is ready */
+    int max_retries;             /* re-sends of a command whose connection dropped */
+    char client_name[64];        /* CLIENT SETNAME; "" for none */
+} dl_redis_config_t;
+
+/** Fills *cfg with the defaults above (127.0.0.1:6379, db 0, no password). */
+void dl_redis_config_init(dl_redis_config_t *cfg);
+
+/**
+ * Fills *cfg with the defaults, then from the environment: REDIS_URL (see
+ * dl_redis_config_parse_url()) or else REDIS_HOST, REDIS_PORT, REDIS_USERNAME,
+ * REDIS_PASSWORD, REDIS_DB; and REDIS_POOL_SIZE, REDIS_COMMAND_TIMEOUT_MS,
+ * REDIS_CONNECT_TIMEOUT_MS in both cases. Empty variables count as unset.
+ * Returns 1 when Redis is configured (REDIS_URL, _HOST, _PORT, _PASSWORD or
+ * _DB set), 0 when none is, DL_EINVAL with a message in err for a malformed
+ * value. err may be NULL.
+ */
+int dl_redis_config_from_env(dl_redis_config_t *cfg, char *err, size_t errlen);
+
+/**
+ * Parses redis://[[user]:password@]host[:port][/db] into cfg's host, port
+ * (default 6379), username, password and db (default 0); other fields are left
+ * alone. User and password may be percent-encoded; "redis://secret@host"
+ * (no colon) is a password; an IPv6 host is bracketed ("redis://[::1]:6380").
+ * Returns 0, or DL_EINVAL with a message in err (which may be NULL) for
+ * rediss:// ("TLS not supported"), another scheme, a missing host, a bad port
+ * or db, a query string or a field too long for cfg.
+ */
+int dl_redis_config_parse_url(dl_redis_config_t *cfg, const char *url, char *err,
+                              size_t errlen);
+
+typedef struct dl_redis_pool_s dl_redis_pool_t;
+typedef struct dl_redis_cmd_s dl_redis_cmd_t;
+
+/**
+ * Completion of dl_redis_pool_send(). status is 0 with n replies (a reply may
+ * be REDIS_REPLY_ERROR: that is a Redis-level error, still status 0), or,
+ * with replies NULL and n 0: DL_ETIMEDOUT (no reply within cmd_timeout_ms),
+ * DL_EIO (the connection dropped and re-sends ran out), DL_EREDIS (a
+ * connection could not log in or select the db: see the pool's last_error),
+ * DL_ECANCELED (the pool was freed) or DL_ENOMEM. The replies are borrowed:
+ * valid only during the callback. Runs on the loop's thread; it may send,
+ * cancel other commands or free the pool.
+ */
+typedef void (*dl_redis_reply_cb)(int status, redisReply **replies, int n, void *arg);
+
+/**
+ * Creates a pool on `loop` (copies cfg) and starts connecting its
+ * cfg->pool_size connections. Each connection sends AUTH, SELECT, CLIENT
+ * SETNAME and PING first and takes commands only once all have answered.
+ * Host names are resolved with uv_getaddrinfo (IPv4 preferred). Returns NULL
+ * when out of memory. Loop thread only.
+ */
+dl_redis_pool_t *dl_redis_pool_new(uv_loop_t *loop, const dl_redis_config_t *cfg);
+
+/**
+ * Sends a pipeline of ncmds commands, command i being argcs[i] arguments
+ * argvs[i][j] of argvlens[i][j] bytes (binary safe), on one connection in one
+ * round trip; cb gets all ncmds replies in order. The bytes are copied. With
+ * no connection ready the pipeline waits in the offline queue; the deadline
+ * (cmd_timeout_ms) counts from this call. If the connection drops first, the
+ * whole pipeline is sent again (up to max_retries times), so a non-idempotent
+ * command may run twice.
+ *
+ * Returns 0 and cb will be called exactly once, never from inside this call;
+ * or a negative code and cb is never called: DL_EOFFLINE (offline queue full),
+ * DL_EREDIS (connections fail to log in), DL_ECANCELED (pool being freed),
+ * DL_ENOMEM, DL_EINVAL (no command, an empty one, or one that would break a
+ * shared connection: (P|S)(UN)SUBSCRIBE, MONITOR, SELECT, AUTH, HELLO, QUIT,
+ * RESET, SYNC, PSYNC, CLIENT REPLY, a MULTI or WATCH not closed by EXEC or
+ * DISCARD (or UNWATCH) within the same pipeline). *out (when out is not NULL)
+ * is the command's handle for dl_redis_cmd_cancel(), valid until cb runs.
+ */
+int dl_redis_pool_send(dl_redis_pool_t *p, int ncmds, const int *argcs,
+                       const char *const *const *argvs, const size_t *const *argvlens,
+                       dl_redis_reply_cb cb, void *arg, dl_redis_cmd_t **out);
+
+/**
+ * Detaches a pending command: its callback will never be called. Safe at any
+ * time before the callback ran (or from inside it, where it does nothing).
+ * A command already written still occupies its connection until its replies
+ * arrive; they are dropped then. NULL is a no-op.
+ */
+void dl_redis_cmd_cancel(dl_redis_cmd_t *cmd);
+
+/**
+ * Closes every connection; pending commands get DL_ECANCELED (most from
+ * inside this call; those on a connection whose callback is running when it
+ * returns). Memory is released from close callbacks, so the caller must run
+ * the loop afterwards until the handles close (uv_run). Later sends return
+ * DL_ECANCELED. Callable from a reply callback. NULL is a no-op.
+ */
+void dl_redis_pool_free(dl_redis_pool_t *p);
+
+typedef struct {
+    int connections;     /* connections connecting or ready */
+    int ready;           /* connections taking commands */
+    size_t queued;       /* pipelines waiting for a ready connection */
+    size_t inflight;     /* pipelines written and waiting for replies */
+    uint64_t reconnects; /* connection attempts after a failure or a drop */
+    uint64_t timeouts;   /* pipelines that got DL_ETIMEDOUT */
+    uint64_t errors;     /* failed connects, drops, failed setup commands */
+    char last_error[128];
+} dl_redis_stats_t;
+
+/** Copies the pool's counters. */
+void dl_redis_pool_stats(const dl_redis_pool_t *p, dl_redis_stats_t *out);
+
+#endif /* DL_REDIS_POOL_H */
