@@ -64,6 +64,145 @@ static int l_core_sleep(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* ============================================================ wait queues */
+
+/*
+ * A wait queue parks tasks until another task wakes them with values (request
+ * coalescing: concurrent misses on one key wait for the first one's answer).
+ * Waking never resumes from inside the waking task's own call: the waiters
+ * are handed to a zero timer and resumed from the loop.
+ */
+#define WQ_MT "devloop.WaitQueue"
+
+typedef struct wake_s {
+    uv_timer_t timer;
+    lua_State *L;
+    int values_ref;
+    int n;
+    dl_task_t **tasks; /* a slot is NULL once its task was cancelled */
+} wake_t;
+
+typedef struct {
+    dl_task_t **tasks;
+    int n, cap;
+} wq_t;
+
+/* A parked waiter's cancel: its slot (in a queue or a wake) forgets it. */
+static void clear_slot(void *data)
+{
+    dl_task_t **slot = data;
+    *slot = NULL;
+}
+
+static int l_wq_new(lua_State *L)
+{
+    wq_t *q = lua_newuserdata(L, sizeof(*q));
+    memset(q, 0, sizeof(*q));
+    luaL_getmetatable(L, WQ_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int l_wq_gc(lua_State *L)
+{
+    wq_t *q = luaL_checkudata(L, 1, WQ_MT);
+    for (int i = 0; i < q->n; i++)
+        if (q->tasks[i])
+            dl_task_park(q->tasks[i], NULL, NULL);
+    dl_free(q->tasks);
+    q->tasks = NULL;
+    q->n = q->cap = 0;
+    return 0;
+}
+
+/* core._wq_wait(q): parks the calling task; returns what _wq_wake passed. */
+static int l_wq_wait(lua_State *L)
+{
+    wq_t *q = luaL_checkudata(L, 1, WQ_MT);
+    dl_task_t *t = dl_task_current(L);
+    if (t == NULL)
+        return luaL_error(L, "wait can only be called inside a handler");
+    if (q->n == q->cap) {
+        int cap = q->cap ? q->cap * 2 : 8;
+        dl_task_t **nt = dl_realloc(q->tasks, sizeof(*nt) * (size_t)cap);
+        if (nt == NULL)
+            return luaL_error(L, "out of memory");
+        /* slots moved: re-point every parked task's cancel data */
+        for (int i = 0; i < q->n; i++)
+            if (nt[i])
+                dl_task_park(nt[i], clear_slot, &nt[i]);
+        q->tasks = nt;
+        q->cap = cap;
+    }
+    q->tasks[q->n] = t;
+    dl_task_park(t, clear_slot, &q->tasks[q->n]);
+    q->n++;
+    return lua_yield(L, 0);
+}
+
+static void on_wake_closed(uv_handle_t *h)
+{
+    wake_t *wk = h->data;
+    dl_free(wk->tasks);
+    dl_free(wk);
+}
+
+static void on_wake(uv_timer_t *h)
+{
+    wake_t *wk = h->data;
+    lua_State *L = wk->L;
+    for (int i = 0; i < wk->n; i++) {
+        dl_task_t *t = wk->tasks[i];
+        if (t == NULL)
+            continue;
+        wk->tasks[i] = NULL;
+        lua_State *co = t->co;
+        lua_rawgeti(co, LUA_REGISTRYINDEX, wk->values_ref);
+        int n = (int)lua_objlen(co, -1);
+        lua_checkstack(co, n + 2);
+        for (int k = 1; k <= n; k++)
+            lua_rawgeti(co, -k, k);
+        lua_remove(co, -(n + 1));
+        dl_task_resume(t, n);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, wk->values_ref);
+    uv_close((uv_handle_t *)h, on_wake_closed);
+}
+
+/* core._wq_wake(q, ...): resumes every waiter with the values, from the loop. */
+static int l_wq_wake(lua_State *L)
+{
+    wq_t *q = luaL_checkudata(L, 1, WQ_MT);
+    dl_vm_t *vm = dl_vm_of(L);
+    int nvals = lua_gettop(L) - 1;
+    if (q->n == 0 || vm == NULL || vm->worker == NULL) {
+        q->n = 0;
+        return 0;
+    }
+    wake_t *wk = dl_calloc(1, sizeof(*wk));
+    if (wk == NULL)
+        return luaL_error(L, "out of memory");
+    /* the queue's array moves to the wake; the queue starts empty again */
+    wk->tasks = q->tasks;
+    wk->n = q->n;
+    q->tasks = NULL;
+    q->n = q->cap = 0;
+    for (int i = 0; i < wk->n; i++)
+        if (wk->tasks[i])
+            dl_task_park(wk->tasks[i], clear_slot, &wk->tasks[i]);
+    lua_createtable(L, nvals, 0);
+    for (int i = 1; i <= nvals; i++) {
+        lua_pushvalue(L, i + 1);
+        lua_rawseti(L, -2, i);
+    }
+    wk->L = vm->L;
+    wk->values_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_timer_init(&vm->worker->loop, &wk->timer);
+    wk->timer.data = wk;
+    uv_timer_start(&wk->timer, on_wake, 0, 0);
+    return 0;
+}
+
 /* ================================================================ logging */
 
 /* core.log(level, msg, fields): one line, fields as JSON, tagged with the request id. */
@@ -124,13 +263,23 @@ static const luaL_Reg core_funcs[] = {
     {"log_level", l_core_log_level},
     {"now", l_core_now},
     {"worker_id", l_core_worker_id},
+    {"_wq_new", l_wq_new},
+    {"_wq_wait", l_wq_wait},
+    {"_wq_wake", l_wq_wake},
     {NULL, NULL},
 };
 
 int luaopen_devloop_core(lua_State *L)
 {
+    if (luaL_newmetatable(L, WQ_MT)) {
+        lua_pushcfunction(L, l_wq_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     lua_createtable(L, 0, DL_ARRAY_SIZE(core_funcs));
     luaL_register(L, NULL, core_funcs);
+    lua_pushlightuserdata(L, &dl__gzip_body_marker);
+    lua_setfield(L, -2, "GZIP_BODY");
     static const struct {
         const char *name;
         int mask;

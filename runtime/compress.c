@@ -40,6 +40,7 @@ struct dl_compressor_s {
     int zs_ready[FMT_COUNT];
     z_stream zs[FMT_COUNT];
     struct libdeflate_compressor *ld;
+    struct libdeflate_decompressor *ldd; /* cached-body hits, made on first use */
 };
 
 /* ---- negotiation ---------------------------------------------------------------------------- */
@@ -298,6 +299,8 @@ void dl_compressor_free(dl_compressor_t *c)
         if (c->zs_ready[f])
             deflateEnd(&c->zs[f]);
     libdeflate_free_compressor(c->ld);
+    if (c->ldd)
+        libdeflate_free_decompressor(c->ldd);
     dl_free(c);
 }
 
@@ -493,4 +496,34 @@ int dl_gunzip(const void *in, size_t inlen, dl_buf_t *out, size_t max_out)
     if (rc != 0)
         out->len = start;
     return rc;
+}
+
+/* ---- fast one-shot gunzip (cache hits for clients without gzip) -------------------------- */
+
+int dl_compressor_gunzip(dl_compressor_t *c, const void *in, size_t inlen, dl_buf_t *out,
+                         size_t max_out)
+{
+    const unsigned char *p = in;
+    /* a single gzip member states its size (mod 2^32) in its last four bytes */
+    if (c == NULL || inlen < 18 || p[0] != 0x1f || p[1] != 0x8b)
+        return dl_gunzip(in, inlen, out, max_out);
+    size_t isize = (size_t)p[inlen - 4] | (size_t)p[inlen - 3] << 8 |
+                   (size_t)p[inlen - 2] << 16 | (size_t)p[inlen - 1] << 24;
+    if (isize > max_out)
+        return DL_ETOOBIG;
+    if (c->ldd == NULL) {
+        pthread_once(&ld_alloc_once, ld_alloc_setup);
+        c->ldd = libdeflate_alloc_decompressor();
+        if (c->ldd == NULL)
+            return dl_gunzip(in, inlen, out, max_out);
+    }
+    if (dl_buf_reserve(out, isize + 1) != 0)
+        return DL_ENOMEM;
+    size_t got = 0;
+    enum libdeflate_result r = libdeflate_gzip_decompress(c->ldd, in, inlen, out->data + out->len,
+                                                          isize, &got);
+    if (r != LIBDEFLATE_SUCCESS || got != isize)
+        return dl_gunzip(in, inlen, out, max_out); /* multi-member or damaged: the slow path decides */
+    out->len += got;
+    return 0;
 }

@@ -98,4 +98,12 @@ int dl_compressor_run(dl_compressor_t *c, int enc, const void *in, size_t inlen,
  */
 int dl_gunzip(const void *in, size_t inlen, dl_buf_t *out, size_t max_out);
 
+/**
+ * Appends the decompression of a whole gzip body to out with libdeflate (about
+ * 3x zlib's inflate), falling back to dl_gunzip() for what it cannot do in one
+ * shot (several members, a damaged trailer). Same returns as dl_gunzip().
+ */
+int dl_compressor_gunzip(dl_compressor_t *c, const void *in, size_t inlen, dl_buf_t *out,
+                         size_t max_out);
+
 #endif /* DL_COMPRESS_H */

@@ -385,8 +385,28 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     size_t body_len = resp->body_len;
     int enc = DL_ENC_IDENTITY, vary = 0;
     dl_buf_t zbuf = DL_BUF_INIT;
-    if (body_len >= cfg->compress_min && status >= 200 && status != 204 && status != 304 &&
-        dl_compress_type_ok(resp->content_type, resp->content_type_len)) {
+    dl_buf_t plain = DL_BUF_INIT;
+    int pre_gzip = 0;
+    if (resp->body_gzip) {
+        /* a stored gzip body: no compression work for clients that take gzip */
+        size_t aelen;
+        const char *ae = dl_req_header(r, "accept-encoding", &aelen);
+        vary = 1;
+        if (ae && dl_compress_negotiate(ae, aelen) == DL_ENC_GZIP) {
+            pre_gzip = 1;
+            enc = DL_ENC_GZIP;
+        } else if (dl_compressor_gunzip(w->compressor, body, body_len, &plain, SIZE_MAX / 2) == 0) {
+            body = plain.data;
+            body_len = plain.len;
+        } else {
+            dl_buf_free(&plain);
+            dl_log_req(DL_LOG_ERROR, r->id, "stored gzip body is damaged; answering 500");
+            dl_req_respond_error(r, 500, NULL);
+            return;
+        }
+    }
+    if (!pre_gzip && body_len >= cfg->compress_min && status >= 200 && status != 204 &&
+        status != 304 && dl_compress_type_ok(resp->content_type, resp->content_type_len)) {
         vary = 1;
         size_t aelen;
         const char *ae = dl_req_header(r, "accept-encoding", &aelen);
@@ -441,6 +461,7 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     if (!no_body)
         dl_buf_append(o, body, body_len);
     dl_buf_free(&zbuf);
+    dl_buf_free(&plain);
 
     dl_worker_req_release(w, r);
     if (o->oom) {

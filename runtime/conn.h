@@ -67,6 +67,8 @@ typedef struct {
     const char *headers;      /* extra "Name: value\r\n" lines, already validated */
     size_t headers_len;
     unsigned has_cache_control : 1;
+    unsigned body_gzip : 1;   /* body is already gzip (a cached entry): sent as-is
+                                 to clients that accept gzip, inflated for others */
     unsigned close : 1;       /* close the connection after this response */
     const char *allow;        /* Allow header value (405) */
 } dl_resp_t;

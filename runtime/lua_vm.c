@@ -28,6 +28,7 @@
 
 #define CO_POOL_MAX 256
 
+char dl__gzip_body_marker;
 static char vm_key;   /* registry: lightuserdata(&vm_key) -> lightuserdata(vm) */
 static char req_key;  /* request table: lightuserdata(&req_key) -> lightuserdata(req) */
 
@@ -112,6 +113,8 @@ dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
     preload(L, "cjson", luaopen_cjson);
     preload(L, "devloop.core", luaopen_devloop_core);
     preload(L, "devloop.codec", luaopen_devloop_codec);
+    preload(L, "devloop.cache_core", luaopen_devloop_cache_core);
+    preload(L, "devloop.redis_core", luaopen_devloop_redis_core);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
     for (const dl_embedded_t *e = dl_embedded_scripts; e->module; e++) {
@@ -133,6 +136,15 @@ dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
     lua_pushcfunction(L, env_newindex);
     lua_setfield(L, -2, "__newindex");
     vm->env_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    /* the runtime's Lua library loads once per VM, before any app module, so
+     * its state (coalescing tables, TTL presets) outlives reloads */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "devloop");
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+        dl_log(DL_LOG_ERROR, "cannot load the devloop Lua library: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
     return vm;
 }
 
@@ -787,6 +799,9 @@ static void finish_main(dl_task_t *t, int ok)
     }
     rb.resp.headers = rb.hdrs.data;
     rb.resp.headers_len = rb.hdrs.len;
+    if (n >= bi + 2 && lua_touserdata(co, bi + 2) == &dl__gzip_body_marker &&
+        lua_type(co, bi) == LUA_TSTRING)
+        rb.resp.body_gzip = 1;
 
     dl_buf_t *out = &vm->scratch;
     dl_buf_reset(out);

@@ -112,6 +112,10 @@ void dl_task_resume(dl_task_t *t, int nargs);
 /** The VM of a Lua state (set at creation). */
 dl_vm_t *dl_vm_of(lua_State *L);
 
+/* A handler's 4th return value equal to lightuserdata(&dl__gzip_body_marker)
+ * says its body is already gzip (cached entries): see dl_resp_t.body_gzip. */
+extern char dl__gzip_body_marker;
+
 /* ---- primitives behind bindings/dl_core.c (the devloop.core module) */
 int dl__req_index(lua_State *L);     /* __index of request tables */
 int dl__route(lua_State *L);         /* core._route(mask, pattern, opts, fn) */

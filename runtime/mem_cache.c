@@ -732,13 +732,15 @@ void dl_memcache_stats(dl_memcache_t *c, dl_memcache_stats_t *out)
 
 /* ---- self-check for the unit tests -------------------------------------------------------- */
 
+#ifdef DL_UNIT_TEST
+
 /*
  * Walks every shard under its lock and checks the invariants: each listed
  * entry is in the bucket its hash names, list and table hold the same entries,
  * items and bytes agree with them and bytes fits the budget. Returns the
- * number of violations (0 when sound).
+ * number of violations (0 when sound). Compiled into unit builds only.
  */
-DL_STATIC int memcache_check(dl_memcache_t *c)
+int memcache_check(dl_memcache_t *c)
 {
     int bad = 0;
 
@@ -772,3 +774,4 @@ DL_STATIC int memcache_check(dl_memcache_t *c)
     }
     return bad;
 }
+#endif /* DL_UNIT_TEST */

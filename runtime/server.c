@@ -175,6 +175,23 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     rt->status.generation = 1;
     rt->status.last_ok = 1;
 
+    char rerr[256];
+    int rc = dl_redis_config_from_env(&rt->redis_cfg, rerr, sizeof(rerr));
+    if (rc < 0) {
+        snprintf(errbuf, errlen, "REDIS_URL: %s\n", rerr);
+        dl_runtime_free(rt);
+        return DL_EINVAL;
+    }
+    rt->has_redis = rc == 1;
+    if (!rt->has_redis) {
+        size_t cap = env_u64("DEVLOOP_CACHE_MAX_BYTES", 64u << 20);
+        rt->memcache = dl_memcache_new(cap, 16);
+        if (rt->memcache == NULL) {
+            dl_runtime_free(rt);
+            return DL_ENOMEM;
+        }
+    }
+
     /* load the app once up front, so a broken app fails before binding */
     int nerr = dl_app_check(rt->app_dir, errbuf, errlen);
     if (nerr) {
@@ -409,6 +426,7 @@ void dl_runtime_free(dl_runtime_t *rt)
     for (int i = 0; i < DL_MAX_LISTEN; i++)
         dl_free(rt->listen[i]);
     dl_free(rt->app_dir);
+    dl_memcache_free(rt->memcache);
     uv_mutex_destroy(&rt->status_lock);
     dl_free(rt);
 }

@@ -8,6 +8,8 @@
 #include <uv.h>
 
 #include "internal.h"
+#include "mem_cache.h"
+#include "redis_pool.h"
 #include "worker.h"
 
 struct dl_runtime_s {
@@ -24,6 +26,9 @@ struct dl_runtime_s {
     uv_mutex_t status_lock;
     dl_reload_status_t status;
     char *pid_file;
+    int has_redis;               /* REDIS_URL (or REDIS_HOST...) given */
+    dl_redis_config_t redis_cfg;
+    dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
     int loop_ready;
     int stop_requested;
     int handle_signals;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "conn.h"
 #include "lua_vm.h"
 #include "server.h"
@@ -115,6 +116,10 @@ static void finish_stop(dl_worker_t *w)
     uv_timer_stop(&w->sweep);
     /* handlers still parked (sleeping, waiting on I/O) are abandoned */
     dl_vm_cancel_tasks(w->vm);
+    if (w->redis) {
+        dl_redis_pool_free(w->redis); /* its handles close on this loop */
+        w->redis = NULL;
+    }
     /* force-close what is left: the grace period is over */
     dl_conn_t *c = w->conns;
     while (c) {
@@ -220,6 +225,16 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
     uv_timer_init(&w->loop, &w->grace);
     w->grace.data = w;
     w->compressor = dl_compressor_new(w->cfg->gzip_level);
+    if (rt->has_redis) {
+        w->redis = dl_redis_pool_new(&w->loop, &rt->redis_cfg);
+        w->cache = w->redis ? dl_cache_new_redis(w->redis, &w->loop) : NULL;
+    } else {
+        w->cache = dl_cache_new_memory(rt->memcache, &w->loop);
+    }
+    if (w->cache == NULL) {
+        snprintf(err, errlen, "cannot create the cache");
+        return DL_ENOMEM;
+    }
 
     w->vm = dl_vm_new(w, w->cfg);
     if (w->vm == NULL) {
@@ -283,6 +298,10 @@ void dl_worker_join(dl_worker_t *w)
         /* never started: close what init opened */
         dl_vm_free(w->vm);
         w->vm = NULL;
+        if (w->redis) {
+            dl_redis_pool_free(w->redis);
+            w->redis = NULL;
+        }
         uv_walk(&w->loop, close_walk_cb, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
     }
@@ -304,5 +323,7 @@ void dl_worker_join(dl_worker_t *w)
         dl_free(r);
     }
     dl_compressor_free(w->compressor);
+    dl_cache_free(w->cache);
+    w->cache = NULL;
     uv_loop_close(&w->loop);
 }

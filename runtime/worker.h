@@ -44,6 +44,8 @@ typedef struct dl_worker_s {
     dl_req_t *free_reqs; /* pooled request objects, buffers kept */
     int n_free_reqs;
     dl_compressor_t *compressor;
+    struct dl_cache_s *cache;       /* api.cache and cached routes */
+    struct dl_redis_pool_s *redis;  /* NULL without REDIS_URL */
     uint64_t prng[4];
     long date_sec;
     char date[32];

@@ -3,11 +3,171 @@
 -- logger, over the C primitives of devloop.core and devloop.codec.
 local core = require "devloop.core"
 local codec = require "devloop.codec"
+local cache_core = require "devloop.cache_core"
+local redis_core = require "devloop.redis_core"
 
 local type, error, select, unpack = type, error, select, unpack
 local M = core.methods
 
 local _M = { _VERSION = "0.1" }
+
+---------------------------------------------------------------------------
+-- Cache (api.cache): Redis with REDIS_URL, else the in-process cache shared
+-- by the workers. TTL presets and key prefixes are tables an app may change.
+---------------------------------------------------------------------------
+local cache = {
+  ttl = { short = 60, medium = 300, long = 3600, veryLong = 86400 },
+  prefix = {
+    api = "api:", user = "user:", feature = "feature:", milestone = "milestone:",
+    graph = "graph:", query = "query:",
+  },
+}
+
+-- seconds from a preset name or a number; nil -> medium
+local function ttl_seconds(ttl)
+  if ttl == nil then return cache.ttl.medium end
+  if type(ttl) == "number" then return ttl end
+  local s = cache.ttl[ttl]
+  if not s then error("unknown cache TTL preset '" .. tostring(ttl) .. "'", 3) end
+  return s
+end
+
+function cache.get(key) return cache_core.get(key) end
+function cache.set(key, value, ttl) return cache_core.set(key, value, ttl_seconds(ttl)) end
+function cache.del(key) return cache_core.del(key) end
+function cache.invalidate(pattern) return cache_core.invalidate(pattern) end
+-- Every cached key of an entity type: its own entries and the lists that may
+-- hold it ("feature:*" for a feature), since any list can contain it.
+function cache.invalidate_entity(kind, id)
+  local p = cache.prefix[kind] or (kind .. ":")
+  return cache_core.invalidate(p .. "*")
+end
+-- cache.key("feature", "/api/features", "?status=x") -> "feature:/api/features?status=x"
+function cache.key(kind, ...)
+  return (cache.prefix[kind] or (kind .. ":")) .. table.concat({ ... })
+end
+cache.type = cache_core.type
+
+-- Concurrent misses on one key in this worker run the handler once: the
+-- others wait for its answer (request coalescing).
+local inflight = {}
+local GZIP_BODY = core.GZIP_BODY
+
+local function route_cache(opts, handler)
+  if type(opts) ~= "table" then opts = {} end
+  local prefix = opts.prefix or "api"
+  prefix = cache.prefix[prefix] or (prefix:sub(-1) == ":" and prefix or prefix .. ":")
+  local ttl = ttl_seconds(opts.ttl)
+  local keyfn = opts.key
+  local json_encode, msgpack_encode = codec.json_encode, codec.msgpack_encode
+  local wants_msgpack = cache_core.wants_msgpack
+
+  return function(req)
+    -- the representation is part of the key: JSON and MessagePack differ
+    local mp = wants_msgpack(req.headers.accept)
+    local k = keyfn and tostring(keyfn(req)) or req.target
+    local key = prefix .. (mp and "msgpack:" or "json:") .. k
+
+    local status, body, ctype, gz = cache_core._http_get(key)
+    if status then
+      return status, body, { ["Content-Type"] = ctype }, gz and GZIP_BODY or nil
+    elseif body then
+      core.log(2, "cache lookup failed; running the handler", { key = key, err = body })
+    end
+
+    local q = inflight[key]
+    if q then
+      local s, b, h, marker = core._wq_wait(q)
+      if s then return s, b, h, marker end
+      -- the leader failed: answer on our own
+      return handler(req)
+    end
+    q = core._wq_new()
+    inflight[key] = q
+    local ok, s, b, h = pcall(handler, req)
+    inflight[key] = nil
+    if not ok then
+      core._wq_wake(q)
+      error(s, 0)
+    end
+    local st = type(s) == "number" and s or 200
+    local value = type(s) == "number" and b or s
+    local headers = type(s) == "number" and h or b
+    if st ~= 200 or value == nil then
+      core._wq_wake(q)
+      if type(s) == "number" then return s, b, h end
+      return s, b
+    end
+    local bytes, ct
+    if type(value) == "string" then
+      bytes = value
+      ct = headers and (headers["Content-Type"] or headers["content-type"])
+        or "text/plain; charset=utf-8"
+    else
+      local err
+      if mp then
+        bytes, err = msgpack_encode(value)
+        ct = "application/msgpack"
+      else
+        bytes, err = json_encode(value)
+        ct = "application/json"
+      end
+      if not bytes then error("cannot encode the response: " .. tostring(err), 0) end
+    end
+    local stored, zipped = cache_core._http_store(key, ttl, 200, bytes, ct)
+    local hdrs = { ["Content-Type"] = ct }
+    local marker = zipped and GZIP_BODY or nil
+    core._wq_wake(q, 200, stored, hdrs, marker)
+    return 200, stored, hdrs, marker
+  end
+end
+
+---------------------------------------------------------------------------
+-- Redis (api.redis): api.redis.get(k), api.redis:get(k), api.redis.call(...)
+---------------------------------------------------------------------------
+local redis_call, redis_pipeline = redis_core.call, redis_core.pipeline
+local redis = {}
+
+local function set_args(key, value, opts)
+  local args = { "SET", key, value }
+  if type(opts) == "table" then
+    if opts.ex then args[#args + 1] = "EX"; args[#args + 1] = opts.ex end
+    if opts.px then args[#args + 1] = "PX"; args[#args + 1] = opts.px end
+    if opts.nx then args[#args + 1] = "NX" end
+    if opts.xx then args[#args + 1] = "XX" end
+  elseif type(opts) == "number" then
+    args[#args + 1] = "EX"; args[#args + 1] = opts
+  end
+  return args
+end
+
+function redis.call(...) return redis_call(...) end
+function redis.pipeline(cmds) return redis_pipeline(cmds) end
+function redis.configured() return redis_core.configured() end
+function redis.set(a, b, c, d)
+  if a == redis then a, b, c = b, c, d end -- api.redis:set(k, v, opts)
+  return redis_call(unpack(set_args(a, b, c)))
+end
+function redis.hgetall(a, b)
+  local key = a == redis and b or a
+  local r, err = redis_call("HGETALL", key)
+  if not r then return r, err end
+  local t = {}
+  for i = 1, #r, 2 do t[r[i]] = r[i + 1] end
+  return t
+end
+setmetatable(redis, {
+  -- any other command by name: api.redis.lpush(k, v), api.redis:zadd(...)
+  __index = function(t, name)
+    local cmd = name:upper()
+    local f = function(first, ...)
+      if first == t then return redis_call(cmd, ...) end
+      return redis_call(cmd, first, ...)
+    end
+    rawset(t, name, f)
+    return f
+  end,
+})
 
 -- Declares a route. Level 3 in error() points at the app's own line:
 -- add <- api.get/post/... <- route module.
@@ -23,6 +183,9 @@ local function add(mask, path, opts, handler)
   end
   if type(handler) ~= "function" then
     error("route " .. path .. " needs a handler function", 3)
+  end
+  if opts and opts.cache then
+    handler = route_cache(opts.cache, handler)
   end
   local ok, err = core._route(mask, path, opts, handler)
   if not ok then
@@ -90,6 +253,9 @@ _M.log = {
   warn = function(msg, fields) return log(2, tostring(msg), fields) end,
   error = function(msg, fields) return log(3, tostring(msg), fields) end,
 }
+
+_M.cache = cache
+_M.redis = redis
 
 _M.now = core.now
 _M.worker_id = core.worker_id

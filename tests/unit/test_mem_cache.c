@@ -470,6 +470,72 @@ DL_TEST(memcache_many_keys)
     dl_memcache_free(c);
 }
 
+/* An allocator that fails every call once `oom_left` reaches zero (-1: never). */
+static int oom_left = -1;
+
+static void *oom_malloc(size_t n)
+{
+    if (oom_left == 0)
+        return NULL;
+    if (oom_left > 0)
+        oom_left--;
+    return malloc(n);
+}
+
+static void *oom_realloc(void *p, size_t n)
+{
+    if (oom_left == 0)
+        return NULL;
+    if (oom_left > 0)
+        oom_left--;
+    return realloc(p, n);
+}
+
+DL_TEST(memcache_oom)
+{
+    dl_set_allocator(oom_malloc, oom_realloc, free);
+    int created = 0;
+    for (int n = 0; n < 64; n++) {
+        oom_left = n;
+        dl_memcache_t *c = dl_memcache_new(1 << 20, 4);
+        if (c == NULL)
+            continue;
+        created++;
+        /* whatever fails from here on fails cleanly and leaves the cache sound */
+        char k[16];
+        for (int i = 0; i < 200; i++) {
+            int kl = snprintf(k, sizeof(k), "k%d", i);
+            int rc = dl_memcache_set(c, k, (size_t)kl, "value", 5, 0, 0, 0);
+            EXPECT(rc == 0 || rc == DL_ENOMEM);
+        }
+        dl_buf_t b = DL_BUF_INIT;
+        int rc = dl_memcache_get(c, "k0", 2, 0, &b, NULL);
+        EXPECT(rc == 0 || rc == DL_ENOMEM || rc == DL_ENOENT);
+        EXPECT_EQ(memcache_check(c), 0);
+        dl_memcache_flush(c);
+        EXPECT_EQ(memcache_check(c), 0);
+        dl_buf_free(&b);
+        oom_left = -1;
+        dl_memcache_free(c);
+    }
+    EXPECT_INT(created, >, 0);
+
+    /* a get whose buffer cannot grow reports DL_ENOMEM and keeps the entry */
+    dl_memcache_t *c = dl_memcache_new(1 << 20, 4);
+    EXPECT_EQ(set_str(c, "key", "value", 0, 0), 0);
+    dl_buf_t b = DL_BUF_INIT;
+    oom_left = 0;
+    EXPECT_EQ(dl_memcache_get(c, "key", 3, 0, &b, NULL), DL_ENOMEM);
+    EXPECT_EQ(dl_memcache_set(c, "key", 3, "other", 5, 0, 0, 0), DL_ENOMEM);
+    oom_left = -1;
+    dl_buf_free(&b);
+    EXPECT_VALUE(c, "key", 0, "value");
+    dl_memcache_stats_t st = stats_of(c);
+    EXPECT_EQ(st.hits, 1);
+    EXPECT_EQ(st.misses, 0);
+    dl_memcache_free(c);
+}
+
 /* ---- invalidate, flush, stats --------------------------------------------------------------- */
 
 /* 10,000 keys: 3000 feature:N, 3000 user:N, 3990 item:N and ten odd ones. */

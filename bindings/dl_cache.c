@@ -1,0 +1,363 @@
+/*
+ * dl_cache.c - the devloop.cache_core Lua module: get/set/del/invalidate on
+ * the worker's cache (runtime/cache.c) and the two primitives cached routes
+ * are built on (_http_get, _http_store). Values are packed with an explicit
+ * format header; a Lua string is stored as is, any other value as
+ * MessagePack; payloads over the threshold are gzip-compressed. A call
+ * against Redis parks the calling task; the memory backend answers at once.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+
+#include "../runtime/cache.h"
+#include "../runtime/codec_msgpack.h"
+#include "../runtime/internal.h"
+#include "../runtime/lua_vm.h"
+#include "../runtime/worker.h"
+#include "dl_bindings.h"
+
+enum { K_GET, K_SET, K_DEL, K_INVALIDATE, K_HTTP_GET };
+
+typedef struct {
+    dl_task_t *task;
+    dl_cache_t *cache;
+    dl_compressor_t *z;
+    void *op;
+    int kind;
+} pending_t;
+
+static dl_worker_t *worker_of(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    return vm ? vm->worker : NULL;
+}
+
+static int fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* Pushes a GET's value: the Lua string or the MessagePack-decoded value. */
+static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int http)
+{
+    if (res->status == DL_ENOENT) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (res->status < 0)
+        return fail(L, res->err[0] ? res->err : dl_strerror(res->status));
+    int type, gz;
+    const char *p;
+    size_t plen;
+    if (dl_cache_unpack(res->val.data, res->val.len, &type, &gz, &p, &plen) != 0)
+        return fail(L, "cache value is not in devloop's format");
+    if (http) {
+        /* "SSS" + ctlen + content type + body (the body may be gzip) */
+        if (type != DL_CV_HTTP || plen < 4 || plen < 4u + (unsigned char)p[3])
+            return fail(L, "cache value is not an HTTP entry");
+        int status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+        size_t ctlen = (unsigned char)p[3];
+        lua_pushinteger(L, status);
+        lua_pushlstring(L, p + 4 + ctlen, plen - 4 - ctlen);
+        lua_pushlstring(L, p + 4, ctlen);
+        lua_pushboolean(L, gz);
+        return 4;
+    }
+    dl_buf_t plain = DL_BUF_INIT;
+    if (gz) {
+        if (dl_compressor_gunzip(z, p, plen, &plain, (size_t)1 << 30) != 0) {
+            dl_buf_free(&plain);
+            return fail(L, "cache value: damaged gzip payload");
+        }
+        p = plain.data ? plain.data : "";
+        plen = plain.len;
+    }
+    int n = 1;
+    if (type == DL_CV_MSGPACK) {
+        char err[160];
+        if (dl_msgpack_decode(L, p, plen, err, sizeof(err)) != 0)
+            n = fail(L, err);
+    } else if (type == DL_CV_HTTP && plen >= 4 && plen >= 4u + (unsigned char)p[3]) {
+        lua_pushlstring(L, p + 4 + (unsigned char)p[3], plen - 4 - (unsigned char)p[3]);
+    } else {
+        lua_pushlstring(L, p, plen);
+    }
+    dl_buf_free(&plain);
+    return n;
+}
+
+static int push_result(lua_State *L, int kind, dl_compressor_t *z, dl_cache_res_t *res)
+{
+    switch (kind) {
+    case K_GET:
+        return push_value(L, z, res, 0);
+    case K_HTTP_GET:
+        return push_value(L, z, res, 1);
+    case K_SET:
+        if (res->status < 0)
+            return fail(L, res->err[0] ? res->err : dl_strerror(res->status));
+        lua_pushboolean(L, 1);
+        return 1;
+    default:
+        if (res->status < 0)
+            return fail(L, res->err[0] ? res->err : dl_strerror(res->status));
+        lua_pushnumber(L, (lua_Number)res->count);
+        return 1;
+    }
+}
+
+static void on_done(dl_cache_res_t *res, void *arg)
+{
+    pending_t *p = arg;
+    dl_task_t *t = p->task;
+    int n = push_result(t->co, p->kind, p->z, res);
+    dl_free(p);
+    dl_task_resume(t, n);
+}
+
+static void cancel_pending(void *data)
+{
+    pending_t *p = data;
+    dl_cache_cancel(p->cache, p->op);
+    dl_free(p);
+}
+
+/* Starts op; answers at once when the backend did, else parks the task. */
+#define RUN_OP(L, w, kind_, call)                                                      \
+    do {                                                                               \
+        dl_task_t *t_ = dl_task_current(L);                                            \
+        pending_t *p_ = dl_calloc(1, sizeof(*p_));                                     \
+        if (p_ == NULL)                                                                \
+            return luaL_error(L, "out of memory");                                     \
+        p_->task = t_;                                                                 \
+        p_->cache = (w)->cache;                                                        \
+        p_->z = (w)->compressor;                                                       \
+        p_->kind = (kind_);                                                            \
+        dl_cache_res_t res_;                                                           \
+        memset(&res_, 0, sizeof(res_));                                                \
+        dl_buf_init(&res_.val);                                                        \
+        dl_cache_t *c_ = (w)->cache;                                                   \
+        void **op_ = &p_->op;                                                          \
+        void *arg_ = p_;                                                               \
+        int rc_ = (call);                                                              \
+        if (rc_ != 0) {                                                                \
+            dl_free(p_);                                                               \
+            int n_ = push_result(L, (kind_), (w)->compressor, &res_);                  \
+            dl_buf_free(&res_.val);                                                    \
+            return n_;                                                                 \
+        }                                                                              \
+        if (t_ == NULL) {                                                              \
+            dl_cache_cancel(c_, p_->op);                                               \
+            dl_free(p_);                                                               \
+            return fail(L, "cache calls on Redis must run inside a handler");          \
+        }                                                                              \
+        dl_task_park(t_, cancel_pending, p_);                                          \
+        return lua_yield(L, 0);                                                        \
+    } while (0)
+
+static dl_worker_t *check_worker(lua_State *L)
+{
+    dl_worker_t *w = worker_of(L);
+    if (w == NULL || w->cache == NULL)
+        luaL_error(L, "the cache is only available while serving");
+    return w;
+}
+
+static uint64_t check_ttl_ms(lua_State *L, int idx)
+{
+    lua_Number s = luaL_optnumber(L, idx, 0);
+    if (!(s >= 0) || s > 10 * 365 * 86400.0)
+        luaL_argerror(L, idx, "ttl in seconds (>= 0) expected");
+    return (uint64_t)(s * 1000.0);
+}
+
+/* cache_core.get(key) -> value | nil | nil, err */
+static int l_cache_get(lua_State *L)
+{
+    size_t klen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    dl_worker_t *w = check_worker(L);
+    RUN_OP(L, w, K_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
+}
+
+/* cache_core.set(key, value, ttl_seconds) -> true | nil, err */
+static int l_cache_set(lua_State *L)
+{
+    size_t klen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    luaL_checkany(L, 2);
+    uint64_t ttl = check_ttl_ms(L, 3);
+    dl_worker_t *w = check_worker(L);
+    dl_buf_t packed = DL_BUF_INIT;
+    int rc;
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        size_t vlen;
+        const char *v = lua_tolstring(L, 2, &vlen);
+        rc = dl_cache_pack(DL_CV_STRING, NULL, 0, v, vlen, w->compressor, w->cfg->compress_min,
+                           &packed);
+    } else {
+        dl_buf_t mp = DL_BUF_INIT;
+        char err[160];
+        if (dl_msgpack_encode(L, 2, &mp, err, sizeof(err)) != 0) {
+            dl_buf_free(&mp);
+            return fail(L, err);
+        }
+        rc = dl_cache_pack(DL_CV_MSGPACK, NULL, 0, mp.data ? mp.data : "", mp.len, w->compressor,
+                           w->cfg->compress_min, &packed);
+        dl_buf_free(&mp);
+    }
+    if (rc != 0) {
+        dl_buf_free(&packed);
+        return fail(L, "out of memory");
+    }
+    /* the backend copies the bytes; free ours before parking */
+    dl_task_t *t = dl_task_current(L);
+    pending_t *p = dl_calloc(1, sizeof(*p));
+    if (p == NULL) {
+        dl_buf_free(&packed);
+        return luaL_error(L, "out of memory");
+    }
+    p->task = t;
+    p->cache = w->cache;
+    p->z = w->compressor;
+    p->kind = K_SET;
+    dl_cache_res_t res;
+    memset(&res, 0, sizeof(res));
+    dl_buf_init(&res.val);
+    rc = dl_cache_set(w->cache, key, klen, packed.data, packed.len, ttl, &res,
+                      t ? on_done : NULL, p, &p->op);
+    dl_buf_free(&packed);
+    if (rc != 0 || t == NULL) {
+        /* done at once, refused, or fire-and-forget outside a handler */
+        dl_free(p);
+        if (rc == 0) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        int n = push_result(L, K_SET, w->compressor, &res);
+        dl_buf_free(&res.val);
+        return n;
+    }
+    dl_task_park(t, cancel_pending, p);
+    return lua_yield(L, 0);
+}
+
+/* cache_core.del(key) -> count | nil, err */
+static int l_cache_del(lua_State *L)
+{
+    size_t klen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    dl_worker_t *w = check_worker(L);
+    RUN_OP(L, w, K_DEL, dl_cache_del(c_, key, klen, &res_, on_done, arg_, op_));
+}
+
+/* cache_core.invalidate(pattern) -> count | nil, err */
+static int l_cache_invalidate(lua_State *L)
+{
+    size_t plen;
+    const char *pat = luaL_checklstring(L, 1, &plen);
+    dl_worker_t *w = check_worker(L);
+    RUN_OP(L, w, K_INVALIDATE, dl_cache_invalidate(c_, pat, plen, &res_, on_done, arg_, op_));
+}
+
+/* cache_core._http_get(key) -> status, body, content_type, gzipped | nil [, err] */
+static int l_cache_http_get(lua_State *L)
+{
+    size_t klen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    dl_worker_t *w = check_worker(L);
+    RUN_OP(L, w, K_HTTP_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
+}
+
+static void on_store_done(dl_cache_res_t *res, void *arg)
+{
+    DL_UNUSED(arg);
+    if (res->status < 0)
+        dl_log(DL_LOG_WARN, "cache store failed: %s", res->err);
+}
+
+/*
+ * cache_core._http_store(key, ttl_seconds, status, body, content_type)
+ *   -> stored_body, gzipped
+ * Packs the response (body compressed once when over the threshold), stores
+ * it without waiting, and returns the body as stored so that this response
+ * is sent exactly like later hits.
+ */
+static int l_cache_http_store(lua_State *L)
+{
+    size_t klen, blen, ctlen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    uint64_t ttl = check_ttl_ms(L, 2);
+    int status = (int)luaL_checkinteger(L, 3);
+    const char *body = luaL_checklstring(L, 4, &blen);
+    const char *ct = luaL_optlstring(L, 5, "application/json", &ctlen);
+    dl_worker_t *w = check_worker(L);
+    if (status < 100 || status > 599 || ctlen > 255)
+        return luaL_argerror(L, status < 100 || status > 599 ? 3 : 5, "out of range");
+    char meta[4 + 255];
+    meta[0] = (char)('0' + status / 100);
+    meta[1] = (char)('0' + status / 10 % 10);
+    meta[2] = (char)('0' + status % 10);
+    meta[3] = (char)ctlen;
+    memcpy(meta + 4, ct, ctlen);
+    dl_buf_t packed = DL_BUF_INIT;
+    int compressible = dl_compress_type_ok(ct, ctlen);
+    if (dl_cache_pack(DL_CV_HTTP, meta, 4 + ctlen, body, blen,
+                      compressible ? w->compressor : NULL, w->cfg->compress_min, &packed) != 0) {
+        dl_buf_free(&packed);
+        return luaL_error(L, "out of memory");
+    }
+    dl_cache_res_t res;
+    memset(&res, 0, sizeof(res));
+    dl_buf_init(&res.val);
+    int rc = dl_cache_set(w->cache, key, klen, packed.data, packed.len, ttl, &res, on_store_done,
+                          NULL, NULL);
+    if (rc < 0 || (rc == 1 && res.status < 0))
+        dl_log(DL_LOG_WARN, "cache store of %.*s failed: %s", (int)DL_MIN(klen, 200), key,
+               res.err);
+    dl_buf_free(&res.val);
+    size_t off = DL_CV_HEADER + 4 + ctlen;
+    lua_pushlstring(L, packed.data + off, packed.len - off);
+    lua_pushboolean(L, packed.data[3] == 'z');
+    dl_buf_free(&packed);
+    return 2;
+}
+
+/* cache_core.type() -> "memory" | "redis" */
+static int l_cache_type(lua_State *L)
+{
+    dl_worker_t *w = worker_of(L);
+    lua_pushstring(L, w && w->cache ? w->cache->ops->type : "none");
+    return 1;
+}
+
+/* cache_core.wants_msgpack(accept) -> boolean */
+static int l_cache_wants_msgpack(lua_State *L)
+{
+    size_t n;
+    const char *a = luaL_optlstring(L, 1, "", &n);
+    lua_pushboolean(L, dl_accept_msgpack(a, n));
+    return 1;
+}
+
+static const luaL_Reg cache_funcs[] = {
+    {"get", l_cache_get},
+    {"set", l_cache_set},
+    {"del", l_cache_del},
+    {"invalidate", l_cache_invalidate},
+    {"_http_get", l_cache_http_get},
+    {"_http_store", l_cache_http_store},
+    {"type", l_cache_type},
+    {"wants_msgpack", l_cache_wants_msgpack},
+    {NULL, NULL},
+};
+
+int luaopen_devloop_cache_core(lua_State *L)
+{
+    lua_createtable(L, 0, DL_ARRAY_SIZE(cache_funcs));
+    luaL_register(L, NULL, cache_funcs);
+    return 1;
+}

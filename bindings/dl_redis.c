@@ -1,0 +1,273 @@
+/*
+ * dl_redis.c - the devloop.redis_core Lua module: Redis commands through the
+ * worker's pool (runtime/redis_pool.c). call(...) sends one command,
+ * pipeline({...}) several in one round trip; both park the calling task
+ * until the replies arrive. Replies become Lua values: strings, integers,
+ * arrays (tables), status strings; a nil reply is nil at the top level and
+ * api.null inside arrays; an error reply is `nil, "ERR ..."` (in a pipeline,
+ * a table {err = "..."}). Command policy (names, options) lives in
+ * scripts/devloop/init.lua.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+
+#include "../runtime/internal.h"
+#include "../runtime/lua_vm.h"
+#include "../runtime/redis_pool.h"
+#include "../runtime/worker.h"
+#include "dl_bindings.h"
+
+#define MAX_ARGS (1024 * 1024)
+
+typedef struct {
+    dl_task_t *task;
+    dl_redis_cmd_t *cmd;
+    int pipeline;
+} call_t;
+
+static void push_reply(lua_State *L, redisReply *r, int depth)
+{
+    lua_checkstack(L, 4);
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        lua_pushlstring(L, r->str, r->len);
+        break;
+    case REDIS_REPLY_INTEGER:
+        lua_pushnumber(L, (lua_Number)r->integer);
+        break;
+    case REDIS_REPLY_NIL:
+        if (depth == 0)
+            lua_pushnil(L);
+        else
+            lua_pushlightuserdata(L, NULL); /* api.null */
+        break;
+    case REDIS_REPLY_ARRAY:
+        lua_createtable(L, (int)r->elements, 0);
+        for (size_t i = 0; i < r->elements; i++) {
+            push_reply(L, r->element[i], depth + 1);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        break;
+    case REDIS_REPLY_ERROR:
+        /* inside arrays (EXEC, pipelines) an error is a value: {err = msg} */
+        lua_createtable(L, 0, 1);
+        lua_pushlstring(L, r->str, r->len);
+        lua_setfield(L, -2, "err");
+        break;
+    default:
+        lua_pushnil(L);
+    }
+}
+
+/* Pushes the call's results on L; returns how many. */
+static int push_results(lua_State *L, int status, redisReply **replies, int n, int pipeline)
+{
+    if (status != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "redis: %s", dl_strerror(status));
+        lua_pushstring(L, dl_err_name(status));
+        return 3;
+    }
+    if (!pipeline) {
+        redisReply *r = n > 0 ? replies[0] : NULL;
+        if (r == NULL) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "redis: no reply");
+            return 2;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            lua_pushnil(L);
+            lua_pushlstring(L, r->str, r->len);
+            return 2;
+        }
+        push_reply(L, r, 0);
+        return 1;
+    }
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        if (replies[i]->type == REDIS_REPLY_NIL)
+            lua_pushlightuserdata(L, NULL);
+        else
+            push_reply(L, replies[i], 1);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static void on_reply(int status, redisReply **replies, int n, void *arg)
+{
+    call_t *c = arg;
+    dl_task_t *t = c->task;
+    int pipeline = c->pipeline;
+    dl_free(c);
+    int nres = push_results(t->co, status, replies, n, pipeline);
+    dl_task_resume(t, nres);
+}
+
+static void cancel_call(void *data)
+{
+    call_t *c = data;
+    dl_redis_cmd_cancel(c->cmd);
+    dl_free(c);
+}
+
+static dl_redis_pool_t *pool_of(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    return vm && vm->worker ? vm->worker->redis : NULL;
+}
+
+/*
+ * Sends ncmds commands and parks the task. The argument pointers only need
+ * to live through the call: the pool copies the bytes.
+ */
+static int send_and_park(lua_State *L, int ncmds, const int *argcs, const char *const **argvs,
+                         const size_t *const *lens, int pipeline)
+{
+    dl_redis_pool_t *pool = pool_of(L);
+    if (pool == NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "redis is not configured (set REDIS_URL)");
+        return 2;
+    }
+    dl_task_t *t = dl_task_current(L);
+    call_t *c = t ? dl_calloc(1, sizeof(*c)) : NULL;
+    if (c == NULL) {
+        /* no longjmp here: the caller still has to free its arrays */
+        lua_pushnil(L);
+        lua_pushstring(L, t ? "out of memory" : "redis calls can only run inside a handler");
+        return 2;
+    }
+    c->task = t;
+    c->pipeline = pipeline;
+    int rc = dl_redis_pool_send(pool, ncmds, argcs, (const char *const *const *)argvs, lens,
+                                on_reply, c, &c->cmd);
+    if (rc != 0) {
+        dl_free(c);
+        lua_pushnil(L);
+        lua_pushfstring(L, "redis: %s", dl_strerror(rc));
+        lua_pushstring(L, dl_err_name(rc));
+        return 3;
+    }
+    dl_task_park(t, cancel_call, c);
+    return lua_yield(L, 0);
+}
+
+/* The strings of table t[1..n] (numbers are converted in the table, so the
+ * strings stay referenced); arrays come from dl_malloc. Returns an error
+ * message or NULL. */
+static const char *table_argv(lua_State *L, int t, int n, const char **argv, size_t *lens)
+{
+    for (int j = 1; j <= n; j++) {
+        lua_rawgeti(L, t, j);
+        int ty = lua_type(L, -1);
+        if (ty == LUA_TNUMBER) {
+            lua_tolstring(L, -1, NULL);
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, t, j);
+        } else if (ty != LUA_TSTRING) {
+            lua_pop(L, 1);
+            return "redis: arguments must be strings or numbers";
+        }
+        argv[j - 1] = lua_tolstring(L, -1, &lens[j - 1]);
+        lua_pop(L, 1);
+    }
+    return NULL;
+}
+
+/* redis_core.call(cmd, arg...) -> reply | nil, err */
+static int l_redis_call(lua_State *L)
+{
+    int n = lua_gettop(L);
+    if (n < 1 || n > MAX_ARGS)
+        return luaL_error(L, "redis: a command needs 1 to %d arguments", MAX_ARGS);
+    const char **argv = dl_malloc(sizeof(char *) * (size_t)n);
+    size_t *lens = dl_malloc(sizeof(size_t) * (size_t)n);
+    if (argv == NULL || lens == NULL) {
+        dl_free(argv);
+        dl_free(lens);
+        return luaL_error(L, "out of memory");
+    }
+    for (int i = 1; i <= n; i++) {
+        int ty = lua_type(L, i);
+        if (ty != LUA_TSTRING && ty != LUA_TNUMBER) {
+            dl_free(argv);
+            dl_free(lens);
+            return luaL_argerror(L, i, "string or number expected");
+        }
+        argv[i - 1] = lua_tolstring(L, i, &lens[i - 1]); /* converts in place: stays on the stack */
+    }
+    const char *const *argvs[1] = {argv};
+    const size_t *lensv[1] = {lens};
+    int r = send_and_park(L, 1, &n, argvs, lensv, 0);
+    dl_free(argv);
+    dl_free(lens);
+    return r;
+}
+
+/* redis_core.pipeline({{cmd, ...}, ...}) -> {reply, ...} | nil, err */
+static int l_redis_pipeline(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 1);
+    if (n < 1 || n > 100000)
+        return luaL_argerror(L, 1, "a list of 1 to 100000 commands expected");
+    int *argcs = dl_calloc((size_t)n, sizeof(int));
+    const char ***argvs = dl_calloc((size_t)n, sizeof(char **));
+    size_t **lens = dl_calloc((size_t)n, sizeof(size_t *));
+    const char *err = (argcs && argvs && lens) ? NULL : "out of memory";
+    for (int i = 0; i < n && err == NULL; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        int k = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+        if (k < 1 || k > MAX_ARGS) {
+            err = "redis: each command must be a non-empty list of arguments";
+        } else {
+            argcs[i] = k;
+            argvs[i] = dl_malloc(sizeof(char *) * (size_t)k);
+            lens[i] = dl_malloc(sizeof(size_t) * (size_t)k);
+            if (argvs[i] == NULL || lens[i] == NULL)
+                err = "out of memory";
+            else
+                err = table_argv(L, lua_gettop(L), k, argvs[i], lens[i]);
+        }
+        lua_pop(L, 1);
+    }
+    int r = 0;
+    if (err == NULL) {
+        r = send_and_park(L, n, argcs, (const char *const **)argvs, (const size_t *const *)lens,
+                          1);
+    }
+    for (int i = 0; i < n && argvs && lens; i++) {
+        dl_free((void *)argvs[i]);
+        dl_free(lens[i]);
+    }
+    dl_free(argcs);
+    dl_free(argvs);
+    dl_free(lens);
+    if (err)
+        return luaL_error(L, "%s", err);
+    return r;
+}
+
+/* redis_core.configured() -> boolean */
+static int l_redis_configured(lua_State *L)
+{
+    lua_pushboolean(L, pool_of(L) != NULL);
+    return 1;
+}
+
+static const luaL_Reg redis_funcs[] = {
+    {"call", l_redis_call},
+    {"pipeline", l_redis_pipeline},
+    {"configured", l_redis_configured},
+    {NULL, NULL},
+};
+
+int luaopen_devloop_redis_core(lua_State *L)
+{
+    lua_createtable(L, 0, DL_ARRAY_SIZE(redis_funcs));
+    luaL_register(L, NULL, redis_funcs);
+    return 1;
+}
