@@ -29,7 +29,6 @@
 #include <stdarg.h>
 #include <sys/socket.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 
 #include "internal.h"
@@ -694,6 +693,106 @@ static void fail_queue(dl_redis_pool_t *p, int status)
 }
 
 /* ------------------------------------------------------------------------ */
+/* hiredis on libuv                                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Our own glue instead of hiredis 0.14's adapters/libuv.h, which drops a
+ * uv_poll error status: libuv reports POLLERR (a refused connect, a reset
+ * connection) as UV_EBADF and stops the handle, so the context would wait
+ * forever. Here an error runs the I/O hiredis asked for, which then meets the
+ * socket error itself (the fix hiredis 1.0 made to its adapter). The struct
+ * lives until its poll handle's close callback, after the context is gone.
+ */
+typedef struct {
+    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    uv_poll_t poll;
+    int events;
+} uvev_t;
+
+static void ev_poll_cb(uv_poll_t *h, int status, int events)
+{
+    uvev_t *e = h->data;
+    int ev = events;
+    if (status < 0)
+        ev = e->events != 0 ? e->events : UV_READABLE;
+    if (e->ac != NULL && (ev & UV_READABLE))
+        redisAsyncHandleRead(e->ac);
+    if (e->ac != NULL && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(e->ac);
+}
+
+static void ev_update(uvev_t *e)
+{
+    if (e->events != 0)
+        uv_poll_start(&e->poll, e->events, ev_poll_cb);
+    else
+        uv_poll_stop(&e->poll);
+}
+
+static void ev_add_read(void *d)
+{
+    uvev_t *e = d;
+    e->events |= UV_READABLE;
+    ev_update(e);
+}
+
+static void ev_del_read(void *d)
+{
+    uvev_t *e = d;
+    e->events &= ~UV_READABLE;
+    ev_update(e);
+}
+
+static void ev_add_write(void *d)
+{
+    uvev_t *e = d;
+    e->events |= UV_WRITABLE;
+    ev_update(e);
+}
+
+static void ev_del_write(void *d)
+{
+    uvev_t *e = d;
+    e->events &= ~UV_WRITABLE;
+    ev_update(e);
+}
+
+static void ev_closed(uv_handle_t *h)
+{
+    dl_free(h->data);
+}
+
+static void ev_cleanup(void *d)
+{
+    uvev_t *e = d;
+    e->ac = NULL;
+    uv_close((uv_handle_t *)&e->poll, ev_closed);
+}
+
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (ac->ev.data != NULL)
+        return -1;
+    uvev_t *e = dl_calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -1;
+    if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+        dl_free(e);
+        return -1;
+    }
+    e->poll.data = e;
+    e->ac = ac;
+    ac->ev.data = e;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Connections                                                              */
 /* ------------------------------------------------------------------------ */
 
@@ -866,7 +965,7 @@ static void conn_open(conn_t *c, const char *ip)
         conn_fail(c, why, 0);
         return;
     }
-    if (redisLibuvAttach(ac, p->loop) != REDIS_OK) {
+    if (ev_attach(ac, p->loop) < 0) {
         redisAsyncFree(ac);
         conn_fail(c, "connect: cannot attach to the loop", 0);
         return;

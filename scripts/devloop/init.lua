@@ -160,9 +160,11 @@ setmetatable(redis, {
   -- any other command by name: api.redis.lpush(k, v), api.redis:zadd(...)
   __index = function(t, name)
     local cmd = name:upper()
-    local f = function(first, ...)
-      if first == t then return redis_call(cmd, ...) end
-      return redis_call(cmd, first, ...)
+    local f = function(...)
+      if select("#", ...) > 0 and (...) == t then -- api.redis:cmd(...)
+        return redis_call(cmd, select(2, ...))
+      end
+      return redis_call(cmd, ...)
     end
     rawset(t, name, f)
     return f

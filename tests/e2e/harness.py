@@ -315,3 +315,46 @@ def main(tests, app="basic", env=None, workers=1, args=()):
             srv.proc.kill()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, stopped by stop()."""
+
+    def __init__(self, password=None, port=None):
+        self.port = port or free_port()
+        self.password = password
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
+        if password:
+            cmd += ["--requirepass", password]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if self.cli("PING").strip() in ("PONG", "NOAUTH Authentication required."):
+                    return
+            except (subprocess.SubprocessError, OSError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start on port %d" % self.port)
+
+    def url(self):
+        auth = (":%s@" % self.password) if self.password else ""
+        return "redis://%s127.0.0.1:%d/0" % (auth, self.port)
+
+    def cli(self, *args):
+        cmd = ["redis-cli", "-p", str(self.port)]
+        if self.password:
+            cmd += ["-a", self.password, "--no-auth-warning"]
+        return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=10).stdout
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
