@@ -210,7 +210,8 @@ int dl_redis_config_parse_url(dl_redis_config_t *cfg, const char *url, char *err
     if (strncasecmp(url, "rediss://", 9) == 0)
         return fail_msg(err, errlen, "redis URL: TLS not supported (rediss://)");
     if (strncasecmp(url, "redis://", 8) != 0)
-        return fail_msg(err, errlen, "redis URL: expected redis://[[user]:password@]host[:port][/db]");
+        return fail_msg(err, errlen,
+                        "redis URL: expected redis://[[user]:password@]host[:port][/db]");
     const char *s = url + 8;
     const char *end = s + strlen(s);
     if (strpbrk(s, "?#") != NULL)

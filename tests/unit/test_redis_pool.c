@@ -834,7 +834,8 @@ DL_TEST(redis_pool_client_name)
     EXPECT(wait_ready(&loop, p, 3, 5000));
     EXPECT_EQ(call(&loop, p, "CLIENT LIST", &r[0]), 0);
     int count = 0;
-    for (const char *s = text0(&r[0]); (s = strstr(s, "name=devloop-test ")) != NULL; s++)
+    for (const char *s = strstr(text0(&r[0]), "name=devloop-test "); s != NULL;
+         s = strstr(s + 1, "name=devloop-test "))
         count++;
     EXPECT_EQ(count, 3);
 
