@@ -385,7 +385,6 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     size_t body_len = resp->body_len;
     int enc = DL_ENC_IDENTITY, vary = 0;
     dl_buf_t zbuf = DL_BUF_INIT;
-    dl_buf_t plain = DL_BUF_INIT;
     int pre_gzip = 0;
     if (resp->body_gzip) {
         /* a stored gzip body: no compression work for clients that take gzip */
@@ -395,11 +394,9 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         if (ae && dl_compress_negotiate(ae, aelen) == DL_ENC_GZIP) {
             pre_gzip = 1;
             enc = DL_ENC_GZIP;
-        } else if (dl_compressor_gunzip(w->compressor, body, body_len, &plain, SIZE_MAX / 2) == 0) {
-            body = plain.data;
-            body_len = plain.len;
+        } else if (dl_worker_inflate(w, body, body_len, &body, &body_len) == 0) {
+            /* body now points at the worker's inflated copy */
         } else {
-            dl_buf_free(&plain);
             dl_log_req(DL_LOG_ERROR, r->id, "stored gzip body is damaged; answering 500");
             dl_req_respond_error(r, 500, NULL);
             return;
@@ -461,7 +458,6 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     if (!no_body)
         dl_buf_append(o, body, body_len);
     dl_buf_free(&zbuf);
-    dl_buf_free(&plain);
 
     dl_worker_req_release(w, r);
     if (o->oom) {

@@ -69,6 +69,58 @@ void dl_worker_req_release(dl_worker_t *w, dl_req_t *r)
     w->n_free_reqs++;
 }
 
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        h = (h ^ v) * 0x100000001b3ULL;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+int dl_worker_inflate(dl_worker_t *w, const char *gz, size_t len, const char **plain,
+                      size_t *plain_len)
+{
+    uint64_t h = hash_bytes(gz, len);
+    for (int i = 0; i < DL_INFLATE_MEMO; i++) {
+        if (w->inflated[i].hash == h && w->inflated[i].gz.len == len &&
+            memcmp(w->inflated[i].gz.data, gz, len) == 0) {
+            *plain = w->inflated[i].plain.data;
+            *plain_len = w->inflated[i].plain.len;
+            return 0;
+        }
+    }
+    int slot = w->inflated_next;
+    w->inflated_next = (slot + 1) % DL_INFLATE_MEMO;
+    dl_buf_t *gzb = &w->inflated[slot].gz, *pb = &w->inflated[slot].plain;
+    w->inflated[slot].hash = 0;
+    dl_buf_reset(gzb);
+    dl_buf_reset(pb);
+    int rc = dl_compressor_gunzip(w->compressor, gz, len, pb, (size_t)1 << 30);
+    if (rc != 0 || dl_buf_append(gzb, gz, len) != 0) {
+        dl_buf_free(gzb);
+        dl_buf_free(pb);
+        return rc ? rc : DL_ENOMEM;
+    }
+    /* big bodies are not worth keeping around */
+    if (pb->len > (4u << 20)) {
+        *plain = pb->data;
+        *plain_len = pb->len;
+        dl_buf_free(gzb);
+        return 0;
+    }
+    w->inflated[slot].hash = h;
+    *plain = pb->data;
+    *plain_len = pb->len;
+    return 0;
+}
+
 const char *dl_worker_date(dl_worker_t *w)
 {
     long now = (long)time(NULL);
@@ -323,6 +375,10 @@ void dl_worker_join(dl_worker_t *w)
         dl_free(r);
     }
     dl_compressor_free(w->compressor);
+    for (int i = 0; i < DL_INFLATE_MEMO; i++) {
+        dl_buf_free(&w->inflated[i].gz);
+        dl_buf_free(&w->inflated[i].plain);
+    }
     dl_cache_free(w->cache);
     w->cache = NULL;
     uv_loop_close(&w->loop);

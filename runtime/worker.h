@@ -18,6 +18,7 @@ typedef struct dl_conn_s dl_conn_t;
 
 #define DL_READ_BUF_SIZE 65536
 #define DL_CONN_POOL_MAX 256
+#define DL_INFLATE_MEMO 8
 
 typedef struct dl_worker_s {
     struct dl_runtime_s *rt;
@@ -44,6 +45,13 @@ typedef struct dl_worker_s {
     dl_req_t *free_reqs; /* pooled request objects, buffers kept */
     int n_free_reqs;
     dl_compressor_t *compressor;
+    /* the last few stored-gzip bodies inflated for clients without gzip,
+     * remembered by their compressed bytes (content-addressed: never stale) */
+    struct {
+        uint64_t hash;
+        dl_buf_t gz, plain;
+    } inflated[DL_INFLATE_MEMO];
+    int inflated_next;
     struct dl_cache_s *cache;       /* api.cache and cached routes */
     struct dl_redis_pool_s *redis;  /* NULL without REDIS_URL */
     uint64_t prng[4];
@@ -72,6 +80,13 @@ const char *dl_worker_date(dl_worker_t *w);
 dl_req_t *dl_worker_req_acquire(dl_worker_t *w);
 /** Returns a request object to the pool. */
 void dl_worker_req_release(dl_worker_t *w, dl_req_t *req);
+/**
+ * The inflated form of a stored gzip body (cache hits for clients without
+ * gzip). Valid until the next call. Returns 0 or an error from gunzip.
+ */
+int dl_worker_inflate(dl_worker_t *w, const char *gz, size_t len, const char **plain,
+                      size_t *plain_len);
+
 /** Called by conn.c when a connection closes, to end a graceful stop. */
 void dl_worker_conn_closed(dl_worker_t *w);
 
