@@ -19,7 +19,8 @@
  * called from inside one of its callbacks). The pool's memory goes in the
  * close callbacks of its timers, after every context is gone. Everything runs
  * on the loop's thread. Foreign errors (hiredis errstr, uv codes, Redis error
- * replies during login) become DL_E* codes and last_error here.
+ * replies during login) become DL_E* codes and last_error here. The libuv glue
+ * is ours, not hiredis 0.14's adapter, which hangs on a socket error.
  */
 #include "redis_pool.h"
 
