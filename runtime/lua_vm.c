@@ -115,6 +115,7 @@ dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
     preload(L, "devloop.codec", luaopen_devloop_codec);
     preload(L, "devloop.cache_core", luaopen_devloop_cache_core);
     preload(L, "devloop.redis_core", luaopen_devloop_redis_core);
+    preload(L, "devloop.db_core", luaopen_devloop_db_core);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
     for (const dl_embedded_t *e = dl_embedded_scripts; e->module; e++) {
@@ -391,6 +392,17 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
     g->id = vm->gen ? vm->gen->id + 1 : 1;
     vm->loading = g;
     reset_app_modules(vm, app_dir);
+    /* start hooks are declared afresh by each load */
+    lua_getglobal(vm->L, "require");
+    lua_pushliteral(vm->L, "devloop");
+    if (lua_pcall(vm->L, 1, 1, 0) == 0) {
+        lua_getfield(vm->L, -1, "_begin_load");
+        if (lua_isfunction(vm->L, -1))
+            lua_pcall(vm->L, 0, 0, 0);
+        else
+            lua_pop(vm->L, 1);
+    }
+    lua_pop(vm->L, 1);
 
     int nerr = 0;
     char path[1200];
@@ -522,6 +534,44 @@ static void task_free(dl_task_t *t, int reuse)
 static void finish_main(dl_task_t *t, int ok);
 static void finish_child(dl_task_t *t, int ok);
 
+/* A task with no request (start hooks, jobs): errors go to the log. */
+static void finish_background(dl_task_t *t, int ok)
+{
+    if (!ok)
+        dl_log(DL_LOG_ERROR, "background task failed: %s", lua_tostring(t->co, -1));
+    task_free(t, ok);
+}
+
+int dl_vm_spawn(dl_vm_t *vm, int nargs)
+{
+    /* the function and its nargs arguments are on top of vm->L */
+    dl_task_t *t = task_new(vm, NULL);
+    if (t == NULL) {
+        lua_pop(vm->L, nargs + 1);
+        return DL_ENOMEM;
+    }
+    lua_xmove(vm->L, t->co, nargs + 1);
+    dl_task_resume(t, nargs);
+    return 0;
+}
+
+void dl_vm_start(dl_vm_t *vm)
+{
+    lua_State *L = vm->L;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "devloop");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_getfield(L, -1, "_run_start");
+    lua_remove(L, -2);
+    if (lua_isfunction(L, -1))
+        dl_vm_spawn(vm, 0);
+    else
+        lua_pop(L, 1);
+}
+
 void dl_task_resume(dl_task_t *t, int nargs)
 {
     t->cancel = NULL;
@@ -546,6 +596,8 @@ void dl_task_resume(dl_task_t *t, int nargs)
     }
     if (t->parent)
         finish_child(t, ok);
+    else if (t->req == NULL)
+        finish_background(t, ok);
     else
         finish_main(t, ok);
 }

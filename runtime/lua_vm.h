@@ -86,6 +86,11 @@ void dl_vm_cancel_tasks(dl_vm_t *vm);
  */
 int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors);
 
+/** Runs the function (with nargs arguments) on top of vm->L as a task with no request. */
+int dl_vm_spawn(dl_vm_t *vm, int nargs);
+/** Runs the app's start hooks (api.on_start) in a background task. */
+void dl_vm_start(dl_vm_t *vm);
+
 /**
  * Looks up req's route in the current generation (at headers-complete) and
  * pins that generation until dl_vm_unpin(): a reload meanwhile lets the

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "lua_vm.h"
+#include "mongo_store.h"
+#include "store.h"
 #include "watch.h"
 
 static uint64_t env_u64(const char *name, uint64_t def)
@@ -191,6 +193,30 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
             return DL_ENOMEM;
         }
     }
+
+    /* documents: MongoDB with MONGO_URI, else the embedded SQLite file */
+    const char *mongo = getenv("MONGO_URI");
+    char dberr[512];
+    if (mongo && *mongo) {
+        int pool = (int)env_u64("MONGO_POOL_SIZE", 10);
+        rt->store = dl_store_open_mongo(mongo, pool, dberr, sizeof(dberr));
+    } else {
+        char path[1200];
+        const char *db = getenv("DEVLOOP_DB");
+        if (db == NULL || *db == '\0') {
+            snprintf(path, sizeof(path), "%s/data/devloop.db", rt->app_dir);
+            db = path;
+        }
+        rt->store = dl_store_open_sqlite(db, 4, dberr, sizeof(dberr));
+    }
+    if (rt->store == NULL) {
+        snprintf(errbuf, errlen, "document store: %s\n", dberr);
+        dl_runtime_free(rt);
+        return DL_EIO;
+    }
+    /* blocking store calls share libuv's thread pool: give it room */
+    if (getenv("UV_THREADPOOL_SIZE") == NULL)
+        setenv("UV_THREADPOOL_SIZE", "8", 0);
 
     /* load the app once up front, so a broken app fails before binding */
     int nerr = dl_app_check(rt->app_dir, errbuf, errlen);
@@ -427,6 +453,8 @@ void dl_runtime_free(dl_runtime_t *rt)
         dl_free(rt->listen[i]);
     dl_free(rt->app_dir);
     dl_memcache_free(rt->memcache);
+    if (rt->store)
+        rt->store->ops->close(rt->store);
     uv_mutex_destroy(&rt->status_lock);
     dl_free(rt);
 }

@@ -29,6 +29,7 @@ struct dl_runtime_s {
     int has_redis;               /* REDIS_URL (or REDIS_HOST...) given */
     dl_redis_config_t redis_cfg;
     dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
+    struct dl_store_s *store;    /* documents: SQLite file or MongoDB, shared by workers */
     int loop_ready;
     int stop_requested;
     int handle_signals;

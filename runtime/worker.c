@@ -247,6 +247,7 @@ static void on_wakeup(uv_async_t *a)
 static void worker_main(void *arg)
 {
     dl_worker_t *w = arg;
+    dl_vm_start(w->vm);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* handles of parked tasks (sleep timers) are cancelled with the VM */
     dl_vm_free(w->vm);

@@ -8,7 +8,7 @@ PKGS=(
   libluajit2-5.1-dev libuv1-dev node-llhttp libhiredis-dev
   libmongoc-dev libbson-dev libsqlite3-dev zlib1g-dev libdeflate-dev
   libmsgpack-dev lua-cjson-dev
-  curl wrk redis-server python3 python3-msgpack
+  curl wrk redis-server python3 python3-msgpack sqlite3
 )
 
 missing=()

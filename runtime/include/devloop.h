@@ -43,7 +43,9 @@ extern "C" {
     XX(ECODEC, -4004, "malformed payload")                                 \
     XX(ETOOBIG, -4005, "payload too large")                                \
     XX(EREDIS, -4006, "redis error")                                       \
-    XX(EOFFLINE, -4007, "redis offline queue full")
+    XX(EOFFLINE, -4007, "redis offline queue full")                        \
+    XX(EDUPKEY, -4008, "duplicate key")                                    \
+    XX(EQUERY, -4009, "unsupported query")
 
 enum {
 #define XX(name, val, msg) DL_##name = (val),

@@ -258,6 +258,24 @@ _M.log = {
 
 _M.cache = cache
 _M.redis = redis
+_M.db = require "devloop.db"
+
+-- Start hooks run once per worker after the app first loads, each in its own
+-- task (they may use db, cache, sleep): seeding, index creation, warm-up.
+local start_hooks = {}
+function _M.on_start(fn)
+  if type(fn) ~= "function" then error("on_start needs a function", 2) end
+  start_hooks[#start_hooks + 1] = fn
+end
+function _M._begin_load() start_hooks = {} end
+function _M._run_start()
+  local ok, err = _M.db.ensure_indexes()
+  if not ok and _M.db.type() then core.log(3, "cannot create indexes: " .. tostring(err)) end
+  for _, fn in ipairs(start_hooks) do
+    local ok2, e = pcall(fn)
+    if not ok2 then core.log(3, "start hook failed: " .. tostring(e)) end
+  end
+end
 
 _M.now = core.now
 _M.worker_id = core.worker_id

@@ -1,0 +1,262 @@
+/*
+ * dl_db.c - the devloop.db_core Lua module: document-store operations
+ * (runtime/store.h) run on the libuv thread pool while the calling task is
+ * parked. Arguments are encoded to JSON on the worker thread, the blocking
+ * call runs on a pool thread, and the JSON result is decoded back on the
+ * worker thread when the task resumes. Policy (schemas, pagination, cursors)
+ * lives in scripts/devloop/db.lua.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+#include <uv.h>
+
+#include "../runtime/codec_json.h"
+#include "../runtime/internal.h"
+#include "../runtime/lua_vm.h"
+#include "../runtime/server.h"
+#include "../runtime/sign.h"
+#include "../runtime/store.h"
+#include "../runtime/worker.h"
+#include "dl_bindings.h"
+
+enum { OP_FIND, OP_COUNT, OP_INSERT, OP_UPDATE, OP_FOAU, OP_REMOVE, OP_INDEX, OP_EXPLAIN, OP_PING };
+
+static const char *op_names[] = {"find", "count", "insert", "update", "find_one_and_update",
+                                 "remove", "create_index", "explain", "ping"};
+
+typedef struct {
+    uv_work_t work;
+    dl_store_t *store;
+    dl_task_t *task; /* NULL once detached (the task was cancelled) */
+    int op;
+    int flag;        /* multi / unique */
+    char coll[80];
+    dl_buf_t a, b, c; /* JSON arguments */
+    dl_store_res_t res;
+} db_call_t;
+
+static dl_store_t *store_of(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    return vm && vm->worker ? vm->worker->rt->store : NULL;
+}
+
+static const char *arg(dl_buf_t *b)
+{
+    return b->len ? b->data : NULL;
+}
+
+static void work_cb(uv_work_t *w)
+{
+    db_call_t *c = w->data;
+    dl_store_t *s = c->store;
+    dl_store_res_t *r = &c->res;
+    switch (c->op) {
+    case OP_FIND:
+        s->ops->find(s, c->coll, arg(&c->a), arg(&c->b), r);
+        break;
+    case OP_COUNT:
+        s->ops->count(s, c->coll, arg(&c->a), r);
+        break;
+    case OP_INSERT:
+        s->ops->insert(s, c->coll, arg(&c->a), r);
+        break;
+    case OP_UPDATE:
+        s->ops->update(s, c->coll, arg(&c->a), arg(&c->b), c->flag, r);
+        break;
+    case OP_FOAU:
+        s->ops->find_one_and_update(s, c->coll, arg(&c->a), arg(&c->b), arg(&c->c), r);
+        break;
+    case OP_REMOVE:
+        s->ops->remove(s, c->coll, arg(&c->a), c->flag, r);
+        break;
+    case OP_INDEX:
+        s->ops->create_index(s, c->coll, arg(&c->a), c->flag, r);
+        break;
+    case OP_EXPLAIN:
+        s->ops->explain(s, c->coll, arg(&c->a), arg(&c->b), r);
+        break;
+    default:
+        s->ops->ping(s, r);
+    }
+}
+
+static void call_free(db_call_t *c)
+{
+    dl_buf_free(&c->a);
+    dl_buf_free(&c->b);
+    dl_buf_free(&c->c);
+    dl_buf_free(&c->res.json);
+    dl_free(c);
+}
+
+static int push_result(lua_State *L, db_call_t *c)
+{
+    dl_store_res_t *r = &c->res;
+    if (r->status < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, r->err[0] ? r->err : dl_strerror(r->status));
+        lua_pushstring(L, dl_err_name(r->status));
+        return 3;
+    }
+    switch (c->op) {
+    case OP_COUNT:
+        lua_pushnumber(L, (lua_Number)r->count);
+        return 1;
+    case OP_UPDATE:
+    case OP_REMOVE:
+        lua_pushnumber(L, (lua_Number)r->count);
+        lua_pushnumber(L, (lua_Number)r->matched);
+        return 2;
+    case OP_INDEX:
+    case OP_PING:
+        lua_pushboolean(L, 1);
+        return 1;
+    default: {
+        char err[160];
+        if (r->json.len == 0) {
+            lua_pushnil(L);
+            return 1;
+        }
+        if (dl_json_decode(L, r->json.data, r->json.len, err, sizeof(err)) != 0) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "db: unreadable result: %s", err);
+            return 2;
+        }
+        if (c->op == OP_FOAU && lua_type(L, -1) == LUA_TLIGHTUSERDATA) {
+            lua_pop(L, 1); /* null: no document matched */
+            lua_pushnil(L);
+        }
+        return 1;
+    }
+    }
+}
+
+static void after_cb(uv_work_t *w, int status)
+{
+    db_call_t *c = w->data;
+    dl_task_t *t = c->task;
+    if (t == NULL) {
+        call_free(c);
+        return;
+    }
+    if (status == UV_ECANCELED) {
+        c->res.status = DL_ECANCELED;
+        snprintf(c->res.err, sizeof(c->res.err), "db: operation cancelled");
+    }
+    int n = push_result(t->co, c);
+    call_free(c);
+    dl_task_resume(t, n);
+}
+
+static void cancel_call(void *data)
+{
+    db_call_t *c = data;
+    c->task = NULL; /* the pool thread finishes; after_cb frees */
+}
+
+/* db_core.call(op, collection, a, b, c, flag) -> results | nil, err, code */
+static int l_db_call(lua_State *L)
+{
+    const char *opname = luaL_checkstring(L, 1);
+    int op = -1;
+    for (int i = 0; i < (int)DL_ARRAY_SIZE(op_names); i++)
+        if (strcmp(opname, op_names[i]) == 0)
+            op = i;
+    if (op < 0)
+        return luaL_argerror(L, 1, "unknown db operation");
+    size_t clen = 0;
+    const char *coll = op == OP_PING ? "" : luaL_checklstring(L, 2, &clen);
+    if (clen >= 80)
+        return luaL_argerror(L, 2, "collection name too long");
+    dl_store_t *s = store_of(L);
+    dl_task_t *t = dl_task_current(L);
+    if (s == NULL || t == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, s ? "db calls can only run inside a handler or a start hook"
+                            : "no document store is open");
+        return 2;
+    }
+    db_call_t *c = dl_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return luaL_error(L, "out of memory");
+    c->op = op;
+    c->store = s;
+    c->flag = lua_toboolean(L, 6);
+    memcpy(c->coll, coll, clen);
+    /* an encoding error raises: free c first by encoding into locals */
+    dl_buf_t a = DL_BUF_INIT, b = DL_BUF_INIT, cc = DL_BUF_INIT;
+    char err[160];
+    int bad = 0;
+    for (int i = 0; i < 3 && !bad; i++) {
+        dl_buf_t *dst = i == 0 ? &a : i == 1 ? &b : &cc;
+        if (!lua_isnoneornil(L, 3 + i)) {
+            if (dl_json_encode(L, 3 + i, dst, err, sizeof(err)) != 0)
+                bad = 3 + i;
+            else {
+                dl_buf_append_char(dst, '\0');
+                dst->len--;
+            }
+        }
+    }
+    if (bad) {
+        dl_buf_free(&a);
+        dl_buf_free(&b);
+        dl_buf_free(&cc);
+        dl_free(c);
+        lua_pushnil(L);
+        lua_pushfstring(L, "db: cannot encode argument: %s", err);
+        lua_pushliteral(L, "EINVAL");
+        return 3;
+    }
+    c->a = a;
+    c->b = b;
+    c->c = cc;
+    c->task = t;
+    c->work.data = c;
+    int rc = uv_queue_work(&t->vm->worker->loop, &c->work, work_cb, after_cb);
+    if (rc != 0) {
+        call_free(c);
+        lua_pushnil(L);
+        lua_pushfstring(L, "db: %s", uv_strerror(rc));
+        return 2;
+    }
+    dl_task_park(t, cancel_call, c);
+    return lua_yield(L, 0);
+}
+
+/* db_core.type() -> "sqlite" | "mongodb" | nil */
+static int l_db_type(lua_State *L)
+{
+    dl_store_t *s = store_of(L);
+    if (s == NULL)
+        return 0;
+    lua_pushstring(L, s->ops->type);
+    return 1;
+}
+
+/* db_core.sign(s) -> 32 hex chars: a keyed hash that tamper-checks cursors */
+static int l_db_sign(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char out[33];
+    dl_runtime_sign(s, n, out);
+    lua_pushlstring(L, out, 32);
+    return 1;
+}
+
+static const luaL_Reg db_funcs[] = {
+    {"call", l_db_call},
+    {"type", l_db_type},
+    {"sign", l_db_sign},
+    {NULL, NULL},
+};
+
+int luaopen_devloop_db_core(lua_State *L)
+{
+    lua_createtable(L, 0, DL_ARRAY_SIZE(db_funcs));
+    luaL_register(L, NULL, db_funcs);
+    return 1;
+}

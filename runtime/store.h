@@ -1,0 +1,94 @@
+/*
+ * store.h - the document store behind api.db: MongoDB-like collections of
+ * JSON documents behind one function table (dl_store_ops_t), implemented by
+ * SQLite (sqlite_store.c) and later MongoDB. Queries, options, updates and
+ * documents cross the interface as NUL-terminated JSON text, so the store
+ * never touches Lua. Every operation blocks (run it in uv_queue_work) and is
+ * thread-safe: several threads may call one store at once.
+ */
+#ifndef DL_STORE_H
+#define DL_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+typedef struct dl_store_s dl_store_t;
+
+/** The outcome of one operation. Fill with dl_store_res_init(), free with
+ * dl_store_res_free(); one result may be reused for several operations. */
+typedef struct {
+    int status;     /* 0 or a negative DL_E* */
+    char err[256];  /* with an error: the message, naming the field/operator where it applies */
+    dl_buf_t json;  /* find: a JSON array of documents; find_one_and_update: a document or
+                     * null; insert: a JSON array of the inserted ids; explain: a JSON array
+                     * of plan lines; ping: {"ok":1}. Not NUL-terminated: use json.len. */
+    int64_t count;  /* count; insert: inserted; update: modified; delete: deleted */
+    int64_t matched; /* update, find_one_and_update: documents matched */
+} dl_store_res_t;
+
+static inline void dl_store_res_init(dl_store_res_t *r)
+{
+    r->status = 0;
+    r->err[0] = '\0';
+    dl_buf_init(&r->json);
+    r->count = 0;
+    r->matched = 0;
+}
+
+static inline void dl_store_res_free(dl_store_res_t *r)
+{
+    dl_buf_free(&r->json);
+}
+
+/**
+ * Backends implement this table. Every operation returns res->status (0 or a
+ * negative DL_E*: DL_EINVAL for malformed JSON or bad names, DL_EQUERY for
+ * an unsupported operator, DL_EDUPKEY for a duplicate _id or a unique-index
+ * violation, DL_EIO and others for backend failures). A query "" or NULL
+ * means {}. opts: {"sort": [[field, 1|-1], ...] or {field: 1|-1}, "skip": n,
+ * "limit": n, "projection": {field: 1, "_id": 0}}. A write touching several
+ * documents is one transaction: it applies entirely or not at all.
+ */
+typedef struct dl_store_ops_s {
+    const char *type; /* "sqlite" */
+    int (*find)(dl_store_t *s, const char *coll, const char *query, const char *opts,
+                dl_store_res_t *res);
+    int (*count)(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res);
+    /* docs: a JSON array of objects; a missing _id is generated (24 hex digits,
+     * increasing with creation time) */
+    int (*insert)(dl_store_t *s, const char *coll, const char *docs, dl_store_res_t *res);
+    /* update: {"$set"|"$inc"|"$unset"|"$push": {path: value}}; res->matched and
+     * res->count (modified) */
+    int (*update)(dl_store_t *s, const char *coll, const char *query, const char *update,
+                  int multi, dl_store_res_t *res);
+    /* res->json: the first match (by opts.sort) after the update, or null */
+    int (*find_one_and_update)(dl_store_t *s, const char *coll, const char *query,
+                               const char *update, const char *opts, dl_store_res_t *res);
+    int (*remove)(dl_store_t *s, const char *coll, const char *query, int multi,
+                  dl_store_res_t *res);
+    /* keys: a JSON array of [field, 1|-1] pairs, ordered */
+    int (*create_index)(dl_store_t *s, const char *coll, const char *keys, int unique,
+                        dl_store_res_t *res);
+    /* res->json: a JSON array of plan lines (SQLite: EXPLAIN QUERY PLAN details) */
+    int (*explain)(dl_store_t *s, const char *coll, const char *query, const char *opts,
+                   dl_store_res_t *res);
+    int (*ping)(dl_store_t *s, dl_store_res_t *res);
+    /* no operation may be in flight; NULL is a no-op */
+    void (*close)(dl_store_t *s);
+} dl_store_ops_t;
+
+struct dl_store_s {
+    const dl_store_ops_t *ops; /* backend data follows in the backend's own struct */
+};
+
+/**
+ * Opens (creating the file and its folder if missing) a SQLite store with one
+ * writer connection and `readers` reader connections (<= 0: 4). Returns NULL
+ * with a message in err on failure. Several stores, in one process or several,
+ * may open the same file.
+ */
+dl_store_t *dl_store_open_sqlite(const char *path, int readers, char *err, size_t errlen);
+
+#endif
