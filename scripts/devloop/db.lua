@@ -282,9 +282,12 @@ function Collection:cursor_page(query, opts)
     local v, id = read_cursor(opts.cursor, field)
     if v == nil then return nil, id, "EBADCURSOR" end
     local gt = dir == 1 and "$gt" or "$lt"
-    local after = { ["$or"] = array({
-      { [field] = { [gt] = v } },
-      { [field] = v, _id = { [gt] = id } },
+    local ge = dir == 1 and "$gte" or "$lte"
+    -- a range on the sort field (an index seeks straight to it), then the
+    -- ties at its start are cut by id: no page costs more than the first
+    local after = { ["$and"] = array({
+      { [field] = { [ge] = v } },
+      { ["$or"] = array({ { [field] = { [gt] = v } }, { _id = { [gt] = id } } }) },
     }) }
     if next(q) ~= nil then q = { ["$and"] = array({ q, after }) } else q = after end
   end
