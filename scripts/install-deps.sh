@@ -8,7 +8,7 @@ PKGS=(
   libluajit2-5.1-dev libuv1-dev node-llhttp libhiredis-dev
   libmongoc-dev libbson-dev libsqlite3-dev zlib1g-dev libdeflate-dev
   libmsgpack-dev lua-cjson-dev
-  curl wrk redis-server python3 python3-msgpack sqlite3
+  curl wrk redis-server python3 python3-msgpack sqlite3 prometheus
 )
 
 missing=()
@@ -21,5 +21,14 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# keep package scripts from starting system services (redis, prometheus):
+# the tests start their own servers on free ports
+ADDED_POLICY=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  ADDED_POLICY=1
+fi
+trap 'if [ -n "$ADDED_POLICY" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi' EXIT
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
