@@ -258,6 +258,7 @@ static const luaL_Reg core_funcs[] = {
     {"_route", dl__route},
     {"_parallel", dl__parallel},
     {"_parallel_done", dl__parallel_done},
+    {"_race", dl__race},
     {"sleep", l_core_sleep},
     {"log", l_core_log},
     {"log_level", l_core_log_level},

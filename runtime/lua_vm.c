@@ -216,7 +216,7 @@ void dl_vm_cancel_tasks(dl_vm_t *vm)
         dl_task_t *t = vm->tasks;
         if (t->cancel)
             t->cancel(t->cancel_data);
-        if (t->req && t->parent == NULL) {
+        if (t->req && t->parent == NULL && !t->detached) {
             t->req->task = NULL;
             dl_worker_req_release(t->req->worker, t->req);
         }
@@ -531,6 +531,24 @@ static void task_free(dl_task_t *t, int reuse)
     dl_free(t);
 }
 
+typedef struct {
+    uv_timer_t timer;
+    dl_task_t *parent; /* NULL once the race is decided */
+    dl_task_t *child;  /* NULL once the child ended */
+} race_t;
+
+static void on_race_closed(uv_handle_t *h)
+{
+    dl_free(h->data);
+}
+
+static void race_decided(race_t *r)
+{
+    r->parent = NULL;
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, on_race_closed);
+}
+
 static void finish_main(dl_task_t *t, int ok);
 static void finish_child(dl_task_t *t, int ok);
 
@@ -596,7 +614,7 @@ void dl_task_resume(dl_task_t *t, int nargs)
     }
     if (t->parent)
         finish_child(t, ok);
-    else if (t->req == NULL)
+    else if (t->req == NULL || t->detached)
         finish_background(t, ok);
     else
         finish_main(t, ok);
@@ -622,8 +640,33 @@ static void finish_child(dl_task_t *t, int ok)
         lua_xmove(co, L, 1);
         p->error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
+    race_t *race = t->race;
     task_free(t, ok);
     p->waiting--;
+    if (race) {
+        /* a race the child won: hand (ok, value) to the parent */
+        race->child = NULL;
+        if (race->parent == NULL || !p->joining)
+            return;
+        p->race = NULL;
+        p->joining = 0;
+        race_decided(race);
+        lua_State *pco = p->co;
+        if (p->error_ref != LUA_NOREF) {
+            lua_pushboolean(pco, 0);
+            lua_rawgeti(pco, LUA_REGISTRYINDEX, p->error_ref);
+        } else {
+            lua_pushboolean(pco, 1);
+            lua_rawgeti(pco, LUA_REGISTRYINDEX, p->results_ref);
+            lua_rawgeti(pco, -1, 0);
+            lua_remove(pco, -2);
+        }
+        luaL_unref(L, LUA_REGISTRYINDEX, p->results_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, p->error_ref);
+        p->results_ref = p->error_ref = LUA_NOREF;
+        dl_task_resume(p, 2);
+        return;
+    }
     if (p->waiting == 0 && p->joining) {
         p->joining = 0;
         lua_State *pco = p->co;
@@ -678,6 +721,98 @@ int dl__parallel(lua_State *L)
     luaL_unref(L, LUA_REGISTRYINDEX, t->error_ref);
     t->results_ref = t->error_ref = LUA_NOREF;
     return 2;
+}
+
+/* ====================================================== api.with_timeout */
+
+/*
+ * core._race(ms, fn): runs fn in a child task and returns (true, result) when
+ * it ends first, or (false, "timeout") when ms pass first; the losing child
+ * runs on detached and its end is ignored. Health checks use it so that a
+ * stuck backend cannot hang them.
+ */
+static void on_race_timeout(uv_timer_t *h)
+{
+    race_t *r = h->data;
+    dl_task_t *p = r->parent;
+    if (p == NULL)
+        return;
+    if (r->child) {
+        r->child->parent = NULL;
+        r->child->detached = 1;
+        r->child->race = NULL;
+    }
+    p->race = NULL;
+    race_decided(r);
+    lua_pushboolean(p->co, 0);
+    lua_pushliteral(p->co, "timeout");
+    dl_task_resume(p, 2);
+}
+
+static void cancel_race(void *data)
+{
+    race_t *r = data;
+    if (r->child) {
+        r->child->parent = NULL;
+        r->child->detached = 1;
+        r->child->race = NULL;
+    }
+    race_decided(r);
+}
+
+int dl__race(lua_State *L)
+{
+    lua_Number ms = luaL_checknumber(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    dl_task_t *t = dl_task_current(L);
+    if (t == NULL || t->vm->worker == NULL)
+        return luaL_error(L, "with_timeout can only run inside a handler");
+    dl_task_t *c = task_new(t->vm, t->req);
+    race_t *r = dl_calloc(1, sizeof(*r));
+    if (c == NULL || r == NULL) {
+        if (c)
+            task_free(c, 0);
+        dl_free(r);
+        return luaL_error(L, "out of memory");
+    }
+    /* the child reports to us through finish_child's race branch */
+    c->race = r;
+    r->parent = t;
+    r->child = c;
+    t->race = r;
+    lua_pushvalue(L, 2);
+    lua_xmove(L, c->co, 1);
+    c->parent = t;
+    c->index = 0;
+    t->waiting = 1;
+    lua_createtable(L, 1, 0);
+    t->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->error_ref = LUA_NOREF;
+    dl_task_resume(c, 0);
+    if (t->waiting == 0) {
+        /* finished at once */
+        dl_free(r);
+        t->race = NULL;
+        if (t->error_ref != LUA_NOREF) {
+            lua_pushboolean(L, 0);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, t->error_ref);
+        } else {
+            lua_pushboolean(L, 1);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
+            lua_rawgeti(L, -1, 0);
+            lua_remove(L, -2);
+        }
+        luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, t->error_ref);
+        t->results_ref = t->error_ref = LUA_NOREF;
+        return 2;
+    }
+    uv_timer_init(&t->vm->worker->loop, &r->timer);
+    r->timer.data = r;
+    uv_timer_start(&r->timer, on_race_timeout, (uint64_t)(ms > 0 ? ms : 0), 0);
+    t->joining = 1;
+    dl_task_park(t, cancel_race, r);
+    return lua_yield(L, 0);
 }
 
 /* The parallel wrapper resumes with (ok, value); forget the refs afterwards. */

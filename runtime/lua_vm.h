@@ -47,6 +47,8 @@ struct dl_task_s {
     int index;              /* api.parallel: slot in the parent's results */
     int waiting;            /* api.parallel: children not finished */
     int joining;            /* api.parallel: parked until the children finish */
+    int detached;           /* a raced child that lost: its end is ignored */
+    void *race;             /* api.with_timeout: the race this task waits on */
     int results_ref;
     int error_ref;
     void (*cancel)(void *data); /* detaches a parked operation (shutdown) */
@@ -126,6 +128,7 @@ int dl__req_index(lua_State *L);     /* __index of request tables */
 int dl__route(lua_State *L);         /* core._route(mask, pattern, opts, fn) */
 int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) */
 int dl__parallel_done(lua_State *L);
+int dl__race(lua_State *L);          /* core._race(ms, fn) */
 int luaopen_devloop_core(lua_State *L);
 
 #endif

@@ -235,6 +235,14 @@ function _M.parallel(...)
   return unpack(res, 1, n)
 end
 
+-- Runs fn with a deadline: returns true, fn's first result when it ends in
+-- time, or false, "timeout" (fn runs on, detached; its end is ignored).
+function _M.with_timeout(ms, fn)
+  local ok, res = core._race(ms, fn)
+  core._parallel_done()
+  return ok, res
+end
+
 _M.null = codec.null
 _M.json = {
   encode = codec.json_encode,

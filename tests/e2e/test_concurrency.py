@@ -110,6 +110,19 @@ def test_parallel_error_and_nesting(srv):
     assert srv.get("/parallel-nested").json() == {"sum": 13}
 
 
+def test_with_timeout(srv):
+    j = srv.get("/timeout/fast").json()
+    assert j["ok"] is True and j["res"] == "in time" and j["elapsed"] < 0.2, j
+    j = srv.get("/timeout/sync").json()
+    assert j["ok"] is True and j["res"] == "at once", j
+    j = srv.get("/timeout/slow").json()
+    assert j["ok"] is False and j["res"] == "timeout" and 0.15 < j["elapsed"] < 0.5, j
+    j = srv.get("/timeout/error").json()
+    assert j["ok"] is False and "inner failure" in j["res"], j
+    # the detached loser finishes later without touching the answered request
+    time.sleep(2.2)
+
+
 ALLOWED_ERRORS = []
 
 if __name__ == "__main__":

@@ -98,3 +98,16 @@ api.get("/log", function(req)
   api.log.info("handler log line", { path = req.path })
   return "logged"
 end)
+
+api.get("/timeout/:case", function(req)
+  local c = req.params.case
+  local t0 = api.now()
+  local ok, res = api.with_timeout(200, function()
+    if c == "slow" then api.sleep(2000) return "late" end
+    if c == "error" then api.sleep(10) error("inner failure") end
+    if c == "sync" then return "at once" end
+    api.sleep(20)
+    return "in time"
+  end)
+  return { ok = ok, res = tostring(res), elapsed = api.now() - t0 }
+end)
