@@ -63,6 +63,8 @@ static int on_message_begin(llhttp_t *p)
     dl_conn_t *c = p->data;
     if (conn_req(c) == NULL)
         return reject(c, 503, "out of memory");
+    if (c->req->start_ns == 0)
+        c->req->start_ns = uv_hrtime();
     if (c->state == DL_CS_IDLE || c->state == DL_CS_HEAD) {
         c->state = DL_CS_HEAD;
         c->deadline = uv_now(&c->worker->loop) + c->worker->cfg->header_timeout_ms;
@@ -459,6 +461,7 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         dl_buf_append(o, body, body_len);
     dl_buf_free(&zbuf);
 
+    dl_worker_record(w, r, status, body_len);
     dl_worker_req_release(w, r);
     if (o->oom) {
         dl_conn_close(c);
@@ -502,6 +505,7 @@ static void send_error(dl_conn_t *c, int status, const char *msg)
     else
         dl_request_id_new(w->prng, id);
     if (c->req) {
+        dl_worker_record(w, c->req, status, 0);
         dl_worker_req_release(w, c->req);
         c->req = NULL;
     }

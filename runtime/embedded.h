@@ -16,5 +16,7 @@ typedef struct {
 } dl_embedded_t;
 
 extern const dl_embedded_t dl_embedded_scripts[];
+/* the .lua files of routes/: the built-in routes every app gets (/metrics, /health, /stats) */
+extern const dl_embedded_t dl_embedded_routes[];
 
 #endif

@@ -116,6 +116,7 @@ dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
     preload(L, "devloop.cache_core", luaopen_devloop_cache_core);
     preload(L, "devloop.redis_core", luaopen_devloop_redis_core);
     preload(L, "devloop.db_core", luaopen_devloop_db_core);
+    preload(L, "devloop.metrics_core", luaopen_devloop_metrics_core);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
     for (const dl_embedded_t *e = dl_embedded_scripts; e->module; e++) {
@@ -376,6 +377,32 @@ static void reset_app_modules(dl_vm_t *vm, const char *app_dir)
     lua_pop(L, 2);
 }
 
+/* Runs an embedded built-in route module like an app module. */
+static int load_builtin(dl_vm_t *vm, const dl_embedded_t *e, dl_buf_t *errors)
+{
+    lua_State *L = vm->L;
+    char name[256];
+    snprintf(name, sizeof(name), "=[devloop]/routes/%s", e->file);
+    lua_pushcfunction(L, traceback_handler);
+    int base = lua_gettop(L);
+    int rc = luaL_loadbuffer(L, e->data, e->len, name);
+    if (rc == 0) {
+        lua_newtable(L);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_mt_ref);
+        lua_setmetatable(L, -2);
+        lua_setfenv(L, -2);
+        rc = lua_pcall(L, 0, 0, base);
+    }
+    if (rc != 0) {
+        const char *msg = lua_tostring(L, -1);
+        const char *nl = msg ? strchr(msg, '\n') : NULL;
+        dl_buf_appendf(errors, "built-in routes/%s: %.*s\n", e->file,
+                       (int)(nl ? nl - msg : (msg ? (long)strlen(msg) : 0)), msg ? msg : "");
+    }
+    lua_settop(L, base - 1);
+    return rc != 0;
+}
+
 int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
 {
     struct stat st;
@@ -423,6 +450,11 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
             dl_free(names[i]);
         }
         dl_free(names);
+        /* the built-in routes come after the app's, which may move or
+         * disable them (api.builtin_routes) */
+        if (d == 0 && nerr == 0)
+            for (const dl_embedded_t *e = dl_embedded_routes; e->module; e++)
+                nerr += load_builtin(vm, e, errors);
     }
     vm->loading = NULL;
     if (nerr) {

@@ -76,9 +76,9 @@ void dl_metric_observe(dl_metrics_t *m, int w, int id, const char *const *label_
                        double v);
 
 /**
- * Appends every metric in the text exposition format 0.0.4: "# HELP", "# TYPE",
- * then the samples; histograms as cumulative name_bucket{le="..."}, name_sum and
- * name_count. The slots are merged: counters, histograms and gauges are summed.
+ * Appends every metric in the text exposition format 0.0.4: "# HELP" (unless the
+ * help text is empty), "# TYPE", then the samples; histograms as cumulative
+ * name_bucket{le="..."}, name_sum and name_count (always equal to the +Inf bucket). The slots are merged: counters, histograms and gauges are summed.
  * Metrics are sorted by name and series by label values, so equal states render
  * equal bytes. A metric without labels always has a sample (0 before any update).
  * Any thread, concurrently with the updates (reads published series only).

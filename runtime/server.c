@@ -16,7 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "lua_vm.h"
+#include "metrics.h"
 #include "mongo_store.h"
 #include "store.h"
 #include "watch.h"
@@ -141,6 +143,57 @@ static int open_listener(const char *spec, int *fd_out, char *err, size_t errlen
     return 0;
 }
 
+/* The runtime's own metrics (issue: observability). */
+static int define_metrics(dl_runtime_t *rt)
+{
+    static const double http_buckets[] = {0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10};
+    static const double db_buckets[] = {0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
+    static const char *const http_labels[] = {"method", "route", "status_code"};
+    static const char *const db_labels[] = {"operation", "collection"};
+    static const char *const status_label[] = {"status"};
+    static const char *const worker_label[] = {"worker"};
+    dl_metrics_t *m = rt->metrics = dl_metrics_new(rt->cfg.workers);
+    if (m == NULL)
+        return DL_ENOMEM;
+    rt->m.requests = dl_metric_define(m, DL_METRIC_COUNTER, "http_requests_total",
+                                      "HTTP requests answered", http_labels, 3, NULL, 0);
+    rt->m.duration = dl_metric_define(m, DL_METRIC_HISTOGRAM, "http_request_duration_seconds",
+                                      "Time from the first byte of a request to its answer",
+                                      http_labels, 3, http_buckets, 8);
+    rt->m.db_duration = dl_metric_define(m, DL_METRIC_HISTOGRAM,
+                                         "database_operation_duration_seconds",
+                                         "Document store operations, queueing included",
+                                         db_labels, 2, db_buckets, 9);
+    rt->m.cache_lookup = dl_metric_define(m, DL_METRIC_COUNTER, "cache_lookup_total",
+                                          "Cache lookups by outcome", status_label, 1, NULL, 0);
+    rt->m.connections = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_open_connections",
+                                         "Open client connections", worker_label, 1, NULL, 0);
+    rt->m.lua_memory = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_lua_memory_bytes",
+                                        "Memory of each worker's Lua state", worker_label, 1,
+                                        NULL, 0);
+    rt->m.generation = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_generation",
+                                        "Current app generation (1 + successful reloads)", NULL,
+                                        0, NULL, 0);
+    rt->m.reload_failures = dl_metric_define(m, DL_METRIC_COUNTER,
+                                             "devloop_reload_failures_total",
+                                             "Reloads refused because a script failed", NULL, 0,
+                                             NULL, 0);
+    rt->m.log_dropped = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_log_dropped_records",
+                                         "Log records dropped because a ring was full", NULL, 0,
+                                         NULL, 0);
+    rt->m.metrics_overflow = dl_metric_define(m, DL_METRIC_GAUGE,
+                                              "devloop_metrics_series_overflow",
+                                              "Updates dropped by the per-metric series cap",
+                                              NULL, 0, NULL, 0);
+    if (rt->m.requests < 0 || rt->m.duration < 0 || rt->m.db_duration < 0 ||
+        rt->m.cache_lookup < 0 || rt->m.connections < 0 || rt->m.lua_memory < 0 ||
+        rt->m.generation < 0 || rt->m.reload_failures < 0 || rt->m.log_dropped < 0 ||
+        rt->m.metrics_overflow < 0)
+        return DL_EINVAL;
+    dl_metric_set(m, rt->cfg.workers, rt->m.generation, NULL, 1);
+    return 0;
+}
+
 int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, size_t errlen)
 {
     *out = NULL;
@@ -208,6 +261,7 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
             db = path;
         }
         rt->store = dl_store_open_sqlite(db, 4, dberr, sizeof(dberr));
+        rt->db_path = dl_strdup(db);
     }
     if (rt->store == NULL) {
         snprintf(errbuf, errlen, "document store: %s\n", dberr);
@@ -217,6 +271,16 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     /* blocking store calls share libuv's thread pool: give it room */
     if (getenv("UV_THREADPOOL_SIZE") == NULL)
         setenv("UV_THREADPOOL_SIZE", "8", 0);
+
+    if (define_metrics(rt) != 0) {
+        snprintf(errbuf, errlen, "cannot create the metrics registry\n");
+        dl_runtime_free(rt);
+        return DL_ENOMEM;
+    }
+    rt->access_log = (int)env_u64("DEVLOOP_ACCESS_LOG", 0) != 0;
+    uv_timeval64_t tv0;
+    uv_gettimeofday(&tv0);
+    rt->start_time = (double)tv0.tv_sec + tv0.tv_usec / 1e6;
 
     /* load the app once up front, so a broken app fails before binding */
     int nerr = dl_app_check(rt->app_dir, errbuf, errlen);
@@ -259,6 +323,10 @@ static void reload_now(dl_runtime_t *rt, const char *why)
     uv_mutex_lock(&rt->status_lock);
     rt->status.last_reload_time = (double)tv.tv_sec + tv.tv_usec / 1e6;
     rt->status.last_ok = n == 0;
+    if (n)
+        dl_metric_add(rt->metrics, rt->cfg.workers, rt->m.reload_failures, NULL, 1);
+    else
+        dl_metric_add(rt->metrics, rt->cfg.workers, rt->m.generation, NULL, 1);
     if (n) {
         rt->status.failed++;
         snprintf(rt->status.last_error, sizeof(rt->status.last_error), "%s", err);
@@ -362,6 +430,22 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     if (rc != 0)
         return rc;
     rt->handle_signals = handle_signals;
+    /* the asynchronous logger: console and APP_DIR/logs (DEVLOOP_LOG_DIR; "-" for none) */
+    dl_log_config_t lc;
+    dl_log_config_init(&lc);
+    lc.level = rt->cfg.log_level;
+    char logdir[1200];
+    const char *ld = getenv("DEVLOOP_LOG_DIR");
+    if (ld == NULL || *ld == '\0') {
+        snprintf(logdir, sizeof(logdir), "%s/logs", rt->app_dir);
+        ld = logdir;
+    }
+    lc.dir = strcmp(ld, "-") == 0 ? NULL : ld;
+    lc.max_file_bytes = env_u64("DEVLOOP_LOG_MAX_BYTES", 10u << 20);
+    lc.max_files = (int)env_u64("DEVLOOP_LOG_MAX_FILES", 10);
+    lc.ring_bytes = env_u64("DEVLOOP_LOG_RING_BYTES", 1u << 20);
+    if (dl_logger_start(&lc) != 0)
+        fprintf(stderr, "devloop: cannot start the logger; logging synchronously\n");
     uv_async_init(&rt->loop, &rt->stop_async, on_stop_async);
     rt->stop_async.data = rt;
     uv_async_init(&rt->loop, &rt->reload_async, on_reload_async);
@@ -434,6 +518,8 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     }
     if (result == 0)
         dl_log(DL_LOG_INFO, "stopped");
+    /* everything buffered reaches the console and the files before exit */
+    dl_logger_stop();
     return result;
 }
 
@@ -453,6 +539,8 @@ void dl_runtime_free(dl_runtime_t *rt)
         dl_free(rt->listen[i]);
     dl_free(rt->app_dir);
     dl_memcache_free(rt->memcache);
+    dl_metrics_free(rt->metrics);
+    dl_free(rt->db_path);
     if (rt->store)
         rt->store->ops->close(rt->store);
     uv_mutex_destroy(&rt->status_lock);

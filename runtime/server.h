@@ -30,6 +30,14 @@ struct dl_runtime_s {
     dl_redis_config_t redis_cfg;
     dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
     struct dl_store_s *store;    /* documents: SQLite file or MongoDB, shared by workers */
+    char *db_path;               /* the SQLite file (NULL with MongoDB) */
+    struct dl_metrics_s *metrics;
+    struct {
+        int requests, duration, db_duration, cache_lookup, connections, lua_memory, generation,
+            reload_failures, log_dropped, metrics_overflow;
+    } m;                         /* ids of the runtime's own metrics */
+    double start_time;           /* Unix time at start */
+    int access_log;              /* DEVLOOP_ACCESS_LOG */
     int loop_ready;
     int stop_requested;
     int handle_signals;

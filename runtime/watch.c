@@ -131,7 +131,7 @@ static void scan(dl_watch_t *w, const char *path, int depth)
     while ((de = readdir(dir)) != NULL) {
         const char *n = de->d_name;
         if (n[0] == '.' || strcmp(n, "node_modules") == 0 ||
-            (depth == 0 && strcmp(n, "data") == 0))
+            (depth == 0 && (strcmp(n, "data") == 0 || strcmp(n, "logs") == 0)))
             continue;
         char sub[1024];
         if (snprintf(sub, sizeof(sub), "%s/%s", path, n) >= (int)sizeof(sub))

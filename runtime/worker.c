@@ -14,6 +14,8 @@
 
 #include "cache.h"
 #include "conn.h"
+#include "log.h"
+#include "metrics.h"
 #include "lua_vm.h"
 #include "server.h"
 
@@ -143,10 +145,44 @@ static void on_connection(uv_stream_t *server, int status)
     dl_conn_accept(w, server);
 }
 
+void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
+{
+    dl_runtime_t *rt = w->rt;
+    char code[8];
+    snprintf(code, sizeof(code), "%d", status);
+    /* the route's pattern, never the raw path: unknown URLs share one series */
+    const char *route = r->route ? r->route->pattern : "unmatched";
+    const char *method = r->method_name ? r->method_name : "UNKNOWN";
+    const char *labels[3] = {method, route, code};
+    double secs = r->start_ns ? (double)(uv_hrtime() - r->start_ns) / 1e9 : 0;
+    dl_metric_add(rt->metrics, w->id, rt->m.requests, labels, 1);
+    dl_metric_observe(rt->metrics, w->id, rt->m.duration, labels, secs);
+    if (secs >= 1.0)
+        dl_log_req(DL_LOG_WARN, r->id, "slow request: %s %s took %.3f s (status %d)", method,
+                   route, secs, status);
+    if (rt->access_log && DL_LOG_INFO >= dl_log_min_level) {
+        char fields[512];
+        int n = snprintf(fields, sizeof(fields),
+                         "{\"method\":\"%s\",\"route\":\"%s\",\"status\":%d,"
+                         "\"duration_ms\":%.3f,\"bytes\":%zu}",
+                         method, route, status, secs * 1000, bytes);
+        if (n > 0 && n < (int)sizeof(fields))
+            dl_log_emit(DL_LOG_INFO, r->id, "request", 7, fields, (size_t)n);
+    }
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     dl_worker_t *w = t->data;
     uint64_t now = uv_now(&w->loop);
+    char wid[16];
+    snprintf(wid, sizeof(wid), "%d", w->id);
+    const char *wl[1] = {wid};
+    dl_metric_set(w->rt->metrics, w->id, w->rt->m.connections, wl, w->n_conns);
+    if (w->vm)
+        dl_metric_set(w->rt->metrics, w->id, w->rt->m.lua_memory, wl,
+                      (double)lua_gc(w->vm->L, LUA_GCCOUNT, 0) * 1024.0 +
+                          lua_gc(w->vm->L, LUA_GCCOUNTB, 0));
     dl_conn_t *c = w->conns;
     while (c) {
         dl_conn_t *next = c->next; /* closing unlinks only in the close callback */
@@ -247,6 +283,7 @@ static void on_wakeup(uv_async_t *a)
 static void worker_main(void *arg)
 {
     dl_worker_t *w = arg;
+    dl_log_thread_init(); /* this thread's own lock-free log ring */
     dl_vm_start(w->vm);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* handles of parked tasks (sleep timers) are cancelled with the VM */
@@ -254,6 +291,7 @@ static void worker_main(void *arg)
     w->vm = NULL;
     uv_walk(&w->loop, close_walk_cb, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    dl_log_thread_exit();
 }
 
 int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen)

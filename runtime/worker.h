@@ -87,6 +87,9 @@ void dl_worker_req_release(dl_worker_t *w, dl_req_t *req);
 int dl_worker_inflate(dl_worker_t *w, const char *gz, size_t len, const char **plain,
                       size_t *plain_len);
 
+/** Counts an answered request in the metrics (and the access log when on). */
+void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes);
+
 /** Called by conn.c when a connection closes, to end a graceful stop. */
 void dl_worker_conn_closed(dl_worker_t *w);
 

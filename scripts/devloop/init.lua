@@ -5,6 +5,7 @@ local core = require "devloop.core"
 local codec = require "devloop.codec"
 local cache_core = require "devloop.cache_core"
 local redis_core = require "devloop.redis_core"
+local metrics_core = require "devloop.metrics_core"
 
 local type, error, select, unpack = type, error, select, unpack
 local M = core.methods
@@ -268,6 +269,124 @@ _M.cache = cache
 _M.redis = redis
 _M.db = require "devloop.db"
 
+---------------------------------------------------------------------------
+-- Metrics (api.metrics): app-defined counters, gauges and histograms in the
+-- runtime's Prometheus registry (GET /metrics).
+--   local hits = api.metrics.counter("app_hits_total", "Hits", { "kind" })
+--   hits:inc({ "a" })          hits:inc({ "a" }, 5)
+--   local lat = api.metrics.histogram("app_seconds", "Latency", nil, { 0.1, 1 })
+--   lat:observe(nil, 0.25)
+---------------------------------------------------------------------------
+local Metric = {}
+Metric.__index = Metric
+local update = metrics_core.update
+function Metric:inc(labels, v) update(1, self.id, labels, v or 1) end
+function Metric:add(labels, v) update(1, self.id, labels, v) end
+function Metric:set(labels, v) update(2, self.id, labels, v) end
+function Metric:observe(labels, v) update(3, self.id, labels, v) end
+
+local function define(kind)
+  return function(name, help, labels, buckets)
+    local id, err = metrics_core.define(kind, name, help, labels, buckets)
+    if not id then error(err, 2) end
+    return setmetatable({ id = id, name = name }, Metric)
+  end
+end
+_M.metrics = {
+  counter = define(metrics_core.COUNTER),
+  gauge = define(metrics_core.GAUGE),
+  histogram = define(metrics_core.HISTOGRAM),
+  render = metrics_core.render,
+}
+
+---------------------------------------------------------------------------
+-- Health and stats (GET /health, GET /stats)
+---------------------------------------------------------------------------
+local function iso_now()
+  local t = core.now()
+  return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t)) .. string.format(".%03dZ", math.floor((t % 1) * 1000))
+end
+
+-- Pings every backend in use with a short deadline: UP, DEGRADED (some
+-- down) or DOWN (all down), with the reload status.
+function _M.health()
+  local services, up, n = {}, 0, 0
+  local function check(name, kind, fn)
+    local t0 = core.now()
+    local ok, res = _M.with_timeout(1000, fn)
+    local good = ok and res ~= nil and res ~= false
+    local s = { type = kind, status = good and "UP" or "DOWN",
+                latency_ms = math.floor((core.now() - t0) * 1000 + 0.5) }
+    if not good then s.error = ok and "no answer" or tostring(res) end
+    services[name] = s
+    n = n + 1
+    if good then up = up + 1 end
+  end
+  if cache.type() == "redis" then
+    check("cache", "redis", function()
+      local r, err = redis_core.call("PING")
+      if r ~= "PONG" then error(err or "unexpected PING reply", 0) end
+      return true
+    end)
+  else
+    services.cache = { type = "memory", status = "UP" }
+    n, up = n + 1, up + 1
+  end
+  local dbt = _M.db.type()
+  if dbt then
+    check("db", dbt, function()
+      local r, err = _M.db.ping()
+      if not r then error(err or "ping failed", 0) end
+      return true
+    end)
+  end
+  local status = (up == n) and "UP" or (up == 0 and "DOWN" or "DEGRADED")
+  return {
+    status = status,
+    timestamp = iso_now(),
+    services = services,
+    reload = metrics_core.reload_status(),
+  }
+end
+
+local function redis_info()
+  local text = redis_core.call("INFO")
+  if type(text) ~= "string" then return nil end
+  local t = {}
+  for k, v in text:gmatch("([%w_]+):([^\r\n]*)") do t[k] = v end
+  return {
+    type = "redis",
+    used_memory = tonumber(t.used_memory), used_memory_peak = tonumber(t.used_memory_peak),
+    connected_clients = tonumber(t.connected_clients),
+    keyspace_hits = tonumber(t.keyspace_hits), keyspace_misses = tonumber(t.keyspace_misses),
+  }
+end
+
+function _M.stats()
+  local p = metrics_core.process()
+  local cstats
+  if cache.type() == "redis" then
+    local ok, r = _M.with_timeout(1000, redis_info)
+    cstats = ok and r or { type = "redis", error = tostring(r) }
+  else
+    cstats = metrics_core.memory_cache() or {}
+    cstats.type = "memory"
+  end
+  local dbs = { type = _M.db.type() }
+  local f = metrics_core.database_file()
+  if f then dbs.size_bytes, dbs.wal_bytes, dbs.path = f.size_bytes, f.wal_bytes, f.path end
+  return {
+    uptime = p.uptime,
+    memory = { rss_bytes = p.rss_bytes, peak_rss_bytes = p.peak_rss_bytes },
+    cpu = { user_seconds = p.cpu_user, system_seconds = p.cpu_system },
+    pid = p.pid,
+    workers = metrics_core.workers(),
+    cache = cstats,
+    database = dbs,
+    reload = metrics_core.reload_status(),
+  }
+end
+
 -- Start hooks run once per worker after the app first loads, each in its own
 -- task (they may use db, cache, sleep): seeding, index creation, warm-up.
 local start_hooks = {}
@@ -275,7 +394,16 @@ function _M.on_start(fn)
   if type(fn) ~= "function" then error("on_start needs a function", 2) end
   start_hooks[#start_hooks + 1] = fn
 end
-function _M._begin_load() start_hooks = {} end
+-- Where the built-in routes live (false disables one; token protects all).
+local function builtin_defaults()
+  return { metrics = "/metrics", health = "/health", stats = "/stats", token = false }
+end
+_M.builtin_routes = builtin_defaults()
+
+function _M._begin_load()
+  start_hooks = {}
+  _M.builtin_routes = builtin_defaults()
+end
 function _M._run_start()
   local ok, err = _M.db.ensure_indexes()
   if not ok and _M.db.type() then core.log(3, "cannot create indexes: " .. tostring(err)) end
