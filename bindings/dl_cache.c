@@ -14,6 +14,8 @@
 #include "../runtime/codec_msgpack.h"
 #include "../runtime/internal.h"
 #include "../runtime/lua_vm.h"
+#include "../runtime/metrics.h"
+#include "../runtime/server.h"
 #include "../runtime/worker.h"
 #include "dl_bindings.h"
 
@@ -89,8 +91,19 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
     return n;
 }
 
+static void count_lookup(lua_State *L, dl_cache_res_t *res)
+{
+    dl_worker_t *w = worker_of(L);
+    if (w == NULL || res->status < 0)
+        return;
+    const char *st[1] = {res->status == 0 ? "hit" : "miss"};
+    dl_metric_add(w->rt->metrics, w->id, w->rt->m.cache_lookup, st, 1);
+}
+
 static int push_result(lua_State *L, int kind, dl_compressor_t *z, dl_cache_res_t *res)
 {
+    if (kind == K_GET || kind == K_HTTP_GET)
+        count_lookup(L, res);
     switch (kind) {
     case K_GET:
         return push_value(L, z, res, 0);

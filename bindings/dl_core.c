@@ -12,6 +12,7 @@
 #include "../runtime/buf.h"
 #include "../runtime/codec_json.h"
 #include "../runtime/internal.h"
+#include "../runtime/log.h"
 #include "../runtime/lua_vm.h"
 #include "../runtime/worker.h"
 
@@ -216,7 +217,7 @@ static int l_core_log(lua_State *L)
     dl_task_t *t = dl_task_current(L);
     const char *id = (t && t->req) ? t->req->id : NULL;
     if (lua_isnoneornil(L, 3)) {
-        dl_log_write(level, id, "%s", msg);
+        dl_log_emit(level, id, msg, mlen, NULL, 0);
         return 0;
     }
     dl_buf_t b = DL_BUF_INIT;
@@ -226,7 +227,8 @@ static int l_core_log(lua_State *L)
         dl_log_write(level, id, "%s (fields not encodable: %s)", msg, err);
         return 0;
     }
-    dl_log_write(level, id, "%s %.*s", msg, (int)b.len, b.data ? b.data : "");
+    /* fields stay structured: merged into the JSON line, appended on the console */
+    dl_log_emit(level, id, msg, mlen, b.data, b.len);
     dl_buf_free(&b);
     return 0;
 }

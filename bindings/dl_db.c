@@ -14,6 +14,7 @@
 #include "../runtime/codec_json.h"
 #include "../runtime/internal.h"
 #include "../runtime/lua_vm.h"
+#include "../runtime/metrics.h"
 #include "../runtime/server.h"
 #include "../runtime/sign.h"
 #include "../runtime/store.h"
@@ -33,6 +34,8 @@ typedef struct {
     int flag;        /* multi / unique */
     char coll[80];
     dl_buf_t a, b, c; /* JSON arguments */
+    uint64_t start_ns;
+    dl_worker_t *worker;
     dl_store_res_t res;
 } db_call_t;
 
@@ -137,6 +140,12 @@ static void after_cb(uv_work_t *w, int status)
 {
     db_call_t *c = w->data;
     dl_task_t *t = c->task;
+    if (c->worker) {
+        dl_runtime_t *rt = c->worker->rt;
+        const char *labels[2] = {op_names[c->op], c->coll[0] ? c->coll : "-"};
+        dl_metric_observe(rt->metrics, c->worker->id, rt->m.db_duration, labels,
+                          (double)(uv_hrtime() - c->start_ns) / 1e9);
+    }
     if (t == NULL) {
         call_free(c);
         return;
@@ -215,6 +224,8 @@ static int l_db_call(lua_State *L)
     c->c = cc;
     c->task = t;
     c->work.data = c;
+    c->worker = t->vm->worker;
+    c->start_ns = uv_hrtime();
     int rc = uv_queue_work(&t->vm->worker->loop, &c->work, work_cb, after_cb);
     if (rc != 0) {
         call_free(c);

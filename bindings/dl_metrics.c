@@ -55,7 +55,13 @@ static int l_metrics_render(lua_State *L)
 /* metrics_core.define(type, name, help, {labels}, {buckets}) -> id | nil, err */
 static int l_metrics_define(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
+    dl_vm_t *vm = dl_vm_of(L);
+    if (vm == NULL || vm->worker == NULL) {
+        /* a check-only load (devloop check, reload's scratch state): nothing to count */
+        lua_pushinteger(L, -1);
+        return 1;
+    }
+    dl_worker_t *w = vm->worker;
     int type = (int)luaL_checkinteger(L, 1);
     const char *name = luaL_checkstring(L, 2);
     const char *help = luaL_optstring(L, 3, "");
@@ -98,9 +104,12 @@ static int l_metrics_define(lua_State *L)
 /* metrics_core.update(kind, id, {label values} | nil, value): kind 1 add, 2 set, 3 observe */
 static int l_metrics_update(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
     int kind = (int)luaL_checkinteger(L, 1);
     int id = (int)luaL_checkinteger(L, 2);
+    dl_vm_t *vm = dl_vm_of(L);
+    if (id < 0 || vm == NULL || vm->worker == NULL)
+        return 0;
+    dl_worker_t *w = vm->worker;
     double v = luaL_optnumber(L, 4, 1);
     const char *vals[MAX_LABELS];
     const char *const *lv = NULL;
@@ -123,7 +132,9 @@ static int l_metrics_update(lua_State *L)
     if (kind == 1)
         dl_metric_add(m, w->id, id, lv, v);
     else if (kind == 2)
-        dl_metric_set(m, w->id, id, lv, v);
+        /* an app gauge holds one value, the last set from any worker: the
+         * shared slot (a mutex) rather than per-worker slots that would sum */
+        dl_metric_set(m, w->rt->cfg.workers, id, lv, v);
     else
         dl_metric_observe(m, w->id, id, lv, v);
     return 0;

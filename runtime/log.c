@@ -120,6 +120,8 @@ static size_t round_ring(size_t n)
 
 static void copy_in(ring_t *r, uint64_t pos, const void *src, size_t n)
 {
+    if (n == 0)
+        return; /* src may be NULL */
     size_t off = (size_t)(pos & (r->cap - 1));
     size_t first = DL_MIN(n, r->cap - off);
     memcpy(r->buf + off, src, first);

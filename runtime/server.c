@@ -278,6 +278,7 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         return DL_ENOMEM;
     }
     rt->access_log = (int)env_u64("DEVLOOP_ACCESS_LOG", 0) != 0;
+    rt->http_metrics = (int)env_u64("DEVLOOP_METRICS", 1) != 0;
     uv_timeval64_t tv0;
     uv_gettimeofday(&tv0);
     rt->start_time = (double)tv0.tv_sec + tv0.tv_usec / 1e6;

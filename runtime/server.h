@@ -38,6 +38,7 @@ struct dl_runtime_s {
     } m;                         /* ids of the runtime's own metrics */
     double start_time;           /* Unix time at start */
     int access_log;              /* DEVLOOP_ACCESS_LOG */
+    int http_metrics;            /* DEVLOOP_METRICS: per-request metrics (default on) */
     int loop_ready;
     int stop_requested;
     int handle_signals;

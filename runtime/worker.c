@@ -155,8 +155,10 @@ void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
     const char *method = r->method_name ? r->method_name : "UNKNOWN";
     const char *labels[3] = {method, route, code};
     double secs = r->start_ns ? (double)(uv_hrtime() - r->start_ns) / 1e9 : 0;
-    dl_metric_add(rt->metrics, w->id, rt->m.requests, labels, 1);
-    dl_metric_observe(rt->metrics, w->id, rt->m.duration, labels, secs);
+    if (rt->http_metrics) {
+        dl_metric_add(rt->metrics, w->id, rt->m.requests, labels, 1);
+        dl_metric_observe(rt->metrics, w->id, rt->m.duration, labels, secs);
+    }
     if (secs >= 1.0)
         dl_log_req(DL_LOG_WARN, r->id, "slow request: %s %s took %.3f s (status %d)", method,
                    route, secs, status);

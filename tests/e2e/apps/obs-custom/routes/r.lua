@@ -1,0 +1,2 @@
+local api = require "devloop"
+api.get("/hello", function() return "Hello, World!" end)
