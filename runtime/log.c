@@ -592,19 +592,6 @@ static uint64_t drain_all(int in_crash)
     return n;
 }
 
-static int rings_empty(void)
-{
-    if (fallback.buf != NULL &&
-        atomic_load_explicit(&fallback.head, memory_order_seq_cst) !=
-            atomic_load_explicit(&fallback.tail, memory_order_relaxed))
-        return 0;
-    for (ring_t *r = atomic_load_explicit(&rings, memory_order_acquire); r; r = r->next)
-        if (atomic_load_explicit(&r->head, memory_order_seq_cst) !=
-            atomic_load_explicit(&r->tail, memory_order_relaxed))
-            return 0;
-    return 1;
-}
-
 static void wake_writer(void)
 {
     uint64_t one = 1;
@@ -638,10 +625,12 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&flush_mu);
         if (stop)
             break;
-        if (n > 0)
+        /* a big batch: more is probably waiting; a small one: rest until the
+         * next tick or a wake-up, so the writer never spins beside a worker */
+        if (n >= 4096)
             continue;
         atomic_store(&sleeping, 1);
-        if (rings_empty() && atomic_load(&flush_req) == req && !atomic_load(&stopping)) {
+        if (atomic_load(&flush_req) == req && !atomic_load(&stopping)) {
             struct pollfd pfd = {wake_fd, POLLIN, 0};
             poll(&pfd, 1, WAKE_MS);
             uint64_t v;
@@ -834,8 +823,16 @@ void dl_log_emit(int level, const char *reqid, const char *msg, size_t mlen,
     h.flen = (uint32_t)flen;
     h.ts_ms = ts;
     ring_t *r = tl_ring;
+    int urgent = level >= DL_LOG_WARN;
     if (r != NULL) {
         ring_push(r, &h, reqid, msg, fields_json);
+        /* the writer comes every WAKE_MS anyway: wake it early only when the
+         * ring fills up, so a busy worker does not pay a context switch per
+         * record (one core serving 100k requests/s with the access log on) */
+        uint64_t used = atomic_load_explicit(&r->head, memory_order_relaxed) -
+                        atomic_load_explicit(&r->tail, memory_order_relaxed);
+        if (used > r->cap / 4)
+            urgent = 1;
     } else {
         int queued = 0;
         pthread_mutex_lock(&fb_mu);
@@ -853,7 +850,7 @@ void dl_log_emit(int level, const char *reqid, const char *msg, size_t mlen,
         drain_after_stop();
         return;
     }
-    if (atomic_load_explicit(&sleeping, memory_order_seq_cst) &&
+    if (urgent && atomic_load_explicit(&sleeping, memory_order_seq_cst) &&
         atomic_exchange_explicit(&sleeping, 0, memory_order_seq_cst))
         wake_writer();
 }
