@@ -447,7 +447,8 @@ static void output_record(const rec_hdr_t *h, const char *reqid, const char *msg
     char ts[32];
     size_t tslen = format_ts(ts, h->ts_ms);
     int lv = h->level;
-    if (out_console) {
+    /* file-only records (the access log) skip the console when files exist */
+    if (out_console && !((h->pad & 1) && comb_sink.fd >= 0)) {
         char *p = line_buf;
         p = put(p, ts, tslen);
         *p++ = ' ';
@@ -795,6 +796,8 @@ void dl_log_config_init(dl_log_config_t *cfg)
 void dl_log_emit(int level, const char *reqid, const char *msg, size_t mlen,
                  const char *fields_json, size_t flen)
 {
+    int file_only = (level & DL_LOG_FILE_ONLY) != 0;
+    level &= ~DL_LOG_FILE_ONLY;
     if (level < dl_log_min_level)
         return;
     if (level < 0 || level > DL_LOG_ERROR)
@@ -822,6 +825,7 @@ void dl_log_emit(int level, const char *reqid, const char *msg, size_t mlen,
     h.mlen = (uint32_t)mlen;
     h.flen = (uint32_t)flen;
     h.ts_ms = ts;
+    h.pad = (uint16_t)(file_only ? 1 : 0);
     ring_t *r = tl_ring;
     int urgent = level >= DL_LOG_WARN;
     if (r != NULL) {

@@ -68,6 +68,10 @@ void dl_log_thread_exit(void);
  * call only. Records below dl_log_min_level are ignored. Never blocks: when
  * the ring is full the record is dropped and counted. Any thread.
  */
+/* OR'ed into dl_log_emit's level: the record goes to the files only (when
+ * there are files), not the console; the access log uses it. */
+#define DL_LOG_FILE_ONLY 0x100
+
 void dl_log_emit(int level, const char *reqid, const char *msg, size_t mlen,
                  const char *fields_json, size_t flen);
 

@@ -145,6 +145,64 @@ static void on_connection(uv_stream_t *server, int status)
     dl_conn_accept(w, server);
 }
 
+static char *put_str(char *p, char *end, const char *s)
+{
+    /* JSON-safe copy: route patterns and method names never need escapes,
+     * but a quote or backslash must not break the line */
+    while (*s && p < end) {
+        char c = *s++;
+        if (c == '"' || c == '\\' || (unsigned char)c < 0x20)
+            c = '_';
+        *p++ = c;
+    }
+    return p;
+}
+
+static char *put_lit(char *p, const char *s)
+{
+    while (*s)
+        *p++ = *s++;
+    return p;
+}
+
+static char *put_u64(char *p, unsigned long long v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* The access-log record, built without printf: it runs for every request. */
+static void access_log(dl_req_t *r, const char *method, const char *route, int status,
+                       double secs, size_t bytes)
+{
+    char f[640];
+    char *p = f, *end = f + 400;
+    unsigned long long us = (unsigned long long)(secs * 1e6);
+    p = put_lit(p, "{\"method\":\"");
+    p = put_str(p, end, method);
+    p = put_lit(p, "\",\"route\":\"");
+    p = put_str(p, end, route);
+    p = put_lit(p, "\",\"status\":");
+    p = put_u64(p, (unsigned)status);
+    p = put_lit(p, ",\"duration_ms\":");
+    p = put_u64(p, us / 1000);
+    *p++ = '.';
+    *p++ = (char)('0' + us % 1000 / 100);
+    *p++ = (char)('0' + us % 100 / 10);
+    *p++ = (char)('0' + us % 10);
+    p = put_lit(p, ",\"bytes\":");
+    p = put_u64(p, bytes);
+    *p++ = '}';
+    dl_log_emit(DL_LOG_INFO | DL_LOG_FILE_ONLY, r->id, "request", 7, f, (size_t)(p - f));
+}
+
 void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
 {
     dl_runtime_t *rt = w->rt;
@@ -162,15 +220,8 @@ void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
     if (secs >= 1.0)
         dl_log_req(DL_LOG_WARN, r->id, "slow request: %s %s took %.3f s (status %d)", method,
                    route, secs, status);
-    if (rt->access_log && DL_LOG_INFO >= dl_log_min_level) {
-        char fields[512];
-        int n = snprintf(fields, sizeof(fields),
-                         "{\"method\":\"%s\",\"route\":\"%s\",\"status\":%d,"
-                         "\"duration_ms\":%.3f,\"bytes\":%zu}",
-                         method, route, status, secs * 1000, bytes);
-        if (n > 0 && n < (int)sizeof(fields))
-            dl_log_emit(DL_LOG_INFO, r->id, "request", 7, fields, (size_t)n);
-    }
+    if (rt->access_log && DL_LOG_INFO >= dl_log_min_level)
+        access_log(r, method, route, status, secs, bytes);
 }
 
 static void on_sweep(uv_timer_t *t)

@@ -200,6 +200,25 @@ def test_sigterm_loses_nothing(_):
     shutil.rmtree(d, ignore_errors=True)
 
 
+def test_access_log(_):
+    d = tempfile.mkdtemp(prefix="devloop-acc-")
+    env = {"DEVLOOP_LOG_DIR": d, "DEVLOOP_DB": os.path.join(d, "x.db"), "DEVLOOP_ACCESS_LOG": "1"}
+    ids = []
+
+    def check(s):
+        for i in range(5):
+            ids.append(s.get("/users/%d" % i).header("x-request-id"))
+        s.get("/nowhere")
+    run_separately("obs", env, check)
+    recs = [r for r in read_jsonl(os.path.join(d, "combined.log")) if r.get("message") == "request"]
+    mine = [r for r in recs if r["requestId"] in ids]
+    assert len(mine) == 5 and all(r["route"] == "/users/:id" and r["status"] == 200 and
+                                  r["method"] == "GET" and r["bytes"] > 0 and
+                                  r["duration_ms"] >= 0 for r in mine), mine
+    assert any(r["route"] == "unmatched" and r["status"] == 404 for r in recs), recs[-3:]
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def test_health_follows_redis(_):
     red = RedisServer()
     port = red.port
