@@ -124,24 +124,33 @@ static void mem_cancel(dl_cache_t *c, void *op)
     DL_UNUSED(op);
 }
 
-static void mem_free(dl_cache_t *c)
+/* Both backends borrow their store (shared cache, worker pool): freeing the
+ * facade frees the facade only. */
+static void cache_free(dl_cache_t *c)
 {
     dl_free(c);
 }
 
+static dl_cache_t *cache_new(const dl_cache_ops_t *ops, dl_memcache_t *mem,
+                             dl_redis_pool_t *redis, uv_loop_t *loop)
+{
+    dl_cache_t *c = dl_calloc(1, sizeof(*c));
+    if (c) {
+        c->ops = ops;
+        c->mem = mem;
+        c->redis = redis;
+        c->loop = loop;
+    }
+    return c;
+}
+
 static const dl_cache_ops_t mem_ops = {
-    "memory", mem_get, mem_set, mem_del, mem_invalidate, mem_cancel, mem_free,
+    "memory", mem_get, mem_set, mem_del, mem_invalidate, mem_cancel, cache_free,
 };
 
 dl_cache_t *dl_cache_new_memory(dl_memcache_t *shared, uv_loop_t *loop)
 {
-    dl_cache_t *c = dl_calloc(1, sizeof(*c));
-    if (c) {
-        c->ops = &mem_ops;
-        c->mem = shared;
-        c->loop = loop;
-    }
-    return c;
+    return cache_new(&mem_ops, shared, NULL, loop);
 }
 
 /* ======================================================== redis backend */
@@ -417,24 +426,13 @@ static void redis_cancel(dl_cache_t *c, void *op)
     op_free(o);
 }
 
-static void redis_free(dl_cache_t *c)
-{
-    dl_free(c);
-}
-
 static const dl_cache_ops_t redis_ops = {
-    "redis", redis_get, redis_set, redis_del, redis_invalidate, redis_cancel, redis_free,
+    "redis", redis_get, redis_set, redis_del, redis_invalidate, redis_cancel, cache_free,
 };
 
 dl_cache_t *dl_cache_new_redis(dl_redis_pool_t *pool, uv_loop_t *loop)
 {
-    dl_cache_t *c = dl_calloc(1, sizeof(*c));
-    if (c) {
-        c->ops = &redis_ops;
-        c->redis = pool;
-        c->loop = loop;
-    }
-    return c;
+    return cache_new(&redis_ops, NULL, pool, loop);
 }
 
 void dl_cache_free(dl_cache_t *c)

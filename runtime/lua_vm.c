@@ -654,6 +654,31 @@ void dl_task_resume(dl_task_t *t, int nargs)
 
 /* ======================================================= api.parallel */
 
+/*
+ * Pushes a join's outcome onto `to`: (false, first error) or (true, results)
+ * where results is the table of a parallel join or, with single, slot 0 of it
+ * (a race). Unless keep, the refs are let go here, in one place.
+ */
+static void push_outcome(lua_State *to, dl_task_t *p, int single, int keep)
+{
+    if (p->error_ref != LUA_NOREF) {
+        lua_pushboolean(to, 0);
+        lua_rawgeti(to, LUA_REGISTRYINDEX, p->error_ref);
+    } else {
+        lua_pushboolean(to, 1);
+        lua_rawgeti(to, LUA_REGISTRYINDEX, p->results_ref);
+        if (single) {
+            lua_rawgeti(to, -1, 0);
+            lua_remove(to, -2);
+        }
+    }
+    if (!keep) {
+        luaL_unref(to, LUA_REGISTRYINDEX, p->results_ref);
+        luaL_unref(to, LUA_REGISTRYINDEX, p->error_ref);
+        p->results_ref = p->error_ref = LUA_NOREF;
+    }
+}
+
 /* A child task ended: record its first result (or error); wake the parent. */
 static void finish_child(dl_task_t *t, int ok)
 {
@@ -683,32 +708,13 @@ static void finish_child(dl_task_t *t, int ok)
         p->race = NULL;
         p->joining = 0;
         race_decided(race);
-        lua_State *pco = p->co;
-        if (p->error_ref != LUA_NOREF) {
-            lua_pushboolean(pco, 0);
-            lua_rawgeti(pco, LUA_REGISTRYINDEX, p->error_ref);
-        } else {
-            lua_pushboolean(pco, 1);
-            lua_rawgeti(pco, LUA_REGISTRYINDEX, p->results_ref);
-            lua_rawgeti(pco, -1, 0);
-            lua_remove(pco, -2);
-        }
-        luaL_unref(L, LUA_REGISTRYINDEX, p->results_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, p->error_ref);
-        p->results_ref = p->error_ref = LUA_NOREF;
+        push_outcome(p->co, p, 1, 0);
         dl_task_resume(p, 2);
         return;
     }
     if (p->waiting == 0 && p->joining) {
         p->joining = 0;
-        lua_State *pco = p->co;
-        if (p->error_ref != LUA_NOREF) {
-            lua_pushboolean(pco, 0);
-            lua_rawgeti(pco, LUA_REGISTRYINDEX, p->error_ref);
-        } else {
-            lua_pushboolean(pco, 1);
-            lua_rawgeti(pco, LUA_REGISTRYINDEX, p->results_ref);
-        }
+        push_outcome(p->co, p, 0, 1);
         dl_task_resume(p, 2);
     }
 }
@@ -742,16 +748,7 @@ int dl__parallel(lua_State *L)
         t->joining = 1;
         return lua_yield(L, 0);
     }
-    if (t->error_ref != LUA_NOREF) {
-        lua_pushboolean(L, 0);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, t->error_ref);
-    } else {
-        lua_pushboolean(L, 1);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
-    }
-    luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, t->error_ref);
-    t->results_ref = t->error_ref = LUA_NOREF;
+    push_outcome(L, t, 0, 0);
     return 2;
 }
 
@@ -825,18 +822,7 @@ int dl__race(lua_State *L)
         /* finished at once */
         dl_free(r);
         t->race = NULL;
-        if (t->error_ref != LUA_NOREF) {
-            lua_pushboolean(L, 0);
-            lua_rawgeti(L, LUA_REGISTRYINDEX, t->error_ref);
-        } else {
-            lua_pushboolean(L, 1);
-            lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
-            lua_rawgeti(L, -1, 0);
-            lua_remove(L, -2);
-        }
-        luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, t->error_ref);
-        t->results_ref = t->error_ref = LUA_NOREF;
+        push_outcome(L, t, 1, 0);
         return 2;
     }
     uv_timer_init(&t->vm->worker->loop, &r->timer);
