@@ -79,6 +79,10 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
     }
     if (!relevant(filename))
         return;
+    /* the runtime's own folders at the top (pid file, database, logs) */
+    if (filename && strcmp(d->path, w->root) == 0 &&
+        (strcmp(filename, "data") == 0 || strcmp(filename, "logs") == 0))
+        return;
     /* every event pushes the deadline: one callback per burst of saves */
     uv_timer_start(&w->timer, fire, w->debounce_ms, 0);
 }

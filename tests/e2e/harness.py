@@ -160,6 +160,11 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(prefix="devloop-e2e-", suffix=".log", delete=False)
         e = dict(os.environ)
         e.pop("REDIS_URL", None)
+        # each server gets its own logs and database unless the test says
+        # otherwise, so servers running in parallel on one app never share them
+        self.scratch = tempfile.mkdtemp(prefix="devloop-srv-")
+        e["DEVLOOP_LOG_DIR"] = os.path.join(self.scratch, "logs")
+        e["DEVLOOP_DB"] = os.path.join(self.scratch, "devloop.db")
         e.update(env or {})
         cmd = [BIN, "serve", self.app, "--listen", "127.0.0.1:%d" % self.port,
                "--workers", str(workers)] + list(args)

@@ -206,9 +206,12 @@ def test_editor_save_styles(_):
     wait_for(lambda: version(srv) == 12)
     time.sleep(0.4)
     assert count_reloads(srv) == n0 + 1
-    # a non-Lua file does not reload
+    # a non-Lua file does not reload, nor do the runtime's own data/ and logs/
     n0 = count_reloads(srv)
     write(os.path.join(app, "routes", "notes.txt"), "hello")
+    shutil.rmtree(os.path.join(app, "logs"), ignore_errors=True)
+    os.makedirs(os.path.join(app, "logs"))
+    write(os.path.join(app, "logs", "x.log"), "log line")
     time.sleep(0.5)
     assert count_reloads(srv) == n0
     srv.stop()
