@@ -9,6 +9,7 @@ plain closing line "N passed, N failed".
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,6 +230,7 @@ class Server:
             raise AssertionError("devloop did not stop within %ss of SIGTERM" % timeout)
         if expect_code is not None:
             assert code == expect_code, "devloop exited %s:\n%s" % (code, self.output())
+        shutil.rmtree(self.scratch, ignore_errors=True)
         return code
 
 
