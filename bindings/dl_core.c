@@ -261,6 +261,7 @@ static const luaL_Reg core_funcs[] = {
     {"_parallel", dl__parallel},
     {"_parallel_done", dl__parallel_done},
     {"_race", dl__race},
+    {"_spawn", dl__spawn},
     {"sleep", l_core_sleep},
     {"log", l_core_log},
     {"log_level", l_core_log_level},

@@ -292,19 +292,38 @@ static int traceback_handler(lua_State *L)
 }
 
 /* Loads one module in its own environment; appends an error line on failure. */
-static int load_module(dl_vm_t *vm, const char *path, int run, dl_buf_t *errors)
+/*
+ * Loads one module in its own environment; appends an error line on failure.
+ * A job processor (job_type set) must return a function(data, job), which is
+ * registered for that type in the generation being loaded.
+ */
+static int load_module(dl_vm_t *vm, const char *path, const char *job_type, dl_buf_t *errors)
 {
     lua_State *L = vm->L;
     snprintf(vm->current_file, sizeof(vm->current_file), "%s", path);
     lua_pushcfunction(L, traceback_handler);
     int base = lua_gettop(L);
     int rc = luaL_loadfile(L, path);
-    if (rc == 0 && run) {
+    if (rc == 0) {
         lua_newtable(L);
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_mt_ref);
         lua_setmetatable(L, -2);
         lua_setfenv(L, -2);
-        rc = lua_pcall(L, 0, 0, base);
+        rc = lua_pcall(L, 0, job_type ? 1 : 0, base);
+    }
+    if (rc == 0 && job_type) {
+        if (!lua_isfunction(L, -1)) {
+            lua_pushfstring(L, "%s: a job processor must return a function(data, job)", path);
+            rc = LUA_ERRRUN;
+        } else {
+            lua_getglobal(L, "require");
+            lua_pushliteral(L, "devloop");
+            lua_call(L, 1, 1);
+            lua_getfield(L, -1, "_register_processor");
+            lua_pushstring(L, job_type);
+            lua_pushvalue(L, -4);
+            lua_call(L, 2, 0);
+        }
     }
     int failed = 0;
     if (rc != 0) {
@@ -435,7 +454,7 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
     char path[1200];
     snprintf(path, sizeof(path), "%s/app.lua", app_dir);
     if (stat(path, &st) == 0)
-        nerr += load_module(vm, path, 1, errors);
+        nerr += load_module(vm, path, NULL, errors);
 
     static const char *dirs[] = {"routes", "jobs"};
     for (size_t d = 0; d < DL_ARRAY_SIZE(dirs); d++) {
@@ -445,8 +464,10 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
         int n = list_lua(dir, &names);
         for (int i = 0; i < n; i++) {
             snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-            /* job processors are compiled here; the job queue runs them */
-            nerr += load_module(vm, path, d == 0, errors);
+            /* routes/x.lua declares routes; jobs/TYPE.lua returns TYPE's processor */
+            char type[256];
+            snprintf(type, sizeof(type), "%.*s", (int)(strlen(names[i]) - 4), names[i]);
+            nerr += load_module(vm, path, d == 1 ? type : NULL, errors);
             dl_free(names[i]);
         }
         dl_free(names);
@@ -465,6 +486,16 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
      * freed when its last request ends */
     dl_gen_t *prev = vm->gen;
     vm->gen = g;
+    lua_getglobal(vm->L, "require");
+    lua_pushliteral(vm->L, "devloop");
+    if (lua_pcall(vm->L, 1, 1, 0) == 0) {
+        lua_getfield(vm->L, -1, "_end_load");
+        if (lua_isfunction(vm->L, -1))
+            lua_pcall(vm->L, 0, 0, 0);
+        else
+            lua_pop(vm->L, 1);
+    }
+    lua_pop(vm->L, 1);
     if (prev) {
         prev->next_old = vm->old;
         vm->old = prev;
@@ -601,6 +632,24 @@ int dl_vm_spawn(dl_vm_t *vm, int nargs)
         return DL_ENOMEM;
     }
     lua_xmove(vm->L, t->co, nargs + 1);
+    dl_task_resume(t, nargs);
+    return 0;
+}
+
+/* core._spawn(fn, ...): runs fn(...) now in a task of its own with no
+ * request (background work: job runs); returns at fn's first yield. */
+int dl__spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    dl_vm_t *vm = dl_vm_of(L);
+    if (vm == NULL || vm->worker == NULL)
+        return luaL_error(L, "spawn is only available while serving");
+    int nargs = lua_gettop(L) - 1;
+    dl_task_t *t = task_new(vm, NULL);
+    if (t == NULL)
+        return luaL_error(L, "out of memory");
+    lua_checkstack(t->co, nargs + 2);
+    lua_xmove(L, t->co, nargs + 1);
     dl_task_resume(t, nargs);
     return 0;
 }

@@ -268,6 +268,12 @@ _M.log = {
 _M.cache = cache
 _M.redis = redis
 _M.db = require "devloop.db"
+_M.jobs = require "devloop.jobs"
+
+-- jobs/TYPE.lua processors of the generation being loaded; jobs already
+-- running keep the function they started with
+local loading_processors = {}
+function _M._register_processor(type_, fn) loading_processors[type_] = fn end
 
 ---------------------------------------------------------------------------
 -- Metrics (api.metrics): app-defined counters, gauges and histograms in the
@@ -403,10 +409,43 @@ _M.builtin_routes = builtin_defaults()
 function _M._begin_load()
   start_hooks = {}
   _M.builtin_routes = builtin_defaults()
+  loading_processors = {}
 end
+-- called when a load succeeded (the C side only switches generations then)
+function _M._end_load()
+  _M.jobs._set_processors(loading_processors)
+end
+local scheduler_started = false
 function _M._run_start()
   local ok, err = _M.db.ensure_indexes()
   if not ok and _M.db.type() then core.log(3, "cannot create indexes: " .. tostring(err)) end
+  -- the job scheduler runs in apps that have job processors
+  local has_jobs = false
+  for _ in pairs(loading_processors) do has_jobs = true break end
+  if has_jobs and not scheduler_started then
+    scheduler_started = true
+    local workers = metrics_core.process().workers
+    local completed = _M.metrics.counter("jobs_completed_total", "Jobs completed", { "type" })
+    local failed = _M.metrics.counter("jobs_failed_total", "Job attempts that failed", { "type" })
+    local dur = _M.metrics.histogram("job_duration_seconds", "Job attempt run time", { "type" },
+      { 0.01, 0.05, 0.1, 0.5, 1, 5, 30 })
+    local waiting = _M.metrics.gauge("jobs_waiting", "Jobs waiting or delayed", { "priority" })
+    local activeg = _M.metrics.gauge("jobs_active", "Jobs running", { "priority" })
+    _M.jobs._set_hooks({
+      done = function(t, ok2, secs)
+        if ok2 then completed:inc({ t }) else failed:inc({ t }) end
+        dur:observe({ t }, secs)
+      end,
+      gauges = function()
+        local c = _M.jobs.counts()
+        for name, v in pairs(c.by_priority) do
+          waiting:set({ name }, v.waiting)
+          activeg:set({ name }, v.active)
+        end
+      end,
+    })
+    core._spawn(_M.jobs._run_scheduler, workers)
+  end
   for _, fn in ipairs(start_hooks) do
     local ok2, e = pcall(fn)
     if not ok2 then core.log(3, "start hook failed: " .. tostring(e)) end

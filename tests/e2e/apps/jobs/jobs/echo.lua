@@ -1,0 +1,1 @@
+return function(data) return data end

@@ -1,0 +1,2 @@
+local VERSION = "v1"
+return function() return VERSION end
