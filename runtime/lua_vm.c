@@ -139,6 +139,17 @@ dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
     lua_setfield(L, -2, "__newindex");
     vm->env_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
+    /* math.random differs per process and worker (LuaJIT's default seed is
+     * fixed: two processes would draw the same "random" ids) */
+    {
+        uint64_t seed[4];
+        dl_prng_seed(seed);
+        lua_getglobal(L, "math");
+        lua_getfield(L, -1, "randomseed");
+        lua_pushnumber(L, (lua_Number)(seed[0] % 4294967291ULL));
+        lua_call(L, 1, 0);
+        lua_pop(L, 1);
+    }
     /* the runtime's Lua library loads once per VM, before any app module, so
      * its state (coalescing tables, TTL presets) outlives reloads */
     lua_getglobal(L, "require");

@@ -38,9 +38,243 @@ local function now_ms() return floor(core.now() * 1000) end
 local function new_id()
   -- time-ordered, unique: milliseconds + worker + counter + random
   _M._seq = (_M._seq or 0) + 1
-  return string.format("job-%013d-%02d-%06d-%04x", now_ms(), core.worker_id() % 100,
-    _M._seq % 1000000, math.random(0, 0xffff))
+  return string.format("job-%013d-%02d-%06d-%04x%04x", now_ms(), core.worker_id() % 100,
+    _M._seq % 1000000, math.random(0, 0xffff), math.random(0, 0xffff))
 end
+
+---------------------------------------------------------------------------
+-- backend: the document store (SQLite / MongoDB)
+---------------------------------------------------------------------------
+local store = {}
+
+function store.add(doc)
+  local ok, err, code = jobs:insert_one(doc)
+  if not ok then
+    if code == "EDUPKEY" then return doc._id end -- idempotent add by job_id
+    return nil, err, code
+  end
+  return doc._id
+end
+
+function store.get(id) return jobs:find_one({ _id = id }) end
+function store.remove(id) return jobs:delete_one({ _id = id }) end
+
+function store.counts()
+  local out = { by_priority = {} }
+  for _, st in ipairs({ "waiting", "delayed", "active", "completed", "failed" }) do
+    out[st] = jobs:count({ state = st }) or 0
+  end
+  for name, rank in pairs(PRIORITIES) do
+    out.by_priority[name] = {
+      waiting = jobs:count({ prank = rank, state = { ["$in"] = { "waiting", "delayed" } } }) or 0,
+      active = jobs:count({ prank = rank, state = "active" }) or 0,
+    }
+  end
+  return out
+end
+
+function store.claim(rank, now, owner_, lease)
+  return jobs:find_one_and_update(
+    { prank = rank, state = { ["$in"] = { "waiting", "delayed" } }, run_at = { ["$lte"] = now } },
+    { ["$set"] = { state = "active", owner = owner_, lease_until = now + lease, started_at = now },
+      ["$inc"] = { attempts_made = 1 } },
+    { sort = { { "run_at", 1 }, { "_id", 1 } } })
+end
+
+function store.finish(j, owner_, set) jobs:update_one({ _id = j._id, owner = owner_ }, { ["$set"] = set }) end
+function store.progress(id, owner_, n) jobs:update_one({ _id = id, owner = owner_ }, { ["$set"] = { progress = n } }) end
+function store.renew(owner_, _, until_)
+  jobs:update_many({ owner = owner_, state = "active" }, { ["$set"] = { lease_until = until_ } })
+end
+function store.reclaim(now)
+  jobs:update_many({ state = "active", lease_until = { ["$lt"] = now } },
+    { ["$set"] = { state = "waiting", run_at = now, owner = null } })
+  jobs:delete_many({ state = "completed", expire_at = { ["$lt"] = now } })
+end
+
+---------------------------------------------------------------------------
+-- backend: Redis (with REDIS_URL). A job is a hash; waiting and delayed jobs
+-- sit in one sorted set per priority scored by run_at, active ones in a
+-- sorted set scored by lease end. Every move is one server-side script, so
+-- it is atomic across every process sharing the Redis.
+---------------------------------------------------------------------------
+local redis = {}
+local P = "dl:jobs:"
+local json_encode, json_decode = codec.json_encode, codec.json_decode
+
+local SCRIPTS = {
+  add = [[
+local k = ARGV[1] .. 'job:' .. ARGV[2]
+if redis.call('EXISTS', k) == 1 then return 0 end
+redis.call('HSET', k, unpack(ARGV, 5))
+redis.call('ZADD', ARGV[1] .. 'ready:' .. ARGV[3], ARGV[4], ARGV[2])
+return 1]],
+  claim = [[
+local p, rank, now, owner, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local ids = redis.call('ZRANGEBYSCORE', p .. 'ready:' .. rank, '-inf', now, 'LIMIT', 0, 1)
+if #ids == 0 then return false end
+local id = ids[1]
+local k = p .. 'job:' .. id
+redis.call('ZREM', p .. 'ready:' .. rank, id)
+if redis.call('EXISTS', k) == 0 then return false end
+redis.call('ZADD', p .. 'active', now + lease, id)
+redis.call('HSET', k, 'state', 'active', 'owner', owner, 'lease_until', now + lease, 'started_at', now)
+redis.call('HINCRBY', k, 'attempts_made', 1)
+return redis.call('HGETALL', k)]],
+  finish = [[
+local p, id, owner, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local k = p .. 'job:' .. id
+if redis.call('HGET', k, 'owner') ~= owner then return 0 end
+redis.call('ZREM', p .. 'active', id)
+redis.call('HSET', k, unpack(ARGV, 8))
+local state = ARGV[5]
+if state == 'delayed' then
+  redis.call('ZADD', p .. 'ready:' .. redis.call('HGET', k, 'prank'), ARGV[6], id)
+else
+  redis.call('ZADD', p .. state, now, id)
+  if tonumber(ARGV[7]) > 0 then redis.call('PEXPIRE', k, ARGV[7]) end
+end
+return 1]],
+  renew = [[
+local p, owner, until_ = ARGV[1], ARGV[2], tonumber(ARGV[3])
+for i = 4, #ARGV do
+  local k = p .. 'job:' .. ARGV[i]
+  if redis.call('HGET', k, 'owner') == owner then
+    redis.call('ZADD', p .. 'active', until_, ARGV[i])
+    redis.call('HSET', k, 'lease_until', until_)
+  end
+end
+return 1]],
+  reclaim = [[
+local p, now, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', p .. 'active', '-inf', now)
+for _, id in ipairs(ids) do
+  local k = p .. 'job:' .. id
+  redis.call('ZREM', p .. 'active', id)
+  if redis.call('EXISTS', k) == 1 then
+    redis.call('HSET', k, 'state', 'waiting', 'owner', '', 'run_at', now)
+    redis.call('ZADD', p .. 'ready:' .. redis.call('HGET', k, 'prank'), now, id)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', p .. 'completed', '-inf', now - keep)
+return #ids]],
+}
+
+local function eval(name, ...)
+  local api = require "devloop"
+  return api.redis.call("EVAL", SCRIPTS[name], 0, ...)
+end
+
+local NUMERIC = { prank = true, run_at = true, attempts = true, attempts_made = true,
+  created_at = true, started_at = true, finished_at = true, lease_until = true, progress = true }
+
+local function from_hash(flat)
+  if type(flat) ~= "table" or #flat == 0 then return nil end
+  local j = {}
+  for i = 1, #flat, 2 do
+    local k, v = flat[i], flat[i + 1]
+    if NUMERIC[k] then v = tonumber(v)
+    elseif k == "data" or k == "result" or k == "backoff" then v = json_decode(v)
+    elseif k == "remove_on_complete" then v = v == "1" end
+    j[k] = v
+  end
+  j._id = j.id
+  if j.owner == "" then j.owner = nil end
+  return j
+end
+
+local function to_args(t)
+  local a = {}
+  for k, v in pairs(t) do
+    if k ~= "_id" then
+      if k == "data" or k == "result" or k == "backoff" then v = json_encode(v)
+      elseif type(v) == "boolean" then v = v and "1" or "0"
+      elseif v == null then v = "" end
+      a[#a + 1] = k
+      a[#a + 1] = v
+    end
+  end
+  return a
+end
+
+function redis.add(doc)
+  doc.id = doc._id
+  local r, err = eval("add", P, doc._id, doc.prank, doc.run_at, unpack(to_args(doc)))
+  if r == nil then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
+  return doc._id
+end
+
+function redis.get(id)
+  local api = require "devloop"
+  local r, err = api.redis.call("HGETALL", P .. "job:" .. id)
+  if r == nil then return nil, err end
+  return from_hash(r)
+end
+
+function redis.remove(id)
+  local api = require "devloop"
+  local j = redis.get(id)
+  if not j then return 0 end
+  api.redis.pipeline({ { "DEL", P .. "job:" .. id }, { "ZREM", P .. "ready:" .. j.prank, id },
+    { "ZREM", P .. "active", id }, { "ZREM", P .. "completed", id }, { "ZREM", P .. "failed", id } })
+  return 1
+end
+
+function redis.counts()
+  local api = require "devloop"
+  local now = now_ms()
+  local cmds = { { "ZCARD", P .. "active" }, { "ZCARD", P .. "completed" }, { "ZCARD", P .. "failed" } }
+  for rank = 0, 2 do
+    cmds[#cmds + 1] = { "ZCOUNT", P .. "ready:" .. rank, "-inf", now }
+    cmds[#cmds + 1] = { "ZCOUNT", P .. "ready:" .. rank, "(" .. now, "+inf" }
+  end
+  local r = api.redis.pipeline(cmds) or {}
+  local out = { active = r[1] or 0, completed = r[2] or 0, failed = r[3] or 0, waiting = 0,
+                delayed = 0, by_priority = {} }
+  for rank = 0, 2 do
+    local w, d = r[4 + rank * 2] or 0, r[5 + rank * 2] or 0
+    out.waiting, out.delayed = out.waiting + w, out.delayed + d
+    out.by_priority[PRIORITY_NAMES[rank]] = { waiting = w + d, active = 0 }
+  end
+  return out
+end
+
+function redis.claim(rank, now, owner_, lease)
+  local r, err = eval("claim", P, rank, now, owner_, lease)
+  if r == nil and err then return nil, err end
+  return from_hash(r)
+end
+
+function redis.finish(j, owner_, set)
+  local keep = set.expire_at and (set.expire_at - (set.finished_at or now_ms())) or 0
+  eval("finish", P, j._id, owner_, now_ms(), set.state, set.run_at or 0, keep, unpack(to_args(set)))
+end
+
+function redis.progress(id, owner_, n)
+  local api = require "devloop"
+  api.redis.call("HSET", P .. "job:" .. id, "progress", n)
+end
+
+function redis.renew(owner_, ids, until_)
+  if #ids == 0 then return end
+  eval("renew", P, owner_, until_, unpack(ids))
+end
+
+function redis.reclaim(now) eval("reclaim", P, now, _M.keep_completed_ms) end
+
+local backend_cache
+local function backend()
+  if backend_cache == nil then
+    local api = require "devloop"
+    backend_cache = api.redis.configured() and redis or store
+  end
+  return backend_cache
+end
+function _M.backend() return backend() == redis and "redis" or "store" end
+
+---------------------------------------------------------------------------
+-- the public API
+---------------------------------------------------------------------------
 
 -- api.jobs.add(type, data, {priority, attempts, backoff, delay, remove_on_complete, job_id})
 function _M.add(type_, data, opts)
@@ -57,7 +291,7 @@ function _M.add(type_, data, opts)
   end
   local now = now_ms()
   local delay = opts.delay or 0
-  local doc = {
+  return backend().add({
     _id = opts.job_id and tostring(opts.job_id) or new_id(),
     type = type_, data = data == nil and null or data,
     priority = PRIORITY_NAMES[prank], prank = prank,
@@ -66,21 +300,18 @@ function _M.add(type_, data, opts)
     backoff = { type = backoff.type, delay = backoff.delay or 5000 },
     remove_on_complete = opts.remove_on_complete ~= false,
     created_at = now, progress = 0,
-  }
-  local ok, err, code = jobs:insert_one(doc)
-  if not ok then
-    if code == "EDUPKEY" then return doc._id end -- idempotent add by job_id
-    return nil, err, code
-  end
-  return doc._id
+  })
 end
 
 local function view(j)
   if not j then return nil end
+  local state = j.state
+  if state == "waiting" and (j.run_at or 0) > now_ms() then state = "delayed" end
   return {
-    id = j._id, type = j.type, state = j.state, priority = j.priority,
+    id = j._id, type = j.type, state = state, priority = j.priority,
     attempts_made = j.attempts_made, attempts = j.attempts, data = j.data,
-    result = j.result == nil and null or j.result, error = j.error == nil and null or j.error,
+    result = j.result == nil and null or j.result,
+    error = (j.error == nil or j.error == "") and null or j.error,
     progress = j.progress,
     timestamps = { created = j.created_at, started = j.started_at or null,
                    finished = j.finished_at or null, next_run = j.run_at },
@@ -88,32 +319,20 @@ local function view(j)
 end
 
 function _M.get(id)
-  local j, err = jobs:find_one({ _id = tostring(id) })
+  local j, err = backend().get(tostring(id))
   if err then return nil, err end
   return view(j)
 end
 
-function _M.remove(id) return jobs:delete_one({ _id = tostring(id) }) end
-
-function _M.counts()
-  local out = { by_priority = {} }
-  for _, st in ipairs({ "waiting", "delayed", "active", "completed", "failed" }) do
-    out[st] = jobs:count({ state = st }) or 0
-  end
-  for name, rank in pairs(PRIORITIES) do
-    out.by_priority[name] = {
-      waiting = jobs:count({ prank = rank, state = { ["$in"] = { "waiting", "delayed" } } }) or 0,
-      active = jobs:count({ prank = rank, state = "active" }) or 0,
-    }
-  end
-  return out
-end
+function _M.remove(id) return backend().remove(tostring(id)) end
+function _M.counts() return backend().counts() end
 
 ---------------------------------------------------------------------------
 -- the scheduler (one per worker)
 ---------------------------------------------------------------------------
 local owner
 local active = { [0] = 0, [1] = 0, [2] = 0 }
+local running = {} -- id -> true: the leases this worker renews
 _M.paused = os.getenv("DEVLOOP_JOBS_PAUSED") == "1"
 function _M.pause() _M.paused = true end
 function _M.resume() _M.paused = false end
@@ -122,7 +341,7 @@ local Job = {}
 Job.__index = Job
 function Job:progress(n)
   self._progress = n
-  jobs:update_one({ _id = self.id, owner = owner }, { ["$set"] = { progress = n } })
+  backend().progress(self.id, owner, n)
 end
 
 local hooks = {} -- metrics, set by init.lua
@@ -137,6 +356,7 @@ end
 
 local function run_job(j, rank)
   local t0 = core.now()
+  running[j._id] = true
   local fn = processors[j.type]
   local ok, res, err
   if not fn then
@@ -150,11 +370,12 @@ local function run_job(j, rank)
   end
   local now = now_ms()
   local secs = core.now() - t0
+  local b = backend()
   if ok then
     local set = { state = "completed", result = res == nil and null or res, finished_at = now,
                   error = null, owner = null }
     if j.remove_on_complete then set.expire_at = now + _M.keep_completed_ms end
-    jobs:update_one({ _id = j._id, owner = owner }, { ["$set"] = set })
+    b.finish(j, owner, set)
     core.log(0, "job completed", { id = j._id, type = j.type, attempts = j.attempts_made })
     if hooks.done then hooks.done(j.type, true, secs) end
   else
@@ -165,20 +386,13 @@ local function run_job(j, rank)
     else
       set = { state = "failed", error = msg, finished_at = now, owner = null }
     end
-    jobs:update_one({ _id = j._id, owner = owner }, { ["$set"] = set })
+    b.finish(j, owner, set)
     core.log(3, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made,
                                 attempts = j.attempts, error = msg, final = set.state == "failed" })
     if hooks.done then hooks.done(j.type, false, secs) end
   end
+  running[j._id] = nil
   active[rank] = active[rank] - 1
-end
-
-local function claim(rank, now)
-  return jobs:find_one_and_update(
-    { prank = rank, state = { ["$in"] = { "waiting", "delayed" } }, run_at = { ["$lte"] = now } },
-    { ["$set"] = { state = "active", owner = owner, lease_until = now + LEASE_MS, started_at = now },
-      ["$inc"] = { attempts_made = 1 } },
-    { sort = { { "run_at", 1 }, { "_id", 1 } } })
 end
 
 local function limits(workers)
@@ -194,19 +408,19 @@ function _M._run_scheduler(workers)
     math.random(0, 0xffff))
   local last_house = 0
   local api = require "devloop"
+  local b = backend()
   while true do
     local now = now_ms()
     if now - last_house >= 1000 then
       last_house = now
       -- renew our leases; reclaim jobs whose owner stopped renewing (a dead
       -- process); drop completed jobs past their keep time
-      jobs:update_many({ owner = owner, state = "active" },
-        { ["$set"] = { lease_until = now + LEASE_MS } })
+      local ids = {}
+      for id in pairs(running) do ids[#ids + 1] = id end
+      pcall(b.renew, owner, ids, now + LEASE_MS)
       if core.worker_id() == 0 then
-        jobs:update_many({ state = "active", lease_until = { ["$lt"] = now } },
-          { ["$set"] = { state = "waiting", run_at = now, owner = null } })
-        jobs:delete_many({ state = "completed", expire_at = { ["$lt"] = now } })
-        if hooks.gauges then hooks.gauges() end
+        pcall(b.reclaim, now)
+        if hooks.gauges then pcall(hooks.gauges) end
       end
     end
     local started = 0
@@ -214,8 +428,8 @@ function _M._run_scheduler(workers)
       local lim = limits(workers)
       for rank = 0, 2 do
         while active[rank] < lim[rank] do
-          local j = claim(rank, now)
-          if not j then break end
+          local ok, j = pcall(b.claim, rank, now, owner, LEASE_MS)
+          if not ok or not j then break end
           active[rank] = active[rank] + 1
           started = started + 1
           core._spawn(run_job, j, rank)
