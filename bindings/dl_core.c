@@ -28,10 +28,14 @@ static void on_sleep_closed(uv_handle_t *h)
     dl_free(h->data);
 }
 
+static __thread sleep_t *tl_napper; /* core._nap's timer in this worker, if napping */
+
 static void on_sleep(uv_timer_t *h)
 {
     sleep_t *s = h->data;
     dl_task_t *t = s->task;
+    if (tl_napper == s)
+        tl_napper = NULL;
     uv_close((uv_handle_t *)h, on_sleep_closed);
     if (t)
         dl_task_resume(t, 0);
@@ -40,6 +44,8 @@ static void on_sleep(uv_timer_t *h)
 static void cancel_sleep(void *data)
 {
     sleep_t *s = data;
+    if (tl_napper == s)
+        tl_napper = NULL;
     s->task = NULL;
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, on_sleep_closed);
@@ -63,6 +69,29 @@ static int l_core_sleep(lua_State *L)
     uv_timer_start(&s->timer, on_sleep, (uint64_t)ceil(ms), 0);
     dl_task_park(t, cancel_sleep, s);
     return lua_yield(L, 0);
+}
+
+/* ================================================================ napping */
+
+/* One napper per VM (the job scheduler): core._nap(ms) sleeps like sleep()
+ * but core._wake() ends the nap at once, so a job added in this worker starts
+ * without waiting for the next poll. */
+static int l_core_nap(lua_State *L)
+{
+    int n = l_core_sleep(L); /* parks the task with a timer */
+    dl_task_t *t = dl_task_current(L);
+    if (t && t->cancel_data)
+        tl_napper = t->cancel_data;
+    return n;
+}
+
+static int l_core_wake(lua_State *L)
+{
+    DL_UNUSED(L);
+    sleep_t *s = tl_napper;
+    if (s && s->task) /* fire on the next loop turn, never inside this call */
+        uv_timer_start(&s->timer, on_sleep, 0, 0);
+    return 0;
 }
 
 /* ============================================================ wait queues */
@@ -262,6 +291,8 @@ static const luaL_Reg core_funcs[] = {
     {"_parallel_done", dl__parallel_done},
     {"_race", dl__race},
     {"_spawn", dl__spawn},
+    {"_nap", l_core_nap},
+    {"_wake", l_core_wake},
     {"sleep", l_core_sleep},
     {"log", l_core_log},
     {"log_level", l_core_log_level},

@@ -275,6 +275,8 @@ _M.jobs = require "devloop.jobs"
 local loading_processors = {}
 function _M._register_processor(type_, fn) loading_processors[type_] = fn end
 
+local scheduler_started = false -- the job scheduler runs in this worker
+
 ---------------------------------------------------------------------------
 -- Metrics (api.metrics): app-defined counters, gauges and histograms in the
 -- runtime's Prometheus registry (GET /metrics).
@@ -390,6 +392,7 @@ function _M.stats()
     cache = cstats,
     database = dbs,
     reload = metrics_core.reload_status(),
+    jobs = scheduler_started and _M.jobs.counts() or nil,
   }
 end
 
@@ -415,7 +418,6 @@ end
 function _M._end_load()
   _M.jobs._set_processors(loading_processors)
 end
-local scheduler_started = false
 function _M._run_start()
   local ok, err = _M.db.ensure_indexes()
   if not ok and _M.db.type() then core.log(3, "cannot create indexes: " .. tostring(err)) end

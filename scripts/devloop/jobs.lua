@@ -56,6 +56,12 @@ function store.add(doc)
   return doc._id
 end
 
+function store.add_many(docs)
+  local ids, err, code = jobs:insert_many(docs)
+  if not ids then return nil, err, code end
+  return ids
+end
+
 function store.get(id) return jobs:find_one({ _id = id }) end
 function store.remove(id) return jobs:delete_one({ _id = id }) end
 
@@ -79,6 +85,16 @@ function store.claim(rank, now, owner_, lease)
     { ["$set"] = { state = "active", owner = owner_, lease_until = now + lease, started_at = now },
       ["$inc"] = { attempts_made = 1 } },
     { sort = { { "run_at", 1 }, { "_id", 1 } } })
+end
+
+function store.claim_many(rank, now, owner_, lease, n)
+  local out = {}
+  for _ = 1, n do
+    local j = store.claim(rank, now, owner_, lease)
+    if not j then break end
+    out[#out + 1] = j
+  end
+  return out
 end
 
 function store.finish(j, owner_, set) jobs:update_one({ _id = j._id, owner = owner_ }, { ["$set"] = set }) end
@@ -111,16 +127,19 @@ redis.call('ZADD', ARGV[1] .. 'ready:' .. ARGV[3], ARGV[4], ARGV[2])
 return 1]],
   claim = [[
 local p, rank, now, owner, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local ids = redis.call('ZRANGEBYSCORE', p .. 'ready:' .. rank, '-inf', now, 'LIMIT', 0, 1)
-if #ids == 0 then return false end
-local id = ids[1]
-local k = p .. 'job:' .. id
-redis.call('ZREM', p .. 'ready:' .. rank, id)
-if redis.call('EXISTS', k) == 0 then return false end
-redis.call('ZADD', p .. 'active', now + lease, id)
-redis.call('HSET', k, 'state', 'active', 'owner', owner, 'lease_until', now + lease, 'started_at', now)
-redis.call('HINCRBY', k, 'attempts_made', 1)
-return redis.call('HGETALL', k)]],
+local ids = redis.call('ZRANGEBYSCORE', p .. 'ready:' .. rank, '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+local out = {}
+for _, id in ipairs(ids) do
+  local k = p .. 'job:' .. id
+  redis.call('ZREM', p .. 'ready:' .. rank, id)
+  if redis.call('EXISTS', k) == 1 then
+    redis.call('ZADD', p .. 'active', now + lease, id)
+    redis.call('HSET', k, 'state', 'active', 'owner', owner, 'lease_until', now + lease, 'started_at', now)
+    redis.call('HINCRBY', k, 'attempts_made', 1)
+    out[#out + 1] = redis.call('HGETALL', k)
+  end
+end
+return out]],
   finish = [[
 local p, id, owner, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local k = p .. 'job:' .. id
@@ -160,9 +179,25 @@ redis.call('ZREMRANGEBYSCORE', p .. 'completed', '-inf', now - keep)
 return #ids]],
 }
 
+local shas = {}
+local function load(name)
+  local api = require "devloop"
+  local s, err = api.redis.call("SCRIPT", "LOAD", SCRIPTS[name])
+  if s then shas[name] = s end
+  return s, err
+end
+
 local function eval(name, ...)
   local api = require "devloop"
-  return api.redis.call("EVAL", SCRIPTS[name], 0, ...)
+  local sha = shas[name]
+  if sha then
+    local r, err = api.redis.call("EVALSHA", sha, 0, ...)
+    if r ~= nil or not (err and err:find("NOSCRIPT", 1, true)) then return r, err end
+  end
+  -- first use (or a Redis that lost its script cache): load it
+  local s, err = load(name)
+  if not s then return nil, err end
+  return api.redis.call("EVALSHA", s, 0, ...)
 end
 
 local NUMERIC = { prank = true, run_at = true, attempts = true, attempts_made = true,
@@ -204,6 +239,25 @@ function redis.add(doc)
   return doc._id
 end
 
+function redis.add_many(docs)
+  local api = require "devloop"
+  local ok, lerr = load("add") -- loaded (again) before the pipeline refers to it
+  if not ok then return nil, "jobs: redis: " .. tostring(lerr), "EREDIS" end
+  local cmds = {}
+  for i, doc in ipairs(docs) do
+    doc.id = doc._id
+    cmds[i] = { "EVALSHA", shas.add, 0, P, doc._id, doc.prank, doc.run_at, unpack(to_args(doc)) }
+  end
+  local r, err = api.redis.pipeline(cmds)
+  if not r then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
+  local ids = {}
+  for i, doc in ipairs(docs) do
+    if type(r[i]) == "table" and r[i].err then return nil, "jobs: redis: " .. r[i].err, "EREDIS" end
+    ids[i] = doc._id
+  end
+  return ids
+end
+
 function redis.get(id)
   local api = require "devloop"
   local r, err = api.redis.call("HGETALL", P .. "job:" .. id)
@@ -239,10 +293,12 @@ function redis.counts()
   return out
 end
 
-function redis.claim(rank, now, owner_, lease)
-  local r, err = eval("claim", P, rank, now, owner_, lease)
-  if r == nil and err then return nil, err end
-  return from_hash(r)
+function redis.claim_many(rank, now, owner_, lease, n)
+  local r, err = eval("claim", P, rank, now, owner_, lease, n)
+  if r == nil then return nil, err end
+  local out = {}
+  for i = 1, #r do out[i] = from_hash(r[i]) end
+  return out
 end
 
 function redis.finish(j, owner_, set)
@@ -277,7 +333,34 @@ function _M.backend() return backend() == redis and "redis" or "store" end
 ---------------------------------------------------------------------------
 
 -- api.jobs.add(type, data, {priority, attempts, backoff, delay, remove_on_complete, job_id})
+local make_doc
 function _M.add(type_, data, opts)
+  local doc, err, code = make_doc(type_, data, opts)
+  if not doc then return nil, err, code end
+  local id
+  id, err, code = backend().add(doc)
+  -- this worker's scheduler looks at once instead of at its next poll
+  if id and doc.state == "waiting" then core._wake() end
+  return id, err, code
+end
+
+-- api.jobs.add_many(type, {data, ...}, opts) -> {id, ...}: one round trip on
+-- Redis (a pipeline), one transaction on the store
+function _M.add_many(type_, list, opts)
+  local docs = {}
+  for i, data in ipairs(list) do
+    local o = opts
+    if opts and opts.job_id then return nil, "add_many takes no job_id", "EINVAL" end
+    local doc, err, code = make_doc(type_, data, o)
+    if not doc then return nil, err, code end
+    docs[i] = doc
+  end
+  local ids, err, code = backend().add_many(docs)
+  if ids then core._wake() end
+  return ids, err, code
+end
+
+make_doc = function(type_, data, opts)
   if type(type_) ~= "string" or type_ == "" then return nil, "job type must be a string", "EINVAL" end
   opts = opts or {}
   local prank = PRIORITIES[opts.priority or "normal"]
@@ -291,7 +374,7 @@ function _M.add(type_, data, opts)
   end
   local now = now_ms()
   local delay = opts.delay or 0
-  return backend().add({
+  return {
     _id = opts.job_id and tostring(opts.job_id) or new_id(),
     type = type_, data = data == nil and null or data,
     priority = PRIORITY_NAMES[prank], prank = prank,
@@ -300,7 +383,7 @@ function _M.add(type_, data, opts)
     backoff = { type = backoff.type, delay = backoff.delay or 5000 },
     remove_on_complete = opts.remove_on_complete ~= false,
     created_at = now, progress = 0,
-  })
+  }
 end
 
 local function view(j)
@@ -427,16 +510,21 @@ function _M._run_scheduler(workers)
     if not _M.paused then
       local lim = limits(workers)
       for rank = 0, 2 do
-        while active[rank] < lim[rank] do
-          local ok, j = pcall(b.claim, rank, now, owner, LEASE_MS)
-          if not ok or not j then break end
-          active[rank] = active[rank] + 1
-          started = started + 1
-          core._spawn(run_job, j, rank)
+        local free = lim[rank] - active[rank]
+        if free > 0 then
+          -- as many as there are free slots, in one atomic claim
+          local ok, list = pcall(b.claim_many, rank, now, owner, LEASE_MS, free)
+          if ok and list then
+            for _, j in ipairs(list) do
+              active[rank] = active[rank] + 1
+              started = started + 1
+              core._spawn(run_job, j, rank)
+            end
+          end
         end
       end
     end
-    if started == 0 then api.sleep(_M.poll_ms) end
+    if started == 0 then core._nap(_M.poll_ms) end
   end
 end
 
