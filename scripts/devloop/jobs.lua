@@ -476,6 +476,7 @@ local function run_job(j, rank)
   end
   running[j._id] = nil
   active[rank] = active[rank] - 1
+  core._wake() -- a slot is free: the scheduler claims again now, not at its next poll
 end
 
 local function limits(workers)
