@@ -25,8 +25,11 @@ _M.concurrency = { high = 10, normal = 5, low = 2 } -- per process, split across
 _M.poll_ms = 50
 _M.keep_completed_ms = 3600000 -- a completed job's result stays readable this long
 
+-- queue_at is run_at while a job waits and absent otherwise, so the claim
+-- index (prank, queue_at) holds only claimable jobs: a claim is one seek, not
+-- a walk past every finished job
 local jobs = db.define("_jobs", {
-  indexes = { { "prank", "run_at" }, { "state", "lease_until" }, { "owner", "state" } },
+  indexes = { { "prank", "queue_at" }, { "state", "lease_until" }, { "owner", "state" } },
 })
 
 local processors = {}
@@ -48,6 +51,7 @@ end
 local store = {}
 
 function store.add(doc)
+  doc.queue_at = doc.run_at
   local ok, err, code = jobs:insert_one(doc)
   if not ok then
     if code == "EDUPKEY" then return doc._id end -- idempotent add by job_id
@@ -57,6 +61,7 @@ function store.add(doc)
 end
 
 function store.add_many(docs)
+  for _, d in ipairs(docs) do d.queue_at = d.run_at end
   local ids, err, code = jobs:insert_many(docs)
   if not ids then return nil, err, code end
   return ids
@@ -81,10 +86,10 @@ end
 
 function store.claim(rank, now, owner_, lease)
   return jobs:find_one_and_update(
-    { prank = rank, state = { ["$in"] = { "waiting", "delayed" } }, run_at = { ["$lte"] = now } },
+    { prank = rank, queue_at = { ["$lte"] = now } },
     { ["$set"] = { state = "active", owner = owner_, lease_until = now + lease, started_at = now },
-      ["$inc"] = { attempts_made = 1 } },
-    { sort = { { "run_at", 1 }, { "_id", 1 } } })
+      ["$inc"] = { attempts_made = 1 }, ["$unset"] = { queue_at = 1 } },
+    { sort = { { "queue_at", 1 }, { "_id", 1 } } })
 end
 
 function store.claim_many(rank, now, owner_, lease, n)
@@ -97,14 +102,17 @@ function store.claim_many(rank, now, owner_, lease, n)
   return out
 end
 
-function store.finish(j, owner_, set) jobs:update_one({ _id = j._id, owner = owner_ }, { ["$set"] = set }) end
+function store.finish(j, owner_, set)
+  if set.state == "delayed" then set.queue_at = set.run_at end
+  jobs:update_one({ _id = j._id, owner = owner_ }, { ["$set"] = set })
+end
 function store.progress(id, owner_, n) jobs:update_one({ _id = id, owner = owner_ }, { ["$set"] = { progress = n } }) end
 function store.renew(owner_, _, until_)
   jobs:update_many({ owner = owner_, state = "active" }, { ["$set"] = { lease_until = until_ } })
 end
 function store.reclaim(now)
   jobs:update_many({ state = "active", lease_until = { ["$lt"] = now } },
-    { ["$set"] = { state = "waiting", run_at = now, owner = null } })
+    { ["$set"] = { state = "waiting", run_at = now, queue_at = now, owner = null } })
   jobs:delete_many({ state = "completed", expire_at = { ["$lt"] = now } })
 end
 
