@@ -102,6 +102,10 @@ function store.claim_many(rank, now, owner_, lease, n)
   return out
 end
 
+function store.finish_many(owner_, list)
+  for _, item in ipairs(list) do store.finish(item[1], owner_, item[2]) end
+end
+
 function store.finish(j, owner_, set)
   if set.state == "delayed" then set.queue_at = set.run_at end
   jobs:update_one({ _id = j._id, owner = owner_ }, { ["$set"] = set })
@@ -162,6 +166,38 @@ else
   if tonumber(ARGV[7]) > 0 then redis.call('PEXPIRE', k, ARGV[7]) end
 end
 return 1]],
+  add_many = [[
+local p, i, added = ARGV[1], 3, 0
+for _ = 1, tonumber(ARGV[2]) do
+  local id, rank, run_at, nf = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local k = p .. 'job:' .. id
+  if redis.call('EXISTS', k) == 0 then
+    redis.call('HSET', k, unpack(ARGV, i + 4, i + 3 + nf))
+    redis.call('ZADD', p .. 'ready:' .. rank, run_at, id)
+    added = added + 1
+  end
+  i = i + 4 + nf
+end
+return added]],
+  finish_many = [[
+local p, owner, now, i, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), 5, 0
+for _ = 1, tonumber(ARGV[4]) do
+  local id, state, run_at, keep, nf = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local k = p .. 'job:' .. id
+  if redis.call('HGET', k, 'owner') == owner then
+    redis.call('ZREM', p .. 'active', id)
+    redis.call('HSET', k, unpack(ARGV, i + 5, i + 4 + nf))
+    if state == 'delayed' then
+      redis.call('ZADD', p .. 'ready:' .. redis.call('HGET', k, 'prank'), run_at, id)
+    else
+      redis.call('ZADD', p .. state, now, id)
+      if keep > 0 then redis.call('PEXPIRE', k, keep) end
+    end
+    n = n + 1
+  end
+  i = i + 5 + nf
+end
+return n]],
   renew = [[
 local p, owner, until_ = ARGV[1], ARGV[2], tonumber(ARGV[3])
 for i = 4, #ARGV do
@@ -248,21 +284,25 @@ function redis.add(doc)
 end
 
 function redis.add_many(docs)
-  local api = require "devloop"
-  local ok, lerr = load("add") -- loaded (again) before the pipeline refers to it
-  if not ok then return nil, "jobs: redis: " .. tostring(lerr), "EREDIS" end
-  local cmds = {}
-  for i, doc in ipairs(docs) do
-    doc.id = doc._id
-    cmds[i] = { "EVALSHA", shas.add, 0, P, doc._id, doc.prank, doc.run_at, unpack(to_args(doc)) }
+  -- one script call per 200 jobs: Lua unpacks at most a few thousand values
+  for first = 1, #docs, 200 do
+    local last = math.min(first + 199, #docs)
+    local args = { P, last - first + 1 }
+    for i = first, last do
+      local doc = docs[i]
+      doc.id = doc._id
+      local f = to_args(doc)
+      args[#args + 1] = doc._id
+      args[#args + 1] = doc.prank
+      args[#args + 1] = doc.run_at
+      args[#args + 1] = #f
+      for k = 1, #f do args[#args + 1] = f[k] end
+    end
+    local r, err = eval("add_many", unpack(args))
+    if r == nil then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
   end
-  local r, err = api.redis.pipeline(cmds)
-  if not r then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
   local ids = {}
-  for i, doc in ipairs(docs) do
-    if type(r[i]) == "table" and r[i].err then return nil, "jobs: redis: " .. r[i].err, "EREDIS" end
-    ids[i] = doc._id
-  end
+  for i, doc in ipairs(docs) do ids[i] = doc._id end
   return ids
 end
 
@@ -312,6 +352,24 @@ end
 function redis.finish(j, owner_, set)
   local keep = set.expire_at and (set.expire_at - (set.finished_at or now_ms())) or 0
   eval("finish", P, j._id, owner_, now_ms(), set.state, set.run_at or 0, keep, unpack(to_args(set)))
+end
+
+-- finishes: { {job, set}, ... } in one script call
+function redis.finish_many(owner_, list)
+  local now = now_ms()
+  local args = { P, owner_, now, #list }
+  for _, item in ipairs(list) do
+    local j, set = item[1], item[2]
+    local f = to_args(set)
+    local keep = set.expire_at and (set.expire_at - (set.finished_at or now)) or 0
+    args[#args + 1] = j._id
+    args[#args + 1] = set.state
+    args[#args + 1] = set.run_at or 0
+    args[#args + 1] = keep
+    args[#args + 1] = #f
+    for k = 1, #f do args[#args + 1] = f[k] end
+  end
+  return eval("finish_many", unpack(args))
 end
 
 function redis.progress(id, owner_, n)
@@ -424,6 +482,11 @@ function _M.counts() return backend().counts() end
 local owner
 local active = { [0] = 0, [1] = 0, [2] = 0 }
 local running = {} -- id -> true: the leases this worker renews
+-- finished attempts waiting to be written: the scheduler writes them in one
+-- call (one script on Redis) before it claims again, so the moves of jobs
+-- that end together cost one round trip. A crash before the write means the
+-- attempt runs again once its lease ends (at-least-once).
+local finishing = {}
 _M.paused = os.getenv("DEVLOOP_JOBS_PAUSED") == "1"
 function _M.pause() _M.paused = true end
 function _M.resume() _M.paused = false end
@@ -461,12 +524,11 @@ local function run_job(j, rank)
   end
   local now = now_ms()
   local secs = core.now() - t0
-  local b = backend()
   if ok then
     local set = { state = "completed", result = res == nil and null or res, finished_at = now,
                   error = null, owner = null }
     if j.remove_on_complete then set.expire_at = now + _M.keep_completed_ms end
-    b.finish(j, owner, set)
+    finishing[#finishing + 1] = { j, set }
     core.log(0, "job completed", { id = j._id, type = j.type, attempts = j.attempts_made })
     if hooks.done then hooks.done(j.type, true, secs) end
   else
@@ -477,12 +539,11 @@ local function run_job(j, rank)
     else
       set = { state = "failed", error = msg, finished_at = now, owner = null }
     end
-    b.finish(j, owner, set)
+    finishing[#finishing + 1] = { j, set }
     core.log(3, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made,
                                 attempts = j.attempts, error = msg, final = set.state == "failed" })
     if hooks.done then hooks.done(j.type, false, secs) end
   end
-  running[j._id] = nil
   active[rank] = active[rank] - 1
   core._wake() -- a slot is free: the scheduler claims again now, not at its next poll
 end
@@ -514,6 +575,13 @@ function _M._run_scheduler(workers)
         pcall(b.reclaim, now)
         if hooks.gauges then pcall(hooks.gauges) end
       end
+    end
+    if #finishing > 0 then
+      local list = finishing
+      finishing = {}
+      local ok, err = pcall(b.finish_many, owner, list)
+      if not ok then core.log(3, "jobs: cannot record finished jobs: " .. tostring(err)) end
+      for _, item in ipairs(list) do running[item[1]._id] = nil end
     end
     local started = 0
     if not _M.paused then
