@@ -35,6 +35,8 @@ static uv_once_t settings_once = UV_ONCE_INIT;
 
 static void conn_flush(dl_conn_t *c);
 static void conn_drain(dl_conn_t *c);
+void dl__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void send_error(dl_conn_t *c, int status, const char *msg);
 
 /* ================================================================ requests */
@@ -352,7 +354,7 @@ static void conn_drain(dl_conn_t *c)
     }
     if (c->read_stopped && !c->closed && c->pending.len < MAX_PENDING / 2) {
         c->read_stopped = 0;
-        uv_read_start((uv_stream_t *)&c->tcp, NULL, NULL);
+        uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_read);
     }
     conn_flush(c);
 }
@@ -596,7 +598,6 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     c->state = DL_CS_LINGER;
     c->deadline = uv_now(&c->worker->loop) + LINGER_MS;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    extern void dl__conn_alloc(uv_handle_t *, size_t, uv_buf_t *);
     uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_linger_read);
 }
 

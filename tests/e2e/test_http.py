@@ -78,6 +78,27 @@ def test_pipelining_in_order(srv):
     c.close()
 
 
+def test_pipelining_flood_behind_a_parked_handler(srv):
+    # more than the 256 KiB read-ahead arrives while the first handler sleeps:
+    # reading stops, then must resume and answer every request in order
+    import threading
+    c = srv.conn(timeout=20)
+    n = 6000
+    reqs = ["GET /sleep/300 HTTP/1.1\r\nHost: x\r\n\r\n"]
+    reqs += ["GET /params/%d/items/x HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n" % (i, "p" * 40)
+             for i in range(n)]
+    data = "".join(reqs).encode()
+    assert len(data) > 300 * 1024
+    sender = threading.Thread(target=c.send, args=(data,))
+    sender.start()
+    assert c.response().json() == {"slept": 300}
+    for i in range(n):
+        r = c.response()
+        assert r.status == 200 and r.json() == {"id": str(i), "item": "x"}, (i, r)
+    sender.join(10)
+    c.close()
+
+
 def test_pipelining_one_byte_at_a_time(srv):
     c = srv.conn()
     data = ("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
