@@ -288,7 +288,6 @@ static int l_core_worker_id(lua_State *L)
 static const luaL_Reg core_funcs[] = {
     {"_route", dl__route},
     {"_parallel", dl__parallel},
-    {"_parallel_done", dl__parallel_done},
     {"_race", dl__race},
     {"_spawn", dl__spawn},
     {"_nap", l_core_nap},

@@ -717,9 +717,17 @@ void dl_task_resume(dl_task_t *t, int nargs)
 /*
  * Pushes a join's outcome onto `to`: (false, first error) or (true, results)
  * where results is the table of a parallel join or, with single, slot 0 of it
- * (a race). Unless keep, the refs are let go here, in one place.
+ * (a race). The refs are let go here, in one place: the values are on the
+ * stack now.
  */
-static void push_outcome(lua_State *to, dl_task_t *p, int single, int keep)
+static void release_join(lua_State *L, dl_task_t *p)
+{
+    luaL_unref(L, LUA_REGISTRYINDEX, p->results_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, p->error_ref);
+    p->results_ref = p->error_ref = LUA_NOREF;
+}
+
+static void push_outcome(lua_State *to, dl_task_t *p, int single)
 {
     if (p->error_ref != LUA_NOREF) {
         lua_pushboolean(to, 0);
@@ -732,11 +740,7 @@ static void push_outcome(lua_State *to, dl_task_t *p, int single, int keep)
             lua_remove(to, -2);
         }
     }
-    if (!keep) {
-        luaL_unref(to, LUA_REGISTRYINDEX, p->results_ref);
-        luaL_unref(to, LUA_REGISTRYINDEX, p->error_ref);
-        p->results_ref = p->error_ref = LUA_NOREF;
-    }
+    release_join(to, p);
 }
 
 /* A child task ended: record its first result (or error); wake the parent. */
@@ -768,13 +772,13 @@ static void finish_child(dl_task_t *t, int ok)
         p->race = NULL;
         p->joining = 0;
         race_decided(race);
-        push_outcome(p->co, p, 1, 0);
+        push_outcome(p->co, p, 1);
         dl_task_resume(p, 2);
         return;
     }
     if (p->waiting == 0 && p->joining) {
         p->joining = 0;
-        push_outcome(p->co, p, 0, 1);
+        push_outcome(p->co, p, 0);
         dl_task_resume(p, 2);
     }
 }
@@ -808,7 +812,7 @@ int dl__parallel(lua_State *L)
         t->joining = 1;
         return lua_yield(L, 0);
     }
-    push_outcome(L, t, 0, 0);
+    push_outcome(L, t, 0);
     return 2;
 }
 
@@ -831,8 +835,12 @@ static void on_race_timeout(uv_timer_t *h)
         r->child->detached = 1;
         r->child->race = NULL;
     }
+    /* the parent stops waiting on this join: it may join again later */
     p->race = NULL;
+    p->waiting = 0;
+    p->joining = 0;
     race_decided(r);
+    release_join(p->co, p);
     lua_pushboolean(p->co, 0);
     lua_pushliteral(p->co, "timeout");
     dl_task_resume(p, 2);
@@ -882,7 +890,7 @@ int dl__race(lua_State *L)
         /* finished at once */
         dl_free(r);
         t->race = NULL;
-        push_outcome(L, t, 1, 0);
+        push_outcome(L, t, 1);
         return 2;
     }
     uv_timer_init(&t->vm->worker->loop, &r->timer);
@@ -891,18 +899,6 @@ int dl__race(lua_State *L)
     t->joining = 1;
     dl_task_park(t, cancel_race, r);
     return lua_yield(L, 0);
-}
-
-/* The parallel wrapper resumes with (ok, value); forget the refs afterwards. */
-int dl__parallel_done(lua_State *L)
-{
-    dl_task_t *t = dl_task_current(L);
-    if (t) {
-        luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, t->error_ref);
-        t->results_ref = t->error_ref = LUA_NOREF;
-    }
-    return 0;
 }
 
 /* ============================================================== responses */

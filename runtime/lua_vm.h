@@ -127,7 +127,6 @@ extern char dl__gzip_body_marker;
 int dl__req_index(lua_State *L);     /* __index of request tables */
 int dl__route(lua_State *L);         /* core._route(mask, pattern, opts, fn) */
 int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) */
-int dl__parallel_done(lua_State *L);
 int dl__race(lua_State *L);          /* core._race(ms, fn) */
 int dl__spawn(lua_State *L);         /* core._spawn(fn, ...) */
 int luaopen_devloop_core(lua_State *L);

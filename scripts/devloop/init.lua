@@ -231,7 +231,6 @@ function _M.parallel(...)
   local n = select("#", ...)
   if n == 0 then return end
   local ok, res = core._parallel(...)
-  core._parallel_done()
   if not ok then error(res, 0) end
   return unpack(res, 1, n)
 end
@@ -239,9 +238,7 @@ end
 -- Runs fn with a deadline: returns true, fn's first result when it ends in
 -- time, or false, "timeout" (fn runs on, detached; its end is ignored).
 function _M.with_timeout(ms, fn)
-  local ok, res = core._race(ms, fn)
-  core._parallel_done()
-  return ok, res
+  return core._race(ms, fn)
 end
 
 _M.null = codec.null

@@ -117,6 +117,7 @@ def test_with_timeout(srv):
     assert j["ok"] is True and j["res"] == "at once", j
     j = srv.get("/timeout/slow").json()
     assert j["ok"] is False and j["res"] == "timeout" and 0.15 < j["elapsed"] < 0.5, j
+    assert j["after"] == "after", j
     j = srv.get("/timeout/error").json()
     assert j["ok"] is False and "inner failure" in j["res"], j
     # the detached loser finishes later without touching the answered request

@@ -109,5 +109,7 @@ api.get("/timeout/:case", function(req)
     api.sleep(20)
     return "in time"
   end)
-  return { ok = ok, res = tostring(res), elapsed = api.now() - t0 }
+  -- the task can join again after a race, whoever won it
+  local after = api.parallel(function() return "after" end)
+  return { ok = ok, res = tostring(res), elapsed = api.now() - t0, after = after }
 end)
