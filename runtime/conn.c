@@ -38,6 +38,7 @@ static void conn_drain(dl_conn_t *c);
 void dl__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void send_error(dl_conn_t *c, int status, const char *msg);
+static void respond_error(dl_req_t *r, int status, const char *msg, const char *allow);
 
 /* ================================================================ requests */
 
@@ -285,20 +286,11 @@ static void conn_dispatch(dl_conn_t *c)
         dl_buf_t allow = DL_BUF_INIT;
         dl_router_allow(r->match.allowed, &allow);
         dl_buf_append_char(&allow, '\0');
-        dl_buf_t body = DL_BUF_INIT;
         char msg[160];
         snprintf(msg, sizeof(msg), "%s is not allowed on %.*s", r->method_name,
                  (int)DL_MIN(r->path_len, 100), r->head.data);
-        dl_error_body(&body, 405, msg, r->id);
-        dl_resp_t resp = {.status = 405,
-                          .content_type = "application/json",
-                          .content_type_len = 16,
-                          .body = body.data,
-                          .body_len = body.len,
-                          .allow = allow.oom ? NULL : allow.data};
-        dl_req_respond(r, &resp);
+        respond_error(r, 405, msg, allow.oom ? NULL : allow.data);
         dl_buf_free(&allow);
-        dl_buf_free(&body);
         return;
     }
     dl_vm_dispatch(c->worker->vm, r);
@@ -484,7 +476,7 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         conn_drain(c);
 }
 
-void dl_req_respond_error(dl_req_t *r, int status, const char *msg)
+static void respond_error(dl_req_t *r, int status, const char *msg, const char *allow)
 {
     dl_buf_t body = DL_BUF_INIT;
     dl_error_body(&body, status, msg, r->id);
@@ -492,9 +484,15 @@ void dl_req_respond_error(dl_req_t *r, int status, const char *msg)
                       .content_type = "application/json",
                       .content_type_len = 16,
                       .body = body.data,
-                      .body_len = body.len};
+                      .body_len = body.len,
+                      .allow = allow};
     dl_req_respond(r, &resp);
     dl_buf_free(&body);
+}
+
+void dl_req_respond_error(dl_req_t *r, int status, const char *msg)
+{
+    respond_error(r, status, msg, NULL);
 }
 
 /* A parse error: answer once, stop parsing, drain a little, close. */
@@ -567,13 +565,9 @@ void dl_conn_close(dl_conn_t *c)
         c->active->conn = NULL;
         c->active = NULL;
     }
-    if (c->req) {
-        dl_req_t *r = c->req;
+    if (c->req) { /* still being parsed: nothing else holds it */
+        dl_worker_req_release(c->worker, c->req);
         c->req = NULL;
-        if (r->task) /* a parked handler runs on detached; its answer is dropped */
-            r->conn = NULL;
-        else
-            dl_worker_req_release(c->worker, r);
     }
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }

@@ -49,7 +49,6 @@ typedef struct dl_req_s {
     uint8_t http_major, http_minor;
     unsigned keep_alive : 1;
     unsigned expect_continue : 1;
-    unsigned routed : 1;    /* route looked up at headers-complete */
 
     int route_status;       /* DL_ROUTE_* */
     dl_route_match_t match;

@@ -302,19 +302,49 @@ static int traceback_handler(lua_State *L)
     return 1;
 }
 
-/* Loads one module in its own environment; appends an error line on failure. */
+/* Pushes require("devloop")[name] when it is a function (returns 1); else
+ * pushes nothing (returns 0). The runtime's hooks into its Lua library. */
+static int push_library_fn(lua_State *L, const char *name)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "devloop");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        dl_log(DL_LOG_ERROR, "cannot load the devloop Lua library: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_getfield(L, -1, name);
+    lua_remove(L, -2);
+    if (lua_isfunction(L, -1))
+        return 1;
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Calls require("devloop")[name]() if it exists, logging an error it raises. */
+static void call_library(lua_State *L, const char *name)
+{
+    if (push_library_fn(L, name) && lua_pcall(L, 0, 0, 0) != 0) {
+        dl_log(DL_LOG_ERROR, "devloop.%s: %s", name, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
 /*
- * Loads one module in its own environment; appends an error line on failure.
- * A job processor (job_type set) must return a function(data, job), which is
- * registered for that type in the generation being loaded.
+ * Loads one module (the file at path, or the embedded chunk e, named path)
+ * in its own environment; appends an error line on failure. A job processor
+ * (job_type set) must return a function(data, job), which is registered for
+ * that type in the generation being loaded.
  */
-static int load_module(dl_vm_t *vm, const char *path, const char *job_type, dl_buf_t *errors)
+static int load_module(dl_vm_t *vm, const char *path, const dl_embedded_t *e,
+                       const char *job_type, dl_buf_t *errors)
 {
     lua_State *L = vm->L;
-    snprintf(vm->current_file, sizeof(vm->current_file), "%s", path);
     lua_pushcfunction(L, traceback_handler);
     int base = lua_gettop(L);
-    int rc = luaL_loadfile(L, path);
+    char chunkname[300];
+    snprintf(chunkname, sizeof(chunkname), "=%s", path);
+    int rc = e ? luaL_loadbuffer(L, e->data, e->len, chunkname) : luaL_loadfile(L, path);
     if (rc == 0) {
         lua_newtable(L);
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_mt_ref);
@@ -326,13 +356,9 @@ static int load_module(dl_vm_t *vm, const char *path, const char *job_type, dl_b
         if (!lua_isfunction(L, -1)) {
             lua_pushfstring(L, "%s: a job processor must return a function(data, job)", path);
             rc = LUA_ERRRUN;
-        } else {
-            lua_getglobal(L, "require");
-            lua_pushliteral(L, "devloop");
-            lua_call(L, 1, 1);
-            lua_getfield(L, -1, "_register_processor");
+        } else if (push_library_fn(L, "_register_processor")) {
             lua_pushstring(L, job_type);
-            lua_pushvalue(L, -4);
+            lua_pushvalue(L, -3);
             lua_call(L, 2, 0);
         }
     }
@@ -352,7 +378,6 @@ static int load_module(dl_vm_t *vm, const char *path, const char *job_type, dl_b
         failed = 1;
     }
     lua_settop(L, base - 1);
-    vm->current_file[0] = '\0';
     return failed;
 }
 
@@ -407,32 +432,6 @@ static void reset_app_modules(dl_vm_t *vm, const char *app_dir)
     lua_pop(L, 2);
 }
 
-/* Runs an embedded built-in route module like an app module. */
-static int load_builtin(dl_vm_t *vm, const dl_embedded_t *e, dl_buf_t *errors)
-{
-    lua_State *L = vm->L;
-    char name[256];
-    snprintf(name, sizeof(name), "=[devloop]/routes/%s", e->file);
-    lua_pushcfunction(L, traceback_handler);
-    int base = lua_gettop(L);
-    int rc = luaL_loadbuffer(L, e->data, e->len, name);
-    if (rc == 0) {
-        lua_newtable(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_mt_ref);
-        lua_setmetatable(L, -2);
-        lua_setfenv(L, -2);
-        rc = lua_pcall(L, 0, 0, base);
-    }
-    if (rc != 0) {
-        const char *msg = lua_tostring(L, -1);
-        const char *nl = msg ? strchr(msg, '\n') : NULL;
-        dl_buf_appendf(errors, "built-in routes/%s: %.*s\n", e->file,
-                       (int)(nl ? nl - msg : (msg ? (long)strlen(msg) : 0)), msg ? msg : "");
-    }
-    lua_settop(L, base - 1);
-    return rc != 0;
-}
-
 int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
 {
     struct stat st;
@@ -449,23 +448,14 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
     g->id = vm->gen ? vm->gen->id + 1 : 1;
     vm->loading = g;
     reset_app_modules(vm, app_dir);
-    /* start hooks are declared afresh by each load */
-    lua_getglobal(vm->L, "require");
-    lua_pushliteral(vm->L, "devloop");
-    if (lua_pcall(vm->L, 1, 1, 0) == 0) {
-        lua_getfield(vm->L, -1, "_begin_load");
-        if (lua_isfunction(vm->L, -1))
-            lua_pcall(vm->L, 0, 0, 0);
-        else
-            lua_pop(vm->L, 1);
-    }
-    lua_pop(vm->L, 1);
+    /* start hooks and job processors are declared afresh by each load */
+    call_library(vm->L, "_begin_load");
 
     int nerr = 0;
     char path[1200];
     snprintf(path, sizeof(path), "%s/app.lua", app_dir);
     if (stat(path, &st) == 0)
-        nerr += load_module(vm, path, NULL, errors);
+        nerr += load_module(vm, path, NULL, NULL, errors);
 
     static const char *dirs[] = {"routes", "jobs"};
     for (size_t d = 0; d < DL_ARRAY_SIZE(dirs); d++) {
@@ -478,15 +468,17 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
             /* routes/x.lua declares routes; jobs/TYPE.lua returns TYPE's processor */
             char type[256];
             snprintf(type, sizeof(type), "%.*s", (int)(strlen(names[i]) - 4), names[i]);
-            nerr += load_module(vm, path, d == 1 ? type : NULL, errors);
+            nerr += load_module(vm, path, NULL, d == 1 ? type : NULL, errors);
             dl_free(names[i]);
         }
         dl_free(names);
         /* the built-in routes come after the app's, which may move or
          * disable them (api.builtin_routes) */
         if (d == 0 && nerr == 0)
-            for (const dl_embedded_t *e = dl_embedded_routes; e->module; e++)
-                nerr += load_builtin(vm, e, errors);
+            for (const dl_embedded_t *e = dl_embedded_routes; e->module; e++) {
+                snprintf(path, sizeof(path), "[devloop]/routes/%s", e->file);
+                nerr += load_module(vm, path, e, NULL, errors);
+            }
     }
     vm->loading = NULL;
     if (nerr) {
@@ -497,16 +489,7 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
      * freed when its last request ends */
     dl_gen_t *prev = vm->gen;
     vm->gen = g;
-    lua_getglobal(vm->L, "require");
-    lua_pushliteral(vm->L, "devloop");
-    if (lua_pcall(vm->L, 1, 1, 0) == 0) {
-        lua_getfield(vm->L, -1, "_end_load");
-        if (lua_isfunction(vm->L, -1))
-            lua_pcall(vm->L, 0, 0, 0);
-        else
-            lua_pop(vm->L, 1);
-    }
-    lua_pop(vm->L, 1);
+    call_library(vm->L, "_end_load");
     if (prev) {
         prev->next_old = vm->old;
         vm->old = prev;
@@ -519,7 +502,6 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
 
 void dl_vm_route(dl_vm_t *vm, dl_req_t *req)
 {
-    req->routed = 1;
     req->body_limit = vm->cfg->max_body;
     if (vm->gen == NULL) {
         req->route_status = DL_ROUTE_NOT_FOUND;
@@ -667,19 +649,8 @@ int dl__spawn(lua_State *L)
 
 void dl_vm_start(dl_vm_t *vm)
 {
-    lua_State *L = vm->L;
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "devloop");
-    if (lua_pcall(L, 1, 1, 0) != 0) {
-        lua_pop(L, 1);
-        return;
-    }
-    lua_getfield(L, -1, "_run_start");
-    lua_remove(L, -2);
-    if (lua_isfunction(L, -1))
+    if (push_library_fn(vm->L, "_run_start"))
         dl_vm_spawn(vm, 0);
-    else
-        lua_pop(L, 1);
 }
 
 void dl_task_resume(dl_task_t *t, int nargs)

@@ -72,7 +72,6 @@ struct dl_vm_s {
     int *co_pool_refs;
     int n_co_pool;
     dl_buf_t scratch;           /* encoder output */
-    char current_file[512];     /* module being loaded, for messages */
 };
 
 /** Creates a VM: standard libraries, the devloop modules, cjson. */

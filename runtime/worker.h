@@ -35,7 +35,6 @@ typedef struct dl_worker_s {
     uv_timer_t sweep;    /* timeouts of every connection, checked together */
     uv_timer_t grace;    /* bounds the graceful stop */
     int stopping;
-    int start_error;
 
     struct dl_vm_s *vm;
     dl_conn_t *conns;    /* open connections, doubly linked */

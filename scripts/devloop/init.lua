@@ -307,11 +307,6 @@ _M.metrics = {
 ---------------------------------------------------------------------------
 -- Health and stats (GET /health, GET /stats)
 ---------------------------------------------------------------------------
-local function iso_now()
-  local t = core.now()
-  return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t)) .. string.format(".%03dZ", math.floor((t % 1) * 1000))
-end
-
 -- Pings every backend in use with a short deadline: UP, DEGRADED (some
 -- down) or DOWN (all down), with the reload status.
 function _M.health()
@@ -348,7 +343,7 @@ function _M.health()
   local status = (up == n) and "UP" or (up == 0 and "DOWN" or "DEGRADED")
   return {
     status = status,
-    timestamp = iso_now(),
+    timestamp = _M.db.now_iso(),
     services = services,
     reload = metrics_core.reload_status(),
   }
@@ -416,8 +411,11 @@ function _M._end_load()
   _M.jobs._set_processors(loading_processors)
 end
 function _M._run_start()
-  local ok, err = _M.db.ensure_indexes()
-  if not ok and _M.db.type() then core.log(3, "cannot create indexes: " .. tostring(err)) end
+  -- one worker creates the declared indexes for the whole process
+  if core.worker_id() == 0 then
+    local ok, err = _M.db.ensure_indexes()
+    if not ok and _M.db.type() then core.log(3, "cannot create indexes: " .. tostring(err)) end
+  end
   -- the job scheduler runs in apps that have job processors
   local has_jobs = false
   for _ in pairs(loading_processors) do has_jobs = true break end

@@ -28,9 +28,9 @@ _M.keep_completed_ms = 3600000 -- a completed job's result stays readable this l
 -- queue_at is run_at while a job waits and absent otherwise, so the claim
 -- index (prank, queue_at) holds only claimable jobs: a claim is one seek, not
 -- a walk past every finished job
-local jobs = db.define("_jobs", {
-  indexes = { { "prank", "queue_at" }, { "state", "lease_until" }, { "owner", "state" } },
-})
+-- (created by the scheduler, so apps without jobs get no _jobs table)
+local jobs = db.collection("_jobs")
+local JOB_INDEXES = { { "prank", "queue_at" }, { "state", "lease_until" }, { "owner", "state" } }
 
 local processors = {}
 function _M._set_processors(t) processors = t end
@@ -152,20 +152,6 @@ for _, id in ipairs(ids) do
   end
 end
 return out]],
-  finish = [[
-local p, id, owner, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local k = p .. 'job:' .. id
-if redis.call('HGET', k, 'owner') ~= owner then return 0 end
-redis.call('ZREM', p .. 'active', id)
-redis.call('HSET', k, unpack(ARGV, 8))
-local state = ARGV[5]
-if state == 'delayed' then
-  redis.call('ZADD', p .. 'ready:' .. redis.call('HGET', k, 'prank'), ARGV[6], id)
-else
-  redis.call('ZADD', p .. state, now, id)
-  if tonumber(ARGV[7]) > 0 then redis.call('PEXPIRE', k, ARGV[7]) end
-end
-return 1]],
   add_many = [[
 local p, i, added = ARGV[1], 3, 0
 for _ = 1, tonumber(ARGV[2]) do
@@ -349,11 +335,6 @@ function redis.claim_many(rank, now, owner_, lease, n)
   return out
 end
 
-function redis.finish(j, owner_, set)
-  local keep = set.expire_at and (set.expire_at - (set.finished_at or now_ms())) or 0
-  eval("finish", P, j._id, owner_, now_ms(), set.state, set.run_at or 0, keep, unpack(to_args(set)))
-end
-
 -- finishes: { {job, set}, ... } in one script call
 function redis.finish_many(owner_, list)
   local now = now_ms()
@@ -392,7 +373,6 @@ local function backend()
   end
   return backend_cache
 end
-function _M.backend() return backend() == redis and "redis" or "store" end
 
 ---------------------------------------------------------------------------
 -- the public API
@@ -494,7 +474,6 @@ function _M.resume() _M.paused = false end
 local Job = {}
 Job.__index = Job
 function Job:progress(n)
-  self._progress = n
   backend().progress(self.id, owner, n)
 end
 
@@ -560,8 +539,13 @@ function _M._run_scheduler(workers)
   owner = string.format("w%d-%d-%04x", core.worker_id(), floor(core.now() * 1000) % 1e9,
     math.random(0, 0xffff))
   local last_house = 0
-  local api = require "devloop"
   local b = backend()
+  if b == store and core.worker_id() == 0 then
+    for _, ix in ipairs(JOB_INDEXES) do
+      local ok, err = jobs:create_index(ix)
+      if not ok then core.log(3, "jobs: cannot create an index: " .. tostring(err)) end
+    end
+  end
   while true do
     local now = now_ms()
     if now - last_house >= 1000 then
