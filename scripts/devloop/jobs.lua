@@ -17,6 +17,13 @@ local floor, tostring, type, pcall, setmetatable, pairs = math.floor, tostring, 
 
 local _M = { _VERSION = "0.1" }
 
+-- the API table, looked up once: devloop requires this module, so not at load
+local devloop
+local function lib()
+  devloop = devloop or require "devloop"
+  return devloop
+end
+
 local PRIORITIES = { high = 0, normal = 1, low = 2 }
 local PRIORITY_NAMES = { [0] = "high", [1] = "normal", [2] = "low" }
 local LEASE_MS = tonumber(os.getenv("DEVLOOP_JOB_LEASE_MS") or "") or 30000
@@ -211,14 +218,14 @@ return #ids]],
 
 local shas = {}
 local function load(name)
-  local api = require "devloop"
+  local api = lib()
   local s, err = api.redis.call("SCRIPT", "LOAD", SCRIPTS[name])
   if s then shas[name] = s end
   return s, err
 end
 
 local function eval(name, ...)
-  local api = require "devloop"
+  local api = lib()
   local sha = shas[name]
   if sha then
     local r, err = api.redis.call("EVALSHA", sha, 0, ...)
@@ -293,14 +300,14 @@ function redis.add_many(docs)
 end
 
 function redis.get(id)
-  local api = require "devloop"
+  local api = lib()
   local r, err = api.redis.call("HGETALL", P .. "job:" .. id)
   if r == nil then return nil, err end
   return from_hash(r)
 end
 
 function redis.remove(id)
-  local api = require "devloop"
+  local api = lib()
   local j = redis.get(id)
   if not j then return 0 end
   api.redis.pipeline({ { "DEL", P .. "job:" .. id }, { "ZREM", P .. "ready:" .. j.prank, id },
@@ -309,7 +316,7 @@ function redis.remove(id)
 end
 
 function redis.counts()
-  local api = require "devloop"
+  local api = lib()
   local now = now_ms()
   local cmds = { { "ZCARD", P .. "active" }, { "ZCARD", P .. "completed" }, { "ZCARD", P .. "failed" } }
   for rank = 0, 2 do
@@ -354,7 +361,7 @@ function redis.finish_many(owner_, list)
 end
 
 function redis.progress(id, owner_, n)
-  local api = require "devloop"
+  local api = lib()
   api.redis.call("HSET", P .. "job:" .. id, "progress", n)
 end
 
@@ -368,7 +375,7 @@ function redis.reclaim(now) eval("reclaim", P, now, _M.keep_completed_ms) end
 local backend_cache
 local function backend()
   if backend_cache == nil then
-    local api = require "devloop"
+    local api = lib()
     backend_cache = api.redis.configured() and redis or store
   end
   return backend_cache
