@@ -709,7 +709,10 @@ static void fail_queue(dl_redis_pool_t *p, int status)
 typedef struct {
     redisAsyncContext *ac; /* NULL once hiredis cleaned up */
     uv_poll_t poll;
-    int events;
+    uv_prepare_t flush; /* runs the writes of a loop turn once, before the loop polls */
+    int events;         /* what poll watches */
+    int in_flush;
+    int open_handles;
 } uvev_t;
 
 static void ev_poll_cb(uv_poll_t *h, int status, int events)
@@ -732,6 +735,17 @@ static void ev_update(uvev_t *e)
         uv_poll_stop(&e->poll);
 }
 
+static void ev_flush_cb(uv_prepare_t *h)
+{
+    uvev_t *e = h->data;
+    uv_prepare_stop(h);
+    if (e->ac == NULL)
+        return;
+    e->in_flush = 1;
+    redisAsyncHandleWrite(e->ac);
+    e->in_flush = 0;
+}
+
 static void ev_add_read(void *d)
 {
     uvev_t *e = d;
@@ -746,23 +760,39 @@ static void ev_del_read(void *d)
     ev_update(e);
 }
 
+/*
+ * hiredis asks for a write after every command. Watching the socket for
+ * writability costs two epoll_ctl calls per batch and a loop turn; instead the
+ * commands of this turn are written once at its end, as Redis writes its
+ * clients' replies in beforeSleep. Only what the kernel did not take (or a
+ * connect in progress, which writability reports) is left to the poll.
+ */
 static void ev_add_write(void *d)
 {
     uvev_t *e = d;
-    e->events |= UV_WRITABLE;
-    ev_update(e);
+    if (e->in_flush || e->ac == NULL || !(e->ac->c.flags & REDIS_CONNECTED)) {
+        e->events |= UV_WRITABLE;
+        ev_update(e);
+        return;
+    }
+    uv_prepare_start(&e->flush, ev_flush_cb);
 }
 
 static void ev_del_write(void *d)
 {
     uvev_t *e = d;
-    e->events &= ~UV_WRITABLE;
-    ev_update(e);
+    uv_prepare_stop(&e->flush);
+    if (e->events & UV_WRITABLE) {
+        e->events &= ~UV_WRITABLE;
+        ev_update(e);
+    }
 }
 
 static void ev_closed(uv_handle_t *h)
 {
-    dl_free(h->data);
+    uvev_t *e = h->data;
+    if (--e->open_handles == 0)
+        dl_free(e);
 }
 
 static void ev_cleanup(void *d)
@@ -770,6 +800,7 @@ static void ev_cleanup(void *d)
     uvev_t *e = d;
     e->ac = NULL;
     uv_close((uv_handle_t *)&e->poll, ev_closed);
+    uv_close((uv_handle_t *)&e->flush, ev_closed);
 }
 
 static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
@@ -783,7 +814,10 @@ static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
         dl_free(e);
         return -1;
     }
+    uv_prepare_init(loop, &e->flush);
+    e->open_handles = 2;
     e->poll.data = e;
+    e->flush.data = e;
     e->ac = ac;
     ac->ev.data = e;
     ac->ev.addRead = ev_add_read;

@@ -32,23 +32,20 @@ start_devloop() { # env...
     "$BIN" serve "$ROOT/tests/bench/jobs-app" --listen 127.0.0.1:$PORT --workers 1 --no-watch \
     --pid-file "$WORK/pid" --log-level warn &
   SPID=$!
-  for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:$PORT/completed && return; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:$PORT/rate && return; sleep 0.1; done
 }
 stop_devloop() { kill $SPID; wait $SPID 2>/dev/null || true; SPID=""; }
 
-devloop_rate() { # type -> jobs/s
-  local type=$1 base t0 t1 n
-  base=$(curl -s http://127.0.0.1:$PORT/completed | python3 -c 'import sys,json; print(json.load(sys.stdin)["n"])')
-  t0=$(date +%s.%N)
+devloop_rate() { # type -> jobs/s, measured in the app (first add to Nth processor return)
+  local type=$1 r
   curl -s -XPOST -H 'Content-Type: application/json' -d "{\"type\":\"$type\",\"n\":$N}" \
     http://127.0.0.1:$PORT/enqueue >/dev/null
   while :; do
-    n=$(curl -s http://127.0.0.1:$PORT/completed | python3 -c 'import sys,json; print(json.load(sys.stdin)["n"])')
-    [ $((n - base)) -ge "$N" ] && break
-    sleep 0.05
+    r=$(curl -s http://127.0.0.1:$PORT/rate | python3 -c 'import sys,json; print(json.load(sys.stdin)["rate"])')
+    [ "$r" != 0 ] && break
+    sleep 0.1
   done
-  t1=$(date +%s.%N)
-  python3 -c "print(round($N / ($t1 - $t0)))"
+  echo "$r"
 }
 
 devloop_latency() {
