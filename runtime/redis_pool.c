@@ -105,6 +105,8 @@ struct dl_redis_pool_s {
     size_t nqueued;
     size_t ninflight;
     uv_timer_t sweep;              /* fires at the first deadline in `live` */
+    uv_prepare_t flush;            /* writes the turn's commands before the loop polls */
+    struct uvev_s *flush_head, *flush_tail;
     int closing;
     int refs;                      /* open handles and running lookups */
     int dispatching;
@@ -706,14 +708,16 @@ static void fail_queue(dl_redis_pool_t *p, int status)
  * socket error itself (the fix hiredis 1.0 made to its adapter). The struct
  * lives until its poll handle's close callback, after the context is gone.
  */
-typedef struct {
+typedef struct uvev_s uvev_t;
+struct uvev_s {
     redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    dl_redis_pool_t *pool;
     uv_poll_t poll;
-    uv_prepare_t flush; /* runs the writes of a loop turn once, before the loop polls */
-    int events;         /* what poll watches */
+    int events;            /* what poll watches */
     int in_flush;
-    int open_handles;
-} uvev_t;
+    uvev_t *fnext, *fprev; /* in the pool's flush list */
+    int queued;
+};
 
 static void ev_poll_cb(uv_poll_t *h, int status, int events)
 {
@@ -735,15 +739,36 @@ static void ev_update(uvev_t *e)
         uv_poll_stop(&e->poll);
 }
 
-static void ev_flush_cb(uv_prepare_t *h)
+static void ev_unqueue(uvev_t *e)
 {
-    uvev_t *e = h->data;
-    uv_prepare_stop(h);
-    if (e->ac == NULL)
+    dl_redis_pool_t *p = e->pool;
+    if (!e->queued)
         return;
-    e->in_flush = 1;
-    redisAsyncHandleWrite(e->ac);
-    e->in_flush = 0;
+    if (e->fprev != NULL)
+        e->fprev->fnext = e->fnext;
+    else
+        p->flush_head = e->fnext;
+    if (e->fnext != NULL)
+        e->fnext->fprev = e->fprev;
+    else
+        p->flush_tail = e->fprev;
+    e->fnext = e->fprev = NULL;
+    e->queued = 0;
+}
+
+/* The pool's prepare callback: the connections written to in this loop turn,
+ * in the order they were first written to. */
+static void on_flush(uv_prepare_t *h)
+{
+    dl_redis_pool_t *p = h->data;
+    uv_prepare_stop(h);
+    while (p->flush_head != NULL) {
+        uvev_t *e = p->flush_head;
+        ev_unqueue(e);
+        e->in_flush = 1;
+        redisAsyncHandleWrite(e->ac); /* e outlives a disconnect: freed on close */
+        e->in_flush = 0;
+    }
 }
 
 static void ev_add_read(void *d)
@@ -763,25 +788,37 @@ static void ev_del_read(void *d)
 /*
  * hiredis asks for a write after every command. Watching the socket for
  * writability costs two epoll_ctl calls per batch and a loop turn; instead the
- * commands of this turn are written once at its end, as Redis writes its
- * clients' replies in beforeSleep. Only what the kernel did not take (or a
- * connect in progress, which writability reports) is left to the poll.
+ * commands of this turn are written once at its end, before the loop polls,
+ * as Redis writes its clients' replies in beforeSleep. Only what the kernel
+ * did not take (or a connect in progress, which writability reports) is left
+ * to the poll.
  */
 static void ev_add_write(void *d)
 {
     uvev_t *e = d;
+    dl_redis_pool_t *p = e->pool;
     if (e->in_flush || e->ac == NULL || !(e->ac->c.flags & REDIS_CONNECTED)) {
         e->events |= UV_WRITABLE;
         ev_update(e);
         return;
     }
-    uv_prepare_start(&e->flush, ev_flush_cb);
+    if (e->queued)
+        return;
+    e->queued = 1;
+    e->fprev = p->flush_tail;
+    e->fnext = NULL;
+    if (p->flush_tail != NULL)
+        p->flush_tail->fnext = e;
+    else
+        p->flush_head = e;
+    p->flush_tail = e;
+    uv_prepare_start(&p->flush, on_flush);
 }
 
 static void ev_del_write(void *d)
 {
     uvev_t *e = d;
-    uv_prepare_stop(&e->flush);
+    ev_unqueue(e);
     if (e->events & UV_WRITABLE) {
         e->events &= ~UV_WRITABLE;
         ev_update(e);
@@ -790,35 +827,31 @@ static void ev_del_write(void *d)
 
 static void ev_closed(uv_handle_t *h)
 {
-    uvev_t *e = h->data;
-    if (--e->open_handles == 0)
-        dl_free(e);
+    dl_free(h->data);
 }
 
 static void ev_cleanup(void *d)
 {
     uvev_t *e = d;
+    ev_unqueue(e);
     e->ac = NULL;
     uv_close((uv_handle_t *)&e->poll, ev_closed);
-    uv_close((uv_handle_t *)&e->flush, ev_closed);
 }
 
-static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+static int ev_attach(redisAsyncContext *ac, dl_redis_pool_t *p)
 {
     if (ac->ev.data != NULL)
         return -1;
     uvev_t *e = dl_calloc(1, sizeof(*e));
     if (e == NULL)
         return -1;
-    if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+    if (uv_poll_init(p->loop, &e->poll, ac->c.fd) != 0) {
         dl_free(e);
         return -1;
     }
-    uv_prepare_init(loop, &e->flush);
-    e->open_handles = 2;
     e->poll.data = e;
-    e->flush.data = e;
     e->ac = ac;
+    e->pool = p;
     ac->ev.data = e;
     ac->ev.addRead = ev_add_read;
     ac->ev.delRead = ev_del_read;
@@ -1001,7 +1034,7 @@ static void conn_open(conn_t *c, const char *ip)
         conn_fail(c, why, 0);
         return;
     }
-    if (ev_attach(ac, p->loop) < 0) {
+    if (ev_attach(ac, p) < 0) {
         redisAsyncFree(ac);
         conn_fail(c, "connect: cannot attach to the loop", 0);
         return;
@@ -1334,7 +1367,7 @@ static void unref(dl_redis_pool_t *p)
         pool_release(p);
 }
 
-static void on_sweep_close(uv_handle_t *h)
+static void on_pool_handle_close(uv_handle_t *h)
 {
     unref(h->data);
 }
@@ -1380,6 +1413,9 @@ dl_redis_pool_t *dl_redis_pool_new(uv_loop_t *loop, const dl_redis_config_t *cfg
     p->loop = loop;
     uv_timer_init(loop, &p->sweep);
     p->sweep.data = p;
+    p->refs++;
+    uv_prepare_init(loop, &p->flush);
+    p->flush.data = p;
     p->refs++;
     for (int i = 0; i < p->nconns; i++) {
         conn_t *c = &p->conns[i];
@@ -1446,7 +1482,8 @@ void dl_redis_pool_free(dl_redis_pool_t *p)
     if (p == NULL || p->closing)
         return;
     p->closing = 1;
-    uv_close((uv_handle_t *)&p->sweep, on_sweep_close);
+    uv_close((uv_handle_t *)&p->sweep, on_pool_handle_close);
+    uv_close((uv_handle_t *)&p->flush, on_pool_handle_close);
     for (int i = 0; i < p->nconns; i++) {
         conn_t *c = &p->conns[i];
         redisAsyncContext *ac = c->ac;

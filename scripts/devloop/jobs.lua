@@ -99,7 +99,7 @@ function store.claim(rank, now, owner_, lease)
     { sort = { { "queue_at", 1 }, { "_id", 1 } } })
 end
 
-function store.claim_many(rank, now, owner_, lease, n)
+local function claim_many(rank, now, owner_, lease, n)
   local out = {}
   for _ = 1, n do
     local j = store.claim(rank, now, owner_, lease)
@@ -109,14 +109,32 @@ function store.claim_many(rank, now, owner_, lease, n)
   return out
 end
 
-function store.finish_many(owner_, list)
-  for _, item in ipairs(list) do store.finish(item[1], owner_, item[2]) end
+-- writes finished attempts (see run_job), then claims up to wants[rank] jobs
+-- per priority
+function store.cycle(owner_, fin, wants, now, lease)
+  for _, f in ipairs(fin) do
+    local set
+    if f.state == "completed" then
+      set = { state = "completed", result = f.result, finished_at = now, error = null, owner = null }
+      if f.keep > 0 then set.expire_at = now + f.keep end
+    elseif f.state == "failed" then
+      set = { state = "failed", error = f.error, finished_at = now, owner = null }
+    else
+      set = { state = "delayed", run_at = f.run_at, queue_at = f.run_at, error = f.error, owner = null }
+    end
+    jobs:update_one({ _id = f.id, owner = owner_ }, { ["$set"] = set })
+  end
+  local out = {}
+  for rank = 0, 2 do
+    if wants[rank] > 0 then
+      local list, err = claim_many(rank, now, owner_, lease, wants[rank])
+      if not list then return nil, err end
+      for _, j in ipairs(list) do out[#out + 1] = j end
+    end
+  end
+  return out
 end
 
-function store.finish(j, owner_, set)
-  if set.state == "delayed" then set.queue_at = set.run_at end
-  jobs:update_one({ _id = j._id, owner = owner_ }, { ["$set"] = set })
-end
 function store.progress(id, owner_, n) jobs:update_one({ _id = id, owner = owner_ }, { ["$set"] = { progress = n } }) end
 function store.renew(owner_, _, until_)
   jobs:update_many({ owner = owner_, state = "active" }, { ["$set"] = { lease_until = until_ } })
@@ -128,92 +146,137 @@ function store.reclaim(now)
 end
 
 ---------------------------------------------------------------------------
--- backend: Redis (with REDIS_URL). A job is a hash; waiting and delayed jobs
--- sit in one sorted set per priority scored by run_at, active ones in a
--- sorted set scored by lease end. Every move is one server-side script, so
--- it is atomic across every process sharing the Redis.
+-- backend: Redis (with REDIS_URL). A job is a hash: what never changes in one
+-- JSON field (spec: type, data, priority, attempts, backoff, ...) and the
+-- fields that move (state, attempts_made, run_at, owner, result, error, ...).
+-- Waiting and delayed jobs sit in one sorted set per priority scored by
+-- run_at, active ones in one per priority scored by lease end. Every move is
+-- one server-side script, so it is atomic across every process sharing the
+-- Redis; a scheduler's finishes and its next claim are one script call.
 ---------------------------------------------------------------------------
 local redis = {}
 local P = "dl:jobs:"
 local json_encode, json_decode = codec.json_encode, codec.json_decode
+local unpack = unpack
 
 local SCRIPTS = {
-  add = [[
-local k = ARGV[1] .. 'job:' .. ARGV[2]
-if redis.call('EXISTS', k) == 1 then return 0 end
-redis.call('HSET', k, unpack(ARGV, 5))
-redis.call('ZADD', ARGV[1] .. 'ready:' .. ARGV[3], ARGV[4], ARGV[2])
-return 1]],
-  claim = [[
-local p, rank, now, owner, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local ids = redis.call('ZRANGEBYSCORE', p .. 'ready:' .. rank, '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
-local out = {}
-for _, id in ipairs(ids) do
+  -- P, n, then per job: id, rank, run_at, spec
+  add = [=[
+local p, n, added, z = ARGV[1], tonumber(ARGV[2]), 0, {}
+for i = 3, 2 + n * 4, 4 do
+  local id, rank, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local k = p .. 'job:' .. id
-  redis.call('ZREM', p .. 'ready:' .. rank, id)
-  if redis.call('EXISTS', k) == 1 then
-    redis.call('ZADD', p .. 'active', now + lease, id)
-    redis.call('HSET', k, 'state', 'active', 'owner', owner, 'lease_until', now + lease, 'started_at', now)
-    redis.call('HINCRBY', k, 'attempts_made', 1)
-    out[#out + 1] = redis.call('HGETALL', k)
-  end
-end
-return out]],
-  add_many = [[
-local p, i, added = ARGV[1], 3, 0
-for _ = 1, tonumber(ARGV[2]) do
-  local id, rank, run_at, nf = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local k = p .. 'job:' .. id
-  if redis.call('EXISTS', k) == 0 then
-    redis.call('HSET', k, unpack(ARGV, i + 4, i + 3 + nf))
-    redis.call('ZADD', p .. 'ready:' .. rank, run_at, id)
+  if redis.call('HSETNX', k, 'spec', ARGV[i + 3]) == 1 then
+    redis.call('HSET', k, 'prank', rank, 'state', 'waiting', 'run_at', run_at, 'attempts_made', 0)
+    local t = z[rank]
+    if not t then t = {} z[rank] = t end
+    t[#t + 1] = run_at
+    t[#t + 1] = id
     added = added + 1
   end
-  i = i + 4 + nf
 end
-return added]],
-  finish_many = [[
-local p, owner, now, i, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), 5, 0
-for _ = 1, tonumber(ARGV[4]) do
-  local id, state, run_at, keep, nf = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+for rank, t in pairs(z) do redis.call('ZADD', p .. 'ready:' .. rank, unpack(t)) end
+return added]=],
+  -- P, owner, now, lease, want high, want normal, want low, n finishes, then
+  -- per finish: id, state (completed|failed|retry), value (result JSON or
+  -- error), run_at (of a retry), keep (ms a completed job stays; 0 = forever).
+  -- Returns the claimed jobs: id, rank, spec, attempts_made, ...
+  cycle = [=[
+local p, owner, now, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local i, done, zc, zf = 9, {}, {}, {}
+for _ = 1, tonumber(ARGV[8]) do
+  local id, state, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local k = p .. 'job:' .. id
-  if redis.call('HGET', k, 'owner') == owner then
-    redis.call('ZREM', p .. 'active', id)
-    redis.call('HSET', k, unpack(ARGV, i + 5, i + 4 + nf))
-    if state == 'delayed' then
-      redis.call('ZADD', p .. 'ready:' .. redis.call('HGET', k, 'prank'), run_at, id)
+  local cur = redis.call('HMGET', k, 'owner', 'prank')
+  if cur[1] == owner then
+    local d = done[cur[2]]
+    if not d then d = {} done[cur[2]] = d end
+    d[#d + 1] = id
+    if state == 'completed' then
+      redis.call('HSET', k, 'state', state, 'result', value, 'error', '', 'finished_at', now, 'owner', '')
+      local keep = tonumber(ARGV[i + 4])
+      if keep > 0 then
+        redis.call('PEXPIRE', k, keep)
+        zc[#zc + 1] = now + keep
+      else
+        zc[#zc + 1] = '+inf'
+      end
+      zc[#zc + 1] = id
+    elseif state == 'failed' then
+      redis.call('HSET', k, 'state', state, 'error', value, 'finished_at', now, 'owner', '')
+      zf[#zf + 1] = now
+      zf[#zf + 1] = id
     else
-      redis.call('ZADD', p .. state, now, id)
-      if keep > 0 then redis.call('PEXPIRE', k, keep) end
+      redis.call('HSET', k, 'state', 'waiting', 'error', value, 'run_at', ARGV[i + 3], 'owner', '')
+      redis.call('ZADD', p .. 'ready:' .. cur[2], ARGV[i + 3], id)
     end
-    n = n + 1
   end
-  i = i + 5 + nf
+  i = i + 5
 end
-return n]],
-  renew = [[
-local p, owner, until_ = ARGV[1], ARGV[2], tonumber(ARGV[3])
+for rank, d in pairs(done) do redis.call('ZREM', p .. 'active:' .. rank, unpack(d)) end
+if #zc > 0 then redis.call('ZADD', p .. 'completed', unpack(zc)) end
+if #zf > 0 then redis.call('ZADD', p .. 'failed', unpack(zf)) end
+local out = {}
+for rank = 0, 2 do
+  local want = tonumber(ARGV[5 + rank])
+  if want > 0 then
+    local rk = p .. 'ready:' .. rank
+    local ids = redis.call('ZRANGEBYSCORE', rk, '-inf', now, 'LIMIT', 0, want)
+    if #ids > 0 then
+      redis.call('ZREM', rk, unpack(ids))
+      local za = {}
+      for _, id in ipairs(ids) do
+        local k = p .. 'job:' .. id
+        local v = redis.call('HMGET', k, 'spec', 'attempts_made')
+        if v[1] then
+          local am = tonumber(v[2]) + 1
+          redis.call('HSET', k, 'state', 'active', 'owner', owner, 'started_at', now, 'attempts_made', am)
+          za[#za + 1] = now + lease
+          za[#za + 1] = id
+          out[#out + 1] = id
+          out[#out + 1] = rank
+          out[#out + 1] = v[1]
+          out[#out + 1] = am
+        end
+      end
+      if #za > 0 then redis.call('ZADD', p .. 'active:' .. rank, unpack(za)) end
+    end
+  end
+end
+return out]=],
+  -- P, owner, lease end, ids...: extends the leases this owner still holds
+  renew = [=[
+local p, owner, until_, z = ARGV[1], ARGV[2], ARGV[3], {}
 for i = 4, #ARGV do
-  local k = p .. 'job:' .. ARGV[i]
-  if redis.call('HGET', k, 'owner') == owner then
-    redis.call('ZADD', p .. 'active', until_, ARGV[i])
-    redis.call('HSET', k, 'lease_until', until_)
+  local cur = redis.call('HMGET', p .. 'job:' .. ARGV[i], 'owner', 'prank')
+  if cur[1] == owner then
+    local t = z[cur[2]]
+    if not t then t = {} z[cur[2]] = t end
+    t[#t + 1] = until_
+    t[#t + 1] = ARGV[i]
   end
 end
-return 1]],
-  reclaim = [[
-local p, now, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local ids = redis.call('ZRANGEBYSCORE', p .. 'active', '-inf', now)
-for _, id in ipairs(ids) do
-  local k = p .. 'job:' .. id
-  redis.call('ZREM', p .. 'active', id)
-  if redis.call('EXISTS', k) == 1 then
-    redis.call('HSET', k, 'state', 'waiting', 'owner', '', 'run_at', now)
-    redis.call('ZADD', p .. 'ready:' .. redis.call('HGET', k, 'prank'), now, id)
+for rank, t in pairs(z) do redis.call('ZADD', p .. 'active:' .. rank, 'XX', unpack(t)) end
+return 1]=],
+  -- P, now: jobs whose lease ran out go back to waiting; expired completed
+  -- entries leave the completed set (their hashes expired by themselves)
+  reclaim = [=[
+local p, now, n = ARGV[1], tonumber(ARGV[2]), 0
+for rank = 0, 2 do
+  local ak = p .. 'active:' .. rank
+  local ids = redis.call('ZRANGEBYSCORE', ak, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(ids) do
+    local k = p .. 'job:' .. id
+    redis.call('ZREM', ak, id)
+    if redis.call('EXISTS', k) == 1 then
+      redis.call('HSET', k, 'state', 'waiting', 'owner', '', 'run_at', now)
+      redis.call('ZADD', p .. 'ready:' .. rank, now, id)
+      n = n + 1
+    end
   end
 end
-redis.call('ZREMRANGEBYSCORE', p .. 'completed', '-inf', now - keep)
-return #ids]],
+redis.call('ZREMRANGEBYSCORE', p .. 'completed', '-inf', now)
+return n]=],
 }
 
 local shas = {}
@@ -237,8 +300,8 @@ local function eval(name, ...)
   return api.redis.call("EVALSHA", s, 0, ...)
 end
 
-local NUMERIC = { prank = true, run_at = true, attempts = true, attempts_made = true,
-  created_at = true, started_at = true, finished_at = true, lease_until = true, progress = true }
+local NUMERIC = { prank = true, run_at = true, attempts_made = true, started_at = true,
+  finished_at = true, progress = true }
 
 local function from_hash(flat)
   if type(flat) ~= "table" or #flat == 0 then return nil end
@@ -246,32 +309,25 @@ local function from_hash(flat)
   for i = 1, #flat, 2 do
     local k, v = flat[i], flat[i + 1]
     if NUMERIC[k] then v = tonumber(v)
-    elseif k == "data" or k == "result" or k == "backoff" then v = json_decode(v)
-    elseif k == "remove_on_complete" then v = v == "1" end
-    j[k] = v
+    elseif k == "result" then v = json_decode(v)
+    elseif k == "spec" then
+      for sk, sv in pairs(json_decode(v) or {}) do j[sk] = sv end
+      v = nil
+    end
+    if v ~= nil and v ~= "" then j[k] = v end
   end
-  j._id = j.id
-  if j.owner == "" then j.owner = nil end
   return j
 end
 
-local function to_args(t)
-  local a = {}
-  for k, v in pairs(t) do
-    if k ~= "_id" then
-      if k == "data" or k == "result" or k == "backoff" then v = json_encode(v)
-      elseif type(v) == "boolean" then v = v and "1" or "0"
-      elseif v == null then v = "" end
-      a[#a + 1] = k
-      a[#a + 1] = v
-    end
-  end
-  return a
+-- the immutable part of a job, as stored in its spec field
+local function spec_of(doc)
+  return json_encode({ type = doc.type, data = doc.data, priority = doc.priority,
+    attempts = doc.attempts, backoff = doc.backoff, remove_on_complete = doc.remove_on_complete,
+    created_at = doc.created_at })
 end
 
 function redis.add(doc)
-  doc.id = doc._id
-  local r, err = eval("add", P, doc._id, doc.prank, doc.run_at, unpack(to_args(doc)))
+  local r, err = eval("add", P, 1, doc._id, doc.prank, doc.run_at, spec_of(doc))
   if r == nil then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
   return doc._id
 end
@@ -280,18 +336,13 @@ function redis.add_many(docs)
   -- one script call per 200 jobs: Lua unpacks at most a few thousand values
   for first = 1, #docs, 200 do
     local last = math.min(first + 199, #docs)
-    local args = { P, last - first + 1 }
+    local args, n = { P, last - first + 1 }, 2
     for i = first, last do
       local doc = docs[i]
-      doc.id = doc._id
-      local f = to_args(doc)
-      args[#args + 1] = doc._id
-      args[#args + 1] = doc.prank
-      args[#args + 1] = doc.run_at
-      args[#args + 1] = #f
-      for k = 1, #f do args[#args + 1] = f[k] end
+      args[n + 1], args[n + 2], args[n + 3], args[n + 4] = doc._id, doc.prank, doc.run_at, spec_of(doc)
+      n = n + 4
     end
-    local r, err = eval("add_many", unpack(args))
+    local r, err = eval("add", unpack(args, 1, n))
     if r == nil then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
   end
   local ids = {}
@@ -303,7 +354,9 @@ function redis.get(id)
   local api = lib()
   local r, err = api.redis.call("HGETALL", P .. "job:" .. id)
   if r == nil then return nil, err end
-  return from_hash(r)
+  local j = from_hash(r)
+  if j then j._id = id end
+  return j
 end
 
 function redis.remove(id)
@@ -311,53 +364,53 @@ function redis.remove(id)
   local j = redis.get(id)
   if not j then return 0 end
   api.redis.pipeline({ { "DEL", P .. "job:" .. id }, { "ZREM", P .. "ready:" .. j.prank, id },
-    { "ZREM", P .. "active", id }, { "ZREM", P .. "completed", id }, { "ZREM", P .. "failed", id } })
+    { "ZREM", P .. "active:" .. j.prank, id }, { "ZREM", P .. "completed", id },
+    { "ZREM", P .. "failed", id } })
   return 1
 end
 
 function redis.counts()
   local api = lib()
   local now = now_ms()
-  local cmds = { { "ZCARD", P .. "active" }, { "ZCARD", P .. "completed" }, { "ZCARD", P .. "failed" } }
+  local cmds = { { "ZCARD", P .. "completed" }, { "ZCARD", P .. "failed" } }
   for rank = 0, 2 do
     cmds[#cmds + 1] = { "ZCOUNT", P .. "ready:" .. rank, "-inf", now }
     cmds[#cmds + 1] = { "ZCOUNT", P .. "ready:" .. rank, "(" .. now, "+inf" }
+    cmds[#cmds + 1] = { "ZCARD", P .. "active:" .. rank }
   end
-  local r = api.redis.pipeline(cmds) or {}
-  local out = { active = r[1] or 0, completed = r[2] or 0, failed = r[3] or 0, waiting = 0,
-                delayed = 0, by_priority = {} }
+  local r, err = api.redis.pipeline(cmds)
+  if not r then return nil, err end
+  local out = { completed = r[1] or 0, failed = r[2] or 0, waiting = 0, delayed = 0, active = 0,
+                by_priority = {} }
   for rank = 0, 2 do
-    local w, d = r[4 + rank * 2] or 0, r[5 + rank * 2] or 0
-    out.waiting, out.delayed = out.waiting + w, out.delayed + d
-    out.by_priority[PRIORITY_NAMES[rank]] = { waiting = w + d, active = 0 }
+    local w, d, a = r[3 + rank * 3] or 0, r[4 + rank * 3] or 0, r[5 + rank * 3] or 0
+    out.waiting, out.delayed, out.active = out.waiting + w, out.delayed + d, out.active + a
+    out.by_priority[PRIORITY_NAMES[rank]] = { waiting = w + d, active = a }
   end
   return out
 end
 
-function redis.claim_many(rank, now, owner_, lease, n)
-  local r, err = eval("claim", P, rank, now, owner_, lease, n)
+-- writes finished attempts and claims up to wants[rank] jobs per priority,
+-- in one script call; returns the claimed jobs
+function redis.cycle(owner_, fin, wants, now, lease)
+  local args = { P, owner_, now, lease, wants[0], wants[1], wants[2], #fin }
+  local n = #args
+  for _, f in ipairs(fin) do
+    local value
+    if f.state == "completed" then value = json_encode(f.result) else value = f.error end
+    args[n + 1], args[n + 2], args[n + 3], args[n + 4], args[n + 5] =
+      f.id, f.state, value, f.run_at or 0, f.keep or 0
+    n = n + 5
+  end
+  local r, err = eval("cycle", unpack(args, 1, n))
   if r == nil then return nil, err end
   local out = {}
-  for i = 1, #r do out[i] = from_hash(r[i]) end
-  return out
-end
-
--- finishes: { {job, set}, ... } in one script call
-function redis.finish_many(owner_, list)
-  local now = now_ms()
-  local args = { P, owner_, now, #list }
-  for _, item in ipairs(list) do
-    local j, set = item[1], item[2]
-    local f = to_args(set)
-    local keep = set.expire_at and (set.expire_at - (set.finished_at or now)) or 0
-    args[#args + 1] = j._id
-    args[#args + 1] = set.state
-    args[#args + 1] = set.run_at or 0
-    args[#args + 1] = keep
-    args[#args + 1] = #f
-    for k = 1, #f do args[#args + 1] = f[k] end
+  for i = 1, #r, 4 do
+    local j = json_decode(r[i + 2])
+    j._id, j.prank, j.attempts_made = r[i], tonumber(r[i + 1]), tonumber(r[i + 3])
+    out[#out + 1] = j
   end
-  return eval("finish_many", unpack(args))
+  return out
 end
 
 function redis.progress(id, owner_, n)
@@ -366,11 +419,12 @@ function redis.progress(id, owner_, n)
 end
 
 function redis.renew(owner_, ids, until_)
-  if #ids == 0 then return end
-  eval("renew", P, owner_, until_, unpack(ids))
+  for first = 1, #ids, 500 do
+    eval("renew", P, owner_, until_, unpack(ids, first, math.min(first + 499, #ids)))
+  end
 end
 
-function redis.reclaim(now) eval("reclaim", P, now, _M.keep_completed_ms) end
+function redis.reclaim(now) eval("reclaim", P, now) end
 
 local backend_cache
 local function backend()
@@ -393,7 +447,7 @@ function _M.add(type_, data, opts)
   local id
   id, err, code = backend().add(doc)
   -- this worker's scheduler looks at once instead of at its next poll
-  if id and doc.state == "waiting" then core._wake() end
+  if id and doc.state == "waiting" then _M._kick() end
   return id, err, code
 end
 
@@ -409,7 +463,7 @@ function _M.add_many(type_, list, opts)
     docs[i] = doc
   end
   local ids, err, code = backend().add_many(docs)
-  if ids then core._wake() end
+  if ids then _M._kick() end
   return ids, err, code
 end
 
@@ -442,13 +496,16 @@ end
 local function view(j)
   if not j then return nil end
   local state = j.state
-  if state == "waiting" and (j.run_at or 0) > now_ms() then state = "delayed" end
+  -- a job waiting for its run time (first delay or a retry's backoff) is delayed
+  if state == "waiting" or state == "delayed" then
+    state = (j.run_at or 0) > now_ms() and "delayed" or "waiting"
+  end
   return {
     id = j._id, type = j.type, state = state, priority = j.priority,
     attempts_made = j.attempts_made, attempts = j.attempts, data = j.data,
     result = j.result == nil and null or j.result,
     error = (j.error == nil or j.error == "") and null or j.error,
-    progress = j.progress,
+    progress = j.progress or 0,
     timestamps = { created = j.created_at, started = j.started_at or null,
                    finished = j.finished_at or null, next_run = j.run_at },
   }
@@ -465,18 +522,36 @@ function _M.counts() return backend().counts() end
 
 ---------------------------------------------------------------------------
 -- the scheduler (one per worker)
+--
+-- Each priority has lim running slots and may hold as many claimed jobs in a
+-- local buffer, so the next batch is here when a slot frees. The scheduler
+-- task only decides what to ask for; the asking is done by up to FETCHERS
+-- cycle tasks at once, each one backend call that writes the attempts
+-- finished since the last call and claims more. With two in flight, the
+-- backend works on one while this worker runs the jobs of the other. A
+-- running job's slot is a lane: when its job ends it takes the next buffered
+-- job of its priority, without waiting for the scheduler.
 ---------------------------------------------------------------------------
+local FETCHERS = 2
 local owner
-local active = { [0] = 0, [1] = 0, [2] = 0 }
-local running = {} -- id -> true: the leases this worker renews
--- finished attempts waiting to be written: the scheduler writes them in one
--- call (one script on Redis) before it claims again, so the moves of jobs
--- that end together cost one round trip. A crash before the write means the
--- attempt runs again once its lease ends (at-least-once).
+local active = { [0] = 0, [1] = 0, [2] = 0 }   -- running lanes
+local reserved = { [0] = 0, [1] = 0, [2] = 0 } -- asked for by cycles in flight
+local buffered = { [0] = { h = 1, t = 0 }, [1] = { h = 1, t = 0 }, [2] = { h = 1, t = 0 } }
+local inflight = 0
+local running = {} -- id -> true: the claimed jobs whose leases this worker renews
+-- finished attempts waiting to be written by the next cycle. A crash before
+-- the write means the attempt runs again once its lease ends (at-least-once).
 local finishing = {}
+local kicks = 0 -- bumped by anything that may make a claim find work
+-- per priority: the kicks count when a claim last came back short (no
+-- claims until the next kick), and whether the last claim came back full
+-- (only then may a second cycle ask for it while one is out)
+local starved = { [0] = -1, [1] = -1, [2] = -1 }
+local flowing = { [0] = false, [1] = false, [2] = false }
+local lim = { [0] = 1, [1] = 1, [2] = 1 }
 _M.paused = os.getenv("DEVLOOP_JOBS_PAUSED") == "1"
 function _M.pause() _M.paused = true end
-function _M.resume() _M.paused = false end
+function _M.resume() _M.paused = false kicks = kicks + 1 core._wake() end
 
 local Job = {}
 Job.__index = Job
@@ -487,6 +562,11 @@ end
 local hooks = {} -- metrics, set by init.lua
 function _M._set_hooks(h) hooks = h end
 
+local function kick()
+  kicks = kicks + 1
+  core._wake()
+end
+
 local function backoff_ms(j)
   local b = j.backoff or {}
   local d = b.delay or 5000
@@ -494,44 +574,105 @@ local function backoff_ms(j)
   return d * 2 ^ ((j.attempts_made or 1) - 1)
 end
 
-local function run_job(j, rank)
+local function finish(f)
+  finishing[#finishing + 1] = f
+  if #finishing == 1 then core._wake() end
+end
+
+-- one attempt of job j, on the processor of the generation current now
+local function run_job(j)
   local t0 = core.now()
-  running[j._id] = true
   local fn = processors[j.type]
   local ok, res, err
   if not fn then
     ok, err = false, "no processor for job type '" .. tostring(j.type) .. "'"
   else
-    local job = setmetatable({ id = j._id, type = j.type, data = j.data,
-                               attempts_made = j.attempts_made, priority = j.priority }, Job)
-    ok, res, err = pcall(fn, j.data, job)
+    j.id = j._id
+    ok, res, err = pcall(fn, j.data, setmetatable(j, Job))
     if ok and res == nil and err ~= nil then ok = false end -- nil, err fails the attempt
     if not ok and err == nil then err = res end
   end
-  local now = now_ms()
   local secs = core.now() - t0
   if ok then
-    local set = { state = "completed", result = res == nil and null or res, finished_at = now,
-                  error = null, owner = null }
-    if j.remove_on_complete then set.expire_at = now + _M.keep_completed_ms end
-    finishing[#finishing + 1] = { j, set }
-    core.log(0, "job completed", { id = j._id, type = j.type, attempts = j.attempts_made })
-    if hooks.done then hooks.done(j.type, true, secs) end
+    finish({ id = j._id, state = "completed", result = res == nil and null or res,
+             keep = j.remove_on_complete and _M.keep_completed_ms or 0 })
+    if core.log_level() <= 0 then
+      core.log(0, "job completed", { id = j._id, type = j.type, attempts = j.attempts_made })
+    end
   else
     local msg = tostring(err)
-    local set
-    if j.attempts_made < j.attempts then
-      set = { state = "delayed", run_at = now + backoff_ms(j), error = msg, owner = null }
+    local final = j.attempts_made >= j.attempts
+    if final then
+      finish({ id = j._id, state = "failed", error = msg })
     else
-      set = { state = "failed", error = msg, finished_at = now, owner = null }
+      finish({ id = j._id, state = "retry", error = msg, run_at = now_ms() + backoff_ms(j) })
     end
-    finishing[#finishing + 1] = { j, set }
     core.log(3, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made,
-                                attempts = j.attempts, error = msg, final = set.state == "failed" })
-    if hooks.done then hooks.done(j.type, false, secs) end
+                                attempts = j.attempts, error = msg, final = final })
+  end
+  if hooks.done then hooks.done(j.type, ok, secs) end
+end
+
+local function lane(rank)
+  local q = buffered[rank]
+  while q.h <= q.t do
+    local j = q[q.h]
+    q[q.h] = nil
+    q.h = q.h + 1
+    run_job(j)
   end
   active[rank] = active[rank] - 1
-  core._wake() -- a slot is free: the scheduler claims again now, not at its next poll
+end
+
+-- lanes start in priority order; none of a lower priority while a cycle that
+-- may bring higher ones is still out (the two cycles can run in either order
+-- on the server)
+local function start_lanes()
+  for rank = 0, 2 do
+    local q = buffered[rank]
+    -- a lane takes its first job as it is spawned
+    while active[rank] < lim[rank] and q.h <= q.t do
+      active[rank] = active[rank] + 1
+      core._spawn(lane, rank)
+    end
+    if reserved[rank] > 0 then return end
+  end
+end
+
+local failing = false
+local function cycle(b, fin, wants, now, kicks_at)
+  local ok, list, err = pcall(b.cycle, owner, fin, wants, now, LEASE_MS)
+  if not ok then list, err = nil, list end
+  inflight = inflight - 1
+  for rank = 0, 2 do reserved[rank] = reserved[rank] - wants[rank] end
+  for _, f in ipairs(fin) do running[f.id] = nil end
+  if not list then
+    -- once per outage; the next poll tries again
+    if not failing then core.log(3, "jobs: cannot reach the queue: " .. tostring(err)) end
+    failing = true
+    for rank = 0, 2 do starved[rank], flowing[rank] = kicks_at, false end
+  else
+    if failing then core.log(1, "jobs: queue reachable again") end
+    failing = false
+    local got = { [0] = 0, [1] = 0, [2] = 0 }
+    for _, j in ipairs(list) do
+      local q = buffered[j.prank]
+      q.t = q.t + 1
+      q[q.t] = j
+      running[j._id] = true
+      got[j.prank] = got[j.prank] + 1
+    end
+    for rank = 0, 2 do
+      if wants[rank] > 0 then
+        flowing[rank] = got[rank] == wants[rank]
+        -- came back short: no more claims for it until something may have
+        -- changed (an add here, a poll)
+        if not flowing[rank] then starved[rank] = kicks_at end
+      end
+    end
+  end
+  start_lanes()
+  core._wake()
 end
 
 local function limits(workers)
@@ -540,6 +681,21 @@ local function limits(workers)
     l[rank] = math.max(1, math.ceil((_M.concurrency[name] or 1) / workers))
   end
   return l
+end
+
+-- renews our leases; reclaims jobs whose owner stopped renewing (a dead
+-- process); drops completed jobs past their keep time
+local housekeeping = false
+local function housekeep(b, now)
+  local ids = {}
+  for id in pairs(running) do ids[#ids + 1] = id end
+  pcall(b.renew, owner, ids, now + LEASE_MS)
+  if core.worker_id() == 0 then
+    local ok, n = pcall(b.reclaim, now)
+    if ok and (tonumber(n) or 0) > 0 then kick() end
+    if hooks.gauges then pcall(hooks.gauges) end
+  end
+  housekeeping = false
 end
 
 function _M._run_scheduler(workers)
@@ -555,45 +711,44 @@ function _M._run_scheduler(workers)
   end
   while true do
     local now = now_ms()
-    if now - last_house >= 1000 then
-      last_house = now
-      -- renew our leases; reclaim jobs whose owner stopped renewing (a dead
-      -- process); drop completed jobs past their keep time
-      local ids = {}
-      for id in pairs(running) do ids[#ids + 1] = id end
-      pcall(b.renew, owner, ids, now + LEASE_MS)
-      if core.worker_id() == 0 then
-        pcall(b.reclaim, now)
-        if hooks.gauges then pcall(hooks.gauges) end
-      end
+    if now - last_house >= 1000 and not housekeeping then
+      last_house, housekeeping = now, true
+      core._spawn(housekeep, b, now)
     end
-    if #finishing > 0 then
-      local list = finishing
-      finishing = {}
-      local ok, err = pcall(b.finish_many, owner, list)
-      if not ok then core.log(3, "jobs: cannot record finished jobs: " .. tostring(err)) end
-      for _, item in ipairs(list) do running[item[1]._id] = nil end
-    end
-    local started = 0
-    if not _M.paused then
-      local lim = limits(workers)
-      for rank = 0, 2 do
-        local free = lim[rank] - active[rank]
-        if free > 0 then
-          -- as many as there are free slots, in one atomic claim
-          local ok, list = pcall(b.claim_many, rank, now, owner, LEASE_MS, free)
-          if ok and list then
-            for _, j in ipairs(list) do
-              active[rank] = active[rank] + 1
-              started = started + 1
-              core._spawn(run_job, j, rank)
-            end
+    lim = limits(workers)
+    start_lanes()
+    local sent = false
+    if inflight < FETCHERS then
+      -- a cycle asks for half of what is missing from running + one batch ahead
+      local wants, any = { [0] = 0, [1] = 0, [2] = 0 }, false
+      if not _M.paused then
+        for rank = 0, 2 do
+          if starved[rank] ~= kicks and (inflight == 0 or flowing[rank]) then
+            local q = buffered[rank]
+            local missing = 2 * lim[rank] - active[rank] - (q.t - q.h + 1) - reserved[rank]
+            local w = math.min(missing, math.ceil(lim[rank] * 2 / FETCHERS))
+            if w > 0 then wants[rank], any = w, true end
           end
         end
       end
+      if any or #finishing > 0 then
+        local fin = finishing
+        finishing = {}
+        inflight = inflight + 1
+        for rank = 0, 2 do reserved[rank] = reserved[rank] + wants[rank] end
+        core._spawn(cycle, b, fin, wants, now, kicks)
+        sent = true
+      end
     end
-    if started == 0 then core._nap(_M.poll_ms) end
+    if not sent then
+      core._nap(_M.poll_ms)
+      -- a nap that ran its course is a poll: look for jobs that came due
+      -- (delays, backoffs) or that other processes added
+      if now_ms() - now >= _M.poll_ms then kicks = kicks + 1 end
+    end
   end
 end
+
+_M._kick = kick
 
 return _M
