@@ -48,8 +48,8 @@ local function now_ms() return floor(core.now() * 1000) end
 local function new_id()
   -- time-ordered, unique: milliseconds + worker + counter + random
   _M._seq = (_M._seq or 0) + 1
-  return string.format("job-%013d-%02d-%06d-%04x%04x", now_ms(), core.worker_id() % 100,
-    _M._seq % 1000000, math.random(0, 0xffff), math.random(0, 0xffff))
+  return string.format("job-%013d-%02d-%06d-%04x%04x%04x", now_ms(), core.worker_id() % 100,
+    _M._seq % 1000000, math.random(0, 0xffff), math.random(0, 0xffff), math.random(0, 0xffff))
 end
 
 ---------------------------------------------------------------------------
@@ -58,7 +58,7 @@ end
 local store = {}
 
 function store.add(doc)
-  doc.queue_at = doc.run_at
+  doc.queue_at, doc.own_id = doc.run_at, nil
   local ok, err, code = jobs:insert_one(doc)
   if not ok then
     if code == "EDUPKEY" then return doc._id end -- idempotent add by job_id
@@ -68,7 +68,7 @@ function store.add(doc)
 end
 
 function store.add_many(docs)
-  for _, d in ipairs(docs) do d.queue_at = d.run_at end
+  for _, d in ipairs(docs) do d.queue_at, d.own_id = d.run_at, nil end
   local ids, err, code = jobs:insert_many(docs)
   if not ids then return nil, err, code end
   return ids
@@ -140,9 +140,10 @@ function store.renew(owner_, _, until_)
   jobs:update_many({ owner = owner_, state = "active" }, { ["$set"] = { lease_until = until_ } })
 end
 function store.reclaim(now)
-  jobs:update_many({ state = "active", lease_until = { ["$lt"] = now } },
+  local n = jobs:update_many({ state = "active", lease_until = { ["$lt"] = now } },
     { ["$set"] = { state = "waiting", run_at = now, queue_at = now, owner = null } })
   jobs:delete_many({ state = "completed", expire_at = { ["$lt"] = now } })
+  return tonumber(n) or 0
 end
 
 ---------------------------------------------------------------------------
@@ -160,14 +161,16 @@ local json_encode, json_decode = codec.json_encode, codec.json_decode
 local unpack = unpack
 
 local SCRIPTS = {
-  -- P, n, then per job: id, rank, run_at, spec
+  -- P, n, then per job: id, rank, run_at, spec, check (1: a caller-chosen id,
+  -- added once; generated ids are unique and skip the lookup)
   add = [=[
 local p, n, added, z = ARGV[1], tonumber(ARGV[2]), 0, {}
-for i = 3, 2 + n * 4, 4 do
+for i = 3, 2 + n * 5, 5 do
   local id, rank, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local k = p .. 'job:' .. id
-  if redis.call('HSETNX', k, 'spec', ARGV[i + 3]) == 1 then
-    redis.call('HSET', k, 'prank', rank, 'state', 'waiting', 'run_at', run_at, 'attempts_made', 0)
+  if ARGV[i + 4] == '0' or redis.call('EXISTS', k) == 0 then
+    redis.call('HSET', k, 'spec', ARGV[i + 3], 'prank', rank, 'state', 'waiting', 'run_at', run_at,
+      'attempts_made', '0')
     local t = z[rank]
     if not t then t = {} z[rank] = t end
     t[#t + 1] = run_at
@@ -182,7 +185,11 @@ return added]=],
   -- error), run_at (of a retry), keep (ms a completed job stays; 0 = forever).
   -- Returns the claimed jobs: id, rank, spec, attempts_made, ...
   cycle = [=[
-local p, owner, now, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local p, owner, now_s, lease = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now = tonumber(now_s)
+-- numbers become strings once here, not in every call (Redis formats Lua
+-- numbers with printf)
+local keeps, NEXT = {}, { ['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5' }
 local i, done, zc, zf = 9, {}, {}, {}
 for _ = 1, tonumber(ARGV[8]) do
   local id, state, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -193,18 +200,21 @@ for _ = 1, tonumber(ARGV[8]) do
     if not d then d = {} done[cur[2]] = d end
     d[#d + 1] = id
     if state == 'completed' then
-      redis.call('HSET', k, 'state', state, 'result', value, 'error', '', 'finished_at', now, 'owner', '')
-      local keep = tonumber(ARGV[i + 4])
-      if keep > 0 then
-        redis.call('PEXPIRE', k, keep)
-        zc[#zc + 1] = now + keep
+      -- the owner stays (no one renews or finishes a completed job); its
+      -- hash is deleted by the reclaim script once its keep time is over
+      redis.call('HSET', k, 'state', state, 'result', value, 'finished_at', now_s)
+      local keep = ARGV[i + 4]
+      if keep ~= '0' then
+        local until_ = keeps[keep]
+        if not until_ then until_ = string.format('%.0f', now + tonumber(keep)) keeps[keep] = until_ end
+        zc[#zc + 1] = until_
       else
         zc[#zc + 1] = '+inf'
       end
       zc[#zc + 1] = id
     elseif state == 'failed' then
-      redis.call('HSET', k, 'state', state, 'error', value, 'finished_at', now, 'owner', '')
-      zf[#zf + 1] = now
+      redis.call('HSET', k, 'state', state, 'error', value, 'finished_at', now_s)
+      zf[#zf + 1] = now_s
       zf[#zf + 1] = id
     else
       redis.call('HSET', k, 'state', 'waiting', 'error', value, 'run_at', ARGV[i + 3], 'owner', '')
@@ -216,12 +226,12 @@ end
 for rank, d in pairs(done) do redis.call('ZREM', p .. 'active:' .. rank, unpack(d)) end
 if #zc > 0 then redis.call('ZADD', p .. 'completed', unpack(zc)) end
 if #zf > 0 then redis.call('ZADD', p .. 'failed', unpack(zf)) end
-local out = {}
+local out, lease_end = {}, string.format('%.0f', now + lease)
 for rank = 0, 2 do
   local want = tonumber(ARGV[5 + rank])
   if want > 0 then
     local rk = p .. 'ready:' .. rank
-    local ids = redis.call('ZRANGEBYSCORE', rk, '-inf', now, 'LIMIT', 0, want)
+    local ids = redis.call('ZRANGEBYSCORE', rk, '-inf', now_s, 'LIMIT', 0, want)
     if #ids > 0 then
       redis.call('ZREM', rk, unpack(ids))
       local za = {}
@@ -229,9 +239,9 @@ for rank = 0, 2 do
         local k = p .. 'job:' .. id
         local v = redis.call('HMGET', k, 'spec', 'attempts_made')
         if v[1] then
-          local am = tonumber(v[2]) + 1
-          redis.call('HSET', k, 'state', 'active', 'owner', owner, 'started_at', now, 'attempts_made', am)
-          za[#za + 1] = now + lease
+          local am = NEXT[v[2]] or tostring(tonumber(v[2]) + 1)
+          redis.call('HSET', k, 'state', 'active', 'owner', owner, 'started_at', now_s, 'attempts_made', am)
+          za[#za + 1] = lease_end
           za[#za + 1] = id
           out[#out + 1] = id
           out[#out + 1] = rank
@@ -258,8 +268,8 @@ for i = 4, #ARGV do
 end
 for rank, t in pairs(z) do redis.call('ZADD', p .. 'active:' .. rank, 'XX', unpack(t)) end
 return 1]=],
-  -- P, now: jobs whose lease ran out go back to waiting; expired completed
-  -- entries leave the completed set (their hashes expired by themselves)
+  -- P, now: jobs whose lease ran out go back to waiting; completed jobs past
+  -- their keep time are deleted (up to 1,000 a call, once a second)
   reclaim = [=[
 local p, now, n = ARGV[1], tonumber(ARGV[2]), 0
 for rank = 0, 2 do
@@ -275,8 +285,14 @@ for rank = 0, 2 do
     end
   end
 end
-redis.call('ZREMRANGEBYSCORE', p .. 'completed', '-inf', now)
-return n]=],
+local gone = redis.call('ZRANGEBYSCORE', p .. 'completed', '-inf', now, 'LIMIT', 0, 1000)
+if #gone > 0 then
+  local keys = {}
+  for j, id in ipairs(gone) do keys[j] = p .. 'job:' .. id end
+  redis.call('DEL', unpack(keys))
+  redis.call('ZREM', p .. 'completed', unpack(gone))
+end
+return { n, #gone }]=],
 }
 
 local shas = {}
@@ -327,7 +343,8 @@ local function spec_of(doc)
 end
 
 function redis.add(doc)
-  local r, err = eval("add", P, 1, doc._id, doc.prank, doc.run_at, spec_of(doc))
+  local r, err = eval("add", P, 1, doc._id, doc.prank, doc.run_at, spec_of(doc),
+    doc.own_id and 1 or 0)
   if r == nil then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
   return doc._id
 end
@@ -339,8 +356,9 @@ function redis.add_many(docs)
     local args, n = { P, last - first + 1 }, 2
     for i = first, last do
       local doc = docs[i]
-      args[n + 1], args[n + 2], args[n + 3], args[n + 4] = doc._id, doc.prank, doc.run_at, spec_of(doc)
-      n = n + 4
+      args[n + 1], args[n + 2], args[n + 3], args[n + 4], args[n + 5] =
+        doc._id, doc.prank, doc.run_at, spec_of(doc), 0
+      n = n + 5
     end
     local r, err = eval("add", unpack(args, 1, n))
     if r == nil then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
@@ -424,7 +442,17 @@ function redis.renew(owner_, ids, until_)
   end
 end
 
-function redis.reclaim(now) eval("reclaim", P, now) end
+-- returns how many jobs went back to waiting
+function redis.reclaim(now)
+  local n = 0
+  for _ = 1, 50 do -- at most 50,000 expired completed jobs a second
+    local r = eval("reclaim", P, now)
+    if type(r) ~= "table" then break end
+    n = n + (tonumber(r[1]) or 0)
+    if (tonumber(r[2]) or 0) < 1000 then break end
+  end
+  return n
+end
 
 local backend_cache
 local function backend()
@@ -482,7 +510,7 @@ make_doc = function(type_, data, opts)
   local now = now_ms()
   local delay = opts.delay or 0
   return {
-    _id = opts.job_id and tostring(opts.job_id) or new_id(),
+    _id = opts.job_id and tostring(opts.job_id) or new_id(), own_id = opts.job_id ~= nil,
     type = type_, data = data == nil and null or data,
     priority = PRIORITY_NAMES[prank], prank = prank,
     state = delay > 0 and "delayed" or "waiting",
@@ -740,7 +768,12 @@ function _M._run_scheduler(workers)
         sent = true
       end
     end
-    if not sent then
+    if sent then
+      -- the next cycle leaves in a later loop turn, on its own connection,
+      -- so the two stay out of step: the server answers one while this
+      -- worker runs the other's jobs
+      core._nap(0)
+    else
       core._nap(_M.poll_ms)
       -- a nap that ran its course is a poll: look for jobs that came due
       -- (delays, backoffs) or that other processes added
