@@ -268,12 +268,12 @@ static int l_core_log_level(lua_State *L)
     return 1;
 }
 
-/* core.now(): wall-clock seconds with millisecond precision. */
+/* core.now(): wall-clock seconds with microsecond precision. */
 static int l_core_now(lua_State *L)
 {
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
-    lua_pushnumber(L, (double)tv.tv_sec + (double)(tv.tv_usec / 1000) / 1000.0);
+    lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
     return 1;
 }
 

@@ -4,10 +4,11 @@
 #    same concurrency (10): devloop on Redis, Bull 4 (npm, Node) on the same
 #    Redis, devloop on its embedded store
 #  - time from add to start at idle (median, p99), devloop and Bull
-#   scripts/bench-jobs.sh [N]      (N jobs per measurement, default 5000)
+#   scripts/bench-jobs.sh [N]      (N jobs per run, default 20000; ROUNDS=3 runs each, medians)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-N=${1:-5000}
+N=${1:-20000}
+ROUNDS=${ROUNDS:-3}
 CONC=10
 BIN=${DEVLOOP_BIN:-$ROOT/build-release/devloop}
 cmake -S "$ROOT" -B "$ROOT/build-release" -DCMAKE_BUILD_TYPE=Release -DDL_BUILD_TESTS=OFF >/dev/null
@@ -58,19 +59,33 @@ import sys, json
 l = sorted(json.load(sys.stdin)); print("median %.1f ms, p99 %.1f ms" % (l[len(l)//2], l[int(len(l)*0.99)-1]))'
 }
 
-echo "== $N jobs, concurrency $CONC =="
+med() { python3 -c 'import sys; v = sorted(map(int, sys.argv[1:])); print(v[len(v)//2])' "$@"; }
+
+echo "== $N jobs a run, concurrency $CONC, $ROUNDS runs each (median, then every run) =="
+DN=(); DR=(); SN=(); BN=(); BR=()
 start_devloop REDIS_URL="$REDIS_URL_BENCH"
-echo "devloop (Redis)  noop: $(devloop_rate noop) jobs/s   rget: $(devloop_rate rget) jobs/s"
-echo "devloop (Redis)  add->start at idle: $(devloop_latency)"
+for _ in $(seq $ROUNDS); do DN+=("$(devloop_rate noop)"); DR+=("$(devloop_rate rget)"); done
+DLAT=$(devloop_latency)
 stop_devloop
 start_devloop
-echo "devloop (SQLite) noop: $(devloop_rate noop) jobs/s   (rget needs Redis)"
-echo "devloop (SQLite) add->start at idle: $(devloop_latency)"
+for _ in $(seq $ROUNDS); do SN+=("$(devloop_rate noop)"); done
+SLAT=$(devloop_latency)
 stop_devloop
-(cd "$WORK" && node bull-bench.js "$REDIS_URL_BENCH" noop "$N" $CONC && node bull-bench.js "$REDIS_URL_BENCH" rget "$N" $CONC) |
-  python3 -c '
+for _ in $(seq $ROUNDS); do
+  BN+=("$(cd "$WORK" && node bull-bench.js "$REDIS_URL_BENCH" noop "$N" $CONC | python3 -c '
 import sys, json
 for line in sys.stdin:
     d = json.loads(line)
-    if "jobs_per_s" in d: print("bull 4 (Redis)   %s: %d jobs/s" % (d["kind"], d["jobs_per_s"]))
-    else: print("bull 4 (Redis)   add->start at idle: median %d ms, p99 %d ms" % (d["latency_ms_median"], d["latency_ms_p99"]))'
+    if "jobs_per_s" in d: print(d["jobs_per_s"])
+    else: open("lat", "w").write("median %d ms, p99 %d ms" % (d["latency_ms_median"], d["latency_ms_p99"]))')")
+  BR+=("$(cd "$WORK" && node bull-bench.js "$REDIS_URL_BENCH" rget "$N" $CONC | python3 -c '
+import sys, json; print(json.loads(sys.stdin.readline())["jobs_per_s"])')")
+done
+dn=$(med "${DN[@]}"); dr=$(med "${DR[@]}"); sn=$(med "${SN[@]}"); bn=$(med "${BN[@]}"); br=$(med "${BR[@]}")
+echo "devloop (Redis)  noop: $dn jobs/s (${DN[*]})   rget: $dr jobs/s (${DR[*]})"
+echo "devloop (Redis)  add->start at idle: $DLAT"
+echo "devloop (SQLite) noop: $sn jobs/s (${SN[*]})   (rget needs Redis)"
+echo "devloop (SQLite) add->start at idle: $SLAT"
+echo "bull 4 (Redis)   noop: $bn jobs/s (${BN[*]})   rget: $br jobs/s (${BR[*]})"
+echo "bull 4 (Redis)   add->start at idle: $(cat "$WORK/lat")"
+python3 -c "print('ratio devloop/bull (medians): noop %.2fx, rget %.2fx' % ($dn / $bn, $dr / $br))"

@@ -37,7 +37,8 @@ _M.keep_completed_ms = 3600000 -- a completed job's result stays readable this l
 -- a walk past every finished job
 -- (created by the scheduler, so apps without jobs get no _jobs table)
 local jobs = db.collection("_jobs")
-local JOB_INDEXES = { { "prank", "queue_at" }, { "state", "lease_until" }, { "owner", "state" } }
+local JOB_INDEXES = { { "prank", "queue_at" }, { "state", "lease_until" }, { "owner", "state" },
+  { "state", "expire_at" } }
 
 local processors = {}
 function _M._set_processors(t) processors = t end
