@@ -14,6 +14,7 @@ from harness import Server
 
 DBDIR = tempfile.mkdtemp(prefix="devloop-jobs-")
 ENV = {"DEVLOOP_DB": os.path.join(DBDIR, "jobs.db"), "DEVLOOP_JOB_LEASE_MS": "1000"}
+EXTRA_ENV = {}  # test_jobs_redis.py adds REDIS_URL
 
 
 def add(srv, type_, data=None, **opts):
@@ -96,10 +97,11 @@ def test_metrics_and_counts(srv):
 
 
 def test_crash_recovery(_):
-    db = os.path.join(DBDIR, "crash.db")
+    db = os.path.join(DBDIR, "crash-%d.db" % os.getpid())
     env = dict(ENV, DEVLOOP_DB=db)
+    env.update(EXTRA_ENV)
     s = Server("jobs", env=env, workers=2)
-    ids = [add(s, "slow", {"ms": 400, "n": i}) for i in range(50)]
+    ids = [add(s, "effect", {"ms": 400, "n": i}) for i in range(50)]
     time.sleep(0.5)  # some active, most waiting
     s.proc.send_signal(signal.SIGKILL)
     s.proc.wait()
@@ -108,7 +110,14 @@ def test_crash_recovery(_):
         for jid in ids:
             j = wait_state(s2, jid, timeout=40)
             assert j["state"] == "completed", j
-        print("# kill -9 with 50 jobs active or waiting: all 50 completed after restart")
+        t = s2.get("/crash-tally").json()
+        # at least once: the attempts running at the kill ran again; the
+        # effect, idempotent by job id, happened exactly once per job
+        assert t["effects"] == 50 and t["runs"] == 50 + t["repeated"], t
+        assert 1 <= t["repeated"] <= 20, t
+        print("# kill -9 with 50 jobs active or waiting: all 50 completed after restart; "
+              "%d runs repeated (the attempts cut off by the kill), 50 effects (none twice)"
+              % t["repeated"])
     finally:
         s2.stop()
 
@@ -117,6 +126,7 @@ def test_hot_reload_of_processors(_):
     app = tempfile.mkdtemp(prefix="devloop-jobapp-")
     shutil.copytree(os.path.join(harness.APPS, "jobs"), app, dirs_exist_ok=True)
     env = dict(ENV, DEVLOOP_DB=os.path.join(DBDIR, "reload.db"))
+    env.update(EXTRA_ENV)
     s = Server(app, env=env)
     try:
         running = add(s, "slow", {"ms": 1500, "n": 1})

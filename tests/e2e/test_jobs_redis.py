@@ -59,6 +59,22 @@ def test_redis_down_add_fails_routes_answer(_):
         r.stop()
 
 
+def on_private_redis(fn):
+    """The crash and reload tests start their own servers; they get a Redis
+    of their own, or the suite's server would take part of their jobs."""
+    def run(srv):
+        r = RedisServer()
+        test_jobs.EXTRA_ENV["REDIS_URL"] = r.url()
+        try:
+            fn(srv)
+        finally:
+            test_jobs.EXTRA_ENV.pop("REDIS_URL", None)
+            r.stop()
+    return run
+
+
+tests["test_crash_recovery"] = on_private_redis(test_jobs.test_crash_recovery)
+tests["test_hot_reload_of_processors"] = on_private_redis(test_jobs.test_hot_reload_of_processors)
 tests["test_backend_is_redis"] = test_backend_is_redis
 tests["test_two_processes_exactly_once"] = test_two_processes_exactly_once
 tests["test_redis_down_add_fails_routes_answer"] = test_redis_down_add_fails_routes_answer
