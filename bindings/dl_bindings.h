@@ -10,6 +10,7 @@
 /** devloop.codec: json_encode/json_decode, msgpack_encode/msgpack_decode,
  *  null, array(t), object(t). Returns 1 (the module table). */
 int luaopen_devloop_codec(lua_State *L);
+int luaopen_devloop_crypto(lua_State *L);
 int luaopen_devloop_cache_core(lua_State *L);
 int luaopen_devloop_redis_core(lua_State *L);
 int luaopen_devloop_db_core(lua_State *L);

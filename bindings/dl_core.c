@@ -285,7 +285,16 @@ static int l_core_worker_id(lua_State *L)
     return 1;
 }
 
+/* core.app_dir(): the folder of the app being served or checked. */
+static int l_core_app_dir(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    lua_pushstring(L, vm ? vm->app_dir : "");
+    return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+    {"app_dir", l_core_app_dir},
     {"_route", dl__route},
     {"_parallel", dl__parallel},
     {"_race", dl__race},

@@ -113,6 +113,7 @@ dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
     preload(L, "cjson", luaopen_cjson);
     preload(L, "devloop.core", luaopen_devloop_core);
     preload(L, "devloop.codec", luaopen_devloop_codec);
+    preload(L, "devloop.crypto", luaopen_devloop_crypto);
     preload(L, "devloop.cache_core", luaopen_devloop_cache_core);
     preload(L, "devloop.redis_core", luaopen_devloop_redis_core);
     preload(L, "devloop.db_core", luaopen_devloop_db_core);
@@ -447,11 +448,17 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
     }
     g->id = vm->gen ? vm->gen->id + 1 : 1;
     vm->loading = g;
+    snprintf(vm->app_dir, sizeof(vm->app_dir), "%s", app_dir);
     reset_app_modules(vm, app_dir);
-    /* start hooks and job processors are declared afresh by each load */
-    call_library(vm->L, "_begin_load");
-
+    /* start hooks, job processors and tokens are declared afresh by each
+     * load; a broken tokens file fails it */
     int nerr = 0;
+    if (push_library_fn(vm->L, "_begin_load") && lua_pcall(vm->L, 0, 0, 0) != 0) {
+        dl_buf_appendf(errors, "%s\n", lua_tostring(vm->L, -1));
+        lua_pop(vm->L, 1);
+        nerr++;
+    }
+
     char path[1200];
     snprintf(path, sizeof(path), "%s/app.lua", app_dir);
     if (stat(path, &st) == 0)

@@ -190,6 +190,9 @@ local function add(mask, path, opts, handler)
   if opts and opts.cache then
     handler = route_cache(opts.cache, handler)
   end
+  if opts and opts.auth then -- outermost: no cached answer without the token
+    handler = _M.auth.protect(opts.auth, handler)
+  end
   local ok, err = core._route(mask, path, opts, handler)
   if not ok then
     error(err, 3)
@@ -266,6 +269,10 @@ _M.cache = cache
 _M.redis = redis
 _M.db = require "devloop.db"
 _M.jobs = require "devloop.jobs"
+_M.auth = require "devloop.auth"
+local batch = require "devloop.batch"
+-- api.batch(operations, opts): a handler for a batch endpoint (devloop.batch)
+function _M.batch(ops, opts) return batch.new(_M, ops, opts) end
 
 -- jobs/TYPE.lua processors of the generation being loaded; jobs already
 -- running keep the function they started with
@@ -401,7 +408,9 @@ local function builtin_defaults()
 end
 _M.builtin_routes = builtin_defaults()
 
+local loading_tokens, loading_tokens_file
 function _M._begin_load()
+  loading_tokens, loading_tokens_file = _M.auth._read()
   start_hooks = {}
   _M.builtin_routes = builtin_defaults()
   loading_processors = {}
@@ -409,6 +418,7 @@ end
 -- called when a load succeeded (the C side only switches generations then)
 function _M._end_load()
   _M.jobs._set_processors(loading_processors)
+  _M.auth._use(loading_tokens, loading_tokens_file)
 end
 function _M._run_start()
   -- one worker creates the declared indexes for the whole process

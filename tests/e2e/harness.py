@@ -234,6 +234,15 @@ class Server:
         return code
 
 
+def edit_file(path, old, new):
+    """Rewrites a file in place with old replaced by new (hot reload tests)."""
+    with open(path) as f:
+        text = f.read()
+    assert old in text, (path, old)
+    with open(path, "w") as f:
+        f.write(text.replace(old, new))
+
+
 def curl(*args, input=None):
     """Runs curl; returns (status, headers dict lower-case, body bytes)."""
     hf = tempfile.NamedTemporaryFile(delete=False)

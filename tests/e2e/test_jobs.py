@@ -132,10 +132,7 @@ def test_hot_reload_of_processors(_):
         running = add(s, "slow", {"ms": 1500, "n": 1})
         time.sleep(0.3)
         path = os.path.join(app, "jobs", "slow.lua")
-        with open(path) as f:
-            text = f.read()
-        with open(path, "w") as f:
-            f.write(text.replace('"v1"', '"v2"'))
+        harness.edit_file(path, '"v1"', '"v2"')
         deadline = time.time() + 5
         while "reload (files changed): generation 2" not in s.output():
             assert time.time() < deadline

@@ -3,8 +3,9 @@
 -- updates, which invalidate every cached feature list.
 local api = require "devloop"
 local db = api.db
+local features = require "features"
 
-local STATUSES = { ["not-started"] = true, ["in-progress"] = true, completed = true, blocked = true }
+local STATUSES = features.STATUSES
 
 local function bad_request(msg) return 400, { error = "Bad Request", message = msg } end
 
@@ -39,24 +40,19 @@ api.get("/api/features", { cache = { prefix = "feature", ttl = "medium" } }, fun
 end)
 
 api.get("/api/features/:id", function(req)
-  local f, err = db.features:find_one({ _id = req.params.id })
-  if err then error(err) end
+  local f = features.get(req.params.id)
   if not f then return 404, { error = "Not Found", message = "no feature " .. req.params.id } end
   return f
 end)
 
-api.patch("/api/features/:id", function(req)
+-- status updates need a token with UPDATE_FEATURE (tokens.json, README)
+api.patch("/api/features/:id", { auth = "UPDATE_FEATURE" }, function(req)
   local body = req.body
-  local status = type(body) == "table" and body.status
-  if not status then return bad_request("status is required") end
-  if not STATUSES[status] then
-    return bad_request("status must be one of not-started, in-progress, completed, blocked")
+  if type(body) ~= "table" then return bad_request("body must be a JSON object with a status") end
+  local f, err = features.set_status(req.params.id, body.status)
+  if err == "not_found" then
+    return 404, { error = "Not Found", message = "no feature " .. req.params.id }
   end
-  local f, err = db.features:find_one_and_update({ _id = req.params.id },
-    { ["$set"] = { status = status } })
-  if err then error(err) end
-  if not f then return 404, { error = "Not Found", message = "no feature " .. req.params.id } end
-  -- every cached list may hold this feature
-  api.cache.invalidate_entity("feature", f._id)
+  if not f then return bad_request(err) end
   return f
 end)

@@ -1,0 +1,77 @@
+/*
+ * dl_crypto.c - the Lua module devloop.crypto over OpenSSL's libcrypto:
+ * sha256(s) and sha256_hex(s) digest a string, equal(a, b) compares two
+ * strings in time that depends only on their lengths (bearer tokens: compare
+ * digests, which have one length), random(n) returns n bytes from the
+ * kernel-seeded generator. Misuse (a non-string) raises.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "dl_bindings.h"
+#include "internal.h"
+
+static int l_crypto_sha256(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)s, len, md);
+    lua_pushlstring(L, (const char *)md, sizeof(md));
+    return 1;
+}
+
+static int l_crypto_sha256_hex(lua_State *L)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char out[2 * SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)s, len, md);
+    for (size_t i = 0; i < sizeof(md); i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    lua_pushlstring(L, out, sizeof(out));
+    return 1;
+}
+
+static int l_crypto_equal(lua_State *L)
+{
+    size_t alen, blen;
+    const char *a = luaL_checklstring(L, 1, &alen);
+    const char *b = luaL_checklstring(L, 2, &blen);
+    lua_pushboolean(L, alen == blen && CRYPTO_memcmp(a, b, alen) == 0);
+    return 1;
+}
+
+static int l_crypto_random(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0 && n <= 4096, 1, "0 to 4096 bytes");
+    unsigned char buf[4096];
+    if (RAND_bytes(buf, (int)n) != 1)
+        return luaL_error(L, "crypto.random: the generator failed");
+    lua_pushlstring(L, (const char *)buf, (size_t)n);
+    return 1;
+}
+
+static const luaL_Reg crypto_funcs[] = {
+    {"sha256", l_crypto_sha256},
+    {"sha256_hex", l_crypto_sha256_hex},
+    {"equal", l_crypto_equal},
+    {"random", l_crypto_random},
+    {NULL, NULL},
+};
+
+int luaopen_devloop_crypto(lua_State *L)
+{
+    lua_createtable(L, 0, DL_ARRAY_SIZE(crypto_funcs));
+    luaL_register(L, NULL, crypto_funcs);
+    return 1;
+}

@@ -1,0 +1,139 @@
+-- devloop.auth: bearer tokens and permissions (api.auth). Tokens come from a
+-- JSON file: DEVLOOP_TOKENS_FILE when set, else the app's own tokens.json
+-- (a demo file, for local use only):
+--   {"tokens": [{"token": "...", "user": "ana", "permissions": ["UPDATE_FEATURE"]},
+--               {"sha256": "<hex digest of the token>", "user": "ops", "permissions": []}]}
+-- A presented token is hashed and its digest compared with every entry's in
+-- constant time, so neither the comparison nor the lookup tells how much of a
+-- token was right. The file is read when the app loads (each reload).
+local core = require "devloop.core"
+local codec = require "devloop.codec"
+local crypto = require "devloop.crypto"
+
+local type, ipairs, pairs, tostring, setmetatable = type, ipairs, pairs, tostring, setmetatable
+
+local _M = { _VERSION = "0.1" }
+
+local entries = {}  -- { digest = raw sha256, user = ..., permissions = { P = true } }
+local source = nil  -- the file the entries came from, or nil
+
+local User = {}
+User.__index = User
+function User:has_permission(p)
+  for _, have in ipairs(self.permissions) do
+    if have == p then return true end
+  end
+  return false
+end
+
+local function new_user(e)
+  local list = {}
+  for p in pairs(e.permissions) do list[#list + 1] = p end
+  table.sort(list)
+  return setmetatable({ id = e.user, name = e.user, permissions = codec.array(list) }, User)
+end
+
+local function fail(path, msg) return nil, path .. ": " .. msg end
+
+-- reads a tokens file; returns the entries or nil, message
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local text = f:read("*a")
+  f:close()
+  local doc, jerr = codec.json_decode(text)
+  if type(doc) ~= "table" or type(doc.tokens) ~= "table" then
+    return fail(path, jerr or 'expected {"tokens": [...]}')
+  end
+  local out = {}
+  for i, t in ipairs(doc.tokens) do
+    if type(t) ~= "table" then return fail(path, "tokens[" .. i .. "] is not an object") end
+    local digest
+    if type(t.token) == "string" and t.token ~= "" then
+      digest = crypto.sha256(t.token)
+    elseif type(t.sha256) == "string" and t.sha256:match("^%x+$") and #t.sha256 == 64 then
+      digest = t.sha256:lower():gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+    else
+      return fail(path, "tokens[" .. i .. "] needs a token or a 64-digit hex sha256")
+    end
+    if type(t.user) ~= "string" or t.user == "" then
+      return fail(path, "tokens[" .. i .. "] needs a user")
+    end
+    local perms = {}
+    for _, p in ipairs(type(t.permissions) == "table" and t.permissions or {}) do
+      if type(p) ~= "string" then return fail(path, "tokens[" .. i .. "]: permissions are strings") end
+      perms[p] = true
+    end
+    out[#out + 1] = { digest = digest, user = t.user, permissions = perms }
+  end
+  return out
+end
+
+-- Reads the configured file as the app loads; _use() switches to it once the
+-- load succeeded. A missing default file means no tokens (every protected
+-- route answers 401); a broken file fails the load, with the file named.
+function _M._read()
+  local env = os.getenv("DEVLOOP_TOKENS_FILE")
+  local path = env and env ~= "" and env or (core.app_dir() .. "/tokens.json")
+  local f = io.open(path, "rb")
+  if not f then
+    if env and env ~= "" then error("DEVLOOP_TOKENS_FILE " .. path .. ": cannot be read", 0) end
+    return {}, nil
+  end
+  f:close()
+  local list, err = read_file(path)
+  if not list then error(err, 0) end
+  return list, path
+end
+
+function _M._use(list, path) entries, source = list, path end
+
+function _M.source() return source end
+
+-- The user of a token string, or nil. Every entry is compared, always.
+function _M.lookup(token)
+  if type(token) ~= "string" or token == "" then return nil end
+  local digest = crypto.sha256(token)
+  local found
+  for _, e in ipairs(entries) do
+    if crypto.equal(digest, e.digest) and not found then found = e end
+  end
+  return found and new_user(found) or nil
+end
+
+-- The request's user from its Authorization header (cached on the request),
+-- or nil
+function _M.user(req)
+  local u = req._user
+  if u == nil then
+    local h = req.headers.authorization
+    local token = type(h) == "string" and h:match("^[Bb]earer%s+(%S+)%s*$")
+    u = _M.lookup(token) or false
+    req._user = u
+    if u then req.user = u end
+  end
+  return u or nil
+end
+
+local function deny(req, status, msg)
+  local headers = status == 401 and { ["WWW-Authenticate"] = 'Bearer realm="devloop"' } or nil
+  return status, { error = status == 401 and "Unauthorized" or "Forbidden", message = msg,
+                   requestId = req.id }, headers
+end
+
+-- wraps a handler: need is true (any valid token) or a permission name
+function _M.protect(need, handler)
+  if need ~= true and type(need) ~= "string" then
+    error("auth must be true or a permission name", 4)
+  end
+  return function(req, ...)
+    local u = _M.user(req)
+    if not u then return deny(req, 401, "a valid bearer token is required") end
+    if need ~= true and not u:has_permission(need) then
+      return deny(req, 403, "permission " .. need .. " is required")
+    end
+    return handler(req, ...)
+  end
+end
+
+return _M
