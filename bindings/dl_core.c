@@ -3,6 +3,10 @@
  * builds the public API on. Route declaration, sleeping, parallel joins and
  * the logger. No policy lives here (STYLE.md section 6).
  */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <math.h>
@@ -285,6 +289,19 @@ static int l_core_worker_id(lua_State *L)
     return 1;
 }
 
+/* core.mkdir(path): creates a folder (0755); true if it exists afterwards. */
+static int l_core_mkdir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "mkdir %s: %s", path, strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* core.app_dir(): the folder of the app being served or checked. */
 static int l_core_app_dir(lua_State *L)
 {
@@ -295,6 +312,7 @@ static int l_core_app_dir(lua_State *L)
 
 static const luaL_Reg core_funcs[] = {
     {"app_dir", l_core_app_dir},
+    {"mkdir", l_core_mkdir},
     {"_route", dl__route},
     {"_parallel", dl__parallel},
     {"_race", dl__race},
@@ -323,6 +341,8 @@ int luaopen_devloop_core(lua_State *L)
     luaL_register(L, NULL, core_funcs);
     lua_pushlightuserdata(L, &dl__gzip_body_marker);
     lua_setfield(L, -2, "GZIP_BODY");
+    lua_pushlightuserdata(L, &dl__file_body_marker);
+    lua_setfield(L, -2, "FILE_BODY");
     static const struct {
         const char *name;
         int mask;

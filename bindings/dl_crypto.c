@@ -9,8 +9,16 @@
 #include <lua.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
+
+#define SHA256_LEN 32
+
+static void sha256(const char *s, size_t len, unsigned char *md)
+{
+    unsigned int n = 0;
+    EVP_Digest(s, len, md, &n, EVP_sha256(), NULL);
+}
 
 #include "dl_bindings.h"
 #include "internal.h"
@@ -19,9 +27,9 @@ static int l_crypto_sha256(lua_State *L)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)s, len, md);
-    lua_pushlstring(L, (const char *)md, sizeof(md));
+    unsigned char md[EVP_MAX_MD_SIZE];
+    sha256(s, len, md);
+    lua_pushlstring(L, (const char *)md, SHA256_LEN);
     return 1;
 }
 
@@ -30,10 +38,10 @@ static int l_crypto_sha256_hex(lua_State *L)
     static const char hex[] = "0123456789abcdef";
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    char out[2 * SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)s, len, md);
-    for (size_t i = 0; i < sizeof(md); i++) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    char out[2 * SHA256_LEN];
+    sha256(s, len, md);
+    for (size_t i = 0; i < SHA256_LEN; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
     }

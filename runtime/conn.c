@@ -15,14 +15,22 @@
  */
 #include "conn.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "lua_vm.h"
+#include "multipart.h"
+#include "server.h"
+#include "upload.h"
 
 #define MAX_PENDING (256 * 1024) /* read-ahead while a handler runs */
 #define LINGER_MS 2000
 #define SEND_TIMEOUT_MS 60000
+#define FILE_CHUNK (256 * 1024) /* a file body is read and sent this much at a time */
 
 typedef struct {
     uv_write_t req;
@@ -37,6 +45,8 @@ static void conn_flush(dl_conn_t *c);
 static void conn_drain(dl_conn_t *c);
 void dl__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void after_response(dl_conn_t *c, int keep);
+static void file_done(dl_conn_t *c);
 static void send_error(dl_conn_t *c, int status, const char *msg);
 static void respond_error(dl_req_t *r, int status, const char *msg, const char *allow);
 
@@ -173,6 +183,35 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
+/*
+ * A route with the upload option takes multipart/form-data only; its body is
+ * parsed as it arrives and its files written to APP_DIR/data/.uploads (see
+ * upload.c), never held in memory.
+ */
+static int start_upload(dl_conn_t *c, dl_req_t *r)
+{
+    dl_worker_t *w = c->worker;
+    /* the limit is per file; the body may add fields and multipart framing */
+    r->body_limit = r->route->upload_limit + DL_UPLOAD_MAX_FIELDS_BYTES + 64 * 1024;
+    size_t ctlen = 0;
+    const char *ct = dl_req_header(r, "content-type", &ctlen);
+    char boundary[DL_MULTIPART_MAX_BOUNDARY + 1];
+    int blen = ct ? dl_multipart_boundary(ct, ctlen, boundary, sizeof(boundary)) : DL_EINVAL;
+    if (blen <= 0)
+        return reject(c, 400, "expected a multipart/form-data body with a boundary");
+    char dir[1100], prefix[80];
+    snprintf(dir, sizeof(dir), "%s/data", w->rt->app_dir);
+    (void)mkdir(dir, 0755); /* the app may have no data folder yet */
+    snprintf(dir, sizeof(dir), "%s/data/.uploads", w->rt->app_dir);
+    snprintf(prefix, sizeof(prefix), "w%d-%016llx", w->id,
+             (unsigned long long)dl_prng_next(w->prng));
+    int rc = dl_upload_new(dir, prefix, boundary, (size_t)blen, r->route->upload_limit,
+                           &r->upload);
+    if (rc != 0)
+        return reject(c, rc == DL_ENOMEM ? 503 : 500, "cannot store uploads");
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     dl_conn_t *c = p->data;
@@ -215,6 +254,11 @@ static int on_headers_complete(llhttp_t *p)
     }
     int chunked = (p->flags & F_CHUNKED) != 0;
     int has_body = chunked || p->content_length > 0;
+    if (r->route_status == DL_ROUTE_FOUND && r->route->upload_limit) {
+        int rc = start_upload(c, r);
+        if (rc != 0)
+            return rc;
+    }
     if (has_body) {
         if (!chunked && p->content_length > r->body_limit)
             return reject(c, 413, "request body too large");
@@ -231,15 +275,25 @@ static int on_headers_complete(llhttp_t *p)
     return 0;
 }
 
+static int upload_status(int rc)
+{
+    return rc == DL_EINVAL ? 400 : rc == DL_ETOOBIG ? 413 : rc == DL_ENOMEM ? 503 : 500;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
-    if (r->body.len + len > r->body_limit)
+    if (r->body_seen + len > r->body_limit)
         return reject(c, 413, "request body too large");
+    r->body_seen += len;
+    c->window_bytes += len;
+    if (r->upload) {
+        int rc = dl_upload_feed(r->upload, at, len);
+        return rc == 0 ? 0 : reject(c, upload_status(rc), dl_upload_error(r->upload));
+    }
     if (dl_buf_append(&r->body, at, len) != 0)
         return reject(c, 503, "out of memory");
-    c->window_bytes += len;
     return 0;
 }
 
@@ -247,6 +301,11 @@ static int on_message_complete(llhttp_t *p)
 {
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
+    if (r->upload) {
+        int rc = dl_upload_finish(r->upload);
+        if (rc != 0)
+            return reject(c, upload_status(rc), dl_upload_error(r->upload));
+    }
     r->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->stopping &&
                     !c->worker->stopping;
     c->state = DL_CS_BUSY;
@@ -378,7 +437,7 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     int no_body = head_only || status == 204 || status == 304 || (status >= 100 && status < 200);
 
     const char *body = resp->body;
-    size_t body_len = resp->body_len;
+    size_t body_len = resp->has_file ? (size_t)resp->file_len : resp->body_len;
     int enc = DL_ENC_IDENTITY, vary = 0;
     dl_buf_t zbuf = DL_BUF_INIT;
     int pre_gzip = 0;
@@ -398,7 +457,8 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
             return;
         }
     }
-    if (!pre_gzip && body_len >= cfg->compress_min && status >= 200 && status != 204 &&
+    if (!pre_gzip && !resp->has_file && body_len >= cfg->compress_min && status >= 200 &&
+        status != 204 &&
         status != 304 && dl_compress_type_ok(resp->content_type, resp->content_type_len)) {
         vary = 1;
         size_t aelen;
@@ -417,7 +477,7 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         }
     }
 
-    dl_buf_reserve(o, 256 + resp->headers_len + (no_body ? 0 : body_len));
+    dl_buf_reserve(o, 256 + resp->headers_len + (no_body || resp->has_file ? 0 : body_len));
     dl_buf_append_str(o, r->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
     dl_buf_append_u64(o, (unsigned)status);
     dl_buf_append_char(o, ' ');
@@ -451,16 +511,44 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     if (resp->headers_len)
         dl_buf_append(o, resp->headers, resp->headers_len);
     dl_buf_append(o, "\r\n", 2);
-    if (!no_body)
+    if (!no_body && !resp->has_file)
         dl_buf_append(o, body, body_len);
     dl_buf_free(&zbuf);
 
     dl_worker_record(w, r, status, body_len);
     dl_worker_req_release(w, r);
     if (o->oom) {
+        if (resp->has_file)
+            close(resp->file_fd);
         dl_conn_close(c);
         return;
     }
+    if (resp->has_file) {
+        if (no_body || body_len == 0) {
+            close(resp->file_fd);
+        } else {
+            /* sent a chunk at a time from conn_flush; the connection stays
+             * busy (no pipelined request is parsed) until the last one */
+            c->file_fd = resp->file_fd;
+            c->file_off = resp->file_off;
+            c->file_left = body_len;
+            c->file_keep = keep;
+            c->state = DL_CS_BUSY;
+            c->deadline = 0;
+            if (!c->in_feed)
+                conn_flush(c);
+            return;
+        }
+    }
+    after_response(c, keep);
+}
+
+/* What follows a response once it is queued: close, or go on with the next
+ * request (parsing what was read meanwhile when the handler had parked). */
+static void after_response(dl_conn_t *c, int keep)
+{
+    dl_worker_t *w = c->worker;
+    const dl_config_t *cfg = w->cfg;
     if (!keep) {
         c->closing = 1;
         c->state = DL_CS_IDLE;
@@ -560,6 +648,8 @@ void dl_conn_close(dl_conn_t *c)
     if (c->closed)
         return;
     c->closed = 1;
+    if (c->file_fd >= 0)
+        file_done(c);
     if (c->active) {
         /* its handler is parked: it runs on detached and its answer is dropped */
         c->active->conn = NULL;
@@ -634,10 +724,47 @@ static void on_write(uv_write_t *req, int status)
     conn_drain(c);
 }
 
+/* Reads the next chunk of the file body into out (out is empty). */
+static int file_chunk(dl_conn_t *c)
+{
+    size_t n = (size_t)DL_MIN(c->file_left, (uint64_t)FILE_CHUNK);
+    if (dl_buf_reserve(&c->out, n) != 0)
+        return -1;
+    ssize_t got;
+    do {
+        got = pread(c->file_fd, c->out.data, n, (off_t)c->file_off);
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) /* the file shrank or failed: the length promised cannot be kept */
+        return -1;
+    c->out.len = (size_t)got;
+    c->file_off += (uint64_t)got;
+    c->file_left -= (uint64_t)got;
+    return 0;
+}
+
+static void file_done(dl_conn_t *c)
+{
+    close(c->file_fd);
+    c->file_fd = -1;
+}
+
 static void conn_flush(dl_conn_t *c)
 {
+again:
     if (c->closed || c->writing)
         return;
+    if (c->out.len == 0 && c->file_fd >= 0) {
+        if (c->file_left == 0) {
+            file_done(c);
+            after_response(c, c->file_keep);
+            return;
+        }
+        if (file_chunk(c) != 0) {
+            dl_log(DL_LOG_ERROR, "cannot read a file body; closing the connection");
+            dl_conn_close(c);
+            return;
+        }
+    }
     if (c->out.len == 0) {
         if (c->closing)
             conn_finish_close(c);
@@ -647,6 +774,8 @@ static void conn_flush(dl_conn_t *c)
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == (int)c->out.len) {
         dl_buf_reset(&c->out);
+        if (c->file_fd >= 0)
+            goto again; /* the next chunk of a file body */
         if (c->closing)
             conn_finish_close(c);
         return;
@@ -741,6 +870,7 @@ void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
             return;
     }
     c->worker = w;
+    c->file_fd = -1;
     if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
         dl_free(c);
         return;

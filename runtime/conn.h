@@ -46,6 +46,9 @@ struct dl_conn_s {
     unsigned read_stopped : 1;
     unsigned lingering : 1;
     unsigned stopping : 1; /* graceful stop: no keep-alive after this response */
+    unsigned file_keep : 1; /* keep-alive after the file being sent */
+    int file_fd;          /* a file body being sent (one chunk at a time), or -1 */
+    uint64_t file_off, file_left;
 };
 
 /** Accepts a pending connection on server; the connection owns itself. */
@@ -70,6 +73,11 @@ typedef struct {
     unsigned body_gzip : 1;   /* body is already gzip (a cached entry): sent as-is
                                  to clients that accept gzip, inflated for others */
     unsigned close : 1;       /* close the connection after this response */
+    unsigned has_file : 1;    /* the body is file_len bytes of file_fd from file_off, read
+                                 and sent a chunk at a time, never compressed; the
+                                 connection takes (closes) file_fd */
+    int file_fd;
+    uint64_t file_off, file_len;
     const char *allow;        /* Allow header value (405) */
 } dl_resp_t;
 

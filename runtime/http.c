@@ -242,6 +242,7 @@ const char *dl_status_text(int status)
     case 411: return "Length Required";
     case 412: return "Precondition Failed";
     case 413: return "Payload Too Large";
+    case 416: return "Range Not Satisfiable";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";

@@ -43,6 +43,8 @@ typedef struct dl_req_s {
 
     dl_buf_t body;
     size_t body_limit;
+    size_t body_seen;       /* body bytes read (an upload does not keep them) */
+    struct dl_upload_s *upload; /* a multipart body streamed to files (upload.h) */
 
     int method;             /* DL_M_* or 0 for a method we do not route */
     const char *method_name;

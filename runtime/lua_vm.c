@@ -11,12 +11,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../bindings/dl_bindings.h"
 #include "codec_json.h"
@@ -24,11 +26,13 @@
 #include "conn.h"
 #include "embedded.h"
 #include "internal.h"
+#include "upload.h"
 #include "worker.h"
 
 #define CO_POOL_MAX 256
 
 char dl__gzip_body_marker;
+char dl__file_body_marker;
 static char vm_key;   /* registry: lightuserdata(&vm_key) -> lightuserdata(vm) */
 static char req_key;  /* request table: lightuserdata(&req_key) -> lightuserdata(req) */
 
@@ -1041,6 +1045,45 @@ static void finish_main(dl_task_t *t, int ok)
     if (n >= bi + 2 && lua_touserdata(co, bi + 2) == &dl__gzip_body_marker &&
         lua_type(co, bi) == LUA_TSTRING)
         rb.resp.body_gzip = 1;
+    if (n >= bi + 2 && lua_touserdata(co, bi + 2) == &dl__file_body_marker &&
+        lua_type(co, bi) == LUA_TSTRING) {
+        /* body is a file path; then offset and length (default: the rest) */
+        const char *path = lua_tostring(co, bi);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            if (fd >= 0)
+                close(fd);
+            dl_buf_free(&rb.hdrs);
+            respond_500(t, "cannot open the file to send");
+            task_free(t, 0);
+            return;
+        }
+        uint64_t size = (uint64_t)st.st_size;
+        uint64_t off = n >= bi + 3 ? (uint64_t)DL_MAX(0, lua_tonumber(co, bi + 3)) : 0;
+        uint64_t len = n >= bi + 4 && !lua_isnil(co, bi + 4)
+                           ? (uint64_t)DL_MAX(0, lua_tonumber(co, bi + 4)) : size - DL_MIN(off, size);
+        if (off > size || len > size - off) {
+            close(fd);
+            dl_buf_free(&rb.hdrs);
+            respond_500(t, "file range outside the file");
+            task_free(t, 0);
+            return;
+        }
+        rb.resp.has_file = 1;
+        rb.resp.file_fd = fd;
+        rb.resp.file_off = off;
+        rb.resp.file_len = len;
+        if (rb.resp.content_type == NULL) {
+            rb.resp.content_type = "application/octet-stream";
+            rb.resp.content_type_len = 24;
+        }
+        rb.resp.body = NULL;
+        dl_req_respond(req, &rb.resp);
+        dl_buf_free(&rb.hdrs);
+        task_free(t, 0);
+        return;
+    }
 
     dl_buf_t *out = &vm->scratch;
     dl_buf_reset(out);
@@ -1103,6 +1146,46 @@ static int has_prefix_ci(const char *s, size_t len, const char *p)
 static int push_form_kv(const char *k, size_t klen, const char *v, size_t vlen, void *arg);
 
 /* Decodes the body by Content-Type onto the stack of co; 0 or an HTTP status. */
+/* An upload's fields (as a form body) and req.files. */
+static void push_upload(dl_req_t *req, lua_State *co)
+{
+    int nfields;
+    const dl_buf_t *fb = dl_upload_fields(req->upload, &nfields);
+    lua_newtable(co);
+    const char *p = fb->data;
+    for (int i = 0; i < nfields; i++) {
+        uint32_t kl, vl;
+        memcpy(&kl, p, 4);
+        const char *k = p + 4;
+        memcpy(&vl, k + kl, 4);
+        const char *v = k + kl + 4;
+        push_form_kv(k, kl, v, vl, co);
+        p = v + vl;
+    }
+    lua_setfield(co, -2, "body");
+    dl_upload_file_t *files;
+    int n = dl_upload_files(req->upload, &files);
+    lua_createtable(co, n, 0);
+    for (int i = 0; i < n; i++) {
+        dl_upload_file_t *f = &files[i];
+        lua_createtable(co, 0, 6);
+        lua_pushstring(co, f->field);
+        lua_setfield(co, -2, "field");
+        lua_pushstring(co, f->filename);
+        lua_setfield(co, -2, "filename");
+        lua_pushstring(co, f->content_type);
+        lua_setfield(co, -2, "content_type");
+        lua_pushnumber(co, (lua_Number)f->size);
+        lua_setfield(co, -2, "size");
+        lua_pushstring(co, f->sha256);
+        lua_setfield(co, -2, "sha256");
+        lua_pushstring(co, f->path);
+        lua_setfield(co, -2, "path");
+        lua_rawseti(co, -2, i + 1);
+    }
+    lua_setfield(co, -2, "files");
+}
+
 static int push_body(dl_req_t *req, lua_State *co, char *err, size_t errlen)
 {
     if (req->body.len == 0) {
@@ -1175,6 +1258,15 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
     }
     if (req->match.n_params > 0)
         lua_setfield(co, -2, "params");
+    if (req->upload) {
+        push_upload(req, co);
+        lua_rawgeti(co, LUA_REGISTRYINDEX, vm->req_mt_ref);
+        lua_setmetatable(co, -2);
+        lua_pushvalue(co, -1);
+        req->table_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+        dl_task_resume(t, 1);
+        return;
+    }
     char err[200];
     int st = push_body(req, co, err, sizeof(err));
     if (st != 0) {
@@ -1333,6 +1425,28 @@ int dl__route(lua_State *L)
         }
         lua_pop(L, 1);
     }
+    /* upload = true | {max_bytes = N}: multipart bodies streamed to files */
+    size_t upload_limit = 0;
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "upload");
+        if (lua_toboolean(L, -1)) {
+            upload_limit = DL_UPLOAD_DEFAULT_MAX;
+            if (lua_istable(L, -1)) {
+                lua_getfield(L, -1, "max_bytes");
+                if (!lua_isnil(L, -1)) {
+                    lua_Number v = lua_tonumber(L, -1);
+                    if (v <= 0) {
+                        lua_pushnil(L);
+                        lua_pushstring(L, "upload.max_bytes must be a positive number of bytes");
+                        return 2;
+                    }
+                    upload_limit = (size_t)v;
+                }
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
     dl_route_t *r = dl_calloc(1, sizeof(*r));
     if (r == NULL || (r->pattern = dl_strdup(pattern)) == NULL) {
         dl_free(r);
@@ -1340,6 +1454,7 @@ int dl__route(lua_State *L)
     }
     r->methods = methods;
     r->body_limit = body_limit;
+    r->upload_limit = upload_limit;
     char err[256];
     int rc = dl_router_add(vm->loading->router, methods, pattern, r, err, sizeof(err));
     if (rc != 0) {

@@ -20,6 +20,7 @@ struct dl_worker_s;
 typedef struct dl_route_s {
     int handler_ref;  /* registry ref of the handler function */
     size_t body_limit;
+    size_t upload_limit; /* route option upload: multipart bodies streamed to files */
     unsigned methods;
     char *pattern;
     struct dl_route_s *next; /* all routes of a generation */
@@ -122,6 +123,10 @@ dl_vm_t *dl_vm_of(lua_State *L);
 /* A handler's 4th return value equal to lightuserdata(&dl__gzip_body_marker)
  * says its body is already gzip (cached entries): see dl_resp_t.body_gzip. */
 extern char dl__gzip_body_marker;
+/* A handler's 4th return value equal to lightuserdata(&dl__file_body_marker)
+ * makes its body string a file path, sent from disk a chunk at a time; the
+ * 5th and 6th values are the offset and length (default: the whole file). */
+extern char dl__file_body_marker;
 
 /* ---- primitives behind bindings/dl_core.c (the devloop.core module) */
 int dl__req_index(lua_State *L);     /* __index of request tables */

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "lua_vm.h"
 #include "server.h"
+#include "upload.h"
 
 #define REQ_POOL_MAX 1024
 
@@ -54,6 +55,9 @@ void dl_worker_req_release(dl_worker_t *w, dl_req_t *r)
 {
     if (r->gen && w->vm)
         dl_vm_unpin(w->vm, r);
+    /* files the handler did not move away are deleted */
+    dl_upload_free(r->upload);
+    r->upload = NULL;
     /* large buffers go back to the allocator, not the pool */
     if (r->body.cap > 64 * 1024)
         dl_buf_free(&r->body);

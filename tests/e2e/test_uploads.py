@@ -1,0 +1,219 @@
+"""Uploads and downloads on examples/devloop-api (a copy, so files land in a
+scratch folder): POST /api/files streams multipart bodies to disk, GET
+/api/files/:id sends them back (ETag, ranges). Sizes 0, 1, 10 MB, exactly
+the 50 MB limit, one byte over it; chunked bodies; binary data full of CRLF
+and boundary-like bytes; several fields; a client that disconnects midway;
+four concurrent 50 MB uploads with bounded memory. Every download is
+compared by SHA-256."""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import harness
+from harness import Server, curl
+
+MB = 1024 * 1024
+LIMIT = 50 * MB
+WORK = tempfile.mkdtemp(prefix="devloop-uploads-")
+APP = os.path.join(WORK, "app")
+shutil.copytree(os.path.join(harness.SRC, "examples", "devloop-api"), APP,
+                ignore=shutil.ignore_patterns("data", "logs"))
+
+
+def blob(name, size, seed=1):
+    """A file of size pseudo-random bytes (deterministic), its path and SHA-256."""
+    path = os.path.join(WORK, name)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        block = hashlib.sha512(str(seed).encode()).digest() * 1024  # 64 KB
+        left = size
+        while left > 0:
+            chunk = block[:min(left, len(block))]
+            f.write(chunk)
+            h.update(chunk)
+            left -= len(chunk)
+            block = hashlib.sha512(block[:64]).digest() * 1024
+    return path, h.hexdigest()
+
+
+def upload(srv, path, ctype="application/octet-stream", extra=(), chunked=False):
+    args = ["-F", "file=@%s;type=%s" % (path, ctype)] + list(extra)
+    if chunked:
+        args += ["-H", "Transfer-Encoding: chunked"]
+    return curl(*args, "http://127.0.0.1:%d/api/files" % srv.port)
+
+
+def download(srv, fid, *extra):
+    return curl(*extra, "http://127.0.0.1:%d/api/files/%s" % (srv.port, fid))
+
+
+def left_behind():
+    d = os.path.join(APP, "data", ".uploads")
+    return os.listdir(d) if os.path.isdir(d) else []
+
+
+def stored():
+    d = os.path.join(APP, "data", "files")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def round_trip(srv, size, name, **kw):
+    path, digest = blob(name, size, seed=size)
+    st, _, body = upload(srv, path, **kw)
+    assert st == 201, (st, body[:300])
+    j = json.loads(body)
+    assert j["success"] is True and j["file"]["size"] == size, j
+    assert j["file"]["filename"] == name and j["file"]["contentType"] == "application/octet-stream"
+    st, h, data = download(srv, j["file"]["id"])
+    assert st == 200 and int(h["content-length"]) == size, (st, h)
+    assert hashlib.sha256(data).hexdigest() == digest
+    assert "content-encoding" not in h
+    return j["file"]["id"], h
+
+
+def test_sizes(srv):
+    for size in (0, 1, 10 * MB, LIMIT):
+        round_trip(srv, size, "f%d.bin" % size)
+    assert left_behind() == []
+
+
+def test_over_the_limit(srv):
+    before = stored()
+    path, _ = blob("over.bin", LIMIT + 1)
+    st, _, body = upload(srv, path)
+    assert st == 413 and b"larger than" in body, (st, body[:200])
+    # a declared length far over the limit: refused before the body is read
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+              b"boundary=XX\r\nContent-Length: %d\r\n\r\n" % (LIMIT * 2))
+    answer = s.recv(4096)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    # chunked, crossing the limit midway
+    st, _, body = upload(srv, path, chunked=True)
+    assert st == 413, (st, body[:200])
+    time.sleep(0.2)
+    assert stored() == before and left_behind() == []
+
+
+def test_chunked_and_fields(srv):
+    path, digest = blob("chunked.bin", 3 * MB + 7)
+    st, _, body = upload(srv, path, chunked=True, extra=["-F", "note=hello", "-F", "tag=a b"])
+    assert st == 201, (st, body)
+    fid = json.loads(body)["file"]["id"]
+    assert hashlib.sha256(download(srv, fid)[2]).hexdigest() == digest
+
+
+def test_binary_with_boundary_like_bytes(srv):
+    boundary = "----devloopBoundary7MA4YWxkTrZu0gW"
+    nasty = (b"\r\n--" + boundary[:10].encode() + b"\r\n\r\n--" + boundary.encode()[:-1] +
+             b"X\r\n--\r\n\n\r\r\n" + bytes(range(256)) + b"--" + boundary.encode() + b"tail")
+    data = nasty * 2000 + b"\r\n"
+    body = (("--%s\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n"
+             "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../../etc/x\\\"y.bin\"\r\n"
+             "Content-Type: application/x-test\r\n\r\n" % (boundary, boundary)).encode() +
+            data + ("\r\n--%s--\r\n" % boundary).encode())
+    r = srv.request("POST", "/api/files",
+                    {"Content-Type": "multipart/form-data; boundary=" + boundary}, body)
+    assert r.status == 201, r
+    f = r.json()["file"]
+    assert f["size"] == len(data) and f["contentType"] == "application/x-test", f
+    assert "/" not in f["filename"] and '"' not in f["filename"] and f["filename"].endswith(".bin"), f
+    st, h, got = download(srv, f["id"])
+    assert got == data and h["content-type"] == "application/x-test"
+
+
+def test_bad_requests(srv):
+    r = srv.request("POST", "/api/files", {"Content-Type": "application/json"}, "{}")
+    assert r.status == 400 and "multipart" in r.json()["message"], r
+    r = srv.request("POST", "/api/files", {"Content-Type": "multipart/form-data; boundary=B"},
+                    "--B\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--B--\r\n")
+    assert r.status == 400 and "file" in r.json()["message"], r
+    r = srv.request("POST", "/api/files", {"Content-Type": "multipart/form-data; boundary=B"},
+                    "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nxyz")
+    assert r.status == 400, r
+    assert srv.get("/api/files/f-0123").status == 404
+    assert srv.get("/api/files/nope").status == 404
+    assert left_behind() == []
+
+
+def test_ranges_and_etag(srv):
+    path, _ = blob("range.bin", 1000)
+    fid, h = round_trip(srv, 1000, "range.bin")
+    etag = h["etag"]
+    with open(path, "rb") as f:
+        want = f.read()
+    st, h2, part = download(srv, fid, "-H", "Range: bytes=10-19")
+    assert st == 206 and part == want[10:20] and h2["content-range"] == "bytes 10-19/1000", h2
+    st, _, part = download(srv, fid, "-H", "Range: bytes=-5")
+    assert st == 206 and part == want[-5:]
+    st, h3, _ = download(srv, fid, "-H", "Range: bytes=5000-")
+    assert st == 416 and h3["content-range"] == "bytes */1000", h3
+    st, _, _ = download(srv, fid, "-H", "If-None-Match: " + etag)
+    assert st == 304
+    st, _, whole = download(srv, fid, "-H", "Range: bytes=0-1", "-H", 'If-Range: "other"')
+    assert st == 200 and whole == want
+
+
+def test_client_disconnect_leaves_nothing(srv):
+    before = stored()
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+              b"boundary=B\r\nContent-Length: 10000000\r\n\r\n--B\r\nContent-Disposition: "
+              b"form-data; name=\"file\"; filename=\"cut.bin\"\r\n\r\n" + b"x" * 3000000)
+    time.sleep(0.3)
+    assert len(left_behind()) == 1  # the partial file exists while the body arrives
+    s.close()
+    deadline = time.time() + 5
+    while left_behind() and time.time() < deadline:
+        time.sleep(0.05)
+    assert left_behind() == [] and stored() == before
+
+
+def rss_kb(pid, key="VmRSS"):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+
+
+def test_concurrent_50mb_uploads_bounded_memory(srv):
+    files = [blob("c%d.bin" % i, LIMIT, seed=100 + i) for i in range(4)]
+    base = rss_kb(srv.pid())
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_kb(srv.pid()))
+            time.sleep(0.01)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    procs = [subprocess.Popen(["curl", "-sS", "--max-time", "60", "-F", "file=@%s" % p,
+                               "http://127.0.0.1:%d/api/files" % srv.port],
+                              stdout=subprocess.PIPE) for p, _ in files]
+    outs = [json.loads(p.communicate()[0]) for p in procs]
+    stop.set()
+    t.join()
+    growth_mb = (peak[0] - base) / 1024.0
+    print("# 4 concurrent 50 MB uploads: RSS %d -> peak %d KB (+%.1f MB)" % (base, peak[0], growth_mb))
+    assert growth_mb < 32, growth_mb
+    for (path, digest), o in zip(files, outs):
+        assert o["success"] and o["file"]["size"] == LIMIT, o
+        assert hashlib.sha256(download(srv, o["file"]["id"])[2]).hexdigest() == digest
+
+
+if __name__ == "__main__":
+    try:
+        harness.main(globals(), app=APP,
+                     env={"DEVLOOP_DB": os.path.join(WORK, "api.db"),
+                          "DEVLOOP_TOKENS_FILE": os.path.join(APP, "tokens.json")})
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
