@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "mongo_store.h"
 #include "store.h"
+#include "upload.h"
 #include "watch.h"
 
 static uint64_t env_u64(const char *name, uint64_t def)
@@ -374,6 +375,16 @@ void dl_runtime_reload_status(dl_runtime_t *rt, dl_reload_status_t *out)
 
 /* ================================================================ running */
 
+/* Temporary upload files a killed process left behind (upload.c). */
+static void sweep_uploads(dl_runtime_t *rt)
+{
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/data/.uploads", rt->app_dir);
+    int n = dl_upload_sweep(path, 600);
+    if (n > 0)
+        dl_log(DL_LOG_INFO, "deleted %d stale upload file%s in %s", n, n == 1 ? "" : "s", path);
+}
+
 static void write_pid_file(dl_runtime_t *rt)
 {
     const char *pf = rt->cfg.pid_file;
@@ -500,6 +511,7 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
                        dl_strerror(rc));
         }
         write_pid_file(rt);
+        sweep_uploads(rt);
         dl_log(DL_LOG_INFO, "devloop %s serving %s on %s (%d worker%s%s)", DL_VERSION_STRING,
                rt->app_dir, rt->cfg.listen[0], rt->n_workers, rt->n_workers == 1 ? "" : "s",
                rt->watch ? ", watching for changes" : "");

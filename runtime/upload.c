@@ -13,11 +13,13 @@
  */
 #include "upload.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -230,4 +232,26 @@ void dl_upload_free(dl_upload_t *u)
     EVP_MD_CTX_free(u->sha);
     dl_free(u->wbuf);
     dl_free(u);
+}
+
+int dl_upload_sweep(const char *dir, int max_age_s)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    int n = 0;
+    time_t now = time(NULL);
+    struct dirent *e;
+    char path[1400];
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".part") != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) == 0 && now - st.st_mtime > max_age_s && unlink(path) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
 }

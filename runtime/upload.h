@@ -68,4 +68,11 @@ const dl_buf_t *dl_upload_fields(const dl_upload_t *u, int *n);
  */
 void dl_upload_free(dl_upload_t *u);
 
+/**
+ * Deletes the temporary files in dir older than max_age_s seconds: what a
+ * process killed mid-upload left (live uploads write all the time, so their
+ * files are never that old). Returns how many went.
+ */
+int dl_upload_sweep(const char *dir, int max_age_s);
+
 #endif

@@ -176,6 +176,23 @@ def test_client_disconnect_leaves_nothing(srv):
     assert left_behind() == [] and stored() == before
 
 
+def test_stale_temporary_files_swept_at_start(_):
+    d = os.path.join(APP, "data", ".uploads")
+    os.makedirs(d, exist_ok=True)
+    stale, fresh = os.path.join(d, "w0-dead-0.part"), os.path.join(d, "w0-live-0.part")
+    for p in (stale, fresh):
+        with open(p, "wb") as f:
+            f.write(b"x")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    s = Server(APP, env={"DEVLOOP_DB": os.path.join(WORK, "api2.db"), "DEVLOOP_PID_FILE": ""},
+               args=["--pid-file", os.path.join(WORK, "pid2")])
+    try:
+        assert not os.path.exists(stale) and os.path.exists(fresh)
+    finally:
+        s.stop()
+        os.unlink(fresh)
+
+
 def rss_kb(pid, key="VmRSS"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
