@@ -69,6 +69,13 @@ static int reject(dl_conn_t *c, int status, const char *msg)
     return HPE_USER;
 }
 
+/* reject() with a message that dies with the request (an upload's) */
+static int reject_copy(dl_conn_t *c, int status, const char *msg)
+{
+    snprintf(c->err_buf, sizeof(c->err_buf), "%s", msg);
+    return reject(c, status, c->err_buf);
+}
+
 /* ========================================================= parser callbacks */
 
 static int on_message_begin(llhttp_t *p)
@@ -290,7 +297,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     c->window_bytes += len;
     if (r->upload) {
         int rc = dl_upload_feed(r->upload, at, len);
-        return rc == 0 ? 0 : reject(c, upload_status(rc), dl_upload_error(r->upload));
+        return rc == 0 ? 0 : reject_copy(c, upload_status(rc), dl_upload_error(r->upload));
     }
     if (dl_buf_append(&r->body, at, len) != 0)
         return reject(c, 503, "out of memory");
@@ -304,7 +311,7 @@ static int on_message_complete(llhttp_t *p)
     if (r->upload) {
         int rc = dl_upload_finish(r->upload);
         if (rc != 0)
-            return reject(c, upload_status(rc), dl_upload_error(r->upload));
+            return reject_copy(c, upload_status(rc), dl_upload_error(r->upload));
     }
     r->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->stopping &&
                     !c->worker->stopping;
