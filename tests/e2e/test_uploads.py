@@ -161,6 +161,30 @@ def test_ranges_and_etag(srv):
     assert st == 200 and whole == want
 
 
+def test_pipelined_file_responses(srv):
+    fid, _ = round_trip(srv, 3 * MB + 1, "pipe.bin")
+    path = os.path.join(WORK, "pipe.bin")
+    with open(path, "rb") as f:
+        want = f.read()
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    req = ("GET /api/files/%s HTTP/1.1\r\nHost: x\r\n\r\n" % fid).encode()
+    s.sendall(req + req + b"GET /api/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = b""
+    bodies = []
+    while len(bodies) < 3:
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(1 << 20)
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        n = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0]
+                .split(b":")[1])
+        while len(buf) < n:
+            buf += s.recv(1 << 20)
+        bodies.append(buf[:n])
+        buf = buf[n:]
+    s.close()
+    assert bodies[0] == want and bodies[1] == want and b"pong" in bodies[2]
+
+
 def test_client_disconnect_leaves_nothing(srv):
     before = stored()
     s = socket.create_connection(("127.0.0.1", srv.port))
