@@ -3,8 +3,10 @@
  * (runtime/store.h) run on the libuv thread pool while the calling task is
  * parked. Arguments are encoded to JSON on the worker thread, the blocking
  * call runs on a pool thread, and the JSON result is decoded back on the
- * worker thread when the task resumes. Policy (schemas, pagination, cursors)
- * lives in scripts/devloop/db.lua.
+ * worker thread when the task resumes. The file_* operations (stores that keep
+ * files, i.e. MongoDB GridFS) take plain strings instead of JSON and move the
+ * bytes between local paths on the pool thread. Policy (schemas, pagination,
+ * cursors) lives in scripts/devloop/db.lua.
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -21,10 +23,27 @@
 #include "../runtime/worker.h"
 #include "dl_bindings.h"
 
-enum { OP_FIND, OP_COUNT, OP_INSERT, OP_UPDATE, OP_FOAU, OP_REMOVE, OP_INDEX, OP_EXPLAIN, OP_PING };
+enum {
+    OP_FIND,
+    OP_COUNT,
+    OP_INSERT,
+    OP_UPDATE,
+    OP_FOAU,
+    OP_REMOVE,
+    OP_INDEX,
+    OP_EXPLAIN,
+    OP_PING,
+    OP_FILE_PUT, /* the file operations last: is_file_op() */
+    OP_FILE_GET,
+    OP_FILE_REMOVE,
+};
 
 static const char *op_names[] = {"find", "count", "insert", "update", "find_one_and_update",
-                                 "remove", "create_index", "explain", "ping"};
+                                 "remove", "create_index", "explain", "ping", "file_put",
+                                 "file_get", "file_remove"};
+
+/* String arguments of the file operations, in call order (position 2 on). */
+static const int file_nargs[] = {4, 2, 1}; /* put, get, remove */
 
 typedef struct {
     uv_work_t work;
@@ -33,7 +52,8 @@ typedef struct {
     int op;
     int flag;        /* multi / unique */
     char coll[80];
-    dl_buf_t a, b, c; /* JSON arguments */
+    dl_buf_t a, b, c; /* JSON arguments; file ops: NUL-terminated strings */
+    dl_buf_t d;       /* file_put: sha256 */
     uint64_t start_ns;
     dl_worker_t *worker;
     dl_store_res_t res;
@@ -48,6 +68,30 @@ static dl_store_t *store_of(lua_State *L)
 static const char *arg(dl_buf_t *b)
 {
     return b->len ? b->data : NULL;
+}
+
+/* A string argument of a file op: NULL when it was nil, else NUL-terminated ("" included). */
+static const char *sarg(dl_buf_t *b)
+{
+    return b->data;
+}
+
+static int is_file_op(int op)
+{
+    return op >= OP_FILE_PUT;
+}
+
+/* Whether store s implements file op op. */
+static int has_file_op(const dl_store_t *s, int op)
+{
+    switch (op) {
+    case OP_FILE_PUT:
+        return s->ops->file_put != NULL;
+    case OP_FILE_GET:
+        return s->ops->file_get != NULL;
+    default:
+        return s->ops->file_remove != NULL;
+    }
 }
 
 static void work_cb(uv_work_t *w)
@@ -80,6 +124,15 @@ static void work_cb(uv_work_t *w)
     case OP_EXPLAIN:
         s->ops->explain(s, c->coll, arg(&c->a), arg(&c->b), r);
         break;
+    case OP_FILE_PUT:
+        s->ops->file_put(s, sarg(&c->a), sarg(&c->b), sarg(&c->c), sarg(&c->d), r);
+        break;
+    case OP_FILE_GET:
+        s->ops->file_get(s, sarg(&c->a), sarg(&c->b), r);
+        break;
+    case OP_FILE_REMOVE:
+        s->ops->file_remove(s, sarg(&c->a), r);
+        break;
     default:
         s->ops->ping(s, r);
     }
@@ -90,6 +143,7 @@ static void call_free(db_call_t *c)
     dl_buf_free(&c->a);
     dl_buf_free(&c->b);
     dl_buf_free(&c->c);
+    dl_buf_free(&c->d);
     dl_buf_free(&c->res.json);
     dl_free(c);
 }
@@ -105,6 +159,7 @@ static int push_result(lua_State *L, db_call_t *c)
     }
     switch (c->op) {
     case OP_COUNT:
+    case OP_FILE_REMOVE:
         lua_pushnumber(L, (lua_Number)r->count);
         return 1;
     case OP_UPDATE:
@@ -165,7 +220,46 @@ static void cancel_call(void *data)
     c->task = NULL; /* the pool thread finishes; after_cb frees */
 }
 
-/* db_core.call(op, collection, a, b, c, flag) -> results | nil, err, code */
+/* Runs call c on the thread pool and parks task t until after_cb resumes it. */
+static int queue_call(lua_State *L, db_call_t *c, dl_task_t *t)
+{
+    c->task = t;
+    c->work.data = c;
+    c->worker = t->vm->worker;
+    c->start_ns = uv_hrtime();
+    int rc = uv_queue_work(&t->vm->worker->loop, &c->work, work_cb, after_cb);
+    if (rc != 0) {
+        call_free(c);
+        lua_pushnil(L);
+        lua_pushfstring(L, "db: %s", uv_strerror(rc));
+        return 2;
+    }
+    dl_task_park(t, cancel_call, c);
+    return lua_yield(L, 0);
+}
+
+/* Copies the file op's string arguments into c (nil stays NULL); 0 or DL_ENOMEM. */
+static int copy_file_args(db_call_t *c, const char *const *v, const size_t *len, int n)
+{
+    dl_buf_t *dst[4] = {&c->a, &c->b, &c->c, &c->d};
+    int oom = 0;
+    for (int i = 0; i < n; i++) {
+        if (v[i] == NULL)
+            continue;
+        dl_buf_append(dst[i], v[i], len[i]);
+        dl_buf_append_char(dst[i], '\0');
+        oom |= dst[i]->oom;
+    }
+    return oom ? DL_ENOMEM : 0;
+}
+
+/*
+ * db_core.call(op, collection, a, b, c, flag) -> results | nil, err, code
+ * File operations take strings instead (stores without files: nil, msg, "ENOTSUP"):
+ *   call("file_put", path, filename, content_type|nil, sha256|nil) -> id
+ *   call("file_get", id, dest_path) -> {id, filename, content_type, size, sha256, created_at}
+ *   call("file_remove", id) -> count (1 or 0)
+ */
 static int l_db_call(lua_State *L)
 {
     const char *opname = luaL_checkstring(L, 1);
@@ -176,11 +270,29 @@ static int l_db_call(lua_State *L)
     if (op < 0)
         return luaL_argerror(L, 1, "unknown db operation");
     size_t clen = 0;
-    const char *coll = op == OP_PING ? "" : luaL_checklstring(L, 2, &clen);
+    const char *coll = op == OP_PING || is_file_op(op) ? "" : luaL_checklstring(L, 2, &clen);
     if (clen >= 80)
         return luaL_argerror(L, 2, "collection name too long");
+    const char *fv[4] = {NULL, NULL, NULL, NULL};
+    size_t fl[4] = {0, 0, 0, 0};
+    int fn = is_file_op(op) ? file_nargs[op - OP_FILE_PUT] : 0;
+    for (int i = 0; i < fn; i++) {
+        /* file_put's content_type and sha256 may be nil */
+        if (op == OP_FILE_PUT && i >= 2)
+            fv[i] = luaL_optlstring(L, 2 + i, NULL, &fl[i]);
+        else
+            fv[i] = luaL_checklstring(L, 2 + i, &fl[i]);
+        if (fv[i] != NULL && strlen(fv[i]) != fl[i])
+            return luaL_argerror(L, 2 + i, "string contains a NUL byte");
+    }
     dl_store_t *s = store_of(L);
     dl_task_t *t = dl_task_current(L);
+    if (s != NULL && is_file_op(op) && !has_file_op(s, op)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "the document store keeps no files");
+        lua_pushliteral(L, "ENOTSUP");
+        return 3;
+    }
     if (s == NULL || t == NULL) {
         lua_pushnil(L);
         lua_pushstring(L, s ? "db calls can only run inside a handler or a start hook"
@@ -194,6 +306,13 @@ static int l_db_call(lua_State *L)
     c->store = s;
     c->flag = lua_toboolean(L, 6);
     memcpy(c->coll, coll, clen);
+    if (is_file_op(op)) {
+        if (copy_file_args(c, fv, fl, fn) != 0) {
+            call_free(c);
+            return luaL_error(L, "out of memory");
+        }
+        return queue_call(L, c, t);
+    }
     /* an encoding error raises: free c first by encoding into locals */
     dl_buf_t a = DL_BUF_INIT, b = DL_BUF_INIT, cc = DL_BUF_INIT;
     char err[160];
@@ -222,19 +341,7 @@ static int l_db_call(lua_State *L)
     c->a = a;
     c->b = b;
     c->c = cc;
-    c->task = t;
-    c->work.data = c;
-    c->worker = t->vm->worker;
-    c->start_ns = uv_hrtime();
-    int rc = uv_queue_work(&t->vm->worker->loop, &c->work, work_cb, after_cb);
-    if (rc != 0) {
-        call_free(c);
-        lua_pushnil(L);
-        lua_pushfstring(L, "db: %s", uv_strerror(rc));
-        return 2;
-    }
-    dl_task_park(t, cancel_call, c);
-    return lua_yield(L, 0);
+    return queue_call(L, c, t);
 }
 
 /* db_core.type() -> "sqlite" | "mongodb" | nil */
@@ -244,6 +351,14 @@ static int l_db_type(lua_State *L)
     if (s == NULL)
         return 0;
     lua_pushstring(L, s->ops->type);
+    return 1;
+}
+
+/* db_core.has_files() -> true when the open store keeps files (file_put and the rest) */
+static int l_db_has_files(lua_State *L)
+{
+    dl_store_t *s = store_of(L);
+    lua_pushboolean(L, s != NULL && s->ops->file_put != NULL);
     return 1;
 }
 
@@ -261,6 +376,7 @@ static int l_db_sign(lua_State *L)
 static const luaL_Reg db_funcs[] = {
     {"call", l_db_call},
     {"type", l_db_type},
+    {"has_files", l_db_has_files},
     {"sign", l_db_sign},
     {NULL, NULL},
 };

@@ -1070,6 +1070,9 @@ static void finish_main(dl_task_t *t, int ok)
             task_free(t, 0);
             return;
         }
+        /* a 7th value true: a temporary copy, gone once open (the fd keeps it) */
+        if (n >= bi + 5 && lua_toboolean(co, bi + 5))
+            unlink(path);
         rb.resp.has_file = 1;
         rb.resp.file_fd = fd;
         rb.resp.file_off = off;

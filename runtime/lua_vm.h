@@ -125,7 +125,8 @@ dl_vm_t *dl_vm_of(lua_State *L);
 extern char dl__gzip_body_marker;
 /* A handler's 4th return value equal to lightuserdata(&dl__file_body_marker)
  * makes its body string a file path, sent from disk a chunk at a time; the
- * 5th and 6th values are the offset and length (default: the whole file). */
+ * 5th and 6th values are the offset and length (default: the whole file); a
+ * 7th value true deletes the file once it is open (a temporary copy). */
 extern char dl__file_body_marker;
 
 /* ---- primitives behind bindings/dl_core.c (the devloop.core module) */

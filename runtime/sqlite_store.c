@@ -2209,6 +2209,9 @@ static const dl_store_ops_t sqlite_ops = {
     s_create_index,
     s_explain,
     s_ping,
+    NULL, /* file_put: no file storage */
+    NULL, /* file_get */
+    NULL, /* file_remove */
     s_close,
 };
 

@@ -23,8 +23,9 @@ typedef struct {
     char err[256];  /* with an error: the message, naming the field/operator where it applies */
     dl_buf_t json;  /* find: a JSON array of documents; find_one_and_update: a document or
                      * null; insert: a JSON array of the inserted ids; explain: a JSON array
-                     * of plan lines; ping: {"ok":1}. Not NUL-terminated: use json.len. */
-    int64_t count;  /* count; insert: inserted; update: modified; delete: deleted */
+                     * of plan lines; ping: {"ok":1}; file_put: the id as a JSON string;
+                     * file_get: the file's metadata. Not NUL-terminated: use json.len. */
+    int64_t count;  /* count; insert: inserted; update: modified; delete, file_remove: deleted */
     int64_t matched; /* update, find_one_and_update: documents matched */
 } dl_store_res_t;
 
@@ -49,7 +50,8 @@ static inline void dl_store_res_free(dl_store_res_t *r)
  * violation, DL_EIO and others for backend failures). A query "" or NULL
  * means {}. opts: {"sort": [[field, 1|-1], ...] or {field: 1|-1}, "skip": n,
  * "limit": n, "projection": {field: 1, "_id": 0}}. A write touching several
- * documents is one transaction: it applies entirely or not at all.
+ * documents is one transaction: it applies entirely or not at all. The file_*
+ * entries are optional: NULL when the backend keeps no files.
  */
 typedef struct dl_store_ops_s {
     const char *type; /* "sqlite" */
@@ -75,6 +77,21 @@ typedef struct dl_store_ops_s {
     int (*explain)(dl_store_t *s, const char *coll, const char *query, const char *opts,
                    dl_store_res_t *res);
     int (*ping)(dl_store_t *s, dl_store_res_t *res);
+    /* Stores the file at path (read in chunks, never whole in memory) as a new file named
+     * filename with content_type and sha256 (hex) kept in its metadata (NULL: null); res->json:
+     * the new id as a JSON string ("24 hex digits"). A path that cannot be read is DL_ENOENT
+     * (missing), DL_EINVAL (not a regular file) or DL_EIO. Optional (NULL: the backend keeps
+     * no files, as SQLite). */
+    int (*file_put)(dl_store_t *s, const char *path, const char *filename,
+                    const char *content_type, const char *sha256, dl_store_res_t *res);
+    /* Writes file id's bytes to dest_path (created or truncated, 0600; removed again on
+     * failure) and sets res->json to {"id","filename","content_type","size","sha256",
+     * "created_at" (ms since the epoch)}, null where the file has no such value; DL_ENOENT
+     * (no such file, or an id that is not 24 hex digits) with res->err set. Optional. */
+    int (*file_get)(dl_store_t *s, const char *id, const char *dest_path, dl_store_res_t *res);
+    /* Deletes file id; res->count 1 or 0 (no such file, or an id that is not 24 hex digits).
+     * Optional. */
+    int (*file_remove)(dl_store_t *s, const char *id, dl_store_res_t *res);
     /* no operation may be in flight; NULL is a no-op */
     void (*close)(dl_store_t *s);
 } dl_store_ops_t;

@@ -1,12 +1,15 @@
 -- devloop.files: uploaded files kept by the app (api.files). A route with the
 -- upload option gets its multipart files streamed to temporary files
 -- (req.files: field, filename, content_type, size, sha256, path); save()
--- moves one into APP_DIR/data/files/ID with its metadata in the document
--- store (collection _files); serve() answers with the bytes from disk, with
--- ETag, If-None-Match and single byte ranges (206, 416).
+-- keeps one: with MongoDB (MONGO_URI) in the GridFS bucket "uploads", else in
+-- APP_DIR/data/files/ID with its metadata in the document store (collection
+-- _files). serve() answers with the bytes from disk (a GridFS file is first
+-- copied to a temporary file, deleted as soon as it is open), with ETag,
+-- If-None-Match and single byte ranges (206, 416).
 local core = require "devloop.core"
 local crypto = require "devloop.crypto"
 local db = require "devloop.db"
+local db_core = require "devloop.db_core"
 
 local type, tostring, tonumber, floor = type, tostring, tonumber, math.floor
 
@@ -43,9 +46,18 @@ end
 
 -- Keeps an uploaded file (an entry of req.files); returns its metadata
 -- {id, filename, contentType, size, sha256, created_at} or nil, err.
+local function gridfs() return db_core.has_files() end
+
 function _M.save(f)
   if type(f) ~= "table" or type(f.path) ~= "string" then
     return nil, "files.save needs an entry of req.files", "EINVAL"
+  end
+  if gridfs() then
+    local name = _M.sanitize(f.filename)
+    local id, err, code = db_core.call("file_put", f.path, name, f.content_type, f.sha256)
+    if not id then return nil, err, code end
+    return { id = id, filename = name, contentType = f.content_type, size = f.size,
+             sha256 = f.sha256, created_at = floor(core.now() * 1000) }
   end
   local id = "f-" .. hex(crypto.random(12))
   local dest = files_dir() .. "/" .. id
@@ -67,8 +79,30 @@ function _M.get(id)
   return meta_coll:find_one({ _id = id })
 end
 
+-- GridFS: the file copied to a temporary path, and its metadata; nil if unknown
+local function fetch(id)
+  if type(id) ~= "string" or not id:match("^%x+$") or #id ~= 24 then return nil end
+  local dir = core.app_dir() .. "/data"
+  core.mkdir(dir)
+  dir = dir .. "/.uploads"
+  core.mkdir(dir)
+  local tmp = dir .. "/get-" .. hex(crypto.random(8)) .. ".part"
+  local m, err, code = db_core.call("file_get", id, tmp)
+  if not m then
+    os.remove(tmp)
+    if code == "ENOENT" then return nil end
+    error(err, 0)
+  end
+  return tmp, { _id = m.id, filename = m.filename, content_type = m.content_type,
+                size = m.size, sha256 = m.sha256 }
+end
+
 -- Deletes a kept file and its metadata; true if it existed.
 function _M.remove(id)
+  if gridfs() then
+    local n = db_core.call("file_remove", tostring(id))
+    return (tonumber(n) or 0) > 0
+  end
   local m = _M.get(id)
   if not m then return false end
   os.remove(files_dir() .. "/" .. m._id)
@@ -99,11 +133,17 @@ end
 -- The response for GET of a kept file: status, path, headers, FILE_BODY,
 -- offset, length; 404 JSON for an unknown id.
 function _M.serve(req, id)
-  local m = _M.get(id)
+  local path, m, temporary
+  if gridfs() then
+    path, m = fetch(id)
+    temporary = true
+  else
+    m = _M.get(id)
+    path = m and files_dir() .. "/" .. m._id
+  end
   if not m then
     return 404, { error = "Not Found", message = "no file " .. tostring(id), requestId = req.id }
   end
-  local path = files_dir() .. "/" .. m._id
   local etag = '"' .. (m.sha256 or m._id):sub(1, 32) .. '"'
   local headers = {
     ["Content-Type"] = m.content_type or "application/octet-stream",
@@ -114,6 +154,7 @@ function _M.serve(req, id)
   }
   local inm = req.headers["if-none-match"]
   if inm and (inm == etag or inm == "*" or inm:find(etag, 1, true)) then
+    if temporary then os.remove(path) end
     return 304, nil, headers
   end
   local size = m.size or 0
@@ -121,6 +162,7 @@ function _M.serve(req, id)
   local ifr = req.headers["if-range"]
   if off ~= nil and ifr and ifr ~= etag then off = nil end -- changed: the whole file
   if off == false then
+    if temporary then os.remove(path) end
     headers["Content-Range"] = "bytes */" .. size
     headers["Content-Type"] = nil -- the answer is a JSON error
     return 416, { error = "Range Not Satisfiable", message = "the file has " .. size .. " bytes",
@@ -128,9 +170,9 @@ function _M.serve(req, id)
   end
   if off then
     headers["Content-Range"] = string.format("bytes %d-%d/%d", off, off + len - 1, size)
-    return 206, path, headers, core.FILE_BODY, off, len
+    return 206, path, headers, core.FILE_BODY, off, len, temporary
   end
-  return 200, path, headers, core.FILE_BODY, 0, size
+  return 200, path, headers, core.FILE_BODY, 0, size, temporary
 end
 
 return _M

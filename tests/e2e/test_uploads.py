@@ -42,11 +42,11 @@ def blob(name, size, seed=1):
     return path, h.hexdigest()
 
 
-def upload(srv, path, ctype="application/octet-stream", extra=(), chunked=False):
+def upload(srv, path, ctype="application/octet-stream", extra=(), chunked=False, url="/api/files"):
     args = ["-F", "file=@%s;type=%s" % (path, ctype)] + list(extra)
     if chunked:
         args += ["-H", "Transfer-Encoding: chunked"]
-    return curl(*args, "http://127.0.0.1:%d/api/files" % srv.port)
+    return curl(*args, "http://127.0.0.1:%d%s" % (srv.port, url))
 
 
 def download(srv, fid, *extra):
@@ -215,6 +215,27 @@ def test_stale_temporary_files_swept_at_start(_):
     finally:
         s.stop()
         os.unlink(fresh)
+
+
+def test_gridfs_unreachable_fails_cleanly(_):
+    """With MONGO_URI files go to GridFS; no server can run here, so an
+    unreachable one: a clear 500 within the timeout, no file left behind."""
+    app = os.path.join(WORK, "app-mongo")
+    shutil.copytree(os.path.join(harness.APPS, "uploads"), app)
+    s = Server(app, env={"MONGO_URI": "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500"})
+    try:
+        path, _ = blob("g.bin", 100000)
+        t0 = time.time()
+        st, _, body = upload(s, path, url="/files")
+        assert st == 500 and json.loads(body)["requestId"], (st, body)
+        assert time.time() - t0 < 5
+        assert os.listdir(os.path.join(app, "data", ".uploads")) == []
+        r = s.get("/files/0123456789abcdef01234567")
+        assert r.status == 500, r
+        assert s.get("/files/not-an-id").status == 404
+        assert os.listdir(os.path.join(app, "data", ".uploads")) == []
+    finally:
+        s.stop()
 
 
 def rss_kb(pid, key="VmRSS"):

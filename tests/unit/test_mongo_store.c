@@ -2,13 +2,17 @@
  * test_mongo_store.c - the MongoDB store without a server: BSON -> JSON
  * presentation, JSON -> BSON with "_id" strings made ObjectIds, the query and
  * update subset check, URI defaults, and every operation against a port where
- * nothing listens (each must fail with a clear message well inside 3 s). With
- * DEVLOOP_TEST_MONGO_URI set, mongo_crud_live runs a CRUD round trip against
- * that deployment; without it, it prints a skip line and passes.
+ * nothing listens (each must fail with a clear message well inside 3 s), the
+ * GridFS file operations included. With DEVLOOP_TEST_MONGO_URI set,
+ * mongo_crud_live and mongo_files_live run round trips against that
+ * deployment; without it, they print a skip line and pass.
  */
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +27,9 @@
 
 #define DEAD_URI "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500"
 #define HEX_ID "65a1b2c3d4e5f6a7b8c9d0e1"
+
+/* File-local in mongo_store.c, opened to unit builds by DL_STATIC. */
+int dl_mongo_file_json(const bson_t *doc, dl_buf_t *out, int64_t *length, int64_t *chunk_size);
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
@@ -47,6 +54,51 @@ static const char *to_json(const bson_t *doc)
              b.data ? b.data : "");
     dl_buf_free(&b);
     return text;
+}
+
+/* A new folder /tmp/dl_mongo_XXXXXX in dir. */
+static void make_tmpdir(char *dir, size_t len)
+{
+    snprintf(dir, len, "/tmp/dl_mongo_XXXXXX");
+    DL_ASSERT(mkdtemp(dir) != NULL);
+}
+
+/* Removes the files of a folder made by make_tmpdir, then the folder. */
+static void remove_tmpdir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[512];
+
+    if (d == NULL)
+        return;
+    for (e = readdir(d); e != NULL; e = readdir(d)) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Writes n bytes of a repeating pattern to path. */
+static void write_file(const char *path, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    size_t i;
+
+    DL_ASSERT(f != NULL);
+    for (i = 0; i < n; i++)
+        fputc((int)((i * 31 + i / 7) & 0xff), f);
+    DL_ASSERT(fclose(f) == 0);
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0;
 }
 
 static int prep_query_rc(const char *json, char *err, size_t errlen)
@@ -549,6 +601,186 @@ DL_TEST(mongo_unreachable_threads)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Files (GridFS bucket "uploads")                                          */
+/* ------------------------------------------------------------------------ */
+
+DL_TEST(mongo_file_json)
+{
+    bson_t doc, meta;
+    bson_oid_t oid;
+    dl_buf_t b = DL_BUF_INIT;
+    int64_t length = -1, chunk = -1;
+    const char *want;
+
+    bson_init(&doc);
+    bson_oid_init_from_string(&oid, HEX_ID);
+    bson_append_oid(&doc, "_id", -1, &oid);
+    bson_append_int64(&doc, "length", -1, 600000);
+    bson_append_int32(&doc, "chunkSize", -1, 261120);
+    bson_append_date_time(&doc, "uploadDate", -1, 1704067200123LL);
+    bson_append_utf8(&doc, "filename", -1, "a \"b\".png", -1);
+    bson_append_document_begin(&doc, "metadata", -1, &meta);
+    bson_append_utf8(&meta, "contentType", -1, "image/png", -1);
+    bson_append_utf8(&meta, "sha256", -1, "ab01", -1);
+    bson_append_document_end(&doc, &meta);
+    EXPECT_EQ(dl_mongo_file_json(&doc, &b, &length, &chunk), 0);
+    want = "{\"id\":\"" HEX_ID "\",\"filename\":\"a \\\"b\\\".png\","
+           "\"content_type\":\"image/png\",\"size\":600000,\"sha256\":\"ab01\","
+           "\"created_at\":1704067200123}";
+    EXPECT_MEM(b.data, b.len, want, strlen(want));
+    EXPECT_EQ(length, 600000);
+    EXPECT_EQ(chunk, 261120);
+    bson_destroy(&doc);
+
+    /* written by another tool: no metadata, length an int32, chunkSize a double */
+    dl_buf_reset(&b);
+    bson_init(&doc);
+    bson_append_oid(&doc, "_id", -1, &oid);
+    bson_append_int32(&doc, "length", -1, 5);
+    bson_append_double(&doc, "chunkSize", -1, 1024.0);
+    EXPECT_EQ(dl_mongo_file_json(&doc, &b, &length, &chunk), 0);
+    want = "{\"id\":\"" HEX_ID "\",\"filename\":null,\"content_type\":null,\"size\":5,"
+           "\"sha256\":null,\"created_at\":null}";
+    EXPECT_MEM(b.data, b.len, want, strlen(want));
+    EXPECT_EQ(length, 5);
+    EXPECT_EQ(chunk, 0); /* not an int32: the driver would read 0, so file_get refuses it */
+    bson_destroy(&doc);
+    dl_buf_free(&b);
+}
+
+/* Ids that are not 24 hex digits, and local paths that cannot be read, need no server. */
+DL_TEST(mongo_file_bad_input)
+{
+    static const char *const bad_ids[] = {"", "abc", "65a1b2c3d4e5f6a7b8c9d0e",
+                                          "65a1b2c3d4e5f6a7b8c9d0e1f", "65a1b2c3d4e5f6a7b8c9d0eg",
+                                          "../../etc/passwd"};
+    char err[256] = "", dir[64], dest[128], sub[128];
+    dl_store_res_t res;
+    dl_store_t *s;
+    double t0;
+    size_t i;
+    int rc;
+
+    s = dl_store_open_mongo(DEAD_URI, 2, err, sizeof(err));
+    EXPECT(s != NULL);
+    if (s == NULL)
+        return;
+    EXPECT(s->ops->file_put != NULL && s->ops->file_get != NULL && s->ops->file_remove != NULL);
+    dl_store_res_init(&res);
+    make_tmpdir(dir, sizeof(dir));
+    snprintf(dest, sizeof(dest), "%s/dest", dir);
+    snprintf(sub, sizeof(sub), "%s/sub", dir);
+    DL_ASSERT(mkdir(sub, 0700) == 0);
+
+    t0 = now_s();
+    for (i = 0; i < DL_ARRAY_SIZE(bad_ids); i++) {
+        res.err[0] = '\0';
+        rc = s->ops->file_get(s, bad_ids[i], dest, &res);
+        EXPECT_EQ(rc, DL_ENOENT);
+        EXPECT_EQ(res.status, DL_ENOENT);
+        if (strstr(res.err, "mongodb file_get: no file with id") == NULL)
+            DL_FAIL_AT("file_get(\"%s\"): message \"%s\"", bad_ids[i], res.err);
+        EXPECT_EQ(res.json.len, 0);
+        EXPECT(!exists(dest));
+        res.count = 7;
+        rc = s->ops->file_remove(s, bad_ids[i], &res);
+        EXPECT_EQ(rc, 0);
+        EXPECT_EQ(res.status, 0);
+        EXPECT_EQ(res.count, 0);
+    }
+    rc = s->ops->file_get(s, NULL, dest, &res);
+    EXPECT_EQ(rc, DL_ENOENT);
+    rc = s->ops->file_get(s, HEX_ID, "", &res);
+    EXPECT_EQ(rc, DL_EINVAL);
+
+    /* file_put: the local file is checked before the server is asked */
+    snprintf(dest, sizeof(dest), "%s/missing", dir);
+    rc = s->ops->file_put(s, dest, "x.bin", "application/octet-stream", "00", &res);
+    EXPECT_EQ(rc, DL_ENOENT);
+    EXPECT_EQ(res.status, DL_ENOENT);
+    if (strstr(res.err, "mongodb file_put: cannot open") == NULL || strstr(res.err, dest) == NULL)
+        DL_FAIL_AT("file_put of a missing path: message \"%s\"", res.err);
+    rc = s->ops->file_put(s, sub, "x.bin", NULL, NULL, &res);
+    EXPECT_EQ(rc, DL_EINVAL);
+    EXPECT(strstr(res.err, "is not a regular file") != NULL);
+    rc = s->ops->file_put(s, NULL, "x.bin", NULL, NULL, &res);
+    EXPECT_EQ(rc, DL_EINVAL);
+    rc = s->ops->file_put(s, sub, NULL, NULL, NULL, &res);
+    EXPECT_EQ(rc, DL_EINVAL);
+    EXPECT_EQ(res.json.len, 0);
+    if (now_s() - t0 >= 0.25)
+        DL_FAIL_AT("bad input took %.2f s: a server was waited for", now_s() - t0);
+
+    s->ops->close(s);
+    dl_store_res_free(&res);
+    remove_tmpdir(sub);
+    remove_tmpdir(dir);
+}
+
+DL_TEST(mongo_file_unreachable)
+{
+    char err[256] = "", dir[64], src[128], empty[128], dest[128];
+    dl_store_res_t res;
+    dl_store_t *s;
+
+    s = dl_store_open_mongo(DEAD_URI, 2, err, sizeof(err));
+    EXPECT(s != NULL);
+    if (s == NULL)
+        return;
+    dl_store_res_init(&res);
+    make_tmpdir(dir, sizeof(dir));
+    snprintf(src, sizeof(src), "%s/src.bin", dir);
+    snprintf(empty, sizeof(empty), "%s/empty.bin", dir);
+    snprintf(dest, sizeof(dest), "%s/dest.bin", dir);
+    write_file(src, 600 * 1024); /* more than two chunks and buffers */
+    write_file(empty, 0);
+
+    EXPECT_UNREACHABLE(s->ops->file_put(s, src, "src.bin", "application/octet-stream",
+                                        "e3b0c44298fc1c149afbf4c8996fb924"
+                                        "27ae41e4649b934ca495991b7852b855",
+                                        &res),
+                       res);
+    EXPECT_EQ(res.json.len, 0);
+    printf("# e.g. %s\n", res.err);
+    fflush(stdout);
+    EXPECT_UNREACHABLE(s->ops->file_put(s, empty, "empty.bin", NULL, NULL, &res), res);
+    EXPECT_EQ(res.json.len, 0);
+    EXPECT_UNREACHABLE(s->ops->file_get(s, HEX_ID, dest, &res), res);
+    EXPECT_EQ(res.json.len, 0);
+    EXPECT(!exists(dest));
+    EXPECT_UNREACHABLE(s->ops->file_remove(s, HEX_ID, &res), res);
+    EXPECT_EQ(res.count, 0);
+    /* the source files are left as they were */
+    EXPECT(exists(src) && exists(empty));
+
+    s->ops->close(s);
+    dl_store_res_free(&res);
+    remove_tmpdir(dir);
+}
+
+/* SQLite keeps no files: its table leaves the file operations out. */
+DL_TEST(mongo_file_ops_sqlite_null)
+{
+    char err[256] = "", dir[64], path[128];
+    dl_store_t *s;
+
+    make_tmpdir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/db.sqlite", dir);
+    s = dl_store_open_sqlite(path, 1, err, sizeof(err));
+    if (s == NULL)
+        DL_FAIL_AT("open %s: %s", path, err);
+    if (s != NULL) {
+        EXPECT_STR(s->ops->type, "sqlite");
+        EXPECT(s->ops->file_put == NULL);
+        EXPECT(s->ops->file_get == NULL);
+        EXPECT(s->ops->file_remove == NULL);
+        EXPECT(s->ops->close != NULL);
+        s->ops->close(s);
+    }
+    remove_tmpdir(dir);
+}
+
+/* ------------------------------------------------------------------------ */
 /* A live server, when one is given                                         */
 /* ------------------------------------------------------------------------ */
 
@@ -647,4 +879,103 @@ DL_TEST(mongo_crud_live)
     }
     s->ops->close(s);
     dl_store_res_free(&res);
+}
+
+/* Whether files a and b hold the same bytes. */
+static int same_bytes(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int ca, cb, same = fa != NULL && fb != NULL;
+
+    while (same) {
+        ca = fgetc(fa);
+        cb = fgetc(fb);
+        same = ca == cb;
+        if (ca == EOF || cb == EOF)
+            break;
+    }
+    if (fa != NULL)
+        fclose(fa);
+    if (fb != NULL)
+        fclose(fb);
+    return same;
+}
+
+/* Expects json (len bytes, not NUL-terminated) to contain part. */
+static void expect_json_has(const dl_buf_t *json, const char *part)
+{
+    char text[1024];
+
+    snprintf(text, sizeof(text), "%.*s", (int)json->len, json->data ? json->data : "");
+    if (strstr(text, part) == NULL)
+        DL_FAIL_AT("%s not in %s", part, text);
+}
+
+DL_TEST(mongo_files_live)
+{
+    const char *uri = getenv("DEVLOOP_TEST_MONGO_URI");
+    char err[256] = "", dir[64], src[128], empty[128], dest[128], id[25], id0[25];
+    dl_store_res_t res;
+    struct stat st;
+    dl_store_t *s;
+    int rc;
+
+    if (uri == NULL || *uri == '\0') {
+        printf("# skipped: DEVLOOP_TEST_MONGO_URI not set\n");
+        fflush(stdout);
+        return;
+    }
+    s = dl_store_open_mongo(uri, 2, err, sizeof(err));
+    EXPECT(s != NULL);
+    if (s == NULL)
+        return;
+    dl_store_res_init(&res);
+    make_tmpdir(dir, sizeof(dir));
+    snprintf(src, sizeof(src), "%s/src.bin", dir);
+    snprintf(empty, sizeof(empty), "%s/empty.bin", dir);
+    snprintf(dest, sizeof(dest), "%s/dest.bin", dir);
+    write_file(src, 600 * 1024 + 3); /* three chunks, the last one short */
+    write_file(empty, 0);
+
+    rc = s->ops->file_put(s, src, "big.bin", "application/x-test", "abcd", &res);
+    EXPECT_EQ(rc, 0);
+    EXPECT_EQ(res.json.len, 26);
+    snprintf(id, sizeof(id), "%.*s", 24, res.json.len == 26 ? res.json.data + 1 : "");
+    EXPECT(bson_oid_is_valid(id, strlen(id)));
+
+    rc = s->ops->file_get(s, id, dest, &res);
+    EXPECT_EQ(rc, 0);
+    expect_json_has(&res.json, "\"filename\":\"big.bin\"");
+    expect_json_has(&res.json, "\"content_type\":\"application/x-test\"");
+    expect_json_has(&res.json, "\"size\":614403");
+    expect_json_has(&res.json, "\"sha256\":\"abcd\"");
+    expect_json_has(&res.json, "\"created_at\":1");
+    EXPECT(same_bytes(src, dest));
+    EXPECT(stat(dest, &st) == 0 && (st.st_mode & 0777) == 0600);
+
+    /* an empty file, with no metadata values */
+    rc = s->ops->file_put(s, empty, "empty.bin", NULL, NULL, &res);
+    EXPECT_EQ(rc, 0);
+    snprintf(id0, sizeof(id0), "%.*s", 24, res.json.len == 26 ? res.json.data + 1 : "");
+    rc = s->ops->file_get(s, id0, dest, &res);
+    EXPECT_EQ(rc, 0);
+    expect_json_has(&res.json, "\"size\":0,\"sha256\":null");
+    expect_json_has(&res.json, "\"content_type\":null");
+    EXPECT(stat(dest, &st) == 0 && st.st_size == 0);
+
+    EXPECT_EQ(s->ops->file_remove(s, id, &res), 0);
+    EXPECT_EQ(res.count, 1);
+    EXPECT_EQ(s->ops->file_remove(s, id, &res), 0);
+    EXPECT_EQ(res.count, 0);
+    EXPECT_EQ(s->ops->file_remove(s, id0, &res), 0);
+    EXPECT_EQ(res.count, 1);
+    unlink(dest);
+    rc = s->ops->file_get(s, id, dest, &res);
+    EXPECT_EQ(rc, DL_ENOENT);
+    EXPECT(strstr(res.err, "no file with id") != NULL);
+    EXPECT(!exists(dest));
+
+    s->ops->close(s);
+    dl_store_res_free(&res);
+    remove_tmpdir(dir);
 }
