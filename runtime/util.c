@@ -108,3 +108,8 @@ int dl_strncasecmp_eq(const char *a, size_t alen, const char *b, size_t blen)
             return 0;
     return 1;
 }
+
+const char *dl_version(void)
+{
+    return DL_VERSION_STRING;
+}

@@ -26,6 +26,11 @@ extern "C" {
 #define DL_VERSION_MINOR 1
 #define DL_VERSION_PATCH 0
 #define DL_VERSION_STRING "0.1.0"
+#define DEVLOOP_VERSION DL_VERSION_STRING
+
+/** The version of the library linked at run time ("0.1.0"); compare with
+ * DEVLOOP_VERSION, the header's. Any thread. */
+DL_API const char *dl_version(void);
 
 /* Error codes: 0 or a negative DL_E*. Where an errno fits, the value is the
  * negated errno, so uv and system errors translate without a table. */
