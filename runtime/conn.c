@@ -666,6 +666,10 @@ void dl_conn_close(dl_conn_t *c)
         dl_worker_req_release(c->worker, c->req);
         c->req = NULL;
     }
+    if (c->virt) {
+        c->sink(c, NULL, 0, c->sink_arg); /* the owner frees it */
+        return;
+    }
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
@@ -772,6 +776,17 @@ again:
             return;
         }
     }
+    if (c->virt) {
+        if (c->out.len > 0) {
+            c->sink(c, c->out.data, c->out.len, c->sink_arg);
+            dl_buf_reset(&c->out);
+            if (c->file_fd >= 0)
+                goto again;
+        }
+        if (c->closing)
+            dl_conn_close(c);
+        return;
+    }
     if (c->out.len == 0) {
         if (c->closing)
             conn_finish_close(c);
@@ -859,6 +874,69 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 }
 
 /* ================================================================ lifecycle */
+
+dl_conn_t *dl_conn_virtual_new(dl_worker_t *w,
+                               void (*sink)(dl_conn_t *c, const char *data, size_t len,
+                                            void *arg),
+                               void *arg)
+{
+    uv_once(&settings_once, init_settings);
+    dl_conn_t *c = dl_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->worker = w;
+    c->file_fd = -1;
+    c->virt = 1;
+    c->sink = sink;
+    c->sink_arg = arg;
+    c->state = DL_CS_IDLE;
+    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+    c->parser.data = c;
+    return c;
+}
+
+/* what on_read does with a socket's bytes */
+void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t n)
+{
+    if (c->closed || c->closing)
+        return;
+    if (c->pending.len == 0 && c->state != DL_CS_BUSY) {
+        size_t used = conn_feed(c, data, n);
+        if (used < n && !c->closed && !c->closing)
+            dl_buf_append(&c->pending, data + used, n - used);
+    } else {
+        dl_buf_append(&c->pending, data, n);
+        if (c->state != DL_CS_BUSY) {
+            size_t used = conn_feed(c, c->pending.data, c->pending.len);
+            dl_buf_consume(&c->pending, used);
+        }
+    }
+    if (!c->closed)
+        conn_flush(c);
+}
+
+void dl_conn_virtual_free(dl_conn_t *c)
+{
+    if (c == NULL)
+        return;
+    c->sink = NULL;
+    if (!c->closed) {
+        c->closed = 1;
+        if (c->file_fd >= 0)
+            file_done(c);
+        if (c->active) {
+            c->active->conn = NULL;
+            c->active = NULL;
+        }
+        if (c->req) {
+            dl_worker_req_release(c->worker, c->req);
+            c->req = NULL;
+        }
+    }
+    dl_buf_free(&c->pending);
+    dl_buf_free(&c->out);
+    dl_free(c);
+}
 
 void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
 {

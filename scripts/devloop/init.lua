@@ -271,6 +271,7 @@ _M.db = require "devloop.db"
 _M.jobs = require "devloop.jobs"
 _M.auth = require "devloop.auth"
 _M.files = require "devloop.files"
+_M.client = require "devloop.client"
 _M.FILE_BODY = core.FILE_BODY -- return 200, path, headers, api.FILE_BODY, offset, length
 local batch = require "devloop.batch"
 -- api.batch(operations, opts): a handler for a batch endpoint (devloop.batch)
