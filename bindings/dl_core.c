@@ -280,7 +280,8 @@ static int l_core_now(lua_State *L)
 {
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
-    lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
+    lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6 +
+                          (double)__atomic_load_n(&dl_clock_skew_ms, __ATOMIC_RELAXED) / 1e3);
     return 1;
 }
 
@@ -417,6 +418,25 @@ static int l_core_request(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* core._advance(ms): moves the clock api.now() and the in-process cache see
+ * forward (devloop test's fake clock). */
+static int l_core_advance(lua_State *L)
+{
+    lua_Number ms = luaL_checknumber(L, 1);
+    luaL_argcheck(L, ms >= 0, 1, "milliseconds >= 0 expected");
+    __atomic_add_fetch(&dl_clock_skew_ms, (int64_t)ms, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* core._stop(): asks the runtime to stop (devloop test, when its tests ran). */
+static int l_core_stop(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    if (vm && vm->worker)
+        dl_runtime_stop(vm->worker->rt);
+    return 0;
+}
+
 /* core.mkdir(path): creates a folder (0755); true if it exists afterwards. */
 static int l_core_mkdir(lua_State *L)
 {
@@ -442,6 +462,8 @@ static const luaL_Reg core_funcs[] = {
     {"app_dir", l_core_app_dir},
     {"mkdir", l_core_mkdir},
     {"_request", l_core_request},
+    {"_advance", l_core_advance},
+    {"_stop", l_core_stop},
     {"_route", dl__route},
     {"_parallel", dl__parallel},
     {"_race", dl__race},

@@ -15,7 +15,7 @@
 
 static uint64_t now_ms(void)
 {
-    return uv_hrtime() / 1000000u;
+    return uv_hrtime() / 1000000u + (uint64_t)__atomic_load_n(&dl_clock_skew_ms, __ATOMIC_RELAXED);
 }
 
 /* =============================================================== format */

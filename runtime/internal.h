@@ -42,6 +42,9 @@ void dl__assert_fail(const char *expr, const char *file, int line) __attribute__
 
 /* ---- logging: level checked before arguments are evaluated (Redis serverLog) */
 extern int dl_log_min_level;
+/* Milliseconds added to the wall clock that Lua and the in-process cache see
+ * (devloop test's fake clock: t.advance(ms)); 0 otherwise. */
+extern int64_t dl_clock_skew_ms;
 void dl_log_write(int level, const char *reqid, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define dl_log(level, ...)                                                 \

@@ -3,13 +3,20 @@
  *
  *   devloop serve APP_DIR [--listen HOST:PORT]... [--workers N] [--log-level L]
  *   devloop check APP_DIR
+ *   devloop test APP_DIR [FILE...] [--tap]
+ *   devloop new DIR
  *   devloop version
  */
+#define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <luajit.h>
 #include <uv.h>
@@ -22,6 +29,8 @@ static void usage(FILE *f)
             "usage: devloop serve APP_DIR [--listen HOST:PORT]... [--workers N] [--log-level L]\n"
             "                     [--no-watch] [--pid-file FILE]\n"
             "       devloop check APP_DIR\n"
+            "       devloop test APP_DIR [FILE...] [--tap]\n"
+            "       devloop new DIR\n"
             "       devloop reload APP_DIR | --pid-file FILE\n"
             "       devloop version\n");
 }
@@ -149,6 +158,194 @@ static int cmd_check(int argc, char **argv)
     return 0;
 }
 
+
+/* ================================================================== test */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* the .lua files of APP_DIR/tests, sorted; returns the count (names malloc'ed) */
+static int default_test_files(const char *app, char ***out)
+{
+    char dir[1100];
+    snprintf(dir, sizeof(dir), "%s/tests", app);
+    DIR *d = opendir(dir);
+    *out = NULL;
+    if (d == NULL)
+        return 0;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || e->d_name[0] == '.' || strcmp(e->d_name + len - 4, ".lua") != 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            *out = realloc(*out, (size_t)cap * sizeof(char *));
+        }
+        char *p = malloc(strlen(dir) + len + 2);
+        sprintf(p, "%s/%s", dir, e->d_name);
+        (*out)[n++] = p;
+    }
+    closedir(d);
+    if (n > 1)
+        qsort(*out, (size_t)n, sizeof(char *), cmp_str);
+    return n;
+}
+
+/*
+ * Each file runs in a runtime of its own (one worker, no socket, a fresh
+ * embedded store in a scratch folder): the app starts, its start hooks run,
+ * then the file's tests (devloop.test), and the runtime stops.
+ */
+static int cmd_test(int argc, char **argv)
+{
+    if (argc < 3) {
+        usage(stderr);
+        return 2;
+    }
+    const char *app = argv[2];
+    int tap = 0, nfiles = 0;
+    char **files = NULL;
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--tap") == 0) {
+            tap = 1;
+            continue;
+        }
+        files = realloc(files, (size_t)(nfiles + 1) * sizeof(char *));
+        files[nfiles++] = strdup(argv[i]);
+    }
+    if (nfiles == 0)
+        nfiles = default_test_files(app, &files);
+    if (nfiles == 0) {
+        fprintf(stderr, "devloop: no test files (%s/tests/*.lua)\n", app);
+        return 1;
+    }
+    long passed = 0, failed = 0;
+    for (int i = 0; i < nfiles; i++) {
+        char tmpl[] = "/tmp/devloop-test-XXXXXX";
+        char db[1100], result[1100], abs[4096];
+        if (mkdtemp(tmpl) == NULL || realpath(files[i], abs) == NULL) {
+            fprintf(stderr, "devloop: %s: %s\n", files[i], strerror(errno));
+            failed++;
+            continue;
+        }
+        snprintf(db, sizeof(db), "%s/test.db", tmpl);
+        snprintf(result, sizeof(result), "%s/result", tmpl);
+        setenv("DEVLOOP_DB", db, 1);
+        setenv("DEVLOOP_TEST_FILE", abs, 1);
+        setenv("DEVLOOP_TEST_RESULT", result, 1);
+        setenv("DEVLOOP_TEST_TAP", tap ? "1" : "0", 1);
+        setenv("DEVLOOP_LOG_DIR", "-", 1);
+        if (tap)
+            printf("# %s\n", files[i]);
+        fflush(stdout);
+        dl_config_t cfg;
+        dl_config_init(&cfg);
+        cfg.app_dir = app;
+        cfg.workers = 1;
+        cfg.no_listen = 1;
+        cfg.watch = 0;
+        cfg.pid_file = "";
+        if (getenv("LOG_LEVEL") == NULL)
+            cfg.log_level = dl_log_level_parse("warn");
+        char err[65536];
+        dl_runtime_t *rt;
+        long p = 0, f = 1;
+        if (dl_runtime_new(&cfg, &rt, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s", err);
+        } else {
+            dl_runtime_run(rt, 1);
+            dl_runtime_free(rt);
+            FILE *rf = fopen(result, "r");
+            if (rf == NULL || fscanf(rf, "%ld %ld", &p, &f) != 2) {
+                fprintf(stderr, "devloop: %s did not finish\n", files[i]);
+                p = 0;
+                f = 1;
+            }
+            if (rf)
+                fclose(rf);
+        }
+        passed += p;
+        failed += f;
+        nftw(tmpl, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        free(files[i]);
+    }
+    free(files);
+    printf("%ld passed, %ld failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
+
+/* =================================================================== new */
+
+static int write_file(const char *dir, const char *name, const char *text)
+{
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wx");
+    if (f == NULL) {
+        fprintf(stderr, "devloop: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fputs(text, f);
+    return fclose(f);
+}
+
+static int cmd_new(int argc, char **argv)
+{
+    if (argc != 3) {
+        usage(stderr);
+        return 2;
+    }
+    const char *dir = argv[2];
+    char sub[1100];
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "devloop: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    snprintf(sub, sizeof(sub), "%s/routes", dir);
+    mkdir(sub, 0755);
+    snprintf(sub, sizeof(sub), "%s/tests", dir);
+    mkdir(sub, 0755);
+    int rc = 0;
+    rc |= write_file(dir, "app.lua",
+                     "-- loaded first, once per worker: settings, schemas, api.on_start hooks\n"
+                     "local api = require \"devloop\"\n"
+                     "api.log.info(\"app loaded\")\n");
+    rc |= write_file(dir, "routes/hello.lua",
+                     "local api = require \"devloop\"\n\n"
+                     "api.get(\"/hello/:name\", function(req)\n"
+                     "  return { hello = req.params.name, at = api.now() }\n"
+                     "end)\n");
+    rc |= write_file(dir, "tests/hello_test.lua",
+                     "local t = require \"devloop.test\"\n\n"
+                     "t.test(\"GET /hello/:name greets by name\", function()\n"
+                     "  local r = t.get(\"/hello/ada\")\n"
+                     "  t.eq(r.status, 200)\n"
+                     "  t.eq(r.json.hello, \"ada\")\n"
+                     "end)\n\n"
+                     "t.test(\"an unknown path is a JSON 404\", function()\n"
+                     "  local r = t.get(\"/nope\")\n"
+                     "  t.eq(r.status, 404)\n"
+                     "  t.ok(r.json.requestId)\n"
+                     "end)\n");
+    if (rc != 0)
+        return 1;
+    printf("created %s: devloop serve %s   (then curl localhost:8080/hello/you)\n"
+           "        devloop test %s\n", dir, dir, dir);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -161,6 +358,10 @@ int main(int argc, char **argv)
         return cmd_check(argc, argv);
     if (strcmp(argv[1], "reload") == 0)
         return cmd_reload(argc, argv);
+    if (strcmp(argv[1], "test") == 0)
+        return cmd_test(argc, argv);
+    if (strcmp(argv[1], "new") == 0)
+        return cmd_new(argc, argv);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("devloop %s (%s, libuv %s)\n", DL_VERSION_STRING, LUAJIT_VERSION,
                uv_version_string());

@@ -209,7 +209,9 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     rt->cfg = *cfg;
     rt->app_dir = dl_strdup(cfg->app_dir);
     rt->cfg.app_dir = rt->app_dir;
-    if (rt->cfg.n_listen == 0) {
+    if (rt->cfg.no_listen) {
+        rt->cfg.n_listen = 0;
+    } else if (rt->cfg.n_listen == 0) {
         char def[32];
         snprintf(def, sizeof(def), "127.0.0.1:%d", (int)env_u64("PORT", 8080));
         rt->listen[0] = dl_strdup(def);

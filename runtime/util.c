@@ -113,3 +113,5 @@ const char *dl_version(void)
 {
     return DL_VERSION_STRING;
 }
+
+int64_t dl_clock_skew_ms;

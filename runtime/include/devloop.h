@@ -81,6 +81,7 @@ typedef struct dl_config_s {
     const char *app_dir;              /* borrowed; must outlive the runtime */
     const char *listen[DL_MAX_LISTEN]; /* "HOST:PORT"; borrowed */
     int n_listen;
+    int no_listen;                    /* serve no socket (in-process requests only) */
     int workers;                      /* 0: number of cores */
     int log_level;                    /* dl_log_level_t */
 

@@ -460,6 +460,11 @@ function _M._run_start()
     local ok2, e = pcall(fn)
     if not ok2 then core.log(3, "start hook failed: " .. tostring(e)) end
   end
+  -- `devloop test`: this process runs one test file once the app started
+  local test_file = os.getenv("DEVLOOP_TEST_FILE")
+  if test_file and core.worker_id() == 0 then
+    require("devloop.test")._run_file(test_file, os.getenv("DEVLOOP_TEST_TAP") == "1")
+  end
 end
 
 _M.now = core.now
