@@ -122,6 +122,7 @@ dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
     preload(L, "devloop.redis_core", luaopen_devloop_redis_core);
     preload(L, "devloop.db_core", luaopen_devloop_db_core);
     preload(L, "devloop.metrics_core", luaopen_devloop_metrics_core);
+    dl__preload_user_modules(L); /* the embedder's (dl_add_lua_module) */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
     for (const dl_embedded_t *e = dl_embedded_scripts; e->module; e++) {

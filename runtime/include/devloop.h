@@ -160,4 +160,37 @@ DL_API int dl_app_check(const char *app_dir, char *errbuf, size_t errlen);
 #ifdef __cplusplus
 }
 #endif
+
+/* ===================================================== C modules for Lua */
+
+typedef struct lua_State lua_State;
+
+/**
+ * Registers a Lua module written in C: `require(name)` in any app, worker
+ * and generation returns what open (a luaopen_* function) returns. Call from
+ * the main thread before the first dl_runtime_new(); process-wide; at most
+ * 32 modules. Returns 0, DL_EINVAL (bad name) or DL_ENOMEM (too many).
+ */
+DL_API int dl_add_lua_module(const char *name, int (*open)(lua_State *L));
+
+/** A suspended Lua call (see dl_pending_new()). */
+typedef struct dl_pending_s dl_pending_t;
+
+/**
+ * From a C function called by a handler or job (on its worker's thread):
+ * suspends the calling coroutine, which the C function must then leave with
+ * `return lua_yield(L, 0);`. The worker goes on serving. Returns NULL (and
+ * nothing is suspended) outside a coroutine of a serving worker.
+ */
+DL_API dl_pending_t *dl_pending_new(lua_State *L);
+
+/**
+ * Completes a suspended call from any thread, exactly once: the coroutine
+ * resumes on its worker with the string data (copied here), or with nil and
+ * data as the error message when ok is 0. If the request went away meanwhile
+ * (client gone, shutdown) the result is dropped safely. Must be called before
+ * the runtime is freed. Returns 0 or DL_ENOMEM (then nothing happens).
+ */
+DL_API int dl_pending_complete(dl_pending_t *p, int ok, const char *data, size_t len);
+
 #endif /* DEVLOOP_H */
