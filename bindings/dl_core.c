@@ -296,99 +296,33 @@ static int l_core_worker_id(lua_State *L)
 
 /* ============================================================ in-process */
 
-/*
- * core._request(raw [, head]): sends raw HTTP/1.1 request bytes through an
- * in-process connection of this worker (conn.c: the same parser, limits,
- * router, codecs and compression as a socket) and returns the raw response
- * bytes (interim 1xx answers skipped), parking the caller meanwhile. head:
- * the request is a HEAD (its answer has no body whatever Content-Length
- * says). The connection is freed from a zero timer, never from its sink.
- */
+/* core._request(raw [, head]): raw HTTP/1.1 request bytes through an
+ * in-process connection of this worker (conn.c's dl_conn_exchange); returns
+ * the raw response bytes, parking the caller meanwhile. */
 typedef struct {
-    uv_timer_t timer;
-    dl_conn_t *conn;
-    dl_task_t *task; /* NULL once detached */
-    dl_buf_t in;     /* response bytes so far */
-    size_t done;     /* length of the complete response, 0 until then */
-    int head;
-    int closed;
+    dl_task_t *task; /* NULL once the task is gone */
 } inproc_t;
 
-static void on_inproc_closed(uv_handle_t *h)
+static void inproc_done(const char *resp, size_t len, void *arg)
 {
-    inproc_t *ip = h->data;
-    dl_buf_free(&ip->in);
-    dl_free(ip);
-}
-
-static void inproc_end(uv_timer_t *h)
-{
-    inproc_t *ip = h->data;
-    dl_task_t *t = ip->task;
-    dl_conn_virtual_free(ip->conn);
-    ip->conn = NULL;
-    if (t) {
-        if (ip->done) {
-            lua_pushlstring(t->co, ip->in.data, ip->done);
-        } else {
-            lua_pushnil(t->co);
-            lua_pushliteral(t->co, "connection closed without a complete response");
-        }
-        uv_close((uv_handle_t *)h, on_inproc_closed);
-        dl_task_resume(t, ip->done ? 1 : 2);
-        return;
-    }
-    uv_close((uv_handle_t *)h, on_inproc_closed);
-}
-
-/* the length of the first complete final response in b, or 0 */
-static size_t response_end(dl_buf_t *b, int head)
-{
-    for (;;) {
-        const char *p = b->data;
-        const char *e = b->len >= 4 ? memmem(p, b->len, "\r\n\r\n", 4) : NULL;
-        if (e == NULL || b->len < 12)
-            return 0;
-        size_t hlen = (size_t)(e - p) + 4;
-        int status = atoi(p + 9);
-        if (status >= 100 && status < 200) {
-            dl_buf_consume(b, hlen); /* 100 Continue */
-            continue;
-        }
-        size_t clen = 0;
-        const char *cl = NULL;
-        for (const char *q = p; q < e; q++)
-            if ((q == p || q[-1] == '\n') && strncasecmp(q, "content-length:", 15) == 0) {
-                cl = q + 15;
-                break;
-            }
-        if (cl && !head && status != 204 && status != 304)
-            clen = (size_t)strtoull(cl, NULL, 10);
-        return b->len >= hlen + clen ? hlen + clen : 0;
-    }
-}
-
-static void inproc_sink(dl_conn_t *c, const char *data, size_t len, void *arg)
-{
-    DL_UNUSED(c);
     inproc_t *ip = arg;
-    if (ip->done)
+    dl_task_t *t = ip->task;
+    dl_free(ip);
+    if (t == NULL)
         return;
-    if (len == 0)
-        ip->closed = 1;
-    else
-        dl_buf_append(&ip->in, data, len);
-    if (ip->done == 0)
-        ip->done = response_end(&ip->in, ip->head);
-    if (ip->done || ip->closed)
-        uv_timer_start(&ip->timer, inproc_end, 0, 0);
+    if (resp) {
+        lua_pushlstring(t->co, resp, len);
+        dl_task_resume(t, 1);
+    } else {
+        lua_pushnil(t->co);
+        lua_pushliteral(t->co, "connection closed without a complete response");
+        dl_task_resume(t, 2);
+    }
 }
 
 static void cancel_inproc(void *data)
 {
-    inproc_t *ip = data;
-    ip->task = NULL;
-    uv_timer_start(&ip->timer, inproc_end, 0, 0);
+    ((inproc_t *)data)->task = NULL; /* the exchange ends on its own */
 }
 
 static int l_core_request(lua_State *L)
@@ -402,19 +336,13 @@ static int l_core_request(lua_State *L)
     inproc_t *ip = dl_calloc(1, sizeof(*ip));
     if (ip == NULL)
         return luaL_error(L, "out of memory");
-    uv_timer_init(&t->vm->worker->loop, &ip->timer);
-    ip->timer.data = ip;
-    ip->head = head;
-    ip->conn = dl_conn_virtual_new(t->vm->worker, inproc_sink, ip);
-    if (ip->conn == NULL) {
-        uv_close((uv_handle_t *)&ip->timer, on_inproc_closed);
-        return luaL_error(L, "out of memory");
-    }
     ip->task = t;
     dl_task_park(t, cancel_inproc, ip);
-    /* the handler may answer at once, from inside this call: the answer waits
-     * in ip and the task resumes from the timer, never from here */
-    dl_conn_virtual_feed(ip->conn, raw, len);
+    if (dl_conn_exchange(t->vm->worker, raw, len, head, inproc_done, ip) != 0) {
+        dl_free(ip);
+        t->cancel = NULL;
+        return luaL_error(L, "out of memory");
+    }
     return lua_yield(L, 0);
 }
 

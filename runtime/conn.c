@@ -17,7 +17,9 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -913,6 +915,94 @@ void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t n)
     }
     if (!c->closed)
         conn_flush(c);
+}
+
+/* ---------------------------------------------------------------- exchange */
+
+typedef struct {
+    uv_timer_t timer;
+    dl_conn_t *conn;
+    dl_buf_t in;     /* response bytes so far */
+    size_t done;     /* length of the complete response, 0 until then */
+    int head, closed;
+    dl_exchange_cb cb;
+    void *arg;
+} exchange_t;
+
+static void on_exchange_closed(uv_handle_t *h)
+{
+    exchange_t *x = h->data;
+    dl_buf_free(&x->in);
+    dl_free(x);
+}
+
+/* the end, from a zero timer: never inside the connection's own calls */
+static void exchange_end(uv_timer_t *h)
+{
+    exchange_t *x = h->data;
+    dl_conn_virtual_free(x->conn);
+    x->conn = NULL;
+    x->cb(x->done ? x->in.data : NULL, x->done, x->arg);
+    uv_close((uv_handle_t *)h, on_exchange_closed);
+}
+
+size_t dl_http_response_end(dl_buf_t *b, int head)
+{
+    for (;;) {
+        const char *p = b->data;
+        const char *e = b->len >= 4 ? memmem(p, b->len, "\r\n\r\n", 4) : NULL;
+        if (e == NULL || b->len < 12)
+            return 0;
+        size_t hlen = (size_t)(e - p) + 4;
+        int status = atoi(p + 9);
+        if (status >= 100 && status < 200) {
+            dl_buf_consume(b, hlen); /* 100 Continue */
+            continue;
+        }
+        size_t clen = 0;
+        for (const char *q = p; q + 15 < e; q++)
+            if ((q == p || q[-1] == '\n') && strncasecmp(q, "content-length:", 15) == 0) {
+                if (!head && status != 204 && status != 304)
+                    clen = (size_t)strtoull(q + 15, NULL, 10);
+                break;
+            }
+        return b->len >= hlen + clen ? hlen + clen : 0;
+    }
+}
+
+static void exchange_sink(dl_conn_t *c, const char *data, size_t len, void *arg)
+{
+    DL_UNUSED(c);
+    exchange_t *x = arg;
+    if (x->done || x->closed)
+        return;
+    if (len == 0)
+        x->closed = 1;
+    else
+        dl_buf_append(&x->in, data, len);
+    x->done = dl_http_response_end(&x->in, x->head);
+    if (x->done || x->closed)
+        uv_timer_start(&x->timer, exchange_end, 0, 0);
+}
+
+int dl_conn_exchange(dl_worker_t *w, const char *raw, size_t len, int head, dl_exchange_cb cb,
+                     void *arg)
+{
+    exchange_t *x = dl_calloc(1, sizeof(*x));
+    if (x == NULL)
+        return DL_ENOMEM;
+    x->conn = dl_conn_virtual_new(w, exchange_sink, x);
+    if (x->conn == NULL) {
+        dl_free(x);
+        return DL_ENOMEM;
+    }
+    uv_timer_init(&w->loop, &x->timer);
+    x->timer.data = x;
+    x->head = head;
+    x->cb = cb;
+    x->arg = arg;
+    dl_conn_virtual_feed(x->conn, raw, len);
+    return 0;
 }
 
 void dl_conn_virtual_free(dl_conn_t *c)

@@ -72,6 +72,19 @@ void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t len);
 /** Ends an in-process connection; a handler still running finishes detached. */
 void dl_conn_virtual_free(dl_conn_t *c);
 
+/**
+ * One in-process request on worker w (its thread): raw request bytes in, and
+ * cb(resp, len, arg) later on that thread with the raw response (interim 1xx
+ * answers skipped), or resp NULL when the connection closed first. head: the
+ * request is a HEAD. cb is never called from inside this call. Returns 0 or
+ * DL_ENOMEM (then cb is never called).
+ */
+typedef void (*dl_exchange_cb)(const char *resp, size_t len, void *arg);
+int dl_conn_exchange(dl_worker_t *w, const char *raw, size_t len, int head, dl_exchange_cb cb,
+                     void *arg);
+/** The length of the first complete final response in b (1xx dropped), or 0. */
+size_t dl_http_response_end(dl_buf_t *b, int head);
+
 /** Accepts a pending connection on server; the connection owns itself. */
 void dl_conn_accept(dl_worker_t *w, uv_stream_t *server);
 /** Checks a connection's deadline; closes it when passed. */

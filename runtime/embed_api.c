@@ -13,8 +13,10 @@
 #include <string.h>
 #include <uv.h>
 
+#include "conn.h"
 #include "internal.h"
 #include "lua_vm.h"
+#include "server.h"
 #include "worker.h"
 
 /* ============================================================ C modules */
@@ -130,4 +132,139 @@ int dl_pending_complete(dl_pending_t *p, int ok, const char *data, size_t len)
     __atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
     uv_async_send(&p->async); /* a full barrier: the worker sees the fields */
     return 0;
+}
+
+/* ================================================== in-process requests */
+
+typedef struct {
+    dl_worker_job_t job;
+    dl_buf_t raw;
+    int head;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done, failed;
+    char *resp;
+    size_t resp_len;
+    int refs; /* the caller's and the worker's */
+} sync_req_t;
+
+static void sync_release(sync_req_t *sr)
+{
+    if (__atomic_sub_fetch(&sr->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    uv_cond_destroy(&sr->cv);
+    uv_mutex_destroy(&sr->mu);
+    dl_buf_free(&sr->raw);
+    dl_free(sr->resp);
+    dl_free(sr);
+}
+
+static void sync_done(const char *resp, size_t len, void *arg)
+{
+    sync_req_t *sr = arg;
+    uv_mutex_lock(&sr->mu);
+    if (resp && (sr->resp = dl_malloc(len)) != NULL) {
+        memcpy(sr->resp, resp, len);
+        sr->resp_len = len;
+    } else {
+        sr->failed = 1;
+    }
+    sr->done = 1;
+    uv_cond_signal(&sr->cv);
+    uv_mutex_unlock(&sr->mu);
+    sync_release(sr);
+}
+
+static void sync_run(dl_worker_t *w, dl_worker_job_t *job)
+{
+    sync_req_t *sr = (sync_req_t *)job;
+    if (w == NULL || dl_conn_exchange(w, sr->raw.data, sr->raw.len, sr->head, sync_done, sr) != 0)
+        sync_done(NULL, 0, sr);
+}
+
+static int parse_response(char *raw, size_t len, dl_response_t *out)
+{
+    char *e = memmem(raw, len, "\r\n\r\n", 4);
+    char *eol = memchr(raw, '\n', len);
+    if (e == NULL || eol == NULL || len < 12)
+        return DL_EIO;
+    out->status = atoi(raw + 9);
+    out->headers = eol + 1;
+    out->headers_len = (size_t)(e + 2 - (eol + 1));
+    out->body = e + 4;
+    out->body_len = len - (size_t)(e + 4 - raw);
+    out->_raw = raw;
+    return 0;
+}
+
+int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
+                       const char *const *headers, const char *body, size_t body_len,
+                       uint64_t timeout_ms, dl_response_t *out)
+{
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (rt == NULL || method == NULL || path == NULL || out == NULL || path[0] != '/' ||
+        (body == NULL && body_len > 0))
+        return DL_EINVAL;
+    if (timeout_ms == 0)
+        timeout_ms = 30000;
+    uint64_t deadline = uv_hrtime() + timeout_ms * 1000000u;
+    /* wait for dl_runtime_run() to have its workers up */
+    while (!__atomic_load_n(&rt->serving, __ATOMIC_ACQUIRE)) {
+        if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE) || uv_hrtime() > deadline)
+            return __atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE) ? DL_ECANCELED
+                                                                          : DL_ETIMEDOUT;
+        uv_sleep(1);
+    }
+    sync_req_t *sr = dl_calloc(1, sizeof(*sr));
+    if (sr == NULL)
+        return DL_ENOMEM;
+    dl_buf_appendf(&sr->raw, "%s %s HTTP/1.1\r\nHost: localhost\r\n", method, path);
+    for (int i = 0; headers && headers[i]; i++)
+        dl_buf_appendf(&sr->raw, "%s\r\n", headers[i]);
+    if (body_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+        strcmp(method, "PATCH") == 0)
+        dl_buf_appendf(&sr->raw, "Content-Length: %zu\r\n", body_len);
+    dl_buf_append(&sr->raw, "\r\n", 2);
+    if (body_len)
+        dl_buf_append(&sr->raw, body, body_len);
+    if (sr->raw.oom) {
+        dl_buf_free(&sr->raw);
+        dl_free(sr);
+        return DL_ENOMEM;
+    }
+    sr->head = strcmp(method, "HEAD") == 0;
+    sr->refs = 2;
+    uv_mutex_init(&sr->mu);
+    uv_cond_init(&sr->cv);
+    sr->job.run = sync_run;
+    dl_worker_post(&rt->workers[0], &sr->job);
+    int rc = 0;
+    uv_mutex_lock(&sr->mu);
+    while (!sr->done) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline || uv_cond_timedwait(&sr->cv, &sr->mu, deadline - now) != 0) {
+            if (!sr->done)
+                rc = DL_ETIMEDOUT;
+            break;
+        }
+    }
+    if (rc == 0 && sr->failed)
+        rc = DL_EIO;
+    if (rc == 0) {
+        rc = parse_response(sr->resp, sr->resp_len, out);
+        if (rc == 0)
+            sr->resp = NULL; /* out owns it */
+    }
+    uv_mutex_unlock(&sr->mu);
+    sync_release(sr);
+    return rc;
+}
+
+void dl_response_free(dl_response_t *res)
+{
+    if (res == NULL)
+        return;
+    dl_free(res->_raw);
+    memset(res, 0, sizeof(*res));
 }

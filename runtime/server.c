@@ -515,14 +515,16 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
         write_pid_file(rt);
         sweep_uploads(rt);
         dl_log(DL_LOG_INFO, "devloop %s serving %s on %s (%d worker%s%s)", DL_VERSION_STRING,
-               rt->app_dir, rt->cfg.listen[0], rt->n_workers, rt->n_workers == 1 ? "" : "s",
+               rt->app_dir, rt->cfg.n_listen ? rt->cfg.listen[0] : "no socket", rt->n_workers, rt->n_workers == 1 ? "" : "s",
                rt->watch ? ", watching for changes" : "");
+        __atomic_store_n(&rt->serving, 1, __ATOMIC_RELEASE);
         if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE))
             uv_async_send(&rt->stop_async);
     } else {
         dl_runtime_stop(rt);
     }
     uv_run(&rt->loop, UV_RUN_DEFAULT);
+    __atomic_store_n(&rt->serving, 0, __ATOMIC_RELEASE);
     for (int i = 0; i < rt->n_workers; i++)
         dl_worker_join(&rt->workers[i]);
     uv_loop_close(&rt->loop);

@@ -40,6 +40,7 @@ struct dl_runtime_s {
     int access_log;              /* DEVLOOP_ACCESS_LOG */
     int http_metrics;            /* DEVLOOP_METRICS: per-request metrics (default on) */
     int loop_ready;
+    int serving;                 /* workers run: in-process requests are taken */
     int stop_requested;
     int handle_signals;
 };

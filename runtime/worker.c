@@ -312,10 +312,43 @@ static void worker_reload(dl_worker_t *w)
     dl_buf_free(&errors);
 }
 
+void dl_worker_post(dl_worker_t *w, dl_worker_job_t *job)
+{
+    uv_mutex_lock(&w->jobs_lock);
+    job->next = w->jobs;
+    w->jobs = job;
+    uv_mutex_unlock(&w->jobs_lock);
+    __atomic_or_fetch(&w->ops, DL_WORKER_OP_JOBS, __ATOMIC_ACQ_REL);
+    uv_async_send(&w->wakeup);
+}
+
+static void run_jobs(dl_worker_t *w)
+{
+    uv_mutex_lock(&w->jobs_lock);
+    dl_worker_job_t *list = w->jobs;
+    w->jobs = NULL;
+    uv_mutex_unlock(&w->jobs_lock);
+    /* posted last-first: reverse, so jobs run in the order they came */
+    dl_worker_job_t *rev = NULL;
+    while (list) {
+        dl_worker_job_t *n = list->next;
+        list->next = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev) {
+        dl_worker_job_t *n = rev->next;
+        rev->run(w, rev);
+        rev = n;
+    }
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     dl_worker_t *w = a->data;
     int ops = __atomic_exchange_n(&w->ops, 0, __ATOMIC_ACQ_REL);
+    if (ops & DL_WORKER_OP_JOBS)
+        run_jobs(w);
     if ((ops & DL_WORKER_OP_RELOAD) && !w->stopping)
         worker_reload(w);
     if (!(ops & DL_WORKER_OP_STOP) || w->stopping)
@@ -368,6 +401,7 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
     w->loop.data = w;
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
+    uv_mutex_init(&w->jobs_lock);
     uv_timer_init(&w->loop, &w->sweep);
     w->sweep.data = w;
     uv_timer_init(&w->loop, &w->grace);
@@ -477,5 +511,12 @@ void dl_worker_join(dl_worker_t *w)
     }
     dl_cache_free(w->cache);
     w->cache = NULL;
+    /* jobs that came too late to run are told so (run with no worker) */
+    while (w->jobs) {
+        dl_worker_job_t *j = w->jobs;
+        w->jobs = j->next;
+        j->run(NULL, j);
+    }
+    uv_mutex_destroy(&w->jobs_lock);
     uv_loop_close(&w->loop);
 }

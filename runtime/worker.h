@@ -32,6 +32,8 @@ typedef struct dl_worker_s {
     int n_listeners;
     uv_async_t wakeup;   /* another thread asked for ops (DL_WORKER_OP_*) */
     int ops;
+    uv_mutex_t jobs_lock;     /* in-process requests from other threads */
+    struct dl_worker_job_s *jobs;
     uv_timer_t sweep;    /* timeouts of every connection, checked together */
     uv_timer_t grace;    /* bounds the graceful stop */
     int stopping;
@@ -64,7 +66,16 @@ typedef struct dl_worker_s {
 int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen);
 /** Starts the worker's thread. */
 int dl_worker_start(dl_worker_t *w);
-enum { DL_WORKER_OP_STOP = 1, DL_WORKER_OP_RELOAD = 2 };
+enum { DL_WORKER_OP_STOP = 1, DL_WORKER_OP_RELOAD = 2, DL_WORKER_OP_JOBS = 4 };
+
+/** Work another thread hands to a worker: run(w, job) on the worker's thread,
+ * or run(NULL, job) when the worker stopped before it could run it. */
+typedef struct dl_worker_job_s {
+    void (*run)(dl_worker_t *w, struct dl_worker_job_s *job);
+    struct dl_worker_job_s *next;
+} dl_worker_job_t;
+/** Queues job for w's thread (any thread; the job's memory is the caller's). */
+void dl_worker_post(dl_worker_t *w, dl_worker_job_t *job);
 
 /** Asks the worker to stop gracefully (any thread). */
 void dl_worker_stop(dl_worker_t *w);

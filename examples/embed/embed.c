@@ -5,6 +5,8 @@
  * function completed from a thread of the tool.
  *
  *   devloop_embed APP_DIR [HOST:PORT]     (examples/embed/app uses embedtool)
+ *   devloop_embed APP_DIR --get PATH...   answers in process, no socket, and exits
+ *   devloop_embed APP_DIR --cycles N PATH create, answer PATH, destroy, N times
  *   devloop_embed --version
  *
  * Built against an installed libdevloop: cc embed.c $(pkg-config --cflags --libs devloop)
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <time.h>
 
 #include <devloop.h>
@@ -87,6 +90,102 @@ static int luaopen_embedtool(lua_State *L)
     return 1;
 }
 
+/* ------------------------------------------- the runtime on its own thread */
+
+static void *run_thread(void *arg)
+{
+    dl_runtime_run(arg, 0);
+    return NULL;
+}
+
+static dl_runtime_t *start_runtime(const char *app, pthread_t *th)
+{
+    dl_config_t cfg;
+    dl_config_init(&cfg);
+    cfg.app_dir = app;
+    cfg.workers = 1;
+    cfg.no_listen = 1; /* in-process requests only */
+    cfg.log_level = dl_log_level_parse("warn");
+    cfg.watch = 0;
+    cfg.pid_file = "";
+    char err[4096];
+    dl_runtime_t *rt;
+    if (dl_runtime_new(&cfg, &rt, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s", err);
+        return NULL;
+    }
+    pthread_create(th, NULL, run_thread, rt);
+    return rt;
+}
+
+static void stop_runtime(dl_runtime_t *rt, pthread_t *th)
+{
+    dl_runtime_stop(rt);
+    pthread_join(*th, NULL);
+    dl_runtime_free(rt);
+}
+
+static int get(dl_runtime_t *rt, const char *path, int print)
+{
+    dl_response_t res;
+    int rc = dl_runtime_request(rt, "GET", path, NULL, NULL, 0, 10000, &res);
+    if (rc != 0) {
+        fprintf(stderr, "GET %s: %s\n", path, dl_strerror(rc));
+        return -1;
+    }
+    if (print)
+        printf("%d %.*s\n", res.status, (int)res.body_len, res.body);
+    int status = res.status;
+    dl_response_free(&res);
+    return status;
+}
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* create, answer one request, destroy: n times; fds must stay flat */
+static int cycles(const char *app, int n, const char *path)
+{
+    double *ms = calloc((size_t)n, sizeof(double));
+    int fds0 = -1;
+    for (int i = 0; i < n; i++) {
+        if (i == 1)
+            fds0 = count_fds(); /* after the first: lazily opened libraries settle */
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        pthread_t th;
+        dl_runtime_t *rt = start_runtime(app, &th);
+        if (rt == NULL || get(rt, path, 0) != 200) {
+            fprintf(stderr, "cycle %d failed\n", i);
+            return 1;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ms[i] = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        stop_runtime(rt, &th);
+    }
+    int fds1 = count_fds();
+    qsort(ms, (size_t)n, sizeof(double), cmp_double);
+    printf("cycles %d fds %d %d create-to-first-response median %.2f ms p99 %.2f ms\n", n, fds0,
+           fds1, ms[n / 2], ms[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1]);
+    free(ms);
+    return fds1 == fds0 || n < 2 ? 0 : 1;
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -103,6 +202,21 @@ int main(int argc, char **argv)
     if (dl_add_lua_module("embedtool", luaopen_embedtool) != 0) {
         fprintf(stderr, "cannot register embedtool\n");
         return 1;
+    }
+    if (argc > 3 && (strcmp(argv[2], "--cycles") == 0 || strcmp(argv[2], "--get") == 0))
+        setenv("DEVLOOP_LOG_DIR", "-", 0); /* no log files for one-shot runs */
+    if (argc > 3 && strcmp(argv[2], "--cycles") == 0)
+        return cycles(argv[1], atoi(argv[3]), argc > 4 ? argv[4] : "/tool/upper/x?ms=0");
+    if (argc > 3 && strcmp(argv[2], "--get") == 0) {
+        pthread_t th;
+        dl_runtime_t *rt = start_runtime(argv[1], &th);
+        if (rt == NULL)
+            return 1;
+        int bad = 0;
+        for (int i = 3; i < argc; i++)
+            bad |= get(rt, argv[i], 1) < 0;
+        stop_runtime(rt, &th);
+        return bad;
     }
     dl_config_t cfg;
     dl_config_init(&cfg);

@@ -161,6 +161,34 @@ DL_API int dl_app_check(const char *app_dir, char *errbuf, size_t errlen);
 }
 #endif
 
+/* ==================================================== in-process requests */
+
+/** A response to dl_runtime_request(); free with dl_response_free(). */
+typedef struct {
+    int status;
+    const char *headers;   /* the header lines, "Name: value\r\n" each */
+    size_t headers_len;
+    const char *body;      /* as sent (compressed if Accept-Encoding asked for it) */
+    size_t body_len;
+    char *_raw;            /* owns the memory above */
+} dl_response_t;
+
+/**
+ * Sends a request to the running runtime without a socket: it goes through
+ * the same parser, limits, router, handlers, codecs and compression as a
+ * socket request, on worker 0. headers: NULL or a NULL-terminated list of
+ * "Name: value" lines. Blocks the calling thread (never a worker's) until the
+ * answer, at most timeout_ms (0: 30 s); while dl_runtime_run() starts up it
+ * waits for it. Returns 0 and fills *out, DL_ETIMEDOUT, DL_ECANCELED (the
+ * runtime is not running), DL_EINVAL (bad arguments) or DL_ENOMEM.
+ */
+DL_API int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
+                              const char *const *headers, const char *body, size_t body_len,
+                              uint64_t timeout_ms, dl_response_t *out);
+
+/** Frees a response's memory; NULL or a zeroed response is a no-op. */
+DL_API void dl_response_free(dl_response_t *res);
+
 /* ===================================================== C modules for Lua */
 
 typedef struct lua_State lua_State;

@@ -1,0 +1,41 @@
+"""The embedding C API through examples/embed (built in the build tree, so it
+is instrumented in a SANITIZE=1 run and LeakSanitizer checks it at exit):
+in-process requests from the host thread (dl_runtime_request) to a runtime
+without a socket, and 1,000 create / answer / destroy cycles in one process
+with the number of open file descriptors flat."""
+import os
+import subprocess
+
+import harness
+
+EMBED = os.environ.get("DEVLOOP_EMBED_BIN")
+APP = os.path.join(harness.SRC, "examples", "embed", "app")
+
+
+def run(*args, timeout=300):
+    p = subprocess.run([EMBED] + list(args), capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, DEVLOOP_LOG_DIR="-"))
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_in_process_requests_from_the_host(_):
+    rc, out, err = run(APP, "--get", "/tool/upper/abc?ms=5", "/nope")
+    lines = out.splitlines()
+    assert rc == 0 and len(lines) == 2, (rc, out, err)
+    assert lines[0].startswith('200 {') and '"upper":"ABC"' in lines[0], lines
+    assert lines[1].startswith("404 ") and "no route for GET /nope" in lines[1], lines
+
+
+def test_thousand_cycles_fds_flat(_):
+    rc, out, err = run(APP, "--cycles", "1000")
+    assert rc == 0, (rc, out, err[-2000:])
+    parts = out.split()
+    assert parts[0] == "cycles" and parts[1] == "1000" and parts[3] == parts[4], out
+    print("# " + out.strip())
+
+
+if __name__ == "__main__":
+    if not EMBED or not os.path.exists(EMBED):
+        print("# skipped: examples not built (DL_BUILD_EXAMPLES=OFF)")
+        raise SystemExit(77)
+    harness.main(globals(), app=None)
