@@ -78,8 +78,8 @@ DL_API int dl_log_level_parse(const char *s);
 
 /** Runtime configuration. Fill with dl_config_init(), then override. */
 typedef struct dl_config_s {
-    const char *app_dir;              /* borrowed; must outlive the runtime */
-    const char *listen[DL_MAX_LISTEN]; /* "HOST:PORT"; borrowed */
+    const char *app_dir;              /* copied by dl_runtime_new() */
+    const char *listen[DL_MAX_LISTEN]; /* "HOST:PORT"; copied by dl_runtime_new() */
     int n_listen;
     int no_listen;                    /* serve no socket (in-process requests only) */
     int workers;                      /* 0: number of cores */
@@ -113,22 +113,30 @@ DL_API void dl_config_init(dl_config_t *cfg);
 typedef struct dl_runtime_s dl_runtime_t;
 
 /**
- * Creates a runtime for cfg->app_dir: loads every script once to check it.
- * Returns 0 and *out, or a DL_E* with a message written to errbuf.
+ * Creates a runtime for cfg->app_dir: loads every script once to check it,
+ * opens the embedded store (or connects the configured backends). cfg is
+ * copied (its strings too). Any thread; the runtime is then used from that
+ * thread (dl_runtime_stop/reload/request excepted). Returns 0 and *out (free
+ * it with dl_runtime_free()), or a DL_E* (DL_ESCRIPT for script errors,
+ * DL_EINVAL for a bad configuration) with a message written to errbuf.
  */
 DL_API int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf,
                           size_t errlen);
 
 /**
- * Binds the listeners, starts the workers and blocks until dl_runtime_stop()
- * or SIGTERM/SIGINT (when handle_signals is set). Returns 0 after a clean stop.
+ * Binds the listeners (none with cfg.no_listen), starts cfg.workers threads
+ * and blocks the calling thread until dl_runtime_stop() or, when
+ * handle_signals is set, SIGTERM/SIGINT (SIGHUP reloads). Call once per
+ * runtime. Returns 0 after a clean stop, or a DL_E* (a listener could not be
+ * bound, a worker could not start).
  */
 DL_API int dl_runtime_run(dl_runtime_t *rt, int handle_signals);
 
 /** Asks a running runtime to stop gracefully; callable from any thread. */
 DL_API void dl_runtime_stop(dl_runtime_t *rt);
 
-/** Frees a stopped runtime. NULL is a no-op. */
+/** Frees a runtime whose dl_runtime_run() returned (or never ran), with
+ * everything it owns. Never while it runs. NULL is a no-op. */
 DL_API void dl_runtime_free(dl_runtime_t *rt);
 
 /**
@@ -153,13 +161,11 @@ DL_API void dl_runtime_reload_status(dl_runtime_t *rt, dl_reload_status_t *out);
 
 /**
  * Loads every script of app_dir into a scratch Lua state and reports each
- * error as "file:line: message" lines into errbuf. Returns the error count.
+ * error as "file:line: message" lines into errbuf (truncated to errlen).
+ * Any thread. Returns the error count (0: the app loads).
  */
 DL_API int dl_app_check(const char *app_dir, char *errbuf, size_t errlen);
 
-#ifdef __cplusplus
-}
-#endif
 
 /* ==================================================== in-process requests */
 
@@ -220,5 +226,9 @@ DL_API dl_pending_t *dl_pending_new(lua_State *L);
  * the runtime is freed. Returns 0 or DL_ENOMEM (then nothing happens).
  */
 DL_API int dl_pending_complete(dl_pending_t *p, int ok, const char *data, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* DEVLOOP_H */
