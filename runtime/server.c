@@ -437,14 +437,9 @@ static void on_signal(uv_signal_t *s, int signum)
     dl_runtime_stop(rt);
 }
 
-int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
+/* the asynchronous logger: console and APP_DIR/logs (DEVLOOP_LOG_DIR; "-" for none) */
+static void start_logger(dl_runtime_t *rt)
 {
-    char err[4096];
-    int rc = uv_loop_init(&rt->loop);
-    if (rc != 0)
-        return rc;
-    rt->handle_signals = handle_signals;
-    /* the asynchronous logger: console and APP_DIR/logs (DEVLOOP_LOG_DIR; "-" for none) */
     dl_log_config_t lc;
     dl_log_config_init(&lc);
     lc.level = rt->cfg.log_level;
@@ -460,6 +455,16 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     lc.ring_bytes = env_u64("DEVLOOP_LOG_RING_BYTES", 1u << 20);
     if (dl_logger_start(&lc) != 0)
         fprintf(stderr, "devloop: cannot start the logger; logging synchronously\n");
+}
+
+int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
+{
+    char err[4096];
+    int rc = uv_loop_init(&rt->loop);
+    if (rc != 0)
+        return rc;
+    rt->handle_signals = handle_signals;
+    start_logger(rt);
     uv_async_init(&rt->loop, &rt->stop_async, on_stop_async);
     rt->stop_async.data = rt;
     uv_async_init(&rt->loop, &rt->reload_async, on_reload_async);
@@ -515,8 +520,8 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
         write_pid_file(rt);
         sweep_uploads(rt);
         dl_log(DL_LOG_INFO, "devloop %s serving %s on %s (%d worker%s%s)", DL_VERSION_STRING,
-               rt->app_dir, rt->cfg.n_listen ? rt->cfg.listen[0] : "no socket", rt->n_workers, rt->n_workers == 1 ? "" : "s",
-               rt->watch ? ", watching for changes" : "");
+               rt->app_dir, rt->cfg.n_listen ? rt->cfg.listen[0] : "no socket", rt->n_workers,
+               rt->n_workers == 1 ? "" : "s", rt->watch ? ", watching for changes" : "");
         __atomic_store_n(&rt->serving, 1, __ATOMIC_RELEASE);
         if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE))
             uv_async_send(&rt->stop_async);
@@ -538,6 +543,118 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     /* everything buffered reaches the console and the files before exit */
     dl_logger_stop();
     return result;
+}
+
+/* ========================================================= host-loop mode */
+
+/*
+ * The worker keeps its own loop, embedded in the host's: the host polls the
+ * worker loop's backend fd (epoll) and runs it without blocking when it is
+ * ready or its next timer is due, as libuv documents for embedding a loop.
+ * The worker's handles never touch the host loop, so closing them cannot
+ * close the host's, and the host's timers keep their period.
+ */
+typedef struct {
+    uv_poll_t poll;
+    uv_timer_t timer;
+    dl_worker_t *w;
+    int open;
+} host_embed_t;
+
+static void embed_drive(host_embed_t *e);
+
+static void on_embed_poll(uv_poll_t *h, int status, int events)
+{
+    DL_UNUSED(status);
+    DL_UNUSED(events);
+    embed_drive(h->data);
+}
+
+static void on_embed_timer(uv_timer_t *h)
+{
+    embed_drive(h->data);
+}
+
+static void embed_drive(host_embed_t *e)
+{
+    uv_run(&e->w->loop, UV_RUN_NOWAIT);
+    int t = uv_backend_timeout(&e->w->loop);
+    if (t >= 0)
+        uv_timer_start(&e->timer, on_embed_timer, (uint64_t)t, 0);
+    else
+        uv_timer_stop(&e->timer);
+}
+
+static void on_embed_closed(uv_handle_t *h)
+{
+    host_embed_t *e = h->data;
+    if (--e->open == 0)
+        dl_free(e);
+}
+
+int dl_runtime_attach(dl_runtime_t *rt, uv_loop_t *host)
+{
+    char err[4096];
+    if (rt == NULL || host == NULL || rt->workers != NULL)
+        return DL_EINVAL;
+    start_logger(rt);
+    rt->workers = dl_calloc(1, sizeof(dl_worker_t));
+    host_embed_t *e = dl_calloc(1, sizeof(*e));
+    if (rt->workers == NULL || e == NULL) {
+        dl_free(e);
+        return DL_ENOMEM;
+    }
+    rt->cfg.workers = 1;
+    dl_worker_t *w = &rt->workers[0];
+    int rc = dl_worker_init(w, rt, 0, err, sizeof(err));
+    rt->n_workers = 1;
+    for (int l = 0; rc == 0 && l < rt->cfg.n_listen; l++) {
+        rc = open_listener(rt->cfg.listen[l], &w->listen_fds[l], err, sizeof(err));
+        if (rc == 0)
+            w->n_listeners = l + 1;
+    }
+    if (rc == 0)
+        rc = dl_worker_start_on_caller(w);
+    if (rc != 0) {
+        dl_log(DL_LOG_ERROR, "%s", err);
+        dl_free(e);
+        dl_worker_join(w);
+        dl_free(rt->workers);
+        rt->workers = NULL;
+        rt->n_workers = 0;
+        dl_logger_stop();
+        return rc;
+    }
+    e->w = w;
+    uv_poll_init(host, &e->poll, uv_backend_fd(&w->loop));
+    uv_timer_init(host, &e->timer);
+    e->poll.data = e->timer.data = e;
+    e->open = 2;
+    uv_poll_start(&e->poll, UV_READABLE, on_embed_poll);
+    rt->host_embed = e;
+    __atomic_store_n(&rt->serving, 1, __ATOMIC_RELEASE);
+    dl_log(DL_LOG_INFO, "devloop %s serving %s on %s (on the host's loop)", DL_VERSION_STRING,
+           rt->app_dir, rt->cfg.n_listen ? rt->cfg.listen[0] : "no socket");
+    embed_drive(e);
+    return 0;
+}
+
+void dl_runtime_detach(dl_runtime_t *rt)
+{
+    host_embed_t *e = rt ? rt->host_embed : NULL;
+    if (e == NULL)
+        return;
+    rt->host_embed = NULL;
+    __atomic_store_n(&rt->serving, 0, __ATOMIC_RELEASE);
+    dl_worker_t *w = &rt->workers[0];
+    uv_close((uv_handle_t *)&e->poll, on_embed_closed);
+    uv_close((uv_handle_t *)&e->timer, on_embed_closed);
+    /* graceful: in-flight requests finish (bounded by the grace period) */
+    dl_worker_stop(w);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    dl_worker_join(w); /* frees the VM and closes what is left */
+    dl_log(DL_LOG_INFO, "stopped");
+    dl_logger_stop();
 }
 
 void dl_runtime_stop(dl_runtime_t *rt)

@@ -41,6 +41,7 @@ struct dl_runtime_s {
     int http_metrics;            /* DEVLOOP_METRICS: per-request metrics (default on) */
     int loop_ready;
     int serving;                 /* workers run: in-process requests are taken */
+    void *host_embed;            /* host-loop mode (dl_runtime_attach) */
     int stop_requested;
     int handle_signals;
 };

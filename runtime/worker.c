@@ -312,14 +312,19 @@ static void worker_reload(dl_worker_t *w)
     dl_buf_free(&errors);
 }
 
-void dl_worker_post(dl_worker_t *w, dl_worker_job_t *job)
+int dl_worker_post(dl_worker_t *w, dl_worker_job_t *job)
 {
     uv_mutex_lock(&w->jobs_lock);
+    if (w->jobs_closed) {
+        uv_mutex_unlock(&w->jobs_lock);
+        return DL_ECANCELED;
+    }
     job->next = w->jobs;
     w->jobs = job;
     uv_mutex_unlock(&w->jobs_lock);
     __atomic_or_fetch(&w->ops, DL_WORKER_OP_JOBS, __ATOMIC_ACQ_REL);
     uv_async_send(&w->wakeup);
+    return 0;
 }
 
 static void run_jobs(dl_worker_t *w)
@@ -433,7 +438,30 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
     return 0;
 }
 
+static int start_listening(dl_worker_t *w);
+
 int dl_worker_start(dl_worker_t *w)
+{
+    int rc = start_listening(w);
+    if (rc != 0)
+        return rc;
+    rc = uv_thread_create(&w->thread, worker_main, w);
+    if (rc == 0)
+        w->thread_started = 1;
+    return rc;
+}
+
+int dl_worker_start_on_caller(dl_worker_t *w)
+{
+    int rc = start_listening(w);
+    if (rc != 0)
+        return rc;
+    dl_log_thread_init(); /* the caller's thread logs through its own ring */
+    dl_vm_start(w->vm);
+    return 0;
+}
+
+static int start_listening(dl_worker_t *w)
 {
     for (int i = 0; i < w->n_listeners; i++) {
         uv_tcp_init(&w->loop, &w->listeners[i]);
@@ -453,10 +481,7 @@ int dl_worker_start(dl_worker_t *w)
     t = DL_MIN(t, w->cfg->body_timeout_ms);
     uint64_t period = DL_MAX(DL_MIN(t / 4, 1000), 50);
     uv_timer_start(&w->sweep, on_sweep, period, period);
-    int rc = uv_thread_create(&w->thread, worker_main, w);
-    if (rc == 0)
-        w->thread_started = 1;
-    return rc;
+    return 0;
 }
 
 void dl_worker_stop(dl_worker_t *w)
@@ -511,7 +536,11 @@ void dl_worker_join(dl_worker_t *w)
     }
     dl_cache_free(w->cache);
     w->cache = NULL;
-    /* jobs that came too late to run are told so (run with no worker) */
+    /* jobs that came too late to run are told so (run with no worker); later
+     * posts are refused */
+    uv_mutex_lock(&w->jobs_lock);
+    w->jobs_closed = 1;
+    uv_mutex_unlock(&w->jobs_lock);
     while (w->jobs) {
         dl_worker_job_t *j = w->jobs;
         w->jobs = j->next;

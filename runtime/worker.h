@@ -34,6 +34,7 @@ typedef struct dl_worker_s {
     int ops;
     uv_mutex_t jobs_lock;     /* in-process requests from other threads */
     struct dl_worker_job_s *jobs;
+    int jobs_closed;          /* the worker stopped: no more jobs */
     uv_timer_t sweep;    /* timeouts of every connection, checked together */
     uv_timer_t grace;    /* bounds the graceful stop */
     int stopping;
@@ -74,11 +75,14 @@ typedef struct dl_worker_job_s {
     void (*run)(dl_worker_t *w, struct dl_worker_job_s *job);
     struct dl_worker_job_s *next;
 } dl_worker_job_t;
-/** Queues job for w's thread (any thread; the job's memory is the caller's). */
-void dl_worker_post(dl_worker_t *w, dl_worker_job_t *job);
+/** Queues job for w's thread (any thread; the job's memory is the caller's).
+ * Returns 0, or DL_ECANCELED once the worker has stopped (job not queued). */
+int dl_worker_post(dl_worker_t *w, dl_worker_job_t *job);
 
 /** Asks the worker to stop gracefully (any thread). */
 void dl_worker_stop(dl_worker_t *w);
+/** Starts a worker without a thread: the caller runs w->loop (host-loop mode). */
+int dl_worker_start_on_caller(dl_worker_t *w);
 /** Asks the worker to load the app again as a new generation (any thread). */
 void dl_worker_reload(dl_worker_t *w);
 /** Joins the thread and frees what the worker owns. */

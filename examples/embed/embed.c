@@ -7,6 +7,9 @@
  *   devloop_embed APP_DIR [HOST:PORT]     (examples/embed/app uses embedtool)
  *   devloop_embed APP_DIR --get PATH...   answers in process, no socket, and exits
  *   devloop_embed APP_DIR --cycles N PATH create, answer PATH, destroy, N times
+ *   devloop_embed APP_DIR --host-loop SECONDS [HOST:PORT]
+ *                                         serves on the tool's own libuv loop, beside a
+ *                                         10 ms timer of the tool, under in-process load
  *   devloop_embed --version
  *
  * Built against an installed libdevloop: cc embed.c $(pkg-config --cflags --libs devloop)
@@ -22,6 +25,7 @@
 #include <devloop.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <uv.h>
 
 /* ------------------------------------------------ the tool's Lua module */
 
@@ -186,6 +190,79 @@ static int cycles(const char *app, int n, const char *path)
     return fds1 == fds0 || n < 2 ? 0 : 1;
 }
 
+/* ------------------------------------------------------- host-loop mode */
+
+typedef struct {
+    dl_runtime_t *rt;
+    volatile int stop;
+    long served;
+} load_t;
+
+static void *load_thread(void *arg)
+{
+    load_t *l = arg;
+    while (!l->stop) {
+        dl_response_t res;
+        if (dl_runtime_request(l->rt, "GET", "/tool/upper/load?ms=0", NULL, NULL, 0, 5000,
+                               &res) == 0 && res.status == 200)
+            l->served++;
+        dl_response_free(&res);
+    }
+    return NULL;
+}
+
+static long ticks;
+static uint64_t deadline;
+
+static void on_tick(uv_timer_t *t)
+{
+    ticks++;
+    if (uv_now(t->loop) >= deadline)
+        uv_stop(t->loop);
+}
+
+static int host_loop(const char *app, double secs, const char *listen)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    dl_config_t cfg;
+    dl_config_init(&cfg);
+    cfg.app_dir = app;
+    cfg.watch = 0;
+    cfg.pid_file = "";
+    cfg.log_level = dl_log_level_parse("warn");
+    if (listen)
+        cfg.listen[cfg.n_listen++] = listen;
+    else
+        cfg.no_listen = 1;
+    char err[4096];
+    dl_runtime_t *rt;
+    if (dl_runtime_new(&cfg, &rt, err, sizeof(err)) != 0 || dl_runtime_attach(rt, &loop) != 0) {
+        fprintf(stderr, "cannot attach: %s\n", err);
+        return 1;
+    }
+    uv_timer_t tick; /* the host's own timer, on the same loop as the worker */
+    uv_timer_init(&loop, &tick);
+    uv_update_time(&loop);
+    deadline = uv_now(&loop) + (uint64_t)(secs * 1000);
+    uv_timer_start(&tick, on_tick, 10, 10);
+    load_t l = {rt, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, load_thread, &l);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    l.stop = 1;
+    /* the load thread's last request needs the loop: detach answers it */
+    dl_runtime_detach(rt);
+    pthread_join(th, NULL);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    dl_runtime_free(rt);
+    int rc = uv_loop_close(&loop);
+    printf("host-loop %.1f s: %ld ticks of 10 ms (%ld expected), %ld in-process requests, "
+           "loop close %d\n", secs, ticks, (long)(secs * 100), l.served, rc);
+    return rc == 0 && ticks >= (long)(secs * 100 * 0.8) && l.served > 0 ? 0 : 1;
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -203,8 +280,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot register embedtool\n");
         return 1;
     }
-    if (argc > 3 && (strcmp(argv[2], "--cycles") == 0 || strcmp(argv[2], "--get") == 0))
+    if (argc > 3 && (strcmp(argv[2], "--cycles") == 0 || strcmp(argv[2], "--get") == 0 ||
+                     strcmp(argv[2], "--host-loop") == 0))
         setenv("DEVLOOP_LOG_DIR", "-", 0); /* no log files for one-shot runs */
+    if (argc > 3 && strcmp(argv[2], "--host-loop") == 0)
+        return host_loop(argv[1], atof(argv[3]), argc > 4 ? argv[4] : NULL);
     if (argc > 3 && strcmp(argv[2], "--cycles") == 0)
         return cycles(argv[1], atoi(argv[3]), argc > 4 ? argv[4] : "/tool/upper/x?ms=0");
     if (argc > 3 && strcmp(argv[2], "--get") == 0) {

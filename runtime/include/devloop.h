@@ -167,6 +167,30 @@ DL_API void dl_runtime_reload_status(dl_runtime_t *rt, dl_reload_status_t *out);
 DL_API int dl_app_check(const char *app_dir, char *errbuf, size_t errlen);
 
 
+/* ========================================================= host-loop mode */
+
+typedef struct uv_loop_s uv_loop_t;
+
+/**
+ * Serves on the caller's libuv loop instead of threads of its own: one
+ * worker, whose own loop is driven from host (through its backend fd and a
+ * timer on host), so the host's handles and timers keep running on host and
+ * the worker's never mix with them. Call instead of dl_runtime_run(), on the
+ * thread that runs host; then run host as usual. dl_runtime_stop() and
+ * dl_runtime_reload() do not apply; stop with dl_runtime_detach().
+ * Returns 0, DL_EINVAL (already running) or the error of a listener or the
+ * app's load.
+ */
+DL_API int dl_runtime_attach(dl_runtime_t *rt, uv_loop_t *host);
+
+/**
+ * Stops a runtime attached to a host loop, gracefully (in-flight requests
+ * finish, bounded by cfg.shutdown_grace_ms; this call blocks until then).
+ * The two handles it kept on host close with host's next turn; the runtime
+ * may be freed at once. On host's thread.
+ */
+DL_API void dl_runtime_detach(dl_runtime_t *rt);
+
 /* ==================================================== in-process requests */
 
 /** A response to dl_runtime_request(); free with dl_response_free(). */

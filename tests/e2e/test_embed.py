@@ -1,10 +1,14 @@
 """The embedding C API through examples/embed (built in the build tree, so it
 is instrumented in a SANITIZE=1 run and LeakSanitizer checks it at exit):
 in-process requests from the host thread (dl_runtime_request) to a runtime
-without a socket, and 1,000 create / answer / destroy cycles in one process
-with the number of open file descriptors flat."""
+without a socket; host-loop mode (dl_runtime_attach: the tool's 10 ms timer
+keeps its period while the worker serves in-process load and a socket on the
+same loop); and 1,000 create / answer / destroy cycles in one process with
+the number of open file descriptors flat."""
 import os
 import subprocess
+import time
+import urllib.request
 
 import harness
 
@@ -24,6 +28,24 @@ def test_in_process_requests_from_the_host(_):
     assert rc == 0 and len(lines) == 2, (rc, out, err)
     assert lines[0].startswith('200 {') and '"upper":"ABC"' in lines[0], lines
     assert lines[1].startswith("404 ") and "no route for GET /nope" in lines[1], lines
+
+
+def test_host_loop_timer_keeps_its_period_under_load(_):
+    port = harness.free_port()
+    p = subprocess.Popen([EMBED, APP, "--host-loop", "2", "127.0.0.1:%d" % port],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, DEVLOOP_LOG_DIR="-"))
+    body = None
+    for _ in range(50):
+        try:  # the worker's listener is served on the tool's loop too
+            body = urllib.request.urlopen("http://127.0.0.1:%d/tool/upper/sock?ms=1" % port).read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    out, err = p.communicate(timeout=60)
+    assert b'"upper":"SOCK"' in (body or b""), body
+    assert p.returncode == 0, (out, err[-2000:])
+    print("# " + out.strip())
 
 
 def test_thousand_cycles_fds_flat(_):
