@@ -919,8 +919,10 @@ void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t n)
 
 /* ---------------------------------------------------------------- exchange */
 
-typedef struct {
+typedef struct exchange_s {
     uv_timer_t timer;
+    dl_worker_t *w;
+    struct exchange_s *prev, *next; /* the worker's live exchanges */
     dl_conn_t *conn;
     dl_buf_t in;     /* response bytes so far */
     size_t done;     /* length of the complete response, 0 until then */
@@ -936,10 +938,22 @@ static void on_exchange_closed(uv_handle_t *h)
     dl_free(x);
 }
 
+static void exchange_unlink(exchange_t *x)
+{
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        x->w->exchanges = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    x->prev = x->next = NULL;
+}
+
 /* the end, from a zero timer: never inside the connection's own calls */
 static void exchange_end(uv_timer_t *h)
 {
     exchange_t *x = h->data;
+    exchange_unlink(x);
     dl_conn_virtual_free(x->conn);
     x->conn = NULL;
     x->cb(x->done ? x->in.data : NULL, x->done, x->arg);
@@ -998,11 +1012,29 @@ int dl_conn_exchange(dl_worker_t *w, const char *raw, size_t len, int head, dl_e
     }
     uv_timer_init(&w->loop, &x->timer);
     x->timer.data = x;
+    x->w = w;
+    x->next = w->exchanges;
+    if (x->next)
+        x->next->prev = x;
+    w->exchanges = x;
     x->head = head;
     x->cb = cb;
     x->arg = arg;
     dl_conn_virtual_feed(x->conn, raw, len);
     return 0;
+}
+
+void dl_conn_exchange_abort_all(dl_worker_t *w)
+{
+    while (w->exchanges) {
+        exchange_t *x = w->exchanges;
+        exchange_unlink(x);
+        dl_conn_virtual_free(x->conn);
+        x->conn = NULL;
+        x->cb(NULL, 0, x->arg);
+        uv_timer_stop(&x->timer);
+        uv_close((uv_handle_t *)&x->timer, on_exchange_closed);
+    }
 }
 
 void dl_conn_virtual_free(dl_conn_t *c)

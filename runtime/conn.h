@@ -82,6 +82,9 @@ void dl_conn_virtual_free(dl_conn_t *c);
 typedef void (*dl_exchange_cb)(const char *resp, size_t len, void *arg);
 int dl_conn_exchange(dl_worker_t *w, const char *raw, size_t len, int head, dl_exchange_cb cb,
                      void *arg);
+/** The worker stops: exchanges still waiting end now, their callbacks told
+ * there is no answer (resp NULL). On w's thread, before its handles close. */
+void dl_conn_exchange_abort_all(dl_worker_t *w);
 /** The length of the first complete final response in b (1xx dropped), or 0. */
 size_t dl_http_response_end(dl_buf_t *b, int head);
 

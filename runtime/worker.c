@@ -382,6 +382,7 @@ static void worker_main(void *arg)
     dl_vm_start(w->vm);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* handles of parked tasks (sleep timers) are cancelled with the VM */
+    dl_conn_exchange_abort_all(w); /* callbacks may resume tasks: before the VM goes */
     dl_vm_free(w->vm);
     w->vm = NULL;
     uv_walk(&w->loop, close_walk_cb, NULL);
@@ -503,7 +504,8 @@ void dl_worker_join(dl_worker_t *w)
         w->thread_started = 0;
     } else {
         /* never started: close what init opened */
-        dl_vm_free(w->vm);
+        dl_conn_exchange_abort_all(w); /* callbacks may resume tasks: before the VM goes */
+    dl_vm_free(w->vm);
         w->vm = NULL;
         if (w->redis) {
             dl_redis_pool_free(w->redis);
