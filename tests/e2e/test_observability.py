@@ -162,7 +162,9 @@ def test_tiny_ring_drops_counted_never_stalls(_):
 
     def check(s):
         t0 = time.time()
-        assert s.get("/log/burst?n=50000&tag=tiny").status == 200
+        # ~1 KB records: a 4 KB ring holds a few, so drops are certain even
+        # when the writer thread keeps up with small ones (a busy machine)
+        assert s.get("/log/burst?n=50000&tag=tiny&pad=1000").status == 200
         assert time.time() - t0 < 5, "a full ring must never stall a request"
         time.sleep(0.5)
         assert (sample(metrics(s), "devloop_log_dropped_records") or 0) > 0

@@ -10,8 +10,9 @@ api.get("/log/burst", function(req)
   local n = tonumber(req.query.n) or 1000
   local tag = req.query.tag or "t"
   local w = api.worker_id()
+  local pad = req.query.pad and string.rep("x", tonumber(req.query.pad)) or nil
   for i = 1, n do
-    api.log.info("burst", { tag = tag, worker = w, seq = i })
+    api.log.info("burst", { tag = tag, worker = w, seq = i, pad = pad })
   end
   return { n = n, worker = w }
 end)
