@@ -354,7 +354,7 @@ static inline int reserve(dl_buf_t *b, size_t n)
  * is at least the bytes left in the string plus the closing quote plus
  * CHUNK_SLACK, so a whole chunk can be stored even past an escape (the bytes
  * after it are overwritten later). Each escape reserves its extra bytes. */
-static int put_string(dl_buf_t *b, const char *str, size_t len)
+int dl_json_put_string(dl_buf_t *b, const char *str, size_t len)
 {
     if (reserve(b, len + 2 + CHUNK_SLACK) != 0)
         return DL_ENOMEM;
@@ -497,7 +497,7 @@ static int enc_table(encoder_t *e, int idx, int depth)
         if (kt == LUA_TSTRING) {
             size_t klen;
             const char *key = lua_tolstring(L, top + 1, &klen);
-            rc = put_string(b, key, klen);
+            rc = dl_json_put_string(b, key, klen);
         } else if (kt == LUA_TNUMBER) {
             /* Formatted by hand: lua_tolstring would turn the key into a
              * string in place and break lua_next. */
@@ -535,7 +535,7 @@ static int enc_value(encoder_t *e, int idx, int depth)
     if (DL_LIKELY(t == LUA_TSTRING)) {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        return put_string(e->out, s, len);
+        return dl_json_put_string(e->out, s, len);
     }
     if (t == LUA_TNUMBER)
         return put_number(e, lua_tonumber(L, idx), 0);

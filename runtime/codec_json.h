@@ -99,4 +99,12 @@ int dl_json_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errle
  */
 int dl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
 
+/**
+ * Appends s (len bytes) as a JSON string, quoted, with '"', '\\' and control
+ * characters escaped (\n, \t, ... or \u00XX); bytes >= 0x80 are copied as is.
+ * Returns 0 or DL_ENOMEM (b->oom is then set). The one JSON string writer of
+ * the runtime: the Lua encoder, error bodies and the MongoDB backend use it.
+ */
+int dl_json_put_string(dl_buf_t *b, const char *s, size_t len);
+
 #endif /* DL_CODEC_JSON_H */

@@ -42,6 +42,7 @@
 #include <mongoc/mongoc.h>
 
 #include "buf.h"
+#include "codec_json.h"
 #include "internal.h"
 #include "store.h"
 
@@ -160,50 +161,6 @@ static int map_error(mongo_store_t *ms, const char *op, const bson_error_t *e,
 /* BSON -> JSON                                                             */
 /* ------------------------------------------------------------------------ */
 
-static void put_string(dl_buf_t *b, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t i, run = 0;
-
-    dl_buf_append_char(b, '"');
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        dl_buf_append(b, s + run, i - run);
-        run = i + 1;
-        switch (c) {
-        case '"':
-            dl_buf_append(b, "\\\"", 2);
-            break;
-        case '\\':
-            dl_buf_append(b, "\\\\", 2);
-            break;
-        case '\n':
-            dl_buf_append(b, "\\n", 2);
-            break;
-        case '\r':
-            dl_buf_append(b, "\\r", 2);
-            break;
-        case '\t':
-            dl_buf_append(b, "\\t", 2);
-            break;
-        case '\b':
-            dl_buf_append(b, "\\b", 2);
-            break;
-        case '\f':
-            dl_buf_append(b, "\\f", 2);
-            break;
-        default: {
-            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            dl_buf_append(b, u, 6);
-        }
-        }
-    }
-    dl_buf_append(b, s + run, len - run);
-    dl_buf_append_char(b, '"');
-}
-
 static void put_double(dl_buf_t *b, double d)
 {
     char tmp[40];
@@ -282,7 +239,7 @@ static void put_oid(dl_buf_t *b, const bson_oid_t *oid)
     char hex[25];
 
     bson_oid_to_string(oid, hex);
-    put_string(b, hex, 24);
+    dl_json_put_string(b, hex, 24);
 }
 
 static int put_container(dl_buf_t *b, bson_iter_t *it, int as_array, int depth);
@@ -298,7 +255,7 @@ static int put_value(dl_buf_t *b, const bson_iter_t *it, int depth)
         break;
     case BSON_TYPE_UTF8:
         s = bson_iter_utf8(it, &len);
-        put_string(b, s, len);
+        dl_json_put_string(b, s, len);
         break;
     case BSON_TYPE_DOCUMENT:
     case BSON_TYPE_ARRAY: {
@@ -328,7 +285,7 @@ static int put_value(dl_buf_t *b, const bson_iter_t *it, int depth)
         dl_buf_t tmp = DL_BUF_INIT;
         s = bson_iter_regex(it, &opts);
         dl_buf_appendf(&tmp, "/%s/%s", s ? s : "", opts ? opts : "");
-        put_string(b, tmp.data ? tmp.data : "", tmp.len);
+        dl_json_put_string(b, tmp.data ? tmp.data : "", tmp.len);
         dl_buf_free(&tmp);
         break;
     }
@@ -340,17 +297,17 @@ static int put_value(dl_buf_t *b, const bson_iter_t *it, int depth)
     }
     case BSON_TYPE_CODE:
         s = bson_iter_code(it, &len);
-        put_string(b, s, len);
+        dl_json_put_string(b, s, len);
         break;
     case BSON_TYPE_SYMBOL:
         s = bson_iter_symbol(it, &len);
-        put_string(b, s, len);
+        dl_json_put_string(b, s, len);
         break;
     case BSON_TYPE_CODEWSCOPE: {
         uint32_t scope_len;
         const uint8_t *scope;
         s = bson_iter_codewscope(it, &len, &scope_len, &scope);
-        put_string(b, s, len);
+        dl_json_put_string(b, s, len);
         break;
     }
     case BSON_TYPE_INT32:
@@ -370,7 +327,7 @@ static int put_value(dl_buf_t *b, const bson_iter_t *it, int depth)
         char str[BSON_DECIMAL128_STRING];
         bson_iter_decimal128(it, &dec);
         bson_decimal128_to_string(&dec, str);
-        put_string(b, str, strlen(str));
+        dl_json_put_string(b, str, strlen(str));
         break;
     }
     case BSON_TYPE_EOD:
@@ -398,7 +355,7 @@ static int put_container(dl_buf_t *b, bson_iter_t *it, int as_array, int depth)
             dl_buf_append_char(b, ',');
         first = 0;
         if (!as_array) {
-            put_string(b, bson_iter_key(it), bson_iter_key_len(it));
+            dl_json_put_string(b, bson_iter_key(it), bson_iter_key_len(it));
             dl_buf_append_char(b, ':');
         }
         rc = put_value(b, it, depth);
@@ -446,7 +403,7 @@ static void plan_stage(const bson_iter_t *stage, dl_buf_t *out, int *n, int dept
     if (line.len > 0) {
         if (*n > 0)
             dl_buf_append_char(out, ',');
-        put_string(out, line.data, line.len);
+        dl_json_put_string(out, line.data, line.len);
         (*n)++;
     }
     dl_buf_free(&line);
@@ -1747,7 +1704,7 @@ static void put_utf8_or_null(dl_buf_t *b, const bson_iter_t *it)
 
     if (it != NULL && BSON_ITER_HOLDS_UTF8(it)) {
         s = bson_iter_utf8(it, &len);
-        put_string(b, s, len);
+        dl_json_put_string(b, s, len);
     } else {
         dl_buf_append_str(b, "null");
     }
@@ -1933,7 +1890,7 @@ static int op_file_put(dl_store_t *s, const char *path, const char *filename,
     }
     if (rc == 0) {
         bson_oid_to_string(&id.value.v_oid, hex);
-        put_string(&res->json, hex, 24);
+        dl_json_put_string(&res->json, hex, 24);
     }
     bson_destroy(&opts);
     dl_free(buf);
