@@ -143,6 +143,29 @@ def test_bad_requests(srv):
     assert left_behind() == []
 
 
+def test_upload_limits(srv):
+    """The sink's own limits: 16 files a request, 256 KB of non-file fields,
+    8 KB of headers per part; each 413 with nothing left behind."""
+    def part(name, filename, data):
+        fn = '; filename="%s"' % filename if filename else ""
+        return ('--B\r\nContent-Disposition: form-data; name="%s"%s\r\n\r\n' % (name, fn)).encode() + \
+            data + b"\r\n"
+    ct = {"Content-Type": "multipart/form-data; boundary=B"}
+    before = stored()
+    body = b"".join(part("file", "f%d" % i, b"x") for i in range(17)) + b"--B--\r\n"
+    r = srv.request("POST", "/api/files", ct, body)
+    assert r.status == 413 and "too many files" in r.json()["message"], r
+    body = part("note", None, b"y" * (257 * 1024)) + part("file", "a", b"x") + b"--B--\r\n"
+    r = srv.request("POST", "/api/files", ct, body)
+    assert r.status == 413 and "fields too large" in r.json()["message"], r
+    body = ('--B\r\nContent-Disposition: form-data; name="file"; filename="a"\r\nX-Pad: %s\r\n\r\nx'
+            '\r\n--B--\r\n' % ("p" * 9000)).encode()
+    r = srv.request("POST", "/api/files", ct, body)
+    assert r.status == 413, r
+    time.sleep(0.1)
+    assert stored() == before and left_behind() == []
+
+
 def test_ranges_and_etag(srv):
     path, _ = blob("range.bin", 1000)
     fid, h = round_trip(srv, 1000, "range.bin")
