@@ -310,14 +310,8 @@ static void inproc_done(const char *resp, size_t len, void *arg)
     dl_free(ip);
     if (t == NULL)
         return;
-    if (resp) {
-        lua_pushlstring(t->co, resp, len);
-        dl_task_resume(t, 1);
-    } else {
-        lua_pushnil(t->co);
-        lua_pushliteral(t->co, "connection closed without a complete response");
-        dl_task_resume(t, 2);
-    }
+    dl_task_resume_string(t, resp, len,
+                          resp ? NULL : "connection closed without a complete response");
 }
 
 static void cancel_inproc(void *data)

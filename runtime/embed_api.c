@@ -62,8 +62,7 @@ void dl__preload_user_modules(lua_State *L)
 struct dl_pending_s {
     uv_async_t async;
     dl_task_t *task;  /* NULL once the task is gone */
-    int done;         /* completed: ok/data are set (written before uv_async_send) */
-    int ok;
+    int ok;           /* ok, data and len are set before uv_async_send */
     char *data;
     size_t len;
 };
@@ -84,12 +83,12 @@ static void on_pending_async(uv_async_t *h)
     if (t == NULL)
         return;
     if (p->ok) {
-        lua_pushlstring(t->co, p->data ? p->data : "", p->len);
-        dl_task_resume(t, 1);
+        dl_task_resume_string(t, p->data, p->len, NULL);
     } else {
-        lua_pushnil(t->co);
-        lua_pushlstring(t->co, p->data ? p->data : "failed", p->data ? p->len : 6);
-        dl_task_resume(t, 2);
+        /* the message as given (it may hold no NUL) */
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%.*s", p->data ? (int)p->len : 6, p->data ? p->data : "failed");
+        dl_task_resume_string(t, NULL, 0, msg);
     }
 }
 
@@ -129,7 +128,6 @@ int dl_pending_complete(dl_pending_t *p, int ok, const char *data, size_t len)
     p->data = copy;
     p->len = len;
     p->ok = ok;
-    __atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
     uv_async_send(&p->async); /* a full barrier: the worker sees the fields */
     return 0;
 }

@@ -665,6 +665,18 @@ void dl_vm_start(dl_vm_t *vm)
         dl_vm_spawn(vm, 0);
 }
 
+void dl_task_resume_string(dl_task_t *t, const char *s, size_t len, const char *err)
+{
+    if (err == NULL) {
+        lua_pushlstring(t->co, s ? s : "", len);
+        dl_task_resume(t, 1);
+    } else {
+        lua_pushnil(t->co);
+        lua_pushstring(t->co, err);
+        dl_task_resume(t, 2);
+    }
+}
+
 void dl_task_resume(dl_task_t *t, int nargs)
 {
     t->cancel = NULL;

@@ -114,6 +114,8 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req);
 dl_task_t *dl_task_current(lua_State *L);
 /** Records how to detach the operation a task parks on. */
 void dl_task_park(dl_task_t *t, void (*cancel)(void *), void *data);
+/* Resumes a parked task with a string (err NULL) or with nil, err. */
+void dl_task_resume_string(dl_task_t *t, const char *s, size_t len, const char *err);
 /* embed_api.c: preloads the modules registered with dl_add_lua_module() */
 void dl__preload_user_modules(lua_State *L);
 /** Resumes a parked task with nargs values already pushed on t->co. */
