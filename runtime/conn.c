@@ -1,5 +1,5 @@
 /*
- * conn.c - HTTP/1.x connections.
+ * conn.c - client connections: HTTP/1.x, TLS underneath, HTTP/2 handed off.
  *
  * Bytes are read into the worker's shared read buffer and fed straight to
  * llhttp; the callbacks copy the target, headers and body into the request,
@@ -12,6 +12,14 @@
  * Limits (URI, header bytes and count, body) are checked as bytes arrive.
  * Timeouts are deadlines checked by the worker's sweep timer, not a timer per
  * connection, so keep-alive requests start no timers at all.
+ *
+ * TLS sits below all of this (tls.c): what is read is decrypted before the
+ * parser sees it, and `out` (plaintext) is encrypted into `cout` just before
+ * a write. A connection that chose h2 by ALPN, or whose first bytes are the
+ * HTTP/2 preface on a plain listener (h2c with prior knowledge), gives its
+ * plaintext to h2.c; requests from either protocol meet again in
+ * dl_conn_req_begin/dispatch and dl_req_respond. `Upgrade: h2c` is not
+ * honoured (RFC 9113 deprecates it): such a request is answered over HTTP/1.1.
  */
 #include "conn.h"
 
@@ -23,15 +31,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "h2.h"
 #include "internal.h"
 #include "lua_vm.h"
 #include "multipart.h"
 #include "server.h"
+#include "tls.h"
 #include "upload.h"
 
 #define MAX_PENDING (256 * 1024) /* read-ahead while a handler runs */
 #define LINGER_MS 2000
-#define SEND_TIMEOUT_MS 60000
+#define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define H2_PREFACE_LEN 24
 #define FILE_CHUNK (256 * 1024) /* a file body is read and sent this much at a time */
 
 typedef struct {
@@ -51,6 +62,7 @@ static void after_response(dl_conn_t *c, int keep);
 static void file_done(dl_conn_t *c);
 static void send_error(dl_conn_t *c, int status, const char *msg);
 static void respond_error(dl_req_t *r, int status, const char *msg, const char *allow);
+static void conn_input(dl_conn_t *c, const char *data, size_t n);
 
 /* ================================================================ requests */
 
@@ -197,7 +209,7 @@ static int on_header_value_complete(llhttp_t *p)
  * parsed as it arrives and its files written to APP_DIR/data/.uploads (see
  * upload.c), never held in memory.
  */
-static int start_upload(dl_conn_t *c, dl_req_t *r)
+static int start_upload(dl_conn_t *c, dl_req_t *r, const char **msg)
 {
     dl_worker_t *w = c->worker;
     /* the limit is per file; the body may add fields and multipart framing */
@@ -206,8 +218,10 @@ static int start_upload(dl_conn_t *c, dl_req_t *r)
     const char *ct = dl_req_header(r, "content-type", &ctlen);
     char boundary[DL_MULTIPART_MAX_BOUNDARY + 1];
     int blen = ct ? dl_multipart_boundary(ct, ctlen, boundary, sizeof(boundary)) : DL_EINVAL;
-    if (blen <= 0)
-        return reject(c, 400, "expected a multipart/form-data body with a boundary");
+    if (blen <= 0) {
+        *msg = "expected a multipart/form-data body with a boundary";
+        return 400;
+    }
     char dir[1100], prefix[80];
     snprintf(dir, sizeof(dir), "%s/data", w->rt->app_dir);
     (void)mkdir(dir, 0755); /* the app may have no data folder yet */
@@ -216,8 +230,38 @@ static int start_upload(dl_conn_t *c, dl_req_t *r)
              (unsigned long long)dl_prng_next(w->prng));
     int rc = dl_upload_new(dir, prefix, boundary, (size_t)blen, r->route->upload_limit,
                            &r->upload);
-    if (rc != 0)
-        return reject(c, rc == DL_ENOMEM ? 503 : 500, "cannot store uploads");
+    if (rc != 0) {
+        *msg = "cannot store uploads";
+        return rc == DL_ENOMEM ? 503 : 500;
+    }
+    return 0;
+}
+
+int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg)
+{
+    dl_worker_t *w = c->worker;
+    /* the path is the target up to '?'; only origin-form and '*' are served */
+    const char *url = r->head.data;
+    const char *q = r->url_len ? memchr(url, '?', r->url_len) : NULL;
+    r->path_len = q ? (uint32_t)(q - url) : r->url_len;
+    if (r->url_len == 0 || (url[0] != '/' && !(r->url_len == 1 && url[0] == '*'))) {
+        *msg = "request target must be an absolute path";
+        return 400;
+    }
+
+    /* the request id first, so every answer below carries it */
+    size_t idlen;
+    const char *id = dl_req_header(r, "x-request-id", &idlen);
+    if (id && dl_request_id_valid(id, idlen)) {
+        memcpy(r->id, id, idlen);
+        r->id[idlen] = '\0';
+    } else {
+        dl_request_id_new(w->prng, r->id);
+    }
+
+    dl_vm_route(w->vm, r);
+    if (r->route_status == DL_ROUTE_FOUND && r->route->upload_limit)
+        return start_upload(c, r, msg);
     return 0;
 }
 
@@ -232,25 +276,10 @@ static int on_headers_complete(llhttp_t *p)
     r->method = dl_method_from_name(r->method_name, strlen(r->method_name));
     if (r->http_major != 1)
         return reject(c, 505, "only HTTP/1.0 and HTTP/1.1 are served here");
-
-    /* the path is the target up to '?'; only origin-form and '*' are served */
-    const char *url = r->head.data;
-    const char *q = memchr(url, '?', r->url_len);
-    r->path_len = q ? (uint32_t)(q - url) : r->url_len;
-    if (r->url_len == 0 || (url[0] != '/' && !(r->url_len == 1 && url[0] == '*')))
-        return reject(c, 400, "request target must be an absolute path");
-
-    /* the request id first, so every answer below carries it */
-    size_t idlen;
-    const char *id = dl_req_header(r, "x-request-id", &idlen);
-    if (id && dl_request_id_valid(id, idlen)) {
-        memcpy(r->id, id, idlen);
-        r->id[idlen] = '\0';
-    } else {
-        dl_request_id_new(w->prng, r->id);
-    }
-
-    dl_vm_route(w->vm, r);
+    const char *msg = NULL;
+    int status = dl_conn_req_begin(c, r, &msg);
+    if (status)
+        return reject(c, status, msg);
 
     if (r->method_name && r->http_minor == 1) {
         size_t elen;
@@ -263,11 +292,6 @@ static int on_headers_complete(llhttp_t *p)
     }
     int chunked = (p->flags & F_CHUNKED) != 0;
     int has_body = chunked || p->content_length > 0;
-    if (r->route_status == DL_ROUTE_FOUND && r->route->upload_limit) {
-        int rc = start_upload(c, r);
-        if (rc != 0)
-            return rc;
-    }
     if (has_body) {
         if (!chunked && p->content_length > r->body_limit)
             return reject(c, 413, "request body too large");
@@ -284,11 +308,6 @@ static int on_headers_complete(llhttp_t *p)
     return 0;
 }
 
-static int upload_status(int rc)
-{
-    return rc == DL_EINVAL ? 400 : rc == DL_ETOOBIG ? 413 : rc == DL_ENOMEM ? 503 : 500;
-}
-
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     dl_conn_t *c = p->data;
@@ -299,7 +318,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     c->window_bytes += len;
     if (r->upload) {
         int rc = dl_upload_feed(r->upload, at, len);
-        return rc == 0 ? 0 : reject_copy(c, upload_status(rc), dl_upload_error(r->upload));
+        return rc == 0 ? 0 : reject_copy(c, dl_upload_status(rc), dl_upload_error(r->upload));
     }
     if (dl_buf_append(&r->body, at, len) != 0)
         return reject(c, 503, "out of memory");
@@ -313,7 +332,7 @@ static int on_message_complete(llhttp_t *p)
     if (r->upload) {
         int rc = dl_upload_finish(r->upload);
         if (rc != 0)
-            return reject_copy(c, upload_status(rc), dl_upload_error(r->upload));
+            return reject_copy(c, dl_upload_status(rc), dl_upload_error(r->upload));
     }
     r->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->stopping &&
                     !c->worker->stopping;
@@ -337,12 +356,65 @@ static void init_settings(void)
 
 /* ================================================================ dispatch */
 
+/* A plain listener that only points to HTTPS: 308 to the same host and target
+ * on the first TLS listener's port. */
+static void redirect_https(dl_conn_t *c, dl_req_t *r)
+{
+    dl_runtime_t *rt = c->worker->rt;
+    size_t hlen = 0;
+    const char *host = dl_req_header(r, "host", &hlen);
+    char hbuf[256];
+    if (host == NULL || hlen == 0 || hlen >= sizeof(hbuf)) {
+        host = "localhost";
+        hlen = 9;
+    }
+    memcpy(hbuf, host, hlen);
+    hbuf[hlen] = '\0';
+    /* drop the port the client used; keep an IPv6 literal's brackets */
+    char *colon = strrchr(hbuf, ':');
+    if (colon && (hbuf[0] != '[' || colon > strchr(hbuf, ']')))
+        *colon = '\0';
+    for (char *p = hbuf; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || ((*p | 32) >= 'a' && (*p | 32) <= 'z') ||
+              strchr(".-[]:", *p))) {
+            respond_error(r, 400, "invalid Host header", NULL);
+            return;
+        }
+    dl_buf_t loc = DL_BUF_INIT;
+    if (rt->https_port == 443)
+        dl_buf_appendf(&loc, "Location: https://%s%.*s\r\n", hbuf, (int)r->url_len, r->head.data);
+    else
+        dl_buf_appendf(&loc, "Location: https://%s:%d%.*s\r\n", hbuf, rt->https_port,
+                       (int)r->url_len, r->head.data);
+    dl_buf_t body = DL_BUF_INIT;
+    dl_error_body(&body, 308, "this server answers over HTTPS", r->id);
+    dl_resp_t resp = {.status = 308,
+                      .content_type = "application/json",
+                      .content_type_len = 16,
+                      .body = body.data,
+                      .body_len = body.len,
+                      .headers = loc.data,
+                      .headers_len = loc.oom ? 0 : loc.len};
+    dl_req_respond(r, &resp);
+    dl_buf_free(&loc);
+    dl_buf_free(&body);
+}
+
 static void conn_dispatch(dl_conn_t *c)
 {
     dl_req_t *r = c->req;
     c->req = NULL; /* the request now belongs to its response */
     c->active = r;
+    dl_conn_req_dispatch(c, r);
+}
+
+void dl_conn_req_dispatch(dl_conn_t *c, dl_req_t *r)
+{
     c->worker->n_requests++;
+    if (c->worker->cfg->listen_opts[c->listener].https_redirect && !c->virt) {
+        redirect_https(c, r);
+        return;
+    }
     if (r->route_status == DL_ROUTE_NOT_FOUND) {
         char msg[160];
         snprintf(msg, sizeof(msg), "no route for %s %.*s", r->method_name,
@@ -434,10 +506,13 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     dl_conn_t *c = r->conn;
     dl_worker_t *w = r->worker;
     if (c == NULL || c->closed) {
+        if (resp->has_file)
+            close(resp->file_fd); /* the connection would have taken it */
         dl_worker_req_release(w, r);
         return;
     }
-    c->active = NULL;
+    if (!c->h2)
+        c->active = NULL;
     const dl_config_t *cfg = w->cfg;
     dl_buf_t *o = &c->out;
     int status = resp->status;
@@ -486,6 +561,24 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         }
     }
 
+    const char *hsts = c->tls && w->rt->hsts[0] ? w->rt->hsts : NULL;
+    if (c->h2) {
+        dl_resp_wire_t wire = {.resp = resp,
+                               .status = status,
+                               .body = body,
+                               .body_len = body_len,
+                               .enc = enc,
+                               .vary = vary,
+                               .no_body = no_body,
+                               .hsts = hsts};
+        dl_h2_respond(c->h2, r, &wire);
+        dl_buf_free(&zbuf);
+        dl_worker_record(w, r, status, body_len);
+        dl_worker_req_release(w, r);
+        if (!c->in_feed)
+            conn_flush(c);
+        return;
+    }
     dl_buf_reserve(o, 256 + resp->headers_len + (no_body || resp->has_file ? 0 : body_len));
     dl_buf_append_str(o, r->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
     dl_buf_append_u64(o, (unsigned)status);
@@ -513,6 +606,8 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         dl_buf_append_str(o, "Cache-Control: no-cache, no-store, must-revalidate\r\n");
     if (resp->allow)
         HDR(o, "Allow: ", resp->allow, strlen(resp->allow));
+    if (hsts)
+        HDR(o, "Strict-Transport-Security: ", hsts, strlen(hsts));
     if (!keep)
         dl_buf_append_str(o, "Connection: close\r\n");
     else if (r->http_minor == 0)
@@ -638,6 +733,9 @@ static void on_close(uv_handle_t *h)
         c->next->prev = c->prev;
     w->n_conns--;
     dl_buf_free(&c->pending);
+    dl_tls_free(c->tls);
+    c->tls = NULL;
+    dl_buf_free(&c->cout);
     /* keep a modest output buffer with the pooled connection */
     if (c->out.cap > 16 * 1024)
         dl_buf_free(&c->out);
@@ -657,6 +755,10 @@ void dl_conn_close(dl_conn_t *c)
     if (c->closed)
         return;
     c->closed = 1;
+    if (c->h2) { /* handlers of its streams run on detached */
+        dl_h2_free(c->h2);
+        c->h2 = NULL;
+    }
     if (c->file_fd >= 0)
         file_done(c);
     if (c->active) {
@@ -720,10 +822,11 @@ static void on_write(uv_write_t *req, int status)
     dl_conn_t *c = wr->conn;
     c->writing = 0;
     /* keep the larger buffer for the next response */
-    if (c->out.len == 0 && wr->buf.cap > c->out.cap) {
-        dl_buf_t t = c->out;
-        c->out = wr->buf;
-        dl_buf_reset(&c->out);
+    dl_buf_t *wb = c->tls ? &c->cout : &c->out;
+    if (wb->len == 0 && wr->buf.cap > wb->cap) {
+        dl_buf_t t = *wb;
+        *wb = wr->buf;
+        dl_buf_reset(wb);
         wr->buf = t;
     }
     dl_buf_free(&wr->buf);
@@ -764,7 +867,11 @@ static void file_done(dl_conn_t *c)
 static void conn_flush(dl_conn_t *c)
 {
 again:
-    if (c->closed || c->writing)
+    if (c->closed)
+        return;
+    if (c->h2 && !c->in_feed && !c->closing && dl_h2_send(c->h2) != 0)
+        c->closing = 1; /* the session is over once what it queued is written */
+    if (c->writing)
         return;
     if (c->out.len == 0 && c->file_fd >= 0) {
         if (c->file_left == 0) {
@@ -789,17 +896,27 @@ again:
             dl_conn_close(c);
         return;
     }
-    if (c->out.len == 0) {
+    dl_buf_t *wb = &c->out;
+    if (c->tls) {
+        /* out is plaintext: it leaves as TLS records, appended to cout */
+        if (c->out.len && dl_tls_write(c->tls, c->out.data, c->out.len) != 0) {
+            dl_conn_close(c);
+            return;
+        }
+        dl_buf_reset(&c->out);
+        wb = &c->cout;
+    }
+    if (wb->len == 0) {
         if (c->closing)
             conn_finish_close(c);
         return;
     }
-    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    uv_buf_t b = uv_buf_init(wb->data, (unsigned)wb->len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (n == (int)c->out.len) {
-        dl_buf_reset(&c->out);
-        if (c->file_fd >= 0)
-            goto again; /* the next chunk of a file body */
+    if (n == (int)wb->len) {
+        dl_buf_reset(wb);
+        if (c->file_fd >= 0 || (c->h2 && !c->in_feed && !c->closing))
+            goto again; /* the next chunk of a file body, more HTTP/2 frames */
         if (c->closing)
             conn_finish_close(c);
         return;
@@ -809,15 +926,15 @@ again:
         return;
     }
     if (n > 0)
-        dl_buf_consume(&c->out, (size_t)n);
+        dl_buf_consume(wb, (size_t)n);
     write_req_t *wr = dl_malloc(sizeof(*wr));
     if (wr == NULL) {
         dl_conn_close(c);
         return;
     }
     wr->conn = c;
-    wr->buf = c->out;
-    dl_buf_init(&c->out);
+    wr->buf = *wb;
+    dl_buf_init(wb);
     b = uv_buf_init(wr->buf.data, (unsigned)wr->buf.len);
     if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
         dl_buf_free(&wr->buf);
@@ -826,8 +943,8 @@ again:
         return;
     }
     c->writing = wr->buf.len;
-    if (c->state != DL_CS_BUSY)
-        c->deadline = uv_now(&c->worker->loop) + SEND_TIMEOUT_MS;
+    if (c->state != DL_CS_BUSY || c->h2)
+        c->deadline = uv_now(&c->worker->loop) + c->worker->cfg->send_timeout_ms;
 }
 
 /* ================================================================== reading */
@@ -838,6 +955,91 @@ void dl__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     DL_UNUSED(suggested);
     buf->base = c->worker->read_buf;
     buf->len = sizeof(c->worker->read_buf);
+}
+
+static void h2_start(dl_conn_t *c)
+{
+    c->h2 = dl_h2_new(c);
+    if (c->h2 == NULL) {
+        dl_conn_close(c);
+        return;
+    }
+    c->state = DL_CS_IDLE;
+    c->deadline = 0; /* h2.c keeps the session's timeouts */
+}
+
+static void h2_input(dl_conn_t *c, const char *data, size_t n)
+{
+    c->in_feed = 1;
+    int rc = dl_h2_feed(c->h2, data, n);
+    c->in_feed = 0;
+    if (rc != 0 && c->h2) {
+        dl_h2_send(c->h2); /* the GOAWAY nghttp2 queued, then close */
+        c->closing = 1;
+    }
+}
+
+/* Plaintext from the socket or from TLS: to HTTP/2, or to llhttp. */
+static void conn_input(dl_conn_t *c, const char *data, size_t n)
+{
+    if (c->closed || c->closing)
+        return;
+    if (c->fresh && c->tls) {
+        c->fresh = 0; /* ALPN decided, before any application data */
+        if (dl_tls_is_h2(c->tls))
+            h2_start(c);
+        if (c->closed)
+            return;
+    }
+    if (c->h2) {
+        h2_input(c, data, n);
+        return;
+    }
+    if (c->fresh) {
+        /* a plain connection whose first bytes are the HTTP/2 preface is h2c
+         * (prior knowledge); a partial match waits for more bytes */
+        size_t have = c->pending.len;
+        size_t m = DL_MIN(have + n, (size_t)H2_PREFACE_LEN);
+        int match = memcmp(c->pending.data ? c->pending.data : "", H2_PREFACE,
+                           DL_MIN(have, m)) == 0 &&
+                    (m <= have || memcmp(data, H2_PREFACE + have, m - have) == 0);
+        if (match && have + n < H2_PREFACE_LEN) {
+            dl_buf_append(&c->pending, data, n);
+            return;
+        }
+        c->fresh = 0;
+        if (match) {
+            h2_start(c);
+            if (c->closed)
+                return;
+            if (have) {
+                dl_buf_append(&c->pending, data, n);
+                dl_buf_t all = c->pending;
+                dl_buf_init(&c->pending);
+                h2_input(c, all.data, all.len);
+                dl_buf_free(&all);
+            } else {
+                h2_input(c, data, n);
+            }
+            return;
+        }
+    }
+    if (c->pending.len == 0 && c->state != DL_CS_BUSY) {
+        size_t used = conn_feed(c, data, n);
+        if (used < n && !c->closed && !c->closing)
+            dl_buf_append(&c->pending, data + used, n - used);
+    } else {
+        dl_buf_append(&c->pending, data, n);
+        if (c->state != DL_CS_BUSY) {
+            size_t used = conn_feed(c, c->pending.data, c->pending.len);
+            dl_buf_consume(&c->pending, used);
+        }
+    }
+}
+
+static void on_tls_plain(void *arg, const char *data, size_t n)
+{
+    conn_input(arg, data, n);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -851,16 +1053,26 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     size_t n = (size_t)nread;
-    if (c->pending.len == 0 && c->state != DL_CS_BUSY && !c->closing) {
-        size_t used = conn_feed(c, buf->base, n);
-        if (used < n && !c->closed && !c->closing)
-            dl_buf_append(&c->pending, buf->base + used, n - used);
-    } else if (!c->closing) {
-        dl_buf_append(&c->pending, buf->base, n);
-        if (c->state != DL_CS_BUSY) {
-            size_t used = conn_feed(c, c->pending.data, c->pending.len);
-            dl_buf_consume(&c->pending, used);
+    if (c->tls) {
+        int rc = dl_tls_read(c->tls, buf->base, n, on_tls_plain, c);
+        if (rc == DL_EPLAIN) {
+            /* answered in plain HTTP, as nginx does, so the mistake is visible */
+            dl_tls_free(c->tls);
+            c->tls = NULL;
+            c->fresh = 0;
+            send_error(c, 400, "plain HTTP request sent to a TLS port; use https://");
+            return;
         }
+        if (rc != 0 && !c->closed) {
+            if (rc == DL_EPROTO)
+                dl_log(DL_LOG_DEBUG, "TLS connection closed: %s", dl_tls_error(c->tls));
+            c->closing = 1; /* an alert may be waiting in cout */
+            c->pending.len = 0;
+        } else if (!c->closed && c->fresh && dl_tls_ready(c->tls)) {
+            conn_input(c, "", 0); /* handshake done: h2 sends its SETTINGS now */
+        }
+    } else {
+        conn_input(c, buf->base, n);
     }
     if (c->closed)
         return;
@@ -1095,6 +1307,17 @@ void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
     uv_tcp_nodelay(&c->tcp, 1);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
+    long l = (long)((uv_tcp_t *)server - w->listeners);
+    c->listener = l >= 0 && l < DL_MAX_LISTEN ? (int)l : 0;
+    if (w->rt->tls[c->listener]) {
+        c->tls = dl_tls_new(w->rt->tls[c->listener], &c->cout);
+        if (c->tls == NULL) {
+            dl_conn_close(c);
+            return;
+        }
+    }
+    /* TLS: ALPN still to decide; plain: may be h2c */
+    c->fresh = c->tls != NULL || (w->cfg->http2 && !w->cfg->listen_opts[c->listener].https_redirect);
     c->state = DL_CS_HEAD;
     c->deadline = uv_now(&w->loop) + w->cfg->header_timeout_ms;
     if (uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_read) != 0)
@@ -1106,6 +1329,14 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
     if (c->closed)
         return;
     const dl_config_t *cfg = c->worker->cfg;
+    if (c->h2) {
+        if ((c->writing && c->deadline && now >= c->deadline) || dl_h2_sweep(c->h2, now) != 0) {
+            dl_conn_close(c);
+            return;
+        }
+        conn_flush(c); /* answers (408) and GOAWAYs the sweep queued */
+        return;
+    }
     if (c->state == DL_CS_BODY && !c->closing) {
         if (now - c->window_start >= cfg->body_timeout_ms) {
             if (c->window_bytes < cfg->body_min_bytes) {
@@ -1134,6 +1365,11 @@ void dl_conn_stop(dl_conn_t *c)
     c->stopping = 1;
     if (c->closed)
         return;
+    if (c->h2) {
+        dl_h2_shutdown(c->h2); /* GOAWAY; streams in flight finish first */
+        conn_flush(c);
+        return;
+    }
     if ((c->state == DL_CS_IDLE || (c->state == DL_CS_HEAD && c->req == NULL &&
                                     c->pending.len == 0)) &&
         !c->writing && c->out.len == 0)

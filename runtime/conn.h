@@ -1,7 +1,8 @@
 /*
- * conn.h - one HTTP/1.x connection: reading, llhttp parsing with limits and
- * timeouts, one request in flight at a time (pipelined requests wait parsed
- * in order), response serialisation, compression and writing.
+ * conn.h - one client connection: reading, TLS (tls.h), llhttp parsing with
+ * limits and timeouts, one request in flight at a time (pipelined requests
+ * wait parsed in order), response serialisation, compression and writing.
+ * A connection that speaks HTTP/2 hands its plaintext to h2.h instead.
  */
 #ifndef DL_CONN_H
 #define DL_CONN_H
@@ -54,6 +55,11 @@ struct dl_conn_s {
     void (*sink)(dl_conn_t *c, const char *data, size_t len, void *arg);
     void *sink_arg;
     uint64_t file_off, file_left;
+    struct dl_tls_s *tls; /* a TLS listener's connection */
+    dl_buf_t cout;        /* TLS: ciphertext not yet written (out holds plaintext) */
+    struct dl_h2_s *h2;   /* HTTP/2 (ALPN h2 or the h2c preface) */
+    int listener;         /* index of the listener it came from */
+    unsigned fresh : 1;   /* nothing parsed yet: may still turn out to be h2c */
 };
 
 /**
@@ -127,5 +133,26 @@ void dl_req_respond(dl_req_t *req, const dl_resp_t *resp);
 
 /** Sends a JSON error {"error","message","requestId"} for req; takes req. */
 void dl_req_respond_error(dl_req_t *req, int status, const char *msg);
+
+/** A response as dl_req_respond() prepared it for the wire (h2.c writes it as frames). */
+typedef struct {
+    const dl_resp_t *resp;
+    int status;
+    const char *body;  /* after compression; valid during the call */
+    size_t body_len;   /* the file's length for a file body */
+    int enc;           /* DL_ENC_* */
+    int vary;
+    int no_body;       /* HEAD, 204, 304 */
+    const char *hsts;  /* Strict-Transport-Security value, or NULL */
+} dl_resp_wire_t;
+
+/**
+ * Once a request's head is in (from llhttp or HTTP/2 HEADERS): checks the
+ * target, sets the request id, routes it and opens an upload sink. Returns 0,
+ * or the HTTP status to answer with *msg saying why.
+ */
+int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg);
+/** Runs a complete request: 404/405 answers, HTTPS redirects, or its handler. */
+void dl_conn_req_dispatch(dl_conn_t *c, dl_req_t *r);
 
 #endif

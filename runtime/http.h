@@ -30,6 +30,7 @@ typedef struct {
  */
 typedef struct dl_req_s {
     struct dl_conn_s *conn; /* NULL once the connection is gone */
+    void *stream;           /* HTTP/2: its stream (h2.c), NULL on HTTP/1 */
     struct dl_worker_s *worker;
     struct dl_req_s *next_free;
 

@@ -1,7 +1,8 @@
 /*
  * main.c - the `devloop` program: a thin command line over libdevloop.
  *
- *   devloop serve APP_DIR [--listen HOST:PORT]... [--workers N] [--log-level L]
+ *   devloop serve APP_DIR [--listen HOST:PORT [--tls-cert FILE --tls-key FILE]...
+ *                          [--https-redirect]]... [--workers N] [--log-level L]
  *   devloop check APP_DIR
  *   devloop test APP_DIR [FILE...] [--tap]
  *   devloop new DIR
@@ -26,8 +27,10 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: devloop serve APP_DIR [--listen HOST:PORT]... [--workers N] [--log-level L]\n"
-            "                     [--no-watch] [--pid-file FILE]\n"
+            "usage: devloop serve APP_DIR [--listen HOST:PORT [--tls-cert FILE --tls-key FILE]...\n"
+            "                                       [--https-redirect]]...\n"
+            "                     [--workers N] [--log-level L] [--no-watch] [--pid-file FILE]\n"
+            "                     [--hsts VALUE|off] [--no-http2]\n"
             "       devloop check APP_DIR\n"
             "       devloop test APP_DIR [FILE...] [--tap]\n"
             "       devloop new DIR\n"
@@ -81,9 +84,54 @@ static int cmd_serve(int argc, char **argv)
             }
             cfg.pid_file = val;
             i++;
-        } else if (strcmp(a, "--tls-cert") == 0 || strcmp(a, "--tls-key") == 0) {
-            fprintf(stderr, "devloop: %s: TLS is not available in this build yet\n", a);
-            return 2;
+        } else if (strcmp(a, "--tls-cert") == 0 || strcmp(a, "--tls-key") == 0 ||
+                   strcmp(a, "--https-redirect") == 0) {
+            /* these belong to the --listen before them (the default address if none) */
+            if (cfg.n_listen == 0) {
+                static char def[32];
+                const char *port = getenv("PORT");
+                snprintf(def, sizeof(def), "127.0.0.1:%s", port && *port ? port : "8080");
+                cfg.listen[cfg.n_listen++] = def;
+            }
+            dl_listen_opts_t *lo = &cfg.listen_opts[cfg.n_listen - 1];
+            if (strcmp(a, "--https-redirect") == 0) {
+                lo->https_redirect = 1;
+                continue;
+            }
+            int is_cert = strcmp(a, "--tls-cert") == 0;
+            if (val == NULL) {
+                fprintf(stderr, "devloop: %s needs a PEM file\n", a);
+                return 2;
+            }
+            if (is_cert) {
+                if (lo->n_certs >= DL_MAX_TLS_CERTS) {
+                    fprintf(stderr, "devloop: at most %d certificates per listener\n",
+                            DL_MAX_TLS_CERTS);
+                    return 2;
+                }
+                if (lo->n_certs > 0 && lo->tls_key[lo->n_certs - 1] == NULL) {
+                    fprintf(stderr, "devloop: --tls-cert %s: the certificate before it has no "
+                                    "--tls-key\n", val);
+                    return 2;
+                }
+                lo->tls_cert[lo->n_certs++] = val;
+            } else {
+                if (lo->n_certs == 0 || lo->tls_key[lo->n_certs - 1] != NULL) {
+                    fprintf(stderr, "devloop: --tls-key %s needs a --tls-cert before it\n", val);
+                    return 2;
+                }
+                lo->tls_key[lo->n_certs - 1] = val;
+            }
+            i++;
+        } else if (strcmp(a, "--hsts") == 0) {
+            if (val == NULL) {
+                fprintf(stderr, "devloop: --hsts needs a header value (or off)\n");
+                return 2;
+            }
+            cfg.hsts = strcmp(val, "off") == 0 ? "" : val;
+            i++;
+        } else if (strcmp(a, "--no-http2") == 0) {
+            cfg.http2 = 0;
         } else if (a[0] == '-') {
             fprintf(stderr, "devloop: unknown option %s\n", a);
             usage(stderr);
@@ -98,6 +146,14 @@ static int cmd_serve(int argc, char **argv)
     if (cfg.app_dir == NULL) {
         usage(stderr);
         return 2;
+    }
+    for (int l = 0; l < cfg.n_listen; l++) {
+        const dl_listen_opts_t *lo = &cfg.listen_opts[l];
+        if (lo->n_certs > 0 && lo->tls_key[lo->n_certs - 1] == NULL) {
+            fprintf(stderr, "devloop: --tls-cert %s has no --tls-key\n",
+                    lo->tls_cert[lo->n_certs - 1]);
+            return 2;
+        }
     }
     char err[8192];
     dl_runtime_t *rt;

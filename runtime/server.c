@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "mongo_store.h"
 #include "store.h"
+#include "tls.h"
 #include "upload.h"
 #include "watch.h"
 
@@ -53,6 +54,13 @@ void dl_config_init(dl_config_t *cfg)
     cfg->shutdown_grace_ms = env_u64("DEVLOOP_SHUTDOWN_GRACE_MS", 10000);
     cfg->watch = (int)env_u64("DEVLOOP_WATCH", 1) != 0;
     cfg->watch_debounce_ms = env_u64("DEVLOOP_WATCH_DEBOUNCE_MS", 100);
+    cfg->send_timeout_ms = env_u64("DEVLOOP_SEND_TIMEOUT_MS", 60000);
+    cfg->http2 = (int)env_u64("DEVLOOP_HTTP2", 1) != 0;
+    cfg->h2_max_streams = (int)env_u64("DEVLOOP_H2_MAX_STREAMS", 100);
+    if (cfg->h2_max_streams < 1)
+        cfg->h2_max_streams = 1;
+    cfg->hsts = getenv("DEVLOOP_HSTS") ? getenv("DEVLOOP_HSTS") : "max-age=31536000";
+    cfg->tls_ticket_rotate_s = env_u64("DEVLOOP_TLS_TICKET_ROTATE_S", 3600);
     cfg->gzip_level = (int)env_u64("GZIP_LEVEL", 1);
     if (cfg->gzip_level < 1 || cfg->gzip_level > 9)
         cfg->gzip_level = 1;
@@ -149,7 +157,7 @@ static int define_metrics(dl_runtime_t *rt)
 {
     static const double http_buckets[] = {0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10};
     static const double db_buckets[] = {0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
-    static const char *const http_labels[] = {"method", "route", "status_code"};
+    static const char *const http_labels[] = {"method", "route", "status_code", "protocol"};
     static const char *const db_labels[] = {"operation", "collection"};
     static const char *const status_label[] = {"status"};
     static const char *const worker_label[] = {"worker"};
@@ -157,7 +165,7 @@ static int define_metrics(dl_runtime_t *rt)
     if (m == NULL)
         return DL_ENOMEM;
     rt->m.requests = dl_metric_define(m, DL_METRIC_COUNTER, "http_requests_total",
-                                      "HTTP requests answered", http_labels, 3, NULL, 0);
+                                      "HTTP requests answered", http_labels, 4, NULL, 0);
     rt->m.duration = dl_metric_define(m, DL_METRIC_HISTOGRAM, "http_request_duration_seconds",
                                       "Time from the first byte of a request to its answer",
                                       http_labels, 3, http_buckets, 8);
@@ -195,6 +203,59 @@ static int define_metrics(dl_runtime_t *rt)
     return 0;
 }
 
+/* TLS listeners get their contexts now, so a bad certificate stops start-up
+ * with the file's name; the paths are copied by the context, not kept here. */
+static int load_tls(dl_runtime_t *rt, char *errbuf, size_t errlen)
+{
+    rt->https_port = 0;
+    for (int i = 0; i < rt->cfg.n_listen; i++) {
+        dl_listen_opts_t *lo = &rt->cfg.listen_opts[i];
+        if (lo->n_certs > 0) {
+            if (lo->https_redirect) {
+                snprintf(errbuf, errlen, "%s: a TLS listener cannot also redirect to HTTPS\n",
+                         rt->listen[i]);
+                return -1;
+            }
+            dl_tls_opts_t o = {.cert = lo->tls_cert,
+                               .key = lo->tls_key,
+                               .n_certs = lo->n_certs,
+                               .alpn_h2 = rt->cfg.http2,
+                               .ticket_rotate_s = rt->cfg.tls_ticket_rotate_s};
+            char err[1400];
+            if (dl_tls_ctx_new(&o, &rt->tls[i], err, sizeof(err)) != 0) {
+                snprintf(errbuf, errlen, "%s: %s\n", rt->listen[i], err);
+                return -1;
+            }
+            if (rt->https_port == 0) {
+                char host[256];
+                dl_parse_listen(rt->listen[i], host, sizeof(host), &rt->https_port);
+            }
+        }
+        memset(lo->tls_cert, 0, sizeof(lo->tls_cert));
+        memset(lo->tls_key, 0, sizeof(lo->tls_key));
+    }
+    for (int i = 0; i < rt->cfg.n_listen; i++)
+        if (rt->cfg.listen_opts[i].https_redirect && rt->https_port == 0) {
+            snprintf(errbuf, errlen, "%s: an HTTPS redirect needs a TLS listener to point to\n",
+                     rt->listen[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* SIGHUP: certificates are read again; a failure keeps the loaded ones. */
+static void reload_tls(dl_runtime_t *rt)
+{
+    for (int i = 0; i < rt->cfg.n_listen; i++) {
+        char err[1400];
+        if (rt->tls[i] && dl_tls_ctx_reload(rt->tls[i], err, sizeof(err)) != 0)
+            dl_log(DL_LOG_ERROR, "%s: certificates not reloaded, the loaded ones stay: %s",
+                   rt->listen[i], err);
+        else if (rt->tls[i])
+            dl_log(DL_LOG_INFO, "%s: certificates reloaded", rt->listen[i]);
+    }
+}
+
 int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, size_t errlen)
 {
     *out = NULL;
@@ -222,6 +283,12 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     }
     for (int i = 0; i < rt->cfg.n_listen; i++)
         rt->cfg.listen[i] = rt->listen[i];
+    rt->hsts = dl_strdup(cfg->hsts ? cfg->hsts : "");
+    rt->cfg.hsts = rt->hsts;
+    if (load_tls(rt, errbuf, errlen) != 0) {
+        dl_runtime_free(rt);
+        return DL_EINVAL;
+    }
     if (rt->cfg.workers <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         rt->cfg.workers = n > 0 ? (int)n : 1;
@@ -429,6 +496,7 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     dl_runtime_t *rt = s->data;
     if (signum == SIGHUP) {
+        reload_tls(rt);
         reload_now(rt, "SIGHUP");
         return;
     }
@@ -669,8 +737,11 @@ void dl_runtime_free(dl_runtime_t *rt)
     if (rt == NULL)
         return;
     dl_free(rt->workers);
-    for (int i = 0; i < DL_MAX_LISTEN; i++)
+    for (int i = 0; i < DL_MAX_LISTEN; i++) {
         dl_free(rt->listen[i]);
+        dl_tls_ctx_free(rt->tls[i]);
+    }
+    dl_free(rt->hsts);
     dl_free(rt->app_dir);
     dl_memcache_free(rt->memcache);
     dl_metrics_free(rt->metrics);

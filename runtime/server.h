@@ -16,6 +16,9 @@ struct dl_runtime_s {
     dl_config_t cfg;
     char *app_dir;
     char *listen[DL_MAX_LISTEN];
+    struct dl_tls_ctx_s *tls[DL_MAX_LISTEN]; /* TLS listeners' contexts, else NULL */
+    int https_port;       /* the first TLS listener's port (HTTPS redirects) */
+    char *hsts;
     dl_worker_t *workers;
     int n_workers;
     uv_loop_t loop;       /* main thread: signals and stop requests */

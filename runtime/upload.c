@@ -255,3 +255,8 @@ int dl_upload_sweep(const char *dir, int max_age_s)
     closedir(d);
     return n;
 }
+
+int dl_upload_status(int rc)
+{
+    return rc == DL_EINVAL ? 400 : rc == DL_ETOOBIG ? 413 : rc == DL_ENOMEM ? 503 : 500;
+}

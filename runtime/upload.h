@@ -51,6 +51,8 @@ int dl_upload_feed(dl_upload_t *u, const char *data, size_t len);
 int dl_upload_finish(dl_upload_t *u);
 
 const char *dl_upload_error(const dl_upload_t *u);
+/** The HTTP status for a failed feed or finish: 400 malformed, 413 too big, 503, 500. */
+int dl_upload_status(int rc);
 
 /** The files received, in order; valid until dl_upload_free(). */
 int dl_upload_files(dl_upload_t *u, dl_upload_file_t **files);

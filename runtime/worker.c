@@ -215,7 +215,9 @@ void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
     /* the route's pattern, never the raw path: unknown URLs share one series */
     const char *route = r->route ? r->route->pattern : "unmatched";
     const char *method = r->method_name ? r->method_name : "UNKNOWN";
-    const char *labels[3] = {method, route, code};
+    /* protocol on the counter only: the histogram stays one series per route */
+    const char *proto = r->http_major == 2 ? "HTTP/2" : r->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    const char *labels[4] = {method, route, code, proto};
     double secs = r->start_ns ? (double)(uv_hrtime() - r->start_ns) / 1e9 : 0;
     if (rt->http_metrics) {
         dl_metric_add(rt->metrics, w->id, rt->m.requests, labels, 1);

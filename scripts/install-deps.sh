@@ -6,9 +6,10 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config
   libluajit2-5.1-dev libuv1-dev node-llhttp libhiredis-dev
-  libmongoc-dev libbson-dev libsqlite3-dev zlib1g-dev libdeflate-dev libssl-dev
+  libmongoc-dev libbson-dev libsqlite3-dev zlib1g-dev libdeflate-dev libssl-dev libnghttp2-dev
   libmsgpack-dev lua-cjson-dev
   curl wrk redis-server python3 python3-msgpack sqlite3 prometheus
+  openssl nghttp2-client python3-h2
 )
 
 missing=()

@@ -50,7 +50,10 @@ DL_API const char *dl_version(void);
     XX(EREDIS, -4006, "redis error")                                       \
     XX(EOFFLINE, -4007, "redis offline queue full")                        \
     XX(EDUPKEY, -4008, "duplicate key")                                    \
-    XX(EQUERY, -4009, "unsupported query")
+    XX(EQUERY, -4009, "unsupported query")                                 \
+    XX(EPROTO, -71, "protocol error")                                      \
+    XX(EOF, -4010, "end of stream")                                        \
+    XX(EPLAIN, -4011, "plain HTTP sent to a TLS port")
 
 enum {
 #define XX(name, val, msg) DL_##name = (val),
@@ -75,12 +78,23 @@ typedef enum {
 DL_API int dl_log_level_parse(const char *s);
 
 #define DL_MAX_LISTEN 8
+#define DL_MAX_TLS_CERTS 8
+
+/** What one listener serves besides plain HTTP/1.x and h2c. */
+typedef struct dl_listen_opts_s {
+    const char *tls_cert[DL_MAX_TLS_CERTS]; /* PEM chains; copied by dl_runtime_new() */
+    const char *tls_key[DL_MAX_TLS_CERTS];  /* PEM keys, one per certificate */
+    int n_certs;        /* 0: plain. 1: TLS. More: SNI picks by the certificates' DNS names,
+                           the first is the default */
+    int https_redirect; /* a plain listener that answers 308 to the first TLS listener */
+} dl_listen_opts_t;
 
 /** Runtime configuration. Fill with dl_config_init(), then override. */
 typedef struct dl_config_s {
     const char *app_dir;              /* copied by dl_runtime_new() */
     const char *listen[DL_MAX_LISTEN]; /* "HOST:PORT"; copied by dl_runtime_new() */
     int n_listen;
+    dl_listen_opts_t listen_opts[DL_MAX_LISTEN]; /* per listen[i] */
     int no_listen;                    /* serve no socket (in-process requests only) */
     int workers;                      /* 0: number of cores */
     int log_level;                    /* dl_log_level_t */
@@ -98,6 +112,13 @@ typedef struct dl_config_s {
     int watch;                        /* hot reload on file changes (default 1) */
     uint64_t watch_debounce_ms;       /* quiet period before a reload */
     const char *pid_file;             /* NULL: APP_DIR/data/devloop.pid; "": none */
+    uint64_t send_timeout_ms;         /* a client that takes none of a response (socket full or
+                                         an HTTP/2 flow-control window kept at 0) for this long
+                                         is closed */
+    int http2;                        /* h2 by ALPN and h2c prior knowledge (default 1) */
+    int h2_max_streams;               /* concurrent streams per HTTP/2 connection */
+    const char *hsts;                 /* Strict-Transport-Security on TLS answers; "" none */
+    uint64_t tls_ticket_rotate_s;     /* session-ticket keys rotate this often */
     int gzip_level;                   /* 1..9 */
     size_t compress_min;              /* smallest body worth compressing */
 

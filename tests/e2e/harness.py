@@ -265,6 +265,19 @@ def curl(*args, input=None):
     return status, headers, p.stdout
 
 
+def make_cert(directory, name, dns=("localhost",), days=30):
+    """A self-signed EC certificate and key (PEM) for the DNS names (and
+    127.0.0.1) in directory; returns (cert_path, key_path)."""
+    cert = os.path.join(directory, name + ".crt")
+    key = os.path.join(directory, name + ".key")
+    san = ",".join(["DNS:%s" % d for d in dns] + ["IP:127.0.0.1"])
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", str(days), "-subj", "/CN=%s" % dns[0], "-addext",
+                    "subjectAltName=" + san], check=True, capture_output=True)
+    return cert, key
+
+
 def check_std_headers(r, api=True):
     """Headers every response carries (CONTRACT.md section 3)."""
     rid = r.header("x-request-id")
