@@ -50,6 +50,7 @@
 #define FLOOD_RATE 100.0               /* and per second after that */
 #define MAX_CONTINUATIONS 8
 #define MAX_RESP_HEADERS 64
+#define DISCARD_MAX (16 * 1024 * 1024) /* body read and dropped after an early answer */
 
 typedef struct h2_stream_s {
     int32_t id;
@@ -69,7 +70,8 @@ typedef struct h2_stream_s {
     unsigned closed : 1;     /* nghttp2 closed the stream */
     unsigned sending : 1;    /* a response body is being sent */
     unsigned refused : 1;
-    unsigned reset_after : 1; /* RST_STREAM(NO_ERROR) once the answer is out */
+    unsigned early : 1;      /* answered before the body ended: the rest is dropped */
+    size_t discarded;
     /* the response body: a copy, or a file read a frame at a time */
     dl_buf_t body;
     size_t body_off;
@@ -162,7 +164,7 @@ static void answer_rejected(h2_stream_t *st)
     if (r->id[0] == '\0')
         dl_request_id_new(st->h->c->worker->prng, r->id);
     if (!st->ended)
-        st->reset_after = 1; /* stop the rest of the body once the answer is out */
+        st->early = 1;
     st->dispatched = 1;
     st->h->running++;
     st->h->c->worker->n_requests++;
@@ -428,6 +430,14 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     if (st == NULL)
         return 0;
     st->window_bytes += len;
+    /* After an early answer (413...) the rest of the body is read and dropped, so
+     * the client sees the answer once its upload ends: curl reports a stream
+     * error, not the answer, when a RST_STREAM(NO_ERROR) (RFC 9113 8.1) cuts
+     * its upload. Past DISCARD_MAX the stream is reset all the same. */
+    if (st->early && (st->discarded += len) > DISCARD_MAX) {
+        st->early = 0;
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+    }
     dl_req_t *r = st->req;
     if (r == NULL || st->dispatched || st->err_status || !st->headers_done)
         return 0; /* answered already: the rest is dropped */
@@ -472,19 +482,6 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
      * until it answers; the answer is then dropped */
     if (!(st->dispatched && st->req))
         stream_free(h, st);
-    return 0;
-}
-
-static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
-{
-    DL_UNUSED(ud);
-    if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS)
-        return 0;
-    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
-        return 0;
-    h2_stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-    if (st && st->reset_after) /* answered early: the client may stop sending */
-        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
     return 0;
 }
 
@@ -578,7 +575,6 @@ static void init_once_cb(void)
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
-    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
     nghttp2_option_new(&options);
     /* nghttp2 1.57's defaults, explicit because the library may predate them */
     nghttp2_option_set_stream_reset_rate_limit(options, 1000, 33);
