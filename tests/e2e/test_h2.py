@@ -230,6 +230,44 @@ def read_frame(sock, buf):
             buf[9 + n:])
 
 
+def test_preface_in_pieces(srv):
+    # the h2c preface and the first request one byte per write
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                          (":path", "/json")], end_stream=True)
+    for b in conn.data_to_send():
+        sock.send(bytes([b]))
+        time.sleep(0.0005)
+    buf, body = b"", b""
+    while True:
+        fr = read_frame(sock, buf)
+        assert fr is not None, "closed before the answer"
+        ftype, flags, sid, payload, buf = fr
+        if ftype == 0 and sid == 1:
+            body += payload
+            if flags & 1:
+                break
+    assert body == b'{"message":"Hello, World!"}', body
+    sock.close()
+
+
+def test_no_http2_option(srv):
+    port, tport = harness.free_port(), harness.free_port()
+    s2 = harness.Server("basic", args=["--no-http2", "--listen", "127.0.0.1:%d" % tport,
+                                       "--tls-cert", CERT, "--tls-key", KEY])
+    try:
+        st, h, body, ver = versions(["-k", "--http2"], "https://127.0.0.1:%d/json" % tport)
+        assert st == 200 and ver == "1.1", ver
+        p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", s2.url("/json")],
+                           capture_output=True)
+        assert p.returncode != 0  # the preface is not HTTP/1.1
+    finally:
+        s2.stop()
+
+
 def test_goaway_on_graceful_stop_finishes_streams(srv):
     # raw frames: python-h2 refuses frames after a GOAWAY, which RFC 9113 allows
     port = harness.free_port()
