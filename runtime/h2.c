@@ -40,6 +40,7 @@
 #include "compress.h"
 #include "internal.h"
 #include "lua_vm.h"
+#include "router.h"
 #include "server.h"
 #include "upload.h"
 
@@ -277,7 +278,10 @@ static int add_header(h2_stream_t *st, const char *n, size_t nlen, const char *v
 
 static const char *method_static(const char *m, size_t len)
 {
-    /* llhttp's names are static strings, which the request keeps */
+    /* routed methods first (no scan); the request keeps a static string */
+    const char *known = dl_method_name(dl_method_from_name(m, len));
+    if (known)
+        return known;
     for (int i = 0; i < 64; i++) {
         const char *n = llhttp_method_name((llhttp_method_t)i);
         if (n && strlen(n) == len && memcmp(n, m, len) == 0 && strcmp(n, "<unknown>") != 0)

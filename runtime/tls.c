@@ -180,6 +180,8 @@ static int ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPH
     int found = -1;
     uv_mutex_lock(&x->lock);
     time_t now = time(NULL);
+    if (now - x->keys_born >= 2 * (time_t)x->rotate_s)
+        keys_rotate(x, now); /* idle for two periods: the previous key is too old too */
     if (now - x->keys_born >= (time_t)x->rotate_s)
         keys_rotate(x, now);
     if (enc) {

@@ -147,6 +147,32 @@ def test_session_resumption(srv):
         s2.close()
 
 
+def test_ticket_keys_rotate(srv):
+    # keys rotate every 2 s: a ticket is good for one more period, then refused
+    port = harness.free_port()
+    s2 = harness.Server("basic", env={"DEVLOOP_TLS_TICKET_ROTATE_S": "2"},
+                        args=["--listen", "127.0.0.1:%d" % port, "--tls-cert", CERT,
+                              "--tls-key", KEY])
+    try:
+        ctx = client_ctx(maxv=ssl.TLSVersion.TLSv1_2)
+        s = tls_conn(ctx, port=port)
+        http_get(s)
+        first = s.session
+        s.close()
+        time.sleep(2.6)
+        s = tls_conn(ctx, session=first, port=port)
+        http_get(s)
+        assert s.session_reused, "a ticket of the previous key was refused"
+        s.close()
+        time.sleep(2.8)
+        s = tls_conn(ctx, session=first, port=port)
+        http_get(s)
+        assert not s.session_reused, "a ticket two rotations old was accepted"
+        s.close()
+    finally:
+        s2.stop()
+
+
 def test_sni_picks_the_certificate(srv):
     for host, want in (("localhost", "CN = localhost"), ("other.test", "CN = other.test"),
                        ("a.wild.test", "CN = other.test"), ("b.a.wild.test", "CN = localhost"),
