@@ -50,6 +50,7 @@
 #define FLOOD_BURST 1000.0             /* control frames allowed at once */
 #define FLOOD_RATE 100.0               /* and per second after that */
 #define MAX_CONTINUATIONS 8
+#define BOMB_COST 100.0                /* tokens a header list 4x over the limit costs */
 #define MAX_RESP_HEADERS 64
 #define DISCARD_MAX (16 * 1024 * 1024) /* body read and dropped after an early answer */
 
@@ -161,6 +162,8 @@ static void answer_rejected(h2_stream_t *st)
 {
     dl_req_t *r = st->req;
     if (r == NULL || st->dispatched)
+        return;
+    if (flooded(st->h)) /* a stream that is refused costs a token */
         return;
     if (r->id[0] == '\0')
         dl_request_id_new(st->h->c->worker->prng, r->id);
@@ -298,17 +301,29 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers are ignored */
     h2_stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-    if (st == NULL || st->req == NULL || st->err_status)
+    if (st == NULL || st->req == NULL)
         return 0;
     dl_req_t *r = st->req;
     const dl_config_t *cfg = st->h->c->worker->cfg;
     /* RFC 9113 counts 32 bytes of overhead per field; the decoded size is what
      * an HPACK bomb inflates, so it is checked before anything is copied */
     r->header_bytes += nlen + vlen + 32;
-    if (r->header_bytes > cfg->max_header_bytes + 32 * (size_t)cfg->max_headers) {
+    size_t limit = cfg->max_header_bytes + 32 * (size_t)cfg->max_headers;
+    if (r->header_bytes > limit) {
+        /* a little over: answered 431 once the block ends. Far over (an HPACK
+         * bomb): nghttp2 validates every decoded byte, so the stream is reset
+         * now, which makes it skip the rest of the block, and the client pays */
+        if (r->header_bytes > 4 * limit) {
+            st->h->tokens -= BOMB_COST;
+            if (flooded(st->h))
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
         stream_reject(st, 431, "request headers too large");
         return 0;
     }
+    if (st->err_status)
+        return 0;
     const char *n = (const char *)name, *v = (const char *)value;
     if (nlen > 0 && n[0] == ':') {
         if (nlen == 7 && memcmp(n, ":method", 7) == 0) {
@@ -582,7 +597,9 @@ static void init_once_cb(void)
     nghttp2_option_new(&options);
     /* nghttp2 1.57's defaults, explicit because the library may predate them */
     nghttp2_option_set_stream_reset_rate_limit(options, 1000, 33);
-    nghttp2_option_set_max_continuations(options, MAX_CONTINUATIONS);
+    /* ours (on_begin_frame) is the limit: Debian's 1.52 counts a CONTINUATION
+     * twice when its frame header arrives in two reads (fixed upstream in 1.70) */
+    nghttp2_option_set_max_continuations(options, 8 * MAX_CONTINUATIONS);
     nghttp2_option_set_max_outbound_ack(options, 1000);
     nghttp2_option_set_max_settings(options, 32);
 }
@@ -633,11 +650,17 @@ int dl_h2_feed(dl_h2_t *h, const char *data, size_t len)
 {
     ssize_t n = nghttp2_session_mem_recv(h->s, (const uint8_t *)data, len);
     if (n < 0) {
-        if (n != NGHTTP2_ERR_CALLBACK_FAILURE)
+        /* Our callbacks terminated the session already. nghttp2 queues a GOAWAY
+         * for protocol errors but not for the floods it detects itself; a
+         * second terminate is a no-op, so it is always asked for. */
+        if (n == NGHTTP2_ERR_FLOODED || n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
+            dl_log(DL_LOG_WARN, "HTTP/2 client floods (%s); closing its connection",
+                   nghttp2_strerror((int)n));
+            nghttp2_session_terminate_session(h->s, NGHTTP2_ENHANCE_YOUR_CALM);
+        } else if (n != NGHTTP2_ERR_CALLBACK_FAILURE) {
             dl_log(DL_LOG_DEBUG, "HTTP/2 connection ends: %s", nghttp2_strerror((int)n));
-        /* bad preface, a protocol error, a flood: nghttp2 queued a GOAWAY where one fits */
-        if (!nghttp2_session_want_write(h->s) && n != NGHTTP2_ERR_CALLBACK_FAILURE)
             nghttp2_session_terminate_session(h->s, NGHTTP2_PROTOCOL_ERROR);
+        }
         return -1;
     }
     return 0;

@@ -135,6 +135,8 @@ def test_contract_on_h2(srv):
         assert st == 400 and b"malformed request body" in body, body
         st, h, body, _ = versions(extra, base + "/error")
         assert st == 500 and json.loads(body)["requestId"] == h["x-request-id"]
+        st, h, body, _ = versions(extra + ["-H", "X-Big: " + "a" * 40000], base + "/json")
+        assert st == 431 and json.loads(body)["requestId"] == h["x-request-id"], (st, body)
         # HEAD: headers only
         st, h, body, _ = versions(extra + ["-I"], base + "/json")
         assert st == 200 and h["content-length"] == "27", h
