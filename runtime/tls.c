@@ -498,6 +498,7 @@ int dl_tls_read(dl_tls_t *t, const char *in, size_t len, dl_tls_plain_cb plain, 
         return DL_EPLAIN;
     t->in = in;
     t->in_len = len;
+    size_t left = len + 1; /* input not taken yet, to see that each retry makes progress */
     ERR_clear_error();
     for (;;) {
         size_t got = 0;
@@ -509,8 +510,10 @@ int dl_tls_read(dl_tls_t *t, const char *in, size_t len, dl_tls_plain_cb plain, 
         int e = SSL_get_error(t->ssl, ok);
         if (e == SSL_ERROR_WANT_READ && t->in_len == 0)
             return 0;
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-            continue; /* more input is waiting (not expected: our BIO never blocks) */
+        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && t->in_len < left) {
+            left = t->in_len;
+            continue; /* it took input and wants more of what is waiting */
+        }
         if (e == SSL_ERROR_ZERO_RETURN)
             return DL_EOF;
         ssl_reason(t->err, sizeof(t->err));
