@@ -1112,19 +1112,7 @@ dl_conn_t *dl_conn_virtual_new(dl_worker_t *w,
 /* what on_read does with a socket's bytes */
 void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t n)
 {
-    if (c->closed || c->closing)
-        return;
-    if (c->pending.len == 0 && c->state != DL_CS_BUSY) {
-        size_t used = conn_feed(c, data, n);
-        if (used < n && !c->closed && !c->closing)
-            dl_buf_append(&c->pending, data + used, n - used);
-    } else {
-        dl_buf_append(&c->pending, data, n);
-        if (c->state != DL_CS_BUSY) {
-            size_t used = conn_feed(c, c->pending.data, c->pending.len);
-            dl_buf_consume(&c->pending, used);
-        }
-    }
+    conn_input(c, data, n); /* never fresh, TLS or HTTP/2: straight to llhttp */
     if (!c->closed)
         conn_flush(c);
 }

@@ -24,6 +24,26 @@ BIN = os.environ.get("DEVLOOP_BIN", os.path.join(SRC, "build", "devloop"))
 APPS = os.path.join(HERE, "apps")
 
 
+# One request per behaviour of examples/bench (CONTRACT.md section 4), for
+# tests that compare two ways in: (method, path, headers, body).
+BENCH_REQUESTS = [
+    ("GET", "/hello", {}, None),
+    ("GET", "/json", {}, None),
+    ("GET", "/features?limit=100", {}, None),
+    ("GET", "/features?limit=100", {"Accept-Encoding": "gzip"}, None),
+    ("GET", "/features?limit=100", {"Accept": "application/msgpack"}, None),
+    ("GET", "/features?limit=3", {"Accept-Encoding": "deflate;q=0.5, gzip;q=0.1"}, None),
+    ("GET", "/cached/features", {}, None),
+    ("GET", "/cached/features", {"Accept-Encoding": "gzip"}, None),
+    ("POST", "/batch", {"Content-Type": "application/json"},
+     '{"operations": [%s]}' % ", ".join('{"id": %d, "type": "echo", "params": {"n": %d}}'
+                                        % (i, i) for i in range(20))),
+    ("GET", "/nope", {}, None),
+    ("DELETE", "/hello", {}, None),
+    ("HEAD", "/json", {}, None),
+]
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -42,21 +42,7 @@ def versions(args, url):
 
 # ------------------------------------------------------------ every route
 
-BENCH_CASES = [
-    ("GET", "/hello", {}, None),
-    ("GET", "/json", {}, None),
-    ("GET", "/features?limit=100", {}, None),
-    ("GET", "/features?limit=100", {"Accept-Encoding": "gzip"}, None),
-    ("GET", "/features?limit=100", {"Accept": "application/msgpack"}, None),
-    ("GET", "/features?limit=3", {"Accept-Encoding": "deflate;q=0.5, gzip;q=0.1"}, None),
-    ("GET", "/cached/features", {}, None),
-    ("GET", "/cached/features", {"Accept-Encoding": "gzip"}, None),
-    ("POST", "/batch", {"Content-Type": "application/json"},
-     json.dumps({"operations": [{"id": i, "type": "echo", "params": {"n": i}} for i in range(20)]})),
-    ("GET", "/nope", {}, None),
-    ("DELETE", "/hello", {}, None),
-    ("HEAD", "/json", {}, None),
-]
+BENCH_CASES = harness.BENCH_REQUESTS
 
 
 def test_every_bench_route_on_h2c_and_h2(srv):
