@@ -197,6 +197,12 @@ def test_50mb_up_and_down(srv):
                                extra + [base + "/files/" + meta["id"]], capture_output=True)
             assert p.stdout == b"200 2", p.stdout + p.stderr
             assert hashlib.sha256(open(out, "rb").read()).hexdigest() == digest
+            # and back over TLS HTTP/1.1: file bodies through the TLS write path
+            p = subprocess.run(["curl", "-sS", "-k", "--http1.1", "-o", out, "-w", "%{http_code}",
+                                "https://127.0.0.1:%d/files/%s" % (port, meta["id"])],
+                               capture_output=True)
+            assert p.stdout == b"200", p.stdout + p.stderr
+            assert hashlib.sha256(open(out, "rb").read()).hexdigest() == digest
             # a range over h2
             st, h, body, _ = versions(extra + ["-r", "1000-1999"], base + "/files/" + meta["id"])
             assert st == 206 and body == open(path, "rb").read()[1000:2000]
