@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include <openssl/bio.h>
@@ -33,7 +32,6 @@
 #include "internal.h"
 
 #define MAX_CERTS 8
-#define MAX_NAMES 16
 
 static const char CIPHERS_TLS12[] =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -44,16 +42,9 @@ typedef struct {
     unsigned char name[16], aes[32], hmac[32];
 } ticket_key_t;
 
-/* one loaded certificate: its context and the DNS names SNI matches */
+/* the certificates of one load (a context each); replaced whole by a reload */
 typedef struct {
-    SSL_CTX *ssl;
-    char *names[MAX_NAMES];
-    int n_names;
-} cert_ctx_t;
-
-/* the certificates of one load; replaced whole by a reload */
-typedef struct {
-    cert_ctx_t certs[MAX_CERTS];
+    SSL_CTX *certs[MAX_CERTS];
     int n;
 } cert_set_t;
 
@@ -134,18 +125,26 @@ static void init_once_cb(void)
 
 /* ========================================================== error messages */
 
-/* The reason of OpenSSL's most recent error ("" when none); clears the queue. */
-static const char *ssl_reason(char *buf, size_t len)
+/* The reason of OpenSSL's most recent error ("" when none); clears the queue
+ * and keeps the error's code in *code when code is not NULL. */
+static const char *ssl_reason_code(char *buf, size_t len, unsigned long *code)
 {
     unsigned long e, last = 0;
     while ((e = ERR_get_error()) != 0)
         last = e;
+    if (code)
+        *code = last;
     buf[0] = '\0';
     if (last) {
         const char *r = ERR_reason_error_string(last);
         snprintf(buf, len, "%s", r ? r : "unknown TLS error");
     }
     return buf;
+}
+
+static const char *ssl_reason(char *buf, size_t len)
+{
+    return ssl_reason_code(buf, len, NULL);
 }
 
 /* ============================================================= ticket keys */
@@ -180,9 +179,10 @@ static int ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPH
     int found = -1;
     uv_mutex_lock(&x->lock);
     time_t now = time(NULL);
-    if (now - x->keys_born >= 2 * (time_t)x->rotate_s)
+    time_t age = now - x->keys_born;
+    if (age >= 2 * (time_t)x->rotate_s)
         keys_rotate(x, now); /* idle for two periods: the previous key is too old too */
-    if (now - x->keys_born >= (time_t)x->rotate_s)
+    if (age >= (time_t)x->rotate_s)
         keys_rotate(x, now);
     if (enc) {
         k = x->keys[0];
@@ -242,18 +242,6 @@ static int alpn_cb(SSL *s, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_NOACK; /* no protocol we know: go on without ALPN (HTTP/1.1) */
 }
 
-static int name_matches(const char *pattern, const char *host)
-{
-    if (strcasecmp(pattern, host) == 0)
-        return 1;
-    /* "*.example.com" covers exactly one more label */
-    if (pattern[0] == '*' && pattern[1] == '.') {
-        const char *dot = strchr(host, '.');
-        return dot && dot != host && strcasecmp(pattern + 1, dot) == 0;
-    }
-    return 0;
-}
-
 /* SNI: switch to the certificate whose names cover the requested host. */
 static int servername_cb(SSL *s, int *alert, void *arg)
 {
@@ -264,48 +252,24 @@ static int servername_cb(SSL *s, int *alert, void *arg)
         return SSL_TLSEXT_ERR_OK;
     uv_mutex_lock(&x->lock);
     cert_set_t *set = x->set;
+    /* OpenSSL's own matching: every DNS name of the certificate (its CN when
+     * it has none), case-insensitive, "*.example.com" covering one label */
     for (int i = 1; i < set->n; i++)
-        for (int j = 0; j < set->certs[i].n_names; j++)
-            if (name_matches(set->certs[i].names[j], host)) {
-                SSL_set_SSL_CTX(s, set->certs[i].ssl);
-                uv_mutex_unlock(&x->lock);
-                return SSL_TLSEXT_ERR_OK;
-            }
+        if (X509_check_host(SSL_CTX_get0_certificate(set->certs[i]), host, 0, 0, NULL) == 1) {
+            SSL_set_SSL_CTX(s, set->certs[i]);
+            uv_mutex_unlock(&x->lock);
+            return SSL_TLSEXT_ERR_OK;
+        }
     uv_mutex_unlock(&x->lock);
     return SSL_TLSEXT_ERR_OK; /* the default certificate */
-}
-
-static void cert_names(cert_ctx_t *cc)
-{
-    X509 *crt = SSL_CTX_get0_certificate(cc->ssl);
-    if (crt == NULL)
-        return;
-    GENERAL_NAMES *alt = X509_get_ext_d2i(crt, NID_subject_alt_name, NULL, NULL);
-    for (int i = 0; alt && i < sk_GENERAL_NAME_num(alt) && cc->n_names < MAX_NAMES; i++) {
-        GENERAL_NAME *g = sk_GENERAL_NAME_value(alt, i);
-        if (g->type != GEN_DNS)
-            continue;
-        const char *s = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
-        cc->names[cc->n_names++] = dl_strdup(s);
-    }
-    GENERAL_NAMES_free(alt);
-    if (cc->n_names == 0) { /* no DNS names: the subject's CN */
-        char cn[256];
-        if (X509_NAME_get_text_by_NID(X509_get_subject_name(crt), NID_commonName, cn,
-                                      sizeof(cn)) > 0)
-            cc->names[cc->n_names++] = dl_strdup(cn);
-    }
 }
 
 static void set_free(cert_set_t *set)
 {
     if (set == NULL)
         return;
-    for (int i = 0; i < set->n; i++) {
-        SSL_CTX_free(set->certs[i].ssl); /* connections still using it hold references */
-        for (int j = 0; j < set->certs[i].n_names; j++)
-            dl_free(set->certs[i].names[j]);
-    }
+    for (int i = 0; i < set->n; i++)
+        SSL_CTX_free(set->certs[i]); /* connections still using it hold references */
     dl_free(set);
 }
 
@@ -384,9 +348,7 @@ static cert_set_t *load_set(dl_tls_ctx_t *x, char *err, size_t errlen)
             set_free(set);
             return NULL;
         }
-        set->certs[set->n].ssl = s;
-        cert_names(&set->certs[set->n]);
-        set->n++;
+        set->certs[set->n++] = s;
     }
     return set;
 }
@@ -455,7 +417,7 @@ dl_tls_t *dl_tls_new(dl_tls_ctx_t *x, dl_buf_t *out)
         return NULL;
     t->out = out;
     uv_mutex_lock(&x->lock);
-    t->ssl = SSL_new(x->set->certs[0].ssl);
+    t->ssl = SSL_new(x->set->certs[0]);
     uv_mutex_unlock(&x->lock);
     BIO *b = t->ssl ? BIO_new(bio_method) : NULL;
     if (b == NULL) {
@@ -516,7 +478,13 @@ int dl_tls_read(dl_tls_t *t, const char *in, size_t len, dl_tls_plain_cb plain, 
         }
         if (e == SSL_ERROR_ZERO_RETURN)
             return DL_EOF;
-        ssl_reason(t->err, sizeof(t->err));
+        unsigned long code;
+        ssl_reason_code(t->err, sizeof(t->err), &code);
+        /* a request line split over reads gets past looks_like_http */
+        if (ERR_GET_LIB(code) == ERR_LIB_SSL &&
+            (ERR_GET_REASON(code) == SSL_R_HTTP_REQUEST ||
+             ERR_GET_REASON(code) == SSL_R_HTTPS_PROXY_REQUEST))
+            return DL_EPLAIN;
         return DL_EPROTO;
     }
 }
