@@ -249,6 +249,14 @@ int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg)
         return 400;
     }
 
+    /* two Host headers: which one a proxy in front used is anyone's guess
+     * (RFC 9112 3.2 makes it a 400) */
+    int hosts = 0;
+    for (int i = 0; i < r->n_headers; i++)
+        if (r->headers[i].name_len == 4 &&
+            dl_strncasecmp_eq(r->head.data + r->headers[i].name_off, 4, "host", 4))
+            hosts++;
+
     /* the request id first, so every answer below carries it */
     size_t idlen;
     const char *id = dl_req_header(r, "x-request-id", &idlen);
@@ -259,6 +267,10 @@ int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg)
         dl_request_id_new(w->prng, r->id);
     }
 
+    if (hosts > 1) {
+        *msg = "more than one Host header";
+        return 400;
+    }
     dl_vm_route(w->vm, r);
     if (r->route_status == DL_ROUTE_FOUND && r->route->upload_limit)
         return start_upload(c, r, msg);

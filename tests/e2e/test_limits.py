@@ -163,6 +163,12 @@ def test_http2_preface_starts_h2c(srv):
     c.close()
 
 
+def test_duplicate_host(srv):
+    r = raw(srv, "GET /hello HTTP/1.1\r\nHost: a.example\r\nhost: b.example\r\n\r\n")
+    json_error(r, 400)
+    assert b"Host" in r.body, r
+
+
 def test_absolute_form_target(srv):
     r = raw(srv, "GET http://evil/hello HTTP/1.1\r\n\r\n")
     json_error(r, 400)
