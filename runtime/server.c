@@ -426,6 +426,7 @@ static void on_watch(void *arg)
 
 static void on_reload_async(uv_async_t *a)
 {
+    reload_tls(a->data); /* dl_runtime_reload() is SIGHUP for embedders */
     reload_now(a->data, "requested");
 }
 

@@ -163,7 +163,9 @@ DL_API void dl_runtime_free(dl_runtime_t *rt);
 /**
  * Reloads the app: every script is loaded in a scratch state first; only when
  * all load does each worker switch new requests to the new generation
- * (requests in flight finish on the old one). Asynchronous; any thread.
+ * (requests in flight finish on the old one). TLS listeners read their
+ * certificates again (a failure keeps the loaded ones, and is logged).
+ * Asynchronous; any thread.
  */
 DL_API void dl_runtime_reload(dl_runtime_t *rt);
 
