@@ -42,7 +42,8 @@ ERR_NAMES = {v: k for k, v in dict(
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 BIG_WINDOW = 1 << 24
-ENV = {"DEVLOOP_SEND_TIMEOUT_MS": "1500"}
+ENV = {"DEVLOOP_SEND_TIMEOUT_MS": "1500", "DEVLOOP_BODY_TIMEOUT_MS": "1000",
+       "DEVLOOP_HEADER_TIMEOUT_MS": "1500"}
 # CPU budgets are for the optimised build; ASan and UBSan cost a few times that
 CPU_SCALE = 4.0 if os.environ.get("DEVLOOP_SANITIZED") else 1.0
 # When nghttp2 itself detects a flood (NGHTTP2_ERR_FLOODED: over 1000 SETTINGS
@@ -668,6 +669,34 @@ def test_07_zero_window_stall(srv):
     while "flow-control window shut" not in srv.output() and time.time() < deadline:
         time.sleep(0.05)
     assert "flow-control window shut" in srv.output(), "closed, but not by the stall sweep"
+    h.close()
+    check_prompt(srv)
+
+
+def test_07b_slow_body_and_stalled_header_block(srv):
+    """A stream whose body stops (fewer than 1 KiB in a body-timeout window of
+    1 s) is answered 408 while the connection goes on; a header block left
+    open (HEADERS without END_HEADERS) ends the connection after the header
+    timeout (1.5 s), since nothing else may be sent on it meanwhile."""
+    h = H2(srv.port)
+    block = request_block("/echo", "POST", extra=(("content-length", "10000"),))
+    h.send(frame(HEADERS, END_HEADERS, 1, block), frame(DATA, 0, 1, b"x" * 10))
+    t0 = time.time()
+    st = h.responses([1], timeout=6)[1]
+    assert status(st) == 408, st
+    assert 0.9 <= time.time() - t0 < 4, time.time() - t0
+    assert json.loads(st["data"])["requestId"] == header(st, "x-request-id")
+    h.request(3, "/hello")  # the connection still serves
+    st = h.responses([3])[3]
+    assert status(st) == 200 and st["data"] == b"Hello, World!", st
+    h.close()
+
+    h = H2(srv.port)
+    h.send(frame(HEADERS, 0, 1, request_block("/hello")))  # no END_HEADERS
+    t0 = time.time()
+    assert h.until_closed(6), "an open header block kept the connection"
+    assert 1.2 <= time.time() - t0 < 5, time.time() - t0
+    assert h.goaway is not None, "closed without a GOAWAY"
     h.close()
     check_prompt(srv)
 
