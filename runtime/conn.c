@@ -34,6 +34,7 @@
 #include "h2.h"
 #include "internal.h"
 #include "lua_vm.h"
+#include "metrics.h"
 #include "multipart.h"
 #include "server.h"
 #include "tls.h"
@@ -1049,6 +1050,14 @@ static void conn_input(dl_conn_t *c, const char *data, size_t n)
     }
 }
 
+/* Counts a TLS connection that ended before or in its handshake. */
+static void tls_failed(dl_conn_t *c, const char *reason)
+{
+    dl_worker_t *w = c->worker;
+    const char *labels[1] = {reason};
+    dl_metric_add(w->rt->metrics, w->id, w->rt->m.tls_failures, labels, 1);
+}
+
 static void on_tls_plain(void *arg, const char *data, size_t n)
 {
     conn_input(arg, data, n);
@@ -1069,6 +1078,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         int rc = dl_tls_read(c->tls, buf->base, n, on_tls_plain, c);
         if (rc == DL_EPLAIN) {
             /* answered in plain HTTP, as nginx does, so the mistake is visible */
+            tls_failed(c, "plain_http");
             dl_tls_free(c->tls);
             c->tls = NULL;
             c->fresh = 0;
@@ -1078,6 +1088,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (rc != 0 && !c->closed) {
             if (rc == DL_EPROTO)
                 dl_log(DL_LOG_DEBUG, "TLS connection closed: %s", dl_tls_error(c->tls));
+            if (rc == DL_EPROTO && c->fresh)
+                tls_failed(c, "protocol");
             c->closing = 1; /* an alert may be waiting in cout */
             c->pending.len = 0;
         } else if (!c->closed && c->fresh && dl_tls_ready(c->tls)) {
@@ -1357,6 +1369,8 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
     }
     if (c->state == DL_CS_BUSY && !c->writing)
         return;
+    if (c->tls && c->fresh)
+        tls_failed(c, "timeout"); /* the handshake did not finish in time */
     dl_conn_close(c);
 }
 

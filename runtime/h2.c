@@ -40,6 +40,7 @@
 #include "compress.h"
 #include "internal.h"
 #include "lua_vm.h"
+#include "metrics.h"
 #include "router.h"
 #include "server.h"
 #include "upload.h"
@@ -131,6 +132,14 @@ static void stream_free(dl_h2_t *h, h2_stream_t *st)
     dl_free(st);
 }
 
+/* Counts a defence that fired, for devloop_http2_defences_total. */
+static void defence(dl_h2_t *h, const char *kind)
+{
+    dl_worker_t *w = h->c->worker;
+    const char *labels[1] = {kind};
+    dl_metric_add(w->rt->metrics, w->id, w->rt->m.h2_defences, labels, 1);
+}
+
 /* A control frame, or a stream that cost work for nothing: one token. */
 static int flooded(dl_h2_t *h)
 {
@@ -141,6 +150,7 @@ static int flooded(dl_h2_t *h)
     h->tokens_at = now;
     if (h->tokens < 1.0) {
         dl_log(DL_LOG_WARN, "HTTP/2 client floods control frames; closing its connection");
+        defence(h, "flood");
         nghttp2_session_terminate_session(h->s, NGHTTP2_ENHANCE_YOUR_CALM);
         return 1;
     }
@@ -187,6 +197,7 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
             dl_log(DL_LOG_WARN, "HTTP/2 client sent a header block in over %d CONTINUATION "
                                 "frames; closing its connection",
                    MAX_CONTINUATIONS);
+            defence(h, "continuation");
             nghttp2_session_terminate_session(h->s, NGHTTP2_ENHANCE_YOUR_CALM);
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
@@ -236,6 +247,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
      * (rapid reset) cannot start more work than max_streams at a time */
     if (h->running >= h->c->worker->cfg->h2_max_streams) {
         st->refused = 1;
+        defence(h, "rapid_reset");
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
         return flooded(h) ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
     }
@@ -314,6 +326,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
          * bomb): nghttp2 validates every decoded byte, so the stream is reset
          * now, which makes it skip the rest of the block, and the client pays */
         if (r->header_bytes > 4 * limit) {
+            defence(st->h, "hpack_bomb");
             st->h->tokens -= BOMB_COST;
             if (flooded(st->h))
                 return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -504,6 +517,17 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     return 0;
 }
 
+/* A GOAWAY for a protocol error (a bad preface, an oversized frame, HPACK or
+ * flow-control errors...), whoever found it, is a defence that ended a connection. */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    DL_UNUSED(s);
+    if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR &&
+        f->goaway.error_code != NGHTTP2_ENHANCE_YOUR_CALM) /* counted where it was found */
+        defence(ud, "protocol");
+    return 0;
+}
+
 static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
 {
     DL_UNUSED(s);
@@ -594,6 +618,7 @@ static void init_once_cb(void)
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
     nghttp2_option_new(&options);
     /* nghttp2 1.57's defaults, explicit because the library may predate them */
     nghttp2_option_set_stream_reset_rate_limit(options, 1000, 33);
@@ -656,6 +681,7 @@ int dl_h2_feed(dl_h2_t *h, const char *data, size_t len)
         if (n == NGHTTP2_ERR_FLOODED || n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
             dl_log(DL_LOG_WARN, "HTTP/2 client floods (%s); closing its connection",
                    nghttp2_strerror((int)n));
+            defence(h, n == NGHTTP2_ERR_FLOODED ? "flood" : "continuation");
             nghttp2_session_terminate_session(h->s, NGHTTP2_ENHANCE_YOUR_CALM);
         } else if (n != NGHTTP2_ERR_CALLBACK_FAILURE) {
             dl_log(DL_LOG_DEBUG, "HTTP/2 connection ends: %s", nghttp2_strerror((int)n));
@@ -822,6 +848,7 @@ int dl_h2_sweep(dl_h2_t *h, uint64_t now)
         dl_log(DL_LOG_INFO, "HTTP/2 client kept its flow-control window shut for %llu ms; "
                             "closing its connection",
                (unsigned long long)(now - h->stall_since));
+        defence(h, "stall");
         return -1;
     }
     for (h2_stream_t *st = h->streams, *next; st; st = next) {

@@ -161,6 +161,8 @@ static int define_metrics(dl_runtime_t *rt)
     static const char *const db_labels[] = {"operation", "collection"};
     static const char *const status_label[] = {"status"};
     static const char *const worker_label[] = {"worker"};
+    static const char *const defence_label[] = {"defence"};
+    static const char *const reason_label[] = {"reason"};
     dl_metrics_t *m = rt->metrics = dl_metrics_new(rt->cfg.workers);
     if (m == NULL)
         return DL_ENOMEM;
@@ -194,6 +196,18 @@ static int define_metrics(dl_runtime_t *rt)
                                               "devloop_metrics_series_overflow",
                                               "Updates dropped by the per-metric series cap",
                                               NULL, 0, NULL, 0);
+    rt->m.h2_defences = dl_metric_define(m, DL_METRIC_COUNTER, "devloop_http2_defences_total",
+                                         "HTTP/2 streams refused and connections ended by a "
+                                         "defence (flood, rapid_reset, hpack_bomb, "
+                                         "continuation, stall, protocol)",
+                                         defence_label, 1, NULL, 0);
+    rt->m.tls_failures = dl_metric_define(m, DL_METRIC_COUNTER,
+                                          "devloop_tls_failed_handshakes_total",
+                                          "TLS connections that ended before or in the handshake "
+                                          "(plain_http, protocol, timeout)",
+                                          reason_label, 1, NULL, 0);
+    if (rt->m.h2_defences < 0 || rt->m.tls_failures < 0)
+        return DL_EINVAL;
     if (rt->m.requests < 0 || rt->m.duration < 0 || rt->m.db_duration < 0 ||
         rt->m.cache_lookup < 0 || rt->m.connections < 0 || rt->m.lua_memory < 0 ||
         rt->m.generation < 0 || rt->m.reload_failures < 0 || rt->m.log_dropped < 0 ||

@@ -810,5 +810,17 @@ def test_10_bad_preface(srv):
     check_prompt(srv)
 
 
+def test_zz_defence_metrics(srv):
+    """Runs last: each defence that fired above is counted by kind."""
+    text = srv.get("/metrics").body.decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("devloop_http2_defences_total{"):
+            kind = line.split('defence="')[1].split('"')[0]
+            counts[kind] = float(line.rsplit(" ", 1)[1])
+    for kind in ("flood", "continuation", "hpack_bomb", "rapid_reset", "stall", "protocol"):
+        assert counts.get(kind, 0) >= 1, (kind, counts)
+
+
 if __name__ == "__main__":
     harness.main(globals(), app="basic", env=ENV)

@@ -342,6 +342,19 @@ def test_sighup_reloads_certificates(srv):
     shutil.copy(new_key, LIVE_KEY)
 
 
+def test_zz_failure_metrics(srv):
+    # runs last: the bad clients above are counted by reason
+    text = srv.get("/metrics").body.decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("devloop_tls_failed_handshakes_total{"):
+            reason = line.split('reason="')[1].split('"')[0]
+            counts[reason] = float(line.rsplit(" ", 1)[1])
+    assert counts.get("plain_http", 0) >= 1, counts
+    assert counts.get("protocol", 0) >= 3, counts  # garbage, TLS 1.1, CBC-only
+    assert counts.get("timeout", 0) >= 2, counts  # the stalled handshakes
+
+
 ALLOWED_ERRORS = ["certificates not reloaded"]
 
 harness.main(globals(), app="basic", env=ENV, args=ARGS)
