@@ -815,14 +815,16 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 static void conn_finish_close(dl_conn_t *c)
 {
-    if (c->closed)
-        return;
+    if (c->closed || c->shutting)
+        return; /* a second uv_shutdown would fail and close before the linger */
     if (c->lingering) {
         uv_shutdown_t *sr = dl_malloc(sizeof(*sr));
         if (sr) {
             sr->data = c;
-            if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown) == 0)
+            if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown) == 0) {
+                c->shutting = 1;
                 return;
+            }
             dl_free(sr);
         }
     }
@@ -956,7 +958,8 @@ again:
         return;
     }
     c->writing = wr->buf.len;
-    if (c->state != DL_CS_BUSY || c->h2)
+    /* a handshake keeps its header deadline; everything else must drain in time */
+    if ((c->state != DL_CS_BUSY || c->h2) && !(c->tls && c->fresh))
         c->deadline = uv_now(&c->worker->loop) + c->worker->cfg->send_timeout_ms;
 }
 
@@ -1090,7 +1093,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                 dl_log(DL_LOG_DEBUG, "TLS connection closed: %s", dl_tls_error(c->tls));
             if (rc == DL_EPROTO && c->fresh)
                 tls_failed(c, "protocol");
-            c->closing = 1; /* an alert may be waiting in cout */
+            if (c->h2 && rc == DL_EOF)
+                dl_h2_send(c->h2); /* answers already submitted still go out */
+            else
+                dl_buf_reset(&c->out); /* TLS is broken: only its alert (in cout) goes */
+            c->closing = 1;
             c->pending.len = 0;
         } else if (!c->closed && c->fresh && dl_tls_ready(c->tls)) {
             conn_input(c, "", 0); /* handshake done: h2 sends its SETTINGS now */
@@ -1303,6 +1310,7 @@ void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
     c->worker = w;
     c->file_fd = -1;
     if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
+        dl_buf_free(&c->out); /* a pooled connection keeps its buffer */
         dl_free(c);
         return;
     }
@@ -1342,7 +1350,16 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
         return;
     const dl_config_t *cfg = c->worker->cfg;
     if (c->h2) {
-        if ((c->writing && c->deadline && now >= c->deadline) || dl_h2_sweep(c->h2, now) != 0) {
+        if (c->writing && c->deadline && now >= c->deadline) {
+            dl_conn_close(c);
+            return;
+        }
+        /* answers the sweep gives (408) are flushed after it, never inside it:
+         * a failed write would close the connection under the sweep's feet */
+        c->in_feed = 1;
+        int rc = dl_h2_sweep(c->h2, now);
+        c->in_feed = 0;
+        if (rc != 0) {
             dl_conn_close(c);
             return;
         }

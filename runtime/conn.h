@@ -60,6 +60,7 @@ struct dl_conn_s {
     struct dl_h2_s *h2;   /* HTTP/2 (ALPN h2 or the h2c preface) */
     int listener;         /* index of the listener it came from */
     unsigned fresh : 1;   /* nothing parsed yet: may still turn out to be h2c */
+    unsigned shutting : 1; /* uv_shutdown issued (lingering close) */
 };
 
 /**

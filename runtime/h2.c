@@ -291,17 +291,21 @@ static int add_header(h2_stream_t *st, const char *n, size_t nlen, const char *v
     return r->head.oom ? 503 : 0;
 }
 
+/* The request keeps a static string: routed methods by name, the others from
+ * llhttp's list (llhttp_method_name() aborts on a value it does not define). */
 static const char *method_static(const char *m, size_t len)
 {
-    /* routed methods first (no scan); the request keeps a static string */
     const char *known = dl_method_name(dl_method_from_name(m, len));
     if (known)
         return known;
-    for (int i = 0; i < 64; i++) {
-        const char *n = llhttp_method_name((llhttp_method_t)i);
-        if (n && strlen(n) == len && memcmp(n, m, len) == 0 && strcmp(n, "<unknown>") != 0)
-            return n;
-    }
+    static const char *const all[] = {
+#define XX(num, name, string) #string,
+        HTTP_ALL_METHOD_MAP(XX)
+#undef XX
+    };
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (strlen(all[i]) == len && memcmp(all[i], m, len) == 0)
+            return all[i];
     return NULL;
 }
 
@@ -703,8 +707,8 @@ int dl_h2_send(dl_h2_t *h)
     h->in_send = 0;
     if (rv != 0)
         return -1;
-    if (h->progress)
-        h->stall_since = 0;
+    if (h->progress || h->n_sending == 0)
+        h->stall_since = 0; /* moving, or nothing left to send (a stalled stream was reset) */
     /* everything sendable went out, yet bodies wait: the peer's window is shut */
     if (!h->blocked && h->n_sending > 0 && h->stall_since == 0)
         h->stall_since = now_ms(h);
@@ -753,10 +757,18 @@ void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
     st->req = NULL;
     if (st->dispatched)
         h->running--;
+    if (w->status < 200) { /* an interim status cannot end an HTTP/2 stream */
+        dl_log_req(DL_LOG_ERROR, r->id, "handler status %d cannot answer over HTTP/2; stream reset",
+                   w->status);
+        if (resp->has_file)
+            close(resp->file_fd);
+        nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        return;
+    }
     dl_conn_t *c = h->c;
     nghttp2_nv nva[MAX_RESP_HEADERS + 16];
     size_t n = 0;
-    char status[8], clen[24];
+    char status[12], clen[24];
     snprintf(status, sizeof(status), "%d", w->status);
     NV(":status", status, strlen(status));
     const char *date = dl_worker_date(c->worker);
@@ -853,23 +865,34 @@ int dl_h2_sweep(dl_h2_t *h, uint64_t now)
     }
     for (h2_stream_t *st = h->streams, *next; st; st = next) {
         next = st->next;
-        if (st->closed || st->dispatched || st->err_status || st->refused)
+        if (st->closed || st->refused)
             continue;
-        if (!st->headers_done) {
+        if (!st->headers_done) { /* nothing else may be sent meanwhile: whole connection */
             if (now - st->start >= cfg->header_timeout_ms) {
                 nghttp2_session_terminate_session(h->s, NGHTTP2_PROTOCOL_ERROR);
                 return 0; /* the GOAWAY goes out, then the session is over */
             }
             continue;
         }
-        if (now - st->window_start >= cfg->body_timeout_ms) {
-            if (st->window_bytes < cfg->body_min_bytes) {
-                stream_reject(st, 408, "request body arrived too slowly");
-                answer_rejected(st);
-                continue;
-            }
+        if (st->ended || (st->dispatched && st->req))
+            continue; /* nothing more to receive, or a complete request in its handler */
+        /* a body still arriving, or the rest of one answered early: at least
+         * body_min_bytes per body_timeout_ms, or the stream ends */
+        if (now - st->window_start < cfg->body_timeout_ms)
+            continue;
+        if (st->window_bytes >= cfg->body_min_bytes) {
             st->window_start = now;
             st->window_bytes = 0;
+        } else if (st->req && !st->dispatched) {
+            stream_reject(st, 408, "request body arrived too slowly");
+            answer_rejected(st); /* flushed by the caller, after the sweep */
+            st->window_start = now;
+            st->window_bytes = 0;
+        } else {
+            /* answered, and the rest of the body stopped coming: stop waiting */
+            st->early = 0;
+            nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+            st->window_start = now;
         }
     }
     if (h->n_open == 0 && !h->goaway) {

@@ -261,18 +261,20 @@ static void finish_stop(dl_worker_t *w)
 {
     uv_timer_stop(&w->grace);
     uv_timer_stop(&w->sweep);
-    /* handlers still parked (sleeping, waiting on I/O) are abandoned */
-    dl_vm_cancel_tasks(w->vm);
-    if (w->redis) {
-        dl_redis_pool_free(w->redis); /* its handles close on this loop */
-        w->redis = NULL;
-    }
-    /* force-close what is left: the grace period is over */
+    /* force-close what is left: the grace period is over. Connections first:
+     * closing detaches the requests of parked handlers (HTTP/1 active, HTTP/2
+     * streams), which must still exist when it does */
     dl_conn_t *c = w->conns;
     while (c) {
         dl_conn_t *next = c->next;
         dl_conn_close(c);
         c = next;
+    }
+    /* handlers still parked (sleeping, waiting on I/O) are abandoned */
+    dl_vm_cancel_tasks(w->vm);
+    if (w->redis) {
+        dl_redis_pool_free(w->redis); /* its handles close on this loop */
+        w->redis = NULL;
     }
     if (!uv_is_closing((uv_handle_t *)&w->wakeup))
         uv_close((uv_handle_t *)&w->wakeup, NULL);

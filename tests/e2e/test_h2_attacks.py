@@ -701,6 +701,30 @@ def test_07b_slow_body_and_stalled_header_block(srv):
     check_prompt(srv)
 
 
+def test_07c_answered_early_then_silence(srv):
+    """A stream answered before its body ended (413 from content-length) whose
+    client then goes silent is reset after the body timeout, so the connection
+    is not held open forever; an unknown method gets 501, not a crash."""
+    h = H2(srv.port)
+    block = request_block("/limited", "POST", extra=(("content-length", "5000"),))
+    h.send(frame(HEADERS, END_HEADERS, 1, block))
+    t0 = time.time()
+    st = h.responses([1], timeout=5)[1]
+    assert status(st) == 413, st
+    while h.stream(1)["rst"] is None and time.time() - t0 < 6 and not h.eof:
+        h.pump(0.5)
+    assert h.stream(1)["rst"] == 0, h.stream(1)  # RST_STREAM(NO_ERROR)
+    assert time.time() - t0 < 5, time.time() - t0
+    h.send(frame(HEADERS, END_HEADERS | END_STREAM, 3, request_block("/hello", "FOO")))
+    st = h.responses([3], timeout=5)[3]
+    assert status(st) == 501, st
+    h.request(5, "/hello")
+    st = h.responses([5])[5]
+    assert status(st) == 200, st
+    h.close()
+    check_prompt(srv)
+
+
 def test_08_oversized_frame(srv):
     """A frame over SETTINGS_MAX_FRAME_SIZE (16384 by default) is a connection
     error FRAME_SIZE_ERROR (RFC 9113 4.2), whatever its type."""
