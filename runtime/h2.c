@@ -94,6 +94,7 @@ struct dl_h2_s {
     uint64_t idle_since, stall_since;
     int continuations;
     unsigned progress : 1, blocked : 1, goaway : 1, ever_stream : 1, in_send : 1;
+    unsigned ending : 1; /* terminated: the GOAWAY goes out even past OUT_HIGH */
 };
 
 static nghttp2_session_callbacks *callbacks;
@@ -151,6 +152,7 @@ static int flooded(dl_h2_t *h)
     if (h->tokens < 1.0) {
         dl_log(DL_LOG_WARN, "HTTP/2 client floods control frames; closing its connection");
         defence(h, "flood");
+        h->ending = 1;
         nghttp2_session_terminate_session(h->s, NGHTTP2_ENHANCE_YOUR_CALM);
         return 1;
     }
@@ -198,6 +200,7 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
                                 "frames; closing its connection",
                    MAX_CONTINUATIONS);
             defence(h, "continuation");
+            h->ending = 1;
             nghttp2_session_terminate_session(h->s, NGHTTP2_ENHANCE_YOUR_CALM);
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
@@ -412,12 +415,21 @@ static void headers_done(h2_stream_t *st, int end_stream)
         if (cl && strtoull(cl, NULL, 10) > r->body_limit)
             stream_reject(st, 413, "request body too large");
     }
+    size_t elen = 0;
+    const char *expect = st->err_status ? NULL : dl_req_header(r, "expect", &elen);
+    if (expect && !dl_strncasecmp_eq(expect, elen, "100-continue", 12))
+        stream_reject(st, 417, "only Expect: 100-continue is supported");
     if (st->err_status) {
         answer_rejected(st);
         return;
     }
-    if (end_stream)
+    if (end_stream) {
         dispatch(st);
+    } else if (expect && r->route_status == DL_ROUTE_FOUND) {
+        /* an interim 100 HEADERS, only when the body will be read (RFC 9110 10.1.1) */
+        nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
+        nghttp2_submit_headers(h->s, NGHTTP2_FLAG_NONE, st->id, NULL, &nv, 1, NULL);
+    }
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
@@ -538,7 +550,7 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
     DL_UNUSED(flags);
     dl_h2_t *h = ud;
     dl_conn_t *c = h->c;
-    if (c->out.len >= OUT_HIGH) {
+    if (c->out.len >= OUT_HIGH && !h->ending) {
         h->blocked = 1;
         return NGHTTP2_ERR_WOULDBLOCK;
     }
@@ -686,9 +698,11 @@ int dl_h2_feed(dl_h2_t *h, const char *data, size_t len)
             dl_log(DL_LOG_WARN, "HTTP/2 client floods (%s); closing its connection",
                    nghttp2_strerror((int)n));
             defence(h, n == NGHTTP2_ERR_FLOODED ? "flood" : "continuation");
+            h->ending = 1;
             nghttp2_session_terminate_session(h->s, NGHTTP2_ENHANCE_YOUR_CALM);
         } else if (n != NGHTTP2_ERR_CALLBACK_FAILURE) {
             dl_log(DL_LOG_DEBUG, "HTTP/2 connection ends: %s", nghttp2_strerror((int)n));
+            h->ending = 1;
             nghttp2_session_terminate_session(h->s, NGHTTP2_PROTOCOL_ERROR);
         }
         return -1;
@@ -869,6 +883,7 @@ int dl_h2_sweep(dl_h2_t *h, uint64_t now)
             continue;
         if (!st->headers_done) { /* nothing else may be sent meanwhile: whole connection */
             if (now - st->start >= cfg->header_timeout_ms) {
+                h->ending = 1;
                 nghttp2_session_terminate_session(h->s, NGHTTP2_PROTOCOL_ERROR);
                 return 0; /* the GOAWAY goes out, then the session is over */
             }

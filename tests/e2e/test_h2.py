@@ -142,6 +142,38 @@ def test_request_bodies_without_length(srv):
         assert p.stdout.endswith(b"413"), p.stdout
 
 
+def test_expect_100_continue(srv):
+    # an interim 100 before the body, then the answer; other expectations: 417
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    base = [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"),
+            (":path", "/echo"), ("content-type", "application/json")]
+    conn.send_headers(1, base + [("expect", "100-continue")])
+    conn.send_headers(3, base + [("expect", "teapot")])
+    sock.sendall(conn.data_to_send())
+    statuses, bodies, ended = {}, {}, set()
+    while len(ended) < 2:
+        data = sock.recv(65536)
+        assert data, "closed"
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.InformationalResponseReceived):
+                statuses.setdefault(ev.stream_id, []).append(dict(ev.headers)[b":status"])
+                conn.send_data(1, b'{"a":1}', end_stream=True)
+            elif isinstance(ev, h2.events.ResponseReceived):
+                statuses.setdefault(ev.stream_id, []).append(dict(ev.headers)[b":status"])
+            elif isinstance(ev, h2.events.DataReceived):
+                bodies[ev.stream_id] = bodies.get(ev.stream_id, b"") + ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                ended.add(ev.stream_id)
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    assert statuses[1] == [b"100", b"200"], statuses
+    assert json.loads(bodies[1])["body"] == {"a": 1}, bodies
+    assert statuses[3] == [b"417"], statuses
+
+
 def test_metrics_protocol_label(srv):
     for extra, base in both(srv):
         curl(*extra, base + "/json")
