@@ -1063,6 +1063,10 @@ static void finish_main(dl_task_t *t, int ok)
         /* body is a file path; then offset and length (default: the rest) */
         const char *path = lua_tostring(co, bi);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* a 7th value true: a temporary copy, gone once open (the fd keeps it),
+         * whether or not it can be sent */
+        if (fd >= 0 && n >= bi + 5 && lua_toboolean(co, bi + 5))
+            unlink(path);
         struct stat st;
         if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
             if (fd >= 0)
@@ -1083,9 +1087,6 @@ static void finish_main(dl_task_t *t, int ok)
             task_free(t, 0);
             return;
         }
-        /* a 7th value true: a temporary copy, gone once open (the fd keeps it) */
-        if (n >= bi + 5 && lua_toboolean(co, bi + 5))
-            unlink(path);
         rb.resp.has_file = 1;
         rb.resp.file_fd = fd;
         rb.resp.file_off = off;

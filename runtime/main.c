@@ -291,7 +291,7 @@ static int cmd_test(int argc, char **argv)
     for (int i = 0; i < nfiles; i++) {
         char tmpl[] = "/tmp/devloop-test-XXXXXX";
         char db[1100], result[1100], abs[4096];
-        if (mkdtemp(tmpl) == NULL || realpath(files[i], abs) == NULL) {
+        if (realpath(files[i], abs) == NULL || mkdtemp(tmpl) == NULL) {
             fprintf(stderr, "devloop: %s: %s\n", files[i], strerror(errno));
             failed++;
             continue;
@@ -303,6 +303,11 @@ static int cmd_test(int argc, char **argv)
         setenv("DEVLOOP_TEST_RESULT", result, 1);
         setenv("DEVLOOP_TEST_TAP", tap ? "1" : "0", 1);
         setenv("DEVLOOP_LOG_DIR", "-", 1);
+        /* the embedded store and cache, whatever the shell has configured:
+         * tests must never write to a live MongoDB or Redis */
+        unsetenv("MONGO_URI");
+        unsetenv("REDIS_URL");
+        unsetenv("REDIS_HOST");
         if (tap)
             printf("# %s\n", files[i]);
         fflush(stdout);

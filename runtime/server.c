@@ -278,6 +278,8 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         return DL_EINVAL;
     }
     dl_set_allocator(cfg->malloc_fn, cfg->realloc_fn, cfg->free_fn);
+    /* a test's fake clock (t.advance) starts at zero in each runtime */
+    __atomic_store_n(&dl_clock_skew_ms, 0, __ATOMIC_RELAXED);
     dl_runtime_t *rt = dl_calloc(1, sizeof(*rt));
     if (rt == NULL)
         return DL_ENOMEM;

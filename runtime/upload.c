@@ -187,20 +187,23 @@ int dl_upload_new(const char *dir, const char *prefix, const char *boundary, siz
     return 0;
 }
 
+/* The parser's reason for a failure the sink did not explain itself. */
+static int keep_parser_error(dl_upload_t *u, int rc)
+{
+    if (rc < 0 && u->error[0] == '\0' && u->mp.error[0] != '\0')
+        snprintf(u->error, sizeof(u->error), "%s%s",
+                 rc == DL_EINVAL ? "malformed multipart body: " : "", u->mp.error);
+    return rc;
+}
+
 int dl_upload_feed(dl_upload_t *u, const char *data, size_t len)
 {
-    int rc = dl_multipart_feed(&u->mp, data, len);
-    if (rc == DL_EINVAL && u->error[0] == '\0')
-        snprintf(u->error, sizeof(u->error), "malformed multipart body: %s", u->mp.error);
-    return rc;
+    return keep_parser_error(u, dl_multipart_feed(&u->mp, data, len));
 }
 
 int dl_upload_finish(dl_upload_t *u)
 {
-    int rc = dl_multipart_finish(&u->mp);
-    if (rc != 0 && u->error[0] == '\0')
-        snprintf(u->error, sizeof(u->error), "malformed multipart body: %s", u->mp.error);
-    return rc;
+    return keep_parser_error(u, dl_multipart_finish(&u->mp));
 }
 
 const char *dl_upload_error(const dl_upload_t *u)

@@ -283,10 +283,22 @@ int main(int argc, char **argv)
     if (argc > 3 && (strcmp(argv[2], "--cycles") == 0 || strcmp(argv[2], "--get") == 0 ||
                      strcmp(argv[2], "--host-loop") == 0))
         setenv("DEVLOOP_LOG_DIR", "-", 0); /* no log files for one-shot runs */
-    if (argc > 3 && strcmp(argv[2], "--host-loop") == 0)
-        return host_loop(argv[1], atof(argv[3]), argc > 4 ? argv[4] : NULL);
-    if (argc > 3 && strcmp(argv[2], "--cycles") == 0)
-        return cycles(argv[1], atoi(argv[3]), argc > 4 ? argv[4] : "/tool/upper/x?ms=0");
+    if (argc > 3 && strcmp(argv[2], "--host-loop") == 0) {
+        double secs = atof(argv[3]);
+        if (!(secs > 0)) {
+            fprintf(stderr, "--host-loop needs a number of seconds above 0\n");
+            return 2;
+        }
+        return host_loop(argv[1], secs, argc > 4 ? argv[4] : NULL);
+    }
+    if (argc > 3 && strcmp(argv[2], "--cycles") == 0) {
+        int n = atoi(argv[3]);
+        if (n < 1) {
+            fprintf(stderr, "--cycles needs a count of 1 or more\n");
+            return 2;
+        }
+        return cycles(argv[1], n, argc > 4 ? argv[4] : "/tool/upper/x?ms=0");
+    }
     if (argc > 3 && strcmp(argv[2], "--get") == 0) {
         pthread_t th;
         dl_runtime_t *rt = start_runtime(argv[1], &th);

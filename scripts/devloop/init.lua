@@ -413,10 +413,11 @@ _M.builtin_routes = builtin_defaults()
 
 local loading_tokens, loading_tokens_file
 function _M._begin_load()
-  loading_tokens, loading_tokens_file = _M.auth._read()
   start_hooks = {}
   _M.builtin_routes = builtin_defaults()
   loading_processors = {}
+  -- last: a broken tokens file raises, and the resets above must have run
+  loading_tokens, loading_tokens_file = _M.auth._read()
 end
 -- called when a load succeeded (the C side only switches generations then)
 function _M._end_load()

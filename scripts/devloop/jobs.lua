@@ -203,7 +203,7 @@ for _ = 1, tonumber(ARGV[8]) do
     if state == 'completed' then
       -- the owner stays (no one renews or finishes a completed job); its
       -- hash is deleted by the reclaim script once its keep time is over
-      redis.call('HSET', k, 'state', state, 'result', value, 'finished_at', now_s)
+      redis.call('HSET', k, 'state', state, 'result', value, 'error', '', 'finished_at', now_s)
       local keep = ARGV[i + 4]
       if keep ~= '0' then
         local until_ = keeps[keep]

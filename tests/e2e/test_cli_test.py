@@ -50,10 +50,36 @@ def test_failure_names_file_and_line_and_tap(_):
     assert rc == 1 and "bad_test.lua" in out, out
 
 
+def run_env(env, *args):
+    e = dict(os.environ)
+    e.update(env)
+    p = subprocess.run([harness.BIN] + list(args), capture_output=True, text=True, timeout=120,
+                       env=e)
+    return p.returncode, p.stdout, p.stderr
+
+
 def test_devloop_api_route_tests(_):
-    rc, out, err = run("test", os.path.join(harness.SRC, "examples", "devloop-api"))
+    # a configured MongoDB or Redis (here unreachable) is never used by tests:
+    # each file gets the embedded store, and the fake clock starts at zero
+    rc, out, err = run_env({"MONGO_URI": "mongodb://127.0.0.1:1", "REDIS_URL": "redis://127.0.0.1:1"},
+                           "test", os.path.join(harness.SRC, "examples", "devloop-api"))
     assert rc == 0 and "0 failed" in out, (out, err)
     print("# " + out.strip().splitlines()[-1])
+
+
+def test_fake_clock_does_not_carry_over(_):
+    app = os.path.join(WORK, "clock")
+    os.makedirs(os.path.join(app, "tests"))
+    with open(os.path.join(app, "tests", "a_test.lua"), "w") as f:
+        f.write('local t = require "devloop.test"\n'
+                't.test("advance a day", function() t.advance(86400 * 1000) end)\n')
+    with open(os.path.join(app, "tests", "b_test.lua"), "w") as f:
+        f.write('local t = require "devloop.test"\nlocal api = require "devloop"\n'
+                't.test("a fresh clock", function()\n'
+                '  t.ok(math.abs(api.now() - os.time()) < 60, "skew " .. (api.now() - os.time()))\n'
+                'end)\n')
+    rc, out, err = run("test", app)
+    assert rc == 0 and "2 passed, 0 failed" in out, (out, err)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def test_retries_with_exponential_backoff(srv):
     jid = add(srv, "flaky", backoff={"type": "exponential", "delay": 200})
     j = wait_state(srv, jid)
     assert j["state"] == "completed" and j["attempts_made"] == 3 and j["result"] == "third time lucky", j
+    assert not j.get("error"), j  # the retries' error is gone once it completed
     ts = [e["t"] for e in log(srv) if e["id"] == jid]
     assert len(ts) == 3, ts
     g1, g2 = ts[1] - ts[0], ts[2] - ts[1]
