@@ -306,15 +306,17 @@ def test_goaway_on_graceful_stop_finishes_streams(srv):
                 (":path", "/sleep/800")]
         conn.send_headers(1, hdrs, end_stream=True)
         conn.send_headers(3, hdrs[:3] + [(":path", "/sleep/600")], end_stream=True)
+        conn.ping(b"inflight")  # its ACK means both HEADERS were taken
         sock.sendall(conn.data_to_send())
-        time.sleep(0.2)  # both handlers are running
-        s2.proc.send_signal(signal.SIGTERM)
-        goaway, ended, bodies, buf = None, set(), {}, b""
+        goaway, ended, bodies, buf, signalled = None, set(), {}, b"", False
         while True:
             fr = read_frame(sock, buf)
             if fr is None:
                 break
             ftype, flags, sid, payload, buf = fr
+            if ftype == 6 and flags & 1 and not signalled:
+                s2.proc.send_signal(signal.SIGTERM)
+                signalled = True
             if ftype == 7:
                 goaway = (int.from_bytes(payload[:4], "big"), int.from_bytes(payload[4:8], "big"))
             elif ftype == 0:

@@ -417,7 +417,7 @@ def test_01b_max_concurrent_streams_acknowledged(srv):
     if h.goaway is not None:
         last, code, _ = h.goaway
         assert code in (PROTOCOL_ERROR, REFUSED_STREAM, ENHANCE_YOUR_CALM), goaway_name(h)
-        assert last <= 199, "streams over the limit processed: %s" % goaway_name(h)
+        assert last == 199, "not exactly the 100 streams within the limit: %s" % goaway_name(h)
         assert h.until_closed(3), "no close after %s" % goaway_name(h)
     else:
         for s in extra:
@@ -452,25 +452,23 @@ def test_02_hpack_bomb(srv):
         assert h.send(frame(HEADERS, END_HEADERS | END_STREAM, s, block)), "server closed"
     rs = h.responses(sids, timeout=15)
     took, cpu = time.time() - t0, cpu_seconds(srv) - cpu0
-    if h.goaway is not None:
-        assert h.goaway[1] == ENHANCE_YOUR_CALM, goaway_name(h)
-        assert h.goaway[0] >= 2 * 5 + 1, goaway_name(h)  # a few bombs before the end
-        sids = [x for x in sids if x <= h.goaway[0]]
-    for s in sids:
+    # 20 bombs at 100 tokens each against a bucket of 1000: the connection ends
+    assert h.goaway is not None and h.goaway[1] == ENHANCE_YOUR_CALM, goaway_name(h)
+    assert 2 * 5 + 1 <= h.goaway[0] <= 2 * 12 + 1, goaway_name(h)  # about ten bombs
+    sids = [x for x in sids if x <= h.goaway[0]]
+    # the bombs before the end were each reset (or answered 431); resets still
+    # queued when the session terminated may be dropped, so not every one is seen
+    done = [x for x in sids if rs[x]["done"]]
+    assert len(done) >= 5, ([rs[x] for x in sids], goaway_name(h))
+    for s in done:
         st = rs[s]
-        assert st["done"] or h.goaway is not None, (s, st, goaway_name(h))
-        if st["done"] and st["rst"] is None:
+        if st["rst"] is None:
             assert status(st) == 431, (s, st)
             assert header(st, "content-type").startswith("application/json"), st
             rid = header(st, "x-request-id")
             assert rid, st
             j = json.loads(st["data"])
             assert j.get("requestId") == rid and j.get("error"), j
-    if h.goaway is None:
-        # the connection and its HPACK state survive: index 62 is still the bomb
-        h.request(101, "/hello")
-        st = h.responses([101])[101]
-        assert status(st) == 200 and st["data"] == b"Hello, World!", st
     h.close()
     assert cpu < 2.0 * CPU_SCALE, "20 HPACK bombs cost %.2fs of CPU (%.2fs wall)" % (cpu, took)
     check_prompt(srv)

@@ -29,37 +29,8 @@
 
 #include "internal.h"
 #include "tls.h"
+#include "sb.h"
 #include "unit.h"
-
-/* ---- a growable byte string */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} sb_t;
-
-static void sb_add(sb_t *b, const void *data, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        b->p = realloc(b->p, cap);
-        if (b->p == NULL)
-            abort();
-        b->cap = cap;
-    }
-    if (n > 0)
-        memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_free(sb_t *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(*b));
-}
 
 /* Compares a large buffer without printing it: the first differing offset. */
 #define EXPECT_BYTES(got, glen, want, wlen)                                       \
