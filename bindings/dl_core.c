@@ -4,8 +4,6 @@
  * the logger. No policy lives here (STYLE.md section 6).
  */
 #include <errno.h>
-#include <stdlib.h>
-#include <strings.h>
 #include <string.h>
 #include <sys/stat.h>
 

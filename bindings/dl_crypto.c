@@ -1,7 +1,7 @@
 /*
  * dl_crypto.c - the Lua module devloop.crypto over OpenSSL's libcrypto:
- * sha256(s) and sha256_hex(s) digest a string, equal(a, b) compares two
- * strings in time that depends only on their lengths (bearer tokens: compare
+ * sha256(s) digests a string, hex(s)/unhex(s) convert to and from hex,
+ * equal(a, b) compares two strings in time that depends only on their lengths (bearer tokens: compare
  * digests, which have one length), random(n) returns n bytes from the
  * kernel-seeded generator. Misuse (a non-string) raises.
  */
@@ -33,19 +33,41 @@ static int l_crypto_sha256(lua_State *L)
     return 1;
 }
 
-static int l_crypto_sha256_hex(lua_State *L)
+static int l_crypto_hex(lua_State *L)
 {
-    static const char hex[] = "0123456789abcdef";
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    char out[2 * SHA256_LEN];
-    sha256(s, len, md);
-    for (size_t i = 0; i < SHA256_LEN; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < len; i += LUAL_BUFFERSIZE / 2) {
+        size_t n = DL_MIN(len - i, (size_t)LUAL_BUFFERSIZE / 2);
+        dl_hex((const unsigned char *)s + i, n, luaL_prepbuffer(&b));
+        luaL_addsize(&b, 2 * n);
     }
-    lua_pushlstring(L, out, sizeof(out));
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* unhex(s): the bytes, or nil for an odd length or a non-hex digit */
+static int l_crypto_unhex(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    if (len % 2 != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < len / 2; i += LUAL_BUFFERSIZE) {
+        size_t n = DL_MIN(len / 2 - i, (size_t)LUAL_BUFFERSIZE);
+        if (dl_unhex(s + 2 * i, n, (unsigned char *)luaL_prepbuffer(&b)) != 0) {
+            lua_pushnil(L);
+            return 1;
+        }
+        luaL_addsize(&b, n);
+    }
+    luaL_pushresult(&b);
     return 1;
 }
 
@@ -71,7 +93,8 @@ static int l_crypto_random(lua_State *L)
 
 static const luaL_Reg crypto_funcs[] = {
     {"sha256", l_crypto_sha256},
-    {"sha256_hex", l_crypto_sha256_hex},
+    {"hex", l_crypto_hex},
+    {"unhex", l_crypto_unhex},
     {"equal", l_crypto_equal},
     {"random", l_crypto_random},
     {NULL, NULL},

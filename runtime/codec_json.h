@@ -102,8 +102,9 @@ int dl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
 /**
  * Appends s (len bytes) as a JSON string, quoted, with '"', '\\' and control
  * characters escaped (\n, \t, ... or \u00XX); bytes >= 0x80 are copied as is.
- * Returns 0 or DL_ENOMEM (b->oom is then set). The one JSON string writer of
- * the runtime: the Lua encoder, error bodies and the MongoDB backend use it.
+ * Returns 0 or DL_ENOMEM (b->oom is then set). The Lua encoder and the
+ * MongoDB backend share it; http.c's error bodies keep their own (\u00XX for
+ * every control character, asserted byte for byte by a unit test).
  */
 int dl_json_put_string(dl_buf_t *b, const char *s, size_t len);
 

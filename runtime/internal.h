@@ -64,5 +64,11 @@ static inline int dl_tolower(int c)
     return (c >= 'A' && c <= 'Z') ? c + 32 : c;
 }
 int dl_strncasecmp_eq(const char *a, size_t alen, const char *b, size_t blen);
+/** Writes all n bytes of p to fd (EINTR and short writes retried); 0 or an errno. */
+int dl_write_all(int fd, const void *p, size_t n);
+/** Writes n bytes as 2n lowercase hex digits to out (not terminated). */
+void dl_hex(const unsigned char *in, size_t n, char *out);
+/** Reads 2n hex digits (either case) into n bytes; returns 0, or -1 on a bad digit. */
+int dl_unhex(const char *in, size_t n, unsigned char *out);
 
 #endif /* DL_INTERNAL_H */

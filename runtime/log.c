@@ -341,17 +341,10 @@ static int max_files;
 static char service_json[6 * SERVICE_MAX + 1];
 static size_t service_len;
 
+/* a log sink that fails drops the batch: there is nowhere to report it */
 static void write_all(int fd, const char *p, size_t n)
 {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return; /* a log sink that fails drops the batch; nowhere to report it */
-        p += w;
-        n -= (size_t)w;
-    }
+    (void)dl_write_all(fd, p, n);
 }
 
 static void sink_flush(sink_t *s)

@@ -86,12 +86,11 @@ static int cmd_serve(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--tls-cert") == 0 || strcmp(a, "--tls-key") == 0 ||
                    strcmp(a, "--https-redirect") == 0) {
-            /* these belong to the --listen before them (the default address if none) */
+            /* these belong to the --listen before them (CONTRACT.md section 1) */
             if (cfg.n_listen == 0) {
-                static char def[32];
-                const char *port = getenv("PORT");
-                snprintf(def, sizeof(def), "127.0.0.1:%s", port && *port ? port : "8080");
-                cfg.listen[cfg.n_listen++] = def;
+                fprintf(stderr, "devloop: %s must follow the --listen HOST:PORT it applies to\n",
+                        a);
+                return 2;
             }
             dl_listen_opts_t *lo = &cfg.listen_opts[cfg.n_listen - 1];
             if (strcmp(a, "--https-redirect") == 0) {

@@ -1898,22 +1898,6 @@ static int op_file_put(dl_store_t *s, const char *path, const char *filename,
     return finish(res, rc);
 }
 
-/* Writes all of buf to fd; 0 or an errno. */
-static int write_all(int fd, const char *buf, size_t n)
-{
-    ssize_t w;
-
-    while (n > 0) {
-        w = write(fd, buf, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return errno;
-        buf += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* Streams GridFS file id to dest_path, which it creates and removes again on failure. */
 static int download_to(mongo_store_t *ms, mongoc_gridfs_bucket_t *bucket, const char *hex,
@@ -1951,7 +1935,7 @@ static int download_to(mongo_store_t *ms, mongoc_gridfs_bucket_t *bucket, const 
         } else if (n == 0) {
             break;
         } else {
-            werr = write_all(fd, buf, (size_t)n);
+            werr = dl_write_all(fd, buf, (size_t)n);
             if (werr != 0)
                 rc = local_fail(res, "file_get", "write", dest_path, werr);
             got += n;

@@ -1164,7 +1164,6 @@ static void on_conn_timer(uv_timer_t *t)
 /* Dispatch and replies                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* The ready connection with the fewest pipelines in flight, ties in turn. */
 /*
  * The pipelines of one loop turn share a connection (the one written to last
  * in this turn, until STICKY_INFLIGHT pipelines wait there): they leave in one

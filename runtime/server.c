@@ -35,6 +35,25 @@ static uint64_t env_u64(const char *name, uint64_t def)
     return (*end == '\0') ? (uint64_t)n : def;
 }
 
+/* 1/0, true/false, on/off, yes/no; anything else keeps def, with a warning
+ * (a typo must not silently leave a feature on) */
+static int env_bool(const char *name, int def)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0')
+        return def;
+    static const char *const yes[] = {"1", "true", "on", "yes"}, *const no[] = {"0", "false", "off", "no"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0)
+            return 1;
+        if (strcasecmp(v, no[i]) == 0)
+            return 0;
+    }
+    fprintf(stderr, "devloop: %s=%s is not 1/0, true/false, on/off or yes/no; using %d\n", name,
+            v, def);
+    return def;
+}
+
 void dl_config_init(dl_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -52,11 +71,11 @@ void dl_config_init(dl_config_t *cfg)
     cfg->body_min_bytes = env_u64("DEVLOOP_BODY_MIN_BYTES", 1024);
     cfg->keepalive_timeout_ms = env_u64("DEVLOOP_KEEPALIVE_TIMEOUT_MS", 15000);
     cfg->shutdown_grace_ms = env_u64("DEVLOOP_SHUTDOWN_GRACE_MS", 10000);
-    cfg->watch = (int)env_u64("DEVLOOP_WATCH", 1) != 0;
+    cfg->watch = env_bool("DEVLOOP_WATCH", 1);
     cfg->watch_debounce_ms = env_u64("DEVLOOP_WATCH_DEBOUNCE_MS", 100);
     cfg->send_timeout_ms = env_u64("DEVLOOP_SEND_TIMEOUT_MS", 60000);
-    cfg->http2 = (int)env_u64("DEVLOOP_HTTP2", 1) != 0;
-    cfg->h2_max_streams = (int)env_u64("DEVLOOP_H2_MAX_STREAMS", 100);
+    cfg->http2 = env_bool("DEVLOOP_HTTP2", 1);
+    cfg->h2_max_streams = (int)DL_MIN(env_u64("DEVLOOP_H2_MAX_STREAMS", 100), 100000);
     if (cfg->h2_max_streams < 1)
         cfg->h2_max_streams = 1;
     cfg->hsts = getenv("DEVLOOP_HSTS") ? getenv("DEVLOOP_HSTS") : "max-age=31536000";
@@ -363,8 +382,8 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         dl_runtime_free(rt);
         return DL_ENOMEM;
     }
-    rt->access_log = (int)env_u64("DEVLOOP_ACCESS_LOG", 0) != 0;
-    rt->http_metrics = (int)env_u64("DEVLOOP_METRICS", 1) != 0;
+    rt->access_log = env_bool("DEVLOOP_ACCESS_LOG", 0);
+    rt->http_metrics = env_bool("DEVLOOP_METRICS", 1);
     uv_timeval64_t tv0;
     uv_gettimeofday(&tv0);
     rt->start_time = (double)tv0.tv_sec + tv0.tv_usec / 1e6;

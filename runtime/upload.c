@@ -55,18 +55,9 @@ static int fail(dl_upload_t *u, int rc, const char *fmt, const char *arg)
 
 static int write_all(dl_upload_t *u)
 {
-    size_t off = 0;
-    while (off < u->wlen) {
-        ssize_t n = write(u->fd, u->wbuf + off, u->wlen - off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return fail(u, DL_EIO, "cannot write the uploaded file: %s", strerror(errno));
-        }
-        off += (size_t)n;
-    }
+    int e = dl_write_all(u->fd, u->wbuf, u->wlen);
     u->wlen = 0;
-    return 0;
+    return e ? fail(u, DL_EIO, "cannot write the uploaded file: %s", strerror(e)) : 0;
 }
 
 static int on_part_begin(void *arg, const dl_multipart_part_t *part)
@@ -135,7 +126,6 @@ static int on_part_data(void *arg, const char *data, size_t len)
 
 static int on_part_end(void *arg)
 {
-    static const char hex[] = "0123456789abcdef";
     dl_upload_t *u = arg;
     if (u->in_field) {
         u->in_field = 0;
@@ -152,11 +142,8 @@ static int on_part_end(void *arg)
     unsigned int mdlen = 0;
     EVP_DigestFinal_ex(u->sha, md, &mdlen);
     dl_upload_file_t *f = &u->files[u->n_files - 1];
-    for (size_t i = 0; i < 32 && i < mdlen; i++) {
-        f->sha256[2 * i] = hex[md[i] >> 4];
-        f->sha256[2 * i + 1] = hex[md[i] & 15];
-    }
-    f->sha256[64] = '\0';
+    dl_hex(md, DL_MIN(mdlen, 32u), f->sha256);
+    f->sha256[2 * DL_MIN(mdlen, 32u)] = '\0';
     return rc;
 }
 

@@ -52,7 +52,7 @@ local function read_file(path)
     if type(t.token) == "string" and t.token ~= "" then
       digest = crypto.sha256(t.token)
     elseif type(t.sha256) == "string" and t.sha256:match("^%x+$") and #t.sha256 == 64 then
-      digest = t.sha256:lower():gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+      digest = crypto.unhex(t.sha256)
     else
       return fail(path, "tokens[" .. i .. "] needs a token or a 64-digit hex sha256")
     end

@@ -4,6 +4,7 @@
 -- cursor pagination. Every call parks only the calling request.
 local db_core = require "devloop.db_core"
 local codec = require "devloop.codec"
+local crypto = require "devloop.crypto"
 
 local type, pairs, ipairs, tostring, tonumber, error, setmetatable, select =
   type, pairs, ipairs, tostring, tonumber, error, setmetatable, select
@@ -241,11 +242,7 @@ function Collection:page(query, opts)
 end
 
 -- cursors are "<json>.<signature>", hex-encoded so they travel in URLs as is
-local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
-local function unhex(s)
-  if #s % 2 ~= 0 or s:find("[^0-9a-f]") then return nil end
-  return (s:gsub("..", function(h) return string.char(tonumber(h, 16)) end))
-end
+local hex, unhex = crypto.hex, crypto.unhex
 
 local function make_cursor(field, value, id)
   local body = json_encode({ f = field, v = value, id = id })

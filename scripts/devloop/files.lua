@@ -25,9 +25,7 @@ local function files_dir()
   return d
 end
 
-local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
+local hex = crypto.hex
 
 -- A file name safe to store and to echo in a header: the last path
 -- component, without control characters, quotes or backslashes, at most 200

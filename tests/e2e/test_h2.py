@@ -281,17 +281,19 @@ def test_preface_in_pieces(srv):
 
 
 def test_no_http2_option(srv):
-    port, tport = harness.free_port(), harness.free_port()
-    s2 = harness.Server("basic", args=["--no-http2", "--listen", "127.0.0.1:%d" % tport,
-                                       "--tls-cert", CERT, "--tls-key", KEY])
-    try:
-        st, h, body, ver = versions(["-k", "--http2"], "https://127.0.0.1:%d/json" % tport)
-        assert st == 200 and ver == "1.1", ver
-        p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", s2.url("/json")],
-                           capture_output=True)
-        assert p.returncode != 0  # the preface is not HTTP/1.1
-    finally:
-        s2.stop()
+    # the flag, and the environment in words (a typo'd value would warn)
+    for args, env in ((["--no-http2"], {}), ([], {"DEVLOOP_HTTP2": "off"})):
+        tport = harness.free_port()
+        s2 = harness.Server("basic", env=env, args=args + ["--listen", "127.0.0.1:%d" % tport,
+                                                           "--tls-cert", CERT, "--tls-key", KEY])
+        try:
+            st, h, body, ver = versions(["-k", "--http2"], "https://127.0.0.1:%d/json" % tport)
+            assert st == 200 and ver == "1.1", (args, env, ver)
+            p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", s2.url("/json")],
+                               capture_output=True)
+            assert p.returncode != 0  # the preface is not HTTP/1.1
+        finally:
+            s2.stop()
 
 
 def test_goaway_on_graceful_stop_finishes_streams(srv):

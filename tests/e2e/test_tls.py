@@ -309,6 +309,9 @@ def test_bad_certificates_stop_startup(srv):
     assert code == 2 and "--tls-key" in out, out
     code, out = run_serve("--tls-key", KEY)
     assert code == 2 and "--tls-cert" in out, out
+    p = subprocess.run([harness.BIN, "serve", os.path.join(harness.APPS, "basic"), "--tls-cert",
+                        CERT, "--tls-key", KEY], capture_output=True, timeout=20)
+    assert p.returncode == 2 and b"must follow the --listen" in p.stderr, p.stderr
 
 
 def test_sighup_reloads_certificates(srv):
