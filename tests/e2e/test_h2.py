@@ -175,11 +175,17 @@ def test_expect_100_continue(srv):
 
 
 def test_metrics_protocol_label(srv):
-    for extra, base in both(srv):
-        curl(*extra, base + "/json")
-    text = srv.get("/metrics").body.decode()
-    assert 'route="/json",status_code="200",protocol="HTTP/2"}' in text, text[-2000:]
-    assert 'protocol="HTTP/1.1"}' in text
+    def count(proto):
+        for line in srv.get("/metrics").body.decode().splitlines():
+            if line.startswith('http_requests_total{method="GET",route="/small",'
+                               'status_code="200",protocol="%s"}' % proto):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+    h2_before, h1_before = count("HTTP/2"), count("HTTP/1.1")
+    for extra, base in both(srv):  # two HTTP/2 requests
+        curl(*extra, base + "/small")
+    curl("--http1.1", srv.url("/small"))
+    assert count("HTTP/2") == h2_before + 2 and count("HTTP/1.1") == h1_before + 1
 
 
 def test_upgrade_h2c_is_answered_over_http11(srv):

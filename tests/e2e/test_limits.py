@@ -158,7 +158,9 @@ def test_http2_preface_starts_h2c(srv):
     c.send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     head = b""
     while len(head) < 9:
-        head += c.sock.recv(9 - len(head))
+        chunk = c.sock.recv(9 - len(head))
+        assert chunk, "closed instead of SETTINGS: %r" % head
+        head += chunk
     assert head[3] == 4 and head[4] == 0, head  # SETTINGS, no ACK
     c.close()
 

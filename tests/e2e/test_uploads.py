@@ -70,7 +70,8 @@ def round_trip(srv, size, name, **kw):
     j = json.loads(body)
     assert j["success"] is True and j["file"]["size"] == size, j
     assert j["file"]["filename"] == name and j["file"]["contentType"] == "application/octet-stream"
-    st, h, data = download(srv, j["file"]["id"])
+    # asked for gzip: file bodies are never compressed (bytes as stored)
+    st, h, data = download(srv, j["file"]["id"], "-H", "Accept-Encoding: gzip")
     assert st == 200 and int(h["content-length"]) == size, (st, h)
     assert hashlib.sha256(data).hexdigest() == digest
     assert "content-encoding" not in h
@@ -89,7 +90,7 @@ def test_over_the_limit(srv):
     st, _, body = upload(srv, path)
     assert st == 413 and b"larger than" in body, (st, body[:200])
     # a declared length far over the limit: refused before the body is read
-    s = socket.create_connection(("127.0.0.1", srv.port))
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     s.sendall(b"POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
               b"boundary=XX\r\nContent-Length: %d\r\n\r\n" % (LIMIT * 2))
     answer = s.recv(4096)
@@ -189,19 +190,23 @@ def test_pipelined_file_responses(srv):
     path = os.path.join(WORK, "pipe.bin")
     with open(path, "rb") as f:
         want = f.read()
-    s = socket.create_connection(("127.0.0.1", srv.port))
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     req = ("GET /api/files/%s HTTP/1.1\r\nHost: x\r\n\r\n" % fid).encode()
     s.sendall(req + req + b"GET /api/ping HTTP/1.1\r\nHost: x\r\n\r\n")
     buf = b""
     bodies = []
     while len(bodies) < 3:
         while b"\r\n\r\n" not in buf:
-            buf += s.recv(1 << 20)
+            chunk = s.recv(1 << 20)
+            assert chunk, "closed before every answer came: %r" % buf[:200]
+            buf += chunk
         head, buf = buf.split(b"\r\n\r\n", 1)
         n = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0]
                 .split(b":")[1])
         while len(buf) < n:
-            buf += s.recv(1 << 20)
+            chunk = s.recv(1 << 20)
+            assert chunk, "closed inside a body"
+            buf += chunk
         bodies.append(buf[:n])
         buf = buf[n:]
     s.close()
@@ -210,7 +215,7 @@ def test_pipelined_file_responses(srv):
 
 def test_client_disconnect_leaves_nothing(srv):
     before = stored()
-    s = socket.create_connection(("127.0.0.1", srv.port))
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     s.sendall(b"POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
               b"boundary=B\r\nContent-Length: 10000000\r\n\r\n--B\r\nContent-Disposition: "
               b"form-data; name=\"file\"; filename=\"cut.bin\"\r\n\r\n" + b"x" * 3000000)

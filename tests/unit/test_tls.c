@@ -348,6 +348,15 @@ static int handshake(conn_t *k)
     return handshake_sizes(k, NULL, 0);
 }
 
+/* handshake() where a failure is the test's failure, never a skipped check */
+static int handshake_ok(conn_t *k)
+{
+    if (handshake(k))
+        return 1;
+    DL_FAIL_AT("handshake failed: server rc %d, client error %d", k->rc, k->cerr);
+    return 0;
+}
+
 /* The client reads what the server sent so far (and processes tickets). */
 static void client_read(conn_t *k, sb_t *into)
 {
@@ -408,7 +417,7 @@ static int alpn_case(const char *const *alpn, int h2_enabled, const char *want_s
     copts_t o = {.alpn = alpn};
     if (x && conn_open(&k, x, &o)) {
         EXPECT_EQ(dl_tls_ready(k.t), 0);
-        if (handshake(&k)) {
+        if (handshake_ok(&k)) {
             EXPECT_EQ(dl_tls_ready(k.t), 1);
             EXPECT_EQ(dl_tls_resumed(k.t), 0);
             h2 = dl_tls_is_h2(k.t);
@@ -549,7 +558,7 @@ static void big_read(int version)
     dl_tls_ctx_t *x = fx_ctx(&f, 1, 1);
     conn_t k;
     copts_t o = {.min = version, .max = version};
-    if (x && conn_open(&k, x, &o) && handshake(&k)) {
+    if (x && conn_open(&k, x, &o) && handshake_ok(&k)) {
         unsigned char *payload = malloc(MB);
         fill_random(payload, MB, (uint64_t)version);
         /* in several writes so records end at odd places too */
@@ -603,7 +612,7 @@ DL_TEST(tls_write_1mb)
         return;
     dl_tls_ctx_t *x = fx_ctx(&f, 1, 1);
     conn_t k;
-    if (x && conn_open(&k, x, NULL) && handshake(&k)) {
+    if (x && conn_open(&k, x, NULL) && handshake_ok(&k)) {
         unsigned char *payload = malloc(MB);
         fill_random(payload, MB, 99);
         EXPECT_EQ(dl_tls_write(k.t, (const char *)payload, MB), 0);
@@ -708,7 +717,7 @@ static SSL_SESSION *first_session(dl_tls_ctx_t *x, const copts_t *o)
     SSL_SESSION *s = NULL;
     if (!conn_open(&k, x, o))
         return NULL;
-    if (handshake(&k)) {
+    if (handshake_ok(&k)) {
         EXPECT_EQ(dl_tls_resumed(k.t), 0);
         exchange(&k, "hello", "welcome");
         s = SSL_get1_session(k.c);
@@ -728,7 +737,7 @@ static int resume(dl_tls_ctx_t *x, const copts_t *o, char *cn, size_t cnlen)
     int r = -1;
     if (!conn_open(&k, x, o))
         return -1;
-    if (handshake(&k)) {
+    if (handshake_ok(&k)) {
         r = dl_tls_resumed(k.t);
         EXPECT_EQ(SSL_session_reused(k.c), r);
         exchange(&k, "again", "welcome back");
@@ -819,7 +828,7 @@ DL_TEST(tls_sni_many_names)
         copts_t o = {.sni = sni};
         if (!conn_open(&k, x, &o))
             break;
-        if (handshake(&k)) {
+        if (handshake_ok(&k)) {
             peer_cn(&k, cn, sizeof(cn));
             if (strcmp(cn, "many") != 0)
                 DL_FAIL_AT("SNI %s: certificate CN=%s, want CN=many", sni, cn);
@@ -859,7 +868,7 @@ DL_TEST(tls_sni)
         copts_t o = {.sni = cases[i].sni, .alpn = alpn};
         if (!conn_open(&k, x, &o))
             break;
-        if (handshake(&k)) {
+        if (handshake_ok(&k)) {
             char cn[128];
             peer_cn(&k, cn, sizeof(cn));
             if (strcmp(cn, cases[i].cn) != 0)
@@ -1044,7 +1053,7 @@ DL_TEST(tls_plain_http)
     }
     /* after the handshake, bytes are records whatever they look like */
     conn_t k;
-    if (x && conn_open(&k, x, NULL) && handshake(&k)) {
+    if (x && conn_open(&k, x, NULL) && handshake_ok(&k)) {
         exchange(&k, "GET / HTTP/1.1\r\n\r\n", "ok");
         EXPECT_EQ(dl_tls_read(k.t, "GET / HTTP/1.1\r\n\r\n", 18, on_plain, &k), DL_EPROTO);
     }
@@ -1087,7 +1096,7 @@ DL_TEST(tls_garbage)
         conn_close(&k);
     }
     /* garbage after a good handshake: a bad record MAC */
-    if (x && conn_open(&k, x, NULL) && handshake(&k)) {
+    if (x && conn_open(&k, x, NULL) && handshake_ok(&k)) {
         client_write(&k, "data", 4);
         size_t n = BIO_ctrl_pending(k.cwr);
         char rec[64];
@@ -1117,7 +1126,7 @@ DL_TEST(tls_close_notify)
         copts_t o = {.min = versions[v], .max = versions[v]};
         if (!conn_open(&k, x, &o))
             break;
-        if (handshake(&k)) {
+        if (handshake_ok(&k)) {
             exchange(&k, "hi", "hi");
             /* the last data and close_notify in one read: data first, then EOF */
             client_write(&k, "bye", 3);
@@ -1130,7 +1139,7 @@ DL_TEST(tls_close_notify)
         /* close_notify alone */
         if (!conn_open(&k, x, &o))
             break;
-        if (handshake(&k)) {
+        if (handshake_ok(&k)) {
             EXPECT_EQ(SSL_shutdown(k.c), 0);
             c2s(&k);
             EXPECT_EQ(k.rc, DL_EOF);
@@ -1150,7 +1159,7 @@ static int connect_cn(dl_tls_ctx_t *x, const char *sni, char *cn, size_t len)
     int ok = 0;
     cn[0] = '\0';
     copts_t o = {.sni = sni};
-    if (conn_open(&k, x, &o) && handshake(&k)) {
+    if (conn_open(&k, x, &o) && handshake_ok(&k)) {
         peer_cn(&k, cn, len);
         exchange(&k, "x", "y");
         ok = 1;
@@ -1294,7 +1303,7 @@ DL_TEST(tls_key_update)
     dl_tls_ctx_t *x = fx_ctx(&f, 1, 1);
     conn_t k;
     copts_t o = {.min = TLS1_3_VERSION, .max = TLS1_3_VERSION};
-    if (x && conn_open(&k, x, &o) && handshake(&k)) {
+    if (x && conn_open(&k, x, &o) && handshake_ok(&k)) {
         exchange(&k, "before", "update");
         for (int i = 0; i < 3; i++) {
             EXPECT_EQ(SSL_key_update(k.c, SSL_KEY_UPDATE_REQUESTED), 1);
@@ -1324,7 +1333,7 @@ DL_TEST(tls_renegotiation_refused)
     dl_tls_ctx_t *x = fx_ctx(&f, 1, 1);
     conn_t k;
     copts_t o = {.min = TLS1_2_VERSION, .max = TLS1_2_VERSION};
-    if (x && conn_open(&k, x, &o) && handshake(&k)) {
+    if (x && conn_open(&k, x, &o) && handshake_ok(&k)) {
         exchange(&k, "a", "b");
         EXPECT_EQ(SSL_renegotiate(k.c), 1);
         int r = SSL_do_handshake(k.c);
