@@ -763,10 +763,10 @@ static void on_close(uv_handle_t *h)
     dl_worker_conn_closed(w);
 }
 
-void dl_conn_close(dl_conn_t *c)
+/* Marks c closed and lets go of what hangs off it: parked handlers run on
+ * detached (their answers are dropped), a request being parsed is freed. */
+static void conn_detach(dl_conn_t *c)
 {
-    if (c->closed)
-        return;
     c->closed = 1;
     if (c->h2) { /* handlers of its streams run on detached */
         dl_h2_free(c->h2);
@@ -775,7 +775,6 @@ void dl_conn_close(dl_conn_t *c)
     if (c->file_fd >= 0)
         file_done(c);
     if (c->active) {
-        /* its handler is parked: it runs on detached and its answer is dropped */
         c->active->conn = NULL;
         c->active = NULL;
     }
@@ -783,6 +782,13 @@ void dl_conn_close(dl_conn_t *c)
         dl_worker_req_release(c->worker, c->req);
         c->req = NULL;
     }
+}
+
+void dl_conn_close(dl_conn_t *c)
+{
+    if (c->closed)
+        return;
+    conn_detach(c);
     if (c->virt) {
         c->sink(c, NULL, 0, c->sink_arg); /* the owner frees it */
         return;
@@ -1273,19 +1279,8 @@ void dl_conn_virtual_free(dl_conn_t *c)
     if (c == NULL)
         return;
     c->sink = NULL;
-    if (!c->closed) {
-        c->closed = 1;
-        if (c->file_fd >= 0)
-            file_done(c);
-        if (c->active) {
-            c->active->conn = NULL;
-            c->active = NULL;
-        }
-        if (c->req) {
-            dl_worker_req_release(c->worker, c->req);
-            c->req = NULL;
-        }
-    }
+    if (!c->closed)
+        conn_detach(c);
     dl_buf_free(&c->pending);
     dl_buf_free(&c->out);
     dl_free(c);

@@ -1162,7 +1162,6 @@ static int has_prefix_ci(const char *s, size_t len, const char *p)
 
 static int push_form_kv(const char *k, size_t klen, const char *v, size_t vlen, void *arg);
 
-/* Decodes the body by Content-Type onto the stack of co; 0 or an HTTP status. */
 /* An upload's fields (as a form body) and req.files. */
 static void push_upload(dl_req_t *req, lua_State *co)
 {
@@ -1203,6 +1202,7 @@ static void push_upload(dl_req_t *req, lua_State *co)
     lua_setfield(co, -2, "files");
 }
 
+/* Decodes the body by Content-Type onto the stack of co; 0 or an HTTP status. */
 static int push_body(dl_req_t *req, lua_State *co, char *err, size_t errlen)
 {
     if (req->body.len == 0) {
@@ -1277,25 +1277,20 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
         lua_setfield(co, -2, "params");
     if (req->upload) {
         push_upload(req, co);
-        lua_rawgeti(co, LUA_REGISTRYINDEX, vm->req_mt_ref);
-        lua_setmetatable(co, -2);
-        lua_pushvalue(co, -1);
-        req->table_ref = luaL_ref(co, LUA_REGISTRYINDEX);
-        dl_task_resume(t, 1);
-        return;
+    } else {
+        char err[200];
+        int st = push_body(req, co, err, sizeof(err));
+        if (st != 0) {
+            char msg[260];
+            snprintf(msg, sizeof(msg), "malformed request body: %s", err);
+            lua_settop(co, 0);
+            req->task = NULL;
+            task_free(t, 1);
+            dl_req_respond_error(req, st, msg);
+            return;
+        }
+        lua_setfield(co, -2, "body");
     }
-    char err[200];
-    int st = push_body(req, co, err, sizeof(err));
-    if (st != 0) {
-        char msg[260];
-        snprintf(msg, sizeof(msg), "malformed request body: %s", err);
-        lua_settop(co, 0);
-        req->task = NULL;
-        task_free(t, 1);
-        dl_req_respond_error(req, st, msg);
-        return;
-    }
-    lua_setfield(co, -2, "body");
     lua_rawgeti(co, LUA_REGISTRYINDEX, vm->req_mt_ref);
     lua_setmetatable(co, -2);
     lua_pushvalue(co, -1);

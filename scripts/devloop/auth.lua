@@ -14,8 +14,7 @@ local type, ipairs, pairs, tostring, setmetatable = type, ipairs, pairs, tostrin
 
 local _M = { _VERSION = "0.1" }
 
-local entries = {}  -- { digest = raw sha256, user = ..., permissions = { P = true } }
-local source = nil  -- the file the entries came from, or nil
+local entries = {}  -- { digest = raw sha256, user = ..., permissions = sorted names }
 
 local User = {}
 User.__index = User
@@ -26,21 +25,16 @@ function User:has_permission(p)
   return false
 end
 
+-- a fresh table per request (handlers may change it); the sorted permission
+-- list is built once, when the file is read
 local function new_user(e)
-  local list = {}
-  for p in pairs(e.permissions) do list[#list + 1] = p end
-  table.sort(list)
-  return setmetatable({ id = e.user, name = e.user, permissions = codec.array(list) }, User)
+  return setmetatable({ id = e.user, name = e.user, permissions = e.permissions }, User)
 end
 
 local function fail(path, msg) return nil, path .. ": " .. msg end
 
--- reads a tokens file; returns the entries or nil, message
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local text = f:read("*a")
-  f:close()
+-- parses a tokens file's text; returns the entries or nil, message
+local function parse(path, text)
   local doc, jerr = codec.json_decode(text)
   if type(doc) ~= "table" or type(doc.tokens) ~= "table" then
     return fail(path, jerr or 'expected {"tokens": [...]}')
@@ -59,12 +53,13 @@ local function read_file(path)
     if type(t.user) ~= "string" or t.user == "" then
       return fail(path, "tokens[" .. i .. "] needs a user")
     end
-    local perms = {}
+    local set, list = {}, {}
     for _, p in ipairs(type(t.permissions) == "table" and t.permissions or {}) do
       if type(p) ~= "string" then return fail(path, "tokens[" .. i .. "]: permissions are strings") end
-      perms[p] = true
+      if not set[p] then set[p], list[#list + 1] = true, p end
     end
-    out[#out + 1] = { digest = digest, user = t.user, permissions = perms }
+    table.sort(list)
+    out[#out + 1] = { digest = digest, user = t.user, permissions = codec.array(list) }
   end
   return out
 end
@@ -80,15 +75,14 @@ function _M._read()
     if env and env ~= "" then error("DEVLOOP_TOKENS_FILE " .. path .. ": cannot be read", 0) end
     return {}, nil
   end
+  local text = f:read("*a")
   f:close()
-  local list, err = read_file(path)
+  local list, err = parse(path, text or "")
   if not list then error(err, 0) end
-  return list, path
+  return list
 end
 
-function _M._use(list, path) entries, source = list, path end
-
-function _M.source() return source end
+function _M._use(list) entries = list end
 
 -- The user of a token string, or nil. Every entry is compared, always.
 function _M.lookup(token)

@@ -43,6 +43,12 @@ function _M.new(api, ops, opts)
   opts = opts or {}
   local max_ops = opts.max_operations or 100
   local concurrency = opts.concurrency or 10
+  -- checked as the route is declared, not as every request fails on them
+  for name, v in pairs({ max_operations = max_ops, concurrency = concurrency }) do
+    if type(v) ~= "number" or v < 1 or v ~= math.floor(v) or v > 1e6 then
+      error("api.batch: " .. name .. " must be a whole number from 1 to 1000000", 3)
+    end
+  end
 
   local function run_one(op, ctx)
     if type(op) ~= "table" then return { id = codec.null, error = "an operation must be an object" } end

@@ -411,18 +411,18 @@ local function builtin_defaults()
 end
 _M.builtin_routes = builtin_defaults()
 
-local loading_tokens, loading_tokens_file
+local loading_tokens
 function _M._begin_load()
   start_hooks = {}
   _M.builtin_routes = builtin_defaults()
   loading_processors = {}
   -- last: a broken tokens file raises, and the resets above must have run
-  loading_tokens, loading_tokens_file = _M.auth._read()
+  loading_tokens = _M.auth._read()
 end
 -- called when a load succeeded (the C side only switches generations then)
 function _M._end_load()
   _M.jobs._set_processors(loading_processors)
-  _M.auth._use(loading_tokens, loading_tokens_file)
+  _M.auth._use(loading_tokens)
 end
 function _M._run_start()
   -- one worker creates the declared indexes for the whole process

@@ -105,6 +105,24 @@ def test_broken_tokens_file_fails_the_load(_):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_bad_batch_options_fail_the_load(_):
+    # caught as the route is declared, with the route file named, not per request
+    d = tempfile.mkdtemp(prefix="devloop-batchopts-")
+    try:
+        shutil.copytree(os.path.join(harness.APPS, "batch"), os.path.join(d, "app"))
+        route = os.path.join(d, "app", "routes", "batch.lua")
+        for opt in ('concurrency = "ten"', "max_operations = 0", "concurrency = 1.5"):
+            with open(route, "w") as f:
+                f.write('local api = require "devloop"\n'
+                        'api.post("/batch", api.batch(require "ops", { %s }))\n' % opt)
+            p = subprocess.run([harness.BIN, "check", os.path.join(d, "app")],
+                               capture_output=True, text=True)
+            out = p.stderr + p.stdout
+            assert p.returncode != 0 and "batch.lua" in out and "whole number" in out, (opt, out)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 ALLOWED_ERRORS = ["batch operation failed"]
 
 if __name__ == "__main__":
