@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "h2.h"
@@ -223,13 +222,10 @@ static int start_upload(dl_conn_t *c, dl_req_t *r, const char **msg)
         *msg = "expected a multipart/form-data body with a boundary";
         return 400;
     }
-    char dir[1100], prefix[80];
-    snprintf(dir, sizeof(dir), "%s/data", w->rt->app_dir);
-    (void)mkdir(dir, 0755); /* the app may have no data folder yet */
-    snprintf(dir, sizeof(dir), "%s/data/.uploads", w->rt->app_dir);
+    char prefix[80];
     snprintf(prefix, sizeof(prefix), "w%d-%016llx", w->id,
              (unsigned long long)dl_prng_next(w->prng));
-    int rc = dl_upload_new(dir, prefix, boundary, (size_t)blen, r->route->upload_limit,
+    int rc = dl_upload_new(w->rt->upload_dir, prefix, boundary, (size_t)blen, r->route->upload_limit,
                            &r->upload);
     if (rc != 0) {
         *msg = "cannot store uploads";

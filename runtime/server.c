@@ -319,6 +319,9 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     for (int i = 0; i < rt->cfg.n_listen; i++)
         rt->cfg.listen[i] = rt->listen[i];
     rt->hsts = dl_strdup(cfg->hsts ? cfg->hsts : "");
+    char updir[1200];
+    snprintf(updir, sizeof(updir), "%s/data/.uploads", rt->app_dir);
+    rt->upload_dir = dl_strdup(updir);
     rt->cfg.hsts = rt->hsts;
     if (load_tls(rt, errbuf, errlen) != 0) {
         dl_runtime_free(rt);
@@ -481,13 +484,18 @@ void dl_runtime_reload_status(dl_runtime_t *rt, dl_reload_status_t *out)
 /* ================================================================ running */
 
 /* Temporary upload files a killed process left behind (upload.c). */
+/* Files a killed process left in the upload folder go; the folder is made
+ * here, once, so requests need no mkdir (upload.c remakes it if removed). */
 static void sweep_uploads(dl_runtime_t *rt)
 {
-    char path[1200];
-    snprintf(path, sizeof(path), "%s/data/.uploads", rt->app_dir);
-    int n = dl_upload_sweep(path, 600);
+    char data[1200];
+    snprintf(data, sizeof(data), "%s/data", rt->app_dir);
+    (void)mkdir(data, 0755);
+    (void)mkdir(rt->upload_dir, 0700);
+    int n = dl_upload_sweep(rt->upload_dir, 600);
     if (n > 0)
-        dl_log(DL_LOG_INFO, "deleted %d stale upload file%s in %s", n, n == 1 ? "" : "s", path);
+        dl_log(DL_LOG_INFO, "deleted %d stale upload file%s in %s", n, n == 1 ? "" : "s",
+               rt->upload_dir);
 }
 
 static void write_pid_file(dl_runtime_t *rt)
@@ -778,6 +786,7 @@ void dl_runtime_free(dl_runtime_t *rt)
         dl_tls_ctx_free(rt->tls[i]);
     }
     dl_free(rt->hsts);
+    dl_free(rt->upload_dir);
     dl_free(rt->app_dir);
     dl_memcache_free(rt->memcache);
     dl_metrics_free(rt->metrics);

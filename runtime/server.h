@@ -19,6 +19,7 @@ struct dl_runtime_s {
     struct dl_tls_ctx_s *tls[DL_MAX_LISTEN]; /* TLS listeners' contexts, else NULL */
     int https_port;       /* the first TLS listener's port (HTTPS redirects) */
     char *hsts;
+    char *upload_dir;     /* APP_DIR/data/.uploads, made at start */
     dl_worker_t *workers;
     int n_workers;
     uv_loop_t loop;       /* main thread: signals and stop requests */

@@ -85,6 +85,17 @@ static int on_part_begin(void *arg, const dl_multipart_part_t *part)
              part->content_type[0] ? part->content_type : "application/octet-stream");
     snprintf(f->path, sizeof(f->path), "%s/%s-%d.part", u->dir, u->prefix, u->n_files);
     u->fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (u->fd < 0 && errno == ENOENT) {
+        /* the folder (made at start) was removed: make it and its parent again */
+        char parent[sizeof(u->dir)];
+        snprintf(parent, sizeof(parent), "%s", u->dir);
+        char *slash = strrchr(parent, '/');
+        if (slash)
+            *slash = '\0';
+        (void)mkdir(parent, 0755);
+        (void)mkdir(u->dir, 0700);
+        u->fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
     if (u->fd < 0)
         return fail(u, DL_EIO, "cannot create the upload file: %s", strerror(errno));
     u->n_files++;
@@ -152,8 +163,6 @@ int dl_upload_new(const char *dir, const char *prefix, const char *boundary, siz
 {
     static const dl_multipart_cbs_t cbs = {on_part_begin, on_part_data, on_part_end};
     *out = NULL;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        return DL_EIO;
     dl_upload_t *u = dl_calloc(1, sizeof(*u));
     if (u == NULL)
         return DL_ENOMEM;

@@ -167,6 +167,13 @@ def test_upload_limits(srv):
     assert stored() == before and left_behind() == []
 
 
+def test_upload_folder_removed_while_serving(srv):
+    # made once at start; a folder removed by hand is made again on demand
+    shutil.rmtree(os.path.join(APP, "data", ".uploads"), ignore_errors=True)
+    round_trip(srv, 2000, "again.bin")
+    assert os.path.isdir(os.path.join(APP, "data", ".uploads"))
+
+
 def test_ranges_and_etag(srv):
     path, _ = blob("range.bin", 1000)
     fid, h = round_trip(srv, 1000, "range.bin")
