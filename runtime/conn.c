@@ -23,6 +23,7 @@
  */
 #include "conn.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,8 @@ static void after_response(dl_conn_t *c, int keep);
 static void file_done(dl_conn_t *c);
 static void send_error(dl_conn_t *c, int status, const char *msg);
 static void respond_error(dl_req_t *r, int status, const char *msg, const char *allow);
+static void respond_error_hdrs(dl_req_t *r, int status, const char *msg, const char *allow,
+                               const char *headers);
 static void conn_input(dl_conn_t *c, const char *data, size_t n);
 
 /* ================================================================ requests */
@@ -123,6 +126,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
     const dl_config_t *cfg = c->worker->cfg;
+    if (len > 0)
+        c->field_started = 1;
     r->header_bytes += len;
     if (r->header_bytes > cfg->max_header_bytes)
         return reject(c, 431, "request headers too large");
@@ -175,6 +180,16 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         return reject(c, 503, "out of memory");
     h->value_len += (uint32_t)len;
     c->value_end = at + len;
+    return 0;
+}
+
+/* llhttp reports no field span for ": value"; a name must be a token */
+static int on_header_field_complete(llhttp_t *p)
+{
+    dl_conn_t *c = p->data;
+    if (!c->field_started)
+        return reject(c, 400, "empty header field name");
+    c->field_started = 0;
     return 0;
 }
 
@@ -234,25 +249,133 @@ static int start_upload(dl_conn_t *c, dl_req_t *r, const char **msg)
     return 0;
 }
 
+/* unreserved / pct-encoded / sub-delims (RFC 3986 3.2.2) */
+static int reg_name_char(int ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != 0 && strchr("-._~%!$&'()*+,;=", ch) != NULL);
+}
+
+/* uri-host [ ":" port ] (RFC 9110 4.2.3, 7.2): reg-name or IP-literal, digits for the port */
+static int host_valid(const char *h, size_t n)
+{
+    size_t i = 0;
+    if (n > 0 && h[0] == '[') {
+        const char *e = memchr(h, ']', n);
+        if (e == NULL || e == h + 1)
+            return 0;
+        for (const char *p = h + 1; p < e; p++)
+            if (!(dl_is_tchar((unsigned char)*p) || *p == ':'))
+                return 0;
+        i = (size_t)(e - h) + 1;
+    } else {
+        for (; i < n && h[i] != ':'; i++) {
+            if (!reg_name_char((unsigned char)h[i]))
+                return 0;
+            if (h[i] == '%' && (i + 2 >= n || !isxdigit((unsigned char)h[i + 1]) ||
+                                !isxdigit((unsigned char)h[i + 2])))
+                return 0;
+        }
+    }
+    if (i == n)
+        return 1;
+    if (h[i] != ':')
+        return 0;
+    for (i++; i < n; i++)
+        if (h[i] < '0' || h[i] > '9')
+            return 0;
+    return 1;
+}
+
+static int find_header(const dl_req_t *r, const char *name, size_t nlen, int *count)
+{
+    int first = -1;
+    *count = 0;
+    for (int i = 0; i < r->n_headers; i++)
+        if (dl_strncasecmp_eq(r->head.data + r->headers[i].name_off, r->headers[i].name_len,
+                              name, nlen)) {
+            if (first < 0)
+                first = i;
+            ++*count;
+        }
+    return first;
+}
+
+/*
+ * absolute-form (RFC 9112 3.2.2): "GET http://host:port/path?q HTTP/1.1". The
+ * target's authority replaces any Host field and the request is routed by its
+ * path, so the target is rewritten in place to origin-form (it only shrinks)
+ * and Host points at a copy of the authority. Returns 0 or 400.
+ */
+static int absolute_form(dl_req_t *r, const char **msg)
+{
+    const char *u = r->head.data;
+    size_t n = r->url_len, skip;
+    if (n > 7 && dl_strncasecmp_eq(u, 7, "http://", 7))
+        skip = 7;
+    else if (n > 8 && dl_strncasecmp_eq(u, 8, "https://", 8))
+        skip = 8;
+    else {
+        *msg = "request target must be origin-form (/path) or absolute-form (http://host/path)";
+        return 400;
+    }
+    size_t a = skip;
+    while (a < n && u[a] != '/' && u[a] != '?')
+        a++;
+    size_t alen = a - skip;
+    if (alen == 0 || memchr(u + skip, '@', alen) || !host_valid(u + skip, alen)) {
+        *msg = "invalid authority in an absolute-form request target";
+        return 400;
+    }
+    /* "host" and the authority go after the head; Host is (re)pointed there */
+    uint32_t name_off = (uint32_t)r->head.len;
+    if (dl_buf_append(&r->head, "host", 4) != 0 ||
+        dl_buf_append(&r->head, r->head.data + skip, alen) != 0) {
+        *msg = "out of memory";
+        return 503;
+    }
+    int count;
+    int h = find_header(r, "host", 4, &count);
+    if (h < 0) {
+        if (r->n_headers == r->cap_headers) {
+            int cap = r->cap_headers ? r->cap_headers * 2 : 16;
+            dl_header_t *hs = dl_realloc(r->headers, sizeof(*hs) * (size_t)cap);
+            if (hs == NULL) {
+                *msg = "out of memory";
+                return 503;
+            }
+            r->headers = hs;
+            r->cap_headers = cap;
+        }
+        h = r->n_headers++;
+        r->n_head_headers = r->n_headers;
+    }
+    r->headers[h].name_off = name_off;
+    r->headers[h].name_len = 4;
+    r->headers[h].value_off = name_off + 4;
+    r->headers[h].value_len = (uint32_t)alen;
+    char *t = r->head.data;
+    size_t rest = n - a;
+    if (rest == 0 || t[a] == '?') {
+        memmove(t + 1, t + a, rest);
+        t[0] = '/';
+        r->url_len = (uint32_t)rest + 1;
+    } else {
+        memmove(t, t + a, rest);
+        r->url_len = (uint32_t)rest;
+    }
+    return 0;
+}
+
 int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg)
 {
     dl_worker_t *w = c->worker;
-    /* the path is the target up to '?'; only origin-form and '*' are served */
-    const char *url = r->head.data;
-    const char *q = r->url_len ? memchr(url, '?', r->url_len) : NULL;
-    r->path_len = q ? (uint32_t)(q - url) : r->url_len;
-    if (r->url_len == 0 || (url[0] != '/' && !(r->url_len == 1 && url[0] == '*'))) {
-        *msg = "request target must be an absolute path";
-        return 400;
-    }
+    int h1 = r->http_major == 1;
 
-    /* two Host headers: which one a proxy in front used is anyone's guess
-     * (RFC 9112 3.2 makes it a 400) */
-    int hosts = 0;
-    for (int i = 0; i < r->n_headers; i++)
-        if (r->headers[i].name_len == 4 &&
-            dl_strncasecmp_eq(r->head.data + r->headers[i].name_off, 4, "host", 4))
-            hosts++;
+    /* which Host a proxy in front used, when there are two, is anyone's
+     * guess; HTTP/1.1 requires one (RFC 9112 3.2): every other case is a 400 */
+    int hosts;
+    int hi = find_header(r, "host", 4, &hosts);
 
     /* the request id first, so every answer below carries it */
     size_t idlen;
@@ -264,14 +387,124 @@ int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg)
         dl_request_id_new(w->prng, r->id);
     }
 
+    if (r->method_name && strcmp(r->method_name, "CONNECT") == 0) {
+        *msg = "CONNECT is not supported";
+        return 501;
+    }
     if (hosts > 1) {
         *msg = "more than one Host header";
         return 400;
     }
+    if (h1 && r->http_minor == 1 && hosts == 0) {
+        *msg = "an HTTP/1.1 request needs a Host header";
+        return 400;
+    }
+    if (hi >= 0 && !host_valid(r->head.data + r->headers[hi].value_off, r->headers[hi].value_len)) {
+        *msg = "invalid Host header";
+        return 400;
+    }
+
+    /* the path is the target up to '?': origin-form, absolute-form rewritten
+     * to it, and '*' for OPTIONS only (RFC 9112 3.2) */
+    if (r->url_len == 0) {
+        *msg = "empty request target";
+        return 400;
+    }
+    if (r->head.data[0] == '*') {
+        if (r->url_len != 1 || r->method != DL_M_OPTIONS) {
+            *msg = "asterisk-form (*) is only for OPTIONS";
+            return 400;
+        }
+    } else if (r->head.data[0] != '/') {
+        int rc = absolute_form(r, msg);
+        if (rc)
+            return rc;
+    }
+    const char *url = r->head.data;
+    const char *q = memchr(url, '?', r->url_len);
+    r->path_len = q ? (uint32_t)(q - url) : r->url_len;
+
     dl_vm_route(w->vm, r);
     if (r->route_status == DL_ROUTE_FOUND && r->route->upload_limit)
         return start_upload(c, r, msg);
     return 0;
+}
+
+/*
+ * Transfer-Encoding (RFC 9112 6.1, 7): an HTTP/1.0 request with it has faulty
+ * framing; in HTTP/1.1 chunked must be the final coding and appear once, and
+ * a coding we do not implement is a 501. Every case but plain "chunked" ends
+ * the connection, since the body's end cannot be found. Returns 0 or a status.
+ */
+static int transfer_coding_check(dl_req_t *r, const char **msg)
+{
+    int codings = 0, chunked_at = -1, other = 0, seen = 0;
+    for (int i = 0; i < r->n_headers; i++) {
+        const dl_header_t *h = &r->headers[i];
+        if (!dl_strncasecmp_eq(r->head.data + h->name_off, h->name_len, "transfer-encoding", 17))
+            continue;
+        seen = 1;
+        const char *v = r->head.data + h->value_off, *end = v + h->value_len;
+        while (v < end) {
+            const char *e = memchr(v, ',', (size_t)(end - v));
+            if (e == NULL)
+                e = end;
+            const char *a = v, *b = e;
+            while (a < b && (*a == ' ' || *a == '\t'))
+                a++;
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            v = e + 1;
+            if (a == b)
+                continue; /* empty list elements are ignored (RFC 9110 5.6.1) */
+            const char *t = a;
+            while (t < b && dl_is_tchar((unsigned char)*t))
+                t++;
+            if (t == a || (t < b && *t != ';' && *t != ' ' && *t != '\t')) {
+                *msg = "malformed Transfer-Encoding";
+                return 400;
+            }
+            if (chunked_at >= 0) {
+                *msg = "chunked must be the final transfer coding";
+                return 400;
+            }
+            if (t == b && dl_strncasecmp_eq(a, (size_t)(b - a), "chunked", 7))
+                chunked_at = codings;
+            else
+                other = 1;
+            codings++;
+        }
+    }
+    if (!seen)
+        return 0;
+    if (r->http_minor == 0) {
+        *msg = "Transfer-Encoding in an HTTP/1.0 request";
+        return 400;
+    }
+    if (codings == 0) {
+        *msg = "empty Transfer-Encoding";
+        return 400;
+    }
+    if (chunked_at < 0) {
+        *msg = "chunked must be the final transfer coding";
+        return 400;
+    }
+    if (other) {
+        *msg = "transfer codings other than chunked are not implemented";
+        return 501;
+    }
+    return 0;
+}
+
+/* Expect: 100-continue on a request that will not be served as sent: its
+ * final status goes out at once, without the body (see conn_dispatch). */
+static int early_answer(dl_conn_t *c, dl_req_t *r)
+{
+    if (r->route_status != DL_ROUTE_FOUND ||
+        c->worker->cfg->listen_opts[c->listener].https_redirect)
+        return 1;
+    r->early_status = dl_vm_precheck(c->worker->vm, r, c->err_buf, sizeof(c->err_buf));
+    return r->early_status != 0;
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -283,10 +516,13 @@ static int on_headers_complete(llhttp_t *p)
     r->http_minor = llhttp_get_http_minor(p);
     r->method_name = llhttp_method_name(llhttp_get_method(p));
     r->method = dl_method_from_name(r->method_name, strlen(r->method_name));
+    r->n_head_headers = r->n_headers;
     if (r->http_major != 1)
         return reject(c, 505, "only HTTP/1.0 and HTTP/1.1 are served here");
     const char *msg = NULL;
-    int status = dl_conn_req_begin(c, r, &msg);
+    int status = transfer_coding_check(r, &msg);
+    if (status == 0)
+        status = dl_conn_req_begin(c, r, &msg);
     if (status)
         return reject(c, status, msg);
 
@@ -300,10 +536,22 @@ static int on_headers_complete(llhttp_t *p)
         }
     }
     int chunked = (p->flags & F_CHUNKED) != 0;
+    if (!chunked && (p->flags & F_TRANSFER_ENCODING))
+        return reject(c, 400, "chunked must be the final transfer coding"); /* never framed twice */
     int has_body = chunked || p->content_length > 0;
     if (has_body) {
         if (!chunked && p->content_length > r->body_limit)
             return reject(c, 413, "request body too large");
+        /* a client waiting for 100 Continue gets a final answer at once when
+         * the body would be refused anyway (RFC 9110 10.1.1); the body is
+         * never read, so the connection closes after it */
+        if (r->expect_continue && early_answer(c, r)) {
+            r->keep_alive = 0;
+            c->lingering = 1;
+            c->state = DL_CS_BUSY;
+            c->deadline = 0;
+            return HPE_PAUSED;
+        }
         c->state = DL_CS_BODY;
         c->window_start = uv_now(&w->loop);
         c->window_bytes = 0;
@@ -334,6 +582,26 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* Chunk extensions mean nothing to us, but a peer could send a megabyte of
+ * them: they count against the header limits, bytes and number alike. */
+static int on_chunk_ext(llhttp_t *p, const char *at, size_t len)
+{
+    dl_conn_t *c = p->data;
+    DL_UNUSED(at);
+    c->req->header_bytes += len;
+    if (c->req->header_bytes > c->worker->cfg->max_header_bytes)
+        return reject(c, 400, "chunk extensions too long");
+    return 0;
+}
+
+static int on_chunk_ext_name_complete(llhttp_t *p)
+{
+    dl_conn_t *c = p->data;
+    if (++c->req->n_chunk_ext > c->worker->cfg->max_headers)
+        return reject(c, 400, "too many chunk extensions");
+    return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     dl_conn_t *c = p->data;
@@ -343,6 +611,8 @@ static int on_message_complete(llhttp_t *p)
         if (rc != 0)
             return reject_copy(c, dl_upload_status(rc), dl_upload_error(r->upload));
     }
+    /* trailer fields were parsed and checked like header fields; drop them */
+    r->n_headers = r->n_head_headers;
     r->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->stopping &&
                     !c->worker->stopping;
     c->state = DL_CS_BUSY;
@@ -357,7 +627,11 @@ static void init_settings(void)
     parser_settings.on_url = on_url;
     parser_settings.on_header_field = on_header_field;
     parser_settings.on_header_value = on_header_value;
+    parser_settings.on_header_field_complete = on_header_field_complete;
     parser_settings.on_header_value_complete = on_header_value_complete;
+    parser_settings.on_chunk_extension_name = on_chunk_ext;
+    parser_settings.on_chunk_extension_value = on_chunk_ext;
+    parser_settings.on_chunk_extension_name_complete = on_chunk_ext_name_complete;
     parser_settings.on_headers_complete = on_headers_complete;
     parser_settings.on_body = on_body;
     parser_settings.on_message_complete = on_message_complete;
@@ -422,6 +696,17 @@ void dl_conn_req_dispatch(dl_conn_t *c, dl_req_t *r)
     c->worker->n_requests++;
     if (c->worker->cfg->listen_opts[c->listener].https_redirect && !c->virt) {
         redirect_https(c, r);
+        return;
+    }
+    if (r->early_status) { /* refused before its body was read */
+        const char *hdr = r->early_status == 401 ? "WWW-Authenticate: Bearer realm=\"devloop\"\r\n"
+                                                 : NULL;
+        respond_error_hdrs(r, r->early_status, c->err_buf, NULL, hdr);
+        return;
+    }
+    if (r->url_len == 1 && r->head.data[0] == '*') { /* OPTIONS * : the server's methods */
+        dl_resp_t resp = {.status = 204, .allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"};
+        dl_req_respond(r, &resp);
         return;
     }
     if (r->route_status == DL_ROUTE_NOT_FOUND) {
@@ -677,7 +962,8 @@ static void after_response(dl_conn_t *c, int keep)
         conn_drain(c);
 }
 
-static void respond_error(dl_req_t *r, int status, const char *msg, const char *allow)
+static void respond_error_hdrs(dl_req_t *r, int status, const char *msg, const char *allow,
+                               const char *headers)
 {
     dl_buf_t body = DL_BUF_INIT;
     dl_error_body(&body, status, msg, r->id);
@@ -686,9 +972,16 @@ static void respond_error(dl_req_t *r, int status, const char *msg, const char *
                       .content_type_len = 16,
                       .body = body.data,
                       .body_len = body.len,
+                      .headers = headers,
+                      .headers_len = headers ? strlen(headers) : 0,
                       .allow = allow};
     dl_req_respond(r, &resp);
     dl_buf_free(&body);
+}
+
+static void respond_error(dl_req_t *r, int status, const char *msg, const char *allow)
+{
+    respond_error_hdrs(r, status, msg, allow, NULL);
 }
 
 void dl_req_respond_error(dl_req_t *r, int status, const char *msg)

@@ -61,6 +61,7 @@ struct dl_conn_s {
     int listener;         /* index of the listener it came from */
     unsigned fresh : 1;   /* nothing parsed yet: may still turn out to be h2c */
     unsigned shutting : 1; /* uv_shutdown issued (lingering close) */
+    unsigned field_started : 1; /* parser: a header name span arrived since the last field */
 };
 
 /**

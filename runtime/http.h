@@ -39,6 +39,8 @@ typedef struct dl_req_s {
     uint32_t path_len;      /* the path part of the target */
     dl_header_t *headers;
     int n_headers, cap_headers;
+    int n_head_headers;     /* header fields of the head; trailer fields follow, dropped */
+    int n_chunk_ext;        /* chunk extensions seen (bounded like header fields) */
     int in_value;           /* parser: last callback was a header value */
     size_t header_bytes;
 
@@ -52,6 +54,7 @@ typedef struct dl_req_s {
     uint8_t http_major, http_minor;
     unsigned keep_alive : 1;
     unsigned expect_continue : 1;
+    int early_status;       /* answered before its body (Expect: 100-continue refused) */
 
     int route_status;       /* DL_ROUTE_* */
     dl_route_match_t match;

@@ -64,6 +64,12 @@ static inline int dl_tolower(int c)
     return (c >= 'A' && c <= 'Z') ? c + 32 : c;
 }
 int dl_strncasecmp_eq(const char *a, size_t alen, const char *b, size_t blen);
+/** 1 for a token character of RFC 9110 5.6.2 (tchar). */
+static inline int dl_is_tchar(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
 /** Writes all n bytes of p to fd (EINTR and short writes retried); 0 or an errno. */
 int dl_write_all(int fd, const void *p, size_t n);
 /** Writes n bytes as 2n lowercase hex digits to out (not terminated). */

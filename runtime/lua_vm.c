@@ -174,8 +174,11 @@ static void gen_free(dl_vm_t *vm, dl_gen_t *g)
     dl_route_t *r = g->routes;
     while (r) {
         dl_route_t *next = r->next;
-        if (vm->L)
+        if (vm->L) {
             luaL_unref(vm->L, LUA_REGISTRYINDEX, r->handler_ref);
+            if (r->precheck_ref)
+                luaL_unref(vm->L, LUA_REGISTRYINDEX, r->precheck_ref);
+        }
         dl_free(r->pattern);
         dl_free(r);
         r = next;
@@ -528,6 +531,33 @@ void dl_vm_route(dl_vm_t *vm, dl_req_t *req)
         if (req->route->body_limit)
             req->body_limit = req->route->body_limit;
     }
+}
+
+int dl_vm_precheck(dl_vm_t *vm, dl_req_t *req, char *msg, size_t msglen)
+{
+    if (req->route == NULL || req->route->precheck_ref == 0)
+        return 0;
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, req->route->precheck_ref);
+    size_t alen;
+    const char *authz = dl_req_header(req, "authorization", &alen);
+    if (authz)
+        lua_pushlstring(L, authz, alen);
+    else
+        lua_pushnil(L);
+    int status = 0;
+    if (lua_pcall(L, 1, 2, 0) != 0) {
+        dl_log_req(DL_LOG_ERROR, req->id, "%s: check before the body failed: %s",
+                   req->route->pattern, lua_tostring(L, -1));
+    } else if (lua_type(L, -2) == LUA_TNUMBER) {
+        lua_Number v = lua_tonumber(L, -2);
+        if (v >= 400 && v <= 599)
+            status = (int)v;
+        snprintf(msg, msglen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "refused");
+    }
+    lua_settop(L, top);
+    return status;
 }
 
 /* ================================================================== tasks */
@@ -1038,8 +1068,13 @@ static void finish_main(dl_task_t *t, int ok)
     rb.resp.status = 200;
     if (n >= 1 && lua_type(co, 1) == LUA_TNUMBER) {
         lua_Number s = lua_tonumber(co, 1);
-        if (s != floor(s) || s < 100 || s > 599) {
-            respond_500(t, "handler returned an invalid status code");
+        /* 1xx are interim answers the runtime sends itself: one given as a
+         * final answer would make the next pipelined answer this one's */
+        if (s != floor(s) || s < 200 || s > 599) {
+            char m[160];
+            snprintf(m, sizeof(m), "handler of route %s returned status %.14g, outside 200-599",
+                     req->route ? req->route->pattern : "?", (double)s);
+            respond_500(t, m);
             task_free(t, 0);
             return;
         }
@@ -1464,12 +1499,21 @@ int dl__route(lua_State *L)
         dl_free(r);
         return luaL_error(L, "out of memory");
     }
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "_precheck"); /* set by scripts/devloop/init.lua for auth */
+        if (lua_isfunction(L, -1))
+            r->precheck_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+    }
     r->methods = methods;
     r->body_limit = body_limit;
     r->upload_limit = upload_limit;
     char err[256];
     int rc = dl_router_add(vm->loading->router, methods, pattern, r, err, sizeof(err));
     if (rc != 0) {
+        if (r->precheck_ref)
+            luaL_unref(L, LUA_REGISTRYINDEX, r->precheck_ref);
         dl_free(r->pattern);
         dl_free(r);
         lua_pushnil(L);

@@ -19,6 +19,7 @@ struct dl_worker_s;
 /** A route as declared by api.get/post/...: what the router stores. */
 typedef struct dl_route_s {
     int handler_ref;  /* registry ref of the handler function */
+    int precheck_ref; /* registry ref of a check run on the head alone (auth), or 0 */
     size_t body_limit;
     size_t upload_limit; /* route option upload: multipart bodies streamed to files */
     unsigned methods;
@@ -100,6 +101,12 @@ void dl_vm_start(dl_vm_t *vm);
  * request finish on the code it started on.
  */
 void dl_vm_route(dl_vm_t *vm, dl_req_t *req);
+/**
+ * Runs the route's head-only check (its auth option) for a request whose body
+ * has not been read: returns 0 when the request may go on, else the status to
+ * answer with, the reason in msg. Runs Lua synchronously; never yields.
+ */
+int dl_vm_precheck(dl_vm_t *vm, dl_req_t *req, char *msg, size_t msglen);
 /** Lets go of req's generation; a retired one is freed with its last request. */
 void dl_vm_unpin(dl_vm_t *vm, dl_req_t *req);
 /** Number of generations alive (current + retired with requests). */

@@ -115,18 +115,37 @@ local function deny(req, status, msg)
                    requestId = req.id }, headers
 end
 
+-- nil when the token grants need, else the status and message of the refusal
+local function refusal(u, need)
+  if not u then return 401, "a valid bearer token is required" end
+  if need ~= true and not u:has_permission(need) then
+    return 403, "permission " .. need .. " is required"
+  end
+end
+
+local function check_need(need)
+  if need ~= true and type(need) ~= "string" then
+    error("auth must be true or a permission name", 5)
+  end
+end
+
 -- wraps a handler: need is true (any valid token) or a permission name
 function _M.protect(need, handler)
-  if need ~= true and type(need) ~= "string" then
-    error("auth must be true or a permission name", 4)
-  end
+  check_need(need)
   return function(req, ...)
-    local u = _M.user(req)
-    if not u then return deny(req, 401, "a valid bearer token is required") end
-    if need ~= true and not u:has_permission(need) then
-      return deny(req, 403, "permission " .. need .. " is required")
-    end
+    local status, msg = refusal(_M.user(req), need)
+    if status then return deny(req, status, msg) end
     return handler(req, ...)
+  end
+end
+
+-- The same check on an Authorization header alone, for a request whose body
+-- has not been read yet (Expect: 100-continue): status, message or nil.
+function _M.precheck(need)
+  check_need(need)
+  return function(authz)
+    local token = type(authz) == "string" and authz:match("^[Bb]earer%s+(%S+)%s*$")
+    return refusal(_M.lookup(token), need)
   end
 end
 

@@ -192,6 +192,10 @@ local function add(mask, path, opts, handler)
   end
   if opts and opts.auth then -- outermost: no cached answer without the token
     handler = _M.auth.protect(opts.auth, handler)
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy._precheck = _M.auth.precheck(opts.auth) -- Expect: 100-continue is refused early
+    opts = copy
   end
   local ok, err = core._route(mask, path, opts, handler)
   if not ok then

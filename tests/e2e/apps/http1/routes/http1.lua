@@ -1,0 +1,27 @@
+-- Routes for the HTTP/1.1 message-syntax tests (tests/e2e/test_http1_syntax.py).
+local api = require "devloop"
+
+api.get("/hello", function() return "Hello, World!" end)
+
+-- what the runtime made of the request: framing and the fields a handler sees
+local function echo(req)
+  local names = {}
+  for k in pairs(req.headers) do names[#names + 1] = k:lower() end
+  table.sort(names)
+  return {
+    method = req.method,
+    path = req.path,
+    query = req.query,
+    host = req.headers.host,
+    content_type = req.headers["content-type"],
+    header_names = api.json.array(names),
+    raw = req.raw_body or "",
+  }
+end
+api.route("*", "/echo", echo)
+api.route("*", "/echo/:x", echo)
+
+api.post("/limited", { body_limit = 100 }, function(req) return { size = #req.raw_body } end)
+api.post("/secret", { auth = "WRITE" }, function(req) return { size = #req.raw_body } end)
+
+api.get("/status/:code", function(req) return tonumber(req.params.code), "x" end)
