@@ -45,6 +45,8 @@
 #define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define H2_PREFACE_LEN 24
 #define FILE_CHUNK (256 * 1024) /* a file body is read and sent this much at a time */
+#define FLUSH_ROUNDS 16          /* synchronous writes in one flush before yielding */
+#define MAX_WRITE (1u << 30)     /* one uv_buf_t's share of a write (its length is unsigned) */
 
 typedef struct {
     uv_write_t req;
@@ -77,6 +79,19 @@ static dl_req_t *conn_req(dl_conn_t *c)
             c->req->conn = c;
     }
     return c->req;
+}
+
+/* Response bytes the connection holds: queued, in a write, or encrypted. */
+static size_t out_bytes(const dl_conn_t *c)
+{
+    return c->out.len + c->writing + c->cout.len;
+}
+
+/* Past the high-water mark a connection takes no new request until the
+ * client has read enough of its answers (h2.c has its own mark). */
+static int out_full(const dl_conn_t *c)
+{
+    return out_bytes(c) >= c->worker->cfg->output_high_water;
 }
 
 static int reject(dl_conn_t *c, int status, const char *msg)
@@ -737,6 +752,8 @@ static size_t conn_feed(dl_conn_t *c, const char *data, size_t len)
     size_t off = 0;
     c->in_feed = 1;
     while (off < len && c->state != DL_CS_BUSY && !c->closing && !c->closed) {
+        if (c->state != DL_CS_BODY && c->req == NULL && out_full(c))
+            break; /* between requests: wait for the client to read (conn_drain) */
         c->prev_ended_value = c->value_end != NULL && c->value_end == c->exec_end;
         c->exec_start = data + off;
         c->exec_end = data + len;
@@ -771,18 +788,49 @@ static size_t conn_feed(dl_conn_t *c, const char *data, size_t len)
     return off;
 }
 
-/* Parses what waited in `pending` once the connection is free again. */
-static void conn_drain(dl_conn_t *c)
+/*
+ * Reading stops while too much waits unparsed or too many answers wait for
+ * the client (output back-pressure), and starts again once both are below
+ * their marks, so one connection holds at most about MAX_PENDING of input
+ * and output_high_water (plus the answer being made) of output.
+ */
+static void conn_pace(dl_conn_t *c)
 {
-    if (c->pending.len && c->state != DL_CS_BUSY && !c->closing && !c->closed) {
-        size_t used = conn_feed(c, c->pending.data, c->pending.len);
-        dl_buf_consume(&c->pending, used);
-    }
-    if (c->read_stopped && !c->closed && c->pending.len < MAX_PENDING / 2) {
+    if (c->virt || c->closed || c->closing)
+        return;
+    int full = c->pending.len > MAX_PENDING || (out_full(c) && !c->h2);
+    if (full && !c->read_stopped) {
+        c->read_stopped = 1;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    } else if (!full && c->read_stopped && c->pending.len < MAX_PENDING / 2) {
         c->read_stopped = 0;
         uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_read);
     }
-    conn_flush(c);
+}
+
+/* Parses what waited in `pending` while the connection was busy or its
+ * output full, and writes what that answered; a write that completes at
+ * once makes room for more. */
+static void conn_drain(dl_conn_t *c)
+{
+    for (;;) {
+        size_t before = c->pending.len, out_before = out_bytes(c);
+        /* (a fresh connection's pending is a partial HTTP/2 preface) */
+        if (c->pending.len && c->state != DL_CS_BUSY && !c->closing && !c->closed && !c->fresh &&
+            !c->h2) {
+            size_t used = conn_feed(c, c->pending.data, c->pending.len);
+            dl_buf_consume(&c->pending, used);
+        }
+        conn_flush(c);
+        if (c->closed)
+            return;
+        if (c->pending.len == 0 || c->state == DL_CS_BUSY || c->closing || c->writing ||
+            out_full(c))
+            break;
+        if (c->pending.len == before && out_bytes(c) >= out_before)
+            break; /* a partial request: wait for more bytes */
+    }
+    conn_pace(c);
 }
 
 /* ================================================================ responses */
@@ -1131,6 +1179,7 @@ static void on_write(uv_write_t *req, int status)
     write_req_t *wr = (write_req_t *)req;
     dl_conn_t *c = wr->conn;
     c->writing = 0;
+    c->send_deadline = 0;
     /* keep the larger buffer for the next response */
     dl_buf_t *wb = c->tls ? &c->cout : &c->out;
     if (wb->len == 0 && wr->buf.cap > wb->cap) {
@@ -1176,6 +1225,10 @@ static void file_done(dl_conn_t *c)
 
 static void conn_flush(dl_conn_t *c)
 {
+    /* a client that reads as fast as we write would keep a big body's loop
+     * going here while the worker's other connections wait: after this many
+     * pieces the next one waits for the write callback, a turn of the loop */
+    int rounds = 0;
 again:
     if (c->closed)
         return;
@@ -1221,9 +1274,14 @@ again:
             conn_finish_close(c);
         return;
     }
-    uv_buf_t b = uv_buf_init(wb->data, (unsigned)wb->len);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (n == (int)wb->len) {
+    /* uv_buf_t lengths are unsigned int: a body over 4 GiB goes in pieces */
+    uv_buf_t b = uv_buf_init(wb->data, (unsigned)DL_MIN(wb->len, (size_t)MAX_WRITE));
+    int n = ++rounds > FLUSH_ROUNDS ? UV_EAGAIN : uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n > 0 && (size_t)n < wb->len && n == (int)b.len) {
+        dl_buf_consume(wb, (size_t)n); /* one piece of a huge buffer went */
+        goto again;
+    }
+    if (n > 0 && (size_t)n == wb->len) {
         dl_buf_reset(wb);
         if (c->file_fd >= 0 || (c->h2 && !c->in_feed && !c->closing))
             goto again; /* the next chunk of a file body, more HTTP/2 frames */
@@ -1245,17 +1303,25 @@ again:
     wr->conn = c;
     wr->buf = *wb;
     dl_buf_init(wb);
-    b = uv_buf_init(wr->buf.data, (unsigned)wr->buf.len);
-    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+    uv_buf_t bufs[8];
+    unsigned nbufs = 0;
+    for (size_t off = 0; off < wr->buf.len && nbufs < 8; nbufs++) {
+        size_t piece = DL_MIN(wr->buf.len - off, (size_t)MAX_WRITE);
+        bufs[nbufs] = uv_buf_init(wr->buf.data + off, (unsigned)piece);
+        off += piece;
+    }
+    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write) != 0) {
         dl_buf_free(&wr->buf);
         dl_free(wr);
         dl_conn_close(c);
         return;
     }
     c->writing = wr->buf.len;
-    /* a handshake keeps its header deadline; everything else must drain in time */
-    if ((c->state != DL_CS_BUSY || c->h2) && !(c->tls && c->fresh))
-        c->deadline = uv_now(&c->worker->loop) + c->worker->cfg->send_timeout_ms;
+    /* the client must take this write in time, however many requests it
+     * sends meanwhile: the deadline moves only when a write completes (the
+     * loop's clock is refreshed: this turn may have written for a while) */
+    uv_update_time(&c->worker->loop);
+    c->send_deadline = uv_now(&c->worker->loop) + c->worker->cfg->send_timeout_ms;
 }
 
 /* ================================================================== reading */
@@ -1406,11 +1472,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         dl_conn_close(c);
         return;
     }
-    if (c->pending.len > MAX_PENDING && !c->read_stopped) {
-        c->read_stopped = 1;
-        uv_read_stop(s);
-    }
-    conn_flush(c);
+    conn_drain(c);
 }
 
 /* ================================================================ lifecycle */
@@ -1575,9 +1637,42 @@ void dl_conn_virtual_free(dl_conn_t *c)
     dl_free(c);
 }
 
+static void on_refused_close(uv_handle_t *h)
+{
+    dl_free(h);
+}
+
+/* At the connection cap: accept (so the backlog drains and the listener
+ * never spins on a ready socket), say why on a plain listener, and close. */
+static void refuse(dl_worker_t *w, uv_stream_t *server)
+{
+    static const char busy[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Content-Length: 69\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        "{\"error\":\"Service Unavailable\",\"message\":\"too many open connections\"}";
+    dl_metric_add(w->rt->metrics, w->id, w->rt->m.conns_refused, NULL, 1);
+    uv_tcp_t *t = dl_malloc(sizeof(*t));
+    if (t == NULL || uv_tcp_init(&w->loop, t) != 0) {
+        dl_free(t);
+        return;
+    }
+    if (uv_accept(server, (uv_stream_t *)t) == 0) {
+        long l = (long)((uv_tcp_t *)server - w->listeners);
+        if (l >= 0 && l < DL_MAX_LISTEN && w->rt->tls[l] == NULL) {
+            uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
+            uv_try_write((uv_stream_t *)t, &b, 1);
+        }
+    }
+    uv_close((uv_handle_t *)t, on_refused_close);
+}
+
 void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
 {
     uv_once(&settings_once, init_settings);
+    if (w->cfg->max_connections > 0 && w->n_conns >= w->cfg->max_connections) {
+        refuse(w, server);
+        return;
+    }
     dl_conn_t *c = w->free_conns;
     if (c) {
         w->free_conns = c->next;
@@ -1633,11 +1728,11 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
     if (c->closed)
         return;
     const dl_config_t *cfg = c->worker->cfg;
+    if (c->writing && c->send_deadline && now >= c->send_deadline) {
+        dl_conn_close(c); /* the client takes nothing of what we send */
+        return;
+    }
     if (c->h2) {
-        if (c->writing && c->deadline && now >= c->deadline) {
-            dl_conn_close(c);
-            return;
-        }
         /* answers the sweep gives (408) are flushed after it, never inside it:
          * a failed write would close the connection under the sweep's feet */
         c->in_feed = 1;
@@ -1663,6 +1758,8 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
     }
     if (c->deadline == 0 || now < c->deadline)
         return;
+    if (c->writing && !(c->tls && c->fresh))
+        return; /* a write in flight has the send deadline (a handshake keeps both) */
     if (c->state == DL_CS_HEAD && !c->closing && !c->writing &&
         (c->req != NULL || c->pending.len > 0)) {
         send_error(c, 408, "request head not received in time");

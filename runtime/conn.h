@@ -34,6 +34,7 @@ struct dl_conn_s {
     size_t writing;       /* bytes handed to uv_write and not completed */
     int state;
     uint64_t deadline;    /* uv_now() ms, 0: none */
+    uint64_t send_deadline; /* a write in flight must complete by then (uv_now() ms) */
     uint64_t window_start;
     size_t window_bytes;
     const char *exec_start, *exec_end; /* the bytes llhttp_execute is parsing */

@@ -45,7 +45,7 @@
 #include "server.h"
 #include "upload.h"
 
-#define OUT_HIGH (256 * 1024)          /* stop producing frames above this much output */
+#define OUT_HIGH(c) ((c)->worker->cfg->output_high_water) /* no more frames above this output */
 #define STREAM_WINDOW (1024 * 1024)    /* what a client may send per stream unread */
 #define CONN_WINDOW (16 * 1024 * 1024) /* and on the whole connection */
 #define FLOOD_BURST 1000.0             /* control frames allowed at once */
@@ -550,7 +550,7 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
     DL_UNUSED(flags);
     dl_h2_t *h = ud;
     dl_conn_t *c = h->c;
-    if (c->out.len >= OUT_HIGH && !h->ending) {
+    if (c->out.len >= OUT_HIGH(c) && !h->ending) {
         h->blocked = 1;
         return NGHTTP2_ERR_WOULDBLOCK;
     }
@@ -590,7 +590,7 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *fra
     dl_h2_t *h = ud;
     dl_conn_t *c = h->c;
     h2_stream_t *st = src->ptr;
-    if (c->out.len >= OUT_HIGH) {
+    if (c->out.len >= OUT_HIGH(c)) {
         h->blocked = 1;
         return NGHTTP2_ERR_WOULDBLOCK;
     }

@@ -74,6 +74,8 @@ void dl_config_init(dl_config_t *cfg)
     cfg->watch = env_bool("DEVLOOP_WATCH", 1);
     cfg->watch_debounce_ms = env_u64("DEVLOOP_WATCH_DEBOUNCE_MS", 100);
     cfg->send_timeout_ms = env_u64("DEVLOOP_SEND_TIMEOUT_MS", 60000);
+    cfg->output_high_water = env_u64("DEVLOOP_OUTPUT_HIGH_WATER", 256 * 1024);
+    cfg->max_connections = (int)DL_MIN(env_u64("DEVLOOP_MAX_CONNECTIONS", 10000), 1000000);
     cfg->http2 = env_bool("DEVLOOP_HTTP2", 1);
     cfg->h2_max_streams = (int)DL_MIN(env_u64("DEVLOOP_H2_MAX_STREAMS", 100), 100000);
     if (cfg->h2_max_streams < 1)
@@ -225,7 +227,12 @@ static int define_metrics(dl_runtime_t *rt)
                                           "TLS connections that ended before or in the handshake "
                                           "(plain_http, protocol, timeout)",
                                           reason_label, 1, NULL, 0);
-    if (rt->m.h2_defences < 0 || rt->m.tls_failures < 0)
+    rt->m.conns_refused = dl_metric_define(m, DL_METRIC_COUNTER,
+                                           "devloop_connections_refused_total",
+                                           "Connections closed at accept because the worker "
+                                           "had DEVLOOP_MAX_CONNECTIONS open",
+                                           NULL, 0, NULL, 0);
+    if (rt->m.h2_defences < 0 || rt->m.tls_failures < 0 || rt->m.conns_refused < 0)
         return DL_EINVAL;
     if (rt->m.requests < 0 || rt->m.duration < 0 || rt->m.db_duration < 0 ||
         rt->m.cache_lookup < 0 || rt->m.connections < 0 || rt->m.lua_memory < 0 ||
@@ -294,6 +301,11 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     *out = NULL;
     if (cfg->app_dir == NULL) {
         snprintf(errbuf, errlen, "no app folder given");
+        return DL_EINVAL;
+    }
+    if (cfg->output_high_water < 1024) {
+        snprintf(errbuf, errlen, "DEVLOOP_OUTPUT_HIGH_WATER (output_high_water) must be at "
+                                 "least 1024 bytes, not %zu", cfg->output_high_water);
         return DL_EINVAL;
     }
     dl_set_allocator(cfg->malloc_fn, cfg->realloc_fn, cfg->free_fn);

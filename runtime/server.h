@@ -38,7 +38,8 @@ struct dl_runtime_s {
     struct dl_metrics_s *metrics;
     struct {
         int requests, duration, db_duration, cache_lookup, connections, lua_memory, generation,
-            reload_failures, log_dropped, metrics_overflow, h2_defences, tls_failures;
+            reload_failures, log_dropped, metrics_overflow, h2_defences, tls_failures,
+            conns_refused;
     } m;                         /* ids of the runtime's own metrics */
     double start_time;           /* Unix time at start */
     int access_log;              /* DEVLOOP_ACCESS_LOG */

@@ -115,6 +115,9 @@ typedef struct dl_config_s {
     uint64_t send_timeout_ms;         /* a client that takes none of a response (socket full or
                                          an HTTP/2 flow-control window kept at 0) for this long
                                          is closed */
+    size_t output_high_water;         /* response bytes buffered on a connection above which
+                                         it reads and parses nothing more (default 256 KiB) */
+    int max_connections;              /* open connections per worker; more are refused */
     int http2;                        /* h2 by ALPN and h2c prior knowledge (default 1) */
     int h2_max_streams;               /* concurrent streams per HTTP/2 connection */
     const char *hsts;                 /* Strict-Transport-Security on TLS answers; "" none */

@@ -25,3 +25,18 @@ api.post("/limited", { body_limit = 100 }, function(req) return { size = #req.ra
 api.post("/secret", { auth = "WRITE" }, function(req) return { size = #req.raw_body } end)
 
 api.get("/status/:code", function(req) return tonumber(req.params.code), "x" end)
+
+-- n bytes of text (output back-pressure tests)
+local blobs = {}
+api.get("/blob/:n", function(req)
+  local n = tonumber(req.params.n)
+  blobs[n] = blobs[n] or string.rep("x", n)
+  return 200, blobs[n], { ["Content-Type"] = "text/plain" }
+end)
+
+-- a file named by the environment, sent from disk (a body over 4 GiB)
+local core = require "devloop.core"
+api.get("/bigfile", function()
+  return 200, os.getenv("DEVLOOP_TEST_BIG_FILE"), { ["Content-Type"] = "application/octet-stream" },
+         core.FILE_BODY
+end)

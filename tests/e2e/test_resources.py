@@ -1,0 +1,130 @@
+"""Bounded resources per connection: output back-pressure on HTTP/1.1 (a
+client that pipelines and reads nothing holds a bounded amount of server
+memory, and the send timeout closes it while it keeps sending), the cap on
+open connections per worker, and response lengths past 4 GiB."""
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import harness
+
+BIG = os.path.join(tempfile.gettempdir(), "devloop-bigfile-%d" % os.getpid())
+BIG_SIZE = (5 << 30) + 12345  # over 4 GiB: a 32-bit length would truncate it
+ENV = {"DEVLOOP_SEND_TIMEOUT_MS": "2000", "DEVLOOP_MAX_CONNECTIONS": "40",
+       "DEVLOOP_TEST_BIG_FILE": BIG}
+SANITIZED = os.environ.get("DEVLOOP_SANITIZED") == "1"
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_pipelined_flood_reading_nothing(srv):
+    """Thousands of pipelined requests for a 100 KB answer, nothing read: the
+    server stops reading at the high-water mark, its memory stays flat, and the
+    send timeout (2 s here) ends the connection although requests keep coming."""
+    base = rss_kib(srv.pid())
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", srv.port))
+    req = b"GET /blob/102400 HTTP/1.1\r\nHost: x\r\n\r\n"
+    state = {"sent": 0, "error": None, "ended": None}
+
+    def sender():
+        t0 = time.time()
+        try:
+            while time.time() - t0 < 20:
+                s.sendall(req * 100)
+                state["sent"] += 100
+        except OSError as e:
+            state["error"] = e
+        state["ended"] = time.time() - t0
+
+    t = threading.Thread(target=sender, daemon=True)
+    t0 = time.time()
+    t.start()
+    peak = base
+    while t.is_alive() and time.time() - t0 < 20:
+        peak = max(peak, rss_kib(srv.pid()))
+        time.sleep(0.05)
+    t.join(1)
+    s.close()
+    assert state["error"] is not None, "the connection was never closed: %r" % state
+    # closed by the send timeout (2 s) once nothing more was taken in
+    assert state["ended"] < 10, state
+    if not SANITIZED:
+        assert peak - base < 32 * 1024, "RSS grew %d KiB (from %d)" % (peak - base, base)
+    # the same flood read slowly gets every answer, in order
+    c = srv.conn(timeout=20)
+    c.send(req * 200)
+    for _ in range(200):
+        r = c.response()
+        assert r.status == 200 and len(r.body) == 102400, r
+    c.close()
+
+
+def test_connection_cap(srv):
+    held = []
+    for _ in range(40):  # the cap (one worker)
+        c = srv.conn()
+        held.append(c)
+    r = held[-1].request("GET", "/hello")  # all 40 accepted and served
+    assert r.status == 200, r
+    t_cpu = cpu_s(srv.pid())
+    refused = 0
+    for _ in range(50):
+        c = srv.conn()
+        r = c.response()
+        assert r.status == 503 and r.header("connection") == "close", r
+        assert "too many open connections" in r.json()["message"], r
+        assert c.closed_by_peer(), "refused connection must close"
+        c.close()
+        refused += 1
+    time.sleep(1)
+    # the accept loop does not spin while it sits at the cap
+    assert cpu_s(srv.pid()) - t_cpu < 0.5, cpu_s(srv.pid()) - t_cpu
+    for c in held:
+        c.close()
+    time.sleep(0.3)
+    r = srv.get("/metrics")
+    line = [l for l in r.body.decode().splitlines()
+            if l.startswith("devloop_connections_refused_total")]
+    assert line and float(line[0].split()[-1]) >= refused, line
+
+
+def test_body_over_4_gib(srv):
+    with open(BIG, "wb") as f:
+        f.truncate(BIG_SIZE)
+        f.seek(BIG_SIZE - 5)
+        f.write(b"tail!")
+    try:
+        c = srv.conn()
+        r = c.request("HEAD", "/bigfile")
+        assert int(r.header("content-length")) == BIG_SIZE, r.headers
+        c.close()
+        p = subprocess.run(["curl", "-sS", "--max-time", "120", "-o", "/dev/null", "-w",
+                            "%{http_code} %{size_download}", srv.url("/bigfile")],
+                           capture_output=True, text=True)
+        assert p.stdout == "200 %d" % BIG_SIZE, (p.stdout, p.stderr)
+        p = subprocess.run(["curl", "-sS", "--max-time", "20", "--http2-prior-knowledge", "-I",
+                            srv.url("/bigfile")], capture_output=True, text=True)
+        assert ("content-length: %d" % BIG_SIZE) in p.stdout.lower(), p.stdout
+    finally:
+        os.unlink(BIG)
+
+
+if __name__ == "__main__":
+    harness.main(globals(), app="http1", env=ENV)
