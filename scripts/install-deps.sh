@@ -9,7 +9,7 @@ PKGS=(
   libmongoc-dev libbson-dev libsqlite3-dev zlib1g-dev libdeflate-dev libssl-dev libnghttp2-dev
   libmsgpack-dev lua-cjson-dev
   curl wrk redis-server python3 python3-msgpack sqlite3 prometheus
-  openssl nghttp2-client python3-h2
+  openssl nghttp2-client python3-h2 python3-h11
 )
 
 missing=()
