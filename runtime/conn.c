@@ -279,8 +279,8 @@ static int host_valid(const char *h, size_t n)
         const char *e = memchr(h, ']', n);
         if (e == NULL || e == h + 1)
             return 0;
-        for (const char *p = h + 1; p < e; p++)
-            if (!(dl_is_tchar((unsigned char)*p) || *p == ':'))
+        for (const char *p = h + 1; p < e; p++) /* IPv6 (and IPv4-mapped) address */
+            if (!(isxdigit((unsigned char)*p) || *p == ':' || *p == '.'))
                 return 0;
         i = (size_t)(e - h) + 1;
     } else {
@@ -344,11 +344,12 @@ static int absolute_form(dl_req_t *r, const char **msg)
     }
     /* "host" and the authority go after the head; Host is (re)pointed there */
     uint32_t name_off = (uint32_t)r->head.len;
-    if (dl_buf_append(&r->head, "host", 4) != 0 ||
-        dl_buf_append(&r->head, r->head.data + skip, alen) != 0) {
+    if (dl_buf_reserve(&r->head, 4 + alen) != 0) { /* the copy's source is head itself */
         *msg = "out of memory";
         return 503;
     }
+    dl_buf_append(&r->head, "host", 4);
+    dl_buf_append(&r->head, r->head.data + skip, alen);
     int count;
     int h = find_header(r, "host", 4, &count);
     if (h < 0) {
@@ -472,10 +473,13 @@ static int transfer_coding_check(dl_req_t *r, const char **msg)
             v = e + 1;
             if (a == b)
                 continue; /* empty list elements are ignored (RFC 9110 5.6.1) */
-            const char *t = a;
+            /* transfer-coding = token *( OWS ";" OWS transfer-parameter ) */
+            const char *t = a, *u;
             while (t < b && dl_is_tchar((unsigned char)*t))
                 t++;
-            if (t == a || (t < b && *t != ';' && *t != ' ' && *t != '\t')) {
+            for (u = t; u < b && (*u == ' ' || *u == '\t'); u++)
+                ;
+            if (t == a || (u < b && *u != ';')) {
                 *msg = "malformed Transfer-Encoding";
                 return 400;
             }
@@ -509,6 +513,31 @@ static int transfer_coding_check(dl_req_t *r, const char **msg)
         return 501;
     }
     return 0;
+}
+
+/* Expect is a list (RFC 9110 10.1.1): 1 when it holds 100-continue and no
+ * other expectation, 0 when it is empty, -1 for anything else (417). */
+static int expect_check(const char *v, size_t n)
+{
+    int cont = 0;
+    const char *end = v + n;
+    while (v < end) {
+        const char *e = memchr(v, ',', (size_t)(end - v));
+        if (e == NULL)
+            e = end;
+        const char *a = v, *b = e;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (a < b) {
+            if (!dl_strncasecmp_eq(a, (size_t)(b - a), "100-continue", 12))
+                return -1;
+            cont = 1;
+        }
+        v = e + 1;
+    }
+    return cont;
 }
 
 /* Expect: 100-continue on a request that will not be served as sent: its
@@ -545,9 +574,10 @@ static int on_headers_complete(llhttp_t *p)
         size_t elen;
         const char *e = dl_req_header(r, "expect", &elen);
         if (e) {
-            if (!dl_strncasecmp_eq(e, elen, "100-continue", 12))
+            int rc = expect_check(e, elen);
+            if (rc < 0)
                 return reject(c, 417, "only Expect: 100-continue is supported");
-            r->expect_continue = 1;
+            r->expect_continue = rc == 1;
         }
     }
     int chunked = (p->flags & F_CHUNKED) != 0;
@@ -860,10 +890,14 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     int status = resp->status;
     int keep = r->keep_alive && !resp->close && !c->stopping && !w->stopping;
     int head_only = r->method == DL_M_HEAD;
-    int no_body = head_only || status == 204 || status == 304 || (status >= 100 && status < 200);
+    /* 205 has no content (RFC 9110 15.3.6): its length is 0, and it is sent */
+    int no_body = head_only || status == 204 || status == 304 || status == 205 ||
+                  (status >= 100 && status < 200);
 
     const char *body = resp->body;
     size_t body_len = resp->has_file ? (size_t)resp->file_len : resp->body_len;
+    if (status == 205)
+        body_len = 0;
     int enc = DL_ENC_IDENTITY, vary = 0;
     dl_buf_t zbuf = DL_BUF_INIT;
     int pre_gzip = 0;
@@ -931,7 +965,8 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     dl_buf_append(o, "\r\n", 2);
     if (resp->content_type)
         HDR(o, "Content-Type: ", resp->content_type, resp->content_type_len);
-    if (status != 204 && !(status >= 100 && status < 200)) {
+    /* 304: the length a 200 would have had is unknown here (RFC 9110 8.6) */
+    if (status != 204 && status != 304 && !(status >= 100 && status < 200)) {
         dl_buf_append(o, "Content-Length: ", 16);
         dl_buf_append_u64(o, body_len);
         dl_buf_append(o, "\r\n", 2);
@@ -1160,6 +1195,14 @@ static void conn_finish_close(dl_conn_t *c)
 {
     if (c->closed || c->shutting)
         return; /* a second uv_shutdown would fail and close before the linger */
+    if (c->tls && !c->notified) {
+        c->notified = 1;
+        dl_tls_close_notify(c->tls);
+        if (c->cout.len) {
+            conn_flush(c); /* comes back here once the alert is written */
+            return;
+        }
+    }
     if (c->lingering) {
         uv_shutdown_t *sr = dl_malloc(sizeof(*sr));
         if (sr) {

@@ -62,6 +62,7 @@ struct dl_conn_s {
     int listener;         /* index of the listener it came from */
     unsigned fresh : 1;   /* nothing parsed yet: may still turn out to be h2c */
     unsigned shutting : 1; /* uv_shutdown issued (lingering close) */
+    unsigned notified : 1; /* TLS close_notify queued */
     unsigned field_started : 1; /* parser: a header name span arrived since the last field */
 };
 

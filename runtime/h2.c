@@ -789,7 +789,7 @@ void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
     NV("date", date, strlen(date));
     if (resp->content_type)
         NV("content-type", resp->content_type, resp->content_type_len);
-    if (w->status != 204 && w->status >= 200) {
+    if (w->status != 204 && w->status != 304 && w->status >= 200) {
         snprintf(clen, sizeof(clen), "%zu", w->body_len);
         NV("content-length", clen, strlen(clen));
     }

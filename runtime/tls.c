@@ -504,6 +504,14 @@ int dl_tls_write(dl_tls_t *t, const char *data, size_t len)
     return t->out->oom ? DL_ENOMEM : 0;
 }
 
+void dl_tls_close_notify(dl_tls_t *t)
+{
+    ERR_clear_error();
+    if (SSL_is_init_finished(t->ssl) && !(SSL_get_shutdown(t->ssl) & SSL_SENT_SHUTDOWN))
+        SSL_shutdown(t->ssl); /* queues the alert; the peer's answer is not awaited */
+    ERR_clear_error();
+}
+
 int dl_tls_ready(const dl_tls_t *t)
 {
     return SSL_is_init_finished(t->ssl);

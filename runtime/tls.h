@@ -56,6 +56,10 @@ typedef void (*dl_tls_plain_cb)(void *arg, const char *data, size_t len);
 int dl_tls_read(dl_tls_t *t, const char *in, size_t len, dl_tls_plain_cb plain, void *arg);
 /** Encrypts data into out. Returns 0 or DL_EPROTO. */
 int dl_tls_write(dl_tls_t *t, const char *data, size_t len);
+
+/** Queues a close_notify alert into the output (RFC 9112 9.8: a TLS
+ * connection is closed with one), once, after a completed handshake. */
+void dl_tls_close_notify(dl_tls_t *t);
 /** 1 once the handshake is done. */
 int dl_tls_ready(const dl_tls_t *t);
 /** 1 when ALPN chose h2. */

@@ -114,6 +114,11 @@ def test_absolute_form(srv):
     assert got[0].status == 404 and "GET /" in got[0].json()["message"], got
     got = accepted(srv, "GET http://a.example/echo HTTP/1.0\r\n\r\n")  # no Host in 1.0
     assert got[0].json()["host"] == "a.example", got
+    # an authority long enough to move the head buffer when it is copied
+    host = "a" * 60 + "." + "b" * 60 + ".example:8080"
+    got = accepted(srv, "DELETE http://%s/echo HTTP/1.1\r\nHost:\r\nTransfer-Encoding: "
+                        "chunked\r\n\r\n5\r\nhello\r\n0\r\nT: v\r\n\r\n" % host)
+    assert got[0].json()["host"] == host and got[0].json()["raw"] == "hello", got
     # still exactly one Host in HTTP/1.1, and a sound authority
     rejected(srv, "GET http://a.example/echo HTTP/1.1\r\n\r\n", text="Host")
     for target in ["http://u@a.example/echo", "http:///echo", "http://a%b/echo",
@@ -246,6 +251,17 @@ def test_handler_status_outside_200_599(srv):
     assert "/status/:code" in srv.output() and "outside 200-599" in srv.output()
 
 
+def test_205_and_304_have_no_content(srv):
+    """RFC 9110 15.3.6: no content in a 205; 8.6: no Content-Length in a 304
+    unless it is what a 200 would have had (unknown here)."""
+    got = accepted(srv, "GET /status/205 HTTP/1.1\r\nHost: x\r\n\r\n"
+                        "GET /status/304 HTTP/1.1\r\nHost: x\r\n\r\n"
+                        "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", n=3)
+    assert got[0].status == 205 and got[0].header("content-length") == "0", got[0]
+    assert got[1].status == 304 and got[1].header("content-length") is None, got[1]
+    assert got[2].body == b"Hello, World!", got
+
+
 # ------------------------------------------------------------------ Expect
 
 def expect(srv, head, wait=3.0):
@@ -280,6 +296,17 @@ def test_expect_refused_at_once(srv):
             assert r.header("www-authenticate"), r.headers
         assert r.header("connection") == "close", r.headers
         assert c.closed_by_peer(), head
+        c.close()
+
+
+def test_expect_is_a_list(srv):
+    for value, status in (("100-continue, ", 100), (" , 100-CONTINUE", 100),
+                          ("100-continue, foo", 417), ("foo", 417)):
+        c = srv.conn(timeout=3)
+        c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: %s\r\n\r\n"
+               % value)
+        r = c.response()
+        assert r.status == status, (value, r)
         c.close()
 
 

@@ -212,6 +212,24 @@ def test_h1_and_h2_clients_at_once(srv):
 
 # ------------------------------------------------------------ bad clients
 
+def test_close_notify_ends_the_connection(srv):
+    """RFC 9112 9.8: the server closes a TLS connection with close_notify, so a
+    client can tell a complete answer from a cut one (no ragged EOF)."""
+    for ver in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        raw = socket.create_connection(("127.0.0.1", TLS_PORT), timeout=5)
+        s = client_ctx(maxv=ver, minv=ver).wrap_socket(raw, server_hostname="localhost",
+                                                       suppress_ragged_eofs=False)
+        s.sendall(b"GET /json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)  # SSLEOFError here: closed without close_notify
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"World!\"}"), data
+        s.close()
+
+
 def test_plain_http_on_tls_port(srv):
     c = harness.Conn(TLS_PORT)
     r = c.request("GET", "/json")
