@@ -324,6 +324,11 @@ DL_TEST(msgpack_binary_strings)
     EXPECT_LUA(L, "return codec.msgpack_decode('\\218\\0\\0') == ''");
     EXPECT_LUA(L, "local k = codec.msgpack_decode('\\129\\163k\\0\\1\\1') "
                   "return k['k\\0\\1'] == 1");
+    /* MessagePack strings are bytes and stay so on the way out; the same
+     * bytes in JSON come out as U+FFFD, one per ill-formed subpart */
+    EXPECT_PACKS(L, "'/\\255\\195'", "\xa3/\xff\xc3");
+    EXPECT_UNPACKS(L, "\x92\xa3/\xff\xc3\xc4\x02\xed\xa0",
+                   "[\"/\xef\xbf\xbd\xef\xbf\xbd\",\"\xef\xbf\xbd\xef\xbf\xbd\"]");
     lua_close(L);
 }
 

@@ -129,10 +129,16 @@ DL_TEST(status_text)
 DL_TEST(error_body_escapes)
 {
     dl_buf_t b = DL_BUF_INIT;
-    dl_error_body(&b, 400, "bad \"x\"\n\\", "rid");
+    dl_error_body(&b, 400, "bad \"x\"\n\\\x01", "rid");
     dl_buf_append_char(&b, '\0');
-    EXPECT_STR(b.data, "{\"error\":\"Bad Request\",\"message\":\"bad \\\"x\\\"\\u000a\\\\\","
+    EXPECT_STR(b.data, "{\"error\":\"Bad Request\",\"message\":\"bad \\\"x\\\"\\n\\\\\\u0001\","
                        "\"requestId\":\"rid\"}");
+    /* a path quoted in a 404 with bytes that are not UTF-8: U+FFFD each */
+    dl_buf_reset(&b);
+    dl_error_body(&b, 404, "no route for GET /\xff\xc3 caf\xc3\xa9", NULL);
+    dl_buf_append_char(&b, '\0');
+    EXPECT_STR(b.data, "{\"error\":\"Not Found\",\"message\":\"no route for GET "
+                       "/\xef\xbf\xbd\xef\xbf\xbd caf\xc3\xa9\"}");
     dl_buf_free(&b);
 }
 
