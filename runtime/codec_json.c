@@ -6,11 +6,13 @@
  * integers without printf and walks each table once where it can: its cost is
  * then mostly the Lua C API calls (lua_next, lua_type, lua_tolstring). The
  * decoder is a recursive descent parser over a length-delimited input that
- * follows RFC 8259 strictly and builds Lua values as it goes; it holds no
- * C-allocated memory, so a Lua error (OOM) raised from inside it leaks
- * nothing. Arrays and empty objects carry marker metatables from the registry
- * so that [] and {} survive a round trip. The table classification and number
- * formatting here are shared with codec_msgpack.c.
+ * follows RFC 8259 strictly and builds Lua values as it goes, counting them
+ * against an optional element budget (request bodies) so that what a body
+ * costs is bounded by more than its byte size; it holds no C-allocated
+ * memory, so a Lua error (OOM) raised from inside it leaks nothing. Arrays
+ * and empty objects carry marker metatables from the registry so that [] and
+ * {} survive a round trip. The table classification and number formatting
+ * here are shared with codec_msgpack.c.
  */
 #include "codec_json.h"
 
@@ -427,6 +429,9 @@ typedef struct {
     const char *end;
     int mt_array;
     int mt_object;
+    int max_depth;
+    size_t elements_left; /* values still allowed; SIZE_MAX without a limit */
+    size_t max_elements;
     char *err;
     size_t errlen;
 } decoder_t;
@@ -445,6 +450,13 @@ static int dec_fail(decoder_t *d, const char *fmt, ...)
         va_end(ap);
     }
     return DL_ECODEC;
+}
+
+/* The element budget is spent: DL_ETOOBIG, which callers answer with 413. */
+static __attribute__((noinline)) int dec_too_many(decoder_t *d)
+{
+    dec_fail(d, "more than %zu elements", d->max_elements);
+    return DL_ETOOBIG;
 }
 
 /* The error for whatever sits at s: end of input or a wrong byte. */
@@ -724,8 +736,8 @@ static int dec_value(decoder_t *d, int depth);
 static int dec_array(decoder_t *d, int depth)
 {
     lua_State *L = d->L;
-    if (++depth > DL_CODEC_DECODE_DEPTH)
-        return dec_fail(d, "nesting deeper than %d", DL_CODEC_DECODE_DEPTH);
+    if (++depth > d->max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->max_depth);
     if (!lua_checkstack(L, 6))
         return dec_fail(d, "out of Lua stack");
     d->p++;
@@ -758,19 +770,21 @@ static int dec_array(decoder_t *d, int depth)
 static int dec_object(decoder_t *d, int depth)
 {
     lua_State *L = d->L;
-    if (++depth > DL_CODEC_DECODE_DEPTH)
-        return dec_fail(d, "nesting deeper than %d", DL_CODEC_DECODE_DEPTH);
+    if (++depth > d->max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->max_depth);
     if (!lua_checkstack(L, 6))
         return dec_fail(d, "out of Lua stack");
     d->p++;
-    lua_createtable(L, 0, 4);
     skip_ws(d);
     if (d->p < d->end && *d->p == '}') {
+        /* no hash part: {} is the cheapest value a body can repeat */
         d->p++;
+        lua_createtable(L, 0, 0);
         lua_pushvalue(L, d->mt_object);
         lua_setmetatable(L, -2);
         return 0;
     }
+    lua_createtable(L, 0, 4);
     for (;;) {
         skip_ws(d);
         if (d->p >= d->end || *d->p != '"')
@@ -801,6 +815,9 @@ static int dec_object(decoder_t *d, int depth)
 
 static int dec_value(decoder_t *d, int depth)
 {
+    if (DL_UNLIKELY(d->elements_left == 0))
+        return dec_too_many(d);
+    d->elements_left--;
     skip_ws(d);
     if (d->p >= d->end)
         return dec_fail(d, "unexpected end of input");
@@ -846,9 +863,19 @@ static int dec_value(decoder_t *d, int depth)
 
 int dl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
 {
+    return dl_json_decode_limited(L, s, len, NULL, err, errlen);
+}
+
+int dl_json_decode_limited(lua_State *L, const char *s, size_t len, const dl_codec_limits_t *lim,
+                           char *err, size_t errlen)
+{
     if (s == NULL)
         s = "";
-    decoder_t d = {L, s, s, s + len, 0, 0, err, errlen};
+    decoder_t d = {L, s, s, s + len, 0, 0, DL_CODEC_DECODE_DEPTH, SIZE_MAX, 0, err, errlen};
+    if (lim != NULL && lim->max_depth > 0)
+        d.max_depth = lim->max_depth;
+    if (lim != NULL && lim->max_elements > 0)
+        d.elements_left = d.max_elements = lim->max_elements;
     if (!lua_checkstack(L, 8))
         return dec_fail(&d, "out of Lua stack");
     int base = lua_gettop(L);

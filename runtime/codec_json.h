@@ -20,9 +20,20 @@
 #define DL_CODEC_OBJECT_MT "devloop.object"
 
 /* Nesting limits: encoders stop at DL_CODEC_ENCODE_DEPTH (which also ends
- * cycles), decoders at DL_CODEC_DECODE_DEPTH. */
+ * cycles), decoders at DL_CODEC_DECODE_DEPTH. Request bodies stop sooner, at
+ * DL_CODEC_BODY_DEPTH: MongoDB's own document limit (and sqlite_store's), so
+ * a body that decodes can be stored, and below the encoder's, so it can be
+ * sent back even inside a few levels of a handler's own tables. */
 #define DL_CODEC_ENCODE_DEPTH 128
 #define DL_CODEC_DECODE_DEPTH 256
+#define DL_CODEC_BODY_DEPTH 100
+
+/** Bounds on what decoding untrusted input (a request body) may build. */
+typedef struct {
+    size_t max_elements; /* values built: the top one, array items and map values (map
+                            keys are not counted); 0: no limit */
+    int max_depth;       /* nested arrays and maps; 0: DL_CODEC_DECODE_DEPTH */
+} dl_codec_limits_t;
 
 /* Table kinds returned by dl_codec_table_kind() and friends. */
 #define DL_CODEC_OBJECT 0
@@ -101,5 +112,14 @@ int dl_json_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errle
  * out). Nesting is limited to DL_CODEC_DECODE_DEPTH. Raises only on Lua OOM.
  */
 int dl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
+
+/**
+ * dl_json_decode() within lim (NULL: none but the default depth). Building
+ * more than lim->max_elements values fails with DL_ETOOBIG and "more than N
+ * elements" in err, as soon as the count is passed, so a hostile body costs
+ * at most that many values; deeper nesting than lim->max_depth is DL_ECODEC.
+ */
+int dl_json_decode_limited(lua_State *L, const char *s, size_t len, const dl_codec_limits_t *lim,
+                           char *err, size_t errlen);
 
 #endif /* DL_CODEC_JSON_H */

@@ -674,6 +674,135 @@ DL_TEST(json_decode_deep_nesting)
     lua_close(L);
 }
 
+/* Decodes text (len bytes) within lim; returns the code, with the stack
+ * checked: one value on success, unchanged on failure. */
+static int decode_limited(lua_State *L, const char *text, size_t len, size_t max_elements,
+                          int max_depth, char *err, size_t errlen)
+{
+    dl_codec_limits_t lim = {max_elements, max_depth};
+    int top = lua_gettop(L);
+    err[0] = '\0';
+    int rc = dl_json_decode_limited(L, text, len, &lim, err, errlen);
+    if (lua_gettop(L) != top + (rc == 0))
+        DL_FAIL_AT("stack %d after rc %d, was %d", lua_gettop(L), rc, top);
+    lua_settop(L, top);
+    return rc;
+}
+
+#define EXPECT_WITHIN(L, text, n) \
+    EXPECT_EQ(decode_limited((L), (text), strlen(text), (n), 0, err, sizeof(err)), 0)
+
+#define EXPECT_TOO_MANY(L, text, n)                                                            \
+    do {                                                                                       \
+        EXPECT_EQ(decode_limited((L), (text), strlen(text), (n), 0, err, sizeof(err)),         \
+                  DL_ETOOBIG);                                                                 \
+        char want_[64];                                                                        \
+        snprintf(want_, sizeof(want_), "more than %d elements", (int)(n));                     \
+        EXPECT_STR(err, want_);                                                                \
+    } while (0)
+
+/* Every value counts (the top one, array items, object values), keys do not;
+ * N pass and N + 1 fail, whatever the values are. */
+DL_TEST(json_decode_element_cap)
+{
+    lua_State *L = new_state();
+    char err[256];
+    EXPECT_WITHIN(L, "[1,2,3,4]", 5);
+    EXPECT_TOO_MANY(L, "[1,2,3,4,5]", 5);
+    EXPECT_WITHIN(L, "{\"a\":1,\"b\":2,\"c\":3,\"d\":4}", 5);
+    EXPECT_TOO_MANY(L, "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5}", 5);
+    EXPECT_WITHIN(L, "[[[[[]]]]]", 5);
+    EXPECT_TOO_MANY(L, "[[[[[[]]]]]]", 5);
+    EXPECT_WITHIN(L, "[{},[],\"s\",null]", 5);
+    EXPECT_TOO_MANY(L, "[{},[],\"s\",null,true]", 5);
+    EXPECT_WITHIN(L, "\"only\"", 1);
+    EXPECT_WITHIN(L, "[]", 1);
+    EXPECT_TOO_MANY(L, "[0]", 1);
+    /* 0: no limit */
+    EXPECT_WITHIN(L, "[1,2,3,4,5,6,7,8,9]", 0);
+    /* a malformed document over the cap: whichever comes first */
+    EXPECT_TOO_MANY(L, "[1,2,3,4,5,6,x", 5);
+    EXPECT_EQ(decode_limited(L, "[1,x,3,4,5,6]", 13, 5, 0, err, sizeof(err)), DL_ECODEC);
+
+    /* the default cap at N and N + 1 */
+    const size_t N = 100000;
+    char *s = malloc(2 * N + 8);
+    size_t n = 0;
+    s[n++] = '[';
+    for (size_t i = 0; i + 1 < N; i++) {
+        s[n++] = '0';
+        s[n++] = ',';
+    }
+    s[n - 1] = ']'; /* the top array and N - 1 zeros */
+    EXPECT_EQ(decode_limited(L, s, n, N, 0, err, sizeof(err)), 0);
+    memcpy(s + n - 1, ",0]", 3);
+    EXPECT_EQ(decode_limited(L, s, n + 2, N, 0, err, sizeof(err)), DL_ETOOBIG);
+    EXPECT_STR(err, "more than 100000 elements");
+    free(s);
+    lua_close(L);
+}
+
+/* 1 MB of the smallest values a JSON body can repeat: the cap stops each one
+ * with the Lua heap grown by at most 10 MiB (about 72 bytes per table). */
+DL_TEST(json_decode_element_cap_memory)
+{
+    static const char *items[] = {"[],", "{},", "0,", "\"\",", "[[]],"};
+    const size_t body = 1 << 20;
+    char *s = malloc(body + 8);
+    char err[256];
+    for (size_t k = 0; k < DL_ARRAY_SIZE(items); k++) {
+        lua_State *L = new_state();
+        size_t il = strlen(items[k]), n = 0;
+        s[n++] = '[';
+        while (n + il < body)
+            for (size_t i = 0; i < il; i++)
+                s[n++] = items[k][i];
+        s[n - 1] = ']';
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        size_t before = (size_t)lua_gc(L, LUA_GCCOUNT, 0);
+        EXPECT_EQ(decode_limited(L, s, n, 100000, 0, err, sizeof(err)), DL_ETOOBIG);
+        size_t grown_kb = (size_t)lua_gc(L, LUA_GCCOUNT, 0) - before;
+        if (grown_kb > 10 * 1024)
+            DL_FAIL_AT("%s x %zu: the Lua heap grew by %zu KiB", items[k], body / il, grown_kb);
+        lua_close(L);
+    }
+    free(s);
+}
+
+/* Request bodies nest at most DL_CODEC_BODY_DEPTH deep, below the encoder's
+ * limit: a body that decodes can be sent back inside a handler's tables. */
+DL_TEST(json_decode_body_depth)
+{
+    lua_State *L = new_state();
+    char err[256];
+    EXPECT(DL_CODEC_BODY_DEPTH + 8 <= DL_CODEC_ENCODE_DEPTH);
+    char *s = nested("[", "]", DL_CODEC_BODY_DEPTH, "1");
+    dl_codec_limits_t lim = {0, DL_CODEC_BODY_DEPTH};
+    EXPECT_EQ(dl_json_decode_limited(L, s, strlen(s), &lim, err, sizeof(err)), 0);
+    lua_setglobal(L, "body");
+    /* wrapped in 8 more tables, it still encodes */
+    EXPECT_LUA(L, "local v = body for i = 1, 8 do v = {v} end "
+                  "return codec.json_encode(v) ~= nil");
+    free(s);
+    s = nested("[", "]", DL_CODEC_BODY_DEPTH + 1, "1");
+    EXPECT_EQ(decode_limited(L, s, strlen(s), 0, DL_CODEC_BODY_DEPTH, err, sizeof(err)),
+              DL_ECODEC);
+    EXPECT_STR(err, "nesting deeper than 100");
+    free(s);
+    s = nested("{\"k\":", "}", DL_CODEC_BODY_DEPTH + 1, "1");
+    EXPECT_EQ(decode_limited(L, s, strlen(s), 0, DL_CODEC_BODY_DEPTH, err, sizeof(err)),
+              DL_ECODEC);
+    EXPECT_STR(err, "nesting deeper than 100");
+    free(s);
+    /* a megabyte of '[': an error, not a C stack overflow */
+    s = nested("[", "", 1 << 20, "");
+    EXPECT_EQ(decode_limited(L, s, strlen(s), 100000, DL_CODEC_BODY_DEPTH, err, sizeof(err)),
+              DL_ECODEC);
+    EXPECT_STR(err, "nesting deeper than 100");
+    free(s);
+    lua_close(L);
+}
+
 DL_TEST(json_duplicate_keys_and_whitespace)
 {
     lua_State *L = new_state();

@@ -145,6 +145,7 @@ DL_TEST(error_body_escapes)
 DL_TEST(limits_defaults_match_contract)
 {
     unsetenv("DEVLOOP_MAX_BODY");
+    unsetenv("DEVLOOP_MAX_BODY_ELEMENTS");
     unsetenv("DEVLOOP_HEADER_TIMEOUT_MS");
     unsetenv("DEVLOOP_KEEPALIVE_TIMEOUT_MS");
     unsetenv("DEVLOOP_BODY_TIMEOUT_MS");
@@ -152,6 +153,7 @@ DL_TEST(limits_defaults_match_contract)
     dl_config_t cfg;
     dl_config_init(&cfg);
     EXPECT_EQ(cfg.max_body, 1024 * 1024);
+    EXPECT_EQ(cfg.max_body_elements, 100000);
     EXPECT_EQ(cfg.header_timeout_ms, 10000);
     EXPECT_EQ(cfg.keepalive_timeout_ms, 15000);
     EXPECT_EQ(cfg.body_timeout_ms, 10000);
@@ -164,12 +166,14 @@ DL_TEST(limits_defaults_match_contract)
 DL_TEST(limits_from_environment)
 {
     setenv("DEVLOOP_MAX_BODY", "12345", 1);
+    setenv("DEVLOOP_MAX_BODY_ELEMENTS", "77", 1);
     setenv("DEVLOOP_HEADER_TIMEOUT_MS", "250", 1);
     setenv("DEVLOOP_MAX_HEADERS", "not-a-number", 1);
     setenv("GZIP_LEVEL", "42", 1);
     dl_config_t cfg;
     dl_config_init(&cfg);
     EXPECT_EQ(cfg.max_body, 12345);
+    EXPECT_EQ(cfg.max_body_elements, 77);
     EXPECT_EQ(cfg.header_timeout_ms, 250);
     EXPECT_EQ(cfg.max_headers, 100); /* garbage keeps the default */
     EXPECT_EQ(cfg.gzip_level, 1);    /* out of range keeps the default */
