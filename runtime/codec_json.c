@@ -1,16 +1,18 @@
 /*
  * codec_json.c - JSON encoding and decoding between Lua values and text. The
  * encoder sits on the hot path of every JSON response, so it writes straight
- * into the output buffer after reserving, copies strings while it scans them
- * for bytes that need escaping (16 at a time with SSE2, 8 without), prints
+ * into the output buffer after reserving, leaves strings to json_str.c's
+ * writer (which escapes and repairs UTF-8 16 bytes at a time), prints
  * integers without printf and walks each table once where it can: its cost is
  * then mostly the Lua C API calls (lua_next, lua_type, lua_tolstring). The
  * decoder is a recursive descent parser over a length-delimited input that
- * follows RFC 8259 strictly and builds Lua values as it goes; it holds no
- * C-allocated memory, so a Lua error (OOM) raised from inside it leaks
- * nothing. Arrays and empty objects carry marker metatables from the registry
- * so that [] and {} survive a round trip. The table classification and number
- * formatting here are shared with codec_msgpack.c.
+ * follows RFC 8259 strictly and builds Lua values as it goes, counting them
+ * against an optional element budget (request bodies) so that what a body
+ * costs is bounded by more than its byte size; it holds no C-allocated
+ * memory, so a Lua error (OOM) raised from inside it leaks nothing. Arrays
+ * and empty objects carry marker metatables from the registry so that [] and
+ * {} survive a round trip. The table classification and number formatting
+ * here are shared with codec_msgpack.c.
  */
 #include "codec_json.h"
 
@@ -22,10 +24,6 @@
 #include <string.h>
 
 #include <lauxlib.h>
-
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "internal.h"
 
@@ -253,73 +251,6 @@ typedef struct {
     size_t errlen;
 } encoder_t;
 
-/* 0: copy as is; otherwise the letter after the backslash ('u' for \u00XX). */
-static const char escape_tab[256] = {
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
-    0,   0,   '"', 0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   '\\',
-};
-
-static const char hex_digits[] = "0123456789abcdef";
-
-#ifdef __SSE2__
-/* Bit i set when byte i of v is a control character, '"' or '\\'. */
-static inline int chunk_special_mask(__m128i v)
-{
-    const __m128i quote = _mm_set1_epi8('"');
-    const __m128i bslash = _mm_set1_epi8('\\');
-    const __m128i c1f = _mm_set1_epi8(0x1f);
-    __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, c1f), v); /* unsigned v <= 0x1f */
-    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-                             ctl);
-    return _mm_movemask_epi8(m);
-}
-
-/* The n < 16 bytes at s in the low lanes, zeros above, without reading past
- * s + n: overlapping 8-, 4- or 1-byte loads (x86 is little-endian). */
-static inline __m128i load_partial(const unsigned char *s, size_t n)
-{
-    uint64_t lo = 0, hi = 0;
-    if (n >= 8) {
-        memcpy(&lo, s, 8);
-        if (n > 8) {
-            memcpy(&hi, s + n - 8, 8);
-            hi >>= 8 * (16 - n);
-        }
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        lo = a | (uint64_t)b << (8 * (n - 4));
-    } else if (n > 0) {
-        lo = (uint64_t)s[0] | (uint64_t)s[n / 2] << (8 * (n / 2)) |
-             (uint64_t)s[n - 1] << (8 * (n - 1));
-    }
-    return _mm_unpacklo_epi64(_mm_cvtsi64_si128((long long)lo), _mm_cvtsi64_si128((long long)hi));
-}
-#else
-/* Nonzero when one of the 8 bytes is a control character, '"' or '\\': the
- * bytes both the encoder and the decoder's string scan stop at. The
- * has-less-than and has-zero-byte tricks are exact for "is there any". */
-static inline int word_has_special(uint64_t x)
-{
-    const uint64_t ones = 0x0101010101010101ULL;
-    const uint64_t high = 0x8080808080808080ULL;
-    uint64_t q = x ^ (ones * '"');
-    uint64_t b = x ^ (ones * '\\');
-    uint64_t lt = (x - ones * 0x20) & ~x;
-    uint64_t zq = (q - ones) & ~q;
-    uint64_t zb = (b - ones) & ~b;
-    return ((lt | zq | zb) & high) != 0;
-}
-#endif
-
-/* Slack reserved past the end of a string so whole chunks can be stored. */
-#define CHUNK_SLACK 16
-
 static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -348,89 +279,6 @@ static inline int reserve(dl_buf_t *b, size_t n)
     if (DL_LIKELY(b->cap - b->len >= n && !b->oom))
         return 0;
     return dl_buf_reserve(b, n);
-}
-
-/* Copies while it scans, a chunk at a time. Invariant: the room left after d
- * is at least the bytes left in the string plus the closing quote plus
- * CHUNK_SLACK, so a whole chunk can be stored even past an escape (the bytes
- * after it are overwritten later). Each escape reserves its extra bytes. */
-int dl_json_put_string(dl_buf_t *b, const char *str, size_t len)
-{
-    if (reserve(b, len + 2 + CHUNK_SLACK) != 0)
-        return DL_ENOMEM;
-    const unsigned char *s = (const unsigned char *)str;
-    const unsigned char *end = s + len;
-    char *d = b->data + b->len;
-    *d++ = '"';
-    for (;;) {
-#ifdef __SSE2__
-        int mask, k;
-        while (end - s >= 16) {
-            __m128i v = _mm_loadu_si128((const __m128i *)s);
-            _mm_storeu_si128((__m128i *)d, v);
-            mask = chunk_special_mask(v);
-            if (mask != 0)
-                goto found;
-            s += 16;
-            d += 16;
-        }
-        /* the tail as one padded chunk; the padding lanes are masked off */
-        size_t rem = (size_t)(end - s);
-        if (rem == 0)
-            break;
-        __m128i v = load_partial(s, rem);
-        _mm_storeu_si128((__m128i *)d, v);
-        mask = chunk_special_mask(v) & ((1 << rem) - 1);
-        if (mask == 0) {
-            d += rem;
-            break;
-        }
-    found:
-        k = __builtin_ctz((unsigned)mask);
-        s += k;
-        d += k;
-#else
-        while (end - s >= 8) {
-            uint64_t w;
-            memcpy(&w, s, 8);
-            if (word_has_special(w))
-                break;
-            memcpy(d, &w, 8);
-            s += 8;
-            d += 8;
-        }
-        while (s < end && !escape_tab[*s])
-            *d++ = (char)*s++;
-        if (s == end)
-            break;
-#endif
-        /* *s needs an escape */
-        size_t used = (size_t)(d - b->data);
-        size_t need = 6 + (size_t)(end - s) + CHUNK_SLACK;
-        if (b->cap - used < need) {
-            b->len = used;
-            if (dl_buf_reserve(b, need) != 0)
-                return DL_ENOMEM;
-            d = b->data + used;
-        }
-        char e = escape_tab[*s];
-        d[0] = '\\';
-        if (e != 'u') {
-            d[1] = e;
-            d += 2;
-        } else {
-            d[1] = 'u';
-            d[2] = '0';
-            d[3] = '0';
-            d[4] = hex_digits[*s >> 4];
-            d[5] = hex_digits[*s & 15];
-            d += 6;
-        }
-        s++;
-    }
-    *d++ = '"';
-    b->len = (size_t)(d - b->data);
-    return 0;
 }
 
 static int put_number(encoder_t *e, double d, int quoted)
@@ -581,6 +429,9 @@ typedef struct {
     const char *end;
     int mt_array;
     int mt_object;
+    int max_depth;
+    size_t elements_left; /* values still allowed; SIZE_MAX without a limit */
+    size_t max_elements;
     char *err;
     size_t errlen;
 } decoder_t;
@@ -599,6 +450,13 @@ static int dec_fail(decoder_t *d, const char *fmt, ...)
         va_end(ap);
     }
     return DL_ECODEC;
+}
+
+/* The element budget is spent: DL_ETOOBIG, which callers answer with 413. */
+static __attribute__((noinline)) int dec_too_many(decoder_t *d)
+{
+    dec_fail(d, "more than %zu elements", d->max_elements);
+    return DL_ETOOBIG;
 }
 
 /* The error for whatever sits at s: end of input or a wrong byte. */
@@ -625,7 +483,7 @@ static const char *scan_plain(const char *s, const char *end)
 {
 #ifdef __SSE2__
     while (end - s >= 16) {
-        int mask = chunk_special_mask(_mm_loadu_si128((const __m128i *)s));
+        int mask = dl_json_stop_mask(_mm_loadu_si128((const __m128i *)s));
         if (mask != 0)
             return s + __builtin_ctz((unsigned)mask);
         s += 16;
@@ -633,13 +491,14 @@ static const char *scan_plain(const char *s, const char *end)
     size_t rem = (size_t)(end - s);
     if (rem == 0)
         return s;
-    int mask = chunk_special_mask(load_partial((const unsigned char *)s, rem)) & ((1 << rem) - 1);
+    int mask =
+        dl_json_stop_mask(dl_load_partial16((const unsigned char *)s, rem)) & ((1 << rem) - 1);
     return mask ? s + __builtin_ctz((unsigned)mask) : end;
 #else
     while (end - s >= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
-        if (word_has_special(w))
+        if (dl_json_word_has_stop(w))
             break;
         s += 8;
     }
@@ -877,8 +736,8 @@ static int dec_value(decoder_t *d, int depth);
 static int dec_array(decoder_t *d, int depth)
 {
     lua_State *L = d->L;
-    if (++depth > DL_CODEC_DECODE_DEPTH)
-        return dec_fail(d, "nesting deeper than %d", DL_CODEC_DECODE_DEPTH);
+    if (++depth > d->max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->max_depth);
     if (!lua_checkstack(L, 6))
         return dec_fail(d, "out of Lua stack");
     d->p++;
@@ -911,19 +770,21 @@ static int dec_array(decoder_t *d, int depth)
 static int dec_object(decoder_t *d, int depth)
 {
     lua_State *L = d->L;
-    if (++depth > DL_CODEC_DECODE_DEPTH)
-        return dec_fail(d, "nesting deeper than %d", DL_CODEC_DECODE_DEPTH);
+    if (++depth > d->max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->max_depth);
     if (!lua_checkstack(L, 6))
         return dec_fail(d, "out of Lua stack");
     d->p++;
-    lua_createtable(L, 0, 4);
     skip_ws(d);
     if (d->p < d->end && *d->p == '}') {
+        /* no hash part: {} is the cheapest value a body can repeat */
         d->p++;
+        lua_createtable(L, 0, 0);
         lua_pushvalue(L, d->mt_object);
         lua_setmetatable(L, -2);
         return 0;
     }
+    lua_createtable(L, 0, 4);
     for (;;) {
         skip_ws(d);
         if (d->p >= d->end || *d->p != '"')
@@ -954,6 +815,9 @@ static int dec_object(decoder_t *d, int depth)
 
 static int dec_value(decoder_t *d, int depth)
 {
+    if (DL_UNLIKELY(d->elements_left == 0))
+        return dec_too_many(d);
+    d->elements_left--;
     skip_ws(d);
     if (d->p >= d->end)
         return dec_fail(d, "unexpected end of input");
@@ -999,9 +863,19 @@ static int dec_value(decoder_t *d, int depth)
 
 int dl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
 {
+    return dl_json_decode_limited(L, s, len, NULL, err, errlen);
+}
+
+int dl_json_decode_limited(lua_State *L, const char *s, size_t len, const dl_codec_limits_t *lim,
+                           char *err, size_t errlen)
+{
     if (s == NULL)
         s = "";
-    decoder_t d = {L, s, s, s + len, 0, 0, err, errlen};
+    decoder_t d = {L, s, s, s + len, 0, 0, DL_CODEC_DECODE_DEPTH, SIZE_MAX, 0, err, errlen};
+    if (lim != NULL && lim->max_depth > 0)
+        d.max_depth = lim->max_depth;
+    if (lim != NULL && lim->max_elements > 0)
+        d.elements_left = d.max_elements = lim->max_elements;
     if (!lua_checkstack(L, 8))
         return dec_fail(&d, "out of Lua stack");
     int base = lua_gettop(L);

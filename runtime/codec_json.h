@@ -10,6 +10,7 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "json_str.h" /* dl_json_put_string(), shared with every JSON writer */
 
 /* Registry keys of the marker metatables. A table whose metatable is
  * registry["devloop.array"] always encodes as an array, one with
@@ -19,9 +20,20 @@
 #define DL_CODEC_OBJECT_MT "devloop.object"
 
 /* Nesting limits: encoders stop at DL_CODEC_ENCODE_DEPTH (which also ends
- * cycles), decoders at DL_CODEC_DECODE_DEPTH. */
+ * cycles), decoders at DL_CODEC_DECODE_DEPTH. Request bodies stop sooner, at
+ * DL_CODEC_BODY_DEPTH: MongoDB's own document limit (and sqlite_store's), so
+ * a body that decodes can be stored, and below the encoder's, so it can be
+ * sent back even inside a few levels of a handler's own tables. */
 #define DL_CODEC_ENCODE_DEPTH 128
 #define DL_CODEC_DECODE_DEPTH 256
+#define DL_CODEC_BODY_DEPTH 100
+
+/** Bounds on what decoding untrusted input (a request body) may build. */
+typedef struct {
+    size_t max_elements; /* values built: the top one, array items and map values (map
+                            keys are not counted); 0: no limit */
+    int max_depth;       /* nested arrays and maps; 0: DL_CODEC_DECODE_DEPTH */
+} dl_codec_limits_t;
 
 /* Table kinds returned by dl_codec_table_kind() and friends. */
 #define DL_CODEC_OBJECT 0
@@ -81,8 +93,9 @@ size_t dl_codec_format_number(double d, char *p);
 /**
  * Appends compact JSON for the value at idx to out. nil and the null sentinel
  * (lightuserdata NULL) become null; tables follow dl_codec_table_kind();
- * object keys must be strings or numbers (numbers become string keys).
- * Returns 0, or DL_ECODEC / DL_ENOMEM with a message in err (which may be
+ * object keys must be strings or numbers (numbers become string keys);
+ * strings are written by dl_json_put_string(), so ill-formed UTF-8 in them
+ * comes out as U+FFFD. Returns 0, or DL_ECODEC / DL_ENOMEM with a message in err (which may be
  * NULL). On error out may hold a partial document: truncate it to its old
  * length. Leaves the stack unchanged; needs no free slots from the caller.
  */
@@ -95,17 +108,18 @@ int dl_json_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errle
  * duplicate keys: the last wins. Returns 0 with one value pushed, or
  * DL_ECODEC / DL_ENOMEM with nothing pushed and a message in err mentioning
  * the 0-based byte offset, e.g. "unexpected character 'x' at byte 12".
- * Strings are not checked for valid UTF-8. Raises only on Lua OOM.
+ * Strings are not checked for valid UTF-8 (the encoder repairs them on the way
+ * out). Nesting is limited to DL_CODEC_DECODE_DEPTH. Raises only on Lua OOM.
  */
 int dl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
 
 /**
- * Appends s (len bytes) as a JSON string, quoted, with '"', '\\' and control
- * characters escaped (\n, \t, ... or \u00XX); bytes >= 0x80 are copied as is.
- * Returns 0 or DL_ENOMEM (b->oom is then set). The Lua encoder and the
- * MongoDB backend share it; http.c's error bodies keep their own (\u00XX for
- * every control character, asserted byte for byte by a unit test).
+ * dl_json_decode() within lim (NULL: none but the default depth). Building
+ * more than lim->max_elements values fails with DL_ETOOBIG and "more than N
+ * elements" in err, as soon as the count is passed, so a hostile body costs
+ * at most that many values; deeper nesting than lim->max_depth is DL_ECODEC.
  */
-int dl_json_put_string(dl_buf_t *b, const char *s, size_t len);
+int dl_json_decode_limited(lua_State *L, const char *s, size_t len, const dl_codec_limits_t *lim,
+                           char *err, size_t errlen);
 
 #endif /* DL_CODEC_JSON_H */

@@ -9,8 +9,9 @@
  * MSGPACK_EMBED_STACK_SIZE, reported as an out-of-memory error) where we
  * accept 256, and it allocates count-sized arrays from untrusted headers
  * before checking that the bytes exist, where we reject any count larger
- * than the bytes left. The parser holds no C-allocated memory, so a Lua
- * error (OOM) raised inside it leaks nothing.
+ * than the bytes left, then charge the count to the element budget of a
+ * request body before building anything. The parser holds no C-allocated
+ * memory, so a Lua error (OOM) raised inside it leaks nothing.
  */
 #include "codec_msgpack.h"
 
@@ -287,6 +288,9 @@ typedef struct {
     const unsigned char *end;
     int mt_array;
     int mt_object;
+    int max_depth;
+    size_t elements_left; /* values still allowed; SIZE_MAX without a limit */
+    size_t max_elements;
     char *err;
     size_t errlen;
 } mp_decoder_t;
@@ -302,6 +306,19 @@ static int dec_fail(mp_decoder_t *d, const char *fmt, ...)
         va_end(ap);
     }
     return DL_ECODEC;
+}
+
+/* Takes n values from the element budget, or fails with DL_ETOOBIG (413 for
+ * a request body). Containers take their count from their header, before a
+ * single element is built. */
+static inline int take_elements(mp_decoder_t *d, size_t n)
+{
+    if (DL_LIKELY(n <= d->elements_left)) {
+        d->elements_left -= n;
+        return 0;
+    }
+    dec_fail(d, "more than %zu elements", d->max_elements);
+    return DL_ETOOBIG;
 }
 
 static inline size_t left(const mp_decoder_t *d)
@@ -348,18 +365,21 @@ static int dec_value(mp_decoder_t *d, int depth);
 static int dec_array(mp_decoder_t *d, size_t n, int depth)
 {
     lua_State *L = d->L;
-    if (++depth > DL_CODEC_DECODE_DEPTH)
-        return dec_fail(d, "nesting deeper than %d", DL_CODEC_DECODE_DEPTH);
+    if (++depth > d->max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->max_depth);
     /* Every element takes at least one byte. */
     if (n > left(d))
         return dec_fail(d, "truncated input");
+    int rc = take_elements(d, n);
+    if (rc != 0)
+        return rc;
     if (!lua_checkstack(L, 4))
         return dec_fail(d, "out of Lua stack");
     lua_createtable(L, (int)DL_MIN(n, (size_t)1 << 20), 0);
     lua_pushvalue(L, d->mt_array);
     lua_setmetatable(L, -2);
     for (size_t i = 1; i <= n; i++) {
-        int rc = dec_value(d, depth);
+        rc = dec_value(d, depth);
         if (rc != 0)
             return rc;
         lua_rawseti(L, -2, (int)i);
@@ -389,10 +409,13 @@ static const char *key_type_name(unsigned char c)
 static int dec_map(mp_decoder_t *d, size_t n, int depth)
 {
     lua_State *L = d->L;
-    if (++depth > DL_CODEC_DECODE_DEPTH)
-        return dec_fail(d, "nesting deeper than %d", DL_CODEC_DECODE_DEPTH);
+    if (++depth > d->max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->max_depth);
     if (n > left(d) / 2)
         return dec_fail(d, "truncated input");
+    int rc = take_elements(d, n); /* one per pair: the keys are not counted */
+    if (rc != 0)
+        return rc;
     if (!lua_checkstack(L, 4))
         return dec_fail(d, "out of Lua stack");
     lua_createtable(L, 0, (int)DL_MIN(n, (size_t)1 << 16));
@@ -408,7 +431,7 @@ static int dec_map(mp_decoder_t *d, size_t n, int depth)
         if (bad != NULL)
             return dec_fail(d, "map key of type %s at byte %zu", bad,
                             (size_t)(d->p - d->start));
-        int rc = dec_value(d, depth);
+        rc = dec_value(d, depth);
         if (rc != 0)
             return rc;
         rc = dec_value(d, depth);
@@ -543,12 +566,21 @@ static int dec_value(mp_decoder_t *d, int depth)
 
 int dl_msgpack_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
 {
+    return dl_msgpack_decode_limited(L, s, len, NULL, err, errlen);
+}
+
+int dl_msgpack_decode_limited(lua_State *L, const char *s, size_t len,
+                              const dl_codec_limits_t *lim, char *err, size_t errlen)
+{
     if (s == NULL)
         s = "";
     mp_decoder_t d;
     d.L = L;
     d.start = d.p = (const unsigned char *)s;
     d.end = d.start + len;
+    d.max_depth = lim != NULL && lim->max_depth > 0 ? lim->max_depth : DL_CODEC_DECODE_DEPTH;
+    d.max_elements = lim != NULL ? lim->max_elements : 0;
+    d.elements_left = d.max_elements > 0 ? d.max_elements : SIZE_MAX;
     d.err = err;
     d.errlen = errlen;
     if (!lua_checkstack(L, 8))
@@ -557,7 +589,10 @@ int dl_msgpack_decode(lua_State *L, const char *s, size_t len, char *err, size_t
     dl_codec_push_markers(L);
     d.mt_array = base + 1;
     d.mt_object = base + 2;
-    int rc = dec_value(&d, 0);
+    /* the top value */
+    int rc = take_elements(&d, 1);
+    if (rc == 0)
+        rc = dec_value(&d, 0);
     if (rc == 0 && d.p != d.end)
         rc = dec_fail(&d, "trailing bytes at byte %zu", (size_t)(d.p - d.start));
     if (rc != 0) {

@@ -10,6 +10,7 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "codec_json.h" /* dl_codec_limits_t */
 
 /**
  * Appends the MessagePack form of the value at idx to out. nil and the null
@@ -34,5 +35,14 @@ int dl_msgpack_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t er
  * Raises only on Lua OOM.
  */
 int dl_msgpack_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
+
+/**
+ * dl_msgpack_decode() within lim (NULL: none but the default depth), as
+ * dl_json_decode_limited() does: DL_ETOOBIG with "more than N elements" in
+ * err, checked against each array and map header before its elements are
+ * built; deeper nesting than lim->max_depth is DL_ECODEC.
+ */
+int dl_msgpack_decode_limited(lua_State *L, const char *s, size_t len,
+                              const dl_codec_limits_t *lim, char *err, size_t errlen);
 
 #endif /* DL_CODEC_MSGPACK_H */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "json_str.h"
 
 /* ------------------------------------------------------------------ headers */
 
@@ -271,21 +272,11 @@ void dl_http_date(long t, char *out)
              months[tm.tm_mon], (tm.tm_year + 1900) % 10000, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
+/* Messages quote the request (a 404 names its path), so they go through the
+ * shared writer, which turns raw bytes that are not UTF-8 into U+FFFD. */
 static void append_json_string(dl_buf_t *out, const char *s)
 {
-    dl_buf_append_char(out, '"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            dl_buf_append_char(out, '\\');
-            dl_buf_append_char(out, (char)c);
-        } else if (c < 0x20) {
-            dl_buf_appendf(out, "\\u%04x", c);
-        } else {
-            dl_buf_append_char(out, (char)c);
-        }
-    }
-    dl_buf_append_char(out, '"');
+    dl_json_put_string(out, s, strlen(s));
 }
 
 void dl_error_body(dl_buf_t *out, int status, const char *msg, const char *reqid)

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "json_str.h"
 #include "log.h"
 
 #define DEFAULT_RING (1u << 20)
@@ -37,8 +38,9 @@
 #define CON_BUF (64 * 1024)
 #define FILE_BUF (256 * 1024)
 #define ERR_BUF (128 * 1024)
-/* Longest JSON line: every byte may become \u00XX (fields that are not an object). */
-#define LINE_BUF (6 * (DL_LOG_MAX_MSG + DL_LOG_MAX_REQID + DL_LOG_MAX_FIELDS) + 1024)
+/* Longest JSON line: every byte may become \u00XX (fields that are not an
+ * object), plus the escaper's chunk slack for each of the three fields. */
+#define LINE_BUF (6 * (DL_LOG_MAX_MSG + DL_LOG_MAX_REQID + DL_LOG_MAX_FIELDS) + 3 * 16 + 1024)
 #define SERVICE_MAX 64
 #define PATH_MAX_LEN 4096
 
@@ -258,34 +260,6 @@ static char *put(char *p, const char *s, size_t n)
 
 #define PUTS(p, lit) put((p), (lit), sizeof(lit) - 1)
 
-/* Writes s as the inside of a JSON string; needs 6 * n bytes of room. */
-static char *put_json_escaped(char *p, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *p++ = (char)c;
-            continue;
-        }
-        *p++ = '\\';
-        switch (c) {
-        case '"': *p++ = '"'; break;
-        case '\\': *p++ = '\\'; break;
-        case '\n': *p++ = 'n'; break;
-        case '\r': *p++ = 'r'; break;
-        case '\t': *p++ = 't'; break;
-        case '\b': *p++ = 'b'; break;
-        case '\f': *p++ = 'f'; break;
-        default:
-            p = PUTS(p, "u00");
-            *p++ = hex[c >> 4];
-            *p++ = hex[c & 15];
-        }
-    }
-    return p;
-}
-
 static int is_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
@@ -338,7 +312,7 @@ static sink_t err_sink = {-1, err_buf, 0, ERR_BUF, 0, ""};
 static int out_console = 1, out_color;
 static uint64_t max_file_bytes;
 static int max_files;
-static char service_json[6 * SERVICE_MAX + 1];
+static char service_json[DL_JSON_ESCAPE_ROOM(SERVICE_MAX)];
 static size_t service_len;
 
 /* a log sink that fails drops the batch: there is nowhere to report it */
@@ -477,25 +451,27 @@ static void output_record(const rec_hdr_t *h, const char *reqid, const char *msg
     p = PUTS(p, "\",\"level\":\"");
     p = put(p, level_names[lv], strlen(level_names[lv]));
     p = PUTS(p, "\",\"message\":\"");
-    p = put_json_escaped(p, msg, h->mlen);
+    p = dl_json_escape(p, msg, h->mlen);
     p = PUTS(p, "\",\"service\":\"");
     p = put(p, service_json, service_len);
     *p++ = '"';
     if (h->rlen > 0) {
         p = PUTS(p, ",\"requestId\":\"");
-        p = put_json_escaped(p, reqid, h->rlen);
+        p = dl_json_escape(p, reqid, h->rlen);
         *p++ = '"';
     }
     const char *in;
     size_t inlen;
     int kind = h->flen > 0 ? object_members(fields, h->flen, &in, &inlen) : 0;
     if (kind > 0) {
+        /* JSON already, but its strings may hold bytes that are not UTF-8
+         * (a route pattern in the access record): those become U+FFFD */
         *p++ = ',';
-        p = put(p, in, inlen);
+        p = dl_utf8_repair(p, in, inlen);
     } else if (kind < 0) {
         /* not an object: kept, as a string */
         p = PUTS(p, ",\"fields\":\"");
-        p = put_json_escaped(p, fields, h->flen);
+        p = dl_json_escape(p, fields, h->flen);
         *p++ = '"';
     }
     p = PUTS(p, "}\n");
@@ -943,7 +919,7 @@ int dl_logger_start(const dl_log_config_t *cfg)
     if (rc == 0) {
         const char *svc = cfg->service ? cfg->service : "devloop";
         size_t sl = DL_MIN(strlen(svc), (size_t)SERVICE_MAX);
-        service_len = (size_t)(put_json_escaped(service_json, svc, sl) - service_json);
+        service_len = (size_t)(dl_json_escape(service_json, svc, sl) - service_json);
         max_file_bytes = cfg->max_file_bytes;
         max_files = cfg->max_files;
         out_console = cfg->console != 0;

@@ -1195,14 +1195,24 @@ static int has_prefix_ci(const char *s, size_t len, const char *p)
     return len >= pl && dl_strncasecmp_eq(s, pl, p, pl);
 }
 
+/* What push_form_kv() fills: the table on top of L, and the values it may
+ * still add (SIZE_MAX: no limit). */
+typedef struct {
+    lua_State *L;
+    size_t left;
+} form_t;
+
 static int push_form_kv(const char *k, size_t klen, const char *v, size_t vlen, void *arg);
 
-/* An upload's fields (as a form body) and req.files. */
+/* An upload's fields (as a form body) and req.files. Their bytes are capped
+ * (DL_UPLOAD_MAX_FIELDS_BYTES) and each costs a part header, so they need no
+ * element count. */
 static void push_upload(dl_req_t *req, lua_State *co)
 {
     int nfields;
     const dl_buf_t *fb = dl_upload_fields(req->upload, &nfields);
     lua_newtable(co);
+    form_t form = {co, SIZE_MAX};
     const char *p = fb->data;
     for (int i = 0; i < nfields; i++) {
         uint32_t kl, vl;
@@ -1210,7 +1220,7 @@ static void push_upload(dl_req_t *req, lua_State *co)
         const char *k = p + 4;
         memcpy(&vl, k + kl, 4);
         const char *v = k + kl + 4;
-        push_form_kv(k, kl, v, vl, co);
+        push_form_kv(k, kl, v, vl, &form);
         p = v + vl;
     }
     lua_setfield(co, -2, "body");
@@ -1237,32 +1247,39 @@ static void push_upload(dl_req_t *req, lua_State *co)
     lua_setfield(co, -2, "files");
 }
 
-/* Decodes the body by Content-Type onto the stack of co; 0 or an HTTP status. */
-static int push_body(dl_req_t *req, lua_State *co, char *err, size_t errlen)
+/* Decodes the body by Content-Type onto the stack of co. Returns 0, or with
+ * nothing pushed DL_ETOOBIG (more than max_elements values: the bytes were
+ * under the limit but not what they would cost decoded, about 72 bytes per
+ * empty table), DL_ECODEC (malformed) or DL_ENOMEM, with a message in err. */
+static int push_body(dl_req_t *req, lua_State *co, size_t max_elements, char *err, size_t errlen)
 {
     if (req->body.len == 0) {
         lua_pushnil(co);
         return 0;
     }
+    dl_codec_limits_t lim = {max_elements, DL_CODEC_BODY_DEPTH};
     size_t ctlen = 0;
     const char *ct = dl_req_header(req, "content-type", &ctlen);
     if (ct && (has_prefix_ci(ct, ctlen, "application/json") ||
-               (ctlen > 5 && memmem(ct, ctlen, "+json", 5)))) {
-        if (dl_json_decode(co, req->body.data, req->body.len, err, errlen) != 0)
-            return 400;
-        return 0;
-    }
+               (ctlen > 5 && memmem(ct, ctlen, "+json", 5))))
+        return dl_json_decode_limited(co, req->body.data, req->body.len, &lim, err, errlen);
     if (ct && (has_prefix_ci(ct, ctlen, "application/msgpack") ||
                has_prefix_ci(ct, ctlen, "application/x-msgpack") ||
-               has_prefix_ci(ct, ctlen, "application/vnd.msgpack"))) {
-        if (dl_msgpack_decode(co, req->body.data, req->body.len, err, errlen) != 0)
-            return 400;
-        return 0;
-    }
+               has_prefix_ci(ct, ctlen, "application/vnd.msgpack")))
+        return dl_msgpack_decode_limited(co, req->body.data, req->body.len, &lim, err, errlen);
     if (ct && has_prefix_ci(ct, ctlen, "application/x-www-form-urlencoded")) {
+        /* the table is one value, like a decoded map */
+        form_t form = {co, max_elements > 0 ? max_elements - 1 : SIZE_MAX};
         lua_newtable(co);
-        dl_parse_query(req->body.data, req->body.len, 1, push_form_kv, co);
-        return 0;
+        int rc = dl_parse_query(req->body.data, req->body.len, 1, push_form_kv, &form);
+        if (rc != 0) {
+            lua_pop(co, 1);
+            if (rc == DL_ETOOBIG)
+                snprintf(err, errlen, "more than %zu elements", max_elements);
+            else
+                snprintf(err, errlen, "%s", dl_strerror(rc));
+        }
+        return rc;
     }
     lua_pushlstring(co, req->body.data, req->body.len);
     return 0;
@@ -1314,10 +1331,19 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
         push_upload(req, co);
     } else {
         char err[200];
-        int st = push_body(req, co, err, sizeof(err));
-        if (st != 0) {
+        int rc = push_body(req, co, vm->cfg->max_body_elements, err, sizeof(err));
+        if (rc != 0) {
             char msg[260];
-            snprintf(msg, sizeof(msg), "malformed request body: %s", err);
+            int st = 400;
+            const char *what = "malformed request body: ";
+            if (rc == DL_ETOOBIG) {
+                st = 413;
+                what = "request body has ";
+            } else if (rc == DL_ENOMEM) {
+                st = 503;
+                what = "request body: ";
+            }
+            snprintf(msg, sizeof(msg), "%s%s", what, err);
             lua_settop(co, 0);
             req->task = NULL;
             task_free(t, 1);
@@ -1337,7 +1363,11 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
 
 static int push_form_kv(const char *k, size_t klen, const char *v, size_t vlen, void *arg)
 {
-    lua_State *L = arg;
+    form_t *form = arg;
+    lua_State *L = form->L;
+    if (form->left == 0)
+        return DL_ETOOBIG;
+    form->left--;
     lua_pushlstring(L, k, klen);
     lua_pushvalue(L, -1);
     lua_rawget(L, -3);
@@ -1419,10 +1449,12 @@ int dl__req_index(lua_State *L)
     if (req == NULL || k == NULL)
         return 0;
     if (strcmp(k, "query") == 0) {
+        /* the target's length is capped (max_uri), so its pairs need no count */
+        form_t form = {L, SIZE_MAX};
         lua_newtable(L);
         if (req->url_len > req->path_len + 1)
             dl_parse_query(req->head.data + req->path_len + 1, req->url_len - req->path_len - 1,
-                           0, push_form_kv, L);
+                           0, push_form_kv, &form);
     } else if (strcmp(k, "headers") == 0) {
         push_headers(L, req);
     } else if (strcmp(k, "params") == 0) {

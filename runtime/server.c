@@ -66,6 +66,7 @@ void dl_config_init(dl_config_t *cfg)
     cfg->max_header_bytes = env_u64("DEVLOOP_MAX_HEADER_BYTES", 32 * 1024);
     cfg->max_headers = (int)env_u64("DEVLOOP_MAX_HEADERS", 100);
     cfg->max_body = env_u64("DEVLOOP_MAX_BODY", 1024 * 1024);
+    cfg->max_body_elements = env_u64("DEVLOOP_MAX_BODY_ELEMENTS", 100000);
     cfg->header_timeout_ms = env_u64("DEVLOOP_HEADER_TIMEOUT_MS", 10000);
     cfg->body_timeout_ms = env_u64("DEVLOOP_BODY_TIMEOUT_MS", 10000);
     cfg->body_min_bytes = env_u64("DEVLOOP_BODY_MIN_BYTES", 1024);

@@ -34,6 +34,7 @@
 #include <sqlite3.h>
 
 #include "internal.h"
+#include "json_str.h"
 
 #define STMT_CACHE_SIZE 64
 #define MAX_READERS 64
@@ -547,31 +548,11 @@ static int sql_fail(dl_store_res_t *res, sqlite3 *db, int rc)
 /* JSON output                                                              */
 /* ------------------------------------------------------------------------ */
 
+/* The shared writer: documents stored before it (or written by another
+ * program) may hold bytes that are not UTF-8, and they leave as U+FFFD. */
 static void ser_str(dl_buf_t *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t start = 0;
-    dl_buf_append_char(b, '"');
-    for (size_t k = 0; k < n; k++) {
-        unsigned char c = (unsigned char)s[k];
-        if (c != '"' && c != '\\' && c >= 0x20)
-            continue;
-        dl_buf_append(b, s + start, k - start);
-        start = k + 1;
-        switch (c) {
-        case '"': dl_buf_append(b, "\\\"", 2); break;
-        case '\\': dl_buf_append(b, "\\\\", 2); break;
-        case '\n': dl_buf_append(b, "\\n", 2); break;
-        case '\r': dl_buf_append(b, "\\r", 2); break;
-        case '\t': dl_buf_append(b, "\\t", 2); break;
-        default: {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            dl_buf_append(b, e, 6);
-        }
-        }
-    }
-    dl_buf_append(b, s + start, n - start);
-    dl_buf_append_char(b, '"');
+    dl_json_put_string(b, s, n);
 }
 
 static void ser(dl_buf_t *b, const jv_t *v)

@@ -104,6 +104,7 @@ typedef struct dl_config_s {
     size_t max_header_bytes;          /* all header lines, bytes (431) */
     int max_headers;                  /* header count (431) */
     size_t max_body;                  /* default body limit, bytes (413) */
+    size_t max_body_elements;         /* values in a decoded JSON/MessagePack/form body (413) */
     uint64_t header_timeout_ms;       /* whole request head */
     uint64_t body_timeout_ms;         /* window in which body_min_bytes must arrive */
     size_t body_min_bytes;

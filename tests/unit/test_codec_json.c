@@ -190,16 +190,214 @@ DL_TEST(json_encode_string_escapes)
 DL_TEST(json_encode_all_bytes_roundtrip)
 {
     lua_State *L = new_state();
-    /* Every byte value at every alignment, and a long string of escapes that
-     * forces the buffer to grow in the middle of a string. */
-    EXPECT_LUA(L, "local t = {} for i = 0, 255 do t[#t + 1] = string.char(i) end "
-                  "local s = table.concat(t) "
-                  "for k = 0, 9 do local v = string.rep('a', k) .. s .. string.rep('z', k) "
+    /* Every ASCII byte and a character of each UTF-8 length at every
+     * alignment, and a long string of escapes that forces the buffer to grow
+     * in the middle of a string. Bytes that are not UTF-8 do not round-trip:
+     * json_encode_invalid_utf8 checks what they become. */
+    EXPECT_LUA(L, "local t = {} for i = 0, 127 do t[#t + 1] = string.char(i) end "
+                  "local s = table.concat(t) .. '\\194\\128\\223\\191\\224\\160\\128' "
+                  "  .. '\\239\\191\\191\\240\\144\\128\\128\\244\\143\\191\\191' "
+                  "for k = 0, 17 do local v = string.rep('a', k) .. s .. string.rep('z', k) "
                   "  local j = assert(codec.json_encode(v)) "
                   "  if codec.json_decode(j) ~= v then return false end end "
                   "local big = string.rep('\\1', 100000) "
                   "local j = assert(codec.json_encode(big)) "
                   "return #j == 600002 and codec.json_decode(j) == big");
+    lua_close(L);
+}
+
+/* U+FFFD as the writer puts it: raw UTF-8. */
+#define FFFD "\xef\xbf\xbd"
+
+/* An independent validity check (code points, then their ranges), for the
+ * random inputs below. */
+static int valid_utf8(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (len == 0 || i + len > n)
+            return 0;
+        uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* in (n bytes) written as a JSON string must be "want" (quoted), through
+ * dl_json_put_string() behind every prefix of 0..40 plain bytes (every
+ * position in a 16-byte chunk, and the tail) and of about 4 KiB, through
+ * dl_json_escape() and through the Lua encoder. */
+static void check_escaped(lua_State *L, const char *in, size_t n, const char *want, int line)
+{
+    size_t wn = strlen(want);
+    size_t cap = 4200 + n;
+    char *src = malloc(cap), *exp = malloc(cap + wn + 3);
+    int fails = dl_unit_failures;
+    for (size_t pre = 0; pre <= 4100; pre = pre == 40 ? 4080 : pre + 1) {
+        memset(src, 'a', pre);
+        memcpy(src + pre, in, n);
+        exp[0] = '"';
+        memset(exp + 1, 'a', pre);
+        memcpy(exp + 1 + pre, want, wn);
+        exp[1 + pre + wn] = '"';
+        dl_buf_t b = DL_BUF_INIT;
+        EXPECT_EQ(dl_json_put_string(&b, src, pre + n), 0);
+        EXPECT_MEM(b.data, b.len, exp, pre + wn + 2);
+        dl_buf_free(&b);
+        if (dl_unit_failures != fails) {
+            fprintf(stderr, "# line %d, after %zu plain bytes\n", line, pre);
+            break;
+        }
+    }
+    char *d = malloc(DL_JSON_ESCAPE_ROOM(n));
+    size_t dn = (size_t)(dl_json_escape(d, in, n) - d);
+    EXPECT_MEM(d, dn, want, wn);
+    free(d);
+    dl_buf_t b = DL_BUF_INIT;
+    lua_pushlstring(L, in, n);
+    EXPECT_EQ(dl_json_encode(L, -1, &b, NULL, 0), 0);
+    lua_pop(L, 1);
+    EXPECT_MEM(b.data + 1, b.len - 2, want, wn);
+    dl_buf_free(&b);
+    if (dl_unit_failures != fails)
+        fprintf(stderr, "# (line %d)\n", line);
+    free(src);
+    free(exp);
+}
+
+#define CHECK_ESCAPED(L, in, want) check_escaped((L), (in), sizeof(in) - 1, (want), __LINE__)
+
+DL_TEST(json_encode_invalid_utf8)
+{
+    lua_State *L = new_state();
+    /* well-formed, at each length's bounds: copied as is */
+    CHECK_ESCAPED(L, "\xc2\x80 \xdf\xbf", "\xc2\x80 \xdf\xbf");
+    CHECK_ESCAPED(L, "\xe0\xa0\x80 \xed\x9f\xbf \xee\x80\x80 \xef\xbf\xbf",
+                  "\xe0\xa0\x80 \xed\x9f\xbf \xee\x80\x80 \xef\xbf\xbf");
+    CHECK_ESCAPED(L, "\xf0\x90\x80\x80 \xf4\x8f\xbf\xbf", "\xf0\x90\x80\x80 \xf4\x8f\xbf\xbf");
+    CHECK_ESCAPED(L, "caf\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
+                  "caf\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\\"");
+    /* a request path's raw bytes */
+    CHECK_ESCAPED(L, "/\xff\xc3", "/" FFFD FFFD);
+    /* stray continuation bytes, one U+FFFD each */
+    CHECK_ESCAPED(L, "\x80", FFFD);
+    CHECK_ESCAPED(L, "a\x80\xbf" "b", "a" FFFD FFFD "b");
+    /* lead bytes that never start a sequence: C0, C1, F5..FF */
+    CHECK_ESCAPED(L, "\xc0\xaf", FFFD FFFD);
+    CHECK_ESCAPED(L, "\xc1\xbf", FFFD FFFD);
+    CHECK_ESCAPED(L, "\xf5\x80\x80\x80", FFFD FFFD FFFD FFFD);
+    CHECK_ESCAPED(L, "\xf8\x88\x80\x80\x80", FFFD FFFD FFFD FFFD FFFD);
+    CHECK_ESCAPED(L, "\xfe\xff", FFFD FFFD);
+    /* overlong forms */
+    CHECK_ESCAPED(L, "\xe0\x80\xaf", FFFD FFFD FFFD);
+    CHECK_ESCAPED(L, "\xe0\x9f\xbf", FFFD FFFD FFFD);
+    CHECK_ESCAPED(L, "\xf0\x80\x80\xaf", FFFD FFFD FFFD FFFD);
+    CHECK_ESCAPED(L, "\xf0\x8f\xbf\xbf", FFFD FFFD FFFD FFFD);
+    /* surrogates, alone and as a CESU-8 pair */
+    CHECK_ESCAPED(L, "\xed\xa0\x80", FFFD FFFD FFFD);
+    CHECK_ESCAPED(L, "\xed\xbf\xbf", FFFD FFFD FFFD);
+    CHECK_ESCAPED(L, "\xed\xa0\xbd\xed\xb8\x80", FFFD FFFD FFFD FFFD FFFD FFFD);
+    /* past U+10FFFF */
+    CHECK_ESCAPED(L, "\xf4\x90\x80\x80", FFFD FFFD FFFD FFFD);
+    CHECK_ESCAPED(L, "\xf7\xbf\xbf\xbf", FFFD FFFD FFFD FFFD);
+    /* truncated: the maximal subpart is one U+FFFD, at the end or not */
+    CHECK_ESCAPED(L, "\xc3", FFFD);
+    CHECK_ESCAPED(L, "\xe2\x82", FFFD);
+    CHECK_ESCAPED(L, "\xf0\x9f\x98", FFFD);
+    CHECK_ESCAPED(L, "\xe2\x82x", FFFD "x");
+    CHECK_ESCAPED(L, "\xf0\x9f\x98\"", FFFD "\\\"");
+    CHECK_ESCAPED(L, "\xc3\n", FFFD "\\n");
+    CHECK_ESCAPED(L, "\xc3\xc3\xa9", FFFD "\xc3\xa9");
+    /* Unicode 15 table 3-8, the example of maximal subparts */
+    CHECK_ESCAPED(L, "a\xf1\x80\x80\xe1\x80\xc2" "b\x80" "c\x80\xbf" "d",
+                  "a" FFFD FFFD FFFD "b" FFFD "c" FFFD FFFD "d");
+    /* a long string with a sequence, then a truncated one, near its end */
+    {
+        char s[4100];
+        memset(s, 'a', sizeof(s));
+        memcpy(s + 4094, "\xf0\x9f\x98\x80", 4);
+        dl_buf_t b = DL_BUF_INIT;
+        EXPECT_EQ(dl_json_put_string(&b, s, sizeof(s)), 0);
+        EXPECT_EQ(b.len, sizeof(s) + 2);
+        EXPECT_MEM(b.data + 4095, 4, "\xf0\x9f\x98\x80", 4);
+        dl_buf_reset(&b);
+        memcpy(s + 4094, "\xf0\x9f\x98" "a", 4); /* truncated before an 'a' */
+        EXPECT_EQ(dl_json_put_string(&b, s, sizeof(s)), 0);
+        EXPECT_EQ(b.len, sizeof(s) + 2);
+        EXPECT_MEM(b.data + 4095, 4, FFFD "a", 4);
+        dl_buf_free(&b);
+    }
+    /* dl_utf8_repair: the same replacements, nothing escaped */
+    {
+        static const char in[] = "{\"r\":\"/a\xff\xe2\x82\xac\xed\xa0\x80\"}";
+        static const char want[] = "{\"r\":\"/a" FFFD "\xe2\x82\xac" FFFD FFFD FFFD "\"}";
+        char out[3 * sizeof(in)];
+        size_t n = (size_t)(dl_utf8_repair(out, in, sizeof(in) - 1) - out);
+        EXPECT_MEM(out, n, want, sizeof(want) - 1);
+    }
+    lua_close(L);
+}
+
+/* Random strings over bytes that stress the writer: whatever goes in, the
+ * JSON that comes out is valid UTF-8 and decodes to the input with each
+ * ill-formed subpart replaced, and well-formed input comes back unchanged. */
+DL_TEST(json_encode_utf8_random)
+{
+    /* the first 11 are well-formed */
+    static const char *pieces[] = {"a", "Z", "\"", "\\", "\n", "\x01", "\x7f", "\xc3\xa9",
+                                   "\xe2\x82\xac", "\xf0\x9f\x98\x80", "0123456789abcdef",
+                                   "\x80", "\xbf", "\xc0", "\xc3", "\xe2\x82", "\xed\xa0",
+                                   "\xf0\x9f\x98", "\xf4\x90", "\xf5", "\xff"};
+    lua_State *L = new_state();
+    uint64_t rng = 0x2545F4914F6CDD1DULL;
+    char in[1024], repaired[3 * sizeof(in)], err[256];
+    int valid_seen = 0, invalid_seen = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t n = 0;
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        int count = (int)(rng >> 58);
+        for (int k = 0; k < count; k++) {
+            rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+            size_t np = (iter & 1) ? 11 : DL_ARRAY_SIZE(pieces);
+            const char *p = pieces[(rng >> 33) % np];
+            size_t pl = strlen(p);
+            memcpy(in + n, p, pl);
+            n += pl;
+        }
+        dl_buf_t b = DL_BUF_INIT;
+        EXPECT_EQ(dl_json_put_string(&b, in, n), 0);
+        if (!valid_utf8((const unsigned char *)b.data, b.len)) {
+            DL_FAIL_AT("invalid UTF-8 out for input %d", iter);
+            dl_buf_free(&b);
+            break;
+        }
+        size_t rn = (size_t)(dl_utf8_repair(repaired, in, n) - repaired);
+        EXPECT(valid_utf8((const unsigned char *)repaired, rn));
+        EXPECT_EQ(dl_json_decode(L, b.data, b.len, err, sizeof(err)), 0);
+        size_t got_n = 0;
+        const char *got = lua_tolstring(L, -1, &got_n);
+        EXPECT_MEM(got, got_n, repaired, rn);
+        if (valid_utf8((const unsigned char *)in, n)) {
+            EXPECT_MEM(got, got_n, in, n);
+            valid_seen++;
+        } else {
+            invalid_seen++;
+        }
+        lua_settop(L, 0);
+        dl_buf_free(&b);
+    }
+    EXPECT(valid_seen > 1000);
+    EXPECT(invalid_seen > 1000);
     lua_close(L);
 }
 
@@ -472,6 +670,135 @@ DL_TEST(json_decode_deep_nesting)
     EXPECT_STR(err, "nesting deeper than 128");
     dl_buf_free(&b);
     lua_settop(L, 0);
+    free(s);
+    lua_close(L);
+}
+
+/* Decodes text (len bytes) within lim; returns the code, with the stack
+ * checked: one value on success, unchanged on failure. */
+static int decode_limited(lua_State *L, const char *text, size_t len, size_t max_elements,
+                          int max_depth, char *err, size_t errlen)
+{
+    dl_codec_limits_t lim = {max_elements, max_depth};
+    int top = lua_gettop(L);
+    err[0] = '\0';
+    int rc = dl_json_decode_limited(L, text, len, &lim, err, errlen);
+    if (lua_gettop(L) != top + (rc == 0))
+        DL_FAIL_AT("stack %d after rc %d, was %d", lua_gettop(L), rc, top);
+    lua_settop(L, top);
+    return rc;
+}
+
+#define EXPECT_WITHIN(L, text, n) \
+    EXPECT_EQ(decode_limited((L), (text), strlen(text), (n), 0, err, sizeof(err)), 0)
+
+#define EXPECT_TOO_MANY(L, text, n)                                                            \
+    do {                                                                                       \
+        EXPECT_EQ(decode_limited((L), (text), strlen(text), (n), 0, err, sizeof(err)),         \
+                  DL_ETOOBIG);                                                                 \
+        char want_[64];                                                                        \
+        snprintf(want_, sizeof(want_), "more than %d elements", (int)(n));                     \
+        EXPECT_STR(err, want_);                                                                \
+    } while (0)
+
+/* Every value counts (the top one, array items, object values), keys do not;
+ * N pass and N + 1 fail, whatever the values are. */
+DL_TEST(json_decode_element_cap)
+{
+    lua_State *L = new_state();
+    char err[256];
+    EXPECT_WITHIN(L, "[1,2,3,4]", 5);
+    EXPECT_TOO_MANY(L, "[1,2,3,4,5]", 5);
+    EXPECT_WITHIN(L, "{\"a\":1,\"b\":2,\"c\":3,\"d\":4}", 5);
+    EXPECT_TOO_MANY(L, "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5}", 5);
+    EXPECT_WITHIN(L, "[[[[[]]]]]", 5);
+    EXPECT_TOO_MANY(L, "[[[[[[]]]]]]", 5);
+    EXPECT_WITHIN(L, "[{},[],\"s\",null]", 5);
+    EXPECT_TOO_MANY(L, "[{},[],\"s\",null,true]", 5);
+    EXPECT_WITHIN(L, "\"only\"", 1);
+    EXPECT_WITHIN(L, "[]", 1);
+    EXPECT_TOO_MANY(L, "[0]", 1);
+    /* 0: no limit */
+    EXPECT_WITHIN(L, "[1,2,3,4,5,6,7,8,9]", 0);
+    /* a malformed document over the cap: whichever comes first */
+    EXPECT_TOO_MANY(L, "[1,2,3,4,5,6,x", 5);
+    EXPECT_EQ(decode_limited(L, "[1,x,3,4,5,6]", 13, 5, 0, err, sizeof(err)), DL_ECODEC);
+
+    /* the default cap at N and N + 1 */
+    const size_t N = 100000;
+    char *s = malloc(2 * N + 8);
+    size_t n = 0;
+    s[n++] = '[';
+    for (size_t i = 0; i + 1 < N; i++) {
+        s[n++] = '0';
+        s[n++] = ',';
+    }
+    s[n - 1] = ']'; /* the top array and N - 1 zeros */
+    EXPECT_EQ(decode_limited(L, s, n, N, 0, err, sizeof(err)), 0);
+    memcpy(s + n - 1, ",0]", 3);
+    EXPECT_EQ(decode_limited(L, s, n + 2, N, 0, err, sizeof(err)), DL_ETOOBIG);
+    EXPECT_STR(err, "more than 100000 elements");
+    free(s);
+    lua_close(L);
+}
+
+/* 1 MB of the smallest values a JSON body can repeat: the cap stops each one
+ * with the Lua heap grown by at most 10 MiB (about 72 bytes per table). */
+DL_TEST(json_decode_element_cap_memory)
+{
+    static const char *items[] = {"[],", "{},", "0,", "\"\",", "[[]],"};
+    const size_t body = 1 << 20;
+    char *s = malloc(body + 8);
+    char err[256];
+    for (size_t k = 0; k < DL_ARRAY_SIZE(items); k++) {
+        lua_State *L = new_state();
+        size_t il = strlen(items[k]), n = 0;
+        s[n++] = '[';
+        while (n + il < body)
+            for (size_t i = 0; i < il; i++)
+                s[n++] = items[k][i];
+        s[n - 1] = ']';
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        size_t before = (size_t)lua_gc(L, LUA_GCCOUNT, 0);
+        EXPECT_EQ(decode_limited(L, s, n, 100000, 0, err, sizeof(err)), DL_ETOOBIG);
+        size_t grown_kb = (size_t)lua_gc(L, LUA_GCCOUNT, 0) - before;
+        if (grown_kb > 10 * 1024)
+            DL_FAIL_AT("%s x %zu: the Lua heap grew by %zu KiB", items[k], body / il, grown_kb);
+        lua_close(L);
+    }
+    free(s);
+}
+
+/* Request bodies nest at most DL_CODEC_BODY_DEPTH deep, below the encoder's
+ * limit: a body that decodes can be sent back inside a handler's tables. */
+DL_TEST(json_decode_body_depth)
+{
+    lua_State *L = new_state();
+    char err[256];
+    EXPECT(DL_CODEC_BODY_DEPTH + 8 <= DL_CODEC_ENCODE_DEPTH);
+    char *s = nested("[", "]", DL_CODEC_BODY_DEPTH, "1");
+    dl_codec_limits_t lim = {0, DL_CODEC_BODY_DEPTH};
+    EXPECT_EQ(dl_json_decode_limited(L, s, strlen(s), &lim, err, sizeof(err)), 0);
+    lua_setglobal(L, "body");
+    /* wrapped in 8 more tables, it still encodes */
+    EXPECT_LUA(L, "local v = body for i = 1, 8 do v = {v} end "
+                  "return codec.json_encode(v) ~= nil");
+    free(s);
+    s = nested("[", "]", DL_CODEC_BODY_DEPTH + 1, "1");
+    EXPECT_EQ(decode_limited(L, s, strlen(s), 0, DL_CODEC_BODY_DEPTH, err, sizeof(err)),
+              DL_ECODEC);
+    EXPECT_STR(err, "nesting deeper than 100");
+    free(s);
+    s = nested("{\"k\":", "}", DL_CODEC_BODY_DEPTH + 1, "1");
+    EXPECT_EQ(decode_limited(L, s, strlen(s), 0, DL_CODEC_BODY_DEPTH, err, sizeof(err)),
+              DL_ECODEC);
+    EXPECT_STR(err, "nesting deeper than 100");
+    free(s);
+    /* a megabyte of '[': an error, not a C stack overflow */
+    s = nested("[", "", 1 << 20, "");
+    EXPECT_EQ(decode_limited(L, s, strlen(s), 100000, DL_CODEC_BODY_DEPTH, err, sizeof(err)),
+              DL_ECODEC);
+    EXPECT_STR(err, "nesting deeper than 100");
     free(s);
     lua_close(L);
 }

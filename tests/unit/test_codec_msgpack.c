@@ -324,6 +324,11 @@ DL_TEST(msgpack_binary_strings)
     EXPECT_LUA(L, "return codec.msgpack_decode('\\218\\0\\0') == ''");
     EXPECT_LUA(L, "local k = codec.msgpack_decode('\\129\\163k\\0\\1\\1') "
                   "return k['k\\0\\1'] == 1");
+    /* MessagePack strings are bytes and stay so on the way out; the same
+     * bytes in JSON come out as U+FFFD, one per ill-formed subpart */
+    EXPECT_PACKS(L, "'/\\255\\195'", "\xa3/\xff\xc3");
+    EXPECT_UNPACKS(L, "\x92\xa3/\xff\xc3\xc4\x02\xed\xa0",
+                   "[\"/\xef\xbf\xbd\xef\xbf\xbd\",\"\xef\xbf\xbd\xef\xbf\xbd\"]");
     lua_close(L);
 }
 
@@ -448,6 +453,138 @@ DL_TEST(msgpack_decode_deep_nesting)
     memset(s, 0x91, big);
     EXPECT_UNPACK_ERROR_N(L, s, big, "nesting deeper than 256");
     free(s);
+    lua_close(L);
+}
+
+/* Decodes p (n bytes) within the limits; returns the code, with the stack
+ * checked: one value on success, unchanged on failure. */
+static int decode_limited(lua_State *L, const char *p, size_t n, size_t max_elements,
+                          int max_depth, char *err, size_t errlen)
+{
+    dl_codec_limits_t lim = {max_elements, max_depth};
+    int top = lua_gettop(L);
+    err[0] = '\0';
+    int rc = dl_msgpack_decode_limited(L, p, n, &lim, err, errlen);
+    if (lua_gettop(L) != top + (rc == 0))
+        DL_FAIL_AT("stack %d after rc %d, was %d", lua_gettop(L), rc, top);
+    lua_settop(L, top);
+    return rc;
+}
+
+#define EXPECT_WITHIN(L, bytes, n)                                                             \
+    EXPECT_EQ(decode_limited((L), (bytes), sizeof(bytes) - 1, (n), 0, err, sizeof(err)), 0)
+
+#define EXPECT_TOO_MANY(L, bytes, n)                                                           \
+    do {                                                                                       \
+        EXPECT_EQ(decode_limited((L), (bytes), sizeof(bytes) - 1, (n), 0, err, sizeof(err)),   \
+                  DL_ETOOBIG);                                                                 \
+        char want_[64];                                                                        \
+        snprintf(want_, sizeof(want_), "more than %d elements", (int)(n));                     \
+        EXPECT_STR(err, want_);                                                                \
+    } while (0)
+
+/* As for JSON: the top value, array items and map values count, keys do not;
+ * N pass and N + 1 fail. */
+DL_TEST(msgpack_decode_element_cap)
+{
+    lua_State *L = new_state();
+    char err[256];
+    EXPECT_WITHIN(L, "\x94\x01\x02\x03\x04", 5);
+    EXPECT_TOO_MANY(L, "\x95\x01\x02\x03\x04\x05", 5);
+    EXPECT_WITHIN(L, "\x84\x01\xc0\x02\xc0\x03\xc0\x04\xc0", 5);
+    EXPECT_TOO_MANY(L, "\x85\x01\xc0\x02\xc0\x03\xc0\x04\xc0\x05\xc0", 5);
+    EXPECT_WITHIN(L, "\x91\x91\x91\x91\x90", 5);
+    EXPECT_TOO_MANY(L, "\x91\x91\x91\x91\x91\x90", 5);
+    EXPECT_WITHIN(L, "\x92\x80\x91\x80", 5);
+    EXPECT_TOO_MANY(L, "\x93\x80\x92\x80\x80", 5);
+    EXPECT_WITHIN(L, "\xa4only", 1);
+    EXPECT_WITHIN(L, "\x80", 1);
+    EXPECT_TOO_MANY(L, "\x91\xc0", 1);
+    /* 0: no limit */
+    EXPECT_WITHIN(L, "\x99\x01\x02\x03\x04\x05\x06\x07\x08\x09", 0);
+    /* a header is charged before its elements are read (these are invalid) */
+    EXPECT_TOO_MANY(L, "\x96\xc1\xc1\xc1\xc1\xc1\xc1", 5);
+    EXPECT_TOO_MANY(L, "\xdc\x00\x06\x01\x02\x03\x04\x05\x06", 5);
+    /* a header claiming more elements than bytes left is malformed first */
+    EXPECT_EQ(decode_limited(L, "\xdd\x00\x10\x00\x00\x01", 6, 5, 0, err, sizeof(err)),
+              DL_ECODEC);
+    EXPECT_STR(err, "truncated input");
+
+    /* the default cap at N and N + 1: arrays of nil after the top array */
+    const size_t N = 100000;
+    char *s = malloc(N + 8);
+    s[0] = (char)0xdd;
+    s[1] = 0;
+    s[2] = (char)((N - 1) >> 16);
+    s[3] = (char)((N - 1) >> 8);
+    s[4] = (char)(N - 1);
+    memset(s + 5, 0xc0, N);
+    EXPECT_EQ(decode_limited(L, s, 5 + N - 1, N, 0, err, sizeof(err)), 0);
+    s[4] = (char)N;
+    s[3] = (char)(N >> 8);
+    s[2] = (char)(N >> 16);
+    EXPECT_EQ(decode_limited(L, s, 5 + N, N, 0, err, sizeof(err)), DL_ETOOBIG);
+    EXPECT_STR(err, "more than 100000 elements");
+    free(s);
+    lua_close(L);
+}
+
+/* 1 MB of empty maps, the body that took 77 MiB: its array header alone now
+ * answers it; split into arrays of 15 maps, it stops at the cap with the Lua
+ * heap grown by at most 10 MiB. */
+DL_TEST(msgpack_decode_element_cap_memory)
+{
+    const size_t body = 1 << 20;
+    char *s = malloc(body + 8);
+    char err[256];
+    for (int split = 0; split < 2; split++) {
+        lua_State *L = new_state();
+        size_t count = split ? body / 16 : body;
+        s[0] = (char)0xdd;
+        s[1] = (char)(count >> 24);
+        s[2] = (char)(count >> 16);
+        s[3] = (char)(count >> 8);
+        s[4] = (char)count;
+        memset(s + 5, 0x80, body);
+        for (size_t i = 0; split && i < count; i++)
+            s[5 + 16 * i] = (char)0x9f;
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        size_t before = (size_t)lua_gc(L, LUA_GCCOUNT, 0);
+        EXPECT_EQ(decode_limited(L, s, body + 5, 100000, 0, err, sizeof(err)), DL_ETOOBIG);
+        size_t grown_kb = (size_t)lua_gc(L, LUA_GCCOUNT, 0) - before;
+        if (grown_kb > (split ? 10 * 1024 : 64))
+            DL_FAIL_AT("split %d: the Lua heap grew by %zu KiB", split, grown_kb);
+        lua_close(L);
+    }
+    free(s);
+}
+
+/* Request bodies nest at most DL_CODEC_BODY_DEPTH deep, arrays and maps. */
+DL_TEST(msgpack_decode_body_depth)
+{
+    lua_State *L = new_state();
+    char err[256];
+    char s[2 * DL_CODEC_BODY_DEPTH + 8];
+    memset(s, 0x91, sizeof(s));
+    s[DL_CODEC_BODY_DEPTH] = 0x01;
+    EXPECT_EQ(decode_limited(L, s, DL_CODEC_BODY_DEPTH + 1, 0, DL_CODEC_BODY_DEPTH, err,
+                             sizeof(err)),
+              0);
+    s[DL_CODEC_BODY_DEPTH] = (char)0x91;
+    s[DL_CODEC_BODY_DEPTH + 1] = 0x01;
+    EXPECT_EQ(decode_limited(L, s, DL_CODEC_BODY_DEPTH + 2, 0, DL_CODEC_BODY_DEPTH, err,
+                             sizeof(err)),
+              DL_ECODEC);
+    EXPECT_STR(err, "nesting deeper than 100");
+    for (int i = 0; i < DL_CODEC_BODY_DEPTH + 1; i++) {
+        s[2 * i] = (char)0x81; /* {1: {1: ...}} */
+        s[2 * i + 1] = 0x01;
+    }
+    s[2 * DL_CODEC_BODY_DEPTH + 2] = (char)0xc0;
+    EXPECT_EQ(decode_limited(L, s, 2 * DL_CODEC_BODY_DEPTH + 3, 0, DL_CODEC_BODY_DEPTH, err,
+                             sizeof(err)),
+              DL_ECODEC);
+    EXPECT_STR(err, "nesting deeper than 100");
     lua_close(L);
 }
 

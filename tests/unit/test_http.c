@@ -129,16 +129,23 @@ DL_TEST(status_text)
 DL_TEST(error_body_escapes)
 {
     dl_buf_t b = DL_BUF_INIT;
-    dl_error_body(&b, 400, "bad \"x\"\n\\", "rid");
+    dl_error_body(&b, 400, "bad \"x\"\n\\\x01", "rid");
     dl_buf_append_char(&b, '\0');
-    EXPECT_STR(b.data, "{\"error\":\"Bad Request\",\"message\":\"bad \\\"x\\\"\\u000a\\\\\","
+    EXPECT_STR(b.data, "{\"error\":\"Bad Request\",\"message\":\"bad \\\"x\\\"\\n\\\\\\u0001\","
                        "\"requestId\":\"rid\"}");
+    /* a path quoted in a 404 with bytes that are not UTF-8: U+FFFD each */
+    dl_buf_reset(&b);
+    dl_error_body(&b, 404, "no route for GET /\xff\xc3 caf\xc3\xa9", NULL);
+    dl_buf_append_char(&b, '\0');
+    EXPECT_STR(b.data, "{\"error\":\"Not Found\",\"message\":\"no route for GET "
+                       "/\xef\xbf\xbd\xef\xbf\xbd caf\xc3\xa9\"}");
     dl_buf_free(&b);
 }
 
 DL_TEST(limits_defaults_match_contract)
 {
     unsetenv("DEVLOOP_MAX_BODY");
+    unsetenv("DEVLOOP_MAX_BODY_ELEMENTS");
     unsetenv("DEVLOOP_HEADER_TIMEOUT_MS");
     unsetenv("DEVLOOP_KEEPALIVE_TIMEOUT_MS");
     unsetenv("DEVLOOP_BODY_TIMEOUT_MS");
@@ -146,6 +153,7 @@ DL_TEST(limits_defaults_match_contract)
     dl_config_t cfg;
     dl_config_init(&cfg);
     EXPECT_EQ(cfg.max_body, 1024 * 1024);
+    EXPECT_EQ(cfg.max_body_elements, 100000);
     EXPECT_EQ(cfg.header_timeout_ms, 10000);
     EXPECT_EQ(cfg.keepalive_timeout_ms, 15000);
     EXPECT_EQ(cfg.body_timeout_ms, 10000);
@@ -158,12 +166,14 @@ DL_TEST(limits_defaults_match_contract)
 DL_TEST(limits_from_environment)
 {
     setenv("DEVLOOP_MAX_BODY", "12345", 1);
+    setenv("DEVLOOP_MAX_BODY_ELEMENTS", "77", 1);
     setenv("DEVLOOP_HEADER_TIMEOUT_MS", "250", 1);
     setenv("DEVLOOP_MAX_HEADERS", "not-a-number", 1);
     setenv("GZIP_LEVEL", "42", 1);
     dl_config_t cfg;
     dl_config_init(&cfg);
     EXPECT_EQ(cfg.max_body, 12345);
+    EXPECT_EQ(cfg.max_body_elements, 77);
     EXPECT_EQ(cfg.header_timeout_ms, 250);
     EXPECT_EQ(cfg.max_headers, 100); /* garbage keeps the default */
     EXPECT_EQ(cfg.gzip_level, 1);    /* out of range keeps the default */

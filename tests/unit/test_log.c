@@ -330,6 +330,32 @@ out:
     remove_dir(dir);
 }
 
+/* JSON lines are UTF-8 whatever a record holds: a raw path in the message, a
+ * route pattern in an access record's fields, fields that are not an object. */
+DL_TEST(log_json_lines_utf8)
+{
+    char dir[64];
+    make_dir(dir);
+    start_files(dir, 0, 0, -1);
+    const char *m = "no route for GET /\xff\xc3 caf\xc3\xa9";
+    const char *f = "{\"route\":\"/r\xe9sum\xe9\"}";
+    dl_log_emit(DL_LOG_INFO, "r-\xff", m, strlen(m), f, strlen(f));
+    dl_log_emit(DL_LOG_INFO, NULL, "x", 1, "\xed\xa0\x80", 3);
+    dl_logger_stop();
+    char *comb = slurp_in(dir, "combined.log", NULL);
+    EXPECT(comb != NULL);
+    if (comb == NULL)
+        goto out;
+    EXPECT(strstr(comb, "\"message\":\"no route for GET /\xef\xbf\xbd\xef\xbf\xbd caf\xc3\xa9\","
+                        "\"service\":\"devloop\",\"requestId\":\"r-\xef\xbf\xbd\","
+                        "\"route\":\"/r\xef\xbf\xbdsum\xef\xbf\xbd\"}\n") != NULL);
+    EXPECT(strstr(comb, "\"fields\":\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}\n") != NULL);
+    EXPECT(strchr(comb, '\xff') == NULL);
+out:
+    free(comb);
+    remove_dir(dir);
+}
+
 DL_TEST(log_level_disabled)
 {
     EXPECT_EQ(dl_log_level_parse("debug"), DL_LOG_DEBUG);
