@@ -39,16 +39,53 @@ def expect_error(r, status, message):
 
 # ---------------------------------------------------------------- UTF-8 out
 
+def h2_get(port, path):
+    """One HTTP/2 (h2c) GET of a raw byte path; returns (status, body)."""
+    import socket
+    import h2.config
+    import h2.connection
+    import h2.events
+    cfg = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
+                                    normalize_outbound_headers=False)
+    conn = h2.connection.H2Connection(config=cfg)
+    conn.initiate_connection()
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(conn.data_to_send())
+    conn.send_headers(1, [(b":method", b"GET"), (b":scheme", b"http"),
+                          (b":authority", b"localhost"), (b":path", path)], end_stream=True)
+    s.sendall(conn.data_to_send())
+    status, body = None, b""
+    while True:
+        data = s.recv(65536)
+        assert data, "closed before the answer"
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                status = int(dict(ev.headers)[b":status"])
+            elif isinstance(ev, h2.events.DataReceived):
+                body += ev.data
+                conn.acknowledge_received_data(len(ev.data), ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                s.close()
+                return status, body
+        s.sendall(conn.data_to_send())
+
+
 def test_404_of_a_raw_byte_path(srv):
+    # HTTP/1.1: bytes outside the URI grammar in a target are a 400 (strict llhttp)
     c = srv.conn()
     c.send(b"GET /\xff\xc3 HTTP/1.1\r\nHost: localhost\r\n\r\n")
     r = c.response()
-    expect_error(r, 404, "no route for GET /\ufffd\ufffd")
-    # well-formed UTF-8 is kept as it is
-    c.send("GET /caf\u00e9/\U0001f600 HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-    r = c.response()
     c.close()
-    expect_error(r, 404, "no route for GET /caf\u00e9/\U0001f600")
+    assert r.status == 400 and strict_json(r)["message"], r
+    # HTTP/2 takes them: the 404 message names the path with U+FFFD in their place
+    status, body = h2_get(srv.port, b"/\xff\xc3")
+    assert status == 404, (status, body)
+    msg = json.loads(body.decode("utf-8", "strict"))["message"]
+    assert msg == "no route for GET /\ufffd\ufffd", msg
+    # well-formed UTF-8 is kept as it is
+    status, body = h2_get(srv.port, "/caf\u00e9/\U0001f600".encode())
+    msg = json.loads(body.decode("utf-8", "strict"))["message"]
+    assert status == 404 and msg == "no route for GET /caf\u00e9/\U0001f600", msg
 
 
 def test_percent_encoded_param(srv):
