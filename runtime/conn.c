@@ -284,6 +284,8 @@ static int host_valid(const char *h, size_t n)
                 return 0;
         i = (size_t)(e - h) + 1;
     } else {
+        if (n > 0 && h[0] == ':')
+            return 0; /* a port without a host (RFC 9110 4.2.1: an empty host is invalid) */
         for (; i < n && h[i] != ':'; i++) {
             if (!reg_name_char((unsigned char)h[i]))
                 return 0;
@@ -326,11 +328,11 @@ static int absolute_form(dl_req_t *r, const char **msg)
 {
     const char *u = r->head.data;
     size_t n = r->url_len, skip;
-    if (n > 7 && dl_strncasecmp_eq(u, 7, "http://", 7))
+    if (n > 7 && dl_strncasecmp_eq(u, 7, "http://", 7)) {
         skip = 7;
-    else if (n > 8 && dl_strncasecmp_eq(u, 8, "https://", 8))
+    } else if (n > 8 && dl_strncasecmp_eq(u, 8, "https://", 8)) {
         skip = 8;
-    else {
+    } else {
         *msg = "request target must be origin-form (/path) or absolute-form (http://host/path)";
         return 400;
     }
@@ -341,6 +343,10 @@ static int absolute_form(dl_req_t *r, const char **msg)
     if (alen == 0 || memchr(u + skip, '@', alen) || !host_valid(u + skip, alen)) {
         *msg = "invalid authority in an absolute-form request target";
         return 400;
+    }
+    if (skip == 8 && (r->conn == NULL || r->conn->tls == NULL)) { /* RFC 9110 4.2.2, 7.4 */
+        *msg = "an https target must come over TLS";
+        return 421;
     }
     /* "host" and the authority go after the head; Host is (re)pointed there */
     uint32_t name_off = (uint32_t)r->head.len;

@@ -224,6 +224,7 @@ const char *dl_status_text(int status)
     case 201: return "Created";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 205: return "Reset Content";
     case 206: return "Partial Content";
     case 301: return "Moved Permanently";
     case 302: return "Found";
@@ -247,6 +248,7 @@ const char *dl_status_text(int status)
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
     case 422: return "Unprocessable Entity";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";

@@ -107,7 +107,7 @@ def test_absolute_form(srv):
     j = got[0].json()
     assert got[0].status == 200 and j["path"] == "/echo/1" and j["query"] == {"x": "1"}, j
     assert j["host"] == "a.example:8", j  # the authority replaces Host
-    got = accepted(srv, "POST HTTPS://b.example/echo HTTP/1.1\r\nHost: b.example\r\n"
+    got = accepted(srv, "POST HTTP://b.example/echo HTTP/1.1\r\nHost: b.example\r\n"
                         "Content-Length: 2\r\n\r\nhi")
     assert got[0].json()["raw"] == "hi" and got[0].json()["host"] == "b.example", got
     got = accepted(srv, "GET http://a.example?q=1 HTTP/1.1\r\nHost: a.example\r\n\r\n")
@@ -122,8 +122,12 @@ def test_absolute_form(srv):
     # still exactly one Host in HTTP/1.1, and a sound authority
     rejected(srv, "GET http://a.example/echo HTTP/1.1\r\n\r\n", text="Host")
     for target in ["http://u@a.example/echo", "http:///echo", "http://a%b/echo",
-                   "ftp://a.example/echo", "a.example/echo"]:
+                   "http://:80/echo", "ftp://a.example/echo", "a.example/echo"]:
         rejected(srv, "GET %s HTTP/1.1\r\nHost: a.example\r\n\r\n" % target)
+    rejected(srv, "GET /echo HTTP/1.1\r\nHost: :80\r\n\r\n", text="Host")
+    # an https target needs a secured connection (RFC 9110 4.2.2, 7.4)
+    rejected(srv, "GET https://a.example/echo HTTP/1.1\r\nHost: a.example\r\n\r\n", 421,
+             text="TLS")
 
 
 def test_authority_form_only_for_connect(srv):

@@ -230,6 +230,14 @@ def test_close_notify_ends_the_connection(srv):
         s.close()
 
 
+def test_https_absolute_form_over_tls(srv):
+    s = tls_conn(client_ctx(alpn=["http/1.1"]))
+    s.sendall(b"GET https://localhost/json HTTP/1.1\r\nHost: other\r\n\r\n")
+    data = s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200"), data
+    s.close()
+
+
 def test_plain_http_on_tls_port(srv):
     c = harness.Conn(TLS_PORT)
     r = c.request("GET", "/json")
