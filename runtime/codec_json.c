@@ -706,17 +706,21 @@ static int dec_number(decoder_t *d)
     }
     size_t n = (size_t)(s - p);
     char tmp[64];
+    double x;
     if (n < sizeof(tmp)) {
         memcpy(tmp, p, n);
         tmp[n] = '\0';
-        lua_pushnumber(d->L, strtod(tmp, NULL));
+        x = strtod(tmp, NULL);
     } else {
         /* Rare: a long number goes through a Lua string for its NUL. */
         lua_pushlstring(d->L, p, n);
-        double x = strtod(lua_tostring(d->L, -1), NULL);
+        x = strtod(lua_tostring(d->L, -1), NULL);
         lua_pop(d->L, 1);
-        lua_pushnumber(d->L, x);
     }
+    /* 1e400 is JSON but no double: as inf it could never be written back */
+    if (!isfinite(x))
+        return dec_fail(d, "number out of range at byte %zu", (size_t)(p - d->start));
+    lua_pushnumber(d->L, x);
     return 0;
 }
 

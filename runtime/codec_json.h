@@ -25,7 +25,7 @@
  * a body that decodes can be stored, and below the encoder's, so it can be
  * sent back even inside a few levels of a handler's own tables. */
 #define DL_CODEC_ENCODE_DEPTH 128
-#define DL_CODEC_DECODE_DEPTH 256
+#define DL_CODEC_DECODE_DEPTH 128 /* = the encoders': what decodes can be written back */
 #define DL_CODEC_BODY_DEPTH 100
 
 /** Bounds on what decoding untrusted input (a request body) may build. */

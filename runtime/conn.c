@@ -117,6 +117,7 @@ static int on_message_begin(llhttp_t *p)
         return reject(c, 503, "out of memory");
     if (c->req->start_ns == 0)
         c->req->start_ns = uv_hrtime();
+    c->head_method = 0;
     if (c->state == DL_CS_IDLE || c->state == DL_CS_HEAD) {
         c->state = DL_CS_HEAD;
         c->deadline = uv_now(&c->worker->loop) + c->worker->cfg->header_timeout_ms;
@@ -128,6 +129,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
+    if (r->head.len == 0) /* the method is known: an error answer to HEAD has no body */
+        c->head_method = llhttp_get_method(p) == HTTP_HEAD;
     if (r->head.len + len > c->worker->cfg->max_uri)
         return reject(c, 414, "request target too long");
     if (dl_buf_append(&r->head, at, len) != 0)
@@ -1102,7 +1105,8 @@ static void send_error(dl_conn_t *c, int status, const char *msg)
                       "Cache-Control: no-cache, no-store, must-revalidate\r\n"
                       "Connection: close\r\n\r\n",
                    status, dl_status_text(status), dl_worker_date(w), body.len, id);
-    dl_buf_append(o, body.data, body.len);
+    if (!c->head_method) /* a HEAD answer has no content (RFC 9110 9.3.2) */
+        dl_buf_append(o, body.data, body.len);
     dl_buf_free(&body);
     c->closing = 1;
     c->lingering = 1;

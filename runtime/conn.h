@@ -63,6 +63,7 @@ struct dl_conn_s {
     unsigned fresh : 1;   /* nothing parsed yet: may still turn out to be h2c */
     unsigned shutting : 1; /* uv_shutdown issued (lingering close) */
     unsigned notified : 1; /* TLS close_notify queued */
+    unsigned head_method : 1; /* the request being parsed is a HEAD */
     unsigned field_started : 1; /* parser: a header name span arrived since the last field */
 };
 

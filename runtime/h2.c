@@ -810,7 +810,7 @@ void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
     /* the handler's own headers, "Name: value\r\n" lines, names lowercased */
     char lower[4096];
     size_t lower_used = 0;
-    const char *p = resp->headers, *end = resp->headers + resp->headers_len;
+    const char *p = resp->headers, *end = p ? p + resp->headers_len : p;
     while (p && p < end && n < MAX_RESP_HEADERS + 14) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = eol ? eol : end;

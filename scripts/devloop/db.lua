@@ -258,6 +258,7 @@ local function read_cursor(c, field)
   if db_core.sign(body) ~= sig then return nil, "tampered cursor" end
   local t = json_decode(body)
   if type(t) ~= "table" or t.f ~= field or t.id == nil then return nil, "cursor does not fit this listing" end
+  if t.v == nil then return nil, "cursor has no " .. field .. " value" end
   return t.v, t.id
 end
 

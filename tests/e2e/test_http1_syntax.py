@@ -230,6 +230,19 @@ def test_trailers_dropped_and_bounded(srv):
     rejected(srv, CHUNKED + "0\r\nX-A : a\r\n\r\n")
 
 
+def test_error_answer_to_head_has_no_body(srv):
+    """RFC 9110 9.3.2: a HEAD answer has no content, a parser error's too."""
+    for req in ["HEAD /hello HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+                "HEAD /" + "a" * 9000 + " HTTP/1.1\r\nHost: x\r\n\r\n",
+                "HEAD /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + "v" * 5000 + "\r\n\r\n"]:
+        c = srv.conn()
+        c.send(req)
+        r = c.response(head=True)
+        assert r.status in (400, 414, 431) and int(r.header("content-length")) > 0, r
+        assert c.closed_by_peer() and c.buf == b"", (r, c.buf)
+        c.close()
+
+
 # ------------------------------------------------- nothing after a 400
 
 def test_nothing_parsed_after_400(srv):

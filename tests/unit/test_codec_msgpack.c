@@ -371,6 +371,9 @@ DL_TEST(msgpack_decode_all_types)
                   "return t[1] == 'a' and t[-1] == 'b'");
     EXPECT_LUA(L, "local t = codec.msgpack_decode('\\130\\161a\\1\\161a\\2') return t.a == 2");
     EXPECT_LUA(L, "local t = codec.msgpack_decode('\\129\\208\\128\\1') return t[-128] == 1");
+    /* a uint64 key past 2^63 is written back as uint64, not as a str key */
+    EXPECT_LUA(L, "local b = '\\129\\207\\128\\0\\0\\0\\0\\0\\0\\0\\1' "
+                  "return codec.msgpack_encode(codec.msgpack_decode(b)) == b");
     /* sparse numeric keys survive a msgpack round trip */
     EXPECT_LUA(L, "local t = codec.msgpack_decode(codec.msgpack_encode({[1] = 'a', [3] = 'c'})) "
                   "return t[1] == 'a' and t[3] == 'c' and t['1'] == nil");
@@ -437,21 +440,21 @@ DL_TEST(msgpack_decode_deep_nesting)
     size_t big = 1000000;
     char *s = malloc(big + 1);
     memset(s, 0x91, big);
-    s[256] = 0x01;
-    EXPECT_EQ(dl_msgpack_decode(L, s, 257, err, sizeof(err)), 0);
+    s[128] = 0x01;
+    EXPECT_EQ(dl_msgpack_decode(L, s, 129, err, sizeof(err)), 0);
     EXPECT_EQ(lua_gettop(L), 1);
     lua_settop(L, 0);
-    s[256] = (char)0x91;
-    s[257] = 0x01;
-    EXPECT_UNPACK_ERROR_N(L, s, 258, "nesting deeper than 256");
-    s[257] = (char)0x91;
+    s[128] = (char)0x91;
+    s[129] = 0x01;
+    EXPECT_UNPACK_ERROR_N(L, s, 130, "nesting deeper than 128");
+    s[129] = (char)0x91;
     /* maps, and a far too deep input */
     memset(s, 0x81, 600);
     for (int i = 0; i < 600; i += 2)
         s[i + 1] = 0x01; /* key 1, value: the next map */
-    EXPECT_UNPACK_ERROR_N(L, s, 600, "nesting deeper than 256");
+    EXPECT_UNPACK_ERROR_N(L, s, 600, "nesting deeper than 128");
     memset(s, 0x91, big);
-    EXPECT_UNPACK_ERROR_N(L, s, big, "nesting deeper than 256");
+    EXPECT_UNPACK_ERROR_N(L, s, big, "nesting deeper than 128");
     free(s);
     lua_close(L);
 }
