@@ -23,6 +23,7 @@
  */
 #include "conn.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -274,17 +275,38 @@ static int reg_name_char(int ch)
            (ch != 0 && strchr("-._~%!$&'()*+,;=", ch) != NULL);
 }
 
+/* IP-literal without its brackets (RFC 3986 3.2.2): an IPv6 address or
+ * IPvFuture ("v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )) */
+static int ip_literal_valid(const char *s, size_t n)
+{
+    if (n > 0 && (s[0] == 'v' || s[0] == 'V')) {
+        size_t i = 1;
+        while (i < n && isxdigit((unsigned char)s[i]))
+            i++;
+        if (i == 1 || i >= n - 1 || s[i] != '.')
+            return 0;
+        for (i++; i < n; i++)
+            if (!(reg_name_char((unsigned char)s[i]) || s[i] == ':') || s[i] == '%')
+                return 0;
+        return 1;
+    }
+    char tmp[64];
+    unsigned char addr[16];
+    if (n == 0 || n >= sizeof(tmp))
+        return 0;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    return inet_pton(AF_INET6, tmp, addr) == 1;
+}
+
 /* uri-host [ ":" port ] (RFC 9110 4.2.3, 7.2): reg-name or IP-literal, digits for the port */
 static int host_valid(const char *h, size_t n)
 {
     size_t i = 0;
     if (n > 0 && h[0] == '[') {
         const char *e = memchr(h, ']', n);
-        if (e == NULL || e == h + 1)
+        if (e == NULL || !ip_literal_valid(h + 1, (size_t)(e - h - 1)))
             return 0;
-        for (const char *p = h + 1; p < e; p++) /* IPv6 (and IPv4-mapped) address */
-            if (!(isxdigit((unsigned char)*p) || *p == ':' || *p == '.'))
-                return 0;
         i = (size_t)(e - h) + 1;
     } else {
         if (n > 0 && h[0] == ':')
@@ -1776,6 +1798,19 @@ void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
         dl_conn_close(c);
 }
 
+/* Ends a connection with nothing in flight: a TLS one sends close_notify
+ * first (RFC 9112 9.8) and closes once it is written; a second call, or a
+ * connection with a write stuck, closes at once. */
+static void conn_end(dl_conn_t *c)
+{
+    if (c->tls && !c->virt && dl_tls_ready(c->tls) && !c->writing && !c->closing) {
+        c->closing = 1;
+        conn_flush(c);
+        return;
+    }
+    dl_conn_close(c);
+}
+
 void dl_conn_sweep(dl_conn_t *c, uint64_t now)
 {
     if (c->closed)
@@ -1792,7 +1827,8 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
         int rc = dl_h2_sweep(c->h2, now);
         c->in_feed = 0;
         if (rc != 0) {
-            dl_conn_close(c);
+            dl_h2_send(c->h2); /* its GOAWAY, then close_notify */
+            conn_end(c);
             return;
         }
         conn_flush(c); /* answers (408) and GOAWAYs the sweep queued */
@@ -1820,9 +1856,12 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
     }
     if (c->state == DL_CS_BUSY && !c->writing)
         return;
-    if (c->tls && c->fresh)
+    if (c->tls && c->fresh) {
         tls_failed(c, "timeout"); /* the handshake did not finish in time */
-    dl_conn_close(c);
+        dl_conn_close(c);
+        return;
+    }
+    conn_end(c); /* keep-alive or lingering time is up */
 }
 
 void dl_conn_stop(dl_conn_t *c)
@@ -1838,5 +1877,5 @@ void dl_conn_stop(dl_conn_t *c)
     if ((c->state == DL_CS_IDLE || (c->state == DL_CS_HEAD && c->req == NULL &&
                                     c->pending.len == 0)) &&
         !c->writing && c->out.len == 0)
-        dl_conn_close(c);
+        conn_end(c);
 }

@@ -212,13 +212,27 @@ def test_h1_and_h2_clients_at_once(srv):
 
 # ------------------------------------------------------------ bad clients
 
+def alert_watch(ctx):
+    """Records the TLS alerts the client receives (Python's private message
+    hook: a ragged EOF is not always an error to the ssl module)."""
+    seen = []
+
+    def cb(conn, direction, version, content_type, msg_type, data):
+        if direction == "read" and int(content_type) == 21:  # alert
+            seen.append(bytes(data))
+    ctx._msg_callback = cb
+    return seen
+
+
 def test_close_notify_ends_the_connection(srv):
     """RFC 9112 9.8: the server closes a TLS connection with close_notify, so a
-    client can tell a complete answer from a cut one (no ragged EOF)."""
+    client can tell a complete answer from a cut one (no ragged EOF): after an
+    answer with Connection: close, and when an idle connection times out."""
     for ver in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = client_ctx(maxv=ver, minv=ver)
+        alerts = alert_watch(ctx)
         raw = socket.create_connection(("127.0.0.1", TLS_PORT), timeout=5)
-        s = client_ctx(maxv=ver, minv=ver).wrap_socket(raw, server_hostname="localhost",
-                                                       suppress_ragged_eofs=False)
+        s = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
         s.sendall(b"GET /json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         data = b""
         while True:
@@ -227,6 +241,18 @@ def test_close_notify_ends_the_connection(srv):
                 break
             data += chunk
         assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"World!\"}"), data
+        assert b"\x01\x00" in alerts, alerts  # warning, close_notify
+        s.close()
+        # a handshake and no request: closed at the head timeout, with the alert
+        ctx = client_ctx(maxv=ver, minv=ver)
+        alerts = alert_watch(ctx)
+        raw = socket.create_connection(("127.0.0.1", TLS_PORT), timeout=6)
+        s = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+        try:
+            assert s.recv(1) == b""
+        except ssl.SSLEOFError:
+            pass
+        assert b"\x01\x00" in alerts, alerts
         s.close()
 
 
