@@ -151,6 +151,10 @@ HTTP1 = {
                  b"Content-Length: 4\r\n\r\n{\"a\"GET /hello HTTP/1.1\r\n" + H + b"\r\n"),
     "msgpack": (b"POST /echo HTTP/1.1\r\n" + H + b"Content-Type: application/msgpack\r\n"
                 b"Accept: application/msgpack\r\nContent-Length: 6\r\n\r\n\x81\xa1a\x92\x01\x02"),
+    # a body the codec refuses: 400, gzip'd, and the connection goes on
+    "msgpack-bad-gzip": (b"POST /echo HTTP/1.1\r\n" + H + b"Content-Type: application/msgpack\r\n"
+                         b"Accept-Encoding: gzip\r\nContent-Length: 2\r\n\r\n\x81\xa1"
+                         b"GET /hello HTTP/1.1\r\n" + H + b"\r\n"),
     "form": (b"POST /echo HTTP/1.1\r\n" + H + b"Content-Type: application/x-www-form-urlencoded\r\n"
              b"Content-Length: 17\r\n\r\na=1&a=2&b=%41+c&"),
     "close": (b"GET /hello HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n"
