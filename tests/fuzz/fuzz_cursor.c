@@ -9,8 +9,8 @@
  * cursor's JSON body, which the harness signs the way the runtime does, so
  * the fuzzer reaches the decoding behind the signature check. Bit 1 picks the
  * listing's sort field (created_at or name). Invariants: cursor_page never
- * raises; a refusal is nil, a string message and "EBADCURSOR"; an accepted
- * cursor gives find a query that JSON can encode.
+ * raises; a refusal is nil, one of read_cursor's messages and "EBADCURSOR";
+ * an accepted cursor gives find a query that JSON can encode.
  *
  * The Lua code is not compiled with coverage instrumentation, so a line hook
  * feeds (previous line, line) pairs to libFuzzer as extra counters: the
@@ -55,11 +55,15 @@ static const char harness_lua[] =
     "  seen = nil\n"
     "  local page, err, code = coll:cursor_page(nil, { cursor = cursor, field = field })\n"
     "  if page == nil then\n"
-    "    if type(err) ~= 'string' and signed then\n"
+    "    if signed then\n"
     "      local t = codec.json_decode(input)\n"
-    "      if type(t) == 'table' and t.v == nil then return 'known:cursor-missing-value' end\n"
+    "      if type(t) == 'table' and t.v == nil and t.id ~= nil and t.f == (field or "
+    "'created_at')\n"
+    "        then return 'known:cursor-missing-value' end\n"
     "    end\n"
     "    assert(type(err) == 'string', 'a refused cursor gives a ' .. type(err) .. ' message')\n"
+    "    assert(err == 'malformed cursor' or err == 'tampered cursor' or\n"
+    "           err == 'cursor does not fit this listing', 'a cursor refused with: ' .. err)\n"
     "    assert(code == 'EBADCURSOR', 'a refused cursor gives code ' .. tostring(code))\n"
     "    assert(seen == nil, 'a refused cursor still queried')\n"
     "    return 'refused'\n"
