@@ -220,7 +220,7 @@ static int parse_responses(const dl_fuzz_str_t *out, resp_t *rs, int max)
 static void plain_body(const resp_t *r, dl_fuzz_str_t *out)
 {
     out->len = 0;
-    if (!r->coded) {
+    if (!r->coded || r->body_len == 0) { /* HEAD: the encoding without the body */
         dl_fuzz_put(out, r->body, r->body_len);
         return;
     }

@@ -161,6 +161,9 @@ HTTP1 = {
               b"GET /hello HTTP/1.1\r\n" + H + b"\r\n"),
     "gzip": (b"GET /items/" + b"x" * 100 + b"?q=" + b"y" * 100 + b" HTTP/1.1\r\n" + H +
              b"Accept-Encoding: gzip, deflate;q=0.5\r\n\r\n"),
+    # a HEAD answer says gzip but has no body to inflate
+    "head-gzip": (b"HEAD /items/" + b"x" * 80 + b" HTTP/1.1\r\n" + H + b"Accept-Encoding: gzip\r\n\r\n"
+                  b"GET /hello HTTP/1.1\r\n" + H + b"\r\n"),
     "methods": (b"PUT /any/a/b HTTP/1.1\r\n" + H + b"Content-Length: 1\r\n\r\nx"
                 b"DELETE /any/%41/b%2f HTTP/1.1\r\n" + H + b"\r\n"
                 b"OPTIONS /any/1/2 HTTP/1.1\r\n" + H + b"X-Request-Id: abc-123\r\n\r\n"
