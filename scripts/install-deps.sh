@@ -10,6 +10,7 @@ PKGS=(
   libmsgpack-dev lua-cjson-dev
   curl wrk redis-server python3 python3-msgpack sqlite3 prometheus
   openssl nghttp2-client python3-h2 python3-h11
+  clang libclang-rt-14-dev
 )
 
 missing=()
