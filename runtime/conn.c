@@ -43,11 +43,12 @@
 
 #define MAX_PENDING (256 * 1024) /* read-ahead while a handler runs */
 #define LINGER_MS 2000
-#define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define H2_PREFACE_LEN 24
 #define FILE_CHUNK (256 * 1024) /* a file body is read and sent this much at a time */
 #define FLUSH_ROUNDS 16          /* synchronous writes in one flush before yielding */
 #define MAX_WRITE (1u << 30)     /* one uv_buf_t's share of a write (its length is unsigned) */
+
+static const char h2_preface[H2_PREFACE_LEN + 1] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 typedef struct {
     uv_write_t req;
@@ -126,12 +127,19 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
+/* an error answer to HEAD has no body: known once the method is read, however
+ * the bytes were split */
+static int on_method_complete(llhttp_t *p)
+{
+    dl_conn_t *c = p->data;
+    c->head_method = llhttp_get_method(p) == HTTP_HEAD;
+    return 0;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
-    if (r->head.len == 0) /* the method is known: an error answer to HEAD has no body */
-        c->head_method = llhttp_get_method(p) == HTTP_HEAD;
     if (r->head.len + len > c->worker->cfg->max_uri)
         return reject(c, 414, "request target too long");
     if (dl_buf_append(&r->head, at, len) != 0)
@@ -700,6 +708,7 @@ static void init_settings(void)
 {
     llhttp_settings_init(&parser_settings);
     parser_settings.on_message_begin = on_message_begin;
+    parser_settings.on_method_complete = on_method_complete;
     parser_settings.on_url = on_url;
     parser_settings.on_header_field = on_header_field;
     parser_settings.on_header_value = on_header_value;
@@ -1452,9 +1461,9 @@ static void conn_input(dl_conn_t *c, const char *data, size_t n)
          * (prior knowledge); a partial match waits for more bytes */
         size_t have = c->pending.len;
         size_t m = DL_MIN(have + n, (size_t)H2_PREFACE_LEN);
-        int match = memcmp(c->pending.data ? c->pending.data : "", H2_PREFACE,
+        int match = memcmp(c->pending.data ? c->pending.data : "", h2_preface,
                            DL_MIN(have, m)) == 0 &&
-                    (m <= have || memcmp(data, H2_PREFACE + have, m - have) == 0);
+                    (m <= have || memcmp(data, h2_preface + have, m - have) == 0);
         if (match && have + n < H2_PREFACE_LEN) {
             dl_buf_append(&c->pending, data, n);
             return;

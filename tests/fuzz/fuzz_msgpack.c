@@ -29,22 +29,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char why[256] = "";
     rc = dl_msgpack_encode(L, 1, &m1, err, sizeof(err));
     if (rc != 0) {
-        /* reported, not ours to fix: see tests/fuzz/known-findings.md */
-        int skip = dl_fuzz_lua_depth(L, 1, 0) > DL_CODEC_ENCODE_DEPTH &&
-                   dl_fuzz_known("codec-depth", "decoded nesting deeper than the encoder takes");
-        DL_FUZZ_CHECK(skip, "a decoded value does not encode: %s", err);
+        DL_FUZZ_CHECK(0, "a decoded value does not encode: %s", err);
         goto out;
     }
     DL_FUZZ_CHECK(lua_gettop(L) == 1, "encode changed the stack");
     rc = dl_msgpack_decode(L, m1.data, m1.len, err, sizeof(err));
     DL_FUZZ_CHECK(rc == 0, "the encoder's output does not decode: %s", err);
-    if (!dl_fuzz_lua_equal(L, 1, 2, why, sizeof(why), 0)) {
-        /* reported, not ours to fix: see tests/fuzz/known-findings.md */
-        int skip = dl_fuzz_lua_big_int_key(L, 1, 0) &&
-                   dl_fuzz_known("msgpack-big-int-key",
-                                 "a map key >= 2^63 decodes to a number and encodes as a string");
-        DL_FUZZ_CHECK(skip, "decode(encode(v)) differs from v: %s", why);
-    }
+    DL_FUZZ_CHECK(dl_fuzz_lua_equal(L, 1, 2, why, sizeof(why), 0),
+                  "decode(encode(v)) differs from v: %s", why);
 out:
     dl_buf_free(&m1);
     lua_settop(L, 0);
