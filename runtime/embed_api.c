@@ -195,6 +195,34 @@ static int parse_response(char *raw, size_t len, dl_response_t *out)
     return 0;
 }
 
+/* The request is built from strings: a CR or LF in any of them would start a
+ * second request in the same bytes (smuggling), so each must keep to its
+ * grammar: the method a token, the path visible ASCII, each header
+ * "token: value" with no control in the value but HTAB. */
+static int request_line_ok(const char *method, const char *path, const char *const *headers)
+{
+    if (*method == '\0')
+        return 0;
+    for (const char *p = method; *p; p++)
+        if (!dl_is_tchar((unsigned char)*p))
+            return 0;
+    for (const char *p = path; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return 0;
+    for (int i = 0; headers && headers[i]; i++) {
+        const char *h = headers[i], *colon = strchr(h, ':');
+        if (colon == NULL || colon == h)
+            return 0;
+        for (const char *p = h; p < colon; p++)
+            if (!dl_is_tchar((unsigned char)*p))
+                return 0;
+        for (const char *p = colon + 1; *p; p++)
+            if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+                return 0;
+    }
+    return 1;
+}
+
 int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
                        const char *const *headers, const char *body, size_t body_len,
                        uint64_t timeout_ms, dl_response_t *out)
@@ -202,7 +230,7 @@ int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
     if (out)
         memset(out, 0, sizeof(*out));
     if (rt == NULL || method == NULL || path == NULL || out == NULL || path[0] != '/' ||
-        (body == NULL && body_len > 0))
+        (body == NULL && body_len > 0) || !request_line_ok(method, path, headers))
         return DL_EINVAL;
     if (timeout_ms == 0)
         timeout_ms = 30000;

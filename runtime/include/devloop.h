@@ -237,7 +237,11 @@ typedef struct {
  * "Name: value" lines. Blocks the calling thread (never a worker's) until the
  * answer, at most timeout_ms (0: 30 s); while dl_runtime_run() starts up it
  * waits for it. Returns 0 and fills *out, DL_ETIMEDOUT, DL_ECANCELED (the
- * runtime is not running), DL_EINVAL (bad arguments) or DL_ENOMEM.
+ * runtime is not running), DL_EINVAL (bad arguments: a method that is not a
+ * token, a path that does not start with '/' or holds a space, a control or a
+ * byte over 0x7e, a header that is not "token: value" or has a control other
+ * than HTAB in its value; any of these could smuggle a second request) or
+ * DL_ENOMEM.
  */
 DL_API int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
                               const char *const *headers, const char *body, size_t body_len,

@@ -32,6 +32,27 @@ local function parse(raw)
   return r
 end
 
+-- The request line and fields are built from strings: a CR or LF in them
+-- (a decoded %0d%0a in a route parameter, say) would start a second request
+-- in the same bytes. Anything outside their grammar is refused (raises).
+local function check(method, path, headers)
+  if type(method) ~= "string" or not method:find("^[%w!#$%%&'*+.^_`|~-]+$") then
+    error("api.client: method must be a token, not " .. tostring(method), 3)
+  end
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:find("[%z\1-\32\127-\255]") then
+    error("api.client: path must start with / and hold no spaces, controls or raw bytes "
+          .. "over 127 (percent-encode them)", 3)
+  end
+  for k, v in pairs(headers) do
+    if not k:find("^[%w!#$%%&'*+.^_`|~-]+$") then
+      error("api.client: header name " .. string.format("%q", k) .. " is not a token", 3)
+    end
+    if v:find("[%z\1-\8\10-\31\127]") then
+      error("api.client: header " .. k .. " has a control character (CR, LF, NUL...) in its value", 3)
+    end
+  end
+end
+
 -- request(method, path, {headers = {}, body = string | table (sent as JSON)})
 function _M.request(method, path, opts)
   opts = opts or {}
@@ -46,6 +67,7 @@ function _M.request(method, path, opts)
     headers["content-type"] = headers["content-type"] or "application/json"
   end
   body = body or ""
+  check(method, path, headers)
   local lines = { method:upper() .. " " .. path .. " HTTP/1.1", "Host: localhost" }
   for k, v in pairs(headers) do
     if k ~= "host" and k ~= "content-length" then lines[#lines + 1] = k .. ": " .. v end

@@ -30,6 +30,14 @@ def test_in_process_requests_from_the_host(_):
     assert lines[1].startswith("404 ") and "no route for GET /nope" in lines[1], lines
 
 
+def test_in_process_request_cannot_smuggle(_):
+    """dl_runtime_request builds the request line from strings: a CR or LF in
+    the path (or a space, a control) is refused, never sent as two requests."""
+    for path in ["/tool/upper/a HTTP/1.1\r\nHost: x\r\n\r\nGET /nope", "/a b", "/a\x01"]:
+        rc, out, err = run(APP, "--get", path)
+        assert rc != 0 and "invalid argument" in err.lower() and out == "", (path, rc, out, err)
+
+
 def test_host_loop_timer_keeps_its_period_under_load(_):
     port = harness.free_port()
     p = subprocess.Popen([EMBED, APP, "--host-loop", "2", "127.0.0.1:%d" % port],

@@ -40,3 +40,16 @@ api.get("/bigfile", function()
   return 200, os.getenv("DEVLOOP_TEST_BIG_FILE"), { ["Content-Type"] = "application/octet-stream" },
          core.FILE_BODY
 end)
+
+-- composing routes in process: what reaches /internal/count is counted
+local hits = 0
+api.post("/internal/count", function() hits = hits + 1 return { hits = hits } end)
+api.get("/internal/hits", function() return { hits = hits } end)
+api.get("/proxy/:id", function(req)
+  local r = api.client.get("/echo/" .. req.params.id)
+  return r.status, r.body, { ["Content-Type"] = "application/json" }
+end)
+api.get("/proxy-header", function(req)
+  local r = api.client.get("/echo", { headers = { ["X-T"] = req.query.t } })
+  return r.status, r.body, { ["Content-Type"] = "application/json" }
+end)
