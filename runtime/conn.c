@@ -883,6 +883,21 @@ static void conn_pace(dl_conn_t *c)
  * once makes room for more. */
 static void conn_drain(dl_conn_t *c)
 {
+    if (c->h2) {
+        /* streams that waited for the output to drain; answers made at once
+         * are flushed here, not inside the dispatch (in_feed) */
+        for (int i = 0; i < 64 && c->h2 && !c->closed; i++) {
+            c->in_feed = 1;
+            int ran = dl_h2_run_queued(c->h2);
+            c->in_feed = 0;
+            conn_flush(c);
+            if (ran == 0 || c->writing)
+                break;
+        }
+        if (!c->closed)
+            conn_pace(c);
+        return;
+    }
     for (;;) {
         size_t before = c->pending.len, out_before = out_bytes(c);
         /* (a fresh connection's pending is a partial HTTP/2 preface) */
@@ -1354,6 +1369,15 @@ again:
         wb = &c->cout;
     }
     if (wb->len == 0) {
+        /* all written: HTTP/2 streams that waited for the output to drain run
+         * now, whether or not a read or a write callback is to come */
+        if (c->h2 && !c->in_feed && !c->closing) {
+            c->in_feed = 1;
+            int ran = dl_h2_run_queued(c->h2);
+            c->in_feed = 0;
+            if (ran > 0)
+                goto again;
+        }
         if (c->closing)
             conn_finish_close(c);
         return;

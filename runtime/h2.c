@@ -48,6 +48,7 @@
 #define OUT_HIGH(c) ((c)->worker->cfg->output_high_water) /* no more frames above this output */
 #define STREAM_WINDOW (1024 * 1024)    /* what a client may send per stream unread */
 #define CONN_WINDOW (16 * 1024 * 1024) /* and on the whole connection */
+#define BODIES_MAX (16 * 1024 * 1024)  /* request bodies held in memory per connection */
 #define FLOOD_BURST 1000.0             /* control frames allowed at once */
 #define FLOOD_RATE 100.0               /* and per second after that */
 #define MAX_CONTINUATIONS 8
@@ -74,6 +75,8 @@ typedef struct h2_stream_s {
     unsigned sending : 1;    /* a response body is being sent */
     unsigned refused : 1;
     unsigned early : 1;      /* answered before the body ended: the rest is dropped */
+    unsigned queued : 1;     /* complete, its handler waits for the output to drain */
+    size_t held;             /* body bytes kept in memory (counted in body_held) */
     size_t discarded;
     /* the response body: a copy, or a file read a frame at a time */
     dl_buf_t body;
@@ -89,6 +92,9 @@ struct dl_h2_s {
     int n_open;      /* streams nghttp2 has open */
     int running;     /* dispatched handlers not answered yet, reset streams included */
     int n_sending;
+    int n_queued;        /* complete streams waiting for the output to drain */
+    size_t resp_held;    /* answer bytes copied for streams and not yet framed */
+    size_t body_held;    /* request body bytes kept in memory, at most BODIES_MAX */
     double tokens;
     uint64_t tokens_at;
     uint64_t idle_since, stall_since;
@@ -107,6 +113,22 @@ static uint64_t now_ms(dl_h2_t *h)
 }
 
 /* ================================================================= streams */
+
+/*
+ * Request bodies kept in memory (not uploads, which go to disk) are counted
+ * per connection until their request is answered or dropped: past BODIES_MAX
+ * the newest body still arriving is answered 503 (shed_body), so a connection
+ * holds at most that much however many streams it opens (100 streams of 1 MB
+ * would otherwise sit in memory at once). Flow control stays nghttp2's: a
+ * window held back until requests end would starve every stream of a client
+ * that spreads its uploads, since a WINDOW_UPDATE only goes out once half the
+ * window is consumed.
+ */
+static void release_body(dl_h2_t *h, h2_stream_t *st)
+{
+    h->body_held -= st->held;
+    st->held = 0;
+}
 
 static void stream_free(dl_h2_t *h, h2_stream_t *st)
 {
@@ -127,6 +149,10 @@ static void stream_free(dl_h2_t *h, h2_stream_t *st)
     }
     if (st->sending)
         h->n_sending--;
+    if (st->queued)
+        h->n_queued--;
+    release_body(h, st);
+    h->resp_held -= st->body.len - st->body_off;
     if (st->file_fd >= 0)
         close(st->file_fd);
     dl_buf_free(&st->body);
@@ -379,6 +405,19 @@ static void dispatch(h2_stream_t *st)
 {
     dl_h2_t *h = st->h;
     dl_req_t *r = st->req;
+    /* answers waiting for the client are over the mark: this handler runs
+     * once they drain (dl_h2_run_queued), as HTTP/1.1 stops parsing */
+    if (h->resp_held >= OUT_HIGH(h->c)) {
+        if (!st->queued) {
+            st->queued = 1;
+            h->n_queued++;
+        }
+        return;
+    }
+    if (st->queued) {
+        st->queued = 0;
+        h->n_queued--;
+    }
     if (r->upload) {
         int rc = dl_upload_finish(r->upload);
         if (rc != 0) {
@@ -390,6 +429,22 @@ static void dispatch(h2_stream_t *st)
     st->dispatched = 1;
     h->running++;
     dl_conn_req_dispatch(h->c, r);
+}
+
+static int shed_body(dl_h2_t *h)
+{
+    h2_stream_t *big = NULL; /* the newest: older bodies, further along, can still end */
+    for (h2_stream_t *st = h->streams; st; st = st->next)
+        if (st->held && !st->dispatched && !st->ended && (big == NULL || st->id > big->id))
+            big = st;
+    if (big == NULL)
+        return 0;
+    defence(h, "bodies");
+    stream_reject(big, 503, "too many request bodies arriving at once on this connection; "
+                            "send fewer in parallel");
+    answer_rejected(big);
+    release_body(h, big);
+    return 1;
 }
 
 /* END_HEADERS of a request: the request is complete but for its body. */
@@ -477,6 +532,11 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     h2_stream_t *st = nghttp2_session_get_stream_user_data(s, id);
     if (st == NULL)
         return 0;
+    if (st->req && !st->dispatched && !st->err_status && st->headers_done && !st->req->upload &&
+        st->req->body_seen + len <= st->req->body_limit) {
+        st->held += len; /* appended to the body below */
+        st->h->body_held += len;
+    }
     st->window_bytes += len;
     /* After an early answer (413...) the rest of the body is read and dropped, so
      * the client sees the answer once its upload ends: curl reports a stream
@@ -507,6 +567,10 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         stream_reject(st, 503, "out of memory");
         answer_rejected(st);
     }
+    /* over BODIES_MAX: the newest bodies still arriving are answered 503 and
+     * dropped, so the older ones, further along, can end */
+    while (st->h->body_held > BODIES_MAX && shed_body(st->h))
+        ;
     return 0;
 }
 
@@ -619,6 +683,7 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *fra
     } else {
         dl_buf_append(&c->out, st->body.data + st->body_off, len);
         st->body_off += len;
+        h->resp_held -= len;
     }
     return 0;
 }
@@ -719,6 +784,7 @@ int dl_h2_send(dl_h2_t *h)
     h->progress = 0;
     int rv = nghttp2_session_send(h->s);
     h->in_send = 0;
+
     if (rv != 0)
         return -1;
     if (h->progress || h->n_sending == 0)
@@ -751,10 +817,29 @@ static int skip_header(const char *n, size_t len)
         n++;                                                                                   \
     } while (0)
 
+int dl_h2_run_queued(dl_h2_t *h)
+{
+    int n = 0;
+
+    while (h->n_queued > 0 && h->resp_held < OUT_HIGH(h->c)) {
+        h2_stream_t *first = NULL; /* the oldest: streams are kept newest first */
+        for (h2_stream_t *st = h->streams; st; st = st->next)
+            if (st->queued)
+                first = st;
+        if (first == NULL)
+            break;
+        dispatch(first);
+        n++;
+    }
+    return n;
+}
+
 void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
 {
     const dl_resp_t *resp = w->resp;
     h2_stream_t *st = r->stream;
+    if (st)
+        release_body(h, st); /* the request's body is done with */
     if (st == NULL || st->closed) {
         /* the client reset the stream while its handler ran */
         if (resp->has_file)
@@ -852,6 +937,8 @@ void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
         dl_buf_free(&st->body);
         nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         return;
+    } else if (with_body) {
+        h->resp_held += w->body_len;
     }
     if (with_body) {
         st->sending = 1;

@@ -36,4 +36,12 @@ int dl_h2_sweep(dl_h2_t *h, uint64_t now);
 /** Graceful stop: GOAWAY now; streams in flight finish, then the connection closes. */
 void dl_h2_shutdown(dl_h2_t *h);
 
+/**
+ * Runs the handlers of complete streams that waited while the connection's
+ * unsent answers were over the output mark, as long as they stay under it.
+ * Returns how many ran. The caller flushes afterwards (handlers may answer at
+ * once); never from inside nghttp2's callbacks.
+ */
+int dl_h2_run_queued(dl_h2_t *h);
+
 #endif

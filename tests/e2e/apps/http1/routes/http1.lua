@@ -53,3 +53,4 @@ api.get("/proxy-header", function(req)
   local r = api.client.get("/echo", { headers = { ["X-T"] = req.query.t } })
   return r.status, r.body, { ["Content-Type"] = "application/json" }
 end)
+api.post("/size", function(req) return { size = #req.raw_body } end)
