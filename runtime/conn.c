@@ -45,6 +45,7 @@
 #define LINGER_MS 2000
 #define H2_PREFACE_LEN 24
 #define FILE_CHUNK (256 * 1024) /* a file body is read and sent this much at a time */
+#define KEEP_BUF_MAX (256 * 1024) /* largest output buffer a connection keeps between answers */
 #define FLUSH_ROUNDS 16          /* synchronous writes in one flush before yielding */
 #define MAX_WRITE (1u << 30)     /* one uv_buf_t's share of a write (its length is unsigned) */
 
@@ -191,6 +192,13 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         return reject(c, 431, "request headers too large");
     dl_header_t *h = &r->headers[r->n_headers - 1];
     if (!r->in_value) {
+        /* a value that starts on a line of its own ("Name:" CRLF SP "value")
+         * is obs-fold too: whitespace back to a LF, in this read or the last */
+        const char *q = at;
+        while (len > 0 && q > c->feed_start && (q[-1] == ' ' || q[-1] == '\t'))
+            q--;
+        if (len > 0 && (q > c->feed_start ? q[-1] == '\n' : c->tail_lf))
+            return reject(c, 400, "line folding (obs-fold) in a header value");
         h->value_off = (uint32_t)r->head.len;
         h->value_len = 0;
         r->in_value = 1;
@@ -817,10 +825,22 @@ void dl_conn_req_dispatch(dl_conn_t *c, dl_req_t *r)
 
 /* Feeds bytes to the parser, dispatching complete requests; returns how many
  * were consumed (fewer than len when a handler parked or the connection ends). */
+/* Whether the bytes fed so far end with LF and only whitespace after it
+ * (what a folded value starting in the next read would follow). */
+static void note_tail(dl_conn_t *c, const char *data, size_t used)
+{
+    const char *q = data + used;
+    while (q > data && (q[-1] == ' ' || q[-1] == '\t'))
+        q--;
+    if (q > data)
+        c->tail_lf = q[-1] == '\n';
+}
+
 static size_t conn_feed(dl_conn_t *c, const char *data, size_t len)
 {
     size_t off = 0;
     c->in_feed = 1;
+    c->feed_start = data;
     while (off < len && c->state != DL_CS_BUSY && !c->closing && !c->closed) {
         if (c->state != DL_CS_BODY && c->req == NULL && out_full(c))
             break; /* between requests: wait for the client to read (conn_drain) */
@@ -854,6 +874,7 @@ static size_t conn_feed(dl_conn_t *c, const char *data, size_t len)
         send_error(c, status, msg);
         return len;
     }
+    note_tail(c, data, off);
     c->in_feed = 0;
     return off;
 }
@@ -1279,9 +1300,10 @@ static void on_write(uv_write_t *req, int status)
     dl_conn_t *c = wr->conn;
     c->writing = 0;
     c->send_deadline = 0;
-    /* keep the larger buffer for the next response */
+    /* keep the larger buffer for the next response, unless it is big: an
+     * idle keep-alive connection must not hold a 20 MB answer's memory */
     dl_buf_t *wb = c->tls ? &c->cout : &c->out;
-    if (wb->len == 0 && wr->buf.cap > wb->cap) {
+    if (wb->len == 0 && wr->buf.cap > wb->cap && wr->buf.cap <= KEEP_BUF_MAX) {
         dl_buf_t t = *wb;
         *wb = wr->buf;
         dl_buf_reset(wb);
@@ -1390,7 +1412,10 @@ again:
         goto again;
     }
     if (n > 0 && (size_t)n == wb->len) {
-        dl_buf_reset(wb);
+        if (wb->cap > KEEP_BUF_MAX)
+            dl_buf_free(wb); /* a big answer's buffer is not kept while idle */
+        else
+            dl_buf_reset(wb);
         if (c->file_fd >= 0 || (c->h2 && !c->in_feed && !c->closing))
             goto again; /* the next chunk of a file body, more HTTP/2 frames */
         if (c->closing)
@@ -1430,6 +1455,7 @@ again:
      * loop's clock is refreshed: this turn may have written for a while) */
     uv_update_time(&c->worker->loop);
     c->send_deadline = uv_now(&c->worker->loop) + c->worker->cfg->send_timeout_ms;
+    c->send_queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
 }
 
 /* ================================================================== reading */
@@ -1850,8 +1876,16 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
         return;
     const dl_config_t *cfg = c->worker->cfg;
     if (c->writing && c->send_deadline && now >= c->send_deadline) {
-        dl_conn_close(c); /* the client takes nothing of what we send */
-        return;
+        /* a big write the client takes slowly but steadily is not stuck: any
+         * progress since the last look moves the deadline */
+        size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+        if (queued < c->send_queued) {
+            c->send_queued = queued;
+            c->send_deadline = now + cfg->send_timeout_ms;
+        } else {
+            dl_conn_close(c); /* the client takes nothing of what we send */
+            return;
+        }
     }
     if (c->h2) {
         /* answers the sweep gives (408) are flushed after it, never inside it:

@@ -34,11 +34,14 @@ struct dl_conn_s {
     size_t writing;       /* bytes handed to uv_write and not completed */
     int state;
     uint64_t deadline;    /* uv_now() ms, 0: none */
-    uint64_t send_deadline; /* a write in flight must complete by then (uv_now() ms) */
+    uint64_t send_deadline; /* a write in flight must progress by then (uv_now() ms) */
+    size_t send_queued;     /* libuv's write queue when the deadline was last set */
     uint64_t window_start;
     size_t window_bytes;
     const char *exec_start, *exec_end; /* the bytes llhttp_execute is parsing */
     const char *value_end;             /* end of the last header value span */
+    const char *feed_start;            /* the buffer conn_feed was given */
+    unsigned tail_lf : 1;              /* the bytes fed before it end LF [SP/HTAB]* */
     int prev_ended_value;              /* the previous read ended inside a value */
     int err_status;       /* set by a parser callback that rejects the request */
     const char *err_msg;

@@ -75,6 +75,26 @@ def test_field_names_must_be_tokens(srv):
     accepted(srv, "GET /hello HTTP/1.1\r\nHost: x\r\nX-!#$%&'*+-.^_`|~09: v\r\n\r\n")
 
 
+def test_obs_fold_after_an_empty_value(srv):
+    """A value that starts on a continuation line is obs-fold as much as one
+    continued onto it: "Transfer-Encoding:" CRLF SP "chunked" would smuggle."""
+    for head in ["POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
+                 "5\r\nhello\r\n0\r\n\r\n",
+                 "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\t5\r\n\r\nhello",
+                 "GET /echo HTTP/1.1\r\nHost:\r\n evil.example\r\n\r\n",
+                 "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: \r\n folded\r\n\r\n"]:
+        rejected(srv, head, text="obs-fold")
+        # the same bytes one at a time: the fold is seen across reads too
+        c = srv.conn()
+        for b in head.encode():
+            c.send(bytes([b]))
+        r = c.response()
+        assert r.status == 400 and "obs-fold" in r.json()["message"], (head, r)
+        c.close()
+    got = accepted(srv, "GET /echo HTTP/1.1\r\nHost: x\r\nX-A:  \t v\r\nX-B:\r\n\r\n")
+    assert got[0].status == 200, got
+
+
 def test_empty_field_name_in_trailer(srv):
     rejected(srv, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                   "0\r\n: v\r\n\r\n")

@@ -76,6 +76,24 @@ def test_pipelined_flood_reading_nothing(srv):
     c.close()
 
 
+def test_slow_steady_reader_gets_the_whole_answer(srv):
+    """The send timeout (2 s here) is for a client that takes nothing: one that
+    reads an 8 MB answer steadily for 6 s is never cut off (the kernel holds a
+    few MB of it; the rest waits in one write for longer than the timeout)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.connect(("127.0.0.1", srv.port))
+    s.sendall(b"GET /blob/8000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    got, t0 = 0, time.time()
+    while got < 8000000:
+        d = s.recv(65536)
+        assert d, "cut off after %d bytes and %.1f s" % (got, time.time() - t0)
+        got += len(d)
+        time.sleep(len(d) / 1300000.0)
+    s.close()
+    assert time.time() - t0 > 4, "the reader was not slow enough to test anything"
+
+
 def test_connection_cap(srv):
     held = []
     while len(held) < 41:  # the cap is 40 (one worker)
