@@ -484,6 +484,10 @@ int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg)
             return rc;
     }
     const char *url = r->head.data;
+    if (memchr(url, '#', r->url_len)) { /* RFC 9112 3.2: no fragment in a target */
+        *msg = "a request target has no fragment (#)";
+        return 400;
+    }
     const char *q = memchr(url, '?', r->url_len);
     r->path_len = q ? (uint32_t)(q - url) : r->url_len;
 
@@ -675,14 +679,23 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 }
 
 /* Chunk extensions mean nothing to us, but a peer could send a megabyte of
- * them: they count against the header limits, bytes and number alike. */
+ * them: each chunk's count against the header limits, bytes and number alike
+ * (per chunk: a signed upload carries one extension on every chunk). */
 static int on_chunk_ext(llhttp_t *p, const char *at, size_t len)
 {
     dl_conn_t *c = p->data;
     DL_UNUSED(at);
-    c->req->header_bytes += len;
-    if (c->req->header_bytes > c->worker->cfg->max_header_bytes)
+    c->req->chunk_ext_bytes += len;
+    if (c->req->chunk_ext_bytes > c->worker->cfg->max_header_bytes)
         return reject(c, 400, "chunk extensions too long");
+    return 0;
+}
+
+static int on_chunk_complete(llhttp_t *p)
+{
+    dl_conn_t *c = p->data;
+    c->req->chunk_ext_bytes = 0;
+    c->req->n_chunk_ext = 0;
     return 0;
 }
 
@@ -725,6 +738,7 @@ static void init_settings(void)
     parser_settings.on_chunk_extension_name = on_chunk_ext;
     parser_settings.on_chunk_extension_value = on_chunk_ext;
     parser_settings.on_chunk_extension_name_complete = on_chunk_ext_name_complete;
+    parser_settings.on_chunk_complete = on_chunk_complete;
     parser_settings.on_headers_complete = on_headers_complete;
     parser_settings.on_body = on_body;
     parser_settings.on_message_complete = on_message_complete;

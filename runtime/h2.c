@@ -455,9 +455,15 @@ static void headers_done(h2_stream_t *st, int end_stream)
     st->headers_done = 1;
     if (r == NULL)
         return;
-    if (!st->err_status && st->authority_len && dl_req_header(r, "host", NULL) == NULL &&
+    size_t hlen;
+    const char *host = dl_req_header(r, "host", &hlen);
+    if (!st->err_status && st->authority_len && host == NULL &&
         add_header(st, "host", 4, st->authority, st->authority_len) != 0)
         stream_reject(st, 431, "too many request headers");
+    /* RFC 9113 8.3.1: which of two names a proxy used is anyone's guess */
+    if (!st->err_status && st->authority_len && host &&
+        !dl_strncasecmp_eq(host, hlen, st->authority, st->authority_len))
+        stream_reject(st, 400, "Host differs from :authority");
     if (!st->err_status) {
         const char *msg = NULL;
         int status = dl_conn_req_begin(h->c, r, &msg);

@@ -40,7 +40,8 @@ typedef struct dl_req_s {
     dl_header_t *headers;
     int n_headers, cap_headers;
     int n_head_headers;     /* header fields of the head; trailer fields follow, dropped */
-    int n_chunk_ext;        /* chunk extensions seen (bounded like header fields) */
+    int n_chunk_ext;        /* this chunk's extensions (bounded like header fields) */
+    size_t chunk_ext_bytes; /* and their bytes */
     int in_value;           /* parser: last callback was a header value */
     size_t header_bytes;
 

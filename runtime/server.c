@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -297,6 +298,30 @@ static void reload_tls(dl_runtime_t *rt)
     }
 }
 
+/* Connections past the open-file limit are reset by the kernel's EMFILE
+ * path, before the connection cap could answer them 503: raise the soft limit
+ * to what the cap needs (up to the hard limit), and say so when it cannot. */
+static void check_fd_limit(const dl_config_t *cfg)
+{
+    struct rlimit rl;
+    if (cfg->max_connections <= 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = (rlim_t)cfg->workers * (rlim_t)cfg->max_connections + 256;
+    if (rl.rlim_cur >= want)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+    if (rl.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = was;
+    if (rl.rlim_cur < want)
+        dl_log(DL_LOG_WARN, "open-file limit %llu is below what %d workers x "
+                            "DEVLOOP_MAX_CONNECTIONS %d need (%llu): connections past it are "
+                            "reset, not answered 503; raise the limit (ulimit -n) or lower "
+                            "DEVLOOP_MAX_CONNECTIONS",
+               (unsigned long long)rl.rlim_cur, cfg->workers, cfg->max_connections,
+               (unsigned long long)want);
+}
+
 int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, size_t errlen)
 {
     *out = NULL;
@@ -347,6 +372,7 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     if (rt->cfg.workers > 256)
         rt->cfg.workers = 256;
     dl_log_min_level = rt->cfg.log_level;
+    check_fd_limit(&rt->cfg);
     uv_mutex_init(&rt->status_lock);
     rt->status.generation = 1;
     rt->status.last_ok = 1;

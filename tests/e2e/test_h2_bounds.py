@@ -27,13 +27,14 @@ def rss_kib(pid):
     return 0
 
 
-def connect(srv, window=65535, rcvbuf=None):
+def connect(srv, window=65535, rcvbuf=None, validate=True):
     s = socket.socket()
     if rcvbuf:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.connect(("127.0.0.1", srv.port))
     s.settimeout(5)
-    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=validate, normalize_outbound_headers=validate))
     c.local_settings = h2.settings.Settings(client=True, initial_values={
         h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window,
         h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
@@ -170,6 +171,29 @@ def test_answers_to_a_client_reading_nothing_are_bounded(srv):
             s.sendall(out)
     assert sorted(got) == ids and set(got.values()) == {1000000}, (len(got), set(got.values()))
     s.close()
+
+
+def test_host_and_authority_must_agree(srv):
+    """RFC 9113 8.3.1: a Host that names another server than :authority is a
+    malformed request (HTTP/1.1's absolute-form, by contrast, wins over Host)."""
+    for host, want in (("b.example", b"400"), ("A.example", b"200"), (None, b"200")):
+        s, c = connect(srv, validate=False)
+        hdr = [(":method", "GET"), (":path", "/echo"), (":scheme", "http"),
+               (":authority", "a.example")]
+        if host:
+            hdr.append(("host", host))
+        c.send_headers(1, hdr, end_stream=True)
+        s.sendall(c.data_to_send())
+        events = []
+        deadline = time.time() + 5
+        status = None
+        while status is None and time.time() < deadline:
+            pump(s, c, events, 0.1)
+            for e in events:
+                if isinstance(e, h2.events.ResponseReceived):
+                    status = dict(e.headers)[b":status"]
+        assert status == want, (host, status)
+        s.close()
 
 
 if __name__ == "__main__":

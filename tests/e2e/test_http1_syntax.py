@@ -143,6 +143,7 @@ def test_absolute_form(srv):
     assert got[0].json()["host"] == host and got[0].json()["raw"] == "hello", got
     # still exactly one Host in HTTP/1.1, and a sound authority
     rejected(srv, "GET http://a.example/echo HTTP/1.1\r\n\r\n", text="Host")
+    rejected(srv, "GET /echo#frag HTTP/1.1\r\nHost: a.example\r\n\r\n", text="fragment")
     for target in ["http://u@a.example/echo", "http:///echo", "http://a%b/echo",
                    "http://:80/echo", "ftp://a.example/echo", "a.example/echo"]:
         rejected(srv, "GET %s HTTP/1.1\r\nHost: a.example\r\n\r\n" % target)
@@ -237,6 +238,10 @@ def test_chunk_extensions(srv):
     c.close()
     many = ";a" * 30  # more than DEVLOOP_MAX_HEADERS extensions on one chunk
     rejected(srv, CHUNKED + "5" + many + "\r\nhello\r\n0\r\n\r\n", text="chunk extension")
+    # the limits are per chunk: one extension on each of 150 chunks is fine
+    body = "".join("1;chunk-signature=%064x\r\nx\r\n" % i for i in range(150))
+    got = accepted(srv, CHUNKED + body + "0\r\n\r\n")
+    assert got[0].json()["raw"] == "x" * 150, got
 
 
 def test_trailers_dropped_and_bounded(srv):

@@ -128,6 +128,24 @@ def test_connection_cap(srv):
     assert line and float(line[0].split()[-1]) >= refused, line
 
 
+def test_fd_limit_below_the_cap_is_said(srv):
+    """Past the open-file limit the kernel resets connections before the cap can
+    answer 503: a limit the cap cannot fit in is raised, or named at start."""
+    import resource
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    port = harness.free_port()
+    p = subprocess.Popen([harness.BIN, "serve", srv.app, "--listen", "127.0.0.1:%d" % port,
+                          "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, DEVLOOP_LOG_DIR="-", DEVLOOP_MAX_CONNECTIONS="1000"),
+                         preexec_fn=low_limit)
+    time.sleep(1.5)
+    p.terminate()
+    out = p.communicate(timeout=20)[0].decode()
+    assert "open-file limit 64" in out and "DEVLOOP_MAX_CONNECTIONS 1000" in out, out
+
+
 def test_body_over_4_gib(srv):
     with open(BIG, "wb") as f:
         f.truncate(BIG_SIZE)
