@@ -497,6 +497,27 @@ int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg)
     return 0;
 }
 
+/* The next non-empty element [*a, *b) of a comma list (RFC 9110 5.6.1) at
+ * *v, trimmed of OWS; empty elements are skipped. Returns 0 at the end. */
+static int list_next(const char **v, const char *end, const char **a, const char **b)
+{
+    while (*v < end) {
+        const char *e = memchr(*v, ',', (size_t)(end - *v));
+        if (e == NULL)
+            e = end;
+        *a = *v;
+        *b = e;
+        *v = e < end ? e + 1 : end;
+        while (*a < *b && (**a == ' ' || **a == '\t'))
+            (*a)++;
+        while (*b > *a && ((*b)[-1] == ' ' || (*b)[-1] == '\t'))
+            (*b)--;
+        if (*a < *b)
+            return 1;
+    }
+    return 0;
+}
+
 /*
  * Transfer-Encoding (RFC 9112 6.1, 7): an HTTP/1.0 request with it has faulty
  * framing; in HTTP/1.1 chunked must be the final coding and appear once, and
@@ -511,19 +532,8 @@ static int transfer_coding_check(dl_req_t *r, const char **msg)
         if (!dl_strncasecmp_eq(r->head.data + h->name_off, h->name_len, "transfer-encoding", 17))
             continue;
         seen = 1;
-        const char *v = r->head.data + h->value_off, *end = v + h->value_len;
-        while (v < end) {
-            const char *e = memchr(v, ',', (size_t)(end - v));
-            if (e == NULL)
-                e = end;
-            const char *a = v, *b = e;
-            while (a < b && (*a == ' ' || *a == '\t'))
-                a++;
-            while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-                b--;
-            v = e + 1;
-            if (a == b)
-                continue; /* empty list elements are ignored (RFC 9110 5.6.1) */
+        const char *v = r->head.data + h->value_off, *end = v + h->value_len, *a, *b;
+        while (list_next(&v, end, &a, &b)) {
             /* transfer-coding = token *( OWS ";" OWS transfer-parameter ) */
             const char *t = a, *u;
             while (t < b && dl_is_tchar((unsigned char)*t))
@@ -571,22 +581,11 @@ static int transfer_coding_check(dl_req_t *r, const char **msg)
 static int expect_check(const char *v, size_t n)
 {
     int cont = 0;
-    const char *end = v + n;
-    while (v < end) {
-        const char *e = memchr(v, ',', (size_t)(end - v));
-        if (e == NULL)
-            e = end;
-        const char *a = v, *b = e;
-        while (a < b && (*a == ' ' || *a == '\t'))
-            a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-            b--;
-        if (a < b) {
-            if (!dl_strncasecmp_eq(a, (size_t)(b - a), "100-continue", 12))
-                return -1;
-            cont = 1;
-        }
-        v = e + 1;
+    const char *end = v + n, *a, *b;
+    while (list_next(&v, end, &a, &b)) {
+        if (!dl_strncasecmp_eq(a, (size_t)(b - a), "100-continue", 12))
+            return -1;
+        cont = 1;
     }
     return cont;
 }

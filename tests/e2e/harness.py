@@ -254,6 +254,15 @@ class Server:
         return code
 
 
+def rss_kib(pid):
+    """A process's resident memory (VmRSS), KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def edit_file(path, old, new):
     """Rewrites a file in place with old replaced by new (hot reload tests)."""
     with open(path) as f:

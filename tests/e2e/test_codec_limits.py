@@ -17,14 +17,6 @@ MIB = 1024 * 1024
 SANITIZED = os.environ.get("DEVLOOP_SANITIZED")
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def strict_json(r):
     """The body as JSON, refusing anything that is not UTF-8."""
     return json.loads(r.body.decode("utf-8", "strict"))
@@ -144,11 +136,11 @@ def measure(body, content_type, path="/echo"):
     try:
         for _ in range(3):
             assert s.request("POST", path, {"Content-Type": "application/json"}, b"[1]").status == 200
-        before = rss_kb(s.pid())
+        before = harness.rss_kib(s.pid())
         t0 = time.time()
         r = s.request("POST", path, {"Content-Type": content_type}, body)
         secs = time.time() - t0
-        after = rss_kb(s.pid())
+        after = harness.rss_kib(s.pid())
         s.alive()
     finally:
         s.stop()

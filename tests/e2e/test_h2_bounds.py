@@ -19,14 +19,6 @@ SANITIZED = os.environ.get("DEVLOOP_SANITIZED") == "1"
 MB = 1 << 20
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def connect(srv, window=65535, rcvbuf=None, validate=True):
     s = socket.socket()
     if rcvbuf:
@@ -71,7 +63,7 @@ def send(c, sid, data):
 
 
 def test_request_bodies_held_are_bounded(srv):
-    base = rss_kib(srv.pid())
+    base = harness.rss_kib(srv.pid())
     s, c = connect(srv)
     events = []
     pump(s, c, events)
@@ -103,7 +95,7 @@ def test_request_bodies_held_are_bounded(srv):
         if not moved:
             time.sleep(0.05)
     if not SANITIZED:
-        grew = rss_kib(srv.pid()) - base
+        grew = harness.rss_kib(srv.pid()) - base
         assert grew < 48 * 1024, "RSS grew %d KiB" % grew
     # every stream is answered: the older bodies read whole, the newest 503
     answered = {}
@@ -137,7 +129,7 @@ def test_request_bodies_held_are_bounded(srv):
 
 
 def test_answers_to_a_client_reading_nothing_are_bounded(srv):
-    base = rss_kib(srv.pid())
+    base = harness.rss_kib(srv.pid())
     s, c = connect(srv, window=2 ** 31 - 1, rcvbuf=4096)
     c.increment_flow_control_window(2 ** 31 - 1 - 65535)
     s.sendall(c.data_to_send())
@@ -151,7 +143,7 @@ def test_answers_to_a_client_reading_nothing_are_bounded(srv):
     peak = base
     t0 = time.time()
     while time.time() - t0 < 3:
-        peak = max(peak, rss_kib(srv.pid()))
+        peak = max(peak, harness.rss_kib(srv.pid()))
         time.sleep(0.05)
     if not SANITIZED:
         assert peak - base < 32 * 1024, "RSS grew %d KiB" % (peak - base)

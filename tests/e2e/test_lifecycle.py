@@ -122,14 +122,6 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def test_no_fd_or_memory_leak(_):
     srv = Server("basic", workers=2)
 
@@ -150,10 +142,10 @@ def test_no_fd_or_memory_leak(_):
 
     churn(2000)
     time.sleep(0.5)
-    fds0, rss0 = fd_count(srv.pid()), rss_kb(srv.pid())
+    fds0, rss0 = fd_count(srv.pid()), harness.rss_kib(srv.pid())
     churn(6000)
     time.sleep(0.5)
-    fds1, rss1 = fd_count(srv.pid()), rss_kb(srv.pid())
+    fds1, rss1 = fd_count(srv.pid()), harness.rss_kib(srv.pid())
     print("# fds %d -> %d, RSS %d -> %d KiB" % (fds0, fds1, rss0, rss1))
     assert fds1 <= fds0 + 2, (fds0, fds1)
     if not os.environ.get("DEVLOOP_SANITIZED"):
@@ -163,7 +155,7 @@ def test_no_fd_or_memory_leak(_):
 
 def test_idle_memory_one_worker(_):
     srv = Server(os.path.join(harness.SRC, "examples", "bench"), workers=1)
-    rss = rss_kb(srv.pid())
+    rss = harness.rss_kib(srv.pid())
     print("# bench app, one worker, idle RSS %d KiB" % rss)
     if not os.environ.get("DEVLOOP_SANITIZED"):
         assert rss < 16 * 1024, rss

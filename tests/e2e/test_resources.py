@@ -18,14 +18,6 @@ ENV = {"DEVLOOP_SEND_TIMEOUT_MS": "2000", "DEVLOOP_MAX_CONNECTIONS": "40",
 SANITIZED = os.environ.get("DEVLOOP_SANITIZED") == "1"
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def cpu_s(pid):
     with open("/proc/%d/stat" % pid) as f:
         parts = f.read().rsplit(")", 1)[1].split()
@@ -36,7 +28,7 @@ def test_pipelined_flood_reading_nothing(srv):
     """Thousands of pipelined requests for a 100 KB answer, nothing read: the
     server stops reading at the high-water mark, its memory stays flat, and the
     send timeout (2 s here) ends the connection although requests keep coming."""
-    base = rss_kib(srv.pid())
+    base = harness.rss_kib(srv.pid())
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(("127.0.0.1", srv.port))
@@ -58,7 +50,7 @@ def test_pipelined_flood_reading_nothing(srv):
     t.start()
     peak = base
     while t.is_alive() and time.time() - t0 < 20:
-        peak = max(peak, rss_kib(srv.pid()))
+        peak = max(peak, harness.rss_kib(srv.pid()))
         time.sleep(0.05)
     t.join(1)
     s.close()
