@@ -119,9 +119,11 @@ static int pack_key_number(mp_encoder_t *e, double d)
 {
     if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == (double)(int64_t)d)
         return PACK(msgpack_pack_int64(&e->pk, (int64_t)d));
-    /* [2^63, 2^64): a uint64 key, as the decoder read it */
-    if (d >= 9223372036854775808.0 && d < 18446744073709551616.0 && d == floor(d))
-        return PACK(msgpack_pack_uint64(&e->pk, (uint64_t)d));
+    /* [2^63, 2^64]: a uint64 key, as the decoder read it (UINT64_MAX reads
+     * back as the double 2^64) */
+    if (d >= 9223372036854775808.0 && d <= 18446744073709551616.0 && d == floor(d))
+        return PACK(msgpack_pack_uint64(&e->pk, d < 18446744073709551616.0 ? (uint64_t)d
+                                                                           : UINT64_MAX));
     char tmp[32];
     size_t n = dl_codec_format_number(d, tmp);
     if (n == 0)

@@ -374,6 +374,8 @@ DL_TEST(msgpack_decode_all_types)
     /* a uint64 key past 2^63 is written back as uint64, not as a str key */
     EXPECT_LUA(L, "local b = '\\129\\207\\128\\0\\0\\0\\0\\0\\0\\0\\1' "
                   "return codec.msgpack_encode(codec.msgpack_decode(b)) == b");
+    EXPECT_LUA(L, "local b = '\\129\\207\\255\\255\\255\\255\\255\\255\\255\\255\\1' "
+                  "return codec.msgpack_encode(codec.msgpack_decode(b)) == b");
     /* sparse numeric keys survive a msgpack round trip */
     EXPECT_LUA(L, "local t = codec.msgpack_decode(codec.msgpack_encode({[1] = 'a', [3] = 'c'})) "
                   "return t[1] == 'a' and t[3] == 'c' and t['1'] == nil");
