@@ -31,6 +31,8 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
 #include "h2.h"
 #include "internal.h"
@@ -1246,6 +1248,32 @@ static void conn_detach(dl_conn_t *c)
     }
 }
 
+/* Bytes of the answer the client has not taken yet: libuv's queue and what
+ * the kernel holds unacknowledged, so a reader is seen byte by byte, not only
+ * when the socket buffer has room for another write. */
+static size_t unsent_bytes(dl_conn_t *c)
+{
+    size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    uv_os_fd_t fd;
+    int outq = 0;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0)
+        n += (size_t)outq;
+    return n;
+}
+
+/* Closes with a reset: the kernel drops what the client never took, rather
+ * than holding megabytes in FIN-WAIT-1 for a reader that is gone. */
+static void conn_abort(dl_conn_t *c)
+{
+    if (c->closed || c->virt) {
+        dl_conn_close(c);
+        return;
+    }
+    conn_detach(c);
+    if (uv_tcp_close_reset(&c->tcp, on_close) != 0)
+        uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
 void dl_conn_close(dl_conn_t *c)
 {
     if (c->closed)
@@ -1468,7 +1496,7 @@ again:
      * loop's clock is refreshed: this turn may have written for a while) */
     uv_update_time(&c->worker->loop);
     c->send_deadline = uv_now(&c->worker->loop) + c->worker->cfg->send_timeout_ms;
-    c->send_queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    c->send_queued = unsent_bytes(c);
 }
 
 /* ================================================================== reading */
@@ -1891,12 +1919,12 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
     if (c->writing && c->send_deadline && now >= c->send_deadline) {
         /* a big write the client takes slowly but steadily is not stuck: any
          * progress since the last look moves the deadline */
-        size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-        if (queued < c->send_queued) {
+        size_t queued = unsent_bytes(c);
+        if (queued + cfg->body_min_bytes <= c->send_queued) {
             c->send_queued = queued;
             c->send_deadline = now + cfg->send_timeout_ms;
         } else {
-            dl_conn_close(c); /* the client takes nothing of what we send */
+            conn_abort(c); /* the client takes (next to) nothing of what we send */
             return;
         }
     }

@@ -35,7 +35,7 @@ struct dl_conn_s {
     int state;
     uint64_t deadline;    /* uv_now() ms, 0: none */
     uint64_t send_deadline; /* a write in flight must progress by then (uv_now() ms) */
-    size_t send_queued;     /* libuv's write queue when the deadline was last set */
+    size_t send_queued;     /* bytes the client had not taken when the deadline was set */
     uint64_t window_start;
     size_t window_bytes;
     const char *exec_start, *exec_end; /* the bytes llhttp_execute is parsing */

@@ -69,21 +69,42 @@ def test_pipelined_flood_reading_nothing(srv):
 
 
 def test_slow_steady_reader_gets_the_whole_answer(srv):
-    """The send timeout (2 s here) is for a client that takes nothing: one that
-    reads an 8 MB answer steadily for 6 s is never cut off (the kernel holds a
-    few MB of it; the rest waits in one write for longer than the timeout)."""
+    """The send timeout (2 s here) is for a client that takes (next to)
+    nothing: one that reads a 5 MB answer steadily at 400 KB/s is never cut
+    off, although the kernel takes its bytes in big steps; one that trickles a
+    byte every half second is closed (with a reset: the kernel drops the rest)."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     s.connect(("127.0.0.1", srv.port))
-    s.sendall(b"GET /blob/8000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /blob/5000000 HTTP/1.1\r\nHost: x\r\n\r\n")
     got, t0 = 0, time.time()
-    while got < 8000000:
-        d = s.recv(65536)
+    while got < 5000000:
+        d = s.recv(20000)
         assert d, "cut off after %d bytes and %.1f s" % (got, time.time() - t0)
         got += len(d)
-        time.sleep(len(d) / 1300000.0)
+        time.sleep(len(d) / 400000.0)
     s.close()
-    assert time.time() - t0 > 4, "the reader was not slow enough to test anything"
+    assert time.time() - t0 > 8, "the reader was not slow enough to test anything"
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", srv.port))
+    s.sendall(b"GET /blob/20000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    lport = s.getsockname()[1]
+
+    def server_side_open():  # the client still reads what it has buffered
+        out = subprocess.run(["ss", "-tnH", "sport = :%d and dport = :%d" % (srv.port, lport)],
+                             capture_output=True, text=True).stdout
+        return out.strip() != ""
+    t0 = time.time()
+    while time.time() - t0 < 15 and server_side_open():
+        try:
+            s.recv(1)
+        except OSError:
+            pass
+        time.sleep(0.5)
+    held = time.time() - t0
+    s.close()
+    assert held < 12, "a trickling reader held its answer %.1f s" % held
 
 
 def test_connection_cap(srv):
