@@ -365,7 +365,8 @@ static int find_header(const dl_req_t *r, const char *name, size_t nlen, int *co
  * absolute-form (RFC 9112 3.2.2): "GET http://host:port/path?q HTTP/1.1". The
  * target's authority replaces any Host field and the request is routed by its
  * path, so the target is rewritten in place to origin-form (it only shrinks)
- * and Host points at a copy of the authority. Returns 0 or 400.
+ * and Host points at a copy of the authority. Returns 0, or the status to
+ * answer with (400; 421 for https on a plain connection; 503).
  */
 static int absolute_form(dl_req_t *r, const char **msg)
 {
@@ -599,6 +600,10 @@ static int early_answer(dl_conn_t *c, dl_req_t *r)
     if (r->route_status != DL_ROUTE_FOUND ||
         c->worker->cfg->listen_opts[c->listener].https_redirect)
         return 1;
+    /* an in-process request (api.client) is parsed inside a running handler,
+     * where the VM's main state must not run Lua; its body is here anyway */
+    if (c->virt)
+        return 0;
     r->early_status = dl_vm_precheck(c->worker->vm, r, c->err_buf, sizeof(c->err_buf));
     return r->early_status != 0;
 }
@@ -838,8 +843,6 @@ void dl_conn_req_dispatch(dl_conn_t *c, dl_req_t *r)
     dl_vm_dispatch(c->worker->vm, r);
 }
 
-/* Feeds bytes to the parser, dispatching complete requests; returns how many
- * were consumed (fewer than len when a handler parked or the connection ends). */
 /* Whether the bytes fed so far end with LF and only whitespace after it
  * (what a folded value starting in the next read would follow). */
 static void note_tail(dl_conn_t *c, const char *data, size_t used)
@@ -851,6 +854,9 @@ static void note_tail(dl_conn_t *c, const char *data, size_t used)
         c->tail_lf = q[-1] == '\n';
 }
 
+/* Feeds bytes to the parser, dispatching complete requests; returns how many
+ * were consumed (fewer than len when a handler parked, the output is full or
+ * the connection ends). */
 static size_t conn_feed(dl_conn_t *c, const char *data, size_t len)
 {
     size_t off = 0;
@@ -919,17 +925,8 @@ static void conn_pace(dl_conn_t *c)
  * once makes room for more. */
 static void conn_drain(dl_conn_t *c)
 {
-    if (c->h2) {
-        /* streams that waited for the output to drain; answers made at once
-         * are flushed here, not inside the dispatch (in_feed) */
-        for (int i = 0; i < 64 && c->h2 && !c->closed; i++) {
-            c->in_feed = 1;
-            int ran = dl_h2_run_queued(c->h2);
-            c->in_feed = 0;
-            conn_flush(c);
-            if (ran == 0 || c->writing)
-                break;
-        }
+    if (c->h2) { /* conn_flush runs the streams that waited for the output */
+        conn_flush(c);
         if (!c->closed)
             conn_pace(c);
         return;
@@ -1394,8 +1391,17 @@ static void conn_flush(dl_conn_t *c)
 again:
     if (c->closed)
         return;
-    if (c->h2 && !c->in_feed && !c->closing && dl_h2_send(c->h2) != 0)
-        c->closing = 1; /* the session is over once what it queued is written */
+    if (c->h2 && !c->in_feed && !c->closing) {
+        /* streams that waited while the unsent answers were over the mark run
+         * first; in_feed keeps an answer made at once from flushing in here */
+        c->in_feed = 1;
+        dl_h2_run_queued(c->h2);
+        c->in_feed = 0;
+        if (c->closed)
+            return;
+        if (dl_h2_send(c->h2) != 0)
+            c->closing = 1; /* the session is over once what it queued is written */
+    }
     if (c->writing)
         return;
     if (c->out.len == 0 && c->file_fd >= 0) {
@@ -1432,15 +1438,6 @@ again:
         wb = &c->cout;
     }
     if (wb->len == 0) {
-        /* all written: HTTP/2 streams that waited for the output to drain run
-         * now, whether or not a read or a write callback is to come */
-        if (c->h2 && !c->in_feed && !c->closing) {
-            c->in_feed = 1;
-            int ran = dl_h2_run_queued(c->h2);
-            c->in_feed = 0;
-            if (ran > 0)
-                goto again;
-        }
         if (c->closing)
             conn_finish_close(c);
         return;
@@ -1812,6 +1809,13 @@ void dl_conn_virtual_free(dl_conn_t *c)
     dl_free(c);
 }
 
+/* The index of the listener server is in w's listeners. */
+static int listener_of(dl_worker_t *w, uv_stream_t *server)
+{
+    long l = (long)((uv_tcp_t *)server - w->listeners);
+    return l >= 0 && l < DL_MAX_LISTEN ? (int)l : 0;
+}
+
 static void on_refused_close(uv_handle_t *h)
 {
     dl_free(h);
@@ -1831,12 +1835,9 @@ static void refuse(dl_worker_t *w, uv_stream_t *server)
         dl_free(t);
         return;
     }
-    if (uv_accept(server, (uv_stream_t *)t) == 0) {
-        long l = (long)((uv_tcp_t *)server - w->listeners);
-        if (l >= 0 && l < DL_MAX_LISTEN && w->rt->tls[l] == NULL) {
-            uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
-            uv_try_write((uv_stream_t *)t, &b, 1);
-        }
+    if (uv_accept(server, (uv_stream_t *)t) == 0 && w->rt->tls[listener_of(w, server)] == NULL) {
+        uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
+        uv_try_write((uv_stream_t *)t, &b, 1);
     }
     uv_close((uv_handle_t *)t, on_refused_close);
 }
@@ -1881,8 +1882,7 @@ void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
     uv_tcp_nodelay(&c->tcp, 1);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
-    long l = (long)((uv_tcp_t *)server - w->listeners);
-    c->listener = l >= 0 && l < DL_MAX_LISTEN ? (int)l : 0;
+    c->listener = listener_of(w, server);
     if (w->rt->tls[c->listener]) {
         c->tls = dl_tls_new(w->rt->tls[c->listener], &c->cout);
         if (c->tls == NULL) {

@@ -12,7 +12,9 @@
  * Output is pulled, never pushed: dl_h2_send() runs nghttp2_session_send()
  * only while the output buffer is below OUT_HIGH, so a client that does not
  * read keeps at most that much queued; the connection calls it again each
- * time a write completes.
+ * time a write completes. Answers copied for streams count too: while they
+ * are over OUT_HIGH a complete stream's handler waits (dl_h2_run_queued), and
+ * request bodies held in memory are capped per connection (shed_body).
  *
  * Defences, beyond nghttp2's own (HPACK limits, frame sizes, outbound-ACK cap,
  * the CVE-2023-44487 reset rate limit, the CONTINUATION cap):
@@ -433,17 +435,17 @@ static void dispatch(h2_stream_t *st)
 
 static int shed_body(dl_h2_t *h)
 {
-    h2_stream_t *big = NULL; /* the newest: older bodies, further along, can still end */
+    h2_stream_t *newest = NULL; /* older bodies, further along, can still end */
     for (h2_stream_t *st = h->streams; st; st = st->next)
-        if (st->held && !st->dispatched && !st->ended && (big == NULL || st->id > big->id))
-            big = st;
-    if (big == NULL)
+        if (st->held && !st->dispatched && !st->ended && (newest == NULL || st->id > newest->id))
+            newest = st;
+    if (newest == NULL)
         return 0;
     defence(h, "bodies");
-    stream_reject(big, 503, "too many request bodies arriving at once on this connection; "
-                            "send fewer in parallel");
-    answer_rejected(big);
-    release_body(h, big);
+    stream_reject(newest, 503, "too many request bodies arriving at once on this connection; "
+                               "send fewer in parallel");
+    answer_rejected(newest);
+    release_body(h, newest);
     return 1;
 }
 
@@ -538,11 +540,6 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     h2_stream_t *st = nghttp2_session_get_stream_user_data(s, id);
     if (st == NULL)
         return 0;
-    if (st->req && !st->dispatched && !st->err_status && st->headers_done && !st->req->upload &&
-        st->req->body_seen + len <= st->req->body_limit) {
-        st->held += len; /* appended to the body below */
-        st->h->body_held += len;
-    }
     st->window_bytes += len;
     /* After an early answer (413...) the rest of the body is read and dropped, so
      * the client sees the answer once its upload ends: curl reports a stream
@@ -572,7 +569,10 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     if (dl_buf_append(&r->body, data, len) != 0) {
         stream_reject(st, 503, "out of memory");
         answer_rejected(st);
+        return 0;
     }
+    st->held += len;
+    st->h->body_held += len;
     /* over BODIES_MAX: the newest bodies still arriving are answered 503 and
      * dropped, so the older ones, further along, can end */
     while (st->h->body_held > BODIES_MAX && shed_body(st->h))
@@ -790,7 +790,6 @@ int dl_h2_send(dl_h2_t *h)
     h->progress = 0;
     int rv = nghttp2_session_send(h->s);
     h->in_send = 0;
-
     if (rv != 0)
         return -1;
     if (h->progress || h->n_sending == 0)
@@ -826,7 +825,6 @@ static int skip_header(const char *n, size_t len)
 int dl_h2_run_queued(dl_h2_t *h)
 {
     int n = 0;
-
     while (h->n_queued > 0 && h->resp_held < OUT_HIGH(h->c)) {
         h2_stream_t *first = NULL; /* the oldest: streams are kept newest first */
         for (h2_stream_t *st = h->streams; st; st = st->next)
@@ -943,10 +941,10 @@ void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
         dl_buf_free(&st->body);
         nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         return;
-    } else if (with_body) {
-        h->resp_held += w->body_len;
     }
     if (with_body) {
+        if (!resp->has_file)
+            h->resp_held += w->body_len; /* the copy, until it is framed */
         st->sending = 1;
         h->n_sending++;
     }

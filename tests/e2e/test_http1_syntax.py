@@ -372,6 +372,11 @@ def test_expect_is_a_list(srv):
         c.close()
 
 
+def test_expect_in_process(srv):
+    r = srv.get("/proxy-expect")
+    assert r.json() == {"no_token": 401, "token": 200, "size": 5}, r
+
+
 def test_expect_accepted_gets_100(srv):
     c, r, took = expect(srv, "POST /secret HTTP/1.1\r\nHost: x\r\n"
                              "Authorization: Bearer writer-token\r\nContent-Length: 5\r\n")

@@ -54,3 +54,12 @@ api.get("/proxy-header", function(req)
   return r.status, r.body, { ["Content-Type"] = "application/json" }
 end)
 api.post("/size", function(req) return { size = #req.raw_body } end)
+-- Expect: 100-continue from inside a handler (in process: no early answer
+-- runs Lua there, the body is read and the route's auth answers)
+api.get("/proxy-expect", function()
+  local h = { Expect = "100-continue" }
+  local a = api.client.post("/secret", "hello", { headers = h })
+  h.Authorization = "Bearer writer-token"
+  local b = api.client.post("/secret", "hello", { headers = h })
+  return { no_token = a.status, token = b.status, size = b.json and b.json.size }
+end)
