@@ -126,4 +126,19 @@ static inline int dl_fuzz_lua_equal(lua_State *L, int a, int b, char *why, size_
     return 1;
 }
 
+/* After a decode that returned rc: a refusal must leave the stack as it was
+ * and say why (returns 0: nothing to check further); a success pushed one
+ * value (returns 1). */
+static inline int dl_fuzz_decoded(lua_State *L, int rc, const char *err)
+{
+    if (rc != 0) {
+        DL_FUZZ_CHECK(lua_gettop(L) == 0, "a failed decode left %d values", lua_gettop(L));
+        DL_FUZZ_CHECK(rc == DL_ECODEC || rc == DL_ENOMEM, "decode returned %d", rc);
+        DL_FUZZ_CHECK(err[0] != '\0', "a failed decode gave no message");
+        return 0;
+    }
+    DL_FUZZ_CHECK(lua_gettop(L) == 1, "decode pushed %d values", lua_gettop(L));
+    return 1;
+}
+
 #endif

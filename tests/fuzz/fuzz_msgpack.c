@@ -17,13 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_State *L = dl_fuzz_lua_state();
     char err[256] = "";
     int rc = dl_msgpack_decode(L, (const char *)data, size, err, sizeof(err));
-    if (rc != 0) {
-        DL_FUZZ_CHECK(lua_gettop(L) == 0, "a failed decode left %d values", lua_gettop(L));
-        DL_FUZZ_CHECK(rc == DL_ECODEC || rc == DL_ENOMEM, "decode returned %d", rc);
-        DL_FUZZ_CHECK(err[0] != '\0', "a failed decode gave no message");
+    if (!dl_fuzz_decoded(L, rc, err))
         return 0;
-    }
-    DL_FUZZ_CHECK(lua_gettop(L) == 1, "decode pushed %d values", lua_gettop(L));
 
     dl_buf_t m1 = DL_BUF_INIT;
     char why[256] = "";
