@@ -298,6 +298,8 @@ static void reload_tls(dl_runtime_t *rt)
     }
 }
 
+#define DL_OUTPUT_HIGH_WATER_MAX (4 * 1024 * 1024)
+
 /* Connections past the open-file limit are reset by the kernel's EMFILE
  * path, before the connection cap could answer them 503: raise the soft limit
  * to what the cap needs (up to the hard limit), and say so when it cannot. */
@@ -329,9 +331,13 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         snprintf(errbuf, errlen, "no app folder given");
         return DL_EINVAL;
     }
-    if (cfg->output_high_water < 1024) {
-        snprintf(errbuf, errlen, "DEVLOOP_OUTPUT_HIGH_WATER (output_high_water) must be at "
-                                 "least 1024 bytes, not %zu", cfg->output_high_water);
+    /* above a few MiB of answers held per connection, a client that resets
+     * the streams it stopped reading trips nghttp2's reset-rate limit (a
+     * GOAWAY that loses the streams it still wanted; measured at 16 MiB) */
+    if (cfg->output_high_water < 1024 || cfg->output_high_water > DL_OUTPUT_HIGH_WATER_MAX) {
+        snprintf(errbuf, errlen, "DEVLOOP_OUTPUT_HIGH_WATER (output_high_water) must be "
+                                 "1024 to %d bytes, not %zu", DL_OUTPUT_HIGH_WATER_MAX,
+                 cfg->output_high_water);
         return DL_EINVAL;
     }
     dl_set_allocator(cfg->malloc_fn, cfg->realloc_fn, cfg->free_fn);

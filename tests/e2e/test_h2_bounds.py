@@ -165,6 +165,40 @@ def test_answers_to_a_client_reading_nothing_are_bounded(srv):
     s.close()
 
 
+def test_resetting_unread_streams_keeps_the_others(srv):
+    """Streams whose answers wait unread, half of them then reset by the client:
+    the other half still get their whole answers (no GOAWAY, no lost stream)."""
+    s, c = connect(srv, window=2 ** 31 - 1, rcvbuf=4096)
+    c.increment_flow_control_window(2 ** 31 - 1 - 65535)
+    ids = []
+    for _ in range(100):
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, [(":method", "GET"), (":path", "/blob/1000000"), (":scheme", "http"),
+                             (":authority", "x")], end_stream=True)
+        ids.append(sid)
+    s.sendall(c.data_to_send())
+    time.sleep(2)
+    for sid in ids[::2]:
+        c.reset_stream(sid, 8)  # CANCEL
+    s.sendall(c.data_to_send())
+    want, got, ended, events = ids[1::2], {}, set(), []
+    deadline = time.time() + 60
+    while not set(want) <= ended and time.time() < deadline:
+        if not pump(s, c, events, 0.2):
+            break
+        for e in events:
+            if isinstance(e, h2.events.DataReceived):
+                got[e.stream_id] = got.get(e.stream_id, 0) + len(e.data)
+            elif isinstance(e, h2.events.StreamEnded):
+                ended.add(e.stream_id)
+            elif isinstance(e, h2.events.ConnectionTerminated):
+                raise AssertionError("GOAWAY %r" % e)
+        events.clear()
+    assert set(want) <= ended and all(got.get(i) == 1000000 for i in want), (
+        len(ended & set(want)), len(want))
+    s.close()
+
+
 def test_host_and_authority_must_agree(srv):
     """RFC 9113 8.3.1: a Host that names another server than :authority is a
     malformed request (HTTP/1.1's absolute-form, by contrast, wins over Host)."""

@@ -159,6 +159,19 @@ def test_fd_limit_below_the_cap_is_said(srv):
     assert "open-file limit 64" in out and "DEVLOOP_MAX_CONNECTIONS 1000" in out, out
 
 
+def test_output_mark_bounds(srv):
+    """DEVLOOP_OUTPUT_HIGH_WATER outside 1 KiB..4 MiB stops start-up, named."""
+    for value in ("512", "8388608"):
+        p = subprocess.run([harness.BIN, "serve", srv.app, "--listen",
+                            "127.0.0.1:%d" % harness.free_port(), "--workers", "1"],
+                           capture_output=True, text=True, timeout=20,
+                           env=dict(os.environ, DEVLOOP_LOG_DIR="-",
+                                    DEVLOOP_OUTPUT_HIGH_WATER=value))
+        out = p.stdout + p.stderr
+        assert p.returncode != 0 and "DEVLOOP_OUTPUT_HIGH_WATER" in out and value in out, (
+            value, p.returncode, out)
+
+
 def test_body_over_4_gib(srv):
     with open(BIG, "wb") as f:
         f.truncate(BIG_SIZE)
