@@ -42,6 +42,24 @@ static int fail(lua_State *L, const char *msg)
     return 2;
 }
 
+/* nil, message, code of a failed operation: EUNAVAIL when the backend is
+ * down or its breaker open (the pool logged that once), else its error. */
+static int fail_res(lua_State *L, const dl_cache_res_t *res)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, res->err[0] ? res->err : dl_strerror(res->status));
+    lua_pushstring(L, dl_err_name(res->status));
+    return 3;
+}
+
+/* A backend that is away (down, breaker open, offline queue full): the
+ * operation was not tried, so it is neither a cache error nor worth a log
+ * line per request. */
+static int backend_away(int status)
+{
+    return status == DL_EUNAVAIL || status == DL_EOFFLINE || status == DL_EREDIS;
+}
+
 /* Pushes a GET's value: the Lua string or the MessagePack-decoded value. */
 static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int http)
 {
@@ -50,7 +68,7 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
         return 1;
     }
     if (res->status < 0)
-        return fail(L, res->err[0] ? res->err : dl_strerror(res->status));
+        return fail_res(L, res);
     int type, gz;
     const char *p;
     size_t plen;
@@ -91,12 +109,17 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
     return n;
 }
 
+/* cache_lookup_total{status}: hit, miss, error, or bypass (the backend is
+ * away, so the lookup was not tried). */
 static void count_lookup(lua_State *L, dl_cache_res_t *res)
 {
     dl_worker_t *w = worker_of(L);
-    if (w == NULL || res->status < 0)
+    if (w == NULL)
         return;
-    const char *st[1] = {res->status == 0 ? "hit" : "miss"};
+    const char *st[1] = {res->status == 0                ? "hit"
+                         : res->status == DL_ENOENT      ? "miss"
+                         : backend_away(res->status)     ? "bypass"
+                                                         : "error"};
     dl_metric_add(w->rt->metrics, w->id, w->rt->m.cache_lookup, st, 1);
 }
 
@@ -111,12 +134,12 @@ static int push_result(lua_State *L, int kind, dl_compressor_t *z, dl_cache_res_
         return push_value(L, z, res, 1);
     case K_SET:
         if (res->status < 0)
-            return fail(L, res->err[0] ? res->err : dl_strerror(res->status));
+            return fail_res(L, res);
         lua_pushboolean(L, 1);
         return 1;
     default:
         if (res->status < 0)
-            return fail(L, res->err[0] ? res->err : dl_strerror(res->status));
+            return fail_res(L, res);
         lua_pushnumber(L, (lua_Number)res->count);
         return 1;
     }
@@ -289,7 +312,8 @@ static void on_store_done(dl_cache_res_t *res, void *arg)
 {
     DL_UNUSED(arg);
     if (res->status < 0)
-        dl_log(DL_LOG_WARN, "cache store failed: %s", res->err);
+        dl_log(backend_away(res->status) ? DL_LOG_DEBUG : DL_LOG_WARN, "cache store failed: %s",
+               res->err);
 }
 
 /*
@@ -329,8 +353,8 @@ static int l_cache_http_store(lua_State *L)
     int rc = dl_cache_set(w->cache, key, klen, packed.data, packed.len, ttl, &res, on_store_done,
                           NULL, NULL);
     if (rc < 0 || (rc == 1 && res.status < 0))
-        dl_log(DL_LOG_WARN, "cache store of %.*s failed: %s", (int)DL_MIN(klen, 200), key,
-               res.err);
+        dl_log(backend_away(res.status) ? DL_LOG_DEBUG : DL_LOG_WARN,
+               "cache store of %.*s failed: %s", (int)DL_MIN(klen, 200), key, res.err);
     dl_buf_free(&res.val);
     size_t off = DL_CV_HEADER + 4 + ctlen;
     lua_pushlstring(L, packed.data + off, packed.len - off);

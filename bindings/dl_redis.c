@@ -2,7 +2,9 @@
  * dl_redis.c - the devloop.redis_core Lua module: Redis commands through the
  * worker's pool (runtime/redis_pool.c). call(...) sends one command,
  * pipeline({...}) several in one round trip; both park the calling task
- * until the replies arrive. Replies become Lua values: strings, integers,
+ * until the replies arrive; call_idempotent(...) and pipeline({...}, true)
+ * let the pool send again what may run twice. A failure is `nil, message,
+ * code`, the message saying whether a write may have run. Replies become Lua values: strings, integers,
  * arrays (tables), status strings; a nil reply is nil at the top level and
  * api.null inside arrays; an error reply is `nil, "ERR ..."` (in a pipeline,
  * a table {err = "..."}). Command policy (names, options) lives in
@@ -12,6 +14,7 @@
 #include <lua.h>
 #include <string.h>
 
+#include "../runtime/breaker.h"
 #include "../runtime/internal.h"
 #include "../runtime/lua_vm.h"
 #include "../runtime/redis_pool.h"
@@ -23,8 +26,38 @@
 typedef struct {
     dl_task_t *task;
     dl_redis_cmd_t *cmd;
+    dl_redis_pool_t *pool;
     int pipeline;
 } call_t;
+
+/* nil, message, code for a failed send or call. */
+static int push_failure(lua_State *L, dl_redis_pool_t *pool, int status)
+{
+    const char *why = pool != NULL ? dl_redis_pool_last_error(pool) : "";
+    lua_pushnil(L);
+    switch (status) {
+    case DL_EUNAVAIL:
+        lua_pushfstring(L, "redis: unavailable (%s)", why[0] ? why : "no connection");
+        break;
+    case DL_EREDIS:
+        lua_pushfstring(L, "redis: cannot log in (%s)", why[0] ? why : "refused");
+        break;
+    case DL_EUNKNOWN:
+        lua_pushliteral(L, "redis: connection lost after the command was sent: its outcome "
+                           "is unknown (it may have run)");
+        break;
+    case DL_ETIMEDOUT:
+        lua_pushliteral(L, "redis: timed out (a write may have run)");
+        break;
+    case DL_EIO:
+        lua_pushliteral(L, "redis: connection lost");
+        break;
+    default:
+        lua_pushfstring(L, "redis: %s", dl_strerror(status));
+    }
+    lua_pushstring(L, dl_err_name(status));
+    return 3;
+}
 
 static void push_reply(lua_State *L, redisReply *r, int depth)
 {
@@ -62,14 +95,11 @@ static void push_reply(lua_State *L, redisReply *r, int depth)
 }
 
 /* Pushes the call's results on L; returns how many. */
-static int push_results(lua_State *L, int status, redisReply **replies, int n, int pipeline)
+static int push_results(lua_State *L, dl_redis_pool_t *pool, int status, redisReply **replies,
+                        int n, int pipeline)
 {
-    if (status != 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "redis: %s", dl_strerror(status));
-        lua_pushstring(L, dl_err_name(status));
-        return 3;
-    }
+    if (status != 0)
+        return push_failure(L, pool, status);
     if (!pipeline) {
         redisReply *r = n > 0 ? replies[0] : NULL;
         if (r == NULL) {
@@ -101,8 +131,9 @@ static void on_reply(int status, redisReply **replies, int n, void *arg)
     call_t *c = arg;
     dl_task_t *t = c->task;
     int pipeline = c->pipeline;
+    dl_redis_pool_t *pool = c->pool;
     dl_free(c);
-    int nres = push_results(t->co, status, replies, n, pipeline);
+    int nres = push_results(t->co, pool, status, replies, n, pipeline);
     dl_task_resume(t, nres);
 }
 
@@ -124,7 +155,7 @@ static dl_redis_pool_t *pool_of(lua_State *L)
  * to live through the call: the pool copies the bytes.
  */
 static int send_and_park(lua_State *L, int ncmds, const int *argcs, const char *const **argvs,
-                         const size_t *const *lens, int pipeline)
+                         const size_t *const *lens, int pipeline, int flags)
 {
     dl_redis_pool_t *pool = pool_of(L);
     if (pool == NULL) {
@@ -141,15 +172,13 @@ static int send_and_park(lua_State *L, int ncmds, const int *argcs, const char *
         return 2;
     }
     c->task = t;
+    c->pool = pool;
     c->pipeline = pipeline;
-    int rc = dl_redis_pool_send(pool, ncmds, argcs, (const char *const *const *)argvs, lens,
-                                on_reply, c, &c->cmd);
+    int rc = dl_redis_pool_sendf(pool, ncmds, argcs, (const char *const *const *)argvs, lens,
+                                 flags, on_reply, c, &c->cmd);
     if (rc != 0) {
         dl_free(c);
-        lua_pushnil(L);
-        lua_pushfstring(L, "redis: %s", dl_strerror(rc));
-        lua_pushstring(L, dl_err_name(rc));
-        return 3;
+        return push_failure(L, pool, rc);
     }
     dl_task_park(t, cancel_call, c);
     return lua_yield(L, 0);
@@ -177,8 +206,8 @@ static const char *table_argv(lua_State *L, int t, int n, const char **argv, siz
     return NULL;
 }
 
-/* redis_core.call(cmd, arg...) -> reply | nil, err */
-static int l_redis_call(lua_State *L)
+/* redis_core.call(cmd, arg...) -> reply | nil, err, code */
+static int call_with(lua_State *L, int flags)
 {
     int n = lua_gettop(L);
     if (n < 1 || n > MAX_ARGS)
@@ -201,16 +230,29 @@ static int l_redis_call(lua_State *L)
     }
     const char *const *argvs[1] = {argv};
     const size_t *lensv[1] = {lens};
-    int r = send_and_park(L, 1, &n, argvs, lensv, 0);
+    int r = send_and_park(L, 1, &n, argvs, lensv, 0, flags);
     dl_free(argv);
     dl_free(lens);
     return r;
 }
 
-/* redis_core.pipeline({{cmd, ...}, ...}) -> {reply, ...} | nil, err */
+static int l_redis_call(lua_State *L)
+{
+    return call_with(L, 0);
+}
+
+/* redis_core.call_idempotent(cmd, arg...): the caller says it may run twice */
+static int l_redis_call_idempotent(lua_State *L)
+{
+    return call_with(L, DL_REDIS_IDEMPOTENT);
+}
+
+/* redis_core.pipeline({{cmd, ...}, ...}, [idempotent]) -> {reply, ...} | nil, err, code */
 static int l_redis_pipeline(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    int flags = lua_toboolean(L, 2) ? DL_REDIS_IDEMPOTENT : 0;
+    lua_settop(L, 1);
     int n = (int)lua_objlen(L, 1);
     if (n < 1 || n > 100000)
         return luaL_argerror(L, 1, "a list of 1 to 100000 commands expected");
@@ -237,7 +279,7 @@ static int l_redis_pipeline(lua_State *L)
     int r = 0;
     if (err == NULL) {
         r = send_and_park(L, n, argcs, (const char *const **)argvs, (const size_t *const *)lens,
-                          1);
+                          1, flags);
     }
     for (int i = 0; i < n && argvs && lens; i++) {
         dl_free((void *)argvs[i]);
@@ -251,6 +293,42 @@ static int l_redis_pipeline(lua_State *L)
     return r;
 }
 
+/* redis_core.state() -> {up, breaker, down_ms, last_error, ready, connections, queued,
+ * inflight, timeouts, fast_fails, unknown, resent, reconnects} | nil */
+static int l_redis_state(lua_State *L)
+{
+    dl_redis_pool_t *pool = pool_of(L);
+    dl_redis_stats_t st;
+    if (pool == NULL) {
+        lua_pushnil(L);
+        return 1;
+    }
+    dl_redis_pool_stats(pool, &st);
+    lua_createtable(L, 0, 13);
+    lua_pushboolean(L, !st.down && st.ready > 0);
+    lua_setfield(L, -2, "up");
+    lua_pushstring(L, dl_breaker_state_name(st.breaker));
+    lua_setfield(L, -2, "breaker");
+    lua_pushnumber(L, (lua_Number)st.down_ms);
+    lua_setfield(L, -2, "down_ms");
+    lua_pushstring(L, st.last_error);
+    lua_setfield(L, -2, "last_error");
+#define NUM(field)                                   \
+    lua_pushnumber(L, (lua_Number)st.field);         \
+    lua_setfield(L, -2, #field)
+    NUM(ready);
+    NUM(connections);
+    NUM(queued);
+    NUM(inflight);
+    NUM(timeouts);
+    NUM(fast_fails);
+    NUM(unknown);
+    NUM(resent);
+    NUM(reconnects);
+#undef NUM
+    return 1;
+}
+
 /* redis_core.configured() -> boolean */
 static int l_redis_configured(lua_State *L)
 {
@@ -260,8 +338,10 @@ static int l_redis_configured(lua_State *L)
 
 static const luaL_Reg redis_funcs[] = {
     {"call", l_redis_call},
+    {"call_idempotent", l_redis_call_idempotent},
     {"pipeline", l_redis_pipeline},
     {"configured", l_redis_configured},
+    {"state", l_redis_state},
     {NULL, NULL},
 };
 

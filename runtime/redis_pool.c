@@ -4,14 +4,29 @@
  * logs in (AUTH, SELECT, CLIENT SETNAME, PING) before it takes commands. A
  * pipeline sent to the pool joins the connection already written to in this
  * loop turn, else goes to the ready one with the fewest pipelines in flight,
- * or waits in a bounded offline queue while none is
- * ready. hiredis 0.14 has no timeouts, so the pool keeps every pipeline in
- * one list in deadline order (all share cmd_timeout_ms) under one timer: a
- * pipeline past its deadline fails with DL_ETIMEDOUT and its connection,
- * now suspect, is freed and reconnected, so a late reply can never be taken
- * for another command's. When a connection drops, hiredis calls each pending
- * reply callback with NULL; the pipelines on it are queued again (up to
- * max_retries times) and reconnection waits attempt * 50 ms, at most 2 s.
+ * or waits in a bounded offline queue while connections come up. hiredis
+ * 0.14 has no timeouts, so the pool keeps every pipeline in one list in
+ * deadline order (all share cmd_timeout_ms) under one timer: a pipeline past
+ * its deadline fails with DL_ETIMEDOUT and its connection, now suspect, is
+ * freed and reconnected, so a late reply can never be taken for another
+ * command's.
+ *
+ * Faults cost a caller microseconds, not the timeout. The pool is "down" when
+ * no connection is ready and a connection attempt failed since one last was
+ * (refused, reset, login refused, connect timeout): sends fail at once with
+ * DL_EUNAVAIL and what waited is failed on the next loop turn, while each
+ * connection retries in the background (at once after a drop, then 50 ms
+ * doubling to reconnect_max_ms, each wait drawn from its upper half). A server
+ * that accepts but does not answer trips the circuit breaker (breaker.h)
+ * after breaker_threshold consecutive timeouts: sends fail fast for the
+ * cool-down, then one PING probes, and its answer closes the breaker.
+ *
+ * When a connection drops, hiredis calls each pending reply callback with
+ * NULL. A pipeline is sent again (up to max_retries times) only when that
+ * cannot apply a write twice: none of its bytes left hiredis's output buffer
+ * (each context counts the bytes it was given; what is still in obuf was not
+ * written), or it only reads, or its sender said it is idempotent. Any other
+ * written pipeline fails with DL_EUNKNOWN: it may or may not have run.
  *
  * Lifetimes: a pipeline's memory lives until the user callback has run (or it
  * was canceled) and hiredis holds no callback for it any more; a detached one
@@ -32,11 +47,15 @@
 #include <sys/socket.h>
 
 #include <hiredis/async.h>
+#include <hiredis/sds.h>
 
+#include "backend_stats.h"
+#include "breaker.h"
 #include "internal.h"
 
 #define BACKOFF_STEP_MS 50
-#define BACKOFF_MAX_MS 2000
+#define MAX_RECONNECT_MS 60000
+#define MAX_BREAKER_THRESHOLD 1000000
 #define MAX_POOL_SIZE 1024
 #define MAX_TIMEOUT_MS 86400000ULL
 #define STICKY_INFLIGHT 64
@@ -83,11 +102,15 @@ struct dl_redis_cmd_s {
     int nreplies;                  /* copies of replies 0..n-2 of this attempt */
     int retries;
     int hold;                      /* > 0 while our code still uses it after a callback */
+    size_t wire_end0;              /* the context's byte count after its first command */
     unsigned queued : 1;
     unsigned detached : 1;         /* the user callback ran or the command was canceled */
     unsigned zombie : 1;
     unsigned failed : 1;           /* this attempt lost its connection */
     unsigned oom : 1;
+    unsigned reached : 1;          /* this failed attempt had written a whole command */
+    unsigned idempotent : 1;       /* read-only, or the sender allows re-sends */
+    unsigned internal : 1;         /* the breaker's probe: not a caller's command */
     redisReply **replies;          /* ncmds slots, in the same allocation */
     size_t *offs;                  /* ncmds + 1 offsets of each command in buf */
     char *buf;                     /* the pipeline in RESP, NUL-terminated */
@@ -113,12 +136,23 @@ struct dl_redis_pool_s {
     int refs;                      /* open handles and running lookups */
     int dispatching;
     int login_failed;              /* the last setup failed on AUTH/SELECT; none ready since */
-    int outage;                    /* a warning was logged; info when a connection is back */
+    int down;                      /* none ready and an attempt failed since one was */
+    int fail_due;                  /* the sweep fails what waits on its next run */
+    int reported_up;               /* -1 nothing reported yet, else the last EV_UP value */
     int setname_warned;
-    uint64_t outage_since;
+    uint64_t down_since;
+    dl_breaker_t breaker;
+    uv_timer_t breaker_timer;      /* the cool-down of an open breaker */
+    dl_redis_cmd_t *probe;         /* the half-open PING */
+    uint64_t rng;                  /* xorshift state for the backoff jitter */
+    dl_redis_event_cb observe;
+    void *observe_arg;
     uint64_t reconnects;
     uint64_t timeouts;
     uint64_t errors;
+    uint64_t fast_fails;
+    uint64_t unknown;
+    uint64_t resent;
     char last_error[128];
 };
 
@@ -137,6 +171,9 @@ void dl_redis_config_init(dl_redis_config_t *cfg)
     cfg->max_offline = DL_REDIS_DEFAULT_MAX_OFFLINE;
     cfg->max_retries = DL_REDIS_DEFAULT_MAX_RETRIES;
     snprintf(cfg->client_name, sizeof(cfg->client_name), "%s", DL_REDIS_DEFAULT_CLIENT_NAME);
+    cfg->breaker_threshold = DL_BREAKER_DEFAULT_THRESHOLD;
+    cfg->breaker_cooldown_ms = DL_BREAKER_DEFAULT_COOLDOWN_MS;
+    cfg->reconnect_max_ms = DL_REDIS_DEFAULT_RECONNECT_MAX_MS;
 }
 
 static int fail_msg(char *err, size_t errlen, const char *fmt, ...)
@@ -371,6 +408,21 @@ int dl_redis_config_from_env(dl_redis_config_t *cfg, char *err, size_t errlen)
         return rc;
     if (rc > 0)
         cfg->connect_timeout_ms = (uint64_t)v;
+    rc = env_num("REDIS_BREAKER_THRESHOLD", 0, MAX_BREAKER_THRESHOLD, &v, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
+        cfg->breaker_threshold = (int)v;
+    rc = env_num("REDIS_BREAKER_COOLDOWN_MS", 1, (long long)MAX_TIMEOUT_MS, &v, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
+        cfg->breaker_cooldown_ms = (uint64_t)v;
+    rc = env_num("REDIS_RECONNECT_MAX_MS", 1, MAX_RECONNECT_MS, &v, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
+        cfg->reconnect_max_ms = (uint64_t)v;
     return configured;
 }
 
@@ -451,6 +503,51 @@ static void queue_remove(dl_redis_pool_t *p, dl_redis_cmd_t *cmd)
 static int name_is(const char *s, size_t n, const char *name)
 {
     return s != NULL && dl_strncasecmp_eq(s, n, name, strlen(name));
+}
+
+/* Commands that only read: sending one twice cannot change anything. */
+int dl_redis_is_read_only(const char *name, size_t len)
+{
+    static const char *const reads[] = {
+        "get",       "mget",      "exists",   "ttl",      "pttl",        "expiretime",
+        "type",      "strlen",    "getrange", "getbit",   "bitcount",    "bitpos",
+        "scan",      "sscan",     "hscan",    "zscan",    "keys",        "dbsize",
+        "info",      "ping",      "echo",     "time",     "hget",        "hmget",
+        "hgetall",   "hexists",   "hlen",     "hkeys",    "hvals",       "hstrlen",
+        "smembers",  "sismember", "smismember", "scard",  "srandmember", "sinter",
+        "sunion",    "sdiff",     "lrange",   "llen",     "lindex",      "lpos",
+        "zrange",    "zrangebyscore", "zrevrange", "zrevrangebyscore", "zrangebylex",
+        "zscore",    "zmscore",   "zcard",    "zcount",   "zrank",       "zrevrank",
+        "zlexcount", "xrange",    "xrevrange", "xlen",    "pfcount",     "geopos",
+        "geodist",   "georadius_ro", "georadiusbymember_ro", "geosearch", "object",
+        "memory",    "lastsave",  "role",     "substr",
+    };
+    if (name == NULL)
+        return 0;
+    for (size_t k = 0; k < DL_ARRAY_SIZE(reads); k++)
+        if (name_is(name, len, reads[k]))
+            return 1;
+    return 0;
+}
+
+/* Whether a re-send of the pipeline is harmless: every command reads only
+ * (SCRIPT LOAD and SCRIPT EXISTS too: loading a script twice changes
+ * nothing). */
+static int pipeline_reads_only(int ncmds, const int *argcs, const char *const *const *argvs,
+                               const size_t *const *argvlens)
+{
+    for (int i = 0; i < ncmds; i++) {
+        const char *name = argvs[i][0];
+        size_t len = argvlens[i][0];
+        if (dl_redis_is_read_only(name, len))
+            continue;
+        if (name_is(name, len, "script") && argcs[i] >= 2 &&
+            (name_is(argvs[i][1], argvlens[i][1], "load") ||
+             name_is(argvs[i][1], argvlens[i][1], "exists")))
+            continue;
+        return 0;
+    }
+    return 1;
 }
 
 /*
@@ -677,11 +774,46 @@ static void release(dl_redis_cmd_t *cmd)
     dl_free(cmd);
 }
 
+static void report(dl_redis_pool_t *p, int event, int value)
+{
+    if (p->observe != NULL)
+        p->observe(event, value, p->observe_arg);
+}
+
+/* The outcome a finished or refused send counts as (backend_stats.h); -1 for
+ * none (canceled). An error reply is an answer: Redis itself is fine. */
+static int outcome_of(int status)
+{
+    switch (status) {
+    case 0:
+        return DL_OUTCOME_OK;
+    case DL_ETIMEDOUT:
+        return DL_OUTCOME_TIMEOUT;
+    case DL_EUNAVAIL:
+    case DL_EOFFLINE:
+        return DL_OUTCOME_FAST_FAIL;
+    case DL_ECANCELED:
+        return -1;
+    default:
+        return DL_OUTCOME_ERROR;
+    }
+}
+
 /* Runs the user callback once. The command stays valid during it, so a
  * dl_redis_cmd_cancel() of itself from there is a no-op. */
 static void complete(dl_redis_cmd_t *cmd, int status, redisReply **replies, int n)
 {
+    dl_redis_pool_t *p = cmd->pool;
     detach(cmd);
+    if (!cmd->internal) {
+        int o = outcome_of(status);
+        if (status == DL_EUNAVAIL)
+            p->fast_fails++;
+        else if (status == DL_EUNKNOWN)
+            p->unknown++;
+        if (o >= 0)
+            report(p, DL_REDIS_EV_OUTCOME, o);
+    }
     cmd->hold++;
     cmd->cb(status, replies, n, cmd->arg);
     cmd->hold--;
@@ -692,6 +824,22 @@ static void fail_queue(dl_redis_pool_t *p, int status)
 {
     for (;;) {
         dl_redis_cmd_t *cmd = p->queue.head;
+        if (cmd == NULL)
+            break;
+        complete(cmd, status, NULL, 0);
+    }
+}
+
+/* What waits for a connection while the pool is down or the breaker is not
+ * closed fails now (the probe keeps waiting unless the pool is down). Runs
+ * from the sweep timer, never inside a hiredis callback. */
+static void fail_waiting(dl_redis_pool_t *p)
+{
+    int status = p->login_failed ? DL_EREDIS : DL_EUNAVAIL;
+    while (!p->closing) {
+        dl_redis_cmd_t *cmd = p->queue.head;
+        while (cmd != NULL && cmd->internal && !p->down)
+            cmd = cmd->qnext;
         if (cmd == NULL)
             break;
         complete(cmd, status, NULL, 0);
@@ -717,6 +865,7 @@ struct uvev_s {
     uv_poll_t poll;
     int events;            /* what poll watches */
     int in_flush;
+    size_t wire_total;     /* bytes given to the context's output buffer */
     uvev_t *fnext, *fprev; /* in the pool's flush list */
     int queued;
 };
@@ -881,16 +1030,57 @@ static void log_failure(dl_redis_pool_t *p, const char *why)
 {
     p->errors++;
     snprintf(p->last_error, sizeof(p->last_error), "%s", why);
+    if (!p->closing)
+        dl_log(DL_LOG_DEBUG, "redis %s:%d: %s", p->cfg.host, p->cfg.port, why);
+}
+
+static void on_sweep(uv_timer_t *t);
+
+/* What waits is failed on the next loop turn, from the sweep timer. */
+static void schedule_fail(dl_redis_pool_t *p)
+{
     if (p->closing)
         return;
-    if (!p->outage) {
-        /* Once per outage: the other connections and later attempts stay quiet. */
-        p->outage = 1;
-        p->outage_since = uv_now(p->loop);
-        dl_log(DL_LOG_WARN, "redis %s:%d: %s; reconnecting", p->cfg.host, p->cfg.port, why);
-    } else {
-        dl_log(DL_LOG_DEBUG, "redis %s:%d: %s", p->cfg.host, p->cfg.port, why);
+    p->fail_due = 1;
+    uv_timer_start(&p->sweep, on_sweep, 0, 0);
+}
+
+static void set_up(dl_redis_pool_t *p, int up)
+{
+    if (p->reported_up != up) {
+        p->reported_up = up;
+        report(p, DL_REDIS_EV_UP, up);
     }
+}
+
+/* No connection is ready and an attempt just failed: fail fast from now on.
+ * Logged once per outage; the other connections and later attempts stay quiet. */
+static void pool_down(dl_redis_pool_t *p, const char *why)
+{
+    if (p->down || p->closing)
+        return;
+    p->down = 1;
+    p->down_since = uv_now(p->loop);
+    dl_log(DL_LOG_WARN, "redis %s:%d: down (%s); commands fail fast while reconnecting",
+           p->cfg.host, p->cfg.port, why);
+    set_up(p, 0);
+    schedule_fail(p);
+}
+
+/* The wait before a connection's next attempt: at once after a drop of a
+ * ready connection, else 50 ms doubling up to reconnect_max_ms, drawn from
+ * the upper half so the connections of every worker do not move in step. */
+static uint64_t backoff_ms(dl_redis_pool_t *p, int attempt)
+{
+    if (attempt <= 0)
+        return 0;
+    uint64_t base = p->cfg.reconnect_max_ms;
+    if (attempt - 1 < 16)
+        base = DL_MIN(base, (uint64_t)BACKOFF_STEP_MS << (attempt - 1));
+    p->rng ^= p->rng << 13;
+    p->rng ^= p->rng >> 7;
+    p->rng ^= p->rng << 17;
+    return base - base / 2 + p->rng % (base / 2 + 1);
 }
 
 /*
@@ -907,17 +1097,22 @@ static void conn_fail(conn_t *c, const char *why, int free_ctx)
 
     if (c->state == CONN_IDLE || c->state == CONN_CLOSED)
         return;
+    int was_ready = c->state == CONN_READY;
     c->ac = NULL;
     if (ac != NULL)
         ac->data = NULL;
-    if (c->state == CONN_READY)
+    if (was_ready)
         p->nready--;
     c->state = CONN_IDLE;
     c->nsteps = c->step = 0;
     log_failure(p, why);
-    c->attempt++;
-    uint64_t delay = DL_MIN((uint64_t)c->attempt * BACKOFF_STEP_MS, (uint64_t)BACKOFF_MAX_MS);
-    uv_timer_start(&c->timer, on_conn_timer, delay, 0);
+    /* a drop is retried at once; a failed attempt makes the pool down when
+     * no other connection is ready */
+    c->attempt = was_ready ? 0 : c->attempt + 1;
+    if (!was_ready && p->nready == 0)
+        pool_down(p, why);
+    uv_timer_start(&c->timer, on_conn_timer, backoff_ms(p, c->attempt), 0);
+    p->reconnects++;
     if (ac != NULL && free_ctx)
         redisAsyncFree(ac);
 }
@@ -931,11 +1126,12 @@ static void conn_ready(conn_t *c)
     c->attempt = 0;
     p->nready++;
     p->login_failed = 0;
-    if (p->outage) {
-        p->outage = 0;
+    if (p->down) {
+        p->down = 0;
         dl_log(DL_LOG_INFO, "redis %s:%d: connected again after %llu ms", p->cfg.host,
-               p->cfg.port, (unsigned long long)(uv_now(p->loop) - p->outage_since));
+               p->cfg.port, (unsigned long long)(uv_now(p->loop) - p->down_since));
     }
+    set_up(p, 1);
     dispatch(p);
 }
 
@@ -971,15 +1167,12 @@ static void on_setup_reply(redisAsyncContext *ac, void *r, void *priv)
                        p->cfg.port, p->cfg.client_name, reply->str ? reply->str : "error");
             p->setname_warned = 1;
         } else {
-            int login = is_login_error(step, reply);
+            /* a login error makes what waits fail with DL_EREDIS (pool_down) */
+            if (is_login_error(step, reply))
+                p->login_failed = 1;
             snprintf(why, sizeof(why), "%s: %.*s", step_names[step], (int)reply->len,
                      reply->str ? reply->str : "");
             conn_fail(c, why, 1);
-            if (login) {
-                p->login_failed = 1;
-                if (p->nready == 0 && !p->closing)
-                    fail_queue(p, DL_EREDIS);
-            }
             return;
         }
     }
@@ -1012,8 +1205,10 @@ static int setup_send(conn_t *c, int step, int argc, const char **argv)
     size_t lens[4];
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
+    size_t before = sdslen(c->ac->c.obuf);
     if (redisAsyncCommandArgv(c->ac, on_setup_reply, c, argc, argv, lens) != REDIS_OK)
         return -1;
+    ((uvev_t *)c->ac->ev.data)->wire_total += sdslen(c->ac->c.obuf) - before;
     c->steps[c->nsteps++] = step;
     return 0;
 }
@@ -1122,8 +1317,6 @@ static void conn_start(conn_t *c)
 
     if (p->closing)
         return;
-    if (c->attempt > 0)
-        p->reconnects++;
     uv_timer_start(&c->timer, on_conn_timer, p->cfg.connect_timeout_ms, 0);
     if (p->host_is_ip) {
         conn_open(c, p->cfg.host);
@@ -1199,6 +1392,18 @@ static void attempt_end(dl_redis_cmd_t *cmd)
     cmd->ac = NULL;
 }
 
+/* Whether the context wrote the pipeline's first command out whole: the
+ * bytes it was given minus what its output buffer still holds. */
+static int wire_reached(const redisAsyncContext *ac, const dl_redis_cmd_t *cmd)
+{
+    const uvev_t *e = ac->ev.data;
+    if (e == NULL || ac->c.obuf == NULL)
+        return 1; /* cannot tell: assume it was */
+    size_t pending = sdslen(ac->c.obuf);
+    size_t written = e->wire_total >= pending ? e->wire_total - pending : 0;
+    return cmd->wire_end0 <= written;
+}
+
 static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     dl_redis_cmd_t *cmd = priv;
@@ -1210,6 +1415,8 @@ static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
     cmd->outstanding--;
     if (reply == NULL) {
         /* The context is being freed: every callback it holds comes now, with NULL. */
+        if (!cmd->failed && wire_reached(ac, cmd))
+            cmd->reached = 1;
         cmd->failed = 1;
         if (c->ac == ac)
             conn_fail(c, ac_error(ac, "connection lost"), 0);
@@ -1228,6 +1435,9 @@ static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
         return;
     }
     if (!cmd->failed) {
+        /* an answer: the server is alive (the probe alone closes an open breaker) */
+        if (p->breaker.state == DL_BREAKER_CLOSED)
+            dl_breaker_success(&p->breaker);
         /* The last reply is lent as is; it is not counted in nreplies. */
         cmd->replies[cmd->nreplies] = reply;
         if (cmd->oom)
@@ -1239,13 +1449,20 @@ static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
     drop_replies(cmd);
     if (p->closing) {
         complete(cmd, DL_ECANCELED, NULL, 0);
-    } else if (cmd->retries < p->cfg.max_retries) {
+    } else if ((!cmd->reached || cmd->idempotent) && cmd->retries < p->cfg.max_retries) {
+        /* never written, or harmless twice: send it again */
         cmd->retries++;
+        p->resent++;
         cmd->failed = 0;
+        cmd->reached = 0;
         queue_push(p, cmd, 1);
-        dispatch(p);
+        if (p->down)
+            schedule_fail(p);
+        else
+            dispatch(p);
     } else {
-        complete(cmd, DL_EIO, NULL, 0);
+        /* a read lost is only lost; a write may have run */
+        complete(cmd, cmd->reached && !cmd->idempotent ? DL_EUNKNOWN : DL_EIO, NULL, 0);
     }
 }
 
@@ -1263,12 +1480,16 @@ static void send_on(conn_t *c, dl_redis_cmd_t *cmd)
     cmd->oom = 0;
     c->inflight++;
     p->ninflight++;
+    uvev_t *e = ac->ev.data;
     for (i = 0; i < cmd->ncmds; i++) {
         const char *s = cmd->buf + cmd->offs[i];
         size_t len = cmd->offs[i + 1] - cmd->offs[i];
         if (redisAsyncFormattedCommand(ac, on_cmd_reply, cmd, s, len) != REDIS_OK)
             break;
         cmd->outstanding++;
+        e->wire_total += len; /* hiredis appends the bytes as given */
+        if (i == 0)
+            cmd->wire_end0 = e->wire_total;
     }
     if (i == cmd->ncmds)
         return;
@@ -1304,12 +1525,14 @@ static void dispatch(dl_redis_pool_t *p)
 /* Deadlines                                                                */
 /* ------------------------------------------------------------------------ */
 
-static void on_sweep(uv_timer_t *t);
-
 static void arm_sweep(dl_redis_pool_t *p)
 {
     if (p->closing)
         return;
+    if (p->fail_due) {
+        uv_timer_start(&p->sweep, on_sweep, 0, 0);
+        return;
+    }
     dl_redis_cmd_t *head = p->live.head;
     if (head == NULL) {
         uv_timer_stop(&p->sweep);
@@ -1319,12 +1542,17 @@ static void arm_sweep(dl_redis_pool_t *p)
     uv_timer_start(&p->sweep, on_sweep, head->deadline > now ? head->deadline - now : 0, 0);
 }
 
+static void breaker_moved(dl_redis_pool_t *p);
+
 static void on_sweep(uv_timer_t *t)
 {
     dl_redis_pool_t *p = t->data;
     uint64_t now = uv_now(p->loop);
     char why[64];
 
+    p->fail_due = 0;
+    if (p->down || p->breaker.state != DL_BREAKER_CLOSED)
+        fail_waiting(p);
     for (;;) {
         dl_redis_cmd_t *cmd = p->live.head;
         if (p->closing || cmd == NULL || cmd->deadline > now)
@@ -1332,6 +1560,11 @@ static void on_sweep(uv_timer_t *t)
         conn_t *c = cmd->conn;
         redisAsyncContext *ac = cmd->ac;
         p->timeouts++;
+        /* a caller's timeout counts toward the breaker while it is closed;
+         * once open, only the probe decides */
+        if (!cmd->internal && p->breaker.state == DL_BREAKER_CLOSED &&
+            dl_breaker_timeout(&p->breaker, now))
+            breaker_moved(p);
         /* Detach first, so freeing its connection does not retry it. The
          * connection may hold the reply yet to come: drop it and reconnect. */
         detach(cmd);
@@ -1346,6 +1579,93 @@ static void on_sweep(uv_timer_t *t)
         release(cmd);
     }
     arm_sweep(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Circuit breaker                                                          */
+/* ------------------------------------------------------------------------ */
+
+static void on_probe(int status, redisReply **replies, int n, void *arg)
+{
+    dl_redis_pool_t *p = arg;
+    DL_UNUSED(replies);
+    DL_UNUSED(n);
+    p->probe = NULL;
+    if (p->closing)
+        return;
+    uint64_t now = uv_now(p->loop);
+    int moved;
+    if (status == 0)
+        moved = dl_breaker_success(&p->breaker);
+    else if (status == DL_ETIMEDOUT)
+        moved = dl_breaker_timeout(&p->breaker, now);
+    else
+        moved = dl_breaker_probe_failed(&p->breaker, now);
+    if (moved)
+        breaker_moved(p);
+}
+
+/* The half-open probe: one PING through the queue, with the command timeout. */
+static void send_probe(dl_redis_pool_t *p)
+{
+    static const char *const ping[] = {"PING"};
+    static const size_t ping_len[] = {4};
+    static const int argc = 1;
+    const char *const *argvs[1] = {ping};
+    const size_t *const lens[1] = {ping_len};
+
+    dl_redis_cmd_t *cmd = cmd_new(p, 1, &argc, argvs, lens);
+    if (cmd == NULL) {
+        if (dl_breaker_probe_failed(&p->breaker, uv_now(p->loop)))
+            breaker_moved(p);
+        return;
+    }
+    cmd->internal = 1;
+    cmd->idempotent = 1;
+    cmd->cb = on_probe;
+    cmd->arg = p;
+    cmd->deadline = uv_now(p->loop) + p->cfg.cmd_timeout_ms;
+    p->probe = cmd;
+    list_push(&p->live, cmd);
+    arm_sweep(p);
+    queue_push(p, cmd, 1);
+    dispatch(p);
+}
+
+static void on_breaker_timer(uv_timer_t *t)
+{
+    dl_redis_pool_t *p = t->data;
+    int moved;
+    if (dl_breaker_allow(&p->breaker, uv_now(p->loop), &moved) == 2 && moved)
+        breaker_moved(p);
+}
+
+/* Once per transition: log it, report it, and act on the new state. */
+static void breaker_moved(dl_redis_pool_t *p)
+{
+    int st = p->breaker.state;
+    if (p->closing)
+        return;
+    report(p, DL_REDIS_EV_BREAKER, st);
+    if (st == DL_BREAKER_OPEN) {
+        dl_log(DL_LOG_WARN,
+               "redis %s:%d: circuit breaker open after %d consecutive timeouts; commands fail "
+               "fast for %llu ms, then a PING probes",
+               p->cfg.host, p->cfg.port, p->breaker.consecutive,
+               (unsigned long long)p->cfg.breaker_cooldown_ms);
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "circuit breaker open after %d consecutive timeouts", p->breaker.consecutive);
+        uv_timer_start(&p->breaker_timer, on_breaker_timer, p->cfg.breaker_cooldown_ms, 0);
+        schedule_fail(p);
+    } else if (st == DL_BREAKER_HALF_OPEN) {
+        dl_log(DL_LOG_INFO, "redis %s:%d: circuit breaker half-open: probing with PING",
+               p->cfg.host, p->cfg.port);
+        send_probe(p);
+    } else {
+        uv_timer_stop(&p->breaker_timer);
+        dl_log(DL_LOG_INFO, "redis %s:%d: circuit breaker closed: Redis answers again",
+               p->cfg.host, p->cfg.port);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1413,6 +1733,15 @@ dl_redis_pool_t *dl_redis_pool_new(uv_loop_t *loop, const dl_redis_config_t *cfg
         p->cfg.connect_timeout_ms = DL_REDIS_DEFAULT_CONNECT_TIMEOUT_MS;
     if (p->cfg.max_retries < 0)
         p->cfg.max_retries = 0;
+    if (p->cfg.breaker_threshold < 0)
+        p->cfg.breaker_threshold = DL_BREAKER_DEFAULT_THRESHOLD;
+    if (p->cfg.breaker_cooldown_ms == 0)
+        p->cfg.breaker_cooldown_ms = DL_BREAKER_DEFAULT_COOLDOWN_MS;
+    if (p->cfg.reconnect_max_ms == 0)
+        p->cfg.reconnect_max_ms = DL_REDIS_DEFAULT_RECONNECT_MAX_MS;
+    dl_breaker_init(&p->breaker, p->cfg.breaker_threshold, p->cfg.breaker_cooldown_ms);
+    p->reported_up = -1;
+    p->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)p) | 1;
     if (p->cfg.port <= 0 || p->cfg.port > 65535)
         p->cfg.port = DL_REDIS_DEFAULT_PORT;
     if (p->cfg.host[0] == '\0')
@@ -1432,6 +1761,9 @@ dl_redis_pool_t *dl_redis_pool_new(uv_loop_t *loop, const dl_redis_config_t *cfg
     uv_prepare_init(loop, &p->flush);
     p->flush.data = p;
     p->refs++;
+    uv_timer_init(loop, &p->breaker_timer);
+    p->breaker_timer.data = p;
+    p->refs++;
     for (int i = 0; i < p->nconns; i++) {
         conn_t *c = &p->conns[i];
         c->pool = p;
@@ -1446,9 +1778,17 @@ dl_redis_pool_t *dl_redis_pool_new(uv_loop_t *loop, const dl_redis_config_t *cfg
     return p;
 }
 
-int dl_redis_pool_send(dl_redis_pool_t *p, int ncmds, const int *argcs,
-                       const char *const *const *argvs, const size_t *const *argvlens,
-                       dl_redis_reply_cb cb, void *arg, dl_redis_cmd_t **out)
+/* A send refused at once: counted, never queued. */
+static int refuse(dl_redis_pool_t *p, int rc)
+{
+    p->fast_fails++;
+    report(p, DL_REDIS_EV_OUTCOME, DL_OUTCOME_FAST_FAIL);
+    return rc;
+}
+
+int dl_redis_pool_sendf(dl_redis_pool_t *p, int ncmds, const int *argcs,
+                        const char *const *const *argvs, const size_t *const *argvlens,
+                        int flags, dl_redis_reply_cb cb, void *arg, dl_redis_cmd_t **out)
 {
     if (out != NULL)
         *out = NULL;
@@ -1460,17 +1800,19 @@ int dl_redis_pool_send(dl_redis_pool_t *p, int ncmds, const int *argcs,
     int rc = check_pipeline(ncmds, argcs, argvs, argvlens);
     if (rc < 0)
         return rc;
-    if (p->nready == 0) {
-        if (p->login_failed)
-            return DL_EREDIS;
-        if (p->nqueued >= p->cfg.max_offline)
-            return DL_EOFFLINE;
-    }
+    if (p->down)
+        return refuse(p, p->login_failed ? DL_EREDIS : DL_EUNAVAIL);
+    if (p->breaker.state != DL_BREAKER_CLOSED)
+        return refuse(p, DL_EUNAVAIL);
+    if (p->nready == 0 && p->nqueued >= p->cfg.max_offline)
+        return refuse(p, DL_EOFFLINE);
     dl_redis_cmd_t *cmd = cmd_new(p, ncmds, argcs, argvs, argvlens);
     if (cmd == NULL)
         return DL_ENOMEM;
     cmd->cb = cb;
     cmd->arg = arg;
+    cmd->idempotent = (flags & DL_REDIS_IDEMPOTENT) != 0 ||
+                      pipeline_reads_only(ncmds, argcs, argvs, argvlens);
     /* The loop's clock may be a handler's run time behind. */
     uv_update_time(p->loop);
     cmd->deadline = uv_now(p->loop) + p->cfg.cmd_timeout_ms;
@@ -1482,6 +1824,31 @@ int dl_redis_pool_send(dl_redis_pool_t *p, int ncmds, const int *argcs,
         *out = cmd;
     dispatch(p);
     return 0;
+}
+
+int dl_redis_pool_send(dl_redis_pool_t *p, int ncmds, const int *argcs,
+                       const char *const *const *argvs, const size_t *const *argvlens,
+                       dl_redis_reply_cb cb, void *arg, dl_redis_cmd_t **out)
+{
+    return dl_redis_pool_sendf(p, ncmds, argcs, argvs, argvlens, 0, cb, arg, out);
+}
+
+void dl_redis_pool_observe(dl_redis_pool_t *p, dl_redis_event_cb cb, void *arg)
+{
+    if (p == NULL)
+        return;
+    p->observe = cb;
+    p->observe_arg = arg;
+    /* what happened before the observer came (a failed first attempt) */
+    if (cb != NULL && p->reported_up >= 0)
+        cb(DL_REDIS_EV_UP, p->reported_up, arg);
+    if (cb != NULL)
+        cb(DL_REDIS_EV_BREAKER, p->breaker.state, arg);
+}
+
+const char *dl_redis_pool_last_error(const dl_redis_pool_t *p)
+{
+    return p != NULL ? p->last_error : "";
 }
 
 void dl_redis_cmd_cancel(dl_redis_cmd_t *cmd)
@@ -1499,6 +1866,7 @@ void dl_redis_pool_free(dl_redis_pool_t *p)
     p->closing = 1;
     uv_close((uv_handle_t *)&p->sweep, on_pool_handle_close);
     uv_close((uv_handle_t *)&p->flush, on_pool_handle_close);
+    uv_close((uv_handle_t *)&p->breaker_timer, on_pool_handle_close);
     for (int i = 0; i < p->nconns; i++) {
         conn_t *c = &p->conns[i];
         redisAsyncContext *ac = c->ac;
@@ -1532,5 +1900,12 @@ void dl_redis_pool_stats(const dl_redis_pool_t *p, dl_redis_stats_t *out)
     out->reconnects = p->reconnects;
     out->timeouts = p->timeouts;
     out->errors = p->errors;
+    out->fast_fails = p->fast_fails;
+    out->unknown = p->unknown;
+    out->resent = p->resent;
+    out->down = p->down;
+    out->breaker = p->breaker.state;
+    out->breaker_transitions = p->breaker.transitions;
+    out->down_ms = p->down ? uv_now(p->loop) - p->down_since : 0;
     snprintf(out->last_error, sizeof(out->last_error), "%s", p->last_error);
 }

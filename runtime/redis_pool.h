@@ -2,8 +2,10 @@
  * redis_pool.h - a pool of asynchronous Redis connections (hiredis 0.14 over
  * libuv) owned by one worker thread's loop: configuration from REDIS_URL or
  * REDIS_HOST/..., pipelined binary-safe commands with a deadline, a bounded
- * offline queue, reconnection with backoff and re-sends after a dropped
- * connection. Everything here runs on the loop's thread; nothing is locked.
+ * offline queue while connections come up, fail-fast while Redis is down or
+ * the circuit breaker is open, background reconnection with capped
+ * exponential backoff and jitter, and re-sends only where they cannot apply
+ * a write twice. Everything here runs on the loop's thread; nothing is locked.
  */
 #ifndef DL_REDIS_POOL_H
 #define DL_REDIS_POOL_H
@@ -20,6 +22,7 @@
 #define DL_REDIS_DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define DL_REDIS_DEFAULT_MAX_OFFLINE 1000
 #define DL_REDIS_DEFAULT_MAX_RETRIES 3
+#define DL_REDIS_DEFAULT_RECONNECT_MAX_MS 500
 #define DL_REDIS_DEFAULT_CLIENT_NAME "devloop-api"
 
 /* Where and how to connect. Fill with dl_redis_config_init() or
@@ -34,8 +37,12 @@ typedef struct {
     uint64_t cmd_timeout_ms;     /* send to reply, queueing included (REDIS_COMMAND_TIMEOUT_MS) */
     uint64_t connect_timeout_ms; /* TCP connect plus the setup commands */
     size_t max_offline;          /* commands waiting while no connection is ready */
-    int max_retries;             /* re-sends of a command whose connection dropped */
+    int max_retries;             /* re-sends of a command whose connection dropped (see send) */
     char client_name[64];        /* CLIENT SETNAME; "" for none */
+    int breaker_threshold;       /* consecutive timeouts that open the breaker; 0: never
+                                  * (REDIS_BREAKER_THRESHOLD, default 5) */
+    uint64_t breaker_cooldown_ms; /* open this long, then one PING probes (REDIS_BREAKER_COOLDOWN_MS) */
+    uint64_t reconnect_max_ms;   /* cap of the reconnect backoff (REDIS_RECONNECT_MAX_MS) */
 } dl_redis_config_t;
 
 /** Fills *cfg with the defaults above (127.0.0.1:6379, db 0, no password). */
@@ -45,7 +52,8 @@ void dl_redis_config_init(dl_redis_config_t *cfg);
  * Fills *cfg with the defaults, then from the environment: REDIS_URL (see
  * dl_redis_config_parse_url()) or else REDIS_HOST, REDIS_PORT, REDIS_USERNAME,
  * REDIS_PASSWORD, REDIS_DB; and REDIS_POOL_SIZE, REDIS_COMMAND_TIMEOUT_MS,
- * REDIS_CONNECT_TIMEOUT_MS in both cases. Empty variables count as unset.
+ * REDIS_CONNECT_TIMEOUT_MS, REDIS_BREAKER_THRESHOLD, REDIS_BREAKER_COOLDOWN_MS,
+ * REDIS_RECONNECT_MAX_MS in both cases. Empty variables count as unset.
  * Returns 1 when Redis is configured (REDIS_URL, _HOST, _PORT, _PASSWORD or
  * _DB set), 0 when none is, DL_EINVAL with a message in err for a malformed
  * value. err may be NULL.
@@ -70,12 +78,16 @@ typedef struct dl_redis_cmd_s dl_redis_cmd_t;
 /**
  * Completion of dl_redis_pool_send(). status is 0 with n replies (a reply may
  * be REDIS_REPLY_ERROR: that is a Redis-level error, still status 0), or,
- * with replies NULL and n 0: DL_ETIMEDOUT (no reply within cmd_timeout_ms),
- * DL_EIO (the connection dropped and re-sends ran out), DL_EREDIS (a
- * connection could not log in or select the db: see the pool's last_error),
- * DL_ECANCELED (the pool was freed) or DL_ENOMEM. The replies are borrowed:
- * valid only during the callback. Runs on the loop's thread; it may send,
- * cancel other commands or free the pool.
+ * with replies NULL and n 0: DL_ETIMEDOUT (no reply within cmd_timeout_ms,
+ * queueing included; a written command may have run), DL_EUNKNOWN (the
+ * connection dropped after the pipeline was written and it may not be
+ * re-sent: it may or may not have run), DL_EIO (the connection dropped and
+ * re-sends ran out), DL_EUNAVAIL (Redis went down or the breaker opened while
+ * it waited for a connection), DL_EREDIS (a connection could not log in or
+ * select the db: see dl_redis_pool_last_error()), DL_ECANCELED (the pool was
+ * freed) or DL_ENOMEM. The replies are borrowed: valid only during the
+ * callback. Runs on the loop's thread; it may send, cancel other commands or
+ * free the pool.
  */
 typedef void (*dl_redis_reply_cb)(int status, redisReply **replies, int n, void *arg);
 
@@ -88,27 +100,62 @@ typedef void (*dl_redis_reply_cb)(int status, redisReply **replies, int n, void 
  */
 dl_redis_pool_t *dl_redis_pool_new(uv_loop_t *loop, const dl_redis_config_t *cfg);
 
+/* dl_redis_pool_sendf() flags */
+#define DL_REDIS_IDEMPOTENT 1 /* the caller says the pipeline may run twice: re-send it freely */
+
 /**
  * Sends a pipeline of ncmds commands, command i being argcs[i] arguments
  * argvs[i][j] of argvlens[i][j] bytes (binary safe), on one connection in one
- * round trip; cb gets all ncmds replies in order. The bytes are copied. With
- * no connection ready the pipeline waits in the offline queue; the deadline
- * (cmd_timeout_ms) counts from this call. If the connection drops first, the
- * whole pipeline is sent again (up to max_retries times), so a non-idempotent
- * command may run twice.
+ * round trip; cb gets all ncmds replies in order. The bytes are copied. While
+ * connections come up (none ready, none failed yet) the pipeline waits in the
+ * offline queue; the deadline (cmd_timeout_ms) counts from this call.
+ *
+ * Re-sends never apply a write twice: when its connection drops, a pipeline
+ * is sent again (up to max_retries times) only if none of its commands was
+ * written to the socket, or every command is on the read-only list
+ * (dl_redis_is_read_only()), or flags has DL_REDIS_IDEMPOTENT. Otherwise it
+ * fails with DL_EUNKNOWN.
  *
  * Returns 0 and cb will be called exactly once, never from inside this call;
- * or a negative code and cb is never called: DL_EOFFLINE (offline queue full),
- * DL_EREDIS (connections fail to log in), DL_ECANCELED (pool being freed),
+ * or a negative code and cb is never called: DL_EUNAVAIL (at once, no
+ * queueing: no live connection and the last attempt failed, or the circuit
+ * breaker is open or half-open; dl_redis_pool_last_error() says why),
+ * DL_EOFFLINE (offline queue full), DL_EREDIS (connections fail to log in),
+ * DL_ECANCELED (pool being freed),
  * DL_ENOMEM, DL_EINVAL (no command, an empty one, or one that would break a
  * shared connection: (P|S)(UN)SUBSCRIBE, MONITOR, SELECT, AUTH, HELLO, QUIT,
  * RESET, SYNC, PSYNC, CLIENT REPLY, a MULTI or WATCH not closed by EXEC or
  * DISCARD (or UNWATCH) within the same pipeline). *out (when out is not NULL)
  * is the command's handle for dl_redis_cmd_cancel(), valid until cb runs.
  */
+int dl_redis_pool_sendf(dl_redis_pool_t *p, int ncmds, const int *argcs,
+                        const char *const *const *argvs, const size_t *const *argvlens,
+                        int flags, dl_redis_reply_cb cb, void *arg, dl_redis_cmd_t **out);
+
+/** dl_redis_pool_sendf() with no flags. */
 int dl_redis_pool_send(dl_redis_pool_t *p, int ncmds, const int *argcs,
                        const char *const *const *argvs, const size_t *const *argvlens,
                        dl_redis_reply_cb cb, void *arg, dl_redis_cmd_t **out);
+
+/** 1 when the command (name of len bytes, any case) only reads, so a re-send
+ * cannot change anything: GET, MGET, EXISTS, TTL, HGETALL, SCAN, PING... */
+int dl_redis_is_read_only(const char *name, size_t len);
+
+/* What dl_redis_event_cb reports. */
+enum {
+    DL_REDIS_EV_OUTCOME, /* value: DL_OUTCOME_* of a finished or refused send (backend_stats.h) */
+    DL_REDIS_EV_UP,      /* value: 1 a connection is ready again, 0 Redis is down */
+    DL_REDIS_EV_BREAKER, /* value: the breaker's new DL_BREAKER_* state */
+};
+typedef void (*dl_redis_event_cb)(int event, int value, void *arg);
+
+/** Reports outcomes and state changes to cb (NULL: none). Loop thread; cb
+ * runs on it and must not call back into the pool. */
+void dl_redis_pool_observe(dl_redis_pool_t *p, dl_redis_event_cb cb, void *arg);
+
+/** Why the pool is unavailable or the last failure (""), valid until the next
+ * loop turn. */
+const char *dl_redis_pool_last_error(const dl_redis_pool_t *p);
 
 /**
  * Detaches a pending command: its callback will never be called. Safe at any
@@ -135,6 +182,13 @@ typedef struct {
     uint64_t reconnects; /* connection attempts after a failure or a drop */
     uint64_t timeouts;   /* pipelines that got DL_ETIMEDOUT */
     uint64_t errors;     /* failed connects, drops, failed setup commands */
+    uint64_t fast_fails; /* sends refused at once (down, breaker open) */
+    uint64_t unknown;    /* pipelines that got DL_EUNKNOWN */
+    uint64_t resent;     /* re-sends after a dropped connection */
+    int down;            /* no live connection and the last attempt failed */
+    int breaker;         /* DL_BREAKER_* */
+    uint64_t breaker_transitions;
+    uint64_t down_ms;    /* how long it has been down (0 when up) */
     char last_error[128];
 } dl_redis_stats_t;
 

@@ -236,6 +236,9 @@ static int define_metrics(dl_runtime_t *rt)
                                            NULL, 0, NULL, 0);
     if (rt->m.h2_defences < 0 || rt->m.tls_failures < 0 || rt->m.conns_refused < 0)
         return DL_EINVAL;
+    int rc = dl_backend_stats_init(&rt->backends, m, rt->cfg.workers);
+    if (rc < 0)
+        return rc;
     if (rt->m.requests < 0 || rt->m.duration < 0 || rt->m.db_duration < 0 ||
         rt->m.cache_lookup < 0 || rt->m.connections < 0 || rt->m.lua_memory < 0 ||
         rt->m.generation < 0 || rt->m.reload_failures < 0 || rt->m.log_dropped < 0 ||
@@ -834,6 +837,7 @@ void dl_runtime_free(dl_runtime_t *rt)
     dl_free(rt->upload_dir);
     dl_free(rt->app_dir);
     dl_memcache_free(rt->memcache);
+    dl_backend_stats_free(&rt->backends);
     dl_metrics_free(rt->metrics);
     dl_free(rt->db_path);
     if (rt->store)

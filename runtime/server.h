@@ -7,6 +7,7 @@
 
 #include <uv.h>
 
+#include "backend_stats.h"
 #include "internal.h"
 #include "mem_cache.h"
 #include "redis_pool.h"
@@ -41,6 +42,7 @@ struct dl_runtime_s {
             reload_failures, log_dropped, metrics_overflow, h2_defences, tls_failures,
             conns_refused;
     } m;                         /* ids of the runtime's own metrics */
+    dl_backend_stats_t backends; /* per-backend outcomes, up and breaker gauges */
     double start_time;           /* Unix time at start */
     int access_log;              /* DEVLOOP_ACCESS_LOG */
     int http_metrics;            /* DEVLOOP_METRICS: per-request metrics (default on) */

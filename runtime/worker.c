@@ -230,6 +230,19 @@ void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
         access_log(r, method, route, status, secs, bytes);
 }
 
+/* The pool's outcomes and state changes, into /metrics. */
+static void on_redis_event(int event, int value, void *arg)
+{
+    dl_worker_t *w = arg;
+    dl_backend_stats_t *bs = &w->rt->backends;
+    if (event == DL_REDIS_EV_OUTCOME)
+        dl_backend_outcome(bs, w->id, DL_BACKEND_REDIS, value);
+    else if (event == DL_REDIS_EV_UP)
+        dl_backend_set_up(bs, w->id, DL_BACKEND_REDIS, value);
+    else
+        dl_backend_set_breaker(bs, w->id, DL_BACKEND_REDIS, value);
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     dl_worker_t *w = t->data;
@@ -419,6 +432,7 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
     w->compressor = dl_compressor_new(w->cfg->gzip_level);
     if (rt->has_redis) {
         w->redis = dl_redis_pool_new(&w->loop, &rt->redis_cfg);
+        dl_redis_pool_observe(w->redis, on_redis_event, w);
         w->cache = w->redis ? dl_cache_new_redis(w->redis, &w->loop) : NULL;
     } else {
         w->cache = dl_cache_new_memory(rt->memcache, &w->loop);

@@ -53,7 +53,9 @@ DL_API const char *dl_version(void);
     XX(EQUERY, -4009, "unsupported query")                                 \
     XX(EPROTO, -71, "protocol error")                                      \
     XX(EOF, -4010, "end of stream")                                        \
-    XX(EPLAIN, -4011, "plain HTTP sent to a TLS port")
+    XX(EPLAIN, -4011, "plain HTTP sent to a TLS port")                     \
+    XX(EUNAVAIL, -4012, "backend unavailable")                             \
+    XX(EUNKNOWN, -4013, "connection lost after sending; outcome unknown")
 
 enum {
 #define XX(name, val, msg) DL_##name = (val),

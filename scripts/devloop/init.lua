@@ -72,7 +72,8 @@ local function route_cache(opts, handler)
     local status, body, ctype, gz = cache_core._http_get(key)
     if status then
       return status, body, { ["Content-Type"] = ctype }, gz and GZIP_BODY or nil
-    elseif body then
+    elseif body and ctype ~= "EUNAVAIL" then
+      -- (an unavailable backend was logged once by its pool, not per request)
       core.log(2, "cache lookup failed; running the handler", { key = key, err = body })
     end
 
@@ -142,8 +143,16 @@ local function set_args(key, value, opts)
   return args
 end
 
+-- A failed call is nil, message, code. A command is sent again after a
+-- dropped connection only when that cannot apply it twice (it was never
+-- written, or it only reads); a write whose reply was lost fails with code
+-- EUNKNOWN. redis.idempotent(...) and pipeline(cmds, { idempotent = true })
+-- say the command may run twice, so it is sent again too.
 function redis.call(...) return redis_call(...) end
-function redis.pipeline(cmds) return redis_pipeline(cmds) end
+function redis.idempotent(...) return redis_core.call_idempotent(...) end
+function redis.pipeline(cmds, opts)
+  return redis_pipeline(cmds, type(opts) == "table" and opts.idempotent == true)
+end
 function redis.configured() return redis_core.configured() end
 function redis.set(a, b, c, d)
   if a == redis then a, b, c = b, c, d end -- api.redis:set(k, v, opts)
@@ -151,8 +160,8 @@ function redis.set(a, b, c, d)
 end
 function redis.hgetall(a, b)
   local key = a == redis and b or a
-  local r, err = redis_call("HGETALL", key)
-  if not r then return r, err end
+  local r, err, code = redis_call("HGETALL", key)
+  if not r then return r, err, code end
   local t = {}
   for i = 1, #r, 2 do t[r[i]] = r[i + 1] end
   return t
@@ -331,7 +340,8 @@ function _M.health()
     local good = ok and res ~= nil and res ~= false
     local s = { type = kind, status = good and "UP" or "DOWN",
                 latency_ms = math.floor((core.now() - t0) * 1000 + 0.5) }
-    if not good then s.error = ok and "no answer" or tostring(res) end
+    -- the message, not the traceback with_timeout appends
+    if not good then s.error = ok and "no answer" or tostring(res):match("^[^\n]*") end
     services[name] = s
     n = n + 1
     if good then up = up + 1 end
@@ -342,6 +352,15 @@ function _M.health()
       if r ~= "PONG" then error(err or "unexpected PING reply", 0) end
       return true
     end)
+    -- this worker's pool: why it is down and for how long, the breaker
+    local st, s = redis_core.state(), services.cache
+    if st then
+      s.breaker = st.breaker
+      if s.status ~= "UP" then
+        s.last_error = st.last_error ~= "" and st.last_error or nil
+        if st.down_ms > 0 then s.down_ms = st.down_ms end
+      end
+    end
   else
     services.cache = { type = "memory", status = "UP" }
     n, up = n + 1, up + 1

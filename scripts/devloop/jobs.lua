@@ -155,6 +155,14 @@ end
 -- run_at, active ones in one per priority scored by lease end. Every move is
 -- one server-side script, so it is atomic across every process sharing the
 -- Redis; a scheduler's finishes and its next claim are one script call.
+--
+-- Faults: a script call whose reply is lost (Redis restarted, the connection
+-- dropped) may or may not have run. Adds, renewals and reclaims are sent
+-- again by the pool (each script does the same thing twice over: an add
+-- checks that the job is not there yet). A finish is applied only to a job
+-- that is still active and ours, so a cycle whose reply was lost hands its
+-- finishes to the next cycle and each completion is recorded once; jobs it
+-- may have claimed run when their lease ends (at-least-once).
 ---------------------------------------------------------------------------
 local redis = {}
 local P = "dl:jobs:"
@@ -195,8 +203,8 @@ local i, done, zc, zf = 9, {}, {}, {}
 for _ = 1, tonumber(ARGV[8]) do
   local id, state, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local k = p .. 'job:' .. id
-  local cur = redis.call('HMGET', k, 'owner', 'prank')
-  if cur[1] == owner then
+  local cur = redis.call('HMGET', k, 'owner', 'prank', 'state')
+  if cur[1] == owner and cur[3] == 'active' then
     local d = done[cur[2]]
     if not d then d = {} done[cur[2]] = d end
     d[#d + 1] = id
@@ -204,6 +212,7 @@ for _ = 1, tonumber(ARGV[8]) do
       -- the owner stays (no one renews or finishes a completed job); its
       -- hash is deleted by the reclaim script once its keep time is over
       redis.call('HSET', k, 'state', state, 'result', value, 'error', '', 'finished_at', now_s)
+      redis.call('HINCRBY', k, 'completions', 1)
       local keep = ARGV[i + 4]
       if keep ~= '0' then
         local until_ = keeps[keep]
@@ -304,17 +313,21 @@ local function load(name)
   return s, err
 end
 
+-- the scripts the pool may send twice (see the note above)
+local IDEMPOTENT = { add = true, renew = true, reclaim = true }
+
 local function eval(name, ...)
   local api = lib()
+  local send = IDEMPOTENT[name] and api.redis.idempotent or api.redis.call
   local sha = shas[name]
   if sha then
-    local r, err = api.redis.call("EVALSHA", sha, 0, ...)
-    if r ~= nil or not (err and err:find("NOSCRIPT", 1, true)) then return r, err end
+    local r, err, code = send("EVALSHA", sha, 0, ...)
+    if r ~= nil or not (err and err:find("NOSCRIPT", 1, true)) then return r, err, code end
   end
   -- first use (or a Redis that lost its script cache): load it
-  local s, err = load(name)
-  if not s then return nil, err end
-  return api.redis.call("EVALSHA", s, 0, ...)
+  local s, err, code = load(name)
+  if not s then return nil, err, code end
+  return send("EVALSHA", s, 0, ...)
 end
 
 local NUMERIC = { prank = true, run_at = true, attempts_made = true, started_at = true,
@@ -343,10 +356,10 @@ local function spec_of(doc)
     created_at = doc.created_at })
 end
 
+-- every add checks that its id is new, so a re-sent add cannot queue it twice
 function redis.add(doc)
-  local r, err = eval("add", P, 1, doc._id, doc.prank, doc.run_at, spec_of(doc),
-    doc.own_id and 1 or 0)
-  if r == nil then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
+  local r, err, code = eval("add", P, 1, doc._id, doc.prank, doc.run_at, spec_of(doc), 1)
+  if r == nil then return nil, "jobs: " .. tostring(err), code or "EREDIS" end
   return doc._id
 end
 
@@ -358,11 +371,11 @@ function redis.add_many(docs)
     for i = first, last do
       local doc = docs[i]
       args[n + 1], args[n + 2], args[n + 3], args[n + 4], args[n + 5] =
-        doc._id, doc.prank, doc.run_at, spec_of(doc), 0
+        doc._id, doc.prank, doc.run_at, spec_of(doc), 1
       n = n + 5
     end
-    local r, err = eval("add", unpack(args, 1, n))
-    if r == nil then return nil, "jobs: redis: " .. tostring(err), "EREDIS" end
+    local r, err, code = eval("add", unpack(args, 1, n))
+    if r == nil then return nil, "jobs: " .. tostring(err), code or "EREDIS" end
   end
   local ids = {}
   for i, doc in ipairs(docs) do ids[i] = doc._id end
@@ -421,8 +434,8 @@ function redis.cycle(owner_, fin, wants, now, lease)
       f.id, f.state, value, f.run_at or 0, f.keep or 0
     n = n + 5
   end
-  local r, err = eval("cycle", unpack(args, 1, n))
-  if r == nil then return nil, err end
+  local r, err, code = eval("cycle", unpack(args, 1, n))
+  if r == nil then return nil, err, code end
   local out = {}
   for i = 1, #r, 4 do
     local j = json_decode(r[i + 2])
@@ -668,21 +681,35 @@ local function start_lanes()
   end
 end
 
+-- the queue could not be reached, or a cycle's outcome is unknown: its
+-- finishes wait for the next cycle (each is applied once, see the Redis
+-- backend's note), which leaves no sooner than RETRY_MS later
+local AWAY = { EUNAVAIL = true, EUNKNOWN = true, ETIMEDOUT = true, EIO = true, EOFFLINE = true,
+  EREDIS = true }
+local RETRY_MS = 100
+local retry_at = 0
 local failing = false
 local function cycle(b, fin, wants, now, kicks_at)
-  local ok, list, err = pcall(b.cycle, owner, fin, wants, now, LEASE_MS)
+  local ok, list, err, code = pcall(b.cycle, owner, fin, wants, now, LEASE_MS)
   if not ok then list, err = nil, list end
   inflight = inflight - 1
   for rank = 0, 2 do reserved[rank] = reserved[rank] - wants[rank] end
-  for _, f in ipairs(fin) do running[f.id] = nil end
+  if list or not AWAY[code] then
+    for _, f in ipairs(fin) do running[f.id] = nil end
+  else
+    -- kept in running: their leases are still renewed while they wait
+    for i = #fin, 1, -1 do table.insert(finishing, 1, fin[i]) end
+  end
   if not list then
     -- once per outage; the next poll tries again
     if not failing then core.log(3, "jobs: cannot reach the queue: " .. tostring(err)) end
     failing = true
+    retry_at = now_ms() + RETRY_MS
     for rank = 0, 2 do starved[rank], flowing[rank] = kicks_at, false end
   else
     if failing then core.log(1, "jobs: queue reachable again") end
     failing = false
+    retry_at = 0
     local got = { [0] = 0, [1] = 0, [2] = 0 }
     for _, j in ipairs(list) do
       local q = buffered[j.prank]
@@ -747,7 +774,7 @@ function _M._run_scheduler(workers)
     lim = limits(workers)
     start_lanes()
     local sent = false
-    if inflight < FETCHERS then
+    if inflight < FETCHERS and (retry_at == 0 or now >= retry_at) then
       -- a cycle asks for half of what is missing from running + one batch ahead
       local wants, any = { [0] = 0, [1] = 0, [2] = 0 }, false
       if not _M.paused then

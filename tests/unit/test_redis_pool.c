@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "breaker.h"
 #include "buf.h"
 #include "internal.h"
 #include "redis_pool.h"
@@ -866,11 +867,13 @@ DL_TEST(redis_pool_hostname)
     EXPECT_EQ(call(&loop, p, "PING", &r[0]), 0);
     EXPECT_STR(text0(&r[0]), "+PONG");
 
-    /* A name that does not resolve: commands wait, then time out. */
+    /* A name that does not resolve: the pool is down and commands fail
+     * (at once, or at the command timeout where DNS is slow to say no). */
     snprintf(cfg.host, sizeof(cfg.host), "no-such-host.invalid");
     cfg.cmd_timeout_ms = 300;
     dl_redis_pool_t *bad = dl_redis_pool_new(&loop, &cfg);
-    EXPECT_EQ(call(&loop, bad, "PING", &r[1]), DL_ETIMEDOUT);
+    int rc = call(&loop, bad, "PING", &r[1]);
+    EXPECT(rc == DL_EUNAVAIL || rc == DL_ETIMEDOUT);
     dl_redis_stats_t st;
     dl_redis_pool_stats(bad, &st);
     /* Where DNS is slow to say no, the connect deadline fires first. */
@@ -901,22 +904,38 @@ DL_TEST(redis_pool_server_late)
     g_loop = &loop;
     test_config(&cfg, port);
     dl_redis_pool_t *p = dl_redis_pool_new(&loop, &cfg);
+    /* Sent before the first attempt ended, they wait; the refused connect
+     * makes the pool down and they fail on the next loop turn. */
     int target = g_done + 2;
     EXPECT_EQ(send_words(p, "SET late yes", &r[0], NULL), 0);
     EXPECT_EQ(send_words(p, "GET late", &r[1], NULL), 0);
+    EXPECT(run_until_done(&loop, target, 200));
+    EXPECT_EQ(r[0].status, DL_EUNAVAIL);
+    EXPECT_EQ(r[1].status, DL_EUNAVAIL);
     run_for(&loop, 300);
-    EXPECT_EQ(r[0].called + r[1].called, 0);
     dl_redis_pool_stats(p, &st);
-    EXPECT_EQ(st.queued, 2);
+    EXPECT_EQ(st.queued, 0);
     EXPECT_EQ(st.ready, 0);
+    EXPECT_EQ(st.down, 1);
     EXPECT(st.errors >= 2);
     EXPECT(st.reconnects >= 2);
+    EXPECT(contains(st.last_error, "refused"));
+    /* while down, a send fails at once: no callback, no queue */
+    EXPECT_EQ(send_words(p, "GET late", &r[2], NULL), DL_EUNAVAIL);
+    EXPECT_EQ(r[2].called, 0);
 
     if (dl_test_redis_start(NULL, &port, &pid) < 0) {
         DL_FAIL_AT("no redis-server");
     } else {
-        EXPECT(run_until_done(&loop, target, 5000));
-        EXPECT_EQ(r[0].status, 0);
+        /* Redis answers: ready within a second (the backoff is capped at 500 ms) */
+        uv_update_time(&loop);
+        uint64_t t0 = uv_now(&loop);
+        EXPECT(wait_ready(&loop, p, 1, 1000));
+        EXPECT_INT(uv_now(&loop) - t0, <=, 1000);
+        result_clear(&r[0]);
+        result_clear(&r[1]);
+        EXPECT_EQ(call(&loop, p, "SET late yes", &r[0]), 0);
+        EXPECT_EQ(call(&loop, p, "GET late", &r[1]), 0);
         EXPECT_STR(text0(&r[1]), "$yes");
         EXPECT(wait_ready(&loop, p, 2, 5000));
     }
@@ -940,13 +959,14 @@ DL_TEST(redis_pool_server_never)
     dl_redis_pool_t *p = dl_redis_pool_new(&loop, &cfg);
     uv_update_time(&loop);
     uint64_t t0 = uv_now(&loop);
-    EXPECT_EQ(call(&loop, p, "GET x", &r[0]), DL_ETIMEDOUT);
-    EXPECT_INT(r[0].at - t0, >=, 290);
-    EXPECT_INT(r[0].at - t0, <=, 600);
+    /* refused: the command fails in milliseconds, not at the timeout */
+    EXPECT_EQ(call(&loop, p, "GET x", &r[0]), DL_EUNAVAIL);
+    EXPECT_INT(r[0].at - t0, <, 100);
     dl_redis_stats_t st;
     dl_redis_pool_stats(p, &st);
-    EXPECT_EQ(st.timeouts, 1);
+    EXPECT_EQ(st.timeouts, 0);
     EXPECT_EQ(st.queued, 0);
+    EXPECT_EQ(st.fast_fails, 1);
     EXPECT(contains(st.last_error, "connect"));
     teardown(&loop, p, 0);
     for (size_t i = 0; i < DL_ARRAY_SIZE(r); i++)
@@ -988,22 +1008,26 @@ DL_TEST(redis_pool_server_restart)
     dl_redis_pool_stats(p, &st);
     EXPECT_EQ(st.inflight, N + 1);
     dl_test_redis_stop(pid);
-    run_for(&loop, 200);
+    /* Written writes are never sent twice: their outcome is unknown. */
+    EXPECT(run_until_done(&loop, target, 1000));
+    for (int i = 0; i <= N; i++) {
+        EXPECT_EQ(r[i].called, 1);
+        EXPECT_EQ(r[i].status, DL_EUNKNOWN);
+    }
+    run_for(&loop, 100);
     dl_redis_pool_stats(p, &st);
     EXPECT_EQ(st.ready, 0);
-    EXPECT_EQ(st.queued, N + 1);
-    EXPECT_EQ(g_done, target - N - 1);
+    EXPECT_EQ(st.queued, 0);
+    EXPECT_EQ(st.down, 1);
+    EXPECT_EQ(st.unknown, (uint64_t)N + 1);
 
     pid = 0;
     if (dl_test_redis_start("--enable-debug-command yes", &port, &pid) < 0)
         DL_FAIL_AT("no redis-server on restart");
-    EXPECT(run_until_done(&loop, target, 5000));
-    for (int i = 0; i <= N; i++) {
-        EXPECT_EQ(r[i].called, 1);
-        EXPECT_EQ(r[i].status, 0);
-    }
-    EXPECT_EQ(call(&loop, p, "GET k7", &r[N + 1]), 0);
-    EXPECT_STR(text0(&r[N + 1]), "$v7");
+    EXPECT(wait_ready(&loop, p, 1, 1000));
+    EXPECT_EQ(call(&loop, p, "SET k7 v7", &r[N + 1]), 0);
+    EXPECT_EQ(call(&loop, p, "GET k7", &r[N + 2]), 0);
+    EXPECT_STR(text0(&r[N + 2]), "$v7");
     EXPECT(wait_ready(&loop, p, 2, 5000));
     dl_redis_pool_stats(p, &st);
     EXPECT(st.reconnects >= 2);
@@ -1042,7 +1066,8 @@ DL_TEST(redis_pool_retries_exhausted)
     uv_update_time(&loop);
     uint64_t t0 = uv_now(&loop);
     EXPECT(run_until_done(&loop, target, 2000));
-    EXPECT_EQ(r[0].status, DL_EIO);
+    /* DEBUG SLEEP may have done something; a GET lost is only lost */
+    EXPECT_EQ(r[0].status, DL_EUNKNOWN);
     EXPECT_EQ(r[1].status, DL_EIO);
     EXPECT_INT(r[1].at - t0, <, 300);
     teardown(&loop, p, 0);
@@ -1051,16 +1076,35 @@ DL_TEST(redis_pool_retries_exhausted)
     LEAK_CHECK();
 }
 
+/* A socket that listens and never accepts: TCP connects, login never answers. */
+static int silent_listener(int *port)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    EXPECT_EQ(listen(fd, 64), 0);
+    EXPECT_EQ(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
 DL_TEST(redis_pool_offline_overflow)
 {
     uv_loop_t loop;
     dl_redis_config_t cfg;
     result_t r[7];
+    int port;
 
+    /* connections that come up slowly: commands wait in the offline queue */
+    int fd = silent_listener(&port);
     memset(r, 0, sizeof(r));
     uv_loop_init(&loop);
     g_loop = &loop;
-    test_config(&cfg, dl_test_free_port());
+    test_config(&cfg, port);
     cfg.max_offline = 5;
     dl_redis_pool_t *p = dl_redis_pool_new(&loop, &cfg);
     for (int i = 0; i < 5; i++)
@@ -1080,6 +1124,7 @@ DL_TEST(redis_pool_offline_overflow)
     }
     EXPECT_EQ(r[5].called + r[6].called, 0);
     teardown(&loop, NULL, 0);
+    close(fd);
     for (size_t i = 0; i < DL_ARRAY_SIZE(r); i++)
         result_clear(&r[i]);
     LEAK_CHECK();
@@ -1182,32 +1227,163 @@ DL_TEST(redis_pool_timeout_debug_sleep)
     LEAK_CHECK();
 }
 
-DL_TEST(redis_pool_connect_timeout)
+/* A server that accepts and does not answer (SIGSTOP): after the threshold
+ * of consecutive timeouts the breaker opens and sends fail at once; after
+ * the cool-down one PING probes; once Redis answers, it closes. */
+DL_TEST(redis_pool_breaker)
 {
     uv_loop_t loop;
+    int port = 0;
+    pid_t pid = 0;
     dl_redis_config_t cfg;
-    result_t r[1];
-    struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-
-    /* A socket that listens and never accepts: TCP connects, login never answers. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    EXPECT_EQ(listen(fd, 64), 0);
-    EXPECT_EQ(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    result_t r[8];
+    dl_redis_stats_t st;
 
     memset(r, 0, sizeof(r));
     uv_loop_init(&loop);
     g_loop = &loop;
-    test_config(&cfg, ntohs(sa.sin_port));
+    if (dl_test_redis_start(NULL, &port, &pid) < 0) {
+        DL_FAIL_AT("no redis-server");
+        return;
+    }
+    test_config(&cfg, port);
+    cfg.pool_size = 2;
+    cfg.cmd_timeout_ms = 100;
+    cfg.connect_timeout_ms = 5000; /* reconnects to the stopped server hang, not fail */
+    cfg.breaker_threshold = 3;
+    cfg.breaker_cooldown_ms = 300;
+    dl_redis_pool_t *p = dl_redis_pool_new(&loop, &cfg);
+    EXPECT(wait_ready(&loop, p, 2, 5000));
+
+    kill(pid, SIGSTOP);
+    for (int i = 0; i < 3; i++)
+        EXPECT_EQ(call(&loop, p, "GET x", &r[i]), DL_ETIMEDOUT);
+    dl_redis_pool_stats(p, &st);
+    EXPECT_EQ(st.breaker, DL_BREAKER_OPEN);
+    EXPECT_EQ(st.breaker_transitions, 1);
+    EXPECT(contains(st.last_error, "circuit breaker open"));
+    /* open: refused at once, never queued */
+    EXPECT_EQ(send_words(p, "GET x", &r[3], NULL), DL_EUNAVAIL);
+    EXPECT_EQ(r[3].called, 0);
+
+    /* the probe goes out after the cool-down and times out: open again */
+    run_for(&loop, 450);
+    dl_redis_pool_stats(p, &st);
+    EXPECT_EQ(st.breaker, DL_BREAKER_OPEN);
+    EXPECT_EQ(st.breaker_transitions, 3);
+    EXPECT_EQ(send_words(p, "GET x", &r[4], NULL), DL_EUNAVAIL);
+
+    /* Redis answers again: the next probe closes the breaker */
+    kill(pid, SIGCONT);
+    uv_update_time(&loop);
+    uint64_t t0 = uv_now(&loop);
+    int ok = 0;
+    while (!ok && uv_now(&loop) - t0 < 2000) {
+        run_for(&loop, 20);
+        result_clear(&r[5]);
+        int rc = send_words(p, "PING", &r[5], NULL);
+        if (rc == 0) {
+            EXPECT(run_until_done(&loop, g_done + 1, 1000));
+            ok = r[5].status == 0;
+        }
+    }
+    EXPECT(ok);
+    EXPECT_INT(uv_now(&loop) - t0, <, 1000);
+    dl_redis_pool_stats(p, &st);
+    EXPECT_EQ(st.breaker, DL_BREAKER_CLOSED);
+    EXPECT(st.breaker_transitions >= 5);
+    EXPECT_EQ(call(&loop, p, "GET x", &r[6]), 0);
+
+    teardown(&loop, p, pid);
+    for (size_t i = 0; i < DL_ARRAY_SIZE(r); i++)
+        result_clear(&r[i]);
+    LEAK_CHECK();
+}
+
+/* A write whose reply is lost is never sent again; a read is, and so is a
+ * write its sender marked idempotent. */
+DL_TEST(redis_pool_resend_policy)
+{
+    uv_loop_t loop;
+    int port = 0;
+    pid_t pid = 0;
+    dl_redis_config_t cfg;
+    result_t r[6];
+    dl_redis_stats_t st;
+
+    memset(r, 0, sizeof(r));
+    uv_loop_init(&loop);
+    g_loop = &loop;
+    if (dl_test_redis_start(NULL, &port, &pid) < 0) {
+        DL_FAIL_AT("no redis-server");
+        return;
+    }
+    test_config(&cfg, port);
+    cfg.pool_size = 2;
+    cfg.cmd_timeout_ms = 2000;
+    dl_redis_pool_t *p = dl_redis_pool_new(&loop, &cfg);
+    EXPECT(wait_ready(&loop, p, 2, 5000));
+    EXPECT_EQ(call(&loop, p, "SET n 0", &r[0]), 0);
+
+    /* Written while the server is stopped, then the server dies: the
+     * connections drop with the three commands written and unanswered. */
+    kill(pid, SIGSTOP);
+    int target = g_done + 3;
+    EXPECT_EQ(send_words(p, "INCR n", &r[1], NULL), 0);
+    EXPECT_EQ(send_words(p, "GET n", &r[2], NULL), 0);
+    const char *argv[] = {"INCR", "m"};
+    const size_t lens[] = {4, 1};
+    const char *const *argvs[1] = {argv};
+    const size_t *const lensv[1] = {lens};
+    int argc = 2;
+    EXPECT_EQ(dl_redis_pool_sendf(p, 1, &argc, argvs, lensv, DL_REDIS_IDEMPOTENT, on_result,
+                                  &r[3], NULL),
+              0);
+    run_for(&loop, 50);
+    dl_test_redis_stop(pid); /* SIGKILL works on a stopped process */
+    pid = 0;
+    EXPECT(run_until_done(&loop, target, 1000));
+    EXPECT_EQ(r[1].status, DL_EUNKNOWN); /* written: never re-sent */
+    /* the read and the idempotent write were re-sent, found the pool down,
+     * and failed fast */
+    EXPECT_EQ(r[2].status, DL_EUNAVAIL);
+    EXPECT_EQ(r[3].status, DL_EUNAVAIL);
+    dl_redis_pool_stats(p, &st);
+    EXPECT(st.resent >= 2);
+    EXPECT_EQ(st.unknown, 1);
+    EXPECT_EQ(dl_redis_is_read_only("hgetall", 7), 1);
+    EXPECT_EQ(dl_redis_is_read_only("INCR", 4), 0);
+    EXPECT_EQ(dl_redis_is_read_only("EVALSHA", 7), 0);
+    teardown(&loop, p, 0);
+    for (size_t i = 0; i < DL_ARRAY_SIZE(r); i++)
+        result_clear(&r[i]);
+    LEAK_CHECK();
+}
+
+DL_TEST(redis_pool_connect_timeout)
+{
+    uv_loop_t loop;
+    dl_redis_config_t cfg;
+    result_t r[2];
+    int port;
+
+    int fd = silent_listener(&port);
+    memset(r, 0, sizeof(r));
+    uv_loop_init(&loop);
+    g_loop = &loop;
+    test_config(&cfg, port);
     cfg.pool_size = 1;
     cfg.connect_timeout_ms = 200;
     cfg.cmd_timeout_ms = 700;
     dl_redis_pool_t *p = dl_redis_pool_new(&loop, &cfg);
-    EXPECT_EQ(call(&loop, p, "GET x", &r[0]), DL_ETIMEDOUT);
+    /* it waits for the connection, which times out: down, and it fails then */
+    uv_update_time(&loop);
+    uint64_t t0 = uv_now(&loop);
+    EXPECT_EQ(call(&loop, p, "GET x", &r[0]), DL_EUNAVAIL);
+    EXPECT_INT(r[0].at - t0, >=, 190);
+    EXPECT_INT(r[0].at - t0, <, 600);
+    EXPECT_EQ(send_words(p, "GET x", &r[1], NULL), DL_EUNAVAIL);
+    run_for(&loop, 300);
     dl_redis_stats_t st;
     dl_redis_pool_stats(p, &st);
     EXPECT(st.errors >= 2);
@@ -1216,6 +1392,7 @@ DL_TEST(redis_pool_connect_timeout)
     teardown(&loop, p, 0);
     close(fd);
     result_clear(&r[0]);
+    result_clear(&r[1]);
     LEAK_CHECK();
 }
 
