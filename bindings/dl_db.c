@@ -200,6 +200,10 @@ static void after_cb(uv_work_t *w, int status)
         const char *labels[2] = {op_names[c->op], c->coll[0] ? c->coll : "-"};
         dl_metric_observe(rt->metrics, c->worker->id, rt->m.db_duration, labels,
                           (double)(uv_hrtime() - c->start_ns) / 1e9);
+        if (rt->has_store_guard)
+            dl_store_guard_done(&rt->store_guard, c->worker->id, uv_now(&c->worker->loop),
+                                status == UV_ECANCELED ? DL_ECANCELED : c->res.status,
+                                c->res.err);
     }
     if (t == NULL) {
         call_free(c);
@@ -227,6 +231,18 @@ static int queue_call(lua_State *L, db_call_t *c, dl_task_t *t)
     c->work.data = c;
     c->worker = t->vm->worker;
     c->start_ns = uv_hrtime();
+    /* a store that does not answer (its breaker is open): fail now, no thread */
+    dl_runtime_t *rt = c->worker->rt;
+    char why[sizeof(c->res.err)];
+    if (rt->has_store_guard &&
+        !dl_store_guard_allow(&rt->store_guard, c->worker->id, uv_now(&c->worker->loop), why,
+                              sizeof(why))) {
+        call_free(c);
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        lua_pushstring(L, dl_err_name(DL_EUNAVAIL));
+        return 3;
+    }
     int rc = uv_queue_work(&t->vm->worker->loop, &c->work, work_cb, after_cb);
     if (rc != 0) {
         call_free(c);
@@ -344,6 +360,28 @@ static int l_db_call(lua_State *L)
     return queue_call(L, c, t);
 }
 
+/* db_core.state() -> {breaker = "closed" | "half_open" | "open", last_error = s | nil} | nil */
+static int l_db_state(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    dl_runtime_t *rt = vm && vm->worker ? vm->worker->rt : NULL;
+    if (rt == NULL || !rt->has_store_guard) {
+        lua_pushnil(L);
+        return 1;
+    }
+    int breaker;
+    char err[256];
+    dl_store_guard_state(&rt->store_guard, &breaker, err, sizeof(err));
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, dl_breaker_state_name(breaker));
+    lua_setfield(L, -2, "breaker");
+    if (err[0] != '\0') {
+        lua_pushstring(L, err);
+        lua_setfield(L, -2, "last_error");
+    }
+    return 1;
+}
+
 /* db_core.type() -> "sqlite" | "mongodb" | nil */
 static int l_db_type(lua_State *L)
 {
@@ -378,6 +416,7 @@ static const luaL_Reg db_funcs[] = {
     {"type", l_db_type},
     {"has_files", l_db_has_files},
     {"sign", l_db_sign},
+    {"state", l_db_state},
     {NULL, NULL},
 };
 

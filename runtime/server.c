@@ -36,6 +36,25 @@ static uint64_t env_u64(const char *name, uint64_t def)
     return (*end == '\0') ? (uint64_t)n : def;
 }
 
+/* A whole number in [min, max] or def when unset; else -1 with a message
+ * naming the variable. */
+static long long env_range(const char *name, long long min, long long max, long long def,
+                           char *errbuf, size_t errlen)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0')
+        return def;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (*end != '\0' || errno != 0 || n < min || n > max || v[0] == '-' || v[0] == '+') {
+        snprintf(errbuf, errlen, "%s=%s: expected a whole number from %lld to %lld\n", name, v,
+                 min, max);
+        return -1;
+    }
+    return n;
+}
+
 /* 1/0, true/false, on/off, yes/no; anything else keeps def, with a warning
  * (a typo must not silently leave a feature on) */
 static int env_bool(const char *name, int def)
@@ -423,6 +442,21 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         snprintf(errbuf, errlen, "document store: %s\n", dberr);
         dl_runtime_free(rt);
         return DL_EIO;
+    }
+    {
+        long long th = env_range("MONGO_BREAKER_THRESHOLD", 0, 1000000,
+                                 DL_BREAKER_DEFAULT_THRESHOLD, errbuf, errlen);
+        long long cd = th < 0 ? -1
+                              : env_range("MONGO_BREAKER_COOLDOWN_MS", 1, 86400000,
+                                          DL_BREAKER_DEFAULT_COOLDOWN_MS, errbuf, errlen);
+        if (th < 0 || cd < 0) {
+            dl_runtime_free(rt);
+            return DL_EINVAL;
+        }
+        int backend = strcmp(rt->store->ops->type, "mongodb") == 0 ? DL_BACKEND_MONGO
+                                                                   : DL_BACKEND_SQLITE;
+        dl_store_guard_init(&rt->store_guard, backend, (int)th, (uint64_t)cd, &rt->backends);
+        rt->has_store_guard = 1;
     }
     /* blocking store calls share libuv's thread pool: give it room */
     if (getenv("UV_THREADPOOL_SIZE") == NULL)
@@ -842,6 +876,8 @@ void dl_runtime_free(dl_runtime_t *rt)
     dl_free(rt->db_path);
     if (rt->store)
         rt->store->ops->close(rt->store);
+    if (rt->has_store_guard)
+        dl_store_guard_destroy(&rt->store_guard);
     uv_mutex_destroy(&rt->status_lock);
     dl_free(rt);
 }

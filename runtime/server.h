@@ -11,6 +11,7 @@
 #include "internal.h"
 #include "mem_cache.h"
 #include "redis_pool.h"
+#include "store_guard.h"
 #include "worker.h"
 
 struct dl_runtime_s {
@@ -35,6 +36,8 @@ struct dl_runtime_s {
     dl_redis_config_t redis_cfg;
     dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
     struct dl_store_s *store;    /* documents: SQLite file or MongoDB, shared by workers */
+    dl_store_guard_t store_guard; /* its outcomes and (MongoDB) circuit breaker */
+    int has_store_guard;
     char *db_path;               /* the SQLite file (NULL with MongoDB) */
     struct dl_metrics_s *metrics;
     struct {

@@ -152,6 +152,8 @@ end
 
 function _M.type() return db_core.type() end
 function _M.ping() return call("ping") end
+-- the store's circuit breaker (MongoDB): {breaker = "closed"|"half_open"|"open", last_error}
+function _M.state() return db_core.state() end
 
 local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
 

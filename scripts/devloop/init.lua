@@ -373,6 +373,11 @@ function _M.health()
       return true
     end)
   end
+  -- a store across the network: its breaker, and why it opened
+  local dst = services.db and _M.db.state()
+  if dst and dst.breaker ~= "closed" then
+    services.db.breaker, services.db.last_error = dst.breaker, dst.last_error
+  end
   local status = (up == n) and "UP" or (up == 0 and "DOWN" or "DEGRADED")
   return {
     status = status,
