@@ -168,13 +168,15 @@ static int push_result(lua_State *L, db_call_t *c)
         lua_pushnumber(L, (lua_Number)r->matched);
         return 2;
     case OP_INDEX:
-    case OP_PING:
         lua_pushboolean(L, 1);
         return 1;
     default: {
         char err[160];
         if (r->json.len == 0) {
-            lua_pushnil(L);
+            if (c->op == OP_PING)
+                lua_pushboolean(L, 1);
+            else
+                lua_pushnil(L);
             return 1;
         }
         if (dl_json_decode(L, r->json.data, r->json.len, err, sizeof(err)) != 0) {
@@ -271,6 +273,8 @@ static int copy_file_args(db_call_t *c, const char *const *v, const size_t *len,
 
 /*
  * db_core.call(op, collection, a, b, c, flag) -> results | nil, err, code
+ *   call("ping") -> the store's answer as a table: {ok = 1}, plus write = {ok = false, code =
+ *   "ENOSPC", error = message, since = ISO time} while writes fail (store.h)
  * File operations take strings instead (stores without files: nil, msg, "ENOTSUP"):
  *   call("file_put", path, filename, content_type|nil, sha256|nil) -> id
  *   call("file_get", id, dest_path) -> {id, filename, content_type, size, sha256, created_at}

@@ -17,9 +17,19 @@
  *
  * Connections: one writer behind a mutex (writes run in BEGIN IMMEDIATE) and
  * a pool of readers (mutex + condvar), in WAL mode, so readers never wait for
- * the writer and other processes can share the file (busy_timeout 5000).
- * Each connection keeps up to 64 prepared statements keyed by SQL text (LRU).
- * SQLite errors become DL_E* codes once, in sql_fail(), with its message.
+ * the writer and other processes can share the file (busy timeout
+ * DEVLOOP_DB_BUSY_TIMEOUT_MS, default 5000). Each connection keeps up to 64
+ * prepared statements keyed by SQL text (LRU). SQLite errors become DL_E*
+ * codes once, in sql_fail(), with a message saying what happened (read-only,
+ * locked, full, i/o, cannot open) and SQLite's own.
+ *
+ * Faults: a failed statement leaves its connection out of any transaction
+ * (conn_settle() rolls back what SQLite did not), so the next operation starts
+ * clean and succeeds as soon as the cause is gone, with no restart (a
+ * connection is reopened only if SQLite cannot leave a transaction, which
+ * should not happen). The store remembers the latest write's fault and since when
+ * (health_t); ping() reports it and probes the writer itself, so /health shows
+ * a read-only, locked or full database, and its recovery, without traffic.
  */
 #include "store.h"
 
@@ -44,6 +54,10 @@
 #define MAX_PROJ_FIELDS 64
 #define MAX_COLL_LEN 64
 #define ARENA_CHUNK 8192
+#define BUSY_MS_DEFAULT 5000
+#define BUSY_MS_MAX 600000
+#define PROBE_BUSY_MS 100       /* the health probe's wait for the write lock */
+#define PROBE_INTERVAL_MS 1000  /* at most one probe write per interval */
 
 /* ------------------------------------------------------------------------ */
 /* Arena and JSON DOM                                                       */
@@ -522,28 +536,6 @@ static jv_t *json_parse(arena_t *a, const char *text, const char *dflt, const ch
     return v;
 }
 
-/* The one translation of SQLite errors into DL_E* codes. */
-static int sql_fail(dl_store_res_t *res, sqlite3 *db, int rc)
-{
-    const char *msg = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    switch (rc & 0xff) {
-    case SQLITE_CONSTRAINT: {
-        const char *ix = strstr(msg, "index '");
-        if (ix != NULL)
-            return set_err(res, DL_EDUPKEY, "duplicate key: unique index %s (sqlite: %s)",
-                           ix + 6, msg);
-        return set_err(res, DL_EDUPKEY, "duplicate key: _id (sqlite: %s)", msg);
-    }
-    case SQLITE_NOMEM:
-        return set_err(res, DL_ENOMEM, "sqlite: %s", msg);
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return set_err(res, DL_ETIMEDOUT, "sqlite: %s", msg);
-    default:
-        return set_err(res, DL_EIO, "sqlite: %s", msg);
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* JSON output                                                              */
 /* ------------------------------------------------------------------------ */
@@ -641,15 +633,33 @@ typedef struct {
 } stmt_ent_t;
 
 typedef struct {
-    sqlite3 *db;
+    sqlite3 *db;          /* NULL after conn_settle() gave up on it: conn_ready() reopens */
+    const char *path;     /* the store's */
+    int writer;
+    int busy_ms;          /* the busy timeout in force */
+    int fault;            /* the DL_E* of the last database fault sql_fail() saw, or 0 */
     int n;
     uint64_t tick;
     stmt_ent_t cache[STMT_CACHE_SIZE];
 } conn_t;
 
+/* The latest write's outcome, for ping(). Lock order: wmu, then mu. */
+typedef struct {
+    pthread_mutex_t mu;
+    int code;             /* 0, or the DL_E* of the failure */
+    char err[256];
+    int64_t since_ms;     /* wall clock of the first failure in a row */
+    int64_t busy_seen_ms; /* the probe found the write lock held since then (0: free) */
+    uint64_t probe_ns;    /* monotonic time of the last probe */
+} health_t;
+
 typedef struct {
     dl_store_t base;
+    char *path;
+    int busy_ms;
+    health_t health;
     conn_t writer;
+    int64_t wtx_changes;  /* the writer's total_changes when its transaction began */
     pthread_mutex_t wmu;
     conn_t *readers;
     int nreaders;
@@ -672,6 +682,109 @@ static uint32_t fnv1a(const char *s)
     return h;
 }
 
+/* An errno as words, for messages (strerror() is not thread-safe). */
+static const char *errno_text(int e, char *buf, size_t n)
+{
+    switch (e) {
+    case EROFS: return "read-only file system";
+    case ENOSPC: return "no space left on device";
+    case EDQUOT: return "disk quota exceeded";
+    case EACCES: return "permission denied";
+    case EPERM: return "operation not permitted";
+    case EIO: return "input/output error";
+    case ENOENT: return "no such file or directory";
+    case EMFILE: return "too many open files";
+    case ENFILE: return "too many open files in system";
+    default: snprintf(buf, n, "errno %d", e); return buf;
+    }
+}
+
+/* The errno behind an i/o or open error. sqlite3_system_errno() is set on some
+ * paths only (not for a failed COMMIT), so for an i/o error the files' own
+ * last errno comes first: the WAL's (most writes), then the database file's
+ * (checkpoints). Each is that file's latest failure, never reset. */
+static int last_errno(sqlite3 *db, int rc)
+{
+    int e = 0;
+    if (db == NULL)
+        return 0;
+    if ((rc & 0xff) == SQLITE_IOERR) {
+        sqlite3_file *jf = NULL;
+        if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &jf) == SQLITE_OK &&
+            jf != NULL && jf->pMethods != NULL)
+            jf->pMethods->xFileControl(jf, SQLITE_FCNTL_LAST_ERRNO, &e);
+        if (e == 0)
+            sqlite3_file_control(db, "main", SQLITE_FCNTL_LAST_ERRNO, &e);
+    }
+    return e != 0 ? e : sqlite3_system_errno(db);
+}
+
+/* The one translation of SQLite errors into DL_E* codes, with the message of
+ * c's database (NULL: SQLite's text for rc). A fault of the database itself
+ * (read-only, locked, full, i/o, cannot open) is also kept in c->fault. */
+static int sql_fail(dl_store_res_t *res, conn_t *c, int rc)
+{
+    sqlite3 *db = c != NULL ? c->db : NULL;
+    int eno = last_errno(db, rc); /* meaningful for i/o and open errors only */
+    const char *msg = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    char eb[32];
+    const char *etxt = errno_text(eno, eb, sizeof(eb));
+    int code;
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT: {
+        const char *ix = strstr(msg, "index '");
+        if (ix != NULL)
+            return set_err(res, DL_EDUPKEY, "duplicate key: unique index %s (sqlite: %s)",
+                           ix + 6, msg);
+        return set_err(res, DL_EDUPKEY, "duplicate key: _id (sqlite: %s)", msg);
+    }
+    case SQLITE_NOMEM:
+        return set_err(res, DL_ENOMEM, "sqlite: %s", msg);
+    case SQLITE_BUSY:
+        if (c != NULL && c->busy_ms > 0)
+            code = set_err(res, DL_EBUSY,
+                           "database locked by another process for more than %d ms (sqlite: %s)",
+                           c->busy_ms, msg);
+        else
+            code = set_err(res, DL_EBUSY, "database locked by another process (sqlite: %s)", msg);
+        break;
+    case SQLITE_LOCKED:
+        code = set_err(res, DL_EBUSY, "database table locked (sqlite: %s)", msg);
+        break;
+    case SQLITE_READONLY:
+        code = set_err(res, DL_EROFS, "database is read-only (sqlite: %s)", msg);
+        break;
+    case SQLITE_FULL:
+        /* SQLite's message is the same words */
+        if (strcmp(msg, "database or disk is full") == 0)
+            code = set_err(res, DL_ENOSPC, "database or disk is full");
+        else
+            code = set_err(res, DL_ENOSPC, "database or disk is full (sqlite: %s)", msg);
+        break;
+    case SQLITE_CANTOPEN:
+        code = set_err(res, DL_ECANTOPEN, "cannot open the database file (sqlite: %s: %s)", msg,
+                       etxt);
+        break;
+    case SQLITE_IOERR:
+        /* SQLite reports every failed write(2) but ENOSPC as an i/o error */
+        if (eno == EROFS || eno == EACCES || eno == EPERM)
+            code = set_err(res, DL_EROFS, "database is read-only (sqlite: %s: %s)", msg, etxt);
+        else if (eno == ENOSPC || eno == EDQUOT)
+            code = set_err(res, DL_ENOSPC, "database or disk is full (sqlite: %s: %s)", msg,
+                           etxt);
+        else if (eno != 0)
+            code = set_err(res, DL_EIO, "database i/o error (sqlite: %s: %s)", msg, etxt);
+        else
+            code = set_err(res, DL_EIO, "database i/o error (sqlite: %s)", msg);
+        break;
+    default:
+        return set_err(res, DL_EIO, "sqlite: %s", msg);
+    }
+    if (c != NULL)
+        c->fault = code;
+    return code;
+}
+
 /* A prepared statement for sql, from the cache; hand it back with stmt_put(). */
 static sqlite3_stmt *stmt_get(conn_t *c, const char *sql, dl_store_res_t *res)
 {
@@ -687,7 +800,7 @@ static sqlite3_stmt *stmt_get(conn_t *c, const char *sql, dl_store_res_t *res)
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
     if (rc != SQLITE_OK) {
-        sql_fail(res, c->db, rc);
+        sql_fail(res, c, rc);
         sqlite3_finalize(st);
         return NULL;
     }
@@ -742,18 +855,23 @@ static int run_simple(conn_t *c, const char *sql, dl_store_res_t *res)
         return res->status;
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        sql_fail(res, c->db, rc);
+        sql_fail(res, c, rc);
     stmt_put(c, st);
     return res->status;
 }
 
-static int conn_open(conn_t *c, const char *path, int writer, char *err, size_t errlen)
+/* Opens c on path; err gets the message, and the DL_E* is returned. */
+static int conn_open(conn_t *c, const char *path, int writer, int busy_ms, char *err,
+                     size_t errlen)
 {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     memset(c, 0, sizeof(*c));
+    c->path = path;
+    c->writer = writer;
+    c->busy_ms = busy_ms;
     int rc = sqlite3_open_v2(path, &c->db, flags, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_busy_timeout(c->db, 5000);
+        sqlite3_busy_timeout(c->db, busy_ms);
         const char *pragmas = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
                                        "PRAGMA foreign_keys=OFF;"
                                      : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; "
@@ -761,11 +879,13 @@ static int conn_open(conn_t *c, const char *path, int writer, char *err, size_t 
         rc = sqlite3_exec(c->db, pragmas, NULL, NULL, NULL);
     }
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "sqlite open %s: %s", path,
-                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        dl_store_res_t r;
+        dl_store_res_init(&r);
+        sql_fail(&r, c, rc);
+        snprintf(err, errlen, "sqlite open %s: %s", path, r.err);
         sqlite3_close_v2(c->db);
         c->db = NULL;
-        return DL_EIO;
+        return r.status;
     }
     return 0;
 }
@@ -780,6 +900,38 @@ static void conn_close(conn_t *c)
     if (c->db != NULL)
         sqlite3_close_v2(c->db);
     c->db = NULL;
+}
+
+/* Leaves c out of any transaction: a failed statement may leave one open (SQLite
+ * rolls back by itself after some errors and not after others), and a writer
+ * kept in it would hold the write lock, a reader its snapshot (the WAL could
+ * then never be reset). Should ROLLBACK fail too, c is closed; conn_ready()
+ * reopens it before its next use. */
+static void conn_settle(conn_t *c)
+{
+    if (c->db == NULL || sqlite3_get_autocommit(c->db))
+        return;
+    dl_store_res_t tmp;
+    dl_store_res_init(&tmp);
+    run_simple(c, "ROLLBACK", &tmp);
+    if (sqlite3_get_autocommit(c->db))
+        return;
+    dl_log(DL_LOG_WARN, "sqlite %s: cannot leave a transaction (%s); reopening the connection",
+           c->path, tmp.err);
+    conn_close(c); /* keeps path, role and busy timeout for conn_ready() */
+}
+
+/* Reopens c when conn_settle() closed it (or an earlier reopen failed). */
+static int conn_ready(conn_t *c, dl_store_res_t *res)
+{
+    if (c->db != NULL)
+        return 0;
+    char err[sizeof(res->err)];
+    int rc = conn_open(c, c->path, c->writer, c->busy_ms, err, sizeof(err));
+    if (rc == 0)
+        return 0;
+    c->fault = rc;
+    return set_err(res, rc, "%s", err);
 }
 
 static conn_t *reader_acquire(sqlite_store_t *s)
@@ -813,30 +965,84 @@ static int check_coll(const char *coll, dl_store_res_t *res)
     return 0;
 }
 
-/* Validates coll and creates its table on first use by this store. */
-static int ensure_coll(sqlite_store_t *s, const char *coll, dl_store_res_t *res)
+/* ------------------------------------------------------------------------ */
+/* Write health                                                             */
+/* ------------------------------------------------------------------------ */
+
+static int64_t wall_ms(void)
 {
-    if (check_coll(coll, res) != 0)
-        return res->status;
-    pthread_mutex_lock(&s->cmu);
-    for (int k = 0; k < s->ncolls; k++) {
-        if (strcmp(s->colls[k], coll) == 0) {
-            pthread_mutex_unlock(&s->cmu);
-            return 0;
-        }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Records the outcome of a write on the writer (wmu held): a commit that
+ * changed rows clears the fault, a fault of the database sets it (keeping the
+ * time of the first one in a row). A failure of the operation itself (bad
+ * input, duplicate key) and a commit with nothing to write (it succeeds on a
+ * full disk) say nothing about the database and change nothing. */
+static void health_note(sqlite_store_t *s, const dl_store_res_t *res)
+{
+    health_t *h = &s->health;
+    if (res->status != 0 && s->writer.fault == 0)
+        return;
+    if (res->status == 0 &&
+        (s->writer.db == NULL || sqlite3_total_changes64(s->writer.db) == s->wtx_changes))
+        return;
+    pthread_mutex_lock(&h->mu);
+    if (res->status == 0) {
+        h->code = 0;
+        h->busy_seen_ms = 0;
+    } else {
+        if (h->code == 0)
+            h->since_ms = wall_ms();
+        h->code = res->status;
+        snprintf(h->err, sizeof(h->err), "%s", res->err);
     }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* The probe found the write lock held: a fault once it has been seen held for
+ * the whole busy timeout, as a write would have waited that long in vain. */
+static void health_busy(sqlite_store_t *s, int waited_ms)
+{
+    health_t *h = &s->health;
+    int64_t now = wall_ms();
+    pthread_mutex_lock(&h->mu);
+    if (h->busy_seen_ms == 0)
+        h->busy_seen_ms = now - waited_ms;
+    if (h->code == 0 && now - h->busy_seen_ms >= s->busy_ms) {
+        h->code = DL_EBUSY;
+        h->since_ms = h->busy_seen_ms;
+        snprintf(h->err, sizeof(h->err), "database locked by another process for more than %d ms",
+                 s->busy_ms);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Collections and write transactions                                       */
+/* ------------------------------------------------------------------------ */
+
+static int coll_known(sqlite_store_t *s, const char *coll)
+{
+    int known = 0;
+    pthread_mutex_lock(&s->cmu);
+    for (int k = 0; k < s->ncolls && !known; k++)
+        known = strcmp(s->colls[k], coll) == 0;
     pthread_mutex_unlock(&s->cmu);
-    char sql[160];
-    snprintf(sql, sizeof(sql),
-             "CREATE TABLE IF NOT EXISTS \"c_%s\" (id TEXT PRIMARY KEY, doc TEXT NOT NULL) "
-             "WITHOUT ROWID", coll);
-    pthread_mutex_lock(&s->wmu);
-    int rc = sqlite3_exec(s->writer.db, sql, NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        sql_fail(res, s->writer.db, rc);
-    pthread_mutex_unlock(&s->wmu);
-    if (rc != SQLITE_OK)
-        return res->status;
+    return known;
+}
+
+static void coll_remember(sqlite_store_t *s, const char *coll)
+{
     pthread_mutex_lock(&s->cmu);
     if (s->ncolls == s->capcolls) {
         int cap = s->capcolls ? s->capcolls * 2 : 8;
@@ -852,33 +1058,84 @@ static int ensure_coll(sqlite_store_t *s, const char *coll, dl_store_res_t *res)
             s->ncolls++;
     }
     pthread_mutex_unlock(&s->cmu);
+}
+
+/* Validates coll and creates its table on first use by this store. */
+static int ensure_coll(sqlite_store_t *s, const char *coll, dl_store_res_t *res)
+{
+    if (check_coll(coll, res) != 0)
+        return res->status;
+    if (coll_known(s, coll))
+        return 0;
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE IF NOT EXISTS \"c_%s\" (id TEXT PRIMARY KEY, doc TEXT NOT NULL) "
+             "WITHOUT ROWID", coll);
+    pthread_mutex_lock(&s->wmu);
+    s->writer.fault = 0;
+    if (conn_ready(&s->writer, res) == 0) {
+        int rc = sqlite3_exec(s->writer.db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            sql_fail(res, &s->writer, rc);
+        conn_settle(&s->writer);
+    }
+    if (res->status != 0)
+        health_note(s, res); /* an existing table may need no write: only a fault counts */
+    pthread_mutex_unlock(&s->wmu);
+    if (res->status != 0)
+        return res->status;
+    coll_remember(s, coll);
+    return 0;
+}
+
+/* ensure_coll() for a read on reader c: a table that exists is only
+ * remembered, so reading needs no write and never waits for the writer. */
+static int ensure_coll_read(sqlite_store_t *s, conn_t *c, const char *coll, dl_store_res_t *res)
+{
+    if (coll_known(s, coll))
+        return 0;
+    char name[MAX_COLL_LEN + 8];
+    snprintf(name, sizeof(name), "c_%s", coll);
+    sqlite3_stmt *st =
+        stmt_get(c, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", res);
+    if (st == NULL)
+        return res->status;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        sql_fail(res, c, rc);
+    stmt_put(c, st);
+    if (res->status != 0)
+        return res->status;
+    if (rc == SQLITE_DONE)
+        return ensure_coll(s, coll, res);
+    coll_remember(s, coll);
     return 0;
 }
 
 static int write_begin(sqlite_store_t *s, dl_store_res_t *res)
 {
     pthread_mutex_lock(&s->wmu);
-    if (run_simple(&s->writer, "BEGIN IMMEDIATE", res) != 0) {
+    s->writer.fault = 0;
+    if (conn_ready(&s->writer, res) == 0)
+        s->wtx_changes = sqlite3_total_changes64(s->writer.db);
+    if (res->status != 0 || run_simple(&s->writer, "BEGIN IMMEDIATE", res) != 0) {
+        conn_settle(&s->writer);
+        health_note(s, res);
         pthread_mutex_unlock(&s->wmu);
         return res->status;
     }
     return 0;
 }
 
-/* Commits when res is ok, else rolls back; releases the writer. */
+/* Commits when res is ok, else rolls back; records the outcome; releases the
+ * writer. */
 static int write_end(sqlite_store_t *s, dl_store_res_t *res)
 {
-    if (res->status == 0) {
-        if (run_simple(&s->writer, "COMMIT", res) != 0) {
-            dl_store_res_t tmp;
-            dl_store_res_init(&tmp);
-            run_simple(&s->writer, "ROLLBACK", &tmp);
-        }
-    } else {
-        dl_store_res_t tmp;
-        dl_store_res_init(&tmp);
-        run_simple(&s->writer, "ROLLBACK", &tmp);
-    }
+    if (res->status == 0)
+        run_simple(&s->writer, "COMMIT", res);
+    conn_settle(&s->writer);
+    health_note(s, res);
     pthread_mutex_unlock(&s->wmu);
     return res->status;
 }
@@ -1057,7 +1314,7 @@ static int may_have_arrays(qc_t *q, const char *path, size_t plen)
     int rc = sqlite3_step(st);
     stmt_put(q->c, st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return sql_fail(q->res, q->c->db, rc), -1;
+        return sql_fail(q->res, q->c, rc), -1;
     if (rc == SQLITE_ROW) {
         char sql[2 * MAX_PATH_LEN + 2 * MAX_COLL_LEN + 128];
         snprintf(sql, sizeof(sql),
@@ -1069,7 +1326,7 @@ static int may_have_arrays(qc_t *q, const char *path, size_t plen)
         rc = sqlite3_step(st);
         stmt_put(q->c, st);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-            return sql_fail(q->res, q->c->db, rc), -1;
+            return sql_fail(q->res, q->c, rc), -1;
         arr = rc == SQLITE_ROW;
     }
     if (q->nprobes < (int)DL_ARRAY_SIZE(q->probes)) {
@@ -1699,7 +1956,7 @@ static int read_op(dl_store_t *st_, const char *coll, const char *query, const c
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
     res_begin(res);
-    if (ensure_coll(s, coll, res) != 0)
+    if (check_coll(coll, res) != 0)
         return res->status;
     arena_t ar = {NULL};
     qopts_t o;
@@ -1712,7 +1969,8 @@ static int read_op(dl_store_t *st_, const char *coll, const char *query, const c
     qc_t q;
     dl_buf_t sql = DL_BUF_INIT;
     qc_init(&q, &ar, c, coll, res);
-    if (run_simple(c, "BEGIN", res) != 0)
+    if (conn_ready(c, res) != 0 || ensure_coll_read(s, c, coll, res) != 0 ||
+        run_simple(c, "BEGIN", res) != 0)
         goto out;
     const char *head = mode == 0 ? "SELECT doc" : mode == 1 ? "SELECT count(*)"
                                                             : "EXPLAIN QUERY PLAN SELECT doc";
@@ -1743,21 +2001,17 @@ static int read_op(dl_store_t *st_, const char *coll, const char *query, const c
             break;
     }
     if (res->status == 0 && rc != SQLITE_DONE)
-        sql_fail(res, c->db, rc);
+        sql_fail(res, c, rc);
     stmt_put(c, st);
     if (mode != 1)
         dl_buf_append_char(&res->json, ']');
     res->count = mode == 1 ? res->count : n;
     fail_oom_or(res, &res->json);
 rollback:
-    if (res->status == 0) {
+    if (res->status == 0)
         run_simple(c, "COMMIT", res);
-    } else {
-        dl_store_res_t tmp;
-        dl_store_res_init(&tmp);
-        run_simple(c, "ROLLBACK", &tmp);
-    }
 out:
+    conn_settle(c);
     reader_release(s, c);
     qc_free(&q);
     dl_buf_free(&sql);
@@ -1864,7 +2118,7 @@ static int s_insert(dl_store_t *st_, const char *coll, const char *docs, dl_stor
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
         if (rc != SQLITE_DONE) {
-            sql_fail(res, s->writer.db, rc);
+            sql_fail(res, &s->writer, rc);
             if (res->status == DL_EDUPKEY && strstr(res->err, "_id") != NULL)
                 set_err(res, DL_EDUPKEY, "duplicate key: _id \"%.*s\"",
                         (int)DL_MIN(offs[4 * k + 1], 64), all.data + offs[4 * k]);
@@ -1959,7 +2213,7 @@ static int write_update(dl_store_t *st_, const char *coll, const char *query,
             offs[noffs - 4] = (size_t)-1;
     }
     if (res->status == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
-        sql_fail(res, s->writer.db, rc);
+        sql_fail(res, &s->writer, rc);
     stmt_put(&s->writer, st);
     if (fail_oom_or(res, &out) != 0)
         goto end;
@@ -1975,7 +2229,7 @@ static int write_update(dl_store_t *st_, const char *coll, const char *query,
         rc = sqlite3_step(st);
         sqlite3_reset(st);
         if (rc != SQLITE_DONE) {
-            sql_fail(res, s->writer.db, rc);
+            sql_fail(res, &s->writer, rc);
             break;
         }
         res->count++;
@@ -2049,7 +2303,7 @@ static int s_remove(dl_store_t *st_, const char *coll, const char *query, int mu
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
-        sql_fail(res, s->writer.db, rc);
+        sql_fail(res, &s->writer, rc);
     else
         res->count = sqlite3_changes64(s->writer.db);
     stmt_put(&s->writer, st);
@@ -2133,7 +2387,7 @@ static int s_create_index(dl_store_t *st_, const char *coll, const char *keys, i
         goto out;
     int rc = sqlite3_exec(s->writer.db, sql.data, NULL, NULL, NULL);
     if (rc != SQLITE_OK)
-        sql_fail(res, s->writer.db, rc);
+        sql_fail(res, &s->writer, rc);
     write_end(s, res);
     if (res->status == 0) {
         dl_buf_append_char(&res->json, '"');
@@ -2148,15 +2402,98 @@ out:
     return res->status;
 }
 
+/* The health probe: a one-row write committed on the writer, waiting at most
+ * PROBE_BUSY_MS for the lock, so a read-only, locked or full database shows
+ * (and its recovery too) without traffic. Skipped while a write runs (its own
+ * outcome will tell) and when the last probe is less than PROBE_INTERVAL_MS old. */
+static void write_probe(sqlite_store_t *s)
+{
+    uint64_t now = mono_ns();
+    pthread_mutex_lock(&s->health.mu);
+    int due = s->health.probe_ns == 0 ||
+              now - s->health.probe_ns >= (uint64_t)PROBE_INTERVAL_MS * 1000000u;
+    if (due)
+        s->health.probe_ns = now;
+    pthread_mutex_unlock(&s->health.mu);
+    if (!due || pthread_mutex_trylock(&s->wmu) != 0)
+        return;
+    conn_t *w = &s->writer;
+    dl_store_res_t r;
+    dl_store_res_init(&r);
+    int wait_ms = DL_MIN(PROBE_BUSY_MS, s->busy_ms);
+    w->fault = 0;
+    if (conn_ready(w, &r) == 0) {
+        s->wtx_changes = sqlite3_total_changes64(w->db);
+        sqlite3_busy_timeout(w->db, wait_ms);
+        w->busy_ms = wait_ms;
+        if (run_simple(w, "BEGIN IMMEDIATE", &r) == 0 &&
+            run_simple(w, "CREATE TABLE IF NOT EXISTS _devloop_health (id INTEGER PRIMARY KEY, "
+                          "at INTEGER NOT NULL)", &r) == 0) {
+            sqlite3_stmt *st =
+                stmt_get(w, "INSERT OR REPLACE INTO _devloop_health (id, at) VALUES (1, ?1)", &r);
+            if (st != NULL) {
+                sqlite3_bind_int64(st, 1, wall_ms());
+                int rc = sqlite3_step(st);
+                if (rc != SQLITE_DONE)
+                    sql_fail(&r, w, rc);
+                stmt_put(w, st);
+            }
+            if (r.status == 0)
+                run_simple(w, "COMMIT", &r);
+        }
+        conn_settle(w);
+        if (w->db != NULL)
+            sqlite3_busy_timeout(w->db, s->busy_ms);
+        w->busy_ms = s->busy_ms;
+    }
+    if (r.status == DL_EBUSY && w->fault == DL_EBUSY)
+        health_busy(s, wait_ms);
+    else
+        health_note(s, &r);
+    pthread_mutex_unlock(&s->wmu);
+    dl_store_res_free(&r);
+}
+
+static void append_iso(dl_buf_t *b, int64_t ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    char out[40];
+    gmtime_r(&t, &tm);
+    size_t n = strftime(out, sizeof(out), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, sizeof(out) - n, ".%03dZ", (int)(ms % 1000));
+    dl_buf_append_char(b, '"');
+    dl_buf_append_str(b, out);
+    dl_buf_append_char(b, '"');
+}
+
 static int s_ping(dl_store_t *st_, dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
     res_begin(res);
     conn_t *c = reader_acquire(s);
-    if (run_simple(c, "SELECT 1", res) == 0)
-        dl_buf_append_str(&res->json, "{\"ok\":1}");
+    /* reads the schema page: the file itself, not only the connection, answers */
+    if (conn_ready(c, res) == 0)
+        run_simple(c, "SELECT count(*) FROM sqlite_master", res);
+    conn_settle(c);
     reader_release(s, c);
-    return res->status;
+    if (res->status != 0)
+        return res->status;
+    write_probe(s);
+    health_t *h = &s->health;
+    dl_buf_append_str(&res->json, "{\"ok\":1");
+    pthread_mutex_lock(&h->mu);
+    if (h->code != 0) {
+        dl_buf_appendf(&res->json, ",\"write\":{\"ok\":false,\"code\":\"%s\",\"error\":",
+                       dl_err_name(h->code));
+        ser_str(&res->json, h->err, strlen(h->err));
+        dl_buf_append_str(&res->json, ",\"since\":");
+        append_iso(&res->json, h->since_ms);
+        dl_buf_append_char(&res->json, '}');
+    }
+    pthread_mutex_unlock(&h->mu);
+    dl_buf_append_char(&res->json, '}');
+    return fail_oom_or(res, &res->json);
 }
 
 static void s_close(dl_store_t *st_)
@@ -2172,6 +2509,8 @@ static void s_close(dl_store_t *st_)
     dl_free(s->colls);
     dl_free(s->readers);
     dl_free(s->free_idx);
+    dl_free(s->path);
+    pthread_mutex_destroy(&s->health.mu);
     pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->pmu);
     pthread_mutex_destroy(&s->cmu);
@@ -2195,6 +2534,35 @@ static const dl_store_ops_t sqlite_ops = {
     NULL, /* file_remove */
     s_close,
 };
+
+#ifdef DL_UNIT_TEST
+/* The writer's connection, for tests that put it in a fault (PRAGMA query_only,
+ * max_page_count) the way a read-only or full database would. */
+sqlite3 *dl_sqlite_store_writer(dl_store_t *st_)
+{
+    return ((sqlite_store_t *)st_)->writer.db;
+}
+#endif
+
+/* DEVLOOP_DB_BUSY_TIMEOUT_MS, validated: 0 or a DL_EINVAL with err naming it. */
+static int busy_timeout_env(int *out, char *err, size_t errlen)
+{
+    const char *v = getenv("DEVLOOP_DB_BUSY_TIMEOUT_MS");
+    *out = BUSY_MS_DEFAULT;
+    if (v == NULL || *v == '\0')
+        return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (!is_digit(v[0]) || *end != '\0' || errno != 0 || n > BUSY_MS_MAX) {
+        snprintf(err, errlen,
+                 "DEVLOOP_DB_BUSY_TIMEOUT_MS=%.40s: expected milliseconds, an integer from 0 "
+                 "to %d", v, BUSY_MS_MAX);
+        return DL_EINVAL;
+    }
+    *out = (int)n;
+    return 0;
+}
 
 /* mkdir -p of the folder holding path. */
 static int make_parent_dirs(const char *path, char *err, size_t errlen)
@@ -2227,6 +2595,9 @@ dl_store_t *dl_store_open_sqlite(const char *path, int readers, char *err, size_
         readers = 4;
     if (readers > MAX_READERS)
         readers = MAX_READERS;
+    int busy_ms;
+    if (busy_timeout_env(&busy_ms, err, errlen) != 0)
+        return NULL;
     if (make_parent_dirs(path, err, errlen) != 0)
         return NULL;
     sqlite_store_t *s = dl_calloc(1, sizeof(*s));
@@ -2235,23 +2606,26 @@ dl_store_t *dl_store_open_sqlite(const char *path, int readers, char *err, size_
         return NULL;
     }
     s->base.ops = &sqlite_ops;
+    s->busy_ms = busy_ms;
+    pthread_mutex_init(&s->health.mu, NULL);
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->pmu, NULL);
     pthread_mutex_init(&s->cmu, NULL);
     pthread_cond_init(&s->pcv, NULL);
+    s->path = dl_strdup(path);
     s->readers = dl_calloc((size_t)readers, sizeof(*s->readers));
     s->free_idx = dl_calloc((size_t)readers, sizeof(*s->free_idx));
-    if (s->readers == NULL || s->free_idx == NULL) {
+    if (s->path == NULL || s->readers == NULL || s->free_idx == NULL) {
         snprintf(err, errlen, "sqlite open: out of memory");
         s_close(&s->base);
         return NULL;
     }
-    if (conn_open(&s->writer, path, 1, err, errlen) != 0) {
+    if (conn_open(&s->writer, s->path, 1, busy_ms, err, errlen) != 0) {
         s_close(&s->base);
         return NULL;
     }
     for (int k = 0; k < readers; k++) {
-        if (conn_open(&s->readers[k], path, 0, err, errlen) != 0) {
+        if (conn_open(&s->readers[k], s->path, 0, busy_ms, err, errlen) != 0) {
             s_close(&s->base);
             return NULL;
         }

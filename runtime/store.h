@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "devloop.h" /* the DL_E* codes, DL_EROFS to DL_ECANTOPEN included */
 
 typedef struct dl_store_s dl_store_t;
 
@@ -47,7 +48,9 @@ static inline void dl_store_res_free(dl_store_res_t *r)
  * Backends implement this table. Every operation returns res->status (0 or a
  * negative DL_E*: DL_EINVAL for malformed JSON or bad names, DL_EQUERY for
  * an unsupported operator, DL_EDUPKEY for a duplicate _id or a unique-index
- * violation, DL_EIO and others for backend failures). A query "" or NULL
+ * violation; for backend failures DL_EROFS (read-only), DL_EBUSY (locked
+ * past the busy timeout), DL_ENOSPC (database or disk full), DL_ECANTOPEN,
+ * DL_EIO and others, with res->err saying what happened). A query "" or NULL
  * means {}. opts: {"sort": [[field, 1|-1], ...] or {field: 1|-1}, "skip": n,
  * "limit": n, "projection": {field: 1, "_id": 0}}. A write touching several
  * documents is one transaction: it applies entirely or not at all. The file_*
@@ -76,6 +79,11 @@ typedef struct dl_store_ops_s {
     /* res->json: a JSON array of plan lines (SQLite: EXPLAIN QUERY PLAN details) */
     int (*explain)(dl_store_t *s, const char *coll, const char *query, const char *opts,
                    dl_store_res_t *res);
+    /* Checks that the store answers reads; fails only when it does not. res->json:
+     * {"ok":1}; from SQLite, when the latest write (a small probe write included,
+     * see dl_store_open_sqlite) failed for a reason of the database, also "write":
+     * {"ok":false, "code":"ENOSPC", "error": message, "since": ISO-8601 UTC time
+     * of the first failure in a row}. */
     int (*ping)(dl_store_t *s, dl_store_res_t *res);
     /* Stores the file at path (read in chunks, never whole in memory) as a new file named
      * filename with content_type and sha256 (hex) kept in its metadata (NULL: null); res->json:
@@ -105,6 +113,17 @@ struct dl_store_s {
  * writer connection and `readers` reader connections (<= 0: 4). Returns NULL
  * with a message in err on failure. Several stores, in one process or several,
  * may open the same file.
+ *
+ * A write waits for another process's write lock for DEVLOOP_DB_BUSY_TIMEOUT_MS
+ * (read from the environment here; default 5000, 0 to 600000; anything else
+ * fails the open with a message naming the variable), then fails with DL_EBUSY.
+ * The store remembers the outcome of its latest write: a failure for a reason of
+ * the database (read-only, locked, full, i/o, cannot open) and the time of the
+ * first failure in a row, cleared by the next write that commits. ping() reports
+ * it, after a probe of its own at most once a second when no write is running:
+ * BEGIN IMMEDIATE, a one-row write to the table _devloop_health, COMMIT, waiting
+ * at most 100 ms for the lock (a lock seen held for the whole busy timeout counts
+ * as a failure), so a fault is noticed, and its end too, without traffic.
  */
 dl_store_t *dl_store_open_sqlite(const char *path, int readers, char *err, size_t errlen);
 

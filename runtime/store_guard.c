@@ -72,7 +72,9 @@ void dl_store_guard_done(dl_store_guard_t *g, int w, uint64_t now_ms, int status
 {
     int outcome = status == 0 ? DL_OUTCOME_OK
                   : status == DL_ETIMEDOUT ? DL_OUTCOME_TIMEOUT
-                  : status == DL_EIO || status == DL_ENOMEM ? DL_OUTCOME_ERROR
+                  : status == DL_EIO || status == DL_ENOMEM || status == DL_EROFS ||
+                          status == DL_EBUSY || status == DL_ENOSPC || status == DL_ECANTOPEN
+                      ? DL_OUTCOME_ERROR
                   : DL_OUTCOME_OK; /* an answer: the query, the key, the document */
     if (status == DL_ECANCELED)
         return;

@@ -98,7 +98,7 @@ const char *dl_err_name(int err)
     case 0:
         return "OK";
     }
-    return "EUNKNOWN";
+    return "EOTHER"; /* not in the table (EUNKNOWN means an unknown outcome) */
 }
 
 int dl_strncasecmp_eq(const char *a, size_t alen, const char *b, size_t blen)

@@ -55,7 +55,11 @@ DL_API const char *dl_version(void);
     XX(EOF, -4010, "end of stream")                                        \
     XX(EPLAIN, -4011, "plain HTTP sent to a TLS port")                     \
     XX(EUNAVAIL, -4012, "backend unavailable")                             \
-    XX(EUNKNOWN, -4013, "connection lost after sending; outcome unknown")
+    XX(EUNKNOWN, -4013, "connection lost after sending; outcome unknown")  \
+    XX(EROFS, -30, "database is read-only")                                \
+    XX(EBUSY, -16, "database is locked")                                   \
+    XX(ENOSPC, -28, "database or disk is full")                            \
+    XX(ECANTOPEN, -4101, "cannot open the database file")
 
 enum {
 #define XX(name, val, msg) DL_##name = (val),

@@ -151,6 +151,10 @@ function _M.ensure_indexes()
 end
 
 function _M.type() return db_core.type() end
+-- Reads from the store, or nil, err, code. The answer is a table: { ok = 1 },
+-- plus (SQLite) write = { ok = false, code = "ENOSPC", error = "database or
+-- disk is full ...", since = "2024-...Z" } while the latest write (a probe
+-- write included) failed for a reason of the database; reads still work then.
 function _M.ping() return call("ping") end
 -- the store's circuit breaker (MongoDB): {breaker = "closed"|"half_open"|"open", last_error}
 function _M.state() return db_core.state() end

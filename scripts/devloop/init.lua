@@ -367,11 +367,19 @@ function _M.health()
   end
   local dbt = _M.db.type()
   if dbt then
+    local write
     check("db", dbt, function()
       local r, err = _M.db.ping()
       if not r then error(err or "ping failed", 0) end
+      write = type(r) == "table" and r.write or nil
       return true
     end)
+    -- reads work but writes fail (read-only, locked, full): DEGRADED, not up
+    local s = services.db
+    if s.status == "UP" and type(write) == "table" and write.ok == false then
+      s.status, s.error, s.code, s.since = "DEGRADED", write.error, write.code, write.since
+      up = up - 1
+    end
   end
   -- a store across the network: its breaker, and why it opened
   local dst = services.db and _M.db.state()

@@ -202,6 +202,7 @@ DL_TEST(error_names)
 {
     EXPECT_STR(dl_err_name(DL_ENOMEM), "ENOMEM");
     EXPECT_STR(dl_strerror(DL_ETIMEDOUT), "timed out");
-    EXPECT_STR(dl_err_name(12345), "EUNKNOWN");
+    EXPECT_STR(dl_err_name(12345), "EOTHER");
+    EXPECT_STR(dl_err_name(DL_EUNKNOWN), "EUNKNOWN");
     EXPECT_STR(dl_strerror(0), "success");
 }
