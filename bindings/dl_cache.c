@@ -334,6 +334,12 @@ static int l_cache_http_store(lua_State *L)
     dl_worker_t *w = check_worker(L);
     if (status < 100 || status > 599 || ctlen > 255)
         return luaL_argerror(L, status < 100 || status > 599 ? 3 : 5, "out of range");
+    if (!dl_cache_available(w->cache)) {
+        /* the store would fail at once: no packing, no compression */
+        lua_pushvalue(L, 4);
+        lua_pushboolean(L, 0);
+        return 2;
+    }
     char meta[4 + 255];
     meta[0] = (char)('0' + status / 100);
     meta[1] = (char)('0' + status / 10 % 10);

@@ -144,8 +144,14 @@ static dl_cache_t *cache_new(const dl_cache_ops_t *ops, dl_memcache_t *mem,
     return c;
 }
 
+static int mem_available(dl_cache_t *c)
+{
+    DL_UNUSED(c);
+    return 1;
+}
+
 static const dl_cache_ops_t mem_ops = {
-    "memory", mem_get, mem_set, mem_del, mem_invalidate, mem_cancel, cache_free,
+    "memory", mem_get, mem_set, mem_del, mem_invalidate, mem_cancel, cache_free, mem_available,
 };
 
 dl_cache_t *dl_cache_new_memory(dl_memcache_t *shared, uv_loop_t *loop)
@@ -426,8 +432,14 @@ static void redis_cancel(dl_cache_t *c, void *op)
     op_free(o);
 }
 
+static int redis_available(dl_cache_t *c)
+{
+    return dl_redis_pool_available(c->redis);
+}
+
 static const dl_cache_ops_t redis_ops = {
     "redis", redis_get, redis_set, redis_del, redis_invalidate, redis_cancel, cache_free,
+    redis_available,
 };
 
 dl_cache_t *dl_cache_new_redis(dl_redis_pool_t *pool, uv_loop_t *loop)

@@ -50,6 +50,8 @@ typedef struct {
                       dl_cache_cb cb, void *arg, void **op);
     void (*cancel)(dl_cache_t *c, void *op);
     void (*free)(dl_cache_t *c);
+    /* 1 when an operation may start now (Redis: not down, breaker closed) */
+    int (*available)(dl_cache_t *c);
 } dl_cache_ops_t;
 
 struct dl_cache_s {
@@ -94,6 +96,12 @@ static inline int dl_cache_invalidate(dl_cache_t *c, const char *pattern, size_t
                                       dl_cache_res_t *res, dl_cache_cb cb, void *arg, void **op)
 {
     return c->ops->invalidate(c, pattern, plen, res, cb, arg, op);
+}
+/** 1 when an operation may start now; 0 when it would fail at once (Redis
+ * down or its breaker open), so work done only for it can be skipped. */
+static inline int dl_cache_available(dl_cache_t *c)
+{
+    return c->ops->available(c);
 }
 /** Detaches a pending operation: its callback will not run. */
 static inline void dl_cache_cancel(dl_cache_t *c, void *op)

@@ -1846,6 +1846,11 @@ void dl_redis_pool_observe(dl_redis_pool_t *p, dl_redis_event_cb cb, void *arg)
         cb(DL_REDIS_EV_BREAKER, p->breaker.state, arg);
 }
 
+int dl_redis_pool_available(const dl_redis_pool_t *p)
+{
+    return p != NULL && !p->closing && !p->down && p->breaker.state == DL_BREAKER_CLOSED;
+}
+
 const char *dl_redis_pool_last_error(const dl_redis_pool_t *p)
 {
     return p != NULL ? p->last_error : "";

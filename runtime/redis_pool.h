@@ -153,6 +153,10 @@ typedef void (*dl_redis_event_cb)(int event, int value, void *arg);
  * runs on it and must not call back into the pool. */
 void dl_redis_pool_observe(dl_redis_pool_t *p, dl_redis_event_cb cb, void *arg);
 
+/** 1 when a send may go out now: the pool is not down and its breaker is
+ * closed (a send would not fail at once with DL_EUNAVAIL). */
+int dl_redis_pool_available(const dl_redis_pool_t *p);
+
 /** Why the pool is unavailable or the last failure (""), valid until the next
  * loop turn. */
 const char *dl_redis_pool_last_error(const dl_redis_pool_t *p);
