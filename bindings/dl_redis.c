@@ -4,11 +4,11 @@
  * pipeline({...}) several in one round trip; both park the calling task
  * until the replies arrive; call_idempotent(...) and pipeline({...}, true)
  * let the pool send again what may run twice. A failure is `nil, message,
- * code`, the message saying whether a write may have run. Replies become Lua values: strings, integers,
- * arrays (tables), status strings; a nil reply is nil at the top level and
- * api.null inside arrays; an error reply is `nil, "ERR ..."` (in a pipeline,
- * a table {err = "..."}). Command policy (names, options) lives in
- * scripts/devloop/init.lua.
+ * code`, the message saying whether a write may have run. Replies become
+ * Lua values: strings, integers, arrays (tables), status strings; a nil
+ * reply is nil at the top level and api.null inside arrays; an error reply
+ * is `nil, "ERR ..."` (in a pipeline, a table {err = "..."}). Command policy
+ * (names, options) lives in scripts/devloop/init.lua.
  */
 #include <lauxlib.h>
 #include <lua.h>

@@ -154,6 +154,7 @@ struct dl_redis_pool_s {
     uint64_t unknown;
     uint64_t resent;
     char last_error[128];
+    char who[320];                 /* "redis HOST:PORT (worker N)", for the log */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1031,7 +1032,7 @@ static void log_failure(dl_redis_pool_t *p, const char *why)
     p->errors++;
     snprintf(p->last_error, sizeof(p->last_error), "%s", why);
     if (!p->closing)
-        dl_log(DL_LOG_DEBUG, "redis %s:%d: %s", p->cfg.host, p->cfg.port, why);
+        dl_log(DL_LOG_DEBUG, "%s: %s", p->who, why);
 }
 
 static void on_sweep(uv_timer_t *t);
@@ -1061,8 +1062,8 @@ static void pool_down(dl_redis_pool_t *p, const char *why)
         return;
     p->down = 1;
     p->down_since = uv_now(p->loop);
-    dl_log(DL_LOG_WARN, "redis %s:%d: down (%s); commands fail fast while reconnecting",
-           p->cfg.host, p->cfg.port, why);
+    dl_log(DL_LOG_WARN, "%s: down (%s); commands fail fast while reconnecting",
+           p->who, why);
     set_up(p, 0);
     schedule_fail(p);
 }
@@ -1128,8 +1129,8 @@ static void conn_ready(conn_t *c)
     p->login_failed = 0;
     if (p->down) {
         p->down = 0;
-        dl_log(DL_LOG_INFO, "redis %s:%d: connected again after %llu ms", p->cfg.host,
-               p->cfg.port, (unsigned long long)(uv_now(p->loop) - p->down_since));
+        dl_log(DL_LOG_INFO, "%s: connected again after %llu ms", p->who,
+               (unsigned long long)(uv_now(p->loop) - p->down_since));
     }
     set_up(p, 1);
     dispatch(p);
@@ -1163,8 +1164,8 @@ static void on_setup_reply(redisAsyncContext *ac, void *r, void *priv)
     if (reply->type == REDIS_REPLY_ERROR) {
         if (step == STEP_SETNAME && !is_login_error(step, reply)) {
             if (!p->setname_warned)
-                dl_log(DL_LOG_WARN, "redis %s:%d: CLIENT SETNAME %s: %s", p->cfg.host,
-                       p->cfg.port, p->cfg.client_name, reply->str ? reply->str : "error");
+                dl_log(DL_LOG_WARN, "%s: CLIENT SETNAME %s: %s", p->who, p->cfg.client_name,
+                       reply->str ? reply->str : "error");
             p->setname_warned = 1;
         } else {
             /* a login error makes what waits fail with DL_EREDIS (pool_down) */
@@ -1649,22 +1650,22 @@ static void breaker_moved(dl_redis_pool_t *p)
     report(p, DL_REDIS_EV_BREAKER, st);
     if (st == DL_BREAKER_OPEN) {
         dl_log(DL_LOG_WARN,
-               "redis %s:%d: circuit breaker open after %d consecutive timeouts; commands fail "
+               "%s: circuit breaker open after %d consecutive timeouts; commands fail "
                "fast for %llu ms, then a PING probes",
-               p->cfg.host, p->cfg.port, p->breaker.consecutive,
+               p->who, p->breaker.consecutive,
                (unsigned long long)p->cfg.breaker_cooldown_ms);
         snprintf(p->last_error, sizeof(p->last_error),
                  "circuit breaker open after %d consecutive timeouts", p->breaker.consecutive);
         uv_timer_start(&p->breaker_timer, on_breaker_timer, p->cfg.breaker_cooldown_ms, 0);
         schedule_fail(p);
     } else if (st == DL_BREAKER_HALF_OPEN) {
-        dl_log(DL_LOG_INFO, "redis %s:%d: circuit breaker half-open: probing with PING",
-               p->cfg.host, p->cfg.port);
+        dl_log(DL_LOG_INFO, "%s: circuit breaker half-open: probing with PING",
+               p->who);
         send_probe(p);
     } else {
         uv_timer_stop(&p->breaker_timer);
-        dl_log(DL_LOG_INFO, "redis %s:%d: circuit breaker closed: Redis answers again",
-               p->cfg.host, p->cfg.port);
+        dl_log(DL_LOG_INFO, "%s: circuit breaker closed: Redis answers again",
+               p->who);
     }
 }
 
@@ -1741,6 +1742,7 @@ dl_redis_pool_t *dl_redis_pool_new(uv_loop_t *loop, const dl_redis_config_t *cfg
         p->cfg.reconnect_max_ms = DL_REDIS_DEFAULT_RECONNECT_MAX_MS;
     dl_breaker_init(&p->breaker, p->cfg.breaker_threshold, p->cfg.breaker_cooldown_ms);
     p->reported_up = -1;
+    snprintf(p->who, sizeof(p->who), "redis %s:%d", p->cfg.host, p->cfg.port);
     p->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)p) | 1;
     if (p->cfg.port <= 0 || p->cfg.port > 65535)
         p->cfg.port = DL_REDIS_DEFAULT_PORT;
@@ -1849,6 +1851,13 @@ void dl_redis_pool_observe(dl_redis_pool_t *p, dl_redis_event_cb cb, void *arg)
 int dl_redis_pool_available(const dl_redis_pool_t *p)
 {
     return p != NULL && !p->closing && !p->down && p->breaker.state == DL_BREAKER_CLOSED;
+}
+
+void dl_redis_pool_set_label(dl_redis_pool_t *p, const char *label)
+{
+    if (p != NULL && label != NULL)
+        snprintf(p->who, sizeof(p->who), "redis %.256s:%d (%.40s)", p->cfg.host, p->cfg.port,
+                 label);
 }
 
 const char *dl_redis_pool_last_error(const dl_redis_pool_t *p)

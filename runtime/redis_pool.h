@@ -157,6 +157,9 @@ void dl_redis_pool_observe(dl_redis_pool_t *p, dl_redis_event_cb cb, void *arg);
  * closed (a send would not fail at once with DL_EUNAVAIL). */
 int dl_redis_pool_available(const dl_redis_pool_t *p);
 
+/** Names the pool in its log lines: "redis HOST:PORT (label)". */
+void dl_redis_pool_set_label(dl_redis_pool_t *p, const char *label);
+
 /** Why the pool is unavailable or the last failure (""), valid until the next
  * loop turn. */
 const char *dl_redis_pool_last_error(const dl_redis_pool_t *p);

@@ -432,6 +432,9 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
     w->compressor = dl_compressor_new(w->cfg->gzip_level);
     if (rt->has_redis) {
         w->redis = dl_redis_pool_new(&w->loop, &rt->redis_cfg);
+        char label[32];
+        snprintf(label, sizeof(label), "worker %d", id);
+        dl_redis_pool_set_label(w->redis, label);
         dl_redis_pool_observe(w->redis, on_redis_event, w);
         w->cache = w->redis ? dl_cache_new_redis(w->redis, &w->loop) : NULL;
     } else {
