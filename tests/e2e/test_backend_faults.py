@@ -564,11 +564,13 @@ class Scenario:
             c[k] = c.get(k, 0) + 1
         return c
 
-    def check_incr(self, exact_extra=None):
+    def check_incr(self):
         """Never applied twice: ok <= counter <= ok + outcomes that may have
-        run (EUNKNOWN, ETIMEDOUT); with exact_extra, counter == ok + it."""
+        run (EUNKNOWN, ETIMEDOUT); EUNAVAIL (not sent) and EIO (every attempt
+        lost before it was written out) did not run."""
         c = self.incr_counts()
-        bad = {k: v for k, v in c.items() if k not in ("OK", "EUNKNOWN", "ETIMEDOUT", "EUNAVAIL")}
+        bad = {k: v for k, v in c.items()
+               if k not in ("OK", "EUNKNOWN", "ETIMEDOUT", "EUNAVAIL", "EIO")}
         assert not bad, "unexpected INCR outcomes: %s" % c
         counter = int(REDIS.call("GET", self.key) or 0)
         ok, maybe = c.get("OK", 0), c.get("EUNKNOWN", 0) + c.get("ETIMEDOUT", 0)
@@ -577,8 +579,6 @@ class Scenario:
               % (self.name, c, counter, max(waits), TIMEOUT_MS))
         assert ok <= counter <= ok + maybe, \
             "counter %d: %d INCR succeeded, %d may have run" % (counter, ok, maybe)
-        if exact_extra is not None:
-            assert counter == ok + exact_extra, (counter, ok, exact_extra)
         assert max(waits) <= TIMEOUT_MS + WAIT_SLACK_MS, \
             "an INCR waited %.1f ms > REDIS_COMMAND_TIMEOUT_MS %d" % (max(waits), TIMEOUT_MS)
         return c, counter
@@ -980,7 +980,17 @@ def test_6_reply_lost(srv):
     # burst) runs out of re-sends (test_8 is about how that is reported)
     assert codes.get("OK", 0) >= len(sc.recs["jobs"]) - 10, codes
     sc.check_resources()
-    sc.check_latency(sc.t["fault"], t_pass, "replies lost")
+    # a lost reply costs the time the connection takes to be reset (the
+    # proxy resets once the client acknowledged what came before: a delayed
+    # ACK, 40 ms or more), then a re-send; never the command timeout
+    up99, _, _ = sc.p99(sc.t["start"] + 0.5, sc.t["fault"])
+    lat = [ms(r[1]) for r in sc.window("cached", sc.t["fault"], t_pass)]
+    slow = [x for x in lat if x >= TIMEOUT_MS]
+    print("# reply-lost: cached p99 %.1f ms with Redis up; while replies were lost p99 %.1f ms, "
+          "max %.1f ms, %d of %d took the command timeout (%d ms) or more"
+          % (up99, pct(lat, 99), max(lat), len(slow), len(lat), TIMEOUT_MS))
+    assert len(slow) <= 1, "%d cached requests waited >= %d ms for lost replies" % (
+        len(slow), TIMEOUT_MS)
 
 
 @cleanup
