@@ -114,8 +114,9 @@ void dl_backend_set_breaker(dl_backend_stats_t *bs, int w, int backend, int stat
         worst = DL_MAX(worst, (int)bs->breaker_state[backend * bs->n_workers + i]);
     dl_metric_set(bs->m, bs->n_workers, bs->breaker, label, worst);
     pthread_mutex_unlock(&bs->lock);
-    if (moved) {
-        const char *tlabels[2] = {label[0], dl_breaker_state_name(state)};
-        dl_metric_add(bs->m, w, bs->transitions, tlabels, 1);
+    /* every state's series exists from the first report on, at 0 until a move */
+    for (int st = DL_BREAKER_CLOSED; st <= DL_BREAKER_OPEN; st++) {
+        const char *tlabels[2] = {label[0], dl_breaker_state_name(st)};
+        dl_metric_add(bs->m, w, bs->transitions, tlabels, moved && st == state ? 1 : 0);
     }
 }

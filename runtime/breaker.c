@@ -84,6 +84,15 @@ int dl_breaker_probe_failed(dl_breaker_t *b, uint64_t now)
     return 1;
 }
 
+int dl_breaker_reset(dl_breaker_t *b)
+{
+    b->consecutive = 0;
+    if (b->state == DL_BREAKER_CLOSED)
+        return 0;
+    move(b, DL_BREAKER_CLOSED, 0);
+    return 1;
+}
+
 uint64_t dl_breaker_remaining(const dl_breaker_t *b, uint64_t now)
 {
     if (b->state != DL_BREAKER_OPEN || now - b->opened_at >= b->cooldown_ms)

@@ -15,7 +15,7 @@
 enum { DL_BREAKER_CLOSED = 0, DL_BREAKER_HALF_OPEN = 1, DL_BREAKER_OPEN = 2 };
 
 #define DL_BREAKER_DEFAULT_THRESHOLD 5
-#define DL_BREAKER_DEFAULT_COOLDOWN_MS 1000
+#define DL_BREAKER_DEFAULT_COOLDOWN_MS 500
 
 typedef struct {
     int state;
@@ -48,6 +48,11 @@ int dl_breaker_timeout(dl_breaker_t *b, uint64_t now);
 /** The probe failed without a timeout (its connection was lost): half-open
  * goes back to open for another cool-down. Returns 1 when the state changed. */
 int dl_breaker_probe_failed(dl_breaker_t *b, uint64_t now);
+
+/** Other evidence that the server answers in time (a fresh connection logged
+ * in within the command timeout): an open or half-open breaker closes.
+ * Returns 1 when the state changed. */
+int dl_breaker_reset(dl_breaker_t *b);
 
 /** Milliseconds left in the cool-down (0 unless open). */
 uint64_t dl_breaker_remaining(const dl_breaker_t *b, uint64_t now);

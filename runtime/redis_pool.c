@@ -26,7 +26,9 @@
  * cannot apply a write twice: none of its bytes left hiredis's output buffer
  * (each context counts the bytes it was given; what is still in obuf was not
  * written), or it only reads, or its sender said it is idempotent. Any other
- * written pipeline fails with DL_EUNKNOWN: it may or may not have run.
+ * written pipeline fails with DL_EUNKNOWN: it may or may not have run; so
+ * does a write re-sent after a written attempt that fails in the end (down,
+ * re-sends used up): an earlier attempt may have run it.
  *
  * Lifetimes: a pipeline's memory lives until the user callback has run (or it
  * was canceled) and hiredis holds no callback for it any more; a detached one
@@ -54,6 +56,7 @@
 #include "internal.h"
 
 #define BACKOFF_STEP_MS 50
+#define MIN_RECONNECT_MS 10 /* below, a down Redis costs an idle server CPU in reconnects */
 #define MAX_RECONNECT_MS 60000
 #define MAX_BREAKER_THRESHOLD 1000000
 #define MAX_POOL_SIZE 1024
@@ -81,6 +84,7 @@ typedef struct conn_s {
     int steps[STEP_COUNT];  /* setup commands sent */
     int nsteps;
     int step;               /* setup replies received */
+    uint64_t opened_at;     /* loop time the current attempt's connect began */
     int inflight;           /* pipelines with replies outstanding here */
 } conn_t;
 
@@ -109,6 +113,8 @@ struct dl_redis_cmd_s {
     unsigned failed : 1;           /* this attempt lost its connection */
     unsigned oom : 1;
     unsigned reached : 1;          /* this failed attempt had written a whole command */
+    unsigned ran : 1;              /* some attempt had: a write may have run */
+    unsigned reads_only : 1;       /* every command only reads: nothing can have run */
     unsigned idempotent : 1;       /* read-only, or the sender allows re-sends */
     unsigned internal : 1;         /* the breaker's probe: not a caller's command */
     redisReply **replies;          /* ncmds slots, in the same allocation */
@@ -144,6 +150,7 @@ struct dl_redis_pool_s {
     dl_breaker_t breaker;
     uv_timer_t breaker_timer;      /* the cool-down of an open breaker */
     dl_redis_cmd_t *probe;         /* the half-open PING */
+    int probe_failed;              /* how the last probe failed (for the log line), or 0 */
     uint64_t rng;                  /* xorshift state for the backoff jitter */
     dl_redis_event_cb observe;
     void *observe_arg;
@@ -419,7 +426,7 @@ int dl_redis_config_from_env(dl_redis_config_t *cfg, char *err, size_t errlen)
         return rc;
     if (rc > 0)
         cfg->breaker_cooldown_ms = (uint64_t)v;
-    rc = env_num("REDIS_RECONNECT_MAX_MS", 1, MAX_RECONNECT_MS, &v, err, errlen);
+    rc = env_num("REDIS_RECONNECT_MAX_MS", MIN_RECONNECT_MS, MAX_RECONNECT_MS, &v, err, errlen);
     if (rc < 0)
         return rc;
     if (rc > 0)
@@ -843,7 +850,8 @@ static void fail_waiting(dl_redis_pool_t *p)
             cmd = cmd->qnext;
         if (cmd == NULL)
             break;
-        complete(cmd, status, NULL, 0);
+        /* a re-sent write that an earlier attempt may have run stays unknown */
+        complete(cmd, cmd->ran && !cmd->reads_only ? DL_EUNKNOWN : status, NULL, 0);
     }
 }
 
@@ -1021,6 +1029,7 @@ static void conn_start(conn_t *c);
 static void on_conn_timer(uv_timer_t *t);
 static void dispatch(dl_redis_pool_t *p);
 static void pool_release(dl_redis_pool_t *p);
+static void breaker_moved(dl_redis_pool_t *p);
 
 static const char *ac_error(const redisAsyncContext *ac, const char *dflt)
 {
@@ -1133,6 +1142,13 @@ static void conn_ready(conn_t *c)
                (unsigned long long)(uv_now(p->loop) - p->down_since));
     }
     set_up(p, 1);
+    /* Connected and logged in (one round trip) within the command timeout:
+     * Redis answers in time again, so an open breaker need not wait for its
+     * cool-down and probe (a server that was slow, not gone, recovers at
+     * once). A server still too slow logs in too slowly to count. */
+    if (p->breaker.state != DL_BREAKER_CLOSED &&
+        uv_now(p->loop) - c->opened_at < p->cfg.cmd_timeout_ms && dl_breaker_reset(&p->breaker))
+        breaker_moved(p);
     dispatch(p);
 }
 
@@ -1221,6 +1237,7 @@ static void conn_open(conn_t *c, const char *ip)
     char why[160];
 
     c->state = CONN_CONNECTING;
+    c->opened_at = uv_now(p->loop);
     redisAsyncContext *ac = redisAsyncConnect(ip, cfg->port);
     if (ac == NULL) {
         conn_fail(c, "connect: out of memory", 0);
@@ -1417,7 +1434,7 @@ static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
     if (reply == NULL) {
         /* The context is being freed: every callback it holds comes now, with NULL. */
         if (!cmd->failed && wire_reached(ac, cmd))
-            cmd->reached = 1;
+            cmd->reached = cmd->ran = 1;
         cmd->failed = 1;
         if (c->ac == ac)
             conn_fail(c, ac_error(ac, "connection lost"), 0);
@@ -1463,7 +1480,7 @@ static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
             dispatch(p);
     } else {
         /* a read lost is only lost; a write may have run */
-        complete(cmd, cmd->reached && !cmd->idempotent ? DL_EUNKNOWN : DL_EIO, NULL, 0);
+        complete(cmd, cmd->ran && !cmd->reads_only ? DL_EUNKNOWN : DL_EIO, NULL, 0);
     }
 }
 
@@ -1543,8 +1560,6 @@ static void arm_sweep(dl_redis_pool_t *p)
     uv_timer_start(&p->sweep, on_sweep, head->deadline > now ? head->deadline - now : 0, 0);
 }
 
-static void breaker_moved(dl_redis_pool_t *p);
-
 static void on_sweep(uv_timer_t *t)
 {
     dl_redis_pool_t *p = t->data;
@@ -1596,6 +1611,7 @@ static void on_probe(int status, redisReply **replies, int n, void *arg)
         return;
     uint64_t now = uv_now(p->loop);
     int moved;
+    p->probe_failed = status == 0 ? 0 : status == DL_ETIMEDOUT ? DL_ETIMEDOUT : DL_EIO;
     if (status == 0)
         moved = dl_breaker_success(&p->breaker);
     else if (status == DL_ETIMEDOUT)
@@ -1622,7 +1638,7 @@ static void send_probe(dl_redis_pool_t *p)
         return;
     }
     cmd->internal = 1;
-    cmd->idempotent = 1;
+    cmd->reads_only = cmd->idempotent = 1;
     cmd->cb = on_probe;
     cmd->arg = p;
     cmd->deadline = uv_now(p->loop) + p->cfg.cmd_timeout_ms;
@@ -1648,7 +1664,14 @@ static void breaker_moved(dl_redis_pool_t *p)
     if (p->closing)
         return;
     report(p, DL_REDIS_EV_BREAKER, st);
-    if (st == DL_BREAKER_OPEN) {
+    if (st == DL_BREAKER_OPEN && p->probe_failed) {
+        dl_log(DL_LOG_WARN, "%s: circuit breaker open again: the probe PING %s; next probe in "
+               "%llu ms", p->who, p->probe_failed == DL_ETIMEDOUT ? "timed out" : "failed",
+               (unsigned long long)p->cfg.breaker_cooldown_ms);
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "circuit breaker open: the probe PING %s",
+                 p->probe_failed == DL_ETIMEDOUT ? "timed out" : "failed");
+    } else if (st == DL_BREAKER_OPEN) {
         dl_log(DL_LOG_WARN,
                "%s: circuit breaker open after %d consecutive timeouts; commands fail "
                "fast for %llu ms, then a PING probes",
@@ -1656,6 +1679,9 @@ static void breaker_moved(dl_redis_pool_t *p)
                (unsigned long long)p->cfg.breaker_cooldown_ms);
         snprintf(p->last_error, sizeof(p->last_error),
                  "circuit breaker open after %d consecutive timeouts", p->breaker.consecutive);
+    }
+    p->probe_failed = 0;
+    if (st == DL_BREAKER_OPEN) {
         uv_timer_start(&p->breaker_timer, on_breaker_timer, p->cfg.breaker_cooldown_ms, 0);
         schedule_fail(p);
     } else if (st == DL_BREAKER_HALF_OPEN) {
@@ -1740,6 +1766,8 @@ dl_redis_pool_t *dl_redis_pool_new(uv_loop_t *loop, const dl_redis_config_t *cfg
         p->cfg.breaker_cooldown_ms = DL_BREAKER_DEFAULT_COOLDOWN_MS;
     if (p->cfg.reconnect_max_ms == 0)
         p->cfg.reconnect_max_ms = DL_REDIS_DEFAULT_RECONNECT_MAX_MS;
+    if (p->cfg.reconnect_max_ms < MIN_RECONNECT_MS)
+        p->cfg.reconnect_max_ms = MIN_RECONNECT_MS;
     dl_breaker_init(&p->breaker, p->cfg.breaker_threshold, p->cfg.breaker_cooldown_ms);
     p->reported_up = -1;
     snprintf(p->who, sizeof(p->who), "redis %s:%d", p->cfg.host, p->cfg.port);
@@ -1813,8 +1841,8 @@ int dl_redis_pool_sendf(dl_redis_pool_t *p, int ncmds, const int *argcs,
         return DL_ENOMEM;
     cmd->cb = cb;
     cmd->arg = arg;
-    cmd->idempotent = (flags & DL_REDIS_IDEMPOTENT) != 0 ||
-                      pipeline_reads_only(ncmds, argcs, argvs, argvlens);
+    cmd->reads_only = pipeline_reads_only(ncmds, argcs, argvs, argvlens);
+    cmd->idempotent = (flags & DL_REDIS_IDEMPOTENT) != 0 || cmd->reads_only;
     /* The loop's clock may be a handler's run time behind. */
     uv_update_time(p->loop);
     cmd->deadline = uv_now(p->loop) + p->cfg.cmd_timeout_ms;

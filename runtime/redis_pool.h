@@ -81,7 +81,8 @@ typedef struct dl_redis_cmd_s dl_redis_cmd_t;
  * with replies NULL and n 0: DL_ETIMEDOUT (no reply within cmd_timeout_ms,
  * queueing included; a written command may have run), DL_EUNKNOWN (the
  * connection dropped after the pipeline was written and it may not be
- * re-sent: it may or may not have run), DL_EIO (the connection dropped and
+ * re-sent, or a write re-sent after such an attempt failed in the end: it
+ * may or may not have run), DL_EIO (the connection dropped and
  * re-sends ran out), DL_EUNAVAIL (Redis went down or the breaker opened while
  * it waited for a connection), DL_EREDIS (a connection could not log in or
  * select the db: see dl_redis_pool_last_error()), DL_ECANCELED (the pool was

@@ -47,7 +47,7 @@ static long long env_range(const char *name, long long min, long long max, long 
     char *end;
     errno = 0;
     long long n = strtoll(v, &end, 10);
-    if (*end != '\0' || errno != 0 || n < min || n > max || v[0] == '-' || v[0] == '+') {
+    if (*end != '\0' || errno != 0 || n < min || n > max || v[0] < '0' || v[0] > '9') {
         snprintf(errbuf, errlen, "%s=%s: expected a whole number from %lld to %lld\n", name, v,
                  min, max);
         return -1;
@@ -408,7 +408,7 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     char rerr[256];
     int rc = dl_redis_config_from_env(&rt->redis_cfg, rerr, sizeof(rerr));
     if (rc < 0) {
-        snprintf(errbuf, errlen, "REDIS_URL: %s\n", rerr);
+        snprintf(errbuf, errlen, "%s\n", rerr); /* the message names the variable */
         dl_runtime_free(rt);
         return DL_EINVAL;
     }

@@ -308,9 +308,9 @@ return { n, #gone }]=],
 local shas = {}
 local function load(name)
   local api = lib()
-  local s, err = api.redis.call("SCRIPT", "LOAD", SCRIPTS[name])
+  local s, err, code = api.redis.call("SCRIPT", "LOAD", SCRIPTS[name])
   if s then shas[name] = s end
-  return s, err
+  return s, err, code
 end
 
 -- the scripts the pool may send twice (see the note above)

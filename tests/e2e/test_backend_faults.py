@@ -47,7 +47,7 @@ from harness import Server  # noqa: E402
 APP = os.path.join(harness.APPS, "faults")
 WORKERS = 2
 TIMEOUT_MS = 250          # REDIS_COMMAND_TIMEOUT_MS
-COOLDOWN_MS = 1000        # REDIS_BREAKER_COOLDOWN_MS (the default)
+COOLDOWN_MS = 500         # REDIS_BREAKER_COOLDOWN_MS (the default)
 RECONNECT_MAX_MS = 500    # REDIS_RECONNECT_MAX_MS (the default)
 THRESHOLD = 5             # REDIS_BREAKER_THRESHOLD (the default)
 SANITIZED = bool(os.environ.get("DEVLOOP_SANITIZED"))

@@ -68,6 +68,24 @@ DL_TEST(breaker_cooldown_and_probe)
     EXPECT_EQ(dl_breaker_remaining(&b, 3500), 0);
 }
 
+/* Other evidence of a server that answers in time closes it at once. */
+DL_TEST(breaker_reset)
+{
+    dl_breaker_t b;
+    int moved;
+    dl_breaker_init(&b, 1, 1000);
+    EXPECT_EQ(dl_breaker_reset(&b), 0);
+    EXPECT_EQ(dl_breaker_timeout(&b, 10), 1);
+    EXPECT_EQ(dl_breaker_reset(&b), 1);
+    EXPECT_EQ(b.state, DL_BREAKER_CLOSED);
+    EXPECT_EQ(dl_breaker_allow(&b, 11, &moved), 1);
+    EXPECT_EQ(dl_breaker_timeout(&b, 20), 1);
+    EXPECT_EQ(dl_breaker_allow(&b, 1020, &moved), 2);
+    EXPECT_EQ(dl_breaker_reset(&b), 1);
+    EXPECT_EQ(b.state, DL_BREAKER_CLOSED);
+    EXPECT_EQ(b.probing, 0);
+}
+
 DL_TEST(breaker_disabled)
 {
     dl_breaker_t b;
