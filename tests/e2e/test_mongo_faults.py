@@ -92,14 +92,25 @@ def test_blackholed():
 
 
 def test_bad_breaker_settings():
-    for name, value in (("MONGO_BREAKER_THRESHOLD", "-1"), ("MONGO_BREAKER_THRESHOLD", "five"),
-                        ("MONGO_BREAKER_COOLDOWN_MS", "0")):
-        env = dict(os.environ, MONGO_URI="mongodb://127.0.0.1:1/t", **{name: value})
-        import subprocess
+    """Every fault variable with a bad value stops start-up, the message
+    naming that variable first (not REDIS_URL)."""
+    import subprocess
+    cases = (("MONGO_BREAKER_THRESHOLD", "-1"), ("MONGO_BREAKER_THRESHOLD", "five"),
+             ("MONGO_BREAKER_THRESHOLD", " 5"), ("MONGO_BREAKER_COOLDOWN_MS", "0"),
+             ("MONGO_BREAKER_COOLDOWN_MS", "+5"), ("REDIS_BREAKER_THRESHOLD", "-1"),
+             ("REDIS_BREAKER_COOLDOWN_MS", "0"), ("REDIS_RECONNECT_MAX_MS", "1"),
+             ("REDIS_RECONNECT_MAX_MS", "60001"))
+    for name, value in cases:
+        env = dict(os.environ, **{name: value})
+        if name.startswith("MONGO"):
+            env["MONGO_URI"] = "mongodb://127.0.0.1:1/t"
+        else:
+            env["REDIS_URL"] = "redis://127.0.0.1:1"
         p = subprocess.run([harness.BIN, "serve", os.path.join(harness.APPS, "db"), "--listen",
                             "127.0.0.1:%d" % harness.free_port()], env=env,
                            capture_output=True, text=True, timeout=20)
         assert p.returncode != 0 and name in p.stderr, (name, value, p.returncode, p.stderr)
+        assert "REDIS_URL" not in p.stderr, p.stderr
 
 
 def _mongo_host_port():

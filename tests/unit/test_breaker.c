@@ -132,6 +132,14 @@ DL_TEST(backend_stats_merge)
     EXPECT_EQ(dl_metrics_render(m, &out), 0);
     EXPECT(strstr(out.data, "backend_up{backend=\"redis\"} 1") != NULL);
     dl_buf_free(&out);
+    /* the first report (closed) is no move, yet every state's series is
+     * there, at 0 */
+    dl_backend_set_breaker(&bs, -1, DL_BACKEND_MONGO, DL_BREAKER_CLOSED);
+    EXPECT_EQ(dl_metrics_render(m, &out), 0);
+    EXPECT(strstr(out.data, "backend_breaker_transitions_total{backend=\"mongodb\","
+                            "state=\"open\"} 0") != NULL);
+    EXPECT(strstr(out.data, "backend_breaker_state{backend=\"mongodb\"} 0") != NULL);
+    dl_buf_free(&out);
     dl_backend_stats_free(&bs);
     dl_metrics_free(m);
 }
