@@ -294,9 +294,13 @@ static int l_core_worker_id(lua_State *L)
 
 /* ============================================================ in-process */
 
-/* core._request(raw [, head]): raw HTTP/1.1 request bytes through an
- * in-process connection of this worker (conn.c's dl_conn_exchange); returns
- * the raw response bytes, parking the caller meanwhile. */
+/* core._request(method, path, headers, body): a request written from its
+ * parts (dl_http_request_write, which refuses a part outside its grammar)
+ * through an in-process connection of this worker (conn.c's
+ * dl_conn_exchange); returns the raw response bytes, parking the caller
+ * meanwhile. headers maps names to string values. A refused part returns
+ * nil, message, "EINVAL", name of the field at fault (nil for the method or
+ * path) at once, before anything is sent. */
 typedef struct {
     dl_task_t *task; /* NULL once the task is gone */
 } inproc_t;
@@ -319,18 +323,56 @@ static void cancel_inproc(void *data)
 
 static int l_core_request(lua_State *L)
 {
-    size_t len;
-    const char *raw = luaL_checklstring(L, 1, &len);
-    int head = lua_toboolean(L, 2);
+    size_t mlen, plen, blen = 0;
+    const char *method = luaL_checklstring(L, 1, &mlen);
+    const char *path = luaL_checklstring(L, 2, &plen);
+    const char *body = luaL_optlstring(L, 4, "", &blen);
     dl_task_t *t = dl_task_current(L);
     if (t == NULL || t->vm->worker == NULL)
         return luaL_error(L, "in-process requests can only be made inside a task");
-    inproc_t *ip = dl_calloc(1, sizeof(*ip));
-    if (ip == NULL)
+    int n = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        for (lua_pushnil(L); lua_next(L, 3); lua_pop(L, 1))
+            n++;
+    }
+    /* the strings stay in the table (on the stack) while the request is written */
+    dl_http_field_t *fields = n ? lua_newuserdata(L, sizeof(*fields) * (size_t)n) : NULL;
+    int i = 0;
+    for (lua_pushnil(L); n && lua_next(L, 3); lua_pop(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            return luaL_argerror(L, 3, "header names and values must be strings");
+        fields[i].name = lua_tolstring(L, -2, &fields[i].name_len);
+        fields[i].value = lua_tolstring(L, -1, &fields[i].value_len);
+        i++;
+    }
+    dl_buf_t raw = DL_BUF_INIT;
+    const char *err = NULL;
+    int bad = -1;
+    int rc = dl_http_request_write(&raw, method, mlen, path, plen, fields, n, body, blen, &err,
+                                   &bad);
+    if (rc == DL_EINVAL) {
+        dl_buf_free(&raw);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        lua_pushstring(L, "EINVAL");
+        if (bad >= 0)
+            lua_pushlstring(L, fields[bad].name, fields[bad].name_len);
+        else
+            lua_pushnil(L);
+        return 4;
+    }
+    inproc_t *ip = rc == 0 ? dl_calloc(1, sizeof(*ip)) : NULL;
+    if (ip == NULL) {
+        dl_buf_free(&raw);
         return luaL_error(L, "out of memory");
+    }
     ip->task = t;
     dl_task_park(t, cancel_inproc, ip);
-    if (dl_conn_exchange(t->vm->worker, raw, len, head, inproc_done, ip) != 0) {
+    rc = dl_conn_exchange(t->vm->worker, raw.data, raw.len, mlen == 4 && !memcmp(method, "HEAD", 4),
+                          inproc_done, ip);
+    dl_buf_free(&raw); /* the connection has read it */
+    if (rc != 0) {
         dl_free(ip);
         t->cancel = NULL;
         return luaL_error(L, "out of memory");

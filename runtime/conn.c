@@ -752,36 +752,81 @@ static void init_settings(void)
 
 /* ================================================================ dispatch */
 
-/* A plain listener that only points to HTTPS: 308 to the same host and target
- * on the first TLS listener's port. */
+/* ------------------------------------------------------- HTTPS redirects */
+
+int dl_redirect_host_valid(const char *s, size_t n, size_t *host_len, int *port)
+{
+    size_t i = 0;
+    if (n > 0 && s[0] == '[') {
+        const char *e = memchr(s, ']', n);
+        /* an IPv6 address only: IPvFuture names nothing a browser reaches */
+        if (e == NULL || e - s < 3 || s[1] == 'v' || s[1] == 'V' ||
+            !ip_literal_valid(s + 1, (size_t)(e - s - 1)))
+            return 0;
+        i = (size_t)(e - s) + 1;
+    } else {
+        while (i < n && s[i] != ':') {
+            int ch = (unsigned char)s[i];
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~'))
+                return 0;
+            i++;
+        }
+        if (i == 0 || i > 253)
+            return 0;
+    }
+    if (host_len)
+        *host_len = i;
+    if (port)
+        *port = -1;
+    if (i == n)
+        return 1;
+    if (s[i] != ':' || n - i - 1 == 0 || n - i - 1 > 5)
+        return 0;
+    int p = 0;
+    for (i++; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        p = p * 10 + (s[i] - '0');
+    }
+    if (p < 1 || p > 65535)
+        return 0;
+    if (port)
+        *port = p;
+    return 1;
+}
+
+/* A plain listener that only points to HTTPS: 308 to the configured canonical
+ * host (--canonical-host), else to the host the client named, on the first
+ * TLS listener's port, with the same target. A Host that is not host[:port]
+ * is a 400: copied into Location it would make an open or broken redirect. */
 static void redirect_https(dl_conn_t *c, dl_req_t *r)
 {
     dl_runtime_t *rt = c->worker->rt;
-    size_t hlen = 0;
+    size_t hlen = 0, name_len = 0;
     const char *host = dl_req_header(r, "host", &hlen);
-    char hbuf[256];
-    if (host == NULL || hlen == 0 || hlen >= sizeof(hbuf)) {
-        host = "localhost";
-        hlen = 9;
+    if (host != NULL && hlen > 0 && !dl_redirect_host_valid(host, hlen, &name_len, NULL)) {
+        respond_error(r, 400, "invalid Host header: an HTTPS redirect needs host[:port] "
+                              "(a DNS name or a bracketed IPv6 address, port 1-65535)", NULL);
+        return;
     }
-    memcpy(hbuf, host, hlen);
-    hbuf[hlen] = '\0';
-    /* drop the port the client used; keep an IPv6 literal's brackets */
-    char *colon = strrchr(hbuf, ':');
-    if (colon && (hbuf[0] != '[' || colon > strchr(hbuf, ']')))
-        *colon = '\0';
-    for (char *p = hbuf; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || ((*p | 32) >= 'a' && (*p | 32) <= 'z') ||
-              strchr(".-[]:", *p))) {
-            respond_error(r, 400, "invalid Host header", NULL);
-            return;
-        }
     dl_buf_t loc = DL_BUF_INIT;
-    if (rt->https_port == 443)
-        dl_buf_appendf(&loc, "Location: https://%s%.*s\r\n", hbuf, (int)r->url_len, r->head.data);
-    else
-        dl_buf_appendf(&loc, "Location: https://%s:%d%.*s\r\n", hbuf, rt->https_port,
-                       (int)r->url_len, r->head.data);
+    dl_buf_append_str(&loc, "Location: https://");
+    if (rt->canonical_host) {
+        dl_buf_append_str(&loc, rt->canonical_host);
+        if (rt->canonical_port < 0 && rt->https_port != 443)
+            dl_buf_appendf(&loc, ":%d", rt->https_port);
+    } else if (host != NULL && hlen > 0) {
+        dl_buf_append(&loc, host, name_len); /* the client's port is dropped */
+        if (rt->https_port != 443)
+            dl_buf_appendf(&loc, ":%d", rt->https_port);
+    } else {
+        dl_buf_free(&loc);
+        respond_error(r, 400, "an HTTPS redirect needs a Host header (or a canonical host "
+                              "configured: --canonical-host)", NULL);
+        return;
+    }
+    dl_buf_appendf(&loc, "%.*s\r\n", (int)r->url_len, r->head.data);
     dl_buf_t body = DL_BUF_INIT;
     dl_error_body(&body, 308, "this server answers over HTTPS", r->id);
     dl_resp_t resp = {.status = 308,

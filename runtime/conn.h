@@ -160,6 +160,15 @@ typedef struct {
  * or the HTTP status to answer with *msg saying why.
  */
 int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg);
+/**
+ * 1 when s[0..n) is a host an HTTPS redirect may name, RFC 3986 host[:port]
+ * narrowed to what a browser reaches: a name of letters, digits, '-', '.',
+ * '_' and '~' (1 to 253 bytes) or an IPv6 address in brackets, then
+ * optionally ':' and a port 1-65535. Sets *host_len to the length without the
+ * port and *port to the port or -1 (either may be NULL); 0 otherwise.
+ */
+int dl_redirect_host_valid(const char *s, size_t n, size_t *host_len, int *port);
+
 /** Runs a complete request: 404/405 answers, HTTPS redirects, or its handler. */
 void dl_conn_req_dispatch(dl_conn_t *c, dl_req_t *r);
 

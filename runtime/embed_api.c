@@ -195,32 +195,34 @@ static int parse_response(char *raw, size_t len, dl_response_t *out)
     return 0;
 }
 
-/* The request is built from strings: a CR or LF in any of them would start a
- * second request in the same bytes (smuggling), so each must keep to its
- * grammar: the method a token, the path visible ASCII, each header
- * "token: value" with no control in the value but HTAB. */
-static int request_line_ok(const char *method, const char *path, const char *const *headers)
+/* The request is written from its parts by dl_http_request_write(), which
+ * refuses any part outside its grammar (a CR or LF in one would start a
+ * second request in the same bytes): here each "Name: value" line is split at
+ * its first colon into a field. */
+static int build_request(dl_buf_t *raw, const char *method, const char *path,
+                         const char *const *headers, const char *body, size_t body_len)
 {
-    if (*method == '\0')
-        return 0;
-    for (const char *p = method; *p; p++)
-        if (!dl_is_tchar((unsigned char)*p))
-            return 0;
-    for (const char *p = path; *p; p++)
-        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
-            return 0;
-    for (int i = 0; headers && headers[i]; i++) {
+    int n = 0;
+    while (headers && headers[n])
+        n++;
+    dl_http_field_t *fields = n ? dl_calloc((size_t)n, sizeof(*fields)) : NULL;
+    if (n && fields == NULL)
+        return DL_ENOMEM;
+    for (int i = 0; i < n; i++) {
         const char *h = headers[i], *colon = strchr(h, ':');
-        if (colon == NULL || colon == h)
-            return 0;
-        for (const char *p = h; p < colon; p++)
-            if (!dl_is_tchar((unsigned char)*p))
-                return 0;
-        for (const char *p = colon + 1; *p; p++)
-            if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
-                return 0;
+        if (colon == NULL) {
+            dl_free(fields);
+            return DL_EINVAL; /* not "Name: value" */
+        }
+        fields[i] = (dl_http_field_t){.name = h,
+                                      .name_len = (size_t)(colon - h),
+                                      .value = colon + 1,
+                                      .value_len = strlen(colon + 1)};
     }
-    return 1;
+    int rc = dl_http_request_write(raw, method, strlen(method), path, strlen(path), fields, n,
+                                   body, body_len, NULL, NULL);
+    dl_free(fields);
+    return rc;
 }
 
 int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
@@ -229,36 +231,34 @@ int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
 {
     if (out)
         memset(out, 0, sizeof(*out));
-    if (rt == NULL || method == NULL || path == NULL || out == NULL || path[0] != '/' ||
-        (body == NULL && body_len > 0) || !request_line_ok(method, path, headers))
+    if (rt == NULL || method == NULL || path == NULL || out == NULL ||
+        (body == NULL && body_len > 0))
         return DL_EINVAL;
+    /* refused before anything waits or is sent */
+    dl_buf_t raw = DL_BUF_INIT;
+    int brc = build_request(&raw, method, path, headers, body, body_len);
+    if (brc != 0) {
+        dl_buf_free(&raw);
+        return brc;
+    }
     if (timeout_ms == 0)
         timeout_ms = 30000;
     uint64_t deadline = uv_hrtime() + timeout_ms * 1000000u;
     /* wait for dl_runtime_run() to have its workers up */
     while (!__atomic_load_n(&rt->serving, __ATOMIC_ACQUIRE)) {
-        if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE) || uv_hrtime() > deadline)
+        if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE) || uv_hrtime() > deadline) {
+            dl_buf_free(&raw);
             return __atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE) ? DL_ECANCELED
                                                                           : DL_ETIMEDOUT;
+        }
         uv_sleep(1);
     }
     sync_req_t *sr = dl_calloc(1, sizeof(*sr));
-    if (sr == NULL)
-        return DL_ENOMEM;
-    dl_buf_appendf(&sr->raw, "%s %s HTTP/1.1\r\nHost: localhost\r\n", method, path);
-    for (int i = 0; headers && headers[i]; i++)
-        dl_buf_appendf(&sr->raw, "%s\r\n", headers[i]);
-    if (body_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-        strcmp(method, "PATCH") == 0)
-        dl_buf_appendf(&sr->raw, "Content-Length: %zu\r\n", body_len);
-    dl_buf_append(&sr->raw, "\r\n", 2);
-    if (body_len)
-        dl_buf_append(&sr->raw, body, body_len);
-    if (sr->raw.oom) {
-        dl_buf_free(&sr->raw);
-        dl_free(sr);
+    if (sr == NULL) {
+        dl_buf_free(&raw);
         return DL_ENOMEM;
     }
+    sr->raw = raw; /* sr owns it now */
     sr->head = strcmp(method, "HEAD") == 0;
     sr->refs = 2;
     uv_mutex_init(&sr->mu);

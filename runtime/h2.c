@@ -68,8 +68,9 @@ typedef struct h2_stream_s {
     int err_status;        /* rejected while arriving: answered once the headers are in */
     const char *err_msg;
     char err_buf[200];
-    char authority[256];
+    char authority[300];   /* a DNS name (253), ':' and a port fit */
     size_t authority_len;
+    unsigned has_authority : 1;
     unsigned headers_done : 1;
     unsigned ended : 1;      /* END_STREAM received */
     unsigned dispatched : 1; /* its handler runs */
@@ -390,8 +391,15 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
             dl_buf_append(&r->head, v, vlen);
             r->url_len = (uint32_t)vlen;
         } else if (nlen == 10 && memcmp(n, ":authority", 10) == 0) {
-            st->authority_len = DL_MIN(vlen, sizeof(st->authority));
-            memcpy(st->authority, v, st->authority_len);
+            /* kept whole or refused: a cut one could equal a Host naming
+             * another server */
+            if (vlen > sizeof(st->authority)) {
+                stream_reject(st, 400, ":authority too long");
+                return 0;
+            }
+            st->has_authority = 1;
+            st->authority_len = vlen;
+            memcpy(st->authority, v, vlen);
         }
         return 0;
     }
@@ -462,8 +470,10 @@ static void headers_done(h2_stream_t *st, int end_stream)
     if (!st->err_status && st->authority_len && host == NULL &&
         add_header(st, "host", 4, st->authority, st->authority_len) != 0)
         stream_reject(st, 431, "too many request headers");
-    /* RFC 9113 8.3.1: which of two names a proxy used is anyone's guess */
-    if (!st->err_status && st->authority_len && host &&
+    /* RFC 9113 8.3.1: a Host that names another server than :authority (an
+     * empty one included) makes the request malformed; which of the two a
+     * proxy in front used is anyone's guess */
+    if (!st->err_status && st->has_authority && host &&
         !dl_strncasecmp_eq(host, hlen, st->authority, st->authority_len))
         stream_reject(st, 400, "Host differs from :authority");
     if (!st->err_status) {

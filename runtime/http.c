@@ -213,6 +213,118 @@ int dl_request_id_valid(const char *s, size_t len)
     return 1;
 }
 
+/* ------------------------------------------------- requests from parts */
+
+static int is_blank(int c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static int token_ok(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!dl_is_tchar((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+/* field-value (RFC 9110 5.5): VCHAR, obs-text, SP and HTAB; every other
+ * control, CR, LF and NUL above all, is refused */
+static int value_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+static int request_fail(const char **err, int *bad_field, const char *msg, int field)
+{
+    if (err)
+        *err = msg;
+    if (bad_field)
+        *bad_field = field;
+    return DL_EINVAL;
+}
+
+int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, const char *path,
+                          size_t path_len, const dl_http_field_t *fields, int n_fields,
+                          const char *body, size_t body_len, const char **err, int *bad_field)
+{
+    if (method == NULL || !token_ok(method, method_len))
+        return request_fail(err, bad_field, "the method is not a token", -1);
+    if (path == NULL || path_len == 0 || path[0] != '/')
+        return request_fail(err, bad_field, "the path must start with /", -1);
+    for (size_t i = 0; i < path_len; i++)
+        if ((unsigned char)path[i] <= 0x20 || (unsigned char)path[i] >= 0x7f)
+            return request_fail(err, bad_field,
+                                "the path holds a space, a control character (CR, LF, NUL...) "
+                                "or a byte over 0x7e; percent-encode it",
+                                -1);
+    if (body == NULL && body_len > 0)
+        return request_fail(err, bad_field, "no body bytes for a body length", -1);
+    int host = -1;
+    for (int i = 0; i < n_fields; i++) {
+        const dl_http_field_t *f = &fields[i];
+        if (f->name == NULL || !token_ok(f->name, f->name_len))
+            return request_fail(err, bad_field, "a header name is not a token", i);
+        if ((f->value == NULL && f->value_len > 0) ||
+            (f->value_len > 0 && !value_ok(f->value, f->value_len)))
+            return request_fail(err, bad_field,
+                                "a header value holds CR, LF, NUL or another control character",
+                                i);
+        if (dl_strncasecmp_eq(f->name, f->name_len, "transfer-encoding", 17))
+            return request_fail(err, bad_field,
+                                "Transfer-Encoding cannot be given: the body is sent whole, "
+                                "with its Content-Length",
+                                i);
+        if (dl_strncasecmp_eq(f->name, f->name_len, "host", 4)) {
+            if (host >= 0)
+                return request_fail(err, bad_field, "more than one Host header", i);
+            host = i;
+        }
+    }
+
+    size_t start = out->len;
+    dl_buf_append(out, method, method_len);
+    dl_buf_append_char(out, ' ');
+    dl_buf_append(out, path, path_len);
+    dl_buf_append_str(out, " HTTP/1.1\r\n");
+    if (host < 0)
+        dl_buf_append_str(out, "Host: localhost\r\n");
+    for (int i = 0; i < n_fields; i++) {
+        const dl_http_field_t *f = &fields[i];
+        if (dl_strncasecmp_eq(f->name, f->name_len, "content-length", 14))
+            continue;
+        const char *v = f->value, *e = f->value + f->value_len;
+        while (v < e && is_blank((unsigned char)*v))
+            v++;
+        while (e > v && is_blank((unsigned char)e[-1]))
+            e--;
+        dl_buf_append(out, f->name, f->name_len);
+        dl_buf_append(out, ": ", 2);
+        dl_buf_append(out, v, (size_t)(e - v));
+        dl_buf_append(out, "\r\n", 2);
+    }
+    int with_body = body_len > 0 || (method_len == 4 && memcmp(method, "POST", 4) == 0) ||
+                    (method_len == 3 && memcmp(method, "PUT", 3) == 0) ||
+                    (method_len == 5 && memcmp(method, "PATCH", 5) == 0);
+    if (with_body)
+        dl_buf_appendf(out, "Content-Length: %zu\r\n", body_len);
+    dl_buf_append(out, "\r\n", 2);
+    if (body_len > 0)
+        dl_buf_append(out, body, body_len);
+    if (out->oom) {
+        out->len = start;
+        return DL_ENOMEM;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------ response side */
 
 const char *dl_status_text(int status)

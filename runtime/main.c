@@ -2,7 +2,8 @@
  * main.c - the `devloop` program: a thin command line over libdevloop.
  *
  *   devloop serve APP_DIR [--listen HOST:PORT [--tls-cert FILE --tls-key FILE]...
- *                          [--https-redirect]]... [--workers N] [--log-level L]
+ *                          [--https-redirect]]... [--canonical-host HOST[:PORT]]
+ *                          [--workers N] [--log-level L]
  *   devloop check APP_DIR
  *   devloop test APP_DIR [FILE...] [--tap]
  *   devloop new DIR
@@ -30,7 +31,7 @@ static void usage(FILE *f)
             "usage: devloop serve APP_DIR [--listen HOST:PORT [--tls-cert FILE --tls-key FILE]...\n"
             "                                       [--https-redirect]]...\n"
             "                     [--workers N] [--log-level L] [--no-watch] [--pid-file FILE]\n"
-            "                     [--hsts VALUE|off] [--no-http2]\n"
+            "                     [--hsts VALUE|off] [--no-http2] [--canonical-host HOST[:PORT]]\n"
             "       devloop check APP_DIR\n"
             "       devloop test APP_DIR [FILE...] [--tap]\n"
             "       devloop new DIR\n"
@@ -128,6 +129,16 @@ static int cmd_serve(int argc, char **argv)
                 return 2;
             }
             cfg.hsts = strcmp(val, "off") == 0 ? "" : val;
+            i++;
+        } else if (strcmp(a, "--canonical-host") == 0) {
+            if (val == NULL || val[0] == '\0') {
+                fprintf(stderr, "devloop: --canonical-host needs HOST[:PORT], the host HTTPS "
+                                "redirects name\n");
+                return 2;
+            }
+            /* the runtime reads it (and checks it) with the environment,
+             * where embedders set it too; the flag wins over the variable */
+            setenv("DEVLOOP_CANONICAL_HOST", val, 1);
             i++;
         } else if (strcmp(a, "--no-http2") == 0) {
             cfg.http2 = 0;

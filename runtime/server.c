@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "log.h"
 #include "lua_vm.h"
 #include "metrics.h"
@@ -307,6 +308,36 @@ static int load_tls(dl_runtime_t *rt, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* The host HTTPS redirects name instead of the client's Host
+ * (DEVLOOP_CANONICAL_HOST, which --canonical-host sets): host[:port] as
+ * conn.c's redirect takes it, checked now so a typo stops start-up. */
+static int load_canonical_host(dl_runtime_t *rt, char *errbuf, size_t errlen)
+{
+    const char *v = getenv("DEVLOOP_CANONICAL_HOST");
+    rt->canonical_port = -1;
+    if (v == NULL || v[0] == '\0')
+        return 0;
+    if (!dl_redirect_host_valid(v, strlen(v), NULL, &rt->canonical_port)) {
+        char shown[301]; /* the value as given, controls shown as '?' */
+        size_t n = 0;
+        for (; v[n] && n < sizeof(shown) - 1; n++)
+            shown[n] = (unsigned char)v[n] < 0x20 || v[n] == 0x7f ? '?' : v[n];
+        shown[n] = '\0';
+        snprintf(errbuf, errlen,
+                 "DEVLOOP_CANONICAL_HOST (--canonical-host) \"%s\": expected host[:port], "
+                 "a DNS name (letters, digits, '-', '.', '_', '~'; at most 253 bytes) or a "
+                 "bracketed IPv6 address, then optionally a port 1-65535; no scheme, user or "
+                 "path\n", shown);
+        return -1;
+    }
+    rt->canonical_host = dl_strdup(v);
+    if (rt->canonical_host == NULL) {
+        snprintf(errbuf, errlen, "out of memory\n");
+        return -1;
+    }
+    return 0;
+}
+
 /* SIGHUP: certificates are read again; a failure keeps the loaded ones. */
 static void reload_tls(dl_runtime_t *rt)
 {
@@ -389,7 +420,7 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     snprintf(updir, sizeof(updir), "%s/data/.uploads", rt->app_dir);
     rt->upload_dir = dl_strdup(updir);
     rt->cfg.hsts = rt->hsts;
-    if (load_tls(rt, errbuf, errlen) != 0) {
+    if (load_tls(rt, errbuf, errlen) != 0 || load_canonical_host(rt, errbuf, errlen) != 0) {
         dl_runtime_free(rt);
         return DL_EINVAL;
     }
@@ -868,6 +899,7 @@ void dl_runtime_free(dl_runtime_t *rt)
         dl_tls_ctx_free(rt->tls[i]);
     }
     dl_free(rt->hsts);
+    dl_free(rt->canonical_host);
     dl_free(rt->upload_dir);
     dl_free(rt->app_dir);
     dl_memcache_free(rt->memcache);

@@ -240,14 +240,18 @@ typedef struct {
  * Sends a request to the running runtime without a socket: it goes through
  * the same parser, limits, router, handlers, codecs and compression as a
  * socket request, on worker 0. headers: NULL or a NULL-terminated list of
- * "Name: value" lines. Blocks the calling thread (never a worker's) until the
- * answer, at most timeout_ms (0: 30 s); while dl_runtime_run() starts up it
- * waits for it. Returns 0 and fills *out, DL_ETIMEDOUT, DL_ECANCELED (the
- * runtime is not running), DL_EINVAL (bad arguments: a method that is not a
- * token, a path that does not start with '/' or holds a space, a control or a
- * byte over 0x7e, a header that is not "token: value" or has a control other
- * than HTAB in its value; any of these could smuggle a second request) or
- * DL_ENOMEM.
+ * "Name: value" lines (split at the first colon; blanks around the value
+ * dropped). The runtime writes the request from these parts: Host is the one
+ * given, else "localhost"; Content-Length is body_len's (a given one is
+ * dropped). Blocks the calling thread (never a worker's) until the answer, at
+ * most timeout_ms (0: 30 s); while dl_runtime_run() starts up it waits for
+ * it. Returns 0 and fills *out, DL_ETIMEDOUT, DL_ECANCELED (the runtime is not
+ * running), DL_EINVAL at once, before anything is sent (bad arguments: a
+ * method that is not a token, a path that does not start with '/' or holds a
+ * space, a control (CR, LF...) or a byte over 0x7e, a header that is not
+ * "token: value", has a control other than HTAB in its value, is a second
+ * Host or is Transfer-Encoding; any of these could smuggle a second request)
+ * or DL_ENOMEM.
  */
 DL_API int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
                               const char *const *headers, const char *body, size_t body_len,

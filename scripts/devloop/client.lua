@@ -7,7 +7,7 @@
 local core = require "devloop.core"
 local codec = require "devloop.codec"
 
-local type, pairs, tostring, concat = type, pairs, tostring, table.concat
+local type, pairs, tostring, format = type, pairs, tostring, string.format
 
 local _M = { _VERSION = "0.1" }
 
@@ -32,51 +32,61 @@ local function parse(raw)
   return r
 end
 
--- The request line and fields are built from strings: a CR or LF in them
--- (a decoded %0d%0a in a route parameter, say) would start a second request
--- in the same bytes. Anything outside their grammar is refused (raises).
-local function check(method, path, headers)
-  if type(method) ~= "string" or not method:find("^[%w!#$%%&'*+.^_`|~-]+$") then
-    error("api.client: method must be a token, not " .. tostring(method), 3)
-  end
-  if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:find("[%z\1-\32\127-\255]") then
-    error("api.client: path must start with / and hold no spaces, controls or raw bytes "
-          .. "over 127 (percent-encode them)", 3)
-  end
-  for k, v in pairs(headers) do
-    if not k:find("^[%w!#$%%&'*+.^_`|~-]+$") then
-      error("api.client: header name " .. string.format("%q", k) .. " is not a token", 3)
-    end
-    if v:find("[%z\1-\8\10-\31\127]") then
-      error("api.client: header " .. k .. " has a control character (CR, LF, NUL...) in its value", 3)
-    end
-  end
+-- The request goes to core._request as parts (method, path, a map of header
+-- fields, body), and the runtime writes the request bytes itself
+-- (dl_http_request_write): a part outside its grammar (a CR or LF decoded from
+-- a %0d%0a in a route parameter, say, which would start a second request in
+-- the same bytes) is refused there, before anything is sent, and raised here
+-- at the caller's line. Host replaces the default "localhost"; Content-Length
+-- comes from the body; Transfer-Encoding cannot be given.
+local function refuse(msg)
+  error("api.client: " .. msg, 3)
+end
+
+-- a part shown in an error message: quoted, controls and bytes over 0x7e as
+-- \xHH (a raw CR or LF would forge a log line), cut at n bytes
+local function show(s, n)
+  s = tostring(s)
+  local cut = #s > n
+  s = s:sub(1, n):gsub('[%z\1-\31"\\\127-\255]', function(c) return format("\\x%02X", c:byte()) end)
+  return '"' .. s .. (cut and '"...' or '"')
 end
 
 -- request(method, path, {headers = {}, body = string | table (sent as JSON)})
 function _M.request(method, path, opts)
   opts = opts or {}
+  if type(method) ~= "string" then refuse("the method must be a string, not " .. type(method)) end
+  if type(path) ~= "string" then refuse("the path must be a string, not " .. type(path)) end
+  method = method:upper()
   local body = opts.body
   if body == codec.null then body = nil end
   local headers = {}
-  for k, v in pairs(type(opts.headers) == "table" and opts.headers or {}) do
+  if opts.headers ~= nil and type(opts.headers) ~= "table" then
+    refuse("headers must be a table, not " .. type(opts.headers))
+  end
+  for k, v in pairs(opts.headers or {}) do
+    if type(k) ~= "string" then
+      refuse("header names must be strings, not " .. type(k) .. " (" .. show(k, 40) .. ")")
+    end
+    if type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean" then
+      refuse("header " .. show(k, 80) .. " has a " .. type(v) .. " value; a string is expected")
+    end
     headers[k:lower()] = tostring(v)
   end
   if type(body) == "table" then
     body = codec.json_encode(body)
     headers["content-type"] = headers["content-type"] or "application/json"
+  elseif body ~= nil and type(body) ~= "string" then
+    refuse("the body must be a string or a table, not " .. type(body))
   end
-  body = body or ""
-  check(method, path, headers)
-  local lines = { method:upper() .. " " .. path .. " HTTP/1.1", "Host: localhost" }
-  for k, v in pairs(headers) do
-    if k ~= "host" and k ~= "content-length" then lines[#lines + 1] = k .. ": " .. v end
+  local raw, err, code, field = core._request(method, path, headers, body or "")
+  if not raw then
+    if code ~= "EINVAL" then return nil, err end
+    if field then
+      refuse("header " .. show(field, 80) .. ": " .. err)
+    end
+    refuse(err .. " (method " .. show(method, 40) .. ", path " .. show(path, 200) .. ")")
   end
-  if #body > 0 or method:upper() == "POST" or method:upper() == "PUT" or method:upper() == "PATCH" then
-    lines[#lines + 1] = "Content-Length: " .. #body
-  end
-  local raw, err = core._request(concat(lines, "\r\n") .. "\r\n\r\n" .. body, method:upper() == "HEAD")
-  if not raw then return nil, err end
   return parse(raw)
 end
 

@@ -206,3 +206,92 @@ DL_TEST(error_names)
     EXPECT_STR(dl_err_name(DL_EUNKNOWN), "EUNKNOWN");
     EXPECT_STR(dl_strerror(0), "success");
 }
+
+/* ------------------------------------------------- requests from parts */
+
+static int write_req(dl_buf_t *b, const char *method, const char *path, const char *name,
+                     const char *value, const char *body, const char **err, int *bad)
+{
+    dl_http_field_t f[2] = {{.name = "Accept", .name_len = 6, .value = "*/*", .value_len = 3}};
+    int n = 1;
+    if (name) {
+        f[1] = (dl_http_field_t){.name = name, .name_len = strlen(name), .value = value,
+                                 .value_len = value ? strlen(value) : 0};
+        n = 2;
+    }
+    return dl_http_request_write(b, method, strlen(method), path, strlen(path), f, n, body,
+                                 body ? strlen(body) : 0, err, bad);
+}
+
+DL_TEST(request_write_from_parts)
+{
+    dl_buf_t b = DL_BUF_INIT;
+    EXPECT_EQ(write_req(&b, "GET", "/a?b=%0d%0a", NULL, NULL, NULL, NULL, NULL), 0);
+    const char *want = "GET /a?b=%0d%0a HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n";
+    EXPECT_MEM(b.data, b.len, want, strlen(want));
+    /* Host given replaces the default; blanks around a value dropped; the
+     * body's length wins over a given Content-Length */
+    dl_buf_reset(&b);
+    EXPECT_EQ(write_req(&b, "POST", "/x", "Host", " api.example:8443\t", "abc", NULL, NULL), 0);
+    want = "POST /x HTTP/1.1\r\nAccept: */*\r\nHost: api.example:8443\r\nContent-Length: 3\r\n\r\nabc";
+    EXPECT_MEM(b.data, b.len, want, strlen(want));
+    dl_buf_reset(&b);
+    EXPECT_EQ(write_req(&b, "PUT", "/x", "content-length", "99", NULL, NULL, NULL), 0);
+    want = "PUT /x HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\nContent-Length: 0\r\n\r\n";
+    EXPECT_MEM(b.data, b.len, want, strlen(want));
+    dl_buf_reset(&b); /* HTAB and obs-text are field-value */
+    EXPECT_EQ(write_req(&b, "GET", "/", "X-T", "a\tcaf\xc3\xa9", NULL, NULL, NULL), 0);
+    dl_buf_free(&b);
+}
+
+DL_TEST(request_write_refuses_smuggling)
+{
+    static const struct {
+        const char *method, *path, *name, *value;
+        int bad; /* field at fault, -1 method or path */
+    } cases[] = {
+        {"GET", "/p/x\r\nGET /mark HTTP/1.1", NULL, NULL, -1},
+        {"GET", "/p/x\nGET /mark", NULL, NULL, -1},
+        {"GET", "/p/x GET /mark", NULL, NULL, -1},
+        {"GET", "/p/\x1b[2J", NULL, NULL, -1},
+        {"GET", "/p/caf\xc3\xa9", NULL, NULL, -1},
+        {"GET", "p/x", NULL, NULL, -1},
+        {"GET", "", NULL, NULL, -1},
+        {"GET /mark HTTP/1.1\r\n\r\nGET", "/", NULL, NULL, -1},
+        {"GE T", "/", NULL, NULL, -1},
+        {"", "/", NULL, NULL, -1},
+        {"GET", "/", "X-A\r\nGET /mark", "v", 1},
+        {"GET", "/", "X A", "v", 1},
+        {"GET", "/", "X:A", "v", 1},
+        {"GET", "/", "", "v", 1},
+        {"GET", "/", "X-T", "a\r\n\r\nGET /mark HTTP/1.1", 1},
+        {"GET", "/", "X-T", "a\nb", 1},
+        {"GET", "/", "X-T", "a\rb", 1},
+        {"GET", "/", "X-T", "a\x7f", 1},
+        {"GET", "/", "Transfer-Encoding", "chunked", 1},
+        {"GET", "/", "transfer-encoding", "identity", 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        dl_buf_t b = DL_BUF_INIT;
+        const char *err = NULL;
+        int bad = 7;
+        int rc = write_req(&b, cases[i].method, cases[i].path, cases[i].name, cases[i].value, NULL,
+                           &err, &bad);
+        if (rc != DL_EINVAL || b.len != 0 || err == NULL || bad != cases[i].bad)
+            DL_FAIL_AT("case %zu: rc %d, %zu bytes written, bad %d", i, rc, b.len, bad);
+        dl_buf_free(&b);
+    }
+    /* NUL inside a part (Lua strings carry their length) */
+    dl_buf_t b = DL_BUF_INIT;
+    dl_http_field_t f = {.name = "X-T", .name_len = 3, .value = "a\0b", .value_len = 3};
+    EXPECT_EQ(dl_http_request_write(&b, "GET", 3, "/", 1, &f, 1, NULL, 0, NULL, NULL), DL_EINVAL);
+    EXPECT_EQ(dl_http_request_write(&b, "GET", 3, "/a\0b", 4, NULL, 0, NULL, 0, NULL, NULL),
+              DL_EINVAL);
+    EXPECT_EQ(dl_http_request_write(&b, "G\0T", 3, "/", 1, NULL, 0, NULL, 0, NULL, NULL),
+              DL_EINVAL);
+    /* two Hosts */
+    dl_http_field_t two[2] = {{"Host", 4, "a", 1}, {"host", 4, "b", 1}};
+    EXPECT_EQ(dl_http_request_write(&b, "GET", 3, "/", 1, two, 2, NULL, 0, NULL, NULL), DL_EINVAL);
+    EXPECT_EQ(b.len, 0);
+    dl_buf_free(&b);
+}
