@@ -2,12 +2,23 @@
 -- embedded default) and MongoDB: collections, schema declarations
 -- (required fields, enums, defaults, timestamps, indexes), and offset and
 -- cursor pagination. Every call parks only the calling request.
+--
+-- Request values: a value decoded from JSON or MessagePack may be a table
+-- such as {"$ne": null}, and a table where a query expects a plain value is
+-- an operator (a scan, not a lookup). db.eq(value) marks a plain value:
+-- every call that takes a query refuses a marked value that is not a string,
+-- a finite number or a boolean with nil, message, "EBADPARAM" before anything
+-- reaches the store; find_by_id(id) does the same for an _id. page() and
+-- cursor_page() bound page and limit as they arrive (query strings or decoded
+-- numbers) and refuse what is not a whole number from 1 to 2^53 - 1 the same
+-- way. EBADPARAM always comes from the request, so apps answer it with a 400.
 local db_core = require "devloop.db_core"
 local codec = require "devloop.codec"
 local crypto = require "devloop.crypto"
 
-local type, pairs, ipairs, tostring, tonumber, error, setmetatable, select =
-  type, pairs, ipairs, tostring, tonumber, error, setmetatable, select
+local type, pairs, ipairs, tostring, tonumber, error, setmetatable, getmetatable, select =
+  type, pairs, ipairs, tostring, tonumber, error, setmetatable, getmetatable, select
+local floor, huge = math.floor, math.huge
 local call = db_core.call
 local json_encode, json_decode = codec.json_encode, codec.json_decode
 local null, array = codec.null, codec.array
@@ -29,6 +40,78 @@ _M.now_iso = now_iso
 
 -- fail(err, code): the `nil, err, code` triple of every failed call
 local function bad(msg) return nil, msg, "EINVAL" end
+-- a request value refused by a helper (db.eq, find_by_id, page, cursor_page)
+local function bad_param(msg) return nil, msg, "EBADPARAM" end
+
+---------------------------------------------------------------------------
+-- literal equality
+---------------------------------------------------------------------------
+
+-- the metatable of db.eq() values; nothing else carries it
+local Literal = {}
+
+local function is_plain(v)
+  local t = type(v)
+  return t == "string" or t == "boolean" or (t == "number" and v == v and v ~= huge and v ~= -huge)
+end
+
+-- db.eq(value [, name]) is `value` compared by equality only:
+--   db.features:find_one({ _id = db.eq(req.body.id, "id") })
+-- The call that gets the query fails with nil, "id must be a string, a number
+-- or a boolean", "EBADPARAM" when value is anything else: a table (an
+-- operator map like {"$ne": null}, an array, an object), null, nil, nan or
+-- an infinity. name is what the message calls the value (default: the
+-- field). Needed wherever a query takes a value from a request body, a
+-- decoded header or a repeated query key (which arrives as an array); route
+-- params and single query values are always strings, but db.eq costs nothing
+-- there either. Marked values may sit anywhere in a query ($and, $or, $in).
+function _M.eq(value, name)
+  return setmetatable({ value = value, name = name }, Literal)
+end
+
+local MAX_DEPTH = 64
+
+-- The query with every db.eq() value replaced by its plain value (a copy of
+-- the tables on the way to one, the rest shared), or nil, message.
+local function resolve(v, field, depth)
+  if getmetatable(v) == Literal then
+    if is_plain(v.value) then return v.value end
+    local name = v.name or field or "value"
+    if v.value == nil or v.value == null then return nil, name .. " is required" end
+    return nil, name .. " must be a string, a number or a boolean"
+  end
+  -- deeper tables are left to the store, which refuses them
+  if depth > MAX_DEPTH then return v end
+  local out
+  for k, x in pairs(v) do
+    if type(x) == "table" then
+      local f = field
+      if type(k) == "string" and k:sub(1, 1) ~= "$" then f = k end
+      local r, err = resolve(x, f, depth + 1)
+      if r == nil then return nil, err end
+      if r ~= x then
+        if not out then
+          out = {}
+          for k2, x2 in pairs(v) do out[k2] = x2 end
+          setmetatable(out, getmetatable(v))
+        end
+        out[k] = r
+      end
+    end
+  end
+  return out or v
+end
+
+local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
+
+-- the query ready for the store (EMPTY for nil), or nil, message, "EBADPARAM"
+local function prepare(query)
+  if query == nil then return EMPTY end
+  if type(query) ~= "table" then return query end
+  local q, err = resolve(query, nil, 0)
+  if q == nil then return bad_param(err) end
+  return q
+end
 
 ---------------------------------------------------------------------------
 -- schemas
@@ -159,20 +242,38 @@ function _M.ping() return call("ping") end
 -- the store's circuit breaker (MongoDB): {breaker = "closed"|"half_open"|"open", last_error}
 function _M.state() return db_core.state() end
 
-local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
 
-function Collection:find(query, opts) return call("find", self.name, query or EMPTY, opts) end
+function Collection:find(query, opts)
+  local q, err, code = prepare(query)
+  if q == nil then return nil, err, code end
+  return call("find", self.name, q, opts)
+end
 
 function Collection:find_one(query, opts)
   local o = {}
   for k, v in pairs(opts or EMPTY) do o[k] = v end
   o.limit = 1
-  local r, err, code = call("find", self.name, query or EMPTY, o)
+  local r, err, code = self:find(query, o)
   if not r then return nil, err, code end
   return r[1]
 end
 
-function Collection:count(query) return call("count", self.name, query or EMPTY) end
+-- The document whose _id is id, nil when there is none, or nil, message,
+-- "EBADPARAM" when id is not a string or a finite number: an id taken from
+-- a request can never widen the lookup.
+function Collection:find_by_id(id, opts)
+  if type(id) ~= "string" and type(id) ~= "number" then
+    if id == nil or id == null then return bad_param("id is required") end
+    return bad_param("id must be a string or a number")
+  end
+  return self:find_one({ _id = _M.eq(id, "id") }, opts)
+end
+
+function Collection:count(query)
+  local q, err, code = prepare(query)
+  if q == nil then return nil, err, code end
+  return call("count", self.name, q)
+end
 
 function Collection:insert_one(doc)
   local err = check_doc(schemas[self.name], doc, true)
@@ -192,55 +293,118 @@ function Collection:insert_many(docs)
   return call("insert", self.name, array(docs))
 end
 
-function Collection:update_one(query, update)
-  local err = check_update(schemas[self.name], update)
+local function update(self, query, upd, multi)
+  local q, err, code = prepare(query)
+  if q == nil then return nil, err, code end
+  err = check_update(schemas[self.name], upd)
   if err then return bad(err) end
-  return call("update", self.name, query or EMPTY, update, nil, false)
+  return call("update", self.name, q, upd, nil, multi)
 end
 
-function Collection:update_many(query, update)
-  local err = check_update(schemas[self.name], update)
+function Collection:update_one(query, upd) return update(self, query, upd, false) end
+function Collection:update_many(query, upd) return update(self, query, upd, true) end
+
+function Collection:find_one_and_update(query, upd, opts)
+  local q, err, code = prepare(query)
+  if q == nil then return nil, err, code end
+  err = check_update(schemas[self.name], upd)
   if err then return bad(err) end
-  return call("update", self.name, query or EMPTY, update, nil, true)
+  return call("find_one_and_update", self.name, q, upd, opts)
 end
 
-function Collection:find_one_and_update(query, update, opts)
-  local err = check_update(schemas[self.name], update)
-  if err then return bad(err) end
-  return call("find_one_and_update", self.name, query or EMPTY, update, opts)
+local function remove(self, query, multi)
+  local q, err, code = prepare(query)
+  if q == nil then return nil, err, code end
+  return call("remove", self.name, q, nil, nil, multi)
 end
 
-function Collection:delete_one(query) return call("remove", self.name, query or EMPTY, nil, nil, false) end
-function Collection:delete_many(query) return call("remove", self.name, query or EMPTY, nil, nil, true) end
+function Collection:delete_one(query) return remove(self, query, false) end
+function Collection:delete_many(query) return remove(self, query, true) end
 
 function Collection:create_index(fields, opts)
   return call("create_index", self.name, index_keys(fields), nil, nil, opts and opts.unique)
 end
 
-function Collection:explain(query, opts) return call("explain", self.name, query or EMPTY, opts) end
+function Collection:explain(query, opts)
+  local q, err, code = prepare(query)
+  if q == nil then return nil, err, code end
+  return call("explain", self.name, q, opts)
+end
 
 ---------------------------------------------------------------------------
 -- pagination
 ---------------------------------------------------------------------------
 
+-- the largest whole number a double (a JSON or MessagePack number, a skip
+-- sent to the store) holds exactly
+local MAX_INT = 2 ^ 53 - 1
+
+-- A page or a limit as it arrives: nil or "" (the default), a string of
+-- ASCII digits (a query value) or a number (a decoded body). Returns the whole
+-- number, from 1 to MAX_INT, or nil, "<name> must be ...". Signs, spaces,
+-- exponents, fractions, nan, infinities and tables are refused, never read
+-- as a default or clamped; numbers past MAX_INT are refused because
+-- "9007199254740993" would otherwise become another page.
+local function whole(v, name, default)
+  if v == nil or v == "" then return default end
+  local n
+  if type(v) == "string" then
+    -- a long run of digits reads as inf, refused below as too large
+    if v:match("^%d+$") then n = tonumber(v) end
+  elseif type(v) == "number" then
+    n = v
+  end
+  if n == nil or n ~= n or n < 1 or n ~= floor(n) then
+    return nil, name .. " must be a positive integer"
+  end
+  if n > MAX_INT then
+    return nil, name .. " must be at most " .. string.format("%.0f", MAX_INT)
+  end
+  return n
+end
+
+-- the limit of a listing: opts.limit bounded by whole(), then capped at
+-- opts.max_limit (default 100)
+local function listing_limit(opts, default)
+  local limit, err = whole(opts.limit, "limit", default)
+  if not limit then return nil, err end
+  local max = opts.max_limit or 100
+  if limit > max then limit = max end
+  return limit
+end
+
 -- Offset pagination: { items, total, page, pages, limit }; count and page run
--- at the same time.
+-- at the same time. opts: page (default 1), limit (default 50, capped at
+-- max_limit, default 100), sort (default newest created_at first, _id
+-- breaking ties). page and limit may come straight from the request (see
+-- whole()); a bad one is nil, "page must be a positive integer",
+-- "EBADPARAM". A page past the end has no items (pages and total tell).
 function Collection:page(query, opts)
   opts = opts or EMPTY
-  local limit = tonumber(opts.limit) or 50
-  local page = tonumber(opts.page) or 1
-  local max = opts.max_limit or 100
-  if limit < 1 then limit = 1 end
-  if limit > max then limit = max end
-  if page < 1 then page = 1 end
-  limit, page = math.floor(limit), math.floor(page)
+  local q, err, code = prepare(query)
+  if q == nil then return nil, err, code end
+  local limit
+  limit, err = listing_limit(opts, 50)
+  if not limit then return bad_param(err) end
+  local page
+  page, err = whole(opts.page, "page", 1)
+  if not page then return bad_param(err) end
   local sort = opts.sort or array({ array({ "created_at", -1 }), array({ "_id", 1 }) })
+  local skip = (page - 1) * limit
   local api = require "devloop"
-  local items, total, e1, e2
-  api.parallel(
-    function() items, e1 = self:find(query, { sort = sort, skip = (page - 1) * limit, limit = limit }) end,
-    function() total, e2 = self:count(query) end)
-  if not items or not total then return nil, e1 or e2 end
+  local items, total, e1, e2, c1, c2
+  if skip > MAX_INT then
+    -- no store holds 2^53 documents: a page this far is past the end, and the
+    -- skip would no longer be exact, so only the count runs
+    items = array({})
+    total, e2, c2 = self:count(q)
+  else
+    api.parallel(
+      function() items, e1, c1 = self:find(q, { sort = sort, skip = skip, limit = limit }) end,
+      function() total, e2, c2 = self:count(q) end)
+  end
+  if not items then return nil, e1, c1 end
+  if not total then return nil, e2, c2 end
   return {
     items = items, total = total, page = page, limit = limit,
     pages = math.ceil(total / limit),
@@ -271,17 +435,18 @@ end
 -- Cursor pagination on a sort field with _id as tie-breaker:
 -- { items, has_more, next_cursor }. Walking every cursor returns each
 -- document exactly once, even when many share the sort value.
--- opts: limit, cursor, field (default created_at), direction (1 | -1, default 1).
--- A bad cursor returns nil, message, "EBADCURSOR".
+-- opts: limit (default 20, capped at max_limit, default 100; bounded as
+-- page() bounds it, nil, message, "EBADPARAM" otherwise), cursor, field
+-- (default created_at), direction (1 | -1, default 1). The answer's limit
+-- is the one used. A bad cursor returns nil, message, "EBADCURSOR".
 function Collection:cursor_page(query, opts)
   opts = opts or EMPTY
   local field = opts.field or "created_at"
   local dir = opts.direction == -1 and -1 or 1
-  local limit = math.floor(tonumber(opts.limit) or 20)
-  local max = opts.max_limit or 100
-  if limit < 1 then limit = 1 end
-  if limit > max then limit = max end
-  local q = query or EMPTY
+  local q, perr, pcode = prepare(query)
+  if q == nil then return nil, perr, pcode end
+  local limit, lerr = listing_limit(opts, 20)
+  if not limit then return bad_param(lerr) end
   if opts.cursor ~= nil and opts.cursor ~= "" then
     local v, id = read_cursor(opts.cursor, field)
     if v == nil then return nil, id, "EBADCURSOR" end
@@ -305,6 +470,7 @@ function Collection:cursor_page(query, opts)
   local last = items[#items]
   return {
     items = items,
+    limit = limit,
     has_more = has_more,
     next_cursor = (has_more and last) and make_cursor(field, last[field], last._id) or null,
   }

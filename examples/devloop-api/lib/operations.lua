@@ -15,9 +15,11 @@ return {
     local f, err = features.get(p.id)
     return found(f, err, "feature", p.id)
   end,
+  -- params come from the decoded body: find_by_id refuses an id that is
+  -- not a string or a number ({"$ne": null} would match the first milestone)
   getMilestone = function(p)
-    if type(p.id) ~= "string" or p.id == "" then return nil, "id must be a non-empty string" end
-    local m, err = db.milestones:find_one({ _id = p.id })
+    local m, err, code = db.milestones:find_by_id(p.id)
+    if code == "EBADPARAM" then return nil, err end
     if err then error(err) end
     return found(m, m == nil and "not_found" or nil, "milestone", p.id)
   end,

@@ -9,30 +9,21 @@ local STATUSES = features.STATUSES
 
 local function bad_request(msg) return 400, { error = "Bad Request", message = msg } end
 
-local function int_param(v, name, default)
-  if v == nil or v == "" then return default end
-  if type(v) ~= "string" or not v:match("^%d+$") then
-    return nil, name .. " must be a positive integer"
-  end
-  return tonumber(v)
-end
-
 api.get("/api/features", { cache = { prefix = "feature", ttl = "medium" } }, function(req)
   local q = req.query
   if q.status and not STATUSES[q.status] then
     return bad_request("status must be one of not-started, in-progress, completed, blocked")
   end
-  local limit, err = int_param(q.limit, "limit", 50)
-  if not limit then return bad_request(err) end
-  local page
-  page, err = int_param(q.page, "page", 1)
-  if not page then return bad_request(err) end
-  if limit < 1 or page < 1 then return bad_request("limit and page start at 1") end
   local query = {}
   if q.status then query.status = q.status end
-  if q.milestone then query.milestone_id = q.milestone end
-  local p, derr = db.features:page(query, { limit = limit, page = page, max_limit = 100 })
-  if not p then error(derr) end
+  -- a repeated key arrives as an array: db.eq refuses it (400 naming milestone)
+  if q.milestone then query.milestone_id = db.eq(q.milestone, "milestone") end
+  -- page and limit go to the helper as they arrive: it answers EBADPARAM for
+  -- anything but a whole number from 1 to 2^53 - 1, and a page past the end
+  -- is an empty list
+  local p, err, code = db.features:page(query, { limit = q.limit, page = q.page, max_limit = 100 })
+  if code == "EBADPARAM" then return bad_request(err) end
+  if not p then error(err) end
   return {
     features = p.items,
     pagination = { total = p.total, page = p.page, pages = p.pages, limit = p.limit },

@@ -14,21 +14,17 @@ api.get("/api/milestones", function(req)
     end
     query.status = q.status
   end
-  local limit = 20
-  if q.limit then
-    if not tostring(q.limit):match("^%d+$") or tonumber(q.limit) < 1 then
-      return 400, { error = "Bad Request", message = "limit must be a positive integer" }
-    end
-    limit = math.min(tonumber(q.limit), 100)
-  end
+  -- limit as it arrives: the helper bounds it (EBADPARAM) and caps it at 100
   local p, err, code = db.milestones:cursor_page(query, {
-    limit = limit, cursor = q.cursor, field = "created_at", direction = 1,
+    limit = q.limit, max_limit = 100, cursor = q.cursor, field = "created_at", direction = 1,
   })
   if not p then
-    if code == "EBADCURSOR" then return 400, { error = "Bad Request", message = err } end
+    if code == "EBADCURSOR" or code == "EBADPARAM" then
+      return 400, { error = "Bad Request", message = err }
+    end
     error(err)
   end
-  return { data = p.items, pagination = { limit = limit, has_more = p.has_more, next_cursor = p.next_cursor } }
+  return { data = p.items, pagination = { limit = p.limit, has_more = p.has_more, next_cursor = p.next_cursor } }
 end)
 
 api.get("/api/dashboard", function()

@@ -25,3 +25,16 @@ end)
 t.test("an empty batch is a 400", function()
   t.eq(t.post("/api/batch", { operations = {} }).status, 400)
 end)
+
+t.test("an operator map where an id is expected is that operation's error", function()
+  local r = t.post("/api/batch", { operations = {
+    { id = "ne", type = "getFeature", params = { id = { ["$ne"] = require("devloop").null } } },
+    { id = "gt", type = "getFeature", params = { id = { ["$gt"] = "" } } },
+    { id = "ms", type = "getMilestone", params = { id = { ["$gt"] = "" } } },
+  } })
+  t.eq(r.status, 200)
+  for i = 1, 3 do
+    t.eq(r.json.results[i].result, nil)
+    t.match(r.json.results[i].error, "id must be a string or a number")
+  end
+end)

@@ -51,3 +51,15 @@ t.test("a cached list expires with the (fake) clock", function()
   t.eq(t.get("/api/features?status=blocked&limit=1").json.pagination.total, before + 1,
        "a fresh answer once the TTL passed")
 end)
+
+t.test("absurd pages are a 400 naming page, a page past the end is empty", function()
+  for _, v in ipairs({ "99999999999999999999", "9007199254740993", "inf", "nan" }) do
+    local r = t.get("/api/features?page=" .. v)
+    t.eq(r.status, 400)
+    t.match(r.json.message, "page")
+  end
+  t.eq(t.get("/api/features?limit=1e20").status, 400)
+  local r = t.get("/api/features?page=200000000000000")
+  t.eq(r.status, 200)
+  t.eq(#r.json.features, 0)
+end)
