@@ -124,6 +124,17 @@ end
 -- api.auth.bearer(req): the bearer token the request presents, or nil
 function _M.bearer(req) return bearer_of(req.headers.authorization) end
 
+-- api.auth.equal(presented, expected): true when two tokens are the same
+-- string, in time that tells nothing about how much of them matched or how
+-- long the expected one is: both are hashed and the digests compared with
+-- CRYPTO_memcmp. Anything but two strings is false. For an app's own secrets
+-- (the built-in routes' token uses it); tokens.json entries go through
+-- lookup().
+function _M.equal(presented, expected)
+  if type(presented) ~= "string" or type(expected) ~= "string" then return false end
+  return crypto.equal(crypto.sha256(presented), crypto.sha256(expected))
+end
+
 -- The request's user from its Authorization header (cached on the request),
 -- or nil
 function _M.user(req)
