@@ -60,11 +60,13 @@ def test_builtin_token(_):
     def check(s):
         for path in ("/metrics", "/health", "/stats"):
             for h in (None, "Bearer " + TOKEN[:-1], "Bearer " + TOKEN[:-1] + "X",
-                      "Bearer " + TOKEN + "x", "Bearer", "Basic " + TOKEN, "Bearer " + TOKEN.upper()):
+                      "Bearer " + TOKEN + "x", "Bearer", "Basic " + TOKEN,
+                      "Bearer " + TOKEN.upper()):
                 r = s.get(path, {"Authorization": h} if h else None)
                 assert r.status == 401, (path, h, r)
                 j = r.json()
-                assert j["error"] == "Unauthorized" and j["requestId"] == r.header("x-request-id"), j
+                assert j["error"] == "Unauthorized", j
+                assert j["requestId"] == r.header("x-request-id"), j
                 assert r.header("www-authenticate").startswith("Bearer"), r.headers
             for h in ("Bearer " + TOKEN, "bearer " + TOKEN, "Bearer   " + TOKEN + " "):
                 assert s.get(path, {"Authorization": h}).status == 200, (path, h)
@@ -83,7 +85,8 @@ def test_builtin_token_must_be_a_nonempty_string(_):
         for value in ('""', "true"):
             with open(os.path.join(d, "app.lua"), "w") as f:
                 f.write('local api = require "devloop"\napi.builtin_routes.token = %s\n' % value)
-            p = subprocess.run([harness.BIN, "check", d], capture_output=True, text=True, timeout=30)
+            p = subprocess.run([harness.BIN, "check", d], capture_output=True, text=True,
+                               timeout=30)
             assert p.returncode == 1, (value, p.returncode, p.stdout, p.stderr)
             assert "api.builtin_routes.token must be a non-empty string" in p.stdout + p.stderr, p
     finally:

@@ -113,7 +113,7 @@ def test_set_cookie_is_never_stored(srv):
         c1, c2 = r1.header("set-cookie"), r2.header("set-cookie")
         assert c1 and c1.startswith(name), r1.headers
         assert c2 and c2.startswith(name) and c2 != c1, ("a cookie was shared", c1, c2)
-        assert r2.json()["run"] == r1.json()["run"] + 1, "the cookie answer was served from the cache"
+        assert r2.json()["run"] == r1.json()["run"] + 1, "a cookie answer came from the cache"
 
 
 def test_other_headers_are_not_lost(srv):
