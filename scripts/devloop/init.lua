@@ -147,7 +147,10 @@ local function route_cache(opts, handler, pattern)
     local headers = numbered and h or b
     -- a marker after the headers (a file to send, a gzipped body) is an
     -- answer the cache does not store
-    local extra = n - 1 > (numbered and 3 or 2)
+    local extra = false
+    for i = numbered and 5 or 4, n do
+      if r[i] ~= nil then extra = true end
+    end
     local unkept = unkept_header(headers)
     if st ~= 200 or value == nil or extra or unkept then
       core._wq_wake(q)
