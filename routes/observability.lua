@@ -4,19 +4,59 @@
 --   api.builtin_routes.metrics = "/internal/metrics"   -- move
 --   api.builtin_routes.stats = false                   -- disable
 --   api.builtin_routes.token = os.getenv("OPS_TOKEN")  -- require a Bearer token
+--   api.builtin_routes.stats_full = true               -- full /stats without one
+--
+-- What /stats shows (issue 17). A caller that presented the token sees
+-- everything api.stats() has. Without a token configured, /stats is open,
+-- and an open /stats shows figures only: numbers and booleans (uptime,
+-- memory, cpu, per-worker connections, cache and database sizes, reload and
+-- job counts) and the kind of each backend, but not the PID, the database
+-- path or any text (error messages name hosts, files and code). The runtime
+-- does not tell a route which listener a request came in on, so this is the
+-- default on every listener, loopback included; behind a proxy on the same
+-- host every caller would look local anyway. stats_full = true gives the
+-- whole view to anyone: for a listener no one else can reach.
 local api = require "devloop"
 local cfg = api.builtin_routes
 
+-- The token is compared in constant time (api.auth.equal: both hashed, the
+-- digests compared with CRYPTO_memcmp). One that is not a non-empty string
+-- (true, an unset variable read as "") fails the load rather than leave the
+-- routes open or shut by accident.
+if cfg.token and (type(cfg.token) ~= "string" or cfg.token == "") then
+  error("api.builtin_routes.token must be a non-empty string or false", 0)
+end
+
 local function guard(handler)
   if not cfg.token then return handler end
-  local want = "Bearer " .. cfg.token
+  local want = cfg.token
   return function(req)
-    if req.headers.authorization ~= want then
-      return 401, { error = "Unauthorized", message = "a valid bearer token is required" },
-        { ["WWW-Authenticate"] = "Bearer" }
+    if not api.auth.equal(api.auth.bearer(req), want) then
+      return 401, { error = "Unauthorized", message = "a valid bearer token is required",
+                    requestId = req.id },
+        { ["WWW-Authenticate"] = 'Bearer realm="devloop"' }
     end
     return handler(req)
   end
+end
+
+-- The figures of a stats table: numbers and booleans, the `type` of each
+-- backend, tables of those; no PID, no other text.
+local function figures(t)
+  local out = {}
+  for k, v in pairs(t) do
+    local tv = type(v)
+    if k == "pid" then
+      -- a process id helps an attacker on the host, not a dashboard
+    elseif tv == "number" or tv == "boolean" then
+      out[k] = v
+    elseif tv == "string" and k == "type" then
+      out[k] = v
+    elseif tv == "table" then
+      out[k] = figures(v)
+    end
+  end
+  return out
 end
 
 if cfg.metrics then
@@ -34,5 +74,15 @@ if cfg.health then
 end
 
 if cfg.stats then
-  api.get(cfg.stats, guard(function() return api.stats() end))
+  local full = cfg.token or cfg.stats_full == true
+  api.get(cfg.stats, guard(function()
+    local s = api.stats()
+    if full then
+      s.view = "full"
+      return s
+    end
+    s = figures(s)
+    s.view = "figures"
+    return s
+  end))
 end

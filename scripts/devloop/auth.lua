@@ -14,7 +14,11 @@ local type, ipairs, pairs, tostring, setmetatable = type, ipairs, pairs, tostrin
 
 local _M = { _VERSION = "0.1" }
 
-local entries = {}  -- { digest = raw sha256, user = ..., permissions = sorted names }
+local entries = {}  -- { digest = raw sha256, user = ..., permissions = sorted names, identity }
+
+-- user table -> its entry's identity (see _M.identity); weak, so request
+-- users go with their requests
+local identity_of = setmetatable({}, { __mode = "k" })
 
 local User = {}
 User.__index = User
@@ -28,7 +32,19 @@ end
 -- a fresh table per request (handlers may change it); the sorted permission
 -- list is built once, when the file is read
 local function new_user(e)
-  return setmetatable({ id = e.user, name = e.user, permissions = e.permissions }, User)
+  local u = setmetatable({ id = e.user, name = e.user, permissions = e.permissions }, User)
+  identity_of[u] = e.identity
+  return u
+end
+
+-- What a handler can tell two callers apart by: the user name and the
+-- permission list (two tokens of one user with the same permissions look
+-- alike to it). Length-prefixed so no two different pairs join to the same
+-- text, then hashed: cache keys stay short and carry no names.
+local function identity(user, perms)
+  local parts = { #user, ":", user }
+  for _, p in ipairs(perms) do parts[#parts + 1] = "," .. #p .. ":" .. p end
+  return crypto.hex(crypto.sha256(table.concat(parts))):sub(1, 32)
 end
 
 local function fail(path, msg) return nil, path .. ": " .. msg end
@@ -59,7 +75,8 @@ local function parse(path, text)
       if not set[p] then set[p], list[#list + 1] = true, p end
     end
     table.sort(list)
-    out[#out + 1] = { digest = digest, user = t.user, permissions = codec.array(list) }
+    out[#out + 1] = { digest = digest, user = t.user, permissions = codec.array(list),
+                      identity = identity(t.user, list) }
   end
   return out
 end
@@ -95,18 +112,50 @@ function _M.lookup(token)
   return found and new_user(found) or nil
 end
 
+-- The token of an Authorization header "Bearer TOKEN" (scheme in any case),
+-- or nil
+local function bearer_of(h)
+  if type(h) ~= "string" then return nil end
+  local scheme, token = h:match("^(%a+)%s+(%S+)%s*$")
+  if not scheme or scheme:lower() ~= "bearer" then return nil end
+  return token
+end
+
+-- api.auth.bearer(req): the bearer token the request presents, or nil
+function _M.bearer(req) return bearer_of(req.headers.authorization) end
+
+-- api.auth.equal(presented, expected): true when two tokens are the same
+-- string, in time that tells nothing about how much of them matched or how
+-- long the expected one is: both are hashed and the digests compared with
+-- CRYPTO_memcmp. Anything but two strings is false. For an app's own secrets
+-- (the built-in routes' token uses it); tokens.json entries go through
+-- lookup().
+function _M.equal(presented, expected)
+  if type(presented) ~= "string" or type(expected) ~= "string" then return false end
+  return crypto.equal(crypto.sha256(presented), crypto.sha256(expected))
+end
+
 -- The request's user from its Authorization header (cached on the request),
 -- or nil
 function _M.user(req)
   local u = req._user
   if u == nil then
-    local h = req.headers.authorization
-    local token = type(h) == "string" and h:match("^[Bb]earer%s+(%S+)%s*$")
-    u = _M.lookup(token) or false
+    u = _M.lookup(bearer_of(req.headers.authorization)) or false
     req._user = u
     if u then req.user = u end
   end
   return u or nil
+end
+
+-- Who the caller is, for keys that must keep callers apart (the route
+-- cache): nil when the request has no Authorization header, the caller's
+-- identity (32 hex digits: user and permissions hashed) when it presents one
+-- of our tokens, false when it presents anything else (another scheme, an
+-- unknown token: credentials this library cannot tell apart).
+function _M.identity(req)
+  if req.headers.authorization == nil then return nil end
+  local u = _M.user(req)
+  return u and identity_of[u] or false
 end
 
 local function deny(req, status, msg)
@@ -144,8 +193,7 @@ end
 function _M.precheck(need)
   check_need(need)
   return function(authz)
-    local token = type(authz) == "string" and authz:match("^[Bb]earer%s+(%S+)%s*$")
-    return refusal(_M.lookup(token), need)
+    return refusal(_M.lookup(bearer_of(authz)), need)
   end
 end
 

@@ -5,6 +5,9 @@
 -- opts.concurrency (10) at once, each in its own coroutine with the request's
 -- context; one operation's failure (unknown type, bad params, a refused
 -- permission, an error it raises) is its own error and never the batch's.
+-- An error raised on purpose shows its message (and status, from an error
+-- table); an internal one (a bug) shows "internal error (request ID)" and is
+-- logged with its traceback (classify below).
 --
 --   api.post("/api/batch", api.batch({
 --     getFeature = function(params, ctx) ... end,
@@ -26,10 +29,43 @@ local function bad_request(req, msg)
   return 400, { error = "Bad Request", message = msg, requestId = req.id }
 end
 
--- the message of a raised error, without the "file:line: " Lua puts first
-local function message_of(e)
-  local s = tostring(e)
-  return s:match("^[^:\n]+:%d+: (.*)$") or s
+-- A raised message without the "file:line: " that error() puts first
+-- (chunk names are paths: "/srv/app/lib/ops.lua:12: not found")
+local function strip_position(s)
+  return s:match("^[^\n]-%.lua:%d+: (.*)$") or s:match('^%[string ".-"%]:%d+: (.*)$') or s
+end
+
+local GENERIC = "internal error"
+
+-- xpcall handler: what an operation's failure shows its caller. An error an
+-- operation raises on purpose, error("not found") or assert(x, "msg") with a
+-- string, or error({ status = 404, message = "..." }), is its answer and
+-- shown (the position stripped). Anything else, an error the Lua VM raised
+-- (a nil index: a bug) or a C function's (a bad argument, require's list of
+-- the paths it tried), says nothing the client can use and may carry file
+-- paths and code: it shows as "internal error" with the request id, and goes
+-- to the log with its traceback. Which it is comes from the function that
+-- raised it, still on the stack here: error and assert, or something else.
+local function classify(e)
+  local raiser = debug.getinfo(2, "f")
+  raiser = raiser and raiser.func
+  -- (a library function re-raising a child task's failure, as api.parallel
+  -- does, raises with error() too: a traceback in the text gives it away)
+  local traced = type(e) == "string" and e:find("\nstack traceback:", 1, true)
+  if (raiser == error or raiser == assert) and not traced then
+    if type(e) == "string" then return { message = strip_position(e) } end
+    if type(e) == "number" then return { message = tostring(e) } end
+    if type(e) == "table" then
+      local msg = e.message or e.error
+      local status = tonumber(e.status)
+      if type(msg) == "string" then
+        return { message = msg, status = status and status >= 400 and status <= 599
+                                          and math.floor(status) or nil }
+      end
+    end
+  end
+  local text = type(e) == "string" and e or ("(a " .. type(e) .. " raised)")
+  return { internal = true, log = debug.traceback(text, 2) }
 end
 
 function _M.new(api, ops, opts)
@@ -59,9 +95,12 @@ function _M.new(api, ops, opts)
     local params = op.params
     if params == nil then params = {} end
     if not is_object(params) then return { id = id, error = "params must be an object" } end
-    local entry = type(op.type) == "string" and ops[op.type]
+    if type(op.type) ~= "string" then
+      return { id = id, error = "an operation needs a type (a string)" }
+    end
+    local entry = ops[op.type]
     if not entry then
-      return { id = id, error = "unknown operation type: " .. tostring(op.type) }
+      return { id = id, error = "unknown operation type: " .. op.type }
     end
     local fn = entry
     if type(entry) == "table" then
@@ -76,12 +115,25 @@ function _M.new(api, ops, opts)
         end
       end
     end
-    local ok, res, err = pcall(fn, params, ctx)
+    local ok, res, err = xpcall(fn, classify, params, ctx)
     if not ok then
-      core.log(3, "batch operation failed", { id = id, type = op.type, error = tostring(res) })
-      return { id = id, error = message_of(res) }
+      if res.internal then
+        core.log(3, "batch operation failed", { id = id, type = op.type, error = res.log })
+        return { id = id, error = GENERIC .. " (request " .. tostring(ctx.request_id) .. ")" }
+      end
+      -- an answer, not a fault: the log gets it only at debug level
+      core.log(0, "batch operation refused", { id = id, type = op.type, error = res.message })
+      return { id = id, error = res.message, status = res.status }
     end
-    if res == nil and err ~= nil then return { id = id, error = tostring(err) } end
+    if res == nil and err ~= nil then
+      -- nil, "message" or nil, { status = 404, message = "..." }
+      if type(err) == "table" and type(err.message) == "string" then
+        local status = tonumber(err.status)
+        return { id = id, error = err.message,
+                 status = status and status >= 400 and status <= 599 and math.floor(status) or nil }
+      end
+      return { id = id, error = tostring(err) }
+    end
     return { id = id, result = res == nil and codec.null or res }
   end
 

@@ -54,7 +54,30 @@ cache.type = cache_core.type
 local inflight = {}
 local GZIP_BODY = core.GZIP_BODY
 
-local function route_cache(opts, handler)
+-- What a cached answer keeps: its status (only 200s are stored), its
+-- Content-Type and its body, encoded once per representation (JSON,
+-- MessagePack) and compressed once. The stored entry has room for nothing
+-- else, so an answer is stored only when that loses nothing a client would
+-- see: Content-Type is its only header (hop-by-hop and framing headers are
+-- the runtime's, which refuses them from handlers). Set-Cookie never goes
+-- in a shared entry (one caller's session would be every caller's), and any
+-- other header (ETag, Content-Disposition, a CSP) would be missing from
+-- hits. Such an answer, and one with a marker after its headers (a file to
+-- send), goes out as the handler made it, and the next request runs the
+-- handler again; the first such header of a route is logged (info).
+
+-- nil when the cache can keep headers, else the name of one it cannot
+local function unkept_header(headers)
+  if headers == nil then return nil end
+  if type(headers) ~= "table" then return "(headers that are not a table)" end
+  for name in pairs(headers) do
+    if type(name) ~= "string" or name:lower() ~= "content-type" then return tostring(name) end
+  end
+end
+
+local function pack(...) return select("#", ...), { ... } end
+
+local function route_cache(opts, handler, pattern)
   if type(opts) ~= "table" then opts = {} end
   local prefix = opts.prefix or "api"
   prefix = cache.prefix[prefix] or (prefix:sub(-1) == ":" and prefix or prefix .. ":")
@@ -62,11 +85,36 @@ local function route_cache(opts, handler)
   local keyfn = opts.key
   local json_encode, msgpack_encode = codec.json_encode, codec.msgpack_encode
   local wants_msgpack = cache_core.wants_msgpack
+  local told = {} -- header names already logged as keeping this route's answers out
 
   return function(req)
     -- the representation is part of the key: JSON and MessagePack differ
     local mp = wants_msgpack(req.headers.accept)
-    local k = keyfn and tostring(keyfn(req)) or req.target
+    local k
+    if keyfn then
+      -- the app's key says everything the answer depends on, the caller
+      -- included; nil or false: this request bypasses the cache
+      k = keyfn(req)
+      if k == nil or k == false then return handler(req) end
+      k = tostring(k)
+    else
+      -- The default key keeps callers apart (issue 17): an answer made for
+      -- one bearer token's user is served only to callers with the same user
+      -- and permissions (auth.identity: what req.user shows a handler), and
+      -- anonymous callers share theirs. This rather than refusing auth +
+      -- cache at load: a route such as GET /me stays cacheable without a key
+      -- function and cannot be written to leak, and a route without `auth`
+      -- whose handler looks at api.auth.user(req) is covered too. A request
+      -- with credentials this library does not know (another scheme, a
+      -- token not in tokens.json, which the app may check itself) is not
+      -- looked up or stored at all, as a shared cache must not reuse answers
+      -- to requests with Authorization (RFC 9111 section 3.5). Cookies and
+      -- other headers are not part of the key: a route whose answer depends
+      -- on them needs a key function.
+      local who = _M.auth.identity(req)
+      if who == false then return handler(req) end
+      k = who and ("@" .. who .. ":" .. req.target) or req.target
+    end
     local key = prefix .. (mp and "msgpack:" or "json:") .. k
 
     local status, body, ctype, gz = cache_core._http_get(key)
@@ -81,30 +129,45 @@ local function route_cache(opts, handler)
     if q then
       local s, b, h, marker = core._wq_wait(q)
       if s then return s, b, h, marker end
-      -- the leader failed: answer on our own
+      -- the leader's answer was not stored: answer on our own
       return handler(req)
     end
     q = core._wq_new()
     inflight[key] = q
-    local ok, s, b, h = pcall(handler, req)
+    local n, r = pack(pcall(handler, req))
     inflight[key] = nil
-    if not ok then
+    if not r[1] then
       core._wq_wake(q)
-      error(s, 0)
+      error(r[2], 0)
     end
-    local st = type(s) == "number" and s or 200
-    local value = type(s) == "number" and b or s
-    local headers = type(s) == "number" and h or b
-    if st ~= 200 or value == nil then
+    local s, b, h = r[2], r[3], r[4]
+    local numbered = type(s) == "number"
+    local st = numbered and s or 200
+    local value = numbered and b or s
+    local headers = numbered and h or b
+    -- a marker after the headers (a file to send, a gzipped body) is an
+    -- answer the cache does not store
+    local extra = false
+    for i = numbered and 5 or 4, n do
+      if r[i] ~= nil then extra = true end
+    end
+    local unkept = unkept_header(headers)
+    if st ~= 200 or value == nil or extra or unkept then
       core._wq_wake(q)
-      if type(s) == "number" then return s, b, h end
-      return s, b
+      if unkept and not told[unkept] then
+        told[unkept] = true
+        core.log(1, "cached route: an answer with this header is not stored", {
+          route = pattern, header = unkept })
+      end
+      return unpack(r, 2, n)
     end
     local bytes, ct
     if type(value) == "string" then
       bytes = value
-      ct = headers and (headers["Content-Type"] or headers["content-type"])
-        or "text/plain; charset=utf-8"
+      ct = "text/plain; charset=utf-8"
+      for name, v in pairs(headers or {}) do
+        if name:lower() == "content-type" then ct = tostring(v) end
+      end
     else
       local err
       if mp then
@@ -197,7 +260,9 @@ local function add(mask, path, opts, handler)
     error("route " .. path .. " needs a handler function", 3)
   end
   if opts and opts.cache then
-    handler = route_cache(opts.cache, handler)
+    -- keyed by the caller's identity unless opts.cache.key says otherwise
+    -- (route_cache); the auth check below runs first
+    handler = route_cache(opts.cache, handler, path)
   end
   if opts and opts.auth then -- outermost: no cached answer without the token
     handler = _M.auth.protect(opts.auth, handler)
