@@ -150,7 +150,6 @@ local INLINE_SAFE = { ["image/png"] = true, ["image/jpeg"] = true, ["image/gif"]
                       ["image/apng"] = true, ["image/x-icon"] = true,
                       ["image/vnd.microsoft.icon"] = true, ["application/pdf"] = true,
                       ["text/plain"] = true }
-_M.INLINE_SAFE = INLINE_SAFE
 
 -- Content-Type, disposition kind and Content-Security-Policy for a stored
 -- type, given serve()'s inline option (nil/false, true, or a list of types).
