@@ -11,7 +11,16 @@
  * Whoever drains holds drain_mu; a fatal signal takes that role over (the
  * writer parks between records) and writes what the rings hold with write(2)
  * only. Before dl_logger_start() and after dl_logger_stop(), records go to
- * stderr synchronously, one writev(2) per line, as the first logger did.
+ * stderr synchronously, one write(2) per line, as the first logger did.
+ *
+ * What a record holds comes from requests, so neither output trusts it. The
+ * console shows every control character (C0, DEL, C1, raw or UTF-8) and the
+ * characters that reorder or break a line on a terminal as text (\n, \x1b,
+ * \u0085, \u202e): one record is one line, and no escape sequence reaches
+ * the operator's terminal. A JSON line never repeats a key: a field named
+ * like one of the record's own keys (timestamp, level, message, service,
+ * requestId), or twice, is written with "_" in front, as many as it takes to
+ * be unique.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +33,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,8 +47,12 @@
 #define FILE_BUF (256 * 1024)
 #define ERR_BUF (128 * 1024)
 /* Longest JSON line: every byte may become \u00XX (fields that are not an
- * object), plus the escaper's chunk slack for each of the three fields. */
-#define LINE_BUF (6 * (DL_LOG_MAX_MSG + DL_LOG_MAX_REQID + DL_LOG_MAX_FIELDS) + 3 * 16 + 1024)
+ * object), plus the escaper's chunk slack for each of the three fields, plus
+ * the underscores of renamed field names (merge_fields() checks its room and
+ * falls back to the string form, which fits, when they would not). */
+#define LINE_BUF                                                                         \
+    (6 * (DL_LOG_MAX_MSG + DL_LOG_MAX_REQID + DL_LOG_MAX_FIELDS) + 3 * 16 + 1024 +       \
+     2 * DL_LOG_MAX_FIELDS)
 #define SERVICE_MAX 64
 #define PATH_MAX_LEN 4096
 
@@ -75,7 +87,6 @@ typedef struct ring_s {
 int dl_log_min_level = DL_LOG_INFO;
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
-static const char *level_colors[] = {"\x1b[90m", "\x1b[32m", "\x1b[33m", "\x1b[31m"};
 
 static _Thread_local ring_t *tl_ring;
 static _Thread_local int tl_is_writer;
@@ -291,6 +302,418 @@ static int object_members(const char *f, size_t n, const char **in, size_t *inle
 }
 
 /* ------------------------------------------------------------------------ */
+/* Console escaping                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Room con_escape() needs for n bytes: \xNN for each is the most. */
+#define CON_ESCAPE_ROOM(n) (4 * (size_t)(n))
+
+static const char hex_digits[] = "0123456789abcdef";
+
+static char *put_hex(char *d, unsigned c)
+{
+    *d++ = '\\';
+    *d++ = 'x';
+    *d++ = hex_digits[(c >> 4) & 15];
+    *d++ = hex_digits[c & 15];
+    return d;
+}
+
+/* A well-formed sequence of k bytes at s that a terminal acts on or that
+ * rewrites how a line reads: C1 controls U+0080..U+009F, U+061C, U+200E,
+ * U+200F, U+2028..U+202E (line and paragraph separators, bidi embeddings and
+ * overrides), U+2066..U+2069 (bidi isolates). Returns the code point or 0. */
+static unsigned invisible_cp(const unsigned char *s, int k)
+{
+    if (k == 2 && s[0] == 0xC2 && s[1] < 0xA0)
+        return s[1];
+    if (k == 2 && s[0] == 0xD8 && s[1] == 0x9C)
+        return 0x061C;
+    if (k == 3 && s[0] == 0xE2) {
+        unsigned cp = 0x2000u | ((unsigned)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
+        if (cp == 0x200E || cp == 0x200F || (cp >= 0x2028 && cp <= 0x202E) ||
+            (cp >= 0x2066 && cp <= 0x2069))
+            return cp;
+    }
+    return 0;
+}
+
+/* Copies n bytes of record data to d for the console, with d having
+ * CON_ESCAPE_ROOM(n) bytes: printable ASCII and well-formed UTF-8 as they
+ * are; \n, \r, \t; other C0 bytes and DEL as \xNN; C1 and the characters of
+ * invisible_cp() as \uXXXX; each byte of an ill-formed sequence as \xNN.
+ * Async-signal-safe. */
+static char *con_escape(char *d, const char *src, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)src, *end = s + n;
+    while (s < end) {
+        unsigned c = *s;
+        if (c >= 0x20 && c < 0x7F) {
+            *d++ = (char)c;
+            s++;
+        } else if (c < 0x80) {
+            if (c == '\n' || c == '\r' || c == '\t') {
+                *d++ = '\\';
+                *d++ = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            } else {
+                d = put_hex(d, c);
+            }
+            s++;
+        } else {
+            int k = dl_utf8_check(s, end);
+            if (k < 0) {
+                for (int i = 0; i < -k; i++)
+                    d = put_hex(d, s[i]);
+                s += -k;
+                continue;
+            }
+            unsigned cp = invisible_cp(s, k);
+            if (cp != 0) {
+                *d++ = '\\';
+                *d++ = 'u';
+                for (int sh = 12; sh >= 0; sh -= 4)
+                    *d++ = hex_digits[(cp >> sh) & 15];
+            } else {
+                memcpy(d, s, (size_t)k);
+                d += k;
+            }
+            s += k;
+        }
+    }
+    return d;
+}
+
+/* One console line, up to and with its '\n', at out, which has
+ * 64 + CON_ESCAPE_ROOM(rlen + mlen + flen) bytes; returns its end. */
+static char *format_console(char *out, int lv, int64_t ts_ms, int color, const char *reqid,
+                            size_t rlen, const char *msg, size_t mlen, const char *fields,
+                            size_t flen)
+{
+    static const char *const level_colors[] = {"\x1b[90m", "\x1b[32m", "\x1b[33m", "\x1b[31m"};
+    char *p = out;
+    p += format_ts(p, ts_ms);
+    *p++ = ' ';
+    if (color)
+        p = put(p, level_colors[lv], strlen(level_colors[lv]));
+    p = put(p, level_names[lv], strlen(level_names[lv]));
+    if (color)
+        p = PUTS(p, "\x1b[0m");
+    for (size_t k = strlen(level_names[lv]); k < 6; k++)
+        *p++ = ' ';
+    if (rlen > 0) {
+        *p++ = '[';
+        p = con_escape(p, reqid, rlen);
+        p = PUTS(p, "] ");
+    }
+    p = con_escape(p, msg, mlen);
+    if (flen > 0) {
+        *p++ = ' ';
+        p = con_escape(p, fields, flen);
+    }
+    *p++ = '\n';
+    return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fields merged into a JSON line, without duplicate keys                    */
+/* ------------------------------------------------------------------------ */
+
+/* A member takes 4 bytes at least ("":0) plus a comma between two. */
+#define MAX_MEMBERS (DL_LOG_MAX_FIELDS / 5 + 2)
+#define NAME_SLOTS 8192 /* a power of 2 above 2 * MAX_MEMBERS + reserved */
+#define NAME_ARENA (256 * 1024)
+#define MAX_UNDERSCORES 16
+
+/* A name as it is written in the line (the inside of a JSON string, as
+ * dl_json_escape() writes it: one spelling per decoded string), in
+ * name_arena. flags: 1 a field of the record has it, 2 written already. */
+typedef struct {
+    uint32_t gen, off, len, flags;
+} name_slot_t;
+
+/* All of this belongs to the drain_mu holder, as line_buf does. */
+static name_slot_t name_slots[NAME_SLOTS];
+static uint32_t name_gen;
+static char name_arena[NAME_ARENA];
+static size_t name_used;
+static struct {
+    uint32_t off, len; /* the name in name_arena */
+    const char *v;     /* the value's text in the record */
+    size_t vlen;
+} members[MAX_MEMBERS];
+static char key_buf[DL_LOG_MAX_FIELDS];
+
+static const char *const own_keys[] = {"timestamp", "level", "message", "service", "requestId"};
+
+static uint32_t name_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+/* The slot of name s (n bytes): its own, or the empty one where it goes. */
+static name_slot_t *name_find(const char *s, size_t n)
+{
+    uint32_t i = name_hash(s, n) & (NAME_SLOTS - 1);
+    for (;;) {
+        name_slot_t *e = &name_slots[i];
+        if (e->gen != name_gen || (e->len == n && memcmp(name_arena + e->off, s, n) == 0))
+            return e;
+        i = (i + 1) & (NAME_SLOTS - 1);
+    }
+}
+
+/* Adds flags to name s (n bytes, already in name_arena at off). */
+static void name_mark(uint32_t off, size_t n, uint32_t flags)
+{
+    name_slot_t *e = name_find(name_arena + off, n);
+    if (e->gen != name_gen) {
+        e->gen = name_gen;
+        e->off = off;
+        e->len = (uint32_t)n;
+        e->flags = 0;
+    }
+    e->flags |= flags;
+}
+
+static int hex_val(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static int hex4(const char *s, const char *end, unsigned *out)
+{
+    if (end - s < 4)
+        return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hex_val((unsigned char)s[i]);
+        if (h < 0)
+            return -1;
+        v = v << 4 | (unsigned)h;
+    }
+    *out = v;
+    return 0;
+}
+
+static char *put_utf8(char *d, unsigned cp)
+{
+    if (cp < 0x80) {
+        *d++ = (char)cp;
+    } else if (cp < 0x800) {
+        *d++ = (char)(0xC0 | cp >> 6);
+        *d++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *d++ = (char)(0xE0 | cp >> 12);
+        *d++ = (char)(0x80 | (cp >> 6 & 0x3F));
+        *d++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *d++ = (char)(0xF0 | cp >> 18);
+        *d++ = (char)(0x80 | (cp >> 12 & 0x3F));
+        *d++ = (char)(0x80 | (cp >> 6 & 0x3F));
+        *d++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return d;
+}
+
+/* The string of a JSON key (s..end, inside the quotes) decoded into key_buf
+ * (never longer than its text); a lone surrogate becomes U+FFFD. Returns the
+ * decoded length, or -1 when an escape is malformed. */
+static long decode_key(const char *s, const char *end)
+{
+    char *d = key_buf;
+    while (s < end) {
+        if (*s != '\\') {
+            *d++ = *s++;
+            continue;
+        }
+        if (++s == end)
+            return -1;
+        char c = *s++;
+        switch (c) {
+        case '"':
+        case '\\':
+        case '/':
+            *d++ = c;
+            break;
+        case 'b':
+            *d++ = '\b';
+            break;
+        case 'f':
+            *d++ = '\f';
+            break;
+        case 'n':
+            *d++ = '\n';
+            break;
+        case 'r':
+            *d++ = '\r';
+            break;
+        case 't':
+            *d++ = '\t';
+            break;
+        case 'u': {
+            unsigned cp, lo;
+            if (hex4(s, end, &cp) < 0)
+                return -1;
+            s += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && end - s >= 6 && s[0] == '\\' && s[1] == 'u' &&
+                hex4(s + 2, end, &lo) == 0 && lo >= 0xDC00 && lo < 0xE000) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                s += 6;
+            } else if (cp >= 0xD800 && cp < 0xE000) {
+                cp = 0xFFFD;
+            }
+            d = put_utf8(d, cp);
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    return (long)(d - key_buf);
+}
+
+/* The end of the JSON string whose opening quote is at s (the closing
+ * quote), or NULL. */
+static const char *string_end(const char *s, const char *end)
+{
+    for (s++; s < end; s++) {
+        if (*s == '\\')
+            s++;
+        else if (*s == '"')
+            return s;
+    }
+    return NULL;
+}
+
+/* Splits the members of an object (its text without braces and outer
+ * blanks) into members[], their names spelled as written. Returns how many,
+ * or -1 when the text is not a list of "name": value members or a limit is
+ * reached. */
+static int split_members(const char *in, size_t inlen)
+{
+    const char *s = in, *end = in + inlen;
+    int n = 0;
+    for (;;) {
+        while (s < end && is_space(*s))
+            s++;
+        if (s == end || *s != '"' || n == MAX_MEMBERS)
+            return -1;
+        const char *ke = string_end(s, end);
+        if (ke == NULL)
+            return -1;
+        long dl = decode_key(s + 1, ke);
+        if (dl < 0 || name_used + DL_JSON_ESCAPE_ROOM(dl) > NAME_ARENA)
+            return -1;
+        char *w = dl_json_escape(name_arena + name_used, key_buf, (size_t)dl);
+        members[n].off = (uint32_t)name_used;
+        members[n].len = (uint32_t)(w - (name_arena + name_used));
+        name_used += members[n].len;
+        s = ke + 1;
+        while (s < end && is_space(*s))
+            s++;
+        if (s == end || *s != ':')
+            return -1;
+        s++;
+        while (s < end && is_space(*s))
+            s++;
+        const char *vs = s;
+        int depth = 0;
+        for (; s < end; s++) {
+            if (*s == '"') {
+                s = string_end(s, end);
+                if (s == NULL)
+                    return -1;
+            } else if (*s == '{' || *s == '[') {
+                depth++;
+            } else if (*s == '}' || *s == ']') {
+                if (depth-- == 0)
+                    return -1;
+            } else if (*s == ',' && depth == 0) {
+                break;
+            }
+        }
+        const char *ve = s;
+        while (ve > vs && is_space(ve[-1]))
+            ve--;
+        if (depth != 0 || ve == vs)
+            return -1;
+        members[n].v = vs;
+        members[n].vlen = (size_t)(ve - vs);
+        n++;
+        if (s == end)
+            return n;
+        s++; /* the comma */
+    }
+}
+
+/* Writes ,"name":value for each member of the fields object (in, inlen) at
+ * p, which may go up to lim. A name the record has already (its own keys, a
+ * member written before) gets "_" in front until it is unused by the record
+ * and by every member. Returns the end, or NULL when the members cannot be
+ * parsed or do not fit (the caller then writes the string form). */
+static char *merge_fields(char *p, char *lim, const char *in, size_t inlen)
+{
+    if (++name_gen == 0) {
+        memset(name_slots, 0, sizeof(name_slots));
+        name_gen = 1;
+    }
+    name_used = 0;
+    for (size_t i = 0; i < DL_ARRAY_SIZE(own_keys); i++) {
+        size_t l = strlen(own_keys[i]);
+        memcpy(name_arena + name_used, own_keys[i], l);
+        name_mark((uint32_t)name_used, l, 1 | 2);
+        name_used += l;
+    }
+    int n = split_members(in, inlen);
+    if (n < 0)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        name_mark(members[i].off, members[i].len, 1);
+    for (int i = 0; i < n; i++) {
+        const char *name = name_arena + members[i].off;
+        size_t len = members[i].len;
+        name_slot_t *e = name_find(name, len);
+        if (e->flags & 2) {
+            /* taken: the first of _name, __name, ... that nothing has */
+            int k;
+            for (k = 1; k <= MAX_UNDERSCORES; k++) {
+                if (name_used + (size_t)k + len > NAME_ARENA)
+                    return NULL;
+                char *w = name_arena + name_used;
+                memset(w, '_', (size_t)k);
+                memcpy(w + k, name, len);
+                if (name_find(w, (size_t)k + len)->gen != name_gen)
+                    break;
+            }
+            if (k > MAX_UNDERSCORES)
+                return NULL;
+            name = name_arena + name_used;
+            len += (size_t)k;
+            name_mark((uint32_t)name_used, len, 1 | 2);
+            name_used += len;
+        } else {
+            e->flags |= 2;
+        }
+        /* , " name " : value, the value's strings repaired (3 bytes per byte) */
+        if ((size_t)(lim - p) < 4 + len + 3 * members[i].vlen)
+            return NULL;
+        *p++ = ',';
+        *p++ = '"';
+        p = put(p, name, len);
+        *p++ = '"';
+        *p++ = ':';
+        p = dl_utf8_repair(p, members[i].v, members[i].vlen);
+    }
+    return p;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Sinks: buffered fds, rotation                                             */
 /* ------------------------------------------------------------------------ */
 
@@ -420,27 +843,8 @@ static void output_record(const rec_hdr_t *h, const char *reqid, const char *msg
     int lv = h->level;
     /* file-only records (the access log) skip the console when files exist */
     if (out_console && !((h->pad & 1) && comb_sink.fd >= 0)) {
-        char *p = line_buf;
-        p = put(p, ts, tslen);
-        *p++ = ' ';
-        if (out_color)
-            p = put(p, level_colors[lv], strlen(level_colors[lv]));
-        p = put(p, level_names[lv], strlen(level_names[lv]));
-        if (out_color)
-            p = PUTS(p, "\x1b[0m");
-        for (size_t k = strlen(level_names[lv]); k < 6; k++)
-            *p++ = ' ';
-        if (h->rlen > 0) {
-            *p++ = '[';
-            p = put(p, reqid, h->rlen);
-            p = PUTS(p, "] ");
-        }
-        p = put(p, msg, h->mlen);
-        if (h->flen > 0) {
-            *p++ = ' ';
-            p = put(p, fields, h->flen);
-        }
-        *p++ = '\n';
+        char *p = format_console(line_buf, lv, h->ts_ms, out_color, reqid, h->rlen, msg,
+                                 h->mlen, fields, h->flen);
         sink_append(&con_sink, line_buf, (size_t)(p - line_buf), 0);
     }
     if (comb_sink.fd < 0 && err_sink.fd < 0)
@@ -465,10 +869,15 @@ static void output_record(const rec_hdr_t *h, const char *reqid, const char *msg
     int kind = h->flen > 0 ? object_members(fields, h->flen, &in, &inlen) : 0;
     if (kind > 0) {
         /* JSON already, but its strings may hold bytes that are not UTF-8
-         * (a route pattern in the access record): those become U+FFFD */
-        *p++ = ',';
-        p = dl_utf8_repair(p, in, inlen);
-    } else if (kind < 0) {
+         * (a route pattern in the access record): those become U+FFFD; its
+         * names may repeat the record's own: those are renamed */
+        char *q = merge_fields(p, line_buf + LINE_BUF - 2, in, inlen);
+        if (q == NULL)
+            kind = -1;
+        else
+            p = q;
+    }
+    if (kind < 0) {
         /* not an object: kept, as a string */
         p = PUTS(p, ",\"fields\":\"");
         p = dl_json_escape(p, fields, h->flen);
@@ -697,34 +1106,20 @@ static void uninstall_handlers(void)
 static void write_sync(int level, int64_t ts_ms, const char *reqid, size_t rlen, const char *msg,
                        size_t mlen, const char *fields, size_t flen)
 {
-    char pre[64 + DL_LOG_MAX_REQID];
-    char *p = pre;
-    p += format_ts(p, ts_ms);
-    *p++ = ' ';
-    p = put(p, level_names[level], strlen(level_names[level]));
-    for (size_t k = strlen(level_names[level]); k < 6; k++)
-        *p++ = ' ';
-    if (rlen > 0) {
-        *p++ = '[';
-        p = put(p, reqid, rlen);
-        p = PUTS(p, "] ");
+    char small[4096];
+    size_t need = 64 + CON_ESCAPE_ROOM(rlen + mlen + flen);
+    char *buf = need <= sizeof(small) ? small : dl_malloc(need);
+    if (buf == NULL) {
+        /* out of memory: the line, cut to what fits here */
+        buf = small;
+        size_t room = (sizeof(small) - 64) / 4 - rlen;
+        mlen = DL_MIN(mlen, room);
+        flen = DL_MIN(flen, room - mlen);
     }
-    struct iovec iov[5];
-    int n = 0;
-    iov[n].iov_base = pre;
-    iov[n++].iov_len = (size_t)(p - pre);
-    iov[n].iov_base = (void *)msg;
-    iov[n++].iov_len = mlen;
-    if (flen > 0) {
-        iov[n].iov_base = (void *)" ";
-        iov[n++].iov_len = 1;
-        iov[n].iov_base = (void *)fields;
-        iov[n++].iov_len = flen;
-    }
-    iov[n].iov_base = (void *)"\n";
-    iov[n++].iov_len = 1;
-    ssize_t w = writev(STDERR_FILENO, iov, n);
-    DL_UNUSED(w);
+    char *p = format_console(buf, level, ts_ms, 0, reqid, rlen, msg, mlen, fields, flen);
+    write_all(STDERR_FILENO, buf, (size_t)(p - buf));
+    if (buf != small)
+        dl_free(buf);
     atomic_fetch_add_explicit(&written, 1, memory_order_relaxed);
 }
 

@@ -63,8 +63,16 @@ void dl_log_thread_exit(void);
 
 /**
  * Queues one record, timestamped now (ms). reqid may be NULL; fields_json is
- * the text of a JSON object ("{...}") merged at the top level of the JSON line
- * and printed as is on the console, or NULL. Borrows every argument for the
+ * the text of a JSON object ("{...}") merged at the top level of the JSON line,
+ * or NULL. A member named like one of the line's own keys (timestamp, level,
+ * message, service, requestId) or like an earlier member is written with "_"
+ * in front, as many as make it unique (level -> _level, __level if the record
+ * has a _level too); fields that are not an object, or too odd to split, go
+ * in as one string, "fields". The console prints reqid, msg and fields_json
+ * with control characters (C0, DEL, C1) and line-breaking or reordering
+ * characters (U+2028..U+202E, U+2066..U+2069, U+200E, U+200F, U+061C) shown
+ * as \n, \r, \t, \xNN or \uXXXX, and ill-formed UTF-8 as \xNN: one record
+ * is one line. Borrows every argument for the
  * call only. Records below dl_log_min_level are ignored. Never blocks: when
  * the ring is full the record is dropped and counted. Any thread.
  */

@@ -21,7 +21,8 @@
 typedef struct {
     char field[256];
     char filename[256];     /* as sent; sanitise before use */
-    char content_type[128];
+    char content_type[128]; /* as sent: the uploader's claim, never served as is
+                             * (scripts/devloop/files.lua decides what goes out) */
     char path[1200];        /* the temporary file */
     uint64_t size;
     char sha256[65];        /* hex */

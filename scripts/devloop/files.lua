@@ -6,6 +6,15 @@
 -- _files). serve() answers with the bytes from disk (a GridFS file is first
 -- copied to a temporary file, deleted as soon as it is open), with ETag,
 -- If-None-Match and single byte ranges (206, 416).
+--
+-- The type and name a file came with are the uploader's, so serve() never
+-- trusts them: files go out as attachments (Content-Disposition per RFC 6266
+-- and RFC 8187), under Content-Security-Policy: sandbox; a type a browser
+-- runs (HTML, XHTML, SVG, XML, JavaScript, CSS and the like: every text/*
+-- but text/plain and text/csv, every *xml* / *html* / *script* type,
+-- multipart/*, message/*) goes out as application/octet-stream; only the
+-- safe list (raster images, PDF, plain text) may be sent inline, and only
+-- when the app asks for it (serve(req, id, { inline = true })).
 local core = require "devloop.core"
 local crypto = require "devloop.crypto"
 local db = require "devloop.db"
@@ -27,19 +36,140 @@ end
 
 local hex = crypto.hex
 
+-- C1 controls (U+0080..U+009F) and the invisible characters that reorder or
+-- break what a user reads (U+061C, U+200E..U+200F, U+2028..U+202E,
+-- U+2066..U+2069: "invoice\u{202E}fdp.exe" shows as "invoiceexe.pdf")
+local INVISIBLE = { "\194[\128-\159]", "\216\156", "\226\128[\142\143\168-\174]",
+                    "\226\129[\166-\169]" }
+
 -- A file name safe to store and to echo in a header: the last path
--- component, without control characters, quotes or backslashes, at most 200
--- bytes; "file" when nothing is left.
+-- component, without control characters (C0, DEL, C1), reordering
+-- characters, quotes or backslashes, at most 200 bytes (cut between UTF-8
+-- sequences); "file" when nothing is left.
 function _M.sanitize(name)
   name = tostring(name or "")
   name = name:match("([^/\\]*)$") or ""
-  name = name:gsub("[%c\"\\]", ""):gsub("^[%s%.]+", ""):gsub("%s+$", "")
+  name = name:gsub("[%c\"\\]", "")
+  for _, p in ipairs(INVISIBLE) do name = name:gsub(p, "") end
+  name = name:gsub("^[%s%.]+", ""):gsub("%s+$", "")
   if #name > 200 then
     local ext = name:match("(%.[%w]+)$") or ""
-    name = name:sub(1, 200 - #ext) .. ext
+    local n = 200 - #ext
+    -- never cut inside a UTF-8 sequence: back up to the start of the one cut
+    while n > 0 and (name:byte(n + 1) or 0) >= 0x80 and name:byte(n + 1) < 0xC0 do n = n - 1 end
+    name = name:sub(1, n) .. ext
   end
   if name == "" then name = "file" end
   return name
+end
+
+-- Well-formed UTF-8 (no overlong forms, surrogates or code points past
+-- U+10FFFF): what filename*=UTF-8'' may declare.
+local function utf8_ok(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local need, lo, hi = 0, 0x80, 0xBF
+    if c < 0x80 then need = 0
+    elseif c >= 0xC2 and c <= 0xDF then need = 1
+    elseif c >= 0xE0 and c <= 0xEF then
+      need = 2
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      need = 3
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    else
+      return false
+    end
+    for k = 1, need do
+      local b = s:byte(i + k)
+      if not b or b < (k == 1 and lo or 0x80) or b > (k == 1 and hi or 0xBF) then return false end
+    end
+    i = i + need + 1
+  end
+  return true
+end
+
+-- RFC 8187 3.2.1 attr-char: ALPHA / DIGIT / "!#$&+-.^_`|~"; the rest is %XX
+local function pct(c) return string.format("%%%02X", c:byte()) end
+
+-- The Content-Disposition value for a file called name (RFC 6266): kind
+-- "attachment" (the default) or "inline", then filename="..." with an ASCII
+-- fallback (each non-ASCII character, quote, backslash, percent sign and
+-- semicolon becomes "_") and, when the name is not plain ASCII,
+-- filename*=UTF-8''... with every byte outside attr-char percent-encoded. The
+-- name is sanitised first, so nothing in it can end the header or the
+-- parameter.
+function _M.disposition(name, kind)
+  if kind ~= nil and kind ~= "attachment" and kind ~= "inline" then
+    error("files.disposition: kind must be \"attachment\" or \"inline\"", 2)
+  end
+  name = _M.sanitize(name)
+  local fallback = name:gsub("[\192-\247][\128-\191]*", "_"):gsub("[\128-\255]", "_")
+                       :gsub("[\"\\%%;]", "_")
+  local v = (kind or "attachment") .. '; filename="' .. fallback .. '"'
+  if fallback ~= name and utf8_ok(name) then
+    v = v .. "; filename*=UTF-8''" .. name:gsub("[^%w!#$&+%-%.%^_`|~]", pct)
+  end
+  return v
+end
+
+-- The essence of a media type ("type/subtype", lower case) and its charset
+-- parameter when it has a plain one; nil when ct is not a media type.
+local TOKEN = "[%w!#$&'*+%-%.%^_`|~]+"
+local function media_type(ct)
+  if type(ct) ~= "string" then return nil end
+  local essence, rest = ct:match("^%s*(" .. TOKEN .. "/" .. TOKEN .. ")%s*(.*)$")
+  if not essence or (rest ~= "" and rest:sub(1, 1) ~= ";") then return nil end
+  local charset = rest:lower():match("^;%s*charset%s*=%s*\"?([%w%-_%.:]+)\"?%s*$")
+  return essence:lower(), charset
+end
+
+-- Types a browser never runs as a page or a script, served with their own
+-- Content-Type (as attachments unless also in INLINE_SAFE).
+local APP_ACTIVE = { ["x-shockwave-flash"] = true, ["futuresplash"] = true,
+                     ["vnd.adobe.flash.movie"] = true, ["x-mimearchive"] = true,
+                     ["hta"] = true, ["x-silverlight-app"] = true, ["java-vm"] = true }
+local function inert(t)
+  local major, minor = t:match("^([^/]+)/(.+)$")
+  if minor:find("xml", 1, true) or minor:find("html", 1, true) or minor:find("script", 1, true)
+     or minor:find("svg", 1, true) then
+    return false
+  end
+  if major == "image" or major == "audio" or major == "video" or major == "font" then
+    return true
+  end
+  if major == "text" then return minor == "plain" or minor == "csv" end
+  if major == "application" then return not APP_ACTIVE[minor] end
+  return false -- multipart, message, model and anything new
+end
+
+-- What may be sent inline at all: raster images, PDF, plain text.
+local INLINE_SAFE = { ["image/png"] = true, ["image/jpeg"] = true, ["image/gif"] = true,
+                      ["image/webp"] = true, ["image/avif"] = true, ["image/bmp"] = true,
+                      ["image/apng"] = true, ["image/x-icon"] = true,
+                      ["image/vnd.microsoft.icon"] = true, ["application/pdf"] = true,
+                      ["text/plain"] = true }
+
+-- Content-Type, disposition kind and Content-Security-Policy for a stored
+-- type, given serve()'s inline option (nil/false, true, or a list of types).
+local function policy(stored, inline)
+  local t, charset = media_type(stored)
+  if not t or not inert(t) then
+    return "application/octet-stream", "attachment", "sandbox"
+  end
+  local ct = t
+  if charset and t:sub(1, 5) == "text/" then ct = t .. "; charset=" .. charset end
+  local kind = "attachment"
+  if inline == true then
+    if INLINE_SAFE[t] then kind = "inline" end
+  elseif type(inline) == "table" then
+    for _, want in ipairs(inline) do
+      if (media_type(want)) == t then kind = "inline" break end
+    end
+  end
+  -- Chrome refuses to render a PDF in a sandbox: the viewer is its own
+  return ct, kind, not (kind == "inline" and t == "application/pdf") and "sandbox" or nil
 end
 
 -- Keeps an uploaded file (an entry of req.files); returns its metadata
@@ -129,8 +259,24 @@ local function parse_range(h, size)
 end
 
 -- The response for GET of a kept file: status, path, headers, FILE_BODY,
--- offset, length; 404 JSON for an unknown id.
-function _M.serve(req, id)
+-- offset, length; 404 JSON for an unknown id. opts.inline: true sends a
+-- type of the safe list (INLINE_SAFE) inline, a list of types narrows that
+-- further; anything else always goes out as an attachment.
+function _M.serve(req, id, opts)
+  local inline
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("files.serve: opts must be a table", 2) end
+    inline = opts.inline
+    if type(inline) == "table" then
+      for _, want in ipairs(inline) do
+        if not INLINE_SAFE[media_type(want) or ""] then
+          error("files.serve: " .. tostring(want) .. " cannot be served inline", 2)
+        end
+      end
+    elseif inline ~= nil and type(inline) ~= "boolean" then
+      error("files.serve: opts.inline must be a boolean or a list of types", 2)
+    end
+  end
   local path, m, temporary
   if gridfs() then
     path, m = fetch(id)
@@ -143,12 +289,14 @@ function _M.serve(req, id)
     return 404, { error = "Not Found", message = "no file " .. tostring(id), requestId = req.id }
   end
   local etag = '"' .. (m.sha256 or m._id):sub(1, 32) .. '"'
+  local ctype, kind, csp = policy(m.content_type, inline)
   local headers = {
-    ["Content-Type"] = m.content_type or "application/octet-stream",
+    ["Content-Type"] = ctype,
     ["ETag"] = etag,
     ["Accept-Ranges"] = "bytes",
     ["Cache-Control"] = "private, max-age=0, must-revalidate",
-    ["Content-Disposition"] = 'inline; filename="' .. (m.filename or "file") .. '"',
+    ["Content-Disposition"] = _M.disposition(m.filename, kind),
+    ["Content-Security-Policy"] = csp,
   }
   local inm = req.headers["if-none-match"]
   if inm and (inm == etag or inm == "*" or inm:find(etag, 1, true)) then

@@ -2,8 +2,9 @@
  * test_log.c - the asynchronous logger: JSON lines with merged fields in
  * combined.log and only errors in error.log, per-thread order under a burst,
  * counted drops with a tiny ring, size rotation, flush/stop, the fatal-signal
- * flush in a crashing child, the synchronous stderr path, and a throughput
- * figure printed as a TAP comment.
+ * flush in a crashing child, the synchronous stderr path, control
+ * characters escaped on the console and no duplicate keys in JSON lines
+ * (issue 17), and a throughput figure printed as a TAP comment.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -356,6 +357,66 @@ out:
     remove_dir(dir);
 }
 
+/* A field named like one of the record's own keys, or twice, is renamed with
+ * "_" in front until unique, whatever its spelling (escapes decoded); fields
+ * that cannot be split into members, or that would need too many
+ * underscores, are kept as the string form. No line repeats a key. */
+DL_TEST(log_json_no_duplicate_keys)
+{
+    char dir[64];
+    make_dir(dir);
+    start_files(dir, 0, 0, -1);
+    const char *f = "{\"level\":\"x\", \"lev\\u0065l\" : \"y\",\"_level\":1,"
+                    "\"message\":{\"a\":[1,\"}\"]},\"timestamp\":2,\"a\":1,\"a\":2,"
+                    "\"requestId\":\"r\",\"service\":\"s\",\"msg\":3}";
+    dl_log_emit(DL_LOG_INFO, "r-1", "dups", 4, f, strlen(f));
+    dl_log_emit(DL_LOG_INFO, NULL, "bad", 3, "{\"a\":1,}", 8);
+    dl_log_emit(DL_LOG_INFO, NULL, "bad2", 4, "{\"a\" 1}", 7);
+    char many[512];
+    char *p = many;
+    *p++ = '{';
+    for (int i = 0; i < 18; i++)
+        p += sprintf(p, "%s\"level\":%d", i ? "," : "", i);
+    *p++ = '}';
+    *p = '\0';
+    dl_log_emit(DL_LOG_INFO, NULL, "many", 4, many, strlen(many));
+    const char *esc =
+        "{\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2,\"\\ud800\":3,\"\xef\xbf\xbd\":4}";
+    dl_log_emit(DL_LOG_INFO, NULL, "spellings", 9, esc, strlen(esc));
+    dl_logger_stop();
+
+    char *comb = slurp_in(dir, "combined.log", NULL);
+    EXPECT(comb != NULL);
+    if (comb == NULL)
+        goto out;
+    EXPECT_EQ(count_lines(comb), 5);
+    for (const char *q = comb; *q;) {
+        const char *nl = strchr(q, '\n');
+        if (nl == NULL)
+            break;
+        if (!json_line_ok(q, (size_t)(nl - q)))
+            DL_FAIL_AT("not JSON: %.*s", (int)(nl - q), q);
+        q = nl + 1;
+    }
+    EXPECT(strstr(comb, "\"message\":\"dups\",\"service\":\"devloop\",\"requestId\":\"r-1\","
+                        "\"__level\":\"x\",\"___level\":\"y\",\"_level\":1,"
+                        "\"_message\":{\"a\":[1,\"}\"]},\"_timestamp\":2,\"a\":1,\"_a\":2,"
+                        "\"_requestId\":\"r\",\"_service\":\"s\",\"msg\":3}\n") != NULL);
+    EXPECT(strstr(comb, "\"message\":\"bad\",\"service\":\"devloop\","
+                        "\"fields\":\"{\\\"a\\\":1,}\"}\n") != NULL);
+    EXPECT(strstr(comb, "\"message\":\"bad2\",\"service\":\"devloop\","
+                        "\"fields\":\"{\\\"a\\\" 1}\"}\n") != NULL);
+    EXPECT(strstr(comb, "\"message\":\"many\",\"service\":\"devloop\",\"fields\":\"{") != NULL);
+    /* one spelling per string: a surrogate pair is the character, a lone
+     * surrogate is U+FFFD, as the line writes them */
+    EXPECT(strstr(comb, "\"message\":\"spellings\",\"service\":\"devloop\","
+                        "\"\xf0\x9f\x98\x80\":1,\"_\xf0\x9f\x98\x80\":2,"
+                        "\"\xef\xbf\xbd\":3,\"_\xef\xbf\xbd\":4}\n") != NULL);
+out:
+    free(comb);
+    remove_dir(dir);
+}
+
 DL_TEST(log_level_disabled)
 {
     EXPECT_EQ(dl_log_level_parse("debug"), DL_LOG_DEBUG);
@@ -660,6 +721,53 @@ DL_TEST(log_console_color)
     EXPECT(strstr(s, "Z \x1b[31merror\x1b[0m [r1] boom {\"k\":1}\n") != NULL);
     EXPECT(strstr(s, "Z \x1b[32minfo\x1b[0m  fine\n") != NULL);
     EXPECT(strstr(s, "Z info  after stop\n") != NULL);
+    free(s);
+}
+
+/* Record data from requests, with a newline (a forged line), ESC, C1 (raw
+ * and UTF-8), DEL, a bidi override and bytes that are not UTF-8. */
+#define HOSTILE_MSG                                                                       \
+    "user\n2026-01-01T00:00:00.000Z error forged\r\x1b[31m\x7f\x9b\xc2\x9b\xe2\x80\xae\t\x01 " \
+    "ok \xc3\xa9"
+#define HOSTILE_SHOWN                                                                     \
+    "user\\n2026-01-01T00:00:00.000Z error forged\\r\\x1b[31m\\x7f\\x9b\\u009b\\u202e\\t"   \
+    "\\x01 ok \xc3\xa9"
+#define HOSTILE_FIELDS "{\"k\\n\x1b\":\"v\x7f\xc2\x85\"}"
+#define HOSTILE_FIELDS_SHOWN "{\"k\\n\\x1b\":\"v\\x7f\\u0085\"}"
+
+static void hostile_body(void)
+{
+    dl_log_emit(DL_LOG_WARN, NULL, HOSTILE_MSG, strlen(HOSTILE_MSG), HOSTILE_FIELDS,
+                strlen(HOSTILE_FIELDS)); /* synchronous */
+    dl_log_config_t cfg;
+    dl_log_config_init(&cfg);
+    cfg.color = 0;
+    EXPECT_EQ(dl_logger_start(&cfg), 0);
+    dl_log_emit(DL_LOG_WARN, "r\x1b", HOSTILE_MSG, strlen(HOSTILE_MSG), HOSTILE_FIELDS,
+                strlen(HOSTILE_FIELDS));
+    dl_logger_stop();
+    char big[20000];
+    memset(big, '\n', sizeof(big));
+    dl_log_emit(DL_LOG_INFO, NULL, big, sizeof(big), NULL, 0); /* synchronous, cut at 16 KB */
+}
+
+/* The console escapes what it prints from data, before start (synchronous)
+ * and with the writer running: one record, one line; no control character
+ * but the line ends. */
+DL_TEST(log_console_escapes)
+{
+    char *s = capture_stderr(hostile_body);
+    EXPECT(s != NULL);
+    if (s == NULL)
+        return;
+    EXPECT_EQ(count_lines(s), 3);
+    EXPECT(strstr(s, "Z warn  " HOSTILE_SHOWN " " HOSTILE_FIELDS_SHOWN "\n") != NULL);
+    EXPECT(strstr(s, "Z warn  [r\\x1b] " HOSTILE_SHOWN " " HOSTILE_FIELDS_SHOWN "\n") != NULL);
+    EXPECT(strstr(s, "Z info  \\n\\n\\n") != NULL);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p < 0x20 && *p != '\n') || *p == 0x7f || (*p == 0xc2 && p[1] >= 0x80 && p[1] < 0xa0))
+            DL_FAIL_AT("raw control byte 0x%02x at %zu", *p, (size_t)(p - (unsigned char *)s));
+    }
     free(s);
 }
 

@@ -1,6 +1,8 @@
 -- File uploads (CONTRACT.md section 4): POST /api/files takes multipart/form-data
 -- with a "file" part, streamed to disk as it arrives (at most 50 MB, or
--- DEVLOOP_UPLOAD_MAX_BYTES); GET /api/files/:id sends it back from disk.
+-- DEVLOOP_UPLOAD_MAX_BYTES); GET /api/files/:id sends it back from disk, with
+-- api.files.serve's safe defaults: an attachment, and a type a browser would
+-- run (HTML, SVG, XML, JavaScript...) as application/octet-stream.
 local api = require "devloop"
 
 local MAX = tonumber(os.getenv("DEVLOOP_UPLOAD_MAX_BYTES") or "") or 50 * 1024 * 1024
