@@ -26,6 +26,10 @@ local cfg = api.builtin_routes
 if cfg.token and (type(cfg.token) ~= "string" or cfg.token == "") then
   error("api.builtin_routes.token must be a non-empty string or false", 0)
 end
+if cfg.token and cfg.token:find("[%s%c]") then
+  -- a bearer token is one word: this one could never be presented
+  error("api.builtin_routes.token must not hold spaces or control characters", 0)
+end
 
 local function guard(handler)
   if not cfg.token then return handler end
@@ -66,9 +70,18 @@ if cfg.metrics then
   end))
 end
 
+-- /health keeps each backend's status and last error (an operator needs to
+-- know why Redis is down, and the text names only hosts the app was given),
+-- but the reload's error names script files and code: without a token (or
+-- stats_full) it is replaced by a pointer to the log.
 if cfg.health then
+  local details = cfg.token or cfg.stats_full == true
   api.get(cfg.health, guard(function()
     local h = api.health()
+    if not details and type(h.reload) == "table" and h.reload.last_error ~= nil
+        and h.reload.last_error ~= "" then
+      h.reload.last_error = "a script failed to load (the log has the details)"
+    end
     return h.status == "DOWN" and 503 or 200, h
   end))
 end

@@ -810,6 +810,12 @@ static void redirect_https(dl_conn_t *c, dl_req_t *r)
                               "(a DNS name or a bracketed IPv6 address, port 1-65535)", NULL);
         return;
     }
+    /* only an origin-form target ("/...") can follow the authority: "*"
+     * (OPTIONS) or an absolute-form target would make a broken Location */
+    if (r->url_len == 0 || r->head.data[0] != '/') {
+        respond_error(r, 400, "an HTTPS redirect needs a target that starts with \"/\"", NULL);
+        return;
+    }
     dl_buf_t loc = DL_BUF_INIT;
     dl_buf_append_str(&loc, "Location: https://");
     if (rt->canonical_host) {

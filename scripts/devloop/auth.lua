@@ -59,7 +59,10 @@ local function parse(path, text)
   for i, t in ipairs(doc.tokens) do
     if type(t) ~= "table" then return fail(path, "tokens[" .. i .. "] is not an object") end
     local digest
-    if type(t.token) == "string" and t.token ~= "" then
+    if type(t.token) == "string" and t.token:find("[%s%c]") then
+      -- a bearer token is one word: one with a space or a control could never match
+      return fail(path, "tokens[" .. i .. "].token holds a space or a control character")
+    elseif type(t.token) == "string" and t.token ~= "" then
       digest = crypto.sha256(t.token)
     elseif type(t.sha256) == "string" and t.sha256:match("^%x+$") and #t.sha256 == 64 then
       digest = crypto.unhex(t.sha256)

@@ -53,7 +53,17 @@ local function classify(e)
   -- does, raises with error() too: a traceback in the text gives it away)
   local traced = type(e) == "string" and e:find("\nstack traceback:", 1, true)
   if (raiser == error or raiser == assert) and not traced then
-    if type(e) == "string" then return { message = strip_position(e) } end
+    if type(e) == "string" then
+      -- a caught error raised again (pcall, then error(e)) still names its
+      -- file: a position or require's search list left after the first
+      -- position is stripped means it was not written for the client
+      local msg = strip_position(e)
+      if not (msg:find("%.lua:%d+:") or msg:find('%[string ".-"%]:%d+:')
+              or msg:find("no file '", 1, true) or msg:find("no field package.preload", 1, true)) then
+        return { message = msg }
+      end
+      return { internal = true, log = debug.traceback(e, 2) }
+    end
     if type(e) == "number" then return { message = tostring(e) } end
     if type(e) == "table" then
       local msg = e.message or e.error

@@ -101,6 +101,10 @@ local function pct(c) return string.format("%%%02X", c:byte()) end
 -- name is sanitised first, so nothing in it can end the header or the
 -- parameter.
 function _M.disposition(name, kind)
+  -- a repeated query key arrives as a table: never tostring() it into a header
+  if name ~= nil and type(name) ~= "string" then
+    error("files.disposition: name must be a string, not a " .. type(name), 2)
+  end
   if kind ~= nil and kind ~= "attachment" and kind ~= "inline" then
     error("files.disposition: kind must be \"attachment\" or \"inline\"", 2)
   end

@@ -116,6 +116,10 @@ def test_syntax_error_keeps_old_version(_):
     assert "routes/v.lua:4:" in srv.output(), srv.output()[-2000:]
     p = subprocess.run([BIN, "check", app], capture_output=True, text=True)
     assert p.returncode == 1 and "routes/v.lua:4:" in p.stderr, p
+    # an open /health says a reload failed, not which file and code (the log does)
+    h = srv.get("/health").json()
+    assert h["reload"]["last_ok"] is False, h
+    assert ".lua" not in h["reload"]["last_error"] and app not in h["reload"]["last_error"], h
     for _ in range(20):
         assert version(srv) == 1
     write(path, V_ROUTE % 2)

@@ -89,6 +89,16 @@ def test_builtin_token_must_be_a_nonempty_string(_):
                                timeout=30)
             assert p.returncode == 1, (value, p.returncode, p.stdout, p.stderr)
             assert "api.builtin_routes.token must be a non-empty string" in p.stdout + p.stderr, p
+        # a token with a space can never be presented (Bearer takes one word)
+        with open(os.path.join(d, "app.lua"), "w") as f:
+            f.write('local api = require "devloop"\napi.builtin_routes.token = "ops secret"\n')
+        p = subprocess.run([harness.BIN, "check", d], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and "must not hold spaces" in p.stdout + p.stderr, p
+        os.remove(os.path.join(d, "app.lua"))
+        with open(os.path.join(d, "tokens.json"), "w") as f:
+            f.write('{"tokens": [{"token": "two words", "user": "u", "permissions": []}]}')
+        p = subprocess.run([harness.BIN, "check", d], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and "space or a control" in p.stdout + p.stderr, p
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -129,7 +139,8 @@ def test_batch_deliberate_errors_are_shown(srv):
     assert res["ok"] == {"id": "ok", "result": {"echo": 1}}, res
 
 
-INTERNAL = ("nilindex", "callnil", "badarg", "missing_module", "child", "tableerr")
+INTERNAL = ("nilindex", "callnil", "badarg", "missing_module", "child", "tableerr", "rethrow",
+            "wrapped", "rerequire")
 
 
 def test_batch_internal_errors_are_generic_and_logged(srv):

@@ -57,6 +57,14 @@ def test_redirect_refuses_hostile_hosts(srv):
         assert r.json()["requestId"] == r.header("x-request-id"), r
     r = get(REDIRECT_PORT, None, version="1.0")  # no Host, no canonical host: nothing to name
     assert r.status == 400 and r.header("location") is None, r
+    # OPTIONS * has no path to put after the authority: no Location
+    c = harness.Conn(REDIRECT_PORT)
+    try:
+        c.send("OPTIONS * HTTP/1.1\r\nHost: good.example\r\n\r\n")
+        r = c.response()
+    finally:
+        c.close()
+    assert r.status == 400 and r.header("location") is None, (r, r.headers)
     # a sound Host is kept, without the client's port
     for host, want in (("example.test:%d" % REDIRECT_PORT, "example.test"),
                        ("Example.TEST", "Example.TEST"), ("[::1]:80", "[::1]"),

@@ -18,4 +18,17 @@ return {
     return api.parallel(function() local t; return t.x end)
   end,
   tableerr = function() error({ code = 7 }) end,
+  -- a bug caught and raised again (pcall, then error(e)) is still a bug
+  rethrow = function(p)
+    local ok, e = pcall(function() return p.missing.field end)
+    if not ok then error(e) end
+  end,
+  wrapped = function(p)
+    local ok, e = pcall(function() return p.missing.field end)
+    if not ok then error("wrapped: " .. tostring(e)) end
+  end,
+  rerequire = function()
+    local ok, e = pcall(require, "no_such_module_either")
+    if not ok then error(e, 0) end
+  end,
 }
