@@ -220,7 +220,7 @@ static int is_blank(int c)
     return c == ' ' || c == '\t';
 }
 
-static int token_ok(const char *s, size_t n)
+int dl_http_token_ok(const char *s, size_t n)
 {
     if (n == 0)
         return 0;
@@ -232,7 +232,7 @@ static int token_ok(const char *s, size_t n)
 
 /* field-value (RFC 9110 5.5): VCHAR, obs-text, SP and HTAB; every other
  * control, CR, LF and NUL above all, is refused */
-static int value_ok(const char *s, size_t n)
+int dl_http_value_ok(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -255,7 +255,7 @@ int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, 
                           size_t path_len, const dl_http_field_t *fields, int n_fields,
                           const char *body, size_t body_len, const char **err, int *bad_field)
 {
-    if (method == NULL || !token_ok(method, method_len))
+    if (method == NULL || !dl_http_token_ok(method, method_len))
         return request_fail(err, bad_field, "the method is not a token", -1);
     if (path == NULL || path_len == 0 || path[0] != '/')
         return request_fail(err, bad_field, "the path must start with /", -1);
@@ -270,10 +270,10 @@ int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, 
     int host = -1;
     for (int i = 0; i < n_fields; i++) {
         const dl_http_field_t *f = &fields[i];
-        if (f->name == NULL || !token_ok(f->name, f->name_len))
+        if (f->name == NULL || !dl_http_token_ok(f->name, f->name_len))
             return request_fail(err, bad_field, "a header name is not a token", i);
         if ((f->value == NULL && f->value_len > 0) ||
-            (f->value_len > 0 && !value_ok(f->value, f->value_len)))
+            (f->value_len > 0 && !dl_http_value_ok(f->value, f->value_len)))
             return request_fail(err, bad_field,
                                 "a header value holds CR, LF, NUL or another control character",
                                 i);

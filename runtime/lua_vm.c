@@ -928,30 +928,6 @@ int dl__race(lua_State *L)
 
 /* ============================================================== responses */
 
-static int valid_header_name(const char *s, size_t n)
-{
-    if (n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= 32 || c >= 127 || c == ':' || c == '(' || c == ')' || c == ',' || c == '"' ||
-            c == '/' || c == ';' || c == '<' || c == '=' || c == '>' || c == '?' ||
-            c == '@' || c == '[' || c == '\\' || c == ']' || c == '{' || c == '}')
-            return 0;
-    }
-    return 1;
-}
-
-static int valid_header_value(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c < 32 && c != '\t') || c == 127)
-            return 0;
-    }
-    return 1;
-}
-
 /* Headers the runtime owns: a handler may not set them. */
 static int reserved_header(const char *s, size_t n)
 {
@@ -982,7 +958,7 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
             return "header names must be strings";
         }
         const char *name = lua_tolstring(co, -2, &nlen);
-        if (!valid_header_name(name, nlen) || reserved_header(name, nlen)) {
+        if (!dl_http_token_ok(name, nlen) || reserved_header(name, nlen)) {
             lua_pop(co, 2);
             return "invalid or reserved header name";
         }
@@ -999,7 +975,7 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
                 return "header values must be strings or numbers";
             }
             const char *v = lua_tolstring(co, -1, &vlen);
-            if (!valid_header_value(v, vlen)) {
+            if (!dl_http_value_ok(v, vlen)) {
                 lua_pop(co, 3);
                 return "header value contains a control character";
             }
