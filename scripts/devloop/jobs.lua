@@ -630,6 +630,8 @@ local function run_job(j)
     ok, err = false, "no processor for job type '" .. tostring(j.type) .. "'"
   else
     j.id = j._id
+    -- the stored progress (a number) would hide the job:progress method
+    j.progress = nil
     ok, res, err = pcall(fn, j.data, setmetatable(j, Job))
     if ok and res == nil and err ~= nil then ok = false end -- nil, err fails the attempt
     if not ok and err == nil then err = res end

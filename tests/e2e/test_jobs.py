@@ -47,6 +47,14 @@ def test_echo_and_shape(srv):
     assert srv.get("/jobs/nope").status == 404
 
 
+def test_progress(srv):
+    # a claimed job carries its stored progress (0): job:progress(n) must
+    # still be the method, on both stores
+    jid = add(srv, "progress")
+    j = wait_state(srv, jid)
+    assert j["state"] == "completed" and j["progress"] == 100 and j["result"] == {"id": jid}, j
+
+
 def test_idempotent_job_id(srv):
     a = add(srv, "echo", {"n": 1}, job_id="same-id")
     b = add(srv, "echo", {"n": 2}, job_id="same-id")
