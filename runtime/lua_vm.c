@@ -1038,6 +1038,17 @@ static void finish_main(dl_task_t *t, int ok)
     }
     int n = lua_gettop(co);
     int bi = 1;
+    /* `return nil, err` (Lua's failure idiom, as every api call returns it):
+     * a 500 whose log line carries err */
+    if (n >= 2 && lua_isnil(co, 1) && !lua_isnil(co, 2)) {
+        char m[512];
+        snprintf(m, sizeof(m), "handler of route %s returned nil, %s",
+                 req->route ? req->route->pattern : "?",
+                 lua_type(co, 2) == LUA_TSTRING ? lua_tostring(co, 2) : luaL_typename(co, 2));
+        respond_500(t, m);
+        task_free(t, 0);
+        return;
+    }
     resp_build_t rb;
     memset(&rb.resp, 0, sizeof(rb.resp));
     dl_buf_init(&rb.hdrs);

@@ -230,11 +230,12 @@ def test_methods(srv):
 
 ALLOWED_ERRORS = ["boom in handler", "error object is not a string", "invalid status", "outside 200-599",
                   "reserved header", "control character", "cannot encode", "outside an I/O call",
-                  "table: 0x"]
+                  "table: 0x", "the store said no"]
 
 
 def test_handler_errors_are_500(srv):
-    for path in ("/error", "/error-table", "/bad-status", "/bad-header", "/unencodable", "/yield"):
+    for path in ("/error", "/error-table", "/bad-status", "/bad-header", "/unencodable", "/yield",
+                 "/nil-err"):
         r = srv.get(path)
         assert r.status == 500, (path, r)
         body = r.json()
@@ -246,6 +247,8 @@ def test_handler_errors_are_500(srv):
     time.sleep(0.2)
     out = srv.output()
     assert "boom in handler" in out and "stack traceback" in out, out[-2000:]
+    # `return nil, err` is logged with err (it was "headers must be a table")
+    assert "returned nil, the store said no" in out, out[-2000:]
 
 
 def test_log_tagged_with_request_id(srv):

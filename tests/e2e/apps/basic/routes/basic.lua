@@ -44,6 +44,8 @@ api.get("/empty-array", function() return api.json.array({}) end)
 api.get("/empty-object", function() return {} end)
 api.get("/null", function() return { value = api.null, list = { 1, 2, 3 } } end)
 api.get("/error", function() error("boom in handler") end)
+-- Lua's failure idiom: a 500 whose log line carries the message
+api.get("/nil-err", function() return nil, "the store said no" end)
 api.get("/error-table", function() error({ code = 1 }) end)
 api.get("/bad-status", function() return 1234, "x" end)
 api.get("/bad-header", function() return 200, "x", { ["X-Bad"] = "a\r\nInjected: yes" } end)
