@@ -150,6 +150,19 @@ static dl_redis_pool_t *pool_of(lua_State *L)
     return vm && vm->worker ? vm->worker->redis : NULL;
 }
 
+/* The first command's name, upper-cased into name (for messages). */
+static const char *upper_name(char *name, size_t cap, const char *const **argvs,
+                              const size_t *const *lens, int ncmds)
+{
+    size_t n = ncmds > 0 && argvs[0] != NULL ? DL_MIN(lens[0][0], cap - 1) : 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = argvs[0][0][i];
+        name[i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
+    }
+    name[n] = '\0';
+    return n ? name : "the command";
+}
+
 /*
  * Sends ncmds commands and parks the task. The argument pointers only need
  * to live through the call: the pool copies the bytes.
@@ -176,6 +189,20 @@ static int send_and_park(lua_State *L, int ncmds, const int *argcs, const char *
     c->pipeline = pipeline;
     int rc = dl_redis_pool_sendf(pool, ncmds, argcs, (const char *const *const *)argvs, lens,
                                  flags, on_reply, c, &c->cmd);
+    if (rc == DL_EINVAL) {
+        /* the pool refuses what would break a connection every request shares */
+        char name[32];
+        upper_name(name, sizeof(name), argvs, lens, ncmds);
+        dl_free(c);
+        lua_pushnil(L);
+        lua_pushfstring(L, "redis: %s cannot run on the shared connection pool (it would change "
+                           "the connection for every request: pub/sub needs api.pubsub; "
+                           "SELECT, AUTH, HELLO, QUIT, RESET, MONITOR, SYNC and CLIENT REPLY are "
+                           "refused; a MULTI or WATCH must end in the same pipeline)",
+                        name[0] ? name : "the command");
+        lua_pushstring(L, dl_err_name(rc));
+        return 3;
+    }
     if (rc != 0) {
         dl_free(c);
         return push_failure(L, pool, rc);

@@ -96,6 +96,8 @@ api.get("/redis/families", function()
   r.scan_ok = type(scan) == "table" and type(scan[2]) == "table"
   local v, err = redis.call("NOSUCHCOMMAND")
   r.err = err
+  local _, serr, scode = redis.subscribe("chan")
+  r.subscribe_err, r.subscribe_code = serr, scode
   r.call = redis.call("ECHO", "hi")
   return r
 end)
