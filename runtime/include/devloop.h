@@ -136,9 +136,15 @@ typedef struct dl_config_s {
     void *(*malloc_fn)(size_t);
     void *(*realloc_fn)(void *, size_t);
     void (*free_fn)(void *);
+
+    /* Set by dl_config_init() when an environment variable's value does not
+     * parse (naming it, its value and what is accepted); dl_runtime_new()
+     * then refuses to start with this message. "" when all is well. */
+    char env_error[320];
 } dl_config_t;
 
-/** Fills *cfg with defaults (and the environment: PORT, LOG_LEVEL). */
+/** Fills *cfg with defaults and the environment (DEVLOOP_*, GZIP_LEVEL,
+ * LOG_LEVEL). A value that does not parse is named in cfg->env_error. */
 DL_API void dl_config_init(dl_config_t *cfg);
 
 typedef struct dl_runtime_s dl_runtime_t;

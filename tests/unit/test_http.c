@@ -168,15 +168,46 @@ DL_TEST(limits_from_environment)
     setenv("DEVLOOP_MAX_BODY", "12345", 1);
     setenv("DEVLOOP_MAX_BODY_ELEMENTS", "77", 1);
     setenv("DEVLOOP_HEADER_TIMEOUT_MS", "250", 1);
-    setenv("DEVLOOP_MAX_HEADERS", "not-a-number", 1);
-    setenv("GZIP_LEVEL", "42", 1);
     dl_config_t cfg;
     dl_config_init(&cfg);
     EXPECT_EQ(cfg.max_body, 12345);
     EXPECT_EQ(cfg.max_body_elements, 77);
     EXPECT_EQ(cfg.header_timeout_ms, 250);
-    EXPECT_EQ(cfg.max_headers, 100); /* garbage keeps the default */
-    EXPECT_EQ(cfg.gzip_level, 1);    /* out of range keeps the default */
+    EXPECT_STR(cfg.env_error, "");
+    /* units: sizes and durations as the README writes them */
+    setenv("DEVLOOP_MAX_BODY", "2MB", 1);
+    setenv("DEVLOOP_HEADER_TIMEOUT_MS", "10s", 1);
+    setenv("DEVLOOP_BODY_MIN_BYTES", "512k", 1);
+    dl_config_init(&cfg);
+    EXPECT_EQ(cfg.max_body, 2 * 1024 * 1024);
+    EXPECT_EQ(cfg.header_timeout_ms, 10000);
+    EXPECT_EQ(cfg.body_min_bytes, 512 * 1024);
+    EXPECT_STR(cfg.env_error, "");
+    unsetenv("DEVLOOP_BODY_MIN_BYTES");
+    /* garbage and out-of-range values are named, never silently defaulted */
+    setenv("DEVLOOP_MAX_HEADERS", "not-a-number", 1);
+    dl_config_init(&cfg);
+    EXPECT(strstr(cfg.env_error, "DEVLOOP_MAX_HEADERS=not-a-number") != NULL);
+    unsetenv("DEVLOOP_MAX_HEADERS");
+    setenv("GZIP_LEVEL", "42", 1);
+    dl_config_init(&cfg);
+    EXPECT(strstr(cfg.env_error, "GZIP_LEVEL=42: expected a whole number from 1 to 9") != NULL);
+    unsetenv("GZIP_LEVEL");
+    setenv("LOG_LEVEL", "verbose", 1);
+    dl_config_init(&cfg);
+    EXPECT(strstr(cfg.env_error, "LOG_LEVEL=verbose") != NULL);
+    unsetenv("LOG_LEVEL");
+    setenv("DEVLOOP_MAX_BODY", "2XB", 1);
+    dl_config_init(&cfg);
+    EXPECT(strstr(cfg.env_error, "DEVLOOP_MAX_BODY=2XB: expected a size") != NULL);
+    setenv("DEVLOOP_MAX_BODY", "-1", 1);
+    dl_config_init(&cfg);
+    EXPECT(strstr(cfg.env_error, "DEVLOOP_MAX_BODY=-1") != NULL);
+    unsetenv("DEVLOOP_MAX_BODY");
+    setenv("DEVLOOP_WATCH", "maybe", 1);
+    dl_config_init(&cfg);
+    EXPECT(strstr(cfg.env_error, "DEVLOOP_WATCH=maybe") != NULL);
+    unsetenv("DEVLOOP_WATCH");
 }
 
 DL_TEST(listen_address_parse)
