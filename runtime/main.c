@@ -49,6 +49,27 @@ static int parse_int(const char *s, int *out)
     return 0;
 }
 
+/* An app folder exists and holds an app (app.lua or routes/): a typo in the
+ * path must not serve an empty app from a folder made for it. */
+static int app_dir_ok(const char *dir)
+{
+    struct stat st;
+    char path[4096];
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "devloop: %s: no such app folder\n", dir);
+        return 0;
+    }
+    snprintf(path, sizeof(path), "%s/app.lua", dir);
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+        return 1;
+    snprintf(path, sizeof(path), "%s/routes", dir);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return 1;
+    fprintf(stderr, "devloop: %s is not an app folder: it has neither app.lua nor routes/ "
+                    "(devloop new DIR makes one)\n", dir);
+    return 0;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     dl_config_t cfg;
@@ -165,6 +186,8 @@ static int cmd_serve(int argc, char **argv)
             return 2;
         }
     }
+    if (!app_dir_ok(cfg.app_dir))
+        return 1;
     char err[8192];
     dl_runtime_t *rt;
     int rc = dl_runtime_new(&cfg, &rt, err, sizeof(err));

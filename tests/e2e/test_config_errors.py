@@ -37,6 +37,21 @@ def test_units_are_accepted(_):
         s.stop()
 
 
+def test_missing_or_empty_app_folder(_):
+    import tempfile
+    base = tempfile.mkdtemp(prefix="devloop-noapp-")
+    missing = os.path.join(base, "typo")
+    empty = os.path.join(base, "empty")
+    os.mkdir(empty)
+    for d, msg in ((missing, "no such app folder"), (empty, "neither app.lua nor routes/")):
+        p = subprocess.run([harness.BIN, "serve", d, "--listen",
+                            "127.0.0.1:%d" % harness.free_port()], capture_output=True,
+                           text=True, timeout=20, env=dict(os.environ, DEVLOOP_LOG_DIR="-"))
+        assert p.returncode == 1 and d in p.stderr and msg in p.stderr, (d, p.returncode, p.stderr)
+    # nothing was made for them
+    assert not os.path.exists(missing) and os.listdir(empty) == [], os.listdir(empty)
+
+
 tests = {k: v for k, v in dict(globals()).items() if k.startswith("test_") and callable(v)}
 
 if __name__ == "__main__":
