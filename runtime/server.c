@@ -109,25 +109,6 @@ static uint64_t env_num(const char *name, env_kind_t kind, uint64_t def, uint64_
 }
 
 
-/* A whole number in [min, max] or def when unset; else -1 with a message
- * naming the variable. */
-static long long env_range(const char *name, long long min, long long max, long long def,
-                           char *errbuf, size_t errlen)
-{
-    const char *v = getenv(name);
-    if (v == NULL || *v == '\0')
-        return def;
-    char *end;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (*end != '\0' || errno != 0 || n < min || n > max || v[0] < '0' || v[0] > '9') {
-        snprintf(errbuf, errlen, "%s=%s: expected a whole number from %lld to %lld\n", name, v,
-                 min, max);
-        return -1;
-    }
-    return n;
-}
-
 /* 1/0, true/false, on/off, yes/no; anything else stops start-up (a typo
  * must not silently leave a feature on or off) */
 static int env_bool(const char *name, int def)
@@ -479,6 +460,10 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         (void)env_num("DEVLOOP_LOG_RING_BYTES", ENV_SIZE, 1u << 20, 1024, 1ULL << 30);
         (void)env_bool("DEVLOOP_ACCESS_LOG", 0);
         (void)env_bool("DEVLOOP_METRICS", 1);
+        (void)env_num("MONGO_BREAKER_THRESHOLD", ENV_COUNT, DL_BREAKER_DEFAULT_THRESHOLD, 0,
+                      1000000);
+        (void)env_num("MONGO_BREAKER_COOLDOWN_MS", ENV_MS, DL_BREAKER_DEFAULT_COOLDOWN_MS, 1,
+                      DAY_MS);
         env_err = NULL;
         if (envbuf[0] != '\0') {
             snprintf(errbuf, errlen, "%s\n", envbuf);
@@ -582,15 +567,11 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         return DL_EIO;
     }
     {
-        long long th = env_range("MONGO_BREAKER_THRESHOLD", 0, 1000000,
-                                 DL_BREAKER_DEFAULT_THRESHOLD, errbuf, errlen);
-        long long cd = th < 0 ? -1
-                              : env_range("MONGO_BREAKER_COOLDOWN_MS", 1, 86400000,
-                                          DL_BREAKER_DEFAULT_COOLDOWN_MS, errbuf, errlen);
-        if (th < 0 || cd < 0) {
-            dl_runtime_free(rt);
-            return DL_EINVAL;
-        }
+        /* (both checked with the other variables at the top) */
+        uint64_t th = env_num("MONGO_BREAKER_THRESHOLD", ENV_COUNT, DL_BREAKER_DEFAULT_THRESHOLD,
+                              0, 1000000);
+        uint64_t cd = env_num("MONGO_BREAKER_COOLDOWN_MS", ENV_MS,
+                              DL_BREAKER_DEFAULT_COOLDOWN_MS, 1, DAY_MS);
         int backend = strcmp(rt->store->ops->type, "mongodb") == 0 ? DL_BACKEND_MONGO
                                                                    : DL_BACKEND_SQLITE;
         dl_store_guard_init(&rt->store_guard, backend, (int)th, (uint64_t)cd, &rt->backends);
