@@ -941,6 +941,7 @@ typedef struct {
     dl_resp_t resp;
     dl_buf_t hdrs;
     char ctype[128];
+    char err[160]; /* why the headers were refused, naming the header */
 } resp_build_t;
 
 /* Reads the handler's headers table at idx into rb; returns an error message or NULL. */
@@ -958,9 +959,15 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
             return "header names must be strings";
         }
         const char *name = lua_tolstring(co, -2, &nlen);
-        if (!dl_http_token_ok(name, nlen) || reserved_header(name, nlen)) {
+        if (!dl_http_token_ok(name, nlen)) {
             lua_pop(co, 2);
-            return "invalid or reserved header name";
+            return "a header name is not a token (letters, digits and !#$%&'*+-.^_`|~)";
+        }
+        if (reserved_header(name, nlen)) {
+            snprintf(rb->err, sizeof(rb->err), "header %.*s is set by the runtime, not by handlers",
+                     (int)DL_MIN(nlen, 40), name);
+            lua_pop(co, 2);
+            return rb->err;
         }
         int is_table = lua_istable(co, -1);
         int nvals = is_table ? (int)lua_objlen(co, -1) : 1;
@@ -971,13 +978,17 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
                 lua_pushvalue(co, -1);
             int t = lua_type(co, -1);
             if (t != LUA_TSTRING && t != LUA_TNUMBER) {
+                snprintf(rb->err, sizeof(rb->err), "header %.*s: values must be strings or "
+                         "numbers, not %s", (int)DL_MIN(nlen, 40), name, lua_typename(co, t));
                 lua_pop(co, 3);
-                return "header values must be strings or numbers";
+                return rb->err;
             }
             const char *v = lua_tolstring(co, -1, &vlen);
             if (!dl_http_value_ok(v, vlen)) {
+                snprintf(rb->err, sizeof(rb->err), "header %.*s: its value contains a control "
+                         "character", (int)DL_MIN(nlen, 40), name);
                 lua_pop(co, 3);
-                return "header value contains a control character";
+                return rb->err;
             }
             if (dl_strncasecmp_eq(name, nlen, "content-type", 12)) {
                 size_t cl = DL_MIN(vlen, sizeof(rb->ctype) - 1);
@@ -1451,7 +1462,7 @@ int dl__req_index(lua_State *L)
     } else if (strcmp(k, "target") == 0) {
         lua_pushlstring(L, req->head.data, req->url_len);
     } else if (strcmp(k, "http_version") == 0) {
-        lua_pushstring(L, req->http_minor == 0 ? "1.0" : "1.1");
+        lua_pushstring(L, req->http_major == 2 ? "2" : req->http_minor == 0 ? "1.0" : "1.1");
     } else if (strcmp(k, "route") == 0) {
         lua_pushstring(L, req->route ? req->route->pattern : "");
     } else {

@@ -90,6 +90,9 @@ def test_contract_on_h2(srv):
     for extra, base in both(srv):
         st, h, body, _ = versions(extra + ["-H", "X-Request-Id: trace-h2.1"], base + "/json")
         assert st == 200 and h["x-request-id"] == "trace-h2.1", h
+        # req.http_version is "2" (it said "1.0")
+        st, h, body, _ = versions(extra, base + "/version")
+        assert st == 200 and body == b"2", (st, body)
         harness_headers = {"x-content-type-options": "nosniff",
                            "cache-control": "no-cache, no-store, must-revalidate"}
         for k, v in harness_headers.items():

@@ -229,13 +229,13 @@ def test_methods(srv):
 
 
 ALLOWED_ERRORS = ["boom in handler", "error object is not a string", "invalid status", "outside 200-599",
-                  "reserved header", "control character", "cannot encode", "outside an I/O call",
+                  "reserved header", "set by the runtime", "control character", "cannot encode", "outside an I/O call",
                   "table: 0x", "the store said no"]
 
 
 def test_handler_errors_are_500(srv):
     for path in ("/error", "/error-table", "/bad-status", "/bad-header", "/unencodable", "/yield",
-                 "/nil-err"):
+                 "/nil-err", "/reserved-header"):
         r = srv.get(path)
         assert r.status == 500, (path, r)
         body = r.json()
@@ -249,6 +249,9 @@ def test_handler_errors_are_500(srv):
     assert "boom in handler" in out and "stack traceback" in out, out[-2000:]
     # `return nil, err` is logged with err (it was "headers must be a table")
     assert "returned nil, the store said no" in out, out[-2000:]
+    # a refused header is named in the log (it was "invalid or reserved header name")
+    assert "header Content-Length is set by the runtime" in out, out[-2000:]
+    assert "header X-Bad: its value contains a control character" in out, out[-2000:]
 
 
 def test_log_tagged_with_request_id(srv):
