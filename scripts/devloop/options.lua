@@ -35,12 +35,14 @@ end
 
 -- The level, for error(), of the first function outside the library: the
 -- app's line that declared the route or the schema, however many library
--- frames lie between (api.route -> add -> here).
+-- frames lie between (api.route -> add -> here). 0 (no position) when no
+-- app frame is left: `return api.files.serve(...)` is a tail call, and a
+-- library line would only mislead.
 local function app_level()
   local level = 3 -- the caller of fail's caller
   while true do
     local info = getinfo(level, "S")
-    if not info then return 2 end
+    if not info then return 0 end
     local src = info.source
     if info.what ~= "C" and src:sub(1, #LIB) ~= LIB then return level - 1 end
     level = level + 1
