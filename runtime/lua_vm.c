@@ -301,14 +301,94 @@ static int list_lua(const char *dir, char ***out)
     return n;
 }
 
+/* The error handler of a module's load; its upvalue is the module's chunk
+ * source ("@path" or "=path"). Returns { message with traceback, line }:
+ * line is where the module itself was when an error raised in another file
+ * (a lib/ module it requires, a function it calls) happened, else 0. */
 static int traceback_handler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL)
         msg = "(error object is not a string)";
+    const char *source = lua_tostring(L, lua_upvalueindex(1));
+    int line = 0;
+    lua_Debug ar;
+    for (int level = 1; source && lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 && strcmp(ar.source, source) == 0) {
+            line = ar.currentline;
+            break;
+        }
+    }
+    lua_createtable(L, 2, 0);
     /* keep "file:line: message" on the first line; the trace follows for the log */
     luaL_traceback(L, L, msg, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, line);
+    lua_rawseti(L, -2, 2);
     return 1;
+}
+
+/*
+ * Appends one line for a module's load error (msg, without its traceback)
+ * that names the file, the line and the cause. Lua's require puts the cause
+ * of a lib/ module's syntax error on a second line ("error loading module
+ * 'm' from file 'f':\n\tf:3: '=' expected near 'x'") and lists every path it
+ * tried on more lines; both are folded into the one line here. An error raised
+ * in another file says where in this module it came from (site).
+ */
+static void append_load_error(dl_buf_t *out, const char *path, const char *app_dir,
+                              const char *msg, size_t len, int site)
+{
+    static const char loading[] = "error loading module '";
+    char module[128] = "";
+    const char *end = msg + len;
+    if (len > sizeof(loading) - 1 && memcmp(msg, loading, sizeof(loading) - 1) == 0) {
+        const char *name = msg + sizeof(loading) - 1;
+        const char *q = memchr(name, '\'', (size_t)(end - name));
+        const char *cause = q ? strstr(q, ":\n\t") : NULL;
+        if (cause && cause < end) {
+            snprintf(module, sizeof(module), "%.*s", (int)(q - name), name);
+            msg = cause + 3; /* the cause alone: "f:3: '=' expected near 'x'" */
+        }
+    }
+    const char *nl = memchr(msg, '\n', (size_t)(end - msg));
+    size_t first = nl ? (size_t)(nl - msg) : (size_t)(end - msg);
+    int here = strncmp(msg, path, strlen(path)) == 0;
+    /* messages already start with the file name when Lua knows the line */
+    if (!here && site == 0)
+        dl_buf_appendf(out, "%s: ", path);
+    if (nl && first > 0 && msg[first - 1] == ':' && strstr(msg, " not found:") != NULL) {
+        /* require's search list: the places in the app, the rest counted */
+        dl_buf_append(out, msg, first - 1);
+        size_t alen = strlen(app_dir), others = 0;
+        const char *sep = ": ";
+        for (const char *p = nl; p && p < end; p = memchr(p + 1, '\n', (size_t)(end - p - 1))) {
+            const char *item = p + 1 + (p[1] == '\t');
+            const char *stop = memchr(item, '\n', (size_t)(end - item));
+            size_t n = stop ? (size_t)(stop - item) : (size_t)(end - item);
+            if (n > 9 && memcmp(item, "no file '", 9) == 0 && n > 9 + alen &&
+                memcmp(item + 9, app_dir, alen) == 0) {
+                dl_buf_appendf(out, "%s%.*s", sep, (int)n, item);
+                sep = ", ";
+            } else if (n > 0) {
+                others++;
+            }
+        }
+        if (others)
+            dl_buf_appendf(out, " (nor in the %zu other places Lua looks)", others);
+    } else {
+        /* any other message on one line */
+        for (const char *p = msg; p < end; p++)
+            if (*p != '\t')
+                dl_buf_append_char(out, *p == '\n' ? ' ' : *p);
+    }
+    if (!here && site > 0) {
+        if (module[0])
+            dl_buf_appendf(out, " (module '%s' required at %s:%d)", module, path, site);
+        else
+            dl_buf_appendf(out, " (from %s:%d)", path, site);
+    }
+    dl_buf_append_char(out, '\n');
 }
 
 /* Pushes require("devloop")[name] when it is a function (returns 1); else
@@ -349,10 +429,15 @@ static int load_module(dl_vm_t *vm, const char *path, const dl_embedded_t *e,
                        const char *job_type, dl_buf_t *errors)
 {
     lua_State *L = vm->L;
-    lua_pushcfunction(L, traceback_handler);
-    int base = lua_gettop(L);
     char chunkname[300];
     snprintf(chunkname, sizeof(chunkname), "=%s", path);
+    /* the source Lua gives the chunk: "@path" for a file */
+    if (e)
+        lua_pushstring(L, chunkname);
+    else
+        lua_pushfstring(L, "@%s", path);
+    lua_pushcclosure(L, traceback_handler, 1);
+    int base = lua_gettop(L);
     int rc = e ? luaL_loadbuffer(L, e->data, e->len, chunkname) : luaL_loadfile(L, path);
     if (rc == 0) {
         lua_newtable(L);
@@ -373,16 +458,19 @@ static int load_module(dl_vm_t *vm, const char *path, const dl_embedded_t *e,
     }
     int failed = 0;
     if (rc != 0) {
+        int site = 0;
+        if (lua_istable(L, -1)) { /* from traceback_handler */
+            lua_rawgeti(L, -1, 2);
+            site = (int)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+            lua_rawgeti(L, -1, 1);
+        }
         const char *msg = lua_tostring(L, -1);
         if (msg == NULL)
             msg = "error object is not a string";
-        const char *nl = strchr(msg, '\n');
-        size_t first = nl ? (size_t)(nl - msg) : strlen(msg);
-        /* messages already start with the file name when Lua knows the line */
-        if (strncmp(msg, path, strlen(path)) != 0)
-            dl_buf_appendf(errors, "%s: ", path);
-        dl_buf_append(errors, msg, first);
-        dl_buf_append_char(errors, '\n');
+        const char *trace = strstr(msg, "\nstack traceback:");
+        append_load_error(errors, path, vm->app_dir, msg, trace ? (size_t)(trace - msg) : strlen(msg),
+                          site);
         dl_log(DL_LOG_DEBUG, "%s", msg);
         failed = 1;
     }

@@ -9,6 +9,7 @@
 local core = require "devloop.core"
 local codec = require "devloop.codec"
 local crypto = require "devloop.crypto"
+local options = require "devloop.options"
 
 local type, ipairs, pairs, tostring, setmetatable = type, ipairs, pairs, tostring, setmetatable
 
@@ -175,9 +176,11 @@ local function refusal(u, need)
   end
 end
 
+-- (raised at the app's line, however it reached here: a route's auth
+-- option or a direct api.auth.protect call)
 local function check_need(need)
-  if need ~= true and type(need) ~= "string" then
-    error("auth must be true or a permission name", 5)
+  if need ~= true and (type(need) ~= "string" or need == "") then
+    options.fail("auth must be true or a permission name (a string), not " .. options.show(need))
   end
 end
 

@@ -16,6 +16,7 @@
 local codec = require "devloop.codec"
 local core = require "devloop.core"
 local auth = require "devloop.auth"
+local options = require "devloop.options"
 
 local type, tostring, pcall, next, unpack = type, tostring, pcall, next, unpack
 
@@ -78,14 +79,27 @@ local function classify(e)
   return { internal = true, log = debug.traceback(text, 2) }
 end
 
+local OPTION_KEYS = { "concurrency", "max_operations" }
+local OP_KEYS = { "handler", "permission" }
+
 function _M.new(api, ops, opts)
   if type(ops) ~= "table" then error("api.batch needs a table of operations", 3) end
   for name, op in pairs(ops) do
+    if type(op) == "table" then
+      options.check(op, OP_KEYS, "key", "api.batch operation " .. tostring(name))
+      if op.permission ~= nil and (type(op.permission) ~= "string" or op.permission == "") then
+        options.fail("api.batch: operation " .. tostring(name) .. ": permission must be a name (a string)")
+      end
+    end
     local fn = type(op) == "table" and op.handler or op
     if type(name) ~= "string" or type(fn) ~= "function" then
       error("api.batch: operation " .. tostring(name) .. " needs a handler function", 3)
     end
   end
+  if opts ~= nil and type(opts) ~= "table" then
+    options.fail("api.batch: options must be a table { " .. table.concat(OPTION_KEYS, ", ") .. " }")
+  end
+  options.check(opts, OPTION_KEYS, "api.batch option")
   opts = opts or {}
   local max_ops = opts.max_operations or 100
   local concurrency = opts.concurrency or 10

@@ -13,6 +13,7 @@
 -- numbers) and refuse what is not a whole number from 1 to 2^53 - 1 the same
 -- way. EBADPARAM always comes from the request, so apps answer it with a 400.
 local db_core = require "devloop.db_core"
+local options = require "devloop.options"
 local codec = require "devloop.codec"
 local crypto = require "devloop.crypto"
 
@@ -216,7 +217,64 @@ end
 --     defaults = { status = "not-started" }, timestamps = true,
 --     indexes = { { "status", "-created_at" }, { "milestone_id" } } })
 -- Indexes are created by api.db.ensure_indexes() (a start hook calls it).
+local SCHEMA_KEYS = { "defaults", "enums", "indexes", "required", "timestamps", "types" }
+local INDEX_KEYS = { "fields", "unique" }
+local TYPE_NAMES = { string = true, number = true, boolean = true, table = true }
+
+-- A schema the store could only misread is refused as the app loads, at
+-- the app's line: an unknown key, or a value of the wrong kind.
+local function check_schema(name, schema)
+  local fail = options.fail
+  if type(name) ~= "string" or name == "" then fail("db.define: the collection name must be a string") end
+  if type(schema) ~= "table" then
+    fail("db.define(\"" .. name .. "\"): the schema must be a table, not " .. options.show(schema))
+  end
+  options.check(schema, SCHEMA_KEYS, "schema key", "db.define(\"" .. name .. "\")")
+  local function kind(key, want, ok)
+    if schema[key] ~= nil and not ok(schema[key]) then
+      fail("db.define(\"" .. name .. "\"): " .. key .. " must be " .. want .. ", not " .. options.show(schema[key]))
+    end
+  end
+  local function is_table(v) return type(v) == "table" end
+  kind("required", "a list of field names", is_table)
+  kind("enums", "a table { field = { values... } }", is_table)
+  kind("defaults", "a table { field = value }", is_table)
+  kind("types", "a table { field = type name }", is_table)
+  kind("indexes", "a list of indexes", is_table)
+  kind("timestamps", "true or false", function(v) return type(v) == "boolean" end)
+  for field, list in pairs(schema.enums or {}) do
+    if type(list) ~= "table" then
+      fail("db.define(\"" .. name .. "\"): enums." .. tostring(field) .. " must be a list of values")
+    end
+  end
+  for field, t in pairs(schema.types or {}) do
+    if not TYPE_NAMES[t] then
+      fail("db.define(\"" .. name .. "\"): types." .. tostring(field) .. " must be string, number, "
+           .. "boolean or table, not " .. options.show(t))
+    end
+  end
+  for i, ix in ipairs(schema.indexes or {}) do
+    local named = false -- the { fields = ..., unique = ... } form
+    if type(ix) == "table" then
+      for k in pairs(ix) do if type(k) ~= "number" then named = true end end
+    end
+    if named and ix[1] ~= nil then
+      fail("db.define(\"" .. name .. "\"): indexes[" .. i .. "] mixes field names and keys; write "
+           .. "{ fields = { ... }, unique = true }")
+    elseif named then
+      options.check(ix, INDEX_KEYS, "index key", "db.define(\"" .. name .. "\") indexes[" .. i .. "]")
+      if type(ix.fields) ~= "table" and type(ix.fields) ~= "string" then
+        fail("db.define(\"" .. name .. "\"): indexes[" .. i .. "] needs fields = { field names }")
+      end
+    elseif type(ix) ~= "table" and type(ix) ~= "string" then
+      fail("db.define(\"" .. name .. "\"): indexes[" .. i .. "] must be a list of fields or "
+           .. "{ fields = {...}, unique = true }, not " .. options.show(ix))
+    end
+  end
+end
+
 function _M.define(name, schema)
+  check_schema(name, schema)
   schemas[name] = schema
   return _M.collection(name)
 end

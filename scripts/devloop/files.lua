@@ -19,6 +19,7 @@ local core = require "devloop.core"
 local crypto = require "devloop.crypto"
 local db = require "devloop.db"
 local db_core = require "devloop.db_core"
+local options = require "devloop.options"
 
 local type, tostring, tonumber, floor = type, tostring, tonumber, math.floor
 
@@ -266,10 +267,12 @@ end
 -- offset, length; 404 JSON for an unknown id. opts.inline: true sends a
 -- type of the safe list (INLINE_SAFE) inline, a list of types narrows that
 -- further; anything else always goes out as an attachment.
+local SERVE_KEYS = { "inline" }
 function _M.serve(req, id, opts)
   local inline
   if opts ~= nil then
     if type(opts) ~= "table" then error("files.serve: opts must be a table", 2) end
+    options.check(opts, SERVE_KEYS, "files.serve option")
     inline = opts.inline
     if type(inline) == "table" then
       for _, want in ipairs(inline) do

@@ -6,6 +6,7 @@ local codec = require "devloop.codec"
 local cache_core = require "devloop.cache_core"
 local redis_core = require "devloop.redis_core"
 local metrics_core = require "devloop.metrics_core"
+local options = require "devloop.options"
 
 local type, error, select, unpack = type, error, select, unpack
 local M = core.methods
@@ -244,6 +245,61 @@ setmetatable(redis, {
   end,
 })
 
+-- The keys each option table of a route takes (README: route options); any
+-- other key, or a value of the wrong kind, fails the load at the app's line.
+local ROUTE_KEYS = { "auth", "body_limit", "cache", "upload" }
+local CACHE_KEYS = { "key", "prefix", "ttl" }
+local UPLOAD_KEYS = { "max_bytes" }
+
+local function positive(v) return type(v) == "number" and v > 0 and v < math.huge end
+
+local function check_route_options(opts)
+  options.check(opts, ROUTE_KEYS, "route option")
+  local auth = opts.auth
+  if auth ~= nil and auth ~= true and auth ~= false and (type(auth) ~= "string" or auth == "") then
+    options.fail("route option auth must be true or a permission name (a string), not "
+                 .. options.show(auth))
+  end
+  local c = opts.cache
+  if c ~= nil and type(c) ~= "boolean" then
+    if type(c) ~= "table" then
+      options.fail("route option cache must be true or a table { " .. table.concat(CACHE_KEYS, ", ")
+                   .. " }, not " .. options.show(c))
+    end
+    options.check(c, CACHE_KEYS, "cache option")
+    if c.prefix ~= nil and (type(c.prefix) ~= "string" or c.prefix == "") then
+      options.fail("cache option prefix must be a non-empty string, not " .. options.show(c.prefix))
+    end
+    local ttl = c.ttl
+    if ttl ~= nil and not positive(ttl) and not (type(ttl) == "string" and positive(cache.ttl[ttl])) then
+      local presets = {}
+      for name in pairs(cache.ttl) do presets[#presets + 1] = name end
+      table.sort(presets)
+      options.fail("cache option ttl must be a number of seconds above 0 or a preset ("
+                   .. table.concat(presets, ", ") .. "), not " .. options.show(ttl))
+    end
+    if c.key ~= nil and type(c.key) ~= "function" then
+      options.fail("cache option key must be a function(req), not " .. options.show(c.key))
+    end
+  end
+  if opts.body_limit ~= nil and not positive(opts.body_limit) then
+    options.fail("route option body_limit must be a number of bytes above 0, not "
+                 .. options.show(opts.body_limit))
+  end
+  local u = opts.upload
+  if u ~= nil and type(u) ~= "boolean" then
+    if type(u) ~= "table" then
+      options.fail("route option upload must be true or a table { max_bytes }, not "
+                   .. options.show(u))
+    end
+    options.check(u, UPLOAD_KEYS, "upload option")
+    if u.max_bytes ~= nil and not positive(u.max_bytes) then
+      options.fail("upload option max_bytes must be a number of bytes above 0, not "
+                   .. options.show(u.max_bytes))
+    end
+  end
+end
+
 -- Declares a route. Level 3 in error() points at the app's own line:
 -- add <- api.get/post/... <- route module.
 local function add(mask, path, opts, handler)
@@ -259,6 +315,7 @@ local function add(mask, path, opts, handler)
   if type(handler) ~= "function" then
     error("route " .. path .. " needs a handler function", 3)
   end
+  if opts then check_route_options(opts) end
   if opts and opts.cache then
     -- keyed by the caller's identity unless opts.cache.key says otherwise
     -- (route_cache); the auth check below runs first

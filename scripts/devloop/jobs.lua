@@ -10,6 +10,7 @@
 local core = require "devloop.core"
 local codec = require "devloop.codec"
 local db = require "devloop.db"
+local options = require "devloop.options"
 
 local null = codec.null
 local floor, tostring, type, pcall, setmetatable, pairs = math.floor, tostring, type, pcall,
@@ -509,8 +510,14 @@ function _M.add_many(type_, list, opts)
   return ids, err, code
 end
 
+local ADD_KEYS = { "attempts", "backoff", "delay", "job_id", "priority", "remove_on_complete" }
+local BACKOFF_KEYS = { "delay", "type" }
 make_doc = function(type_, data, opts)
   if type(type_) ~= "string" or type_ == "" then return nil, "job type must be a string", "EINVAL" end
+  if opts ~= nil and type(opts) ~= "table" then return nil, "job options must be a table", "EINVAL" end
+  local bad = options.unknown(opts, ADD_KEYS, "job option")
+    or (type(opts and opts.backoff) == "table" and options.unknown(opts.backoff, BACKOFF_KEYS, "backoff option"))
+  if bad then return nil, bad, "EINVAL" end
   opts = opts or {}
   local prank = PRIORITIES[opts.priority or "normal"]
   if not prank then return nil, "priority must be high, normal or low", "EINVAL" end
