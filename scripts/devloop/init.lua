@@ -517,6 +517,7 @@ function _M._begin_load()
   start_hooks = {}
   _M.builtin_routes = builtin_defaults()
   loading_processors = {}
+  _M.db._begin_load()
   -- last: a broken tokens file raises, and the resets above must have run
   loading_tokens = _M.auth._read()
 end
@@ -524,12 +525,20 @@ end
 function _M._end_load()
   _M.jobs._set_processors(loading_processors)
   _M.auth._use(loading_tokens)
+  _M.db._end_load()
 end
-function _M._run_start()
-  -- one worker creates the declared indexes for the whole process
+-- called when a load failed: the serving generation's declarations stay
+function _M._abort_load() _M.db._abort_load() end
+
+-- What a generation declares that lives outside the Lua state: its indexes
+-- (one worker creates them for the whole process) and, once there are job
+-- processors, the job scheduler. Runs after the first load and every reload.
+local function apply_generation(when)
   if core.worker_id() == 0 then
     local ok, err = _M.db.ensure_indexes()
-    if not ok and _M.db.type() then core.log(3, "cannot create indexes: " .. tostring(err)) end
+    if not ok and _M.db.type() then
+      core.log(3, "cannot create indexes (" .. when .. "): " .. tostring(err))
+    end
   end
   -- the job scheduler runs in apps that have job processors
   local has_jobs = false
@@ -558,6 +567,10 @@ function _M._run_start()
     })
     core._spawn(_M.jobs._run_scheduler, workers)
   end
+end
+function _M._run_reload() apply_generation("reload") end
+function _M._run_start()
+  apply_generation("start")
   for _, fn in ipairs(start_hooks) do
     local ok2, e = pcall(fn)
     if not ok2 then core.log(3, "start hook failed: " .. tostring(e)) end
