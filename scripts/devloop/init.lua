@@ -55,23 +55,24 @@ local inflight = {}
 local GZIP_BODY = core.GZIP_BODY
 
 -- What a cached answer keeps: its status (only 200s are stored), its
--- Content-Type and its body, encoded once per representation (JSON,
--- MessagePack) and compressed once. The stored entry has room for nothing
--- else, so an answer is stored only when that loses nothing a client would
--- see: Content-Type is its only header (hop-by-hop and framing headers are
--- the runtime's, which refuses them from handlers). Set-Cookie never goes
--- in a shared entry (one caller's session would be every caller's), and any
--- other header (ETag, Content-Disposition, a CSP) would be missing from
--- hits. Such an answer, and one with a marker after its headers (a file to
--- send), goes out as the handler made it, and the next request runs the
--- handler again; the first such header of a route is logged (info).
+-- headers and its body, encoded once per representation (JSON,
+-- MessagePack) and compressed once; hits, and the requests that waited for
+-- the one that ran the handler, get the same headers (CORS, Cache-Control,
+-- the app's own) as the first answer. Hop-by-hop and framing headers are
+-- the runtime's, which refuses them from handlers. Set-Cookie never goes in
+-- a shared entry (one caller's session would be every caller's): such an
+-- answer goes out as the handler made it and the next request runs the
+-- handler again, as does one whose headers the entry cannot hold (over 64
+-- or 16 KiB) and one with a marker after its headers (a file to send); the
+-- first such answer of a route is logged (info).
 
--- nil when the cache can keep headers, else the name of one it cannot
+-- nil when the cache can keep these headers, else the name of one it cannot
 local function unkept_header(headers)
   if headers == nil then return nil end
   if type(headers) ~= "table" then return "(headers that are not a table)" end
   for name in pairs(headers) do
-    if type(name) ~= "string" or name:lower() ~= "content-type" then return tostring(name) end
+    if type(name) ~= "string" then return tostring(name) end
+    if name:lower() == "set-cookie" then return name end
   end
 end
 
@@ -117,9 +118,11 @@ local function route_cache(opts, handler, pattern)
     end
     local key = prefix .. (mp and "msgpack:" or "json:") .. k
 
-    local status, body, ctype, gz = cache_core._http_get(key)
+    local status, body, ctype, gz, hdrs = cache_core._http_get(key)
     if status then
-      return status, body, { ["Content-Type"] = ctype }, gz and GZIP_BODY or nil
+      hdrs = hdrs or {}
+      hdrs["Content-Type"] = ctype
+      return status, body, hdrs, gz and GZIP_BODY or nil
     elseif body and ctype ~= "EUNAVAIL" then
       -- (an unavailable backend was logged once by its pool, not per request)
       core.log(2, "cache lookup failed; running the handler", { key = key, err = body })
@@ -152,7 +155,7 @@ local function route_cache(opts, handler, pattern)
       if r[i] ~= nil then extra = true end
     end
     local unkept = unkept_header(headers)
-    if st ~= 200 or value == nil or extra or unkept then
+    local function pass_through()
       core._wq_wake(q)
       if unkept and not told[unkept] then
         told[unkept] = true
@@ -161,6 +164,7 @@ local function route_cache(opts, handler, pattern)
       end
       return unpack(r, 2, n)
     end
+    if st ~= 200 or value == nil or extra or unkept then return pass_through() end
     local bytes, ct
     if type(value) == "string" then
       bytes = value
@@ -179,8 +183,17 @@ local function route_cache(opts, handler, pattern)
       end
       if not bytes then error("cannot encode the response: " .. tostring(err), 0) end
     end
-    local stored, zipped = cache_core._http_store(key, ttl, 200, bytes, ct)
-    local hdrs = { ["Content-Type"] = ct }
+    local stored, zipped = cache_core._http_store(key, ttl, 200, bytes, ct, headers)
+    if stored == nil then
+      unkept = zipped -- why the entry cannot hold these headers
+      return pass_through()
+    end
+    -- this answer goes out as the hits will: the handler's headers, one Content-Type
+    local hdrs = {}
+    for name, v in pairs(headers or {}) do
+      if name:lower() ~= "content-type" then hdrs[name] = v end
+    end
+    hdrs["Content-Type"] = ct
     local marker = zipped and GZIP_BODY or nil
     core._wq_wake(q, 200, stored, hdrs, marker)
     return 200, stored, hdrs, marker
