@@ -223,6 +223,37 @@ def test_failed_load_keeps_schemas(_):
         shutil.rmtree(app, ignore_errors=True)
 
 
+JOB_ROUTES = """local api = require "devloop"
+api.post("/jobs", function()
+  local id, err = api.jobs.add("echo", { n = 7 })
+  if not id then return 400, { error = err } end
+  return 202, { id = id }
+end)
+api.get("/jobs/:id", function(req) return api.jobs.get(req.params.id) or api.null end)
+"""
+
+
+def test_first_job_processor_starts_the_scheduler(_):
+    # an app with no jobs/ at start: the scheduler starts with the reload
+    # that brings the first processor
+    app = new_app()
+    write(os.path.join(app, "routes", "j.lua"), JOB_ROUTES)
+    srv = Server(app)
+    try:
+        gen = reload_status(srv)["generation"]
+        os.mkdir(os.path.join(app, "jobs"))
+        write(os.path.join(app, "jobs", "echo.lua"), "return function(data) return data end\n")
+        wait_for(lambda: reload_status(srv)["generation"] > gen)
+        r = srv.request("POST", "/jobs", {"Content-Type": "application/json"}, b"{}")
+        assert r.status == 202, r
+        jid = r.json()["id"]
+        wait_for(lambda: srv.get("/jobs/" + jid).json()["state"] == "completed", 20)
+        assert srv.get("/jobs/" + jid).json()["result"] == {"n": 7}
+        srv.stop()
+    finally:
+        shutil.rmtree(app, ignore_errors=True)
+
+
 ALLOWED_ERRORS = ["reload (files changed) failed", "tokens.json", "cannot create indexes",
                   "app.lua"]
 
