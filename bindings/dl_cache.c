@@ -12,6 +12,7 @@
 
 #include "../runtime/cache.h"
 #include "../runtime/codec_msgpack.h"
+#include "../runtime/http.h"
 #include "../runtime/internal.h"
 #include "../runtime/lua_vm.h"
 #include "../runtime/metrics.h"
@@ -60,6 +61,85 @@ static int backend_away(int status)
     return status == DL_EUNAVAIL || status == DL_EOFFLINE || status == DL_EREDIS;
 }
 
+/* An 'H' entry's parts (cache.h), pointing into the stored bytes. */
+typedef struct {
+    int status;
+    const char *ct, *hdrs, *body;
+    size_t ctlen, hlen, blen;
+} http_entry_t;
+
+static unsigned be16(const char *p)
+{
+    return (unsigned)(unsigned char)p[0] << 8 | (unsigned char)p[1];
+}
+
+static int parse_http_entry(const char *p, size_t plen, http_entry_t *e)
+{
+    if (plen < 4)
+        return -1;
+    for (int i = 0; i < 3; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+    e->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    e->ctlen = (unsigned char)p[3];
+    e->ct = p + 4;
+    size_t off = 4 + e->ctlen;
+    if (plen < off + 2)
+        return -1;
+    e->hlen = be16(p + off);
+    e->hdrs = p + off + 2;
+    off += 2 + e->hlen;
+    if (plen < off)
+        return -1;
+    e->body = p + off;
+    e->blen = plen - off;
+    /* every header inside the block, every name non-empty */
+    for (size_t i = 0; i < e->hlen;) {
+        if (e->hlen - i < 3)
+            return -1;
+        size_t nl = (unsigned char)e->hdrs[i], vl = be16(e->hdrs + i + 1);
+        if (nl == 0 || e->hlen - i - 3 < nl + vl)
+            return -1;
+        i += 3 + nl + vl;
+    }
+    return 0;
+}
+
+/* Pushes a header block parse_http_entry() checked as a table (name ->
+ * value, or a list of values when a name is there more than once), or nil
+ * when it is empty. */
+static void push_headers(lua_State *L, const char *b, size_t n)
+{
+    if (n == 0) {
+        lua_pushnil(L);
+        return;
+    }
+    lua_createtable(L, 0, 4);
+    size_t i = 0;
+    while (i < n) {
+        size_t nl = (unsigned char)b[i], vl = be16(b + i + 1);
+        const char *name = b + i + 3, *val = name + nl;
+        lua_pushlstring(L, name, nl);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, val, vl);
+        } else if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_createtable(L, 2, 0);
+            lua_insert(L, -2);
+            lua_rawseti(L, -2, 1);
+            lua_pushlstring(L, val, vl);
+            lua_rawseti(L, -2, 2);
+        } else {
+            lua_pushlstring(L, val, vl);
+            lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+        }
+        lua_rawset(L, -3);
+        i += 3 + nl + vl;
+    }
+}
+
 /* Pushes a GET's value: the Lua string or the MessagePack-decoded value. */
 static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int http)
 {
@@ -75,16 +155,28 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
     if (dl_cache_unpack(res->val.data, res->val.len, &type, &gz, &p, &plen) != 0)
         return fail(L, "cache value is not in devloop's format");
     if (http) {
-        /* "SSS" + ctlen + content type + body (the body may be gzip) */
-        if (type != DL_CV_HTTP || plen < 4 || plen < 4u + (unsigned char)p[3])
+        /* status, body (gzip when gz), content type, the other headers */
+        http_entry_t e;
+        if (type != DL_CV_HTTP || parse_http_entry(p, plen, &e) != 0)
             return fail(L, "cache value is not an HTTP entry");
-        int status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
-        size_t ctlen = (unsigned char)p[3];
-        lua_pushinteger(L, status);
-        lua_pushlstring(L, p + 4 + ctlen, plen - 4 - ctlen);
-        lua_pushlstring(L, p + 4, ctlen);
+        lua_pushinteger(L, e.status);
+        lua_pushlstring(L, e.body, e.blen);
+        lua_pushlstring(L, e.ct, e.ctlen);
         lua_pushboolean(L, gz);
-        return 4;
+        push_headers(L, e.hdrs, e.hlen);
+        return 5;
+    }
+    if (type == DL_CV_HTTP || type == DL_CV_HTTP_V1) {
+        /* api.cache.get() of a cached route's key: its body (only the body
+         * is compressed) */
+        http_entry_t e;
+        if (type == DL_CV_HTTP ? parse_http_entry(p, plen, &e) != 0
+                               : plen < 4 || plen < 4u + (unsigned char)p[3])
+            return fail(L, "cache value is not an HTTP entry");
+        size_t skip = type == DL_CV_HTTP ? (size_t)(e.body - p) : 4u + (unsigned char)p[3];
+        p += skip;
+        plen -= skip;
+        type = DL_CV_STRING;
     }
     dl_buf_t plain = DL_BUF_INIT;
     if (gz) {
@@ -100,8 +192,6 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
         char err[160];
         if (dl_msgpack_decode(L, p, plen, err, sizeof(err)) != 0)
             n = fail(L, err);
-    } else if (type == DL_CV_HTTP && plen >= 4 && plen >= 4u + (unsigned char)p[3]) {
-        lua_pushlstring(L, p + 4 + (unsigned char)p[3], plen - 4 - (unsigned char)p[3]);
     } else {
         lua_pushlstring(L, p, plen);
     }
@@ -125,6 +215,11 @@ static void count_lookup(lua_State *L, dl_cache_res_t *res)
 
 static int push_result(lua_State *L, int kind, dl_compressor_t *z, dl_cache_res_t *res)
 {
+    /* an HTTP entry of earlier versions lost its answer's headers: a miss,
+     * and the handler's answer replaces it */
+    if (kind == K_HTTP_GET && res->status == 0 && res->val.len > 2 &&
+        res->val.data[2] == DL_CV_HTTP_V1)
+        res->status = DL_ENOENT;
     if (kind == K_GET || kind == K_HTTP_GET)
         count_lookup(L, res);
     switch (kind) {
@@ -316,12 +411,90 @@ static void on_store_done(dl_cache_res_t *res, void *arg)
                res->err);
 }
 
+/* Headers no stored answer carries: the runtime's own (a handler may not
+ * set them: lua_vm.c refuses them), and Set-Cookie, one caller's session. */
+static int unstorable_header(const char *s, size_t n)
+{
+    static const char *const names[] = {"content-length", "transfer-encoding", "connection",
+                                        "date", "x-request-id", "set-cookie"};
+    for (size_t i = 0; i < DL_ARRAY_SIZE(names); i++)
+        if (dl_strncasecmp_eq(s, n, names[i], strlen(names[i])))
+            return 1;
+    return 0;
+}
+
+/* Appends one header to an 'H' header block. */
+static const char *add_header(dl_buf_t *b, const char *name, size_t nl, lua_State *L, int vidx,
+                              int *count)
+{
+    int t = lua_type(L, vidx);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+        return "a header value that is not a string or a number";
+    lua_pushvalue(L, vidx); /* tolstring converts numbers in place: a copy */
+    size_t vl;
+    const char *v = lua_tolstring(L, -1, &vl);
+    const char *why = NULL;
+    if (!dl_http_value_ok(v, vl))
+        why = "a header value with a control character";
+    else if (++*count > DL_CV_MAX_HEADERS || b->len + 3 + nl + vl > DL_CV_MAX_HEADER_BYTES)
+        why = "more headers than an entry holds (64, 16 KiB)";
+    if (why == NULL) {
+        char len[3] = {(char)nl, (char)(vl >> 8), (char)(vl & 0xff)};
+        dl_buf_append(b, len, 3);
+        dl_buf_append(b, name, nl);
+        dl_buf_append(b, v, vl);
+    }
+    lua_pop(L, 1);
+    return why;
+}
+
+/* The handler's headers table at idx (name -> value or list of values) as
+ * an 'H' header block, Content-Type left out (the entry has it); NULL, or
+ * why they cannot be stored. */
+static const char *header_block(lua_State *L, int idx, dl_buf_t *b)
+{
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    if (!lua_istable(L, idx))
+        return "headers that are not a table";
+    int count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        size_t nl;
+        const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL;
+        const char *why = NULL;
+        if (name == NULL || nl > 255 || !dl_http_token_ok(name, nl))
+            why = "a header name that is not a token";
+        else if (unstorable_header(name, nl))
+            why = "a header the cache does not keep";
+        else if (dl_strncasecmp_eq(name, nl, "content-type", 12))
+            ;
+        else if (lua_istable(L, -1)) {
+            int n = (int)lua_objlen(L, -1);
+            for (int i = 1; i <= n && why == NULL; i++) {
+                lua_rawgeti(L, -1, i);
+                why = add_header(b, name, nl, L, lua_gettop(L), &count);
+                lua_pop(L, 1);
+            }
+        } else {
+            why = add_header(b, name, nl, L, lua_gettop(L), &count);
+        }
+        if (why) {
+            lua_pop(L, 2);
+            return why;
+        }
+        lua_pop(L, 1);
+    }
+    return b->oom ? "out of memory" : NULL;
+}
+
 /*
- * cache_core._http_store(key, ttl_seconds, status, body, content_type)
- *   -> stored_body, gzipped
- * Packs the response (body compressed once when over the threshold), stores
- * it without waiting, and returns the body as stored so that this response
- * is sent exactly like later hits.
+ * cache_core._http_store(key, ttl_seconds, status, body, content_type, headers)
+ *   -> stored_body, gzipped | nil, why
+ * Packs the response (body compressed once when over the threshold; headers
+ * as the 'H' header block), stores it without waiting, and returns the body
+ * as stored so that this response is sent exactly like later hits. Headers
+ * the entry cannot hold (Set-Cookie, too many, invalid) store nothing.
  */
 static int l_cache_http_store(lua_State *L)
 {
@@ -334,35 +507,53 @@ static int l_cache_http_store(lua_State *L)
     dl_worker_t *w = check_worker(L);
     if (status < 100 || status > 599 || ctlen > 255)
         return luaL_argerror(L, status < 100 || status > 599 ? 3 : 5, "out of range");
+    dl_buf_t meta = DL_BUF_INIT;
+    char head[4] = {(char)('0' + status / 100), (char)('0' + status / 10 % 10),
+                    (char)('0' + status % 10), (char)ctlen};
+    dl_buf_append(&meta, head, 4);
+    dl_buf_append(&meta, ct, ctlen);
+    dl_buf_append(&meta, "\0\0", 2); /* the block's length, set below */
+    size_t at = meta.len;
+    const char *why = header_block(L, 6, &meta);
+    if (why) {
+        dl_buf_free(&meta);
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        return 2;
+    }
+    if (meta.oom) {
+        dl_buf_free(&meta);
+        return luaL_error(L, "out of memory");
+    }
+    meta.data[at - 2] = (char)((meta.len - at) >> 8);
+    meta.data[at - 1] = (char)((meta.len - at) & 0xff);
     if (!dl_cache_available(w->cache)) {
         /* the store would fail at once: no packing, no compression */
+        dl_buf_free(&meta);
         lua_pushvalue(L, 4);
         lua_pushboolean(L, 0);
         return 2;
     }
-    char meta[4 + 255];
-    meta[0] = (char)('0' + status / 100);
-    meta[1] = (char)('0' + status / 10 % 10);
-    meta[2] = (char)('0' + status % 10);
-    meta[3] = (char)ctlen;
-    memcpy(meta + 4, ct, ctlen);
     dl_buf_t packed = DL_BUF_INIT;
     int compressible = dl_compress_type_ok(ct, ctlen);
-    if (dl_cache_pack(DL_CV_HTTP, meta, 4 + ctlen, body, blen,
-                      compressible ? w->compressor : NULL, w->cfg->compress_min, &packed) != 0) {
+    size_t mlen = meta.len;
+    int rc = dl_cache_pack(DL_CV_HTTP, meta.data, mlen, body, blen,
+                           compressible ? w->compressor : NULL, w->cfg->compress_min, &packed);
+    dl_buf_free(&meta);
+    if (rc != 0) {
         dl_buf_free(&packed);
         return luaL_error(L, "out of memory");
     }
     dl_cache_res_t res;
     memset(&res, 0, sizeof(res));
     dl_buf_init(&res.val);
-    int rc = dl_cache_set(w->cache, key, klen, packed.data, packed.len, ttl, &res, on_store_done,
-                          NULL, NULL);
+    rc = dl_cache_set(w->cache, key, klen, packed.data, packed.len, ttl, &res, on_store_done, NULL,
+                      NULL);
     if (rc < 0 || (rc == 1 && res.status < 0))
         dl_log(backend_away(res.status) ? DL_LOG_DEBUG : DL_LOG_WARN,
                "cache store of %.*s failed: %s", (int)DL_MIN(klen, 200), key, res.err);
     dl_buf_free(&res.val);
-    size_t off = DL_CV_HEADER + 4 + ctlen;
+    size_t off = DL_CV_HEADER + mlen;
     lua_pushlstring(L, packed.data + off, packed.len - off);
     lua_pushboolean(L, packed.data[3] == 'z');
     dl_buf_free(&packed);

@@ -49,7 +49,8 @@ int dl_cache_unpack(const char *v, size_t len, int *type, int *gz, const char **
 {
     if (len < DL_CV_HEADER || v[0] != 'd' || v[1] != 'l')
         return DL_ECODEC;
-    if (v[2] != DL_CV_STRING && v[2] != DL_CV_MSGPACK && v[2] != DL_CV_HTTP)
+    if (v[2] != DL_CV_STRING && v[2] != DL_CV_MSGPACK && v[2] != DL_CV_HTTP &&
+        v[2] != DL_CV_HTTP_V1)
         return DL_ECODEC;
     if (v[3] != 'i' && v[3] != 'z')
         return DL_ECODEC;

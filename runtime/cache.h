@@ -6,10 +6,16 @@
  *
  * Values carry an explicit format header, so a reader never guesses by trying
  * to decompress: "dl" + type + encoding, then the payload.
- *   type: 's' Lua string, 'm' MessagePack of a Lua value, 'h' HTTP response
+ *   type: 's' Lua string, 'm' MessagePack of a Lua value, 'H' HTTP response
+ *         ('h': the HTTP response of earlier versions, without headers)
  *   encoding: 'i' identity, 'z' gzip (payloads over the threshold)
- * An 'h' payload is "SSS" (status) + 1 byte content-type length + content
- * type + body; only its body is compressed, so a hit is sent as stored.
+ * An 'H' payload is "SSS" (status) + 1 byte content-type length + content
+ * type + 2 bytes (big-endian) header-block length + header block + body. The
+ * block is the handler's other headers, one after the other: 1 byte name
+ * length, 2 bytes (big-endian) value length, name, value (a header with two
+ * values is there twice). Only the body is compressed, so a hit is sent as
+ * stored. An 'h' entry is still readable, but cached routes take it for a
+ * miss: it lost the headers its answer had.
  */
 #ifndef DL_CACHE_H
 #define DL_CACHE_H
@@ -21,8 +27,11 @@
 #include "mem_cache.h"
 #include "redis_pool.h"
 
-enum { DL_CV_STRING = 's', DL_CV_MSGPACK = 'm', DL_CV_HTTP = 'h' };
+enum { DL_CV_STRING = 's', DL_CV_MSGPACK = 'm', DL_CV_HTTP_V1 = 'h', DL_CV_HTTP = 'H' };
 #define DL_CV_HEADER 4
+/* what an 'H' entry's header block may hold: more, and the answer is not stored */
+#define DL_CV_MAX_HEADERS 64
+#define DL_CV_MAX_HEADER_BYTES 16384
 
 typedef struct dl_cache_s dl_cache_t;
 

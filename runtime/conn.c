@@ -433,7 +433,7 @@ static int absolute_form(dl_req_t *r, const char **msg)
     return 0;
 }
 
-int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg)
+int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, int has_body, const char **msg)
 {
     dl_worker_t *w = c->worker;
     int h1 = r->http_major == 1;
@@ -495,6 +495,17 @@ int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg)
     r->path_len = q ? (uint32_t)(q - url) : r->url_len;
 
     dl_vm_route(w->vm, r);
+    /* A body the route's check refuses (auth) is never read: the answer is
+     * decided on the head alone, before 100 Continue and before an upload
+     * file opens. An in-process request (api.client) is parsed inside a
+     * running handler, where the VM's main state must not run Lua; its body
+     * is here anyway. The https redirect answers every request alike. */
+    if (has_body && r->route_status == DL_ROUTE_FOUND && !c->virt &&
+        !w->cfg->listen_opts[c->listener].https_redirect) {
+        r->early_status = dl_vm_precheck(w->vm, r, c->err_buf, sizeof(c->err_buf));
+        if (r->early_status)
+            return 0;
+    }
     if (r->route_status == DL_ROUTE_FOUND && r->route->upload_limit)
         return start_upload(c, r, msg);
     return 0;
@@ -593,19 +604,16 @@ static int expect_check(const char *v, size_t n)
     return cont;
 }
 
-/* Expect: 100-continue on a request that will not be served as sent: its
- * final status goes out at once, without the body (see conn_dispatch). */
+/* A request whose final status is known from its head: refused by the
+ * route's check (any request), or, for a client waiting for 100 Continue,
+ * without a route or on the https redirect. It goes out at once, without
+ * the body (see conn_dispatch). */
 static int early_answer(dl_conn_t *c, dl_req_t *r)
 {
-    if (r->route_status != DL_ROUTE_FOUND ||
-        c->worker->cfg->listen_opts[c->listener].https_redirect)
+    if (r->early_status)
         return 1;
-    /* an in-process request (api.client) is parsed inside a running handler,
-     * where the VM's main state must not run Lua; its body is here anyway */
-    if (c->virt)
-        return 0;
-    r->early_status = dl_vm_precheck(c->worker->vm, r, c->err_buf, sizeof(c->err_buf));
-    return r->early_status != 0;
+    return r->expect_continue && (r->route_status != DL_ROUTE_FOUND ||
+                                  c->worker->cfg->listen_opts[c->listener].https_redirect);
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -621,9 +629,11 @@ static int on_headers_complete(llhttp_t *p)
     if (r->http_major != 1)
         return reject(c, 505, "only HTTP/1.0 and HTTP/1.1 are served here");
     const char *msg = NULL;
+    int chunked = (p->flags & F_CHUNKED) != 0;
+    int has_body = chunked || p->content_length > 0;
     int status = transfer_coding_check(r, &msg);
     if (status == 0)
-        status = dl_conn_req_begin(c, r, &msg);
+        status = dl_conn_req_begin(c, r, has_body, &msg);
     if (status)
         return reject(c, status, msg);
 
@@ -637,17 +647,16 @@ static int on_headers_complete(llhttp_t *p)
             r->expect_continue = rc == 1;
         }
     }
-    int chunked = (p->flags & F_CHUNKED) != 0;
     if (!chunked && (p->flags & F_TRANSFER_ENCODING))
         return reject(c, 400, "chunked must be the final transfer coding"); /* never framed twice */
-    int has_body = chunked || p->content_length > 0;
     if (has_body) {
-        if (!chunked && p->content_length > r->body_limit)
+        if (!chunked && p->content_length > r->body_limit && !r->early_status)
             return reject(c, 413, "request body too large");
-        /* a client waiting for 100 Continue gets a final answer at once when
-         * the body would be refused anyway (RFC 9110 10.1.1); the body is
-         * never read, so the connection closes after it */
-        if (r->expect_continue && early_answer(c, r)) {
+        /* a final answer at once when the body would be refused anyway
+         * (RFC 9110 10.1.1 for a client waiting for 100 Continue); the body
+         * is never read, so the connection closes after it (lingering, so
+         * that the client reads the answer before the close) */
+        if (early_answer(c, r)) {
             r->keep_alive = 0;
             c->lingering = 1;
             c->state = DL_CS_BUSY;

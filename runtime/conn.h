@@ -156,10 +156,12 @@ typedef struct {
 
 /**
  * Once a request's head is in (from llhttp or HTTP/2 HEADERS): checks the
- * target, sets the request id, routes it and opens an upload sink. Returns 0,
- * or the HTTP status to answer with *msg saying why.
+ * target, sets the request id, routes it and opens an upload sink. A request
+ * with a body (has_body) that the route's check refuses gets
+ * r->early_status (401, 403...) and no sink: it is answered without reading
+ * its body. Returns 0, or the HTTP status to answer with *msg saying why.
  */
-int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, const char **msg);
+int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, int has_body, const char **msg);
 /**
  * 1 when s[0..n) is a host an HTTPS redirect may name, RFC 3986 host[:port]
  * narrowed to what a browser reaches: a name of letters, digits, '-', '.',

@@ -478,9 +478,17 @@ static void headers_done(h2_stream_t *st, int end_stream)
         stream_reject(st, 400, "Host differs from :authority");
     if (!st->err_status) {
         const char *msg = NULL;
-        int status = dl_conn_req_begin(h->c, r, &msg);
+        int status = dl_conn_req_begin(h->c, r, !end_stream, &msg);
         if (status)
             stream_reject(st, status, msg);
+    }
+    /* refused on its head (auth): answered now, its DATA dropped as they
+     * come (then RST_STREAM past DISCARD_MAX), no 100, no upload file */
+    if (!st->err_status && r->early_status) {
+        if (!end_stream)
+            st->early = 1;
+        dispatch(st);
+        return;
     }
     if (!st->err_status) {
         size_t cl_len;
@@ -560,8 +568,8 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
     }
     dl_req_t *r = st->req;
-    if (r == NULL || st->dispatched || st->err_status || !st->headers_done)
-        return 0; /* answered already: the rest is dropped */
+    if (r == NULL || st->dispatched || st->err_status || !st->headers_done || r->early_status)
+        return 0; /* answered already (or about to be): the rest is dropped */
     if (r->body_seen + len > r->body_limit) {
         stream_reject(st, 413, "request body too large");
         answer_rejected(st);

@@ -585,6 +585,7 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
     }
     vm->loading = NULL;
     if (nerr) {
+        call_library(vm->L, "_abort_load");
         gen_free(vm, g);
         return nerr;
     }
@@ -780,6 +781,12 @@ int dl__spawn(lua_State *L)
 void dl_vm_start(dl_vm_t *vm)
 {
     if (push_library_fn(vm->L, "_run_start"))
+        dl_vm_spawn(vm, 0);
+}
+
+void dl_vm_reloaded(dl_vm_t *vm)
+{
+    if (push_library_fn(vm->L, "_run_reload"))
         dl_vm_spawn(vm, 0);
 }
 

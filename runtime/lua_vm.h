@@ -94,6 +94,9 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors);
 int dl_vm_spawn(dl_vm_t *vm, int nargs);
 /** Runs the app's start hooks (api.on_start) in a background task. */
 void dl_vm_start(dl_vm_t *vm);
+/** After a reload: applies what the new generation declares outside Lua
+ * (its indexes, the job scheduler) in a background task. */
+void dl_vm_reloaded(dl_vm_t *vm);
 
 /**
  * Looks up req's route in the current generation (at headers-complete) and

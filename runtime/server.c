@@ -658,6 +658,22 @@ static void reload_now(dl_runtime_t *rt, const char *why)
            (double)(uv_hrtime() - t0) / 1e6);
 }
 
+/* The tokens file is read by every load (auth.lua: DEVLOOP_TOKENS_FILE, else
+ * APP_DIR/tokens.json) but is no Lua file: it is watched by name. */
+static void watch_tokens_file(dl_runtime_t *rt)
+{
+    const char *env = getenv("DEVLOOP_TOKENS_FILE");
+    char path[1200];
+    if (env && *env)
+        snprintf(path, sizeof(path), "%s", env);
+    else
+        snprintf(path, sizeof(path), "%s/tokens.json", rt->app_dir);
+    int rc = dl_watch_add_file(rt->watch, path);
+    if (rc != 0)
+        dl_log(DL_LOG_WARN, "%s: changes will not reload the app (cannot watch it: %s)", path,
+               dl_strerror(rc));
+}
+
 static void on_watch(void *arg)
 {
     reload_now(arg, "files changed");
@@ -829,6 +845,8 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
             if (rc != 0)
                 dl_log(DL_LOG_WARN, "hot reload off: cannot watch %s: %s", rt->app_dir,
                        dl_strerror(rc));
+            else
+                watch_tokens_file(rt);
         }
         write_pid_file(rt);
         sweep_uploads(rt);

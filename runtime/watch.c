@@ -6,8 +6,10 @@
  * after each burst to pick up new folders and drop vanished ones. Editors
  * save in three ways (write in place, write a temporary file and rename it
  * over, delete then create); all of them produce events that name a .lua
- * file, which is what triggers. A timer restarted by every event turns a
- * burst into one callback.
+ * file, which is what triggers. Files the app reads that are not Lua (the
+ * tokens file) are added one by one with dl_watch_add_file(): their folder
+ * gets a handle of its own that reacts to that one name, wherever the folder
+ * is. A timer restarted by every event turns a burst into one callback.
  */
 #include "watch.h"
 
@@ -24,7 +26,8 @@ typedef struct dir_watch_s {
     struct dl_watch_s *owner;
     struct dir_watch_s *next;
     char *path;
-    int seen; /* found by the current rescan */
+    char *only; /* a file added by dl_watch_add_file(): the one name that triggers */
+    int seen;   /* found by the current rescan */
 } dir_watch_t;
 
 struct dl_watch_s {
@@ -47,6 +50,7 @@ static void on_dir_closed(uv_handle_t *h)
     dir_watch_t *d = h->data;
     dl_watch_t *w = d->owner;
     dl_free(d->path);
+    dl_free(d->only);
     dl_free(d);
     w->pending_closes--;
     if (w->stopping && w->pending_closes == 0) {
@@ -77,10 +81,10 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
         dl_log(DL_LOG_WARN, "watch %s: %s", d->path, uv_strerror(status));
         return;
     }
-    if (!relevant(filename))
+    if (d->only ? filename && strcmp(filename, d->only) != 0 : !relevant(filename))
         return;
     /* the runtime's own folders at the top (pid file, database, logs) */
-    if (filename && strcmp(d->path, w->root) == 0 &&
+    if (filename && !d->only && strcmp(d->path, w->root) == 0 &&
         (strcmp(filename, "data") == 0 || strcmp(filename, "logs") == 0))
         return;
     /* every event pushes the deadline: one callback per burst of saves */
@@ -90,22 +94,26 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 static dir_watch_t *find_dir(dl_watch_t *w, const char *path)
 {
     for (dir_watch_t *d = w->dirs; d; d = d->next)
-        if (strcmp(d->path, path) == 0)
+        if (!d->only && strcmp(d->path, path) == 0)
             return d;
     return NULL;
 }
 
-static void add_dir(dl_watch_t *w, const char *path)
+/* A handle on folder path: the tree's (only == NULL) or one file's. */
+static int add_dir(dl_watch_t *w, const char *path, const char *only)
 {
-    dir_watch_t *d = find_dir(w, path);
+    dir_watch_t *d = only ? NULL : find_dir(w, path);
     if (d) {
         d->seen = 1;
-        return;
+        return 0;
     }
     d = dl_calloc(1, sizeof(*d));
-    if (d == NULL || (d->path = dl_strdup(path)) == NULL) {
+    if (d == NULL || (d->path = dl_strdup(path)) == NULL ||
+        (only && (d->only = dl_strdup(only)) == NULL)) {
+        if (d)
+            dl_free(d->path);
         dl_free(d);
-        return;
+        return DL_ENOMEM;
     }
     d->owner = w;
     uv_fs_event_init(w->loop, &d->ev);
@@ -115,17 +123,18 @@ static void add_dir(dl_watch_t *w, const char *path)
     if (rc != 0) {
         dl_log(DL_LOG_WARN, "cannot watch %s: %s", path, uv_strerror(rc));
         uv_close((uv_handle_t *)&d->ev, on_dir_closed);
-        return;
+        return rc;
     }
     d->seen = 1;
     d->next = w->dirs;
     w->dirs = d;
     w->n_dirs++;
+    return 0;
 }
 
 static void scan(dl_watch_t *w, const char *path, int depth)
 {
-    add_dir(w, path);
+    (void)add_dir(w, path, NULL);
     if (depth >= MAX_DEPTH)
         return;
     DIR *dir = opendir(path);
@@ -151,7 +160,7 @@ static void scan(dl_watch_t *w, const char *path, int depth)
 static void rescan(dl_watch_t *w)
 {
     for (dir_watch_t *d = w->dirs; d; d = d->next)
-        d->seen = 0;
+        d->seen = d->only != NULL; /* a file's folder stays, in the tree or not */
     scan(w, w->root, 0);
     dir_watch_t **pp = &w->dirs;
     while (*pp) {
@@ -198,6 +207,27 @@ int dl_watch_start(uv_loop_t *loop, const char *dir, uint64_t debounce_ms, dl_wa
     scan(w, dir, 0);
     *out = w;
     return 0;
+}
+
+int dl_watch_add_file(dl_watch_t *w, const char *path)
+{
+    if (w == NULL || w->stopping)
+        return DL_EINVAL;
+    const char *slash = strrchr(path, '/');
+    char dir[1024];
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else if (snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path) >= (int)sizeof(dir))
+        return DL_EINVAL;
+    const char *base = slash ? slash + 1 : path;
+    if (*base == '\0')
+        return DL_EINVAL;
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return DL_ENOENT;
+    return add_dir(w, dir, base);
 }
 
 static void on_timer_closed(uv_handle_t *h)

@@ -20,6 +20,13 @@ typedef void (*dl_watch_cb)(void *arg);
 int dl_watch_start(uv_loop_t *loop, const char *dir, uint64_t debounce_ms, dl_watch_cb cb,
                    void *arg, dl_watch_t **out);
 
+/**
+ * Also reports changes to the file at path (created, written, renamed over
+ * or deleted), wherever it is: its folder gets a handle that reacts to that
+ * name only. The folder must exist (DL_ENOENT otherwise); the file need not.
+ */
+int dl_watch_add_file(dl_watch_t *w, const char *path);
+
 /** Stops watching; memory is freed once the handles have closed. NULL is a no-op. */
 void dl_watch_stop(dl_watch_t *w);
 

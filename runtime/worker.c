@@ -327,6 +327,8 @@ static void worker_reload(dl_worker_t *w)
         dl_log(DL_LOG_DEBUG, "worker %d: generation %d in %.1f ms", w->id, w->vm->gen->id,
                (double)(uv_hrtime() - t0) / 1e6);
     dl_buf_free(&errors);
+    if (n == 0)
+        dl_vm_reloaded(w->vm);
 }
 
 int dl_worker_post(dl_worker_t *w, dl_worker_job_t *job)

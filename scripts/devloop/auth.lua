@@ -195,7 +195,8 @@ function _M.protect(need, handler)
 end
 
 -- The same check on an Authorization header alone, for a request whose body
--- has not been read yet (Expect: 100-continue): status, message or nil.
+-- has not been read yet (runtime/conn.c answers it on the head alone, with
+-- or without Expect: 100-continue, HTTP/1.1 and HTTP/2): status, message or nil.
 function _M.precheck(need)
   check_need(need)
   return function(authz)

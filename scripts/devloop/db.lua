@@ -30,7 +30,10 @@ local Collection = {}
 Collection.__index = Collection
 
 local collections = {}
+-- the serving generation's schemas; a load declares into loading_schemas,
+-- which replace them only when the load succeeds (_end_load)
 local schemas = {}
+local loading_schemas
 
 local function now_iso()
   local t = require("devloop.core").now()
@@ -216,7 +219,9 @@ end
 --   api.db.define("features", { required = {...}, enums = { status = {...} },
 --     defaults = { status = "not-started" }, timestamps = true,
 --     indexes = { { "status", "-created_at" }, { "milestone_id" } } })
--- Indexes are created by api.db.ensure_indexes() (a start hook calls it).
+-- Indexes are created by api.db.ensure_indexes(): once the app has started
+-- and again after each reload, so a new generation's indexes exist at once.
+-- An index no longer declared is kept (dropping one is the operator's call).
 local SCHEMA_KEYS = { "defaults", "enums", "indexes", "required", "timestamps", "types" }
 local INDEX_KEYS = { "fields", "unique" }
 local TYPE_NAMES = { string = true, number = true, boolean = true, table = true }
@@ -275,19 +280,36 @@ end
 
 function _M.define(name, schema)
   check_schema(name, schema)
-  schemas[name] = schema
+  (loading_schemas or schemas)[name] = schema
   return _M.collection(name)
 end
 
+-- a load declares afresh: a schema the new app no longer defines goes with
+-- the old generation
+function _M._begin_load() loading_schemas = {} end
+function _M._end_load()
+  schemas = loading_schemas or schemas
+  loading_schemas = nil
+end
+function _M._abort_load() loading_schemas = nil end
+
+-- Creates every declared index (existing ones are left as they are); one
+-- that fails does not stop the others: the answer is nil and every failure,
+-- one a line.
 function _M.ensure_indexes()
+  local errs = {}
   for name, schema in pairs(schemas) do
     for _, ix in ipairs(schema.indexes or {}) do
       local fields, unique = ix, false
       if type(ix) == "table" and ix.fields then fields, unique = ix.fields, ix.unique end
-      local ok, err = call("create_index", name, index_keys(fields), nil, nil, unique)
-      if not ok then return nil, "index on " .. name .. ": " .. tostring(err) end
+      local keys = index_keys(fields)
+      local ok, err = call("create_index", name, keys, nil, nil, unique)
+      if not ok then
+        errs[#errs + 1] = "index " .. json_encode(keys) .. " on " .. name .. ": " .. tostring(err)
+      end
     end
   end
+  if #errs > 0 then return nil, table.concat(errs, "\n") end
   return true
 end
 

@@ -56,23 +56,24 @@ local inflight = {}
 local GZIP_BODY = core.GZIP_BODY
 
 -- What a cached answer keeps: its status (only 200s are stored), its
--- Content-Type and its body, encoded once per representation (JSON,
--- MessagePack) and compressed once. The stored entry has room for nothing
--- else, so an answer is stored only when that loses nothing a client would
--- see: Content-Type is its only header (hop-by-hop and framing headers are
--- the runtime's, which refuses them from handlers). Set-Cookie never goes
--- in a shared entry (one caller's session would be every caller's), and any
--- other header (ETag, Content-Disposition, a CSP) would be missing from
--- hits. Such an answer, and one with a marker after its headers (a file to
--- send), goes out as the handler made it, and the next request runs the
--- handler again; the first such header of a route is logged (info).
+-- headers and its body, encoded once per representation (JSON,
+-- MessagePack) and compressed once; hits, and the requests that waited for
+-- the one that ran the handler, get the same headers (CORS, Cache-Control,
+-- the app's own) as the first answer. Hop-by-hop and framing headers are
+-- the runtime's, which refuses them from handlers. Set-Cookie never goes in
+-- a shared entry (one caller's session would be every caller's): such an
+-- answer goes out as the handler made it and the next request runs the
+-- handler again, as does one whose headers the entry cannot hold (over 64
+-- or 16 KiB) and one with a marker after its headers (a file to send); the
+-- first such answer of a route is logged (info).
 
--- nil when the cache can keep headers, else the name of one it cannot
+-- nil when the cache can keep these headers, else the name of one it cannot
 local function unkept_header(headers)
   if headers == nil then return nil end
   if type(headers) ~= "table" then return "(headers that are not a table)" end
   for name in pairs(headers) do
-    if type(name) ~= "string" or name:lower() ~= "content-type" then return tostring(name) end
+    if type(name) ~= "string" then return tostring(name) end
+    if name:lower() == "set-cookie" then return name end
   end
 end
 
@@ -118,9 +119,11 @@ local function route_cache(opts, handler, pattern)
     end
     local key = prefix .. (mp and "msgpack:" or "json:") .. k
 
-    local status, body, ctype, gz = cache_core._http_get(key)
+    local status, body, ctype, gz, hdrs = cache_core._http_get(key)
     if status then
-      return status, body, { ["Content-Type"] = ctype }, gz and GZIP_BODY or nil
+      hdrs = hdrs or {}
+      hdrs["Content-Type"] = ctype
+      return status, body, hdrs, gz and GZIP_BODY or nil
     elseif body and ctype ~= "EUNAVAIL" then
       -- (an unavailable backend was logged once by its pool, not per request)
       core.log(2, "cache lookup failed; running the handler", { key = key, err = body })
@@ -153,7 +156,7 @@ local function route_cache(opts, handler, pattern)
       if r[i] ~= nil then extra = true end
     end
     local unkept = unkept_header(headers)
-    if st ~= 200 or value == nil or extra or unkept then
+    local function pass_through()
       core._wq_wake(q)
       if unkept and not told[unkept] then
         told[unkept] = true
@@ -162,6 +165,7 @@ local function route_cache(opts, handler, pattern)
       end
       return unpack(r, 2, n)
     end
+    if st ~= 200 or value == nil or extra or unkept then return pass_through() end
     local bytes, ct
     if type(value) == "string" then
       bytes = value
@@ -180,8 +184,17 @@ local function route_cache(opts, handler, pattern)
       end
       if not bytes then error("cannot encode the response: " .. tostring(err), 0) end
     end
-    local stored, zipped = cache_core._http_store(key, ttl, 200, bytes, ct)
-    local hdrs = { ["Content-Type"] = ct }
+    local stored, zipped = cache_core._http_store(key, ttl, 200, bytes, ct, headers)
+    if stored == nil then
+      unkept = zipped -- why the entry cannot hold these headers
+      return pass_through()
+    end
+    -- this answer goes out as the hits will: the handler's headers, one Content-Type
+    local hdrs = {}
+    for name, v in pairs(headers or {}) do
+      if name:lower() ~= "content-type" then hdrs[name] = v end
+    end
+    hdrs["Content-Type"] = ct
     local marker = zipped and GZIP_BODY or nil
     core._wq_wake(q, 200, stored, hdrs, marker)
     return 200, stored, hdrs, marker
@@ -574,6 +587,7 @@ function _M._begin_load()
   start_hooks = {}
   _M.builtin_routes = builtin_defaults()
   loading_processors = {}
+  _M.db._begin_load()
   -- last: a broken tokens file raises, and the resets above must have run
   loading_tokens = _M.auth._read()
 end
@@ -581,12 +595,20 @@ end
 function _M._end_load()
   _M.jobs._set_processors(loading_processors)
   _M.auth._use(loading_tokens)
+  _M.db._end_load()
 end
-function _M._run_start()
-  -- one worker creates the declared indexes for the whole process
+-- called when a load failed: the serving generation's declarations stay
+function _M._abort_load() _M.db._abort_load() end
+
+-- What a generation declares that lives outside the Lua state: its indexes
+-- (one worker creates them for the whole process) and, once there are job
+-- processors, the job scheduler. Runs after the first load and every reload.
+local function apply_generation(when)
   if core.worker_id() == 0 then
     local ok, err = _M.db.ensure_indexes()
-    if not ok and _M.db.type() then core.log(3, "cannot create indexes: " .. tostring(err)) end
+    if not ok and _M.db.type() then
+      core.log(3, "cannot create indexes (" .. when .. "): " .. tostring(err))
+    end
   end
   -- the job scheduler runs in apps that have job processors
   local has_jobs = false
@@ -615,6 +637,10 @@ function _M._run_start()
     })
     core._spawn(_M.jobs._run_scheduler, workers)
   end
+end
+function _M._run_reload() apply_generation("reload") end
+function _M._run_start()
+  apply_generation("start")
   for _, fn in ipairs(start_hooks) do
     local ok2, e = pcall(fn)
     if not ok2 then core.log(3, "start hook failed: " .. tostring(e)) end

@@ -25,7 +25,8 @@ def test_stored_format_and_client_name(srv):
     assert "feature:json:/cached/items?q=fmt" in keys, keys
     raw = subprocess.run(["redis-cli", "-p", str(REDIS.port), "--no-raw", "GET",
                           "feature:json:/cached/items?q=fmt"], capture_output=True).stdout
-    assert raw.startswith(b'"dlhz200'), raw[:40]  # an HTTP entry, gzip body, explicit marker
+    # an HTTP entry with its headers ('H'; 'h' was the format without them), gzip body
+    assert raw.startswith(b'"dlHz200'), raw[:40]
     post(srv, "/cache/set", {"key": "user:fmt", "value": "tiny"})
     assert REDIS.cli("GET", "user:fmt").startswith("dlsi"), REDIS.cli("GET", "user:fmt")
     assert "name=devloop-api" in REDIS.cli("CLIENT", "LIST")

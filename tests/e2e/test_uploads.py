@@ -24,6 +24,11 @@ WORK = tempfile.mkdtemp(prefix="devloop-uploads-")
 APP = os.path.join(WORK, "app")
 shutil.copytree(os.path.join(harness.SRC, "examples", "devloop-api"), APP,
                 ignore=shutil.ignore_patterns("data", "logs"))
+# a protected upload route (issue 18, item c): refused on its head alone
+with open(os.path.join(APP, "routes", "zz_protected_upload.lua"), "w") as f:
+    f.write('local api = require "devloop"\n'
+            'api.post("/api/secure-files", { auth = "UPDATE_FEATURE", upload = { max_bytes = 50 * 1024 * 1024 } },\n'
+            '  function(req) return 201, { n = #req.files } end)\n')
 
 
 def blob(name, size, seed=1):
@@ -233,6 +238,113 @@ def test_client_disconnect_leaves_nothing(srv):
     while left_behind() and time.time() < deadline:
         time.sleep(0.05)
     assert left_behind() == [] and stored() == before
+
+
+SECURE_HEAD = ("POST /api/secure-files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+               "boundary=B\r\nContent-Length: %d\r\n%s\r\n")
+PART = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
+        b"Content-Type: application/octet-stream\r\n\r\n")
+
+
+def read_answer(s):
+    """The status line and headers of the answer on a raw socket (lower-case names)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        got = s.recv(65536)
+        assert got, ("closed before an answer", data)
+        data += got
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    return int(head[0].split()[1]), {k.strip().lower(): v.strip() for k, v in
+                                     (l.split(":", 1) for l in head[1:])}
+
+
+def send_rest(s, total):
+    """Sends the rest of a body until the server stops taking it; bytes sent."""
+    sent = 0
+    chunk = b"x" * 262144
+    try:
+        while sent < total:
+            sent += s.send(chunk[:min(len(chunk), total - sent)])
+    except OSError:
+        pass
+    return sent
+
+
+def test_protected_upload_refused_before_its_body(srv):
+    """401/403 at the end of the head, without Expect: the 20 MB body is not read
+    into an upload file or memory, and the connection closes after the answer."""
+    size = 20 * MB
+    rss0 = harness.rss_kib(srv.pid())
+    for auth, status in (("", 401), ("Authorization: Bearer wrong\r\n", 401),
+                         ("Authorization: Bearer demo-viewer-token\r\n", 403)):
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall((SECURE_HEAD % (size, auth)).encode() + PART + b"x" * 65536)
+        # the answer comes with 20 MB still unsent: it cannot have waited for the body
+        st, h = read_answer(s)
+        assert st == status, (st, h)
+        if status == 401:
+            assert h.get("www-authenticate", "").startswith("Bearer"), h
+        assert h.get("connection") == "close", h
+        assert left_behind() == [], "an upload file was opened for a refused request"
+        send_rest(s, size)
+        s.close()
+    time.sleep(0.2)
+    assert left_behind() == []
+    # nothing of the bodies stayed in memory (20 MB each)
+    if not os.environ.get("DEVLOOP_SANITIZED"):
+        assert harness.rss_kib(srv.pid()) - rss0 < 16 * 1024, (rss0, harness.rss_kib(srv.pid()))
+    # with the token, the same route takes the upload
+    path, _ = blob("small.bin", 1000, seed=7)
+    st, _, body = curl("-H", "Authorization: Bearer demo-editor-token", "-F",
+                       "file=@%s" % path, "http://127.0.0.1:%d/api/secure-files" % srv.port)
+    assert st == 201 and json.loads(body) == {"n": 1}, (st, body)
+
+
+def test_protected_upload_expect_continue(srv):
+    """With Expect: 100-continue: the final 401 instead of 100 Continue."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall((SECURE_HEAD % (20 * MB, "Expect: 100-continue\r\n")).encode())
+    st, h = read_answer(s)
+    assert st == 401 and h.get("connection") == "close", (st, h)
+    s.close()
+    # and over the route's limit: 413 on the head, before the auth is looked at or not
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall((SECURE_HEAD % (60 * MB, "Expect: 100-continue\r\nAuthorization: Bearer "
+                              "demo-editor-token\r\n")).encode())
+    st, h = read_answer(s)
+    assert st == 413, (st, h)
+    s.close()
+    assert left_behind() == []
+
+
+H2_CLIENT = r"""
+const http2 = require('http2');
+const [port, size, auth] = [process.argv[1], +process.argv[2], process.argv[3]];
+const c = http2.connect('http://127.0.0.1:' + port);
+c.on('error', () => {});
+const h = {':method': 'POST', ':path': '/api/secure-files', 'content-length': size,
+           'content-type': 'multipart/form-data; boundary=B'};
+if (auth) h.authorization = auth;
+const req = c.request(h);
+req.on('error', () => {});
+req.write(Buffer.alloc(65536, 120));  // 64 KiB of 20 MB: the rest is never sent
+req.on('response', (hd) => {
+  console.log(JSON.stringify({status: hd[':status'], www: hd['www-authenticate'] || null}));
+  req.close(); c.close(); process.exit(0);
+});
+setTimeout(() => { console.log(JSON.stringify({status: 'timeout'})); process.exit(0); }, 10000);
+"""
+
+
+def test_protected_upload_refused_on_h2(srv):
+    for auth, status in (("", 401), ("Bearer demo-viewer-token", 403)):
+        p = subprocess.run(["node", "-e", H2_CLIENT, str(srv.port), str(20 * MB), auth],
+                           capture_output=True, text=True, timeout=30)
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert out["status"] == status, (out, p.stderr)
+        if status == 401:
+            assert out["www"].startswith("Bearer"), out
+        assert left_behind() == []
 
 
 def test_stale_temporary_files_swept_at_start(_):
