@@ -954,8 +954,10 @@ static void log_handler(mongoc_log_level_t level, const char *domain, const char
 
 static void global_init(void)
 {
-    mongoc_init();
+    /* the handler first: mongoc_init() itself may warn (no shared memory for
+     * its counters), and a line straight to stderr is not a log record */
     mongoc_log_set_handler(log_handler, NULL);
+    mongoc_init();
 }
 
 static void default_timeout(mongoc_uri_t *uri, const char *key, int32_t ms)

@@ -280,7 +280,8 @@ end
 
 function _M.define(name, schema)
   check_schema(name, schema)
-  (loading_schemas or schemas)[name] = schema
+  local into = loading_schemas or schemas
+  into[name] = schema
   return _M.collection(name)
 end
 
