@@ -21,7 +21,9 @@
 #include "log.h"
 #include "mongo_store.h"
 #include "redis_pool.h"
+#include "server.h"
 #include "store.h"
+#include "tls.h"
 
 typedef enum { ENV_COUNT, ENV_SIZE, ENV_MS, ENV_S, ENV_BOOL } env_kind_t;
 typedef enum { F_NONE, F_SIZE, F_U64, F_INT } field_t;
@@ -312,6 +314,48 @@ int dl_config_check(const dl_config_t *cfg, char *err, size_t errlen)
             return DL_EINVAL;
         }
     }
+    return 0;
+}
+
+int dl_config_load_tls(const dl_config_t *cfg, struct dl_tls_ctx_s **tls, int *https_port,
+                       char *err, size_t errlen)
+{
+    *https_port = 0;
+    for (int i = 0; i < cfg->n_listen; i++) {
+        const dl_listen_opts_t *lo = &cfg->listen_opts[i];
+        if (lo->n_certs == 0)
+            continue;
+        if (lo->https_redirect) {
+            snprintf(err, errlen, "%s: a TLS listener cannot also redirect to HTTPS\n",
+                     cfg->listen[i]);
+            return DL_EINVAL;
+        }
+        dl_tls_opts_t o = {.cert = lo->tls_cert,
+                           .key = lo->tls_key,
+                           .n_certs = lo->n_certs,
+                           .alpn_h2 = cfg->http2,
+                           .ticket_rotate_s = cfg->tls_ticket_rotate_s};
+        char msg[1400];
+        dl_tls_ctx_t *ctx;
+        if (dl_tls_ctx_new(&o, &ctx, msg, sizeof(msg)) != 0) {
+            snprintf(err, errlen, "%s: %s\n", cfg->listen[i], msg);
+            return DL_EINVAL;
+        }
+        if (tls != NULL)
+            tls[i] = ctx;
+        else
+            dl_tls_ctx_free(ctx);
+        if (*https_port == 0) {
+            char host[256];
+            dl_parse_listen(cfg->listen[i], host, sizeof(host), https_port);
+        }
+    }
+    for (int i = 0; i < cfg->n_listen; i++)
+        if (cfg->listen_opts[i].https_redirect && *https_port == 0) {
+            snprintf(err, errlen, "%s: an HTTPS redirect needs a TLS listener to point to\n",
+                     cfg->listen[i]);
+            return DL_EINVAL;
+        }
     return 0;
 }
 
@@ -685,6 +729,9 @@ int dl_config_print(const dl_config_t *cfg, const char *const *flags, int json, 
         return DL_EINVAL;
     }
     int rc = dl_config_check(cfg, errbuf, errlen);
+    int https_port;
+    if (rc == 0 && !cfg->no_listen)
+        rc = dl_config_load_tls(cfg, NULL, &https_port, errbuf, errlen);
     if (rc != 0)
         return rc;
     out_t o = {.b = DL_BUF_INIT, .json = json, .flags = flags};

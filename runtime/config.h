@@ -12,6 +12,8 @@
 
 #include "internal.h"
 
+struct dl_tls_ctx_s;
+
 /**
  * The value of a variable of the table in config.c, or its default when it
  * is unset or empty (or does not parse: dl_config_check() has stopped
@@ -34,5 +36,15 @@ int dl_config_check(const dl_config_t *cfg, char *err, size_t errlen);
  * its port or -1. Returns 0 or DL_EINVAL with a message naming it in err.
  */
 int dl_config_canonical_host(const char **host, int *port, char *err, size_t errlen);
+
+/**
+ * The TLS contexts of cfg's listeners (cfg->listen[i] with certificates)
+ * into tls[i], or, with tls NULL, each made and freed again: a check that
+ * opens nothing but the PEM files. *https_port: the first TLS listener's
+ * port, 0 when none. Returns 0, or DL_EINVAL with a message naming the
+ * listener and the file in err (tls[] keeps what was made: the caller frees).
+ */
+int dl_config_load_tls(const dl_config_t *cfg, struct dl_tls_ctx_s **tls, int *https_port,
+                       char *err, size_t errlen);
 
 #endif

@@ -190,40 +190,12 @@ static int define_metrics(dl_runtime_t *rt)
  * with the file's name; the paths are copied by the context, not kept here. */
 static int load_tls(dl_runtime_t *rt, char *errbuf, size_t errlen)
 {
-    rt->https_port = 0;
+    int rc = dl_config_load_tls(&rt->cfg, rt->tls, &rt->https_port, errbuf, errlen);
     for (int i = 0; i < rt->cfg.n_listen; i++) {
-        dl_listen_opts_t *lo = &rt->cfg.listen_opts[i];
-        if (lo->n_certs > 0) {
-            if (lo->https_redirect) {
-                snprintf(errbuf, errlen, "%s: a TLS listener cannot also redirect to HTTPS\n",
-                         rt->listen[i]);
-                return -1;
-            }
-            dl_tls_opts_t o = {.cert = lo->tls_cert,
-                               .key = lo->tls_key,
-                               .n_certs = lo->n_certs,
-                               .alpn_h2 = rt->cfg.http2,
-                               .ticket_rotate_s = rt->cfg.tls_ticket_rotate_s};
-            char err[1400];
-            if (dl_tls_ctx_new(&o, &rt->tls[i], err, sizeof(err)) != 0) {
-                snprintf(errbuf, errlen, "%s: %s\n", rt->listen[i], err);
-                return -1;
-            }
-            if (rt->https_port == 0) {
-                char host[256];
-                dl_parse_listen(rt->listen[i], host, sizeof(host), &rt->https_port);
-            }
-        }
-        memset(lo->tls_cert, 0, sizeof(lo->tls_cert));
-        memset(lo->tls_key, 0, sizeof(lo->tls_key));
+        memset(rt->cfg.listen_opts[i].tls_cert, 0, sizeof(rt->cfg.listen_opts[i].tls_cert));
+        memset(rt->cfg.listen_opts[i].tls_key, 0, sizeof(rt->cfg.listen_opts[i].tls_key));
     }
-    for (int i = 0; i < rt->cfg.n_listen; i++)
-        if (rt->cfg.listen_opts[i].https_redirect && rt->https_port == 0) {
-            snprintf(errbuf, errlen, "%s: an HTTPS redirect needs a TLS listener to point to\n",
-                     rt->listen[i]);
-            return -1;
-        }
-    return 0;
+    return rc == 0 ? 0 : -1;
 }
 
 /* The host HTTPS redirects name instead of the client's Host

@@ -200,6 +200,30 @@ def test_bad_value_exits_1_like_serve(_):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_tls_listeners(_):
+    base, app = new_app()
+    try:
+        cert, key = harness.make_cert(base, "site")
+        env = clean_env()
+        p = run(["config", app, "--listen", "127.0.0.1:8443", "--tls-cert", cert, "--tls-key", key,
+                 "--listen", "127.0.0.1:8080", "--https-redirect"], env)
+        assert p.returncode == 0, p.stderr
+        lines = [l for l in p.stdout.splitlines() if l.startswith("listen ")]
+        assert len(lines) == 2, lines
+        assert "127.0.0.1:8443 (TLS: %s)" % cert in lines[0] and "flag --listen" in lines[0]
+        assert "127.0.0.1:8080 (redirects to HTTPS)" in lines[1], lines[1]
+        # a certificate serve could not load: the same message, exit 1
+        missing = os.path.join(base, "missing.crt")
+        args = [app, "--listen", "127.0.0.1:%d" % harness.free_port(), "--tls-cert", missing,
+                "--tls-key", key]
+        c = run(["config"] + args, clean_env(DEVLOOP_LOG_DIR="-"))
+        s = run(["serve"] + args, clean_env(DEVLOOP_LOG_DIR="-"))
+        assert c.returncode == 1 and missing in c.stderr and c.stderr == s.stderr, \
+            (c.returncode, c.stderr, s.stderr)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_missing_app_folder(_):
     base = tempfile.mkdtemp(prefix="devloop-config-")
     try:
