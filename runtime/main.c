@@ -4,6 +4,7 @@
  *   devloop serve APP_DIR [--listen HOST:PORT [--tls-cert FILE --tls-key FILE]...
  *                          [--https-redirect]]... [--canonical-host HOST[:PORT]]
  *                          [--workers N] [--log-level L]
+ *   devloop config APP_DIR [serve's flags] [--json]   (= serve ... --print-config)
  *   devloop check APP_DIR
  *   devloop test APP_DIR [FILE...] [--tap]
  *   devloop new DIR
@@ -32,6 +33,8 @@ static void usage(FILE *f)
             "                                       [--https-redirect]]...\n"
             "                     [--workers N] [--log-level L] [--no-watch] [--pid-file FILE]\n"
             "                     [--hsts VALUE|off] [--no-http2] [--canonical-host HOST[:PORT]]\n"
+            "                     [--print-config [--json]]\n"
+            "       devloop config APP_DIR [serve's flags] [--json]\n"
             "       devloop check APP_DIR\n"
             "       devloop test APP_DIR [FILE...] [--tap]\n"
             "       devloop new DIR\n"
@@ -70,10 +73,66 @@ static int app_dir_ok(const char *dir)
     return 0;
 }
 
+/* ================================================================ config */
+
+/* serve's flags that take a value, so their values are not taken for flags */
+static int flag_takes_value(const char *a)
+{
+    static const char *const with[] = {"--listen", "-l", "--workers", "-w", "--log-level",
+                                       "--pid-file", "--tls-cert", "--tls-key", "--hsts",
+                                       "--canonical-host"};
+    for (size_t i = 0; i < sizeof(with) / sizeof(with[0]); i++)
+        if (strcmp(a, with[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The settings serve would use, with their sources, from its parsed flags
+ * (cmd_serve checked them); nothing is started, bound, opened or created. */
+static int print_config(const dl_config_t *cfg, int argc, char **argv, int json)
+{
+    const char *flags[64];
+    int n = 0;
+    for (int i = 2; i < argc && n < 63; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-')
+            continue;
+        flags[n++] = strcmp(a, "-l") == 0 ? "--listen" : strcmp(a, "-w") == 0 ? "--workers" : a;
+        if (flag_takes_value(a))
+            i++;
+    }
+    flags[n] = NULL;
+    char err[8192];
+    if (dl_config_print(cfg, flags, json, stdout, err, sizeof(err)) != 0) {
+        fprintf(stderr, "devloop: cannot load %s:\n%s", cfg->app_dir, err);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv);
+
+/* devloop config APP_DIR [flags]: serve's flag parsing, then the settings. */
+static int cmd_config(int argc, char **argv)
+{
+    char **args = calloc((size_t)argc + 2, sizeof(char *));
+    if (args == NULL)
+        return 1;
+    args[0] = argv[0];
+    args[1] = "serve";
+    for (int i = 2; i < argc; i++)
+        args[i] = argv[i];
+    args[argc] = "--print-config";
+    int rc = cmd_serve(argc + 1, args);
+    free(args);
+    return rc;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     dl_config_t cfg;
     dl_config_init(&cfg);
+    int print = 0, json = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
@@ -163,6 +222,10 @@ static int cmd_serve(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--no-http2") == 0) {
             cfg.http2 = 0;
+        } else if (strcmp(a, "--print-config") == 0) {
+            print = 1;
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
         } else if (a[0] == '-') {
             fprintf(stderr, "devloop: unknown option %s\n", a);
             usage(stderr);
@@ -186,8 +249,14 @@ static int cmd_serve(int argc, char **argv)
             return 2;
         }
     }
+    if (json && !print) {
+        fprintf(stderr, "devloop: --json goes with --print-config (or devloop config)\n");
+        return 2;
+    }
     if (!app_dir_ok(cfg.app_dir))
         return 1;
+    if (print)
+        return print_config(&cfg, argc, argv, json);
     char err[8192];
     dl_runtime_t *rt;
     int rc = dl_runtime_new(&cfg, &rt, err, sizeof(err));
@@ -450,6 +519,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc, argv);
     if (strcmp(argv[1], "check") == 0)
         return cmd_check(argc, argv);
+    if (strcmp(argv[1], "config") == 0)
+        return cmd_config(argc, argv);
     if (strcmp(argv[1], "reload") == 0)
         return cmd_reload(argc, argv);
     if (strcmp(argv[1], "test") == 0)

@@ -2079,6 +2079,16 @@ static const dl_store_ops_t mongo_ops = {
     .close = op_close,
 };
 
+int dl_mongo_uri_check(const char *uri, char *err, size_t errlen)
+{
+    mongoc_uri_t *u;
+    int pool;
+    int rc = dl_mongo_uri_prepare(uri, 1, &u, &pool, err, errlen);
+    if (rc == 0)
+        mongoc_uri_destroy(u);
+    return rc;
+}
+
 dl_store_t *dl_store_open_mongo(const char *uri_str, int pool_size, char *err, size_t errlen)
 {
     mongo_store_t *ms;

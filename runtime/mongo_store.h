@@ -28,6 +28,10 @@
  */
 dl_store_t *dl_store_open_mongo(const char *uri, int pool_size, char *err, size_t errlen);
 
+/** Parses uri as dl_store_open_mongo() does, connecting nothing: 0, or
+ * DL_EINVAL with the message it would give in err. */
+int dl_mongo_uri_check(const char *uri, char *err, size_t errlen);
+
 #ifdef DL_UNIT_TEST
 #include <bson/bson.h>
 #include <mongoc/mongoc.h>

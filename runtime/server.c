@@ -1,5 +1,5 @@
 /*
- * server.c - the runtime object behind devloop.h: configuration defaults,
+ * server.c - the runtime object behind devloop.h (its settings are config.c's):
  * binding the listening sockets (one per worker and address, SO_REUSEPORT),
  * starting and joining the workers, and the main thread's loop that turns
  * SIGTERM/SIGINT into a graceful stop.
@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "conn.h"
 #include "log.h"
 #include "lua_vm.h"
@@ -26,152 +27,6 @@
 #include "tls.h"
 #include "upload.h"
 #include "watch.h"
-
-/* ------------------------------------------------------------------------ */
-/* Environment values: every one is parsed strictly; the first that does not
- * parse is kept in env_err (naming the variable, the value and what is
- * accepted) and start-up stops with it. Sizes take a unit (512k, 2MB, 1GiB,
- * bytes when bare), durations too (500ms, 10s, 2m; the variable's own unit
- * when bare: milliseconds for *_MS, seconds for *_S). */
-/* ------------------------------------------------------------------------ */
-
-typedef enum { ENV_COUNT, ENV_SIZE, ENV_MS, ENV_S } env_kind_t;
-
-static char *env_err;
-static size_t env_errlen;
-
-static void env_fail(const char *name, const char *v, const char *what, uint64_t min,
-                     uint64_t max)
-{
-    if (env_err == NULL || env_err[0] != '\0')
-        return; /* the first mistake is the one reported */
-    snprintf(env_err, env_errlen, "%s=%s: expected %s from %llu to %llu", name, v, what,
-             (unsigned long long)min, (unsigned long long)max);
-}
-
-/* The multiplier of a unit suffix for kind, or 0 when it is not one. */
-static uint64_t unit_of(env_kind_t kind, const char *u)
-{
-    static const struct { const char *name; uint64_t mult; } sizes[] = {
-        {"", 1}, {"b", 1}, {"k", 1024}, {"kb", 1024}, {"kib", 1024}, {"m", 1024 * 1024},
-        {"mb", 1024 * 1024}, {"mib", 1024 * 1024}, {"g", 1024 * 1024 * 1024},
-        {"gb", 1024 * 1024 * 1024}, {"gib", 1024 * 1024 * 1024},
-    };
-    if (kind == ENV_COUNT)
-        return u[0] == '\0';
-    if (kind == ENV_SIZE) {
-        for (size_t i = 0; i < DL_ARRAY_SIZE(sizes); i++)
-            if (strcasecmp(u, sizes[i].name) == 0)
-                return sizes[i].mult;
-        return 0;
-    }
-    /* durations, in the variable's unit: ms or s */
-    uint64_t ms = strcasecmp(u, "ms") == 0   ? 1
-                  : strcasecmp(u, "s") == 0  ? 1000
-                  : strcasecmp(u, "m") == 0  ? 60000
-                  : strcasecmp(u, "h") == 0  ? 3600000
-                  : u[0] == '\0'             ? (kind == ENV_MS ? 1 : 1000)
-                                             : 0;
-    if (kind == ENV_S)
-        return ms != 0 && ms % 1000 == 0 ? ms / 1000 : 0;
-    return ms;
-}
-
-/* name's value (or def when unset or empty), within [min, max]. */
-static uint64_t env_num(const char *name, env_kind_t kind, uint64_t def, uint64_t min,
-                        uint64_t max)
-{
-    static const char *const what[] = {"a whole number", "a size (bytes, or 512k, 2MB, 1GiB)",
-                                       "a duration (ms, or 500ms, 10s, 2m)",
-                                       "a duration (seconds, or 10s, 2m, 1h)"};
-    const char *v = getenv(name);
-    if (v == NULL || *v == '\0')
-        return def;
-    const char *p = v;
-    uint64_t n = 0;
-    if (*p < '0' || *p > '9') {
-        env_fail(name, v, what[kind], min, max);
-        return def;
-    }
-    while (*p >= '0' && *p <= '9') {
-        if (n > (UINT64_MAX - 9) / 10) {
-            env_fail(name, v, what[kind], min, max);
-            return def;
-        }
-        n = n * 10 + (uint64_t)(*p++ - '0');
-    }
-    uint64_t mult = unit_of(kind, p);
-    if (mult == 0 || (n != 0 && mult > UINT64_MAX / n) || n * mult < min || n * mult > max) {
-        env_fail(name, v, what[kind], min, max);
-        return def;
-    }
-    return n * mult;
-}
-
-
-/* 1/0, true/false, on/off, yes/no; anything else stops start-up (a typo
- * must not silently leave a feature on or off) */
-static int env_bool(const char *name, int def)
-{
-    const char *v = getenv(name);
-    if (v == NULL || *v == '\0')
-        return def;
-    static const char *const yes[] = {"1", "true", "on", "yes"}, *const no[] = {"0", "false", "off", "no"};
-    for (int i = 0; i < 4; i++) {
-        if (strcasecmp(v, yes[i]) == 0)
-            return 1;
-        if (strcasecmp(v, no[i]) == 0)
-            return 0;
-    }
-    if (env_err != NULL && env_err[0] == '\0')
-        snprintf(env_err, env_errlen, "%s=%s: expected 1/0, true/false, on/off or yes/no", name,
-                 v);
-    return def;
-}
-
-#define DAY_MS 86400000ULL
-#define TIB (1ULL << 40)
-
-void dl_config_init(dl_config_t *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    env_err = cfg->env_error;
-    env_errlen = sizeof(cfg->env_error);
-    cfg->workers = 0;
-    cfg->log_level = DL_LOG_INFO;
-    const char *ll = getenv("LOG_LEVEL");
-    if (ll && *ll && dl_log_level_parse(ll) < 0)
-        snprintf(cfg->env_error, sizeof(cfg->env_error),
-                 "LOG_LEVEL=%s: expected debug, info, warn or error", ll);
-    else if (ll && *ll)
-        cfg->log_level = dl_log_level_parse(ll);
-    cfg->max_uri = env_num("DEVLOOP_MAX_URI", ENV_SIZE, 8192, 16, 16 << 20);
-    cfg->max_header_bytes = env_num("DEVLOOP_MAX_HEADER_BYTES", ENV_SIZE, 32 * 1024, 256,
-                                    64 << 20);
-    cfg->max_headers = (int)env_num("DEVLOOP_MAX_HEADERS", ENV_COUNT, 100, 1, 100000);
-    cfg->max_body = env_num("DEVLOOP_MAX_BODY", ENV_SIZE, 1024 * 1024, 0, TIB);
-    cfg->max_body_elements = env_num("DEVLOOP_MAX_BODY_ELEMENTS", ENV_COUNT, 100000, 0,
-                                     1ULL << 31);
-    cfg->header_timeout_ms = env_num("DEVLOOP_HEADER_TIMEOUT_MS", ENV_MS, 10000, 1, DAY_MS);
-    cfg->body_timeout_ms = env_num("DEVLOOP_BODY_TIMEOUT_MS", ENV_MS, 10000, 1, DAY_MS);
-    cfg->body_min_bytes = env_num("DEVLOOP_BODY_MIN_BYTES", ENV_SIZE, 1024, 0, 1ULL << 30);
-    cfg->keepalive_timeout_ms = env_num("DEVLOOP_KEEPALIVE_TIMEOUT_MS", ENV_MS, 15000, 1,
-                                        DAY_MS);
-    cfg->shutdown_grace_ms = env_num("DEVLOOP_SHUTDOWN_GRACE_MS", ENV_MS, 10000, 0, DAY_MS);
-    cfg->watch = env_bool("DEVLOOP_WATCH", 1);
-    cfg->watch_debounce_ms = env_num("DEVLOOP_WATCH_DEBOUNCE_MS", ENV_MS, 100, 0, 60000);
-    cfg->send_timeout_ms = env_num("DEVLOOP_SEND_TIMEOUT_MS", ENV_MS, 60000, 1, DAY_MS);
-    cfg->output_high_water = env_num("DEVLOOP_OUTPUT_HIGH_WATER", ENV_SIZE, 256 * 1024, 0, TIB);
-    cfg->max_connections = (int)env_num("DEVLOOP_MAX_CONNECTIONS", ENV_COUNT, 10000, 0, 1000000);
-    cfg->http2 = env_bool("DEVLOOP_HTTP2", 1);
-    cfg->h2_max_streams = (int)env_num("DEVLOOP_H2_MAX_STREAMS", ENV_COUNT, 100, 1, 100000);
-    cfg->hsts = getenv("DEVLOOP_HSTS") ? getenv("DEVLOOP_HSTS") : "max-age=31536000";
-    cfg->tls_ticket_rotate_s = env_num("DEVLOOP_TLS_TICKET_ROTATE_S", ENV_S, 3600, 1,
-                                       31536000);
-    cfg->gzip_level = (int)env_num("GZIP_LEVEL", ENV_COUNT, 1, 1, 9);
-    cfg->compress_min = env_num("DEVLOOP_COMPRESS_MIN", ENV_SIZE, 1024, 0, TIB);
-    env_err = NULL;
-}
 
 int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port)
 {
@@ -335,40 +190,12 @@ static int define_metrics(dl_runtime_t *rt)
  * with the file's name; the paths are copied by the context, not kept here. */
 static int load_tls(dl_runtime_t *rt, char *errbuf, size_t errlen)
 {
-    rt->https_port = 0;
+    int rc = dl_config_load_tls(&rt->cfg, rt->tls, &rt->https_port, errbuf, errlen);
     for (int i = 0; i < rt->cfg.n_listen; i++) {
-        dl_listen_opts_t *lo = &rt->cfg.listen_opts[i];
-        if (lo->n_certs > 0) {
-            if (lo->https_redirect) {
-                snprintf(errbuf, errlen, "%s: a TLS listener cannot also redirect to HTTPS\n",
-                         rt->listen[i]);
-                return -1;
-            }
-            dl_tls_opts_t o = {.cert = lo->tls_cert,
-                               .key = lo->tls_key,
-                               .n_certs = lo->n_certs,
-                               .alpn_h2 = rt->cfg.http2,
-                               .ticket_rotate_s = rt->cfg.tls_ticket_rotate_s};
-            char err[1400];
-            if (dl_tls_ctx_new(&o, &rt->tls[i], err, sizeof(err)) != 0) {
-                snprintf(errbuf, errlen, "%s: %s\n", rt->listen[i], err);
-                return -1;
-            }
-            if (rt->https_port == 0) {
-                char host[256];
-                dl_parse_listen(rt->listen[i], host, sizeof(host), &rt->https_port);
-            }
-        }
-        memset(lo->tls_cert, 0, sizeof(lo->tls_cert));
-        memset(lo->tls_key, 0, sizeof(lo->tls_key));
+        memset(rt->cfg.listen_opts[i].tls_cert, 0, sizeof(rt->cfg.listen_opts[i].tls_cert));
+        memset(rt->cfg.listen_opts[i].tls_key, 0, sizeof(rt->cfg.listen_opts[i].tls_key));
     }
-    for (int i = 0; i < rt->cfg.n_listen; i++)
-        if (rt->cfg.listen_opts[i].https_redirect && rt->https_port == 0) {
-            snprintf(errbuf, errlen, "%s: an HTTPS redirect needs a TLS listener to point to\n",
-                     rt->listen[i]);
-            return -1;
-        }
-    return 0;
+    return rc == 0 ? 0 : -1;
 }
 
 /* The host HTTPS redirects name instead of the client's Host
@@ -376,23 +203,11 @@ static int load_tls(dl_runtime_t *rt, char *errbuf, size_t errlen)
  * conn.c's redirect takes it, checked now so a typo stops start-up. */
 static int load_canonical_host(dl_runtime_t *rt, char *errbuf, size_t errlen)
 {
-    const char *v = getenv("DEVLOOP_CANONICAL_HOST");
-    rt->canonical_port = -1;
-    if (v == NULL || v[0] == '\0')
-        return 0;
-    if (!dl_redirect_host_valid(v, strlen(v), NULL, &rt->canonical_port)) {
-        char shown[301]; /* the value as given, controls shown as '?' */
-        size_t n = 0;
-        for (; v[n] && n < sizeof(shown) - 1; n++)
-            shown[n] = (unsigned char)v[n] < 0x20 || v[n] == 0x7f ? '?' : v[n];
-        shown[n] = '\0';
-        snprintf(errbuf, errlen,
-                 "DEVLOOP_CANONICAL_HOST (--canonical-host) \"%s\": expected host[:port], "
-                 "a DNS name (letters, digits, '-', '.', '_', '~'; at most 253 bytes) or a "
-                 "bracketed IPv6 address, then optionally a port 1-65535; no scheme, user or "
-                 "path\n", shown);
+    const char *v;
+    if (dl_config_canonical_host(&v, &rt->canonical_port, errbuf, errlen) != 0)
         return -1;
-    }
+    if (v == NULL)
+        return 0;
     rt->canonical_host = dl_strdup(v);
     if (rt->canonical_host == NULL) {
         snprintf(errbuf, errlen, "out of memory\n");
@@ -413,8 +228,6 @@ static void reload_tls(dl_runtime_t *rt)
             dl_log(DL_LOG_INFO, "%s: certificates reloaded", rt->listen[i]);
     }
 }
-
-#define DL_OUTPUT_HIGH_WATER_MAX (4 * 1024 * 1024)
 
 /* Connections past the open-file limit are reset by the kernel's EMFILE
  * path, before the connection cap could answer them 503: raise the soft limit
@@ -442,48 +255,14 @@ static void check_fd_limit(const dl_config_t *cfg)
 
 int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, size_t errlen)
 {
-    /* every environment value parses, or start-up stops naming it: the ones
-     * dl_config_init() read, then the runtime's own (read again later) */
-    if (cfg != NULL && cfg->env_error[0] != '\0') {
-        snprintf(errbuf, errlen, "%s\n", cfg->env_error);
-        return DL_EINVAL;
-    }
-    {
-        char envbuf[320] = "";
-        env_err = envbuf;
-        env_errlen = sizeof(envbuf);
-        (void)env_num("PORT", ENV_COUNT, 8080, 0, 65535);
-        (void)env_num("DEVLOOP_CACHE_MAX_BYTES", ENV_SIZE, 64u << 20, 0, TIB);
-        (void)env_num("MONGO_POOL_SIZE", ENV_COUNT, 10, 1, 100000);
-        (void)env_num("DEVLOOP_LOG_MAX_BYTES", ENV_SIZE, 10u << 20, 0, TIB);
-        (void)env_num("DEVLOOP_LOG_MAX_FILES", ENV_COUNT, 10, 1, 1000);
-        (void)env_num("DEVLOOP_LOG_RING_BYTES", ENV_SIZE, 1u << 20, 1024, 1ULL << 30);
-        (void)env_bool("DEVLOOP_ACCESS_LOG", 0);
-        (void)env_bool("DEVLOOP_METRICS", 1);
-        (void)env_num("MONGO_BREAKER_THRESHOLD", ENV_COUNT, DL_BREAKER_DEFAULT_THRESHOLD, 0,
-                      1000000);
-        (void)env_num("MONGO_BREAKER_COOLDOWN_MS", ENV_MS, DL_BREAKER_DEFAULT_COOLDOWN_MS, 1,
-                      DAY_MS);
-        env_err = NULL;
-        if (envbuf[0] != '\0') {
-            snprintf(errbuf, errlen, "%s\n", envbuf);
-            return DL_EINVAL;
-        }
-    }
     *out = NULL;
-    if (cfg->app_dir == NULL) {
+    if (cfg == NULL || cfg->app_dir == NULL) {
         snprintf(errbuf, errlen, "no app folder given");
         return DL_EINVAL;
     }
-    /* above a few MiB of answers held per connection, a client that resets
-     * the streams it stopped reading trips nghttp2's reset-rate limit (a
-     * GOAWAY that loses the streams it still wanted; measured at 16 MiB) */
-    if (cfg->output_high_water < 1024 || cfg->output_high_water > DL_OUTPUT_HIGH_WATER_MAX) {
-        snprintf(errbuf, errlen, "DEVLOOP_OUTPUT_HIGH_WATER (output_high_water) must be "
-                                 "1024 to %d bytes, not %zu", DL_OUTPUT_HIGH_WATER_MAX,
-                 cfg->output_high_water);
+    /* every setting parses, or start-up stops naming it, before anything opens */
+    if (dl_config_check(cfg, errbuf, errlen) != 0)
         return DL_EINVAL;
-    }
     dl_set_allocator(cfg->malloc_fn, cfg->realloc_fn, cfg->free_fn);
     /* a test's fake clock (t.advance) starts at zero in each runtime */
     __atomic_store_n(&dl_clock_skew_ms, 0, __ATOMIC_RELAXED);
@@ -497,8 +276,7 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         rt->cfg.n_listen = 0;
     } else if (rt->cfg.n_listen == 0) {
         char def[32];
-        snprintf(def, sizeof(def), "127.0.0.1:%d", (int)env_num("PORT", ENV_COUNT, 8080, 0,
-                                                                 65535));
+        snprintf(def, sizeof(def), "127.0.0.1:%d", (int)dl_env_u64("PORT"));
         rt->listen[0] = dl_strdup(def);
         rt->cfg.n_listen = 1;
     } else {
@@ -537,7 +315,7 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     }
     rt->has_redis = rc == 1;
     if (!rt->has_redis) {
-        size_t cap = env_num("DEVLOOP_CACHE_MAX_BYTES", ENV_SIZE, 64u << 20, 0, TIB);
+        size_t cap = dl_env_u64("DEVLOOP_CACHE_MAX_BYTES");
         rt->memcache = dl_memcache_new(cap, 16);
         if (rt->memcache == NULL) {
             dl_runtime_free(rt);
@@ -549,7 +327,7 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     const char *mongo = getenv("MONGO_URI");
     char dberr[512];
     if (mongo && *mongo) {
-        int pool = (int)env_num("MONGO_POOL_SIZE", ENV_COUNT, 10, 1, 100000);
+        int pool = (int)dl_env_u64("MONGO_POOL_SIZE");
         rt->store = dl_store_open_mongo(mongo, pool, dberr, sizeof(dberr));
     } else {
         char path[1200];
@@ -568,10 +346,8 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     }
     {
         /* (both checked with the other variables at the top) */
-        uint64_t th = env_num("MONGO_BREAKER_THRESHOLD", ENV_COUNT, DL_BREAKER_DEFAULT_THRESHOLD,
-                              0, 1000000);
-        uint64_t cd = env_num("MONGO_BREAKER_COOLDOWN_MS", ENV_MS,
-                              DL_BREAKER_DEFAULT_COOLDOWN_MS, 1, DAY_MS);
+        uint64_t th = dl_env_u64("MONGO_BREAKER_THRESHOLD");
+        uint64_t cd = dl_env_u64("MONGO_BREAKER_COOLDOWN_MS");
         int backend = strcmp(rt->store->ops->type, "mongodb") == 0 ? DL_BACKEND_MONGO
                                                                    : DL_BACKEND_SQLITE;
         dl_store_guard_init(&rt->store_guard, backend, (int)th, (uint64_t)cd, &rt->backends);
@@ -586,8 +362,8 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         dl_runtime_free(rt);
         return DL_ENOMEM;
     }
-    rt->access_log = env_bool("DEVLOOP_ACCESS_LOG", 0);
-    rt->http_metrics = env_bool("DEVLOOP_METRICS", 1);
+    rt->access_log = (int)dl_env_u64("DEVLOOP_ACCESS_LOG");
+    rt->http_metrics = (int)dl_env_u64("DEVLOOP_METRICS");
     uv_timeval64_t tv0;
     uv_gettimeofday(&tv0);
     rt->start_time = (double)tv0.tv_sec + tv0.tv_usec / 1e6;
@@ -779,9 +555,9 @@ static void start_logger(dl_runtime_t *rt)
         ld = logdir;
     }
     lc.dir = strcmp(ld, "-") == 0 ? NULL : ld;
-    lc.max_file_bytes = env_num("DEVLOOP_LOG_MAX_BYTES", ENV_SIZE, 10u << 20, 0, TIB);
-    lc.max_files = (int)env_num("DEVLOOP_LOG_MAX_FILES", ENV_COUNT, 10, 1, 1000);
-    lc.ring_bytes = env_num("DEVLOOP_LOG_RING_BYTES", ENV_SIZE, 1u << 20, 1024, 1ULL << 30);
+    lc.max_file_bytes = dl_env_u64("DEVLOOP_LOG_MAX_BYTES");
+    lc.max_files = (int)dl_env_u64("DEVLOOP_LOG_MAX_FILES");
+    lc.ring_bytes = dl_env_u64("DEVLOOP_LOG_RING_BYTES");
     if (dl_logger_start(&lc) != 0)
         fprintf(stderr, "devloop: cannot start the logger; logging synchronously\n");
 }

@@ -2544,8 +2544,7 @@ sqlite3 *dl_sqlite_store_writer(dl_store_t *st_)
 }
 #endif
 
-/* DEVLOOP_DB_BUSY_TIMEOUT_MS, validated: 0 or a DL_EINVAL with err naming it. */
-static int busy_timeout_env(int *out, char *err, size_t errlen)
+int dl_sqlite_busy_timeout_env(int *out, char *err, size_t errlen)
 {
     const char *v = getenv("DEVLOOP_DB_BUSY_TIMEOUT_MS");
     *out = BUSY_MS_DEFAULT;
@@ -2596,7 +2595,7 @@ dl_store_t *dl_store_open_sqlite(const char *path, int readers, char *err, size_
     if (readers > MAX_READERS)
         readers = MAX_READERS;
     int busy_ms;
-    if (busy_timeout_env(&busy_ms, err, errlen) != 0)
+    if (dl_sqlite_busy_timeout_env(&busy_ms, err, errlen) != 0)
         return NULL;
     if (make_parent_dirs(path, err, errlen) != 0)
         return NULL;

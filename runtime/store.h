@@ -127,4 +127,8 @@ struct dl_store_s {
  */
 dl_store_t *dl_store_open_sqlite(const char *path, int readers, char *err, size_t errlen);
 
+/** DEVLOOP_DB_BUSY_TIMEOUT_MS (milliseconds, 0 to 600000; 5000 when unset) in
+ * *out: 0, or DL_EINVAL with err naming it (config.c checks it at start). */
+int dl_sqlite_busy_timeout_env(int *out, char *err, size_t errlen);
+
 #endif

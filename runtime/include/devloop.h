@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -146,6 +147,22 @@ typedef struct dl_config_s {
 /** Fills *cfg with defaults and the environment (DEVLOOP_*, GZIP_LEVEL,
  * LOG_LEVEL). A value that does not parse is named in cfg->env_error. */
 DL_API void dl_config_init(dl_config_t *cfg);
+
+/**
+ * Writes the settings a runtime made from cfg would use (`devloop config`),
+ * one a line: its name, its value with its unit, where the value came from
+ * ("default", "env NAME", "flag --x" for a flag listed in flags, "program"
+ * for a field the caller changed after dl_config_init(), "argument") and
+ * what sets it; with json, a JSON array of objects {name, value (a number
+ * where it is one), unit, text, source, set_with} instead. Passwords in
+ * REDIS_URL, REDIS_PASSWORD and MONGO_URI and DEVLOOP_SECRET are masked.
+ * Starts, binds, opens and creates nothing. flags: NULL or a NULL-terminated
+ * list of the command-line flags given ("--workers", ...). Returns 0, or
+ * DL_EINVAL with the message dl_runtime_new() would give in errbuf (and
+ * nothing written). Any thread.
+ */
+DL_API int dl_config_print(const dl_config_t *cfg, const char *const *flags, int json,
+                           FILE *out, char *errbuf, size_t errlen);
 
 typedef struct dl_runtime_s dl_runtime_t;
 
