@@ -158,6 +158,7 @@ void dl_config_init(dl_config_t *cfg)
     cfg->keepalive_timeout_ms = env_num("DEVLOOP_KEEPALIVE_TIMEOUT_MS", ENV_MS, 15000, 1,
                                         DAY_MS);
     cfg->shutdown_grace_ms = env_num("DEVLOOP_SHUTDOWN_GRACE_MS", ENV_MS, 10000, 0, DAY_MS);
+    cfg->start_timeout_ms = env_num("DEVLOOP_START_TIMEOUT_MS", ENV_MS, 10000, 0, DAY_MS);
     cfg->watch = env_bool("DEVLOOP_WATCH", 1);
     cfg->watch_debounce_ms = env_num("DEVLOOP_WATCH_DEBOUNCE_MS", ENV_MS, 100, 0, 60000);
     cfg->send_timeout_ms = env_num("DEVLOOP_SEND_TIMEOUT_MS", ENV_MS, 60000, 1, DAY_MS);
