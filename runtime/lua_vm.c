@@ -418,6 +418,16 @@ static const char *error_text(lua_State *L)
     return lua_tostring(L, -1);
 }
 
+/* The text of the value at the top of co (a task's coroutine, perhaps dead:
+ * nothing is called on it), into out. */
+static void error_text_of(dl_vm_t *vm, lua_State *co, char *out, size_t len)
+{
+    lua_pushvalue(co, -1);
+    lua_xmove(co, vm->L, 1);
+    snprintf(out, len, "%s", error_text(vm->L));
+    lua_pop(vm->L, 1);
+}
+
 static int traceback_handler(lua_State *L)
 {
     lua_settop(L, 1);
@@ -919,8 +929,11 @@ static void finish_child(dl_task_t *t, int ok);
 /* A task with no request (start hooks, jobs): errors go to the log. */
 static void finish_background(dl_task_t *t, int ok)
 {
-    if (!ok)
-        dl_log(DL_LOG_ERROR, "background task failed: %s", error_text(t->co));
+    if (!ok) {
+        char text[1024];
+        error_text_of(t->vm, t->co, text, sizeof(text));
+        dl_log(DL_LOG_ERROR, "background task failed: %s", text);
+    }
     task_free(t, ok);
 }
 
@@ -1367,10 +1380,11 @@ static void respond_status_error(dl_task_t *t)
     }
     const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
     if (st != floor(st) || st < 400 || st > 599) {
-        char m[700];
+        char m[1200], text[600];
         lua_pushvalue(co, e);
+        error_text_of(t->vm, co, text, sizeof(text));
         snprintf(m, sizeof(m), "handler of route %s raised status %.14g, outside 400-599%s: %s",
-                 req->route ? req->route->pattern : "?", (double)st, where, error_text(co));
+                 req->route ? req->route->pattern : "?", (double)st, where, text);
         respond_500(t, m);
         return;
     }
