@@ -430,6 +430,8 @@ static const luaL_Reg core_funcs[] = {
     {"_parallel", dl__parallel},
     {"_race", dl__race},
     {"_spawn", dl__spawn},
+    {"_guard", dl__guard},
+    {"_error_text", dl__error_text},
     {"_nap", l_core_nap},
     {"_wake", l_core_wake},
     {"sleep", l_core_sleep},

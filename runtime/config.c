@@ -79,6 +79,8 @@ static const env_var_t vars[] = {
      NULL, ALWAYS},
     {"DEVLOOP_SHUTDOWN_GRACE_MS", ENV_MS, 10000, 0, DAY_MS, CF(shutdown_grace_ms, F_U64), NULL,
      NULL, NULL, ALWAYS},
+    {"DEVLOOP_START_TIMEOUT_MS", ENV_MS, 10000, 0, DAY_MS, CF(start_timeout_ms, F_U64), NULL,
+     "no limit", NULL, ALWAYS},
     {"DEVLOOP_OUTPUT_HIGH_WATER", ENV_SIZE, 256 * 1024, 0, TIB, CF(output_high_water, F_SIZE),
      NULL, NULL, NULL, ALWAYS},
     {"DEVLOOP_MAX_CONNECTIONS", ENV_COUNT, 10000, 0, 1000000, CF(max_connections, F_INT), NULL,

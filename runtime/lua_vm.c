@@ -13,8 +13,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
+#include <luajit.h>
 #include <lualib.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -301,15 +303,139 @@ static int list_lua(const char *dir, char ***out)
     return n;
 }
 
+/* ============================================================ error text */
+
+/* A line being written: appends stop quietly at the end of the array. */
+typedef struct {
+    char s[400];
+    size_t len;
+} line_t;
+
+static void put(line_t *o, const char *fmt, ...)
+{
+    if (o->len >= sizeof(o->s) - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->s + o->len, sizeof(o->s) - o->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->len = DL_MIN(sizeof(o->s) - 1, o->len + (size_t)n);
+}
+
+/* Appends the value at idx, short: strings quoted and cut, tables "{...}". */
+static void put_short(lua_State *L, int idx, line_t *o)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+        size_t sl;
+        const char *s = lua_tolstring(L, idx, &sl);
+        put(o, "\"%.*s%s", (int)DL_MIN(sl, 60), s, sl > 60 ? "...\"" : "\"");
+        break;
+    }
+    case LUA_TNUMBER:
+        put(o, "%.14g", (double)lua_tonumber(L, idx));
+        break;
+    case LUA_TBOOLEAN:
+        put(o, "%s", lua_toboolean(L, idx) ? "true" : "false");
+        break;
+    case LUA_TTABLE:
+        put(o, "{...}");
+        break;
+    default:
+        put(o, "(a %s)", luaL_typename(L, idx));
+    }
+}
+
+/*
+ * core._error_text(v): a raised value as one readable line for a log or a
+ * job's error. A string is itself; a value with __tostring says what that
+ * gives; a table shows its first fields: error object is a table: {status =
+ * 418, message = "x"}. (Lua's own handlers only say "(error object is not a
+ * string)".) Raises only if a __tostring does.
+ */
+int dl__error_text(lua_State *L)
+{
+    lua_settop(L, 1);
+    int t = lua_type(L, 1);
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+        lua_tostring(L, 1);
+        return 1;
+    }
+    if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1))
+        return 1;
+    lua_settop(L, 1);
+    line_t o = {.len = 0};
+    if (t == LUA_TNIL) {
+        put(&o, "error object is nil");
+    } else if (t != LUA_TTABLE) {
+        put(&o, "error object is a %s", luaL_typename(L, 1));
+        if (t == LUA_TBOOLEAN) {
+            put(&o, ": ");
+            put_short(L, 1, &o);
+        }
+    } else {
+        put(&o, "error object is a table: {");
+        int n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, 1) != 0) {
+            if (n == 8) {
+                lua_pop(L, 2);
+                put(&o, ", ...");
+                break;
+            }
+            if (n++ > 0)
+                put(&o, ", ");
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                put(&o, "%s", lua_tostring(L, -2));
+            } else {
+                put(&o, "[");
+                put_short(L, -2, &o);
+                put(&o, "]");
+            }
+            put(&o, " = ");
+            put_short(L, -1, &o);
+            lua_pop(L, 1);
+        }
+        put(&o, "}");
+    }
+    lua_pushlstring(L, o.s, o.len);
+    return 1;
+}
+
+/* The text of the raised value at the top of L (replaced by it); never
+ * raises: a __tostring that fails gives a fixed text. */
+static const char *error_text(lua_State *L)
+{
+    if (lua_type(L, -1) == LUA_TSTRING)
+        return lua_tostring(L, -1);
+    lua_pushcfunction(L, dl__error_text);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "error object is not a string (and its __tostring failed)");
+    }
+    return lua_tostring(L, -1);
+}
+
+/* The text of the value at the top of co (a task's coroutine, perhaps dead:
+ * nothing is called on it), into out. */
+static void error_text_of(dl_vm_t *vm, lua_State *co, char *out, size_t len)
+{
+    lua_pushvalue(co, -1);
+    lua_xmove(co, vm->L, 1);
+    snprintf(out, len, "%s", error_text(vm->L));
+    lua_pop(vm->L, 1);
+}
+
 /* The error handler of a module's load; its upvalue is the module's chunk
  * source ("@path" or "=path"). Returns { message with traceback, line }:
  * line is where the module itself was when an error raised in another file
  * (a lib/ module it requires, a function it calls) happened, else 0. */
 static int traceback_handler(lua_State *L)
 {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL)
-        msg = "(error object is not a string)";
+    lua_settop(L, 1);
+    const char *msg = error_text(L); /* replaces the value at 1: stays anchored */
     const char *source = lua_tostring(L, lua_upvalueindex(1));
     int line = 0;
     lua_Debug ar;
@@ -690,10 +816,14 @@ static dl_task_t *task_new(dl_vm_t *vm, dl_req_t *req)
     return t;
 }
 
+static void guard_clear(dl_vm_t *vm);
+
 static void task_free(dl_task_t *t, int reuse)
 {
     dl_vm_t *vm = t->vm;
     lua_State *L = vm->L;
+    if (vm->guard.task == t)
+        guard_clear(vm);
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -716,6 +846,152 @@ static void task_free(dl_task_t *t, int reuse)
         }
     }
     dl_free(t);
+}
+
+/* ====================================================== start-hook limit */
+
+/*
+ * An on_start hook runs under a time limit (cfg->start_timeout_ms). A hook
+ * that yields (db, sleep) lets the loop run, so a timer can end the wait for
+ * it (init.lua races it under `devloop test`). A hook that never yields
+ * (`while true do end`) holds the loop, and no timer fires: while its task
+ * runs, an instruction-count hook looks at the clock and, past the limit,
+ * yields the task from inside the hook (LuaJIT allows it), where no pcall in
+ * the hook's code can catch it; dl_task_resume() then ends the task with the
+ * message. Compiled code does not call count hooks, so the JIT is off and its
+ * traces flushed while the guarded task runs. The limit counts the hook's
+ * whole run under `devloop test` (the tests wait for it) and each resume
+ * alone under `serve` (a long seed that yields is fine; a hook that holds the
+ * worker is not).
+ */
+#define GUARD_COUNT 1000 /* instructions between clock checks */
+
+/* path relative to the app folder when inside it (for messages) */
+static const char *app_relative(const dl_vm_t *vm, const char *path)
+{
+    size_t n = strlen(vm->app_dir);
+    if (n > 0 && strncmp(path, vm->app_dir, n) == 0 && path[n] == '/')
+        return path + n + 1;
+    return path;
+}
+
+static void format_ms(char *out, size_t len, uint64_t ms)
+{
+    if (ms % 1000 == 0)
+        snprintf(out, len, "%llus", (unsigned long long)(ms / 1000));
+    else
+        snprintf(out, len, "%llums", (unsigned long long)ms);
+}
+
+static void guard_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    /* the task whose coroutine (or a coroutine it created) is running; other
+     * tasks (api.parallel children of the hook) run on */
+    dl_task_t *t = lua_getexdata(L);
+    if (t == NULL || t->vm->guard.task != t)
+        return;
+    dl_vm_t *vm = t->vm;
+    uint64_t from = vm->guard.whole ? vm->guard.start_ns : vm->guard.resumed_ns;
+    if (uv_hrtime() - from < vm->guard.limit_ns)
+        return;
+    char lim[32], where[300] = "";
+    format_ms(lim, sizeof(lim), vm->guard.limit_ns / 1000000);
+    lua_Debug d;
+    if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0) {
+        const char *src = d.source[0] == '=' || d.source[0] == '@' ? d.source + 1 : d.source;
+        snprintf(where, sizeof(where), " (stopped at %s:%d)", app_relative(vm, src),
+                 d.currentline);
+    }
+    if (vm->guard.whole)
+        snprintf(vm->guard.msg, sizeof(vm->guard.msg),
+                 "%s: on_start hook did not finish within %s%s", vm->guard.label, lim, where);
+    else
+        snprintf(vm->guard.msg, sizeof(vm->guard.msg),
+                 "%s: on_start hook ran %s without yielding and was stopped: this worker "
+                 "served nothing meanwhile (DEVLOOP_START_TIMEOUT_MS)%s",
+                 vm->guard.label, lim, where);
+    if (t->co == L && lua_isyieldable(L)) {
+        vm->guard.tripped = 1;
+        lua_yield(L, 0);
+        return;
+    }
+    /* in a coroutine of the hook's own, or inside a C call (a gsub callback):
+     * raise instead, again at each count until the hook's task is reached */
+    luaL_error(L, "%s", vm->guard.msg);
+}
+
+static void guard_arm(dl_vm_t *vm)
+{
+    vm->guard.armed = 1;
+    vm->guard.resumed_ns = uv_hrtime();
+    luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    lua_sethook(vm->L, guard_hook, LUA_MASKCOUNT, GUARD_COUNT);
+}
+
+static void guard_disarm(dl_vm_t *vm)
+{
+    vm->guard.armed = 0;
+    lua_sethook(vm->L, NULL, 0, 0);
+    if (vm->guard.jit_on)
+        luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
+}
+
+static void guard_clear(dl_vm_t *vm)
+{
+    if (vm->guard.armed)
+        guard_disarm(vm);
+    vm->guard.task = NULL;
+    vm->guard.tripped = 0;
+}
+
+/* 1 when the JIT compiler is on (jit.status()) */
+static int jit_is_on(lua_State *L)
+{
+    int on = 0;
+    lua_getglobal(L, "jit");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "status");
+        if (lua_isfunction(L, -1) && lua_pcall(L, 0, 1, 0) == 0)
+            on = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return on;
+}
+
+/*
+ * core._guard(): the start-hook limit in ms (0: none).
+ * core._guard(label, whole): puts the calling task under that limit until it
+ * ends (see above); label ("app.lua:12") starts the message. A later call
+ * moves the limit to its own task.
+ */
+int dl__guard(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    uint64_t ms = vm && vm->cfg ? vm->cfg->start_timeout_ms : 0;
+    if (lua_gettop(L) == 0) {
+        lua_pushnumber(L, (lua_Number)ms);
+        return 1;
+    }
+    const char *label = luaL_checkstring(L, 1);
+    int whole = lua_toboolean(L, 2);
+    dl_task_t *t = dl_task_current(L);
+    if (t == NULL)
+        return luaL_error(L, "core._guard: not in a task");
+    if (ms == 0)
+        return 0;
+    guard_clear(vm);
+    vm->guard.task = t;
+    vm->guard.whole = whole;
+    vm->guard.limit_ns = ms * 1000000;
+    vm->guard.start_ns = uv_hrtime();
+    snprintf(vm->guard.label, sizeof(vm->guard.label), "%s", label);
+    vm->guard.jit_on = jit_is_on(L);
+    /* traces compiled before now would run without calling the hook */
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_FLUSH);
+    guard_arm(vm); /* the task is running: this resume counts */
+    return 0;
 }
 
 typedef struct {
@@ -742,8 +1018,11 @@ static void finish_child(dl_task_t *t, int ok);
 /* A task with no request (start hooks, jobs): errors go to the log. */
 static void finish_background(dl_task_t *t, int ok)
 {
-    if (!ok)
-        dl_log(DL_LOG_ERROR, "background task failed: %s", lua_tostring(t->co, -1));
+    if (!ok) {
+        char text[1024];
+        error_text_of(t->vm, t->co, text, sizeof(text));
+        dl_log(DL_LOG_ERROR, "background task failed: %s", text);
+    }
     task_free(t, ok);
 }
 
@@ -802,12 +1081,40 @@ void dl_task_resume_string(dl_task_t *t, const char *s, size_t len, const char *
     }
 }
 
+/* An error value that answers on purpose: a table with a number `status`
+ * (api.fail's, or error({status = 404, message = "..."})). It goes to
+ * finish_main (or api.parallel's caller) as it is, with no traceback. */
+static int is_status_error(lua_State *L, int idx)
+{
+    if (!lua_istable(L, idx))
+        return 0;
+    lua_pushliteral(L, "status");
+    lua_rawget(L, idx < 0 ? idx - 1 : idx);
+    int yes = lua_type(L, -1) == LUA_TNUMBER;
+    lua_pop(L, 1);
+    return yes;
+}
+
+static void guard_arm(dl_vm_t *vm);
+static void guard_disarm(dl_vm_t *vm);
+
 void dl_task_resume(dl_task_t *t, int nargs)
 {
+    dl_vm_t *vm = t->vm;
     t->cancel = NULL;
     t->cancel_data = NULL;
+    if (vm->guard.task == t && !vm->guard.armed)
+        guard_arm(vm);
     int rc = lua_resume(t->co, nargs);
-    if (rc == LUA_YIELD) {
+    if (vm->guard.task == t && vm->guard.armed)
+        guard_disarm(vm);
+    if (rc == LUA_YIELD && vm->guard.task == t && vm->guard.tripped) {
+        /* the count hook stopped a start hook that ran past its limit */
+        lua_settop(t->co, 0);
+        lua_pushstring(t->co, vm->guard.msg);
+        guard_clear(vm);
+        rc = LUA_ERRRUN;
+    } else if (rc == LUA_YIELD) {
         if (t->cancel == NULL && !t->joining) {
             /* a plain coroutine.yield() from the handler: nothing will wake it */
             lua_settop(t->co, 0);
@@ -818,11 +1125,15 @@ void dl_task_resume(dl_task_t *t, int nargs)
         }
     }
     int ok = rc == 0;
-    if (!ok) {
-        /* message + the coroutine's traceback, for the log */
-        const char *msg = lua_tostring(t->co, -1);
-        luaL_traceback(t->vm->L, t->co, msg ? msg : "(error object is not a string)", 0);
-        lua_xmove(t->vm->L, t->co, 1);
+    if (!ok && !is_status_error(t->co, -1)) {
+        /* message + the coroutine's traceback, for the log; a value that is
+         * not a string is shown as text (dl__error_text) */
+        lua_State *L = vm->L;
+        lua_pushvalue(t->co, -1);
+        lua_xmove(t->co, L, 1);
+        luaL_traceback(L, t->co, error_text(L), 0);
+        lua_remove(L, -2);
+        lua_xmove(L, t->co, 1);
     }
     if (t->parent)
         finish_child(t, ok);
@@ -1130,6 +1441,93 @@ static void release_req_table(dl_vm_t *vm, dl_req_t *req)
     req->table_ref = LUA_NOREF;
 }
 
+/* "routes/x.lua:12": the app line that raised the error in co (library
+ * frames, api.fail's own, skipped); "" when there is none. */
+static void raise_site(dl_vm_t *vm, lua_State *co, char *out, size_t len)
+{
+    lua_Debug d;
+    out[0] = '\0';
+    for (int level = 0; level < 20 && lua_getstack(co, level, &d); level++) {
+        if (!lua_getinfo(co, "Sl", &d) || d.currentline <= 0)
+            continue;
+        if (strncmp(d.source, "=[devloop]/", 11) == 0)
+            continue;
+        const char *src = d.source[0] == '=' || d.source[0] == '@' ? d.source + 1 : d.source;
+        snprintf(out, len, " at %s:%d", app_relative(vm, src), d.currentline);
+        return;
+    }
+}
+
+/*
+ * A handler raised a table with a number status (api.fail(status, message,
+ * details) or error({status = 404, message = "..."})): status 400-599
+ * answers with it, in the runtime's error shape {"error": status text,
+ * "message", "details"?, "requestId"}; the message is the app's own, shown for
+ * 5xx too. Any other status is a 500 whose log line says why. 5xx are logged
+ * as errors, 4xx at debug level (a refusal, not a fault).
+ */
+static void respond_status_error(dl_task_t *t)
+{
+    dl_req_t *req = t->req;
+    lua_State *co = t->co;
+    int e = lua_gettop(co);
+    char where[320];
+    raise_site(t->vm, co, where, sizeof(where));
+    lua_pushliteral(co, "status");
+    lua_rawget(co, e);
+    lua_Number st = lua_tonumber(co, -1);
+    lua_pop(co, 1);
+    lua_pushliteral(co, "message");
+    lua_rawget(co, e);
+    if (lua_type(co, -1) != LUA_TSTRING) {
+        lua_pop(co, 1);
+        lua_pushliteral(co, "error");
+        lua_rawget(co, e);
+    }
+    const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+    if (st != floor(st) || st < 400 || st > 599) {
+        char m[1200], text[600];
+        lua_pushvalue(co, e);
+        error_text_of(t->vm, co, text, sizeof(text));
+        snprintf(m, sizeof(m), "handler of route %s raised status %.14g, outside 400-599%s: %s",
+                 req->route ? req->route->pattern : "?", (double)st, where, text);
+        respond_500(t, m);
+        return;
+    }
+    int status = (int)st;
+    dl_log_req(status >= 500 ? DL_LOG_ERROR : DL_LOG_DEBUG, req->id, "%s %.*s: %d%s: %s",
+               req->method_name, (int)req->path_len, req->head.data, status, where,
+               msg ? msg : "(no message)");
+    lua_pushliteral(co, "details");
+    lua_rawget(co, e);
+    dl_buf_t body = DL_BUF_INIT;
+    dl_error_body(&body, status, msg, req->id);
+    if (!lua_isnil(co, -1)) {
+        /* {"error":...,"requestId":"..."} -> {...,"details":<json>} */
+        dl_buf_t d = DL_BUF_INIT;
+        char err[160];
+        if (dl_json_encode(co, lua_gettop(co), &d, err, sizeof(err)) == 0 && body.len > 0) {
+            body.len--;
+            dl_buf_append_str(&body, ",\"details\":");
+            dl_buf_append(&body, d.data, d.len);
+            dl_buf_append_char(&body, '}');
+        } else {
+            dl_log_req(DL_LOG_ERROR, req->id, "%s %.*s: the details of a %d cannot be encoded "
+                       "(sent without them): %s", req->method_name, (int)req->path_len,
+                       req->head.data, status, err);
+        }
+        dl_buf_free(&d);
+    }
+    dl_resp_t resp = {.status = status,
+                      .content_type = "application/json",
+                      .content_type_len = 16,
+                      .body = body.data,
+                      .body_len = body.len};
+    req->task = NULL;
+    dl_req_respond(req, &resp);
+    dl_buf_free(&body);
+}
+
 /* The main task ended: its return values become the response. */
 static void finish_main(dl_task_t *t, int ok)
 {
@@ -1138,7 +1536,10 @@ static void finish_main(dl_task_t *t, int ok)
     lua_State *co = t->co;
     release_req_table(vm, req);
     if (!ok) {
-        respond_500(t, lua_tostring(co, -1));
+        if (is_status_error(co, -1))
+            respond_status_error(t);
+        else
+            respond_500(t, lua_tostring(co, -1));
         task_free(t, 0);
         return;
     }

@@ -75,6 +75,19 @@ struct dl_vm_s {
     int *co_pool_refs;
     int n_co_pool;
     dl_buf_t scratch;           /* encoder output */
+    /* the on_start hook under a time limit (core._guard, lua_vm.c) */
+    struct {
+        dl_task_t *task;        /* NULL: none */
+        uint64_t limit_ns;
+        uint64_t start_ns;      /* when the limit was set */
+        uint64_t resumed_ns;    /* the task's latest resume */
+        int whole;              /* 1: the hook's whole run counts; 0: each resume alone */
+        int armed;              /* count hook set, JIT off: the task is running */
+        int jit_on;             /* the JIT's state to restore when disarmed */
+        int tripped;            /* the count hook yielded the task: msg says why */
+        char label[256];        /* "app.lua:12": where the hook is defined */
+        char msg[600];
+    } guard;
 };
 
 /** Creates a VM: standard libraries, the devloop modules, cjson. */
@@ -149,6 +162,8 @@ int dl__route(lua_State *L);         /* core._route(mask, pattern, opts, fn) */
 int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) */
 int dl__race(lua_State *L);          /* core._race(ms, fn) */
 int dl__spawn(lua_State *L);         /* core._spawn(fn, ...) */
+int dl__guard(lua_State *L);         /* core._guard([label, whole]) */
+int dl__error_text(lua_State *L);    /* core._error_text(v): a raised value as text */
 int luaopen_devloop_core(lua_State *L);
 
 #endif

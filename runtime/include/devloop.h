@@ -117,6 +117,7 @@ typedef struct dl_config_s {
     size_t body_min_bytes;
     uint64_t keepalive_timeout_ms;    /* idle keep-alive connection */
     uint64_t shutdown_grace_ms;       /* in-flight requests at SIGTERM */
+    uint64_t start_timeout_ms;        /* an on_start hook's time limit (0: none) */
     int watch;                        /* hot reload on file changes (default 1) */
     uint64_t watch_debounce_ms;       /* quiet period before a reload */
     const char *pid_file;             /* NULL: APP_DIR/data/devloop.pid; "": none */

@@ -5,9 +5,9 @@
 -- opts.concurrency (10) at once, each in its own coroutine with the request's
 -- context; one operation's failure (unknown type, bad params, a refused
 -- permission, an error it raises) is its own error and never the batch's.
--- An error raised on purpose shows its message (and status, from an error
--- table); an internal one (a bug) shows "internal error (request ID)" and is
--- logged with its traceback (classify below).
+-- An error raised on purpose shows its message (and status and details,
+-- from api.fail or an error table); an internal one (a bug) shows "internal
+-- error (request ID)" and is logged with its traceback (classify below).
 --
 --   api.post("/api/batch", api.batch({
 --     getFeature = function(params, ctx) ... end,
@@ -40,7 +40,7 @@ local GENERIC = "internal error"
 
 -- xpcall handler: what an operation's failure shows its caller. An error an
 -- operation raises on purpose, error("not found") or assert(x, "msg") with a
--- string, or error({ status = 404, message = "..." }), is its answer and
+-- string, api.fail(404, "...") or error({ status = 404, message = "..." }), is its answer and
 -- shown (the position stripped). Anything else, an error the Lua VM raised
 -- (a nil index: a bug) or a C function's (a bad argument, require's list of
 -- the paths it tried), says nothing the client can use and may carry file
@@ -58,9 +58,11 @@ local function classify(e)
       -- a caught error raised again (pcall, then error(e)) still names its
       -- file: a position or require's search list left after the first
       -- position is stripped means it was not written for the client
+      -- (api.fail's own refusal of a bad status is a bug too, not an answer)
       local msg = strip_position(e)
       if not (msg:find("%.lua:%d+:") or msg:find('%[string ".-"%]:%d+:')
-              or msg:find("no file '", 1, true) or msg:find("no field package.preload", 1, true)) then
+              or msg:find("no file '", 1, true) or msg:find("no field package.preload", 1, true)
+              or msg:sub(1, 10) == "api.fail: ") then
         return { message = msg }
       end
       return { internal = true, log = debug.traceback(e, 2) }
@@ -71,7 +73,7 @@ local function classify(e)
       local status = tonumber(e.status)
       if type(msg) == "string" then
         return { message = msg, status = status and status >= 400 and status <= 599
-                                          and math.floor(status) or nil }
+                                          and math.floor(status) or nil, details = e.details }
       end
     end
   end
@@ -147,7 +149,7 @@ function _M.new(api, ops, opts)
       end
       -- an answer, not a fault: the log gets it only at debug level
       core.log(0, "batch operation refused", { id = id, type = op.type, error = res.message })
-      return { id = id, error = res.message, status = res.status }
+      return { id = id, error = res.message, status = res.status, details = res.details }
     end
     if res == nil and err ~= nil then
       -- nil, "message" or nil, { status = 404, message = "..." }

@@ -392,6 +392,28 @@ function _M.with_timeout(ms, fn)
   return core._race(ms, fn)
 end
 
+-- api.fail(status, message [, details]): ends the handler (route, batch
+-- operation, job processor) from anywhere below it with that status and
+-- message. It raises an error value, a table with a number status: a route
+-- answers {"error": status text, "message", "details"?, "requestId"} with
+-- the status (message shown for 5xx too: the app wrote it); a batch operation
+-- gets it as its own error; a job attempt fails with the message (a 4xx is
+-- not retried). error({ status = 404, message = "..." }) works the same way.
+-- tostring() of the value reads "message (status 404)".
+local Failure = {
+  __tostring = function(e) return tostring(e.message) .. " (status " .. tostring(e.status) .. ")" end,
+}
+function _M.fail(status, message, details)
+  if type(status) ~= "number" or status % 1 ~= 0 or status < 400 or status > 599 then
+    error("api.fail: status must be a whole number from 400 to 599, got "
+          .. (type(status) == "string" and string.format("%q", status) or tostring(status)), 2)
+  end
+  if type(message) ~= "string" then
+    error("api.fail: message must be a string, got " .. type(message), 2)
+  end
+  error(setmetatable({ status = status, message = message, details = details }, Failure), 0)
+end
+
 _M.null = codec.null
 _M.json = {
   encode = codec.json_encode,
@@ -572,6 +594,17 @@ end
 -- Start hooks run once per worker after the app first loads, each in its own
 -- task (they may use db, cache, sleep): seeding, index creation, warm-up.
 local start_hooks = {}
+-- "app.lua:12": where fn is defined, relative to the app folder
+local function defined_at(fn)
+  local info = debug.getinfo(fn, "S")
+  local src = info.source:gsub("^[=@]", "")
+  local dir = core.app_dir()
+  if dir ~= "" and src:sub(1, #dir + 1) == dir .. "/" then src = src:sub(#dir + 2) end
+  return src .. ":" .. tostring(info.linedefined)
+end
+local function duration(ms)
+  return ms % 1000 == 0 and string.format("%ds", ms / 1000) or string.format("%dms", ms)
+end
 function _M.on_start(fn)
   if type(fn) ~= "function" then error("on_start needs a function", 2) end
   start_hooks[#start_hooks + 1] = fn
@@ -641,14 +674,37 @@ end
 function _M._run_reload() apply_generation("reload") end
 function _M._run_start()
   apply_generation("start")
+  -- each hook in a task of its own under DEVLOOP_START_TIMEOUT_MS (core._guard):
+  -- under `devloop test` its whole run counts (the tests wait for it), under
+  -- serve only a stretch without yielding (that holds the worker)
+  local test_file = os.getenv("DEVLOOP_TEST_FILE")
+  local limit = core._guard()
+  local failures = {}
   for _, fn in ipairs(start_hooks) do
-    local ok2, e = pcall(fn)
-    if not ok2 then core.log(3, "start hook failed: " .. tostring(e)) end
+    local label = defined_at(fn)
+    local function run()
+      if limit > 0 then core._guard(label, test_file ~= nil) end
+      fn()
+    end
+    local ok2, e
+    if test_file and limit > 0 then
+      -- a hook that yields forever: the timer ends the wait (it runs on, detached)
+      ok2, e = core._race(limit, run)
+      if not ok2 and e == "timeout" then
+        e = label .. ": on_start hook did not finish within " .. duration(limit)
+      end
+    else
+      ok2, e = core._parallel(run)
+    end
+    if not ok2 then
+      e = core._error_text(e)
+      core.log(3, "start hook failed: " .. e)
+      failures[#failures + 1] = e:match("^[^\n]*")
+    end
   end
   -- `devloop test`: this process runs one test file once the app started
-  local test_file = os.getenv("DEVLOOP_TEST_FILE")
   if test_file and core.worker_id() == 0 then
-    require("devloop.test")._run_file(test_file, os.getenv("DEVLOOP_TEST_TAP") == "1")
+    require("devloop.test")._run_file(test_file, os.getenv("DEVLOOP_TEST_TAP") == "1", failures)
   end
 end
 

@@ -651,15 +651,27 @@ local function run_job(j)
       core.log(0, "job completed", { id = j._id, type = j.type, attempts = j.attempts_made })
     end
   else
-    local msg = tostring(err)
-    local final = j.attempts_made >= j.attempts
+    -- api.fail(status, message) or error({ status =, message = }): the
+    -- message is the job's error; a 4xx says the job itself is wrong (bad
+    -- data, a refused id), which no retry mends, so it fails at once; a 5xx
+    -- is retried like any other error. Any other value reads as text.
+    local msg, status
+    if type(err) == "table" and type(rawget(err, "status")) == "number" then
+      status = rawget(err, "status")
+      msg = rawget(err, "message")
+      if type(msg) ~= "string" then msg = rawget(err, "error") end
+      if type(msg) ~= "string" then msg = "status " .. tostring(status) end
+    else
+      msg = core._error_text(err)
+    end
+    local final = j.attempts_made >= j.attempts or (status ~= nil and status >= 400 and status < 500)
     if final then
       finish({ id = j._id, state = "failed", error = msg })
     else
       finish({ id = j._id, state = "retry", error = msg, run_at = now_ms() + backoff_ms(j) })
     end
     core.log(3, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made,
-                                attempts = j.attempts, error = msg, final = final })
+                                attempts = j.attempts, error = msg, status = status, final = final })
   end
   if hooks.done then hooks.done(j.type, ok, secs) end
 end

@@ -84,36 +84,47 @@ end
 
 -- Runs one test file (called by the runtime when DEVLOOP_TEST_FILE is set);
 -- prints one line per test and writes "passed failed" to DEVLOOP_TEST_RESULT.
-function _M._run_file(path, tap)
+-- start_failures: the messages of on_start hooks that failed or ran past
+-- DEVLOOP_START_TIMEOUT_MS, each a failure of the file (its tests still run).
+function _M._run_file(path, tap, start_failures)
   tests = {}
   local out = io.stdout
-  local chunk, err = loadfile(path)
   local passed, failed = 0, 0
-  if not chunk then
-    out:write((tap and "not ok 1 - " or "FAIL ") .. "load " .. path .. "\n# " .. tostring(err) .. "\n")
-    failed = 1
+  start_failures = start_failures or {}
+  local nstart = #start_failures
+  -- the start failures come first: TAP numbers them 1..nstart
+  local function report_start()
+    for i, msg in ipairs(start_failures) do
+      if tap then out:write(string.format("not ok %d - on_start hook\n# %s\n", i, msg))
+      else out:write("FAIL " .. msg .. "\n") end
+    end
+    failed = failed + nstart
+  end
+  local chunk, err = loadfile(path)
+  local ok, lerr = false, err
+  if chunk then ok, lerr = pcall(chunk) end
+  if not ok then
+    report_start()
+    out:write((tap and ("not ok " .. (nstart + 1) .. " - ") or "FAIL ") .. "load " .. path .. "\n# "
+              .. tostring(lerr) .. "\n")
+    failed = failed + 1
   else
-    local ok, lerr = pcall(chunk)
-    if not ok then
-      out:write((tap and "not ok 1 - " or "FAIL ") .. "load " .. path .. "\n# " .. tostring(lerr) .. "\n")
-      failed = 1
-    else
-      if tap then out:write("1.." .. #tests .. "\n") end
-      local short = path:match("([^/]+)$")
-      for i, tc in ipairs(tests) do
-        local t0 = core.now()
-        advanced = 0
-        local tok, terr = xpcall(tc.fn, function(e) return tostring(e) end)
-        local ms = (core.now() - t0) * 1000 - advanced
-        if tok then
-          passed = passed + 1
-          if tap then out:write(string.format("ok %d - %s\n", i, tc.name))
-          else out:write(string.format("ok   %s: %s (%.1f ms)\n", short, tc.name, ms)) end
-        else
-          failed = failed + 1
-          if tap then out:write(string.format("not ok %d - %s\n# %s\n", i, tc.name, terr))
-          else out:write(string.format("FAIL %s: %s\n     %s\n", short, tc.name, terr)) end
-        end
+    if tap then out:write("1.." .. (#tests + nstart) .. "\n") end
+    report_start()
+    local short = path:match("([^/]+)$")
+    for i, tc in ipairs(tests) do
+      local t0 = core.now()
+      advanced = 0
+      local tok, terr = xpcall(tc.fn, core._error_text)
+      local ms = (core.now() - t0) * 1000 - advanced
+      if tok then
+        passed = passed + 1
+        if tap then out:write(string.format("ok %d - %s\n", nstart + i, tc.name))
+        else out:write(string.format("ok   %s: %s (%.1f ms)\n", short, tc.name, ms)) end
+      else
+        failed = failed + 1
+        if tap then out:write(string.format("not ok %d - %s\n# %s\n", nstart + i, tc.name, terr))
+        else out:write(string.format("FAIL %s: %s\n     %s\n", short, tc.name, terr)) end
       end
     end
   end
