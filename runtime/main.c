@@ -3,16 +3,23 @@
  *
  *   devloop serve APP_DIR [--listen HOST:PORT [--tls-cert FILE --tls-key FILE]...
  *                          [--https-redirect]]... [--canonical-host HOST[:PORT]]
- *                          [--workers N] [--log-level L]
+ *                          [--workers N] [--log-level L] [--no-watch] [--pid-file FILE]
+ *                          [--hsts VALUE|off] [--no-http2]
  *   devloop config APP_DIR [serve's flags] [--json]   (= serve ... --print-config)
  *   devloop check APP_DIR
- *   devloop test APP_DIR [FILE...] [--tap]
+ *   devloop test APP_DIR [--tap] [FILE...]    FILE: relative to the current directory
  *   devloop new DIR
+ *   devloop reload APP_DIR | --pid-file FILE
  *   devloop version
+ *
+ * Every command refuses an option it does not know (exit 2, naming it);
+ * "--" ends the options, so a path may start with "-". An address another
+ * process holds, or a pid file another instance holds, stops `serve` with
+ * exit 1 (server.c).
  */
-#define _XOPEN_SOURCE 700
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,10 +43,53 @@ static void usage(FILE *f)
             "                     [--print-config [--json]]\n"
             "       devloop config APP_DIR [serve's flags] [--json]\n"
             "       devloop check APP_DIR\n"
-            "       devloop test APP_DIR [FILE...] [--tap]\n"
+            "       devloop test APP_DIR [--tap] [FILE...]\n"
+            "                     FILE paths are relative to the current directory;\n"
+            "                     none: every APP_DIR/tests/*.lua\n"
             "       devloop new DIR\n"
             "       devloop reload APP_DIR | --pid-file FILE\n"
-            "       devloop version\n");
+            "       devloop version\n"
+            "  '--' ends the options (for a path that starts with '-').\n");
+}
+
+static int is_option(const char *a)
+{
+    return a[0] == '-' && a[1] != '\0';
+}
+
+/* An option the command does not take is a usage error naming it. */
+static int unknown_option(const char *cmd, const char *a)
+{
+    fprintf(stderr, "devloop %s: unknown option %s\n", cmd, a);
+    usage(stderr);
+    return 2;
+}
+
+/* The one argument of a command that takes no option: 0 and *out, or 2. */
+static int sole_argument(int argc, char **argv, const char *what, const char **out)
+{
+    int opts = 1;
+    *out = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (opts && strcmp(a, "--") == 0) {
+            opts = 0;
+        } else if (opts && is_option(a)) {
+            return unknown_option(argv[1], a);
+        } else if (*out != NULL) {
+            fprintf(stderr, "devloop %s: unexpected argument %s\n", argv[1], a);
+            usage(stderr);
+            return 2;
+        } else {
+            *out = a;
+        }
+    }
+    if (*out == NULL) {
+        fprintf(stderr, "devloop %s: missing %s\n", argv[1], what);
+        usage(stderr);
+        return 2;
+    }
+    return 0;
 }
 
 static int parse_int(const char *s, int *out)
@@ -104,7 +154,7 @@ static int print_config(const dl_config_t *cfg, int argc, char **argv, int json)
     flags[n] = NULL;
     char err[8192];
     if (dl_config_print(cfg, flags, json, stdout, err, sizeof(err)) != 0) {
-        fprintf(stderr, "devloop: cannot load %s:\n%s", cfg->app_dir, err);
+        fprintf(stderr, "devloop: %s", err); /* as serve says it (a configuration error) */
         return 1;
     }
     return 0;
@@ -119,10 +169,10 @@ static int cmd_config(int argc, char **argv)
     if (args == NULL)
         return 1;
     args[0] = argv[0];
-    args[1] = "serve";
+    args[1] = argv[1]; /* messages name the command the user typed */
+    args[2] = "--print-config"; /* first: a "--" among the user's arguments ends options */
     for (int i = 2; i < argc; i++)
-        args[i] = argv[i];
-    args[argc] = "--print-config";
+        args[i + 1] = argv[i];
     int rc = cmd_serve(argc + 1, args);
     free(args);
     return rc;
@@ -133,10 +183,20 @@ static int cmd_serve(int argc, char **argv)
     dl_config_t cfg;
     dl_config_init(&cfg);
     int print = 0, json = 0;
+    int opts = 1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
-        if (strcmp(a, "--listen") == 0 || strcmp(a, "-l") == 0) {
+        if (!opts || !is_option(a)) {
+            if (cfg.app_dir != NULL) {
+                fprintf(stderr, "devloop %s: unexpected argument %s\n", argv[1], a);
+                usage(stderr);
+                return 2;
+            }
+            cfg.app_dir = a;
+        } else if (strcmp(a, "--") == 0) {
+            opts = 0;
+        } else if (strcmp(a, "--listen") == 0 || strcmp(a, "-l") == 0) {
             if (val == NULL || cfg.n_listen >= DL_MAX_LISTEN) {
                 fprintf(stderr, "devloop: --listen needs HOST:PORT (at most %d)\n", DL_MAX_LISTEN);
                 return 2;
@@ -226,18 +286,12 @@ static int cmd_serve(int argc, char **argv)
             print = 1;
         } else if (strcmp(a, "--json") == 0) {
             json = 1;
-        } else if (a[0] == '-') {
-            fprintf(stderr, "devloop: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
-        } else if (cfg.app_dir == NULL) {
-            cfg.app_dir = a;
         } else {
-            fprintf(stderr, "devloop: unexpected argument %s\n", a);
-            return 2;
+            return unknown_option(argv[1], a);
         }
     }
     if (cfg.app_dir == NULL) {
+        fprintf(stderr, "devloop serve: missing APP_DIR\n");
         usage(stderr);
         return 2;
     }
@@ -260,8 +314,12 @@ static int cmd_serve(int argc, char **argv)
     char err[8192];
     dl_runtime_t *rt;
     int rc = dl_runtime_new(&cfg, &rt, err, sizeof(err));
-    if (rc != 0) {
+    if (rc == DL_ESCRIPT) {
         fprintf(stderr, "devloop: cannot load %s:\n%s", cfg.app_dir, err);
+        return 1;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "devloop: %s", err); /* a configuration or an address in use */
         return 1;
     }
     rc = dl_runtime_run(rt, 1);
@@ -269,50 +327,143 @@ static int cmd_serve(int argc, char **argv)
     return rc == 0 ? 0 : 1;
 }
 
-/* devloop reload: SIGHUP to the server whose pid file names it. */
+/* serve's options that take a value (cmd_serve's): to find the app in a
+ * running server's command line */
+static const char *const serve_value_options[] = {
+    "--listen", "-l", "--workers", "-w", "--log-level", "--pid-file", "--tls-cert",
+    "--tls-key", "--hsts", "--canonical-host",
+};
+
+/* The absolute app folder a `devloop serve` process serves, from its command
+ * line and working directory; 0 when it cannot be told. */
+static int served_app(int pid, char *out, size_t outlen)
+{
+    char path[64], args[8192], cwd[4096], full[8400];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(args, 1, sizeof(args) - 1, f);
+    fclose(f);
+    args[n] = '\0';
+    const char *argv[256];
+    int argc = 0;
+    for (size_t i = 0; i < n && argc < 256; i += strlen(args + i) + 1)
+        argv[argc++] = args + i;
+    if (argc < 3 || strcmp(argv[1], "serve") != 0)
+        return 0;
+    const char *app = NULL;
+    for (int i = 2, opts = 1; i < argc && app == NULL; i++) {
+        if (!opts || !is_option(argv[i])) {
+            app = argv[i];
+        } else if (strcmp(argv[i], "--") == 0) {
+            opts = 0;
+        } else {
+            for (size_t k = 0; k < sizeof(serve_value_options) / sizeof(char *); k++)
+                if (strcmp(argv[i], serve_value_options[k]) == 0)
+                    i++;
+        }
+    }
+    snprintf(path, sizeof(path), "/proc/%d/cwd", pid);
+    ssize_t len = readlink(path, cwd, sizeof(cwd) - 1);
+    if (app == NULL || len <= 0)
+        return 0;
+    cwd[len] = '\0';
+    snprintf(full, sizeof(full), "%s/%s", cwd, app);
+    return realpath(app[0] == '/' ? app : full, out) != NULL && strlen(out) < outlen;
+}
+
+/*
+ * devloop reload: SIGHUP to the server holding the pid file. A file no
+ * process holds (server.c locks it while it runs) is stale: its pid may
+ * since belong to another program, so nothing is signalled.
+ */
 static int cmd_reload(int argc, char **argv)
 {
-    char path[1200];
-    if (argc == 4 && strcmp(argv[2], "--pid-file") == 0)
-        snprintf(path, sizeof(path), "%s", argv[3]);
-    else if (argc == 3)
-        snprintf(path, sizeof(path), "%s/data/devloop.pid", argv[2]);
-    else {
+    const char *app = NULL, *pid_file = NULL;
+    for (int i = 2, opts = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (opts && strcmp(a, "--") == 0) {
+            opts = 0;
+        } else if (opts && strcmp(a, "--pid-file") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "devloop reload: --pid-file needs a path\n");
+                return 2;
+            }
+            pid_file = argv[++i];
+        } else if (opts && is_option(a)) {
+            return unknown_option("reload", a);
+        } else if (app != NULL) {
+            fprintf(stderr, "devloop reload: unexpected argument %s\n", a);
+            usage(stderr);
+            return 2;
+        } else {
+            app = a;
+        }
+    }
+    if ((app == NULL) == (pid_file == NULL)) {
+        fprintf(stderr, "devloop reload: give APP_DIR or --pid-file FILE (one of them)\n");
         usage(stderr);
         return 2;
     }
-    FILE *f = fopen(path, "r");
-    int pid = 0;
-    if (f == NULL || fscanf(f, "%d", &pid) != 1 || pid <= 1) {
-        fprintf(stderr, "devloop: no running server found (%s: %s)\n", path,
-                f ? "no pid in it" : strerror(errno));
-        if (f)
-            fclose(f);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s", pid_file ? pid_file : app);
+    if (app)
+        snprintf(path, sizeof(path), "%s/data/devloop.pid", app);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "devloop: no running server found (%s: %s)\n", path, strerror(errno));
         return 1;
     }
-    fclose(f);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    char text[32] = "";
+    ssize_t n = read(fd, text, sizeof(text) - 1);
+    int lk = fcntl(fd, F_OFD_GETLK, &fl), e = errno;
+    close(fd);
+    int pid = n > 0 ? atoi(text) : 0;
+    if (lk != 0) {
+        fprintf(stderr, "devloop: cannot tell whether %s is held: %s\n", path, strerror(e));
+        return 1;
+    }
+    if (fl.l_type == F_UNLCK) {
+        if (pid > 1)
+            fprintf(stderr, "devloop: %s is stale: no devloop holds it (the pid in it, %d, is "
+                            "not a server of it); nothing signalled\n", path, pid);
+        else
+            fprintf(stderr, "devloop: no running server found (%s is stale: no devloop holds "
+                            "it)\n", path);
+        return 1;
+    }
+    if (pid <= 1) {
+        fprintf(stderr, "devloop: the server holding %s is still starting; try again\n", path);
+        return 1;
+    }
     if (kill(pid, SIGHUP) != 0) {
         fprintf(stderr, "devloop: cannot signal pid %d from %s: %s\n", pid, path, strerror(errno));
         return 1;
     }
-    printf("devloop: reload requested (pid %d)\n", pid);
+    char served[4096];
+    if (served_app(pid, served, sizeof(served)))
+        printf("devloop: reload requested from pid %d (serving %s); its log says how it went\n",
+               pid, served);
+    else
+        printf("devloop: reload requested from pid %d; its log says how it went\n", pid);
     return 0;
 }
 
 static int cmd_check(int argc, char **argv)
 {
-    if (argc != 3) {
-        usage(stderr);
+    const char *app;
+    if (sole_argument(argc, argv, "APP_DIR", &app) != 0)
         return 2;
-    }
     char err[65536];
-    int n = dl_app_check(argv[2], err, sizeof(err));
+    int n = dl_app_check(app, err, sizeof(err));
     if (n) {
         fputs(err, stderr);
-        fprintf(stderr, "devloop: %d error%s in %s\n", n, n == 1 ? "" : "s", argv[2]);
+        fprintf(stderr, "devloop: %d error%s in %s\n", n, n == 1 ? "" : "s", app);
         return 1;
     }
-    printf("%s: ok\n", argv[2]);
+    printf("%s: ok\n", app);
     return 0;
 }
 
@@ -366,22 +517,76 @@ static int default_test_files(const char *app, char ***out)
  * embedded store in a scratch folder): the app starts, its start hooks run,
  * then the file's tests (devloop.test), and the runtime stops.
  */
+/* Tests never reach a live backend: every variable that selects or sets one
+ * up (REDIS_*, MONGO_*, DEVLOOP_DB) is cleared, so each file gets the
+ * embedded store and cache, unless the run names its own backend with
+ * DEVLOOP_TEST_REDIS_URL / DEVLOOP_TEST_MONGO_URI. Says what it ignored. */
+static void isolate_backends(void)
+{
+    extern char **environ;
+    char ignored[1024] = "";
+    size_t len = 0;
+    for (;;) {
+        const char *hit = NULL;
+        for (char **e = environ; *e != NULL && hit == NULL; e++)
+            if (strncmp(*e, "REDIS_", 6) == 0 || strncmp(*e, "MONGO_", 6) == 0 ||
+                strncmp(*e, "DEVLOOP_DB=", 11) == 0)
+                hit = *e;
+        if (hit == NULL)
+            break;
+        char *name = strndup(hit, strcspn(hit, "="));
+        if (name == NULL)
+            break;
+        if (len < sizeof(ignored))
+            len += (size_t)snprintf(ignored + len, sizeof(ignored) - len, "%s%s",
+                                    len ? ", " : "", name);
+        unsetenv(name);
+        free(name);
+    }
+    if (ignored[0] != '\0')
+        fprintf(stderr, "devloop test: ignoring %s (tests get the embedded store and cache; "
+                        "DEVLOOP_TEST_REDIS_URL or DEVLOOP_TEST_MONGO_URI name a backend for "
+                        "them)\n", ignored);
+    const char *r = getenv("DEVLOOP_TEST_REDIS_URL"), *m = getenv("DEVLOOP_TEST_MONGO_URI");
+    if (r != NULL && *r != '\0')
+        setenv("REDIS_URL", r, 1);
+    if (m != NULL && *m != '\0')
+        setenv("MONGO_URI", m, 1);
+}
+
+/*
+ * Each file runs in a runtime of its own (one worker, no socket, a fresh
+ * embedded store in a scratch folder): the app starts, its start hooks run,
+ * then the file's tests (devloop.test), and the runtime stops. FILE paths
+ * are taken as given (relative to the current directory).
+ */
 static int cmd_test(int argc, char **argv)
 {
-    if (argc < 3) {
-        usage(stderr);
-        return 2;
-    }
-    const char *app = argv[2];
+    const char *app = NULL;
     int tap = 0, nfiles = 0;
     char **files = NULL;
-    for (int i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--tap") == 0) {
+    for (int i = 2, opts = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (opts && strcmp(a, "--") == 0) {
+            opts = 0;
+        } else if (opts && strcmp(a, "--tap") == 0) {
             tap = 1;
-            continue;
+        } else if (opts && is_option(a)) {
+            for (int k = 0; k < nfiles; k++)
+                free(files[k]);
+            free(files);
+            return unknown_option("test", a);
+        } else if (app == NULL) {
+            app = a;
+        } else {
+            files = realloc(files, (size_t)(nfiles + 1) * sizeof(char *));
+            files[nfiles++] = strdup(a);
         }
-        files = realloc(files, (size_t)(nfiles + 1) * sizeof(char *));
-        files[nfiles++] = strdup(argv[i]);
+    }
+    if (app == NULL) {
+        fprintf(stderr, "devloop test: missing APP_DIR\n");
+        usage(stderr);
+        return 2;
     }
     if (nfiles == 0)
         nfiles = default_test_files(app, &files);
@@ -389,12 +594,21 @@ static int cmd_test(int argc, char **argv)
         fprintf(stderr, "devloop: no test files (%s/tests/*.lua)\n", app);
         return 1;
     }
+    isolate_backends();
     long passed = 0, failed = 0;
     for (int i = 0; i < nfiles; i++) {
         char tmpl[] = "/tmp/devloop-test-XXXXXX";
         char db[1100], result[1100], abs[4096];
         if (realpath(files[i], abs) == NULL || mkdtemp(tmpl) == NULL) {
-            fprintf(stderr, "devloop: %s: %s\n", files[i], strerror(errno));
+            const char *why = strerror(errno);
+            char in_app[4200];
+            struct stat st;
+            snprintf(in_app, sizeof(in_app), "%s/tests/%s", app, files[i]);
+            if (stat(in_app, &st) == 0)
+                fprintf(stderr, "devloop: %s: %s (FILE is relative to the current directory; "
+                                "did you mean %s?)\n", files[i], why, in_app);
+            else
+                fprintf(stderr, "devloop: %s: %s\n", files[i], why);
             failed++;
             continue;
         }
@@ -405,11 +619,6 @@ static int cmd_test(int argc, char **argv)
         setenv("DEVLOOP_TEST_RESULT", result, 1);
         setenv("DEVLOOP_TEST_TAP", tap ? "1" : "0", 1);
         setenv("DEVLOOP_LOG_DIR", "-", 1);
-        /* the embedded store and cache, whatever the shell has configured:
-         * tests must never write to a live MongoDB or Redis */
-        unsetenv("MONGO_URI");
-        unsetenv("REDIS_URL");
-        unsetenv("REDIS_HOST");
         if (tap)
             printf("# %s\n", files[i]);
         fflush(stdout);
@@ -466,11 +675,9 @@ static int write_file(const char *dir, const char *name, const char *text)
 
 static int cmd_new(int argc, char **argv)
 {
-    if (argc != 3) {
-        usage(stderr);
+    const char *dir;
+    if (sole_argument(argc, argv, "DIR", &dir) != 0)
         return 2;
-    }
-    const char *dir = argv[2];
     char sub[1100];
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "devloop: %s: %s\n", dir, strerror(errno));
@@ -511,6 +718,10 @@ static int cmd_new(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* mongoc keeps counters in /dev/shm/mongoc-PID for its own tools; a file
+     * left by a killed process makes a later one with the same pid warn on
+     * stderr, outside the log. We never read them. (Before any thread.) */
+    setenv("MONGOC_DISABLE_SHM", "1", 0);
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -528,6 +739,13 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "new") == 0)
         return cmd_new(argc, argv);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        for (int i = 2; i < argc; i++) {
+            if (is_option(argv[i]))
+                return unknown_option(argv[1], argv[i]);
+            fprintf(stderr, "devloop %s: unexpected argument %s\n", argv[1], argv[i]);
+            usage(stderr);
+            return 2;
+        }
         printf("devloop %s (%s, libuv %s)\n", DL_VERSION_STRING, LUAJIT_VERSION,
                uv_version_string());
         return 0;

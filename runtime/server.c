@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -62,55 +64,240 @@ int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port)
     return 0;
 }
 
-/* A listening socket with SO_REUSEPORT, so every worker can bind the port. */
-static int open_listener(const char *spec, int *fd_out, char *err, size_t errlen)
+/* ------------------------------------------------------------------------ */
+/* Listening addresses. Inside one process every worker binds its own socket
+ * with SO_REUSEPORT (the kernel spreads connections over them). Between
+ * processes an address is exclusive: SO_REUSEPORT would let a second process
+ * of the same user join the group and silently take part of the traffic, so
+ * each address is guarded by a lock taken before binding, held for the
+ * runtime's life, and released by the kernel even on kill -9: an abstract
+ * Unix socket named after the address (no file to go stale). */
+/* ------------------------------------------------------------------------ */
+
+#define LOCK_PREFIX "devloop/listen/"
+
+/* spec's socket address, and its canonical text ("127.0.0.1:8080",
+ * "[::1]:8080") naming the lock */
+static int listen_sockaddr(const char *spec, struct sockaddr_storage *ss, socklen_t *slen,
+                           char *canon, size_t canonlen, char *err, size_t errlen)
 {
     char host[256];
     int port;
     if (dl_parse_listen(spec, host, sizeof(host), &port) != 0) {
-        snprintf(err, errlen, "invalid listen address '%s' (want HOST:PORT)", spec);
+        snprintf(err, errlen, "invalid listen address '%s' (want HOST:PORT)\n", spec);
         return DL_EINVAL;
     }
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    socklen_t slen;
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof(host), "127.0.0.1");
     if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
         in4->sin_family = AF_INET;
         in4->sin_port = htons((uint16_t)port);
-        slen = sizeof(*in4);
+        *slen = sizeof(*in4);
     } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
         in6->sin6_family = AF_INET6;
         in6->sin6_port = htons((uint16_t)port);
-        slen = sizeof(*in6);
-    } else if (strcmp(host, "localhost") == 0) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)port);
-        in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        slen = sizeof(*in4);
+        *slen = sizeof(*in6);
     } else {
-        snprintf(err, errlen, "invalid listen host '%s' (want an IP address)", host);
+        snprintf(err, errlen, "invalid listen host '%s' (want an IP address)\n", host);
         return DL_EINVAL;
     }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
+    char a[INET6_ADDRSTRLEN];
+    inet_ntop(ss->ss_family, ss->ss_family == AF_INET ? (void *)&in4->sin_addr
+                                                      : (void *)&in6->sin6_addr, a, sizeof(a));
+    snprintf(canon, canonlen, ss->ss_family == AF_INET ? "%s:%d" : "[%s]:%d", a, port);
+    return 0;
+}
+
+static int sockaddr_port(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+                                          : ((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+/* A socket bound to ss; with reuseport, one of this process's group. */
+static int bind_socket(const struct sockaddr_storage *ss, socklen_t slen, int reuseport,
+                       int *fd_out)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
         return -errno;
-    }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (ss.ss_family == AF_INET6)
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (ss->ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, slen) != 0) {
+    if (bind(fd, (const struct sockaddr *)ss, slen) != 0) {
         int e = errno;
-        snprintf(err, errlen, "cannot listen on %s: %s", spec, strerror(e));
         close(fd);
         return -e;
     }
     *fd_out = fd;
     return 0;
+}
+
+static socklen_t lock_name(struct sockaddr_un *un, const char *canon)
+{
+    memset(un, 0, sizeof(*un));
+    un->sun_family = AF_UNIX;
+    /* sun_path[0] == '\0': the abstract namespace */
+    int n = snprintf(un->sun_path + 1, sizeof(un->sun_path) - 1, LOCK_PREFIX "%s", canon);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+/* The pid of the process holding canon's lock, 0 when none (or unknown). */
+static int lock_holder(const char *canon)
+{
+    struct sockaddr_un un;
+    socklen_t len = lock_name(&un, canon);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int pid = 0;
+    if (fd < 0)
+        return 0;
+    if (connect(fd, (struct sockaddr *)&un, len) == 0) {
+        struct ucred cr;
+        socklen_t cl = sizeof(cr);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0)
+            pid = (int)cr.pid;
+    }
+    close(fd);
+    return pid;
+}
+
+/* Takes canon's lock: 0 and *fd_out, or DL_EADDRINUSE with the holder's pid
+ * (0 if unknown). The lock listens so that a process refused can learn the
+ * holder's pid (SO_PEERCRED); the main loop accepts and closes those. */
+static int lock_take(const char *canon, int *fd_out, int *holder)
+{
+    struct sockaddr_un un;
+    socklen_t len = lock_name(&un, canon);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    *holder = 0;
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&un, len) != 0) {
+        int e = errno;
+        close(fd);
+        if (e != EADDRINUSE)
+            return -e;
+        *holder = lock_holder(canon);
+        return DL_EADDRINUSE;
+    }
+    listen(fd, 64);
+    *fd_out = fd;
+    return 0;
+}
+
+/* Another devloop on port at an address that overlaps ours (the wildcard
+ * covers every address; the loopback is the usual specific one): its pid,
+ * and that address in who. Locks are found by name, so only these two. */
+static int overlapping_holder(const struct sockaddr_storage *ss, const char *canon, char *who,
+                              size_t wholen)
+{
+    int v4 = ss->ss_family == AF_INET;
+    const char *cand[] = {v4 ? "0.0.0.0" : "[::]", v4 ? "127.0.0.1" : "[::1]"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(who, wholen, "%s:%d", cand[i], sockaddr_port(ss));
+        int pid = strcmp(who, canon) == 0 ? 0 : lock_holder(who);
+        if (pid > 0 && pid != (int)getpid())
+            return pid;
+    }
+    return 0;
+}
+
+static void addr_in_use(const char *spec, const struct sockaddr_storage *ss, const char *canon,
+                        int holder, char *err, size_t errlen)
+{
+    char who[64];
+    if (holder == 0 && (holder = overlapping_holder(ss, canon, who, sizeof(who))) > 0)
+        snprintf(err, errlen, "cannot listen on %s: address in use by another devloop "
+                              "(pid %d, listening on %s); stop it or choose another --listen\n",
+                 spec, holder, who);
+    else if (holder > 0)
+        snprintf(err, errlen, "cannot listen on %s: address in use by another devloop "
+                              "(pid %d); stop it or choose another --listen\n", spec, holder);
+    else
+        snprintf(err, errlen, "cannot listen on %s: address in use by another process\n", spec);
+}
+
+/*
+ * For each listening address: its lock, a check that no other socket holds
+ * it (a bind without SO_REUSEPORT fails even against another process's
+ * SO_REUSEPORT group or a wildcard covering it), then worker 0's socket.
+ * Port 0 gets its port from the kernel here and every worker binds that one.
+ */
+static int claim_listeners(dl_runtime_t *rt, char *err, size_t errlen)
+{
+    for (int l = 0; l < rt->cfg.n_listen; l++) {
+        const char *spec = rt->listen[l];
+        struct sockaddr_storage *ss = &rt->laddr[l];
+        char canon[80];
+        int rc = listen_sockaddr(spec, ss, &rt->laddr_len[l], canon, sizeof(canon), err,
+                                 errlen);
+        if (rc != 0)
+            return rc;
+        for (int k = 0; k < l; k++)
+            if (rt->laddr_len[k] == rt->laddr_len[l] &&
+                memcmp(&rt->laddr[k], ss, rt->laddr_len[l]) == 0 && sockaddr_port(ss) != 0) {
+                snprintf(err, errlen, "--listen %s is given twice (as %s)\n", spec,
+                         rt->listen[k]);
+                return DL_EINVAL;
+            }
+        int holder = 0, probe;
+        if (sockaddr_port(ss) != 0) {
+            rc = lock_take(canon, &rt->lock_fd[l], &holder);
+            if (rc == 0) {
+                rc = bind_socket(ss, rt->laddr_len[l], 0, &probe);
+                if (rc == 0)
+                    close(probe);
+            }
+            if (rc == 0)
+                rc = bind_socket(ss, rt->laddr_len[l], 1, &rt->first_fd[l]);
+        } else {
+            rc = bind_socket(ss, rt->laddr_len[l], 1, &rt->first_fd[l]);
+            if (rc == 0) {
+                /* the kernel's port, for the other workers, the log and the lock */
+                socklen_t len = rt->laddr_len[l];
+                getsockname(rt->first_fd[l], (struct sockaddr *)ss, &len);
+                char host[256], shown[300];
+                int port;
+                dl_parse_listen(spec, host, sizeof(host), &port);
+                snprintf(shown, sizeof(shown), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+                         sockaddr_port(ss));
+                listen_sockaddr(shown, ss, &len, canon, sizeof(canon), err, errlen);
+                dl_free(rt->listen[l]);
+                rt->listen[l] = dl_strdup(shown);
+                rt->cfg.listen[l] = spec = rt->listen[l];
+                rc = lock_take(canon, &rt->lock_fd[l], &holder);
+            }
+        }
+        if (rc == DL_EADDRINUSE) {
+            addr_in_use(spec, ss, canon, holder, err, errlen);
+            return rc;
+        }
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot listen on %s: %s\n", spec, strerror(-rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Worker w's socket for listener l: worker 0 takes the one claimed. */
+static int worker_socket(dl_runtime_t *rt, int l, int *fd_out, char *err, size_t errlen)
+{
+    if (rt->first_fd[l] >= 0) {
+        *fd_out = rt->first_fd[l];
+        rt->first_fd[l] = -1;
+        return 0;
+    }
+    int rc = bind_socket(&rt->laddr[l], rt->laddr_len[l], 1, fd_out);
+    if (rc != 0)
+        snprintf(err, errlen, "cannot listen on %s: %s", rt->listen[l], strerror(-rc));
+    return rc;
 }
 
 /* The runtime's own metrics (issue: observability). */
@@ -270,6 +457,9 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     if (rt == NULL)
         return DL_ENOMEM;
     rt->cfg = *cfg;
+    rt->pid_fd = -1;
+    for (int i = 0; i < DL_MAX_LISTEN; i++)
+        rt->first_fd[i] = rt->lock_fd[i] = -1;
     rt->app_dir = dl_strdup(cfg->app_dir);
     rt->cfg.app_dir = rt->app_dir;
     if (rt->cfg.no_listen) {
@@ -285,6 +475,13 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     }
     for (int i = 0; i < rt->cfg.n_listen; i++)
         rt->cfg.listen[i] = rt->listen[i];
+    /* an address another process holds stops start-up before anything is
+     * opened (store, cache, logs, pid file) */
+    int lrc = claim_listeners(rt, errbuf, errlen);
+    if (lrc != 0) {
+        dl_runtime_free(rt);
+        return lrc;
+    }
     rt->hsts = dl_strdup(cfg->hsts ? cfg->hsts : "");
     char updir[1200];
     snprintf(updir, sizeof(updir), "%s/data/.uploads", rt->app_dir);
@@ -491,26 +688,118 @@ static void sweep_uploads(dl_runtime_t *rt)
                rt->upload_dir);
 }
 
-static void write_pid_file(dl_runtime_t *rt)
+/* ================================================================ pid file */
+
+/*
+ * The pid file belongs to the runtime holding an OFD write lock on it (the
+ * kernel drops the lock when the process ends, however it ends): a second
+ * instance of the app is refused while the first runs, a file nobody holds
+ * is stale and replaced, and only the holder removes it at exit.
+ */
+
+static int pid_in(int fd)
+{
+    char b[32];
+    ssize_t n = pread(fd, b, sizeof(b) - 1, 0);
+    if (n <= 0)
+        return 0;
+    b[n] = '\0';
+    int pid = atoi(b);
+    return pid > 1 ? pid : 0;
+}
+
+static int same_file(int fd, const char *path)
+{
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+static int claim_pid_file(dl_runtime_t *rt)
 {
     const char *pf = rt->cfg.pid_file;
     char path[1200];
     if (pf && *pf == '\0')
-        return;
+        return 0;
     if (pf == NULL) {
         snprintf(path, sizeof(path), "%s/data", rt->app_dir);
         mkdir(path, 0755);
         snprintf(path, sizeof(path), "%s/data/devloop.pid", rt->app_dir);
         pf = path;
     }
-    FILE *f = fopen(pf, "w");
-    if (f == NULL) {
-        dl_log(DL_LOG_WARN, "cannot write pid file %s: %s", pf, strerror(errno));
-        return;
+    for (int tries = 0; tries < 5; tries++) {
+        int fd = open(pf, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            dl_log(DL_LOG_WARN, "cannot write pid file %s: %s", pf, strerror(errno));
+            return 0;
+        }
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+            int e = errno, pid = pid_in(fd);
+            close(fd);
+            if (e != EAGAIN && e != EACCES) {
+                dl_log(DL_LOG_WARN, "no pid file: cannot lock %s: %s", pf, strerror(e));
+                return 0;
+            }
+            if (pid)
+                dl_log(DL_LOG_ERROR, "pid file %s is held by another devloop (pid %d): stop "
+                                     "it, or give this one its own --pid-file FILE", pf, pid);
+            else
+                dl_log(DL_LOG_ERROR, "pid file %s is held by another devloop that is starting: "
+                                     "stop it, or give this one its own --pid-file FILE", pf);
+            return DL_EBUSY;
+        }
+        if (!same_file(fd, pf)) {
+            close(fd); /* removed or replaced while we locked it: open it again */
+            continue;
+        }
+        int old = pid_in(fd);
+        if (old)
+            snprintf(rt->pid_note, sizeof(rt->pid_note),
+                     "replaced the stale pid file %s (pid %d no longer holds it)", pf, old);
+        /* empty until the signal handlers are in place (write_pid) */
+        if (ftruncate(fd, 0) != 0 || (rt->pid_file = dl_strdup(pf)) == NULL) {
+            dl_log(DL_LOG_WARN, "cannot write pid file %s: %s", pf, strerror(errno));
+            close(fd);
+            return 0;
+        }
+        rt->pid_fd = fd;
+        return 0;
     }
-    fprintf(f, "%d\n", (int)getpid());
-    fclose(f);
-    rt->pid_file = dl_strdup(pf);
+    dl_log(DL_LOG_WARN, "no pid file: %s keeps being replaced", pf);
+    return 0;
+}
+
+static void write_pid(dl_runtime_t *rt)
+{
+    char b[32];
+    int n = snprintf(b, sizeof(b), "%d\n", (int)getpid());
+    if (rt->pid_fd >= 0 && pwrite(rt->pid_fd, b, (size_t)n, 0) != n)
+        dl_log(DL_LOG_WARN, "cannot write pid file %s: %s", rt->pid_file, strerror(errno));
+}
+
+static void release_pid_file(dl_runtime_t *rt)
+{
+    if (rt->pid_fd < 0)
+        return;
+    if (same_file(rt->pid_fd, rt->pid_file))
+        unlink(rt->pid_file);
+    close(rt->pid_fd);
+    rt->pid_fd = -1;
+    dl_free(rt->pid_file);
+    rt->pid_file = NULL;
+}
+
+/* Processes refused an address connect to its lock to learn our pid. */
+static void on_lock_probe(uv_poll_t *h, int status, int events)
+{
+    DL_UNUSED(events);
+    uv_os_fd_t fd;
+    if (status < 0 || uv_fileno((uv_handle_t *)h, &fd) != 0)
+        return;
+    int c;
+    while ((c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+        close(c);
 }
 
 static void on_stop_async(uv_async_t *a)
@@ -520,6 +809,8 @@ static void on_stop_async(uv_async_t *a)
         dl_worker_stop(&rt->workers[i]);
     uv_close((uv_handle_t *)&rt->stop_async, NULL);
     uv_close((uv_handle_t *)&rt->reload_async, NULL);
+    for (int i = 0; i < rt->n_lock_polls; i++)
+        uv_close((uv_handle_t *)&rt->lock_poll[i], NULL);
     dl_watch_stop(rt->watch);
     rt->watch = NULL;
     if (rt->handle_signals) {
@@ -565,11 +856,25 @@ static void start_logger(dl_runtime_t *rt)
 int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
 {
     char err[4096];
-    int rc = uv_loop_init(&rt->loop);
+    /* before the logger: a refused instance writes nothing into the app */
+    int rc = claim_pid_file(rt);
     if (rc != 0)
         return rc;
+    rc = uv_loop_init(&rt->loop);
+    if (rc != 0) {
+        release_pid_file(rt);
+        return rc;
+    }
     rt->handle_signals = handle_signals;
     start_logger(rt);
+    if (rt->pid_note[0] != '\0')
+        dl_log(DL_LOG_WARN, "%s", rt->pid_note);
+    for (int l = 0; l < rt->cfg.n_listen; l++)
+        if (rt->lock_fd[l] >= 0) {
+            uv_poll_t *p = &rt->lock_poll[rt->n_lock_polls++];
+            uv_poll_init(&rt->loop, p, rt->lock_fd[l]);
+            uv_poll_start(p, UV_READABLE, on_lock_probe);
+        }
     uv_async_init(&rt->loop, &rt->stop_async, on_stop_async);
     rt->stop_async.data = rt;
     uv_async_init(&rt->loop, &rt->reload_async, on_reload_async);
@@ -600,7 +905,7 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
             break;
         }
         for (int l = 0; l < rt->cfg.n_listen; l++) {
-            rc = open_listener(rt->cfg.listen[l], &w->listen_fds[l], err, sizeof(err));
+            rc = worker_socket(rt, l, &w->listen_fds[l], err, sizeof(err));
             if (rc != 0) {
                 dl_log(DL_LOG_ERROR, "%s", err);
                 result = rc;
@@ -624,11 +929,15 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
             else
                 watch_tokens_file(rt);
         }
-        write_pid_file(rt);
+        write_pid(rt);
         sweep_uploads(rt);
+        char addrs[DL_MAX_LISTEN * 300] = "no socket";
+        for (int l = 0, n = 0; l < rt->cfg.n_listen; l++)
+            n += snprintf(addrs + n, sizeof(addrs) - (size_t)n, "%s%s", l ? ", " : "",
+                          rt->cfg.listen[l]);
         dl_log(DL_LOG_INFO, "devloop %s serving %s on %s (%d worker%s%s)", DL_VERSION_STRING,
-               rt->app_dir, rt->cfg.n_listen ? rt->cfg.listen[0] : "no socket", rt->n_workers,
-               rt->n_workers == 1 ? "" : "s", rt->watch ? ", watching for changes" : "");
+               rt->app_dir, addrs, rt->n_workers, rt->n_workers == 1 ? "" : "s",
+               rt->watch ? ", watching for changes" : "");
         __atomic_store_n(&rt->serving, 1, __ATOMIC_RELEASE);
         if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE))
             uv_async_send(&rt->stop_async);
@@ -640,11 +949,7 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     for (int i = 0; i < rt->n_workers; i++)
         dl_worker_join(&rt->workers[i]);
     uv_loop_close(&rt->loop);
-    if (rt->pid_file) {
-        unlink(rt->pid_file);
-        dl_free(rt->pid_file);
-        rt->pid_file = NULL;
-    }
+    release_pid_file(rt);
     if (result == 0)
         dl_log(DL_LOG_INFO, "stopped");
     /* everything buffered reaches the console and the files before exit */
@@ -716,7 +1021,7 @@ int dl_runtime_attach(dl_runtime_t *rt, uv_loop_t *host)
     int rc = dl_worker_init(w, rt, 0, err, sizeof(err));
     rt->n_workers = 1;
     for (int l = 0; rc == 0 && l < rt->cfg.n_listen; l++) {
-        rc = open_listener(rt->cfg.listen[l], &w->listen_fds[l], err, sizeof(err));
+        rc = worker_socket(rt, l, &w->listen_fds[l], err, sizeof(err));
         if (rc == 0)
             w->n_listeners = l + 1;
     }
@@ -776,6 +1081,13 @@ void dl_runtime_free(dl_runtime_t *rt)
     if (rt == NULL)
         return;
     dl_free(rt->workers);
+    for (int i = 0; i < DL_MAX_LISTEN; i++) {
+        if (rt->first_fd[i] >= 0)
+            close(rt->first_fd[i]);
+        if (rt->lock_fd[i] >= 0)
+            close(rt->lock_fd[i]);
+    }
+    release_pid_file(rt);
     for (int i = 0; i < DL_MAX_LISTEN; i++) {
         dl_free(rt->listen[i]);
         dl_tls_ctx_free(rt->tls[i]);

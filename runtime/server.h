@@ -5,6 +5,7 @@
 #ifndef DL_SERVER_H
 #define DL_SERVER_H
 
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "backend_stats.h"
@@ -33,7 +34,15 @@ struct dl_runtime_s {
     struct dl_watch_s *watch;
     uv_mutex_t status_lock;
     dl_reload_status_t status;
-    char *pid_file;
+    char *pid_file;              /* the pid file we hold (pid_fd's lock), else NULL */
+    int pid_fd;
+    char pid_note[1400];         /* a stale pid file replaced, logged once the logger runs */
+    struct sockaddr_storage laddr[DL_MAX_LISTEN]; /* each listener's address */
+    socklen_t laddr_len[DL_MAX_LISTEN];
+    int first_fd[DL_MAX_LISTEN]; /* worker 0's socket, bound by dl_runtime_new(); -1 after */
+    int lock_fd[DL_MAX_LISTEN];  /* the address's lock for the runtime's life; -1 none */
+    uv_poll_t lock_poll[DL_MAX_LISTEN];
+    int n_lock_polls;
     int has_redis;               /* REDIS_URL (or REDIS_HOST...) given */
     dl_redis_config_t redis_cfg;
     dl_memcache_t *memcache;     /* the embedded cache, shared by workers */

@@ -169,7 +169,10 @@ typedef struct dl_runtime_s dl_runtime_t;
 
 /**
  * Creates a runtime for cfg->app_dir: loads every script once to check it,
- * opens the embedded store (or connects the configured backends). cfg is
+ * reserves each listening address for this runtime (an address another
+ * process holds is DL_EADDRINUSE, the message naming it and, when it is a
+ * devloop, its pid; port 0 is given its kernel port here), then opens the
+ * embedded store (or connects the configured backends). cfg is
  * copied (its strings too). Any thread; the runtime is then used from that
  * thread (dl_runtime_stop/reload/request excepted). Returns 0 and *out (free
  * it with dl_runtime_free()), or a DL_E* (DL_ESCRIPT for script errors,
@@ -179,7 +182,9 @@ DL_API int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errb
                           size_t errlen);
 
 /**
- * Binds the listeners (none with cfg.no_listen), starts cfg.workers threads
+ * Takes the pid file (DL_EBUSY, logged, when another live instance holds
+ * it; a stale one is replaced), binds the listeners (none with
+ * cfg.no_listen), starts cfg.workers threads
  * and blocks the calling thread until dl_runtime_stop() or, when
  * handle_signals is set, SIGTERM/SIGINT (SIGHUP reloads). Call once per
  * runtime. Returns 0 after a clean stop, or a DL_E* (a listener could not be

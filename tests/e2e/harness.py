@@ -189,6 +189,10 @@ class Server:
         e.update(env or {})
         cmd = [BIN, "serve", self.app, "--listen", "127.0.0.1:%d" % self.port,
                "--workers", str(workers)] + list(args)
+        # the apps here are shared by test files running at once: a second
+        # instance of an app needs a pid file of its own (server.c)
+        if self.app.startswith(APPS + os.sep) and "--pid-file" not in args:
+            cmd += ["--pid-file", os.path.join(self.scratch, "devloop.pid")]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=e)
         self.wait_ready()
 

@@ -82,6 +82,35 @@ def test_fake_clock_does_not_carry_over(_):
     assert rc == 0 and "2 passed, 0 failed" in out, (out, err)
 
 
+def test_backend_variables_never_reach_a_live_backend(_):
+    """REDIS_PORT alone (no REDIS_URL/REDIS_HOST) used to select the live
+    Redis: every REDIS_*, MONGO_* and DEVLOOP_DB is cleared for tests, and a
+    backend is used only when named by DEVLOOP_TEST_REDIS_URL."""
+    app = os.path.join(WORK, "writer")
+    os.makedirs(os.path.join(app, "tests"))
+    with open(os.path.join(app, "tests", "write_test.lua"), "w") as f:
+        f.write('local t = require "devloop.test"\nlocal api = require "devloop"\n'
+                't.test("writes a key", function()\n'
+                '  api.cache.set("leak", { x = 1 }, "long")\n'
+                '  t.eq(api.cache.get("leak").x, 1)\n'
+                'end)\n')
+    redis = harness.RedisServer()
+    try:
+        for env in ({"REDIS_PORT": str(redis.port)},
+                    {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis.port), "REDIS_DB": "0"},
+                    {"REDIS_URL": redis.url()}):
+            rc, out, err = run_env(env, "test", app)
+            assert rc == 0 and "1 passed, 0 failed" in out, (env, out, err)
+            assert redis.cli("DBSIZE").strip() == "0", (env, redis.cli("KEYS", "*"))
+            assert "devloop test: ignoring " in err and all(k in err for k in env), err
+        # the explicit way to test against a backend
+        rc, out, err = run_env({"DEVLOOP_TEST_REDIS_URL": redis.url()}, "test", app)
+        assert rc == 0 and "1 passed, 0 failed" in out, (out, err)
+        assert redis.cli("DBSIZE").strip() != "0", "DEVLOOP_TEST_REDIS_URL was not used"
+    finally:
+        redis.stop()
+
+
 if __name__ == "__main__":
     try:
         harness.main(globals(), app=None)
