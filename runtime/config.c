@@ -399,6 +399,15 @@ static const char *source_of(const out_t *o, const char *flag, int changed, cons
     return buf;
 }
 
+/* " (2 MiB)", " (1.5 s)": n in a larger unit, whole when it divides. */
+static void put_scaled(char *buf, size_t len, uint64_t n, uint64_t mult, const char *name)
+{
+    if (n % mult == 0)
+        snprintf(buf, len, " (%llu %s)", (unsigned long long)(n / mult), name);
+    else
+        snprintf(buf, len, " (%.1f %s)", (double)n / (double)mult, name);
+}
+
 /* "1048576 bytes (1 MiB)", "10000 ms (10 s)": the exact number and, past the
  * unit, a rounder one. */
 static void human(char *buf, size_t len, env_kind_t kind, uint64_t n, const char *unit)
@@ -411,12 +420,7 @@ static void human(char *buf, size_t len, env_kind_t kind, uint64_t n, const char
         int w = snprintf(buf, len, "%llu bytes", (unsigned long long)n);
         for (size_t i = 0; i < DL_ARRAY_SIZE(sizes); i++)
             if (n >= sizes[i].mult) {
-                if (n % sizes[i].mult == 0)
-                    snprintf(buf + w, len - (size_t)w, " (%llu %s)",
-                             (unsigned long long)(n / sizes[i].mult), sizes[i].name);
-                else
-                    snprintf(buf + w, len - (size_t)w, " (%.1f %s)",
-                             (double)n / (double)sizes[i].mult, sizes[i].name);
+                put_scaled(buf + w, len - (size_t)w, n, sizes[i].mult, sizes[i].name);
                 break;
             }
         return;
@@ -426,12 +430,7 @@ static void human(char *buf, size_t len, env_kind_t kind, uint64_t n, const char
         int w = snprintf(buf, len, "%llu %s", (unsigned long long)n, kind == ENV_S ? "s" : "ms");
         for (size_t i = 0; i < DL_ARRAY_SIZE(times); i++)
             if (ms >= times[i].mult && !(kind == ENV_S && times[i].mult == 1000)) {
-                if (ms % times[i].mult == 0)
-                    snprintf(buf + w, len - (size_t)w, " (%llu %s)",
-                             (unsigned long long)(ms / times[i].mult), times[i].name);
-                else
-                    snprintf(buf + w, len - (size_t)w, " (%.1f %s)",
-                             (double)ms / (double)times[i].mult, times[i].name);
+                put_scaled(buf + w, len - (size_t)w, ms, times[i].mult, times[i].name);
                 break;
             }
         return;
