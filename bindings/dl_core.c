@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "../runtime/buf.h"
+#include "../runtime/config.h"
 #include "../runtime/codec_json.h"
 #include "../runtime/internal.h"
 #include "../runtime/log.h"
@@ -283,6 +284,14 @@ static int l_core_now(lua_State *L)
     return 1;
 }
 
+/* core._env(name): a numeric setting of config.c's table, parsed and range
+ * checked there (start-up refused a bad value), so Lua never re-parses one. */
+static int l_core_env(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)dl_env_u64(luaL_checkstring(L, 1)));
+    return 1;
+}
+
 /* core.worker_id(): 0-based worker index (-1 outside a worker). */
 static int l_core_worker_id(lua_State *L)
 {
@@ -438,6 +447,7 @@ static const luaL_Reg core_funcs[] = {
     {"log", l_core_log},
     {"log_level", l_core_log_level},
     {"now", l_core_now},
+    {"_env", l_core_env},
     {"worker_id", l_core_worker_id},
     {"_wq_new", l_wq_new},
     {"_wq_wait", l_wq_wait},

@@ -16,6 +16,7 @@
 
 #include "breaker.h"
 #include "buf.h"
+#include "env_value.h"
 #include "conn.h"
 #include "json_str.h"
 #include "log.h"
@@ -25,13 +26,12 @@
 #include "store.h"
 #include "tls.h"
 
-typedef enum { ENV_COUNT, ENV_SIZE, ENV_MS, ENV_S, ENV_BOOL } env_kind_t;
 typedef enum { F_NONE, F_SIZE, F_U64, F_INT } field_t;
 typedef enum { ALWAYS, NO_REDIS, MONGO, HIDDEN } need_t;
 
 typedef struct {
     const char *name;
-    env_kind_t kind;
+    dl_env_kind_t kind;
     uint64_t def, min, max;
     size_t off; /* its dl_config_t field (when ft is not F_NONE) */
     field_t ft;
@@ -48,63 +48,63 @@ typedef struct {
 
 /* In the order `devloop config` shows them. */
 static const env_var_t vars[] = {
-    {"PORT", ENV_COUNT, 8080, 0, 65535, NOF, NULL, NULL, NULL, HIDDEN}, /* in "listen" */
-    {"DEVLOOP_WATCH", ENV_BOOL, 1, 0, 1, CF(watch, F_INT), "--no-watch", NULL, NULL, ALWAYS},
-    {"DEVLOOP_WATCH_DEBOUNCE_MS", ENV_MS, 100, 0, 60000, CF(watch_debounce_ms, F_U64), NULL,
+    {"PORT", DL_ENV_COUNT, 8080, 0, 65535, NOF, NULL, NULL, NULL, HIDDEN}, /* in "listen" */
+    {"DEVLOOP_WATCH", DL_ENV_BOOL, 1, 0, 1, CF(watch, F_INT), "--no-watch", NULL, NULL, ALWAYS},
+    {"DEVLOOP_WATCH_DEBOUNCE_MS", DL_ENV_MS, 100, 0, 60000, CF(watch_debounce_ms, F_U64), NULL,
      NULL, NULL, ALWAYS},
-    {"DEVLOOP_HTTP2", ENV_BOOL, 1, 0, 1, CF(http2, F_INT), "--no-http2", NULL, NULL, ALWAYS},
-    {"DEVLOOP_H2_MAX_STREAMS", ENV_COUNT, 100, 1, 100000, CF(h2_max_streams, F_INT), NULL, NULL,
+    {"DEVLOOP_HTTP2", DL_ENV_BOOL, 1, 0, 1, CF(http2, F_INT), "--no-http2", NULL, NULL, ALWAYS},
+    {"DEVLOOP_H2_MAX_STREAMS", DL_ENV_COUNT, 100, 1, 100000, CF(h2_max_streams, F_INT), NULL, NULL,
      NULL, ALWAYS},
-    {"DEVLOOP_TLS_TICKET_ROTATE_S", ENV_S, 3600, 1, 31536000, CF(tls_ticket_rotate_s, F_U64),
+    {"DEVLOOP_TLS_TICKET_ROTATE_S", DL_ENV_S, 3600, 1, 31536000, CF(tls_ticket_rotate_s, F_U64),
      NULL, NULL, NULL, ALWAYS},
-    {"DEVLOOP_MAX_URI", ENV_SIZE, 8192, 16, 16 << 20, CF(max_uri, F_SIZE), NULL, NULL, NULL,
+    {"DEVLOOP_MAX_URI", DL_ENV_SIZE, 8192, 16, 16 << 20, CF(max_uri, F_SIZE), NULL, NULL, NULL,
      ALWAYS},
-    {"DEVLOOP_MAX_HEADER_BYTES", ENV_SIZE, 32 * 1024, 256, 64 << 20, CF(max_header_bytes, F_SIZE),
+    {"DEVLOOP_MAX_HEADER_BYTES", DL_ENV_SIZE, 32 * 1024, 256, 64 << 20, CF(max_header_bytes, F_SIZE),
      NULL, NULL, NULL, ALWAYS},
-    {"DEVLOOP_MAX_HEADERS", ENV_COUNT, 100, 1, 100000, CF(max_headers, F_INT), NULL, NULL, NULL,
+    {"DEVLOOP_MAX_HEADERS", DL_ENV_COUNT, 100, 1, 100000, CF(max_headers, F_INT), NULL, NULL, NULL,
      ALWAYS},
-    {"DEVLOOP_MAX_BODY", ENV_SIZE, 1024 * 1024, 0, TIB, CF(max_body, F_SIZE), NULL, NULL, NULL,
+    {"DEVLOOP_MAX_BODY", DL_ENV_SIZE, 1024 * 1024, 0, TIB, CF(max_body, F_SIZE), NULL, NULL, NULL,
      ALWAYS},
-    {"DEVLOOP_MAX_BODY_ELEMENTS", ENV_COUNT, 100000, 0, 1ULL << 31,
+    {"DEVLOOP_MAX_BODY_ELEMENTS", DL_ENV_COUNT, 100000, 0, 1ULL << 31,
      CF(max_body_elements, F_SIZE), NULL, "no limit", NULL, ALWAYS},
-    {"DEVLOOP_HEADER_TIMEOUT_MS", ENV_MS, 10000, 1, DAY_MS, CF(header_timeout_ms, F_U64), NULL,
+    {"DEVLOOP_HEADER_TIMEOUT_MS", DL_ENV_MS, 10000, 1, DAY_MS, CF(header_timeout_ms, F_U64), NULL,
      NULL, NULL, ALWAYS},
-    {"DEVLOOP_BODY_TIMEOUT_MS", ENV_MS, 10000, 1, DAY_MS, CF(body_timeout_ms, F_U64), NULL, NULL,
+    {"DEVLOOP_BODY_TIMEOUT_MS", DL_ENV_MS, 10000, 1, DAY_MS, CF(body_timeout_ms, F_U64), NULL, NULL,
      NULL, ALWAYS},
-    {"DEVLOOP_BODY_MIN_BYTES", ENV_SIZE, 1024, 0, 1ULL << 30, CF(body_min_bytes, F_SIZE), NULL,
+    {"DEVLOOP_BODY_MIN_BYTES", DL_ENV_SIZE, 1024, 0, 1ULL << 30, CF(body_min_bytes, F_SIZE), NULL,
      NULL, NULL, ALWAYS},
-    {"DEVLOOP_KEEPALIVE_TIMEOUT_MS", ENV_MS, 15000, 1, DAY_MS, CF(keepalive_timeout_ms, F_U64),
+    {"DEVLOOP_KEEPALIVE_TIMEOUT_MS", DL_ENV_MS, 15000, 1, DAY_MS, CF(keepalive_timeout_ms, F_U64),
      NULL, NULL, NULL, ALWAYS},
-    {"DEVLOOP_SEND_TIMEOUT_MS", ENV_MS, 60000, 1, DAY_MS, CF(send_timeout_ms, F_U64), NULL, NULL,
+    {"DEVLOOP_SEND_TIMEOUT_MS", DL_ENV_MS, 60000, 1, DAY_MS, CF(send_timeout_ms, F_U64), NULL, NULL,
      NULL, ALWAYS},
-    {"DEVLOOP_SHUTDOWN_GRACE_MS", ENV_MS, 10000, 0, DAY_MS, CF(shutdown_grace_ms, F_U64), NULL,
+    {"DEVLOOP_SHUTDOWN_GRACE_MS", DL_ENV_MS, 10000, 0, DAY_MS, CF(shutdown_grace_ms, F_U64), NULL,
      NULL, NULL, ALWAYS},
-    {"DEVLOOP_START_TIMEOUT_MS", ENV_MS, 10000, 0, DAY_MS, CF(start_timeout_ms, F_U64), NULL,
+    {"DEVLOOP_START_TIMEOUT_MS", DL_ENV_MS, 10000, 0, DAY_MS, CF(start_timeout_ms, F_U64), NULL,
      "no limit", NULL, ALWAYS},
-    {"DEVLOOP_OUTPUT_HIGH_WATER", ENV_SIZE, 256 * 1024, 0, TIB, CF(output_high_water, F_SIZE),
+    {"DEVLOOP_OUTPUT_HIGH_WATER", DL_ENV_SIZE, 256 * 1024, 0, TIB, CF(output_high_water, F_SIZE),
      NULL, NULL, NULL, ALWAYS},
-    {"DEVLOOP_MAX_CONNECTIONS", ENV_COUNT, 10000, 0, 1000000, CF(max_connections, F_INT), NULL,
+    {"DEVLOOP_MAX_CONNECTIONS", DL_ENV_COUNT, 10000, 0, 1000000, CF(max_connections, F_INT), NULL,
      "no cap", NULL, ALWAYS},
-    {"GZIP_LEVEL", ENV_COUNT, 1, 1, 9, CF(gzip_level, F_INT), NULL, NULL, NULL, ALWAYS},
-    {"DEVLOOP_COMPRESS_MIN", ENV_SIZE, 1024, 0, TIB, CF(compress_min, F_SIZE), NULL, NULL, NULL,
+    {"GZIP_LEVEL", DL_ENV_COUNT, 1, 1, 9, CF(gzip_level, F_INT), NULL, NULL, NULL, ALWAYS},
+    {"DEVLOOP_COMPRESS_MIN", DL_ENV_SIZE, 1024, 0, TIB, CF(compress_min, F_SIZE), NULL, NULL, NULL,
      ALWAYS},
-    {"DEVLOOP_LOG_MAX_BYTES", ENV_SIZE, 10u << 20, 0, TIB, NOF, NULL, "never rotate", NULL,
+    {"DEVLOOP_LOG_MAX_BYTES", DL_ENV_SIZE, 10u << 20, 0, TIB, NOF, NULL, "never rotate", NULL,
      ALWAYS},
-    {"DEVLOOP_LOG_MAX_FILES", ENV_COUNT, 10, 1, 1000, NOF, NULL, NULL, NULL, ALWAYS},
-    {"DEVLOOP_LOG_RING_BYTES", ENV_SIZE, 1u << 20, 1024, 1ULL << 30, NOF, NULL, NULL, NULL,
+    {"DEVLOOP_LOG_MAX_FILES", DL_ENV_COUNT, 10, 1, 1000, NOF, NULL, NULL, NULL, ALWAYS},
+    {"DEVLOOP_LOG_RING_BYTES", DL_ENV_SIZE, 1u << 20, 1024, 1ULL << 30, NOF, NULL, NULL, NULL,
      ALWAYS},
-    {"DEVLOOP_ACCESS_LOG", ENV_BOOL, 0, 0, 1, NOF, NULL, NULL, NULL, ALWAYS},
-    {"DEVLOOP_METRICS", ENV_BOOL, 1, 0, 1, NOF, NULL, NULL, NULL, ALWAYS},
-    {"DEVLOOP_CACHE_MAX_BYTES", ENV_SIZE, 64u << 20, 0, TIB, NOF, NULL, NULL, NULL, NO_REDIS},
-    {"MONGO_POOL_SIZE", ENV_COUNT, DL_MONGO_DEFAULT_POOL_SIZE, 1, 100000, NOF, NULL, NULL, NULL,
+    {"DEVLOOP_ACCESS_LOG", DL_ENV_BOOL, 0, 0, 1, NOF, NULL, NULL, NULL, ALWAYS},
+    {"DEVLOOP_METRICS", DL_ENV_BOOL, 1, 0, 1, NOF, NULL, NULL, NULL, ALWAYS},
+    {"DEVLOOP_CACHE_MAX_BYTES", DL_ENV_SIZE, 64u << 20, 0, TIB, NOF, NULL, NULL, NULL, NO_REDIS},
+    {"MONGO_POOL_SIZE", DL_ENV_COUNT, DL_MONGO_DEFAULT_POOL_SIZE, 1, 100000, NOF, NULL, NULL, NULL,
      MONGO},
     /* the store's breaker guards SQLite too (store_guard.c) */
-    {"MONGO_BREAKER_THRESHOLD", ENV_COUNT, DL_BREAKER_DEFAULT_THRESHOLD, 0, 1000000, NOF, NULL,
+    {"MONGO_BREAKER_THRESHOLD", DL_ENV_COUNT, DL_BREAKER_DEFAULT_THRESHOLD, 0, 1000000, NOF, NULL,
      "off", NULL, ALWAYS},
-    {"MONGO_BREAKER_COOLDOWN_MS", ENV_MS, DL_BREAKER_DEFAULT_COOLDOWN_MS, 1, DAY_MS, NOF, NULL,
+    {"MONGO_BREAKER_COOLDOWN_MS", DL_ENV_MS, DL_BREAKER_DEFAULT_COOLDOWN_MS, 1, DAY_MS, NOF, NULL,
      NULL, NULL, ALWAYS},
-    /* read by jobs.lua with tonumber(): a bare number of milliseconds only */
-    {"DEVLOOP_JOB_LEASE_MS", ENV_COUNT, 30000, 1, DAY_MS, NOF, NULL, NULL, "ms", ALWAYS},
+    /* read by jobs.lua through core._env() */
+    {"DEVLOOP_JOB_LEASE_MS", DL_ENV_MS, 30000, 1, DAY_MS, NOF, NULL, NULL, NULL, ALWAYS},
 };
 
 static const env_var_t *var_of(const char *name)
@@ -115,78 +115,11 @@ static const env_var_t *var_of(const char *name)
     return NULL;
 }
 
-/* The multiplier of a unit suffix for kind, or 0 when it is not one. */
-static uint64_t unit_of(env_kind_t kind, const char *u)
-{
-    static const struct { const char *name; uint64_t mult; } sizes[] = {
-        {"", 1}, {"b", 1}, {"k", 1024}, {"kb", 1024}, {"kib", 1024}, {"m", 1024 * 1024},
-        {"mb", 1024 * 1024}, {"mib", 1024 * 1024}, {"g", 1024 * 1024 * 1024},
-        {"gb", 1024 * 1024 * 1024}, {"gib", 1024 * 1024 * 1024},
-    };
-    if (kind == ENV_COUNT)
-        return u[0] == '\0';
-    if (kind == ENV_SIZE) {
-        for (size_t i = 0; i < DL_ARRAY_SIZE(sizes); i++)
-            if (strcasecmp(u, sizes[i].name) == 0)
-                return sizes[i].mult;
-        return 0;
-    }
-    /* durations, in the variable's unit: ms or s */
-    uint64_t ms = strcasecmp(u, "ms") == 0   ? 1
-                  : strcasecmp(u, "s") == 0  ? 1000
-                  : strcasecmp(u, "m") == 0  ? 60000
-                  : strcasecmp(u, "h") == 0  ? 3600000
-                  : u[0] == '\0'             ? (kind == ENV_MS ? 1 : 1000)
-                                             : 0;
-    if (kind == ENV_S)
-        return ms != 0 && ms % 1000 == 0 ? ms / 1000 : 0;
-    return ms;
-}
-
 /* v's value in *out (its default when unset or empty). DL_EINVAL with the
  * message in err (when err is not NULL) for one that does not parse. */
 static int env_parse(const env_var_t *v, uint64_t *out, char *err, size_t errlen)
 {
-    static const char *const what[] = {"a whole number", "a size (bytes, or 512k, 2MB, 1GiB)",
-                                       "a duration (ms, or 500ms, 10s, 2m)",
-                                       "a duration (seconds, or 10s, 2m, 1h)"};
-    const char *s = getenv(v->name);
-    *out = v->def;
-    if (s == NULL || *s == '\0')
-        return 0;
-    if (v->kind == ENV_BOOL) {
-        /* a typo must not silently leave a feature on or off */
-        static const char *const yes[] = {"1", "true", "on", "yes"},
-                                 *const no[] = {"0", "false", "off", "no"};
-        for (int i = 0; i < 4; i++)
-            if (strcasecmp(s, yes[i]) == 0 || strcasecmp(s, no[i]) == 0) {
-                *out = strcasecmp(s, yes[i]) == 0;
-                return 0;
-            }
-        if (err != NULL)
-            snprintf(err, errlen, "%s=%s: expected 1/0, true/false, on/off or yes/no", v->name,
-                     s);
-        return DL_EINVAL;
-    }
-    const char *p = s;
-    uint64_t n = 0;
-    int ok = *p >= '0' && *p <= '9';
-    while (ok && *p >= '0' && *p <= '9') {
-        if (n > (UINT64_MAX - 9) / 10)
-            ok = 0;
-        else
-            n = n * 10 + (uint64_t)(*p++ - '0');
-    }
-    uint64_t mult = ok ? unit_of(v->kind, p) : 0;
-    if (mult == 0 || (n != 0 && mult > UINT64_MAX / n) || n * mult < v->min ||
-        n * mult > v->max) {
-        if (err != NULL)
-            snprintf(err, errlen, "%s=%s: expected %s from %llu to %llu", v->name, s,
-                     what[v->kind], (unsigned long long)v->min, (unsigned long long)v->max);
-        return DL_EINVAL;
-    }
-    *out = n * mult;
-    return 0;
+    return dl_env_value(v->name, v->kind, v->def, v->min, v->max, out, err, errlen);
 }
 
 uint64_t dl_env_u64(const char *name)
@@ -410,13 +343,13 @@ static void put_scaled(char *buf, size_t len, uint64_t n, uint64_t mult, const c
 
 /* "1048576 bytes (1 MiB)", "10000 ms (10 s)": the exact number and, past the
  * unit, a rounder one. */
-static void human(char *buf, size_t len, env_kind_t kind, uint64_t n, const char *unit)
+static void human(char *buf, size_t len, dl_env_kind_t kind, uint64_t n, const char *unit)
 {
     static const struct { uint64_t mult; const char *name; } sizes[] = {
         {1ULL << 40, "TiB"}, {1ULL << 30, "GiB"}, {1ULL << 20, "MiB"}, {1ULL << 10, "KiB"}};
     static const struct { uint64_t mult; const char *name; } times[] = {
         {3600000, "h"}, {60000, "min"}, {1000, "s"}};
-    if (kind == ENV_SIZE) {
+    if (kind == DL_ENV_SIZE) {
         int w = snprintf(buf, len, "%llu bytes", (unsigned long long)n);
         for (size_t i = 0; i < DL_ARRAY_SIZE(sizes); i++)
             if (n >= sizes[i].mult) {
@@ -425,17 +358,17 @@ static void human(char *buf, size_t len, env_kind_t kind, uint64_t n, const char
             }
         return;
     }
-    if (kind == ENV_MS || kind == ENV_S) {
-        uint64_t ms = kind == ENV_S ? n * 1000 : n;
-        int w = snprintf(buf, len, "%llu %s", (unsigned long long)n, kind == ENV_S ? "s" : "ms");
+    if (kind == DL_ENV_MS || kind == DL_ENV_S) {
+        uint64_t ms = kind == DL_ENV_S ? n * 1000 : n;
+        int w = snprintf(buf, len, "%llu %s", (unsigned long long)n, kind == DL_ENV_S ? "s" : "ms");
         for (size_t i = 0; i < DL_ARRAY_SIZE(times); i++)
-            if (ms >= times[i].mult && !(kind == ENV_S && times[i].mult == 1000)) {
+            if (ms >= times[i].mult && !(kind == DL_ENV_S && times[i].mult == 1000)) {
                 put_scaled(buf + w, len - (size_t)w, ms, times[i].mult, times[i].name);
                 break;
             }
         return;
     }
-    if (kind == ENV_BOOL)
+    if (kind == DL_ENV_BOOL)
         snprintf(buf, len, "%s", n ? "on" : "off");
     else
         snprintf(buf, len, "%llu%s%s", (unsigned long long)n, unit ? " " : "", unit ? unit : "");
@@ -612,18 +545,18 @@ static void print_vars(out_t *o, const dl_config_t *cfg, int has_redis, int has_
         key_of(v->name, key, sizeof(key));
         human(text, sizeof(text), v->kind, n, v->unit);
         size_t w = strlen(text);
-        if (n == 0 && v->zero != NULL && v->kind != ENV_BOOL)
+        if (n == 0 && v->zero != NULL && v->kind != DL_ENV_BOOL)
             w += (size_t)snprintf(text + w, sizeof(text) - w, " (%s)", v->zero);
         if ((v->need == NO_REDIS && has_redis) || (v->need == MONGO && !has_mongo))
             snprintf(text + w, sizeof(text) - w, " (unused: %s)",
                      v->need == MONGO ? "no MONGO_URI" : "Redis cache");
         snprintf(with, sizeof(with), "%s%s%s", v->flag ? v->flag : "", v->flag ? ", " : "",
                  v->name);
-        const char *unit = v->kind == ENV_SIZE ? "bytes"
-                           : v->kind == ENV_MS ? "ms"
-                           : v->kind == ENV_S  ? "s"
+        const char *unit = v->kind == DL_ENV_SIZE ? "bytes"
+                           : v->kind == DL_ENV_MS ? "ms"
+                           : v->kind == DL_ENV_S  ? "s"
                                                : v->unit;
-        emit(o, key, text, v->kind == ENV_BOOL ? NULL : &n, unit,
+        emit(o, key, text, v->kind == DL_ENV_BOOL ? NULL : &n, unit,
              source_of(o, v->flag, changed, v->name, src, sizeof(src)), with);
     }
 }
@@ -649,7 +582,7 @@ static void print_backends(out_t *o, const dl_config_t *cfg)
         char err[256];
         (void)dl_sqlite_busy_timeout_env(&ms, err, sizeof(err));
         uint64_t n = (uint64_t)ms;
-        human(text, sizeof(text), ENV_MS, n, NULL);
+        human(text, sizeof(text), DL_ENV_MS, n, NULL);
         emit(o, "db_busy_timeout_ms", text, &n, "ms",
              source_of(o, NULL, 0, "DEVLOOP_DB_BUSY_TIMEOUT_MS", src, sizeof(src)),
              "DEVLOOP_DB_BUSY_TIMEOUT_MS");
@@ -679,24 +612,24 @@ static void print_backends(out_t *o, const dl_config_t *cfg)
     }
     emit(o, "redis", text, NULL, NULL, src,
          "REDIS_URL, or REDIS_HOST/PORT/USERNAME/PASSWORD/DB");
-    const struct { const char *env; env_kind_t kind; uint64_t n; } rv[] = {
-        {"REDIS_POOL_SIZE", ENV_COUNT, (uint64_t)rc.pool_size},
-        {"REDIS_COMMAND_TIMEOUT_MS", ENV_MS, rc.cmd_timeout_ms},
-        {"REDIS_CONNECT_TIMEOUT_MS", ENV_MS, rc.connect_timeout_ms},
-        {"REDIS_BREAKER_THRESHOLD", ENV_COUNT, (uint64_t)rc.breaker_threshold},
-        {"REDIS_BREAKER_COOLDOWN_MS", ENV_MS, rc.breaker_cooldown_ms},
-        {"REDIS_RECONNECT_MAX_MS", ENV_MS, rc.reconnect_max_ms},
+    const struct { const char *env; dl_env_kind_t kind; uint64_t n; } rv[] = {
+        {"REDIS_POOL_SIZE", DL_ENV_COUNT, (uint64_t)rc.pool_size},
+        {"REDIS_COMMAND_TIMEOUT_MS", DL_ENV_MS, rc.cmd_timeout_ms},
+        {"REDIS_CONNECT_TIMEOUT_MS", DL_ENV_MS, rc.connect_timeout_ms},
+        {"REDIS_BREAKER_THRESHOLD", DL_ENV_COUNT, (uint64_t)rc.breaker_threshold},
+        {"REDIS_BREAKER_COOLDOWN_MS", DL_ENV_MS, rc.breaker_cooldown_ms},
+        {"REDIS_RECONNECT_MAX_MS", DL_ENV_MS, rc.reconnect_max_ms},
     };
     for (size_t i = 0; i < DL_ARRAY_SIZE(rv); i++) {
         char key[64];
         key_of(rv[i].env, key, sizeof(key));
         human(text, sizeof(text), rv[i].kind, rv[i].n, NULL);
         size_t w = strlen(text);
-        if (rv[i].n == 0 && rv[i].kind == ENV_COUNT)
+        if (rv[i].n == 0 && rv[i].kind == DL_ENV_COUNT)
             w += (size_t)snprintf(text + w, sizeof(text) - w, " (off)");
         if (!has_redis)
             snprintf(text + w, sizeof(text) - w, " (unused: no Redis)");
-        emit(o, key, text, &rv[i].n, rv[i].kind == ENV_MS ? "ms" : NULL,
+        emit(o, key, text, &rv[i].n, rv[i].kind == DL_ENV_MS ? "ms" : NULL,
              source_of(o, NULL, 0, rv[i].env, src, sizeof(src)), rv[i].env);
     }
 

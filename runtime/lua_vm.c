@@ -905,11 +905,12 @@ static void guard_hook(lua_State *L, lua_Debug *ar)
     }
     if (vm->guard.whole)
         snprintf(vm->guard.msg, sizeof(vm->guard.msg),
-                 "%s: on_start hook did not finish within %s%s", vm->guard.label, lim, where);
+                 "%.200s: on_start hook did not finish within %s%.200s", vm->guard.label, lim,
+                 where);
     else
         snprintf(vm->guard.msg, sizeof(vm->guard.msg),
-                 "%s: on_start hook ran %s without yielding and was stopped: this worker "
-                 "served nothing meanwhile (DEVLOOP_START_TIMEOUT_MS)%s",
+                 "%.200s: on_start hook ran %s without yielding and was stopped: this worker "
+                 "served nothing meanwhile (DEVLOOP_START_TIMEOUT_MS)%.200s",
                  vm->guard.label, lim, where);
     if (t->co == L && lua_isyieldable(L)) {
         vm->guard.tripped = 1;

@@ -53,6 +53,7 @@
 
 #include "backend_stats.h"
 #include "breaker.h"
+#include "env_value.h"
 #include "internal.h"
 
 #define BACKOFF_STEP_MS 50
@@ -341,15 +342,20 @@ static const char *env_get(const char *name)
     return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
+/* A number through the runtime's one parser: *_MS variables take durations
+ * (500ms, 10s), the others whole numbers. 1 when set, 0 when not, <0 bad. */
 static int env_num(const char *name, long long min, long long max, long long *out, char *err,
                    size_t errlen)
 {
-    const char *v = env_get(name);
-    if (v == NULL)
+    if (env_get(name) == NULL)
         return 0;
-    if (parse_num(v, strlen(v), min, max, out) < 0)
-        return fail_msg(err, errlen, "%s: expected a number in %lld..%lld, got \"%s\"", name, min,
-                        max, v);
+    size_t n = strlen(name);
+    dl_env_kind_t kind = n > 3 && strcmp(name + n - 3, "_MS") == 0 ? DL_ENV_MS : DL_ENV_COUNT;
+    uint64_t v;
+    char msg[200];
+    if (dl_env_value(name, kind, 0, (uint64_t)min, (uint64_t)max, &v, msg, sizeof(msg)) != 0)
+        return fail_msg(err, errlen, "%s", msg);
+    *out = (long long)v;
     return 1;
 }
 

@@ -43,6 +43,7 @@
 
 #include <sqlite3.h>
 
+#include "env_value.h"
 #include "internal.h"
 #include "json_str.h"
 
@@ -2546,21 +2547,11 @@ sqlite3 *dl_sqlite_store_writer(dl_store_t *st_)
 
 int dl_sqlite_busy_timeout_env(int *out, char *err, size_t errlen)
 {
-    const char *v = getenv("DEVLOOP_DB_BUSY_TIMEOUT_MS");
-    *out = BUSY_MS_DEFAULT;
-    if (v == NULL || *v == '\0')
-        return 0;
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (!is_digit(v[0]) || *end != '\0' || errno != 0 || n > BUSY_MS_MAX) {
-        snprintf(err, errlen,
-                 "DEVLOOP_DB_BUSY_TIMEOUT_MS=%.40s: expected milliseconds, an integer from 0 "
-                 "to %d", v, BUSY_MS_MAX);
-        return DL_EINVAL;
-    }
-    *out = (int)n;
-    return 0;
+    uint64_t ms;
+    int rc = dl_env_value("DEVLOOP_DB_BUSY_TIMEOUT_MS", DL_ENV_MS, BUSY_MS_DEFAULT, 0, BUSY_MS_MAX,
+                          &ms, err, errlen);
+    *out = (int)ms;
+    return rc;
 }
 
 /* mkdir -p of the folder holding path. */

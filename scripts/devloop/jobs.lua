@@ -27,7 +27,7 @@ end
 
 local PRIORITIES = { high = 0, normal = 1, low = 2 }
 local PRIORITY_NAMES = { [0] = "high", [1] = "normal", [2] = "low" }
-local LEASE_MS = tonumber(os.getenv("DEVLOOP_JOB_LEASE_MS") or "") or 30000
+local LEASE_MS = core._env("DEVLOOP_JOB_LEASE_MS") -- checked at start (config.c)
 
 _M.concurrency = { high = 10, normal = 5, low = 2 } -- per process, split across workers
 _M.poll_ms = 50

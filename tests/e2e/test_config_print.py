@@ -108,6 +108,36 @@ def test_env_overrides_with_units(_):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_every_duration_takes_units(_):
+    """The variables read outside config.c's table (the Redis pool, the
+    SQLite store, jobs.lua) take `2s` and `250ms` too, and refuse a bad one
+    in the same words (they accepted only bare numbers, in three styles)."""
+    base, app = new_app()
+    try:
+        env = clean_env(REDIS_HOST="127.0.0.1", REDIS_COMMAND_TIMEOUT_MS="2s",
+                        REDIS_CONNECT_TIMEOUT_MS="250ms", REDIS_RECONNECT_MAX_MS="1s",
+                        REDIS_BREAKER_COOLDOWN_MS="2m", DEVLOOP_DB_BUSY_TIMEOUT_MS="1s",
+                        DEVLOOP_JOB_LEASE_MS="1m")
+        p = run(["config", app], env)
+        assert p.returncode == 0, p.stderr
+        s = settings(p.stdout)
+        for name, want in (("redis_command_timeout_ms", "2000 ms"),
+                           ("redis_connect_timeout_ms", "250 ms"),
+                           ("redis_reconnect_max_ms", "1000 ms"),
+                           ("redis_breaker_cooldown_ms", "120000 ms"),
+                           ("db_busy_timeout_ms", "1000 ms"), ("job_lease_ms", "60000 ms")):
+            assert want in s[name], (name, s[name])
+        for name, value in (("REDIS_COMMAND_TIMEOUT_MS", "5q"), ("REDIS_PORT", "x"),
+                            ("DEVLOOP_DB_BUSY_TIMEOUT_MS", "11m"),
+                            ("DEVLOOP_JOB_LEASE_MS", "-1")):
+            p = run(["config", app], clean_env(REDIS_HOST="127.0.0.1", **{name: value}))
+            assert p.returncode == 1, (name, p.stdout)
+            assert p.stderr.startswith("devloop: %s=%s: expected " % (name, value)), p.stderr
+            assert " from " in p.stderr, p.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_flags_win_and_are_named(_):
     base, app = new_app()
     try:

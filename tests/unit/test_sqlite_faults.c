@@ -199,7 +199,8 @@ DL_TEST(sqlite_fault_locked_probe)
 
 DL_TEST(sqlite_fault_busy_timeout_env)
 {
-    static const char *const bad[] = {"abc", "-1", "600001", "12ms", " 5", "1e3", "99999999999"};
+    static const char *const bad[] = {"abc", "-1",  "600001", "11m",
+                                      "12xs", " 5", "1e3",    "99999999999"};
     char dir[64] = "/tmp/dl_faults_XXXXXX", path[128], err[256];
     DL_ASSERT(mkdtemp(dir) != NULL);
     snprintf(path, sizeof(path), "%s/db.sqlite", dir);
@@ -214,6 +215,12 @@ DL_TEST(sqlite_fault_busy_timeout_env)
         EXPECT_HAS(err, bad[k]);
     }
     EXPECT(access(path, F_OK) != 0); /* refused before anything was created */
+    /* durations take units, as every *_MS variable does (env_value.c) */
+    int ms = 0;
+    setenv("DEVLOOP_DB_BUSY_TIMEOUT_MS", "2s", 1);
+    EXPECT(dl_sqlite_busy_timeout_env(&ms, err, sizeof(err)) == 0 && ms == 2000);
+    setenv("DEVLOOP_DB_BUSY_TIMEOUT_MS", "250ms", 1);
+    EXPECT(dl_sqlite_busy_timeout_env(&ms, err, sizeof(err)) == 0 && ms == 250);
     setenv("DEVLOOP_DB_BUSY_TIMEOUT_MS", "0", 1);
     dl_store_t *s = dl_store_open_sqlite(path, 1, err, sizeof(err));
     EXPECT(s != NULL);
