@@ -15,6 +15,7 @@
 --   }, { max_operations = 100, concurrency = 10 }))
 local codec = require "devloop.codec"
 local core = require "devloop.core"
+local cache_core = require "devloop.cache_core"
 local auth = require "devloop.auth"
 local options = require "devloop.options"
 
@@ -79,6 +80,16 @@ local function classify(e)
   end
   local text = type(e) == "string" and e or ("(a " .. type(e) .. " raised)")
   return { internal = true, log = debug.traceback(text, 2) }
+end
+
+-- nil, or why the answer's encoder cannot hold entry r (a cycle, a
+-- function, NaN in JSON); r is checked at its depth in the answer
+local function unencodable(r, encode)
+  local v = r.result
+  if r.details == nil and type(v) ~= "table" and type(v) ~= "number" then return nil end
+  local ok, bytes, err = pcall(encode, { results = { r } })
+  if ok and bytes then return nil end
+  return tostring(ok and err or bytes)
 end
 
 local OPTION_KEYS = { "concurrency", "max_operations" }
@@ -175,12 +186,24 @@ function _M.new(api, ops, opts)
       return bad_request(req, "at most " .. max_ops .. " operations in one batch (got " .. n .. ")")
     end
     local ctx = { user = auth.user(req), request_id = req.id, req = req, log = api.log }
+    -- the encoder the answer goes out with (the runtime picks it by Accept)
+    local encode = cache_core.wants_msgpack(req.headers.accept) and codec.msgpack_encode
+      or codec.json_encode
     local results, next_i = {}, 0
     local function lane()
       while next_i < n do
         next_i = next_i + 1
         local i = next_i
-        results[i] = run_one(list[i], ctx)
+        local r = run_one(list[i], ctx)
+        -- one operation's answer that cannot be encoded is its own internal
+        -- error, not the batch's: the others' effects have happened
+        local why = unencodable(r, encode)
+        if why then
+          core.log(3, "batch operation failed", { id = r.id, type = list[i].type,
+                                                   error = "cannot encode the result: " .. why })
+          r = { id = r.id, error = GENERIC .. " (request " .. tostring(ctx.request_id) .. ")" }
+        end
+        results[i] = r
       end
     end
     local k = math.min(concurrency, n)

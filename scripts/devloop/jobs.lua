@@ -15,6 +15,7 @@ local options = require "devloop.options"
 local null = codec.null
 local floor, tostring, type, pcall, setmetatable, pairs = math.floor, tostring, type, pcall,
   setmetatable, pairs
+local huge = math.huge
 
 local _M = { _VERSION = "0.1" }
 
@@ -29,7 +30,9 @@ local PRIORITIES = { high = 0, normal = 1, low = 2 }
 local PRIORITY_NAMES = { [0] = "high", [1] = "normal", [2] = "low" }
 local LEASE_MS = core._env("DEVLOOP_JOB_LEASE_MS") -- checked at start (config.c)
 
-_M.concurrency = { high = 10, normal = 5, low = 2 } -- per process, split across workers
+-- per process, split across workers; a priority the app leaves out keeps its default
+local CONCURRENCY = { high = 10, normal = 5, low = 2 }
+_M.concurrency = { high = 10, normal = 5, low = 2 }
 _M.poll_ms = 50
 _M.keep_completed_ms = 3600000 -- a completed job's result stays readable this long
 
@@ -124,7 +127,16 @@ function store.cycle(owner_, fin, wants, now, lease)
     else
       set = { state = "delayed", run_at = f.run_at, queue_at = f.run_at, error = f.error, owner = null }
     end
-    jobs:update_one({ _id = f.id, owner = owner_ }, { ["$set"] = set })
+    local ok, err, code = jobs:update_one({ _id = f.id, owner = owner_ }, { ["$set"] = set })
+    if not ok and code == "EINVAL" then
+      -- refused as such, not the store away: sending it again would not
+      -- help, and a job left active would stay so (its lease is renewed)
+      core.log(3, "jobs: cannot record a finished attempt", { id = f.id, state = f.state, error = err })
+      jobs:update_one({ _id = f.id, owner = owner_ }, { ["$set"] = { state = "failed", finished_at = now,
+        owner = null, error = "cannot record the attempt: " .. tostring(err) } })
+    elseif not ok then
+      return nil, err, code
+    end
   end
   local out = {}
   for rank = 0, 2 do
@@ -352,6 +364,7 @@ end
 
 -- the immutable part of a job, as stored in its spec field
 local function spec_of(doc)
+  -- nil, why for data that JSON cannot hold (a cycle, a function, NaN)
   return json_encode({ type = doc.type, data = doc.data, priority = doc.priority,
     attempts = doc.attempts, backoff = doc.backoff, remove_on_complete = doc.remove_on_complete,
     created_at = doc.created_at })
@@ -359,7 +372,9 @@ end
 
 -- every add checks that its id is new, so a re-sent add cannot queue it twice
 function redis.add(doc)
-  local r, err, code = eval("add", P, 1, doc._id, doc.prank, doc.run_at, spec_of(doc), 1)
+  local spec, why = spec_of(doc)
+  if not spec then return nil, "jobs.add: the data cannot be encoded: " .. tostring(why), "EINVAL" end
+  local r, err, code = eval("add", P, 1, doc._id, doc.prank, doc.run_at, spec, 1)
   if r == nil then return nil, "jobs: " .. tostring(err), code or "EREDIS" end
   return doc._id
 end
@@ -371,8 +386,12 @@ function redis.add_many(docs)
     local args, n = { P, last - first + 1 }, 2
     for i = first, last do
       local doc = docs[i]
+      local spec, why = spec_of(doc)
+      if not spec then
+        return nil, "jobs.add_many: data " .. i .. " cannot be encoded: " .. tostring(why), "EINVAL"
+      end
       args[n + 1], args[n + 2], args[n + 3], args[n + 4], args[n + 5] =
-        doc._id, doc.prank, doc.run_at, spec_of(doc), 1
+        doc._id, doc.prank, doc.run_at, spec, 1
       n = n + 5
     end
     local r, err, code = eval("add", unpack(args, 1, n))
@@ -430,7 +449,7 @@ function redis.cycle(owner_, fin, wants, now, lease)
   local n = #args
   for _, f in ipairs(fin) do
     local value
-    if f.state == "completed" then value = json_encode(f.result) else value = f.error end
+    if f.state == "completed" then value = f.json else value = f.error end
     args[n + 1], args[n + 2], args[n + 3], args[n + 4], args[n + 5] =
       f.id, f.state, value, f.run_at or 0, f.keep or 0
     n = n + 5
@@ -485,7 +504,7 @@ end
 -- api.jobs.add(type, data, {priority, attempts, backoff, delay, remove_on_complete, job_id})
 local make_doc
 function _M.add(type_, data, opts)
-  local doc, err, code = make_doc(type_, data, opts)
+  local doc, err, code = make_doc(type_, data, opts, "jobs.add")
   if not doc then return nil, err, code end
   local id
   id, err, code = backend().add(doc)
@@ -497,11 +516,15 @@ end
 -- api.jobs.add_many(type, {data, ...}, opts) -> {id, ...}: one round trip on
 -- Redis (a pipeline), one transaction on the store
 function _M.add_many(type_, list, opts)
+  if type(list) ~= "table" then
+    return nil, "jobs.add_many: the data must be a list (a table), not " .. options.show(list), "EINVAL"
+  end
+  if type(opts) == "table" and opts.job_id ~= nil then
+    return nil, "jobs.add_many takes no job_id (each job gets its own id)", "EINVAL"
+  end
   local docs = {}
   for i, data in ipairs(list) do
-    local o = opts
-    if opts and opts.job_id then return nil, "add_many takes no job_id", "EINVAL" end
-    local doc, err, code = make_doc(type_, data, o)
+    local doc, err, code = make_doc(type_, data, opts, "jobs.add_many")
     if not doc then return nil, err, code end
     docs[i] = doc
   end
@@ -512,31 +535,56 @@ end
 
 local ADD_KEYS = { "attempts", "backoff", "delay", "job_id", "priority", "remove_on_complete" }
 local BACKOFF_KEYS = { "delay", "type" }
-make_doc = function(type_, data, opts)
-  if type(type_) ~= "string" or type_ == "" then return nil, "job type must be a string", "EINVAL" end
-  if opts ~= nil and type(opts) ~= "table" then return nil, "job options must be a table", "EINVAL" end
+local function finite(v) return type(v) == "number" and v == v and v ~= huge and v ~= -huge end
+-- nil, "<fn>: <option> must be <what>, not <value>", "EINVAL"
+local function refuse(fn, name, what, v)
+  return nil, fn .. ": " .. name .. " must be " .. what .. ", not " .. options.show(v), "EINVAL"
+end
+local BACKOFF_IS = 'milliseconds >= 0 or { type = "exponential" | "fixed", delay = ms >= 0 }'
+make_doc = function(type_, data, opts, fn)
+  if type(type_) ~= "string" or type_ == "" then
+    return nil, fn .. ": the job type must be a non-empty string, not " .. options.show(type_), "EINVAL"
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    return nil, fn .. ": options must be a table, not " .. options.show(opts), "EINVAL"
+  end
   local bad = options.unknown(opts, ADD_KEYS, "job option")
     or (type(opts and opts.backoff) == "table" and options.unknown(opts.backoff, BACKOFF_KEYS, "backoff option"))
   if bad then return nil, bad, "EINVAL" end
   opts = opts or {}
-  local prank = PRIORITIES[opts.priority or "normal"]
-  if not prank then return nil, "priority must be high, normal or low", "EINVAL" end
-  local attempts = opts.attempts or 3
-  if type(attempts) ~= "number" or attempts < 1 then return nil, "attempts must be >= 1", "EINVAL" end
-  local backoff = opts.backoff or { type = "exponential", delay = 5000 }
+  -- every value checked here: a bad one stored would fail the job later,
+  -- far from the line that queued it (a string delay in the backoff sum)
+  local prank = PRIORITIES[opts.priority == nil and "normal" or opts.priority]
+  if not prank then return refuse(fn, "priority", '"high", "normal" or "low"', opts.priority) end
+  local attempts = opts.attempts == nil and 3 or opts.attempts
+  if not finite(attempts) or attempts < 1 or attempts ~= floor(attempts) then
+    return refuse(fn, "attempts", "a whole number >= 1", opts.attempts)
+  end
+  local delay = opts.delay == nil and 0 or opts.delay
+  if not finite(delay) or delay < 0 then return refuse(fn, "delay", "milliseconds >= 0", opts.delay) end
+  local backoff = opts.backoff == nil and { type = "exponential", delay = 5000 } or opts.backoff
   if type(backoff) == "number" then backoff = { type = "fixed", delay = backoff } end
+  if type(backoff) ~= "table" then return refuse(fn, "backoff", BACKOFF_IS, backoff) end
   if backoff.type ~= "exponential" and backoff.type ~= "fixed" then
-    return nil, "backoff type must be exponential or fixed", "EINVAL"
+    return refuse(fn, "backoff type", '"exponential" or "fixed"', backoff.type)
+  end
+  local bdelay = backoff.delay == nil and 5000 or backoff.delay
+  if not finite(bdelay) or bdelay < 0 then return refuse(fn, "backoff delay", "milliseconds >= 0", backoff.delay) end
+  local job_id = opts.job_id
+  if job_id ~= nil and (type(job_id) ~= "string" or job_id == "") and not finite(job_id) then
+    return refuse(fn, "job_id", "a non-empty string", job_id)
+  end
+  if opts.remove_on_complete ~= nil and type(opts.remove_on_complete) ~= "boolean" then
+    return refuse(fn, "remove_on_complete", "true or false", opts.remove_on_complete)
   end
   local now = now_ms()
-  local delay = opts.delay or 0
   return {
-    _id = opts.job_id and tostring(opts.job_id) or new_id(), own_id = opts.job_id ~= nil,
+    _id = job_id ~= nil and tostring(job_id) or new_id(), own_id = job_id ~= nil,
     type = type_, data = data == nil and null or data,
     priority = PRIORITY_NAMES[prank], prank = prank,
     state = delay > 0 and "delayed" or "waiting",
     run_at = now + delay, attempts = attempts, attempts_made = 0,
-    backoff = { type = backoff.type, delay = backoff.delay or 5000 },
+    backoff = { type = backoff.type, delay = bdelay },
     remove_on_complete = opts.remove_on_complete ~= false,
     created_at = now, progress = 0,
   }
@@ -605,6 +653,9 @@ function _M.resume() _M.paused = false kicks = kicks + 1 core._wake() end
 local Job = {}
 Job.__index = Job
 function Job:progress(n)
+  if not finite(n) or n < 0 or n > 100 then
+    options.fail("job:progress: percent must be a number from 0 to 100, not " .. options.show(n))
+  end
   backend().progress(self.id, owner, n)
 end
 
@@ -619,13 +670,72 @@ end
 local function backoff_ms(j)
   local b = j.backoff or {}
   local d = b.delay or 5000
-  if b.type == "fixed" then return d end
-  return d * 2 ^ ((j.attempts_made or 1) - 1)
+  if b.type ~= "fixed" then d = d * 2 ^ ((j.attempts_made or 1) - 1) end
+  -- a stored job from before add checked its values
+  if not finite(d) or d < 0 then
+    error("the backoff delay is not milliseconds >= 0: " .. options.show(d), 0)
+  end
+  return d
 end
 
 local function finish(f)
   finishing[#finishing + 1] = f
   if #finishing == 1 then core._wake() end
+end
+
+-- why v cannot be stored as JSON (a cycle, a function, NaN), or nil and the JSON
+local function encoded(v)
+  local ok, s, err = pcall(json_encode, v)
+  if not ok then return nil, tostring(s) end
+  if s == nil then return nil, tostring(err) end
+  return s
+end
+
+-- the error of a failed attempt: api.fail(status, message) or error({ status
+-- =, message = }): the message is the job's error; a 4xx says the job
+-- itself is wrong (bad data, a refused id), which no retry mends, so it fails
+-- at once; a 5xx is retried like any other error. Any other value reads as
+-- text (its details are not kept).
+local function failure(err)
+  local msg, status
+  if type(err) == "table" and type(rawget(err, "status")) == "number" then
+    status = rawget(err, "status")
+    msg = rawget(err, "message")
+    if type(msg) ~= "string" then msg = rawget(err, "error") end
+    if type(msg) ~= "string" then msg = "status " .. tostring(status) end
+  else
+    msg = core._error_text(err)
+  end
+  if not encoded(msg) then msg = "(an error whose text cannot be encoded)" end
+  return msg, status
+end
+
+-- records how an attempt ended; raises on a job whose own values are wrong
+local function settle(j, ok, res, err)
+  if ok then
+    local json, why = encoded(res == nil and null or res)
+    if json then
+      local keep = j.remove_on_complete and _M.keep_completed_ms or 0
+      if not finite(keep) or keep < 0 then
+        error("api.jobs.keep_completed_ms must be milliseconds > 0, not " .. options.show(keep), 0)
+      end
+      finish({ id = j._id, state = "completed", result = res == nil and null or res, json = json,
+               keep = keep })
+      if core.log_level() <= 0 then
+        core.log(0, "job completed", { id = j._id, type = j.type, attempts = j.attempts_made })
+      end
+      return true
+    end
+    -- a result the queue cannot hold is this attempt's failure
+    err = "cannot encode the result: " .. why
+  end
+  local msg, status = failure(err)
+  local final = j.attempts_made >= j.attempts or (status ~= nil and status >= 400 and status < 500)
+  local run_at = not final and now_ms() + backoff_ms(j) or nil
+  finish({ id = j._id, state = final and "failed" or "retry", error = msg, run_at = run_at })
+  core.log(3, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made,
+                              attempts = j.attempts, error = msg, status = status, final = final })
+  return false
 end
 
 -- one attempt of job j, on the processor of the generation current now
@@ -644,36 +754,17 @@ local function run_job(j)
     if not ok and err == nil then err = res end
   end
   local secs = core.now() - t0
-  if ok then
-    finish({ id = j._id, state = "completed", result = res == nil and null or res,
-             keep = j.remove_on_complete and _M.keep_completed_ms or 0 })
-    if core.log_level() <= 0 then
-      core.log(0, "job completed", { id = j._id, type = j.type, attempts = j.attempts_made })
-    end
-  else
-    -- api.fail(status, message) or error({ status =, message = }): the
-    -- message is the job's error; a 4xx says the job itself is wrong (bad
-    -- data, a refused id), which no retry mends, so it fails at once; a 5xx
-    -- is retried like any other error. Any other value reads as text.
-    local msg, status
-    if type(err) == "table" and type(rawget(err, "status")) == "number" then
-      status = rawget(err, "status")
-      msg = rawget(err, "message")
-      if type(msg) ~= "string" then msg = rawget(err, "error") end
-      if type(msg) ~= "string" then msg = "status " .. tostring(status) end
-    else
-      msg = core._error_text(err)
-    end
-    local final = j.attempts_made >= j.attempts or (status ~= nil and status >= 400 and status < 500)
-    if final then
-      finish({ id = j._id, state = "failed", error = msg })
-    else
-      finish({ id = j._id, state = "retry", error = msg, run_at = now_ms() + backoff_ms(j) })
-    end
-    core.log(3, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made,
-                                attempts = j.attempts, error = msg, status = status, final = final })
+  local done, settled = pcall(settle, j, ok, res, err)
+  if not done then
+    -- a job must not stay active for good because of its own values (a
+    -- stored backoff that is not a number): it fails, saying why
+    local why = "cannot finish the attempt: " .. core._error_text(settled)
+    finish({ id = j._id, state = "failed", error = why })
+    core.log(3, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made, error = why,
+                                final = true })
+    settled = false
   end
-  if hooks.done then hooks.done(j.type, ok, secs) end
+  if hooks.done then hooks.done(j.type, settled, secs) end
 end
 
 local function lane(rank)
@@ -755,9 +846,34 @@ end
 local function limits(workers)
   local l = {}
   for name, rank in pairs(PRIORITIES) do
-    l[rank] = math.max(1, math.ceil((_M.concurrency[name] or 1) / workers))
+    l[rank] = math.max(1, math.ceil((_M.concurrency[name] or CONCURRENCY[name]) / workers))
   end
   return l
+end
+
+-- the settings an app may change (api.jobs.concurrency, keep_completed_ms,
+-- poll_ms): what is wrong with them, or nil
+local NAMES = { "high", "normal", "low" }
+local function settings_problem()
+  local c = _M.concurrency
+  if type(c) ~= "table" then
+    return "api.jobs.concurrency must be a table { high =, normal =, low = }, not " .. options.show(c)
+  end
+  local bad = options.unknown(c, NAMES, "priority", "api.jobs.concurrency")
+  if bad then return bad end
+  for _, name in ipairs(NAMES) do
+    local v = c[name]
+    if v ~= nil and (not finite(v) or v < 1 or v > 100000 or v ~= floor(v)) then
+      return "api.jobs.concurrency." .. name .. " must be a whole number from 1 to 100000, not "
+        .. options.show(v)
+    end
+  end
+  for _, key in ipairs({ "keep_completed_ms", "poll_ms" }) do
+    local v = _M[key]
+    if not finite(v) or v <= 0 then
+      return "api.jobs." .. key .. " must be milliseconds > 0, not " .. options.show(v)
+    end
+  end
 end
 
 -- renews our leases; reclaims jobs whose owner stopped renewing (a dead
@@ -786,19 +902,31 @@ function _M._run_scheduler(workers)
       if not ok then core.log(3, "jobs: cannot create an index: " .. tostring(err)) end
     end
   end
+  local told -- the settings problem last logged
   while true do
     local now = now_ms()
+    -- checked every turn: app.lua sets them at start and on each reload
+    local problem = settings_problem()
+    if problem ~= told then
+      if problem then
+        core.log(3, "jobs: " .. problem .. "; no job is claimed until it is fixed")
+      else
+        core.log(1, "jobs: settings fixed, claiming jobs again")
+      end
+      told = problem
+    end
+    local poll = problem and 50 or _M.poll_ms
     if now - last_house >= 1000 and not housekeeping then
       last_house, housekeeping = now, true
       core._spawn(housekeep, b, now)
     end
-    lim = limits(workers)
+    if not problem then lim = limits(workers) end
     start_lanes()
     local sent = false
     if inflight < FETCHERS and (retry_at == 0 or now >= retry_at) then
       -- a cycle asks for half of what is missing from running + one batch ahead
       local wants, any = { [0] = 0, [1] = 0, [2] = 0 }, false
-      if not _M.paused then
+      if not _M.paused and not problem then
         for rank = 0, 2 do
           if starved[rank] ~= kicks and (inflight == 0 or flowing[rank]) then
             local q = buffered[rank]
@@ -823,10 +951,10 @@ function _M._run_scheduler(workers)
       -- worker runs the other's jobs
       core._nap(0)
     else
-      core._nap(_M.poll_ms)
+      core._nap(poll)
       -- a nap that ran its course is a poll: look for jobs that came due
       -- (delays, backoffs) or that other processes added
-      if now_ms() - now >= _M.poll_ms then kicks = kicks + 1 end
+      if now_ms() - now >= poll then kicks = kicks + 1 end
     end
   end
 end
