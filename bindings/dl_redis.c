@@ -163,6 +163,19 @@ static const char *upper_name(char *name, size_t cap, const char *const **argvs,
     return n ? name : "the command";
 }
 
+/* The index of the first (P|S)SUBSCRIBE or *UNSUBSCRIBE command, or -1. */
+static int subscribe_at(const char *const **argvs, const size_t *const *lens, int ncmds)
+{
+    for (int i = 0; i < ncmds; i++) {
+        if (argvs[i] == NULL || argvs[i][0] == NULL)
+            continue;
+        size_t n = lens[i][0];
+        if (n >= 9 && n <= 12 && dl_strncasecmp_eq(argvs[i][0] + n - 9, 9, "subscribe", 9))
+            return i;
+    }
+    return -1;
+}
+
 /*
  * Sends ncmds commands and parks the task. The argument pointers only need
  * to live through the call: the pool copies the bytes.
@@ -192,14 +205,23 @@ static int send_and_park(lua_State *L, int ncmds, const int *argcs, const char *
     if (rc == DL_EINVAL) {
         /* the pool refuses what would break a connection every request shares */
         char name[32];
-        upper_name(name, sizeof(name), argvs, lens, ncmds);
+        int sub = subscribe_at(argvs, lens, ncmds);
+        if (sub >= 0)
+            upper_name(name, sizeof(name), argvs + sub, lens + sub, 1);
+        else
+            upper_name(name, sizeof(name), argvs, lens, ncmds);
         dl_free(c);
         lua_pushnil(L);
-        lua_pushfstring(L, "redis: %s cannot run on the shared connection pool (it would change "
-                           "the connection for every request: pub/sub needs api.pubsub; "
-                           "SELECT, AUTH, HELLO, QUIT, RESET, MONITOR, SYNC and CLIENT REPLY are "
-                           "refused; a MULTI or WATCH must end in the same pipeline)",
-                        name[0] ? name : "the command");
+        if (sub >= 0)
+            lua_pushfstring(L, "redis: %s is not available through api.redis: a subscribed "
+                               "connection cannot serve other commands, and the pool's connections "
+                               "serve every request", name);
+        else
+            lua_pushfstring(L, "redis: %s cannot run on the shared connection pool (it would "
+                               "change the connection for every request: SELECT, AUTH, HELLO, "
+                               "QUIT, RESET, MONITOR, SYNC and CLIENT REPLY are refused; a MULTI "
+                               "or WATCH must end in the same pipeline)",
+                            name[0] ? name : "the command");
         lua_pushstring(L, dl_err_name(rc));
         return 3;
     }

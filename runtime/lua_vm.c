@@ -274,33 +274,64 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Lists dir/\*.lua sorted; returns the count (0 when the folder is absent). */
-static int list_lua(const char *dir, char ***out)
+typedef struct {
+    char **names;
+    int n, cap;
+} name_list_t;
+
+/* Adds dir/rel's *.lua (rel "" for dir itself) to l as relative paths, and
+ * with recurse those of its subfolders; dot entries and symbolic links to
+ * folders are skipped (a link loop would never end). */
+static void list_lua_in(const char *dir, const char *rel, int recurse, name_list_t *l)
 {
-    *out = NULL;
-    DIR *d = opendir(dir);
+    char path[1200];
+    snprintf(path, sizeof(path), "%s%s%s", dir, rel[0] ? "/" : "", rel);
+    DIR *d = opendir(path);
     if (d == NULL)
-        return 0;
-    int n = 0, cap = 0;
-    char **names = NULL;
+        return;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        size_t len = strlen(de->d_name);
-        if (len < 5 || strcmp(de->d_name + len - 4, ".lua") != 0 || de->d_name[0] == '.')
+        if (de->d_name[0] == '.')
             continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nn = dl_realloc(names, sizeof(char *) * (size_t)cap);
-            if (nn == NULL)
-                break;
-            names = nn;
+        char sub[1024];
+        int sl = snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
+        if (sl < 0 || (size_t)sl >= sizeof(sub))
+            continue;
+        size_t len = strlen(de->d_name);
+        if (len >= 5 && strcmp(de->d_name + len - 4, ".lua") == 0) {
+            if (l->n == l->cap) {
+                int cap = l->cap ? l->cap * 2 : 16;
+                char **nn = dl_realloc(l->names, sizeof(char *) * (size_t)cap);
+                if (nn == NULL)
+                    break;
+                l->names = nn;
+                l->cap = cap;
+            }
+            char *name = dl_strdup(sub);
+            if (name != NULL)
+                l->names[l->n++] = name;
+            continue;
         }
-        names[n++] = dl_strdup(de->d_name);
+        struct stat st;
+        char full[1200];
+        snprintf(full, sizeof(full), "%s/%s", dir, sub);
+        if (recurse && lstat(full, &st) == 0 && S_ISDIR(st.st_mode))
+            list_lua_in(dir, sub, recurse, l);
     }
     closedir(d);
-    qsort(names, (size_t)n, sizeof(char *), cmp_str);
-    *out = names;
-    return n;
+}
+
+/* Lists dir/\*.lua, and with recurse dir/\*\*\/\*.lua too, as paths relative
+ * to dir in sorted order (every load declares in the same order); returns
+ * the count (0 when the folder is absent). */
+static int list_lua(const char *dir, int recurse, char ***out)
+{
+    name_list_t l = {NULL, 0, 0};
+    list_lua_in(dir, "", recurse, &l);
+    if (l.n > 0)
+        qsort(l.names, (size_t)l.n, sizeof(char *), cmp_str);
+    *out = l.names;
+    return l.n;
 }
 
 /* ============================================================ error text */
@@ -691,7 +722,8 @@ int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors)
         char dir[900];
         snprintf(dir, sizeof(dir), "%s/%s", app_dir, dirs[d]);
         char **names;
-        int n = list_lua(dir, &names);
+        /* routes/ declares in its subfolders too; jobs/TYPE.lua names its type */
+        int n = list_lua(dir, d == 0, &names);
         for (int i = 0; i < n; i++) {
             snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
             /* routes/x.lua declares routes; jobs/TYPE.lua returns TYPE's processor */
@@ -1356,8 +1388,11 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
 {
     if (lua_isnoneornil(co, idx))
         return NULL;
-    if (!lua_istable(co, idx))
-        return "headers must be a table";
+    if (!lua_istable(co, idx)) {
+        snprintf(rb->err, sizeof(rb->err), "headers must be a table, got %s",
+                 lua_typename(co, lua_type(co, idx)));
+        return rb->err;
+    }
     lua_pushnil(co);
     while (lua_next(co, idx) != 0) {
         size_t nlen, vlen;
@@ -1546,6 +1581,39 @@ static void finish_main(dl_task_t *t, int ok)
     }
     int n = lua_gettop(co);
     int bi = 1;
+    const char *pattern = req->route ? req->route->pattern : "?";
+    /* `return nil, { status = 404, message = "..." }`: the failure idiom with
+     * an error table answers as api.fail would (as batch operations do) */
+    if (n >= 2 && lua_isnil(co, 1) && is_status_error(co, 2)) {
+        lua_settop(co, 2);
+        respond_status_error(t);
+        task_free(t, 0);
+        return;
+    }
+    /* `return false [, why]`: not an answer; a 200 "false" would hide the mistake */
+    if (n >= 1 && lua_type(co, 1) == LUA_TBOOLEAN && !lua_toboolean(co, 1)) {
+        char m[512];
+        if (n >= 2 && lua_type(co, 2) == LUA_TSTRING)
+            snprintf(m, sizeof(m), "a handler returned false: route %s, with \"%.300s\"", pattern,
+                     lua_tostring(co, 2));
+        else
+            snprintf(m, sizeof(m), "a handler returned false: route %s (return a body, a status "
+                     "and a body, or nothing for a 204)", pattern);
+        respond_500(t, m);
+        task_free(t, 0);
+        return;
+    }
+    /* `return "404", "x"`: a status given as a string would be sent as the
+     * body, with the next value read as headers */
+    if (n >= 2 && lua_type(co, 1) == LUA_TSTRING && lua_isnumber(co, 1) && !lua_isnil(co, 2) &&
+        !lua_istable(co, 2)) {
+        char m[256];
+        snprintf(m, sizeof(m), "handler of route %s: status must be a number, got string \"%.40s\"",
+                 pattern, lua_tostring(co, 1));
+        respond_500(t, m);
+        task_free(t, 0);
+        return;
+    }
     /* `return nil, err` (Lua's failure idiom, as every api call returns it):
      * a 500 whose log line carries err */
     if (n >= 2 && lua_isnil(co, 1) && !lua_isnil(co, 2)) {
@@ -1636,7 +1704,9 @@ static void finish_main(dl_task_t *t, int ok)
     dl_buf_reset(out);
     int bt = n >= bi ? lua_type(co, bi) : LUA_TNIL;
     if (bt == LUA_TNIL) {
-        if (n == 0)
+        /* nothing, `return nil` or `return nil, nil[, headers]`: no content;
+         * an explicit status with no body keeps its status */
+        if (bi == 1)
             rb.resp.status = 204;
     } else if (bt == LUA_TSTRING) {
         rb.resp.body = lua_tolstring(co, bi, &rb.resp.body_len);

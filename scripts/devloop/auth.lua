@@ -50,6 +50,8 @@ end
 
 local function fail(path, msg) return nil, path .. ": " .. msg end
 
+local ENTRY_KEYS = { "permissions", "sha256", "token", "user" }
+
 -- parses a tokens file's text; returns the entries or nil, message
 local function parse(path, text)
   local doc, jerr = codec.json_decode(text)
@@ -57,8 +59,12 @@ local function parse(path, text)
     return fail(path, jerr or 'expected {"tokens": [...]}')
   end
   local out = {}
+  local seen = {} -- digest -> index of the entry that has it
   for i, t in ipairs(doc.tokens) do
     if type(t) ~= "table" then return fail(path, "tokens[" .. i .. "] is not an object") end
+    -- a misspelled key (`permisions`) would silently grant nothing
+    local unknown = options.unknown(t, ENTRY_KEYS, "key", "tokens[" .. i .. "]")
+    if unknown then return fail(path, unknown) end
     local digest
     if type(t.token) == "string" and t.token:find("[%s%c]") then
       -- a bearer token is one word: one with a space or a control could never match
@@ -73,8 +79,17 @@ local function parse(path, text)
     if type(t.user) ~= "string" or t.user == "" then
       return fail(path, "tokens[" .. i .. "] needs a user")
     end
+    if seen[digest] then
+      -- the first would win and the second's user and permissions never apply
+      return fail(path, "tokens[" .. i .. "] has the same token as tokens[" .. seen[digest] .. "]")
+    end
+    seen[digest] = i
+    if t.permissions ~= nil and type(t.permissions) ~= "table" then
+      return fail(path, "tokens[" .. i .. "].permissions must be a list of permission names, not "
+                  .. options.show(t.permissions))
+    end
     local set, list = {}, {}
-    for _, p in ipairs(type(t.permissions) == "table" and t.permissions or {}) do
+    for _, p in ipairs(t.permissions or {}) do
       if type(p) ~= "string" then return fail(path, "tokens[" .. i .. "]: permissions are strings") end
       if not set[p] then set[p], list[#list + 1] = true, p end
     end
@@ -96,8 +111,13 @@ function _M._read()
     if env and env ~= "" then error("DEVLOOP_TOKENS_FILE " .. path .. ": cannot be read", 0) end
     return {}, nil
   end
-  local text = f:read("*a")
+  local text, rerr = f:read("*a")
   f:close()
+  if text == nil then
+    -- fopen takes a directory; only the read fails
+    if tostring(rerr):find("directory") then error(path .. ": is a directory, not a tokens file", 0) end
+    error(path .. ": cannot be read: " .. tostring(rerr), 0)
+  end
   local list, err = parse(path, text or "")
   if not list then error(err, 0) end
   return list

@@ -226,11 +226,26 @@ local SCHEMA_KEYS = { "defaults", "enums", "indexes", "required", "timestamps", 
 local INDEX_KEYS = { "fields", "unique" }
 local TYPE_NAMES = { string = true, number = true, boolean = true, table = true }
 
+-- The names every store takes (sqlite_store.c check_coll and check_path,
+-- the stricter of the two stores): a collection is 1-64 of [A-Za-z0-9_], a
+-- field dot-separated segments of [A-Za-z0-9_-], at most 200 bytes.
+local function collection_name_ok(name)
+  return #name >= 1 and #name <= 64 and not name:find("[^%w_]")
+end
+local function field_name_ok(f)
+  return #f >= 1 and #f <= 200 and not f:find("[^%w_%-.]") and not f:find("^%.")
+         and not f:find("%.$") and not f:find("%.%.")
+end
+
 -- A schema the store could only misread is refused as the app loads, at
--- the app's line: an unknown key, or a value of the wrong kind.
+-- the app's line: an unknown key, a value of the wrong kind, or a name the
+-- store would refuse on every call.
 local function check_schema(name, schema)
   local fail = options.fail
   if type(name) ~= "string" or name == "" then fail("db.define: the collection name must be a string") end
+  if not collection_name_ok(name) then
+    fail("db.define(" .. options.show(name) .. "): invalid collection name (1-64 of [A-Za-z0-9_])")
+  end
   if type(schema) ~= "table" then
     fail("db.define(\"" .. name .. "\"): the schema must be a table, not " .. options.show(schema))
   end
@@ -275,6 +290,35 @@ local function check_schema(name, schema)
       fail("db.define(\"" .. name .. "\"): indexes[" .. i .. "] must be a list of fields or "
            .. "{ fields = {...}, unique = true }, not " .. options.show(ix))
     end
+    local where = "db.define(\"" .. name .. "\"): indexes[" .. i .. "]"
+    if named and ix.unique ~= nil and type(ix.unique) ~= "boolean" then
+      fail(where .. ".unique must be true or false, not " .. options.show(ix.unique))
+    end
+    local fields = named and ix.fields or ix
+    if type(fields) == "string" then fields = { fields } end
+    local nfields = 0
+    for k, f in pairs(fields) do
+      local label = where .. (named and ".fields" or "") .. "[" .. tostring(k) .. "]"
+      if type(k) ~= "number" then
+        fail(label .. ": fields are a list of names")
+      end
+      local fname = f
+      if type(f) == "table" then
+        -- { "field", 1 | -1 }
+        if f[2] ~= nil and f[2] ~= 1 and f[2] ~= -1 then
+          fail(label .. ": the direction must be 1 or -1, not " .. options.show(f[2]))
+        end
+        fname = f[1]
+      elseif type(f) == "string" then
+        fname = f:gsub("^%-", "") -- "-field": descending
+      end
+      if type(fname) ~= "string" or not field_name_ok(fname) then
+        fail(label .. ": invalid field name " .. options.show(fname)
+             .. " (dotted segments of [A-Za-z0-9_-])")
+      end
+      nfields = nfields + 1
+    end
+    if nfields == 0 then fail(where .. " has no fields") end
   end
 end
 

@@ -28,14 +28,24 @@ local cache = {
 -- seconds from a preset name or a number; nil -> medium
 local function ttl_seconds(ttl)
   if ttl == nil then return cache.ttl.medium end
-  if type(ttl) == "number" then return ttl end
+  if type(ttl) == "number" then
+    if not (ttl >= 0 and ttl < math.huge) then
+      error("api.cache.set: ttl must be a number of seconds (0 or more) or a preset name, not "
+            .. options.show(ttl), 3)
+    end
+    return ttl
+  end
   local s = cache.ttl[ttl]
   if not s then error("unknown cache TTL preset '" .. tostring(ttl) .. "'", 3) end
   return s
 end
 
 function cache.get(key) return cache_core.get(key) end
-function cache.set(key, value, ttl) return cache_core.set(key, value, ttl_seconds(ttl)) end
+function cache.set(key, value, ttl)
+  -- not a tail call: ttl_seconds' level 3 is the caller of this function
+  local secs = ttl_seconds(ttl)
+  return cache_core.set(key, value, secs)
+end
 function cache.del(key) return cache_core.del(key) end
 function cache.invalidate(pattern) return cache_core.invalidate(pattern) end
 -- Every cached key of an entity type: its own entries and the lists that may
@@ -165,7 +175,10 @@ local function route_cache(opts, handler, pattern)
       end
       return unpack(r, 2, n)
     end
-    if st ~= 200 or value == nil or extra or unkept then return pass_through() end
+    -- a bare `return false` is a handler mistake the runtime answers with a 500
+    if st ~= 200 or value == nil or (value == false and not numbered) or extra or unkept then
+      return pass_through()
+    end
     local bytes, ct
     if type(value) == "string" then
       bytes = value
@@ -265,6 +278,9 @@ local CACHE_KEYS = { "key", "prefix", "ttl" }
 local UPLOAD_KEYS = { "max_bytes" }
 
 local function positive(v) return type(v) == "number" and v > 0 and v < math.huge end
+-- the largest body the runtime takes (DEVLOOP_MAX_BODY's maximum, 1 TiB)
+local MAX_BYTES = 2 ^ 40
+local function byte_count(v) return type(v) == "number" and v >= 1 and v <= MAX_BYTES and v % 1 == 0 end
 
 local function check_route_options(opts)
   options.check(opts, ROUTE_KEYS, "route option")
@@ -295,9 +311,9 @@ local function check_route_options(opts)
       options.fail("cache option key must be a function(req), not " .. options.show(c.key))
     end
   end
-  if opts.body_limit ~= nil and not positive(opts.body_limit) then
-    options.fail("route option body_limit must be a number of bytes above 0, not "
-                 .. options.show(opts.body_limit))
+  if opts.body_limit ~= nil and not byte_count(opts.body_limit) then
+    options.fail("route option body_limit must be a whole number of bytes from 1 to "
+                 .. string.format("%d", MAX_BYTES) .. ", not " .. options.show(opts.body_limit))
   end
   local u = opts.upload
   if u ~= nil and type(u) ~= "boolean" then
@@ -306,12 +322,14 @@ local function check_route_options(opts)
                    .. options.show(u))
     end
     options.check(u, UPLOAD_KEYS, "upload option")
-    if u.max_bytes ~= nil and not positive(u.max_bytes) then
-      options.fail("upload option max_bytes must be a number of bytes above 0, not "
-                   .. options.show(u.max_bytes))
+    if u.max_bytes ~= nil and not byte_count(u.max_bytes) then
+      options.fail("upload option max_bytes must be a whole number of bytes from 1 to "
+                   .. string.format("%d", MAX_BYTES) .. ", not " .. options.show(u.max_bytes))
     end
   end
 end
+
+local METHOD_ORDER = { "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS" }
 
 -- Declares a route. Level 3 in error() points at the app's own line:
 -- add <- api.get/post/... <- route module.
@@ -329,6 +347,17 @@ local function add(mask, path, opts, handler)
     error("route " .. path .. " needs a handler function", 3)
   end
   if opts then check_route_options(opts) end
+  if opts and opts.cache then
+    -- the cache key is the target (and the caller), never the body: an
+    -- answer to a POST served from it would skip the handler and its write
+    for _, name in ipairs(METHOD_ORDER) do
+      local bit = M[name]
+      if name ~= "GET" and name ~= "HEAD" and mask % (bit * 2) >= bit then
+        options.fail("route " .. name .. " " .. path .. ": cache only applies to GET and HEAD "
+                     .. "routes (the cache key holds no request body)")
+      end
+    end
+  end
   if opts and opts.cache then
     -- keyed by the caller's identity unless opts.cache.key says otherwise
     -- (route_cache); the auth check below runs first
@@ -374,7 +403,14 @@ function _M.route(methods, path, opts, handler)
 end
 
 -- Suspends the calling handler for ms milliseconds; the loop keeps serving.
-_M.sleep = core.sleep
+local core_sleep = core.sleep
+function _M.sleep(ms)
+  if type(ms) ~= "number" or not (ms >= 0 and ms <= 86400000) then
+    error("api.sleep: ms must be a number of milliseconds from 0 to 86400000, not "
+          .. options.show(ms), 2)
+  end
+  return core_sleep(ms)
+end
 
 -- Runs each function in its own coroutine at the same time and returns their
 -- first results in order (Promise.all); the first error is raised here.
@@ -389,6 +425,13 @@ end
 -- Runs fn with a deadline: returns true, fn's first result when it ends in
 -- time, or false, "timeout" (fn runs on, detached; its end is ignored).
 function _M.with_timeout(ms, fn)
+  if type(ms) ~= "number" or not (ms >= 0 and ms < math.huge) then
+    error("api.with_timeout: ms must be a number of milliseconds (0 or more), not "
+          .. options.show(ms), 2)
+  end
+  if type(fn) ~= "function" then
+    error("api.with_timeout: fn must be a function, not " .. options.show(fn), 2)
+  end
   return core._race(ms, fn)
 end
 
@@ -610,15 +653,65 @@ function _M.on_start(fn)
   start_hooks[#start_hooks + 1] = fn
 end
 -- Where the built-in routes live (false disables one; token protects all).
-local function builtin_defaults()
-  return { metrics = "/metrics", health = "/health", stats = "/stats", token = false }
+-- api.builtin_routes checks each assignment at the app's line: a misspelled
+-- key (`metrix = false`) would otherwise leave /metrics public, and a bad
+-- value would only fail inside routes/observability.lua.
+local BUILTIN_KEYS = { "health", "metrics", "stats", "stats_full", "token" }
+local function builtin_check(k, v, level)
+  local err
+  if k == "metrics" or k == "health" or k == "stats" then
+    if v ~= false and (type(v) ~= "string" or v:sub(1, 1) ~= "/") then
+      err = "api.builtin_routes." .. k .. " must be a path starting with / or false, not " .. options.show(v)
+    end
+  elseif k == "token" then
+    if v ~= false and (type(v) ~= "string" or v == "") then
+      err = "api.builtin_routes.token must be a non-empty string or false, not " .. options.show(v)
+    elseif v and v:find("[%s%c]") then
+      -- a bearer token is one word: this one could never be presented
+      err = "api.builtin_routes.token must not hold spaces or control characters"
+    end
+  elseif k == "stats_full" then
+    if type(v) ~= "boolean" then
+      err = "api.builtin_routes.stats_full must be true or false, not " .. options.show(v)
+    end
+  else
+    err = "unknown api.builtin_routes key '" .. tostring(k) .. "' (known: "
+          .. table.concat(BUILTIN_KEYS, ", ") .. ")"
+  end
+  if err then error(err, level + 1) end
 end
-_M.builtin_routes = builtin_defaults()
+local function builtin_defaults()
+  local values = { metrics = "/metrics", health = "/health", stats = "/stats", token = false }
+  return setmetatable({}, {
+    __index = values,
+    __newindex = function(_, k, v)
+      builtin_check(k, v, 2)
+      values[k] = v
+    end,
+  })
+end
+local builtin_routes = builtin_defaults()
+-- `api.builtin_routes = { ... }` as a whole is checked key by key too
+setmetatable(_M, {
+  __index = function(_, k) if k == "builtin_routes" then return builtin_routes end end,
+  __newindex = function(t, k, v)
+    if k ~= "builtin_routes" then return rawset(t, k, v) end
+    if type(v) ~= "table" then
+      error("api.builtin_routes must be a table, not " .. options.show(v), 2)
+    end
+    local fresh = builtin_defaults()
+    for key, value in pairs(v) do
+      builtin_check(key, value, 2)
+      rawget(getmetatable(fresh), "__index")[key] = value
+    end
+    builtin_routes = fresh
+  end,
+})
 
 local loading_tokens
 function _M._begin_load()
   start_hooks = {}
-  _M.builtin_routes = builtin_defaults()
+  builtin_routes = builtin_defaults()
   loading_processors = {}
   _M.db._begin_load()
   -- last: a broken tokens file raises, and the resets above must have run

@@ -31,7 +31,8 @@ ROUTE_CASES = [
     ('{ cache = { key = "user" } }', 'cache option key must be a function(req), not "user"'),
     ('{ upload = { max_byte = 1024 } }', "unknown upload option 'max_byte' (known: max_bytes)"),
     ('{ upload = "yes" }', 'route option upload must be true or a table { max_bytes }, not "yes"'),
-    ('{ body_limit = "1MB" }', 'route option body_limit must be a number of bytes above 0, not "1MB"'),
+    ('{ body_limit = "1MB" }',
+     'route option body_limit must be a whole number of bytes from 1 to 1099511627776, not "1MB"'),
 ]
 
 SCHEMA = 'local api = require "devloop"\n\napi.db.define("things", %s)\n'
@@ -113,7 +114,8 @@ def test_every_accepted_key_loads(_):
                         'key = function(req) return req.target end }, body_limit = 1024 }, function() end)\n'
                         'api.get("/b", { auth = true, cache = true }, function() end)\n'
                         'api.post("/c", { auth = false, upload = { max_bytes = 1024 } }, function() end)\n'
-                        'api.post("/d", { upload = true, cache = { ttl = 5 } }, function() end)\n'
+                        'api.post("/d", { upload = true, cache = false }, function() end)\n'
+                        'api.get("/d", { cache = { ttl = 5 } }, function() end)\n'
                         'api.post("/e", api.batch({ a = function() end, b = { handler = function() end, '
                         'permission = "X" } }, { max_operations = 5, concurrency = 2 }))\n',
     })
