@@ -848,14 +848,13 @@ static dl_task_t *task_new(dl_vm_t *vm, dl_req_t *req)
     return t;
 }
 
-static void guard_clear(dl_vm_t *vm);
+static void guard_leave(dl_task_t *t);
 
 static void task_free(dl_task_t *t, int reuse)
 {
     dl_vm_t *vm = t->vm;
     lua_State *L = vm->L;
-    if (vm->guard.task == t)
-        guard_clear(vm);
+    guard_leave(t);
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -890,11 +889,17 @@ static void task_free(dl_task_t *t, int reuse)
  * runs, an instruction-count hook looks at the clock and, past the limit,
  * yields the task from inside the hook (LuaJIT allows it), where no pcall in
  * the hook's code can catch it; dl_task_resume() then ends the task with the
- * message. Compiled code does not call count hooks, so the JIT is off and its
- * traces flushed while the guarded task runs. The limit counts the hook's
- * whole run under `devloop test` (the tests wait for it) and each resume
- * alone under `serve` (a long seed that yields is fine; a hook that holds the
- * worker is not).
+ * message. Compiled code does not call count hooks, so the traces are
+ * flushed when the limit is set and the JIT is off while a guarded task runs.
+ * The limit counts the hook's whole run under `devloop test` (the tests wait
+ * for it) and each stretch without yielding under `serve` (a long seed that
+ * yields is fine; a hook that holds the worker is not).
+ *
+ * The limit (a dl_guard_t) covers the hook's task and every task it starts,
+ * directly or not (api.parallel children, api.with_timeout's function, also
+ * once detached, core._spawn): each holds a reference, so a loop in any of
+ * them is stopped the same way. Tasks started otherwise (requests, jobs) have
+ * none: no count hook is set for them and they keep the JIT.
  */
 #define GUARD_COUNT 1000 /* instructions between clock checks */
 
@@ -918,46 +923,48 @@ static void format_ms(char *out, size_t len, uint64_t ms)
 static void guard_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    /* the task whose coroutine (or a coroutine it created) is running; other
-     * tasks (api.parallel children of the hook) run on */
+    /* the task whose coroutine (or a coroutine it created) is running; tasks
+     * with no guard that run meanwhile (woken by a guarded one) run on */
     dl_task_t *t = lua_getexdata(L);
-    if (t == NULL || t->vm->guard.task != t)
+    if (t == NULL || t->guard == NULL)
         return;
     dl_vm_t *vm = t->vm;
-    uint64_t from = vm->guard.whole ? vm->guard.start_ns : vm->guard.resumed_ns;
-    if (uv_hrtime() - from < vm->guard.limit_ns)
+    dl_guard_t *g = t->guard;
+    uint64_t from = g->whole ? g->start_ns : vm->guard.armed_ns;
+    if (uv_hrtime() - from < g->limit_ns)
         return;
     char lim[32], where[300] = "";
-    format_ms(lim, sizeof(lim), vm->guard.limit_ns / 1000000);
+    format_ms(lim, sizeof(lim), g->limit_ns / 1000000);
     lua_Debug d;
     if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0) {
         const char *src = d.source[0] == '=' || d.source[0] == '@' ? d.source + 1 : d.source;
         snprintf(where, sizeof(where), " (stopped at %s:%d)", app_relative(vm, src),
                  d.currentline);
     }
-    if (vm->guard.whole)
-        snprintf(vm->guard.msg, sizeof(vm->guard.msg),
-                 "%.200s: on_start hook did not finish within %s%.200s", vm->guard.label, lim,
-                 where);
+    if (g->whole)
+        snprintf(g->msg, sizeof(g->msg), "%.200s: on_start hook did not finish within %s%.200s",
+                 g->label, lim, where);
     else
-        snprintf(vm->guard.msg, sizeof(vm->guard.msg),
+        snprintf(g->msg, sizeof(g->msg),
                  "%.200s: on_start hook ran %s without yielding and was stopped: this worker "
                  "served nothing meanwhile (DEVLOOP_START_TIMEOUT_MS)%.200s",
-                 vm->guard.label, lim, where);
+                 g->label, lim, where);
+    if (g->first[0] == '\0')
+        snprintf(g->first, sizeof(g->first), "%s", g->msg);
     if (t->co == L && lua_isyieldable(L)) {
-        vm->guard.tripped = 1;
+        g->tripped = 1;
         lua_yield(L, 0);
         return;
     }
-    /* in a coroutine of the hook's own, or inside a C call (a gsub callback):
-     * raise instead, again at each count until the hook's task is reached */
-    luaL_error(L, "%s", vm->guard.msg);
+    /* in a coroutine of the task's own, or inside a C call (a gsub callback):
+     * raise instead, again at each count until the task's coroutine is reached */
+    luaL_error(L, "%s", g->msg);
 }
 
 static void guard_arm(dl_vm_t *vm)
 {
     vm->guard.armed = 1;
-    vm->guard.resumed_ns = uv_hrtime();
+    vm->guard.armed_ns = uv_hrtime();
     luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     lua_sethook(vm->L, guard_hook, LUA_MASKCOUNT, GUARD_COUNT);
 }
@@ -970,12 +977,23 @@ static void guard_disarm(dl_vm_t *vm)
         luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
 }
 
-static void guard_clear(dl_vm_t *vm)
+/* c, a task that t (the caller, or NULL) starts, runs under t's limit */
+static void guard_inherit(dl_task_t *c, const dl_task_t *t)
 {
-    if (vm->guard.armed)
-        guard_disarm(vm);
-    vm->guard.task = NULL;
-    vm->guard.tripped = 0;
+    if (t == NULL || t->guard == NULL)
+        return;
+    c->guard = t->guard;
+    c->guard->refs++;
+}
+
+static void guard_leave(dl_task_t *t)
+{
+    dl_guard_t *g = t->guard;
+    t->guard = NULL;
+    if (g && g->root == t)
+        g->root = NULL;
+    if (g && --g->refs == 0)
+        dl_free(g);
 }
 
 /* 1 when the JIT compiler is on (jit.status()) */
@@ -995,9 +1013,9 @@ static int jit_is_on(lua_State *L)
 
 /*
  * core._guard(): the start-hook limit in ms (0: none).
- * core._guard(label, whole): puts the calling task under that limit until it
- * ends (see above); label ("app.lua:12") starts the message. A later call
- * moves the limit to its own task.
+ * core._guard(label, whole): puts the calling task, and every task it starts
+ * from now on, under that limit (see above); label ("app.lua:12") starts the
+ * message.
  */
 int dl__guard(lua_State *L)
 {
@@ -1014,16 +1032,23 @@ int dl__guard(lua_State *L)
         return luaL_error(L, "core._guard: not in a task");
     if (ms == 0)
         return 0;
-    guard_clear(vm);
-    vm->guard.task = t;
-    vm->guard.whole = whole;
-    vm->guard.limit_ns = ms * 1000000;
-    vm->guard.start_ns = uv_hrtime();
-    snprintf(vm->guard.label, sizeof(vm->guard.label), "%s", label);
-    vm->guard.jit_on = jit_is_on(L);
+    dl_guard_t *g = dl_calloc(1, sizeof(*g));
+    if (g == NULL)
+        return luaL_error(L, "out of memory");
+    g->refs = 1;
+    g->whole = whole;
+    g->limit_ns = ms * 1000000;
+    g->start_ns = uv_hrtime();
+    snprintf(g->label, sizeof(g->label), "%s", label);
+    guard_leave(t);
+    t->guard = g;
+    g->root = t;
     /* traces compiled before now would run without calling the hook */
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_FLUSH);
-    guard_arm(vm); /* the task is running: this resume counts */
+    if (!vm->guard.armed) {
+        vm->guard.jit_on = jit_is_on(L);
+        guard_arm(vm); /* the task is running: this resume counts */
+    }
     return 0;
 }
 
@@ -1084,6 +1109,8 @@ int dl__spawn(lua_State *L)
     dl_task_t *t = task_new(vm, NULL);
     if (t == NULL)
         return luaL_error(L, "out of memory");
+    /* started by a start hook (from any coroutine of its task): its limit */
+    guard_inherit(t, lua_getexdata(L));
     lua_checkstack(t->co, nargs + 2);
     lua_xmove(L, t->co, nargs + 1);
     dl_task_resume(t, nargs);
@@ -1128,24 +1155,31 @@ static int is_status_error(lua_State *L, int idx)
     return yes;
 }
 
-static void guard_arm(dl_vm_t *vm);
-static void guard_disarm(dl_vm_t *vm);
-
 void dl_task_resume(dl_task_t *t, int nargs)
 {
     dl_vm_t *vm = t->vm;
     t->cancel = NULL;
     t->cancel_data = NULL;
-    if (vm->guard.task == t && !vm->guard.armed)
+    /* the outermost resume sets the count hook (when its task has a guard, or
+     * gets one: core._guard) and lifts it; resumes nested in it (api.parallel
+     * children, joins) run under it */
+    int outer = !vm->guard.armed;
+    if (outer && t->guard)
         guard_arm(vm);
     int rc = lua_resume(t->co, nargs);
-    if (vm->guard.task == t && vm->guard.armed)
+    if (outer && vm->guard.armed)
         guard_disarm(vm);
-    if (rc == LUA_YIELD && vm->guard.task == t && vm->guard.tripped) {
-        /* the count hook stopped a start hook that ran past its limit */
+    if (rc == LUA_YIELD && t->guard && t->guard->tripped) {
+        /* the count hook stopped a start hook's task that ran past its limit */
+        t->guard->tripped = 0;
         lua_settop(t->co, 0);
-        lua_pushstring(t->co, vm->guard.msg);
-        guard_clear(vm);
+        lua_pushstring(t->co, t->guard->msg);
+        rc = LUA_ERRRUN;
+    } else if (rc == 0 && t->guard && t->guard->root == t && t->guard->first[0]) {
+        /* a task the hook started was stopped (the hook may have caught its
+         * error, or not waited for it): the hook did not keep to its limit */
+        lua_settop(t->co, 0);
+        lua_pushstring(t->co, t->guard->first);
         rc = LUA_ERRRUN;
     } else if (rc == LUA_YIELD) {
         if (t->cancel == NULL && !t->joining) {
@@ -1233,7 +1267,6 @@ static void finish_child(dl_task_t *t, int ok)
         race->child = NULL;
         if (race->parent == NULL || !p->joining)
             return;
-        p->race = NULL;
         p->joining = 0;
         race_decided(race);
         push_outcome(p->co, p, 1);
@@ -1265,6 +1298,7 @@ int dl__parallel(lua_State *L)
         dl_task_t *c = task_new(t->vm, t->req);
         if (c == NULL)
             return luaL_error(L, "out of memory");
+        guard_inherit(c, t);
         c->parent = t;
         c->index = i;
         t->waiting++;
@@ -1300,7 +1334,6 @@ static void on_race_timeout(uv_timer_t *h)
         r->child->race = NULL;
     }
     /* the parent stops waiting on this join: it may join again later */
-    p->race = NULL;
     p->waiting = 0;
     p->joining = 0;
     race_decided(r);
@@ -1336,11 +1369,12 @@ int dl__race(lua_State *L)
         dl_free(r);
         return luaL_error(L, "out of memory");
     }
-    /* the child reports to us through finish_child's race branch */
+    guard_inherit(c, t);
+    /* the child reports to us through finish_child's race branch; t->race
+     * stays as it is: it is t's own, when t is itself a raced function */
     c->race = r;
     r->parent = t;
     r->child = c;
-    t->race = r;
     lua_pushvalue(L, 2);
     lua_xmove(L, c->co, 1);
     c->parent = t;
@@ -1353,7 +1387,6 @@ int dl__race(lua_State *L)
     if (t->waiting == 0) {
         /* finished at once */
         dl_free(r);
-        t->race = NULL;
         push_outcome(L, t, 1);
         return 2;
     }

@@ -40,6 +40,20 @@ typedef struct dl_gen_s {
 typedef struct dl_task_s dl_task_t;
 typedef struct dl_vm_s dl_vm_t;
 
+/** An on_start hook's time limit (core._guard, lua_vm.c): shared by the hook's
+ * task and every task it starts, directly or not; freed with the last. */
+typedef struct dl_guard_s {
+    int refs;               /* tasks under this limit */
+    uint64_t limit_ns;
+    uint64_t start_ns;      /* when the limit was set */
+    int whole;              /* 1: the hook's whole run counts; 0: each resume alone */
+    int tripped;            /* the count hook yielded a task: msg says why */
+    dl_task_t *root;        /* the hook's own task, while it runs */
+    char label[256];        /* "app.lua:12": where the hook is defined */
+    char msg[600];          /* why the latest task was stopped */
+    char first[600];        /* why the first one was ("": none yet) */
+} dl_guard_t;
+
 struct dl_task_s {
     lua_State *co;
     int co_ref;
@@ -50,7 +64,8 @@ struct dl_task_s {
     int waiting;            /* api.parallel: children not finished */
     int joining;            /* api.parallel: parked until the children finish */
     int detached;           /* a raced child that lost: its end is ignored */
-    void *race;             /* api.with_timeout: the race this task waits on */
+    void *race;             /* api.with_timeout: the race this task is the function of */
+    dl_guard_t *guard;      /* the start-hook limit it runs under, or NULL */
     int results_ref;
     int error_ref;
     void (*cancel)(void *data); /* detaches a parked operation (shutdown) */
@@ -75,18 +90,11 @@ struct dl_vm_s {
     int *co_pool_refs;
     int n_co_pool;
     dl_buf_t scratch;           /* encoder output */
-    /* the on_start hook under a time limit (core._guard, lua_vm.c) */
+    /* while a task with a guard runs (lua_vm.c) */
     struct {
-        dl_task_t *task;        /* NULL: none */
-        uint64_t limit_ns;
-        uint64_t start_ns;      /* when the limit was set */
-        uint64_t resumed_ns;    /* the task's latest resume */
-        int whole;              /* 1: the hook's whole run counts; 0: each resume alone */
-        int armed;              /* count hook set, JIT off: the task is running */
+        int armed;              /* count hook set, JIT off */
         int jit_on;             /* the JIT's state to restore when disarmed */
-        int tripped;            /* the count hook yielded the task: msg says why */
-        char label[256];        /* "app.lua:12": where the hook is defined */
-        char msg[600];
+        uint64_t armed_ns;      /* when the worker began running guarded tasks */
     } guard;
 };
 

@@ -767,7 +767,8 @@ end
 function _M._run_reload() apply_generation("reload") end
 function _M._run_start()
   apply_generation("start")
-  -- each hook in a task of its own under DEVLOOP_START_TIMEOUT_MS (core._guard):
+  -- each hook in a task of its own under DEVLOOP_START_TIMEOUT_MS (core._guard),
+  -- with every task it starts (api.parallel, api.with_timeout):
   -- under `devloop test` its whole run counts (the tests wait for it), under
   -- serve only a stretch without yielding (that holds the worker)
   local test_file = os.getenv("DEVLOOP_TEST_FILE")

@@ -290,6 +290,128 @@ def test_start_timeout_variable_checked(_):
                                                                                p.stderr)
 
 
+
+# A loop in a task the hook starts (api.parallel, api.with_timeout) is under the
+# hook's limit too: before, it escaped it, and neither the limit nor SIGTERM
+# ended the process.
+CHILD_LOOP_APP = ('local api = require "devloop"\n'
+                  'api.on_start(function() api.parallel(function() while true do end end) end)\n')
+
+ANSWERS_TEST = ('local t = require "devloop.test"\n'
+                't.test("answers", function() t.eq(t.get("/n").status, 200) end)\n')
+
+SEED = ('local api = require "devloop"\n'
+        'api.on_start(function()\n'
+        '  api.db.things:insert_one({ n = 1 })\n'
+        'end)\n'
+        '\n')
+
+
+def test_devloop_test_hook_child_loops(_):
+    app = make_app("childloop", CHILD_LOOP_APP, ANSWERS_TEST)
+    rc, out, err = run_test(app, {"DEVLOOP_START_TIMEOUT_MS": "1s"})
+    assert rc == 1 and out.startswith("FAIL app.lua:2: on_start hook did not finish within 1s "
+                                      "(stopped at app.lua:2)\n"), (rc, out, err)
+    assert "ok   a_test.lua: answers" in out and out.strip().endswith("1 passed, 1 failed"), out
+
+
+def test_devloop_test_nested_parallel_loop(_):
+    app = make_app("nestedloop", SEED +
+                   'api.on_start(function()\n'                                    # 6
+                   '  api.parallel(function() api.sleep(10) end, function()\n'
+                   '    api.parallel(function()\n'
+                   '      local x = 0\n'
+                   '      while true do x = x + 1 end\n'                         # 10
+                   '    end)\n'
+                   '  end)\n'
+                   'end)\n')
+    rc, out, err = run_test(app, {"DEVLOOP_START_TIMEOUT_MS": "1s"})
+    assert rc == 1 and out.startswith("FAIL app.lua:6: on_start hook did not finish within 1s "
+                                      "(stopped at app.lua:10)\n"), (rc, out, err)
+    assert "ok   a_test.lua: seeded" in out and out.strip().endswith("1 passed, 1 failed"), out
+
+
+def test_devloop_test_with_timeout_loop(_):
+    # the hook does not read with_timeout's answer: the limit still fails it
+    app = make_app("racedloop", SEED +
+                   'api.on_start(function()\n'                                    # 6
+                   '  api.with_timeout(60000, function()\n'
+                   '    while true do end\n'                                      # 8
+                   '  end)\n'
+                   'end)\n')
+    rc, out, err = run_test(app, {"DEVLOOP_START_TIMEOUT_MS": "1s"})
+    assert rc == 1 and out.startswith("FAIL app.lua:6: on_start hook did not finish within 1s "
+                                      "(stopped at app.lua:8)\n"), (rc, out, err)
+    assert "ok   a_test.lua: seeded" in out and out.strip().endswith("1 passed, 1 failed"), out
+
+
+def test_devloop_test_hook_with_timeout_detached(_):
+    # a hook whose with_timeout gives up: its function runs on, detached (the
+    # hook's own race under `devloop test` was lost with it: a crash before)
+    app = make_app("detached", SEED +
+                   'api.on_start(function()\n'
+                   '  local ok, e = api.with_timeout(50, function() api.sleep(300) end)\n'
+                   '  assert(not ok and e == "timeout")\n'
+                   'end)\n')
+    rc, out, err = run_test(app, {"DEVLOOP_START_TIMEOUT_MS": "1s"})
+    assert rc == 0 and out.strip().endswith("1 passed, 0 failed"), (rc, out, err)
+
+
+def test_devloop_test_hook_child_sleeps_forever(_):
+    app = make_app("childsleeps", SEED +
+                   'api.on_start(function()\n'
+                   '  api.parallel(function() api.sleep(86400000) end)\n'
+                   'end)\n')
+    rc, out, err = run_test(app, {"DEVLOOP_START_TIMEOUT_MS": "500ms"})
+    assert rc == 1 and out.startswith("FAIL app.lua:6: on_start hook did not finish within "
+                                      "500ms\n"), (rc, out, err)
+    assert out.strip().endswith("1 passed, 1 failed"), out
+
+
+def test_serve_hook_child_loop_is_stopped(_):
+    app = make_app("servechild", CHILD_LOOP_APP +
+                   # a hook whose child stays parked: requests still run with
+                   # no count hook and with the JIT on
+                   'api.on_start(function()\n'
+                   '  api.parallel(function() api.sleep(86400000) end)\n'
+                   'end)\n'
+                   'api.get("/jit", function()\n'
+                   '  return { jit = (jit.status()), hook = debug.gethook() ~= nil }\n'
+                   'end)\n')
+    srv = StoppedServer(app, env={"DEVLOOP_START_TIMEOUT_MS": "1s"})
+    try:
+        r = srv.get("/n")
+        assert r.status == 200 and body_of(r) == {"n": 0}, r
+        wait_log(srv, "start hook failed: app.lua:2: on_start hook ran 1s without yielding and "
+                      "was stopped: this worker served nothing meanwhile "
+                      "(DEVLOOP_START_TIMEOUT_MS) (stopped at app.lua:2)")
+        r = srv.get("/jit")
+        assert r.status == 200 and body_of(r) == {"jit": True, "hook": False}, r
+    finally:
+        srv.stop()  # SIGTERM: exit 0
+
+
+def test_serve_detached_with_timeout_loop_is_stopped(_):
+    # with_timeout gives up on its function, which loops later: still the hook's
+    app = make_app("servedetached", SEED +
+                   'api.on_start(function()\n'                                    # 6
+                   '  api.with_timeout(50, function()\n'
+                   '    api.sleep(300)\n'
+                   '    local x = 0\n'
+                   '    while true do x = x + 1 end\n'                           # 10
+                   '  end)\n'
+                   'end)\n')
+    srv = StoppedServer(app, env={"DEVLOOP_START_TIMEOUT_MS": "1s"})
+    try:
+        wait_log(srv, "background task failed: app.lua:6: on_start hook ran 1s without yielding "
+                      "and was stopped", timeout=30)
+        assert "(stopped at app.lua:10)" in srv.output(), srv.output()
+        r = srv.get("/n")
+        assert r.status == 200 and body_of(r) == {"n": 1}, r
+    finally:
+        srv.stop()
+
+
 if __name__ == "__main__":
     try:
         harness.main(globals(), app=None)
