@@ -261,6 +261,11 @@ void dl_vm_free(dl_vm_t *vm)
     }
     lua_close(vm->L);
     vm->L = NULL;
+    while (vm->spare_tasks) {
+        dl_task_t *t = vm->spare_tasks;
+        vm->spare_tasks = t->next;
+        dl_free(t);
+    }
     dl_buf_free(&vm->scratch);
     dl_free(vm->co_pool);
     dl_free(vm->co_pool_refs);
@@ -823,9 +828,13 @@ void dl_task_park(dl_task_t *t, void (*cancel)(void *), void *data)
 
 static dl_task_t *task_new(dl_vm_t *vm, dl_req_t *req)
 {
-    dl_task_t *t = dl_calloc(1, sizeof(*t));
-    if (t == NULL)
+    dl_task_t *t = vm->spare_tasks;
+    if (t != NULL) {
+        vm->spare_tasks = t->next;
+        memset(t, 0, sizeof(*t));
+    } else if ((t = dl_calloc(1, sizeof(*t))) == NULL) {
         return NULL;
+    }
     lua_State *L = vm->L;
     if (vm->n_co_pool > 0) {
         vm->n_co_pool--;
@@ -876,7 +885,14 @@ static void task_free(dl_task_t *t, int reuse)
             luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
         }
     }
-    dl_free(t);
+    /* Not freed: a coroutine the app created inside this task inherited its
+     * exdata (lua_newthread copies it) and may be kept and resumed after the
+     * task ended, when dl_task_current() and the guard read this memory. A
+     * spare stays valid until the VM goes, and its co no longer matches. */
+    memset(t, 0, sizeof(*t));
+    t->vm = vm;
+    t->next = vm->spare_tasks;
+    vm->spare_tasks = t;
 }
 
 /* ====================================================== start-hook limit */

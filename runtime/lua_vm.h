@@ -85,6 +85,7 @@ struct dl_vm_s {
     int req_mt_ref;
     int env_mt_ref;
     dl_task_t *tasks;           /* live tasks */
+    dl_task_t *spare_tasks;     /* ended tasks, kept until the VM goes (see task_free) */
     int n_tasks;
     lua_State **co_pool;        /* finished coroutines kept for reuse */
     int *co_pool_refs;

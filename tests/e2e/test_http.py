@@ -255,6 +255,18 @@ def test_handler_errors_are_500(srv):
     assert "header X-Bad: its value contains a control character" in out, out[-2000:]
 
 
+def test_coroutine_resumed_after_its_task_ended(srv):
+    """A coroutine made in one request and resumed in a later one carries the
+    ended task in its exdata: reading it was a use after free (ASan build)."""
+    assert srv.get("/keep-co").body == b"kept"
+    for _ in range(3):
+        srv.get("/json")  # the task's memory is used again
+    r = srv.get("/resume-co")
+    assert r.status == 200, r
+    assert r.json()["ok"] is False and "can only be called inside a handler" in r.json()["v"], r.json()
+    srv.alive()
+
+
 def test_log_tagged_with_request_id(srv):
     r = srv.get("/log")
     rid = r.header("x-request-id")

@@ -49,6 +49,17 @@ api.get("/nil-err", function() return nil, "the store said no" end)
 api.get("/error-table", function() error({ code = 1 }) end)
 api.get("/bad-status", function() return 1234, "x" end)
 api.get("/bad-header", function() return 200, "x", { ["X-Bad"] = "a\r\nInjected: yes" } end)
+-- a coroutine made in one request and resumed in a later one, after the
+-- task it was made in has ended (its exdata still names that task)
+local kept
+api.get("/keep-co", function()
+  kept = coroutine.create(function() api.sleep(1) return "slept" end)
+  return "kept"
+end)
+api.get("/resume-co", function()
+  local ok, v = coroutine.resume(kept)
+  return { ok = ok, v = tostring(v) }
+end)
 api.get("/version", function(req) return req.http_version end)
 api.get("/reserved-header", function() return 200, "x", { ["Content-Length"] = "3" } end)
 api.get("/unencodable", function() return { f = function() end } end)
