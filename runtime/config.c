@@ -10,8 +10,11 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "breaker.h"
@@ -98,13 +101,17 @@ static const env_var_t vars[] = {
     {"DEVLOOP_CACHE_MAX_BYTES", DL_ENV_SIZE, 64u << 20, 0, TIB, NOF, NULL, NULL, NULL, NO_REDIS},
     {"MONGO_POOL_SIZE", DL_ENV_COUNT, DL_MONGO_DEFAULT_POOL_SIZE, 1, 100000, NOF, NULL, NULL, NULL,
      MONGO},
-    /* the store's breaker guards SQLite too (store_guard.c) */
+    /* the breaker guards MongoDB only: SQLite, a local file, gets outcomes
+     * only (store_guard.h, use_breaker) */
     {"MONGO_BREAKER_THRESHOLD", DL_ENV_COUNT, DL_BREAKER_DEFAULT_THRESHOLD, 0, 1000000, NOF, NULL,
-     "off", NULL, ALWAYS},
+     "off", NULL, MONGO},
     {"MONGO_BREAKER_COOLDOWN_MS", DL_ENV_MS, DL_BREAKER_DEFAULT_COOLDOWN_MS, 1, DAY_MS, NOF, NULL,
-     NULL, NULL, ALWAYS},
+     NULL, NULL, MONGO},
     /* read by jobs.lua through core._env() */
     {"DEVLOOP_JOB_LEASE_MS", DL_ENV_MS, 30000, 1, DAY_MS, NOF, NULL, NULL, NULL, ALWAYS},
+    {"DEVLOOP_JOBS_PAUSED", DL_ENV_BOOL, 0, 0, 1, NOF, NULL, NULL, NULL, ALWAYS},
+    /* read by libuv (its limit is 1024); server.c sets 8 when it is unset */
+    {"UV_THREADPOOL_SIZE", DL_ENV_COUNT, 8, 1, 1024, NOF, NULL, NULL, "threads", ALWAYS},
 };
 
 static const env_var_t *var_of(const char *name)
@@ -201,6 +208,74 @@ int dl_config_canonical_host(const char **host, int *port, char *err, size_t err
     return 0;
 }
 
+/* v in buf with its control and non-ASCII bytes written \r, \n, \t, \xHH:
+ * a message never carries them raw. */
+static void show_escaped(const char *v, char *buf, size_t len)
+{
+    size_t w = 0;
+    for (; *v && w + 5 < len; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            buf[w++] = (char)c;
+        else if (c == '\r' || c == '\n' || c == '\t' || c == '\\')
+            w += (size_t)snprintf(buf + w, len - w, "\\%c",
+                                  c == '\r' ? 'r' : c == '\n' ? 'n' : c == '\t' ? 't' : '\\');
+        else
+            w += (size_t)snprintf(buf + w, len - w, "\\x%02x", c);
+    }
+    buf[w] = '\0';
+}
+
+/* The Strict-Transport-Security value is sent as given: printable ASCII,
+ * spaces inside only. A CR or LF would start a header of its own over
+ * HTTP/1.1 and make every HTTP/2 answer a protocol error. */
+static int hsts_check(const dl_config_t *cfg, char *err, size_t errlen)
+{
+    const char *v = cfg->hsts;
+    if (v == NULL || *v == '\0')
+        return 0;
+    size_t n = strlen(v);
+    int ok = v[0] != ' ' && v[n - 1] != ' ';
+    for (size_t i = 0; i < n && ok; i++)
+        ok = (unsigned char)v[i] >= 0x20 && (unsigned char)v[i] < 0x7f;
+    if (ok)
+        return 0;
+    char shown[400];
+    show_escaped(v, shown, sizeof(shown));
+    const char *env = getenv("DEVLOOP_HSTS");
+    snprintf(err, errlen, "%s%s\"%s\": expected a header value of printable ASCII with spaces "
+                          "inside only (e.g. \"max-age=31536000; includeSubDomains\"), or off\n",
+             env != NULL && v == env ? "DEVLOOP_HSTS" : "--hsts",
+             env != NULL && v == env ? "=" : " ", shown);
+    return DL_EINVAL;
+}
+
+/* DEVLOOP_TOKENS_FILE, when set, must be a file serve can read (auth.lua
+ * reads it as the app loads; a missing default APP_DIR/tokens.json is no
+ * tokens). Its JSON is checked as the app loads. */
+static int tokens_file_check(char *err, size_t errlen)
+{
+    const char *tf = getenv("DEVLOOP_TOKENS_FILE");
+    if (tf == NULL || *tf == '\0')
+        return 0;
+    /* O_NONBLOCK: a FIFO must not hang start-up */
+    int fd = open(tf, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    const char *why = NULL;
+    if (fd < 0 || fstat(fd, &st) != 0)
+        why = strerror(errno);
+    else if (S_ISDIR(st.st_mode))
+        why = "it is a directory";
+    else if (!S_ISREG(st.st_mode))
+        why = "it is not a regular file";
+    if (fd >= 0)
+        close(fd);
+    if (why == NULL)
+        return 0;
+    snprintf(err, errlen, "DEVLOOP_TOKENS_FILE %s: cannot be read: %s\n", tf, why);
+    return DL_EINVAL;
+}
+
 /* above a few MiB of answers held per connection, a client that resets the
  * streams it stopped reading trips nghttp2's reset-rate limit (a GOAWAY that
  * loses the streams it still wanted; measured at 16 MiB) */
@@ -229,7 +304,8 @@ int dl_config_check(const dl_config_t *cfg, char *err, size_t errlen)
     }
     const char *host;
     int port;
-    if (dl_config_canonical_host(&host, &port, err, errlen) != 0)
+    if (dl_config_canonical_host(&host, &port, err, errlen) != 0 ||
+        hsts_check(cfg, err, errlen) != 0 || tokens_file_check(err, errlen) != 0)
         return DL_EINVAL;
     dl_redis_config_t rc;
     if (dl_redis_config_from_env(&rc, msg, sizeof(msg)) < 0) {
@@ -416,8 +492,31 @@ static void key_of(const char *env, char *buf, size_t len)
     buf[i] = '\0';
 }
 
-/* A URI with the password of its userinfo, and any query option whose name
- * says password, secret or token, replaced by "***". */
+/* Whether the option name (not NUL-terminated) holds word, any case. */
+static int name_has(const char *name, size_t len, const char *word)
+{
+    size_t wl = strlen(word);
+    for (size_t i = 0; i + wl <= len; i++)
+        if (strncasecmp(name + i, word, wl) == 0)
+            return 1;
+    return 0;
+}
+
+/* A query option whose value may carry a credential: a password, secret,
+ * token or key by name, or authMechanismProperties (AWS_SESSION_TOKEN:...
+ * and the like hide inside its value). */
+static int secret_option(const char *name, size_t len)
+{
+    static const char *const words[] = {"pass", "pwd", "secret", "token", "credential",
+                                        "authmechanismproperties", "apikey", "api_key"};
+    for (size_t i = 0; i < DL_ARRAY_SIZE(words); i++)
+        if (name_has(name, len, words[i]))
+            return 1;
+    return 0;
+}
+
+/* A URI with the password of its userinfo, and the whole value of any query
+ * option that may carry a credential (secret_option), replaced by "***". */
 static void mask_uri(const char *uri, char *buf, size_t len)
 {
     dl_buf_t b = DL_BUF_INIT;
@@ -450,13 +549,9 @@ static void mask_uri(const char *uri, char *buf, size_t len)
         const char *opt = q + 1, *end = strpbrk(opt, "&;#");
         size_t olen = end ? (size_t)(end - opt) : strlen(opt);
         const char *eq = memchr(opt, '=', olen);
-        char name[64] = "";
         size_t nlen = eq ? (size_t)(eq - opt) : 0;
-        for (size_t i = 0; i < nlen && i < sizeof(name) - 1; i++)
-            name[i] = (char)dl_tolower((unsigned char)opt[i]);
         dl_buf_append_char(&b, *q);
-        if (eq != NULL && (strstr(name, "password") || strstr(name, "secret") ||
-                           strstr(name, "token") || strstr(name, "credential"))) {
+        if (eq != NULL && secret_option(opt, nlen)) {
             dl_buf_append(&b, opt, nlen + 1);
             dl_buf_append_str(&b, "***");
         } else {
@@ -633,10 +728,6 @@ static void print_backends(out_t *o, const dl_config_t *cfg)
              source_of(o, NULL, 0, rv[i].env, src, sizeof(src)), rv[i].env);
     }
 
-    const char *paused = getenv("DEVLOOP_JOBS_PAUSED");
-    emit(o, "jobs_paused", paused && strcmp(paused, "1") == 0 ? "on" : "off", NULL, NULL,
-         source_of(o, NULL, 0, "DEVLOOP_JOBS_PAUSED", src, sizeof(src)),
-         "DEVLOOP_JOBS_PAUSED (1 pauses)");
     const char *tf = getenv("DEVLOOP_TOKENS_FILE");
     if (tf && *tf)
         snprintf(text, sizeof(text), "%s", tf);
@@ -649,10 +740,6 @@ static void print_backends(out_t *o, const dl_config_t *cfg)
     const char *sd = getenv("DEVLOOP_SCRIPTS_DIR");
     emit(o, "scripts_dir", sd && *sd ? sd : "embedded in the binary", NULL, NULL,
          source_of(o, NULL, 0, "DEVLOOP_SCRIPTS_DIR", src, sizeof(src)), "DEVLOOP_SCRIPTS_DIR");
-    /* server.c sets 8 when it is unset; libuv reads it */
-    const char *tp = getenv("UV_THREADPOOL_SIZE");
-    emit(o, "uv_threadpool_size", tp ? tp : "8", NULL, NULL,
-         tp ? "env UV_THREADPOOL_SIZE" : "default", "UV_THREADPOOL_SIZE");
 }
 
 int dl_config_print(const dl_config_t *cfg, const char *const *flags, int json, FILE *f,

@@ -187,6 +187,13 @@ static int cmd_serve(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
+        if (opts && flag_takes_value(a) && val != NULL && strncmp(val, "--", 2) == 0) {
+            /* `--pid-file --no-watch` would write the pid to ./--no-watch */
+            fprintf(stderr, "devloop %s: %s needs a value, not the option %s\n", argv[1], a,
+                    val);
+            usage(stderr);
+            return 2;
+        }
         if (!opts || !is_option(a)) {
             if (cfg.app_dir != NULL) {
                 fprintf(stderr, "devloop %s: unexpected argument %s\n", argv[1], a);
@@ -291,7 +298,7 @@ static int cmd_serve(int argc, char **argv)
         }
     }
     if (cfg.app_dir == NULL) {
-        fprintf(stderr, "devloop serve: missing APP_DIR\n");
+        fprintf(stderr, "devloop %s: missing APP_DIR\n", argv[1]);
         usage(stderr);
         return 2;
     }
@@ -386,8 +393,9 @@ static int cmd_reload(int argc, char **argv)
         if (opts && strcmp(a, "--") == 0) {
             opts = 0;
         } else if (opts && strcmp(a, "--pid-file") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "devloop reload: --pid-file needs a path\n");
+            if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
+                fprintf(stderr, "devloop reload: --pid-file needs a path%s%s\n",
+                        i + 1 < argc ? ", not the option " : "", i + 1 < argc ? argv[i + 1] : "");
                 return 2;
             }
             pid_file = argv[++i];

@@ -550,9 +550,11 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         dl_store_guard_init(&rt->store_guard, backend, (int)th, (uint64_t)cd, &rt->backends);
         rt->has_store_guard = 1;
     }
-    /* blocking store calls share libuv's thread pool: give it room */
-    if (getenv("UV_THREADPOOL_SIZE") == NULL)
-        setenv("UV_THREADPOOL_SIZE", "8", 0);
+    /* blocking store calls share libuv's thread pool: give it room (an
+     * empty value is unset for config.c, but one thread for libuv) */
+    const char *tp = getenv("UV_THREADPOOL_SIZE");
+    if (tp == NULL || *tp == '\0')
+        setenv("UV_THREADPOOL_SIZE", "8", 1);
 
     if (define_metrics(rt) != 0) {
         snprintf(errbuf, errlen, "cannot create the metrics registry\n");
@@ -708,11 +710,20 @@ static int pid_in(int fd)
     return pid > 1 ? pid : 0;
 }
 
+/* lstat: a symbolic link put in the file's place is not the file */
 static int same_file(int fd, const char *path)
 {
     struct stat a, b;
-    return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+    return fstat(fd, &a) == 0 && lstat(path, &b) == 0 && a.st_dev == b.st_dev &&
            a.st_ino == b.st_ino;
+}
+
+/* A pid file that cannot be used stops start-up: without it a second
+ * instance is not refused and `devloop reload` cannot find this one. */
+static int pid_file_error(const char *pf, const char *why)
+{
+    dl_log(DL_LOG_ERROR, "pid file %s: %s (give --pid-file a writable FILE)", pf, why);
+    return DL_EIO;
 }
 
 static int claim_pid_file(dl_runtime_t *rt)
@@ -728,18 +739,29 @@ static int claim_pid_file(dl_runtime_t *rt)
         pf = path;
     }
     for (int tries = 0; tries < 5; tries++) {
-        int fd = open(pf, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            dl_log(DL_LOG_WARN, "cannot write pid file %s: %s", pf, strerror(errno));
-            return 0;
+        /* O_NOFOLLOW: a link in its place would have us overwrite (and at
+         * exit unlink) whatever it names; O_NONBLOCK: a FIFO must not hang */
+        int fd = open(pf, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+        if (fd < 0)
+            return pid_file_error(pf, errno == ELOOP ? "it is a symbolic link (refused: the "
+                                                       "file it names would be overwritten)"
+                                                     : strerror(errno));
+        struct stat st;
+        const char *bad = fstat(fd, &st) != 0     ? strerror(errno)
+                          : !S_ISREG(st.st_mode) ? "it is not a regular file"
+                                                 : NULL;
+        if (bad != NULL) {
+            close(fd);
+            return pid_file_error(pf, bad);
         }
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
         if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
             int e = errno, pid = pid_in(fd);
             close(fd);
             if (e != EAGAIN && e != EACCES) {
-                dl_log(DL_LOG_WARN, "no pid file: cannot lock %s: %s", pf, strerror(e));
-                return 0;
+                char why[160];
+                snprintf(why, sizeof(why), "cannot lock it: %s", strerror(e));
+                return pid_file_error(pf, why);
             }
             if (pid)
                 dl_log(DL_LOG_ERROR, "pid file %s is held by another devloop (pid %d): stop "
@@ -758,16 +780,19 @@ static int claim_pid_file(dl_runtime_t *rt)
             snprintf(rt->pid_note, sizeof(rt->pid_note),
                      "replaced the stale pid file %s (pid %d no longer holds it)", pf, old);
         /* empty until the signal handlers are in place (write_pid) */
-        if (ftruncate(fd, 0) != 0 || (rt->pid_file = dl_strdup(pf)) == NULL) {
-            dl_log(DL_LOG_WARN, "cannot write pid file %s: %s", pf, strerror(errno));
+        if (ftruncate(fd, 0) != 0) {
+            int e = errno;
             close(fd);
-            return 0;
+            return pid_file_error(pf, strerror(e));
+        }
+        if ((rt->pid_file = dl_strdup(pf)) == NULL) {
+            close(fd);
+            return DL_ENOMEM;
         }
         rt->pid_fd = fd;
         return 0;
     }
-    dl_log(DL_LOG_WARN, "no pid file: %s keeps being replaced", pf);
-    return 0;
+    return pid_file_error(pf, "it keeps being replaced");
 }
 
 static void write_pid(dl_runtime_t *rt)

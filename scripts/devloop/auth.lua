@@ -106,9 +106,13 @@ end
 function _M._read()
   local env = os.getenv("DEVLOOP_TOKENS_FILE")
   local path = env and env ~= "" and env or (core.app_dir() .. "/tokens.json")
-  local f = io.open(path, "rb")
+  local f, why = io.open(path, "rb")
   if not f then
-    if env and env ~= "" then error("DEVLOOP_TOKENS_FILE " .. path .. ": cannot be read", 0) end
+    if env and env ~= "" then
+      -- io.open says "PATH: reason"
+      why = tostring(why):match(": ([^:]*)$") or tostring(why)
+      error("DEVLOOP_TOKENS_FILE " .. path .. ": cannot be read: " .. why, 0)
+    end
     return {}, nil
   end
   local text, rerr = f:read("*a")

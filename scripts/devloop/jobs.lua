@@ -646,7 +646,7 @@ local kicks = 0 -- bumped by anything that may make a claim find work
 local starved = { [0] = -1, [1] = -1, [2] = -1 }
 local flowing = { [0] = false, [1] = false, [2] = false }
 local lim = { [0] = 1, [1] = 1, [2] = 1 }
-_M.paused = os.getenv("DEVLOOP_JOBS_PAUSED") == "1"
+_M.paused = core._env("DEVLOOP_JOBS_PAUSED") == 1 -- a strict on/off, checked at start (config.c)
 function _M.pause() _M.paused = true end
 function _M.resume() _M.paused = false kicks = kicks + 1 core._wake() end
 

@@ -294,6 +294,49 @@ def test_double_dash_ends_options(_):
     assert rc == 1 and "did you mean -dashed/tests/hello_test.lua?" in err, (rc, err)
 
 
+def test_pid_file_symlink_is_refused(_):
+    """A pid file path that is a symbolic link was followed: the file it
+    named got the pid, and the link was deleted at exit."""
+    victim = os.path.join(WORK, "victim.txt")
+    with open(victim, "w") as f:
+        f.write("precious\n")
+    link = os.path.join(WORK, "link.pid")
+    os.symlink(victim, link)
+    rc, out, err = run("serve", make_app("symlinked"), "--listen",
+                       "127.0.0.1:%d" % harness.free_port(), "--pid-file", link)
+    assert rc == 1 and "pid file %s: it is a symbolic link" % link in err, (rc, err)
+    assert read(victim) == "precious\n" and os.path.islink(link)
+
+
+def test_unusable_pid_file_stops_serve(_):
+    """An explicit --pid-file that cannot be written was a warning, and serve
+    ran without single-instance protection or reload."""
+    app = make_app("nopid")
+    fifo = os.path.join(WORK, "fifo.pid")
+    os.mkfifo(fifo)
+    for path, why in ((WORK, "Is a directory"),
+                      ("/nonexistent/dir/x.pid", "No such file or directory"),
+                      (fifo, "it is not a regular file")):
+        rc, out, err = run("serve", app, "--listen", "127.0.0.1:%d" % harness.free_port(),
+                           "--pid-file", path)
+        assert rc == 1 and "pid file %s: %s" % (path, why) in err, (path, rc, err)
+
+
+def test_value_flags_do_not_swallow_options(_):
+    app = make_app("swallow")
+    rc, out, err = run("serve", app, "--listen", "127.0.0.1:%d" % harness.free_port(),
+                       "--pid-file", "--no-watch", cwd=WORK)
+    assert rc == 2 and "devloop serve: --pid-file needs a value, not the option --no-watch" \
+        in err, (rc, err)
+    assert not os.path.exists(os.path.join(WORK, "--no-watch"))
+    rc, out, err = run("serve", app, "--listen", "--workers", "1")
+    assert rc == 2 and "--listen needs a value, not the option --workers" in err, (rc, err)
+    rc, out, err = run("config", app, "--hsts", "--no-http2")
+    assert rc == 2 and "devloop config: --hsts needs a value, not the option --no-http2" in err
+    rc, out, err = run("reload", "--pid-file", "--json")
+    assert rc == 2 and "--pid-file needs a path, not the option --json" in err, (rc, err)
+
+
 if __name__ == "__main__":
     try:
         harness.main(globals(), app=None)

@@ -52,6 +52,93 @@ def test_missing_or_empty_app_folder(_):
     assert not os.path.exists(missing) and os.listdir(empty) == [], os.listdir(empty)
 
 
+def test_strict_jobs_paused_and_threadpool_size(_):
+    """DEVLOOP_JOBS_PAUSED is an on/off like DEVLOOP_WATCH (true, yes and on
+    meant off: only "1" paused) and UV_THREADPOOL_SIZE is 1 to 1024 (libuv
+    reads it; x, 0 and 1025 were shown as accepted)."""
+    for name, value, accepted in (("DEVLOOP_JOBS_PAUSED", "2", "on/off"),
+                                  ("DEVLOOP_JOBS_PAUSED", "maybe", "on/off"),
+                                  ("UV_THREADPOOL_SIZE", "x", "from 1 to 1024"),
+                                  ("UV_THREADPOOL_SIZE", "0", "from 1 to 1024"),
+                                  ("UV_THREADPOOL_SIZE", "1025", "from 1 to 1024")):
+        p = serve({name: value})
+        assert p.returncode == 1, (name, value, p.returncode, p.stderr)
+        assert p.stderr.startswith("devloop: %s=%s: expected " % (name, value)) and \
+            accepted in p.stderr, (name, p.stderr)
+
+
+def test_jobs_paused_true_pauses(_):
+    import json
+    import tempfile
+    import time
+    d = tempfile.mkdtemp(prefix="devloop-paused-")
+    s = harness.Server("jobs", env={"DEVLOOP_DB": os.path.join(d, "jobs.db"),
+                                    "DEVLOOP_JOBS_PAUSED": "true"})
+    try:
+        r = s.request("POST", "/jobs/add", {"Content-Type": "application/json"},
+                      json.dumps({"type": "echo", "data": {"x": 1}, "opts": {}}))
+        jid = r.json()["id"]
+        assert jid, r.body
+        time.sleep(1)  # an echo job runs at once when the queue is not paused
+        state = s.get("/jobs/" + jid).json()["state"]
+        assert state not in ("active", "completed", "failed"), state
+        assert s.request("POST", "/jobs/resume", {}, "").status == 200
+        deadline = time.time() + 15
+        while s.get("/jobs/" + jid).json()["state"] != "completed":
+            assert time.time() < deadline, s.get("/jobs/" + jid).body
+            time.sleep(0.05)
+    finally:
+        s.stop()
+
+
+def test_hsts_with_control_characters_is_refused(_):
+    """A CR or LF in the HSTS value injected a header over HTTP/1.1 and
+    broke every HTTP/2 answer: refused at start, the flag or variable named,
+    the value shown escaped (never raw)."""
+    evil = "max-age=5\r\nX-Evil: 1"
+    e = dict(os.environ, DEVLOOP_LOG_DIR="-")
+    e.pop("DEVLOOP_HSTS", None)
+    app = os.path.join(harness.APPS, "basic")
+    listen = ["--listen", "127.0.0.1:%d" % harness.free_port()]
+    for args, env, named in (([harness.BIN, "serve", app, "--hsts", evil] + listen, e, "--hsts "),
+                             ([harness.BIN, "config", app, "--hsts", evil], e, "--hsts "),
+                             ([harness.BIN, "serve", app] + listen, dict(e, DEVLOOP_HSTS=evil),
+                              "DEVLOOP_HSTS="),
+                             ([harness.BIN, "config", app], dict(e, DEVLOOP_HSTS=evil),
+                              "DEVLOOP_HSTS="),
+                             ([harness.BIN, "config", app, "--hsts", " max-age=5"], e,
+                              "--hsts ")):
+        p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=20)
+        assert p.returncode == 1 and p.stdout == "", (args, p.returncode, p.stdout)
+        assert p.stderr.startswith("devloop: " + named) and "printable ASCII" in p.stderr, \
+            (args, p.stderr)
+        assert "\r" not in p.stderr and p.stderr.count("\n") == 1, p.stderr  # one line
+    p = subprocess.run([harness.BIN, "config", app, "--hsts", evil], env=e, capture_output=True,
+                       text=True, timeout=20)
+    assert '"max-age=5\\r\\nX-Evil: 1"' in p.stderr, p.stderr
+    # a plain value is still taken as given
+    p = subprocess.run([harness.BIN, "config", app, "--hsts", "max-age=60; preload"], env=e,
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0 and "max-age=60; preload" in p.stdout, p.stderr
+
+
+def test_tokens_file_must_be_readable(_):
+    """A DEVLOOP_TOKENS_FILE serve would refuse is refused by config too, at
+    start, saying why."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="devloop-tokens-")
+    app = os.path.join(harness.APPS, "basic")
+    missing = os.path.join(d, "missing.json")
+    for path, why in ((missing, "No such file or directory"), (d, "it is a directory")):
+        e = dict(os.environ, DEVLOOP_LOG_DIR="-", DEVLOOP_TOKENS_FILE=path)
+        c = subprocess.run([harness.BIN, "config", app], env=e, capture_output=True, text=True,
+                           timeout=20)
+        s = serve({"DEVLOOP_TOKENS_FILE": path})
+        want = "devloop: DEVLOOP_TOKENS_FILE %s: cannot be read: %s\n" % (path, why)
+        assert c.returncode == 1 and c.stderr == want and c.stdout == "", (c.returncode, c.stderr)
+        assert s.returncode == 1 and s.stderr == want, (s.returncode, s.stderr)
+
+
 tests = {k: v for k, v in dict(globals()).items() if k.startswith("test_") and callable(v)}
 
 if __name__ == "__main__":

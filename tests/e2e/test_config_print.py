@@ -293,6 +293,42 @@ def test_print_config_binds_and_creates_nothing(_):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_review_fixes(_):
+    """authMechanismProperties (AWS_SESSION_TOKEN:...) is masked whole; the
+    breaker rows say they are unused without MONGO_URI (the breaker guards
+    MongoDB only); UV_THREADPOOL_SIZE and DEVLOOP_JOBS_PAUSED are parsed rows
+    (true pauses); `devloop config` alone names config."""
+    base, app = new_app()
+    try:
+        env = clean_env(MONGO_URI="mongodb://db.example/app?authMechanism=MONGODB-AWS&"
+                                  "authMechanismProperties=AWS_SESSION_TOKEN:S3CRETY&"
+                                  "proxyPass=pr0xy&appname=shop")
+        for args in (["config", app], ["config", app, "--json"]):
+            p = run(args, env)
+            assert p.returncode == 0, p.stderr
+            for secret in ("S3CRETY", "AWS_SESSION_TOKEN", "pr0xy"):
+                assert secret not in p.stdout, (secret, p.stdout)
+        s = settings(run(["config", app], env).stdout)
+        assert "authMechanism=MONGODB-AWS&authMechanismProperties=***&proxyPass=***&" \
+               "appname=shop" in s["mongo_uri"], s["mongo_uri"]
+        assert "unused" not in s["mongo_breaker_threshold"], s["mongo_breaker_threshold"]
+        s = settings(run(["config", app], clean_env(DEVLOOP_JOBS_PAUSED="true",
+                                                    UV_THREADPOOL_SIZE="16")).stdout)
+        for name in ("mongo_breaker_threshold", "mongo_breaker_cooldown_ms", "mongo_pool_size"):
+            assert "(unused: no MONGO_URI)" in s[name], s[name]
+        assert " on " in s["jobs_paused"] and "env DEVLOOP_JOBS_PAUSED" in s["jobs_paused"], \
+            s["jobs_paused"]
+        assert "16 threads" in s["uv_threadpool_size"], s["uv_threadpool_size"]
+        s = settings(run(["config", app], clean_env()).stdout)
+        assert " off " in s["jobs_paused"] and " default " in s["jobs_paused"], s["jobs_paused"]
+        assert "8 threads" in s["uv_threadpool_size"] and " default " in s["uv_threadpool_size"]
+        p = run(["config"], clean_env())
+        assert p.returncode == 2 and p.stderr.startswith("devloop config: missing APP_DIR\n"), \
+            p.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 tests = {k: v for k, v in dict(globals()).items() if k.startswith("test_") and callable(v)}
 
 if __name__ == "__main__":
