@@ -830,6 +830,7 @@ static void on_lock_probe(uv_poll_t *h, int status, int events)
 static void on_stop_async(uv_async_t *a)
 {
     dl_runtime_t *rt = a->data;
+    rt->stop_started = uv_hrtime();
     for (int i = 0; i < rt->n_workers; i++)
         dl_worker_stop(&rt->workers[i]);
     uv_close((uv_handle_t *)&rt->stop_async, NULL);
@@ -876,6 +877,38 @@ static void start_logger(dl_runtime_t *rt)
     lc.ring_bytes = dl_env_u64("DEVLOOP_LOG_RING_BYTES");
     if (dl_logger_start(&lc) != 0)
         fprintf(stderr, "devloop: cannot start the logger; logging synchronously\n");
+}
+
+/*
+ * The devloop program's stop is bounded: a worker still running Lua that
+ * never yields (a handler or hook in a loop) never sees its grace timer, so
+ * the process would wait for it forever after SIGTERM. Past the grace period
+ * and two seconds more, such a worker is named and the process exits 1 with
+ * its logs flushed. (Embedders keep the plain join: their threads and memory
+ * are theirs to decide about.)
+ */
+static void wait_for_workers(dl_runtime_t *rt)
+{
+    uint64_t limit = (rt->cfg.shutdown_grace_ms + 2000) * 1000000ULL;
+    for (;;) {
+        int busy = -1;
+        for (int i = 0; i < rt->n_workers && busy < 0; i++)
+            if (rt->workers[i].thread_started &&
+                !__atomic_load_n(&rt->workers[i].thread_done, __ATOMIC_ACQUIRE))
+                busy = i;
+        if (busy < 0)
+            return;
+        if (rt->stop_started != 0 && uv_hrtime() - rt->stop_started > limit) {
+            dl_log(DL_LOG_ERROR, "worker %d did not stop within the grace period (%llu ms): it "
+                                 "is running Lua that never yields (a handler, job or hook in "
+                                 "a loop?); exiting without it",
+                   busy, (unsigned long long)rt->cfg.shutdown_grace_ms);
+            release_pid_file(rt);
+            dl_logger_stop();
+            _exit(1);
+        }
+        uv_sleep(10);
+    }
 }
 
 int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
@@ -971,6 +1004,8 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     }
     uv_run(&rt->loop, UV_RUN_DEFAULT);
     __atomic_store_n(&rt->serving, 0, __ATOMIC_RELEASE);
+    if (handle_signals)
+        wait_for_workers(rt);
     for (int i = 0; i < rt->n_workers; i++)
         dl_worker_join(&rt->workers[i]);
     uv_loop_close(&rt->loop);

@@ -64,6 +64,7 @@ struct dl_runtime_s {
     int serving;                 /* workers run: in-process requests are taken */
     void *host_embed;            /* host-loop mode (dl_runtime_attach) */
     int stop_requested;
+    uint64_t stop_started; /* uv_hrtime() when the workers were told to stop */
     int handle_signals;
 };
 

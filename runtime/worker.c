@@ -407,6 +407,7 @@ static void worker_main(void *arg)
     uv_walk(&w->loop, close_walk_cb, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     dl_log_thread_exit();
+    __atomic_store_n(&w->thread_done, 1, __ATOMIC_RELEASE);
 }
 
 int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen)

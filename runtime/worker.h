@@ -27,6 +27,7 @@ typedef struct dl_worker_s {
     uv_loop_t loop;
     uv_thread_t thread;
     int thread_started;
+    int thread_done; /* set (atomically) as worker_main returns */
     int listen_fds[DL_MAX_LISTEN];
     uv_tcp_t listeners[DL_MAX_LISTEN];
     int n_listeners;

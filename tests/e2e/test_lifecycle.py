@@ -112,6 +112,26 @@ def test_grace_period_bounds_stop(_):
     assert c.closed_by_peer(2)
 
 
+def test_stuck_worker_does_not_hold_the_stop(_):
+    """A handler in a loop never yields, so its worker never sees its grace
+    timer: SIGTERM used to leave the process running for good (only a second
+    signal ended it). Past the grace period + 2 s it exits 1 naming the worker."""
+    srv = Server("basic", env={"DEVLOOP_SHUTDOWN_GRACE_MS": "500"})
+    try:
+        c = srv.conn()
+        c.send("GET /spin HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        t0 = time.time()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(15) == 1, srv.output()
+        assert time.time() - t0 < 8, time.time() - t0
+        assert "worker 0 did not stop within the grace period (500 ms)" in srv.output()
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+
+
 def test_sigint_stops(_):
     srv = Server("basic")
     srv.proc.send_signal(signal.SIGINT)

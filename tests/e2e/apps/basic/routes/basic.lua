@@ -60,6 +60,7 @@ api.get("/resume-co", function()
   local ok, v = coroutine.resume(kept)
   return { ok = ok, v = tostring(v) }
 end)
+api.get("/spin", function() while true do end end) -- holds its worker (test_lifecycle)
 api.get("/version", function(req) return req.http_version end)
 api.get("/reserved-header", function() return 200, "x", { ["Content-Length"] = "3" } end)
 api.get("/unencodable", function() return { f = function() end } end)
