@@ -942,6 +942,12 @@ static void guard_hook(lua_State *L, lua_Debug *ar)
     /* the task whose coroutine (or a coroutine it created) is running; tasks
      * with no guard that run meanwhile (woken by a guarded one) run on */
     dl_task_t *t = lua_getexdata(L);
+    if (t == NULL) {
+        /* a coroutine made outside any task (at load time: app.lua, a lib/
+         * module) and resumed by the guarded task: it runs under its limit */
+        dl_vm_t *owner = dl_vm_of(L);
+        t = owner ? owner->guard.running : NULL;
+    }
     if (t == NULL || t->guard == NULL)
         return;
     dl_vm_t *vm = t->vm;
@@ -988,6 +994,7 @@ static void guard_arm(dl_vm_t *vm)
 static void guard_disarm(dl_vm_t *vm)
 {
     vm->guard.armed = 0;
+    vm->guard.running = NULL;
     lua_sethook(vm->L, NULL, 0, 0);
     if (vm->guard.jit_on)
         luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
@@ -1064,6 +1071,7 @@ int dl__guard(lua_State *L)
     if (!vm->guard.armed) {
         vm->guard.jit_on = jit_is_on(L);
         guard_arm(vm); /* the task is running: this resume counts */
+        vm->guard.running = t;
     }
     return 0;
 }
@@ -1180,8 +1188,10 @@ void dl_task_resume(dl_task_t *t, int nargs)
      * gets one: core._guard) and lifts it; resumes nested in it (api.parallel
      * children, joins) run under it */
     int outer = !vm->guard.armed;
-    if (outer && t->guard)
+    if (outer && t->guard) {
         guard_arm(vm);
+        vm->guard.running = t;
+    }
     int rc = lua_resume(t->co, nargs);
     if (outer && vm->guard.armed)
         guard_disarm(vm);

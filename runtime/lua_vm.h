@@ -96,6 +96,7 @@ struct dl_vm_s {
         int armed;              /* count hook set, JIT off */
         int jit_on;             /* the JIT's state to restore when disarmed */
         uint64_t armed_ns;      /* when the worker began running guarded tasks */
+        dl_task_t *running;     /* the guarded task whose resume armed it */
     } guard;
 };
 

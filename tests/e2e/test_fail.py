@@ -315,6 +315,23 @@ def test_devloop_test_hook_child_loops(_):
     assert "ok   a_test.lua: answers" in out and out.strip().endswith("1 passed, 1 failed"), out
 
 
+def test_devloop_test_load_time_coroutine_loops(_):
+    # a coroutine made while the app loads belongs to no task; resumed by a
+    # hook it ran past the limit unchecked (second review of issue 18, F1)
+    app = make_app("loadco", 'local api = require "devloop"\n'
+                   'local co = coroutine.create(function() while true do end end)\n'   # 2
+                   'local wrapped = coroutine.wrap(function() while true do end end)\n' # 3
+                   'api.on_start(function() coroutine.resume(co) end)\n'               # 4
+                   'api.on_start(function() wrapped() end)\n',                         # 5
+                   ANSWERS_TEST)
+    rc, out, err = run_test(app, {"DEVLOOP_START_TIMEOUT_MS": "1s"})
+    assert rc == 1 and out.startswith("FAIL app.lua:4: on_start hook did not finish within 1s "
+                                      "(stopped at app.lua:2)\n"), (rc, out, err)
+    # (coroutine.wrap puts its own position in front of the message)
+    assert "app.lua:5: on_start hook did not finish within 1s (stopped at app.lua:3)" in out, out
+    assert out.strip().endswith("1 passed, 2 failed"), out
+
+
 def test_devloop_test_nested_parallel_loop(_):
     app = make_app("nestedloop", SEED +
                    'api.on_start(function()\n'                                    # 6
