@@ -348,7 +348,7 @@ int dl_config_check(const dl_config_t *cfg, char *err, size_t errlen)
     const char *mongo = getenv("MONGO_URI");
     if (mongo && *mongo) {
         if (dl_mongo_uri_check(mongo, msg, sizeof(msg)) != 0) {
-            snprintf(err, errlen, "document store: %s\n", msg);
+            snprintf(err, errlen, "document store: MONGO_URI: %s\n", msg);
             return DL_EINVAL;
         }
     } else {

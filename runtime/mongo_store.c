@@ -987,7 +987,8 @@ static int parse_pool_size(const char *s)
 /* mongoc's URI error quotes the text it refused, which may be the password
  * ('Password "SECRET:x" must not have unescaped chars') or an option's
  * value. When the URI holds a userinfo or any query option, every quoted
- * text in the message becomes "***"; a message about the password says what
+ * text in the message (from its first to its last quote of that kind)
+ * becomes "***"; a message about the password says what
  * to do instead of showing it. */
 static void redact_uri_error(const char *uri, const char *msg, char *out, size_t len)
 {
@@ -1003,7 +1004,8 @@ static void redact_uri_error(const char *uri, const char *msg, char *out, size_t
     }
     size_t o = 0;
     for (const char *p = msg; *p != '\0' && o + 6 < len; p++) {
-        const char *close = (*p == '"' || *p == '\'') ? strchr(p + 1, *p) : NULL;
+        /* to the last such quote: the refused text may hold the quote too */
+        const char *close = (*p == '"' || *p == '\'') ? strrchr(p + 1, *p) : NULL;
         if (close == NULL && (*p == '"' || *p == '\'')) {
             memcpy(out + o, "***", 4); /* an unpaired quote: what follows may be secret */
             return;
