@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <strings.h>
@@ -229,12 +230,22 @@ static void show_escaped(const char *v, char *buf, size_t len)
 /* The Strict-Transport-Security value is sent as given: printable ASCII,
  * spaces inside only. A CR or LF would start a header of its own over
  * HTTP/1.1 and make every HTTP/2 answer a protocol error. */
+#define DL_HSTS_MAX 1024
+
 static int hsts_check(const dl_config_t *cfg, char *err, size_t errlen)
 {
     const char *v = cfg->hsts;
     if (v == NULL || *v == '\0')
         return 0;
     size_t n = strlen(v);
+    const char *env = getenv("DEVLOOP_HSTS");
+    const char *name = env != NULL && v == env ? "DEVLOOP_HSTS" : "--hsts";
+    if (n > DL_HSTS_MAX) {
+        /* one header this long overflows HTTP/2's header list limits */
+        snprintf(err, errlen, "%s: the value is %zu bytes; at most %d are accepted\n", name, n,
+                 DL_HSTS_MAX);
+        return DL_EINVAL;
+    }
     int ok = v[0] != ' ' && v[n - 1] != ' ';
     for (size_t i = 0; i < n && ok; i++)
         ok = (unsigned char)v[i] >= 0x20 && (unsigned char)v[i] < 0x7f;
@@ -242,11 +253,9 @@ static int hsts_check(const dl_config_t *cfg, char *err, size_t errlen)
         return 0;
     char shown[400];
     show_escaped(v, shown, sizeof(shown));
-    const char *env = getenv("DEVLOOP_HSTS");
     snprintf(err, errlen, "%s%s\"%s\": expected a header value of printable ASCII with spaces "
                           "inside only (e.g. \"max-age=31536000; includeSubDomains\"), or off\n",
-             env != NULL && v == env ? "DEVLOOP_HSTS" : "--hsts",
-             env != NULL && v == env ? "=" : " ", shown);
+             name, strcmp(name, "--hsts") ? "=" : " ", shown);
     return DL_EINVAL;
 }
 
@@ -281,6 +290,28 @@ static int tokens_file_check(char *err, size_t errlen)
  * loses the streams it still wanted; measured at 16 MiB) */
 #define DL_OUTPUT_HIGH_WATER_MAX (4 * 1024 * 1024)
 
+/* Every --listen as serve's listen_sockaddr (server.c) reads it, with its
+ * messages, so config refuses what serve would refuse. */
+static int listen_check(const dl_config_t *cfg, char *err, size_t errlen)
+{
+    for (int i = 0; i < cfg->n_listen && !cfg->no_listen; i++) {
+        char host[256];
+        unsigned char addr[sizeof(struct in6_addr)];
+        int port;
+        if (dl_parse_listen(cfg->listen[i], host, sizeof(host), &port) != 0) {
+            snprintf(err, errlen, "invalid listen address '%s' (want HOST:PORT)\n",
+                     cfg->listen[i]);
+            return DL_EINVAL;
+        }
+        if (strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, addr) != 1 &&
+            inet_pton(AF_INET6, host, addr) != 1) {
+            snprintf(err, errlen, "invalid listen host '%s' (want an IP address)\n", host);
+            return DL_EINVAL;
+        }
+    }
+    return 0;
+}
+
 int dl_config_check(const dl_config_t *cfg, char *err, size_t errlen)
 {
     char msg[512];
@@ -302,6 +333,8 @@ int dl_config_check(const dl_config_t *cfg, char *err, size_t errlen)
                  cfg->output_high_water);
         return DL_EINVAL;
     }
+    if (listen_check(cfg, err, errlen) != 0)
+        return DL_EINVAL;
     const char *host;
     int port;
     if (dl_config_canonical_host(&host, &port, err, errlen) != 0 ||
@@ -315,7 +348,7 @@ int dl_config_check(const dl_config_t *cfg, char *err, size_t errlen)
     const char *mongo = getenv("MONGO_URI");
     if (mongo && *mongo) {
         if (dl_mongo_uri_check(mongo, msg, sizeof(msg)) != 0) {
-            snprintf(err, errlen, "document store: %s\n", msg);
+            snprintf(err, errlen, "document store: MONGO_URI: %s\n", msg);
             return DL_EINVAL;
         }
     } else {
@@ -523,11 +556,14 @@ static void mask_uri(const char *uri, char *buf, size_t len)
     const char *p = uri, *scheme = strstr(uri, "://");
     if (scheme != NULL) {
         const char *auth = scheme + 3;
-        size_t alen = strcspn(auth, "/?#");
+        /* mongoc takes the userinfo from the text before the first '/',
+         * '?' and '#' included (mongodb://u:PA?SS@h/db has the password
+         * "PA?SS"); the last '@' there masks at least all of it */
+        size_t alen = strcspn(auth, "/");
         const char *at = NULL;
         for (size_t i = 0; i < alen; i++)
             if (auth[i] == '@')
-                at = auth + i; /* the last: a password may hold an encoded '@' only */
+                at = auth + i;
         dl_buf_append(&b, uri, (size_t)(auth - uri));
         p = auth;
         if (at != NULL) {
@@ -614,9 +650,11 @@ static void print_server(out_t *o, const dl_config_t *cfg)
          source_of(o, "--pid-file", cfg->pid_file != NULL, NULL, src, sizeof(src)),
          "--pid-file");
     snprintf(text, sizeof(text), "%s", cfg->hsts && cfg->hsts[0] ? cfg->hsts : "off");
-    emit(o, "hsts", text, NULL, NULL,
-         source_of(o, "--hsts", cfg->hsts != o->fresh.hsts, "DEVLOOP_HSTS", src, sizeof(src)),
-         "--hsts, DEVLOOP_HSTS");
+    source_of(o, "--hsts", cfg->hsts != o->fresh.hsts, "DEVLOOP_HSTS", src, sizeof(src));
+    /* DEVLOOP_HSTS="" is set (it turns HSTS off), though env_set says not */
+    if (strcmp(src, "default") == 0 && getenv("DEVLOOP_HSTS") != NULL)
+        snprintf(src, sizeof(src), "env DEVLOOP_HSTS");
+    emit(o, "hsts", text, NULL, NULL, src, "--hsts, DEVLOOP_HSTS");
     const char *ch = getenv("DEVLOOP_CANONICAL_HOST");
     emit(o, "canonical_host", ch && *ch ? ch : "none (the request's Host)", NULL, NULL,
          source_of(o, "--canonical-host", 0, "DEVLOOP_CANONICAL_HOST", src, sizeof(src)),

@@ -211,8 +211,10 @@ static int cmd_serve(int argc, char **argv)
             cfg.listen[cfg.n_listen++] = val;
             i++;
         } else if (strcmp(a, "--workers") == 0 || strcmp(a, "-w") == 0) {
-            if (val == NULL || parse_int(val, &cfg.workers) != 0 || cfg.workers < 1) {
-                fprintf(stderr, "devloop: --workers needs a positive number\n");
+            /* the runtime runs at most 256 workers (server.c) */
+            if (val == NULL || parse_int(val, &cfg.workers) != 0 || cfg.workers < 1 ||
+                cfg.workers > 256) {
+                fprintf(stderr, "devloop: --workers needs a number from 1 to 256\n");
                 return 2;
             }
             i++;
@@ -226,7 +228,7 @@ static int cmd_serve(int argc, char **argv)
         } else if (strcmp(a, "--no-watch") == 0) {
             cfg.watch = 0;
         } else if (strcmp(a, "--pid-file") == 0) {
-            if (val == NULL) {
+            if (val == NULL || *val == '\0') { /* "" would quietly mean no pid file */
                 fprintf(stderr, "devloop: --pid-file needs a path\n");
                 return 2;
             }

@@ -984,6 +984,45 @@ static int parse_pool_size(const char *s)
  * default timeouts. *pool_out: pool_size, else MONGO_POOL_SIZE, else the
  * URI's maxPoolSize, else 10.
  */
+/* mongoc's URI error quotes the text it refused, which may be the password
+ * ('Password "SECRET:x" must not have unescaped chars') or an option's
+ * value. When the URI holds a userinfo or any query option, every quoted
+ * text in the message (from its first to its last quote of that kind)
+ * becomes "***"; a message about the password says what
+ * to do instead of showing it. */
+static void redact_uri_error(const char *uri, const char *msg, char *out, size_t len)
+{
+    const char *rest = strstr(uri, "://");
+    rest = rest ? rest + 3 : uri;
+    if (strchr(rest, '@') == NULL && strchr(rest, '?') == NULL) {
+        snprintf(out, len, "%s", msg);
+        return;
+    }
+    if (strncmp(msg, "Password ", 9) == 0) {
+        snprintf(out, len, "the password must be percent-encoded (RFC 3986); it is not shown");
+        return;
+    }
+    size_t o = 0;
+    for (const char *p = msg; *p != '\0' && o + 6 < len; p++) {
+        /* to the last such quote: the refused text may hold the quote too */
+        const char *close = (*p == '"' || *p == '\'') ? strrchr(p + 1, *p) : NULL;
+        if (close == NULL && (*p == '"' || *p == '\'')) {
+            memcpy(out + o, "***", 4); /* an unpaired quote: what follows may be secret */
+            return;
+        }
+        if (close == NULL) {
+            out[o++] = *p;
+            continue;
+        }
+        out[o++] = *p;
+        memcpy(out + o, "***", 3);
+        o += 3;
+        out[o++] = *p;
+        p = close;
+    }
+    out[o] = '\0';
+}
+
 int dl_mongo_uri_prepare(const char *uri_str, int pool_size, mongoc_uri_t **out, int *pool_out,
                          char *err, size_t errlen)
 {
@@ -999,9 +1038,12 @@ int dl_mongo_uri_prepare(const char *uri_str, int pool_size, mongoc_uri_t **out,
         uri_str = DL_MONGO_DEFAULT_URI;
     memset(&e, 0, sizeof(e));
     uri = mongoc_uri_new_with_error(uri_str, &e);
-    if (uri == NULL)
-        return set_err(err, errlen, DL_EINVAL, "mongodb: invalid URI: %s",
-                       e.message[0] ? e.message : "cannot parse");
+    if (uri == NULL) {
+        char shown[sizeof(e.message)];
+        redact_uri_error(uri_str, e.message[0] ? e.message : "cannot parse", shown,
+                         sizeof(shown));
+        return set_err(err, errlen, DL_EINVAL, "mongodb: invalid URI: %s", shown);
+    }
     default_timeout(uri, MONGOC_URI_CONNECTTIMEOUTMS, DL_MONGO_DEFAULT_CONNECT_TIMEOUT_MS);
     default_timeout(uri, MONGOC_URI_SOCKETTIMEOUTMS, DL_MONGO_DEFAULT_SOCKET_TIMEOUT_MS);
     default_timeout(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, DL_MONGO_DEFAULT_SELECT_TIMEOUT_MS);

@@ -139,6 +139,93 @@ def test_tokens_file_must_be_readable(_):
         assert s.returncode == 1 and s.stderr == want, (s.returncode, s.stderr)
 
 
+def test_mongo_uri_errors_never_show_the_password(_):
+    """mongoc's URI error quotes the text it refused: a password with an
+    unescaped ':' came out whole. Config and serve both refuse the URI, name
+    MONGO_URI and the problem, and show no password or option value."""
+    app = os.path.join(harness.APPS, "basic")
+    for uri, secrets, why in (
+            ("mongodb://user:SECRET23:more@h/db", ("SECRET23", "more"),
+             "the password must be percent-encoded"),
+            ("mongodb://user:PA?SS:x@h/db", ("PA?SS", "PA"), "the password must be"),
+            ("mongodb://h/db?authMechanism=S3CR'ET", ("S3CR", "ET"), "invalid URI")):
+        e = dict(os.environ, DEVLOOP_LOG_DIR="-", MONGO_URI=uri)
+        c = subprocess.run([harness.BIN, "config", app], env=e, capture_output=True, text=True,
+                           timeout=20)
+        s = serve({"MONGO_URI": uri})
+        for p in (c, s):
+            assert p.returncode == 1, (uri, p.returncode, p.stderr)
+            assert p.stderr.startswith("devloop: document store: MONGO_URI: mongodb: invalid URI"), \
+                (uri, p.stderr)
+            assert why in p.stderr, (uri, p.stderr)
+            for secret in secrets:
+                assert secret not in p.stdout + p.stderr, (uri, secret, p.stderr)
+
+
+def test_config_refuses_listen_addresses_serve_refuses(_):
+    """config said yes to addresses serve refuses (a port past 65535, no
+    port, a host name): both now exit 1 with serve's message."""
+    app = os.path.join(harness.APPS, "basic")
+    e = dict(os.environ, DEVLOOP_LOG_DIR="-")
+    for addr, want in (("127.0.0.1:99999", "invalid listen address '127.0.0.1:99999' (want HOST:PORT)"),
+                       ("[::1]", "invalid listen address '[::1]' (want HOST:PORT)"),
+                       ("db.example:80", "invalid listen host 'db.example' (want an IP address)")):
+        for cmd in ("config", "serve"):
+            p = subprocess.run([harness.BIN, cmd, app, "--listen", addr], env=e,
+                               capture_output=True, text=True, timeout=20)
+            assert p.returncode == 1 and p.stderr == "devloop: %s\n" % want, \
+                (cmd, addr, p.returncode, p.stderr)
+    # the second of two is checked too
+    p = subprocess.run([harness.BIN, "config", app, "--listen", "127.0.0.1:0", "--listen",
+                        "[::1]"], env=e, capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1 and "invalid listen address '[::1]'" in p.stderr, p.stderr
+    p = subprocess.run([harness.BIN, "config", app, "--listen", "[::1]:0", "--listen",
+                        "localhost:0"], env=e, capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+
+
+def test_workers_and_pid_file_values(_):
+    """serve ran at most 256 workers whatever --workers said; --pid-file ""
+    quietly meant no pid file. Both are usage errors now."""
+    app = os.path.join(harness.APPS, "basic")
+    e = dict(os.environ, DEVLOOP_LOG_DIR="-")
+    for args, want in ((["--workers", "99999"], "devloop: --workers needs a number from 1 to 256\n"),
+                       (["--workers", "257"], "devloop: --workers needs a number from 1 to 256\n"),
+                       (["--workers", "0"], "devloop: --workers needs a number from 1 to 256\n"),
+                       (["--pid-file", ""], "devloop: --pid-file needs a path\n")):
+        for cmd in ("config", "serve"):
+            p = subprocess.run([harness.BIN, cmd, app] + args, env=e, capture_output=True,
+                               text=True, timeout=20)
+            assert p.returncode == 2 and p.stderr.startswith(want), \
+                (cmd, args, p.returncode, p.stderr)
+    p = subprocess.run([harness.BIN, "config", app, "--workers", "256"], env=e,
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+
+
+def test_hsts_value_is_capped(_):
+    """A 70,000-byte HSTS value broke every HTTP/2 answer: values past 1024
+    bytes stop start-up, the flag or variable named."""
+    app = os.path.join(harness.APPS, "basic")
+    e = dict(os.environ, DEVLOOP_LOG_DIR="-")
+    e.pop("DEVLOOP_HSTS", None)
+    big = "max-age=" + "1" * 69992
+    for args, env, named in (([harness.BIN, "config", app, "--hsts", big], e, "--hsts"),
+                             ([harness.BIN, "config", app], dict(e, DEVLOOP_HSTS=big),
+                              "DEVLOOP_HSTS")):
+        p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=20)
+        assert p.returncode == 1 and p.stderr == \
+            "devloop: %s: the value is 70000 bytes; at most 1024 are accepted\n" % named, \
+            (named, p.returncode, p.stderr[:300])
+    s = serve({"DEVLOOP_HSTS": big})
+    assert s.returncode == 1 and "DEVLOOP_HSTS: the value is 70000 bytes" in s.stderr, \
+        s.stderr[:300]
+    ok = "max-age=" + "1" * 1016
+    p = subprocess.run([harness.BIN, "config", app, "--hsts", ok], env=e, capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode == 0, p.stderr[:300]
+
+
 tests = {k: v for k, v in dict(globals()).items() if k.startswith("test_") and callable(v)}
 
 if __name__ == "__main__":

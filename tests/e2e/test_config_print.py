@@ -329,6 +329,44 @@ def test_review_fixes(_):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_mongo_userinfo_masked_as_mongoc_reads_it(_):
+    """mongoc takes the userinfo from everything before the first '/', '?'
+    and '#' included: mongodb://user:PA?SSC@h/db has the password "PA?SSC",
+    which the mask (stopping at '?') printed whole."""
+    base, app = new_app()
+    try:
+        for uri, secret, shown in (
+                ("mongodb://user:PA?SSC@db.example/app", "SSC", "mongodb://user:***@db.example/app"),
+                ("mongodb://user:PA#SSD@db.example/app?appname=shop", "SSD",
+                 "mongodb://user:***@db.example/app?appname=shop"),
+                ("mongodb://user:PA?SSE@db.example", "SSE", "mongodb://user:***@db.example")):
+            for args in (["config", app], ["config", app, "--json"]):
+                p = run(args, clean_env(MONGO_URI=uri))
+                assert p.returncode == 0, (uri, p.stderr)
+                assert secret not in p.stdout + p.stderr, (uri, p.stdout)
+            s = settings(run(["config", app], clean_env(MONGO_URI=uri)).stdout)
+            assert shown in s["mongo_uri"], (uri, s["mongo_uri"])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_empty_hsts_variable_is_its_source(_):
+    """DEVLOOP_HSTS="" turns HSTS off: the row says so and names the variable,
+    not "default"."""
+    base, app = new_app()
+    try:
+        s = settings(run(["config", app], clean_env(DEVLOOP_HSTS="")).stdout)
+        assert " off " in s["hsts"] and "env DEVLOOP_HSTS" in s["hsts"], s["hsts"]
+        p = run(["config", app, "--json"], clean_env(DEVLOOP_HSTS=""))
+        assert p.returncode == 0 and '"env DEVLOOP_HSTS"' in p.stdout, p.stdout
+        s = settings(run(["config", app], clean_env()).stdout)
+        assert "max-age=31536000" in s["hsts"] and " default " in s["hsts"], s["hsts"]
+        s = settings(run(["config", app, "--hsts", ""], clean_env(DEVLOOP_HSTS="")).stdout)
+        assert " off " in s["hsts"] and "flag --hsts" in s["hsts"], s["hsts"]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 tests = {k: v for k, v in dict(globals()).items() if k.startswith("test_") and callable(v)}
 
 if __name__ == "__main__":
