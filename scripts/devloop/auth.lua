@@ -68,15 +68,16 @@ local function parse(path, text)
   if type(doc) ~= "table" or type(doc.tokens) ~= "table" then
     return fail(path, jerr or 'expected {"tokens": [...]}')
   end
-  -- a misspelled top-level key (`token`, `users`) holds entries nobody reads
+  -- a misspelled top-level key (`token`, `users`) holds entries nobody
+  -- reads; _comment is the note JSON has no other place for (the example's)
   local extra = {}
   for k in pairs(doc) do
-    if k ~= "tokens" then extra[#extra + 1] = "'" .. tostring(k) .. "'" end
+    if k ~= "tokens" and k ~= "_comment" then extra[#extra + 1] = "'" .. tostring(k) .. "'" end
   end
   if #extra > 0 then
     table.sort(extra)
     return fail(path, "unknown top-level key" .. (#extra > 1 and "s " or " ") .. table.concat(extra, ", ")
-                .. ' (known: tokens)')
+                .. " (known: _comment, tokens)")
   end
   if not is_list(doc.tokens) then
     return fail(path, 'tokens must be a list [{"token": ..., "user": ..., "permissions": [...]}, ...], not an object')
