@@ -52,11 +52,35 @@ local function fail(path, msg) return nil, path .. ": " .. msg end
 
 local ENTRY_KEYS = { "permissions", "sha256", "token", "user" }
 
+-- true when t is a JSON list: its keys are exactly 1..#t (an object with
+-- names would be walked by ipairs as empty and grant nothing)
+local function is_list(t)
+  local n = #t
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then return false end
+  end
+  return true
+end
+
 -- parses a tokens file's text; returns the entries or nil, message
 local function parse(path, text)
   local doc, jerr = codec.json_decode(text)
   if type(doc) ~= "table" or type(doc.tokens) ~= "table" then
     return fail(path, jerr or 'expected {"tokens": [...]}')
+  end
+  -- a misspelled top-level key (`token`, `users`) holds entries nobody
+  -- reads; _comment is the note JSON has no other place for (the example's)
+  local extra = {}
+  for k in pairs(doc) do
+    if k ~= "tokens" and k ~= "_comment" then extra[#extra + 1] = "'" .. tostring(k) .. "'" end
+  end
+  if #extra > 0 then
+    table.sort(extra)
+    return fail(path, "unknown top-level key" .. (#extra > 1 and "s " or " ") .. table.concat(extra, ", ")
+                .. " (known: _comment, tokens)")
+  end
+  if not is_list(doc.tokens) then
+    return fail(path, 'tokens must be a list [{"token": ..., "user": ..., "permissions": [...]}, ...], not an object')
   end
   local out = {}
   local seen = {} -- digest -> index of the entry that has it
@@ -66,6 +90,13 @@ local function parse(path, text)
     local unknown = options.unknown(t, ENTRY_KEYS, "key", "tokens[" .. i .. "]")
     if unknown then return fail(path, unknown) end
     local digest
+    if t.token ~= nil and t.sha256 ~= nil then
+      -- which one would count? Say so rather than pick one
+      return fail(path, "tokens[" .. i .. "] has both a token and a sha256 (give one)")
+    end
+    if t.sha256 ~= nil and not (type(t.sha256) == "string" and #t.sha256 == 64 and t.sha256:match("^%x+$")) then
+      return fail(path, "tokens[" .. i .. "].sha256 must be 64 hex digits, not " .. options.show(t.sha256))
+    end
     if type(t.token) == "string" and t.token:find("[%s%c]") then
       -- a bearer token is one word: one with a space or a control could never match
       return fail(path, "tokens[" .. i .. "].token holds a space or a control character")
@@ -84,7 +115,7 @@ local function parse(path, text)
       return fail(path, "tokens[" .. i .. "] has the same token as tokens[" .. seen[digest] .. "]")
     end
     seen[digest] = i
-    if t.permissions ~= nil and type(t.permissions) ~= "table" then
+    if t.permissions ~= nil and (type(t.permissions) ~= "table" or not is_list(t.permissions)) then
       return fail(path, "tokens[" .. i .. "].permissions must be a list of permission names, not "
                   .. options.show(t.permissions))
     end

@@ -246,6 +246,11 @@ local function check_schema(name, schema)
   if not collection_name_ok(name) then
     fail("db.define(" .. options.show(name) .. "): invalid collection name (1-64 of [A-Za-z0-9_])")
   end
+  if name:sub(1, 1) == "_" then
+    -- _jobs and _files hold the runtime's own queue and file records
+    fail("db.define(\"" .. name .. "\"): names starting with _ are the runtime's own collections "
+         .. "(_jobs, _files); choose another name")
+  end
   if type(schema) ~= "table" then
     fail("db.define(\"" .. name .. "\"): the schema must be a table, not " .. options.show(schema))
   end
@@ -257,6 +262,20 @@ local function check_schema(name, schema)
   end
   local function is_table(v) return type(v) == "table" end
   kind("required", "a list of field names", is_table)
+  if type(schema.required) == "table" then
+    local n = #schema.required
+    for k, field in pairs(schema.required) do
+      if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+        fail("db.define(\"" .. name .. "\"): required must be a list of field names, not a table with the key "
+             .. options.show(k))
+      end
+      -- a number or a table is no field: the check would never apply
+      if type(field) ~= "string" or field == "" then
+        fail("db.define(\"" .. name .. "\"): required[" .. k .. "] must be a field name (a non-empty string), not "
+             .. options.show(field))
+      end
+    end
+  end
   kind("enums", "a table { field = { values... } }", is_table)
   kind("defaults", "a table { field = value }", is_table)
   kind("types", "a table { field = type name }", is_table)

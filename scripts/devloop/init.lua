@@ -25,6 +25,9 @@ local cache = {
   },
 }
 
+-- the longest TTL the cache binding takes (check_ttl_ms in dl_cache.c: ten years)
+local MAX_TTL = 10 * 365 * 86400
+
 -- seconds from a preset name or a number; nil -> medium
 local function ttl_seconds(ttl)
   if ttl == nil then return cache.ttl.medium end
@@ -44,6 +47,11 @@ function cache.get(key) return cache_core.get(key) end
 function cache.set(key, value, ttl)
   -- not a tail call: ttl_seconds' level 3 is the caller of this function
   local secs = ttl_seconds(ttl)
+  -- past the binding's maximum it would raise: a value the caller can test
+  if type(secs) ~= "number" or not (secs >= 0 and secs <= MAX_TTL) then
+    return nil, "api.cache.set: ttl must be seconds from 0 to " .. MAX_TTL .. " (ten years), not "
+      .. options.show(ttl == nil and secs or ttl), "EINVAL"
+  end
   return cache_core.set(key, value, secs)
 end
 function cache.del(key) return cache_core.del(key) end
@@ -300,12 +308,19 @@ local function check_route_options(opts)
       options.fail("cache option prefix must be a non-empty string, not " .. options.show(c.prefix))
     end
     local ttl = c.ttl
-    if ttl ~= nil and not positive(ttl) and not (type(ttl) == "string" and positive(cache.ttl[ttl])) then
+    local secs = ttl
+    if type(ttl) == "string" then secs = cache.ttl[ttl] end
+    if ttl ~= nil and not positive(secs) then
       local presets = {}
       for name in pairs(cache.ttl) do presets[#presets + 1] = name end
       table.sort(presets)
       options.fail("cache option ttl must be a number of seconds above 0 or a preset ("
                    .. table.concat(presets, ", ") .. "), not " .. options.show(ttl))
+    end
+    -- the cache refuses a longer one on every request (a 500 each time)
+    if secs ~= nil and secs > MAX_TTL then
+      options.fail("cache option ttl must be at most " .. MAX_TTL .. " seconds (ten years), not "
+                   .. options.show(ttl) .. (ttl ~= secs and " (" .. secs .. " s)" or ""))
     end
     if c.key ~= nil and type(c.key) ~= "function" then
       options.fail("cache option key must be a function(req), not " .. options.show(c.key))

@@ -519,9 +519,20 @@ function _M.add_many(type_, list, opts)
   if type(list) ~= "table" then
     return nil, "jobs.add_many: the data must be a list (a table), not " .. options.show(list), "EINVAL"
   end
+  -- a map would add nothing (ipairs sees no entry) and say it worked
+  local n = #list
+  for k in pairs(list) do
+    if type(k) ~= "number" or k < 1 or k > n or k ~= floor(k) then
+      return nil, "jobs.add_many: the data must be a list (an array), not a table with the key "
+        .. options.show(k), "EINVAL"
+    end
+  end
   if type(opts) == "table" and opts.job_id ~= nil then
     return nil, "jobs.add_many takes no job_id (each job gets its own id)", "EINVAL"
   end
+  -- the options are checked even for an empty list: a mistake shows at once
+  local _, err, code = make_doc(type_, nil, opts, "jobs.add_many")
+  if err then return nil, err, code end
   local docs = {}
   for i, data in ipairs(list) do
     local doc, err, code = make_doc(type_, data, opts, "jobs.add_many")
@@ -540,6 +551,9 @@ local function finite(v) return type(v) == "number" and v == v and v ~= huge and
 local function refuse(fn, name, what, v)
   return nil, fn .. ": " .. name .. " must be " .. what .. ", not " .. options.show(v), "EINVAL"
 end
+-- a delay beyond a year is a unit mistake (seconds for ms times 1000)
+local MAX_DELAY = 31536000000
+local MAX_IS = "at most " .. MAX_DELAY .. " ms (a year)"
 local BACKOFF_IS = 'milliseconds >= 0 or { type = "exponential" | "fixed", delay = ms >= 0 }'
 make_doc = function(type_, data, opts, fn)
   if type(type_) ~= "string" or type_ == "" then
@@ -562,17 +576,25 @@ make_doc = function(type_, data, opts, fn)
   end
   local delay = opts.delay == nil and 0 or opts.delay
   if not finite(delay) or delay < 0 then return refuse(fn, "delay", "milliseconds >= 0", opts.delay) end
+  if delay > MAX_DELAY then return refuse(fn, "delay", MAX_IS, opts.delay) end
   local backoff = opts.backoff == nil and { type = "exponential", delay = 5000 } or opts.backoff
   if type(backoff) == "number" then backoff = { type = "fixed", delay = backoff } end
   if type(backoff) ~= "table" then return refuse(fn, "backoff", BACKOFF_IS, backoff) end
+  -- the delay first: { delay = -5 } is about the delay, not the missing type
+  local bdelay = backoff.delay == nil and 5000 or backoff.delay
+  if not finite(bdelay) or bdelay < 0 then
+    return refuse(fn, "backoff delay", "milliseconds >= 0", backoff.delay)
+  end
+  if bdelay > MAX_DELAY then return refuse(fn, "backoff delay", MAX_IS, backoff.delay) end
   if backoff.type ~= "exponential" and backoff.type ~= "fixed" then
     return refuse(fn, "backoff type", '"exponential" or "fixed"', backoff.type)
   end
-  local bdelay = backoff.delay == nil and 5000 or backoff.delay
-  if not finite(bdelay) or bdelay < 0 then return refuse(fn, "backoff delay", "milliseconds >= 0", backoff.delay) end
   local job_id = opts.job_id
-  if job_id ~= nil and (type(job_id) ~= "string" or job_id == "") and not finite(job_id) then
+  if job_id ~= nil and (type(job_id) ~= "string" or job_id == "") then
     return refuse(fn, "job_id", "a non-empty string", job_id)
+  end
+  if job_id and job_id:find("%c") then
+    return refuse(fn, "job_id", "a string without control characters", job_id)
   end
   if opts.remove_on_complete ~= nil and type(opts.remove_on_complete) ~= "boolean" then
     return refuse(fn, "remove_on_complete", "true or false", opts.remove_on_complete)
@@ -868,11 +890,14 @@ local function settings_problem()
         .. options.show(v)
     end
   end
-  for _, key in ipairs({ "keep_completed_ms", "poll_ms" }) do
-    local v = _M[key]
-    if not finite(v) or v <= 0 then
-      return "api.jobs." .. key .. " must be milliseconds > 0, not " .. options.show(v)
-    end
+  local v = _M.keep_completed_ms
+  if not finite(v) or v <= 0 then
+    return "api.jobs.keep_completed_ms must be milliseconds > 0, not " .. options.show(v)
+  end
+  -- the scheduler naps poll_ms, and core._nap takes 0..86400000 ms
+  v = _M.poll_ms
+  if not finite(v) or v < 1 or v > 86400000 then
+    return "api.jobs.poll_ms must be milliseconds from 1 to 86400000, not " .. options.show(v)
   end
 end
 
