@@ -44,6 +44,23 @@ BENCH_REQUESTS = [
 ]
 
 
+def new_app(files, prefix="devloop-app-"):
+    """A scratch app folder holding files ({relative path: text})."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    for name, text in files.items():
+        path = os.path.join(d, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    return d
+
+
+def run_devloop(*args, timeout=30):
+    """Runs the devloop program (no log files), returning the CompletedProcess."""
+    return subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, DEVLOOP_LOG_DIR="-"))
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

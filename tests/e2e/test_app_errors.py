@@ -8,8 +8,6 @@ cause by check, serve, test and reload."""
 import os
 import shutil
 import signal
-import subprocess
-import tempfile
 import time
 
 import harness
@@ -63,18 +61,10 @@ USES_LIB = 'local api = require "devloop"\nlocal v = require "validate"\napi.get
 
 
 def new_app(files):
-    d = tempfile.mkdtemp(prefix="devloop-apperr-")
-    for name, text in files.items():
-        path = os.path.join(d, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-    return d
+    return harness.new_app(files, prefix="devloop-apperr-")
 
 
-def run(*args, timeout=30):
-    return subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, DEVLOOP_LOG_DIR="-"))
+run = harness.run_devloop
 
 
 def check_fails(files, where, message):

@@ -11,8 +11,6 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
-import tempfile
 import time
 
 import harness
@@ -20,18 +18,10 @@ from harness import BIN, RedisServer, Server
 
 
 def new_app(files):
-    d = tempfile.mkdtemp(prefix="devloop-apperr2-")
-    for name, text in files.items():
-        path = os.path.join(d, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-    return d
+    return harness.new_app(files, prefix="devloop-apperr2-")
 
 
-def run(*args, timeout=30):
-    return subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, DEVLOOP_LOG_DIR="-"))
+run = harness.run_devloop
 
 
 def check_fails(files, where, message):

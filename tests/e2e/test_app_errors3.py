@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 
 import harness
@@ -24,18 +22,10 @@ API = 'local api = require "devloop"\n'
 
 
 def new_app(files):
-    d = tempfile.mkdtemp(prefix="devloop-apperr3-")
-    for name, text in files.items():
-        path = os.path.join(d, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-    return d
+    return harness.new_app(files, prefix="devloop-apperr3-")
 
 
-def run(*args, timeout=30):
-    return subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, DEVLOOP_LOG_DIR="-"))
+run = harness.run_devloop
 
 
 def check_fails(files, where, message):
