@@ -61,6 +61,23 @@ def run_devloop(*args, timeout=30):
                           env=dict(os.environ, DEVLOOP_LOG_DIR="-"))
 
 
+def check_fails(files, where, message, prefix="devloop-app-"):
+    """`devloop check` of an app made of files exits 1 and its stderr holds
+    APP/where message (where "": APP/message; None: message alone)."""
+    app = new_app(files, prefix)
+    try:
+        p = run_devloop("check", app)
+        assert p.returncode == 1, (message, p.returncode, p.stdout, p.stderr)
+        if where is None:
+            want = message
+        else:
+            want = "%s/%s" % (app, "%s %s" % (where, message) if where else message)
+        assert want in p.stderr, (where, message, p.stderr)
+        return p
+    finally:
+        shutil.rmtree(app)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -67,15 +67,9 @@ def new_app(files):
 run = harness.run_devloop
 
 
+
 def check_fails(files, where, message):
-    app = new_app(files)
-    try:
-        p = run("check", app)
-        assert p.returncode == 1, (message, p.returncode, p.stdout, p.stderr)
-        assert "%s/%s %s" % (app, where, message) in p.stderr, (where, message, p.stderr)
-        return p
-    finally:
-        shutil.rmtree(app)
+    return harness.check_fails(files, where, message, prefix="devloop-apperr-")
 
 
 def test_check_names_unknown_and_wrong_route_options(_):

@@ -24,16 +24,9 @@ def new_app(files):
 run = harness.run_devloop
 
 
+
 def check_fails(files, where, message):
-    app = new_app(files)
-    try:
-        p = run("check", app)
-        assert p.returncode == 1, (message, p.returncode, p.stdout, p.stderr)
-        want = "%s/%s %s" % (app, where, message) if where else message
-        assert want in p.stderr, (where, message, p.stderr)
-        return p
-    finally:
-        shutil.rmtree(app)
+    return harness.check_fails(files, where, message, prefix="devloop-apperr2-")
 
 
 def check_ok(files):
