@@ -185,29 +185,20 @@ DL_TEST(limits_from_environment)
     EXPECT_STR(cfg.env_error, "");
     unsetenv("DEVLOOP_BODY_MIN_BYTES");
     /* garbage and out-of-range values are named, never silently defaulted */
-    setenv("DEVLOOP_MAX_HEADERS", "not-a-number", 1);
-    dl_config_init(&cfg);
-    EXPECT(strstr(cfg.env_error, "DEVLOOP_MAX_HEADERS=not-a-number") != NULL);
-    unsetenv("DEVLOOP_MAX_HEADERS");
-    setenv("GZIP_LEVEL", "42", 1);
-    dl_config_init(&cfg);
-    EXPECT(strstr(cfg.env_error, "GZIP_LEVEL=42: expected a whole number from 1 to 9") != NULL);
-    unsetenv("GZIP_LEVEL");
-    setenv("LOG_LEVEL", "verbose", 1);
-    dl_config_init(&cfg);
-    EXPECT(strstr(cfg.env_error, "LOG_LEVEL=verbose") != NULL);
-    unsetenv("LOG_LEVEL");
-    setenv("DEVLOOP_MAX_BODY", "2XB", 1);
-    dl_config_init(&cfg);
-    EXPECT(strstr(cfg.env_error, "DEVLOOP_MAX_BODY=2XB: expected a size") != NULL);
-    setenv("DEVLOOP_MAX_BODY", "-1", 1);
-    dl_config_init(&cfg);
-    EXPECT(strstr(cfg.env_error, "DEVLOOP_MAX_BODY=-1") != NULL);
-    unsetenv("DEVLOOP_MAX_BODY");
-    setenv("DEVLOOP_WATCH", "maybe", 1);
-    dl_config_init(&cfg);
-    EXPECT(strstr(cfg.env_error, "DEVLOOP_WATCH=maybe") != NULL);
-    unsetenv("DEVLOOP_WATCH");
+    static const struct { const char *name, *value, *says; } bad[] = {
+        {"DEVLOOP_MAX_HEADERS", "not-a-number", "DEVLOOP_MAX_HEADERS=not-a-number"},
+        {"GZIP_LEVEL", "42", "GZIP_LEVEL=42: expected a whole number from 1 to 9"},
+        {"LOG_LEVEL", "verbose", "LOG_LEVEL=verbose"},
+        {"DEVLOOP_MAX_BODY", "2XB", "DEVLOOP_MAX_BODY=2XB: expected a size"},
+        {"DEVLOOP_MAX_BODY", "-1", "DEVLOOP_MAX_BODY=-1"},
+        {"DEVLOOP_WATCH", "maybe", "DEVLOOP_WATCH=maybe"},
+    };
+    for (size_t i = 0; i < DL_ARRAY_SIZE(bad); i++) {
+        setenv(bad[i].name, bad[i].value, 1);
+        dl_config_init(&cfg);
+        EXPECT(strstr(cfg.env_error, bad[i].says) != NULL);
+        unsetenv(bad[i].name);
+    }
 }
 
 DL_TEST(listen_address_parse)
