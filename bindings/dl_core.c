@@ -288,7 +288,10 @@ static int l_core_now(lua_State *L)
  * checked there (start-up refused a bad value), so Lua never re-parses one. */
 static int l_core_env(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)dl_env_u64(luaL_checkstring(L, 1)));
+    const char *name = luaL_checkstring(L, 1);
+    if (!dl_env_known(name)) /* dl_env_u64 asserts on a name outside its table */
+        return luaL_argerror(L, 1, "not a setting of the runtime's table (config.c)");
+    lua_pushnumber(L, (lua_Number)dl_env_u64(name));
     return 1;
 }
 

@@ -130,6 +130,11 @@ static int env_parse(const env_var_t *v, uint64_t *out, char *err, size_t errlen
     return dl_env_value(v->name, v->kind, v->def, v->min, v->max, out, err, errlen);
 }
 
+int dl_env_known(const char *name)
+{
+    return var_of(name) != NULL;
+}
+
 uint64_t dl_env_u64(const char *name)
 {
     const env_var_t *v = var_of(name);

@@ -21,6 +21,9 @@ struct dl_tls_ctx_s;
  */
 uint64_t dl_env_u64(const char *name);
 
+/** 1 when name is a variable of config.c's table (dl_env_u64 may be asked). */
+int dl_env_known(const char *name);
+
 /**
  * Everything start-up checks before it opens or binds anything: the
  * environment (cfg->env_error, then the variables only the runtime reads,

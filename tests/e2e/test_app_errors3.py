@@ -215,7 +215,26 @@ def test_db_define_required_fields_and_runtime_names(_):
     check_ok({"app.lua": SCHEMA % ('"t_1"', '{ required = { "a", "b.c" } }')})
 
 
+
+
+def test_core_env_refuses_an_unknown_name(_):
+    """core._env with a name outside config.c's table raised an assertion
+    that aborted the process; now it is a Lua argument error."""
+    app = new_app({"app.lua": API, "tests/e_test.lua":
+                   'local t = require "devloop.test"\n'
+                   'local core = require "devloop.core"\n'
+                   't.test("env", function()\n'
+                   '  t.fails(function() core._env("NOPE") end, "not a setting")\n'
+                   '  t.eq(core._env("DEVLOOP_JOB_LEASE_MS"), 30000)\n'
+                   'end)\n'})
+    try:
+        p = run("test", app)
+        assert p.returncode == 0 and "1 passed, 0 failed" in p.stdout, (p.returncode, p.stdout, p.stderr)
+    finally:
+        shutil.rmtree(app)
+
 tests = {k: v for k, v in dict(globals()).items() if k.startswith("test_") and callable(v)}
+
 
 if __name__ == "__main__":
     harness.main(tests, app=None)
