@@ -55,6 +55,7 @@ function _M.sanitize(name)
   name = name:gsub("^[%s%.]+", ""):gsub("%s+$", "")
   if #name > 200 then
     local ext = name:match("(%.[%w]+)$") or ""
+    if #ext > 16 then ext = "" end -- a long "extension" is part of the name: cut it too
     local n = 200 - #ext
     -- never cut inside a UTF-8 sequence: back up to the start of the one cut
     while n > 0 and (name:byte(n + 1) or 0) >= 0x80 and name:byte(n + 1) < 0xC0 do n = n - 1 end

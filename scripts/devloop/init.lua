@@ -440,8 +440,10 @@ end
 -- Runs fn with a deadline: returns true, fn's first result when it ends in
 -- time, or false, "timeout" (fn runs on, detached; its end is ignored).
 function _M.with_timeout(ms, fn)
-  if type(ms) ~= "number" or not (ms >= 0 and ms < math.huge) then
-    error("api.with_timeout: ms must be a number of milliseconds (0 or more), not "
+  -- the bound of api.sleep: the C timer takes whole milliseconds, and a
+  -- float past its range (1e30) would not convert
+  if type(ms) ~= "number" or not (ms >= 0 and ms <= 86400000) then
+    error("api.with_timeout: ms must be a number of milliseconds from 0 to 86400000, not "
           .. options.show(ms), 2)
   end
   if type(fn) ~= "function" then

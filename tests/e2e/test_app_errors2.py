@@ -284,8 +284,8 @@ end)
             "/sleep": "routes/r.lua:4: api.sleep: ms must be a number of milliseconds from 0 to 86400000, not -5",
             "/sleep-str": 'routes/r.lua:5: api.sleep: ms must be a number of milliseconds from 0 to 86400000, '
                           'not "5"',
-            "/timeout": "routes/r.lua:6: api.with_timeout: ms must be a number of milliseconds (0 or more), "
-                        "not -1",
+            "/timeout": "routes/r.lua:6: api.with_timeout: ms must be a number of milliseconds from 0 to "
+                        "86400000, not -1",
             "/timeout-fn": 'routes/r.lua:7: api.with_timeout: fn must be a function, not "x"',
             "/cacheset": "routes/r.lua:8: api.cache.set: ttl must be a number of seconds (0 or more) or a "
                          "preset name, not -1",

@@ -233,6 +233,27 @@ def test_core_env_refuses_an_unknown_name(_):
     finally:
         shutil.rmtree(app)
 
+def test_timeout_bound_and_file_name_length(_):
+    """api.with_timeout(1e30) reached a float-to-integer conversion out of
+    range in C; files.sanitize kept a 300-byte "extension" past its 200-byte
+    promise."""
+    app = new_app({"app.lua": API, "tests/b_test.lua":
+                   'local t = require "devloop.test"\n'
+                   'local api = require "devloop"\n'
+                   't.test("bounds", function()\n'
+                   '  t.fails(function() api.with_timeout(1e30, function() end) end,\n'
+                   '          "from 0 to 86400000")\n'
+                   '  t.eq(#api.files.sanitize("a." .. string.rep("b", 300)), 200)\n'
+                   '  t.eq(api.files.sanitize(string.rep("x", 300) .. ".pdf"),\n'
+                   '       string.rep("x", 196) .. ".pdf")\n'
+                   'end)\n'})
+    try:
+        p = run("test", app)
+        assert p.returncode == 0 and "1 passed, 0 failed" in p.stdout, (p.returncode, p.stdout, p.stderr)
+    finally:
+        shutil.rmtree(app)
+
+
 tests = {k: v for k, v in dict(globals()).items() if k.startswith("test_") and callable(v)}
 
 
