@@ -52,15 +52,9 @@ local function fail(path, msg) return nil, path .. ": " .. msg end
 
 local ENTRY_KEYS = { "permissions", "sha256", "token", "user" }
 
--- true when t is a JSON list: its keys are exactly 1..#t (an object with
--- names would be walked by ipairs as empty and grant nothing)
-local function is_list(t)
-  local n = #t
-  for k in pairs(t) do
-    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then return false end
-  end
-  return true
-end
+-- true when t is a JSON list (an object with names would be walked by
+-- ipairs as empty and grant nothing)
+local function is_list(t) return options.non_list_key(t) == nil end
 
 -- parses a tokens file's text; returns the entries or nil, message
 local function parse(path, text)

@@ -263,12 +263,12 @@ local function check_schema(name, schema)
   local function is_table(v) return type(v) == "table" end
   kind("required", "a list of field names", is_table)
   if type(schema.required) == "table" then
-    local n = #schema.required
+    local bad = options.non_list_key(schema.required)
+    if bad ~= nil then
+      fail("db.define(\"" .. name .. "\"): required must be a list of field names, not a table with the key "
+           .. options.show(bad))
+    end
     for k, field in pairs(schema.required) do
-      if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
-        fail("db.define(\"" .. name .. "\"): required must be a list of field names, not a table with the key "
-             .. options.show(k))
-      end
       -- a number or a table is no field: the check would never apply
       if type(field) ~= "string" or field == "" then
         fail("db.define(\"" .. name .. "\"): required[" .. k .. "] must be a field name (a non-empty string), not "

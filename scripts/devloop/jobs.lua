@@ -520,12 +520,10 @@ function _M.add_many(type_, list, opts)
     return nil, "jobs.add_many: the data must be a list (a table), not " .. options.show(list), "EINVAL"
   end
   -- a map would add nothing (ipairs sees no entry) and say it worked
-  local n = #list
-  for k in pairs(list) do
-    if type(k) ~= "number" or k < 1 or k > n or k ~= floor(k) then
-      return nil, "jobs.add_many: the data must be a list (an array), not a table with the key "
-        .. options.show(k), "EINVAL"
-    end
+  local bad = options.non_list_key(list)
+  if bad ~= nil then
+    return nil, "jobs.add_many: the data must be a list (an array), not a table with the key "
+      .. options.show(bad), "EINVAL"
   end
   if type(opts) == "table" and opts.job_id ~= nil then
     return nil, "jobs.add_many takes no job_id (each job gets its own id)", "EINVAL"

@@ -68,4 +68,13 @@ function _M.check(tbl, known, what, where)
   if err then error(err, app_level()) end
 end
 
+-- The first key that keeps t from being a list (keys exactly 1..#t), or nil:
+-- a map walked by ipairs is silently empty.
+function _M.non_list_key(t)
+  local n = #t
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then return k end
+  end
+end
+
 return _M
