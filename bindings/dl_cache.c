@@ -1,6 +1,6 @@
 /*
  * dl_cache.c - the devloop.cache_core Lua module: get/set/del/invalidate on
- * the worker's cache (runtime/cache.c) and the two primitives cached routes
+ * the worker's cache (runtime/cache/cache.c) and the two primitives cached routes
  * are built on (_http_get, _http_store). Values are packed with an explicit
  * format header; a Lua string is stored as is, any other value as
  * MessagePack; payloads over the threshold are gzip-compressed. A call
@@ -10,15 +10,15 @@
 #include <lua.h>
 #include <string.h>
 
-#include "../runtime/cache.h"
-#include "../runtime/codec_msgpack.h"
-#include "../runtime/http.h"
-#include "../runtime/internal.h"
-#include "../runtime/lua_vm.h"
-#include "../runtime/metrics.h"
-#include "../runtime/server.h"
-#include "../runtime/worker.h"
-#include "dl_bindings.h"
+#include "cache/cache.h"
+#include "common/codec_msgpack.h"
+#include "core/http.h"
+#include "common/internal.h"
+#include "lua/lua_vm.h"
+#include "common/metrics.h"
+#include "server/server.h"
+#include "server/worker.h"
+#include "bindings/dl_bindings.h"
 
 enum { K_GET, K_SET, K_DEL, K_INVALIDATE, K_HTTP_GET };
 

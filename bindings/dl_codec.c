@@ -1,6 +1,6 @@
 /*
- * dl_codec.c - the Lua module devloop.codec over runtime/codec_json.c and
- * runtime/codec_msgpack.c: json_encode(v), json_decode(s), msgpack_encode(v)
+ * dl_codec.c - the Lua module devloop.codec over runtime/common/codec_json.c and
+ * runtime/common/codec_msgpack.c: json_encode(v), json_decode(s), msgpack_encode(v)
  * and msgpack_decode(s) return a value or nil, err, code; null is the null
  * sentinel (lightuserdata NULL, like cjson.null); array(t) and object(t) mark
  * a table (a new one when t is absent) so it encodes as an array or object
@@ -9,11 +9,11 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "buf.h"
-#include "codec_json.h"
-#include "codec_msgpack.h"
-#include "dl_bindings.h"
-#include "internal.h"
+#include "common/buf.h"
+#include "common/codec_json.h"
+#include "common/codec_msgpack.h"
+#include "bindings/dl_bindings.h"
+#include "common/internal.h"
 
 typedef int (*encode_fn)(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errlen);
 typedef int (*decode_fn)(lua_State *L, const char *s, size_t len, char *err, size_t errlen);

@@ -13,14 +13,14 @@
 #include <string.h>
 #include <uv.h>
 
-#include "../runtime/buf.h"
-#include "../runtime/config.h"
-#include "../runtime/codec_json.h"
-#include "../runtime/internal.h"
-#include "../runtime/log.h"
-#include "../runtime/lua_vm.h"
-#include "../runtime/worker.h"
-#include "../runtime/conn.h"
+#include "common/buf.h"
+#include "server/config.h"
+#include "common/codec_json.h"
+#include "common/internal.h"
+#include "common/log.h"
+#include "lua/lua_vm.h"
+#include "server/worker.h"
+#include "http1/conn.h"
 
 /* ================================================================== sleep */
 

@@ -20,8 +20,8 @@ static void sha256(const char *s, size_t len, unsigned char *md)
     EVP_Digest(s, len, md, &n, EVP_sha256(), NULL);
 }
 
-#include "dl_bindings.h"
-#include "internal.h"
+#include "bindings/dl_bindings.h"
+#include "common/internal.h"
 
 static int l_crypto_sha256(lua_State *L)
 {

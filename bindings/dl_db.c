@@ -1,6 +1,6 @@
 /*
  * dl_db.c - the devloop.db_core Lua module: document-store operations
- * (runtime/store.h) run on the libuv thread pool while the calling task is
+ * (runtime/store/store.h) run on the libuv thread pool while the calling task is
  * parked. Arguments are encoded to JSON on the worker thread, the blocking
  * call runs on a pool thread, and the JSON result is decoded back on the
  * worker thread when the task resumes. The file_* operations (stores that keep
@@ -13,15 +13,15 @@
 #include <string.h>
 #include <uv.h>
 
-#include "../runtime/codec_json.h"
-#include "../runtime/internal.h"
-#include "../runtime/lua_vm.h"
-#include "../runtime/metrics.h"
-#include "../runtime/server.h"
-#include "../runtime/sign.h"
-#include "../runtime/store.h"
-#include "../runtime/worker.h"
-#include "dl_bindings.h"
+#include "common/codec_json.h"
+#include "common/internal.h"
+#include "lua/lua_vm.h"
+#include "common/metrics.h"
+#include "server/server.h"
+#include "common/sign.h"
+#include "store/store.h"
+#include "server/worker.h"
+#include "bindings/dl_bindings.h"
 
 enum {
     OP_FIND,

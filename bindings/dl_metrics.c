@@ -13,14 +13,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../runtime/internal.h"
-#include "../runtime/log.h"
-#include "../runtime/lua_vm.h"
-#include "../runtime/mem_cache.h"
-#include "../runtime/metrics.h"
-#include "../runtime/server.h"
-#include "../runtime/worker.h"
-#include "dl_bindings.h"
+#include "common/internal.h"
+#include "common/log.h"
+#include "lua/lua_vm.h"
+#include "cache/mem_cache.h"
+#include "common/metrics.h"
+#include "server/server.h"
+#include "server/worker.h"
+#include "bindings/dl_bindings.h"
 
 #define MAX_LABELS 16
 

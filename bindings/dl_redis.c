@@ -1,6 +1,6 @@
 /*
  * dl_redis.c - the devloop.redis_core Lua module: Redis commands through the
- * worker's pool (runtime/redis_pool.c). call(...) sends one command,
+ * worker's pool (runtime/backend/redis_pool.c). call(...) sends one command,
  * pipeline({...}) several in one round trip; both park the calling task
  * until the replies arrive; call_idempotent(...) and pipeline({...}, true)
  * let the pool send again what may run twice. A failure is `nil, message,
@@ -14,12 +14,12 @@
 #include <lua.h>
 #include <string.h>
 
-#include "../runtime/breaker.h"
-#include "../runtime/internal.h"
-#include "../runtime/lua_vm.h"
-#include "../runtime/redis_pool.h"
-#include "../runtime/worker.h"
-#include "dl_bindings.h"
+#include "backend/breaker.h"
+#include "common/internal.h"
+#include "lua/lua_vm.h"
+#include "backend/redis_pool.h"
+#include "server/worker.h"
+#include "bindings/dl_bindings.h"
 
 #define MAX_ARGS (1024 * 1024)
 

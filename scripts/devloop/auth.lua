@@ -244,7 +244,7 @@ function _M.protect(need, handler)
 end
 
 -- The same check on an Authorization header alone, for a request whose body
--- has not been read yet (runtime/conn.c answers it on the head alone, with
+-- has not been read yet (runtime/http1/conn.c answers it on the head alone, with
 -- or without Expect: 100-continue, HTTP/1.1 and HTTP/2): status, message or nil.
 function _M.precheck(need)
   check_need(need)

@@ -1,6 +1,6 @@
 /*
  * bench_compress.c - measures one-shot whole-body compression with zlib and
- * with libdeflate, the two libraries runtime/compress.c can use, so the choice
+ * with libdeflate, the two libraries runtime/common/compress.c can use, so the choice
  * of default rests on numbers. Each case compresses FILE the way the module
  * does: zlib reuses one z_stream per format through deflateReset() and sizes
  * the output with deflateBound(); libdeflate keeps one compressor per level

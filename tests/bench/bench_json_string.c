@@ -1,6 +1,6 @@
 /*
  * bench_json_string.c - measures the JSON string writer (dl_json_put_string,
- * runtime/json_str.c) on the strings responses are made of: short and long
+ * runtime/common/json_str.c) on the strings responses are made of: short and long
  * ASCII, text with some non-ASCII, and bytes that are not UTF-8; and the
  * whole encoder (dl_json_encode) on a page of records like the shared
  * benchmark's /features. Each case runs RUNS batches of ITERS calls and
@@ -13,7 +13,7 @@
  * Defaults: 200000 iterations, 9 runs.
  *
  * Build (from a configured build directory's library):
- *   gcc -O2 -Iruntime tests/bench/bench_json_string.c build/libdevloop.a \
+ *   gcc -O2 -Iruntime -Iruntime/include tests/bench/bench_json_string.c build/libdevloop.a \
  *       $(pkg-config --cflags --libs luajit msgpack) -lm -o bench_json_string
  */
 #define _POSIX_C_SOURCE 200809L
@@ -26,7 +26,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "buf.h"
+#include "common/buf.h"
 
 /* Declared here rather than from a header so the file builds against older
  * libraries too, whose headers put them elsewhere. */

@@ -1,7 +1,7 @@
 """HTTP/2 attacks on the h2c listener (prior knowledge), one per test, each on
 its own connection: the defence holds (a refused stream, a 431, a GOAWAY, a
 closed connection) and the server keeps answering other clients at once, over
-HTTP/1.1 and over HTTP/2 (runtime/h2.c lists the defences).
+HTTP/1.1 and over HTTP/2 (runtime/http2/h2.c lists the defences).
 
 Frames are written by hand with struct so that every byte is the test's; the
 header blocks of attacks are hand-encoded HPACK, and responses are decoded

@@ -23,8 +23,8 @@
 
 #include "devloop.h"
 #include "fuzz.h"
-#include "internal.h"
-#include "lua_vm.h"
+#include "common/internal.h"
+#include "lua/lua_vm.h"
 
 #define LUA_COV_SIZE 4096
 __attribute__((section("__libfuzzer_extra_counters"))) static uint8_t lua_cov[LUA_COV_SIZE];

@@ -1,5 +1,5 @@
 /*
- * fuzz_h2.c - libFuzzer harness for HTTP/2 connections (runtime/h2.c over
+ * fuzz_h2.c - libFuzzer harness for HTTP/2 connections (runtime/http2/h2.c over
  * nghttp2, then the same routing, handlers and codecs as HTTP/1). Virtual
  * connections never look for the h2c preface, so the harness marks its
  * connection fresh, as conn.c marks a plain listener's new connection: the

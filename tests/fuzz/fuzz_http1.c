@@ -1,5 +1,5 @@
 /*
- * fuzz_http1.c - libFuzzer harness for HTTP/1.x connections (runtime/conn.c
+ * fuzz_http1.c - libFuzzer harness for HTTP/1.x connections (runtime/http1/conn.c
  * over llhttp, down to the router, the Lua handlers of tests/fuzz/app, the
  * codecs and compression), through an in-process runtime's virtual
  * connection. Input: fuzz.h's split framing around raw request bytes.

@@ -1,14 +1,14 @@
 /*
- * fuzz_json.c - libFuzzer harness for runtime/codec_json.c. Any input is
+ * fuzz_json.c - libFuzzer harness for runtime/common/codec_json.c. Any input is
  * decoded; a rejected input must leave the stack as it was and say why. An
  * accepted one is encoded, and the text decoded again must give the same
  * value; the value must also survive MessagePack (encode, decode) unchanged,
  * since a handler may answer a JSON request in either format.
  */
-#include "buf.h"
-#include "codec_json.h"
-#include "json_str.h"
-#include "codec_msgpack.h"
+#include "common/buf.h"
+#include "common/codec_json.h"
+#include "common/json_str.h"
+#include "common/codec_msgpack.h"
 #include "devloop.h"
 #include "fuzz.h"
 #include "fuzz_lua.h"

@@ -12,7 +12,7 @@
 #include <lualib.h>
 #include <math.h>
 
-#include "codec_json.h"
+#include "common/codec_json.h"
 #include "fuzz.h"
 
 /* The state every input of this process uses; the stack is empty between inputs. */

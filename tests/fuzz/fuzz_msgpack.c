@@ -1,13 +1,13 @@
 /*
- * fuzz_msgpack.c - libFuzzer harness for runtime/codec_msgpack.c: any input
+ * fuzz_msgpack.c - libFuzzer harness for runtime/common/codec_msgpack.c: any input
  * is decoded; a rejected one must leave the stack as it was and say why; an
  * accepted one is encoded, and the bytes decoded again must give the same
  * value (compared as the encoders see values, so the map {1: x} and the
  * array [x] it becomes are equal).
  */
-#include "buf.h"
-#include "codec_json.h"
-#include "codec_msgpack.h"
+#include "common/buf.h"
+#include "common/codec_json.h"
+#include "common/codec_msgpack.h"
 #include "devloop.h"
 #include "fuzz.h"
 #include "fuzz_lua.h"

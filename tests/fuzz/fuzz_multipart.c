@@ -1,5 +1,5 @@
 /*
- * fuzz_multipart.c - libFuzzer harness for runtime/multipart.c. The body is
+ * fuzz_multipart.c - libFuzzer harness for runtime/core/multipart.c. The body is
  * parsed three times: whole, cut where the fuzzer says (fuzz.h's split
  * framing) and one byte at a time. The three transcripts (each part's headers,
  * its data joined, its end, the error code and reason, the counters) must be
@@ -11,7 +11,7 @@
  */
 #include "devloop.h"
 #include "fuzz.h"
-#include "multipart.h"
+#include "core/multipart.h"
 
 static const char *const boundaries[] = {
     "b",    "boundary", "----WebKitFormBoundary7MA4YWxkTrZu0gW",

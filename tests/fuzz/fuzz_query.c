@@ -1,6 +1,6 @@
 /*
  * fuzz_query.c - libFuzzer harness for the query-string and form parser of
- * runtime/http.c (dl_parse_query, dl_url_decode), checked against a plain
+ * runtime/core/http.c (dl_parse_query, dl_url_decode), checked against a plain
  * reference written from the WHATWG urlencoded rules the parser follows:
  * pairs split on '&', empty pairs skipped, the first '=' splits name from
  * value, '+' is a space and %XX a byte in both, an invalid or cut escape is
@@ -10,7 +10,7 @@
  */
 #include "devloop.h"
 #include "fuzz.h"
-#include "http.h"
+#include "core/http.h"
 
 static int hex(int c)
 {

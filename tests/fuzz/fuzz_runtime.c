@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "devloop.h"
-#include "server.h"
+#include "server/server.h"
 
 static uv_loop_t host;
 static dl_runtime_t *rt;

@@ -7,9 +7,9 @@
 #ifndef DL_FUZZ_RUNTIME_H
 #define DL_FUZZ_RUNTIME_H
 
-#include "conn.h"
+#include "http1/conn.h"
 #include "fuzz.h"
-#include "worker.h"
+#include "server/worker.h"
 
 /* What one connection wrote: bytes, and whether (and how often) it closed. */
 typedef struct {

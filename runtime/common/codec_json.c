@@ -1,0 +1,902 @@
+/*
+ * codec_json.c - JSON encoding and decoding between Lua values and text. The
+ * encoder sits on the hot path of every JSON response, so it writes straight
+ * into the output buffer after reserving, leaves strings to json_str.c's
+ * writer (which escapes and repairs UTF-8 16 bytes at a time), prints
+ * integers without printf and walks each table once where it can: its cost is
+ * then mostly the Lua C API calls (lua_next, lua_type, lua_tolstring). The
+ * decoder is a recursive descent parser over a length-delimited input that
+ * follows RFC 8259 strictly and builds Lua values as it goes, counting them
+ * against an optional element budget (request bodies) so that what a body
+ * costs is bounded by more than its byte size; it holds no C-allocated
+ * memory, so a Lua error (OOM) raised from inside it leaks nothing. Arrays
+ * and empty objects carry marker metatables from the registry so that [] and
+ * {} survive a round trip. The table classification and number formatting
+ * here are shared with codec_msgpack.c.
+ */
+#include "common/codec_json.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "common/internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* Markers and table classification                                          */
+/* ------------------------------------------------------------------------ */
+
+static void init_marker(lua_State *L, const char *key, const char *type)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, key);
+    if (lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "__jsontype");
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+}
+
+void dl_json_init_markers(lua_State *L)
+{
+    luaL_checkstack(L, 3, "json markers");
+    init_marker(L, DL_CODEC_ARRAY_MT, "array");
+    init_marker(L, DL_CODEC_OBJECT_MT, "object");
+}
+
+void dl_codec_push_markers(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
+    if (DL_LIKELY(lua_istable(L, -1) && lua_istable(L, -2)))
+        return;
+    lua_pop(L, 2);
+    dl_json_init_markers(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
+}
+
+static size_t count_pairs(lua_State *L, int idx)
+{
+    size_t count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        count++;
+    }
+    return count;
+}
+
+/* A key that could belong to an array: an integer in [1, 2^53]. */
+static inline int index_key(lua_State *L, int idx, double *k)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+    *k = lua_tonumber(L, idx);
+    return *k >= 1.0 && *k <= 9007199254740992.0 && *k == floor(*k);
+}
+
+/* The key scan of an unmarked table: an array iff the keys are exactly
+ * 1..count. Keys are distinct, so "all index keys and the largest equals the
+ * count" suffices. */
+static int scan_keys(lua_State *L, int idx, int want_count, size_t *n)
+{
+    size_t count = 0;
+    double max = 0, k;
+    int indexed = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        count++;
+        if (indexed) {
+            if (index_key(L, -1, &k)) {
+                if (k > max)
+                    max = k;
+                continue;
+            }
+            indexed = 0;
+            if (!want_count) {
+                lua_pop(L, 1);
+                return DL_CODEC_OBJECT;
+            }
+        }
+    }
+    *n = count;
+    if (indexed && count > 0 && max == (double)count)
+        return DL_CODEC_ARRAY;
+    return DL_CODEC_OBJECT;
+}
+
+/* The marker check: DL_CODEC_ARRAY / DL_CODEC_OBJECT, or -1 when unmarked. */
+static inline int marked_kind(lua_State *L, int idx, int mt_array, int mt_object)
+{
+    if (!lua_getmetatable(L, idx))
+        return -1;
+    int kind = -1;
+    if (mt_array && lua_rawequal(L, -1, mt_array))
+        kind = DL_CODEC_ARRAY;
+    else if (mt_object && lua_rawequal(L, -1, mt_object))
+        kind = DL_CODEC_OBJECT;
+    lua_pop(L, 1);
+    return kind;
+}
+
+int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int want_count,
+                      size_t *n)
+{
+    int kind = marked_kind(L, idx, mt_array, mt_object);
+    if (kind == DL_CODEC_ARRAY) {
+        *n = lua_objlen(L, idx);
+        return kind;
+    }
+    if (kind == DL_CODEC_OBJECT) {
+        if (want_count)
+            *n = count_pairs(L, idx);
+        return kind;
+    }
+    return scan_keys(L, idx, want_count, n);
+}
+
+int dl_codec_classify_stream(lua_State *L, int idx, int mt_array, int mt_object, size_t *n)
+{
+    int kind = marked_kind(L, idx, mt_array, mt_object);
+    if (kind == DL_CODEC_ARRAY) {
+        *n = lua_objlen(L, idx);
+        return kind;
+    }
+    if (kind == DL_CODEC_OBJECT)
+        return kind;
+    /* Unmarked. Peek at the first key: anything but an index key means an
+     * object, to be encoded from this very pair, which spares string-keyed
+     * tables a second walk. Index keys need the full scan. */
+    double k;
+    lua_pushnil(L);
+    if (!lua_next(L, idx))
+        return DL_CODEC_OBJECT; /* empty; lua_next popped the nil */
+    if (!index_key(L, -2, &k))
+        return DL_CODEC_OBJECT_PAIR;
+    lua_pop(L, 2);
+    return scan_keys(L, idx, 0, n);
+}
+
+int dl_codec_table_kind(lua_State *L, int idx, size_t *n)
+{
+    if (idx < 0 && idx > LUA_REGISTRYINDEX)
+        idx = lua_gettop(L) + idx + 1;
+    luaL_checkstack(L, 6, "codec");
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
+    int kind = dl_codec_classify(L, idx, lua_istable(L, top + 1) ? top + 1 : 0,
+                                 lua_istable(L, top + 2) ? top + 2 : 0, 1, n);
+    lua_settop(L, top);
+    return kind;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Number formatting                                                         */
+/* ------------------------------------------------------------------------ */
+
+static const char digit_pairs[201] = "00010203040506070809"
+                                     "10111213141516171819"
+                                     "20212223242526272829"
+                                     "30313233343536373839"
+                                     "40414243444546474849"
+                                     "50515253545556575859"
+                                     "60616263646566676869"
+                                     "70717273747576777879"
+                                     "80818283848586878889"
+                                     "90919293949596979899";
+
+static size_t format_int(int64_t v, char *p)
+{
+    char tmp[24];
+    char *q = tmp + sizeof(tmp);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    while (u >= 100) {
+        unsigned r = (unsigned)(u % 100);
+        u /= 100;
+        q -= 2;
+        memcpy(q, digit_pairs + 2 * r, 2);
+    }
+    if (u >= 10) {
+        q -= 2;
+        memcpy(q, digit_pairs + 2 * u, 2);
+    } else {
+        *--q = (char)('0' + u);
+    }
+    if (v < 0)
+        *--q = '-';
+    size_t n = (size_t)(tmp + sizeof(tmp) - q);
+    memcpy(p, q, n);
+    return n;
+}
+
+size_t dl_codec_format_number(double d, char *p)
+{
+    if (d > -9007199254740992.0 && d < 9007199254740992.0) {
+        int64_t i = (int64_t)d;
+        if ((double)i == d)
+            return format_int(i, p);
+    }
+    if (isnan(d) || isinf(d))
+        return 0;
+    /* Shortest precision that reads back to the same double. */
+    for (int prec = 14; prec < 17; prec++) {
+        int len = snprintf(p, 32, "%.*g", prec, d);
+        if (strtod(p, NULL) == d)
+            return (size_t)len;
+    }
+    return (size_t)snprintf(p, 32, "%.17g", d);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoder                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    lua_State *L;
+    dl_buf_t *out;
+    int mt_array; /* stack slot of the marker, 0 when absent */
+    int mt_object;
+    char *err;
+    size_t errlen;
+} encoder_t;
+
+static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
+{
+    if (e->err && e->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->err, e->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+static inline int put_char(dl_buf_t *b, char c)
+{
+    if (DL_LIKELY(b->len < b->cap)) {
+        b->data[b->len++] = c;
+        return 0;
+    }
+    return dl_buf_append_char(b, c);
+}
+
+static inline int reserve(dl_buf_t *b, size_t n)
+{
+    if (DL_LIKELY(b->cap - b->len >= n && !b->oom))
+        return 0;
+    return dl_buf_reserve(b, n);
+}
+
+static int put_number(encoder_t *e, double d, int quoted)
+{
+    dl_buf_t *b = e->out;
+    if (reserve(b, 34) != 0)
+        return DL_ENOMEM;
+    char *p = b->data + b->len;
+    if (quoted)
+        *p++ = '"';
+    size_t n = dl_codec_format_number(d, p);
+    if (n == 0)
+        return enc_fail(e, DL_ECODEC, "cannot encode NaN or Inf");
+    p += n;
+    if (quoted)
+        *p++ = '"';
+    b->len = (size_t)(p - b->data);
+    return 0;
+}
+
+static int enc_value(encoder_t *e, int idx, int depth);
+
+/* The stack while a table is encoded: the table at idx, then from top + 1 the
+ * key and value of lua_next, or the element of lua_rawgeti. Indexes are
+ * computed from top rather than asked for with lua_gettop per value: on this
+ * path every C API call counts. */
+static int enc_table(encoder_t *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    dl_buf_t *b = e->out;
+    int rc;
+    if (++depth > DL_CODEC_ENCODE_DEPTH)
+        return enc_fail(e, DL_ECODEC, "nesting deeper than %d", DL_CODEC_ENCODE_DEPTH);
+    if (!lua_checkstack(L, 4))
+        return enc_fail(e, DL_ENOMEM, "out of Lua stack");
+    int top = lua_gettop(L);
+
+    size_t n = 0;
+    int kind = dl_codec_classify_stream(L, idx, e->mt_array, e->mt_object, &n);
+    if (kind == DL_CODEC_ARRAY) {
+        if (put_char(b, '[') != 0)
+            return DL_ENOMEM;
+        for (size_t i = 1; i <= n; i++) {
+            if (i > 1 && put_char(b, ',') != 0)
+                return DL_ENOMEM;
+            lua_rawgeti(L, idx, (int)i);
+            rc = enc_value(e, top + 1, depth);
+            if (rc != 0)
+                return rc; /* the caller resets the stack */
+            lua_pop(L, 1);
+        }
+        return put_char(b, ']');
+    }
+
+    if (put_char(b, '{') != 0)
+        return DL_ENOMEM;
+    if (kind != DL_CODEC_OBJECT_PAIR) {
+        lua_pushnil(L);
+        if (!lua_next(L, idx))
+            return put_char(b, '}');
+    }
+    for (;;) {
+        int kt = lua_type(L, top + 1);
+        if (kt == LUA_TSTRING) {
+            size_t klen;
+            const char *key = lua_tolstring(L, top + 1, &klen);
+            rc = dl_json_put_string(b, key, klen);
+        } else if (kt == LUA_TNUMBER) {
+            /* Formatted by hand: lua_tolstring would turn the key into a
+             * string in place and break lua_next. */
+            rc = put_number(e, lua_tonumber(L, top + 1), 1);
+        } else {
+            return enc_fail(e, DL_ECODEC, "table key of type %s", lua_typename(L, kt));
+        }
+        if (rc != 0)
+            return rc;
+        if (put_char(b, ':') != 0)
+            return DL_ENOMEM;
+        rc = enc_value(e, top + 2, depth);
+        if (rc != 0)
+            return rc;
+        lua_pop(L, 1);
+        if (!lua_next(L, idx))
+            break;
+        if (put_char(b, ',') != 0)
+            return DL_ENOMEM;
+    }
+    return put_char(b, '}');
+}
+
+static int put_literal(dl_buf_t *b, const char *s, size_t n)
+{
+    return dl_buf_append(b, s, n);
+}
+
+/* Tests in order of frequency rather than a switch: the jump table's
+ * indirect branch mispredicts on documents mixing strings and tables. */
+static int enc_value(encoder_t *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    int t = lua_type(L, idx);
+    if (DL_LIKELY(t == LUA_TSTRING)) {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        return dl_json_put_string(e->out, s, len);
+    }
+    if (t == LUA_TNUMBER)
+        return put_number(e, lua_tonumber(L, idx), 0);
+    if (t == LUA_TTABLE)
+        return enc_table(e, idx, depth);
+    if (t == LUA_TBOOLEAN)
+        return lua_toboolean(L, idx) ? put_literal(e->out, "true", 4)
+                                     : put_literal(e->out, "false", 5);
+    if (t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL))
+        return put_literal(e->out, "null", 4);
+    return enc_fail(e, DL_ECODEC, "cannot encode %s", lua_typename(L, t));
+}
+
+int dl_json_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errlen)
+{
+    if (idx < 0 && idx > LUA_REGISTRYINDEX)
+        idx = lua_gettop(L) + idx + 1;
+    encoder_t e = {L, out, 0, 0, err, errlen};
+    if (!lua_checkstack(L, 4))
+        return enc_fail(&e, DL_ENOMEM, "out of Lua stack");
+    int base = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
+    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
+    e.mt_array = lua_istable(L, base + 1) ? base + 1 : 0;
+    e.mt_object = lua_istable(L, base + 2) ? base + 2 : 0;
+    int rc = enc_value(&e, idx, 0);
+    lua_settop(L, base);
+    if (rc == 0 && out->oom)
+        rc = DL_ENOMEM;
+    if (rc == DL_ENOMEM)
+        enc_fail(&e, rc, "out of memory");
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoder                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    lua_State *L;
+    const char *start;
+    const char *p;
+    const char *end;
+    int mt_array;
+    int mt_object;
+    int max_depth;
+    size_t elements_left; /* values still allowed; SIZE_MAX without a limit */
+    size_t max_elements;
+    char *err;
+    size_t errlen;
+} decoder_t;
+
+/* Bytes that end the plain part of a string: '"', '\\' and controls. */
+#define IS_STRING_STOP(c) ((unsigned char)(c) < 0x20 || (c) == '"' || (c) == '\\')
+
+static int dec_fail(decoder_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int dec_fail(decoder_t *d, const char *fmt, ...)
+{
+    if (d->err && d->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->err, d->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return DL_ECODEC;
+}
+
+/* The element budget is spent: DL_ETOOBIG, which callers answer with 413. */
+static __attribute__((noinline)) int dec_too_many(decoder_t *d)
+{
+    dec_fail(d, "more than %zu elements", d->max_elements);
+    return DL_ETOOBIG;
+}
+
+/* The error for whatever sits at s: end of input or a wrong byte. */
+static int dec_unexpected(decoder_t *d, const char *s)
+{
+    if (s >= d->end)
+        return dec_fail(d, "unexpected end of input");
+    unsigned char c = (unsigned char)*s;
+    size_t off = (size_t)(s - d->start);
+    if (c > 0x20 && c < 0x7f)
+        return dec_fail(d, "unexpected character '%c' at byte %zu", c, off);
+    return dec_fail(d, "unexpected byte 0x%02x at byte %zu", c, off);
+}
+
+static inline void skip_ws(decoder_t *d)
+{
+    const char *p = d->p, *end = d->end;
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    d->p = p;
+}
+
+static const char *scan_plain(const char *s, const char *end)
+{
+#ifdef __SSE2__
+    while (end - s >= 16) {
+        int mask = dl_json_stop_mask(_mm_loadu_si128((const __m128i *)s));
+        if (mask != 0)
+            return s + __builtin_ctz((unsigned)mask);
+        s += 16;
+    }
+    size_t rem = (size_t)(end - s);
+    if (rem == 0)
+        return s;
+    int mask =
+        dl_json_stop_mask(dl_load_partial16((const unsigned char *)s, rem)) & ((1 << rem) - 1);
+    return mask ? s + __builtin_ctz((unsigned)mask) : end;
+#else
+    while (end - s >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        if (dl_json_word_has_stop(w))
+            break;
+        s += 8;
+    }
+    while (s < end && !IS_STRING_STOP(*s))
+        s++;
+    return s;
+#endif
+}
+
+static int hex4(const char *s)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = s[i];
+        int h;
+        if (c >= '0' && c <= '9')
+            h = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            h = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            h = c - 'A' + 10;
+        else
+            return -1;
+        v = v << 4 | h;
+    }
+    return v;
+}
+
+static size_t utf8_put(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12);
+        o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18);
+    o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* A string with escapes, from the first backslash at s; run is the start of
+ * the plain bytes before it. Kept out of line: luaL_Buffer is BUFSIZ bytes and
+ * must not sit in every frame of the container recursion. */
+static __attribute__((noinline)) int dec_string_escaped(decoder_t *d, const char *run,
+                                                         const char *s)
+{
+    lua_State *L = d->L;
+    const char *end = d->end;
+    luaL_Buffer b;
+    if (!lua_checkstack(L, LUA_MINSTACK))
+        return dec_fail(d, "out of Lua stack");
+    luaL_buffinit(L, &b);
+    for (;;) {
+        /* s is at a stop byte or at the end */
+        luaL_addlstring(&b, run, (size_t)(s - run));
+        if (s >= end)
+            return dec_fail(d, "unexpected end of input");
+        if (*s == '"')
+            break;
+        if (*s != '\\')
+            return dec_fail(d, "control character in string at byte %zu",
+                            (size_t)(s - d->start));
+        if (end - s < 2)
+            return dec_fail(d, "unexpected end of input");
+        char c;
+        switch (s[1]) {
+        case '"':
+            c = '"';
+            break;
+        case '\\':
+            c = '\\';
+            break;
+        case '/':
+            c = '/';
+            break;
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 't':
+            c = '\t';
+            break;
+        case 'u': {
+            if (end - s < 6)
+                return dec_fail(d, "unexpected end of input");
+            int cp = hex4(s + 2);
+            if (cp < 0)
+                return dec_fail(d, "invalid \\u escape at byte %zu", (size_t)(s - d->start));
+            size_t used = 6;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                int lo = -1;
+                if (end - s >= 12 && s[6] == '\\' && s[7] == 'u')
+                    lo = hex4(s + 8);
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return dec_fail(d, "lone surrogate at byte %zu", (size_t)(s - d->start));
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                used = 12;
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return dec_fail(d, "lone surrogate at byte %zu", (size_t)(s - d->start));
+            }
+            char u[4];
+            luaL_addlstring(&b, u, utf8_put(u, (unsigned)cp));
+            s += used;
+            goto next;
+        }
+        default:
+            return dec_fail(d, "invalid escape at byte %zu", (size_t)(s - d->start));
+        }
+        luaL_addchar(&b, c);
+        s += 2;
+    next:
+        run = s;
+        s = scan_plain(s, end);
+    }
+    luaL_pushresult(&b);
+    d->p = s + 1;
+    return 0;
+}
+
+static int dec_string(decoder_t *d)
+{
+    const char *run = d->p + 1;
+    const char *s = scan_plain(run, d->end);
+    if (DL_LIKELY(s < d->end && *s == '"')) {
+        lua_pushlstring(d->L, run, (size_t)(s - run));
+        d->p = s + 1;
+        return 0;
+    }
+    return dec_string_escaped(d, run, s);
+}
+
+#define IS_DIGIT(c) ((unsigned char)((c) - '0') < 10)
+
+static int dec_number(decoder_t *d)
+{
+    const char *p = d->p, *end = d->end, *s = p;
+    int neg = 0;
+    if (*s == '-') {
+        neg = 1;
+        s++;
+    }
+    const char *digits = s;
+    if (s >= end)
+        return dec_unexpected(d, s);
+    if (*s == '0') {
+        s++;
+        if (s < end && IS_DIGIT(*s))
+            return dec_fail(d, "leading zero in number at byte %zu", (size_t)(p - d->start));
+    } else if (IS_DIGIT(*s)) {
+        while (s < end && IS_DIGIT(*s))
+            s++;
+    } else {
+        return dec_unexpected(d, s);
+    }
+    size_t ndigits = (size_t)(s - digits);
+    int integral = 1;
+    if (s < end && *s == '.') {
+        integral = 0;
+        s++;
+        if (s >= end || !IS_DIGIT(*s))
+            return dec_unexpected(d, s);
+        while (s < end && IS_DIGIT(*s))
+            s++;
+    }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        integral = 0;
+        s++;
+        if (s < end && (*s == '+' || *s == '-'))
+            s++;
+        if (s >= end || !IS_DIGIT(*s))
+            return dec_unexpected(d, s);
+        while (s < end && IS_DIGIT(*s))
+            s++;
+    }
+    d->p = s;
+
+    if (integral && ndigits <= 15) {
+        /* Exact in a double: no strtod needed. */
+        int64_t v = 0;
+        for (const char *q = digits; q < s; q++)
+            v = v * 10 + (*q - '0');
+        double x = (double)v;
+        lua_pushnumber(d->L, neg ? -x : x);
+        return 0;
+    }
+    size_t n = (size_t)(s - p);
+    char tmp[64];
+    double x;
+    if (n < sizeof(tmp)) {
+        memcpy(tmp, p, n);
+        tmp[n] = '\0';
+        x = strtod(tmp, NULL);
+    } else {
+        /* Rare: a long number goes through a Lua string for its NUL. */
+        lua_pushlstring(d->L, p, n);
+        x = strtod(lua_tostring(d->L, -1), NULL);
+        lua_pop(d->L, 1);
+    }
+    /* 1e400 is JSON but no double: as inf it could never be written back */
+    if (!isfinite(x))
+        return dec_fail(d, "number out of range at byte %zu", (size_t)(p - d->start));
+    lua_pushnumber(d->L, x);
+    return 0;
+}
+
+static int dec_literal(decoder_t *d, const char *lit, size_t n)
+{
+    const char *p = d->p;
+    for (size_t i = 0; i < n; i++) {
+        if (p + i >= d->end || p[i] != lit[i])
+            return dec_unexpected(d, p + i);
+    }
+    d->p = p + n;
+    return 0;
+}
+
+static int dec_value(decoder_t *d, int depth);
+
+static int dec_array(decoder_t *d, int depth)
+{
+    lua_State *L = d->L;
+    if (++depth > d->max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->max_depth);
+    if (!lua_checkstack(L, 6))
+        return dec_fail(d, "out of Lua stack");
+    d->p++;
+    lua_newtable(L);
+    lua_pushvalue(L, d->mt_array);
+    lua_setmetatable(L, -2);
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        return 0;
+    }
+    for (int i = 1;; i++) {
+        int rc = dec_value(d, depth);
+        if (rc != 0)
+            return rc;
+        lua_rawseti(L, -2, i);
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == ']') {
+            d->p++;
+            return 0;
+        }
+        return dec_unexpected(d, d->p);
+    }
+}
+
+static int dec_object(decoder_t *d, int depth)
+{
+    lua_State *L = d->L;
+    if (++depth > d->max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->max_depth);
+    if (!lua_checkstack(L, 6))
+        return dec_fail(d, "out of Lua stack");
+    d->p++;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        /* no hash part: {} is the cheapest value a body can repeat */
+        d->p++;
+        lua_createtable(L, 0, 0);
+        lua_pushvalue(L, d->mt_object);
+        lua_setmetatable(L, -2);
+        return 0;
+    }
+    lua_createtable(L, 0, 4);
+    for (;;) {
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != '"')
+            return dec_unexpected(d, d->p);
+        int rc = dec_string(d);
+        if (rc != 0)
+            return rc;
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':')
+            return dec_unexpected(d, d->p);
+        d->p++;
+        rc = dec_value(d, depth);
+        if (rc != 0)
+            return rc;
+        lua_rawset(L, -3);
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            return 0;
+        }
+        return dec_unexpected(d, d->p);
+    }
+}
+
+static int dec_value(decoder_t *d, int depth)
+{
+    if (DL_UNLIKELY(d->elements_left == 0))
+        return dec_too_many(d);
+    d->elements_left--;
+    skip_ws(d);
+    if (d->p >= d->end)
+        return dec_fail(d, "unexpected end of input");
+    int rc;
+    switch (*d->p) {
+    case '"':
+        return dec_string(d);
+    case '{':
+        return dec_object(d, depth);
+    case '[':
+        return dec_array(d, depth);
+    case 't':
+        rc = dec_literal(d, "true", 4);
+        if (rc == 0)
+            lua_pushboolean(d->L, 1);
+        return rc;
+    case 'f':
+        rc = dec_literal(d, "false", 5);
+        if (rc == 0)
+            lua_pushboolean(d->L, 0);
+        return rc;
+    case 'n':
+        rc = dec_literal(d, "null", 4);
+        if (rc == 0)
+            lua_pushlightuserdata(d->L, NULL);
+        return rc;
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
+        return dec_number(d);
+    default:
+        return dec_unexpected(d, d->p);
+    }
+}
+
+int dl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
+{
+    return dl_json_decode_limited(L, s, len, NULL, err, errlen);
+}
+
+int dl_json_decode_limited(lua_State *L, const char *s, size_t len, const dl_codec_limits_t *lim,
+                           char *err, size_t errlen)
+{
+    if (s == NULL)
+        s = "";
+    decoder_t d = {L, s, s, s + len, 0, 0, DL_CODEC_DECODE_DEPTH, SIZE_MAX, 0, err, errlen};
+    if (lim != NULL && lim->max_depth > 0)
+        d.max_depth = lim->max_depth;
+    if (lim != NULL && lim->max_elements > 0)
+        d.elements_left = d.max_elements = lim->max_elements;
+    if (!lua_checkstack(L, 8))
+        return dec_fail(&d, "out of Lua stack");
+    int base = lua_gettop(L);
+    dl_codec_push_markers(L);
+    d.mt_array = base + 1;
+    d.mt_object = base + 2;
+    int rc = dec_value(&d, 0);
+    if (rc == 0) {
+        skip_ws(&d);
+        if (d.p != d.end)
+            rc = dec_fail(&d, "trailing characters at byte %zu", (size_t)(d.p - s));
+    }
+    if (rc != 0) {
+        lua_settop(L, base);
+        return rc;
+    }
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
+    return 0;
+}

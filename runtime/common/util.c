@@ -1,0 +1,163 @@
+/*
+ * util.c - allocator indirection, assertion failure, the error table and
+ * ASCII helpers: the small things every module needs.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/internal.h"
+
+static void *(*malloc_fn)(size_t) = malloc;
+static void *(*realloc_fn)(void *, size_t) = realloc;
+static void (*free_fn)(void *) = free;
+
+void dl_set_allocator(void *(*m)(size_t), void *(*r)(void *, size_t), void (*f)(void *))
+{
+    if (m && r && f) {
+        malloc_fn = m;
+        realloc_fn = r;
+        free_fn = f;
+    }
+}
+
+void *dl_malloc(size_t n)
+{
+    return malloc_fn(n ? n : 1);
+}
+
+void *dl_calloc(size_t n, size_t size)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    size_t total = n * size;
+    void *p = malloc_fn(total > 0 ? total : 1);
+    if (p)
+        memset(p, 0, total);
+    return p;
+}
+
+void *dl_realloc(void *p, size_t n)
+{
+    return realloc_fn(p, n ? n : 1);
+}
+
+void dl_free(void *p)
+{
+    if (p)
+        free_fn(p);
+}
+
+char *dl_strndup(const char *s, size_t n)
+{
+    char *p = dl_malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+char *dl_strdup(const char *s)
+{
+    return dl_strndup(s, strlen(s));
+}
+
+void dl__assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "devloop: assertion failed: %s (%s:%d)\n", expr, file, line);
+    abort();
+}
+
+const char *dl_strerror(int err)
+{
+    switch (err) {
+#define XX(name, val, msg)                                                 \
+    case DL_##name:                                                        \
+        return msg;
+        DL_ERRNO_MAP(XX)
+#undef XX
+    case 0:
+        return "success";
+    }
+    if (err < 0 && err > -4000)
+        return strerror(-err);
+    return "unknown error";
+}
+
+const char *dl_err_name(int err)
+{
+    switch (err) {
+#define XX(name, val, msg)                                                 \
+    case DL_##name:                                                        \
+        return #name;
+        DL_ERRNO_MAP(XX)
+#undef XX
+    case 0:
+        return "OK";
+    }
+    return "EOTHER"; /* not in the table (EUNKNOWN means an unknown outcome) */
+}
+
+int dl_strncasecmp_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen != blen)
+        return 0;
+    for (size_t i = 0; i < alen; i++)
+        if (dl_tolower((unsigned char)a[i]) != dl_tolower((unsigned char)b[i]))
+            return 0;
+    return 1;
+}
+
+const char *dl_version(void)
+{
+    return DL_VERSION_STRING;
+}
+
+int64_t dl_clock_skew_ms;
+
+void dl_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+}
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10
+                                                : -1;
+}
+
+int dl_unhex(const char *in, size_t n, unsigned char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hex_value(in[2 * i]), lo = hex_value(in[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int dl_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return errno;
+        if (w == 0)
+            return EIO;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}

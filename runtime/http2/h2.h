@@ -1,0 +1,47 @@
+/*
+ * h2.h - HTTP/2 on a connection, over libnghttp2.
+ *
+ * A connection that negotiated h2 by ALPN, or sent the h2c preface on a plain
+ * listener, hands its plaintext to an h2 session instead of llhttp. Each
+ * stream becomes a dl_req_t exactly like an HTTP/1.1 request (same routing,
+ * limits, uploads, handler coroutine), answered through dl_req_respond(); the
+ * session turns answers into frames in the connection's output buffer, with
+ * flow control in both directions. Flood defences live here too.
+ */
+#ifndef DL_H2_H
+#define DL_H2_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http1/conn.h"
+
+typedef struct dl_h2_s dl_h2_t;
+
+/** Starts a server session on c and queues our SETTINGS. NULL: out of memory. */
+dl_h2_t *dl_h2_new(dl_conn_t *c);
+/** Ends the session: handlers still running finish detached, their answers dropped. */
+void dl_h2_free(dl_h2_t *h);
+/** Feeds plaintext. Returns 0, or -1 when the connection must close once what
+ * is queued (a GOAWAY) is written. */
+int dl_h2_feed(dl_h2_t *h, const char *data, size_t len);
+/** Moves queued frames into c->out (bounded, so a slow reader holds little).
+ * Returns 0, or -1 when the session is over and the connection should close. */
+int dl_h2_send(dl_h2_t *h);
+/** Answers a stream's request; called by dl_req_respond(). Takes nothing. */
+void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w);
+/** Timeouts: slow request bodies, stalled header blocks, a peer that keeps its
+ * flow-control window shut, idleness. Returns -1 when the connection should close. */
+int dl_h2_sweep(dl_h2_t *h, uint64_t now);
+/** Graceful stop: GOAWAY now; streams in flight finish, then the connection closes. */
+void dl_h2_shutdown(dl_h2_t *h);
+
+/**
+ * Runs the handlers of complete streams that waited while the connection's
+ * unsent answers were over the output mark, as long as they stay under it.
+ * Returns how many ran. The caller flushes afterwards (handlers may answer at
+ * once); never from inside nghttp2's callbacks.
+ */
+int dl_h2_run_queued(dl_h2_t *h);
+
+#endif

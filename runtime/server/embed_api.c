@@ -1,0 +1,300 @@
+/*
+ * embed_api.c - what embedders add to the runtime: Lua modules written in C
+ * (a process-wide list preloaded into every Lua state) and suspended calls
+ * completed from any thread. A dl_pending_t holds a uv_async_t on the
+ * worker's loop: dl_pending_complete() stores the result and sends the async,
+ * and the worker resumes the coroutine from the async callback, never from
+ * the completing thread. If the task dies first (request gone, shutdown) its
+ * cancel hook only forgets the task; the handle stays until completion so a
+ * late dl_pending_complete() is still safe.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+#include <uv.h>
+
+#include "http1/conn.h"
+#include "common/internal.h"
+#include "lua/lua_vm.h"
+#include "server/server.h"
+#include "server/worker.h"
+
+/* ============================================================ C modules */
+
+#define MAX_MODULES 32
+
+static struct {
+    char name[128];
+    int (*open)(lua_State *L);
+} modules[MAX_MODULES];
+static int n_modules;
+
+int dl_add_lua_module(const char *name, int (*open)(lua_State *L))
+{
+    if (name == NULL || open == NULL || name[0] == '\0' || strlen(name) >= sizeof(modules[0].name))
+        return DL_EINVAL;
+    for (int i = 0; i < n_modules; i++)
+        if (strcmp(modules[i].name, name) == 0) {
+            modules[i].open = open;
+            return 0;
+        }
+    if (n_modules == MAX_MODULES)
+        return DL_ENOMEM;
+    snprintf(modules[n_modules].name, sizeof(modules[0].name), "%s", name);
+    modules[n_modules].open = open;
+    n_modules++;
+    return 0;
+}
+
+void dl__preload_user_modules(lua_State *L)
+{
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    for (int i = 0; i < n_modules; i++) {
+        lua_pushcfunction(L, modules[i].open);
+        lua_setfield(L, -2, modules[i].name);
+    }
+    lua_pop(L, 2);
+}
+
+/* ======================================================= pending calls */
+
+struct dl_pending_s {
+    uv_async_t async;
+    dl_task_t *task;  /* NULL once the task is gone */
+    int ok;           /* ok, data and len are set before uv_async_send */
+    char *data;
+    size_t len;
+};
+
+static void on_pending_closed(uv_handle_t *h)
+{
+    dl_pending_t *p = h->data;
+    dl_free(p->data);
+    dl_free(p);
+}
+
+static void on_pending_async(uv_async_t *h)
+{
+    dl_pending_t *p = h->data;
+    dl_task_t *t = p->task;
+    p->task = NULL;
+    uv_close((uv_handle_t *)h, on_pending_closed);
+    if (t == NULL)
+        return;
+    if (p->ok) {
+        dl_task_resume_string(t, p->data, p->len, NULL);
+    } else {
+        /* the message as given (it may hold no NUL) */
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%.*s", p->data ? (int)p->len : 6, p->data ? p->data : "failed");
+        dl_task_resume_string(t, NULL, 0, msg);
+    }
+}
+
+static void cancel_pending(void *data)
+{
+    dl_pending_t *p = data;
+    p->task = NULL; /* the handle stays until dl_pending_complete() */
+}
+
+dl_pending_t *dl_pending_new(lua_State *L)
+{
+    dl_task_t *t = dl_task_current(L);
+    if (t == NULL || t->vm->worker == NULL)
+        return NULL;
+    dl_pending_t *p = dl_calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    if (uv_async_init(&t->vm->worker->loop, &p->async, on_pending_async) != 0) {
+        dl_free(p);
+        return NULL;
+    }
+    p->async.data = p;
+    p->task = t;
+    dl_task_park(t, cancel_pending, p);
+    return p;
+}
+
+int dl_pending_complete(dl_pending_t *p, int ok, const char *data, size_t len)
+{
+    char *copy = NULL;
+    if (data != NULL && len > 0) {
+        copy = dl_malloc(len);
+        if (copy == NULL)
+            return DL_ENOMEM;
+        memcpy(copy, data, len);
+    }
+    p->data = copy;
+    p->len = len;
+    p->ok = ok;
+    uv_async_send(&p->async); /* a full barrier: the worker sees the fields */
+    return 0;
+}
+
+/* ================================================== in-process requests */
+
+typedef struct {
+    dl_worker_job_t job;
+    dl_buf_t raw;
+    int head;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done, failed;
+    char *resp;
+    size_t resp_len;
+    int refs; /* the caller's and the worker's */
+} sync_req_t;
+
+static void sync_release(sync_req_t *sr)
+{
+    if (__atomic_sub_fetch(&sr->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    uv_cond_destroy(&sr->cv);
+    uv_mutex_destroy(&sr->mu);
+    dl_buf_free(&sr->raw);
+    dl_free(sr->resp);
+    dl_free(sr);
+}
+
+static void sync_done(const char *resp, size_t len, void *arg)
+{
+    sync_req_t *sr = arg;
+    uv_mutex_lock(&sr->mu);
+    if (resp && (sr->resp = dl_malloc(len)) != NULL) {
+        memcpy(sr->resp, resp, len);
+        sr->resp_len = len;
+    } else {
+        sr->failed = 1;
+    }
+    sr->done = 1;
+    uv_cond_signal(&sr->cv);
+    uv_mutex_unlock(&sr->mu);
+    sync_release(sr);
+}
+
+static void sync_run(dl_worker_t *w, dl_worker_job_t *job)
+{
+    sync_req_t *sr = (sync_req_t *)job;
+    if (w == NULL || dl_conn_exchange(w, sr->raw.data, sr->raw.len, sr->head, sync_done, sr) != 0)
+        sync_done(NULL, 0, sr);
+}
+
+static int parse_response(char *raw, size_t len, dl_response_t *out)
+{
+    char *e = memmem(raw, len, "\r\n\r\n", 4);
+    char *eol = memchr(raw, '\n', len);
+    if (e == NULL || eol == NULL || len < 12)
+        return DL_EIO;
+    out->status = atoi(raw + 9);
+    out->headers = eol + 1;
+    out->headers_len = (size_t)(e + 2 - (eol + 1));
+    out->body = e + 4;
+    out->body_len = len - (size_t)(e + 4 - raw);
+    out->_raw = raw;
+    return 0;
+}
+
+/* The request is written from its parts by dl_http_request_write(), which
+ * refuses any part outside its grammar (a CR or LF in one would start a
+ * second request in the same bytes): here each "Name: value" line is split at
+ * its first colon into a field. */
+static int build_request(dl_buf_t *raw, const char *method, const char *path,
+                         const char *const *headers, const char *body, size_t body_len)
+{
+    int n = 0;
+    while (headers && headers[n])
+        n++;
+    dl_http_field_t *fields = n ? dl_calloc((size_t)n, sizeof(*fields)) : NULL;
+    if (n && fields == NULL)
+        return DL_ENOMEM;
+    for (int i = 0; i < n; i++) {
+        const char *h = headers[i], *colon = strchr(h, ':');
+        if (colon == NULL) {
+            dl_free(fields);
+            return DL_EINVAL; /* not "Name: value" */
+        }
+        fields[i] = (dl_http_field_t){.name = h,
+                                      .name_len = (size_t)(colon - h),
+                                      .value = colon + 1,
+                                      .value_len = strlen(colon + 1)};
+    }
+    int rc = dl_http_request_write(raw, method, strlen(method), path, strlen(path), fields, n,
+                                   body, body_len, NULL, NULL);
+    dl_free(fields);
+    return rc;
+}
+
+int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
+                       const char *const *headers, const char *body, size_t body_len,
+                       uint64_t timeout_ms, dl_response_t *out)
+{
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (rt == NULL || method == NULL || path == NULL || out == NULL ||
+        (body == NULL && body_len > 0))
+        return DL_EINVAL;
+    /* refused before anything waits or is sent */
+    dl_buf_t raw = DL_BUF_INIT;
+    int brc = build_request(&raw, method, path, headers, body, body_len);
+    if (brc != 0) {
+        dl_buf_free(&raw);
+        return brc;
+    }
+    if (timeout_ms == 0)
+        timeout_ms = 30000;
+    uint64_t deadline = uv_hrtime() + timeout_ms * 1000000u;
+    /* wait for dl_runtime_run() to have its workers up */
+    while (!__atomic_load_n(&rt->serving, __ATOMIC_ACQUIRE)) {
+        if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE) || uv_hrtime() > deadline) {
+            dl_buf_free(&raw);
+            return __atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE) ? DL_ECANCELED
+                                                                          : DL_ETIMEDOUT;
+        }
+        uv_sleep(1);
+    }
+    sync_req_t *sr = dl_calloc(1, sizeof(*sr));
+    if (sr == NULL) {
+        dl_buf_free(&raw);
+        return DL_ENOMEM;
+    }
+    sr->raw = raw; /* sr owns it now */
+    sr->head = strcmp(method, "HEAD") == 0;
+    sr->refs = 2;
+    uv_mutex_init(&sr->mu);
+    uv_cond_init(&sr->cv);
+    sr->job.run = sync_run;
+    if (dl_worker_post(&rt->workers[0], &sr->job) != 0) {
+        sr->refs = 1;
+        sync_release(sr);
+        return DL_ECANCELED;
+    }
+    int rc = 0;
+    uv_mutex_lock(&sr->mu);
+    while (!sr->done) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline || uv_cond_timedwait(&sr->cv, &sr->mu, deadline - now) != 0) {
+            if (!sr->done)
+                rc = DL_ETIMEDOUT;
+            break;
+        }
+    }
+    if (rc == 0 && sr->failed)
+        rc = DL_EIO;
+    if (rc == 0) {
+        rc = parse_response(sr->resp, sr->resp_len, out);
+        if (rc == 0)
+            sr->resp = NULL; /* out owns it */
+    }
+    uv_mutex_unlock(&sr->mu);
+    sync_release(sr);
+    return rc;
+}
+
+void dl_response_free(dl_response_t *res)
+{
+    if (res == NULL)
+        return;
+    dl_free(res->_raw);
+    memset(res, 0, sizeof(*res));
+}

@@ -1,0 +1,577 @@
+/*
+ * worker.c - event-loop threads. Each worker owns a uv loop, one listening
+ * socket per address (all workers bind the same port with SO_REUSEPORT, so
+ * the kernel spreads connections and no accept lock exists), its
+ * connections, a Lua VM with the app loaded, and pools of request objects.
+ * Graceful stop: listeners close, idle connections close, busy ones close
+ * after their response; a grace timer bounds the wait.
+ */
+#include "server/worker.h"
+
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache/cache.h"
+#include "http1/conn.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "lua/lua_vm.h"
+#include "server/server.h"
+#include "core/upload.h"
+
+#define REQ_POOL_MAX 1024
+
+/* ============================================================ request pool */
+
+dl_req_t *dl_worker_req_acquire(dl_worker_t *w)
+{
+    dl_req_t *r = w->free_reqs;
+    if (r) {
+        w->free_reqs = r->next_free;
+        w->n_free_reqs--;
+    } else {
+        r = dl_calloc(1, sizeof(*r));
+        if (r == NULL)
+            return NULL;
+    }
+    /* keep the buffers' storage, reset everything else */
+    dl_buf_t head = r->head, body = r->body;
+    dl_header_t *headers = r->headers;
+    int cap = r->cap_headers;
+    memset(r, 0, sizeof(*r));
+    r->head = head;
+    r->body = body;
+    dl_buf_reset(&r->head);
+    dl_buf_reset(&r->body);
+    r->headers = headers;
+    r->cap_headers = cap;
+    r->worker = w;
+    r->table_ref = -2; /* LUA_NOREF */
+    return r;
+}
+
+void dl_worker_req_release(dl_worker_t *w, dl_req_t *r)
+{
+    if (r->gen && w->vm)
+        dl_vm_unpin(w->vm, r);
+    /* files the handler did not move away are deleted */
+    dl_upload_free(r->upload);
+    r->upload = NULL;
+    /* large buffers go back to the allocator, not the pool */
+    if (r->body.cap > 64 * 1024)
+        dl_buf_free(&r->body);
+    if (r->head.cap > 16 * 1024)
+        dl_buf_free(&r->head);
+    if (w->n_free_reqs >= REQ_POOL_MAX || w->vm == NULL) {
+        dl_buf_free(&r->head);
+        dl_buf_free(&r->body);
+        dl_free(r->headers);
+        dl_free(r);
+        return;
+    }
+    r->next_free = w->free_reqs;
+    w->free_reqs = r;
+    w->n_free_reqs++;
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        h = (h ^ v) * 0x100000001b3ULL;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+int dl_worker_inflate(dl_worker_t *w, const char *gz, size_t len, const char **plain,
+                      size_t *plain_len)
+{
+    uint64_t h = hash_bytes(gz, len);
+    for (int i = 0; i < DL_INFLATE_MEMO; i++) {
+        if (w->inflated[i].hash == h && w->inflated[i].gz.len == len &&
+            memcmp(w->inflated[i].gz.data, gz, len) == 0) {
+            *plain = w->inflated[i].plain.data;
+            *plain_len = w->inflated[i].plain.len;
+            return 0;
+        }
+    }
+    int slot = w->inflated_next;
+    w->inflated_next = (slot + 1) % DL_INFLATE_MEMO;
+    dl_buf_t *gzb = &w->inflated[slot].gz, *pb = &w->inflated[slot].plain;
+    w->inflated[slot].hash = 0;
+    dl_buf_reset(gzb);
+    dl_buf_reset(pb);
+    int rc = dl_compressor_gunzip(w->compressor, gz, len, pb, (size_t)1 << 30);
+    if (rc != 0 || dl_buf_append(gzb, gz, len) != 0) {
+        dl_buf_free(gzb);
+        dl_buf_free(pb);
+        return rc ? rc : DL_ENOMEM;
+    }
+    /* big bodies are not worth keeping around */
+    if (pb->len > (4u << 20)) {
+        *plain = pb->data;
+        *plain_len = pb->len;
+        dl_buf_free(gzb);
+        return 0;
+    }
+    w->inflated[slot].hash = h;
+    *plain = pb->data;
+    *plain_len = pb->len;
+    return 0;
+}
+
+const char *dl_worker_date(dl_worker_t *w)
+{
+    long now = (long)time(NULL);
+    if (now != w->date_sec) {
+        w->date_sec = now;
+        dl_http_date(now, w->date);
+    }
+    return w->date;
+}
+
+/* ================================================================= loop */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    dl_worker_t *w = server->data;
+    if (status < 0) {
+        dl_log(DL_LOG_WARN, "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    dl_conn_accept(w, server);
+}
+
+static char *put_str(char *p, char *end, const char *s)
+{
+    /* JSON-safe copy: route patterns and method names never need escapes,
+     * but a quote or backslash must not break the line */
+    while (*s && p < end) {
+        char c = *s++;
+        if (c == '"' || c == '\\' || (unsigned char)c < 0x20)
+            c = '_';
+        *p++ = c;
+    }
+    return p;
+}
+
+static char *put_lit(char *p, const char *s)
+{
+    while (*s)
+        *p++ = *s++;
+    return p;
+}
+
+static char *put_u64(char *p, unsigned long long v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* The access-log record, built without printf: it runs for every request. */
+static void access_log(dl_req_t *r, const char *method, const char *route, int status,
+                       double secs, size_t bytes)
+{
+    char f[640];
+    char *p = f, *end = f + 400;
+    unsigned long long us = (unsigned long long)(secs * 1e6);
+    p = put_lit(p, "{\"method\":\"");
+    p = put_str(p, end, method);
+    p = put_lit(p, "\",\"route\":\"");
+    p = put_str(p, end, route);
+    p = put_lit(p, "\",\"status\":");
+    p = put_u64(p, (unsigned)status);
+    p = put_lit(p, ",\"duration_ms\":");
+    p = put_u64(p, us / 1000);
+    *p++ = '.';
+    *p++ = (char)('0' + us % 1000 / 100);
+    *p++ = (char)('0' + us % 100 / 10);
+    *p++ = (char)('0' + us % 10);
+    p = put_lit(p, ",\"bytes\":");
+    p = put_u64(p, bytes);
+    *p++ = '}';
+    dl_log_emit(DL_LOG_INFO | DL_LOG_FILE_ONLY, r->id, "request", 7, f, (size_t)(p - f));
+}
+
+void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
+{
+    dl_runtime_t *rt = w->rt;
+    char code[8];
+    snprintf(code, sizeof(code), "%d", status);
+    /* the route's pattern, never the raw path: unknown URLs share one series */
+    const char *route = r->route ? r->route->pattern : "unmatched";
+    const char *method = r->method_name ? r->method_name : "UNKNOWN";
+    /* protocol on the counter only: the histogram stays one series per route */
+    const char *proto = r->http_major == 2 ? "HTTP/2" : r->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    const char *labels[4] = {method, route, code, proto};
+    double secs = r->start_ns ? (double)(uv_hrtime() - r->start_ns) / 1e9 : 0;
+    if (rt->http_metrics) {
+        dl_metric_add(rt->metrics, w->id, rt->m.requests, labels, 1);
+        dl_metric_observe(rt->metrics, w->id, rt->m.duration, labels, secs);
+    }
+    if (secs >= 1.0)
+        dl_log_req(DL_LOG_WARN, r->id, "slow request: %s %s took %.3f s (status %d)", method,
+                   route, secs, status);
+    if (rt->access_log && DL_LOG_INFO >= dl_log_min_level)
+        access_log(r, method, route, status, secs, bytes);
+}
+
+/* The pool's outcomes and state changes, into /metrics. */
+static void on_redis_event(int event, int value, void *arg)
+{
+    dl_worker_t *w = arg;
+    dl_backend_stats_t *bs = &w->rt->backends;
+    if (event == DL_REDIS_EV_OUTCOME)
+        dl_backend_outcome(bs, w->id, DL_BACKEND_REDIS, value);
+    else if (event == DL_REDIS_EV_UP)
+        dl_backend_set_up(bs, w->id, DL_BACKEND_REDIS, value);
+    else
+        dl_backend_set_breaker(bs, w->id, DL_BACKEND_REDIS, value);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    dl_worker_t *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    char wid[16];
+    snprintf(wid, sizeof(wid), "%d", w->id);
+    const char *wl[1] = {wid};
+    dl_metric_set(w->rt->metrics, w->id, w->rt->m.connections, wl, w->n_conns);
+    if (w->vm)
+        dl_metric_set(w->rt->metrics, w->id, w->rt->m.lua_memory, wl,
+                      (double)lua_gc(w->vm->L, LUA_GCCOUNT, 0) * 1024.0 +
+                          lua_gc(w->vm->L, LUA_GCCOUNTB, 0));
+    dl_conn_t *c = w->conns;
+    while (c) {
+        dl_conn_t *next = c->next; /* closing unlinks only in the close callback */
+        dl_conn_sweep(c, now);
+        c = next;
+    }
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    DL_UNUSED(arg);
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void finish_stop(dl_worker_t *w)
+{
+    uv_timer_stop(&w->grace);
+    uv_timer_stop(&w->sweep);
+    /* force-close what is left: the grace period is over. Connections first:
+     * closing detaches the requests of parked handlers (HTTP/1 active, HTTP/2
+     * streams), which must still exist when it does */
+    dl_conn_t *c = w->conns;
+    while (c) {
+        dl_conn_t *next = c->next;
+        dl_conn_close(c);
+        c = next;
+    }
+    /* handlers still parked (sleeping, waiting on I/O) are abandoned */
+    dl_vm_cancel_tasks(w->vm);
+    if (w->redis) {
+        dl_redis_pool_free(w->redis); /* its handles close on this loop */
+        w->redis = NULL;
+    }
+    if (!uv_is_closing((uv_handle_t *)&w->wakeup))
+        uv_close((uv_handle_t *)&w->wakeup, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->sweep))
+        uv_close((uv_handle_t *)&w->sweep, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->grace))
+        uv_close((uv_handle_t *)&w->grace, NULL);
+}
+
+void dl_worker_conn_closed(dl_worker_t *w)
+{
+    if (w->stopping && w->n_conns == 0 && !uv_is_closing((uv_handle_t *)&w->wakeup))
+        finish_stop(w);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    dl_worker_t *w = t->data;
+    if (w->n_conns)
+        dl_log(DL_LOG_WARN, "worker %d: grace period over, closing %d connections", w->id,
+               w->n_conns);
+    finish_stop(w);
+}
+
+/* Builds generation N+1 from the app folder; new requests use it at once. */
+static void worker_reload(dl_worker_t *w)
+{
+    if (w->vm == NULL)
+        return;
+    dl_buf_t errors = DL_BUF_INIT;
+    uint64_t t0 = uv_hrtime();
+    int n = dl_vm_load_app(w->vm, w->rt->app_dir, &errors);
+    if (n)
+        dl_log(DL_LOG_ERROR, "worker %d: reload failed, keeping generation %d:\n%.*s", w->id,
+               w->vm->gen ? w->vm->gen->id : 0, (int)errors.len, errors.data ? errors.data : "");
+    else
+        dl_log(DL_LOG_DEBUG, "worker %d: generation %d in %.1f ms", w->id, w->vm->gen->id,
+               (double)(uv_hrtime() - t0) / 1e6);
+    dl_buf_free(&errors);
+    if (n == 0)
+        dl_vm_reloaded(w->vm);
+}
+
+int dl_worker_post(dl_worker_t *w, dl_worker_job_t *job)
+{
+    uv_mutex_lock(&w->jobs_lock);
+    if (w->jobs_closed) {
+        uv_mutex_unlock(&w->jobs_lock);
+        return DL_ECANCELED;
+    }
+    job->next = w->jobs;
+    w->jobs = job;
+    uv_mutex_unlock(&w->jobs_lock);
+    __atomic_or_fetch(&w->ops, DL_WORKER_OP_JOBS, __ATOMIC_ACQ_REL);
+    uv_async_send(&w->wakeup);
+    return 0;
+}
+
+static void run_jobs(dl_worker_t *w)
+{
+    uv_mutex_lock(&w->jobs_lock);
+    dl_worker_job_t *list = w->jobs;
+    w->jobs = NULL;
+    uv_mutex_unlock(&w->jobs_lock);
+    /* posted last-first: reverse, so jobs run in the order they came */
+    dl_worker_job_t *rev = NULL;
+    while (list) {
+        dl_worker_job_t *n = list->next;
+        list->next = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev) {
+        dl_worker_job_t *n = rev->next;
+        rev->run(w, rev);
+        rev = n;
+    }
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    dl_worker_t *w = a->data;
+    int ops = __atomic_exchange_n(&w->ops, 0, __ATOMIC_ACQ_REL);
+    if (ops & DL_WORKER_OP_JOBS)
+        run_jobs(w);
+    if ((ops & DL_WORKER_OP_RELOAD) && !w->stopping)
+        worker_reload(w);
+    if (!(ops & DL_WORKER_OP_STOP) || w->stopping)
+        return;
+    w->stopping = 1;
+    for (int i = 0; i < w->n_listeners; i++)
+        uv_close((uv_handle_t *)&w->listeners[i], NULL);
+    w->n_listeners = 0;
+    dl_conn_t *c = w->conns;
+    while (c) {
+        dl_conn_t *next = c->next;
+        dl_conn_stop(c);
+        c = next;
+    }
+    if (w->n_conns == 0) {
+        finish_stop(w);
+        return;
+    }
+    uv_timer_start(&w->grace, on_grace, w->cfg->shutdown_grace_ms, 0);
+}
+
+static void worker_main(void *arg)
+{
+    dl_worker_t *w = arg;
+    dl_log_thread_init(); /* this thread's own lock-free log ring */
+    dl_vm_start(w->vm);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* handles of parked tasks (sleep timers) are cancelled with the VM */
+    dl_conn_exchange_abort_all(w); /* callbacks may resume tasks: before the VM goes */
+    dl_vm_free(w->vm);
+    w->vm = NULL;
+    uv_walk(&w->loop, close_walk_cb, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    dl_log_thread_exit();
+    __atomic_store_n(&w->thread_done, 1, __ATOMIC_RELEASE);
+}
+
+int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->rt = rt;
+    w->cfg = &rt->cfg;
+    w->id = id;
+    for (int i = 0; i < DL_MAX_LISTEN; i++)
+        w->listen_fds[i] = -1;
+    dl_prng_seed(w->prng);
+    int rc = uv_loop_init(&w->loop);
+    if (rc != 0) {
+        snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(rc));
+        return DL_EIO;
+    }
+    w->loop.data = w;
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    uv_mutex_init(&w->jobs_lock);
+    uv_timer_init(&w->loop, &w->sweep);
+    w->sweep.data = w;
+    uv_timer_init(&w->loop, &w->grace);
+    w->grace.data = w;
+    w->compressor = dl_compressor_new(w->cfg->gzip_level);
+    if (rt->has_redis) {
+        w->redis = dl_redis_pool_new(&w->loop, &rt->redis_cfg);
+        char label[32];
+        snprintf(label, sizeof(label), "worker %d", id);
+        dl_redis_pool_set_label(w->redis, label);
+        dl_redis_pool_observe(w->redis, on_redis_event, w);
+        w->cache = w->redis ? dl_cache_new_redis(w->redis, &w->loop) : NULL;
+    } else {
+        w->cache = dl_cache_new_memory(rt->memcache, &w->loop);
+    }
+    if (w->cache == NULL) {
+        snprintf(err, errlen, "cannot create the cache");
+        return DL_ENOMEM;
+    }
+
+    w->vm = dl_vm_new(w, w->cfg);
+    if (w->vm == NULL) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        return DL_ENOMEM;
+    }
+    dl_buf_t errors = DL_BUF_INIT;
+    if (dl_vm_load_app(w->vm, rt->cfg.app_dir, &errors) != 0) {
+        snprintf(err, errlen, "%.*s", (int)errors.len, errors.data ? errors.data : "");
+        dl_buf_free(&errors);
+        return DL_ESCRIPT;
+    }
+    dl_buf_free(&errors);
+    return 0;
+}
+
+static int start_listening(dl_worker_t *w);
+
+int dl_worker_start(dl_worker_t *w)
+{
+    int rc = start_listening(w);
+    if (rc != 0)
+        return rc;
+    rc = uv_thread_create(&w->thread, worker_main, w);
+    if (rc == 0)
+        w->thread_started = 1;
+    return rc;
+}
+
+int dl_worker_start_on_caller(dl_worker_t *w)
+{
+    int rc = start_listening(w);
+    if (rc != 0)
+        return rc;
+    dl_log_thread_init(); /* the caller's thread logs through its own ring */
+    dl_vm_start(w->vm);
+    return 0;
+}
+
+static int start_listening(dl_worker_t *w)
+{
+    for (int i = 0; i < w->n_listeners; i++) {
+        uv_tcp_init(&w->loop, &w->listeners[i]);
+        w->listeners[i].data = w;
+        int rc = uv_tcp_open(&w->listeners[i], w->listen_fds[i]);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&w->listeners[i], 4096, on_connection);
+        if (rc != 0) {
+            dl_log(DL_LOG_ERROR, "worker %d: listen: %s", w->id, uv_strerror(rc));
+            return rc;
+        }
+        w->listen_fds[i] = -1; /* owned by the handle now */
+    }
+    /* check deadlines four times per shortest timeout, at most once a second */
+    uint64_t t = w->cfg->header_timeout_ms;
+    t = DL_MIN(t, w->cfg->keepalive_timeout_ms);
+    t = DL_MIN(t, w->cfg->body_timeout_ms);
+    uint64_t period = DL_MAX(DL_MIN(t / 4, 1000), 50);
+    uv_timer_start(&w->sweep, on_sweep, period, period);
+    return 0;
+}
+
+void dl_worker_stop(dl_worker_t *w)
+{
+    __atomic_or_fetch(&w->ops, DL_WORKER_OP_STOP, __ATOMIC_ACQ_REL);
+    uv_async_send(&w->wakeup);
+}
+
+void dl_worker_reload(dl_worker_t *w)
+{
+    __atomic_or_fetch(&w->ops, DL_WORKER_OP_RELOAD, __ATOMIC_ACQ_REL);
+    uv_async_send(&w->wakeup);
+}
+
+void dl_worker_join(dl_worker_t *w)
+{
+    if (w->thread_started) {
+        uv_thread_join(&w->thread);
+        w->thread_started = 0;
+    } else {
+        /* never started: close what init opened */
+        dl_conn_exchange_abort_all(w); /* callbacks may resume tasks: before the VM goes */
+    dl_vm_free(w->vm);
+        w->vm = NULL;
+        if (w->redis) {
+            dl_redis_pool_free(w->redis);
+            w->redis = NULL;
+        }
+        uv_walk(&w->loop, close_walk_cb, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    }
+    for (int i = 0; i < DL_MAX_LISTEN; i++)
+        if (w->listen_fds[i] >= 0)
+            close(w->listen_fds[i]);
+    while (w->free_conns) {
+        dl_conn_t *c = w->free_conns;
+        w->free_conns = c->next;
+        dl_buf_free(&c->out);
+        dl_free(c);
+    }
+    while (w->free_reqs) {
+        dl_req_t *r = w->free_reqs;
+        w->free_reqs = r->next_free;
+        dl_buf_free(&r->head);
+        dl_buf_free(&r->body);
+        dl_free(r->headers);
+        dl_free(r);
+    }
+    dl_compressor_free(w->compressor);
+    for (int i = 0; i < DL_INFLATE_MEMO; i++) {
+        dl_buf_free(&w->inflated[i].gz);
+        dl_buf_free(&w->inflated[i].plain);
+    }
+    dl_cache_free(w->cache);
+    w->cache = NULL;
+    /* jobs that came too late to run are told so (run with no worker); later
+     * posts are refused */
+    uv_mutex_lock(&w->jobs_lock);
+    w->jobs_closed = 1;
+    uv_mutex_unlock(&w->jobs_lock);
+    while (w->jobs) {
+        dl_worker_job_t *j = w->jobs;
+        w->jobs = j->next;
+        j->run(NULL, j);
+    }
+    uv_mutex_destroy(&w->jobs_lock);
+    uv_loop_close(&w->loop);
+}

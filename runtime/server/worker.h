@@ -1,0 +1,112 @@
+/*
+ * worker.h - one event-loop thread: its uv loop, its SO_REUSEPORT listeners,
+ * its connections, its Lua VM and its pooled request objects. Nothing in a
+ * worker is touched by another thread except the wakeup async handle.
+ */
+#ifndef DL_WORKER_H
+#define DL_WORKER_H
+
+#include <uv.h>
+
+#include "common/compress.h"
+#include "core/http.h"
+#include "common/internal.h"
+
+struct dl_runtime_s;
+struct dl_vm_s;
+typedef struct dl_conn_s dl_conn_t;
+
+#define DL_READ_BUF_SIZE 65536
+#define DL_CONN_POOL_MAX 256
+#define DL_INFLATE_MEMO 8
+
+typedef struct dl_worker_s {
+    struct dl_runtime_s *rt;
+    const dl_config_t *cfg;
+    int id;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    int thread_started;
+    int thread_done; /* set (atomically) as worker_main returns */
+    int listen_fds[DL_MAX_LISTEN];
+    uv_tcp_t listeners[DL_MAX_LISTEN];
+    int n_listeners;
+    uv_async_t wakeup;   /* another thread asked for ops (DL_WORKER_OP_*) */
+    int ops;
+    uv_mutex_t jobs_lock;     /* in-process requests from other threads */
+    struct dl_worker_job_s *jobs;
+    int jobs_closed;          /* the worker stopped: no more jobs */
+    struct exchange_s *exchanges; /* in-process requests waiting (conn.c) */
+    uv_timer_t sweep;    /* timeouts of every connection, checked together */
+    uv_timer_t grace;    /* bounds the graceful stop */
+    int stopping;
+
+    struct dl_vm_s *vm;
+    dl_conn_t *conns;    /* open connections, doubly linked */
+    int n_conns;
+    dl_conn_t *free_conns; /* pooled connection objects (DL_CONN_POOL_MAX) */
+    int n_free_conns;
+    dl_req_t *free_reqs; /* pooled request objects, buffers kept */
+    int n_free_reqs;
+    dl_compressor_t *compressor;
+    /* the last few stored-gzip bodies inflated for clients without gzip,
+     * remembered by their compressed bytes (content-addressed: never stale) */
+    struct {
+        uint64_t hash;
+        dl_buf_t gz, plain;
+    } inflated[DL_INFLATE_MEMO];
+    int inflated_next;
+    struct dl_cache_s *cache;       /* api.cache and cached routes */
+    struct dl_redis_pool_s *redis;  /* NULL without REDIS_URL */
+    uint64_t prng[4];
+    long date_sec;
+    char date[32];
+    uint64_t n_requests;
+    char read_buf[DL_READ_BUF_SIZE];
+} dl_worker_t;
+
+/** Prepares a worker (loop, VM with the app loaded); run it with dl_worker_start(). */
+int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen);
+/** Starts the worker's thread. */
+int dl_worker_start(dl_worker_t *w);
+enum { DL_WORKER_OP_STOP = 1, DL_WORKER_OP_RELOAD = 2, DL_WORKER_OP_JOBS = 4 };
+
+/** Work another thread hands to a worker: run(w, job) on the worker's thread,
+ * or run(NULL, job) when the worker stopped before it could run it. */
+typedef struct dl_worker_job_s {
+    void (*run)(dl_worker_t *w, struct dl_worker_job_s *job);
+    struct dl_worker_job_s *next;
+} dl_worker_job_t;
+/** Queues job for w's thread (any thread; the job's memory is the caller's).
+ * Returns 0, or DL_ECANCELED once the worker has stopped (job not queued). */
+int dl_worker_post(dl_worker_t *w, dl_worker_job_t *job);
+
+/** Asks the worker to stop gracefully (any thread). */
+void dl_worker_stop(dl_worker_t *w);
+/** Starts a worker without a thread: the caller runs w->loop (host-loop mode). */
+int dl_worker_start_on_caller(dl_worker_t *w);
+/** Asks the worker to load the app again as a new generation (any thread). */
+void dl_worker_reload(dl_worker_t *w);
+/** Joins the thread and frees what the worker owns. */
+void dl_worker_join(dl_worker_t *w);
+
+/** The cached Date header value, refreshed once a second. */
+const char *dl_worker_date(dl_worker_t *w);
+/** Takes a request object from the pool (zeroed state, buffers kept). */
+dl_req_t *dl_worker_req_acquire(dl_worker_t *w);
+/** Returns a request object to the pool. */
+void dl_worker_req_release(dl_worker_t *w, dl_req_t *req);
+/**
+ * The inflated form of a stored gzip body (cache hits for clients without
+ * gzip). Valid until the next call. Returns 0 or an error from gunzip.
+ */
+int dl_worker_inflate(dl_worker_t *w, const char *gz, size_t len, const char **plain,
+                      size_t *plain_len);
+
+/** Counts an answered request in the metrics (and the access log when on). */
+void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes);
+
+/** Called by conn.c when a connection closes, to end a graceful stop. */
+void dl_worker_conn_closed(dl_worker_t *w);
+
+#endif
