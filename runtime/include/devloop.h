@@ -5,6 +5,32 @@
  * routes/, jobs/), and serves it on N worker threads, each with its own libuv
  * loop and LuaJIT state. This is the only header embedders include; every
  * other declaration is internal and hidden from the shared library.
+ *
+ * Ownership: a pointer given to a call is read during the call only, unless
+ * its comment says it is kept; what a call hands back is the caller's to free
+ * with the matching _free(), or static (never freed) where it says so.
+ * Threads: each call names the threads it may run on. A runtime's workers run
+ * on threads of their own (or on a host loop, see dl_runtime_attach()).
+ *
+ * What is process-wide, not per runtime (one process may hold several
+ * runtimes, one after another or at once):
+ *   - the allocator: dl_runtime_new() installs cfg's malloc_fn/realloc_fn/
+ *     free_fn (or the C library's) for the whole library, so every runtime of
+ *     a process must use the same three;
+ *   - the log level: dl_runtime_new() sets it from cfg->log_level for every
+ *     runtime's messages;
+ *   - the logger: dl_runtime_run() and dl_runtime_attach() start one
+ *     asynchronous logger (console and APP_DIR/logs, DEVLOOP_LOG_DIR) and
+ *     install handlers for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT that
+ *     write a last record and then run the handler that was there before;
+ *     the runtime's end stops it and puts those handlers back;
+ *   - the test clock (`devloop test`'s t.advance): reset to zero by each
+ *     dl_runtime_new();
+ *   - Lua modules written in C (dl_add_lua_module());
+ *   - the environment: dl_config_init() reads it, and dl_runtime_new() sets
+ *     UV_THREADPOOL_SIZE to 8 when it is unset (libuv reads it once, at the
+ *     first use of its thread pool); with handle_signals, dl_runtime_run()
+ *     ignores SIGPIPE and handles SIGTERM, SIGINT and SIGHUP.
  */
 #ifndef DEVLOOP_H
 #define DEVLOOP_H
@@ -68,9 +94,9 @@ enum {
 #undef XX
 };
 
-/** Message for a DL_E* code (or a negated errno); never NULL. */
+/** Message for a DL_E* code (or a negated errno); never NULL, static. Any thread. */
 DL_API const char *dl_strerror(int err);
-/** Symbolic name ("ENOMEM") for a DL_E* code; never NULL. */
+/** Symbolic name ("ENOMEM") for a DL_E* code; never NULL, static. Any thread. */
 DL_API const char *dl_err_name(int err);
 
 /** Log levels, lowest first. */
@@ -81,7 +107,7 @@ typedef enum {
     DL_LOG_ERROR,
 } dl_log_level_t;
 
-/** Parses "debug", "info", "warn", "error"; returns -1 when unknown. */
+/** Parses "debug", "info", "warn", "error"; returns -1 when unknown. Any thread. */
 DL_API int dl_log_level_parse(const char *s);
 
 #define DL_MAX_LISTEN 8
@@ -89,14 +115,18 @@ DL_API int dl_log_level_parse(const char *s);
 
 /** What one listener serves besides plain HTTP/1.x and h2c. */
 typedef struct dl_listen_opts_s {
-    const char *tls_cert[DL_MAX_TLS_CERTS]; /* PEM chains; copied by dl_runtime_new() */
-    const char *tls_key[DL_MAX_TLS_CERTS];  /* PEM keys, one per certificate */
+    const char *tls_cert[DL_MAX_TLS_CERTS]; /* PEM files, a chain each (leaf first) */
+    const char *tls_key[DL_MAX_TLS_CERTS];  /* PEM key files, one per certificate; both
+                                               paths are copied by dl_runtime_new() (the
+                                               TLS context keeps them for reloads) */
     int n_certs;        /* 0: plain. 1: TLS. More: SNI picks by the certificates' DNS names,
                            the first is the default */
     int https_redirect; /* a plain listener that answers 308 to the first TLS listener */
 } dl_listen_opts_t;
 
-/** Runtime configuration. Fill with dl_config_init(), then override. */
+/** Runtime configuration. Fill with dl_config_init(), then override.
+ * dl_runtime_new() copies it whole, strings included: the caller's struct and
+ * strings may go as soon as it returns. */
 typedef struct dl_config_s {
     const char *app_dir;              /* copied by dl_runtime_new() */
     const char *listen[DL_MAX_LISTEN]; /* "HOST:PORT"; copied by dl_runtime_new() */
@@ -120,7 +150,8 @@ typedef struct dl_config_s {
     uint64_t start_timeout_ms;        /* an on_start hook's time limit (0: none) */
     int watch;                        /* hot reload on file changes (default 1) */
     uint64_t watch_debounce_ms;       /* quiet period before a reload */
-    const char *pid_file;             /* NULL: APP_DIR/data/devloop.pid; "": none */
+    const char *pid_file;             /* NULL: APP_DIR/data/devloop.pid; "": none; copied by
+                                         dl_runtime_new() */
     uint64_t send_timeout_ms;         /* a client that takes none of a response (socket full or
                                          an HTTP/2 flow-control window kept at 0) for this long
                                          is closed */
@@ -129,7 +160,8 @@ typedef struct dl_config_s {
     int max_connections;              /* open connections per worker; more are refused */
     int http2;                        /* h2 by ALPN and h2c prior knowledge (default 1) */
     int h2_max_streams;               /* concurrent streams per HTTP/2 connection */
-    const char *hsts;                 /* Strict-Transport-Security on TLS answers; "" none */
+    const char *hsts;                 /* Strict-Transport-Security on TLS answers; "" none;
+                                         copied by dl_runtime_new() */
     uint64_t tls_ticket_rotate_s;     /* session-ticket keys rotate this often */
     int gzip_level;                   /* 1..9 */
     size_t compress_min;              /* smallest body worth compressing */
@@ -146,7 +178,8 @@ typedef struct dl_config_s {
 } dl_config_t;
 
 /** Fills *cfg with defaults and the environment (DEVLOOP_*, GZIP_LEVEL,
- * LOG_LEVEL). A value that does not parse is named in cfg->env_error. */
+ * LOG_LEVEL). A value that does not parse is named in cfg->env_error. Any
+ * thread (the environment must not change meanwhile). */
 DL_API void dl_config_init(dl_config_t *cfg);
 
 /**
@@ -192,7 +225,7 @@ DL_API int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errb
  */
 DL_API int dl_runtime_run(dl_runtime_t *rt, int handle_signals);
 
-/** Asks a running runtime to stop gracefully; callable from any thread. */
+/** Asks a running runtime to stop gracefully; returns at once. Any thread. */
 DL_API void dl_runtime_stop(dl_runtime_t *rt);
 
 /** Frees a runtime whose dl_runtime_run() returned (or never ran), with
@@ -218,13 +251,13 @@ typedef struct {
     char last_error[2048];   /* "file:line: message" lines of the last failure */
 } dl_reload_status_t;
 
-/** Copies the reload status; any thread. */
+/** Copies the reload status into *out (the caller's). Any thread. */
 DL_API void dl_runtime_reload_status(dl_runtime_t *rt, dl_reload_status_t *out);
 
 /**
  * Loads every script of app_dir into a scratch Lua state and reports each
  * error as "file:line: message" lines into errbuf (truncated to errlen).
- * Any thread. Returns the error count (0: the app loads).
+ * Any thread; nothing is kept. Returns the error count (0: the app loads).
  */
 DL_API int dl_app_check(const char *app_dir, char *errbuf, size_t errlen);
 
@@ -286,7 +319,8 @@ DL_API int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *
                               const char *const *headers, const char *body, size_t body_len,
                               uint64_t timeout_ms, dl_response_t *out);
 
-/** Frees a response's memory; NULL or a zeroed response is a no-op. */
+/** Frees a response's memory (the struct itself is the caller's); NULL or a
+ * zeroed response is a no-op. Any thread. */
 DL_API void dl_response_free(dl_response_t *res);
 
 /* ===================================================== C modules for Lua */

@@ -487,6 +487,9 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     snprintf(updir, sizeof(updir), "%s/data/.uploads", rt->app_dir);
     rt->upload_dir = dl_strdup(updir);
     rt->cfg.hsts = rt->hsts;
+    /* read when the runtime runs, long after the caller's string may be gone */
+    rt->pid_file_opt = cfg->pid_file ? dl_strdup(cfg->pid_file) : NULL;
+    rt->cfg.pid_file = rt->pid_file_opt;
     if (load_tls(rt, errbuf, errlen) != 0 || load_canonical_host(rt, errbuf, errlen) != 0) {
         dl_runtime_free(rt);
         return DL_EINVAL;
@@ -1153,6 +1156,7 @@ void dl_runtime_free(dl_runtime_t *rt)
         dl_tls_ctx_free(rt->tls[i]);
     }
     dl_free(rt->hsts);
+    dl_free(rt->pid_file_opt);
     dl_free(rt->canonical_host);
     dl_free(rt->upload_dir);
     dl_free(rt->app_dir);

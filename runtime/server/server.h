@@ -22,6 +22,7 @@ struct dl_runtime_s {
     struct dl_tls_ctx_s *tls[DL_MAX_LISTEN]; /* TLS listeners' contexts, else NULL */
     int https_port;       /* the first TLS listener's port (HTTPS redirects) */
     char *hsts;
+    char *pid_file_opt;   /* cfg.pid_file's copy (NULL: the default) */
     char *canonical_host; /* DEVLOOP_CANONICAL_HOST (--canonical-host) for HTTPS redirects, or NULL */
     int canonical_port;   /* its port, -1 when it has none (the TLS listener's is used) */
     char *upload_dir;     /* APP_DIR/data/.uploads, made at start */
