@@ -726,12 +726,24 @@ static int cmd_new(int argc, char **argv)
     return 0;
 }
 
+/* libmongoc's library initializer, before main(), creates /dev/shm/mongoc-PID
+ * for its counters with O_EXCL; a file left there by a killed process that
+ * had our pid makes it warn on stderr, outside the log (it reads no
+ * MONGOC_DISABLE_SHM set from here: it scans the environment it was started
+ * with). An executable's preinit_array runs before any shared library's
+ * initializer: a file with our pid can only be such a leftover, so it goes. */
+static void remove_stale_mongoc_counters(int argc, char **argv, char **envp)
+{
+    (void)argc, (void)argv, (void)envp;
+    char path[48];
+    snprintf(path, sizeof(path), "/dev/shm/mongoc-%u", (unsigned)getpid());
+    unlink(path);
+}
+__attribute__((section(".preinit_array"), used)) static void (*const preinit_mongoc)(
+    int, char **, char **) = remove_stale_mongoc_counters;
+
 int main(int argc, char **argv)
 {
-    /* mongoc keeps counters in /dev/shm/mongoc-PID for its own tools; a file
-     * left by a killed process makes a later one with the same pid warn on
-     * stderr, outside the log. We never read them. (Before any thread.) */
-    setenv("MONGOC_DISABLE_SHM", "1", 0);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -337,6 +337,24 @@ def test_value_flags_do_not_swallow_options(_):
     assert rc == 2 and "--pid-file needs a path, not the option --json" in err, (rc, err)
 
 
+def test_mongoc_counters_left_by_a_killed_process_stay_quiet(_):
+    """libmongoc creates /dev/shm/mongoc-PID before main(); one left by a
+    killed process that had the same pid made every command warn "Falling
+    back to malloc for counters" on stderr, outside the log (and broke the
+    exact messages of `devloop serve`'s refusals)."""
+    if not os.path.isdir("/dev/shm"):
+        return
+    app = make_app("shm")
+    # exec keeps the shell's pid: the file is there when devloop starts
+    p = subprocess.run(["bash", "-c", 'touch /dev/shm/mongoc-$$; exec "$0" check "$1"', BIN, app],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "mongoc" not in p.stderr, (p.returncode, p.stderr)
+    env = dict(os.environ, UV_THREADPOOL_SIZE="0")
+    p = subprocess.run(["bash", "-c", 'touch /dev/shm/mongoc-$$; exec "$0" serve "$1"', BIN, app],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 1 and p.stderr.startswith("devloop: UV_THREADPOOL_SIZE=0: "), p.stderr
+
+
 if __name__ == "__main__":
     try:
         harness.main(globals(), app=None)
