@@ -236,7 +236,7 @@ static int cmd_serve(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--tls-cert") == 0 || strcmp(a, "--tls-key") == 0 ||
                    strcmp(a, "--https-redirect") == 0) {
-            /* these belong to the --listen before them (CONTRACT.md section 1) */
+            /* these belong to the --listen before them (README, Command line) */
             if (cfg.n_listen == 0) {
                 fprintf(stderr, "devloop: %s must follow the --listen HOST:PORT it applies to\n",
                         a);

@@ -136,7 +136,7 @@ typedef struct dl_config_s {
     int workers;                      /* 0: number of cores */
     int log_level;                    /* dl_log_level_t */
 
-    /* HTTP limits; defaults from CONTRACT.md section 3 */
+    /* HTTP limits; defaults in the README, HTTP behaviour */
     size_t max_uri;                   /* request line target, bytes (414) */
     size_t max_header_bytes;          /* all header lines, bytes (431) */
     int max_headers;                  /* header count (431) */

@@ -24,7 +24,7 @@ BIN = os.environ.get("DEVLOOP_BIN", os.path.join(SRC, "build", "devloop"))
 APPS = os.path.join(HERE, "apps")
 
 
-# One request per behaviour of examples/bench (CONTRACT.md section 4), for
+# One request per behaviour of examples/bench (README, HTTP behaviour), for
 # tests that compare two ways in: (method, path, headers, body).
 BENCH_REQUESTS = [
     ("GET", "/hello", {}, None),
@@ -346,7 +346,7 @@ def make_cert(directory, name, dns=("localhost",), days=30):
 
 
 def check_std_headers(r, api=True):
-    """Headers every response carries (CONTRACT.md section 3)."""
+    """Headers every response carries (README, HTTP behaviour)."""
     rid = r.header("x-request-id")
     assert rid, "no X-Request-Id in %r" % r
     assert r.header("x-content-type-options") == "nosniff", r

@@ -1,5 +1,5 @@
 """HTTP/2: h2c with prior knowledge on the plain listener and h2 by ALPN on the
-TLS listener give what HTTP/1.1 gives (every bench route, CONTRACT section 3:
+TLS listener give what HTTP/1.1 gives (every bench route, README, HTTP behaviour:
 compression, MessagePack, request ids, error JSON, metrics), with real
 clients: curl, nghttp, Node's http2 (100 concurrent streams on a session), the
 Python h2 library (GOAWAY on a graceful stop), and 50 MB each way."""
@@ -84,7 +84,7 @@ def test_every_bench_route_on_h2c_and_h2(srv):
         bench.stop()
 
 
-# ------------------------------------------------------ CONTRACT section 3
+# ------------------------------------------------------ README, HTTP behaviour
 
 def test_contract_on_h2(srv):
     for extra, base in both(srv):

@@ -1,4 +1,4 @@
-"""HTTP/1.x behaviour every app gets (CONTRACT.md section 3)."""
+"""HTTP/1.x behaviour every app gets (README, HTTP behaviour)."""
 import json
 import time
 

@@ -1,4 +1,4 @@
-"""Payload negotiation: JSON, MessagePack, gzip/deflate (CONTRACT.md section 3)."""
+"""Payload negotiation: JSON, MessagePack, gzip/deflate (README, HTTP behaviour)."""
 import gzip
 import json
 import zlib
