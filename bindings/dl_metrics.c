@@ -3,7 +3,7 @@
  * registry for Lua (render, app-defined metrics) and the runtime's figures
  * that /health and /stats are built from (reload status, process, workers,
  * in-process cache, database file). routes/observability.lua and api.metrics
- * in scripts/devloop/init.lua sit on top.
+ * in scripts/devloop/health.lua and metrics.lua sit on top.
  */
 #include <lauxlib.h>
 #include <lua.h>

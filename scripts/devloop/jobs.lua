@@ -679,7 +679,7 @@ function Job:progress(n)
   backend().progress(self.id, owner, n)
 end
 
-local hooks = {} -- metrics, set by init.lua
+local hooks = {} -- metrics, set by lifecycle.lua
 function _M._set_hooks(h) hooks = h end
 
 local function kick()
