@@ -3,16 +3,16 @@
 #  - GET /features?status=completed&limit=50 through HTTP on 100,000 SQLite
 #    documents, with its index and without (same query, same data): req/s, p99
 #  - a full cursor walk (100 per page): ms per page at the start and the end
-#   scripts/bench-db.sh            (BENCH_DB_DOCS=100000, DURATION=10)
+#   tests/bench/bench-db.sh            (BENCH_DB_DOCS=100000, DURATION=10)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${DEVLOOP_BIN:-$ROOT/build-release/devloop}
 DUR=${DURATION:-10}
 export BENCH_DB_DOCS=${BENCH_DB_DOCS:-100000}
 [ -x "$BIN" ] || { cmake -S "$ROOT" -B "$ROOT/build-release" -DCMAKE_BUILD_TYPE=Release -DDL_BUILD_TESTS=OFF >/dev/null; cmake --build "$ROOT/build-release" --target devloop -j"$(nproc)" >/dev/null; }
 WORK=$(mktemp -d /tmp/devloop-dbbench.XXXXXX)
 PORT=18192
-DEVLOOP_DB=$WORK/bench.db taskset -c 0 "$BIN" serve "$ROOT/tests/bench/db-app" --listen 127.0.0.1:$PORT \
+DEVLOOP_DB=$WORK/bench.db taskset -c 0 "$BIN" serve "$ROOT/tests/bench/apps/db-app" --listen 127.0.0.1:$PORT \
   --workers 1 --no-watch --pid-file "$WORK/pid" --log-level warn &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT

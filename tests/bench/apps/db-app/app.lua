@@ -1,4 +1,4 @@
--- Benchmark app for the document store (scripts/bench-db.sh): 100,000
+-- Benchmark app for the document store (tests/bench/bench-db.sh): 100,000
 -- features in two collections, one indexed on (status, -created_at), one not.
 local api = require "devloop"
 local db = api.db

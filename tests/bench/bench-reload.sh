@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Requests/s on /json with and without a reload every second, in one run
 # (issue 3's figure). The server runs on CPU 0, wrk and the editor loop on CPU 1.
-#   scripts/bench-reload.sh [SECONDS]
+#   tests/bench/bench-reload.sh [SECONDS]
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DUR=${1:-15}
 BIN=${DEVLOOP_BIN:-$ROOT/build-release/devloop}
 [ -x "$BIN" ] || { cmake -S "$ROOT" -B "$ROOT/build-release" -DCMAKE_BUILD_TYPE=Release -DDL_BUILD_TESTS=OFF >/dev/null; cmake --build "$ROOT/build-release" --target devloop -j"$(nproc)" >/dev/null; }

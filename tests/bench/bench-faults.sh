@@ -6,9 +6,9 @@
 # same body uncached): an outage should cost what the handler costs, not
 # more. Alternating rounds, req/s and p99 per round and the medians. Server
 # on CPU 0, wrk on CPU 1.
-#   scripts/bench-faults.sh [BIN]        ROUNDS=3 DUR=5 CONNS=64 PIPE=1
+#   tests/bench/bench-faults.sh [BIN]        ROUNDS=3 DUR=5 CONNS=64 PIPE=1
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-$ROOT/build/devloop}
 WRK_LUA=${WRK_LUA:-$ROOT/../shared/bench/lib/wrk-route.lua}
 ROUNDS=${ROUNDS:-3}

@@ -1,5 +1,5 @@
 -- The /json route of ../shared/bench/peers/nginx-lua/lua/bench.lua, alone:
--- scripts/bench-h2.sh only measures /json. Same body and headers as that
+-- tests/bench/bench-h2.sh only measures /json. Same body and headers as that
 -- peer: 200, Content-Type application/json, {"message":"Hello, World!"}.
 local cjson = require "cjson"
 

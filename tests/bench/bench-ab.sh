@@ -4,11 +4,11 @@
 # request for each route. For small differences run.sh's peer table is too
 # coarse (its rounds move 10-20% on a shared machine); this compares like for
 # like, one minute apart, and prints every round so the spread is visible.
-#   scripts/bench-ab.sh before=/path/to/old/devloop after=build-release/devloop
-#   PIPE=16 ROUTES="/json /hello" ROUNDS=3 DUR=5 scripts/bench-ab.sh a=BIN b=BIN
+#   tests/bench/bench-ab.sh before=/path/to/old/devloop after=build-release/devloop
+#   PIPE=16 ROUTES="/json /hello" ROUNDS=3 DUR=5 tests/bench/bench-ab.sh a=BIN b=BIN
 # Each binary serves the examples/bench next to its build directory.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WRK_LUA=${WRK_LUA:-$ROOT/../shared/bench/lib/wrk-route.lua}
 ROUTES=${ROUTES:-"/json /hello /features?limit=100"}
 ROUNDS=${ROUNDS:-3}

@@ -2,10 +2,10 @@
 # Upload throughput (issue 8's figure), one run: 50 MB files through
 # POST /api/files, one at a time (8 files) and 4 at once (8 files), devloop
 # (examples/devloop-api, one worker) vs Express 4 + multer disk storage
-# (tests/bench/upload-express, npm at run time); MB/s and the server's peak RSS.
-#   scripts/bench-uploads.sh
+# (tests/bench/apps/upload-express, npm at run time); MB/s and the server's peak RSS.
+#   tests/bench/bench-uploads.sh
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${DEVLOOP_BIN:-$ROOT/build-release/devloop}
 cmake -S "$ROOT" -B "$ROOT/build-release" -DCMAKE_BUILD_TYPE=Release -DDL_BUILD_TESTS=OFF >/dev/null
 cmake --build "$ROOT/build-release" --target devloop -j"$(nproc)" >/dev/null
@@ -14,7 +14,7 @@ SPID=""
 trap '[ -n "$SPID" ] && kill $SPID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 cp -r "$ROOT/examples/devloop-api" "$WORK/app"; rm -rf "$WORK/app/data" "$WORK/app/logs"
 mkdir -p "$WORK/express" "$WORK/express-files"
-cp "$ROOT/tests/bench/upload-express/server.js" "$WORK/express/"
+cp "$ROOT/tests/bench/apps/upload-express/server.js" "$WORK/express/"
 (cd "$WORK/express" && npm init -y >/dev/null && npm install --no-audit --no-fund --silent express@4 multer@2 >/dev/null)
 for i in 1 2 3 4 5 6 7 8; do head -c $((50 * 1024 * 1024)) /dev/urandom > "$WORK/f$i.bin"; done
 

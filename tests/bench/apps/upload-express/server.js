@@ -1,4 +1,4 @@
-// The Express peer for scripts/bench-uploads.sh: the guide's upload route,
+// The Express peer for tests/bench/bench-uploads.sh: the guide's upload route,
 // multer with disk storage and a 50 MB limit, and the download route.
 const express = require('express');
 const multer = require('multer');

@@ -2,9 +2,9 @@
 # /json req/s with the access log and the per-request metrics on and off,
 # alternating in one run (issue 6's figures). Server on CPU 0 (all its
 # threads, the log writer included), wrk on CPU 1.
-#   scripts/bench-observability.sh [SECONDS] [ROUNDS]
+#   tests/bench/bench-observability.sh [SECONDS] [ROUNDS]
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DUR=${1:-8}
 ROUNDS=${2:-3}
 BIN=${DEVLOOP_BIN:-$ROOT/build-release/devloop}

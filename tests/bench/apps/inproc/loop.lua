@@ -1,4 +1,4 @@
--- copied into a scratch copy of examples/bench by scripts/bench-inprocess.sh:
+-- copied into a scratch copy of examples/bench by tests/bench/bench-inprocess.sh:
 -- n in-process GET /json, c at a time, timed in the worker
 local api = require "devloop"
 api.get("/_loop", function(req)

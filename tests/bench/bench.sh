@@ -2,11 +2,11 @@
 # Runs the shared peer benchmark (../shared/bench) with devloop in the same run.
 # The bench folder is copied to a scratch directory first, because setup.sh
 # (npm ci) and run.sh (results/) write beside themselves and shared/ is not ours.
-#   scripts/bench.sh                         # all peers + devloop, all routes
-#   PEERS="nginx-lua" ROUTES="hello json" scripts/bench.sh
+#   tests/bench/bench.sh                         # all peers + devloop, all routes
+#   PEERS="nginx-lua" ROUTES="hello json" tests/bench/bench.sh
 # Every knob of run.sh passes through the environment.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 WORK=${BENCH_WORK:-/tmp/devloop-bench}
 

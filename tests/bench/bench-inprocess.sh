@@ -3,15 +3,15 @@
 # api.client (in-process connections) vs the same route over sockets (wrk
 # -c64), one worker on CPU 0; and create-to-first-response time of a runtime
 # (examples/embed --cycles 200, in-process request, no socket).
-#   scripts/bench-inprocess.sh
+#   tests/bench/bench-inprocess.sh
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cmake -S "$ROOT" -B "$ROOT/build-release" -DCMAKE_BUILD_TYPE=Release -DDL_BUILD_TESTS=OFF \
   -DDL_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$ROOT/build-release" --target devloop devloop_embed -j"$(nproc)" >/dev/null
 WORK=$(mktemp -d /tmp/devloop-inproc.XXXXXX)
 cp -r "$ROOT/examples/bench" "$WORK/app"; rm -rf "$WORK/app/data" "$WORK/app/logs"
-cp "$ROOT/tests/bench/inproc/loop.lua" "$WORK/app/routes/zz_loop.lua"
+cp "$ROOT/tests/bench/apps/inproc/loop.lua" "$WORK/app/routes/zz_loop.lua"
 PORT=18199
 DEVLOOP_LOG_DIR=- taskset -c 0 "$ROOT/build-release/devloop" serve "$WORK/app" --listen 127.0.0.1:$PORT \
   --workers 1 --no-watch --log-level warn &

@@ -4,9 +4,9 @@
 #    same concurrency (10): devloop on Redis, Bull 4 (npm, Node) on the same
 #    Redis, devloop on its embedded store
 #  - time from add to start at idle (median, p99), devloop and Bull
-#   scripts/bench-jobs.sh [N]      (N jobs per run, default 20000; ROUNDS=3 runs each, medians)
+#   tests/bench/bench-jobs.sh [N]      (N jobs per run, default 20000; ROUNDS=3 runs each, medians)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 N=${1:-20000}
 ROUNDS=${ROUNDS:-3}
 CONC=10
@@ -26,11 +26,11 @@ export REDIS_URL_BENCH="redis://127.0.0.1:$RPORT"
 
 # Bull from the npm registry, in a scratch folder
 (cd "$WORK" && npm init -y >/dev/null && npm install --no-audit --no-fund --silent bull@4 ioredis@5 >/dev/null)
-cp "$ROOT/tests/bench/bull-bench.js" "$WORK/"
+cp "$ROOT/tests/bench/apps/bull/bull-bench.js" "$WORK/"
 
 start_devloop() { # env...
   env "$@" DEVLOOP_LOG_DIR=- DEVLOOP_DB="$WORK/jobs-$RANDOM.db" BENCH_CONCURRENCY=$CONC \
-    "$BIN" serve "$ROOT/tests/bench/jobs-app" --listen 127.0.0.1:$PORT --workers 1 --no-watch \
+    "$BIN" serve "$ROOT/tests/bench/apps/jobs-app" --listen 127.0.0.1:$PORT --workers 1 --no-watch \
     --pid-file "$WORK/pid" --log-level warn &
   SPID=$!
   for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:$PORT/rate && return; sleep 0.1; done

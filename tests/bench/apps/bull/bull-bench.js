@@ -1,4 +1,4 @@
-// Bull side of scripts/bench-jobs.sh: N jobs through a no-op processor or one
+// Bull side of tests/bench/bench-jobs.sh: N jobs through a no-op processor or one
 // doing one Redis GET, with the given concurrency; prints jobs/s.
 const Queue = require('bull');
 const Redis = require('ioredis');

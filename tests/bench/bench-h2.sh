@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # TLS + HTTP/2 benchmark, one run: devloop against nginx + lua-nginx-module
-# (scripts/bench-h2/, modelled on ../shared/bench/peers/nginx-lua), GET /json.
+# (tests/bench/h2/, modelled on ../shared/bench/peers/nginx-lua), GET /json.
 #
-#   scripts/bench-h2.sh                    # both servers, ROUNDS=3, about 6 minutes
-#   PEERS=nginx scripts/bench-h2.sh        # nginx only (no devloop build)
-#   DURATION=5 WARMUP=1 ROUNDS=1 scripts/bench-h2.sh
+#   tests/bench/bench-h2.sh                    # both servers, ROUNDS=3, about 6 minutes
+#   PEERS=nginx tests/bench/bench-h2.sh        # nginx only (no devloop build)
+#   DURATION=5 WARMUP=1 ROUNDS=1 tests/bench/bench-h2.sh
 #
 # Cases, each server, same client commands:
 #   h2c        h2load -c 64 -m 10 -D DURATION -t 1 http://127.0.0.1:PORT/json   (prior knowledge)
@@ -31,8 +31,8 @@
 # h2c prior knowledge on one plain port; no case needs plain HTTP/1.1),
 # 18193 TLS (ALPN h2, http/1.1).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HERE="$ROOT/scripts/bench-h2"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$ROOT/tests/bench/h2"
 
 PEERS=${PEERS:-"devloop nginx"}
 ROUNDS=${ROUNDS:-3}
@@ -464,7 +464,7 @@ label = {
 rows = list(csv.DictReader(open(results), delimiter="\t"))
 chk = list(csv.DictReader(open(checks), delimiter="\t"))
 
-def med(vals):  # like scripts/bench-jobs.sh: the middle one (upper middle when even)
+def med(vals):  # like tests/bench/bench-jobs.sh: the middle one (upper middle when even)
     v = sorted(vals)
     return v[len(v) // 2] if v else None
 
