@@ -297,10 +297,14 @@ static dl_worker_t *check_worker(lua_State *L)
     return w;
 }
 
+/* The longest TTL in seconds (ten years): cache_core.MAX_TTL, which api.cache
+ * and route options check against. */
+#define MAX_TTL_S (10 * 365 * 86400)
+
 static uint64_t check_ttl_ms(lua_State *L, int idx)
 {
     lua_Number s = luaL_optnumber(L, idx, 0);
-    if (!(s >= 0) || s > 10 * 365 * 86400.0)
+    if (!(s >= 0) || s > MAX_TTL_S)
         luaL_argerror(L, idx, "ttl in seconds (>= 0) expected");
     return (uint64_t)(s * 1000.0);
 }
@@ -593,5 +597,7 @@ int luaopen_devloop_cache_core(lua_State *L)
 {
     lua_createtable(L, 0, DL_ARRAY_SIZE(cache_funcs));
     luaL_register(L, NULL, cache_funcs);
+    lua_pushinteger(L, MAX_TTL_S);
+    lua_setfield(L, -2, "MAX_TTL");
     return 1;
 }

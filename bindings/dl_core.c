@@ -57,11 +57,14 @@ static void cancel_sleep(void *data)
     uv_close((uv_handle_t *)&s->timer, on_sleep_closed);
 }
 
+/* The longest core.sleep (a day): core.MAX_SLEEP_MS, api.sleep's bound. */
+#define MAX_SLEEP_MS 86400000
+
 /* core.sleep(ms): parks the calling handler, never the loop. */
 static int l_core_sleep(lua_State *L)
 {
     lua_Number ms = luaL_checknumber(L, 1);
-    if (!(ms >= 0) || ms > 86400000.0)
+    if (!(ms >= 0) || ms > MAX_SLEEP_MS)
         return luaL_argerror(L, 1, "milliseconds between 0 and 86400000 expected");
     dl_task_t *t = dl_task_current(L);
     if (t == NULL || t->vm->worker == NULL)
@@ -471,6 +474,17 @@ int luaopen_devloop_core(lua_State *L)
     lua_setfield(L, -2, "GZIP_BODY");
     lua_pushlightuserdata(L, &dl__file_body_marker);
     lua_setfield(L, -2, "FILE_BODY");
+    /* the numbers Lua passes to C, named once (scripts/devloop/ reads these) */
+    static const struct {
+        const char *name;
+        int value;
+    } consts[] = {{"LOG_DEBUG", DL_LOG_DEBUG}, {"LOG_INFO", DL_LOG_INFO},
+                  {"LOG_WARN", DL_LOG_WARN},   {"LOG_ERROR", DL_LOG_ERROR},
+                  {"MAX_SLEEP_MS", MAX_SLEEP_MS}};
+    for (size_t i = 0; i < DL_ARRAY_SIZE(consts); i++) {
+        lua_pushinteger(L, consts[i].value);
+        lua_setfield(L, -2, consts[i].name);
+    }
     static const struct {
         const char *name;
         int mask;

@@ -3,7 +3,7 @@
  * registry for Lua (render, app-defined metrics) and the runtime's figures
  * that /health and /stats are built from (reload status, process, workers,
  * in-process cache, database file). routes/observability.lua and api.metrics
- * in scripts/devloop/init.lua sit on top.
+ * in scripts/devloop/health.lua and metrics.lua sit on top.
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -101,7 +101,10 @@ static int l_metrics_define(lua_State *L)
     return 1;
 }
 
-/* metrics_core.update(kind, id, {label values} | nil, value): kind 1 add, 2 set, 3 observe */
+/* What metrics_core.update does: metrics_core.ADD, SET, OBSERVE. */
+enum { UPDATE_ADD = 1, UPDATE_SET, UPDATE_OBSERVE };
+
+/* metrics_core.update(kind, id, {label values} | nil, value): kind ADD, SET or OBSERVE */
 static int l_metrics_update(lua_State *L)
 {
     int kind = (int)luaL_checkinteger(L, 1);
@@ -129,9 +132,9 @@ static int l_metrics_update(lua_State *L)
         lv = vals;
     }
     dl_metrics_t *m = w->rt->metrics;
-    if (kind == 1)
+    if (kind == UPDATE_ADD)
         dl_metric_add(m, w->id, id, lv, v);
-    else if (kind == 2)
+    else if (kind == UPDATE_SET)
         /* an app gauge holds one value, the last set from any worker: the
          * shared slot (a mutex) rather than per-worker slots that would sum */
         dl_metric_set(m, w->rt->cfg.workers, id, lv, v);
@@ -302,5 +305,11 @@ int luaopen_devloop_metrics_core(lua_State *L)
     lua_setfield(L, -2, "GAUGE");
     lua_pushinteger(L, DL_METRIC_HISTOGRAM);
     lua_setfield(L, -2, "HISTOGRAM");
+    lua_pushinteger(L, UPDATE_ADD);
+    lua_setfield(L, -2, "ADD");
+    lua_pushinteger(L, UPDATE_SET);
+    lua_setfield(L, -2, "SET");
+    lua_pushinteger(L, UPDATE_OBSERVE);
+    lua_setfield(L, -2, "OBSERVE");
     return 1;
 }

@@ -8,7 +8,7 @@
  * Lua values: strings, integers, arrays (tables), status strings; a nil
  * reply is nil at the top level and api.null inside arrays; an error reply
  * is `nil, "ERR ..."` (in a pipeline, a table {err = "..."}). Command policy
- * (names, options) lives in scripts/devloop/init.lua.
+ * (names, options) lives in scripts/devloop/redis.lua.
  */
 #include <lauxlib.h>
 #include <lua.h>

@@ -1386,7 +1386,7 @@ static void on_conn_timer(uv_timer_t *t)
  * in this turn, until STICKY_INFLIGHT pipelines wait there): they leave in one
  * write and come back in one read, and the server reads, runs and answers
  * them in one go instead of one event per connection (a third less Redis CPU
- * per job in scripts/bench-jobs.sh's GET case). A new turn starts on the ready
+ * per job in tests/bench/bench-jobs.sh's GET case). A new turn starts on the ready
  * connection with the fewest pipelines in flight, so work sent in different
  * turns can overlap and one slow reply does not hold up everything.
  */

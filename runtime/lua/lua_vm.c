@@ -900,9 +900,9 @@ static void task_free(dl_task_t *t, int reuse)
 /*
  * An on_start hook runs under a time limit (cfg->start_timeout_ms). A hook
  * that yields (db, sleep) lets the loop run, so a timer can end the wait for
- * it (init.lua races it under `devloop test`). A hook that never yields
- * (`while true do end`) holds the loop, and no timer fires: while its task
- * runs, an instruction-count hook looks at the clock and, past the limit,
+ * it (scripts/devloop/lifecycle.lua races it under `devloop test`). A hook
+ * that never yields (`while true do end`) holds the loop, and no timer fires:
+ * while its task runs, an instruction-count hook looks at the clock and, past the limit,
  * yields the task from inside the hook (LuaJIT allows it), where no pcall in
  * the hook's code can catch it; dl_task_resume() then ends the task with the
  * message. Compiled code does not call count hooks, so the traces are
@@ -2156,7 +2156,7 @@ int dl__route(lua_State *L)
         return luaL_error(L, "out of memory");
     }
     if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "_precheck"); /* set by scripts/devloop/init.lua for auth */
+        lua_getfield(L, 3, "_precheck"); /* set by scripts/devloop/routing.lua for auth */
         if (lua_isfunction(L, -1))
             r->precheck_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         else

@@ -155,11 +155,11 @@ function _M.new(api, ops, opts)
     local ok, res, err = xpcall(fn, classify, params, ctx)
     if not ok then
       if res.internal then
-        core.log(3, "batch operation failed", { id = id, type = op.type, error = res.log })
+        core.log(core.LOG_ERROR, "batch operation failed", { id = id, type = op.type, error = res.log })
         return { id = id, error = GENERIC .. " (request " .. tostring(ctx.request_id) .. ")" }
       end
       -- an answer, not a fault: the log gets it only at debug level
-      core.log(0, "batch operation refused", { id = id, type = op.type, error = res.message })
+      core.log(core.LOG_DEBUG, "batch operation refused", { id = id, type = op.type, error = res.message })
       return { id = id, error = res.message, status = res.status, details = res.details }
     end
     if res == nil and err ~= nil then
@@ -199,7 +199,7 @@ function _M.new(api, ops, opts)
         -- error, not the batch's: the others' effects have happened
         local why = unencodable(r, encode)
         if why then
-          core.log(3, "batch operation failed", { id = r.id, type = list[i].type,
+          core.log(core.LOG_ERROR, "batch operation failed", { id = r.id, type = list[i].type,
                                                    error = "cannot encode the result: " .. why })
           r = { id = r.id, error = GENERIC .. " (request " .. tostring(ctx.request_id) .. ")" }
         end

@@ -131,7 +131,7 @@ function store.cycle(owner_, fin, wants, now, lease)
     if not ok and code == "EINVAL" then
       -- refused as such, not the store away: sending it again would not
       -- help, and a job left active would stay so (its lease is renewed)
-      core.log(3, "jobs: cannot record a finished attempt", { id = f.id, state = f.state, error = err })
+      core.log(core.LOG_ERROR, "jobs: cannot record a finished attempt", { id = f.id, state = f.state, error = err })
       jobs:update_one({ _id = f.id, owner = owner_ }, { ["$set"] = { state = "failed", finished_at = now,
         owner = null, error = "cannot record the attempt: " .. tostring(err) } })
     elseif not ok then
@@ -679,7 +679,7 @@ function Job:progress(n)
   backend().progress(self.id, owner, n)
 end
 
-local hooks = {} -- metrics, set by init.lua
+local hooks = {} -- metrics, set by lifecycle.lua
 function _M._set_hooks(h) hooks = h end
 
 local function kick()
@@ -741,8 +741,8 @@ local function settle(j, ok, res, err)
       end
       finish({ id = j._id, state = "completed", result = res == nil and null or res, json = json,
                keep = keep })
-      if core.log_level() <= 0 then
-        core.log(0, "job completed", { id = j._id, type = j.type, attempts = j.attempts_made })
+      if core.log_level() <= core.LOG_DEBUG then
+        core.log(core.LOG_DEBUG, "job completed", { id = j._id, type = j.type, attempts = j.attempts_made })
       end
       return true
     end
@@ -753,7 +753,7 @@ local function settle(j, ok, res, err)
   local final = j.attempts_made >= j.attempts or (status ~= nil and status >= 400 and status < 500)
   local run_at = not final and now_ms() + backoff_ms(j) or nil
   finish({ id = j._id, state = final and "failed" or "retry", error = msg, run_at = run_at })
-  core.log(3, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made,
+  core.log(core.LOG_ERROR, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made,
                               attempts = j.attempts, error = msg, status = status, final = final })
   return false
 end
@@ -780,7 +780,7 @@ local function run_job(j)
     -- stored backoff that is not a number): it fails, saying why
     local why = "cannot finish the attempt: " .. core._error_text(settled)
     finish({ id = j._id, state = "failed", error = why })
-    core.log(3, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made, error = why,
+    core.log(core.LOG_ERROR, "job failed", { id = j._id, type = j.type, attempt = j.attempts_made, error = why,
                                 final = true })
     settled = false
   end
@@ -834,12 +834,12 @@ local function cycle(b, fin, wants, now, kicks_at)
   end
   if not list then
     -- once per outage; the next poll tries again
-    if not failing then core.log(3, "jobs: cannot reach the queue: " .. tostring(err)) end
+    if not failing then core.log(core.LOG_ERROR, "jobs: cannot reach the queue: " .. tostring(err)) end
     failing = true
     retry_at = now_ms() + RETRY_MS
     for rank = 0, 2 do starved[rank], flowing[rank] = kicks_at, false end
   else
-    if failing then core.log(1, "jobs: queue reachable again") end
+    if failing then core.log(core.LOG_INFO, "jobs: queue reachable again") end
     failing = false
     retry_at = 0
     local got = { [0] = 0, [1] = 0, [2] = 0 }
@@ -892,10 +892,10 @@ local function settings_problem()
   if not finite(v) or v <= 0 then
     return "api.jobs.keep_completed_ms must be milliseconds > 0, not " .. options.show(v)
   end
-  -- the scheduler naps poll_ms, and core._nap takes 0..86400000 ms
+  -- the scheduler naps poll_ms, and core._nap takes 0..core.MAX_SLEEP_MS
   v = _M.poll_ms
-  if not finite(v) or v < 1 or v > 86400000 then
-    return "api.jobs.poll_ms must be milliseconds from 1 to 86400000, not " .. options.show(v)
+  if not finite(v) or v < 1 or v > core.MAX_SLEEP_MS then
+    return "api.jobs.poll_ms must be milliseconds from 1 to " .. core.MAX_SLEEP_MS .. ", not " .. options.show(v)
   end
 end
 
@@ -922,7 +922,7 @@ function _M._run_scheduler(workers)
   if b == store and core.worker_id() == 0 then
     for _, ix in ipairs(JOB_INDEXES) do
       local ok, err = jobs:create_index(ix)
-      if not ok then core.log(3, "jobs: cannot create an index: " .. tostring(err)) end
+      if not ok then core.log(core.LOG_ERROR, "jobs: cannot create an index: " .. tostring(err)) end
     end
   end
   local told -- the settings problem last logged
@@ -932,9 +932,9 @@ function _M._run_scheduler(workers)
     local problem = settings_problem()
     if problem ~= told then
       if problem then
-        core.log(3, "jobs: " .. problem .. "; no job is claimed until it is fixed")
+        core.log(core.LOG_ERROR, "jobs: " .. problem .. "; no job is claimed until it is fixed")
       else
-        core.log(1, "jobs: settings fixed, claiming jobs again")
+        core.log(core.LOG_INFO, "jobs: settings fixed, claiming jobs again")
       end
       told = problem
     end

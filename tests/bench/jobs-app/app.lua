@@ -1,3 +1,0 @@
-local api = require "devloop"
--- the same concurrency as the Bull side of scripts/bench-jobs.sh
-api.jobs.concurrency.normal = tonumber(os.getenv("BENCH_CONCURRENCY") or "10")
