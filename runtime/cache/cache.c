@@ -187,7 +187,8 @@ static void op_free(redis_op_t *o)
 
 static void op_finish(redis_op_t *o)
 {
-    if (o->res.status < 0)
+    /* a miss (DL_ENOENT) is counted in misses, not as an error */
+    if (o->res.status < 0 && o->res.status != DL_ENOENT)
         o->c->errors++;
     if (o->cb)
         o->cb(&o->res, o->arg);
