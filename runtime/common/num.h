@@ -14,7 +14,8 @@
 
 /**
  * Writes v in decimal at p (DL_NUM_ROOM bytes) and returns its length. No
- * NUL is written.
+ * NUL is written. Async-signal-safe (log.c numbers its files from a crash
+ * handler).
  */
 size_t dl_num_format_i64(int64_t v, char *p);
 
