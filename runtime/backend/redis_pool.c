@@ -45,7 +45,6 @@
 #include <arpa/inet.h>
 #include <limits.h>
 #include <netdb.h>
-#include <stdarg.h>
 #include <sys/socket.h>
 
 #include <hiredis/async.h>
@@ -182,18 +181,6 @@ void dl_redis_config_init(dl_redis_config_t *cfg)
     cfg->reconnect_max_ms = DL_REDIS_DEFAULT_RECONNECT_MAX_MS;
 }
 
-static int fail_msg(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail_msg(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    dl_err_vformat(err, errlen, DL_EINVAL, fmt, ap);
-    va_end(ap);
-    return DL_EINVAL;
-}
-
 /* Parses n decimal digits (no sign, no spaces) within [min, max]. */
 static int parse_num(const char *s, size_t n, long long min, long long max, long long *out)
 {
@@ -242,16 +229,16 @@ int dl_redis_config_parse_url(dl_redis_config_t *cfg, const char *url, char *err
     long long port = DL_REDIS_DEFAULT_PORT, db = 0;
 
     if (url == NULL)
-        return fail_msg(err, errlen, "redis URL: missing");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: missing");
     if (strncasecmp(url, "rediss://", 9) == 0)
-        return fail_msg(err, errlen, "redis URL: TLS not supported (rediss://)");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: TLS not supported (rediss://)");
     if (strncasecmp(url, "redis://", 8) != 0)
-        return fail_msg(err, errlen,
-                        "redis URL: expected redis://[[user]:password@]host[:port][/db]");
+        return dl_err_format(err, errlen, DL_EINVAL,
+                             "redis URL: expected redis://[[user]:password@]host[:port][/db]");
     const char *s = url + 8;
     const char *end = s + strlen(s);
     if (strpbrk(s, "?#") != NULL)
-        return fail_msg(err, errlen, "redis URL: query strings are not supported");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: query strings are not supported");
 
     /* The password may hold an unencoded '@': the host starts after the last one. */
     const char *at = NULL;
@@ -274,21 +261,22 @@ int dl_redis_config_parse_url(dl_redis_config_t *cfg, const char *url, char *err
             rc = pct_decode(pass, sizeof(pass), s, (size_t)(at - s));
         }
         if (rc == -1)
-            return fail_msg(err, errlen, "redis URL: user or password too long");
+            return dl_err_format(err, errlen, DL_EINVAL, "redis URL: user or password too long");
         if (rc < 0)
-            return fail_msg(err, errlen, "redis URL: bad percent-escape in user or password");
+            return dl_err_format(err, errlen, DL_EINVAL,
+                                 "redis URL: bad percent-escape in user or password");
     }
 
     const char *hs = hp, *he, *portp = NULL;
     if (hp < hend && *hp == '[') {
         const char *close = memchr(hp, ']', (size_t)(hend - hp));
         if (close == NULL)
-            return fail_msg(err, errlen, "redis URL: unterminated [IPv6] host");
+            return dl_err_format(err, errlen, DL_EINVAL, "redis URL: unterminated [IPv6] host");
         hs = hp + 1;
         he = close;
         if (close + 1 < hend) {
             if (close[1] != ':')
-                return fail_msg(err, errlen, "redis URL: junk after [IPv6] host");
+                return dl_err_format(err, errlen, DL_EINVAL, "redis URL: junk after [IPv6] host");
             portp = close + 2;
         }
     } else {
@@ -298,20 +286,21 @@ int dl_redis_config_parse_url(dl_redis_config_t *cfg, const char *url, char *err
             portp = colon + 1;
     }
     if (he == hs)
-        return fail_msg(err, errlen, "redis URL: missing host");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: missing host");
     if ((size_t)(he - hs) >= sizeof(host))
-        return fail_msg(err, errlen, "redis URL: host too long");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: host too long");
     for (const char *q = hs; q < he; q++)
         if (*q == '@' || *q == '[' || *q == ']' || (unsigned char)*q <= ' ')
-            return fail_msg(err, errlen, "redis URL: bad host");
+            return dl_err_format(err, errlen, DL_EINVAL, "redis URL: bad host");
     memcpy(host, hs, (size_t)(he - hs));
     host[he - hs] = '\0';
 
     if (portp != NULL && parse_num(portp, (size_t)(hend - portp), 1, 65535, &port) < 0)
-        return fail_msg(err, errlen, "redis URL: bad port \"%.*s\"", (int)(hend - portp), portp);
+        return dl_err_format(err, errlen, DL_EINVAL,
+                             "redis URL: bad port \"%.*s\"", (int)(hend - portp), portp);
     if (slash != NULL && slash + 1 < end &&
         parse_num(slash + 1, (size_t)(end - slash - 1), 0, INT_MAX, &db) < 0)
-        return fail_msg(err, errlen, "redis URL: bad db \"%s\"", slash + 1);
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: bad db \"%s\"", slash + 1);
 
     snprintf(cfg->host, sizeof(cfg->host), "%s", host);
     snprintf(cfg->username, sizeof(cfg->username), "%s", user);
@@ -339,7 +328,7 @@ static int env_num(const char *name, long long min, long long max, long long *ou
     uint64_t v;
     char msg[200];
     if (dl_env_value(name, kind, 0, (uint64_t)min, (uint64_t)max, &v, msg, sizeof(msg)) != 0)
-        return fail_msg(err, errlen, "%s", msg);
+        return dl_err_format(err, errlen, DL_EINVAL, "%s", msg);
     *out = (long long)v;
     return 1;
 }
@@ -350,7 +339,8 @@ static int env_str(const char *name, char *dst, size_t cap, char *err, size_t er
     if (v == NULL)
         return 0;
     if (strlen(v) >= cap)
-        return fail_msg(err, errlen, "%s: too long (at most %zu bytes)", name, cap - 1);
+        return dl_err_format(err, errlen, DL_EINVAL,
+                             "%s: too long (at most %zu bytes)", name, cap - 1);
     memcpy(dst, v, strlen(v) + 1);
     return 1;
 }
