@@ -448,13 +448,6 @@ static const char *scan_plain(const char *s, const char *end)
 #endif
 }
 
-/* The \\u escape's 4 hex digits at s, or -1. */
-static int hex4(const char *s)
-{
-    unsigned cp;
-    return dl_unhex4(s, &cp) == 0 ? (int)cp : -1;
-}
-
 /* A string with escapes, from the first backslash at s; run is the start of
  * the plain bytes before it. Kept out of line: luaL_Buffer is BUFSIZ bytes and
  * must not sit in every frame of the container recursion. */
@@ -508,23 +501,14 @@ static __attribute__((noinline)) int dec_string_escaped(decoder_t *d, const char
         case 'u': {
             if (end - s < 6)
                 return dec_fail(d, "unexpected end of input");
-            int cp = hex4(s + 2);
-            if (cp < 0)
+            unsigned cp;
+            int used = dl_json_read_u(s, end, &cp);
+            if (used < 0)
                 return dec_fail(d, "invalid \\u escape at byte %zu", (size_t)(s - d->start));
-            size_t used = 6;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                int lo = -1;
-                if (end - s >= 12 && s[6] == '\\' && s[7] == 'u')
-                    lo = hex4(s + 8);
-                if (lo < 0xDC00 || lo > 0xDFFF)
-                    return dec_fail(d, "lone surrogate at byte %zu", (size_t)(s - d->start));
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                used = 12;
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            if (cp >= 0xD800 && cp <= 0xDFFF)
                 return dec_fail(d, "lone surrogate at byte %zu", (size_t)(s - d->start));
-            }
             char u[4];
-            luaL_addlstring(&b, u, dl_utf8_put(u, (unsigned)cp));
+            luaL_addlstring(&b, u, dl_utf8_put(u, cp));
             s += used;
             goto next;
         }

@@ -478,12 +478,6 @@ static void name_mark(uint32_t off, size_t n, uint32_t flags)
     e->flags |= flags;
 }
 
-/* The \\u escape's 4 hex digits at s (before end) into *out; 0 or -1. */
-static int hex4(const char *s, const char *end, unsigned *out)
-{
-    return end - s < 4 ? -1 : dl_unhex4(s, out);
-}
-
 /* The string of a JSON key (s..end, inside the quotes) decoded into key_buf
  * (never longer than its text); a lone surrogate becomes U+FFFD. Returns the
  * decoded length, or -1 when an escape is malformed. */
@@ -520,17 +514,13 @@ static long decode_key(const char *s, const char *end)
             *d++ = '\t';
             break;
         case 'u': {
-            unsigned cp, lo;
-            if (hex4(s, end, &cp) < 0)
+            unsigned cp;
+            int used = dl_json_read_u(s - 2, end, &cp); /* from the backslash */
+            if (used < 0)
                 return -1;
-            s += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && end - s >= 6 && s[0] == '\\' && s[1] == 'u' &&
-                hex4(s + 2, end, &lo) == 0 && lo >= 0xDC00 && lo < 0xE000) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                s += 6;
-            } else if (cp >= 0xD800 && cp < 0xE000) {
+            s += used - 2;
+            if (cp >= 0xD800 && cp < 0xE000)
                 cp = 0xFFFD;
-            }
             d += dl_utf8_put(d, cp);
             break;
         }

@@ -118,3 +118,26 @@ DL_TEST(common_hex_and_err_format)
     EXPECT_STR(err, "what: w"); /* truncated, terminated */
     EXPECT_EQ(dl_err_format(NULL, 0, -5, "x"), -5);
 }
+
+DL_TEST(json_str_read_u)
+{
+    unsigned cp = 0;
+    const char *s = "\\u00e9";
+    EXPECT_EQ(dl_json_read_u(s, s + 6, &cp), 6);
+    EXPECT_EQ(cp, 0xe9);
+    s = "\\uD83D\\uDE00!"; /* a pair: U+1F600 */
+    EXPECT_EQ(dl_json_read_u(s, s + 13, &cp), 12);
+    EXPECT_EQ(cp, 0x1f600);
+    EXPECT_EQ(dl_json_read_u(s, s + 11, &cp), 6); /* the low half cut off */
+    EXPECT_EQ(cp, 0xd83d);
+    s = "\\ud83d\\u0041"; /* a high surrogate, then no low one */
+    EXPECT_EQ(dl_json_read_u(s, s + 12, &cp), 6);
+    EXPECT_EQ(cp, 0xd83d);
+    s = "\\ude00"; /* a lone low surrogate, as itself */
+    EXPECT_EQ(dl_json_read_u(s, s + 6, &cp), 6);
+    EXPECT_EQ(cp, 0xde00);
+    s = "\\u12g4";
+    EXPECT_EQ(dl_json_read_u(s, s + 6, &cp), -1);
+    s = "\\u123";
+    EXPECT_EQ(dl_json_read_u(s, s + 5, &cp), -1);
+}
