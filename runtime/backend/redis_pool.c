@@ -55,6 +55,7 @@
 #include "common/env_value.h"
 #include "common/internal.h"
 #include "common/list.h"
+#include "common/num.h"
 
 #define BACKOFF_STEP_MS 50
 #define MIN_RECONNECT_MS 10 /* below, a down Redis costs an idle server CPU in reconnects */
@@ -563,15 +564,8 @@ static size_t ndigits(size_t v)
 /* Writes "*<v>\r\n" or "$<v>\r\n". */
 static char *put_header(char *w, char kind, size_t v)
 {
-    char tmp[24];
-    int n = 0;
     *w++ = kind;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        *w++ = tmp[--n];
+    w += dl_num_format_i64((int64_t)v, w); /* a length: far below 2^63 */
     *w++ = '\r';
     *w++ = '\n';
     return w;

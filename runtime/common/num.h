@@ -13,8 +13,8 @@
 #define DL_NUM_ROOM 32
 
 /**
- * Writes v in decimal at p (DL_NUM_ROOM bytes) and returns its length. No
- * NUL is written. Async-signal-safe (log.c numbers its files from a crash
+ * Writes v in decimal at p and returns its length: at most 20 bytes, and
+ * nothing past them (no NUL). Async-signal-safe (log.c numbers its files from a crash
  * handler).
  */
 size_t dl_num_format_i64(int64_t v, char *p);
