@@ -45,7 +45,6 @@
 #include <arpa/inet.h>
 #include <limits.h>
 #include <netdb.h>
-#include <stdarg.h>
 #include <sys/socket.h>
 
 #include <hiredis/async.h>
@@ -55,6 +54,8 @@
 #include "backend/breaker.h"
 #include "common/env_value.h"
 #include "common/internal.h"
+#include "common/list.h"
+#include "common/num.h"
 
 #define BACKOFF_STEP_MS 50
 #define MIN_RECONNECT_MS 10 /* below, a down Redis costs an idle server CPU in reconnects */
@@ -89,13 +90,9 @@ typedef struct conn_s {
     int inflight;           /* pipelines with replies outstanding here */
 } conn_t;
 
-typedef struct {
-    dl_redis_cmd_t *head, *tail;
-} cmd_list_t;
-
 struct dl_redis_cmd_s {
-    dl_redis_cmd_t *prev, *next;   /* pool->live (deadline order), or pool->zombies */
-    dl_redis_cmd_t *qprev, *qnext; /* pool->queue while waiting for a connection */
+    dl_list_t node;                /* in pool->live (deadline order), or pool->zombies */
+    dl_list_t qnode;               /* in pool->queue while waiting for a connection */
     dl_redis_pool_t *pool;
     conn_t *conn;                  /* connection of the current attempt, or NULL */
     redisAsyncContext *ac;         /* its context, which holds `outstanding` callbacks */
@@ -131,14 +128,14 @@ struct dl_redis_pool_s {
     int nconns;
     int nready;
     int rr;                        /* where the next pick starts */
-    cmd_list_t live;               /* commands whose callback is due, deadline order */
-    cmd_list_t zombies;
-    cmd_list_t queue;              /* linked through qprev/qnext */
+    dl_list_t live;                /* commands whose callback is due, deadline order */
+    dl_list_t zombies;
+    dl_list_t queue;               /* linked through qnode */
     size_t nqueued;
     size_t ninflight;
     uv_timer_t sweep;              /* fires at the first deadline in `live` */
     uv_prepare_t flush;            /* writes the turn's commands before the loop polls */
-    struct uvev_s *flush_head, *flush_tail;
+    dl_list_t flushes;             /* uvev_t to write at the end of this loop turn */
     int closing;
     int refs;                      /* open handles and running lookups */
     int dispatching;
@@ -185,20 +182,6 @@ void dl_redis_config_init(dl_redis_config_t *cfg)
     cfg->reconnect_max_ms = DL_REDIS_DEFAULT_RECONNECT_MAX_MS;
 }
 
-static int fail_msg(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail_msg(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return DL_EINVAL;
-}
-
 /* Parses n decimal digits (no sign, no spaces) within [min, max]. */
 static int parse_num(const char *s, size_t n, long long min, long long max, long long *out)
 {
@@ -216,16 +199,6 @@ static int parse_num(const char *s, size_t n, long long min, long long max, long
     return 0;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = dl_tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) into dst (NUL-terminated). Returns 0, -1 when it
  * does not fit, -2 for a malformed escape or an encoded NUL. */
 static int pct_decode(char *dst, size_t cap, const char *s, size_t n)
@@ -236,8 +209,8 @@ static int pct_decode(char *dst, size_t cap, const char *s, size_t n)
         if (c == '%') {
             if (n - i < 3)
                 return -2;
-            int hi = hexval((unsigned char)s[i + 1]);
-            int lo = hexval((unsigned char)s[i + 2]);
+            int hi = dl_hex_digit((unsigned char)s[i + 1]);
+            int lo = dl_hex_digit((unsigned char)s[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -2;
             c = hi * 16 + lo;
@@ -257,16 +230,16 @@ int dl_redis_config_parse_url(dl_redis_config_t *cfg, const char *url, char *err
     long long port = DL_REDIS_DEFAULT_PORT, db = 0;
 
     if (url == NULL)
-        return fail_msg(err, errlen, "redis URL: missing");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: missing");
     if (strncasecmp(url, "rediss://", 9) == 0)
-        return fail_msg(err, errlen, "redis URL: TLS not supported (rediss://)");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: TLS not supported (rediss://)");
     if (strncasecmp(url, "redis://", 8) != 0)
-        return fail_msg(err, errlen,
-                        "redis URL: expected redis://[[user]:password@]host[:port][/db]");
+        return dl_err_format(err, errlen, DL_EINVAL,
+                             "redis URL: expected redis://[[user]:password@]host[:port][/db]");
     const char *s = url + 8;
     const char *end = s + strlen(s);
     if (strpbrk(s, "?#") != NULL)
-        return fail_msg(err, errlen, "redis URL: query strings are not supported");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: query strings are not supported");
 
     /* The password may hold an unencoded '@': the host starts after the last one. */
     const char *at = NULL;
@@ -289,21 +262,22 @@ int dl_redis_config_parse_url(dl_redis_config_t *cfg, const char *url, char *err
             rc = pct_decode(pass, sizeof(pass), s, (size_t)(at - s));
         }
         if (rc == -1)
-            return fail_msg(err, errlen, "redis URL: user or password too long");
+            return dl_err_format(err, errlen, DL_EINVAL, "redis URL: user or password too long");
         if (rc < 0)
-            return fail_msg(err, errlen, "redis URL: bad percent-escape in user or password");
+            return dl_err_format(err, errlen, DL_EINVAL,
+                                 "redis URL: bad percent-escape in user or password");
     }
 
     const char *hs = hp, *he, *portp = NULL;
     if (hp < hend && *hp == '[') {
         const char *close = memchr(hp, ']', (size_t)(hend - hp));
         if (close == NULL)
-            return fail_msg(err, errlen, "redis URL: unterminated [IPv6] host");
+            return dl_err_format(err, errlen, DL_EINVAL, "redis URL: unterminated [IPv6] host");
         hs = hp + 1;
         he = close;
         if (close + 1 < hend) {
             if (close[1] != ':')
-                return fail_msg(err, errlen, "redis URL: junk after [IPv6] host");
+                return dl_err_format(err, errlen, DL_EINVAL, "redis URL: junk after [IPv6] host");
             portp = close + 2;
         }
     } else {
@@ -313,20 +287,21 @@ int dl_redis_config_parse_url(dl_redis_config_t *cfg, const char *url, char *err
             portp = colon + 1;
     }
     if (he == hs)
-        return fail_msg(err, errlen, "redis URL: missing host");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: missing host");
     if ((size_t)(he - hs) >= sizeof(host))
-        return fail_msg(err, errlen, "redis URL: host too long");
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: host too long");
     for (const char *q = hs; q < he; q++)
         if (*q == '@' || *q == '[' || *q == ']' || (unsigned char)*q <= ' ')
-            return fail_msg(err, errlen, "redis URL: bad host");
+            return dl_err_format(err, errlen, DL_EINVAL, "redis URL: bad host");
     memcpy(host, hs, (size_t)(he - hs));
     host[he - hs] = '\0';
 
     if (portp != NULL && parse_num(portp, (size_t)(hend - portp), 1, 65535, &port) < 0)
-        return fail_msg(err, errlen, "redis URL: bad port \"%.*s\"", (int)(hend - portp), portp);
+        return dl_err_format(err, errlen, DL_EINVAL,
+                             "redis URL: bad port \"%.*s\"", (int)(hend - portp), portp);
     if (slash != NULL && slash + 1 < end &&
         parse_num(slash + 1, (size_t)(end - slash - 1), 0, INT_MAX, &db) < 0)
-        return fail_msg(err, errlen, "redis URL: bad db \"%s\"", slash + 1);
+        return dl_err_format(err, errlen, DL_EINVAL, "redis URL: bad db \"%s\"", slash + 1);
 
     snprintf(cfg->host, sizeof(cfg->host), "%s", host);
     snprintf(cfg->username, sizeof(cfg->username), "%s", user);
@@ -354,7 +329,7 @@ static int env_num(const char *name, long long min, long long max, long long *ou
     uint64_t v;
     char msg[200];
     if (dl_env_value(name, kind, 0, (uint64_t)min, (uint64_t)max, &v, msg, sizeof(msg)) != 0)
-        return fail_msg(err, errlen, "%s", msg);
+        return dl_err_format(err, errlen, DL_EINVAL, "%s", msg);
     *out = (long long)v;
     return 1;
 }
@@ -365,7 +340,8 @@ static int env_str(const char *name, char *dst, size_t cap, char *err, size_t er
     if (v == NULL)
         return 0;
     if (strlen(v) >= cap)
-        return fail_msg(err, errlen, "%s: too long (at most %zu bytes)", name, cap - 1);
+        return dl_err_format(err, errlen, DL_EINVAL,
+                             "%s: too long (at most %zu bytes)", name, cap - 1);
     memcpy(dst, v, strlen(v) + 1);
     return 1;
 }
@@ -444,68 +420,33 @@ int dl_redis_config_from_env(dl_redis_config_t *cfg, char *err, size_t errlen)
 /* Lists                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static void list_push(cmd_list_t *l, dl_redis_cmd_t *cmd)
+/* The first command of a deadline list (live, zombies) or NULL. */
+static dl_redis_cmd_t *list_first(const dl_list_t *l)
 {
-    cmd->next = NULL;
-    cmd->prev = l->tail;
-    if (l->tail != NULL)
-        l->tail->next = cmd;
-    else
-        l->head = cmd;
-    l->tail = cmd;
+    return dl_list_empty(l) ? NULL : dl_list_entry(l->next, dl_redis_cmd_t, node);
 }
 
-static void list_remove(cmd_list_t *l, dl_redis_cmd_t *cmd)
+/* The first command waiting for a connection, or NULL. */
+static dl_redis_cmd_t *queue_first(const dl_redis_pool_t *p)
 {
-    if (cmd->prev != NULL)
-        cmd->prev->next = cmd->next;
-    else
-        l->head = cmd->next;
-    if (cmd->next != NULL)
-        cmd->next->prev = cmd->prev;
-    else
-        l->tail = cmd->prev;
-    cmd->prev = cmd->next = NULL;
+    return dl_list_empty(&p->queue) ? NULL : dl_list_entry(p->queue.next, dl_redis_cmd_t, qnode);
 }
 
 static void queue_push(dl_redis_pool_t *p, dl_redis_cmd_t *cmd, int front)
 {
-    cmd_list_t *l = &p->queue;
     DL_ASSERT(!cmd->queued);
-    if (front) {
-        cmd->qprev = NULL;
-        cmd->qnext = l->head;
-        if (l->head != NULL)
-            l->head->qprev = cmd;
-        else
-            l->tail = cmd;
-        l->head = cmd;
-    } else {
-        cmd->qnext = NULL;
-        cmd->qprev = l->tail;
-        if (l->tail != NULL)
-            l->tail->qnext = cmd;
-        else
-            l->head = cmd;
-        l->tail = cmd;
-    }
+    if (front)
+        dl_list_insert_head(&p->queue, &cmd->qnode);
+    else
+        dl_list_insert_tail(&p->queue, &cmd->qnode);
     cmd->queued = 1;
     p->nqueued++;
 }
 
 static void queue_remove(dl_redis_pool_t *p, dl_redis_cmd_t *cmd)
 {
-    cmd_list_t *l = &p->queue;
     DL_ASSERT(cmd->queued);
-    if (cmd->qprev != NULL)
-        cmd->qprev->qnext = cmd->qnext;
-    else
-        l->head = cmd->qnext;
-    if (cmd->qnext != NULL)
-        cmd->qnext->qprev = cmd->qprev;
-    else
-        l->tail = cmd->qprev;
-    cmd->qprev = cmd->qnext = NULL;
+    dl_list_remove(&cmd->qnode);
     cmd->queued = 0;
     p->nqueued--;
 }
@@ -623,15 +564,8 @@ static size_t ndigits(size_t v)
 /* Writes "*<v>\r\n" or "$<v>\r\n". */
 static char *put_header(char *w, char kind, size_t v)
 {
-    char tmp[24];
-    int n = 0;
     *w++ = kind;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        *w++ = tmp[--n];
+    w += dl_num_format_i64((int64_t)v, w); /* a length: far below 2^63 */
     *w++ = '\r';
     *w++ = '\n';
     return w;
@@ -669,6 +603,8 @@ static dl_redis_cmd_t *cmd_new(dl_redis_pool_t *p, int ncmds, const int *argcs,
     if (cmd == NULL)
         return NULL;
     memset(cmd, 0, sizeof(*cmd));
+    dl_list_init(&cmd->node);
+    dl_list_init(&cmd->qnode);
     cmd->pool = p;
     cmd->ncmds = ncmds;
     cmd->replies = (redisReply **)(cmd + 1);
@@ -764,7 +700,7 @@ static void detach(dl_redis_cmd_t *cmd)
     if (cmd->detached)
         return;
     cmd->detached = 1;
-    list_remove(&p->live, cmd);
+    dl_list_remove(&cmd->node);
     if (cmd->queued)
         queue_remove(p, cmd);
 }
@@ -778,12 +714,12 @@ static void release(dl_redis_cmd_t *cmd)
     if (cmd->outstanding > 0) {
         if (!cmd->zombie) {
             cmd->zombie = 1;
-            list_push(&p->zombies, cmd);
+            dl_list_insert_tail(&p->zombies, &cmd->node);
         }
         return;
     }
     if (cmd->zombie)
-        list_remove(&p->zombies, cmd);
+        dl_list_remove(&cmd->node);
     drop_replies(cmd);
     dl_free(cmd);
 }
@@ -837,7 +773,7 @@ static void complete(dl_redis_cmd_t *cmd, int status, redisReply **replies, int 
 static void fail_queue(dl_redis_pool_t *p, int status)
 {
     for (;;) {
-        dl_redis_cmd_t *cmd = p->queue.head;
+        dl_redis_cmd_t *cmd = queue_first(p);
         if (cmd == NULL)
             break;
         complete(cmd, status, NULL, 0);
@@ -851,9 +787,15 @@ static void fail_waiting(dl_redis_pool_t *p)
 {
     int status = p->login_failed ? DL_EREDIS : DL_EUNAVAIL;
     while (!p->closing) {
-        dl_redis_cmd_t *cmd = p->queue.head;
-        while (cmd != NULL && cmd->internal && !p->down)
-            cmd = cmd->qnext;
+        dl_redis_cmd_t *cmd = NULL;
+        dl_list_t *it;
+        dl_list_foreach(it, &p->queue) {
+            dl_redis_cmd_t *q = dl_list_entry(it, dl_redis_cmd_t, qnode);
+            if (!q->internal || p->down) {
+                cmd = q;
+                break;
+            }
+        }
         if (cmd == NULL)
             break;
         /* a re-sent write that an earlier attempt may have run stays unknown */
@@ -881,7 +823,7 @@ struct uvev_s {
     int events;            /* what poll watches */
     int in_flush;
     size_t wire_total;     /* bytes given to the context's output buffer */
-    uvev_t *fnext, *fprev; /* in the pool's flush list */
+    dl_list_t fnode;       /* in the pool's flush list */
     int queued;
 };
 
@@ -907,18 +849,9 @@ static void ev_update(uvev_t *e)
 
 static void ev_unqueue(uvev_t *e)
 {
-    dl_redis_pool_t *p = e->pool;
     if (!e->queued)
         return;
-    if (e->fprev != NULL)
-        e->fprev->fnext = e->fnext;
-    else
-        p->flush_head = e->fnext;
-    if (e->fnext != NULL)
-        e->fnext->fprev = e->fprev;
-    else
-        p->flush_tail = e->fprev;
-    e->fnext = e->fprev = NULL;
+    dl_list_remove(&e->fnode);
     e->queued = 0;
 }
 
@@ -928,8 +861,8 @@ static void on_flush(uv_prepare_t *h)
 {
     dl_redis_pool_t *p = h->data;
     uv_prepare_stop(h);
-    while (p->flush_head != NULL) {
-        uvev_t *e = p->flush_head;
+    while (!dl_list_empty(&p->flushes)) {
+        uvev_t *e = dl_list_entry(p->flushes.next, uvev_t, fnode);
         ev_unqueue(e);
         e->in_flush = 1;
         redisAsyncHandleWrite(e->ac); /* e outlives a disconnect: freed on close */
@@ -971,13 +904,7 @@ static void ev_add_write(void *d)
     if (e->queued)
         return;
     e->queued = 1;
-    e->fprev = p->flush_tail;
-    e->fnext = NULL;
-    if (p->flush_tail != NULL)
-        p->flush_tail->fnext = e;
-    else
-        p->flush_head = e;
-    p->flush_tail = e;
+    dl_list_insert_tail(&p->flushes, &e->fnode);
     uv_prepare_start(&p->flush, on_flush);
 }
 
@@ -1011,6 +938,7 @@ static int ev_attach(redisAsyncContext *ac, dl_redis_pool_t *p)
     uvev_t *e = dl_calloc(1, sizeof(*e));
     if (e == NULL)
         return -1;
+    dl_list_init(&e->fnode);
     if (uv_poll_init(p->loop, &e->poll, ac->c.fd) != 0) {
         dl_free(e);
         return -1;
@@ -1392,8 +1320,10 @@ static void on_conn_timer(uv_timer_t *t)
  */
 static conn_t *pick_conn(dl_redis_pool_t *p)
 {
-    if (p->flush_tail != NULL && p->flush_tail->ac != NULL) {
-        conn_t *c = p->flush_tail->ac->data;
+    const uvev_t *last =
+        dl_list_empty(&p->flushes) ? NULL : dl_list_entry(p->flushes.prev, uvev_t, fnode);
+    if (last != NULL && last->ac != NULL) {
+        conn_t *c = last->ac->data;
         if (c != NULL && c->state == CONN_READY && c->inflight < STICKY_INFLIGHT)
             return c;
     }
@@ -1534,11 +1464,11 @@ static void dispatch(dl_redis_pool_t *p)
     if (p->dispatching)
         return;
     p->dispatching = 1;
-    while (!p->closing && p->queue.head != NULL) {
+    while (!p->closing && !dl_list_empty(&p->queue)) {
         conn_t *c = pick_conn(p);
         if (c == NULL)
             break;
-        dl_redis_cmd_t *cmd = p->queue.head;
+        dl_redis_cmd_t *cmd = queue_first(p);
         queue_remove(p, cmd);
         send_on(c, cmd);
     }
@@ -1557,7 +1487,7 @@ static void arm_sweep(dl_redis_pool_t *p)
         uv_timer_start(&p->sweep, on_sweep, 0, 0);
         return;
     }
-    dl_redis_cmd_t *head = p->live.head;
+    dl_redis_cmd_t *head = list_first(&p->live);
     if (head == NULL) {
         uv_timer_stop(&p->sweep);
         return;
@@ -1576,7 +1506,7 @@ static void on_sweep(uv_timer_t *t)
     if (p->down || p->breaker.state != DL_BREAKER_CLOSED)
         fail_waiting(p);
     for (;;) {
-        dl_redis_cmd_t *cmd = p->live.head;
+        dl_redis_cmd_t *cmd = list_first(&p->live);
         if (p->closing || cmd == NULL || cmd->deadline > now)
             break;
         conn_t *c = cmd->conn;
@@ -1649,7 +1579,7 @@ static void send_probe(dl_redis_pool_t *p)
     cmd->arg = p;
     cmd->deadline = uv_now(p->loop) + p->cfg.cmd_timeout_ms;
     p->probe = cmd;
-    list_push(&p->live, cmd);
+    dl_list_insert_tail(&p->live, &cmd->node);
     arm_sweep(p);
     queue_push(p, cmd, 1);
     dispatch(p);
@@ -1705,13 +1635,13 @@ static void breaker_moved(dl_redis_pool_t *p)
 /* Pool                                                                     */
 /* ------------------------------------------------------------------------ */
 
-static void free_list(cmd_list_t *l)
+static void free_list(dl_list_t *l)
 {
     for (;;) {
-        dl_redis_cmd_t *cmd = l->head;
+        dl_redis_cmd_t *cmd = list_first(l);
         if (cmd == NULL)
             break;
-        list_remove(l, cmd);
+        dl_list_remove(&cmd->node);
         drop_replies(cmd);
         dl_free(cmd);
     }
@@ -1751,6 +1681,10 @@ dl_redis_pool_t *dl_redis_pool_new(uv_loop_t *loop, const dl_redis_config_t *cfg
     dl_redis_pool_t *p = dl_calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
+    dl_list_init(&p->live);
+    dl_list_init(&p->zombies);
+    dl_list_init(&p->queue);
+    dl_list_init(&p->flushes);
     p->cfg = *cfg;
     p->cfg.host[sizeof(p->cfg.host) - 1] = '\0';
     p->cfg.password[sizeof(p->cfg.password) - 1] = '\0';
@@ -1852,7 +1786,7 @@ int dl_redis_pool_sendf(dl_redis_pool_t *p, int ncmds, const int *argcs,
     /* The loop's clock may be a handler's run time behind. */
     uv_update_time(p->loop);
     cmd->deadline = uv_now(p->loop) + p->cfg.cmd_timeout_ms;
-    list_push(&p->live, cmd);
+    dl_list_insert_tail(&p->live, &cmd->node);
     if (!uv_is_active((uv_handle_t *)&p->sweep))
         arm_sweep(p);
     queue_push(p, cmd, 0);

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "common/internal.h"
+#include "common/list.h"
 
 /* Redis stops matching once a pattern has recursed through this many '*' groups. */
 #define GLOB_MAX_STARS 1000
@@ -262,13 +263,8 @@ static uint64_t hash_bytes(const void *key, size_t len, uint64_t seed)
 
 /* ---- entries and shards ------------------------------------------------------------------- */
 
-typedef struct link_s {
-    struct link_s *prev;
-    struct link_s *next;
-} link_t;
-
 typedef struct entry_s {
-    link_t lru;            /* first member, so a list link is its entry */
+    dl_list_t lru;         /* in its shard's LRU list */
     struct entry_s *hnext; /* bucket chain; also chains entries waiting to be freed */
     uint64_t hash;
     uint64_t expire_ms; /* 0: never */
@@ -284,7 +280,7 @@ typedef struct {
     size_t mask; /* bucket count - 1; the count is a power of two */
     size_t items;
     size_t bytes;
-    link_t lru; /* sentinel: next is the most recently used, prev the least */
+    dl_list_t lru; /* head: next is the most recently used, prev the least */
     uint64_t hits;
     uint64_t misses;
     uint64_t sets;
@@ -340,20 +336,6 @@ static inline shard_t *shard_for(dl_memcache_t *c, uint64_t h)
     return &c->slots[idx].s;
 }
 
-static inline void lru_unlink(link_t *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-}
-
-static inline void lru_push_head(link_t *head, link_t *l)
-{
-    l->prev = head;
-    l->next = head->next;
-    head->next->prev = l;
-    head->next = l;
-}
-
 /* The slot holding the entry for key, or the empty slot ending its bucket's chain. */
 static entry_t **find_slot(shard_t *sh, uint64_t h, const char *key, size_t klen)
 {
@@ -374,7 +356,7 @@ static void remove_at(shard_t *sh, entry_t **pp, entry_t **dead)
     entry_t *e = *pp;
 
     *pp = e->hnext;
-    lru_unlink(&e->lru);
+    dl_list_remove(&e->lru);
     sh->items--;
     sh->bytes -= entry_charge(e);
     e->hnext = *dead;
@@ -482,8 +464,7 @@ dl_memcache_t *dl_memcache_new(size_t max_bytes, int shards)
             return NULL;
         }
         sh->mask = MIN_BUCKETS - 1;
-        sh->lru.prev = &sh->lru;
-        sh->lru.next = &sh->lru;
+        dl_list_init(&sh->lru);
     }
     return c;
 }
@@ -494,12 +475,9 @@ void dl_memcache_free(dl_memcache_t *c)
         return;
     for (unsigned i = 0; i < c->nshards; i++) {
         shard_t *sh = &c->slots[i].s;
-        link_t *l = sh->lru.next;
-        while (l != &sh->lru) {
-            link_t *next = l->next;
-            dl_free(l);
-            l = next;
-        }
+        dl_list_t *l, *next;
+        dl_list_foreach_safe(l, next, &sh->lru)
+            dl_free(dl_list_entry(l, entry_t, lru));
         dl_free(sh->buckets);
         pthread_mutex_destroy(&sh->lock);
     }
@@ -534,8 +512,8 @@ int dl_memcache_get(dl_memcache_t *c, const char *key, size_t klen, uint64_t now
         if (rc == 0) {
             if (flags != NULL)
                 *flags = e->flags;
-            lru_unlink(&e->lru);
-            lru_push_head(&sh->lru, &e->lru);
+            dl_list_remove(&e->lru);
+            dl_list_insert_head(&sh->lru, &e->lru);
             sh->hits++;
         }
     }
@@ -577,12 +555,12 @@ int dl_memcache_set(dl_memcache_t *c, const char *key, size_t klen, const void *
     /* remove_at() left pp on whatever followed the old entry, a fine place to link in. */
     e->hnext = *pp;
     *pp = e;
-    lru_push_head(&sh->lru, &e->lru);
+    dl_list_insert_head(&sh->lru, &e->lru);
     sh->items++;
     sh->bytes += size;
     sh->sets++;
     while (sh->bytes > c->shard_budget) {
-        entry_t *victim = (entry_t *)sh->lru.prev;
+        entry_t *victim = dl_list_entry(sh->lru.prev, entry_t, lru);
         /* The new entry fits the budget alone, so eviction stops before reaching it. */
         DL_ASSERT(victim != e);
         if (entry_expired(victim, now_ms))
@@ -678,8 +656,8 @@ size_t dl_memcache_flush(dl_memcache_t *c)
         /* A fresh small table, allocated outside the lock, gives back a grown one's memory. */
         entry_t **fresh = dl_calloc(MIN_BUCKETS, sizeof(entry_t *));
         entry_t **old = NULL;
-        link_t *first;
-        link_t *last;
+        dl_list_t *first;
+        dl_list_t *last;
 
         pthread_mutex_lock(&sh->lock);
         total += sh->items;
@@ -692,18 +670,17 @@ size_t dl_memcache_flush(dl_memcache_t *c)
         } else {
             memset(sh->buckets, 0, (sh->mask + 1) * sizeof(entry_t *));
         }
-        sh->lru.prev = &sh->lru;
-        sh->lru.next = &sh->lru;
+        dl_list_init(&sh->lru);
         sh->items = 0;
         sh->bytes = 0;
         pthread_mutex_unlock(&sh->lock);
 
-        /* The detached list runs from first to last; it is empty when first is the sentinel. */
+        /* The detached entries run from first to last; none when first is the head. */
         if (first != &sh->lru) {
             last->next = NULL;
             while (first != NULL) {
-                link_t *next = first->next;
-                dl_free(first);
+                dl_list_t *next = first->next;
+                dl_free(dl_list_entry(first, entry_t, lru));
                 first = next;
             }
         }
@@ -750,8 +727,9 @@ int memcache_check(dl_memcache_t *c)
         size_t hashed = 0;
         size_t bytes = 0;
         pthread_mutex_lock(&sh->lock);
-        for (link_t *l = sh->lru.next; l != &sh->lru; l = l->next) {
-            entry_t *e = (entry_t *)l;
+        dl_list_t *l;
+        dl_list_foreach(l, &sh->lru) {
+            entry_t *e = dl_list_entry(l, entry_t, lru);
             entry_t *x = sh->buckets[e->hash & sh->mask];
             while (x != NULL && x != e)
                 x = x->hnext;

@@ -26,6 +26,7 @@
 #include <lauxlib.h>
 
 #include "common/internal.h"
+#include "common/num.h"
 
 /* ------------------------------------------------------------------------ */
 /* Markers and table classification                                          */
@@ -182,63 +183,6 @@ int dl_codec_table_kind(lua_State *L, int idx, size_t *n)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Number formatting                                                         */
-/* ------------------------------------------------------------------------ */
-
-static const char digit_pairs[201] = "00010203040506070809"
-                                     "10111213141516171819"
-                                     "20212223242526272829"
-                                     "30313233343536373839"
-                                     "40414243444546474849"
-                                     "50515253545556575859"
-                                     "60616263646566676869"
-                                     "70717273747576777879"
-                                     "80818283848586878889"
-                                     "90919293949596979899";
-
-static size_t format_int(int64_t v, char *p)
-{
-    char tmp[24];
-    char *q = tmp + sizeof(tmp);
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    while (u >= 100) {
-        unsigned r = (unsigned)(u % 100);
-        u /= 100;
-        q -= 2;
-        memcpy(q, digit_pairs + 2 * r, 2);
-    }
-    if (u >= 10) {
-        q -= 2;
-        memcpy(q, digit_pairs + 2 * u, 2);
-    } else {
-        *--q = (char)('0' + u);
-    }
-    if (v < 0)
-        *--q = '-';
-    size_t n = (size_t)(tmp + sizeof(tmp) - q);
-    memcpy(p, q, n);
-    return n;
-}
-
-size_t dl_codec_format_number(double d, char *p)
-{
-    if (d > -9007199254740992.0 && d < 9007199254740992.0) {
-        int64_t i = (int64_t)d;
-        if ((double)i == d)
-            return format_int(i, p);
-    }
-    if (isnan(d) || isinf(d))
-        return 0;
-    /* Shortest precision that reads back to the same double. */
-    for (int prec = 14; prec < 17; prec++) {
-        int len = snprintf(p, 32, "%.*g", prec, d);
-        if (strtod(p, NULL) == d)
-            return (size_t)len;
-    }
-    return (size_t)snprintf(p, 32, "%.17g", d);
-}
-
-/* ------------------------------------------------------------------------ */
 /* Encoder                                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -256,12 +200,10 @@ static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
 
 static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
 {
-    if (e->err && e->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(e->err, e->errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    dl_err_vformat(e->err, e->errlen, rc, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
@@ -289,7 +231,7 @@ static int put_number(encoder_t *e, double d, int quoted)
     char *p = b->data + b->len;
     if (quoted)
         *p++ = '"';
-    size_t n = dl_codec_format_number(d, p);
+    size_t n = dl_num_format_double(d, p);
     if (n == 0)
         return enc_fail(e, DL_ECODEC, "cannot encode NaN or Inf");
     p += n;
@@ -443,12 +385,10 @@ static int dec_fail(decoder_t *d, const char *fmt, ...) __attribute__((format(pr
 
 static int dec_fail(decoder_t *d, const char *fmt, ...)
 {
-    if (d->err && d->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(d->err, d->errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    dl_err_vformat(d->err, d->errlen, DL_ECODEC, fmt, ap);
+    va_end(ap);
     return DL_ECODEC;
 }
 
@@ -508,49 +448,6 @@ static const char *scan_plain(const char *s, const char *end)
 #endif
 }
 
-static int hex4(const char *s)
-{
-    int v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = s[i];
-        int h;
-        if (c >= '0' && c <= '9')
-            h = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            h = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            h = c - 'A' + 10;
-        else
-            return -1;
-        v = v << 4 | h;
-    }
-    return v;
-}
-
-static size_t utf8_put(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | cp >> 6);
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | cp >> 12);
-        o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | cp >> 18);
-    o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* A string with escapes, from the first backslash at s; run is the start of
  * the plain bytes before it. Kept out of line: luaL_Buffer is BUFSIZ bytes and
  * must not sit in every frame of the container recursion. */
@@ -604,23 +501,14 @@ static __attribute__((noinline)) int dec_string_escaped(decoder_t *d, const char
         case 'u': {
             if (end - s < 6)
                 return dec_fail(d, "unexpected end of input");
-            int cp = hex4(s + 2);
-            if (cp < 0)
+            unsigned cp;
+            int used = dl_json_read_u(s, end, &cp);
+            if (used < 0)
                 return dec_fail(d, "invalid \\u escape at byte %zu", (size_t)(s - d->start));
-            size_t used = 6;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                int lo = -1;
-                if (end - s >= 12 && s[6] == '\\' && s[7] == 'u')
-                    lo = hex4(s + 8);
-                if (lo < 0xDC00 || lo > 0xDFFF)
-                    return dec_fail(d, "lone surrogate at byte %zu", (size_t)(s - d->start));
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                used = 12;
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            if (cp >= 0xD800 && cp <= 0xDFFF)
                 return dec_fail(d, "lone surrogate at byte %zu", (size_t)(s - d->start));
-            }
             char u[4];
-            luaL_addlstring(&b, u, utf8_put(u, (unsigned)cp));
+            luaL_addlstring(&b, u, dl_utf8_put(u, cp));
             s += used;
             goto next;
         }

@@ -84,13 +84,6 @@ int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int wa
 int dl_codec_classify_stream(lua_State *L, int idx, int mt_array, int mt_object, size_t *n);
 
 /**
- * Formats a finite number the way both codecs print it: integral values with
- * |d| < 2^53 as integers, others with the shortest of %.14g..%.17g that reads
- * back equal. p needs 32 bytes. Returns the length, or 0 for NaN or Inf.
- */
-size_t dl_codec_format_number(double d, char *p);
-
-/**
  * Appends compact JSON for the value at idx to out. nil and the null sentinel
  * (lightuserdata NULL) become null; tables follow dl_codec_table_kind();
  * object keys must be strings or numbers (numbers become string keys);

@@ -26,6 +26,7 @@
 
 #include "common/codec_json.h"
 #include "common/internal.h"
+#include "common/num.h"
 
 /* ------------------------------------------------------------------------ */
 /* Encoder                                                                   */
@@ -59,12 +60,10 @@ static int enc_fail(mp_encoder_t *e, int rc, const char *fmt, ...)
 
 static int enc_fail(mp_encoder_t *e, int rc, const char *fmt, ...)
 {
-    if (e->err && e->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(e->err, e->errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    dl_err_vformat(e->err, e->errlen, rc, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
@@ -124,8 +123,8 @@ static int pack_key_number(mp_encoder_t *e, double d)
     if (d >= 9223372036854775808.0 && d <= 18446744073709551616.0 && d == floor(d))
         return PACK(msgpack_pack_uint64(&e->pk, d < 18446744073709551616.0 ? (uint64_t)d
                                                                            : UINT64_MAX));
-    char tmp[32];
-    size_t n = dl_codec_format_number(d, tmp);
+    char tmp[DL_NUM_ROOM];
+    size_t n = dl_num_format_double(d, tmp);
     if (n == 0)
         return enc_fail(e, DL_ECODEC, "cannot encode NaN or Inf as a key");
     return pack_string(e, tmp, n);
@@ -305,12 +304,10 @@ static int dec_fail(mp_decoder_t *d, const char *fmt, ...) __attribute__((format
 
 static int dec_fail(mp_decoder_t *d, const char *fmt, ...)
 {
-    if (d->err && d->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(d->err, d->errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    dl_err_vformat(d->err, d->errlen, DL_ECODEC, fmt, ap);
+    va_end(ap);
     return DL_ECODEC;
 }
 

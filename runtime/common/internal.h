@@ -77,4 +77,22 @@ void dl_hex(const unsigned char *in, size_t n, char *out);
 /** Reads 2n hex digits (either case) into n bytes; returns 0, or -1 on a bad digit. */
 int dl_unhex(const char *in, size_t n, unsigned char *out);
 
+/** The value of hex digit c (either case), or -1. */
+int dl_hex_digit(int c);
+/** Reads the 4 hex digits at s (a JSON \\u escape's) into *cp; 0, or -1 on a bad digit. */
+int dl_unhex4(const char *s, unsigned *cp);
+
+/* ---- error messages: one helper for every "what: why" into a caller's buffer */
+#include <stdarg.h>
+/**
+ * Formats fmt into err (errlen bytes, truncated, always terminated) when err
+ * is not NULL and errlen > 0, and returns rc: `return dl_err_format(err,
+ * errlen, DL_EINVAL, "%s: %s", what, why);`.
+ */
+int dl_err_format(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/** dl_err_format() with a va_list, for a module's own variadic wrapper. */
+int dl_err_vformat(char *err, size_t errlen, int rc, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
 #endif /* DL_INTERNAL_H */

@@ -192,3 +192,40 @@ char *dl_utf8_repair(char *d, const char *str, size_t n)
     }
     return d;
 }
+
+size_t dl_utf8_put(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12);
+        o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18);
+    o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+int dl_json_read_u(const char *s, const char *end, unsigned *cp)
+{
+    unsigned hi, lo;
+    if (end - s < 6 || dl_unhex4(s + 2, &hi) != 0)
+        return -1;
+    *cp = hi;
+    if (hi < 0xD800 || hi > 0xDBFF || end - s < 12 || s[6] != '\\' || s[7] != 'u' ||
+        dl_unhex4(s + 8, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
+        return 6;
+    *cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+    return 12;
+}

@@ -49,6 +49,22 @@ int dl_json_put_string(dl_buf_t *b, const char *s, size_t len);
 char *dl_utf8_repair(char *d, const char *s, size_t n);
 
 /**
+ * Writes code point cp (at most U+10FFFF; the caller has turned surrogates
+ * into what it wants) as UTF-8 at o, which has 4 bytes of room, and returns
+ * how many bytes it wrote (1..4). The JSON decoders' \\u escapes come here.
+ */
+size_t dl_utf8_put(char *o, unsigned cp);
+
+/**
+ * Reads the escape "\\uXXXX" at s (s[0] is the backslash; nothing is read
+ * at or past end) and, when it is a high surrogate followed by a "\\uXXXX"
+ * low one, the pair. Sets *cp to the code point, a lone surrogate as itself
+ * (each decoder has its own policy for those: an error, or U+FFFD), and
+ * returns the bytes read (6 or 12), or -1 when 4 hex digits do not follow.
+ */
+int dl_json_read_u(const char *s, const char *end, unsigned *cp);
+
+/**
  * The well-formed UTF-8 sequence at s (s[0] >= 0x80, end > s): returns its
  * length (2..4), or minus the length (1..3) of the maximal ill-formed subpart
  * that one U+FFFD replaces.

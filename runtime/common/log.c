@@ -38,6 +38,7 @@
 
 #include "common/internal.h"
 #include "common/json_str.h"
+#include "common/num.h"
 #include "common/log.h"
 
 #define DEFAULT_RING (1u << 20)
@@ -308,15 +309,13 @@ static int object_members(const char *f, size_t n, const char **in, size_t *inle
 /* Room con_escape() needs for n bytes: \xNN for each is the most. */
 #define CON_ESCAPE_ROOM(n) (4 * (size_t)(n))
 
-static const char hex_digits[] = "0123456789abcdef";
-
 static char *put_hex(char *d, unsigned c)
 {
+    unsigned char byte = (unsigned char)c;
     *d++ = '\\';
     *d++ = 'x';
-    *d++ = hex_digits[(c >> 4) & 15];
-    *d++ = hex_digits[c & 15];
-    return d;
+    dl_hex(&byte, 1, d);
+    return d + 2;
 }
 
 /* A well-formed sequence of k bytes at s that a terminal acts on or that
@@ -369,10 +368,11 @@ static char *con_escape(char *d, const char *src, size_t n)
             }
             unsigned cp = invisible_cp(s, k);
             if (cp != 0) {
+                unsigned char be[2] = {(unsigned char)(cp >> 8), (unsigned char)cp};
                 *d++ = '\\';
                 *d++ = 'u';
-                for (int sh = 12; sh >= 0; sh -= 4)
-                    *d++ = hex_digits[(cp >> sh) & 15];
+                dl_hex(be, 2, d);
+                d += 4;
             } else {
                 memcpy(d, s, (size_t)k);
                 d += k;
@@ -478,49 +478,6 @@ static void name_mark(uint32_t off, size_t n, uint32_t flags)
     e->flags |= flags;
 }
 
-static int hex_val(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-static int hex4(const char *s, const char *end, unsigned *out)
-{
-    if (end - s < 4)
-        return -1;
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hex_val((unsigned char)s[i]);
-        if (h < 0)
-            return -1;
-        v = v << 4 | (unsigned)h;
-    }
-    *out = v;
-    return 0;
-}
-
-static char *put_utf8(char *d, unsigned cp)
-{
-    if (cp < 0x80) {
-        *d++ = (char)cp;
-    } else if (cp < 0x800) {
-        *d++ = (char)(0xC0 | cp >> 6);
-        *d++ = (char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        *d++ = (char)(0xE0 | cp >> 12);
-        *d++ = (char)(0x80 | (cp >> 6 & 0x3F));
-        *d++ = (char)(0x80 | (cp & 0x3F));
-    } else {
-        *d++ = (char)(0xF0 | cp >> 18);
-        *d++ = (char)(0x80 | (cp >> 12 & 0x3F));
-        *d++ = (char)(0x80 | (cp >> 6 & 0x3F));
-        *d++ = (char)(0x80 | (cp & 0x3F));
-    }
-    return d;
-}
-
 /* The string of a JSON key (s..end, inside the quotes) decoded into key_buf
  * (never longer than its text); a lone surrogate becomes U+FFFD. Returns the
  * decoded length, or -1 when an escape is malformed. */
@@ -557,18 +514,14 @@ static long decode_key(const char *s, const char *end)
             *d++ = '\t';
             break;
         case 'u': {
-            unsigned cp, lo;
-            if (hex4(s, end, &cp) < 0)
+            unsigned cp;
+            int used = dl_json_read_u(s - 2, end, &cp); /* from the backslash */
+            if (used < 0)
                 return -1;
-            s += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && end - s >= 6 && s[0] == '\\' && s[1] == 'u' &&
-                hex4(s + 2, end, &lo) == 0 && lo >= 0xDC00 && lo < 0xE000) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                s += 6;
-            } else if (cp >= 0xD800 && cp < 0xE000) {
+            s += used - 2;
+            if (cp >= 0xD800 && cp < 0xE000)
                 cp = 0xFFFD;
-            }
-            d = put_utf8(d, cp);
+            d += dl_utf8_put(d, cp);
             break;
         }
         default:
@@ -755,16 +708,9 @@ static void sink_flush(sink_t *s)
 static void numbered(char *out, const char *path, int n)
 {
     size_t l = strlen(path);
-    char digits[12];
-    int k = 0;
     memcpy(out, path, l);
     out[l++] = '.';
-    do {
-        digits[k++] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n > 0);
-    while (k > 0)
-        out[l++] = digits[--k];
+    l += dl_num_format_i64(n, out + l);
     out[l] = '\0';
 }
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/internal.h"
+#include "common/num.h"
 
 /* ------------------------------------------------------------------------ */
 /* Data                                                                     */
@@ -550,23 +551,17 @@ double dl_metric_value(dl_metrics_t *m, int id, const char *const *label_values)
 /* Rendering                                                                */
 /* ------------------------------------------------------------------------ */
 
-/* The shortest of %.15g / %.17g that reads back as v; integers without a
- * fraction; the exposition format's spellings of the special values. */
+/* Numbers as the codecs spell them (dl_num_format_double), with the
+ * exposition format's spellings of the special values. b has DL_NUM_ROOM
+ * bytes. */
 static const char *format_double(char *b, size_t n, double v)
 {
     if (isnan(v))
         return "NaN";
     if (isinf(v))
         return v > 0 ? "+Inf" : "-Inf";
-    if (v == 0)
-        return "0";
-    if (v == floor(v) && fabs(v) < 1e15) {
-        snprintf(b, n, "%.0f", v);
-    } else {
-        snprintf(b, n, "%.15g", v);
-        if (strtod(b, NULL) != v)
-            snprintf(b, n, "%.17g", v);
-    }
+    DL_ASSERT(n >= DL_NUM_ROOM);
+    b[dl_num_format_double(v, b)] = '\0';
     return b;
 }
 

@@ -92,12 +92,13 @@ static void key_init(void)
 
 void dl_runtime_sign(const char *s, size_t n, char out[33])
 {
-    static const char hex[] = "0123456789abcdef";
     pthread_once(&key_once, key_init);
     uint64_t a = dl_siphash(sign_key, s, n), b = dl_siphash(sign_key + 16, s, n);
-    for (int i = 0; i < 16; i++) {
-        out[i] = hex[(a >> (60 - 4 * i)) & 0xf];
-        out[16 + i] = hex[(b >> (60 - 4 * i)) & 0xf];
+    unsigned char be[16]; /* a then b, most significant byte first */
+    for (int i = 0; i < 8; i++) {
+        be[i] = (unsigned char)(a >> (56 - 8 * i));
+        be[8 + i] = (unsigned char)(b >> (56 - 8 * i));
     }
+    dl_hex(be, sizeof be, out);
     out[32] = '\0';
 }

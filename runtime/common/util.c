@@ -127,7 +127,7 @@ void dl_hex(const unsigned char *in, size_t n, char *out)
     }
 }
 
-static int hex_value(char c)
+int dl_hex_digit(int c)
 {
     return c >= '0' && c <= '9' ? c - '0'
            : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10
@@ -137,12 +137,38 @@ static int hex_value(char c)
 int dl_unhex(const char *in, size_t n, unsigned char *out)
 {
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_value(in[2 * i]), lo = hex_value(in[2 * i + 1]);
+        int hi = dl_hex_digit((unsigned char)in[2 * i]);
+        int lo = dl_hex_digit((unsigned char)in[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (unsigned char)(hi << 4 | lo);
     }
     return 0;
+}
+
+int dl_unhex4(const char *s, unsigned *cp)
+{
+    unsigned char b[2];
+    if (dl_unhex(s, 2, b) != 0)
+        return -1;
+    *cp = (unsigned)b[0] << 8 | b[1];
+    return 0;
+}
+
+int dl_err_vformat(char *err, size_t errlen, int rc, const char *fmt, va_list ap)
+{
+    if (err != NULL && errlen > 0)
+        vsnprintf(err, errlen, fmt, ap);
+    return rc;
+}
+
+int dl_err_format(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    dl_err_vformat(err, errlen, rc, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 int dl_write_all(int fd, const void *p, size_t n)

@@ -226,8 +226,12 @@ static void show_escaped(const char *v, char *buf, size_t len)
         else if (c == '\r' || c == '\n' || c == '\t' || c == '\\')
             w += (size_t)snprintf(buf + w, len - w, "\\%c",
                                   c == '\r' ? 'r' : c == '\n' ? 'n' : c == '\t' ? 't' : '\\');
-        else
-            w += (size_t)snprintf(buf + w, len - w, "\\x%02x", c);
+        else {
+            buf[w++] = '\\';
+            buf[w++] = 'x';
+            dl_hex(&c, 1, buf + w);
+            w += 2;
+        }
     }
     buf[w] = '\0';
 }

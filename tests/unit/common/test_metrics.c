@@ -562,3 +562,39 @@ DL_TEST(metrics_speed)
     fflush(stdout);
     dl_metrics_free(m);
 }
+
+/* Values are spelled as the codecs spell them (common/num.c): integers up to
+ * 2^53 in digits, the first of %.14g..%.17g that reads back, and the
+ * exposition format's +Inf and -Inf. Before issue 19 /metrics had its own
+ * copy (%.0f below 1e15, else %.15g or %.17g): it wrote 1e15 as "1e+15",
+ * 0.7999999999999999 with 17 digits and 5e-324 with 15. */
+DL_TEST(metrics_number_spelling)
+{
+    static const struct {
+        double v;
+        const char *text;
+    } cases[] = {
+        {0.0, "0"},
+        {-0.0, "0"},
+        {12.5, "12.5"},
+        {1e15, "1000000000000000"},
+        {1e21, "1e+21"},
+        {0.1 + 0.2, "0.30000000000000004"},
+        {0.7999999999999999, "0.7999999999999999"},
+        {5e-324, "4.9406564584125e-324"},
+        {INFINITY, "+Inf"},
+        {-INFINITY, "-Inf"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dl_metrics_t *m = dl_metrics_new(1);
+        int g = dl_metric_define(m, DL_METRIC_GAUGE, "g", "G.", NULL, 0, NULL, 0);
+        dl_metric_set(m, 0, g, NULL, cases[i].v);
+        dl_buf_t b;
+        render(m, &b);
+        char want[128];
+        snprintf(want, sizeof want, "# HELP g G.\n# TYPE g gauge\ng %s\n", cases[i].text);
+        EXPECT_STR(b.data, want);
+        dl_buf_free(&b);
+        dl_metrics_free(m);
+    }
+}
