@@ -16,8 +16,6 @@
 #include "common/internal.h"
 #include "lua/lua_vm.h"
 #include "common/metrics.h"
-#include "server/server.h"
-#include "server/worker.h"
 #include "bindings/dl_bindings.h"
 
 enum { K_GET, K_SET, K_DEL, K_INVALIDATE, K_HTTP_GET };
@@ -29,12 +27,6 @@ typedef struct {
     void *op;
     int kind;
 } pending_t;
-
-static dl_worker_t *worker_of(lua_State *L)
-{
-    dl_vm_t *vm = dl_vm_of(L);
-    return vm ? vm->worker : NULL;
-}
 
 static int fail(lua_State *L, const char *msg)
 {
@@ -203,14 +195,14 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
  * away, so the lookup was not tried). */
 static void count_lookup(lua_State *L, dl_cache_res_t *res)
 {
-    dl_worker_t *w = worker_of(L);
-    if (w == NULL)
+    const dl_lua_host_t *h = dl_lua_host(L);
+    if (h == NULL || h->metrics == NULL)
         return;
     const char *st[1] = {res->status == 0                ? "hit"
                          : res->status == DL_ENOENT      ? "miss"
                          : backend_away(res->status)     ? "bypass"
                                                          : "error"};
-    dl_metric_add(w->rt->metrics, w->id, w->rt->m.cache_lookup, st, 1);
+    dl_metric_add(h->metrics, h->worker_id, h->m.cache_lookup, st, 1);
 }
 
 static int push_result(lua_State *L, int kind, dl_compressor_t *z, dl_cache_res_t *res)
@@ -257,26 +249,26 @@ static void cancel_pending(void *data)
 }
 
 /* Starts op; answers at once when the backend did, else parks the task. */
-#define RUN_OP(L, w, kind_, call)                                                      \
+#define RUN_OP(L, h, kind_, call)                                                      \
     do {                                                                               \
         dl_task_t *t_ = dl_task_current(L);                                            \
         pending_t *p_ = dl_calloc(1, sizeof(*p_));                                     \
         if (p_ == NULL)                                                                \
             return luaL_error(L, "out of memory");                                     \
         p_->task = t_;                                                                 \
-        p_->cache = (w)->cache;                                                        \
-        p_->z = (w)->compressor;                                                       \
+        p_->cache = (h)->cache;                                                        \
+        p_->z = (h)->compressor;                                                       \
         p_->kind = (kind_);                                                            \
         dl_cache_res_t res_;                                                           \
         memset(&res_, 0, sizeof(res_));                                                \
         dl_buf_init(&res_.val);                                                        \
-        dl_cache_t *c_ = (w)->cache;                                                   \
+        dl_cache_t *c_ = (h)->cache;                                                   \
         void **op_ = &p_->op;                                                          \
         void *arg_ = p_;                                                               \
         int rc_ = (call);                                                              \
         if (rc_ != 0) {                                                                \
             dl_free(p_);                                                               \
-            int n_ = push_result(L, (kind_), (w)->compressor, &res_);                  \
+            int n_ = push_result(L, (kind_), (h)->compressor, &res_);                  \
             dl_buf_free(&res_.val);                                                    \
             return n_;                                                                 \
         }                                                                              \
@@ -289,12 +281,12 @@ static void cancel_pending(void *data)
         return lua_yield(L, 0);                                                        \
     } while (0)
 
-static dl_worker_t *check_worker(lua_State *L)
+static const dl_lua_host_t *check_host(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
-    if (w == NULL || w->cache == NULL)
+    const dl_lua_host_t *h = dl_lua_host(L);
+    if (h == NULL || h->cache == NULL)
         luaL_error(L, "the cache is only available while serving");
-    return w;
+    return h;
 }
 
 static uint64_t check_ttl_ms(lua_State *L, int idx)
@@ -310,8 +302,8 @@ static int l_cache_get(lua_State *L)
 {
     size_t klen;
     const char *key = luaL_checklstring(L, 1, &klen);
-    dl_worker_t *w = check_worker(L);
-    RUN_OP(L, w, K_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
+    const dl_lua_host_t *h = check_host(L);
+    RUN_OP(L, h, K_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
 }
 
 /* cache_core.set(key, value, ttl_seconds) -> true | nil, err */
@@ -321,13 +313,13 @@ static int l_cache_set(lua_State *L)
     const char *key = luaL_checklstring(L, 1, &klen);
     luaL_checkany(L, 2);
     uint64_t ttl = check_ttl_ms(L, 3);
-    dl_worker_t *w = check_worker(L);
+    const dl_lua_host_t *h = check_host(L);
     dl_buf_t packed = DL_BUF_INIT;
     int rc;
     if (lua_type(L, 2) == LUA_TSTRING) {
         size_t vlen;
         const char *v = lua_tolstring(L, 2, &vlen);
-        rc = dl_cache_pack(DL_CV_STRING, NULL, 0, v, vlen, w->compressor, w->cfg->compress_min,
+        rc = dl_cache_pack(DL_CV_STRING, NULL, 0, v, vlen, h->compressor, h->cfg->compress_min,
                            &packed);
     } else {
         dl_buf_t mp = DL_BUF_INIT;
@@ -336,8 +328,8 @@ static int l_cache_set(lua_State *L)
             dl_buf_free(&mp);
             return fail(L, err);
         }
-        rc = dl_cache_pack(DL_CV_MSGPACK, NULL, 0, mp.data ? mp.data : "", mp.len, w->compressor,
-                           w->cfg->compress_min, &packed);
+        rc = dl_cache_pack(DL_CV_MSGPACK, NULL, 0, mp.data ? mp.data : "", mp.len, h->compressor,
+                           h->cfg->compress_min, &packed);
         dl_buf_free(&mp);
     }
     if (rc != 0) {
@@ -352,13 +344,13 @@ static int l_cache_set(lua_State *L)
         return luaL_error(L, "out of memory");
     }
     p->task = t;
-    p->cache = w->cache;
-    p->z = w->compressor;
+    p->cache = h->cache;
+    p->z = h->compressor;
     p->kind = K_SET;
     dl_cache_res_t res;
     memset(&res, 0, sizeof(res));
     dl_buf_init(&res.val);
-    rc = dl_cache_set(w->cache, key, klen, packed.data, packed.len, ttl, &res,
+    rc = dl_cache_set(h->cache, key, klen, packed.data, packed.len, ttl, &res,
                       t ? on_done : NULL, p, &p->op);
     dl_buf_free(&packed);
     if (rc != 0 || t == NULL) {
@@ -368,7 +360,7 @@ static int l_cache_set(lua_State *L)
             lua_pushboolean(L, 1);
             return 1;
         }
-        int n = push_result(L, K_SET, w->compressor, &res);
+        int n = push_result(L, K_SET, h->compressor, &res);
         dl_buf_free(&res.val);
         return n;
     }
@@ -381,8 +373,8 @@ static int l_cache_del(lua_State *L)
 {
     size_t klen;
     const char *key = luaL_checklstring(L, 1, &klen);
-    dl_worker_t *w = check_worker(L);
-    RUN_OP(L, w, K_DEL, dl_cache_del(c_, key, klen, &res_, on_done, arg_, op_));
+    const dl_lua_host_t *h = check_host(L);
+    RUN_OP(L, h, K_DEL, dl_cache_del(c_, key, klen, &res_, on_done, arg_, op_));
 }
 
 /* cache_core.invalidate(pattern) -> count | nil, err */
@@ -390,8 +382,8 @@ static int l_cache_invalidate(lua_State *L)
 {
     size_t plen;
     const char *pat = luaL_checklstring(L, 1, &plen);
-    dl_worker_t *w = check_worker(L);
-    RUN_OP(L, w, K_INVALIDATE, dl_cache_invalidate(c_, pat, plen, &res_, on_done, arg_, op_));
+    const dl_lua_host_t *h = check_host(L);
+    RUN_OP(L, h, K_INVALIDATE, dl_cache_invalidate(c_, pat, plen, &res_, on_done, arg_, op_));
 }
 
 /* cache_core._http_get(key) -> status, body, content_type, gzipped | nil [, err] */
@@ -399,8 +391,8 @@ static int l_cache_http_get(lua_State *L)
 {
     size_t klen;
     const char *key = luaL_checklstring(L, 1, &klen);
-    dl_worker_t *w = check_worker(L);
-    RUN_OP(L, w, K_HTTP_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
+    const dl_lua_host_t *h = check_host(L);
+    RUN_OP(L, h, K_HTTP_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
 }
 
 static void on_store_done(dl_cache_res_t *res, void *arg)
@@ -504,7 +496,7 @@ static int l_cache_http_store(lua_State *L)
     int status = (int)luaL_checkinteger(L, 3);
     const char *body = luaL_checklstring(L, 4, &blen);
     const char *ct = luaL_optlstring(L, 5, "application/json", &ctlen);
-    dl_worker_t *w = check_worker(L);
+    const dl_lua_host_t *h = check_host(L);
     if (status < 100 || status > 599 || ctlen > 255)
         return luaL_argerror(L, status < 100 || status > 599 ? 3 : 5, "out of range");
     dl_buf_t meta = DL_BUF_INIT;
@@ -527,7 +519,7 @@ static int l_cache_http_store(lua_State *L)
     }
     meta.data[at - 2] = (char)((meta.len - at) >> 8);
     meta.data[at - 1] = (char)((meta.len - at) & 0xff);
-    if (!dl_cache_available(w->cache)) {
+    if (!dl_cache_available(h->cache)) {
         /* the store would fail at once: no packing, no compression */
         dl_buf_free(&meta);
         lua_pushvalue(L, 4);
@@ -538,7 +530,7 @@ static int l_cache_http_store(lua_State *L)
     int compressible = dl_compress_type_ok(ct, ctlen);
     size_t mlen = meta.len;
     int rc = dl_cache_pack(DL_CV_HTTP, meta.data, mlen, body, blen,
-                           compressible ? w->compressor : NULL, w->cfg->compress_min, &packed);
+                           compressible ? h->compressor : NULL, h->cfg->compress_min, &packed);
     dl_buf_free(&meta);
     if (rc != 0) {
         dl_buf_free(&packed);
@@ -547,7 +539,7 @@ static int l_cache_http_store(lua_State *L)
     dl_cache_res_t res;
     memset(&res, 0, sizeof(res));
     dl_buf_init(&res.val);
-    rc = dl_cache_set(w->cache, key, klen, packed.data, packed.len, ttl, &res, on_store_done, NULL,
+    rc = dl_cache_set(h->cache, key, klen, packed.data, packed.len, ttl, &res, on_store_done, NULL,
                       NULL);
     if (rc < 0 || (rc == 1 && res.status < 0))
         dl_log(backend_away(res.status) ? DL_LOG_DEBUG : DL_LOG_WARN,
@@ -563,8 +555,8 @@ static int l_cache_http_store(lua_State *L)
 /* cache_core.type() -> "memory" | "redis" */
 static int l_cache_type(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
-    lua_pushstring(L, w && w->cache ? w->cache->ops->type : "none");
+    const dl_lua_host_t *h = dl_lua_host(L);
+    lua_pushstring(L, h && h->cache ? h->cache->ops->type : "none");
     return 1;
 }
 

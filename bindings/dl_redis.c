@@ -18,7 +18,6 @@
 #include "common/internal.h"
 #include "lua/lua_vm.h"
 #include "backend/redis_pool.h"
-#include "server/worker.h"
 #include "bindings/dl_bindings.h"
 
 #define MAX_ARGS (1024 * 1024)
@@ -146,8 +145,8 @@ static void cancel_call(void *data)
 
 static dl_redis_pool_t *pool_of(lua_State *L)
 {
-    dl_vm_t *vm = dl_vm_of(L);
-    return vm && vm->worker ? vm->worker->redis : NULL;
+    const dl_lua_host_t *h = dl_lua_host(L);
+    return h ? h->redis : NULL;
 }
 
 /* The first command's name, upper-cased into name (for messages). */

@@ -29,7 +29,6 @@
 #include "lua/embedded.h"
 #include "common/internal.h"
 #include "core/upload.h"
-#include "server/worker.h"
 
 #define CO_POOL_MAX 256
 
@@ -45,6 +44,12 @@ dl_vm_t *dl_vm_of(lua_State *L)
     dl_vm_t *vm = lua_touserdata(L, -1);
     lua_pop(L, 1);
     return vm;
+}
+
+const dl_lua_host_t *dl_lua_host(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    return vm && vm->host && vm->host->loop ? vm->host : NULL;
 }
 
 /* ======================================================= module loading */
@@ -92,12 +97,12 @@ static int env_newindex(lua_State *L)
     return lua_error(L);
 }
 
-dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
+dl_vm_t *dl_vm_new(const dl_lua_host_t *host, const dl_config_t *cfg)
 {
     dl_vm_t *vm = dl_calloc(1, sizeof(*vm));
     if (vm == NULL)
         return NULL;
-    vm->worker = w;
+    vm->host = host;
     vm->cfg = cfg;
     vm->co_pool = dl_calloc(CO_POOL_MAX, sizeof(lua_State *));
     vm->co_pool_refs = dl_calloc(CO_POOL_MAX, sizeof(int));
@@ -124,7 +129,8 @@ dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
     preload(L, "devloop.redis_core", luaopen_devloop_redis_core);
     preload(L, "devloop.db_core", luaopen_devloop_db_core);
     preload(L, "devloop.metrics_core", luaopen_devloop_metrics_core);
-    dl__preload_user_modules(L); /* the embedder's (dl_add_lua_module) */
+    if (host && host->preload)
+        host->preload(L); /* the embedder's (dl_add_lua_module) */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
     for (const dl_embedded_t *e = dl_embedded_scripts; e->module; e++) {
@@ -241,7 +247,8 @@ void dl_vm_cancel_tasks(dl_vm_t *vm)
             t->cancel(t->cancel_data);
         if (t->req && t->parent == NULL && !t->detached) {
             t->req->task = NULL;
-            dl_worker_req_release(t->req->worker, t->req);
+            if (vm->host && vm->host->req_release)
+                vm->host->req_release(vm->host->data, t->req);
         }
         task_free(t, 0);
     }
@@ -1127,7 +1134,7 @@ int dl__spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     dl_vm_t *vm = dl_vm_of(L);
-    if (vm == NULL || vm->worker == NULL)
+    if (vm == NULL || dl_lua_host(L) == NULL)
         return luaL_error(L, "spawn is only available while serving");
     int nargs = lua_gettop(L) - 1;
     dl_task_t *t = task_new(vm, NULL);
@@ -1385,7 +1392,7 @@ int dl__race(lua_State *L)
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     dl_task_t *t = dl_task_current(L);
-    if (t == NULL || t->vm->worker == NULL)
+    if (t == NULL || dl_lua_host(L) == NULL)
         return luaL_error(L, "with_timeout can only run inside a handler");
     dl_task_t *c = task_new(t->vm, t->req);
     race_t *r = dl_calloc(1, sizeof(*r));
@@ -1416,7 +1423,7 @@ int dl__race(lua_State *L)
         push_outcome(L, t, 1);
         return 2;
     }
-    uv_timer_init(&t->vm->worker->loop, &r->timer);
+    uv_timer_init(t->vm->host->loop, &r->timer);
     r->timer.data = r;
     uv_timer_start(&r->timer, on_race_timeout, (uint64_t)(ms > 0 ? ms : 0), 0);
     t->joining = 1;
