@@ -14,6 +14,7 @@
 #include "common/codec_msgpack.h"
 #include "core/http.h"
 #include "common/internal.h"
+#include "lua/lua_error.h"
 #include "lua/lua_vm.h"
 #include "common/metrics.h"
 #include "bindings/dl_bindings.h"
@@ -28,21 +29,11 @@ typedef struct {
     int kind;
 } pending_t;
 
-static int fail(lua_State *L, const char *msg)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, msg);
-    return 2;
-}
-
 /* nil, message, code of a failed operation: EUNAVAIL when the backend is
  * down or its breaker open (the pool logged that once), else its error. */
 static int fail_res(lua_State *L, const dl_cache_res_t *res)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, res->err[0] ? res->err : dl_strerror(res->status));
-    lua_pushstring(L, dl_err_name(res->status));
-    return 3;
+    return dl_lua_fail_status(L, res->status, res->err);
 }
 
 /* A backend that is away (down, breaker open, offline queue full): the
@@ -145,12 +136,12 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
     const char *p;
     size_t plen;
     if (dl_cache_unpack(res->val.data, res->val.len, &type, &gz, &p, &plen) != 0)
-        return fail(L, "cache value is not in devloop's format");
+        return dl_lua_fail(L, "cache value is not in devloop's format", NULL);
     if (http) {
         /* status, body (gzip when gz), content type, the other headers */
         http_entry_t e;
         if (type != DL_CV_HTTP || parse_http_entry(p, plen, &e) != 0)
-            return fail(L, "cache value is not an HTTP entry");
+            return dl_lua_fail(L, "cache value is not an HTTP entry", NULL);
         lua_pushinteger(L, e.status);
         lua_pushlstring(L, e.body, e.blen);
         lua_pushlstring(L, e.ct, e.ctlen);
@@ -164,7 +155,7 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
         http_entry_t e;
         if (type == DL_CV_HTTP ? parse_http_entry(p, plen, &e) != 0
                                : plen < 4 || plen < 4u + (unsigned char)p[3])
-            return fail(L, "cache value is not an HTTP entry");
+            return dl_lua_fail(L, "cache value is not an HTTP entry", NULL);
         size_t skip = type == DL_CV_HTTP ? (size_t)(e.body - p) : 4u + (unsigned char)p[3];
         p += skip;
         plen -= skip;
@@ -174,7 +165,7 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
     if (gz) {
         if (dl_compressor_gunzip(z, p, plen, &plain, (size_t)1 << 30) != 0) {
             dl_buf_free(&plain);
-            return fail(L, "cache value: damaged gzip payload");
+            return dl_lua_fail(L, "cache value: damaged gzip payload", NULL);
         }
         p = plain.data ? plain.data : "";
         plen = plain.len;
@@ -183,7 +174,7 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
     if (type == DL_CV_MSGPACK) {
         char err[160];
         if (dl_msgpack_decode(L, p, plen, err, sizeof(err)) != 0)
-            n = fail(L, err);
+            n = dl_lua_fail(L, err, NULL);
     } else {
         lua_pushlstring(L, p, plen);
     }
@@ -275,7 +266,7 @@ static void cancel_pending(void *data)
         if (t_ == NULL) {                                                              \
             dl_cache_cancel(c_, p_->op);                                               \
             dl_free(p_);                                                               \
-            return fail(L, "cache calls on Redis must run inside a handler");          \
+            return dl_lua_fail(L, "cache calls on Redis must run inside a handler", NULL);          \
         }                                                                              \
         dl_task_park(t_, cancel_pending, p_);                                          \
         return lua_yield(L, 0);                                                        \
@@ -326,7 +317,7 @@ static int l_cache_set(lua_State *L)
         char err[160];
         if (dl_msgpack_encode(L, 2, &mp, err, sizeof(err)) != 0) {
             dl_buf_free(&mp);
-            return fail(L, err);
+            return dl_lua_fail(L, err, NULL);
         }
         rc = dl_cache_pack(DL_CV_MSGPACK, NULL, 0, mp.data ? mp.data : "", mp.len, h->compressor,
                            h->cfg->compress_min, &packed);
@@ -334,7 +325,7 @@ static int l_cache_set(lua_State *L)
     }
     if (rc != 0) {
         dl_buf_free(&packed);
-        return fail(L, "out of memory");
+        return dl_lua_fail(L, "out of memory", NULL);
     }
     /* the backend copies the bytes; free ours before parking */
     dl_task_t *t = dl_task_current(L);
@@ -509,9 +500,7 @@ static int l_cache_http_store(lua_State *L)
     const char *why = header_block(L, 6, &meta);
     if (why) {
         dl_buf_free(&meta);
-        lua_pushnil(L);
-        lua_pushstring(L, why);
-        return 2;
+        return dl_lua_fail(L, why, NULL);
     }
     if (meta.oom) {
         dl_buf_free(&meta);

@@ -17,6 +17,7 @@
 #include "common/codec_json.h"
 #include "common/internal.h"
 #include "common/log.h"
+#include "lua/lua_error.h"
 #include "lua/lua_vm.h"
 #include "http1/conn.h"
 
@@ -418,9 +419,7 @@ static int l_core_mkdir(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "mkdir %s: %s", path, strerror(errno));
-        return 2;
+        return dl_lua_failf(L, NULL, "mkdir %s: %s", path, strerror(errno));
     }
     lua_pushboolean(L, 1);
     return 1;

@@ -15,6 +15,7 @@
 
 #include "common/internal.h"
 #include "common/log.h"
+#include "lua/lua_error.h"
 #include "lua/lua_vm.h"
 #include "cache/mem_cache.h"
 #include "common/metrics.h"
@@ -89,9 +90,7 @@ static int l_metrics_define(lua_State *L)
     int id = dl_metric_define(h->metrics, type, name, help, nl ? labels : NULL, nl,
                               nb ? buckets : NULL, nb);
     if (id < 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "metric %s: invalid or conflicting definition", name);
-        return 2;
+        return dl_lua_failf(L, NULL, "metric %s: invalid or conflicting definition", name);
     }
     lua_pushinteger(L, id);
     return 1;
