@@ -197,7 +197,7 @@ static int l_metrics_process(lua_State *L)
     lua_setfield(L, -2, "cpu_system");
     lua_pushinteger(L, (lua_Integer)getpid());
     lua_setfield(L, -2, "pid");
-    lua_pushinteger(L, h->n_workers);
+    lua_pushinteger(L, h->n_workers ? *h->n_workers : 0);
     lua_setfield(L, -2, "workers");
     return 1;
 }
@@ -206,8 +206,9 @@ static int l_metrics_process(lua_State *L)
 static int l_metrics_workers(lua_State *L)
 {
     const dl_lua_host_t *h = host_of(L);
-    lua_createtable(L, h->n_workers, 0);
-    for (int i = 0; i < h->n_workers; i++) {
+    int n = h->n_workers ? *h->n_workers : 0;
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
         dl_lua_worker_stats_t st = {0, 0, 0};
         if (h->worker_stats)
             h->worker_stats(h->data, i, &st);

@@ -39,7 +39,7 @@ typedef struct dl_lua_host_s {
     /* while serving; a check-only VM has loop NULL and the rest 0 */
     uv_loop_t *loop;
     int worker_id;                 /* -1 outside a worker */
-    int n_workers;
+    const int *n_workers;          /* workers started so far (the runtime's count) */
     const dl_config_t *cfg;        /* the runtime's settings */
     dl_compressor_t *compressor;
     struct dl_cache_s *cache;      /* api.cache and cached routes */

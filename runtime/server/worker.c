@@ -468,7 +468,7 @@ static void fill_host(dl_worker_t *w)
     dl_worker_host_base(h);
     h->loop = &w->loop;
     h->worker_id = w->id;
-    h->n_workers = rt->cfg.workers;
+    h->n_workers = &rt->n_workers;
     h->cfg = w->cfg;
     h->compressor = w->compressor;
     h->cache = w->cache;

@@ -24,6 +24,14 @@ static void host_stop(void *data)
     stops++;
 }
 
+static void host_worker_stats(void *data, int i, dl_lua_worker_stats_t *out)
+{
+    (void)data;
+    out->connections = 3;
+    out->lua_memory_bytes = -1; /* replaced: the asking worker counts its own */
+    out->requests = 40 + i;
+}
+
 /* the two settings jobs.lua reads as it loads */
 static int host_env(const char *name, uint64_t *out)
 {
@@ -75,7 +83,8 @@ DL_TEST(lua_host_serves_bindings_without_a_server)
     memset(&h, 0, sizeof(h));
     h.loop = &loop;
     h.worker_id = 0;
-    h.n_workers = 1;
+    int n_workers = 1;
+    h.n_workers = &n_workers;
     h.cfg = &cfg;
     h.compressor = z;
     h.cache = cache;
@@ -92,6 +101,7 @@ DL_TEST(lua_host_serves_bindings_without_a_server)
     h.data = &stops;
     h.stop = host_stop;
     h.env_u64 = host_env;
+    h.worker_stats = host_worker_stats;
 
     dl_vm_t *vm = dl_vm_new(&h, &cfg);
     EXPECT(vm != NULL);
@@ -106,14 +116,17 @@ DL_TEST(lua_host_serves_bindings_without_a_server)
         "local id = metrics.define(metrics.COUNTER, 't_app_total', 'help', {'a'})\n"
         "metrics.update(1, id, {'x'}, 2)\n"
         "local text = metrics.render()\n"
+        "local w = metrics.workers()[1]\n"
+        "local figures = ('%d/%d/%d/%s'):format(#metrics.workers(), w.connections, w.requests,\n"
+        "  tostring(w.lua_memory_bytes > 0))\n"
         "core.sleep(1)\n"
         "core._stop()\n"
         "result = table.concat({tostring(ok), tostring(v), cache.type(),\n"
-        "  tostring(core.worker_id()), tostring(core._env('DEVLOOP_JOB_LEASE_MS')),\n"
+        "  tostring(core.worker_id()), tostring(core._env('DEVLOOP_JOB_LEASE_MS')), figures,\n"
         "  text:find('t_app_total{a=\"x\"} 2', 1, true) and 'counted' or text,\n"
         "  text:find('t_cache_lookup_total{status=\"hit\"} 1', 1, true) and 'hit' or text}, ' ')\n",
         buf, sizeof(buf));
-    EXPECT_STR(r, "true v memory 0 1234 counted hit");
+    EXPECT_STR(r, "true v memory 0 1234 1/3/40/true counted hit");
     EXPECT_EQ(stops, 1);
 
     dl_vm_free(vm);
