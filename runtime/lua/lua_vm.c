@@ -27,6 +27,7 @@
 #include "common/codec_msgpack.h"
 #include "http1/conn.h"
 #include "lua/embedded.h"
+#include "lua/lua_error.h"
 #include "common/internal.h"
 #include "core/upload.h"
 
@@ -1166,9 +1167,7 @@ void dl_task_resume_string(dl_task_t *t, const char *s, size_t len, const char *
         lua_pushlstring(t->co, s ? s : "", len);
         dl_task_resume(t, 1);
     } else {
-        lua_pushnil(t->co);
-        lua_pushstring(t->co, err);
-        dl_task_resume(t, 2);
+        dl_task_resume(t, dl_lua_fail(t->co, err, NULL));
     }
 }
 
@@ -2117,9 +2116,7 @@ int dl__route(lua_State *L)
     const char *pattern = luaL_checkstring(L, 2);
     luaL_checktype(L, 4, LUA_TFUNCTION);
     if (vm == NULL || vm->loading == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, "routes can only be declared while the app loads");
-        return 2;
+        return dl_lua_fail(L, "routes can only be declared while the app loads", NULL);
     }
     size_t body_limit = 0;
     if (lua_istable(L, 3)) {
@@ -2127,9 +2124,7 @@ int dl__route(lua_State *L)
         if (!lua_isnil(L, -1)) {
             lua_Number v = lua_tonumber(L, -1);
             if (v <= 0) {
-                lua_pushnil(L);
-                lua_pushstring(L, "body_limit must be a positive number of bytes");
-                return 2;
+                return dl_lua_fail(L, "body_limit must be a positive number of bytes", NULL);
             }
             body_limit = (size_t)v;
         }
@@ -2146,9 +2141,8 @@ int dl__route(lua_State *L)
                 if (!lua_isnil(L, -1)) {
                     lua_Number v = lua_tonumber(L, -1);
                     if (v <= 0) {
-                        lua_pushnil(L);
-                        lua_pushstring(L, "upload.max_bytes must be a positive number of bytes");
-                        return 2;
+                        return dl_lua_fail(
+                            L, "upload.max_bytes must be a positive number of bytes", NULL);
                     }
                     upload_limit = (size_t)v;
                 }
@@ -2179,9 +2173,7 @@ int dl__route(lua_State *L)
             luaL_unref(L, LUA_REGISTRYINDEX, r->precheck_ref);
         dl_free(r->pattern);
         dl_free(r);
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
+        return dl_lua_fail(L, err, NULL);
     }
     lua_pushvalue(L, 4);
     r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
