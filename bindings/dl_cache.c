@@ -14,10 +14,9 @@
 #include "common/codec_msgpack.h"
 #include "core/http.h"
 #include "common/internal.h"
+#include "lua/lua_error.h"
 #include "lua/lua_vm.h"
 #include "common/metrics.h"
-#include "server/server.h"
-#include "server/worker.h"
 #include "bindings/dl_bindings.h"
 
 enum { K_GET, K_SET, K_DEL, K_INVALIDATE, K_HTTP_GET };
@@ -30,27 +29,11 @@ typedef struct {
     int kind;
 } pending_t;
 
-static dl_worker_t *worker_of(lua_State *L)
-{
-    dl_vm_t *vm = dl_vm_of(L);
-    return vm ? vm->worker : NULL;
-}
-
-static int fail(lua_State *L, const char *msg)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, msg);
-    return 2;
-}
-
 /* nil, message, code of a failed operation: EUNAVAIL when the backend is
  * down or its breaker open (the pool logged that once), else its error. */
 static int fail_res(lua_State *L, const dl_cache_res_t *res)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, res->err[0] ? res->err : dl_strerror(res->status));
-    lua_pushstring(L, dl_err_name(res->status));
-    return 3;
+    return dl_lua_fail_status(L, res->status, res->err);
 }
 
 /* A backend that is away (down, breaker open, offline queue full): the
@@ -153,12 +136,12 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
     const char *p;
     size_t plen;
     if (dl_cache_unpack(res->val.data, res->val.len, &type, &gz, &p, &plen) != 0)
-        return fail(L, "cache value is not in devloop's format");
+        return dl_lua_fail(L, "cache value is not in devloop's format", NULL);
     if (http) {
         /* status, body (gzip when gz), content type, the other headers */
         http_entry_t e;
         if (type != DL_CV_HTTP || parse_http_entry(p, plen, &e) != 0)
-            return fail(L, "cache value is not an HTTP entry");
+            return dl_lua_fail(L, "cache value is not an HTTP entry", NULL);
         lua_pushinteger(L, e.status);
         lua_pushlstring(L, e.body, e.blen);
         lua_pushlstring(L, e.ct, e.ctlen);
@@ -172,7 +155,7 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
         http_entry_t e;
         if (type == DL_CV_HTTP ? parse_http_entry(p, plen, &e) != 0
                                : plen < 4 || plen < 4u + (unsigned char)p[3])
-            return fail(L, "cache value is not an HTTP entry");
+            return dl_lua_fail(L, "cache value is not an HTTP entry", NULL);
         size_t skip = type == DL_CV_HTTP ? (size_t)(e.body - p) : 4u + (unsigned char)p[3];
         p += skip;
         plen -= skip;
@@ -182,7 +165,7 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
     if (gz) {
         if (dl_compressor_gunzip(z, p, plen, &plain, (size_t)1 << 30) != 0) {
             dl_buf_free(&plain);
-            return fail(L, "cache value: damaged gzip payload");
+            return dl_lua_fail(L, "cache value: damaged gzip payload", NULL);
         }
         p = plain.data ? plain.data : "";
         plen = plain.len;
@@ -191,7 +174,7 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
     if (type == DL_CV_MSGPACK) {
         char err[160];
         if (dl_msgpack_decode(L, p, plen, err, sizeof(err)) != 0)
-            n = fail(L, err);
+            n = dl_lua_fail(L, err, NULL);
     } else {
         lua_pushlstring(L, p, plen);
     }
@@ -203,14 +186,14 @@ static int push_value(lua_State *L, dl_compressor_t *z, dl_cache_res_t *res, int
  * away, so the lookup was not tried). */
 static void count_lookup(lua_State *L, dl_cache_res_t *res)
 {
-    dl_worker_t *w = worker_of(L);
-    if (w == NULL)
+    const dl_lua_host_t *h = dl_lua_host(L);
+    if (h == NULL || h->metrics == NULL)
         return;
     const char *st[1] = {res->status == 0                ? "hit"
                          : res->status == DL_ENOENT      ? "miss"
                          : backend_away(res->status)     ? "bypass"
                                                          : "error"};
-    dl_metric_add(w->rt->metrics, w->id, w->rt->m.cache_lookup, st, 1);
+    dl_metric_add(h->metrics, h->worker_id, h->m.cache_lookup, st, 1);
 }
 
 static int push_result(lua_State *L, int kind, dl_compressor_t *z, dl_cache_res_t *res)
@@ -257,44 +240,44 @@ static void cancel_pending(void *data)
 }
 
 /* Starts op; answers at once when the backend did, else parks the task. */
-#define RUN_OP(L, w, kind_, call)                                                      \
+#define RUN_OP(L, h, kind_, call)                                                      \
     do {                                                                               \
         dl_task_t *t_ = dl_task_current(L);                                            \
         pending_t *p_ = dl_calloc(1, sizeof(*p_));                                     \
         if (p_ == NULL)                                                                \
             return luaL_error(L, "out of memory");                                     \
         p_->task = t_;                                                                 \
-        p_->cache = (w)->cache;                                                        \
-        p_->z = (w)->compressor;                                                       \
+        p_->cache = (h)->cache;                                                        \
+        p_->z = (h)->compressor;                                                       \
         p_->kind = (kind_);                                                            \
         dl_cache_res_t res_;                                                           \
         memset(&res_, 0, sizeof(res_));                                                \
         dl_buf_init(&res_.val);                                                        \
-        dl_cache_t *c_ = (w)->cache;                                                   \
+        dl_cache_t *c_ = (h)->cache;                                                   \
         void **op_ = &p_->op;                                                          \
         void *arg_ = p_;                                                               \
         int rc_ = (call);                                                              \
         if (rc_ != 0) {                                                                \
             dl_free(p_);                                                               \
-            int n_ = push_result(L, (kind_), (w)->compressor, &res_);                  \
+            int n_ = push_result(L, (kind_), (h)->compressor, &res_);                  \
             dl_buf_free(&res_.val);                                                    \
             return n_;                                                                 \
         }                                                                              \
         if (t_ == NULL) {                                                              \
             dl_cache_cancel(c_, p_->op);                                               \
             dl_free(p_);                                                               \
-            return fail(L, "cache calls on Redis must run inside a handler");          \
+            return dl_lua_fail(L, "cache calls on Redis must run inside a handler", NULL);          \
         }                                                                              \
         dl_task_park(t_, cancel_pending, p_);                                          \
         return lua_yield(L, 0);                                                        \
     } while (0)
 
-static dl_worker_t *check_worker(lua_State *L)
+static const dl_lua_host_t *check_host(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
-    if (w == NULL || w->cache == NULL)
+    const dl_lua_host_t *h = dl_lua_host(L);
+    if (h == NULL || h->cache == NULL)
         luaL_error(L, "the cache is only available while serving");
-    return w;
+    return h;
 }
 
 /* The longest TTL in seconds (ten years): cache_core.MAX_TTL, which api.cache
@@ -314,8 +297,8 @@ static int l_cache_get(lua_State *L)
 {
     size_t klen;
     const char *key = luaL_checklstring(L, 1, &klen);
-    dl_worker_t *w = check_worker(L);
-    RUN_OP(L, w, K_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
+    const dl_lua_host_t *h = check_host(L);
+    RUN_OP(L, h, K_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
 }
 
 /* cache_core.set(key, value, ttl_seconds) -> true | nil, err */
@@ -325,28 +308,28 @@ static int l_cache_set(lua_State *L)
     const char *key = luaL_checklstring(L, 1, &klen);
     luaL_checkany(L, 2);
     uint64_t ttl = check_ttl_ms(L, 3);
-    dl_worker_t *w = check_worker(L);
+    const dl_lua_host_t *h = check_host(L);
     dl_buf_t packed = DL_BUF_INIT;
     int rc;
     if (lua_type(L, 2) == LUA_TSTRING) {
         size_t vlen;
         const char *v = lua_tolstring(L, 2, &vlen);
-        rc = dl_cache_pack(DL_CV_STRING, NULL, 0, v, vlen, w->compressor, w->cfg->compress_min,
+        rc = dl_cache_pack(DL_CV_STRING, NULL, 0, v, vlen, h->compressor, h->cfg->compress_min,
                            &packed);
     } else {
         dl_buf_t mp = DL_BUF_INIT;
         char err[160];
         if (dl_msgpack_encode(L, 2, &mp, err, sizeof(err)) != 0) {
             dl_buf_free(&mp);
-            return fail(L, err);
+            return dl_lua_fail(L, err, NULL);
         }
-        rc = dl_cache_pack(DL_CV_MSGPACK, NULL, 0, mp.data ? mp.data : "", mp.len, w->compressor,
-                           w->cfg->compress_min, &packed);
+        rc = dl_cache_pack(DL_CV_MSGPACK, NULL, 0, mp.data ? mp.data : "", mp.len, h->compressor,
+                           h->cfg->compress_min, &packed);
         dl_buf_free(&mp);
     }
     if (rc != 0) {
         dl_buf_free(&packed);
-        return fail(L, "out of memory");
+        return dl_lua_fail(L, "out of memory", NULL);
     }
     /* the backend copies the bytes; free ours before parking */
     dl_task_t *t = dl_task_current(L);
@@ -356,13 +339,13 @@ static int l_cache_set(lua_State *L)
         return luaL_error(L, "out of memory");
     }
     p->task = t;
-    p->cache = w->cache;
-    p->z = w->compressor;
+    p->cache = h->cache;
+    p->z = h->compressor;
     p->kind = K_SET;
     dl_cache_res_t res;
     memset(&res, 0, sizeof(res));
     dl_buf_init(&res.val);
-    rc = dl_cache_set(w->cache, key, klen, packed.data, packed.len, ttl, &res,
+    rc = dl_cache_set(h->cache, key, klen, packed.data, packed.len, ttl, &res,
                       t ? on_done : NULL, p, &p->op);
     dl_buf_free(&packed);
     if (rc != 0 || t == NULL) {
@@ -372,7 +355,7 @@ static int l_cache_set(lua_State *L)
             lua_pushboolean(L, 1);
             return 1;
         }
-        int n = push_result(L, K_SET, w->compressor, &res);
+        int n = push_result(L, K_SET, h->compressor, &res);
         dl_buf_free(&res.val);
         return n;
     }
@@ -385,8 +368,8 @@ static int l_cache_del(lua_State *L)
 {
     size_t klen;
     const char *key = luaL_checklstring(L, 1, &klen);
-    dl_worker_t *w = check_worker(L);
-    RUN_OP(L, w, K_DEL, dl_cache_del(c_, key, klen, &res_, on_done, arg_, op_));
+    const dl_lua_host_t *h = check_host(L);
+    RUN_OP(L, h, K_DEL, dl_cache_del(c_, key, klen, &res_, on_done, arg_, op_));
 }
 
 /* cache_core.invalidate(pattern) -> count | nil, err */
@@ -394,8 +377,8 @@ static int l_cache_invalidate(lua_State *L)
 {
     size_t plen;
     const char *pat = luaL_checklstring(L, 1, &plen);
-    dl_worker_t *w = check_worker(L);
-    RUN_OP(L, w, K_INVALIDATE, dl_cache_invalidate(c_, pat, plen, &res_, on_done, arg_, op_));
+    const dl_lua_host_t *h = check_host(L);
+    RUN_OP(L, h, K_INVALIDATE, dl_cache_invalidate(c_, pat, plen, &res_, on_done, arg_, op_));
 }
 
 /* cache_core._http_get(key) -> status, body, content_type, gzipped | nil [, err] */
@@ -403,8 +386,8 @@ static int l_cache_http_get(lua_State *L)
 {
     size_t klen;
     const char *key = luaL_checklstring(L, 1, &klen);
-    dl_worker_t *w = check_worker(L);
-    RUN_OP(L, w, K_HTTP_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
+    const dl_lua_host_t *h = check_host(L);
+    RUN_OP(L, h, K_HTTP_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
 }
 
 static void on_store_done(dl_cache_res_t *res, void *arg)
@@ -508,7 +491,7 @@ static int l_cache_http_store(lua_State *L)
     int status = (int)luaL_checkinteger(L, 3);
     const char *body = luaL_checklstring(L, 4, &blen);
     const char *ct = luaL_optlstring(L, 5, "application/json", &ctlen);
-    dl_worker_t *w = check_worker(L);
+    const dl_lua_host_t *h = check_host(L);
     if (status < 100 || status > 599 || ctlen > 255)
         return luaL_argerror(L, status < 100 || status > 599 ? 3 : 5, "out of range");
     dl_buf_t meta = DL_BUF_INIT;
@@ -521,9 +504,7 @@ static int l_cache_http_store(lua_State *L)
     const char *why = header_block(L, 6, &meta);
     if (why) {
         dl_buf_free(&meta);
-        lua_pushnil(L);
-        lua_pushstring(L, why);
-        return 2;
+        return dl_lua_fail(L, why, NULL);
     }
     if (meta.oom) {
         dl_buf_free(&meta);
@@ -531,7 +512,7 @@ static int l_cache_http_store(lua_State *L)
     }
     meta.data[at - 2] = (char)((meta.len - at) >> 8);
     meta.data[at - 1] = (char)((meta.len - at) & 0xff);
-    if (!dl_cache_available(w->cache)) {
+    if (!dl_cache_available(h->cache)) {
         /* the store would fail at once: no packing, no compression */
         dl_buf_free(&meta);
         lua_pushvalue(L, 4);
@@ -542,7 +523,7 @@ static int l_cache_http_store(lua_State *L)
     int compressible = dl_compress_type_ok(ct, ctlen);
     size_t mlen = meta.len;
     int rc = dl_cache_pack(DL_CV_HTTP, meta.data, mlen, body, blen,
-                           compressible ? w->compressor : NULL, w->cfg->compress_min, &packed);
+                           compressible ? h->compressor : NULL, h->cfg->compress_min, &packed);
     dl_buf_free(&meta);
     if (rc != 0) {
         dl_buf_free(&packed);
@@ -551,7 +532,7 @@ static int l_cache_http_store(lua_State *L)
     dl_cache_res_t res;
     memset(&res, 0, sizeof(res));
     dl_buf_init(&res.val);
-    rc = dl_cache_set(w->cache, key, klen, packed.data, packed.len, ttl, &res, on_store_done, NULL,
+    rc = dl_cache_set(h->cache, key, klen, packed.data, packed.len, ttl, &res, on_store_done, NULL,
                       NULL);
     if (rc < 0 || (rc == 1 && res.status < 0))
         dl_log(backend_away(res.status) ? DL_LOG_DEBUG : DL_LOG_WARN,
@@ -567,8 +548,8 @@ static int l_cache_http_store(lua_State *L)
 /* cache_core.type() -> "memory" | "redis" */
 static int l_cache_type(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
-    lua_pushstring(L, w && w->cache ? w->cache->ops->type : "none");
+    const dl_lua_host_t *h = dl_lua_host(L);
+    lua_pushstring(L, h && h->cache ? h->cache->ops->type : "none");
     return 1;
 }
 

@@ -14,17 +14,10 @@
 #include "common/codec_msgpack.h"
 #include "bindings/dl_bindings.h"
 #include "common/internal.h"
+#include "lua/lua_error.h"
 
 typedef int (*encode_fn)(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errlen);
 typedef int (*decode_fn)(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
-
-static int fail(lua_State *L, int rc, const char *err)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, err[0] ? err : dl_strerror(rc));
-    lua_pushstring(L, dl_err_name(rc));
-    return 3;
-}
 
 static int encode_with(lua_State *L, encode_fn fn)
 {
@@ -34,7 +27,7 @@ static int encode_with(lua_State *L, encode_fn fn)
     int rc = fn(L, 1, &b, err, sizeof(err));
     if (rc != 0) {
         dl_buf_free(&b);
-        return fail(L, rc, err);
+        return dl_lua_fail_status(L, rc, err);
     }
     lua_pushlstring(L, b.data, b.len);
     dl_buf_free(&b);
@@ -48,7 +41,7 @@ static int decode_with(lua_State *L, decode_fn fn)
     char err[160] = "";
     int rc = fn(L, s, len, err, sizeof(err));
     if (rc != 0)
-        return fail(L, rc, err);
+        return dl_lua_fail_status(L, rc, err);
     return 1;
 }
 

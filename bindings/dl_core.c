@@ -14,12 +14,11 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "server/config.h"
 #include "common/codec_json.h"
 #include "common/internal.h"
 #include "common/log.h"
+#include "lua/lua_error.h"
 #include "lua/lua_vm.h"
-#include "server/worker.h"
 #include "http1/conn.h"
 
 /* ================================================================== sleep */
@@ -67,12 +66,12 @@ static int l_core_sleep(lua_State *L)
     if (!(ms >= 0) || ms > MAX_SLEEP_MS)
         return luaL_argerror(L, 1, "milliseconds between 0 and 86400000 expected");
     dl_task_t *t = dl_task_current(L);
-    if (t == NULL || t->vm->worker == NULL)
+    if (t == NULL || dl_lua_host(L) == NULL)
         return luaL_error(L, "sleep can only be called inside a handler");
     sleep_t *s = dl_malloc(sizeof(*s));
     if (s == NULL)
         return luaL_error(L, "out of memory");
-    uv_timer_init(&t->vm->worker->loop, &s->timer);
+    uv_timer_init(t->vm->host->loop, &s->timer);
     s->timer.data = s;
     s->task = t;
     uv_timer_start(&s->timer, on_sleep, (uint64_t)ceil(ms), 0);
@@ -214,7 +213,7 @@ static int l_wq_wake(lua_State *L)
     wq_t *q = luaL_checkudata(L, 1, WQ_MT);
     dl_vm_t *vm = dl_vm_of(L);
     int nvals = lua_gettop(L) - 1;
-    if (q->n == 0 || vm == NULL || vm->worker == NULL) {
+    if (q->n == 0 || dl_lua_host(L) == NULL) {
         q->n = 0;
         return 0;
     }
@@ -236,7 +235,7 @@ static int l_wq_wake(lua_State *L)
     }
     wk->L = vm->L;
     wk->values_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    uv_timer_init(&vm->worker->loop, &wk->timer);
+    uv_timer_init(vm->host->loop, &wk->timer);
     wk->timer.data = wk;
     uv_timer_start(&wk->timer, on_wake, 0, 0);
     return 0;
@@ -288,21 +287,25 @@ static int l_core_now(lua_State *L)
 }
 
 /* core._env(name): a numeric setting of config.c's table, parsed and range
- * checked there (start-up refused a bad value), so Lua never re-parses one. */
+ * checked there (start-up refused a bad value), so Lua never re-parses one;
+ * the host reads it (lua_host.h env_u64). */
 static int l_core_env(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
-    if (!dl_env_known(name)) /* dl_env_u64 asserts on a name outside its table */
+    dl_vm_t *vm = dl_vm_of(L);
+    uint64_t n;
+    if (vm == NULL || vm->host == NULL || vm->host->env_u64 == NULL ||
+        vm->host->env_u64(name, &n) != 0)
         return luaL_argerror(L, 1, "not a setting of the runtime's table (config.c)");
-    lua_pushnumber(L, (lua_Number)dl_env_u64(name));
+    lua_pushnumber(L, (lua_Number)n);
     return 1;
 }
 
 /* core.worker_id(): 0-based worker index (-1 outside a worker). */
 static int l_core_worker_id(lua_State *L)
 {
-    dl_vm_t *vm = dl_vm_of(L);
-    lua_pushinteger(L, vm && vm->worker ? vm->worker->id : -1);
+    const dl_lua_host_t *h = dl_lua_host(L);
+    lua_pushinteger(L, h ? h->worker_id : -1);
     return 1;
 }
 
@@ -343,7 +346,7 @@ static int l_core_request(lua_State *L)
     const char *path = luaL_checklstring(L, 2, &plen);
     const char *body = luaL_optlstring(L, 4, "", &blen);
     dl_task_t *t = dl_task_current(L);
-    if (t == NULL || t->vm->worker == NULL)
+    if (t == NULL || dl_lua_host(L) == NULL)
         return luaL_error(L, "in-process requests can only be made inside a task");
     int n = 0;
     if (!lua_isnoneornil(L, 3)) {
@@ -384,8 +387,8 @@ static int l_core_request(lua_State *L)
     }
     ip->task = t;
     dl_task_park(t, cancel_inproc, ip);
-    rc = dl_conn_exchange(t->vm->worker, raw.data, raw.len, mlen == 4 && !memcmp(method, "HEAD", 4),
-                          inproc_done, ip);
+    rc = dl_conn_exchange(t->vm->host->data /* the worker */, raw.data, raw.len,
+                          mlen == 4 && !memcmp(method, "HEAD", 4), inproc_done, ip);
     dl_buf_free(&raw); /* the connection has read it */
     if (rc != 0) {
         dl_free(ip);
@@ -408,9 +411,9 @@ static int l_core_advance(lua_State *L)
 /* core._stop(): asks the runtime to stop (devloop test, when its tests ran). */
 static int l_core_stop(lua_State *L)
 {
-    dl_vm_t *vm = dl_vm_of(L);
-    if (vm && vm->worker)
-        dl_runtime_stop(vm->worker->rt);
+    const dl_lua_host_t *h = dl_lua_host(L);
+    if (h && h->stop)
+        h->stop(h->data);
     return 0;
 }
 
@@ -419,9 +422,7 @@ static int l_core_mkdir(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "mkdir %s: %s", path, strerror(errno));
-        return 2;
+        return dl_lua_failf(L, NULL, "mkdir %s: %s", path, strerror(errno));
     }
     lua_pushboolean(L, 1);
     return 1;

@@ -17,10 +17,8 @@
 #include "common/internal.h"
 #include "lua/lua_vm.h"
 #include "common/metrics.h"
-#include "server/server.h"
 #include "common/sign.h"
 #include "store/store.h"
-#include "server/worker.h"
 #include "bindings/dl_bindings.h"
 
 enum {
@@ -55,14 +53,14 @@ typedef struct {
     dl_buf_t a, b, c; /* JSON arguments; file ops: NUL-terminated strings */
     dl_buf_t d;       /* file_put: sha256 */
     uint64_t start_ns;
-    dl_worker_t *worker;
+    const dl_lua_host_t *host; /* the worker's */
     dl_store_res_t res;
 } db_call_t;
 
 static dl_store_t *store_of(lua_State *L)
 {
-    dl_vm_t *vm = dl_vm_of(L);
-    return vm && vm->worker ? vm->worker->rt->store : NULL;
+    const dl_lua_host_t *h = dl_lua_host(L);
+    return h ? h->store : NULL;
 }
 
 static const char *arg(dl_buf_t *b)
@@ -197,13 +195,14 @@ static void after_cb(uv_work_t *w, int status)
 {
     db_call_t *c = w->data;
     dl_task_t *t = c->task;
-    if (c->worker) {
-        dl_runtime_t *rt = c->worker->rt;
+    const dl_lua_host_t *h = c->host;
+    if (h) {
         const char *labels[2] = {op_names[c->op], c->coll[0] ? c->coll : "-"};
-        dl_metric_observe(rt->metrics, c->worker->id, rt->m.db_duration, labels,
-                          (double)(uv_hrtime() - c->start_ns) / 1e9);
-        if (rt->has_store_guard)
-            dl_store_guard_done(&rt->store_guard, c->worker->id, uv_now(&c->worker->loop),
+        if (h->metrics)
+            dl_metric_observe(h->metrics, h->worker_id, h->m.db_duration, labels,
+                              (double)(uv_hrtime() - c->start_ns) / 1e9);
+        if (h->store_guard)
+            dl_store_guard_done(h->store_guard, h->worker_id, uv_now(h->loop),
                                 status == UV_ECANCELED ? DL_ECANCELED : c->res.status,
                                 c->res.err);
     }
@@ -231,21 +230,19 @@ static int queue_call(lua_State *L, db_call_t *c, dl_task_t *t)
 {
     c->task = t;
     c->work.data = c;
-    c->worker = t->vm->worker;
+    const dl_lua_host_t *h = c->host = t->vm->host;
     c->start_ns = uv_hrtime();
     /* a store that does not answer (its breaker is open): fail now, no thread */
-    dl_runtime_t *rt = c->worker->rt;
     char why[sizeof(c->res.err)];
-    if (rt->has_store_guard &&
-        !dl_store_guard_allow(&rt->store_guard, c->worker->id, uv_now(&c->worker->loop), why,
-                              sizeof(why))) {
+    if (h->store_guard &&
+        !dl_store_guard_allow(h->store_guard, h->worker_id, uv_now(h->loop), why, sizeof(why))) {
         call_free(c);
         lua_pushnil(L);
         lua_pushstring(L, why);
         lua_pushstring(L, dl_err_name(DL_EUNAVAIL));
         return 3;
     }
-    int rc = uv_queue_work(&t->vm->worker->loop, &c->work, work_cb, after_cb);
+    int rc = uv_queue_work(h->loop, &c->work, work_cb, after_cb);
     if (rc != 0) {
         call_free(c);
         lua_pushnil(L);
@@ -367,15 +364,14 @@ static int l_db_call(lua_State *L)
 /* db_core.state() -> {breaker = "closed" | "half_open" | "open", last_error = s | nil} | nil */
 static int l_db_state(lua_State *L)
 {
-    dl_vm_t *vm = dl_vm_of(L);
-    dl_runtime_t *rt = vm && vm->worker ? vm->worker->rt : NULL;
-    if (rt == NULL || !rt->has_store_guard) {
+    const dl_lua_host_t *h = dl_lua_host(L);
+    if (h == NULL || h->store_guard == NULL) {
         lua_pushnil(L);
         return 1;
     }
     int breaker;
     char err[256];
-    dl_store_guard_state(&rt->store_guard, &breaker, err, sizeof(err));
+    dl_store_guard_state(h->store_guard, &breaker, err, sizeof(err));
     lua_createtable(L, 0, 2);
     lua_pushstring(L, dl_breaker_state_name(breaker));
     lua_setfield(L, -2, "breaker");

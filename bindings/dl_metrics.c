@@ -15,33 +15,31 @@
 
 #include "common/internal.h"
 #include "common/log.h"
+#include "lua/lua_error.h"
 #include "lua/lua_vm.h"
 #include "cache/mem_cache.h"
 #include "common/metrics.h"
-#include "server/server.h"
-#include "server/worker.h"
 #include "bindings/dl_bindings.h"
 
 #define MAX_LABELS 16
 
-static dl_worker_t *worker_of(lua_State *L)
+static const dl_lua_host_t *host_of(lua_State *L)
 {
-    dl_vm_t *vm = dl_vm_of(L);
-    if (vm == NULL || vm->worker == NULL)
+    const dl_lua_host_t *h = dl_lua_host(L);
+    if (h == NULL || h->metrics == NULL)
         luaL_error(L, "metrics are only available while serving");
-    return vm->worker;
+    return h;
 }
 
 /* metrics_core.render() -> Prometheus text */
 static int l_metrics_render(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
-    dl_runtime_t *rt = w->rt;
-    dl_metric_set(rt->metrics, rt->cfg.workers, rt->m.log_dropped, NULL, (double)dl_log_dropped());
-    dl_metric_set(rt->metrics, rt->cfg.workers, rt->m.metrics_overflow, NULL,
-                  (double)dl_metrics_overflow(rt->metrics));
+    const dl_lua_host_t *h = host_of(L);
+    dl_metric_set(h->metrics, h->metrics_shared, h->m.log_dropped, NULL, (double)dl_log_dropped());
+    dl_metric_set(h->metrics, h->metrics_shared, h->m.metrics_overflow, NULL,
+                  (double)dl_metrics_overflow(h->metrics));
     dl_buf_t b = DL_BUF_INIT;
-    dl_metrics_render(rt->metrics, &b);
+    dl_metrics_render(h->metrics, &b);
     dl_metrics_render_process(&b);
     if (b.oom) {
         dl_buf_free(&b);
@@ -55,13 +53,12 @@ static int l_metrics_render(lua_State *L)
 /* metrics_core.define(type, name, help, {labels}, {buckets}) -> id | nil, err */
 static int l_metrics_define(lua_State *L)
 {
-    dl_vm_t *vm = dl_vm_of(L);
-    if (vm == NULL || vm->worker == NULL) {
+    const dl_lua_host_t *h = dl_lua_host(L);
+    if (h == NULL || h->metrics == NULL) {
         /* a check-only load (devloop check, reload's scratch state): nothing to count */
         lua_pushinteger(L, -1);
         return 1;
     }
-    dl_worker_t *w = vm->worker;
     int type = (int)luaL_checkinteger(L, 1);
     const char *name = luaL_checkstring(L, 2);
     const char *help = luaL_optstring(L, 3, "");
@@ -90,12 +87,10 @@ static int l_metrics_define(lua_State *L)
             lua_pop(L, 1);
         }
     }
-    int id = dl_metric_define(w->rt->metrics, type, name, help, nl ? labels : NULL, nl,
+    int id = dl_metric_define(h->metrics, type, name, help, nl ? labels : NULL, nl,
                               nb ? buckets : NULL, nb);
     if (id < 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "metric %s: invalid or conflicting definition", name);
-        return 2;
+        return dl_lua_failf(L, NULL, "metric %s: invalid or conflicting definition", name);
     }
     lua_pushinteger(L, id);
     return 1;
@@ -109,10 +104,9 @@ static int l_metrics_update(lua_State *L)
 {
     int kind = (int)luaL_checkinteger(L, 1);
     int id = (int)luaL_checkinteger(L, 2);
-    dl_vm_t *vm = dl_vm_of(L);
-    if (id < 0 || vm == NULL || vm->worker == NULL)
+    const dl_lua_host_t *h = dl_lua_host(L);
+    if (id < 0 || h == NULL || h->metrics == NULL)
         return 0;
-    dl_worker_t *w = vm->worker;
     double v = luaL_optnumber(L, 4, 1);
     const char *vals[MAX_LABELS];
     const char *const *lv = NULL;
@@ -131,24 +125,27 @@ static int l_metrics_update(lua_State *L)
         }
         lv = vals;
     }
-    dl_metrics_t *m = w->rt->metrics;
+    dl_metrics_t *m = h->metrics;
     if (kind == UPDATE_ADD)
-        dl_metric_add(m, w->id, id, lv, v);
+        dl_metric_add(m, h->worker_id, id, lv, v);
     else if (kind == UPDATE_SET)
         /* an app gauge holds one value, the last set from any worker: the
          * shared slot (a mutex) rather than per-worker slots that would sum */
-        dl_metric_set(m, w->rt->cfg.workers, id, lv, v);
+        dl_metric_set(m, h->metrics_shared, id, lv, v);
     else
-        dl_metric_observe(m, w->id, id, lv, v);
+        dl_metric_observe(m, h->worker_id, id, lv, v);
     return 0;
 }
 
 /* metrics_core.reload_status() -> {generation, reloads, failed, last_ok, last_error, last_reload_time} */
 static int l_metrics_reload_status(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
+    const dl_lua_host_t *h = host_of(L);
     dl_reload_status_t st;
-    dl_runtime_reload_status(w->rt, &st);
+    memset(&st, 0, sizeof(st));
+    st.last_ok = 1;
+    if (h->reload_status)
+        h->reload_status(h->data, &st);
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, st.generation);
     lua_setfield(L, -2, "generation");
@@ -185,13 +182,13 @@ static long proc_status_kb(const char *key)
 /* metrics_core.process() -> {uptime, rss_bytes, peak_rss_bytes, cpu_user, cpu_system, pid, workers} */
 static int l_metrics_process(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
+    const dl_lua_host_t *h = host_of(L);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
     lua_createtable(L, 0, 8);
-    lua_pushnumber(L, (double)tv.tv_sec + tv.tv_usec / 1e6 - w->rt->start_time);
+    lua_pushnumber(L, (double)tv.tv_sec + tv.tv_usec / 1e6 - h->start_time);
     lua_setfield(L, -2, "uptime");
     lua_pushnumber(L, (double)proc_status_kb("VmRSS:") * 1024);
     lua_setfield(L, -2, "rss_bytes");
@@ -203,7 +200,7 @@ static int l_metrics_process(lua_State *L)
     lua_setfield(L, -2, "cpu_system");
     lua_pushinteger(L, (lua_Integer)getpid());
     lua_setfield(L, -2, "pid");
-    lua_pushinteger(L, w->rt->n_workers);
+    lua_pushinteger(L, h->n_workers ? *h->n_workers : 0);
     lua_setfield(L, -2, "workers");
     return 1;
 }
@@ -211,26 +208,23 @@ static int l_metrics_process(lua_State *L)
 /* metrics_core.workers() -> {{id, connections, lua_memory_bytes, requests}, ...} */
 static int l_metrics_workers(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
-    dl_runtime_t *rt = w->rt;
-    lua_createtable(L, rt->n_workers, 0);
-    for (int i = 0; i < rt->n_workers; i++) {
-        dl_worker_t *x = &rt->workers[i];
-        char wid[16];
-        snprintf(wid, sizeof(wid), "%d", i);
-        const char *lv[1] = {wid};
+    const dl_lua_host_t *h = host_of(L);
+    int n = h->n_workers ? *h->n_workers : 0;
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        dl_lua_worker_stats_t st = {0, 0, 0};
+        if (h->worker_stats)
+            h->worker_stats(h->data, i, &st);
+        if (i == h->worker_id) /* this VM's own figure, not the one last published */
+            st.lua_memory_bytes = (double)lua_gc(L, LUA_GCCOUNT, 0) * 1024;
         lua_createtable(L, 0, 4);
         lua_pushinteger(L, i);
         lua_setfield(L, -2, "id");
-        /* figures other workers publish on their sweep: read through the registry */
-        double conns = x == w ? (double)w->n_conns : dl_metric_value(rt->metrics, rt->m.connections, lv);
-        lua_pushnumber(L, conns < 0 ? 0 : conns);
+        lua_pushnumber(L, st.connections < 0 ? 0 : st.connections);
         lua_setfield(L, -2, "connections");
-        double mem = x == w ? (double)lua_gc(L, LUA_GCCOUNT, 0) * 1024
-                            : dl_metric_value(rt->metrics, rt->m.lua_memory, lv);
-        lua_pushnumber(L, mem < 0 ? 0 : mem);
+        lua_pushnumber(L, st.lua_memory_bytes < 0 ? 0 : st.lua_memory_bytes);
         lua_setfield(L, -2, "lua_memory_bytes");
-        lua_pushnumber(L, (double)__atomic_load_n(&x->n_requests, __ATOMIC_RELAXED));
+        lua_pushnumber(L, st.requests);
         lua_setfield(L, -2, "requests");
         lua_rawseti(L, -2, i + 1);
     }
@@ -240,11 +234,11 @@ static int l_metrics_workers(lua_State *L)
 /* metrics_core.memory_cache() -> {items, bytes, max_bytes, hits, misses, evictions} | nil */
 static int l_metrics_memory_cache(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
-    if (w->rt->memcache == NULL)
+    const dl_lua_host_t *h = host_of(L);
+    if (h->memcache == NULL)
         return 0;
     dl_memcache_stats_t st;
-    dl_memcache_stats(w->rt->memcache, &st);
+    dl_memcache_stats(h->memcache, &st);
     lua_createtable(L, 0, 7);
     lua_pushnumber(L, (double)st.items);
     lua_setfield(L, -2, "items");
@@ -266,8 +260,8 @@ static int l_metrics_memory_cache(lua_State *L)
 /* metrics_core.database_file() -> {path, size_bytes, wal_bytes} | nil */
 static int l_metrics_database_file(lua_State *L)
 {
-    dl_worker_t *w = worker_of(L);
-    const char *p = w->rt->db_path;
+    const dl_lua_host_t *h = host_of(L);
+    const char *p = h->db_path;
     if (p == NULL)
         return 0;
     struct stat st;

@@ -16,9 +16,9 @@
 
 #include "backend/breaker.h"
 #include "common/internal.h"
+#include "lua/lua_error.h"
 #include "lua/lua_vm.h"
 #include "backend/redis_pool.h"
-#include "server/worker.h"
 #include "bindings/dl_bindings.h"
 
 #define MAX_ARGS (1024 * 1024)
@@ -34,29 +34,22 @@ typedef struct {
 static int push_failure(lua_State *L, dl_redis_pool_t *pool, int status)
 {
     const char *why = pool != NULL ? dl_redis_pool_last_error(pool) : "";
-    lua_pushnil(L);
+    const char *name = dl_err_name(status);
     switch (status) {
     case DL_EUNAVAIL:
-        lua_pushfstring(L, "redis: unavailable (%s)", why[0] ? why : "no connection");
-        break;
+        return dl_lua_failf(L, name, "redis: unavailable (%s)", why[0] ? why : "no connection");
     case DL_EREDIS:
-        lua_pushfstring(L, "redis: cannot log in (%s)", why[0] ? why : "refused");
-        break;
+        return dl_lua_failf(L, name, "redis: cannot log in (%s)", why[0] ? why : "refused");
     case DL_EUNKNOWN:
-        lua_pushliteral(L, "redis: connection lost after the command was sent: its outcome "
-                           "is unknown (it may have run)");
-        break;
+        return dl_lua_fail(L, "redis: connection lost after the command was sent: its outcome "
+                              "is unknown (it may have run)", name);
     case DL_ETIMEDOUT:
-        lua_pushliteral(L, "redis: timed out (a write may have run)");
-        break;
+        return dl_lua_fail(L, "redis: timed out (a write may have run)", name);
     case DL_EIO:
-        lua_pushliteral(L, "redis: connection lost");
-        break;
+        return dl_lua_fail(L, "redis: connection lost", name);
     default:
-        lua_pushfstring(L, "redis: %s", dl_strerror(status));
+        return dl_lua_failf(L, name, "redis: %s", dl_strerror(status));
     }
-    lua_pushstring(L, dl_err_name(status));
-    return 3;
 }
 
 static void push_reply(lua_State *L, redisReply *r, int depth)
@@ -102,16 +95,10 @@ static int push_results(lua_State *L, dl_redis_pool_t *pool, int status, redisRe
         return push_failure(L, pool, status);
     if (!pipeline) {
         redisReply *r = n > 0 ? replies[0] : NULL;
-        if (r == NULL) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "redis: no reply");
-            return 2;
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            lua_pushnil(L);
-            lua_pushlstring(L, r->str, r->len);
-            return 2;
-        }
+        if (r == NULL)
+            return dl_lua_fail(L, "redis: no reply", NULL);
+        if (r->type == REDIS_REPLY_ERROR)
+            return dl_lua_fail_len(L, r->str, r->len, NULL);
         push_reply(L, r, 0);
         return 1;
     }
@@ -146,8 +133,8 @@ static void cancel_call(void *data)
 
 static dl_redis_pool_t *pool_of(lua_State *L)
 {
-    dl_vm_t *vm = dl_vm_of(L);
-    return vm && vm->worker ? vm->worker->redis : NULL;
+    const dl_lua_host_t *h = dl_lua_host(L);
+    return h ? h->redis : NULL;
 }
 
 /* The first command's name, upper-cased into name (for messages). */
@@ -184,18 +171,14 @@ static int send_and_park(lua_State *L, int ncmds, const int *argcs, const char *
                          const size_t *const *lens, int pipeline, int flags)
 {
     dl_redis_pool_t *pool = pool_of(L);
-    if (pool == NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "redis is not configured (set REDIS_URL)");
-        return 2;
-    }
+    if (pool == NULL)
+        return dl_lua_fail(L, "redis is not configured (set REDIS_URL)", NULL);
     dl_task_t *t = dl_task_current(L);
     call_t *c = t ? dl_calloc(1, sizeof(*c)) : NULL;
     if (c == NULL) {
         /* no longjmp here: the caller still has to free its arrays */
-        lua_pushnil(L);
-        lua_pushstring(L, t ? "out of memory" : "redis calls can only run inside a handler");
-        return 2;
+        return dl_lua_fail(L, t ? "out of memory" : "redis calls can only run inside a handler",
+                           NULL);
     }
     c->task = t;
     c->pool = pool;
@@ -211,19 +194,17 @@ static int send_and_park(lua_State *L, int ncmds, const int *argcs, const char *
         else
             upper_name(name, sizeof(name), argvs, lens, ncmds);
         dl_free(c);
-        lua_pushnil(L);
         if (sub >= 0)
-            lua_pushfstring(L, "redis: %s is not available through api.redis: a subscribed "
-                               "connection cannot serve other commands, and the pool's connections "
-                               "serve every request", name);
-        else
-            lua_pushfstring(L, "redis: %s cannot run on the shared connection pool (it would "
-                               "change the connection for every request: SELECT, AUTH, HELLO, "
-                               "QUIT, RESET, MONITOR, SYNC and CLIENT REPLY are refused; a MULTI "
-                               "or WATCH must end in the same pipeline)",
+            return dl_lua_failf(L, dl_err_name(rc),
+                                "redis: %s is not available through api.redis: a subscribed "
+                                "connection cannot serve other commands, and the pool's "
+                                "connections serve every request", name);
+        return dl_lua_failf(L, dl_err_name(rc),
+                            "redis: %s cannot run on the shared connection pool (it would "
+                            "change the connection for every request: SELECT, AUTH, HELLO, "
+                            "QUIT, RESET, MONITOR, SYNC and CLIENT REPLY are refused; a MULTI "
+                            "or WATCH must end in the same pipeline)",
                             name[0] ? name : "the command");
-        lua_pushstring(L, dl_err_name(rc));
-        return 3;
     }
     if (rc != 0) {
         dl_free(c);

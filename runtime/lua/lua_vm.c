@@ -27,9 +27,9 @@
 #include "common/codec_msgpack.h"
 #include "http1/conn.h"
 #include "lua/embedded.h"
+#include "lua/lua_error.h"
 #include "common/internal.h"
 #include "core/upload.h"
-#include "server/worker.h"
 
 #define CO_POOL_MAX 256
 
@@ -45,6 +45,12 @@ dl_vm_t *dl_vm_of(lua_State *L)
     dl_vm_t *vm = lua_touserdata(L, -1);
     lua_pop(L, 1);
     return vm;
+}
+
+const dl_lua_host_t *dl_lua_host(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    return vm && vm->host && vm->host->loop ? vm->host : NULL;
 }
 
 /* ======================================================= module loading */
@@ -92,12 +98,12 @@ static int env_newindex(lua_State *L)
     return lua_error(L);
 }
 
-dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
+dl_vm_t *dl_vm_new(const dl_lua_host_t *host, const dl_config_t *cfg)
 {
     dl_vm_t *vm = dl_calloc(1, sizeof(*vm));
     if (vm == NULL)
         return NULL;
-    vm->worker = w;
+    vm->host = host;
     vm->cfg = cfg;
     vm->co_pool = dl_calloc(CO_POOL_MAX, sizeof(lua_State *));
     vm->co_pool_refs = dl_calloc(CO_POOL_MAX, sizeof(int));
@@ -124,7 +130,8 @@ dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg)
     preload(L, "devloop.redis_core", luaopen_devloop_redis_core);
     preload(L, "devloop.db_core", luaopen_devloop_db_core);
     preload(L, "devloop.metrics_core", luaopen_devloop_metrics_core);
-    dl__preload_user_modules(L); /* the embedder's (dl_add_lua_module) */
+    if (host && host->preload)
+        host->preload(L); /* the embedder's (dl_add_lua_module) */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
     for (const dl_embedded_t *e = dl_embedded_scripts; e->module; e++) {
@@ -241,7 +248,8 @@ void dl_vm_cancel_tasks(dl_vm_t *vm)
             t->cancel(t->cancel_data);
         if (t->req && t->parent == NULL && !t->detached) {
             t->req->task = NULL;
-            dl_worker_req_release(t->req->worker, t->req);
+            if (vm->host && vm->host->req_release)
+                vm->host->req_release(vm->host->data, t->req);
         }
         task_free(t, 0);
     }
@@ -1127,7 +1135,7 @@ int dl__spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     dl_vm_t *vm = dl_vm_of(L);
-    if (vm == NULL || vm->worker == NULL)
+    if (vm == NULL || dl_lua_host(L) == NULL)
         return luaL_error(L, "spawn is only available while serving");
     int nargs = lua_gettop(L) - 1;
     dl_task_t *t = task_new(vm, NULL);
@@ -1159,9 +1167,7 @@ void dl_task_resume_string(dl_task_t *t, const char *s, size_t len, const char *
         lua_pushlstring(t->co, s ? s : "", len);
         dl_task_resume(t, 1);
     } else {
-        lua_pushnil(t->co);
-        lua_pushstring(t->co, err);
-        dl_task_resume(t, 2);
+        dl_task_resume(t, dl_lua_fail(t->co, err, NULL));
     }
 }
 
@@ -1385,7 +1391,7 @@ int dl__race(lua_State *L)
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     dl_task_t *t = dl_task_current(L);
-    if (t == NULL || t->vm->worker == NULL)
+    if (t == NULL || dl_lua_host(L) == NULL)
         return luaL_error(L, "with_timeout can only run inside a handler");
     dl_task_t *c = task_new(t->vm, t->req);
     race_t *r = dl_calloc(1, sizeof(*r));
@@ -1416,7 +1422,7 @@ int dl__race(lua_State *L)
         push_outcome(L, t, 1);
         return 2;
     }
-    uv_timer_init(&t->vm->worker->loop, &r->timer);
+    uv_timer_init(t->vm->host->loop, &r->timer);
     r->timer.data = r;
     uv_timer_start(&r->timer, on_race_timeout, (uint64_t)(ms > 0 ? ms : 0), 0);
     t->joining = 1;
@@ -2110,9 +2116,7 @@ int dl__route(lua_State *L)
     const char *pattern = luaL_checkstring(L, 2);
     luaL_checktype(L, 4, LUA_TFUNCTION);
     if (vm == NULL || vm->loading == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, "routes can only be declared while the app loads");
-        return 2;
+        return dl_lua_fail(L, "routes can only be declared while the app loads", NULL);
     }
     size_t body_limit = 0;
     if (lua_istable(L, 3)) {
@@ -2120,9 +2124,7 @@ int dl__route(lua_State *L)
         if (!lua_isnil(L, -1)) {
             lua_Number v = lua_tonumber(L, -1);
             if (v <= 0) {
-                lua_pushnil(L);
-                lua_pushstring(L, "body_limit must be a positive number of bytes");
-                return 2;
+                return dl_lua_fail(L, "body_limit must be a positive number of bytes", NULL);
             }
             body_limit = (size_t)v;
         }
@@ -2139,9 +2141,8 @@ int dl__route(lua_State *L)
                 if (!lua_isnil(L, -1)) {
                     lua_Number v = lua_tonumber(L, -1);
                     if (v <= 0) {
-                        lua_pushnil(L);
-                        lua_pushstring(L, "upload.max_bytes must be a positive number of bytes");
-                        return 2;
+                        return dl_lua_fail(
+                            L, "upload.max_bytes must be a positive number of bytes", NULL);
                     }
                     upload_limit = (size_t)v;
                 }
@@ -2172,9 +2173,7 @@ int dl__route(lua_State *L)
             luaL_unref(L, LUA_REGISTRYINDEX, r->precheck_ref);
         dl_free(r->pattern);
         dl_free(r);
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
+        return dl_lua_fail(L, err, NULL);
     }
     lua_pushvalue(L, 4);
     r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);

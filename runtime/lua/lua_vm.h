@@ -13,8 +13,7 @@
 #include "common/buf.h"
 #include "core/http.h"
 #include "common/internal.h"
-
-struct dl_worker_s;
+#include "lua/lua_host.h"
 
 /** A route as declared by api.get/post/...: what the router stores. */
 typedef struct dl_route_s {
@@ -75,7 +74,7 @@ struct dl_task_s {
 
 struct dl_vm_s {
     lua_State *L;
-    struct dl_worker_s *worker; /* NULL in a check-only VM */
+    const dl_lua_host_t *host;  /* its runner's (lua_host.h); NULL: none at all */
     const dl_config_t *cfg;
     dl_gen_t *gen;              /* the current generation */
     dl_gen_t *old;              /* retired generations with requests in flight */
@@ -100,8 +99,10 @@ struct dl_vm_s {
     } guard;
 };
 
-/** Creates a VM: standard libraries, the devloop modules, cjson. */
-dl_vm_t *dl_vm_new(struct dl_worker_s *w, const dl_config_t *cfg);
+/** Creates a VM: standard libraries, the devloop modules, cjson. host (kept,
+ * not copied) gives it the loop and the backends while serving; with its loop
+ * NULL, or host NULL, the VM only loads and checks. */
+dl_vm_t *dl_vm_new(const dl_lua_host_t *host, const dl_config_t *cfg);
 void dl_vm_free(dl_vm_t *vm);
 /** Detaches every parked task and drops its request (graceful stop is over). */
 void dl_vm_cancel_tasks(dl_vm_t *vm);
@@ -149,8 +150,6 @@ dl_task_t *dl_task_current(lua_State *L);
 void dl_task_park(dl_task_t *t, void (*cancel)(void *), void *data);
 /* Resumes a parked task with a string (err NULL) or with nil, err. */
 void dl_task_resume_string(dl_task_t *t, const char *s, size_t len, const char *err);
-/* embed_api.c: preloads the modules registered with dl_add_lua_module() */
-void dl__preload_user_modules(lua_State *L);
 /** Resumes a parked task with nargs values already pushed on t->co. */
 void dl_task_resume(dl_task_t *t, int nargs);
 

@@ -101,12 +101,12 @@ static void cancel_pending(void *data)
 dl_pending_t *dl_pending_new(lua_State *L)
 {
     dl_task_t *t = dl_task_current(L);
-    if (t == NULL || t->vm->worker == NULL)
+    if (t == NULL || dl_lua_host(L) == NULL)
         return NULL;
     dl_pending_t *p = dl_calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
-    if (uv_async_init(&t->vm->worker->loop, &p->async, on_pending_async) != 0) {
+    if (uv_async_init(t->vm->host->loop, &p->async, on_pending_async) != 0) {
         dl_free(p);
         return NULL;
     }

@@ -584,7 +584,10 @@ int dl_app_check(const char *app_dir, char *errbuf, size_t errlen)
 {
     dl_config_t cfg;
     dl_config_init(&cfg);
-    dl_vm_t *vm = dl_vm_new(NULL, &cfg);
+    dl_lua_host_t host; /* a check only: no loop, no backends */
+    dl_worker_host_base(&host);
+    host.cfg = &cfg;
+    dl_vm_t *vm = dl_vm_new(&host, &cfg);
     if (vm == NULL) {
         snprintf(errbuf, errlen, "cannot create a Lua state\n");
         return 1;

@@ -6,6 +6,7 @@
 #define DL_SERVER_H
 
 #include <sys/socket.h>
+#include <lua.h>
 #include <uv.h>
 
 #include "backend/backend_stats.h"
@@ -68,6 +69,9 @@ struct dl_runtime_s {
     uint64_t stop_started; /* uv_hrtime() when the workers were told to stop */
     int handle_signals;
 };
+
+/* embed_api.c: preloads the modules registered with dl_add_lua_module() */
+void dl__preload_user_modules(lua_State *L);
 
 /** Splits "host:port" / "[v6]:port" / ":port" / "port". Returns 0 or DL_EINVAL. */
 int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port);

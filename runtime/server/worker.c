@@ -16,6 +16,7 @@
 #include "http1/conn.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "server/config.h"
 #include "lua/lua_vm.h"
 #include "server/server.h"
 #include "core/upload.h"
@@ -410,6 +411,90 @@ static void worker_main(void *arg)
     __atomic_store_n(&w->thread_done, 1, __ATOMIC_RELEASE);
 }
 
+/* ============================================================ the VM's host */
+
+static int host_env(const char *name, uint64_t *out)
+{
+    if (!dl_env_known(name)) /* dl_env_u64 asserts on a name outside its table */
+        return -1;
+    *out = dl_env_u64(name);
+    return 0;
+}
+
+void dl_worker_host_base(dl_lua_host_t *host)
+{
+    memset(host, 0, sizeof(*host));
+    host->worker_id = -1;
+    host->preload = dl__preload_user_modules;
+    host->env_u64 = host_env;
+}
+
+static void host_stop(void *data)
+{
+    dl_runtime_stop(((dl_worker_t *)data)->rt);
+}
+
+static void host_reload_status(void *data, dl_reload_status_t *out)
+{
+    dl_runtime_reload_status(((dl_worker_t *)data)->rt, out);
+}
+
+/* Worker i's figures; other workers' connections and Lua memory as they
+ * published them on their sweep (read through the registry). */
+static void host_worker_stats(void *data, int i, dl_lua_worker_stats_t *out)
+{
+    dl_worker_t *w = data;
+    dl_runtime_t *rt = w->rt;
+    dl_worker_t *x = &rt->workers[i];
+    char wid[16];
+    snprintf(wid, sizeof(wid), "%d", i);
+    const char *lv[1] = {wid};
+    out->connections =
+        x == w ? (double)w->n_conns : dl_metric_value(rt->metrics, rt->m.connections, lv);
+    out->lua_memory_bytes = dl_metric_value(rt->metrics, rt->m.lua_memory, lv);
+    out->requests = (double)__atomic_load_n(&x->n_requests, __ATOMIC_RELAXED);
+}
+
+static void host_req_release(void *data, dl_req_t *req)
+{
+    (void)data;
+    dl_worker_req_release(req->worker, req);
+}
+
+static void fill_host(dl_worker_t *w)
+{
+    dl_runtime_t *rt = w->rt;
+    dl_lua_host_t *h = &w->host;
+    dl_worker_host_base(h);
+    h->loop = &w->loop;
+    h->worker_id = w->id;
+    h->n_workers = &rt->n_workers;
+    h->cfg = w->cfg;
+    h->compressor = w->compressor;
+    h->cache = w->cache;
+    h->redis = w->redis;
+    h->store = rt->store;
+    h->store_guard = rt->has_store_guard ? &rt->store_guard : NULL;
+    h->memcache = rt->memcache;
+    h->db_path = rt->db_path;
+    h->start_time = rt->start_time;
+    h->metrics = rt->metrics;
+    h->metrics_shared = rt->cfg.workers;
+    h->m.cache_lookup = rt->m.cache_lookup;
+    h->m.db_duration = rt->m.db_duration;
+    h->m.log_dropped = rt->m.log_dropped;
+    h->m.metrics_overflow = rt->m.metrics_overflow;
+    h->m.connections = rt->m.connections;
+    h->m.lua_memory = rt->m.lua_memory;
+    h->data = w;
+    h->stop = host_stop;
+    h->reload_status = host_reload_status;
+    h->worker_stats = host_worker_stats;
+    h->req_release = host_req_release;
+}
+
+/* ================================================================ worker */
+
 int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
@@ -448,7 +533,8 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
         return DL_ENOMEM;
     }
 
-    w->vm = dl_vm_new(w, w->cfg);
+    fill_host(w);
+    w->vm = dl_vm_new(&w->host, w->cfg);
     if (w->vm == NULL) {
         snprintf(err, errlen, "cannot create a Lua state");
         return DL_ENOMEM;

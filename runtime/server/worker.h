@@ -11,6 +11,7 @@
 #include "common/compress.h"
 #include "core/http.h"
 #include "common/internal.h"
+#include "lua/lua_host.h"
 
 struct dl_runtime_s;
 struct dl_vm_s;
@@ -42,6 +43,7 @@ typedef struct dl_worker_s {
     int stopping;
 
     struct dl_vm_s *vm;
+    dl_lua_host_t host;  /* what the VM is given (worker.c fill_host) */
     dl_conn_t *conns;    /* open connections, doubly linked */
     int n_conns;
     dl_conn_t *free_conns; /* pooled connection objects (DL_CONN_POOL_MAX) */
@@ -89,6 +91,10 @@ int dl_worker_start_on_caller(dl_worker_t *w);
 void dl_worker_reload(dl_worker_t *w);
 /** Joins the thread and frees what the worker owns. */
 void dl_worker_join(dl_worker_t *w);
+
+/** What every VM is given, served or only checked: the embedder's modules
+ * and the settings table (host's preload and env_u64); the rest is zeroed. */
+void dl_worker_host_base(dl_lua_host_t *host);
 
 /** The cached Date header value, refreshed once a second. */
 const char *dl_worker_date(dl_worker_t *w);

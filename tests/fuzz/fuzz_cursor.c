@@ -25,6 +25,7 @@
 #include "fuzz.h"
 #include "common/internal.h"
 #include "lua/lua_vm.h"
+#include "server/worker.h"
 
 #define LUA_COV_SIZE 4096
 __attribute__((section("__libfuzzer_extra_counters"))) static uint8_t lua_cov[LUA_COV_SIZE];
@@ -81,7 +82,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     setenv("DEVLOOP_SECRET", "fuzz-cursor-secret", 1); /* the same signatures every run */
     static dl_config_t cfg;
     dl_config_init(&cfg);
-    vm = dl_vm_new(NULL, &cfg);
+    static dl_lua_host_t host; /* a check-only VM's: the settings table, no loop */
+    dl_worker_host_base(&host);
+    host.cfg = &cfg;
+    vm = dl_vm_new(&host, &cfg);
     if (vm == NULL)
         abort();
     lua_State *L = vm->L;
