@@ -49,443 +49,21 @@
 
 #define STMT_CACHE_SIZE 64
 #define MAX_READERS 64
-#define MAX_JSON_DEPTH 100
 #define MAX_PATH_LEN 200
 #define MAX_SORT_KEYS 16
 #define MAX_PROJ_FIELDS 64
 #define MAX_COLL_LEN 64
-#define ARENA_CHUNK 8192
 #define BUSY_MS_DEFAULT 5000
 #define BUSY_MS_MAX 600000
 #define PROBE_BUSY_MS 100       /* the health probe's wait for the write lock */
 #define PROBE_INTERVAL_MS 1000  /* at most one probe write per interval */
 
-/* ------------------------------------------------------------------------ */
-/* Arena and JSON DOM                                                       */
-/* ------------------------------------------------------------------------ */
-
-typedef struct chunk_s {
-    struct chunk_s *next;
-    size_t used;
-    size_t cap;
-    size_t pad;
-    char data[];
-} chunk_t;
-
-typedef struct {
-    chunk_t *head;
-} arena_t;
-
-static void *arena_alloc(arena_t *a, size_t n)
-{
-    n = (n + 15) & ~(size_t)15;
-    chunk_t *c = a->head;
-    if (c == NULL || c->cap - c->used < n) {
-        size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
-        c = dl_malloc(sizeof(*c) + cap);
-        if (c == NULL)
-            return NULL;
-        c->used = 0;
-        c->cap = cap;
-        c->next = a->head;
-        a->head = c;
-    }
-    void *p = c->data + c->used;
-    c->used += n;
-    return p;
-}
-
-static void arena_free(arena_t *a)
-{
-    chunk_t *c = a->head;
-    while (c != NULL) {
-        chunk_t *next = c->next;
-        dl_free(c);
-        c = next;
-    }
-    a->head = NULL;
-}
-
-static char *arena_strndup(arena_t *a, const char *s, size_t n)
-{
-    char *p = arena_alloc(a, n + 1);
-    if (p != NULL) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
-enum { JV_NULL, JV_FALSE, JV_TRUE, JV_NUM, JV_STR, JV_ARR, JV_OBJ };
-
-typedef struct jv_s {
-    int type;
-    int isint;           /* JV_NUM: i holds the exact value */
-    const char *s;       /* JV_STR: decoded bytes; JV_NUM: the number's JSON text */
-    size_t len;
-    int64_t i;
-    double d;
-    size_t n, cap;       /* JV_ARR, JV_OBJ: members */
-    struct jv_s **items;
-    const char **keys;   /* JV_OBJ: decoded keys */
-    size_t *klens;
-} jv_t;
-
-static jv_t *jv_new(arena_t *a, int type)
-{
-    jv_t *v = arena_alloc(a, sizeof(*v));
-    if (v != NULL) {
-        memset(v, 0, sizeof(*v));
-        v->type = type;
-    }
-    return v;
-}
-
-/* Appends a member (key ignored for arrays); 0 or DL_ENOMEM. */
-static int jv_push(arena_t *a, jv_t *c, const char *key, size_t klen, jv_t *val)
-{
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 4;
-        jv_t **items = arena_alloc(a, cap * sizeof(*items));
-        if (items == NULL)
-            return DL_ENOMEM;
-        if (c->n > 0)
-            memcpy(items, c->items, c->n * sizeof(*items));
-        c->items = items;
-        if (c->type == JV_OBJ) {
-            const char **keys = arena_alloc(a, cap * sizeof(*keys));
-            size_t *klens = arena_alloc(a, cap * sizeof(*klens));
-            if (keys == NULL || klens == NULL)
-                return DL_ENOMEM;
-            if (c->n > 0) {
-                memcpy(keys, c->keys, c->n * sizeof(*keys));
-                memcpy(klens, c->klens, c->n * sizeof(*klens));
-            }
-            c->keys = keys;
-            c->klens = klens;
-        }
-        c->cap = cap;
-    }
-    c->items[c->n] = val;
-    if (c->type == JV_OBJ) {
-        c->keys[c->n] = key;
-        c->klens[c->n] = klen;
-    }
-    c->n++;
-    return 0;
-}
-
-static int keq(const char *k, size_t kl, const char *lit)
-{
-    size_t n = strlen(lit);
-    return kl == n && memcmp(k, lit, n) == 0;
-}
-
-/* The member named k of object o, or NULL; its index in *idx. */
-static jv_t *obj_get(const jv_t *o, const char *k, size_t kl, size_t *idx)
-{
-    if (o == NULL || o->type != JV_OBJ)
-        return NULL;
-    for (size_t j = 0; j < o->n; j++) {
-        if (o->klens[j] == kl && memcmp(o->keys[j], k, kl) == 0) {
-            if (idx != NULL)
-                *idx = j;
-            return o->items[j];
-        }
-    }
-    return NULL;
-}
-
-typedef struct {
-    const char *p, *end;
-    arena_t *a;
-    const char *err;
-} jparse_t;
-
-static void skip_ws(jparse_t *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
-}
-
-static int hex4(const char *p, unsigned *out)
-{
-    unsigned v = 0;
-    for (int k = 0; k < 4; k++) {
-        char c = p[k];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (unsigned)(c - 'A' + 10);
-        else
-            return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static size_t utf8_put(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Parses a string at j->p (a quote); the decoded bytes go to *out, *outlen. */
-static int parse_string(jparse_t *j, const char **out, size_t *outlen)
-{
-    const char *q = j->p + 1;
-    while (q < j->end && *q != '"') {
-        if (*q == '\\')
-            q++;
-        q++;
-    }
-    if (q >= j->end) {
-        j->err = "unterminated string";
-        return -1;
-    }
-    char *o = arena_alloc(j->a, (size_t)(q - j->p) + 1);
-    if (o == NULL) {
-        j->err = "out of memory";
-        return DL_ENOMEM;
-    }
-    size_t n = 0;
-    const char *p = j->p + 1;
-    while (p < q) {
-        unsigned char c = (unsigned char)*p;
-        if (c < 0x20) {
-            j->err = "control character in string";
-            return -1;
-        }
-        if (c != '\\') {
-            o[n++] = (char)c;
-            p++;
-            continue;
-        }
-        p++;
-        switch (*p) {
-        case '"': o[n++] = '"'; p++; break;
-        case '\\': o[n++] = '\\'; p++; break;
-        case '/': o[n++] = '/'; p++; break;
-        case 'b': o[n++] = '\b'; p++; break;
-        case 'f': o[n++] = '\f'; p++; break;
-        case 'n': o[n++] = '\n'; p++; break;
-        case 'r': o[n++] = '\r'; p++; break;
-        case 't': o[n++] = '\t'; p++; break;
-        case 'u': {
-            unsigned cp, lo;
-            if (q - p < 5 || hex4(p + 1, &cp) != 0) {
-                j->err = "bad \\u escape";
-                return -1;
-            }
-            p += 5;
-            if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                j->err = "lone surrogate";
-                return -1;
-            }
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (q - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) != 0 ||
-                    lo < 0xDC00 || lo > 0xDFFF) {
-                    j->err = "lone surrogate";
-                    return -1;
-                }
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            n += utf8_put(o + n, cp);
-            break;
-        }
-        default:
-            j->err = "bad escape";
-            return -1;
-        }
-    }
-    o[n] = '\0';
-    *out = o;
-    *outlen = n;
-    j->p = q + 1;
-    return 0;
-}
+#include "store/doc_json.h"
 
 static int is_digit(char c)
 {
     return c >= '0' && c <= '9';
 }
-
-static jv_t *parse_number(jparse_t *j)
-{
-    const char *s = j->p, *p = j->p;
-    int frac = 0;
-    if (p < j->end && *p == '-')
-        p++;
-    if (p < j->end && *p == '0') {
-        p++;
-    } else if (p < j->end && is_digit(*p)) {
-        while (p < j->end && is_digit(*p))
-            p++;
-    } else {
-        j->err = "bad number";
-        return NULL;
-    }
-    if (p < j->end && *p == '.') {
-        frac = 1;
-        p++;
-        if (p >= j->end || !is_digit(*p)) {
-            j->err = "bad number";
-            return NULL;
-        }
-        while (p < j->end && is_digit(*p))
-            p++;
-    }
-    if (p < j->end && (*p == 'e' || *p == 'E')) {
-        frac = 1;
-        p++;
-        if (p < j->end && (*p == '+' || *p == '-'))
-            p++;
-        if (p >= j->end || !is_digit(*p)) {
-            j->err = "bad number";
-            return NULL;
-        }
-        while (p < j->end && is_digit(*p))
-            p++;
-    }
-    jv_t *v = jv_new(j->a, JV_NUM);
-    char *txt = arena_strndup(j->a, s, (size_t)(p - s));
-    if (v == NULL || txt == NULL) {
-        j->err = "out of memory";
-        return NULL;
-    }
-    v->s = txt;
-    v->len = (size_t)(p - s);
-    v->d = strtod(txt, NULL);
-    if (!frac) {
-        errno = 0;
-        long long ll = strtoll(txt, NULL, 10);
-        if (errno == 0) {
-            v->isint = 1;
-            v->i = ll;
-        }
-    }
-    j->p = p;
-    return v;
-}
-
-static jv_t *parse_value(jparse_t *j, int depth)
-{
-    skip_ws(j);
-    if (j->p >= j->end) {
-        j->err = "unexpected end of input";
-        return NULL;
-    }
-    if (depth > MAX_JSON_DEPTH) {
-        j->err = "nested too deeply";
-        return NULL;
-    }
-    char c = *j->p;
-    if (c == '{' || c == '[') {
-        jv_t *v = jv_new(j->a, c == '{' ? JV_OBJ : JV_ARR);
-        char close = c == '{' ? '}' : ']';
-        if (v == NULL) {
-            j->err = "out of memory";
-            return NULL;
-        }
-        j->p++;
-        skip_ws(j);
-        if (j->p < j->end && *j->p == close) {
-            j->p++;
-            return v;
-        }
-        for (;;) {
-            const char *key = NULL;
-            size_t klen = 0;
-            if (v->type == JV_OBJ) {
-                skip_ws(j);
-                if (j->p >= j->end || *j->p != '"') {
-                    j->err = "expected a key";
-                    return NULL;
-                }
-                if (parse_string(j, &key, &klen) != 0)
-                    return NULL;
-                skip_ws(j);
-                if (j->p >= j->end || *j->p != ':') {
-                    j->err = "expected ':'";
-                    return NULL;
-                }
-                j->p++;
-            }
-            jv_t *item = parse_value(j, depth + 1);
-            if (item == NULL)
-                return NULL;
-            if (jv_push(j->a, v, key, klen, item) != 0) {
-                j->err = "out of memory";
-                return NULL;
-            }
-            skip_ws(j);
-            if (j->p < j->end && *j->p == ',') {
-                j->p++;
-                continue;
-            }
-            if (j->p < j->end && *j->p == close) {
-                j->p++;
-                return v;
-            }
-            j->err = "expected ',' or a closing bracket";
-            return NULL;
-        }
-    }
-    if (c == '"') {
-        jv_t *v = jv_new(j->a, JV_STR);
-        if (v == NULL) {
-            j->err = "out of memory";
-            return NULL;
-        }
-        if (parse_string(j, &v->s, &v->len) != 0)
-            return NULL;
-        return v;
-    }
-    if (c == '-' || is_digit(c))
-        return parse_number(j);
-    static const struct {
-        const char *lit;
-        int type;
-    } lits[] = {{"true", JV_TRUE}, {"false", JV_FALSE}, {"null", JV_NULL}};
-    for (size_t k = 0; k < DL_ARRAY_SIZE(lits); k++) {
-        size_t n = strlen(lits[k].lit);
-        if ((size_t)(j->end - j->p) >= n && memcmp(j->p, lits[k].lit, n) == 0) {
-            j->p += n;
-            jv_t *v = jv_new(j->a, lits[k].type);
-            if (v == NULL)
-                j->err = "out of memory";
-            return v;
-        }
-    }
-    j->err = "unexpected character";
-    return NULL;
-}
-
-/* Parses NUL-terminated text; NULL or "" parse as dflt (NULL: an error). */
-static jv_t *json_parse(arena_t *a, const char *text, const char *dflt, const char *what,
-                        dl_store_res_t *res);
 
 /* ------------------------------------------------------------------------ */
 /* Results and errors                                                       */
@@ -513,70 +91,10 @@ static void res_begin(dl_store_res_t *res)
     res->matched = 0;
 }
 
-static jv_t *json_parse(arena_t *a, const char *text, const char *dflt, const char *what,
-                        dl_store_res_t *res)
-{
-    if (text == NULL || text[0] == '\0')
-        text = dflt;
-    if (text == NULL) {
-        set_err(res, DL_EINVAL, "%s: missing JSON", what);
-        return NULL;
-    }
-    jparse_t j = {text, text + strlen(text), a, NULL};
-    jv_t *v = parse_value(&j, 0);
-    if (v != NULL) {
-        skip_ws(&j);
-        if (j.p != j.end) {
-            v = NULL;
-            j.err = "trailing characters";
-        }
-    }
-    if (v == NULL)
-        set_err(res, DL_EINVAL, "%s: malformed JSON (%s at offset %zu)", what,
-                j.err ? j.err : "error", (size_t)(j.p - text));
-    return v;
-}
-
 /* ------------------------------------------------------------------------ */
 /* JSON output                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* The shared writer: documents stored before it (or written by another
- * program) may hold bytes that are not UTF-8, and they leave as U+FFFD. */
-static void ser_str(dl_buf_t *b, const char *s, size_t n)
-{
-    dl_json_put_string(b, s, n);
-}
-
-static void ser(dl_buf_t *b, const jv_t *v)
-{
-    switch (v->type) {
-    case JV_NULL: dl_buf_append(b, "null", 4); break;
-    case JV_FALSE: dl_buf_append(b, "false", 5); break;
-    case JV_TRUE: dl_buf_append(b, "true", 4); break;
-    case JV_NUM: dl_buf_append(b, v->s, v->len); break;
-    case JV_STR: ser_str(b, v->s, v->len); break;
-    case JV_ARR:
-        dl_buf_append_char(b, '[');
-        for (size_t k = 0; k < v->n; k++) {
-            if (k > 0)
-                dl_buf_append_char(b, ',');
-            ser(b, v->items[k]);
-        }
-        dl_buf_append_char(b, ']');
-        break;
-    default:
-        dl_buf_append_char(b, '{');
-        for (size_t k = 0; k < v->n; k++) {
-            if (k > 0)
-                dl_buf_append_char(b, ',');
-            ser_str(b, v->keys[k], v->klens[k]);
-            dl_buf_append_char(b, ':');
-            ser(b, v->items[k]);
-        }
-        dl_buf_append_char(b, '}');
-    }
-}
 
 /* ------------------------------------------------------------------------ */
 /* Ids: 4-byte seconds, 5 random bytes per process, 3-byte counter         */
@@ -1159,7 +677,7 @@ typedef struct {
     dl_buf_t w;           /* the WHERE expression */
     param_t *p;
     int np, cap;
-    arena_t *ar;
+    dl_doc_arena_t *ar;
     conn_t *c;            /* for the array probes */
     const char *coll;
     dl_store_res_t *res;
@@ -1182,7 +700,7 @@ typedef struct {
     size_t pl[MAX_PROJ_FIELDS];
 } qopts_t;
 
-static void qc_init(qc_t *q, arena_t *ar, conn_t *c, const char *coll, dl_store_res_t *res)
+static void qc_init(qc_t *q, dl_doc_arena_t *ar, conn_t *c, const char *coll, dl_store_res_t *res)
 {
     memset(q, 0, sizeof(*q));
     dl_buf_init(&q->w);
@@ -1200,7 +718,7 @@ static void qc_free(qc_t *q)
 
 static int is_id_path(const char *p, size_t n)
 {
-    return keq(p, n, "_id");
+    return dl_doc_keq(p, n, "_id");
 }
 
 /* Field paths: dot-separated segments of [A-Za-z0-9_-], so '$.path' is safe. */
@@ -1227,7 +745,7 @@ static int check_path(dl_store_res_t *res, const char *p, size_t n)
     return 0;
 }
 
-static int add_param(qc_t *q, const jv_t *v)
+static int add_param(qc_t *q, const dl_doc_t *v)
 {
     if (q->np == q->cap) {
         int cap = q->cap ? q->cap * 2 : 8;
@@ -1240,25 +758,25 @@ static int add_param(qc_t *q, const jv_t *v)
     param_t *p = &q->p[q->np];
     memset(p, 0, sizeof(*p));
     switch (v->type) {
-    case JV_NUM:
+    case DL_DOC_NUM:
         p->kind = v->isint ? PK_INT : PK_REAL;
         p->i = v->i;
         p->d = v->d;
         break;
-    case JV_TRUE:
-    case JV_FALSE:
+    case DL_DOC_TRUE:
+    case DL_DOC_FALSE:
         p->kind = PK_INT;
-        p->i = v->type == JV_TRUE;
+        p->i = v->type == DL_DOC_TRUE;
         break;
-    case JV_STR:
+    case DL_DOC_STR:
         p->kind = PK_TEXT;
         p->s = v->s;
         p->len = v->len;
         break;
     default: {
         dl_buf_t b = DL_BUF_INIT;
-        ser(&b, v);
-        char *s = b.oom ? NULL : arena_strndup(q->ar, b.data ? b.data : "", b.len);
+        dl_doc_write(&b, v);
+        char *s = b.oom ? NULL : dl_doc_strndup(q->ar, b.data ? b.data : "", b.len);
         p->kind = PK_TEXT;
         p->s = s;
         p->len = b.len;
@@ -1272,9 +790,9 @@ static int add_param(qc_t *q, const jv_t *v)
 
 static int add_param_int(qc_t *q, int64_t i)
 {
-    jv_t v;
+    dl_doc_t v;
     memset(&v, 0, sizeof(v));
-    v.type = JV_NUM;
+    v.type = DL_DOC_NUM;
     v.isint = 1;
     v.i = i;
     return add_param(q, &v);
@@ -1340,13 +858,13 @@ static int may_have_arrays(qc_t *q, const char *path, size_t plen)
 }
 
 /* Appends "path op value" with MongoDB's typing; op is =, >, >=, <, <=. */
-static int emit_cmp(qc_t *q, const char *path, size_t plen, const char *op, const jv_t *v,
+static int emit_cmp(qc_t *q, const char *path, size_t plen, const char *op, const dl_doc_t *v,
                     const char *opname)
 {
     dl_buf_t *w = &q->w;
     int pl = (int)plen;
     if (is_id_path(path, plen)) {
-        if (v->type != JV_STR) {
+        if (v->type != DL_DOC_STR) {
             dl_buf_append_str(w, "0");
             return 0;
         }
@@ -1359,7 +877,7 @@ static int emit_cmp(qc_t *q, const char *path, size_t plen, const char *op, cons
     int arr = may_have_arrays(q, path, plen);
     if (arr < 0)
         return q->res->status;
-    if (v->type == JV_NULL) {
+    if (v->type == DL_DOC_NULL) {
         if (strcmp(op, "=") != 0)
             return set_err(q->res, DL_EQUERY, "unsupported value null for %s", opname);
         dl_buf_appendf(w, "(json_extract(doc, '$.%.*s') IS NULL", pl, path);
@@ -1373,11 +891,11 @@ static int emit_cmp(qc_t *q, const char *path, size_t plen, const char *op, cons
     const char *guard;
     int js = 0;
     switch (v->type) {
-    case JV_NUM: guard = "IN ('integer', 'real')"; break;
-    case JV_STR: guard = "= 'text'"; break;
-    case JV_TRUE:
-    case JV_FALSE: guard = "IN ('true', 'false')"; break;
-    case JV_OBJ: guard = "= 'object'"; js = 1; break;
+    case DL_DOC_NUM: guard = "IN ('integer', 'real')"; break;
+    case DL_DOC_STR: guard = "= 'text'"; break;
+    case DL_DOC_TRUE:
+    case DL_DOC_FALSE: guard = "IN ('true', 'false')"; break;
+    case DL_DOC_OBJ: guard = "= 'object'"; js = 1; break;
     default: guard = "= 'array'"; js = 1; break;
     }
     if (js && strcmp(op, "=") != 0)
@@ -1399,9 +917,9 @@ static int emit_cmp(qc_t *q, const char *path, size_t plen, const char *op, cons
     return 0;
 }
 
-static int emit_in(qc_t *q, const char *path, size_t plen, const jv_t *v, const char *opname)
+static int emit_in(qc_t *q, const char *path, size_t plen, const dl_doc_t *v, const char *opname)
 {
-    if (v->type != JV_ARR)
+    if (v->type != DL_DOC_ARR)
         return set_err(q->res, DL_EINVAL, "%s on %.*s needs an array", opname, (int)plen, path);
     if (v->n == 0) {
         dl_buf_append_str(&q->w, "0");
@@ -1418,12 +936,12 @@ static int emit_in(qc_t *q, const char *path, size_t plen, const jv_t *v, const 
     return 0;
 }
 
-static int truthy(const jv_t *v)
+static int truthy(const dl_doc_t *v)
 {
-    return v->type == JV_TRUE || (v->type == JV_NUM && v->d != 0);
+    return v->type == DL_DOC_TRUE || (v->type == DL_DOC_NUM && v->d != 0);
 }
 
-static int compile_ops(qc_t *q, const char *path, size_t plen, const jv_t *ops)
+static int compile_ops(qc_t *q, const char *path, size_t plen, const dl_doc_t *ops)
 {
     static const struct {
         const char *name, *op;
@@ -1433,7 +951,7 @@ static int compile_ops(qc_t *q, const char *path, size_t plen, const jv_t *ops)
     for (size_t k = 0; k < ops->n; k++) {
         const char *name = ops->keys[k];
         size_t nl = ops->klens[k];
-        const jv_t *v = ops->items[k];
+        const dl_doc_t *v = ops->items[k];
         char opname[24];
         snprintf(opname, sizeof(opname), "%.*s", (int)DL_MIN(nl, 20), name);
         if (nl == 0 || name[0] != '$')
@@ -1443,7 +961,7 @@ static int compile_ops(qc_t *q, const char *path, size_t plen, const jv_t *ops)
             dl_buf_append_str(w, " AND ");
         int done = 0;
         for (size_t c = 0; c < DL_ARRAY_SIZE(cmps) && !done; c++) {
-            if (keq(name, nl, cmps[c].name)) {
+            if (dl_doc_keq(name, nl, cmps[c].name)) {
                 if (emit_cmp(q, path, plen, cmps[c].op, v, opname) != 0)
                     return q->res->status;
                 done = 1;
@@ -1451,20 +969,20 @@ static int compile_ops(qc_t *q, const char *path, size_t plen, const jv_t *ops)
         }
         if (done)
             continue;
-        if (keq(name, nl, "$ne")) {
+        if (dl_doc_keq(name, nl, "$ne")) {
             dl_buf_append_str(w, "NOT coalesce(");
             if (emit_cmp(q, path, plen, "=", v, opname) != 0)
                 return q->res->status;
             dl_buf_append_str(w, ", 0)");
-        } else if (keq(name, nl, "$in")) {
+        } else if (dl_doc_keq(name, nl, "$in")) {
             if (emit_in(q, path, plen, v, opname) != 0)
                 return q->res->status;
-        } else if (keq(name, nl, "$nin")) {
+        } else if (dl_doc_keq(name, nl, "$nin")) {
             dl_buf_append_str(w, "NOT coalesce(");
             if (emit_in(q, path, plen, v, opname) != 0)
                 return q->res->status;
             dl_buf_append_str(w, ", 0)");
-        } else if (keq(name, nl, "$exists")) {
+        } else if (dl_doc_keq(name, nl, "$exists")) {
             if (is_id_path(path, plen))
                 dl_buf_append_str(w, truthy(v) ? "1" : "0");
             else
@@ -1478,10 +996,10 @@ static int compile_ops(qc_t *q, const char *path, size_t plen, const jv_t *ops)
     return 0;
 }
 
-static int compile_query(qc_t *q, const jv_t *v)
+static int compile_query(qc_t *q, const dl_doc_t *v)
 {
     dl_buf_t *w = &q->w;
-    if (v->type != JV_OBJ)
+    if (v->type != DL_DOC_OBJ)
         return set_err(q->res, DL_EINVAL, "query must be a JSON object");
     if (v->n == 0) {
         dl_buf_append_str(w, "1");
@@ -1491,19 +1009,19 @@ static int compile_query(qc_t *q, const jv_t *v)
     for (size_t k = 0; k < v->n; k++) {
         const char *key = v->keys[k];
         size_t kl = v->klens[k];
-        const jv_t *val = v->items[k];
+        const dl_doc_t *val = v->items[k];
         if (k > 0)
             dl_buf_append_str(w, " AND ");
         if (kl > 0 && key[0] == '$') {
             const char *join;
-            if (keq(key, kl, "$and"))
+            if (dl_doc_keq(key, kl, "$and"))
                 join = " AND ";
-            else if (keq(key, kl, "$or"))
+            else if (dl_doc_keq(key, kl, "$or"))
                 join = " OR ";
             else
                 return set_err(q->res, DL_EQUERY, "unsupported query operator %.*s",
                                (int)DL_MIN(kl, 32), key);
-            if (val->type != JV_ARR || val->n == 0)
+            if (val->type != DL_DOC_ARR || val->n == 0)
                 return set_err(q->res, DL_EINVAL, "%.*s needs a non-empty array of queries",
                                (int)kl, key);
             dl_buf_append_char(w, '(');
@@ -1519,7 +1037,7 @@ static int compile_query(qc_t *q, const jv_t *v)
         if (check_path(q->res, key, kl) != 0)
             return q->res->status;
         int rc;
-        if (val->type == JV_OBJ && val->n > 0 && val->klens[0] > 0 && val->keys[0][0] == '$')
+        if (val->type == DL_DOC_OBJ && val->n > 0 && val->klens[0] > 0 && val->keys[0][0] == '$')
             rc = compile_ops(q, key, kl, val);
         else
             rc = emit_cmp(q, key, kl, "=", val, "$eq");
@@ -1532,16 +1050,16 @@ static int compile_query(qc_t *q, const jv_t *v)
     return 0;
 }
 
-static int parse_dir(const jv_t *v, const char *f, size_t fl, dl_store_res_t *res)
+static int parse_dir(const dl_doc_t *v, const char *f, size_t fl, dl_store_res_t *res)
 {
-    if (v->type != JV_NUM || !v->isint || (v->i != 1 && v->i != -1))
+    if (v->type != DL_DOC_NUM || !v->isint || (v->i != 1 && v->i != -1))
         return set_err(res, DL_EINVAL, "sort direction for %.*s must be 1 or -1", (int)fl, f);
     return (int)v->i;
 }
 
-static int add_sort(qopts_t *o, const jv_t *field, const jv_t *dir, dl_store_res_t *res)
+static int add_sort(qopts_t *o, const dl_doc_t *field, const dl_doc_t *dir, dl_store_res_t *res)
 {
-    if (field->type != JV_STR)
+    if (field->type != DL_DOC_STR)
         return set_err(res, DL_EINVAL, "sort: field names must be strings");
     if (check_path(res, field->s, field->len) != 0)
         return res->status;
@@ -1557,53 +1075,53 @@ static int add_sort(qopts_t *o, const jv_t *field, const jv_t *dir, dl_store_res
     return 0;
 }
 
-static int parse_opts(arena_t *ar, const char *text, qopts_t *o, dl_store_res_t *res)
+static int parse_opts(dl_doc_arena_t *ar, const char *text, qopts_t *o, dl_store_res_t *res)
 {
     memset(o, 0, sizeof(*o));
     o->proj_id = 1;
-    jv_t *v = json_parse(ar, text, "{}", "opts", res);
+    dl_doc_t *v = dl_doc_parse(ar, text, "{}", "opts", res);
     if (v == NULL)
         return res->status;
-    if (v->type != JV_OBJ)
+    if (v->type != DL_DOC_OBJ)
         return set_err(res, DL_EINVAL, "opts must be a JSON object");
     for (size_t k = 0; k < v->n; k++) {
         const char *key = v->keys[k];
         size_t kl = v->klens[k];
-        const jv_t *val = v->items[k];
-        if (keq(key, kl, "sort")) {
-            if (val->type == JV_ARR) {
+        const dl_doc_t *val = v->items[k];
+        if (dl_doc_keq(key, kl, "sort")) {
+            if (val->type == DL_DOC_ARR) {
                 for (size_t j = 0; j < val->n; j++) {
-                    const jv_t *pair = val->items[j];
-                    if (pair->type != JV_ARR || pair->n != 2)
+                    const dl_doc_t *pair = val->items[j];
+                    if (pair->type != DL_DOC_ARR || pair->n != 2)
                         return set_err(res, DL_EINVAL, "sort: expected [field, 1|-1] pairs");
                     if (add_sort(o, pair->items[0], pair->items[1], res) != 0)
                         return res->status;
                 }
-            } else if (val->type == JV_OBJ) {
+            } else if (val->type == DL_DOC_OBJ) {
                 for (size_t j = 0; j < val->n; j++) {
-                    jv_t f;
+                    dl_doc_t f;
                     memset(&f, 0, sizeof(f));
-                    f.type = JV_STR;
+                    f.type = DL_DOC_STR;
                     f.s = val->keys[j];
                     f.len = val->klens[j];
                     if (add_sort(o, &f, val->items[j], res) != 0)
                         return res->status;
                 }
-            } else if (val->type != JV_NULL) {
+            } else if (val->type != DL_DOC_NULL) {
                 return set_err(res, DL_EINVAL, "sort must be an array of pairs or an object");
             }
-        } else if (keq(key, kl, "skip") || keq(key, kl, "limit")) {
-            if (val->type != JV_NUM || !val->isint || val->i < 0)
+        } else if (dl_doc_keq(key, kl, "skip") || dl_doc_keq(key, kl, "limit")) {
+            if (val->type != DL_DOC_NUM || !val->isint || val->i < 0)
                 return set_err(res, DL_EINVAL, "%.*s must be a non-negative integer", (int)kl,
                                key);
             if (key[0] == 's')
                 o->skip = val->i;
             else
                 o->limit = val->i;
-        } else if (keq(key, kl, "projection")) {
-            if (val->type == JV_NULL)
+        } else if (dl_doc_keq(key, kl, "projection")) {
+            if (val->type == DL_DOC_NULL)
                 continue;
-            if (val->type != JV_OBJ)
+            if (val->type != DL_DOC_OBJ)
                 return set_err(res, DL_EINVAL, "projection must be an object");
             for (size_t j = 0; j < val->n; j++) {
                 const char *f = val->keys[j];
@@ -1652,7 +1170,7 @@ static void append_order(dl_buf_t *b, const qopts_t *o)
 }
 
 /* Builds "<head> FROM c_<coll> WHERE <query> [ORDER BY] [LIMIT]" into sql. */
-static int build_sql(qc_t *q, dl_buf_t *sql, const char *head, const jv_t *query,
+static int build_sql(qc_t *q, dl_buf_t *sql, const char *head, const dl_doc_t *query,
                      const qopts_t *o, int64_t limit)
 {
     if (compile_query(q, query) != 0)
@@ -1678,7 +1196,7 @@ static int build_sql(qc_t *q, dl_buf_t *sql, const char *head, const jv_t *query
 /* Projection                                                               */
 /* ------------------------------------------------------------------------ */
 
-static void proj_obj(dl_buf_t *b, const jv_t *o, const char *const *ps, const size_t *pl, int np,
+static void proj_obj(dl_buf_t *b, const dl_doc_t *o, const char *const *ps, const size_t *pl, int np,
                      int top, int keep_id)
 {
     int first = 1;
@@ -1704,15 +1222,15 @@ static void proj_obj(dl_buf_t *b, const jv_t *o, const char *const *ps, const si
                 }
             }
         }
-        if (!whole && (nsub == 0 || o->items[k]->type != JV_OBJ))
+        if (!whole && (nsub == 0 || o->items[k]->type != DL_DOC_OBJ))
             continue;
         if (!first)
             dl_buf_append_char(b, ',');
         first = 0;
-        ser_str(b, key, kl);
+        dl_json_put_string(b, key, kl);
         dl_buf_append_char(b, ':');
         if (whole)
-            ser(b, o->items[k]);
+            dl_doc_write(b, o->items[k]);
         else
             proj_obj(b, o->items[k], sub, subl, nsub, 0, 0);
     }
@@ -1726,15 +1244,14 @@ static int append_doc(dl_buf_t *out, const char *doc, size_t len, const qopts_t 
         dl_buf_append(out, doc, len);
         return 0;
     }
-    arena_t ar = {NULL};
-    jparse_t j = {doc, doc + len, &ar, NULL};
-    jv_t *v = parse_value(&j, 0);
-    if (v == NULL || v->type != JV_OBJ) {
-        arena_free(&ar);
+    dl_doc_arena_t ar = {NULL};
+    dl_doc_t *v = dl_doc_parse_stored(&ar, doc, len);
+    if (v == NULL || v->type != DL_DOC_OBJ) {
+        dl_doc_arena_free(&ar);
         return set_err(res, DL_EIO, "stored document is not a JSON object");
     }
     proj_obj(out, v, o->pp, o->pl, o->nproj, 1, o->proj_id);
-    arena_free(&ar);
+    dl_doc_arena_free(&ar);
     return 0;
 }
 
@@ -1742,9 +1259,9 @@ static int append_doc(dl_buf_t *out, const char *doc, size_t len, const qopts_t 
 /* Updates                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static jv_t *jv_copy(arena_t *a, const jv_t *v)
+static dl_doc_t *jv_copy(dl_doc_arena_t *a, const dl_doc_t *v)
 {
-    jv_t *c = jv_new(a, v->type);
+    dl_doc_t *c = dl_doc_new(a, v->type);
     if (c == NULL)
         return NULL;
     c->isint = v->isint;
@@ -1753,41 +1270,41 @@ static jv_t *jv_copy(arena_t *a, const jv_t *v)
     c->i = v->i;
     c->d = v->d;
     for (size_t k = 0; k < v->n; k++) {
-        jv_t *item = jv_copy(a, v->items[k]);
+        dl_doc_t *item = jv_copy(a, v->items[k]);
         if (item == NULL ||
-            jv_push(a, c, v->keys ? v->keys[k] : NULL, v->klens ? v->klens[k] : 0, item) != 0)
+            dl_doc_push(a, c, v->keys ? v->keys[k] : NULL, v->klens ? v->klens[k] : 0, item) != 0)
             return NULL;
     }
     return c;
 }
 
-static int obj_set(arena_t *a, jv_t *o, const char *k, size_t kl, jv_t *val)
+static int obj_set(dl_doc_arena_t *a, dl_doc_t *o, const char *k, size_t kl, dl_doc_t *val)
 {
     size_t idx;
-    if (obj_get(o, k, kl, &idx) != NULL) {
+    if (dl_doc_get(o, k, kl, &idx) != NULL) {
         o->items[idx] = val;
         return 0;
     }
-    return jv_push(a, o, k, kl, val);
+    return dl_doc_push(a, o, k, kl, val);
 }
 
 /* Checks an update document before any write. */
-static int upd_check(const jv_t *u, dl_store_res_t *res)
+static int upd_check(const dl_doc_t *u, dl_store_res_t *res)
 {
-    if (u->type != JV_OBJ || u->n == 0)
+    if (u->type != DL_DOC_OBJ || u->n == 0)
         return set_err(res, DL_EINVAL, "update must be a non-empty JSON object");
     for (size_t k = 0; k < u->n; k++) {
         const char *op = u->keys[k];
         size_t ol = u->klens[k];
-        const jv_t *fields = u->items[k];
+        const dl_doc_t *fields = u->items[k];
         if (ol == 0 || op[0] != '$')
             return set_err(res, DL_EQUERY, "unsupported update: replacement documents (field "
                            "%.*s); use $set", (int)DL_MIN(ol, 64), op);
-        if (!keq(op, ol, "$set") && !keq(op, ol, "$inc") && !keq(op, ol, "$unset") &&
-            !keq(op, ol, "$push"))
+        if (!dl_doc_keq(op, ol, "$set") && !dl_doc_keq(op, ol, "$inc") && !dl_doc_keq(op, ol, "$unset") &&
+            !dl_doc_keq(op, ol, "$push"))
             return set_err(res, DL_EQUERY, "unsupported update operator %.*s",
                            (int)DL_MIN(ol, 32), op);
-        if (fields->type != JV_OBJ)
+        if (fields->type != DL_DOC_OBJ)
             return set_err(res, DL_EINVAL, "%.*s needs an object of fields", (int)ol, op);
         for (size_t j = 0; j < fields->n; j++) {
             const char *f = fields->keys[j];
@@ -1796,7 +1313,7 @@ static int upd_check(const jv_t *u, dl_store_res_t *res)
                 return res->status;
             if (is_id_path(f, fl) || (fl > 3 && memcmp(f, "_id.", 4) == 0))
                 return set_err(res, DL_EINVAL, "%.*s: _id cannot be changed", (int)ol, op);
-            if (keq(op, ol, "$inc") && fields->items[j]->type != JV_NUM)
+            if (dl_doc_keq(op, ol, "$inc") && fields->items[j]->type != DL_DOC_NUM)
                 return set_err(res, DL_EINVAL, "$inc on %.*s needs a number", (int)fl, f);
         }
     }
@@ -1805,10 +1322,10 @@ static int upd_check(const jv_t *u, dl_store_res_t *res)
 
 /* The object holding the last segment of path (created when create is set),
  * or NULL when an intermediate is missing and create is not. */
-static int resolve(arena_t *a, jv_t *doc, const char *path, size_t plen, int create,
-                   jv_t **parent, const char **key, size_t *klen, dl_store_res_t *res)
+static int resolve(dl_doc_arena_t *a, dl_doc_t *doc, const char *path, size_t plen, int create,
+                   dl_doc_t **parent, const char **key, size_t *klen, dl_store_res_t *res)
 {
-    jv_t *cur = doc;
+    dl_doc_t *cur = doc;
     const char *p = path, *end = path + plen;
     *parent = NULL;
     for (;;) {
@@ -1819,14 +1336,14 @@ static int resolve(arena_t *a, jv_t *doc, const char *path, size_t plen, int cre
             *klen = (size_t)(end - p);
             return 0;
         }
-        jv_t *child = obj_get(cur, p, (size_t)(dot - p), NULL);
+        dl_doc_t *child = dl_doc_get(cur, p, (size_t)(dot - p), NULL);
         if (child == NULL) {
             if (!create)
                 return 0;
-            child = jv_new(a, JV_OBJ);
-            if (child == NULL || jv_push(a, cur, p, (size_t)(dot - p), child) != 0)
+            child = dl_doc_new(a, DL_DOC_OBJ);
+            if (child == NULL || dl_doc_push(a, cur, p, (size_t)(dot - p), child) != 0)
                 return set_err(res, DL_ENOMEM, "out of memory");
-        } else if (child->type != JV_OBJ) {
+        } else if (child->type != DL_DOC_OBJ) {
             if (!create)
                 return 0;
             return set_err(res, DL_EINVAL, "cannot create field %.*s: %.*s is not an object",
@@ -1837,9 +1354,9 @@ static int resolve(arena_t *a, jv_t *doc, const char *path, size_t plen, int cre
     }
 }
 
-static jv_t *num_add(arena_t *a, const jv_t *x, const jv_t *y)
+static dl_doc_t *num_add(dl_doc_arena_t *a, const dl_doc_t *x, const dl_doc_t *y)
 {
-    jv_t *r = jv_new(a, JV_NUM);
+    dl_doc_t *r = dl_doc_new(a, DL_DOC_NUM);
     char txt[40];
     int64_t sum;
     if (r == NULL)
@@ -1862,31 +1379,31 @@ static jv_t *num_add(arena_t *a, const jv_t *x, const jv_t *y)
         if (strpbrk(txt, ".eE") == NULL)
             strcat(txt, ".0");
     }
-    r->s = arena_strndup(a, txt, strlen(txt));
+    r->s = dl_doc_strndup(a, txt, strlen(txt));
     r->len = strlen(txt);
     return r->s ? r : NULL;
 }
 
-static int upd_apply(arena_t *a, jv_t *doc, const jv_t *u, dl_store_res_t *res)
+static int upd_apply(dl_doc_arena_t *a, dl_doc_t *doc, const dl_doc_t *u, dl_store_res_t *res)
 {
     for (size_t k = 0; k < u->n; k++) {
         const char *op = u->keys[k];
         size_t ol = u->klens[k];
-        const jv_t *fields = u->items[k];
-        int unset = keq(op, ol, "$unset");
+        const dl_doc_t *fields = u->items[k];
+        int unset = dl_doc_keq(op, ol, "$unset");
         for (size_t j = 0; j < fields->n; j++) {
             const char *f = fields->keys[j];
             size_t fl = fields->klens[j];
-            const jv_t *val = fields->items[j];
-            jv_t *parent;
+            const dl_doc_t *val = fields->items[j];
+            dl_doc_t *parent;
             const char *key;
             size_t kl, idx;
             if (resolve(a, doc, f, fl, !unset, &parent, &key, &kl, res) != 0)
                 return res->status;
             if (parent == NULL)
                 continue;
-            jv_t *cur = obj_get(parent, key, kl, &idx);
-            jv_t *nv = NULL;
+            dl_doc_t *cur = dl_doc_get(parent, key, kl, &idx);
+            dl_doc_t *nv = NULL;
             if (unset) {
                 if (cur != NULL) {
                     memmove(parent->items + idx, parent->items + idx + 1,
@@ -1899,10 +1416,10 @@ static int upd_apply(arena_t *a, jv_t *doc, const jv_t *u, dl_store_res_t *res)
                 }
                 continue;
             }
-            if (keq(op, ol, "$set")) {
+            if (dl_doc_keq(op, ol, "$set")) {
                 nv = jv_copy(a, val);
-            } else if (keq(op, ol, "$inc")) {
-                if (cur != NULL && cur->type != JV_NUM)
+            } else if (dl_doc_keq(op, ol, "$inc")) {
+                if (cur != NULL && cur->type != DL_DOC_NUM)
                     return set_err(res, DL_EINVAL, "$inc on %.*s: the field is not a number",
                                    (int)fl, f);
                 nv = cur != NULL ? num_add(a, cur, val) : jv_copy(a, val);
@@ -1910,25 +1427,25 @@ static int upd_apply(arena_t *a, jv_t *doc, const jv_t *u, dl_store_res_t *res)
                     return set_err(res, DL_EINVAL, "$inc on %.*s: result out of range",
                                    (int)fl, f);
             } else {
-                const jv_t *each = val;
+                const dl_doc_t *each = val;
                 size_t n = 1;
-                const jv_t *const *items = &val;
-                if (val->type == JV_OBJ && val->n == 1 && keq(val->keys[0], val->klens[0],
+                const dl_doc_t *const *items = &val;
+                if (val->type == DL_DOC_OBJ && val->n == 1 && dl_doc_keq(val->keys[0], val->klens[0],
                                                             "$each")) {
                     each = val->items[0];
-                    if (each->type != JV_ARR)
+                    if (each->type != DL_DOC_ARR)
                         return set_err(res, DL_EINVAL, "$push $each on %.*s needs an array",
                                        (int)fl, f);
                     n = each->n;
-                    items = (const jv_t *const *)each->items;
+                    items = (const dl_doc_t *const *)each->items;
                 }
-                if (cur != NULL && cur->type != JV_ARR)
+                if (cur != NULL && cur->type != DL_DOC_ARR)
                     return set_err(res, DL_EINVAL, "$push on %.*s: the field is not an array",
                                    (int)fl, f);
-                nv = cur != NULL ? cur : jv_new(a, JV_ARR);
+                nv = cur != NULL ? cur : dl_doc_new(a, DL_DOC_ARR);
                 for (size_t e = 0; nv != NULL && e < n; e++) {
-                    jv_t *item = jv_copy(a, items[e]);
-                    if (item == NULL || jv_push(a, nv, NULL, 0, item) != 0)
+                    dl_doc_t *item = jv_copy(a, items[e]);
+                    if (item == NULL || dl_doc_push(a, nv, NULL, 0, item) != 0)
                         nv = NULL;
                 }
             }
@@ -1959,11 +1476,11 @@ static int read_op(dl_store_t *st_, const char *coll, const char *query, const c
     res_begin(res);
     if (check_coll(coll, res) != 0)
         return res->status;
-    arena_t ar = {NULL};
+    dl_doc_arena_t ar = {NULL};
     qopts_t o;
-    jv_t *qv = json_parse(&ar, query, "{}", "query", res);
+    dl_doc_t *qv = dl_doc_parse(&ar, query, "{}", "query", res);
     if (qv == NULL || (mode != 1 && parse_opts(&ar, opts, &o, res) != 0)) {
-        arena_free(&ar);
+        dl_doc_arena_free(&ar);
         return res->status;
     }
     conn_t *c = reader_acquire(s);
@@ -1997,7 +1514,7 @@ static int read_op(dl_store_t *st_, const char *coll, const char *query, const c
         const char *txt = (const char *)sqlite3_column_text(st, col);
         size_t len = (size_t)sqlite3_column_bytes(st, col);
         if (mode == 2)
-            ser_str(&res->json, txt ? txt : "", txt ? len : 0);
+            dl_json_put_string(&res->json, txt ? txt : "", txt ? len : 0);
         else if (append_doc(&res->json, txt ? txt : "null", txt ? len : 4, &o, res) != 0)
             break;
     }
@@ -2016,7 +1533,7 @@ out:
     reader_release(s, c);
     qc_free(&q);
     dl_buf_free(&sql);
-    arena_free(&ar);
+    dl_doc_arena_free(&ar);
     if (res->status != 0)
         dl_buf_reset(&res->json);
     return res->status;
@@ -2045,13 +1562,13 @@ static int s_insert(dl_store_t *st_, const char *coll, const char *docs, dl_stor
     res_begin(res);
     if (ensure_coll(s, coll, res) != 0)
         return res->status;
-    arena_t ar = {NULL};
+    dl_doc_arena_t ar = {NULL};
     dl_buf_t all = DL_BUF_INIT;
     size_t *offs = NULL;
-    jv_t *arr = json_parse(&ar, docs, NULL, "insert", res);
+    dl_doc_t *arr = dl_doc_parse(&ar, docs, NULL, "insert", res);
     if (arr == NULL)
         goto out;
-    if (arr->type != JV_ARR) {
+    if (arr->type != DL_DOC_ARR) {
         set_err(res, DL_EINVAL, "insert expects a JSON array of documents");
         goto out;
     }
@@ -2063,16 +1580,16 @@ static int s_insert(dl_store_t *st_, const char *coll, const char *docs, dl_stor
     }
     dl_buf_append_char(&res->json, '[');
     for (size_t k = 0; k < arr->n; k++) {
-        const jv_t *d = arr->items[k];
+        const dl_doc_t *d = arr->items[k];
         char idbuf[25];
         const char *id;
         size_t idlen;
-        if (d->type != JV_OBJ) {
+        if (d->type != DL_DOC_OBJ) {
             set_err(res, DL_EINVAL, "insert: document %zu is not an object", k);
             goto out;
         }
-        const jv_t *idv = obj_get(d, "_id", 3, NULL);
-        if (idv != NULL && idv->type != JV_STR) {
+        const dl_doc_t *idv = dl_doc_get(d, "_id", 3, NULL);
+        if (idv != NULL && idv->type != DL_DOC_STR) {
             set_err(res, DL_EINVAL, "insert: document %zu: _id must be a string", k);
             goto out;
         }
@@ -2089,20 +1606,20 @@ static int s_insert(dl_store_t *st_, const char *coll, const char *docs, dl_stor
         dl_buf_append(&all, id, idlen);
         offs[4 * k + 2] = all.len;
         dl_buf_append_str(&all, "{\"_id\":");
-        ser_str(&all, id, idlen);
+        dl_json_put_string(&all, id, idlen);
         for (size_t j = 0; j < d->n; j++) {
             if (is_id_path(d->keys[j], d->klens[j]))
                 continue;
             dl_buf_append_char(&all, ',');
-            ser_str(&all, d->keys[j], d->klens[j]);
+            dl_json_put_string(&all, d->keys[j], d->klens[j]);
             dl_buf_append_char(&all, ':');
-            ser(&all, d->items[j]);
+            dl_doc_write(&all, d->items[j]);
         }
         dl_buf_append_char(&all, '}');
         offs[4 * k + 3] = all.len - offs[4 * k + 2];
         if (k > 0)
             dl_buf_append_char(&res->json, ',');
-        ser_str(&res->json, id, idlen);
+        dl_json_put_string(&res->json, id, idlen);
     }
     dl_buf_append_char(&res->json, ']');
     if (fail_oom_or(res, &all) != 0 || fail_oom_or(res, &res->json) != 0)
@@ -2133,7 +1650,7 @@ static int s_insert(dl_store_t *st_, const char *coll, const char *docs, dl_stor
 out:
     dl_free(offs);
     dl_buf_free(&all);
-    arena_free(&ar);
+    dl_doc_arena_free(&ar);
     if (res->status != 0)
         dl_buf_reset(&res->json);
     return res->status;
@@ -2149,14 +1666,14 @@ static int write_update(dl_store_t *st_, const char *coll, const char *query,
     res_begin(res);
     if (ensure_coll(s, coll, res) != 0)
         return res->status;
-    arena_t ar = {NULL};
+    dl_doc_arena_t ar = {NULL};
     qopts_t o;
     dl_buf_t sql = DL_BUF_INIT, out = DL_BUF_INIT;
     size_t *offs = NULL, noffs = 0, capoffs = 0;
     qc_t q;
     qc_init(&q, &ar, &s->writer, coll, res);
-    jv_t *qv = json_parse(&ar, query, "{}", "query", res);
-    jv_t *uv = qv ? json_parse(&ar, update, NULL, "update", res) : NULL;
+    dl_doc_t *qv = dl_doc_parse(&ar, query, "{}", "query", res);
+    dl_doc_t *uv = qv ? dl_doc_parse(&ar, update, NULL, "update", res) : NULL;
     if (uv == NULL || upd_check(uv, res) != 0 || parse_opts(&ar, fau ? opts : NULL, &o, res))
         goto out;
     if (write_begin(s, res) != 0)
@@ -2174,25 +1691,24 @@ static int write_update(dl_store_t *st_, const char *coll, const char *query,
         size_t idlen = (size_t)sqlite3_column_bytes(st, 0);
         const char *doc = (const char *)sqlite3_column_text(st, 1);
         size_t dlen = (size_t)sqlite3_column_bytes(st, 1);
-        arena_t da = {NULL};
-        jparse_t j = {doc ? doc : "", doc ? doc + dlen : "", &da, NULL};
-        jv_t *dv = parse_value(&j, 0);
+        dl_doc_arena_t da = {NULL};
+        dl_doc_t *dv = dl_doc_parse_stored(&da, doc ? doc : "", doc ? dlen : 0);
         res->matched++;
-        if (dv == NULL || dv->type != JV_OBJ) {
-            arena_free(&da);
+        if (dv == NULL || dv->type != DL_DOC_OBJ) {
+            dl_doc_arena_free(&da);
             set_err(res, DL_EIO, "stored document %.*s is not a JSON object",
                     (int)DL_MIN(idlen, 64), id ? id : "");
             break;
         }
         if (upd_apply(&da, dv, uv, res) != 0) {
-            arena_free(&da);
+            dl_doc_arena_free(&da);
             break;
         }
         if (noffs + 4 > capoffs) {
             size_t cap = capoffs ? capoffs * 2 : 64;
             size_t *n = dl_realloc(offs, cap * sizeof(*offs));
             if (n == NULL) {
-                arena_free(&da);
+                dl_doc_arena_free(&da);
                 set_err(res, DL_ENOMEM, "out of memory");
                 break;
             }
@@ -2203,10 +1719,10 @@ static int write_update(dl_store_t *st_, const char *coll, const char *query,
         offs[noffs++] = idlen;
         dl_buf_append(&out, id, idlen);
         offs[noffs++] = out.len;
-        ser(&out, dv);
+        dl_doc_write(&out, dv);
         offs[noffs] = out.len - offs[noffs - 1];
         noffs++;
-        arena_free(&da);
+        dl_doc_arena_free(&da);
         if (out.oom)
             break;
         /* unchanged documents are not written */
@@ -2250,7 +1766,7 @@ out:
     dl_buf_free(&sql);
     dl_buf_free(&out);
     dl_free(offs);
-    arena_free(&ar);
+    dl_doc_arena_free(&ar);
     if (res->status != 0) {
         dl_buf_reset(&res->json);
         res->count = 0;
@@ -2278,11 +1794,11 @@ static int s_remove(dl_store_t *st_, const char *coll, const char *query, int mu
     res_begin(res);
     if (ensure_coll(s, coll, res) != 0)
         return res->status;
-    arena_t ar = {NULL};
+    dl_doc_arena_t ar = {NULL};
     dl_buf_t sql = DL_BUF_INIT;
     qc_t q;
     qc_init(&q, &ar, &s->writer, coll, res);
-    jv_t *qv = json_parse(&ar, query, "{}", "query", res);
+    dl_doc_t *qv = dl_doc_parse(&ar, query, "{}", "query", res);
     if (qv == NULL || write_begin(s, res) != 0)
         goto out;
     if (compile_query(&q, qv) != 0)
@@ -2313,7 +1829,7 @@ end:
 out:
     qc_free(&q);
     dl_buf_free(&sql);
-    arena_free(&ar);
+    dl_doc_arena_free(&ar);
     if (res->status != 0)
         res->count = 0;
     return res->status;
@@ -2326,28 +1842,28 @@ static int s_create_index(dl_store_t *st_, const char *coll, const char *keys, i
     res_begin(res);
     if (ensure_coll(s, coll, res) != 0)
         return res->status;
-    arena_t ar = {NULL};
+    dl_doc_arena_t ar = {NULL};
     dl_buf_t name = DL_BUF_INIT, cols = DL_BUF_INIT, sql = DL_BUF_INIT;
     qopts_t o; /* the keys parse as a sort */
     memset(&o, 0, sizeof(o));
-    jv_t *kv = json_parse(&ar, keys, NULL, "index keys", res);
+    dl_doc_t *kv = dl_doc_parse(&ar, keys, NULL, "index keys", res);
     if (kv == NULL)
         goto out;
-    if (kv->type == JV_ARR) {
+    if (kv->type == DL_DOC_ARR) {
         for (size_t k = 0; k < kv->n; k++) {
-            const jv_t *pair = kv->items[k];
-            if (pair->type != JV_ARR || pair->n != 2) {
+            const dl_doc_t *pair = kv->items[k];
+            if (pair->type != DL_DOC_ARR || pair->n != 2) {
                 set_err(res, DL_EINVAL, "index keys: expected [field, 1|-1] pairs");
                 goto out;
             }
             if (add_sort(&o, pair->items[0], pair->items[1], res) != 0)
                 goto out;
         }
-    } else if (kv->type == JV_OBJ) {
+    } else if (kv->type == DL_DOC_OBJ) {
         for (size_t k = 0; k < kv->n; k++) {
-            jv_t f;
+            dl_doc_t f;
             memset(&f, 0, sizeof(f));
-            f.type = JV_STR;
+            f.type = DL_DOC_STR;
             f.s = kv->keys[k];
             f.len = kv->klens[k];
             if (add_sort(&o, &f, kv->items[k], res) != 0)
@@ -2399,7 +1915,7 @@ out:
     dl_buf_free(&name);
     dl_buf_free(&cols);
     dl_buf_free(&sql);
-    arena_free(&ar);
+    dl_doc_arena_free(&ar);
     return res->status;
 }
 
@@ -2487,7 +2003,7 @@ static int s_ping(dl_store_t *st_, dl_store_res_t *res)
     if (h->code != 0) {
         dl_buf_appendf(&res->json, ",\"write\":{\"ok\":false,\"code\":\"%s\",\"error\":",
                        dl_err_name(h->code));
-        ser_str(&res->json, h->err, strlen(h->err));
+        dl_json_put_string(&res->json, h->err, strlen(h->err));
         dl_buf_append_str(&res->json, ",\"since\":");
         append_iso(&res->json, h->since_ms);
         dl_buf_append_char(&res->json, '}');
