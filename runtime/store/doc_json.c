@@ -6,7 +6,6 @@
 #include "store/doc_json.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -408,26 +407,14 @@ static dl_doc_t *parse_value(jparse_t *j, int depth)
     j->err = "unexpected character";
     return NULL;
 }
-static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(res->err, sizeof(res->err), fmt, ap);
-    va_end(ap);
-    res->status = code;
-    return code;
-}
 
 dl_doc_t *dl_doc_parse(dl_doc_arena_t *a, const char *text, const char *dflt, const char *what,
-                        dl_store_res_t *res)
+                       char *err, size_t errlen)
 {
     if (text == NULL || text[0] == '\0')
         text = dflt;
     if (text == NULL) {
-        set_err(res, DL_EINVAL, "%s: missing JSON", what);
+        snprintf(err, errlen, "%s: missing JSON", what);
         return NULL;
     }
     jparse_t j = {text, text + strlen(text), a, NULL};
@@ -440,8 +427,8 @@ dl_doc_t *dl_doc_parse(dl_doc_arena_t *a, const char *text, const char *dflt, co
         }
     }
     if (v == NULL)
-        set_err(res, DL_EINVAL, "%s: malformed JSON (%s at offset %zu)", what,
-                j.err ? j.err : "error", (size_t)(j.p - text));
+        snprintf(err, errlen, "%s: malformed JSON (%s at offset %zu)", what,
+                 j.err ? j.err : "error", (size_t)(j.p - text));
     return v;
 }
 

@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 #include "common/buf.h"
-#include "store/store.h"
 
 #define DL_DOC_MAX_DEPTH 100 /* = DL_CODEC_BODY_DEPTH: what a request body may nest */
 
@@ -53,9 +52,10 @@ int dl_doc_keq(const char *k, size_t kl, const char *lit);
 /* The member named k of object o, or NULL; its index in *idx. */
 dl_doc_t *dl_doc_get(const dl_doc_t *o, const char *k, size_t kl, size_t *idx);
 /* Parses NUL-terminated text; NULL or "" parse as dflt (NULL: an error).
- * Malformed text is DL_EINVAL in res naming what, and NULL. */
+ * Missing or malformed text (or no memory) is NULL with a message naming what
+ * in err (the callers' DL_EINVAL). */
 dl_doc_t *dl_doc_parse(dl_doc_arena_t *a, const char *text, const char *dflt, const char *what,
-                       dl_store_res_t *res);
+                       char *err, size_t errlen);
 /* One value from a stored document (len bytes, no NUL needed, what follows it
  * ignored): NULL when it does not parse. */
 dl_doc_t *dl_doc_parse_stored(dl_doc_arena_t *a, const char *s, size_t len);

@@ -82,6 +82,16 @@ static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
     return code;
 }
 
+/* dl_doc_parse() with its failure as DL_EINVAL in res. */
+static dl_doc_t *doc_parse(dl_doc_arena_t *a, const char *text, const char *dflt,
+                           const char *what, dl_store_res_t *res)
+{
+    dl_doc_t *v = dl_doc_parse(a, text, dflt, what, res->err, sizeof(res->err));
+    if (v == NULL)
+        res->status = DL_EINVAL;
+    return v;
+}
+
 static void res_begin(dl_store_res_t *res)
 {
     res->status = 0;
@@ -1079,7 +1089,7 @@ static int parse_opts(dl_doc_arena_t *ar, const char *text, qopts_t *o, dl_store
 {
     memset(o, 0, sizeof(*o));
     o->proj_id = 1;
-    dl_doc_t *v = dl_doc_parse(ar, text, "{}", "opts", res);
+    dl_doc_t *v = doc_parse(ar, text, "{}", "opts", res);
     if (v == NULL)
         return res->status;
     if (v->type != DL_DOC_OBJ)
@@ -1478,7 +1488,7 @@ static int read_op(dl_store_t *st_, const char *coll, const char *query, const c
         return res->status;
     dl_doc_arena_t ar = {NULL};
     qopts_t o;
-    dl_doc_t *qv = dl_doc_parse(&ar, query, "{}", "query", res);
+    dl_doc_t *qv = doc_parse(&ar, query, "{}", "query", res);
     if (qv == NULL || (mode != 1 && parse_opts(&ar, opts, &o, res) != 0)) {
         dl_doc_arena_free(&ar);
         return res->status;
@@ -1565,7 +1575,7 @@ static int s_insert(dl_store_t *st_, const char *coll, const char *docs, dl_stor
     dl_doc_arena_t ar = {NULL};
     dl_buf_t all = DL_BUF_INIT;
     size_t *offs = NULL;
-    dl_doc_t *arr = dl_doc_parse(&ar, docs, NULL, "insert", res);
+    dl_doc_t *arr = doc_parse(&ar, docs, NULL, "insert", res);
     if (arr == NULL)
         goto out;
     if (arr->type != DL_DOC_ARR) {
@@ -1672,8 +1682,8 @@ static int write_update(dl_store_t *st_, const char *coll, const char *query,
     size_t *offs = NULL, noffs = 0, capoffs = 0;
     qc_t q;
     qc_init(&q, &ar, &s->writer, coll, res);
-    dl_doc_t *qv = dl_doc_parse(&ar, query, "{}", "query", res);
-    dl_doc_t *uv = qv ? dl_doc_parse(&ar, update, NULL, "update", res) : NULL;
+    dl_doc_t *qv = doc_parse(&ar, query, "{}", "query", res);
+    dl_doc_t *uv = qv ? doc_parse(&ar, update, NULL, "update", res) : NULL;
     if (uv == NULL || upd_check(uv, res) != 0 || parse_opts(&ar, fau ? opts : NULL, &o, res))
         goto out;
     if (write_begin(s, res) != 0)
@@ -1798,7 +1808,7 @@ static int s_remove(dl_store_t *st_, const char *coll, const char *query, int mu
     dl_buf_t sql = DL_BUF_INIT;
     qc_t q;
     qc_init(&q, &ar, &s->writer, coll, res);
-    dl_doc_t *qv = dl_doc_parse(&ar, query, "{}", "query", res);
+    dl_doc_t *qv = doc_parse(&ar, query, "{}", "query", res);
     if (qv == NULL || write_begin(s, res) != 0)
         goto out;
     if (compile_query(&q, qv) != 0)
@@ -1846,7 +1856,7 @@ static int s_create_index(dl_store_t *st_, const char *coll, const char *keys, i
     dl_buf_t name = DL_BUF_INIT, cols = DL_BUF_INIT, sql = DL_BUF_INIT;
     qopts_t o; /* the keys parse as a sort */
     memset(&o, 0, sizeof(o));
-    dl_doc_t *kv = dl_doc_parse(&ar, keys, NULL, "index keys", res);
+    dl_doc_t *kv = doc_parse(&ar, keys, NULL, "index keys", res);
     if (kv == NULL)
         goto out;
     if (kv->type == DL_DOC_ARR) {
