@@ -2,8 +2,8 @@
  * store.h - the document store behind api.db: MongoDB-like collections of
  * JSON documents behind one front (dl_store_find() and the rest, store.c),
  * which checks every input by one set of rules and then calls the backend's
- * function table (dl_store_ops_t): SQLite (sqlite_store.c) or MongoDB
- * (mongo_store.c). Callers use the front, never the table. Queries, options, updates and
+ * function table (dl_store_ops_t): SQLite (store/sqlite/) or MongoDB
+ * (store/mongo/). Callers use the front, never the table. Queries, options, updates and
  * documents cross the interface as NUL-terminated JSON text, so the store
  * never touches Lua. Every operation blocks (run it in uv_queue_work) and is
  * thread-safe: several threads may call one store at once.

@@ -487,8 +487,8 @@ DL_TEST(mongo_unreachable)
     printf("# e.g. %s\n", res.err);
     fflush(stdout);
     EXPECT_UNREACHABLE(dl_store_find(s, "items", "{\"a\":1}", "{\"sort\":[[\"a\",-1]],\"limit\":2}",
-                                    &res),
-                       res);
+                                     &res),
+                        res);
     EXPECT_UNREACHABLE(dl_store_count(s, "items", "{}", &res), res);
     EXPECT_UNREACHABLE(dl_store_insert(s, "items", "[{\"a\":1},{\"_id\":\"" HEX_ID "\"}]", &res),
                        res);
@@ -496,9 +496,9 @@ DL_TEST(mongo_unreachable)
     EXPECT_UNREACHABLE(dl_store_update(s, "items", "{\"a\":1}", "{\"$set\":{\"b\":2}}", 1, &res),
                        res);
     EXPECT_UNREACHABLE(dl_store_find_one_and_update(s, "items", "{\"a\":1}",
-                                                   "{\"$inc\":{\"n\":1}}",
-                                                   "{\"sort\":{\"a\":1}}", &res),
-                       res);
+                                                    "{\"$inc\":{\"n\":1}}",
+                                                    "{\"sort\":{\"a\":1}}", &res),
+                        res);
     EXPECT_UNREACHABLE(dl_store_remove(s, "items", "{\"a\":1}", 0, &res), res);
     EXPECT_UNREACHABLE(dl_store_create_index(s, "items", "[[\"a\",1],[\"b\",-1]]", 1, &res), res);
     EXPECT_UNREACHABLE(dl_store_explain(s, "items", "{\"a\":1}", NULL, &res), res);
@@ -513,7 +513,7 @@ DL_TEST(mongo_unreachable)
     EXPECT_EQ(rc, DL_EQUERY);
     EXPECT_STR(res.err, "unsupported update operator $rename");
     rc = dl_store_find_one_and_update(s, "items", "{\"$where\":\"1\"}", "{\"$set\":{\"a\":1}}",
-                                     NULL, &res);
+                                      NULL, &res);
     EXPECT_EQ(rc, DL_EQUERY);
     rc = dl_store_count(s, "items", "{not json", &res);
     EXPECT_EQ(rc, DL_EINVAL);
@@ -736,10 +736,10 @@ DL_TEST(mongo_file_unreachable)
     write_file(empty, 0);
 
     EXPECT_UNREACHABLE(dl_store_file_put(s, src, "src.bin", "application/octet-stream",
-                                        "e3b0c44298fc1c149afbf4c8996fb924"
-                                        "27ae41e4649b934ca495991b7852b855",
-                                        &res),
-                       res);
+                                         "e3b0c44298fc1c149afbf4c8996fb924"
+                                         "27ae41e4649b934ca495991b7852b855",
+                                         &res),
+                        res);
     EXPECT_EQ(res.json.len, 0);
     printf("# e.g. %s\n", res.err);
     fflush(stdout);
@@ -807,10 +807,10 @@ DL_TEST(mongo_crud_live)
     EXPECT_EQ(dl_store_ping(s, &res), 0);
     EXPECT_MEM(res.json.data, res.json.len, "{\"ok\":1}", 8);
     rc = dl_store_insert(s, coll,
-                        "[{\"_id\":\"" HEX_ID "\",\"name\":\"a\",\"n\":1,"
-                        "\"at\":{\"$date\":\"2024-01-01T00:00:00.5Z\"}},"
-                        "{\"name\":\"b\",\"n\":2},{\"name\":\"c\",\"n\":3}]",
-                        &res);
+                         "[{\"_id\":\"" HEX_ID "\",\"name\":\"a\",\"n\":1,"
+                         "\"at\":{\"$date\":\"2024-01-01T00:00:00.5Z\"}},"
+                         "{\"name\":\"b\",\"n\":2},{\"name\":\"c\",\"n\":3}]",
+                         &res);
     EXPECT_EQ(rc, 0);
     EXPECT_EQ(res.count, 3);
     EXPECT(res.json.len > 2 && memcmp(res.json.data, "[\"" HEX_ID "\",\"", 29) == 0);
@@ -819,8 +819,8 @@ DL_TEST(mongo_crud_live)
     EXPECT_EQ(rc, DL_EDUPKEY);
     EXPECT(strstr(res.err, "E11000") != NULL);
 
-    rc = dl_store_find(s, coll, "{\"_id\":\"" HEX_ID "\"}", "{\"projection\":{\"name\":1,\"at\":1}}",
-                      &res);
+    rc = dl_store_find(s, coll, "{\"_id\":\"" HEX_ID "\"}",
+                       "{\"projection\":{\"name\":1,\"at\":1}}", &res);
     EXPECT_EQ(rc, 0);
     {
         const char *want =
@@ -829,8 +829,8 @@ DL_TEST(mongo_crud_live)
     }
 
     rc = dl_store_find(s, coll, "{\"n\":{\"$gte\":2}}",
-                      "{\"sort\":[[\"n\",-1]],\"projection\":{\"_id\":0,\"n\":1},\"limit\":5}",
-                      &res);
+                       "{\"sort\":[[\"n\",-1]],\"projection\":{\"_id\":0,\"n\":1},\"limit\":5}",
+                       &res);
     EXPECT_EQ(rc, 0);
     EXPECT_MEM(res.json.data, res.json.len, "[{\"n\":3},{\"n\":2}]", 17);
 
@@ -843,12 +843,12 @@ DL_TEST(mongo_crud_live)
 
     snprintf(q, sizeof(q), "{\"name\":\"b\"}");
     rc = dl_store_find_one_and_update(s, coll, q, "{\"$set\":{\"tag\":\"x\"},\"$push\":{\"l\":1}}",
-                                     "{\"projection\":{\"_id\":0}}", &res);
+                                      "{\"projection\":{\"_id\":0}}", &res);
     EXPECT_EQ(rc, 0);
     EXPECT_MEM(res.json.data, res.json.len, "{\"name\":\"b\",\"n\":12,\"tag\":\"x\",\"l\":[1]}",
                strlen("{\"name\":\"b\",\"n\":12,\"tag\":\"x\",\"l\":[1]}"));
     rc = dl_store_find_one_and_update(s, coll, "{\"name\":\"zz\"}", "{\"$set\":{\"a\":1}}", NULL,
-                                     &res);
+                                      &res);
     EXPECT_EQ(rc, 0);
     EXPECT_MEM(res.json.data, res.json.len, "null", 4);
 

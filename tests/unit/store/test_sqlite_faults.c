@@ -1,5 +1,5 @@
 /*
- * test_sqlite_faults.c - runtime/store/sqlite_store.c when the database cannot be
+ * test_sqlite_faults.c - runtime/store/sqlite/ when the database cannot be
  * written: locked by another connection past the busy timeout
  * (DEVLOOP_DB_BUSY_TIMEOUT_MS, and its validation), read-only (the writer in
  * PRAGMA query_only, SQLite's own SQLITE_READONLY) and full (max_page_count,
@@ -24,7 +24,7 @@
 #include "store/store.h"
 #include "unit.h"
 
-/* In sqlite_store.c, for unit builds only. */
+/* In runtime/store/sqlite/open.c, for tests. */
 sqlite3 *dl_sqlite_store_writer(dl_store_t *s);
 
 /* ---- helpers -------------------------------------------------------------------------------- */
@@ -61,7 +61,7 @@ static void fdb_open(fdb_t *t, const char *busy_env)
     DL_ASSERT(t->s != NULL);
     dl_store_res_init(&t->r);
     int rc = dl_store_insert(t->s, "notes", "[{\"_id\": \"a\", \"n\": 1}, {\"_id\": \"b\"}]",
-                               &t->r);
+                             &t->r);
     EXPECT_EQ(rc, 0);
 }
 
@@ -155,7 +155,7 @@ DL_TEST(sqlite_fault_locked)
     EXPECT_INT(waited, >=, 140);
     EXPECT_INT(waited, <, 2000);
     EXPECT_EQ(dl_store_update(t.s, "notes", "{\"_id\": \"a\"}", "{\"$set\": {\"n\": 2}}", 0,
-                               &t.r), DL_EBUSY);
+                              &t.r), DL_EBUSY);
     EXPECT_EQ(dl_store_remove(t.s, "notes", "{}", 1, &t.r), DL_EBUSY);
 
     /* WAL: reads do not wait for the lock */
@@ -287,7 +287,7 @@ DL_TEST(sqlite_fault_full)
 
     /* a write that changes nothing commits even on a full disk: it tells nothing */
     EXPECT_EQ(dl_store_update(t.s, "notes", "{\"_id\": \"none\"}", "{\"$set\": {\"n\": 1}}",
-                               0, &t.r), 0);
+                              0, &t.r), 0);
     EXPECT_EQ(t.r.matched, 0);
     usleep(20 * 1000);
     EXPECT_EQ(insert_one(&t, doc), DL_ENOSPC);

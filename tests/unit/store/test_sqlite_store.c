@@ -1,6 +1,5 @@
 /*
- * test_sqlite_store.c - runtime/store/sqlite_store.c through the dl_store_ops_t
- * table: CRUD; every query operator with dotted paths, array elements,
+ * test_sqlite_store.c - runtime/store/sqlite/ through the store front (store.c): CRUD; every query operator with dotted paths, array elements,
  * null/missing and type separation; $and/$or nesting; unsupported operators,
  * bad names and malformed JSON; sort/skip/limit/projection with the _id
  * tie-break; each update operator; find_one_and_update by sort; unique
@@ -26,7 +25,7 @@
 #include "store/store.h"
 #include "unit.h"
 
-/* File-local in sqlite_store.c, opened to unit builds by DL_STATIC. */
+/* From runtime/store/sqlite/ids.c (declared in sqlite/sqlite_int.h). */
 void dl_store_gen_id(char out[25]);
 
 /* ---- helpers -------------------------------------------------------------------------------- */
@@ -190,7 +189,7 @@ DL_TEST(store_crud)
     EXPECT_EQ(count_of(s, "users", ""), 0);
 
     MUST(&r, dl_store_insert(s, "users", "[{\"_id\": \"u1\", \"name\": \"ann\", \"age\": 31},"
-                                        " {\"name\": \"bob\", \"age\": 25}]", &r));
+                             " {\"name\": \"bob\", \"age\": 25}]", &r));
     EXPECT_EQ(r.count, 2);
     const char *ids = jtext(&r);
     EXPECT(strncmp(ids, "[\"u1\",\"", 7) == 0 && strlen(ids) == 7 + 24 + 2);
@@ -209,7 +208,7 @@ DL_TEST(store_crud)
 
     /* _id moves to the front; escapes and unicode survive */
     MUST(&r, dl_store_insert(s, "users", "[{\"name\": \"c\\\"q\\\\\\n\\u00e9\\ud83d\\ude00\", "
-                                        "\"_id\": \"u3\", \"tags\": [], \"o\": {}}]", &r));
+                             "\"_id\": \"u3\", \"tags\": [], \"o\": {}}]", &r));
     EXPECT_STR(find_one(s, "users", "{\"_id\": \"u3\"}", buf, sizeof(buf)),
                "[{\"_id\":\"u3\",\"name\":\"c\\\"q\\\\\\n\xc3\xa9\xf0\x9f\x98\x80\","
                "\"tags\":[],\"o\":{}}]");
@@ -394,7 +393,7 @@ DL_TEST(store_bad_input)
     EXPECT_EQ(dl_store_find(s, "", NULL, NULL, &r), DL_EINVAL);
     EXPECT_EQ(dl_store_insert(s, "a-b", "[{}]", &r), DL_EINVAL);
     EXPECT_EQ(dl_store_count(s, "x123456789x123456789x123456789x123456789x123456789x123456789"
-                               "x12345", NULL, &r), DL_EINVAL);
+                             "x12345", NULL, &r), DL_EINVAL);
 
     /* malformed JSON everywhere: an error, never a crash */
     static const char *const junk[] = {
@@ -476,15 +475,15 @@ DL_TEST(store_sort_skip_limit_projection)
     MUST(&r, dl_store_find(s, "p", "{\"_id\": \"e\"}", "{\"projection\": {\"name\": 1}}", &r));
     EXPECT_STR(jtext(&r), "[{\"_id\":\"e\",\"name\":\"E\"}]");
     MUST(&r, dl_store_find(s, "p", "{\"_id\": \"e\"}",
-                          "{\"projection\": {\"st\": 1, \"name\": true, \"_id\": 0}}", &r));
+                           "{\"projection\": {\"st\": 1, \"name\": true, \"_id\": 0}}", &r));
     EXPECT_STR(jtext(&r), "[{\"name\":\"E\",\"st\":\"a\"}]");
     MUST(&r, dl_store_find(s, "p", "{\"_id\": \"e\"}",
-                          "{\"projection\": {\"x.z\": 1, \"nope\": 1}}", &r));
+                           "{\"projection\": {\"x.z\": 1, \"nope\": 1}}", &r));
     EXPECT_STR(jtext(&r), "[{\"_id\":\"e\",\"x\":{\"z\":2}}]");
     MUST(&r, dl_store_find(s, "p", "{\"_id\": \"b\"}", "{\"projection\": {\"_id\": 0}}", &r));
     EXPECT_STR(jtext(&r), "[{\"k\":1,\"name\":\"B\",\"st\":\"b\"}]");
     MUST(&r, dl_store_find(s, "p", "{\"k\": 2}", "{\"projection\": {\"name\": 1}, \"sort\": "
-                                                "{\"name\": -1}}", &r));
+                           "{\"name\": -1}}", &r));
     EXPECT_STR(jtext(&r), "[{\"_id\":\"e\",\"name\":\"E\"},{\"_id\":\"d\",\"name\":\"D\"}]");
     EXPECT_EQ(r.count, 2);
 
@@ -595,13 +594,13 @@ DL_TEST(store_find_one_and_update)
                       " {\"_id\": \"j4\", \"st\": \"done\", \"pri\": 9}]");
     const char *claim = "{\"$set\": {\"st\": \"run\"}, \"$inc\": {\"tries\": 1}}";
     MUST(&r, dl_store_find_one_and_update(s, "jobs", "{\"st\": \"new\"}", claim,
-                                         "{\"sort\": [[\"pri\", -1]]}", &r));
+                                          "{\"sort\": [[\"pri\", -1]]}", &r));
     EXPECT_STR(jtext(&r), "{\"_id\":\"j2\",\"st\":\"run\",\"pri\":5,\"tries\":1}");
     EXPECT_EQ(r.matched, 1);
     EXPECT_EQ(r.count, 1);
     MUST(&r, dl_store_find_one_and_update(s, "jobs", "{\"st\": \"new\"}", claim,
-                                         "{\"sort\": {\"pri\": 1}, \"projection\": {\"pri\": 1}}",
-                                         &r));
+                                          "{\"sort\": {\"pri\": 1}, \"projection\": {\"pri\": 1}}",
+                                          &r));
     EXPECT_STR(jtext(&r), "{\"_id\":\"j1\",\"pri\":1}");
     MUST(&r, dl_store_find_one_and_update(s, "jobs", "{\"st\": \"new\"}", claim, NULL, &r));
     EXPECT_STR(jtext(&r), "{\"_id\":\"j3\",\"st\":\"run\",\"pri\":3,\"tries\":1}");
@@ -634,7 +633,7 @@ DL_TEST(store_unique_index)
     EXPECT(strstr(r.err, "ix_users_email_1") != NULL);
     EXPECT_EQ(count_of(s, "users", NULL), 2);
     EXPECT_EQ(dl_store_update(s, "users", "{\"_id\": \"2\"}",
-                             "{\"$set\": {\"email\": \"a@x\"}}", 0, &r), DL_EDUPKEY);
+                              "{\"$set\": {\"email\": \"a@x\"}}", 0, &r), DL_EDUPKEY);
     EXPECT(strstr(r.err, "email") != NULL);
     EXPECT_EQ(count_of(s, "users", "{\"email\": \"b@x\"}"), 1);
     INSERT(s, "users", "[{\"email\": \"c@x\"}]");
@@ -804,7 +803,7 @@ static void *mixed_worker(void *arg)
             r.count != w->inserted - w->removed)
             w->failures++;
         if (dl_store_update(w->s, "ctr", "{\"_id\": \"c\"}", "{\"$inc\": {\"n\": 1}}", 0,
-                              &r) != 0 || r.count != 1)
+                            &r) != 0 || r.count != 1)
             w->failures++;
         snprintf(q, sizeof(q), "{\"w\": %d, \"k\": {\"$lt\": %d}}", w->idx, k - 5);
         if (k % 3 == 0) {

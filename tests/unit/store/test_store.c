@@ -229,7 +229,8 @@ DL_TEST(store_front_changed_for_mongo)
         {FIND, NULL, "{\"a\":{\"$gte\":{\"k\":1}}}", NULL, DL_EQUERY, NULL},
         /* updates: _id stays, $inc takes numbers (the server refused these later, in
          * other words); a replacement is an unsupported operator, not a bad argument */
-        {UPDATE, NULL, "{}", "{\"$set\":{\"_id\":\"b\"}}", DL_EINVAL, "$set: _id cannot be changed"},
+        {UPDATE, NULL, "{}", "{\"$set\":{\"_id\":\"b\"}}", DL_EINVAL,
+         "$set: _id cannot be changed"},
         {UPDATE, NULL, "{}", "{\"$inc\":{\"n\":\"1\"}}", DL_EINVAL, "$inc on n needs a number"},
         {UPDATE, NULL, "{}", "{\"a\":1}", DL_EQUERY,
          "unsupported update: replacement documents (field a); update needs operators ($set, "
@@ -246,7 +247,8 @@ DL_TEST(store_front_changed_for_mongo)
          "unsupported projection: exclusion of a (inclusion only)"},
         {FIND, NULL, NULL, "{\"fields\":{\"a\":0}}", DL_EQUERY, NULL},
         /* documents: _id is a string */
-        {INSERT, NULL, "[{\"_id\":5}]", NULL, DL_EINVAL, "insert: document 0: _id must be a string"},
+        {INSERT, NULL, "[{\"_id\":5}]", NULL, DL_EINVAL,
+         "insert: document 0: _id must be a string"},
         /* malformed JSON says so in the front's words */
         {COUNT, NULL, "{not json", NULL, DL_EINVAL,
          "query: malformed JSON (expected a key at offset 1)"},
