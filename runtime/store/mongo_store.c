@@ -8,10 +8,9 @@
  * unreachable deployment fails an operation instead of hanging it.
  *
  * Text in, text out: queries, updates, documents and options arrive as
- * relaxed JSON and become BSON through bson_init_from_json. On the way in,
- * the query and update are checked against the subset both backends accept
- * (query_ops, update_ops); anything else fails with DL_EQUERY before a byte
- * is sent. A 24-hex string compared with or stored as "_id" becomes an
+ * relaxed JSON and become BSON through bson_init_from_json, after the front
+ * (store.c) has checked them against the subset both backends accept, so
+ * nothing outside it is ever sent. A 24-hex string compared with or stored as "_id" becomes an
  * ObjectId. On the way out, BSON becomes JSON by our own walk (put_value) so
  * that Lua sees the same shapes as with SQLite: ObjectIds as hex strings,
  * dates as ISO-8601 UTC strings, binary as base64, integers as numbers
@@ -58,11 +57,6 @@ typedef struct {
     int select_timeout_ms;
     int pool_size;
 } mongo_store_t;
-
-/* The query operators both backends implement; anything else is DL_EQUERY. */
-static const char *const query_ops[] = {"$eq", "$ne", "$gt", "$gte", "$lt",
-                                        "$lte", "$in", "$nin", "$exists"};
-static const char *const update_ops[] = {"$set", "$inc", "$unset", "$push"};
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -438,16 +432,7 @@ int dl_mongo_plan_lines(const bson_t *reply, dl_buf_t *out)
 /* JSON -> BSON, and the subset check                                       */
 /* ------------------------------------------------------------------------ */
 
-static int in_list(const char *key, const char *const *list, size_t n)
-{
-    size_t i;
 
-    for (i = 0; i < n; i++) {
-        if (strcmp(key, list[i]) == 0)
-            return 1;
-    }
-    return 0;
-}
 
 static const char *skip_space(const char *p)
 {
@@ -477,31 +462,14 @@ static int parse_json(const char *json, int want_array, const char *what, bson_t
     return 0;
 }
 
-static int unsupported(char *err, size_t errlen, const char *kind, const char *op)
-{
-    return set_err(err, errlen, DL_EQUERY, "unsupported %s operator %s", kind, op);
-}
+
 
 static int too_big(char *err, size_t errlen)
 {
     return set_err(err, errlen, DL_ETOOBIG, "mongodb: document too large");
 }
 
-/* Values extended JSON can smuggle in as operators ({"$regex": ...}). */
-static int check_value(const bson_iter_t *it, char *err, size_t errlen)
-{
-    switch (bson_iter_type(it)) {
-    case BSON_TYPE_REGEX:
-        return unsupported(err, errlen, "query", "$regex");
-    case BSON_TYPE_CODE:
-    case BSON_TYPE_CODEWSCOPE:
-        return unsupported(err, errlen, "query", "$code");
-    case BSON_TYPE_DBPOINTER:
-        return unsupported(err, errlen, "query", "$dbPointer");
-    default:
-        return 0;
-    }
-}
+
 
 /* Appends it's value under key; a 24-hex string as an ObjectId when as_id. */
 static int append_value(bson_t *out, const char *key, const bson_iter_t *it, int as_id,
@@ -545,17 +513,12 @@ static int copy_in_list(bson_t *doc, const char *op, const bson_iter_t *it, int 
     uint32_t i;
     int rc = 0;
 
-    if (!BSON_ITER_HOLDS_ARRAY(it))
-        return set_err(err, errlen, DL_EINVAL, "query operator %s needs an array", op);
     bson_iter_recurse(it, &elems);
     if (!bson_append_array_begin(doc, op, -1, &arr))
         return too_big(err, errlen);
     for (i = 0; rc == 0 && bson_iter_next(&elems); i++) {
-        rc = check_value(&elems, err, errlen);
-        if (rc == 0) {
-            bson_uint32_to_string(i, &ikey, idx, sizeof(idx));
-            rc = append_value(&arr, ikey, &elems, as_id, err, errlen);
-        }
+        bson_uint32_to_string(i, &ikey, idx, sizeof(idx));
+        rc = append_value(&arr, ikey, &elems, as_id, err, errlen);
     }
     bson_append_array_end(doc, &arr);
     return rc;
@@ -575,20 +538,10 @@ static int copy_operators(bson_t *out, const char *field, const bson_iter_t *it,
         return too_big(err, errlen);
     while (rc == 0 && bson_iter_next(&ops)) {
         const char *op = bson_iter_key(&ops);
-        if (op[0] != '$') {
-            rc = set_err(err, errlen, DL_EQUERY, "query on %s mixes operators and the field %s",
-                         field, op);
-        } else if (!in_list(op, query_ops, DL_ARRAY_SIZE(query_ops))) {
-            rc = unsupported(err, errlen, "query", op);
-        } else if (strcmp(op, "$in") == 0 || strcmp(op, "$nin") == 0) {
+        if (strcmp(op, "$in") == 0 || strcmp(op, "$nin") == 0)
             rc = copy_in_list(&doc, op, &ops, as_id, err, errlen);
-        } else if (strcmp(op, "$exists") == 0) {
-            rc = append_value(&doc, op, &ops, 0, err, errlen);
-        } else {
-            rc = check_value(&ops, err, errlen);
-            if (rc == 0)
-                rc = append_value(&doc, op, &ops, as_id, err, errlen);
-        }
+        else
+            rc = append_value(&doc, op, &ops, as_id && strcmp(op, "$exists") != 0, err, errlen);
     }
     bson_append_document_end(out, &doc);
     return rc;
@@ -607,17 +560,10 @@ static int copy_logical(bson_t *out, const char *op, const bson_iter_t *it, int 
     uint32_t i;
     int rc = 0;
 
-    if (!BSON_ITER_HOLDS_ARRAY(it))
-        return set_err(err, errlen, DL_EINVAL, "query operator %s needs an array of queries", op);
     bson_iter_recurse(it, &elems);
     if (!bson_append_array_begin(out, op, -1, &arr))
         return too_big(err, errlen);
     for (i = 0; rc == 0 && bson_iter_next(&elems); i++) {
-        if (!BSON_ITER_HOLDS_DOCUMENT(&elems)) {
-            rc = set_err(err, errlen, DL_EINVAL, "query operator %s needs an array of queries",
-                         op);
-            break;
-        }
         bson_uint32_to_string(i, &ikey, idx, sizeof(idx));
         if (!bson_append_document_begin(&arr, ikey, -1, &child)) {
             rc = too_big(err, errlen);
@@ -627,33 +573,23 @@ static int copy_logical(bson_t *out, const char *op, const bson_iter_t *it, int 
         rc = copy_query(&sub, &child, depth + 1, err, errlen);
         bson_append_document_end(&arr, &child);
     }
-    if (rc == 0 && i == 0)
-        rc = set_err(err, errlen, DL_EINVAL, "query operator %s needs a non-empty array", op);
     bson_append_array_end(out, &arr);
     return rc;
 }
 
-/* Copies a query, checking it against the subset and converting "_id" strings. */
+/* Copies a query the front checked, converting "_id" strings to ObjectIds. */
 static int copy_query(bson_iter_t *it, bson_t *out, int depth, char *err, size_t errlen)
 {
     int rc = 0;
 
-    if (depth > MAX_DEPTH)
-        return set_err(err, errlen, DL_EINVAL, "mongodb: query nested too deeply");
     while (rc == 0 && bson_iter_next(it)) {
         const char *key = bson_iter_key(it);
-        if (key[0] == '$') {
-            if (strcmp(key, "$and") == 0 || strcmp(key, "$or") == 0)
-                rc = copy_logical(out, key, it, depth, err, errlen);
-            else
-                rc = unsupported(err, errlen, "query", key);
-        } else if (BSON_ITER_HOLDS_DOCUMENT(it) && has_dollar_key(it)) {
+        if (key[0] == '$')
+            rc = copy_logical(out, key, it, depth, err, errlen); /* $and, $or */
+        else if (BSON_ITER_HOLDS_DOCUMENT(it) && has_dollar_key(it))
             rc = copy_operators(out, key, it, err, errlen);
-        } else {
-            rc = check_value(it, err, errlen);
-            if (rc == 0)
-                rc = append_value(out, key, it, strcmp(key, "_id") == 0, err, errlen);
-        }
+        else
+            rc = append_value(out, key, it, strcmp(key, "_id") == 0, err, errlen);
     }
     return rc;
 }
@@ -679,43 +615,31 @@ int dl_mongo_prep_query(const char *json, bson_t *out, char *err, size_t errlen)
     return rc;
 }
 
-/* The fields of one update operator: plain paths and values only. */
+/* The fields of one update operator (plain paths and values: the front). */
 static int copy_update_fields(bson_t *out, const char *op, const bson_iter_t *it, char *err,
                               size_t errlen)
 {
-    bson_iter_t fields, sub;
+    bson_iter_t fields;
     bson_t doc;
     int rc = 0;
 
-    if (!BSON_ITER_HOLDS_DOCUMENT(it))
-        return set_err(err, errlen, DL_EINVAL, "update operator %s needs an object", op);
     bson_iter_recurse(it, &fields);
     if (!bson_append_document_begin(out, op, -1, &doc))
         return too_big(err, errlen);
     while (rc == 0 && bson_iter_next(&fields)) {
         const char *f = bson_iter_key(&fields);
-        if (f[0] == '$') {
-            rc = unsupported(err, errlen, "update", f);
-        } else if (BSON_ITER_HOLDS_DOCUMENT(&fields) && has_dollar_key(&fields)) {
-            /* {"$push": {"tags": {"$each": [...]}}} and the like */
-            bson_iter_recurse(&fields, &sub);
-            while (bson_iter_next(&sub) && bson_iter_key(&sub)[0] != '$') {
-            }
-            rc = unsupported(err, errlen, "update", bson_iter_key(&sub));
-        } else {
-            rc = append_value(&doc, f, &fields, strcmp(f, "_id") == 0, err, errlen);
-        }
+        rc = append_value(&doc, f, &fields, strcmp(f, "_id") == 0, err, errlen);
     }
     bson_append_document_end(out, &doc);
     return rc;
 }
 
-/* Update JSON -> checked BSON in *out (initialized only on success). */
+/* Update JSON (checked by the front) -> BSON in *out (initialized only on success). */
 int dl_mongo_prep_update(const char *json, bson_t *out, char *err, size_t errlen)
 {
     bson_iter_t it;
     bson_t raw;
-    int rc, n = 0;
+    int rc;
 
     rc = parse_json(json, 0, "update", &raw, err, errlen);
     if (rc != 0)
@@ -723,20 +647,8 @@ int dl_mongo_prep_update(const char *json, bson_t *out, char *err, size_t errlen
     bson_init(out);
     if (!bson_iter_init(&it, &raw))
         rc = set_err(err, errlen, DL_EINVAL, "mongodb: malformed update");
-    while (rc == 0 && bson_iter_next(&it)) {
-        const char *op = bson_iter_key(&it);
-        n++;
-        if (op[0] != '$')
-            rc = set_err(err, errlen, DL_EINVAL,
-                         "update needs operators ($set, $inc, $unset, $push), found field %s",
-                         op);
-        else if (!in_list(op, update_ops, DL_ARRAY_SIZE(update_ops)))
-            rc = unsupported(err, errlen, "update", op);
-        else
-            rc = copy_update_fields(out, op, &it, err, errlen);
-    }
-    if (rc == 0 && n == 0)
-        rc = set_err(err, errlen, DL_EINVAL, "mongodb: empty update");
+    while (rc == 0 && bson_iter_next(&it))
+        rc = copy_update_fields(out, bson_iter_key(&it), &it, err, errlen);
     if (rc != 0)
         bson_destroy(out);
     bson_destroy(&raw);
@@ -800,82 +712,49 @@ typedef struct {
     int upsert;
 } find_opts_t;
 
-static int sort_direction(const char *what, const char *field, const bson_iter_t *it,
-                          bson_t *sort, char *err, size_t errlen)
-{
-    int64_t d;
 
-    if (field[0] == '$')
-        return unsupported(err, errlen, what, field);
-    d = BSON_ITER_HOLDS_NUMBER(it) ? bson_iter_as_int64(it) : 0;
-    if (d != 1 && d != -1)
-        return set_err(err, errlen, DL_EINVAL, "%s direction for %s must be 1 or -1", what,
-                       field);
-    return bson_append_int32(sort, field, -1, (int32_t)d) ? 0 : too_big(err, errlen);
-}
 
 /*
- * [[field, 1|-1], ...] or {field: 1|-1} -> {field: 1|-1, ...}; name (may be
- * NULL) gets "a_1_b_-1". what ("sort", "index") names the input in messages.
+ * [[field, 1|-1], ...] or {field: 1|-1} (checked by the front) -> {field:
+ * 1|-1, ...}; name (may be NULL) gets "a_1_b_-1".
  */
-static int parse_sort(const char *what, const bson_iter_t *it, bson_t *sort, dl_buf_t *name,
-                      char *err, size_t errlen)
+static int parse_sort(const bson_iter_t *it, bson_t *sort, dl_buf_t *name, char *err,
+                      size_t errlen)
 {
     bson_iter_t elems, pair;
     const char *field;
-    int rc = 0;
 
-    if (!BSON_ITER_HOLDS_DOCUMENT(it) && !BSON_ITER_HOLDS_ARRAY(it))
-        return set_err(err, errlen, DL_EINVAL, "%s: expected [[field, 1|-1], ...]", what);
     bson_iter_recurse(it, &elems);
-    while (rc == 0 && bson_iter_next(&elems)) {
+    while (bson_iter_next(&elems)) {
         if (BSON_ITER_HOLDS_DOCUMENT(it)) {
             field = bson_iter_key(&elems);
             pair = elems;
         } else {
-            if (!BSON_ITER_HOLDS_ARRAY(&elems))
-                return set_err(err, errlen, DL_EINVAL, "%s: expected [[field, 1|-1], ...]",
-                               what);
             bson_iter_recurse(&elems, &pair);
-            if (!bson_iter_next(&pair) || !BSON_ITER_HOLDS_UTF8(&pair))
-                return set_err(err, errlen, DL_EINVAL, "%s: expected [[field, 1|-1], ...]",
-                               what);
+            bson_iter_next(&pair);
             field = bson_iter_utf8(&pair, NULL);
-            if (!bson_iter_next(&pair))
-                return set_err(err, errlen, DL_EINVAL, "%s direction for %s must be 1 or -1",
-                               what, field);
+            bson_iter_next(&pair);
         }
-        rc = sort_direction(what, field, &pair, sort, err, errlen);
-        if (rc == 0 && name != NULL)
-            dl_buf_appendf(name, "%s%s_%d", name->len ? "_" : "", field,
-                           (int)bson_iter_as_int64(&pair));
+        int32_t d = (int32_t)bson_iter_as_int64(&pair);
+        if (!bson_append_int32(sort, field, -1, d))
+            return too_big(err, errlen);
+        if (name != NULL)
+            dl_buf_appendf(name, "%s%s_%d", name->len ? "_" : "", field, (int)d);
     }
-    return rc;
-}
-
-static int parse_count(const char *name, const bson_iter_t *it, int64_t *out, char *err,
-                       size_t errlen)
-{
-    if (!BSON_ITER_HOLDS_NUMBER(it) || bson_iter_as_int64(it) < 0)
-        return set_err(err, errlen, DL_EINVAL, "%s must be a number >= 0", name);
-    *out = bson_iter_as_int64(it);
     return 0;
 }
+
+
 
 static int parse_projection(const bson_iter_t *it, bson_t *proj, char *err, size_t errlen)
 {
     bson_iter_t f;
 
     if (!BSON_ITER_HOLDS_DOCUMENT(it))
-        return set_err(err, errlen, DL_EINVAL, "projection must be an object");
+        return 0; /* null: none */
     bson_iter_recurse(it, &f);
     while (bson_iter_next(&f)) {
-        const char *key = bson_iter_key(&f);
-        if (key[0] == '$')
-            return unsupported(err, errlen, "projection", key);
-        if (!BSON_ITER_HOLDS_NUMBER(&f) && !BSON_ITER_HOLDS_BOOL(&f))
-            return set_err(err, errlen, DL_EQUERY, "projection of %s must be 0 or 1", key);
-        if (!bson_append_bool(proj, key, -1, bson_iter_as_bool(&f)))
+        if (!bson_append_bool(proj, bson_iter_key(&f), -1, bson_iter_as_bool(&f)))
             return too_big(err, errlen);
     }
     return 0;
@@ -903,12 +782,12 @@ static int parse_find_opts(const char *json, find_opts_t *fo, char *err, size_t 
     bson_iter_init(&it, &raw);
     while (rc == 0 && bson_iter_next(&it)) {
         const char *key = bson_iter_key(&it);
-        if (strcmp(key, "sort") == 0)
-            rc = parse_sort("sort", &it, &fo->sort, NULL, err, errlen);
+        if (strcmp(key, "sort") == 0 && !BSON_ITER_HOLDS_NULL(&it))
+            rc = parse_sort(&it, &fo->sort, NULL, err, errlen);
         else if (strcmp(key, "skip") == 0)
-            rc = parse_count("skip", &it, &fo->skip, err, errlen);
+            fo->skip = bson_iter_as_int64(&it);
         else if (strcmp(key, "limit") == 0)
-            rc = parse_count("limit", &it, &fo->limit, err, errlen);
+            fo->limit = bson_iter_as_int64(&it);
         else if (strcmp(key, "projection") == 0 || strcmp(key, "fields") == 0)
             rc = parse_projection(&it, &fo->projection, err, errlen);
         else if (strcmp(key, "upsert") == 0)
@@ -1074,18 +953,14 @@ static void describe_hosts(mongo_store_t *ms)
 /* Operations                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* Resets res and checks the collection name; 0 or an error in res. */
-static int begin(dl_store_res_t *res, const char *coll)
+/* Resets res (the front checked the collection name); 0. */
+static int begin(dl_store_res_t *res)
 {
     res->status = 0;
     res->err[0] = '\0';
     res->count = 0;
     res->matched = 0;
     dl_buf_reset(&res->json);
-    if (coll != NULL && (coll[0] == '\0' || strchr(coll, '$') != NULL)) {
-        set_err(res->err, sizeof(res->err), 0, "mongodb: invalid collection name \"%s\"", coll);
-        return res_fail(res, DL_EINVAL);
-    }
     return 0;
 }
 
@@ -1212,7 +1087,7 @@ static int op_find(dl_store_t *s, const char *coll, const char *query, const cha
     bson_error_t e;
     int rc;
 
-    rc = begin(res, coll);
+    rc = begin(res);
     if (rc != 0)
         return rc;
     rc = parse_find_opts(opts, &fo, res->err, sizeof(res->err));
@@ -1262,7 +1137,7 @@ static int op_count(dl_store_t *s, const char *coll, const char *query, dl_store
     int64_t n;
     int rc;
 
-    rc = begin(res, coll);
+    rc = begin(res);
     if (rc == 0)
         rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
     if (rc != 0)
@@ -1302,11 +1177,6 @@ static int insert_docs(const bson_t *raw, bson_t **docs_out, size_t *n_out, dl_s
     bson_iter_init(&it, raw);
     dl_buf_append_char(&res->json, '[');
     while (rc == 0 && bson_iter_next(&it)) {
-        if (!BSON_ITER_HOLDS_DOCUMENT(&it)) {
-            rc = set_err(res->err, sizeof(res->err), DL_EINVAL,
-                         "mongodb insert: element %zu is not an object", n);
-            break;
-        }
         rc = doc_from_bson(&it, &docs[n], res->err, sizeof(res->err));
         if (rc != 0)
             break;
@@ -1334,7 +1204,7 @@ static int op_insert(dl_store_t *s, const char *coll, const char *docs_json, dl_
     txn_t txn;
     int rc;
 
-    rc = begin(res, coll);
+    rc = begin(res);
     if (rc == 0)
         rc = parse_json(docs_json, 1, "documents", &raw, res->err, sizeof(res->err));
     if (rc != 0)
@@ -1387,7 +1257,7 @@ static int op_update(dl_store_t *s, const char *coll, const char *query, const c
     bool ok;
     int rc;
 
-    rc = begin(res, coll);
+    rc = begin(res);
     if (rc == 0)
         rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
     if (rc != 0)
@@ -1438,7 +1308,7 @@ static int op_find_one_and_update(dl_store_t *s, const char *coll, const char *q
     find_opts_t fo;
     int flags, rc;
 
-    rc = begin(res, coll);
+    rc = begin(res);
     if (rc != 0)
         return rc;
     rc = parse_find_opts(opts, &fo, res->err, sizeof(res->err));
@@ -1501,7 +1371,7 @@ static int op_remove(dl_store_t *s, const char *coll, const char *query, int mul
     bool ok;
     int rc;
 
-    rc = begin(res, coll);
+    rc = begin(res);
     if (rc == 0)
         rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
     if (rc != 0)
@@ -1551,9 +1421,7 @@ static int index_keys(const char *json, bson_t *keys, dl_buf_t *name, char *err,
     else
         bson_append_array(&wrap, "k", 1, &raw);
     bson_iter_init_find(&it, &wrap, "k");
-    rc = parse_sort("index", &it, keys, name, err, errlen);
-    if (rc == 0 && bson_empty(keys))
-        rc = set_err(err, errlen, DL_EINVAL, "index: no fields");
+    rc = parse_sort(&it, keys, name, err, errlen);
     if (rc == 0 && name->oom)
         rc = set_err(err, errlen, DL_ENOMEM, "mongodb: out of memory");
     bson_destroy(&wrap);
@@ -1573,7 +1441,7 @@ static int op_create_index(dl_store_t *s, const char *coll, const char *keys_jso
     bson_error_t e;
     int rc;
 
-    rc = begin(res, coll);
+    rc = begin(res);
     if (rc != 0)
         return rc;
     rc = index_keys(keys_json, &keys, &name, res->err, sizeof(res->err));
@@ -1616,7 +1484,7 @@ static int op_explain(dl_store_t *s, const char *coll, const char *query, const 
     find_opts_t fo;
     int rc;
 
-    rc = begin(res, coll);
+    rc = begin(res);
     if (rc != 0)
         return rc;
     rc = parse_find_opts(opts, &fo, res->err, sizeof(res->err));
@@ -1665,7 +1533,7 @@ static int op_ping(dl_store_t *s, dl_store_res_t *res)
     bson_error_t e;
     int rc = 0;
 
-    begin(res, NULL);
+    begin(res);
     client = acquire(ms, res);
     if (client == NULL)
         return res->status;
@@ -1879,7 +1747,7 @@ static int op_file_put(dl_store_t *s, const char *path, const char *filename,
     char *buf, hex[25];
     int fd, rc;
 
-    begin(res, NULL);
+    begin(res);
     if (path == NULL || *path == '\0' || filename == NULL) {
         set_err(res->err, sizeof(res->err), 0, "mongodb file_put: needs a path and a filename");
         return res_fail(res, DL_EINVAL);
@@ -2014,7 +1882,7 @@ static int op_file_get(dl_store_t *s, const char *id, const char *dest_path,
     int64_t length = 0, chunk = 0;
     int rc = 0;
 
-    begin(res, NULL);
+    begin(res);
     if (dest_path == NULL || *dest_path == '\0') {
         set_err(res->err, sizeof(res->err), 0, "mongodb file_get: needs a destination path");
         return res_fail(res, DL_EINVAL);
@@ -2071,7 +1939,7 @@ static int op_file_remove(dl_store_t *s, const char *id, dl_store_res_t *res)
     bson_error_t e;
     int rc = 0;
 
-    begin(res, NULL);
+    begin(res);
     if (!file_id_value(id, &idv))
         return 0; /* no such file: nothing deleted */
     client = acquire(ms, res);
