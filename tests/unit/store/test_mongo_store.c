@@ -28,7 +28,7 @@
 #define DEAD_URI "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500"
 #define HEX_ID "65a1b2c3d4e5f6a7b8c9d0e1"
 
-/* File-local in mongo_store.c, opened to unit builds by DL_STATIC. */
+/* File-local in runtime/store/mongo/files.c, opened to unit builds by DL_STATIC. */
 int dl_mongo_file_json(const bson_t *doc, dl_buf_t *out, int64_t *length, int64_t *chunk_size);
 
 /* ------------------------------------------------------------------------ */
