@@ -392,7 +392,7 @@ static int l_db_type(lua_State *L)
     dl_store_t *s = store_of(L);
     if (s == NULL)
         return 0;
-    lua_pushstring(L, s->ops->type);
+    lua_pushstring(L, dl_store_type(s));
     return 1;
 }
 
@@ -400,7 +400,7 @@ static int l_db_type(lua_State *L)
 static int l_db_has_files(lua_State *L)
 {
     dl_store_t *s = store_of(L);
-    lua_pushboolean(L, s != NULL && s->ops->file_put != NULL);
+    lua_pushboolean(L, dl_store_has_files(s));
     return 1;
 }
 

@@ -178,7 +178,10 @@ static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_stor
                 if (check_operand(v->items[j], path, plen, op, 0, res) != 0)
                     return res->status;
             }
-        } else if (!dl_doc_keq(name, nl, "$exists")) {
+        } else if (dl_doc_keq(name, nl, "$exists")) {
+            if (check_value(v, "query", res) != 0)
+                return res->status;
+        } else {
             return set_err(res, DL_EQUERY, "unsupported query operator %s", op);
         }
     }

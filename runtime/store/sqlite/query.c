@@ -354,7 +354,8 @@ int dl_sqlite_parse_opts(dl_doc_arena_t *ar, const char *text, qopts_t *o, dl_st
             o->skip = val->i;
         } else if (dl_doc_keq(key, kl, "limit")) {
             o->limit = val->i;
-        } else if (dl_doc_keq(key, kl, "projection") && val->type == DL_DOC_OBJ) {
+        } else if ((dl_doc_keq(key, kl, "projection") || dl_doc_keq(key, kl, "fields")) &&
+                   val->type == DL_DOC_OBJ) {
             /* inclusion only, but for _id (the front) */
             for (size_t j = 0; j < val->n; j++) {
                 const char *f = val->keys[j];

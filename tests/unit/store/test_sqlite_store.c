@@ -486,6 +486,9 @@ DL_TEST(store_sort_skip_limit_projection)
                            "{\"name\": -1}}", &r));
     EXPECT_STR(jtext(&r), "[{\"_id\":\"e\",\"name\":\"E\"},{\"_id\":\"d\",\"name\":\"D\"}]");
     EXPECT_EQ(r.count, 2);
+    /* "fields" is a projection too, as MongoDB reads it (SQLite ignored it before issue 19) */
+    MUST(&r, dl_store_find(s, "p", "{\"_id\": \"e\"}", "{\"fields\": {\"name\": 1}}", &r));
+    EXPECT_STR(jtext(&r), "[{\"_id\":\"e\",\"name\":\"E\"}]");
 
     dl_store_res_free(&r);
     tdb_close(&t);

@@ -283,6 +283,9 @@ DL_TEST(store_front_changed_for_sqlite)
         {FIND, NULL, NULL, "{\"projection\":{\"a\":\"yes\"}}", DL_EQUERY,
          "projection of a must be 0 or 1"},
         {FIND, NULL, NULL, "{\"projection\":{\"_id\":\"x\"}}", DL_EQUERY, NULL},
+        /* $exists reads no operator out of its operand either */
+        {FIND, NULL, "{\"a\":{\"$exists\":{\"$x\":1}}}", NULL, DL_EQUERY,
+         "unsupported query operator $x"},
         /* "fields" is a projection for both (SQLite ignored the key) */
         {FIND, NULL, NULL, "{\"fields\":{\"a\":{\"$slice\":1}}}", DL_EQUERY, NULL},
     };
