@@ -1,5 +1,7 @@
 /*
- * test_sqlite_store.c - runtime/store/sqlite/ through the store front (store.c): CRUD; every query operator with dotted paths, array elements,
+ * test_sqlite_store.c - runtime/store/sqlite/ through the store front (store.c);
+ * the tests that hold for both backends also run on MongoDB (store_X_mongo, see
+ * tdb_open_on()): CRUD; every query operator with dotted paths, array elements,
  * null/missing and type separation; $and/$or nesting; unsupported operators,
  * bad names and malformed JSON; sort/skip/limit/projection with the _id
  * tie-break; each update operator; find_one_and_update by sort; unique
@@ -22,6 +24,7 @@
 
 #include "common/buf.h"
 #include "common/internal.h"
+#include "store/mongo_store.h"
 #include "store/store.h"
 #include "unit.h"
 
@@ -56,6 +59,43 @@ static void tdb_open(tdb_t *t)
     DL_ASSERT(t->s != NULL);
 }
 
+/*
+ * The behaviour tests that hold for both backends run on each: SQLite always
+ * (store_X), MongoDB (store_X_mongo) when DEVLOOP_TEST_MONGO_URI names a
+ * server, in a database of its own per test ("dl_unit_<pid>_<n>", left behind:
+ * the store has no drop); without it they print a skip line and pass. Returns
+ * 0 when the backend is not there.
+ */
+static int tdb_open_on(tdb_t *t, int mongo)
+{
+    static int seq;
+    char uri[512], err[256] = "";
+    if (!mongo) {
+        tdb_open(t);
+        return 1;
+    }
+    const char *base = getenv("DEVLOOP_TEST_MONGO_URI");
+    if (base == NULL || *base == '\0') {
+        printf("# skipped: DEVLOOP_TEST_MONGO_URI not set\n");
+        fflush(stdout);
+        return 0;
+    }
+    /* the URI with its database replaced: scheme://hosts/<db>?options */
+    const char *hosts = strstr(base, "://");
+    hosts = hosts != NULL ? hosts + 3 : base;
+    size_t hl = strcspn(hosts, "/?");
+    const char *opts = strchr(hosts + hl, '?');
+    snprintf(uri, sizeof(uri), "%.*s/dl_unit_%d_%d%s", (int)(hosts + hl - base), base,
+             (int)getpid(), ++seq, opts != NULL ? opts : "");
+    t->dir[0] = '\0';
+    t->path[0] = '\0';
+    t->s = dl_store_open_mongo(uri, 2, err, sizeof(err));
+    if (t->s == NULL)
+        DL_FAIL_AT("open %s: %s", base, err);
+    DL_ASSERT(t->s != NULL);
+    return 1;
+}
+
 static void rm_rf(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -76,10 +116,10 @@ static void rm_rf(const char *dir)
 
 static void tdb_close(tdb_t *t)
 {
-    if (t->s != NULL)
-        t->s->ops->close(t->s);
+    dl_store_close(t->s);
     t->s = NULL;
-    rm_rf(t->dir);
+    if (t->dir[0] != '\0')
+        rm_rf(t->dir);
 }
 
 /* The result's JSON as a NUL-terminated string (valid until the next call on r). */
@@ -265,10 +305,11 @@ static const char *QDOCS =
     " {\"_id\": \"d5\", \"n\": 10, \"s\": \"abd\", \"a\": {\"b\": {\"c\": [5, 9]}},"
     "  \"o\": {\"k\": 1, \"j\": [1]}}]";
 
-DL_TEST(store_query_operators)
+static void query_operators_on(int mongo)
 {
     tdb_t t;
-    tdb_open(&t);
+    if (!tdb_open_on(&t, mongo))
+        return;
     dl_store_t *s = t.s;
     INSERT(s, "q", QDOCS);
 
@@ -331,10 +372,21 @@ DL_TEST(store_query_operators)
     tdb_close(&t);
 }
 
-DL_TEST(store_query_and_or)
+DL_TEST(store_query_operators)
+{
+    query_operators_on(0);
+}
+
+DL_TEST(store_query_operators_mongo)
+{
+    query_operators_on(1);
+}
+
+static void query_and_or_on(int mongo)
 {
     tdb_t t;
-    tdb_open(&t);
+    if (!tdb_open_on(&t, mongo))
+        return;
     dl_store_t *s = t.s;
     INSERT(s, "q", QDOCS);
     EXPECT_IDS(s, "q", "{\"$or\": [{\"n\": 1}, {\"n\": 10}]}", "d1,d5");
@@ -348,6 +400,16 @@ DL_TEST(store_query_and_or)
     EXPECT_IDS(s, "q", "{\"$and\": [{\"$or\": [{\"n\": 1}, {\"n\": 2.5}]}, {\"tags\": \"y\"}]}",
                "d1,d2");
     tdb_close(&t);
+}
+
+DL_TEST(store_query_and_or)
+{
+    query_and_or_on(0);
+}
+
+DL_TEST(store_query_and_or_mongo)
+{
+    query_and_or_on(1);
 }
 
 DL_TEST(store_bad_input)
@@ -584,10 +646,11 @@ DL_TEST(store_update_operators)
     tdb_close(&t);
 }
 
-DL_TEST(store_find_one_and_update)
+static void find_one_and_update_on(int mongo)
 {
     tdb_t t;
-    tdb_open(&t);
+    if (!tdb_open_on(&t, mongo))
+        return;
     dl_store_t *s = t.s;
     dl_store_res_t r;
     dl_store_res_init(&r);
@@ -614,6 +677,16 @@ DL_TEST(store_find_one_and_update)
     EXPECT_EQ(dl_store_find_one_and_update(s, "jobs", "{}", "{\"x\": 1}", NULL, &r), DL_EQUERY);
     dl_store_res_free(&r);
     tdb_close(&t);
+}
+
+DL_TEST(store_find_one_and_update)
+{
+    find_one_and_update_on(0);
+}
+
+DL_TEST(store_find_one_and_update_mongo)
+{
+    find_one_and_update_on(1);
 }
 
 /* ---- indexes -------------------------------------------------------------------------------- */
