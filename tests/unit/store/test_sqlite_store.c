@@ -1,14 +1,14 @@
 /*
- * test_sqlite_store.c - runtime/store/sqlite/ through the store front (store.c);
- * the tests that hold for both backends also run on MongoDB (store_X_mongo, see
- * tdb_open_on()): CRUD; every query operator with dotted paths, array elements,
+ * test_sqlite_store.c - runtime/store/sqlite/ through the store front (store.c):
+ * CRUD; every query operator with dotted paths, array elements,
  * null/missing and type separation; $and/$or nesting; unsupported operators,
  * bad names and malformed JSON; sort/skip/limit/projection with the _id
  * tie-break; each update operator; find_one_and_update by sort; unique
  * indexes; EXPLAIN QUERY PLAN showing index use against a scan; generated ids
  * over 10,000 inserts; a 10,000-document insert; four threads at once; two
  * stores on one file; a writer killed by SIGKILL; and a speed figure for an
- * indexed find. Each test works in its own mkdtemp() folder.
+ * indexed find. Each test works in its own mkdtemp() folder. The tests that
+ * hold for both backends also run on MongoDB (store_X_mongo, tdb_open_on()).
  */
 #include <dirent.h>
 #include <pthread.h>
