@@ -47,9 +47,11 @@ static inline void dl_store_res_free(dl_store_res_t *r)
 }
 
 /**
- * Backends implement this table. Every operation returns res->status (0 or a
- * negative DL_E*: DL_EINVAL for malformed JSON or bad names, DL_EQUERY for
- * an unsupported operator, DL_EDUPKEY for a duplicate _id or a unique-index
+ * Backends implement this table, called only through the front, with inputs
+ * the front has checked (a backend checks nothing of its own). Every
+ * operation returns res->status (0 or a negative DL_E*: from the front
+ * DL_EINVAL for malformed JSON or bad names, DL_EQUERY for an unsupported
+ * operator; from the backend DL_EDUPKEY for a duplicate _id or a unique-index
  * violation; for backend failures DL_EROFS (read-only), DL_EBUSY (locked
  * past the busy timeout), DL_ENOSPC (database or disk full), DL_ECANTOPEN,
  * DL_EIO and others, with res->err saying what happened). A query "" or NULL
@@ -59,7 +61,7 @@ static inline void dl_store_res_free(dl_store_res_t *r)
  * entries are optional: NULL when the backend keeps no files.
  */
 typedef struct dl_store_ops_s {
-    const char *type; /* "sqlite" */
+    const char *type; /* "sqlite", "mongodb" */
     int (*find)(dl_store_t *s, const char *coll, const char *query, const char *opts,
                 dl_store_res_t *res);
     int (*count)(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res);
