@@ -99,40 +99,40 @@ static void work_cb(uv_work_t *w)
     dl_store_res_t *r = &c->res;
     switch (c->op) {
     case OP_FIND:
-        s->ops->find(s, c->coll, arg(&c->a), arg(&c->b), r);
+        dl_store_find(s, c->coll, arg(&c->a), arg(&c->b), r);
         break;
     case OP_COUNT:
-        s->ops->count(s, c->coll, arg(&c->a), r);
+        dl_store_count(s, c->coll, arg(&c->a), r);
         break;
     case OP_INSERT:
-        s->ops->insert(s, c->coll, arg(&c->a), r);
+        dl_store_insert(s, c->coll, arg(&c->a), r);
         break;
     case OP_UPDATE:
-        s->ops->update(s, c->coll, arg(&c->a), arg(&c->b), c->flag, r);
+        dl_store_update(s, c->coll, arg(&c->a), arg(&c->b), c->flag, r);
         break;
     case OP_FOAU:
-        s->ops->find_one_and_update(s, c->coll, arg(&c->a), arg(&c->b), arg(&c->c), r);
+        dl_store_find_one_and_update(s, c->coll, arg(&c->a), arg(&c->b), arg(&c->c), r);
         break;
     case OP_REMOVE:
-        s->ops->remove(s, c->coll, arg(&c->a), c->flag, r);
+        dl_store_remove(s, c->coll, arg(&c->a), c->flag, r);
         break;
     case OP_INDEX:
-        s->ops->create_index(s, c->coll, arg(&c->a), c->flag, r);
+        dl_store_create_index(s, c->coll, arg(&c->a), c->flag, r);
         break;
     case OP_EXPLAIN:
-        s->ops->explain(s, c->coll, arg(&c->a), arg(&c->b), r);
+        dl_store_explain(s, c->coll, arg(&c->a), arg(&c->b), r);
         break;
     case OP_FILE_PUT:
-        s->ops->file_put(s, sarg(&c->a), sarg(&c->b), sarg(&c->c), sarg(&c->d), r);
+        dl_store_file_put(s, sarg(&c->a), sarg(&c->b), sarg(&c->c), sarg(&c->d), r);
         break;
     case OP_FILE_GET:
-        s->ops->file_get(s, sarg(&c->a), sarg(&c->b), r);
+        dl_store_file_get(s, sarg(&c->a), sarg(&c->b), r);
         break;
     case OP_FILE_REMOVE:
-        s->ops->file_remove(s, sarg(&c->a), r);
+        dl_store_file_remove(s, sarg(&c->a), r);
         break;
     default:
-        s->ops->ping(s, r);
+        dl_store_ping(s, r);
     }
 }
 
@@ -388,7 +388,7 @@ static int l_db_type(lua_State *L)
     dl_store_t *s = store_of(L);
     if (s == NULL)
         return 0;
-    lua_pushstring(L, s->ops->type);
+    lua_pushstring(L, dl_store_type(s));
     return 1;
 }
 
@@ -396,7 +396,7 @@ static int l_db_type(lua_State *L)
 static int l_db_has_files(lua_State *L)
 {
     dl_store_t *s = store_of(L);
-    lua_pushboolean(L, s != NULL && s->ops->file_put != NULL);
+    lua_pushboolean(L, dl_store_has_files(s));
     return 1;
 }
 

@@ -1,7 +1,9 @@
 /*
  * store.h - the document store behind api.db: MongoDB-like collections of
- * JSON documents behind one function table (dl_store_ops_t), implemented by
- * SQLite (sqlite_store.c) and later MongoDB. Queries, options, updates and
+ * JSON documents behind one front (dl_store_find() and the rest, store.c),
+ * which checks every input by one set of rules and then calls the backend's
+ * function table (dl_store_ops_t): SQLite (store/sqlite/) or MongoDB
+ * (store/mongo/). Callers use the front, never the table. Queries, options, updates and
  * documents cross the interface as NUL-terminated JSON text, so the store
  * never touches Lua. Every operation blocks (run it in uv_queue_work) and is
  * thread-safe: several threads may call one store at once.
@@ -45,9 +47,11 @@ static inline void dl_store_res_free(dl_store_res_t *r)
 }
 
 /**
- * Backends implement this table. Every operation returns res->status (0 or a
- * negative DL_E*: DL_EINVAL for malformed JSON or bad names, DL_EQUERY for
- * an unsupported operator, DL_EDUPKEY for a duplicate _id or a unique-index
+ * Backends implement this table, called only through the front, with inputs
+ * the front has checked (a backend checks nothing of its own). Every
+ * operation returns res->status (0 or a negative DL_E*: from the front
+ * DL_EINVAL for malformed JSON or bad names, DL_EQUERY for an unsupported
+ * operator; from the backend DL_EDUPKEY for a duplicate _id or a unique-index
  * violation; for backend failures DL_EROFS (read-only), DL_EBUSY (locked
  * past the busy timeout), DL_ENOSPC (database or disk full), DL_ECANTOPEN,
  * DL_EIO and others, with res->err saying what happened). A query "" or NULL
@@ -57,7 +61,7 @@ static inline void dl_store_res_free(dl_store_res_t *r)
  * entries are optional: NULL when the backend keeps no files.
  */
 typedef struct dl_store_ops_s {
-    const char *type; /* "sqlite" */
+    const char *type; /* "sqlite", "mongodb" */
     int (*find)(dl_store_t *s, const char *coll, const char *query, const char *opts,
                 dl_store_res_t *res);
     int (*count)(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res);
@@ -107,6 +111,62 @@ typedef struct dl_store_ops_s {
 struct dl_store_s {
     const dl_store_ops_t *ops; /* backend data follows in the backend's own struct */
 };
+
+/*
+ * The front. Each checks its inputs (below), fails with res set when they are
+ * bad, else runs the backend's operation of the same name (dl_store_ops_t says
+ * what each does and answers). The file operations fail with DL_EINVAL on a
+ * store that keeps no files (dl_store_has_files()).
+ */
+int dl_store_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
+                  dl_store_res_t *res);
+int dl_store_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res);
+int dl_store_insert(dl_store_t *s, const char *coll, const char *docs, dl_store_res_t *res);
+int dl_store_update(dl_store_t *s, const char *coll, const char *query, const char *update,
+                    int multi, dl_store_res_t *res);
+int dl_store_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
+                                 const char *update, const char *opts, dl_store_res_t *res);
+int dl_store_remove(dl_store_t *s, const char *coll, const char *query, int multi,
+                    dl_store_res_t *res);
+int dl_store_create_index(dl_store_t *s, const char *coll, const char *keys, int unique,
+                          dl_store_res_t *res);
+int dl_store_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
+                     dl_store_res_t *res);
+int dl_store_ping(dl_store_t *s, dl_store_res_t *res);
+int dl_store_has_files(const dl_store_t *s);
+int dl_store_file_put(dl_store_t *s, const char *path, const char *filename,
+                      const char *content_type, const char *sha256, dl_store_res_t *res);
+int dl_store_file_get(dl_store_t *s, const char *id, const char *dest_path, dl_store_res_t *res);
+int dl_store_file_remove(dl_store_t *s, const char *id, dl_store_res_t *res);
+const char *dl_store_type(const dl_store_t *s); /* "sqlite", "mongodb" */
+void dl_store_close(dl_store_t *s);             /* NULL is a no-op */
+
+/*
+ * The checks the front runs, each 0 or an error in res (DL_EINVAL for
+ * malformed JSON, a wrong shape or a bad name; DL_EQUERY for an operator
+ * outside the subset, named in res->err):
+ *   - coll: 1 to 64 of [A-Za-z0-9_];
+ *   - field paths (query keys, update fields, sort, projection and index
+ *     keys): dotted segments of [A-Za-z0-9_-], at most 200 bytes;
+ *   - query: an object; $and/$or with a non-empty array of queries; per field
+ *     a value or {$eq|$ne|$gt|$gte|$lt|$lte|$in|$nin|$exists: ...} (no field
+ *     mixed in); $in/$nin take an array; range operators take no null, object
+ *     or array; no value carries an object with a "$" key, at any depth;
+ *   - update: a non-empty object of $set/$inc/$unset/$push, each an object of
+ *     fields; not _id; $inc takes numbers; values carry no "$" key;
+ *   - opts: an object; sort [[field, 1|-1], ...] or {field: 1|-1} (at most
+ *     16); skip and limit whole numbers >= 0; projection (or fields) an
+ *     object of 0/1 or booleans, inclusion only but for _id (at most 64);
+ *   - index keys: as a sort, at least one;
+ *   - docs: an array of objects whose _id, where present, is a string.
+ * NULL or "" query and opts mean {}.
+ */
+int dl_store_check_coll(const char *coll, dl_store_res_t *res);
+int dl_store_check_query(const char *query, dl_store_res_t *res);
+int dl_store_check_update(const char *update, dl_store_res_t *res);
+int dl_store_check_opts(const char *opts, dl_store_res_t *res);
+int dl_store_check_index(const char *keys, dl_store_res_t *res);
+int dl_store_check_docs(const char *docs, dl_store_res_t *res);
 
 /**
  * Opens (creating the file and its folder if missing) a SQLite store with one

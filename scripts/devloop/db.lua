@@ -226,8 +226,8 @@ local SCHEMA_KEYS = { "defaults", "enums", "indexes", "required", "timestamps", 
 local INDEX_KEYS = { "fields", "unique" }
 local TYPE_NAMES = { string = true, number = true, boolean = true, table = true }
 
--- The names every store takes (sqlite_store.c check_coll and check_path,
--- the stricter of the two stores): a collection is 1-64 of [A-Za-z0-9_], a
+-- The names every store takes (runtime/store/store.c, the store front, checks
+-- the same): a collection is 1-64 of [A-Za-z0-9_], a
 -- field dot-separated segments of [A-Za-z0-9_-], at most 200 bytes.
 local function collection_name_ok(name)
   return #name >= 1 and #name <= 64 and not name:find("[^%w_]")

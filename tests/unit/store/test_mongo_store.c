@@ -28,7 +28,7 @@
 #define DEAD_URI "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500"
 #define HEX_ID "65a1b2c3d4e5f6a7b8c9d0e1"
 
-/* File-local in mongo_store.c, opened to unit builds by DL_STATIC. */
+/* File-local in runtime/store/mongo/files.c, opened to unit builds by DL_STATIC. */
 int dl_mongo_file_json(const bson_t *doc, dl_buf_t *out, int64_t *length, int64_t *chunk_size);
 
 /* ------------------------------------------------------------------------ */
@@ -101,10 +101,18 @@ static int exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+/* The front's check (store.c), then the conversion, as a query takes them. */
 static int prep_query_rc(const char *json, char *err, size_t errlen)
 {
     bson_t out;
-    int rc = dl_mongo_prep_query(json, &out, err, errlen);
+    dl_store_res_t res;
+    dl_store_res_init(&res);
+    int rc = dl_store_check_query(json, &res);
+    snprintf(err, errlen, "%s", res.err);
+    dl_store_res_free(&res);
+    if (rc != 0)
+        return rc;
+    rc = dl_mongo_prep_query(json, &out, err, errlen);
 
     if (rc == 0)
         bson_destroy(&out);
@@ -114,7 +122,14 @@ static int prep_query_rc(const char *json, char *err, size_t errlen)
 static int prep_update_rc(const char *json, char *err, size_t errlen)
 {
     bson_t out;
-    int rc = dl_mongo_prep_update(json, &out, err, errlen);
+    dl_store_res_t res;
+    dl_store_res_init(&res);
+    int rc = dl_store_check_update(json, &res);
+    snprintf(err, errlen, "%s", res.err);
+    dl_store_res_free(&res);
+    if (rc != 0)
+        return rc;
+    rc = dl_mongo_prep_update(json, &out, err, errlen);
 
     if (rc == 0)
         bson_destroy(&out);
@@ -356,7 +371,8 @@ DL_TEST(mongo_validator)
               DL_EQUERY);
     EXPECT_STR(err, "unsupported update operator $each");
     EXPECT_EQ(prep_update_rc("{\"$set\":{\"$where\":1}}", err, sizeof(err)), DL_EQUERY);
-    EXPECT_EQ(prep_update_rc("{\"a\":1}", err, sizeof(err)), DL_EINVAL);
+    /* a replacement: DL_EINVAL from MongoDB before issue 19, DL_EQUERY as SQLite answered */
+    EXPECT_EQ(prep_update_rc("{\"a\":1}", err, sizeof(err)), DL_EQUERY);
     EXPECT(strstr(err, "update needs operators") != NULL);
     EXPECT_EQ(prep_update_rc("{}", err, sizeof(err)), DL_EINVAL);
     EXPECT_EQ(prep_update_rc("{\"$set\":5}", err, sizeof(err)), DL_EINVAL);
@@ -483,66 +499,66 @@ DL_TEST(mongo_unreachable)
         return;
     }
     EXPECT_STR(s->ops->type, "mongodb");
-    EXPECT_UNREACHABLE(s->ops->ping(s, &res), res);
+    EXPECT_UNREACHABLE(dl_store_ping(s, &res), res);
     printf("# e.g. %s\n", res.err);
     fflush(stdout);
-    EXPECT_UNREACHABLE(s->ops->find(s, "items", "{\"a\":1}", "{\"sort\":[[\"a\",-1]],\"limit\":2}",
-                                    &res),
-                       res);
-    EXPECT_UNREACHABLE(s->ops->count(s, "items", "{}", &res), res);
-    EXPECT_UNREACHABLE(s->ops->insert(s, "items", "[{\"a\":1},{\"_id\":\"" HEX_ID "\"}]", &res),
+    EXPECT_UNREACHABLE(dl_store_find(s, "items", "{\"a\":1}", "{\"sort\":[[\"a\",-1]],\"limit\":2}",
+                                     &res),
+                        res);
+    EXPECT_UNREACHABLE(dl_store_count(s, "items", "{}", &res), res);
+    EXPECT_UNREACHABLE(dl_store_insert(s, "items", "[{\"a\":1},{\"_id\":\"" HEX_ID "\"}]", &res),
                        res);
     EXPECT_EQ(res.json.len, 0);
-    EXPECT_UNREACHABLE(s->ops->update(s, "items", "{\"a\":1}", "{\"$set\":{\"b\":2}}", 1, &res),
+    EXPECT_UNREACHABLE(dl_store_update(s, "items", "{\"a\":1}", "{\"$set\":{\"b\":2}}", 1, &res),
                        res);
-    EXPECT_UNREACHABLE(s->ops->find_one_and_update(s, "items", "{\"a\":1}",
-                                                   "{\"$inc\":{\"n\":1}}",
-                                                   "{\"sort\":{\"a\":1}}", &res),
-                       res);
-    EXPECT_UNREACHABLE(s->ops->remove(s, "items", "{\"a\":1}", 0, &res), res);
-    EXPECT_UNREACHABLE(s->ops->create_index(s, "items", "[[\"a\",1],[\"b\",-1]]", 1, &res), res);
-    EXPECT_UNREACHABLE(s->ops->explain(s, "items", "{\"a\":1}", NULL, &res), res);
+    EXPECT_UNREACHABLE(dl_store_find_one_and_update(s, "items", "{\"a\":1}",
+                                                    "{\"$inc\":{\"n\":1}}",
+                                                    "{\"sort\":{\"a\":1}}", &res),
+                        res);
+    EXPECT_UNREACHABLE(dl_store_remove(s, "items", "{\"a\":1}", 0, &res), res);
+    EXPECT_UNREACHABLE(dl_store_create_index(s, "items", "[[\"a\",1],[\"b\",-1]]", 1, &res), res);
+    EXPECT_UNREACHABLE(dl_store_explain(s, "items", "{\"a\":1}", NULL, &res), res);
 
     /* bad input fails before anything is sent: no server wait */
     t0 = now_s();
-    rc = s->ops->find(s, "items", "{\"a\":{\"$regex\":\"x\"}}", NULL, &res);
+    rc = dl_store_find(s, "items", "{\"a\":{\"$regex\":\"x\"}}", NULL, &res);
     EXPECT_EQ(rc, DL_EQUERY);
     EXPECT_EQ(res.status, DL_EQUERY);
     EXPECT_STR(res.err, "unsupported query operator $regex");
-    rc = s->ops->update(s, "items", "{}", "{\"$rename\":{\"a\":\"b\"}}", 0, &res);
+    rc = dl_store_update(s, "items", "{}", "{\"$rename\":{\"a\":\"b\"}}", 0, &res);
     EXPECT_EQ(rc, DL_EQUERY);
     EXPECT_STR(res.err, "unsupported update operator $rename");
-    rc = s->ops->find_one_and_update(s, "items", "{\"$where\":\"1\"}", "{\"$set\":{\"a\":1}}",
-                                     NULL, &res);
+    rc = dl_store_find_one_and_update(s, "items", "{\"$where\":\"1\"}", "{\"$set\":{\"a\":1}}",
+                                      NULL, &res);
     EXPECT_EQ(rc, DL_EQUERY);
-    rc = s->ops->count(s, "items", "{not json", &res);
+    rc = dl_store_count(s, "items", "{not json", &res);
     EXPECT_EQ(rc, DL_EINVAL);
-    EXPECT(strstr(res.err, "invalid JSON") != NULL);
-    rc = s->ops->insert(s, "items", "{\"a\":1}", &res);
+    EXPECT(strstr(res.err, "malformed JSON") != NULL); /* the front's words since issue 19 */
+    rc = dl_store_insert(s, "items", "{\"a\":1}", &res);
     EXPECT_EQ(rc, DL_EINVAL);
-    rc = s->ops->insert(s, "items", "[1]", &res);
+    rc = dl_store_insert(s, "items", "[1]", &res);
     EXPECT_EQ(rc, DL_EINVAL);
-    rc = s->ops->find(s, "items", "{}", "{\"sort\":{\"a\":2}}", &res);
+    rc = dl_store_find(s, "items", "{}", "{\"sort\":{\"a\":2}}", &res);
     EXPECT_EQ(rc, DL_EINVAL);
     EXPECT_STR(res.err, "sort direction for a must be 1 or -1");
-    rc = s->ops->find(s, "items", "{}", "{\"limit\":-1}", &res);
+    rc = dl_store_find(s, "items", "{}", "{\"limit\":-1}", &res);
     EXPECT_EQ(rc, DL_EINVAL);
-    rc = s->ops->find(s, "items", "{}", "{\"projection\":{\"a\":{\"$slice\":1}}}", &res);
+    rc = dl_store_find(s, "items", "{}", "{\"projection\":{\"a\":{\"$slice\":1}}}", &res);
     EXPECT_EQ(rc, DL_EQUERY);
-    rc = s->ops->create_index(s, "items", "[[\"a\",2]]", 0, &res);
+    rc = dl_store_create_index(s, "items", "[[\"a\",2]]", 0, &res);
     EXPECT_EQ(rc, DL_EINVAL);
     EXPECT_STR(res.err, "index direction for a must be 1 or -1");
-    rc = s->ops->create_index(s, "items", "[\"a\"]", 0, &res);
+    rc = dl_store_create_index(s, "items", "[\"a\"]", 0, &res);
     EXPECT_EQ(rc, DL_EINVAL);
     EXPECT_STR(res.err, "index: expected [[field, 1|-1], ...]");
-    rc = s->ops->create_index(s, "items", "[]", 0, &res);
+    rc = dl_store_create_index(s, "items", "[]", 0, &res);
     EXPECT_EQ(rc, DL_EINVAL);
-    rc = s->ops->remove(s, "", "{}", 1, &res);
+    rc = dl_store_remove(s, "", "{}", 1, &res);
     EXPECT_EQ(rc, DL_EINVAL);
-    rc = s->ops->remove(s, "a$b", "{}", 1, &res);
+    rc = dl_store_remove(s, "a$b", "{}", 1, &res);
     EXPECT_EQ(rc, DL_EINVAL);
     /* an empty insert needs no server */
-    rc = s->ops->insert(s, "items", "[]", &res);
+    rc = dl_store_insert(s, "items", "[]", &res);
     EXPECT_EQ(rc, 0);
     EXPECT_MEM(res.json.data, res.json.len, "[]", 2);
     EXPECT(now_s() - t0 < 0.5);
@@ -564,7 +580,7 @@ static void *ping_thread(void *p)
 
     dl_store_res_init(&res);
     for (i = 0; i < 2; i++) {
-        if (a->s->ops->count(a->s, "items", "{}", &res) != DL_ETIMEDOUT)
+        if (dl_store_count(a->s, "items", "{}", &res) != DL_ETIMEDOUT)
             a->failures++;
     }
     dl_store_res_free(&res);
@@ -675,7 +691,7 @@ DL_TEST(mongo_file_bad_input)
     t0 = now_s();
     for (i = 0; i < DL_ARRAY_SIZE(bad_ids); i++) {
         res.err[0] = '\0';
-        rc = s->ops->file_get(s, bad_ids[i], dest, &res);
+        rc = dl_store_file_get(s, bad_ids[i], dest, &res);
         EXPECT_EQ(rc, DL_ENOENT);
         EXPECT_EQ(res.status, DL_ENOENT);
         if (strstr(res.err, "mongodb file_get: no file with id") == NULL)
@@ -683,29 +699,29 @@ DL_TEST(mongo_file_bad_input)
         EXPECT_EQ(res.json.len, 0);
         EXPECT(!exists(dest));
         res.count = 7;
-        rc = s->ops->file_remove(s, bad_ids[i], &res);
+        rc = dl_store_file_remove(s, bad_ids[i], &res);
         EXPECT_EQ(rc, 0);
         EXPECT_EQ(res.status, 0);
         EXPECT_EQ(res.count, 0);
     }
-    rc = s->ops->file_get(s, NULL, dest, &res);
+    rc = dl_store_file_get(s, NULL, dest, &res);
     EXPECT_EQ(rc, DL_ENOENT);
-    rc = s->ops->file_get(s, HEX_ID, "", &res);
+    rc = dl_store_file_get(s, HEX_ID, "", &res);
     EXPECT_EQ(rc, DL_EINVAL);
 
     /* file_put: the local file is checked before the server is asked */
     snprintf(dest, sizeof(dest), "%s/missing", dir);
-    rc = s->ops->file_put(s, dest, "x.bin", "application/octet-stream", "00", &res);
+    rc = dl_store_file_put(s, dest, "x.bin", "application/octet-stream", "00", &res);
     EXPECT_EQ(rc, DL_ENOENT);
     EXPECT_EQ(res.status, DL_ENOENT);
     if (strstr(res.err, "mongodb file_put: cannot open") == NULL || strstr(res.err, dest) == NULL)
         DL_FAIL_AT("file_put of a missing path: message \"%s\"", res.err);
-    rc = s->ops->file_put(s, sub, "x.bin", NULL, NULL, &res);
+    rc = dl_store_file_put(s, sub, "x.bin", NULL, NULL, &res);
     EXPECT_EQ(rc, DL_EINVAL);
     EXPECT(strstr(res.err, "is not a regular file") != NULL);
-    rc = s->ops->file_put(s, NULL, "x.bin", NULL, NULL, &res);
+    rc = dl_store_file_put(s, NULL, "x.bin", NULL, NULL, &res);
     EXPECT_EQ(rc, DL_EINVAL);
-    rc = s->ops->file_put(s, sub, NULL, NULL, NULL, &res);
+    rc = dl_store_file_put(s, sub, NULL, NULL, NULL, &res);
     EXPECT_EQ(rc, DL_EINVAL);
     EXPECT_EQ(res.json.len, 0);
     if (now_s() - t0 >= 0.25)
@@ -735,20 +751,20 @@ DL_TEST(mongo_file_unreachable)
     write_file(src, 600 * 1024); /* more than two chunks and buffers */
     write_file(empty, 0);
 
-    EXPECT_UNREACHABLE(s->ops->file_put(s, src, "src.bin", "application/octet-stream",
-                                        "e3b0c44298fc1c149afbf4c8996fb924"
-                                        "27ae41e4649b934ca495991b7852b855",
-                                        &res),
-                       res);
+    EXPECT_UNREACHABLE(dl_store_file_put(s, src, "src.bin", "application/octet-stream",
+                                         "e3b0c44298fc1c149afbf4c8996fb924"
+                                         "27ae41e4649b934ca495991b7852b855",
+                                         &res),
+                        res);
     EXPECT_EQ(res.json.len, 0);
     printf("# e.g. %s\n", res.err);
     fflush(stdout);
-    EXPECT_UNREACHABLE(s->ops->file_put(s, empty, "empty.bin", NULL, NULL, &res), res);
+    EXPECT_UNREACHABLE(dl_store_file_put(s, empty, "empty.bin", NULL, NULL, &res), res);
     EXPECT_EQ(res.json.len, 0);
-    EXPECT_UNREACHABLE(s->ops->file_get(s, HEX_ID, dest, &res), res);
+    EXPECT_UNREACHABLE(dl_store_file_get(s, HEX_ID, dest, &res), res);
     EXPECT_EQ(res.json.len, 0);
     EXPECT(!exists(dest));
-    EXPECT_UNREACHABLE(s->ops->file_remove(s, HEX_ID, &res), res);
+    EXPECT_UNREACHABLE(dl_store_file_remove(s, HEX_ID, &res), res);
     EXPECT_EQ(res.count, 0);
     /* the source files are left as they were */
     EXPECT(exists(src) && exists(empty));
@@ -804,23 +820,23 @@ DL_TEST(mongo_crud_live)
     dl_store_res_init(&res);
     snprintf(coll, sizeof(coll), "dl_unit_%ld_%d", (long)time(NULL), (int)getpid());
 
-    EXPECT_EQ(s->ops->ping(s, &res), 0);
+    EXPECT_EQ(dl_store_ping(s, &res), 0);
     EXPECT_MEM(res.json.data, res.json.len, "{\"ok\":1}", 8);
-    rc = s->ops->insert(s, coll,
-                        "[{\"_id\":\"" HEX_ID "\",\"name\":\"a\",\"n\":1,"
-                        "\"at\":{\"$date\":\"2024-01-01T00:00:00.5Z\"}},"
-                        "{\"name\":\"b\",\"n\":2},{\"name\":\"c\",\"n\":3}]",
-                        &res);
+    rc = dl_store_insert(s, coll,
+                         "[{\"_id\":\"" HEX_ID "\",\"name\":\"a\",\"n\":1,"
+                         "\"at\":{\"$date\":\"2024-01-01T00:00:00.5Z\"}},"
+                         "{\"name\":\"b\",\"n\":2},{\"name\":\"c\",\"n\":3}]",
+                         &res);
     EXPECT_EQ(rc, 0);
     EXPECT_EQ(res.count, 3);
     EXPECT(res.json.len > 2 && memcmp(res.json.data, "[\"" HEX_ID "\",\"", 29) == 0);
 
-    rc = s->ops->insert(s, coll, "[{\"_id\":\"" HEX_ID "\"}]", &res);
+    rc = dl_store_insert(s, coll, "[{\"_id\":\"" HEX_ID "\"}]", &res);
     EXPECT_EQ(rc, DL_EDUPKEY);
     EXPECT(strstr(res.err, "E11000") != NULL);
 
-    rc = s->ops->find(s, coll, "{\"_id\":\"" HEX_ID "\"}", "{\"projection\":{\"name\":1,\"at\":1}}",
-                      &res);
+    rc = dl_store_find(s, coll, "{\"_id\":\"" HEX_ID "\"}",
+                       "{\"projection\":{\"name\":1,\"at\":1}}", &res);
     EXPECT_EQ(rc, 0);
     {
         const char *want =
@@ -828,42 +844,42 @@ DL_TEST(mongo_crud_live)
         EXPECT_MEM(res.json.data, res.json.len, want, strlen(want));
     }
 
-    rc = s->ops->find(s, coll, "{\"n\":{\"$gte\":2}}",
-                      "{\"sort\":[[\"n\",-1]],\"projection\":{\"_id\":0,\"n\":1},\"limit\":5}",
-                      &res);
+    rc = dl_store_find(s, coll, "{\"n\":{\"$gte\":2}}",
+                       "{\"sort\":[[\"n\",-1]],\"projection\":{\"_id\":0,\"n\":1},\"limit\":5}",
+                       &res);
     EXPECT_EQ(rc, 0);
     EXPECT_MEM(res.json.data, res.json.len, "[{\"n\":3},{\"n\":2}]", 17);
 
-    EXPECT_EQ(s->ops->count(s, coll, "{\"$or\":[{\"n\":1},{\"name\":\"c\"}]}", &res), 0);
+    EXPECT_EQ(dl_store_count(s, coll, "{\"$or\":[{\"n\":1},{\"name\":\"c\"}]}", &res), 0);
     EXPECT_EQ(res.count, 2);
 
-    EXPECT_EQ(s->ops->update(s, coll, "{}", "{\"$inc\":{\"n\":10}}", 1, &res), 0);
+    EXPECT_EQ(dl_store_update(s, coll, "{}", "{\"$inc\":{\"n\":10}}", 1, &res), 0);
     EXPECT_EQ(res.matched, 3);
     EXPECT_EQ(res.count, 3);
 
     snprintf(q, sizeof(q), "{\"name\":\"b\"}");
-    rc = s->ops->find_one_and_update(s, coll, q, "{\"$set\":{\"tag\":\"x\"},\"$push\":{\"l\":1}}",
-                                     "{\"projection\":{\"_id\":0}}", &res);
+    rc = dl_store_find_one_and_update(s, coll, q, "{\"$set\":{\"tag\":\"x\"},\"$push\":{\"l\":1}}",
+                                      "{\"projection\":{\"_id\":0}}", &res);
     EXPECT_EQ(rc, 0);
     EXPECT_MEM(res.json.data, res.json.len, "{\"name\":\"b\",\"n\":12,\"tag\":\"x\",\"l\":[1]}",
                strlen("{\"name\":\"b\",\"n\":12,\"tag\":\"x\",\"l\":[1]}"));
-    rc = s->ops->find_one_and_update(s, coll, "{\"name\":\"zz\"}", "{\"$set\":{\"a\":1}}", NULL,
-                                     &res);
+    rc = dl_store_find_one_and_update(s, coll, "{\"name\":\"zz\"}", "{\"$set\":{\"a\":1}}", NULL,
+                                      &res);
     EXPECT_EQ(rc, 0);
     EXPECT_MEM(res.json.data, res.json.len, "null", 4);
 
-    EXPECT_EQ(s->ops->create_index(s, coll, "[[\"name\",1],[\"n\",-1]]", 1, &res), 0);
-    EXPECT_EQ(s->ops->explain(s, coll, "{\"name\":\"a\"}", NULL, &res), 0);
+    EXPECT_EQ(dl_store_create_index(s, coll, "[[\"name\",1],[\"n\",-1]]", 1, &res), 0);
+    EXPECT_EQ(dl_store_explain(s, coll, "{\"name\":\"a\"}", NULL, &res), 0);
     dl_buf_append_char(&res.json, '\0');
     if (strstr(res.json.data, "IXSCAN name_1_n_-1") == NULL)
         DL_FAIL_AT("explain: %s", res.json.data);
     /* a unique index: a second "a"... is fine, a second "c" with n 13 is not */
-    rc = s->ops->insert(s, coll, "[{\"name\":\"c\",\"n\":13}]", &res);
+    rc = dl_store_insert(s, coll, "[{\"name\":\"c\",\"n\":13}]", &res);
     EXPECT_EQ(rc, DL_EDUPKEY);
 
-    EXPECT_EQ(s->ops->remove(s, coll, "{\"name\":\"a\"}", 0, &res), 0);
+    EXPECT_EQ(dl_store_remove(s, coll, "{\"name\":\"a\"}", 0, &res), 0);
     EXPECT_EQ(res.count, 1);
-    EXPECT_EQ(s->ops->remove(s, coll, "{}", 1, &res), 0);
+    EXPECT_EQ(dl_store_remove(s, coll, "{}", 1, &res), 0);
     EXPECT_EQ(res.count, 2);
 
     {
@@ -937,13 +953,13 @@ DL_TEST(mongo_files_live)
     write_file(src, 600 * 1024 + 3); /* three chunks, the last one short */
     write_file(empty, 0);
 
-    rc = s->ops->file_put(s, src, "big.bin", "application/x-test", "abcd", &res);
+    rc = dl_store_file_put(s, src, "big.bin", "application/x-test", "abcd", &res);
     EXPECT_EQ(rc, 0);
     EXPECT_EQ(res.json.len, 26);
     snprintf(id, sizeof(id), "%.*s", 24, res.json.len == 26 ? res.json.data + 1 : "");
     EXPECT(bson_oid_is_valid(id, strlen(id)));
 
-    rc = s->ops->file_get(s, id, dest, &res);
+    rc = dl_store_file_get(s, id, dest, &res);
     EXPECT_EQ(rc, 0);
     expect_json_has(&res.json, "\"filename\":\"big.bin\"");
     expect_json_has(&res.json, "\"content_type\":\"application/x-test\"");
@@ -954,23 +970,23 @@ DL_TEST(mongo_files_live)
     EXPECT(stat(dest, &st) == 0 && (st.st_mode & 0777) == 0600);
 
     /* an empty file, with no metadata values */
-    rc = s->ops->file_put(s, empty, "empty.bin", NULL, NULL, &res);
+    rc = dl_store_file_put(s, empty, "empty.bin", NULL, NULL, &res);
     EXPECT_EQ(rc, 0);
     snprintf(id0, sizeof(id0), "%.*s", 24, res.json.len == 26 ? res.json.data + 1 : "");
-    rc = s->ops->file_get(s, id0, dest, &res);
+    rc = dl_store_file_get(s, id0, dest, &res);
     EXPECT_EQ(rc, 0);
     expect_json_has(&res.json, "\"size\":0,\"sha256\":null");
     expect_json_has(&res.json, "\"content_type\":null");
     EXPECT(stat(dest, &st) == 0 && st.st_size == 0);
 
-    EXPECT_EQ(s->ops->file_remove(s, id, &res), 0);
+    EXPECT_EQ(dl_store_file_remove(s, id, &res), 0);
     EXPECT_EQ(res.count, 1);
-    EXPECT_EQ(s->ops->file_remove(s, id, &res), 0);
+    EXPECT_EQ(dl_store_file_remove(s, id, &res), 0);
     EXPECT_EQ(res.count, 0);
-    EXPECT_EQ(s->ops->file_remove(s, id0, &res), 0);
+    EXPECT_EQ(dl_store_file_remove(s, id0, &res), 0);
     EXPECT_EQ(res.count, 1);
     unlink(dest);
-    rc = s->ops->file_get(s, id, dest, &res);
+    rc = dl_store_file_get(s, id, dest, &res);
     EXPECT_EQ(rc, DL_ENOENT);
     EXPECT(strstr(res.err, "no file with id") != NULL);
     EXPECT(!exists(dest));

@@ -1,5 +1,5 @@
 /*
- * test_sqlite_faults.c - runtime/store/sqlite_store.c when the database cannot be
+ * test_sqlite_faults.c - runtime/store/sqlite/ when the database cannot be
  * written: locked by another connection past the busy timeout
  * (DEVLOOP_DB_BUSY_TIMEOUT_MS, and its validation), read-only (the writer in
  * PRAGMA query_only, SQLite's own SQLITE_READONLY) and full (max_page_count,
@@ -24,7 +24,7 @@
 #include "store/store.h"
 #include "unit.h"
 
-/* In sqlite_store.c, for unit builds only. */
+/* In runtime/store/sqlite/open.c, for tests. */
 sqlite3 *dl_sqlite_store_writer(dl_store_t *s);
 
 /* ---- helpers -------------------------------------------------------------------------------- */
@@ -60,8 +60,8 @@ static void fdb_open(fdb_t *t, const char *busy_env)
         DL_FAIL_AT("open %s: %s", t->path, err);
     DL_ASSERT(t->s != NULL);
     dl_store_res_init(&t->r);
-    int rc = t->s->ops->insert(t->s, "notes", "[{\"_id\": \"a\", \"n\": 1}, {\"_id\": \"b\"}]",
-                               &t->r);
+    int rc = dl_store_insert(t->s, "notes", "[{\"_id\": \"a\", \"n\": 1}, {\"_id\": \"b\"}]",
+                             &t->r);
     EXPECT_EQ(rc, 0);
 }
 
@@ -94,12 +94,12 @@ static const char *jtext(dl_store_res_t *r)
 
 static int insert_one(fdb_t *t, const char *doc)
 {
-    return t->s->ops->insert(t->s, "notes", doc, &t->r);
+    return dl_store_insert(t->s, "notes", doc, &t->r);
 }
 
 static int64_t count_notes(fdb_t *t)
 {
-    int rc = t->s->ops->count(t->s, "notes", NULL, &t->r);
+    int rc = dl_store_count(t->s, "notes", NULL, &t->r);
     if (rc != 0) {
         DL_FAIL_AT("count: %d %s", rc, t->r.err);
         return -1;
@@ -110,7 +110,7 @@ static int64_t count_notes(fdb_t *t)
 /* ping(), which must succeed: its JSON. */
 static const char *ping(fdb_t *t)
 {
-    int rc = t->s->ops->ping(t->s, &t->r);
+    int rc = dl_store_ping(t->s, &t->r);
     if (rc != 0)
         DL_FAIL_AT("ping: %d %s", rc, t->r.err);
     return jtext(&t->r);
@@ -154,9 +154,9 @@ DL_TEST(sqlite_fault_locked)
     EXPECT_STR(dl_err_name(DL_EBUSY), "EBUSY");
     EXPECT_INT(waited, >=, 140);
     EXPECT_INT(waited, <, 2000);
-    EXPECT_EQ(t.s->ops->update(t.s, "notes", "{\"_id\": \"a\"}", "{\"$set\": {\"n\": 2}}", 0,
-                               &t.r), DL_EBUSY);
-    EXPECT_EQ(t.s->ops->remove(t.s, "notes", "{}", 1, &t.r), DL_EBUSY);
+    EXPECT_EQ(dl_store_update(t.s, "notes", "{\"_id\": \"a\"}", "{\"$set\": {\"n\": 2}}", 0,
+                              &t.r), DL_EBUSY);
+    EXPECT_EQ(dl_store_remove(t.s, "notes", "{}", 1, &t.r), DL_EBUSY);
 
     /* WAL: reads do not wait for the lock */
     t0 = ms_now();
@@ -246,12 +246,12 @@ DL_TEST(sqlite_fault_read_only)
     EXPECT_EQ(insert_one(&t, "[{\"_id\": \"c\"}]"), DL_EROFS);
     EXPECT_HAS(t.r.err, "database is read-only");
     EXPECT_STR(dl_err_name(DL_EROFS), "EROFS");
-    EXPECT_EQ(t.s->ops->update(t.s, "notes", "{}", "{\"$set\": {\"n\": 5}}", 1, &t.r), DL_EROFS);
-    EXPECT_EQ(t.s->ops->remove(t.s, "notes", "{\"_id\": \"a\"}", 0, &t.r), DL_EROFS);
-    EXPECT_EQ(t.s->ops->create_index(t.s, "notes", "[[\"n\", 1]]", 0, &t.r), DL_EROFS);
+    EXPECT_EQ(dl_store_update(t.s, "notes", "{}", "{\"$set\": {\"n\": 5}}", 1, &t.r), DL_EROFS);
+    EXPECT_EQ(dl_store_remove(t.s, "notes", "{\"_id\": \"a\"}", 0, &t.r), DL_EROFS);
+    EXPECT_EQ(dl_store_create_index(t.s, "notes", "[[\"n\", 1]]", 0, &t.r), DL_EROFS);
     EXPECT_EQ(sqlite3_get_autocommit(w), 1);
     EXPECT_EQ(count_notes(&t), 2);
-    EXPECT_EQ(t.s->ops->find(t.s, "notes", "{\"_id\": \"a\"}", NULL, &t.r), 0);
+    EXPECT_EQ(dl_store_find(t.s, "notes", "{\"_id\": \"a\"}", NULL, &t.r), 0);
     EXPECT_STR(jtext(&t.r), "[{\"_id\":\"a\",\"n\":1}]");
     const char *j = ping(&t);
     EXPECT_HAS(j, "\"write\":{\"ok\":false,\"code\":\"EROFS\",\"error\":\"database is read-only");
@@ -286,8 +286,8 @@ DL_TEST(sqlite_fault_full)
     snprintf(since, sizeof(since), "%.33s", sp ? sp : "");
 
     /* a write that changes nothing commits even on a full disk: it tells nothing */
-    EXPECT_EQ(t.s->ops->update(t.s, "notes", "{\"_id\": \"none\"}", "{\"$set\": {\"n\": 1}}",
-                               0, &t.r), 0);
+    EXPECT_EQ(dl_store_update(t.s, "notes", "{\"_id\": \"none\"}", "{\"$set\": {\"n\": 1}}",
+                              0, &t.r), 0);
     EXPECT_EQ(t.r.matched, 0);
     usleep(20 * 1000);
     EXPECT_EQ(insert_one(&t, doc), DL_ENOSPC);

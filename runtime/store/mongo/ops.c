@@ -1,0 +1,557 @@
+/*
+ * mongo/ops.c - the operations: find, count, insert, update, find_one_and_update,
+ * remove, create_index, explain and ping, with transactions for writes to
+ * several documents where the deployment has them.
+ */
+#include "store/mongo/mongo_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/codec_json.h"
+#include "common/internal.h"
+
+static int txn_begin(mongo_store_t *ms, mongoc_client_t *client, int wanted, const char *op,
+                     txn_t *t, dl_store_res_t *res)
+{
+    mongoc_server_description_t *sd;
+    const char *type;
+    bson_error_t e;
+    int supported;
+
+    t->cs = NULL;
+    bson_init(&t->opts);
+    if (!wanted)
+        return 0;
+    sd = mongoc_client_select_server(client, true, NULL, &e);
+    if (sd == NULL)
+        return dl_mongo_map_error(ms, op, &e, NULL, res);
+    type = mongoc_server_description_type(sd);
+    supported = strcmp(type, "RSPrimary") == 0 || strcmp(type, "Mongos") == 0
+                || strcmp(type, "LoadBalancer") == 0;
+    mongoc_server_description_destroy(sd);
+    if (!supported)
+        return 0;
+    t->cs = mongoc_client_start_session(client, NULL, &e);
+    if (t->cs == NULL)
+        return dl_mongo_map_error(ms, op, &e, NULL, res);
+    if (!mongoc_client_session_start_transaction(t->cs, NULL, &e))
+        return dl_mongo_map_error(ms, op, &e, NULL, res);
+    if (!mongoc_client_session_append(t->cs, &t->opts, &e))
+        return dl_mongo_map_error(ms, op, &e, NULL, res);
+    return 0;
+}
+
+/* Commits when rc is 0, else aborts; returns rc or the commit's error. Always call. */
+static int txn_end(mongo_store_t *ms, const char *op, txn_t *t, int rc, dl_store_res_t *res)
+{
+    bson_error_t e;
+    bson_t reply;
+
+    if (t->cs != NULL && mongoc_client_session_in_transaction(t->cs)) {
+        if (rc == 0) {
+            if (!mongoc_client_session_commit_transaction(t->cs, &reply, &e))
+                rc = dl_mongo_map_error(ms, op, &e, &reply, res);
+            bson_destroy(&reply);
+        } else {
+            mongoc_client_session_abort_transaction(t->cs, NULL);
+        }
+        if (rc != 0) {
+            /* rolled back: nothing was written */
+            res->count = 0;
+            res->matched = 0;
+        }
+    }
+    if (t->cs != NULL)
+        mongoc_client_session_destroy(t->cs);
+    t->cs = NULL;
+    bson_destroy(&t->opts);
+    return rc;
+}
+
+int dl_mongo_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
+                  dl_store_res_t *res)
+{
+    mongo_store_t *ms = (mongo_store_t *)s;
+    bson_t filter, fopts;
+    find_opts_t fo;
+    mongoc_client_t *client;
+    mongoc_collection_t *c;
+    mongoc_cursor_t *cur;
+    const bson_t *doc, *reply = NULL;
+    bson_error_t e;
+    int rc;
+
+    rc = dl_mongo_begin(res);
+    if (rc != 0)
+        return rc;
+    rc = dl_mongo_parse_find_opts(opts, &fo, res->err, sizeof(res->err));
+    if (rc == 0)
+        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+    if (rc != 0) {
+        dl_mongo_find_opts_free(&fo);
+        return dl_mongo_res_fail(res, rc);
+    }
+    dl_mongo_find_opts_to_bson(&fo, &fopts);
+    dl_mongo_find_opts_free(&fo);
+    client = dl_mongo_acquire(ms, res);
+    if (client != NULL) {
+        c = mongoc_client_get_collection(client, ms->db, coll);
+        cur = mongoc_collection_find_with_opts(c, &filter, &fopts, NULL);
+        dl_buf_append_char(&res->json, '[');
+        while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
+            if (res->count > 0)
+                dl_buf_append_char(&res->json, ',');
+            rc = dl_mongo_bson_to_json(doc, 0, &res->json);
+            res->count++;
+        }
+        dl_buf_append_char(&res->json, ']');
+        if (rc == 0 && mongoc_cursor_error_document(cur, &e, &reply)) {
+            rc = dl_mongo_map_error(ms, "find", &e, reply, res);
+            dl_buf_reset(&res->json);
+            res->count = 0;
+        }
+        mongoc_cursor_destroy(cur);
+        mongoc_collection_destroy(c);
+        mongoc_client_pool_push(ms->pool, client);
+    } else {
+        rc = res->status;
+    }
+    bson_destroy(&filter);
+    bson_destroy(&fopts);
+    return dl_mongo_finish(res, rc);
+}
+
+int dl_mongo_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res)
+{
+    mongo_store_t *ms = (mongo_store_t *)s;
+    mongoc_client_t *client;
+    mongoc_collection_t *c;
+    bson_t filter, reply;
+    bson_error_t e;
+    int64_t n;
+    int rc;
+
+    rc = dl_mongo_begin(res);
+    if (rc == 0)
+        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+    if (rc != 0)
+        return dl_mongo_res_fail(res, rc);
+    client = dl_mongo_acquire(ms, res);
+    if (client != NULL) {
+        c = mongoc_client_get_collection(client, ms->db, coll);
+        n = mongoc_collection_count_documents(c, &filter, NULL, NULL, &reply, &e);
+        if (n < 0)
+            rc = dl_mongo_map_error(ms, "count", &e, &reply, res);
+        else
+            res->count = n;
+        bson_destroy(&reply);
+        mongoc_collection_destroy(c);
+        mongoc_client_pool_push(ms->pool, client);
+    } else {
+        rc = res->status;
+    }
+    bson_destroy(&filter);
+    return dl_mongo_finish(res, rc);
+}
+
+/* The documents of an insert, _id first, and their ids as a JSON array in res->json. */
+static int insert_docs(const bson_t *raw, bson_t **docs_out, size_t *n_out, dl_store_res_t *res)
+{
+    bson_iter_t it, id;
+    bson_t *docs;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+
+    bson_iter_init(&it, raw);
+    while (bson_iter_next(&it))
+        cap++;
+    docs = dl_calloc(cap ? cap : 1, sizeof(*docs));
+    if (docs == NULL)
+        return dl_mongo_fail(res->err, sizeof(res->err), DL_ENOMEM,
+                             "mongodb insert: out of memory");
+    bson_iter_init(&it, raw);
+    dl_buf_append_char(&res->json, '[');
+    while (rc == 0 && bson_iter_next(&it)) {
+        rc = dl_mongo_doc_from_bson(&it, &docs[n], res->err, sizeof(res->err));
+        if (rc != 0)
+            break;
+        bson_iter_init_find(&id, &docs[n], "_id");
+        if (n > 0)
+            dl_buf_append_char(&res->json, ',');
+        dl_mongo_put_value(&res->json, &id, 0);
+        n++;
+    }
+    dl_buf_append_char(&res->json, ']');
+    *docs_out = docs;
+    *n_out = n;
+    return rc;
+}
+
+int dl_mongo_insert(dl_store_t *s, const char *coll, const char *docs_json, dl_store_res_t *res)
+{
+    mongo_store_t *ms = (mongo_store_t *)s;
+    mongoc_client_t *client;
+    mongoc_collection_t *c;
+    const bson_t **ptrs = NULL;
+    bson_t raw, reply, *docs = NULL;
+    bson_error_t e;
+    size_t n = 0, i;
+    txn_t txn;
+    int rc;
+
+    rc = dl_mongo_begin(res);
+    if (rc == 0)
+        rc = dl_mongo_parse_json(docs_json, 1, "documents", &raw, res->err, sizeof(res->err));
+    if (rc != 0)
+        return dl_mongo_res_fail(res, rc);
+    rc = insert_docs(&raw, &docs, &n, res);
+    bson_destroy(&raw);
+    if (rc == 0 && n > 0) {
+        ptrs = dl_calloc(n, sizeof(*ptrs));
+        if (ptrs == NULL)
+            rc = dl_mongo_fail(res->err, sizeof(res->err), DL_ENOMEM,
+                               "mongodb insert: out of memory");
+        for (i = 0; rc == 0 && i < n; i++)
+            ptrs[i] = &docs[i];
+    }
+    if (rc == 0 && n > 0) {
+        client = dl_mongo_acquire(ms, res);
+        if (client != NULL) {
+            rc = txn_begin(ms, client, n > 1, "insert", &txn, res);
+            if (rc == 0) {
+                c = mongoc_client_get_collection(client, ms->db, coll);
+                if (!mongoc_collection_insert_many(c, ptrs, n, &txn.opts, &reply, &e))
+                    rc = dl_mongo_map_error(ms, "insert", &e, &reply, res);
+                res->count = dl_mongo_reply_int(&reply, "insertedCount");
+                bson_destroy(&reply);
+                mongoc_collection_destroy(c);
+            }
+            rc = txn_end(ms, "insert", &txn, rc, res);
+            mongoc_client_pool_push(ms->pool, client);
+        } else {
+            rc = res->status;
+        }
+    }
+    for (i = 0; docs != NULL && i < n; i++)
+        bson_destroy(&docs[i]);
+    dl_free(docs);
+    dl_free(ptrs);
+    if (rc != 0)
+        dl_buf_reset(&res->json);
+    return dl_mongo_finish(res, rc);
+}
+
+int dl_mongo_update(dl_store_t *s, const char *coll, const char *query, const char *update,
+                    int multi, dl_store_res_t *res)
+{
+    mongo_store_t *ms = (mongo_store_t *)s;
+    mongoc_client_t *client;
+    mongoc_collection_t *c;
+    bson_t filter, upd, reply;
+    bson_error_t e;
+    txn_t txn;
+    bool ok;
+    int rc;
+
+    rc = dl_mongo_begin(res);
+    if (rc == 0)
+        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+    if (rc != 0)
+        return dl_mongo_res_fail(res, rc);
+    rc = dl_mongo_prep_update(update, &upd, res->err, sizeof(res->err));
+    if (rc != 0) {
+        bson_destroy(&filter);
+        return dl_mongo_res_fail(res, rc);
+    }
+    client = dl_mongo_acquire(ms, res);
+    if (client != NULL) {
+        rc = txn_begin(ms, client, multi, "update", &txn, res);
+        if (rc == 0) {
+            c = mongoc_client_get_collection(client, ms->db, coll);
+            if (multi)
+                ok = mongoc_collection_update_many(c, &filter, &upd, &txn.opts, &reply, &e);
+            else
+                ok = mongoc_collection_update_one(c, &filter, &upd, &txn.opts, &reply, &e);
+            if (!ok) {
+                rc = dl_mongo_map_error(ms, "update", &e, &reply, res);
+            } else {
+                res->matched = dl_mongo_reply_int(&reply, "matchedCount");
+                res->count = dl_mongo_reply_int(&reply, "modifiedCount");
+            }
+            bson_destroy(&reply);
+            mongoc_collection_destroy(c);
+        }
+        rc = txn_end(ms, "update", &txn, rc, res);
+        mongoc_client_pool_push(ms->pool, client);
+    } else {
+        rc = res->status;
+    }
+    bson_destroy(&filter);
+    bson_destroy(&upd);
+    return dl_mongo_finish(res, rc);
+}
+
+int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
+                                 const char *update, const char *opts, dl_store_res_t *res)
+{
+    mongo_store_t *ms = (mongo_store_t *)s;
+    mongoc_find_and_modify_opts_t *fam;
+    mongoc_client_t *client;
+    mongoc_collection_t *c;
+    bson_t filter, upd, reply;
+    bson_iter_t it;
+    bson_error_t e;
+    find_opts_t fo;
+    int flags, rc;
+
+    rc = dl_mongo_begin(res);
+    if (rc != 0)
+        return rc;
+    rc = dl_mongo_parse_find_opts(opts, &fo, res->err, sizeof(res->err));
+    if (rc == 0)
+        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+    if (rc != 0) {
+        dl_mongo_find_opts_free(&fo);
+        return dl_mongo_res_fail(res, rc);
+    }
+    rc = dl_mongo_prep_update(update, &upd, res->err, sizeof(res->err));
+    if (rc != 0) {
+        bson_destroy(&filter);
+        dl_mongo_find_opts_free(&fo);
+        return dl_mongo_res_fail(res, rc);
+    }
+    fam = mongoc_find_and_modify_opts_new();
+    mongoc_find_and_modify_opts_set_update(fam, &upd);
+    if (!bson_empty(&fo.sort))
+        mongoc_find_and_modify_opts_set_sort(fam, &fo.sort);
+    if (!bson_empty(&fo.projection))
+        mongoc_find_and_modify_opts_set_fields(fam, &fo.projection);
+    flags = MONGOC_FIND_AND_MODIFY_RETURN_NEW;
+    if (fo.upsert)
+        flags |= MONGOC_FIND_AND_MODIFY_UPSERT;
+    mongoc_find_and_modify_opts_set_flags(fam, (mongoc_find_and_modify_flags_t)flags);
+    client = dl_mongo_acquire(ms, res);
+    if (client != NULL) {
+        c = mongoc_client_get_collection(client, ms->db, coll);
+        if (!mongoc_collection_find_and_modify_with_opts(c, &filter, fam, &reply, &e)) {
+            rc = dl_mongo_map_error(ms, "find_one_and_update", &e, &reply, res);
+        } else if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            res->count = 1;
+            res->matched = dl_mongo_reply_updated_existing(&reply);
+            rc = dl_mongo_put_value(&res->json, &it, 0);
+        } else {
+            dl_buf_append_str(&res->json, "null");
+        }
+        bson_destroy(&reply);
+        mongoc_collection_destroy(c);
+        mongoc_client_pool_push(ms->pool, client);
+    } else {
+        rc = res->status;
+    }
+    mongoc_find_and_modify_opts_destroy(fam);
+    dl_mongo_find_opts_free(&fo);
+    bson_destroy(&filter);
+    bson_destroy(&upd);
+    return dl_mongo_finish(res, rc);
+}
+
+int dl_mongo_remove(dl_store_t *s, const char *coll, const char *query, int multi,
+                    dl_store_res_t *res)
+{
+    mongo_store_t *ms = (mongo_store_t *)s;
+    mongoc_client_t *client;
+    mongoc_collection_t *c;
+    bson_t filter, reply;
+    bson_error_t e;
+    txn_t txn;
+    bool ok;
+    int rc;
+
+    rc = dl_mongo_begin(res);
+    if (rc == 0)
+        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+    if (rc != 0)
+        return dl_mongo_res_fail(res, rc);
+    client = dl_mongo_acquire(ms, res);
+    if (client != NULL) {
+        rc = txn_begin(ms, client, multi, "remove", &txn, res);
+        if (rc == 0) {
+            c = mongoc_client_get_collection(client, ms->db, coll);
+            if (multi)
+                ok = mongoc_collection_delete_many(c, &filter, &txn.opts, &reply, &e);
+            else
+                ok = mongoc_collection_delete_one(c, &filter, &txn.opts, &reply, &e);
+            if (!ok) {
+                rc = dl_mongo_map_error(ms, "remove", &e, &reply, res);
+            } else {
+                res->count = dl_mongo_reply_int(&reply, "deletedCount");
+                res->matched = res->count;
+            }
+            bson_destroy(&reply);
+            mongoc_collection_destroy(c);
+        }
+        rc = txn_end(ms, "remove", &txn, rc, res);
+        mongoc_client_pool_push(ms->pool, client);
+    } else {
+        rc = res->status;
+    }
+    bson_destroy(&filter);
+    return dl_mongo_finish(res, rc);
+}
+
+/* keys: [[field, 1|-1], ...] (or {field: 1|-1}) -> key document and "a_1_b_-1" name. */
+static int index_keys(const char *json, bson_t *keys, dl_buf_t *name, char *err, size_t errlen)
+{
+    const char *p = dl_mongo_skip_space(json);
+    bson_t raw, wrap;
+    bson_iter_t it;
+    int rc;
+
+    rc = dl_mongo_parse_json(p, p == NULL || *p != '{', "index keys", &raw, err, errlen);
+    if (rc != 0)
+        return rc;
+    bson_init(keys);
+    bson_init(&wrap);
+    if (*p == '{')
+        bson_append_document(&wrap, "k", 1, &raw);
+    else
+        bson_append_array(&wrap, "k", 1, &raw);
+    bson_iter_init_find(&it, &wrap, "k");
+    rc = dl_mongo_parse_sort(&it, keys, name, err, errlen);
+    if (rc == 0 && name->oom)
+        rc = dl_mongo_fail(err, errlen, DL_ENOMEM, "mongodb: out of memory");
+    bson_destroy(&wrap);
+    bson_destroy(&raw);
+    if (rc != 0)
+        bson_destroy(keys);
+    return rc;
+}
+
+int dl_mongo_create_index(dl_store_t *s, const char *coll, const char *keys_json, int unique,
+                          dl_store_res_t *res)
+{
+    mongo_store_t *ms = (mongo_store_t *)s;
+    mongoc_client_t *client;
+    bson_t keys, cmd, arr, idx, reply;
+    dl_buf_t name = DL_BUF_INIT;
+    bson_error_t e;
+    int rc;
+
+    rc = dl_mongo_begin(res);
+    if (rc != 0)
+        return rc;
+    rc = index_keys(keys_json, &keys, &name, res->err, sizeof(res->err));
+    if (rc != 0) {
+        dl_buf_free(&name);
+        return dl_mongo_res_fail(res, rc);
+    }
+    bson_init(&cmd);
+    BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
+    bson_append_array_begin(&cmd, "indexes", 7, &arr);
+    bson_append_document_begin(&arr, "0", 1, &idx);
+    BSON_APPEND_DOCUMENT(&idx, "key", &keys);
+    bson_append_utf8(&idx, "name", 4, name.data, (int)name.len);
+    if (unique)
+        BSON_APPEND_BOOL(&idx, "unique", true);
+    bson_append_document_end(&arr, &idx);
+    bson_append_array_end(&cmd, &arr);
+    client = dl_mongo_acquire(ms, res);
+    if (client != NULL) {
+        if (!mongoc_client_write_command_with_opts(client, ms->db, &cmd, NULL, &reply, &e))
+            rc = dl_mongo_map_error(ms, "create_index", &e, &reply, res);
+        bson_destroy(&reply);
+        mongoc_client_pool_push(ms->pool, client);
+    } else {
+        rc = res->status;
+    }
+    bson_destroy(&cmd);
+    bson_destroy(&keys);
+    dl_buf_free(&name);
+    return dl_mongo_finish(res, rc);
+}
+
+int dl_mongo_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
+                     dl_store_res_t *res)
+{
+    mongo_store_t *ms = (mongo_store_t *)s;
+    mongoc_client_t *client;
+    bson_t filter, cmd, find, reply;
+    bson_error_t e;
+    find_opts_t fo;
+    int rc;
+
+    rc = dl_mongo_begin(res);
+    if (rc != 0)
+        return rc;
+    rc = dl_mongo_parse_find_opts(opts, &fo, res->err, sizeof(res->err));
+    if (rc == 0)
+        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+    if (rc != 0) {
+        dl_mongo_find_opts_free(&fo);
+        return dl_mongo_res_fail(res, rc);
+    }
+    bson_init(&cmd);
+    bson_append_document_begin(&cmd, "explain", 7, &find);
+    BSON_APPEND_UTF8(&find, "find", coll);
+    BSON_APPEND_DOCUMENT(&find, "filter", &filter);
+    if (!bson_empty(&fo.sort))
+        BSON_APPEND_DOCUMENT(&find, "sort", &fo.sort);
+    if (!bson_empty(&fo.projection))
+        BSON_APPEND_DOCUMENT(&find, "projection", &fo.projection);
+    if (fo.skip > 0)
+        BSON_APPEND_INT64(&find, "skip", fo.skip);
+    if (fo.limit > 0)
+        BSON_APPEND_INT64(&find, "limit", fo.limit);
+    bson_append_document_end(&cmd, &find);
+    BSON_APPEND_UTF8(&cmd, "verbosity", "queryPlanner");
+    dl_mongo_find_opts_free(&fo);
+    client = dl_mongo_acquire(ms, res);
+    if (client != NULL) {
+        if (!mongoc_client_read_command_with_opts(client, ms->db, &cmd, NULL, NULL, &reply, &e))
+            rc = dl_mongo_map_error(ms, "explain", &e, &reply, res);
+        else
+            rc = dl_mongo_plan_lines(&reply, &res->json);
+        bson_destroy(&reply);
+        mongoc_client_pool_push(ms->pool, client);
+    } else {
+        rc = res->status;
+    }
+    bson_destroy(&cmd);
+    bson_destroy(&filter);
+    return dl_mongo_finish(res, rc);
+}
+
+int dl_mongo_ping(dl_store_t *s, dl_store_res_t *res)
+{
+    mongo_store_t *ms = (mongo_store_t *)s;
+    mongoc_client_t *client;
+    bson_t cmd, reply;
+    bson_error_t e;
+    int rc = 0;
+
+    dl_mongo_begin(res);
+    client = dl_mongo_acquire(ms, res);
+    if (client == NULL)
+        return res->status;
+    bson_init(&cmd);
+    BSON_APPEND_INT32(&cmd, "ping", 1);
+    if (!mongoc_client_command_simple(client, "admin", &cmd, NULL, &reply, &e))
+        rc = dl_mongo_map_error(ms, "ping", &e, &reply, res);
+    else
+        dl_buf_append_str(&res->json, "{\"ok\":1}");
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    mongoc_client_pool_push(ms->pool, client);
+    return dl_mongo_finish(res, rc);
+}

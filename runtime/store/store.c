@@ -1,0 +1,539 @@
+/*
+ * store.c - the store front (store.h): every operation of api.db passes here,
+ * where collection names, queries, updates, options, index keys and documents
+ * are checked once, by one set of rules, before the backend (sqlite/ or
+ * mongo/) runs anything. So the two backends answer bad input identically,
+ * and a backend only translates what the front let through.
+ *
+ * The rules are the stricter of what the two backends each checked before:
+ * collection names are 1-64 of [A-Za-z0-9_]; field paths dotted segments of
+ * [A-Za-z0-9_-]; query operators $eq $ne $gt $gte $lt $lte $in $nin $exists
+ * $and $or, anything else (extended JSON such as {"$regex": ...} or
+ * {"$oid": ...} in a value included) DL_EQUERY naming it; updates $set $inc
+ * $unset $push with plain values; skip and limit whole numbers >= 0; sorts
+ * and index keys [field, 1|-1]; projections inclusion only (and _id: 0).
+ */
+#include "store/store.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/internal.h"
+#include "store/doc_json.h"
+
+#define MAX_COLL_LEN 64
+#define MAX_PATH_LEN 200
+#define MAX_SORT_KEYS 16
+#define MAX_PROJ_FIELDS 64
+
+static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->err, sizeof(res->err), fmt, ap);
+    va_end(ap);
+    res->status = code;
+    return code;
+}
+
+/* dl_doc_parse() with its failure as DL_EINVAL in res. */
+static dl_doc_t *doc_parse(dl_doc_arena_t *a, const char *text, const char *dflt,
+                           const char *what, dl_store_res_t *res)
+{
+    dl_doc_t *v = dl_doc_parse(a, text, dflt, what, res->err, sizeof(res->err));
+    if (v == NULL)
+        res->status = DL_EINVAL;
+    return v;
+}
+
+static void res_begin(dl_store_res_t *res)
+{
+    res->status = 0;
+    res->err[0] = '\0';
+    dl_buf_reset(&res->json);
+    res->count = 0;
+    res->matched = 0;
+}
+
+static int is_word(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_';
+}
+
+int dl_store_check_coll(const char *coll, dl_store_res_t *res)
+{
+    size_t n = coll != NULL ? strlen(coll) : 0;
+    int ok = n > 0 && n <= MAX_COLL_LEN;
+    for (size_t k = 0; ok && k < n; k++)
+        ok = is_word(coll[k]);
+    if (!ok)
+        return set_err(res, DL_EINVAL, "invalid collection name (1-64 of [A-Za-z0-9_])");
+    return 0;
+}
+
+/* Field paths: dot-separated segments of [A-Za-z0-9_-], so a backend may put
+ * one in a JSON path or SQL literal as is. */
+static int check_path(dl_store_res_t *res, const char *p, size_t n)
+{
+    int ok = n > 0 && n <= MAX_PATH_LEN && p[0] != '.' && p[n - 1] != '.';
+    for (size_t k = 0; ok && k < n; k++) {
+        if (p[k] == '.')
+            ok = p[k + 1] != '.';
+        else
+            ok = is_word(p[k]) || p[k] == '-';
+    }
+    if (!ok) {
+        char shown[72];
+        size_t m = 0;
+        for (size_t k = 0; k < n && m < 64; k++)
+            shown[m++] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
+        shown[m] = '\0';
+        return set_err(res, DL_EINVAL,
+                       "invalid field name \"%s\" (dotted segments of [A-Za-z0-9_-])", shown);
+    }
+    return 0;
+}
+
+static int is_op(const char *k, size_t kl)
+{
+    return kl > 0 && k[0] == '$';
+}
+
+/* The first key of object v that starts with '$', or -1. */
+static long first_op(const dl_doc_t *v)
+{
+    if (v->type != DL_DOC_OBJ)
+        return -1;
+    for (size_t k = 0; k < v->n; k++) {
+        if (is_op(v->keys[k], v->klens[k]))
+            return (long)k;
+    }
+    return -1;
+}
+
+/* A value compared by a query or written by an update: an object carrying an
+ * operator ({"$regex": ...}, {"$oid": ...}, {"$each": ...}) is refused, at
+ * any depth, so no backend reads an operator out of a value. */
+static int check_value(const dl_doc_t *v, const char *kind, dl_store_res_t *res)
+{
+    long op = first_op(v);
+    if (op >= 0)
+        return set_err(res, DL_EQUERY, "unsupported %s operator %.*s", kind,
+                       (int)DL_MIN(v->klens[op], 32), v->keys[op]);
+    if (v->type == DL_DOC_OBJ || v->type == DL_DOC_ARR) {
+        for (size_t k = 0; k < v->n; k++) {
+            if (check_value(v->items[k], kind, res) != 0)
+                return res->status;
+        }
+    }
+    return 0;
+}
+
+/* The operand of a comparison: range operators take numbers, strings and
+ * booleans; null and objects and arrays compare by equality only. */
+static int check_operand(const dl_doc_t *v, const char *path, size_t plen, const char *op,
+                         int range, dl_store_res_t *res)
+{
+    if (check_value(v, "query", res) != 0)
+        return res->status;
+    if (!range)
+        return 0;
+    if (v->type == DL_DOC_NULL)
+        return set_err(res, DL_EQUERY, "unsupported value null for %s", op);
+    if (v->type == DL_DOC_OBJ || v->type == DL_DOC_ARR)
+        return set_err(res, DL_EQUERY,
+                       "unsupported value for %s on %.*s (objects and arrays compare by "
+                       "equality only)", op, (int)plen, path);
+    return 0;
+}
+
+static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_store_res_t *res)
+{
+    static const char *const range[] = {"$gt", "$gte", "$lt", "$lte"};
+    for (size_t k = 0; k < ops->n; k++) {
+        const char *name = ops->keys[k];
+        size_t nl = ops->klens[k];
+        const dl_doc_t *v = ops->items[k];
+        char op[24];
+        snprintf(op, sizeof(op), "%.*s", (int)DL_MIN(nl, 20), name);
+        if (!is_op(name, nl))
+            return set_err(res, DL_EQUERY, "cannot mix operators and fields in %.*s",
+                           (int)plen, path);
+        int is_range = 0;
+        for (size_t r = 0; r < DL_ARRAY_SIZE(range); r++)
+            is_range |= dl_doc_keq(name, nl, range[r]);
+        if (is_range || dl_doc_keq(name, nl, "$eq") || dl_doc_keq(name, nl, "$ne")) {
+            if (check_operand(v, path, plen, op, is_range, res) != 0)
+                return res->status;
+        } else if (dl_doc_keq(name, nl, "$in") || dl_doc_keq(name, nl, "$nin")) {
+            if (v->type != DL_DOC_ARR)
+                return set_err(res, DL_EINVAL, "query operator %s needs an array (on %.*s)", op,
+                               (int)plen, path);
+            for (size_t j = 0; j < v->n; j++) {
+                if (check_operand(v->items[j], path, plen, op, 0, res) != 0)
+                    return res->status;
+            }
+        } else if (dl_doc_keq(name, nl, "$exists")) {
+            if (check_value(v, "query", res) != 0)
+                return res->status;
+        } else {
+            return set_err(res, DL_EQUERY, "unsupported query operator %s", op);
+        }
+    }
+    return 0;
+}
+
+static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
+{
+    if (v->type != DL_DOC_OBJ)
+        return set_err(res, DL_EINVAL, "query must be a JSON object");
+    for (size_t k = 0; k < v->n; k++) {
+        const char *key = v->keys[k];
+        size_t kl = v->klens[k];
+        const dl_doc_t *val = v->items[k];
+        if (is_op(key, kl)) {
+            if (!dl_doc_keq(key, kl, "$and") && !dl_doc_keq(key, kl, "$or"))
+                return set_err(res, DL_EQUERY, "unsupported query operator %.*s",
+                               (int)DL_MIN(kl, 32), key);
+            if (val->type != DL_DOC_ARR || val->n == 0)
+                return set_err(res, DL_EINVAL, "%.*s needs a non-empty array of queries",
+                               (int)kl, key);
+            for (size_t j = 0; j < val->n; j++) {
+                if (check_query_doc(val->items[j], res) != 0)
+                    return res->status;
+            }
+            continue;
+        }
+        if (check_path(res, key, kl) != 0)
+            return res->status;
+        int rc = first_op(val) >= 0 ? check_ops(key, kl, val, res)
+                                    : check_operand(val, key, kl, "$eq", 0, res);
+        if (rc != 0)
+            return res->status;
+    }
+    return 0;
+}
+
+static int check_update_doc(const dl_doc_t *u, dl_store_res_t *res)
+{
+    if (u->type != DL_DOC_OBJ || u->n == 0)
+        return set_err(res, DL_EINVAL, "update must be a non-empty JSON object");
+    for (size_t k = 0; k < u->n; k++) {
+        const char *op = u->keys[k];
+        size_t ol = u->klens[k];
+        const dl_doc_t *fields = u->items[k];
+        if (!is_op(op, ol))
+            return set_err(res, DL_EQUERY,
+                           "unsupported update: replacement documents (field %.*s); update "
+                           "needs operators ($set, $inc, $unset, $push)",
+                           (int)DL_MIN(ol, 64), op);
+        if (!dl_doc_keq(op, ol, "$set") && !dl_doc_keq(op, ol, "$inc") &&
+            !dl_doc_keq(op, ol, "$unset") && !dl_doc_keq(op, ol, "$push"))
+            return set_err(res, DL_EQUERY, "unsupported update operator %.*s",
+                           (int)DL_MIN(ol, 32), op);
+        if (fields->type != DL_DOC_OBJ)
+            return set_err(res, DL_EINVAL, "%.*s needs an object of fields", (int)ol, op);
+        for (size_t j = 0; j < fields->n; j++) {
+            const char *f = fields->keys[j];
+            size_t fl = fields->klens[j];
+            if (is_op(f, fl))
+                return set_err(res, DL_EQUERY, "unsupported update operator %.*s",
+                               (int)DL_MIN(fl, 32), f);
+            if (check_path(res, f, fl) != 0)
+                return res->status;
+            if (dl_doc_keq(f, fl, "_id") || (fl > 3 && memcmp(f, "_id.", 4) == 0))
+                return set_err(res, DL_EINVAL, "%.*s: _id cannot be changed", (int)ol, op);
+            if (dl_doc_keq(op, ol, "$inc") && fields->items[j]->type != DL_DOC_NUM)
+                return set_err(res, DL_EINVAL, "$inc on %.*s needs a number", (int)fl, f);
+            if (check_value(fields->items[j], "update", res) != 0)
+                return res->status;
+        }
+    }
+    return 0;
+}
+
+/* One [field, 1|-1] of a sort or an index (what names it in messages). */
+static int check_key(const char *what, const char *f, size_t fl, const dl_doc_t *dir, int *n,
+                     dl_store_res_t *res)
+{
+    if (check_path(res, f, fl) != 0)
+        return res->status;
+    if (dir->type != DL_DOC_NUM || !dir->isint || (dir->i != 1 && dir->i != -1))
+        return set_err(res, DL_EINVAL, "%s direction for %.*s must be 1 or -1", what, (int)fl,
+                       f);
+    if (++*n > MAX_SORT_KEYS)
+        return set_err(res, DL_EINVAL, "%s: at most %d keys", what, MAX_SORT_KEYS);
+    return 0;
+}
+
+/* [[field, 1|-1], ...] or {field: 1|-1}. */
+static int check_keys(const char *what, const dl_doc_t *v, dl_store_res_t *res)
+{
+    int n = 0;
+    if (v->type == DL_DOC_OBJ) {
+        for (size_t j = 0; j < v->n; j++) {
+            if (check_key(what, v->keys[j], v->klens[j], v->items[j], &n, res) != 0)
+                return res->status;
+        }
+        return 0;
+    }
+    if (v->type != DL_DOC_ARR)
+        return set_err(res, DL_EINVAL, "%s: expected [[field, 1|-1], ...]", what);
+    for (size_t j = 0; j < v->n; j++) {
+        const dl_doc_t *pair = v->items[j];
+        if (pair->type != DL_DOC_ARR || pair->n != 2 || pair->items[0]->type != DL_DOC_STR)
+            return set_err(res, DL_EINVAL, "%s: expected [[field, 1|-1], ...]", what);
+        if (check_key(what, pair->items[0]->s, pair->items[0]->len, pair->items[1], &n, res) != 0)
+            return res->status;
+    }
+    return 0;
+}
+
+static int check_projection(const dl_doc_t *v, dl_store_res_t *res)
+{
+    if (v->type == DL_DOC_NULL)
+        return 0;
+    if (v->type != DL_DOC_OBJ)
+        return set_err(res, DL_EINVAL, "projection must be an object");
+    int n = 0;
+    for (size_t j = 0; j < v->n; j++) {
+        const char *f = v->keys[j];
+        size_t fl = v->klens[j];
+        const dl_doc_t *on = v->items[j];
+        if (is_op(f, fl))
+            return set_err(res, DL_EQUERY, "unsupported projection operator %.*s",
+                           (int)DL_MIN(fl, 32), f);
+        if (check_path(res, f, fl) != 0)
+            return res->status;
+        if (on->type != DL_DOC_NUM && on->type != DL_DOC_TRUE && on->type != DL_DOC_FALSE)
+            return set_err(res, DL_EQUERY, "projection of %.*s must be 0 or 1", (int)fl, f);
+        int incl = on->type == DL_DOC_TRUE || (on->type == DL_DOC_NUM && on->d != 0);
+        if (dl_doc_keq(f, fl, "_id"))
+            continue;
+        if (!incl)
+            return set_err(res, DL_EQUERY,
+                           "unsupported projection: exclusion of %.*s (inclusion only)", (int)fl,
+                           f);
+        if (++n > MAX_PROJ_FIELDS)
+            return set_err(res, DL_EINVAL, "projection: at most %d fields", MAX_PROJ_FIELDS);
+    }
+    return 0;
+}
+
+static int check_opts_doc(const dl_doc_t *v, dl_store_res_t *res)
+{
+    if (v->type != DL_DOC_OBJ)
+        return set_err(res, DL_EINVAL, "opts must be a JSON object");
+    for (size_t k = 0; k < v->n; k++) {
+        const char *key = v->keys[k];
+        size_t kl = v->klens[k];
+        const dl_doc_t *val = v->items[k];
+        if (dl_doc_keq(key, kl, "sort")) {
+            if (val->type != DL_DOC_NULL && val->type != DL_DOC_OBJ && val->type != DL_DOC_ARR)
+                return set_err(res, DL_EINVAL, "sort must be an array of pairs or an object");
+            if (val->type != DL_DOC_NULL && check_keys("sort", val, res) != 0)
+                return res->status;
+        } else if (dl_doc_keq(key, kl, "skip") || dl_doc_keq(key, kl, "limit")) {
+            if (val->type != DL_DOC_NUM || !val->isint || val->i < 0)
+                return set_err(res, DL_EINVAL, "%.*s must be a non-negative integer", (int)kl,
+                               key);
+        } else if (dl_doc_keq(key, kl, "projection") || dl_doc_keq(key, kl, "fields")) {
+            if (check_projection(val, res) != 0)
+                return res->status;
+        }
+        /* other keys ("upsert", "new") are the backend's to read or ignore */
+    }
+    return 0;
+}
+
+static int check_docs_doc(const dl_doc_t *v, dl_store_res_t *res)
+{
+    if (v->type != DL_DOC_ARR)
+        return set_err(res, DL_EINVAL, "insert expects a JSON array of documents");
+    for (size_t k = 0; k < v->n; k++) {
+        const dl_doc_t *d = v->items[k];
+        if (d->type != DL_DOC_OBJ)
+            return set_err(res, DL_EINVAL, "insert: document %zu is not an object", k);
+        const dl_doc_t *id = dl_doc_get(d, "_id", 3, NULL);
+        if (id != NULL && id->type != DL_DOC_STR)
+            return set_err(res, DL_EINVAL, "insert: document %zu: _id must be a string", k);
+    }
+    return 0;
+}
+
+typedef int (*check_fn)(const dl_doc_t *v, dl_store_res_t *res);
+
+/* Parses text (NULL or "": dflt) and runs check on it. */
+static int check_text(const char *text, const char *dflt, const char *what, check_fn check,
+                      dl_store_res_t *res)
+{
+    dl_doc_arena_t ar = {NULL};
+    dl_doc_t *v = doc_parse(&ar, text, dflt, what, res);
+    int rc = v != NULL ? check(v, res) : res->status;
+    dl_doc_arena_free(&ar);
+    return rc;
+}
+
+int dl_store_check_query(const char *query, dl_store_res_t *res)
+{
+    return check_text(query, "{}", "query", check_query_doc, res);
+}
+
+int dl_store_check_update(const char *update, dl_store_res_t *res)
+{
+    return check_text(update, NULL, "update", check_update_doc, res);
+}
+
+int dl_store_check_opts(const char *opts, dl_store_res_t *res)
+{
+    return check_text(opts, "{}", "opts", check_opts_doc, res);
+}
+
+static int check_index_doc(const dl_doc_t *v, dl_store_res_t *res)
+{
+    if (check_keys("index", v, res) != 0)
+        return res->status;
+    if (v->n == 0)
+        return set_err(res, DL_EINVAL, "index: no fields");
+    return 0;
+}
+
+int dl_store_check_index(const char *keys, dl_store_res_t *res)
+{
+    return check_text(keys, NULL, "index keys", check_index_doc, res);
+}
+
+int dl_store_check_docs(const char *docs, dl_store_res_t *res)
+{
+    return check_text(docs, NULL, "insert", check_docs_doc, res);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The operations                                                           */
+/* ------------------------------------------------------------------------ */
+
+int dl_store_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
+                  dl_store_res_t *res)
+{
+    res_begin(res);
+    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res) ||
+        dl_store_check_opts(opts, res))
+        return res->status;
+    return s->ops->find(s, coll, query, opts, res);
+}
+
+int dl_store_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res)
+{
+    res_begin(res);
+    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res))
+        return res->status;
+    return s->ops->count(s, coll, query, res);
+}
+
+int dl_store_insert(dl_store_t *s, const char *coll, const char *docs, dl_store_res_t *res)
+{
+    res_begin(res);
+    if (dl_store_check_coll(coll, res) || dl_store_check_docs(docs, res))
+        return res->status;
+    return s->ops->insert(s, coll, docs, res);
+}
+
+int dl_store_update(dl_store_t *s, const char *coll, const char *query, const char *update,
+                    int multi, dl_store_res_t *res)
+{
+    res_begin(res);
+    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res) ||
+        dl_store_check_update(update, res))
+        return res->status;
+    return s->ops->update(s, coll, query, update, multi, res);
+}
+
+int dl_store_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
+                                 const char *update, const char *opts, dl_store_res_t *res)
+{
+    res_begin(res);
+    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res) ||
+        dl_store_check_update(update, res) || dl_store_check_opts(opts, res))
+        return res->status;
+    return s->ops->find_one_and_update(s, coll, query, update, opts, res);
+}
+
+int dl_store_remove(dl_store_t *s, const char *coll, const char *query, int multi,
+                    dl_store_res_t *res)
+{
+    res_begin(res);
+    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res))
+        return res->status;
+    return s->ops->remove(s, coll, query, multi, res);
+}
+
+int dl_store_create_index(dl_store_t *s, const char *coll, const char *keys, int unique,
+                          dl_store_res_t *res)
+{
+    res_begin(res);
+    if (dl_store_check_coll(coll, res) || dl_store_check_index(keys, res))
+        return res->status;
+    return s->ops->create_index(s, coll, keys, unique, res);
+}
+
+int dl_store_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
+                     dl_store_res_t *res)
+{
+    res_begin(res);
+    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res) ||
+        dl_store_check_opts(opts, res))
+        return res->status;
+    return s->ops->explain(s, coll, query, opts, res);
+}
+
+int dl_store_ping(dl_store_t *s, dl_store_res_t *res)
+{
+    res_begin(res);
+    return s->ops->ping(s, res);
+}
+
+int dl_store_has_files(const dl_store_t *s)
+{
+    return s != NULL && s->ops->file_put != NULL;
+}
+
+int dl_store_file_put(dl_store_t *s, const char *path, const char *filename,
+                      const char *content_type, const char *sha256, dl_store_res_t *res)
+{
+    res_begin(res);
+    if (s->ops->file_put == NULL)
+        return set_err(res, DL_EINVAL, "the %s store keeps no files", s->ops->type);
+    return s->ops->file_put(s, path, filename, content_type, sha256, res);
+}
+
+int dl_store_file_get(dl_store_t *s, const char *id, const char *dest_path, dl_store_res_t *res)
+{
+    res_begin(res);
+    if (s->ops->file_get == NULL)
+        return set_err(res, DL_EINVAL, "the %s store keeps no files", s->ops->type);
+    return s->ops->file_get(s, id, dest_path, res);
+}
+
+int dl_store_file_remove(dl_store_t *s, const char *id, dl_store_res_t *res)
+{
+    res_begin(res);
+    if (s->ops->file_remove == NULL)
+        return set_err(res, DL_EINVAL, "the %s store keeps no files", s->ops->type);
+    return s->ops->file_remove(s, id, res);
+}
+
+const char *dl_store_type(const dl_store_t *s)
+{
+    return s->ops->type;
+}
+
+void dl_store_close(dl_store_t *s)
+{
+    if (s != NULL)
+        s->ops->close(s);
+}
