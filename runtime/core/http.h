@@ -12,7 +12,8 @@
 #include "common/buf.h"
 #include "core/router.h"
 
-struct dl_conn_s;
+struct dl_core_conn_s;
+struct dl_core_ctx_s;
 struct dl_worker_s;
 struct dl_route_s;
 struct lua_State;
@@ -29,8 +30,9 @@ typedef struct {
  * its response is dropped (conn == NULL).
  */
 typedef struct dl_req_s {
-    struct dl_conn_s *conn; /* NULL once the connection is gone */
+    struct dl_core_conn_s *conn; /* NULL once the connection is gone */
     void *stream;           /* HTTP/2: its stream (h2.c), NULL on HTTP/1 */
+    struct dl_core_ctx_s *ctx;  /* what the worker lends it (request.h) */
     struct dl_worker_s *worker;
     struct dl_req_s *next_free;
 
@@ -47,6 +49,7 @@ typedef struct dl_req_s {
 
     dl_buf_t body;
     size_t body_limit;
+    size_t upload_limit;    /* the handler's route streams multipart bodies to files */
     size_t body_seen;       /* body bytes read (an upload does not keep them) */
     struct dl_upload_s *upload; /* a multipart body streamed to files (upload.h) */
 

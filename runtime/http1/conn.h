@@ -12,6 +12,7 @@
 
 #include "common/buf.h"
 #include "core/http.h"
+#include "core/request.h"
 #include "server/worker.h"
 
 enum {
@@ -23,6 +24,7 @@ enum {
 };
 
 struct dl_conn_s {
+    dl_core_conn_t base;  /* first: the core's view (request.h) */
     uv_tcp_t tcp;
     dl_worker_t *worker;
     dl_conn_t *prev, *next;
@@ -110,68 +112,5 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now);
 void dl_conn_stop(dl_conn_t *c);
 /** Closes a connection at once; a running handler finishes detached. */
 void dl_conn_close(dl_conn_t *c);
-
-/** What a handler answers; see dl_req_respond(). */
-typedef struct {
-    int status;
-    const char *content_type; /* NULL: none */
-    size_t content_type_len;
-    const char *body;
-    size_t body_len;
-    const char *headers;      /* extra "Name: value\r\n" lines, already validated */
-    size_t headers_len;
-    unsigned has_cache_control : 1;
-    unsigned body_gzip : 1;   /* body is already gzip (a cached entry): sent as-is
-                                 to clients that accept gzip, inflated for others */
-    unsigned close : 1;       /* close the connection after this response */
-    unsigned has_file : 1;    /* the body is file_len bytes of file_fd from file_off, read
-                                 and sent a chunk at a time, never compressed; the
-                                 connection takes (closes) file_fd */
-    int file_fd;
-    uint64_t file_off, file_len;
-    const char *allow;        /* Allow header value (405) */
-} dl_resp_t;
-
-/**
- * Sends resp for req (compressing when accepted and worth it), then lets the
- * connection go on with the next pipelined request. Takes ownership of req:
- * it returns to the pool. If the connection is gone the response is dropped.
- */
-void dl_req_respond(dl_req_t *req, const dl_resp_t *resp);
-
-/** Sends a JSON error {"error","message","requestId"} for req; takes req. */
-void dl_req_respond_error(dl_req_t *req, int status, const char *msg);
-
-/** A response as dl_req_respond() prepared it for the wire (h2.c writes it as frames). */
-typedef struct {
-    const dl_resp_t *resp;
-    int status;
-    const char *body;  /* after compression; valid during the call */
-    size_t body_len;   /* the file's length for a file body */
-    int enc;           /* DL_ENC_* */
-    int vary;
-    int no_body;       /* HEAD, 204, 304 */
-    const char *hsts;  /* Strict-Transport-Security value, or NULL */
-} dl_resp_wire_t;
-
-/**
- * Once a request's head is in (from llhttp or HTTP/2 HEADERS): checks the
- * target, sets the request id, routes it and opens an upload sink. A request
- * with a body (has_body) that the route's check refuses gets
- * r->early_status (401, 403...) and no sink: it is answered without reading
- * its body. Returns 0, or the HTTP status to answer with *msg saying why.
- */
-int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, int has_body, const char **msg);
-/**
- * 1 when s[0..n) is a host an HTTPS redirect may name, RFC 3986 host[:port]
- * narrowed to what a browser reaches: a name of letters, digits, '-', '.',
- * '_' and '~' (1 to 253 bytes) or an IPv6 address in brackets, then
- * optionally ':' and a port 1-65535. Sets *host_len to the length without the
- * port and *port to the port or -1 (either may be NULL); 0 otherwise.
- */
-int dl_redirect_host_valid(const char *s, size_t n, size_t *host_len, int *port);
-
-/** Runs a complete request: 404/405 answers, HTTPS redirects, or its handler. */
-void dl_conn_req_dispatch(dl_conn_t *c, dl_req_t *r);
 
 #endif

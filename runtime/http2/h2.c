@@ -41,7 +41,6 @@
 
 #include "common/compress.h"
 #include "common/internal.h"
-#include "lua/lua_vm.h"
 #include "common/metrics.h"
 #include "core/router.h"
 #include "server/server.h"
@@ -89,7 +88,9 @@ typedef struct h2_stream_s {
 } h2_stream_t;
 
 struct dl_h2_s {
+    dl_core_conn_t base; /* first: the core's view of every stream's connection */
     dl_conn_t *c;
+    void (*flush)(dl_conn_t *c); /* writes what the session queued (conn.c) */
     nghttp2_session *s;
     h2_stream_t *streams;
     int n_open;      /* streams nghttp2 has open */
@@ -106,6 +107,7 @@ struct dl_h2_s {
     unsigned ending : 1; /* terminated: the GOAWAY goes out even past OUT_HIGH */
 };
 
+static const dl_proto_t h2_proto;
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
 static uv_once_t init_once = UV_ONCE_INIT;
@@ -146,7 +148,7 @@ static void stream_free(dl_h2_t *h, h2_stream_t *st)
         if (st->dispatched) {
             st->req->conn = NULL; /* its handler runs on detached */
         } else {
-            dl_worker_req_release(h->c->worker, st->req);
+            h->base.ctx->release(h->base.ctx, st->req);
         }
         st->req = NULL;
     }
@@ -207,12 +209,12 @@ static void answer_rejected(h2_stream_t *st)
     if (flooded(st->h)) /* a stream that is refused costs a token */
         return;
     if (r->id[0] == '\0')
-        dl_request_id_new(st->h->c->worker->prng, r->id);
+        dl_request_id_new(st->h->base.ctx->prng, r->id);
     if (!st->ended)
         st->early = 1;
     st->dispatched = 1;
     st->h->running++;
-    st->h->c->worker->n_requests++;
+    ++*st->h->base.ctx->n_requests;
     dl_req_respond_error(r, st->err_status, st->err_msg);
 }
 
@@ -283,14 +285,14 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
         return flooded(h) ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
     }
-    st->req = dl_worker_req_acquire(h->c->worker);
+    st->req = h->base.ctx->acquire(h->base.ctx);
     if (st->req == NULL) {
         st->refused = 1;
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
     dl_req_t *r = st->req;
-    r->conn = h->c;
+    r->conn = &h->base;
     r->stream = st;
     r->start_ns = uv_hrtime();
     r->http_major = 2;
@@ -438,7 +440,7 @@ static void dispatch(h2_stream_t *st)
     }
     st->dispatched = 1;
     h->running++;
-    dl_conn_req_dispatch(h->c, r);
+    dl_req_dispatch(&h->base, r);
 }
 
 static int shed_body(dl_h2_t *h)
@@ -478,7 +480,7 @@ static void headers_done(h2_stream_t *st, int end_stream)
         stream_reject(st, 400, "Host differs from :authority");
     if (!st->err_status) {
         const char *msg = NULL;
-        int status = dl_conn_req_begin(h->c, r, !end_stream, &msg);
+        int status = dl_req_begin(&h->base, r, !end_stream, &msg);
         if (status)
             stream_reject(st, status, msg);
     }
@@ -736,13 +738,16 @@ static void init_once_cb(void)
 
 /* ================================================================= session */
 
-dl_h2_t *dl_h2_new(dl_conn_t *c)
+dl_h2_t *dl_h2_new(dl_conn_t *c, const dl_core_conn_t *from, void (*flush)(dl_conn_t *c))
 {
     uv_once(&init_once, init_once_cb);
     dl_h2_t *h = dl_calloc(1, sizeof(*h));
     if (h == NULL)
         return NULL;
     h->c = c;
+    h->flush = flush;
+    h->base = *from;
+    h->base.proto = &h2_proto;
     h->tokens = FLOOD_BURST;
     h->tokens_at = h->idle_since = uv_now(&c->worker->loop);
     if (nghttp2_session_server_new2(&h->s, callbacks, h, options) != 0) {
@@ -856,8 +861,59 @@ int dl_h2_run_queued(dl_h2_t *h)
     return n;
 }
 
-void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
+size_t dl_h2_response_nv(const dl_resp_wire_t *w, nghttp2_nv *nva, size_t cap, char *status,
+                         char *lower, size_t lower_cap)
 {
+    const dl_resp_t *resp = w->resp;
+    size_t n = 0;
+    snprintf(status, 12, "%d", w->status);
+    NV(":status", status, strlen(status));
+    for (int i = 0; i < w->n_fields && n < cap; i++) {
+        size_t nlen;
+        const char *name = dl_resp_field_name(w->fields[i].id, 1, &nlen);
+        nva[n].name = (uint8_t *)name;
+        nva[n].namelen = nlen;
+        nva[n].value = (uint8_t *)w->fields[i].value;
+        nva[n].valuelen = w->fields[i].value_len;
+        nva[n].flags = NGHTTP2_NV_FLAG_NONE;
+        n++;
+    }
+    /* the handler's own headers, "Name: value\r\n" lines, names lowercased */
+    size_t lower_used = 0;
+    const char *p = resp->headers, *end = p ? p + resp->headers_len : p;
+    while (p && p < end && n < cap) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon && colon > p) {
+            size_t nl = (size_t)(colon - p);
+            const char *v = colon + 1;
+            const char *ve = line_end;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if (!skip_header(p, nl) && lower_used + nl <= lower_cap) {
+                for (size_t i = 0; i < nl; i++)
+                    lower[lower_used + i] = (char)dl_tolower((unsigned char)p[i]);
+                nva[n].name = (uint8_t *)lower + lower_used;
+                nva[n].namelen = nl;
+                nva[n].value = (uint8_t *)v;
+                nva[n].valuelen = (size_t)(ve - v);
+                nva[n].flags = NGHTTP2_NV_FLAG_NONE;
+                n++;
+                lower_used += nl;
+            }
+        }
+        p = line_end + 1;
+    }
+    return n;
+}
+
+/* The core decided the answer (core/response.c); HTTP/2 submits it as frames. */
+static void h2_write_response(dl_core_conn_t *base, dl_req_t *r, const dl_resp_wire_t *w)
+{
+    dl_h2_t *h = (dl_h2_t *)base;
     const dl_resp_t *resp = w->resp;
     h2_stream_t *st = r->stream;
     if (st)
@@ -886,64 +942,9 @@ void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
         nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         return;
     }
-    dl_conn_t *c = h->c;
     nghttp2_nv nva[MAX_RESP_HEADERS + 16];
-    size_t n = 0;
-    char status[12], clen[24];
-    snprintf(status, sizeof(status), "%d", w->status);
-    NV(":status", status, strlen(status));
-    const char *date = dl_worker_date(c->worker);
-    NV("date", date, strlen(date));
-    if (resp->content_type)
-        NV("content-type", resp->content_type, resp->content_type_len);
-    if (w->status != 204 && w->status != 304 && w->status >= 200) {
-        snprintf(clen, sizeof(clen), "%zu", w->body_len);
-        NV("content-length", clen, strlen(clen));
-    }
-    if (w->enc == DL_ENC_GZIP)
-        NV("content-encoding", "gzip", 4);
-    else if (w->enc == DL_ENC_DEFLATE)
-        NV("content-encoding", "deflate", 7);
-    if (w->vary)
-        NV("vary", "Accept-Encoding", 15);
-    NV("x-request-id", r->id, strlen(r->id));
-    NV("x-content-type-options", "nosniff", 7);
-    if (!resp->has_cache_control)
-        NV("cache-control", "no-cache, no-store, must-revalidate", 35);
-    if (resp->allow)
-        NV("allow", resp->allow, strlen(resp->allow));
-    if (w->hsts)
-        NV("strict-transport-security", w->hsts, strlen(w->hsts));
-    /* the handler's own headers, "Name: value\r\n" lines, names lowercased */
-    char lower[4096];
-    size_t lower_used = 0;
-    const char *p = resp->headers, *end = p ? p + resp->headers_len : p;
-    while (p && p < end && n < MAX_RESP_HEADERS + 14) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *line_end = eol ? eol : end;
-        const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon && colon > p) {
-            size_t nl = (size_t)(colon - p);
-            const char *v = colon + 1;
-            const char *ve = line_end;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            if (!skip_header(p, nl) && lower_used + nl <= sizeof(lower)) {
-                for (size_t i = 0; i < nl; i++)
-                    lower[lower_used + i] = (char)dl_tolower((unsigned char)p[i]);
-                nva[n].name = (uint8_t *)lower + lower_used;
-                nva[n].namelen = nl;
-                nva[n].value = (uint8_t *)v;
-                nva[n].valuelen = (size_t)(ve - v);
-                nva[n].flags = NGHTTP2_NV_FLAG_NONE;
-                n++;
-                lower_used += nl;
-            }
-        }
-        p = line_end + 1;
-    }
+    char status[12], lower[4096];
+    size_t n = dl_h2_response_nv(w, nva, MAX_RESP_HEADERS + 14, status, lower, sizeof(lower));
 
     nghttp2_data_provider prov = {.source.ptr = st, .read_callback = read_body};
     int with_body = !w->no_body && w->body_len > 0;
@@ -975,6 +976,20 @@ void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
         nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     }
 }
+
+static void h2_finish(dl_core_conn_t *base, const dl_resp_wire_t *w)
+{
+    dl_h2_t *h = (dl_h2_t *)base;
+    (void)w;
+    if (!h->c->in_feed)
+        h->flush(h->c);
+}
+
+static const dl_proto_t h2_proto = {
+    .name = "HTTP/2",
+    .write_response = h2_write_response,
+    .finish = h2_finish,
+};
 
 int dl_h2_sweep(dl_h2_t *h, uint64_t now)
 {

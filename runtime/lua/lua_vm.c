@@ -25,7 +25,7 @@
 #include "bindings/dl_bindings.h"
 #include "common/codec_json.h"
 #include "common/codec_msgpack.h"
-#include "http1/conn.h"
+#include "core/request.h"
 #include "lua/embedded.h"
 #include "common/internal.h"
 #include "core/upload.h"
@@ -241,7 +241,7 @@ void dl_vm_cancel_tasks(dl_vm_t *vm)
             t->cancel(t->cancel_data);
         if (t->req && t->parent == NULL && !t->detached) {
             t->req->task = NULL;
-            dl_worker_req_release(t->req->worker, t->req);
+            t->req->ctx->release(t->req->ctx, t->req);
         }
         task_free(t, 0);
     }
@@ -782,6 +782,7 @@ void dl_vm_route(dl_vm_t *vm, dl_req_t *req)
         vm->gen->refs++;
         if (req->route->body_limit)
             req->body_limit = req->route->body_limit;
+        req->upload_limit = req->route->upload_limit;
     }
 }
 
@@ -1907,6 +1908,35 @@ static int push_body(dl_req_t *req, lua_State *co, size_t max_elements, char *er
     }
     lua_pushlstring(co, req->body.data, req->body.len);
     return 0;
+}
+
+static void handler_route(void *arg, dl_req_t *r)
+{
+    dl_vm_route(arg, r);
+}
+
+static int handler_precheck(void *arg, dl_req_t *r, char *msg, size_t msglen)
+{
+    return dl_vm_precheck(arg, r, msg, msglen);
+}
+
+static void handler_dispatch(void *arg, dl_req_t *r)
+{
+    dl_vm_dispatch(arg, r);
+}
+
+static void handler_unpin(void *arg, dl_req_t *r)
+{
+    dl_vm_unpin(arg, r);
+}
+
+void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h)
+{
+    h->arg = vm;
+    h->route = handler_route;
+    h->precheck = handler_precheck;
+    h->dispatch = handler_dispatch;
+    h->unpin = handler_unpin;
 }
 
 void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)

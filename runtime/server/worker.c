@@ -47,6 +47,7 @@ dl_req_t *dl_worker_req_acquire(dl_worker_t *w)
     r->headers = headers;
     r->cap_headers = cap;
     r->worker = w;
+    r->ctx = &w->core;
     r->table_ref = -2; /* LUA_NOREF */
     return r;
 }
@@ -135,6 +136,58 @@ const char *dl_worker_date(dl_worker_t *w)
         dl_http_date(now, w->date);
     }
     return w->date;
+}
+
+/* ============================================================ core context */
+
+static dl_req_t *core_acquire(dl_core_ctx_t *x)
+{
+    return dl_worker_req_acquire(x->arg);
+}
+
+static void core_release(dl_core_ctx_t *x, dl_req_t *r)
+{
+    dl_worker_req_release(x->arg, r);
+}
+
+static void core_record(dl_core_ctx_t *x, dl_req_t *r, int status, size_t bytes)
+{
+    dl_worker_record(x->arg, r, status, bytes);
+}
+
+static int core_inflate(dl_core_ctx_t *x, const char *gz, size_t len, const char **plain,
+                        size_t *plain_len)
+{
+    return dl_worker_inflate(x->arg, gz, len, plain, plain_len);
+}
+
+static const char *core_date(dl_core_ctx_t *x)
+{
+    return dl_worker_date(x->arg);
+}
+
+/* The worker's part of the request core: its pool, clock, metrics and VM. */
+static void core_init(dl_worker_t *w)
+{
+    dl_runtime_t *rt = w->rt;
+    dl_core_ctx_t *x = &w->core;
+    x->arg = w;
+    x->acquire = core_acquire;
+    x->release = core_release;
+    x->record = core_record;
+    x->inflate = core_inflate;
+    x->date = core_date;
+    x->cfg = w->cfg;
+    x->prng = w->prng;
+    x->n_requests = &w->n_requests;
+    x->compressor = w->compressor;
+    x->worker_id = w->id;
+    x->hsts = rt->hsts && rt->hsts[0] ? rt->hsts : NULL;
+    x->upload_dir = rt->upload_dir;
+    x->canonical_host = rt->canonical_host;
+    x->canonical_port = rt->canonical_port;
+    x->https_port = rt->https_port;
+    dl_vm_handler(w->vm, &x->handler);
 }
 
 /* ================================================================= loop */
@@ -378,6 +431,7 @@ static void on_wakeup(uv_async_t *a)
     if (!(ops & DL_WORKER_OP_STOP) || w->stopping)
         return;
     w->stopping = 1;
+    w->core.stopping = 1;
     for (int i = 0; i < w->n_listeners; i++)
         uv_close((uv_handle_t *)&w->listeners[i], NULL);
     w->n_listeners = 0;
@@ -460,6 +514,7 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
         return DL_ESCRIPT;
     }
     dl_buf_free(&errors);
+    core_init(w);
     return 0;
 }
 

@@ -10,6 +10,7 @@
 
 #include "common/compress.h"
 #include "core/http.h"
+#include "core/request.h"
 #include "common/internal.h"
 
 struct dl_runtime_s;
@@ -42,6 +43,7 @@ typedef struct dl_worker_s {
     int stopping;
 
     struct dl_vm_s *vm;
+    dl_core_ctx_t core;  /* what the request core borrows (request.h) */
     dl_conn_t *conns;    /* open connections, doubly linked */
     int n_conns;
     dl_conn_t *free_conns; /* pooled connection objects (DL_CONN_POOL_MAX) */
