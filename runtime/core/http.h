@@ -124,6 +124,17 @@ int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, 
                           size_t path_len, const dl_http_field_t *fields, int n_fields,
                           const char *body, size_t body_len, const char **err, int *bad_field);
 
+/** dl_http_request_write()'s checks alone: 0 or DL_EINVAL (*err, *bad_field
+ * as there); *host_field the index of the Host field or -1. */
+int dl_http_request_check(const char *method, size_t method_len, const char *path,
+                          size_t path_len, const dl_http_field_t *fields, int n_fields,
+                          const char *body, size_t body_len, const char **err, int *bad_field,
+                          int *host_field);
+/** Whether a request from parts carries Content-Length: a body, or POST, PUT, PATCH. */
+int dl_http_request_framed(const char *method, size_t method_len, size_t body_len);
+/** Narrows [*v, *e) to drop leading and trailing blanks (SP, HTAB). */
+void dl_http_trim(const char **v, const char **e);
+
 /** Reason phrase of a status code ("Not Found"); "Unknown" for others. */
 const char *dl_status_text(int status);
 

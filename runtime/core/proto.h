@@ -122,6 +122,32 @@ typedef struct {
     void (*unpin)(void *arg, dl_req_t *r);
 } dl_handler_t;
 
+/* ------------------------------------------------------ in-process requests */
+
+/** A request from its parts; every pointer is borrowed for the call only. */
+typedef struct {
+    const char *method;
+    size_t method_len;
+    const char *path;  /* origin-form: '/' then visible ASCII */
+    size_t path_len;
+    const dl_http_field_t *fields;
+    int n_fields;
+    const char *body;
+    size_t body_len;
+} dl_inproc_req_t;
+
+/** An answer; valid during the callback only. */
+typedef struct {
+    int status;
+    const char *headers; /* "Name: value\r\n" lines, as HTTP/1.1 would send them */
+    size_t headers_len;
+    const char *body;    /* as sent (compressed if Accept-Encoding asked for it) */
+    size_t body_len;
+} dl_inproc_answer_t;
+
+/** a: the answer, or NULL when there is none (the worker stopped first). */
+typedef void (*dl_inproc_cb)(const dl_inproc_answer_t *a, void *arg);
+
 /** What a worker lends its requests; filled by the worker (server/worker.c). */
 struct dl_core_ctx_s {
     void *arg; /* the worker */
@@ -133,6 +159,9 @@ struct dl_core_ctx_s {
     int (*inflate)(dl_core_ctx_t *x, const char *gz, size_t len, const char **plain,
                    size_t *plain_len);
     const char *(*date)(dl_core_ctx_t *x);
+    /** an in-process request (inproc/inproc.h's dl_inproc_request) */
+    int (*inproc)(dl_core_ctx_t *x, const dl_inproc_req_t *in, dl_inproc_cb cb, void *arg,
+                  const char **err, int *bad_field);
     dl_handler_t handler;
     const dl_config_t *cfg;
     uint64_t *prng;          /* [4] */

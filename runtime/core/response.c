@@ -178,3 +178,16 @@ void dl_req_respond_error(dl_req_t *r, int status, const char *msg)
 {
     dl_req_respond_error_hdrs(r, status, msg, NULL, NULL);
 }
+
+void dl_resp_answer_text(const dl_inproc_answer_t *a, dl_buf_t *out)
+{
+    dl_buf_reserve(out, 64 + a->headers_len + a->body_len);
+    dl_buf_append_str(out, "HTTP/1.1 ");
+    dl_buf_append_u64(out, (unsigned)a->status);
+    dl_buf_append_char(out, ' ');
+    dl_buf_append_str(out, dl_status_text(a->status));
+    dl_buf_append(out, "\r\n", 2);
+    dl_buf_append(out, a->headers, a->headers_len);
+    dl_buf_append(out, "\r\n", 2);
+    dl_buf_append(out, a->body, a->body_len);
+}

@@ -24,4 +24,8 @@ void dl_req_respond_error(dl_req_t *req, int status, const char *msg);
 void dl_req_respond_error_hdrs(dl_req_t *req, int status, const char *msg, const char *allow,
                                const char *headers);
 
+/** Appends "HTTP/1.1 <status> <reason>\r\n<headers>\r\n<body>": an in-process
+ * answer for callers whose promise is the raw response. */
+void dl_resp_answer_text(const dl_inproc_answer_t *a, dl_buf_t *out);
+
 #endif

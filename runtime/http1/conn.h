@@ -73,7 +73,8 @@ struct dl_conn_s {
 };
 
 /**
- * An in-process connection on worker w: bytes given to dl_conn_virtual_feed()
+ * An HTTP/1 connection without a socket (the fuzzers; in-process requests
+ * go through inproc/inproc.h): bytes given to dl_conn_virtual_feed()
  * are parsed and served exactly as if read from a socket (same limits,
  * routing, codecs, compression); the response bytes go to sink, on the
  * worker's thread, possibly later (a parked handler); a sink call with len 0
@@ -87,22 +88,6 @@ dl_conn_t *dl_conn_virtual_new(dl_worker_t *w,
 void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t len);
 /** Ends an in-process connection; a handler still running finishes detached. */
 void dl_conn_virtual_free(dl_conn_t *c);
-
-/**
- * One in-process request on worker w (its thread): raw request bytes in, and
- * cb(resp, len, arg) later on that thread with the raw response (interim 1xx
- * answers skipped), or resp NULL when the connection closed first. head: the
- * request is a HEAD. cb is never called from inside this call. Returns 0 or
- * DL_ENOMEM (then cb is never called).
- */
-typedef void (*dl_exchange_cb)(const char *resp, size_t len, void *arg);
-int dl_conn_exchange(dl_worker_t *w, const char *raw, size_t len, int head, dl_exchange_cb cb,
-                     void *arg);
-/** The worker stops: exchanges still waiting end now, their callbacks told
- * there is no answer (resp NULL). On w's thread, before its handles close. */
-void dl_conn_exchange_abort_all(dl_worker_t *w);
-/** The length of the first complete final response in b (1xx dropped), or 0. */
-size_t dl_http_response_end(dl_buf_t *b, int head);
 
 /** Accepts a pending connection on server; the connection owns itself. */
 void dl_conn_accept(dl_worker_t *w, uv_stream_t *server);

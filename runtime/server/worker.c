@@ -14,6 +14,7 @@
 
 #include "cache/cache.h"
 #include "http1/conn.h"
+#include "inproc/inproc.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "lua/lua_vm.h"
@@ -166,6 +167,13 @@ static const char *core_date(dl_core_ctx_t *x)
     return dl_worker_date(x->arg);
 }
 
+static int core_inproc(dl_core_ctx_t *x, const dl_inproc_req_t *in, dl_inproc_cb cb, void *arg,
+                       const char **err, int *bad_field)
+{
+    dl_worker_t *w = x->arg;
+    return dl_inproc_request(w->inproc, in, cb, arg, err, bad_field);
+}
+
 /* The worker's part of the request core: its pool, clock, metrics and VM. */
 static void core_init(dl_worker_t *w)
 {
@@ -177,6 +185,7 @@ static void core_init(dl_worker_t *w)
     x->record = core_record;
     x->inflate = core_inflate;
     x->date = core_date;
+    x->inproc = core_inproc;
     x->cfg = w->cfg;
     x->prng = w->prng;
     x->n_requests = &w->n_requests;
@@ -455,7 +464,7 @@ static void worker_main(void *arg)
     dl_vm_start(w->vm);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* handles of parked tasks (sleep timers) are cancelled with the VM */
-    dl_conn_exchange_abort_all(w); /* callbacks may resume tasks: before the VM goes */
+    dl_inproc_abort_all(w->inproc); /* callbacks may resume tasks: before the VM goes */
     dl_vm_free(w->vm);
     w->vm = NULL;
     uv_walk(&w->loop, close_walk_cb, NULL);
@@ -515,6 +524,11 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
     }
     dl_buf_free(&errors);
     core_init(w);
+    w->inproc = dl_inproc_new(&w->core, &w->loop);
+    if (w->inproc == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return DL_ENOMEM;
+    }
     return 0;
 }
 
@@ -583,7 +597,7 @@ void dl_worker_join(dl_worker_t *w)
         w->thread_started = 0;
     } else {
         /* never started: close what init opened */
-        dl_conn_exchange_abort_all(w); /* callbacks may resume tasks: before the VM goes */
+        dl_inproc_abort_all(w->inproc); /* callbacks may resume tasks: before the VM goes */
     dl_vm_free(w->vm);
         w->vm = NULL;
         if (w->redis) {
@@ -610,6 +624,8 @@ void dl_worker_join(dl_worker_t *w)
         dl_free(r->headers);
         dl_free(r);
     }
+    dl_inproc_free(w->inproc);
+    w->inproc = NULL;
     dl_compressor_free(w->compressor);
     for (int i = 0; i < DL_INFLATE_MEMO; i++) {
         dl_buf_free(&w->inflated[i].gz);

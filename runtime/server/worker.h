@@ -37,7 +37,7 @@ typedef struct dl_worker_s {
     uv_mutex_t jobs_lock;     /* in-process requests from other threads */
     struct dl_worker_job_s *jobs;
     int jobs_closed;          /* the worker stopped: no more jobs */
-    struct exchange_s *exchanges; /* in-process requests waiting (conn.c) */
+    struct dl_inproc_s *inproc; /* in-process requests (inproc/inproc.h) */
     uv_timer_t sweep;    /* timeouts of every connection, checked together */
     uv_timer_t grace;    /* bounds the graceful stop */
     int stopping;

@@ -145,7 +145,7 @@ static void fake_finish(dl_core_conn_t *c, const dl_resp_wire_t *w)
 static const dl_proto_t fake_proto = {.name = "fake", .write_response = fake_write,
                                       .finish = fake_finish};
 
-static void fixture_init(fake_core_t *f, fake_conn_t *c)
+static inline void fixture_init(fake_core_t *f, fake_conn_t *c)
 {
     memset(f, 0, sizeof(*f));
     memset(c, 0, sizeof(*c));
@@ -166,7 +166,7 @@ static void fixture_init(fake_core_t *f, fake_conn_t *c)
 }
 
 /* A request as a protocol's reader would leave it: target, then fields. */
-static dl_req_t *fixture_req(fake_core_t *f, fake_conn_t *c, const char *method,
+static inline dl_req_t *fixture_req(fake_core_t *f, fake_conn_t *c, const char *method,
                              const char *target, const char *const *fields)
 {
     dl_req_t *r = f->ctx.acquire(&f->ctx);
@@ -196,7 +196,7 @@ static dl_req_t *fixture_req(fake_core_t *f, fake_conn_t *c, const char *method,
 }
 
 /* begin then dispatch, as a protocol does for a complete request */
-static int fixture_run(fake_conn_t *c, dl_req_t *r, int has_body)
+static inline int fixture_run(fake_conn_t *c, dl_req_t *r, int has_body)
 {
     const char *msg = NULL;
     int st = dl_req_begin(&c->base, r, has_body, &msg);
