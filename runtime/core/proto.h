@@ -171,6 +171,8 @@ struct dl_core_ctx_s {
     int stopping;
     const char *hsts;        /* Strict-Transport-Security value, or NULL */
     const char *upload_dir;
+    struct dl_metrics_s *metrics; /* the runtime's, for protocol counters */
+    int metric_h2_defences;      /* devloop_http2_defences_total's id */
     const char *canonical_host; /* HTTPS redirects, or NULL */
     int canonical_port;
     int https_port;

@@ -982,9 +982,24 @@ void dl__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof(c->worker->read_buf);
 }
 
+static void h2_flush(void *conn)
+{
+    conn_flush(conn);
+}
+
+static int h2_in_feed(void *conn)
+{
+    return ((dl_conn_t *)conn)->in_feed;
+}
+
 static void h2_start(dl_conn_t *c)
 {
-    c->h2 = dl_h2_new(c, &c->base, conn_flush);
+    dl_h2_io_t io = {.conn = c,
+                     .out = &c->out,
+                     .loop = &c->worker->loop,
+                     .flush = h2_flush,
+                     .in_feed = h2_in_feed};
+    c->h2 = dl_h2_new(&io, &c->base);
     if (c->h2 == NULL) {
         dl_conn_close(c);
         return;

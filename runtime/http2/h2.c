@@ -37,16 +37,16 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 
 #include "common/compress.h"
 #include "common/internal.h"
 #include "common/metrics.h"
 #include "core/router.h"
-#include "server/server.h"
 #include "core/upload.h"
 
-#define OUT_HIGH(c) ((c)->worker->cfg->output_high_water) /* no more frames above this output */
+#define OUT_HIGH(h) ((h)->cfg->output_high_water) /* no more frames above this output */
 #define STREAM_WINDOW (1024 * 1024)    /* what a client may send per stream unread */
 #define CONN_WINDOW (16 * 1024 * 1024) /* and on the whole connection */
 #define BODIES_MAX (16 * 1024 * 1024)  /* request bodies held in memory per connection */
@@ -89,8 +89,8 @@ typedef struct h2_stream_s {
 
 struct dl_h2_s {
     dl_core_conn_t base; /* first: the core's view of every stream's connection */
-    dl_conn_t *c;
-    void (*flush)(dl_conn_t *c); /* writes what the session queued (conn.c) */
+    dl_h2_io_t io;       /* the byte stream under the session */
+    const dl_config_t *cfg;
     nghttp2_session *s;
     h2_stream_t *streams;
     int n_open;      /* streams nghttp2 has open */
@@ -114,7 +114,7 @@ static uv_once_t init_once = UV_ONCE_INIT;
 
 static uint64_t now_ms(dl_h2_t *h)
 {
-    return uv_now(&h->c->worker->loop);
+    return uv_now(h->io.loop);
 }
 
 /* ================================================================= streams */
@@ -167,9 +167,10 @@ static void stream_free(dl_h2_t *h, h2_stream_t *st)
 /* Counts a defence that fired, for devloop_http2_defences_total. */
 static void defence(dl_h2_t *h, const char *kind)
 {
-    dl_worker_t *w = h->c->worker;
+    const dl_core_ctx_t *x = h->base.ctx;
     const char *labels[1] = {kind};
-    dl_metric_add(w->rt->metrics, w->id, w->rt->m.h2_defences, labels, 1);
+    if (x->metrics)
+        dl_metric_add(x->metrics, x->worker_id, x->metric_h2_defences, labels, 1);
 }
 
 /* A control frame, or a stream that cost work for nothing: one token. */
@@ -279,7 +280,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     nghttp2_session_set_stream_user_data(s, st->id, st);
     /* handlers of reset streams still count: opening and cancelling in a loop
      * (rapid reset) cannot start more work than max_streams at a time */
-    if (h->running >= h->c->worker->cfg->h2_max_streams) {
+    if (h->running >= h->cfg->h2_max_streams) {
         st->refused = 1;
         defence(h, "rapid_reset");
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
@@ -304,7 +305,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
 static int add_header(h2_stream_t *st, const char *n, size_t nlen, const char *v, size_t vlen)
 {
     dl_req_t *r = st->req;
-    const dl_config_t *cfg = st->h->c->worker->cfg;
+    const dl_config_t *cfg = st->h->cfg;
     if (r->n_headers >= cfg->max_headers)
         return 431;
     if (r->n_headers == r->cap_headers) {
@@ -354,7 +355,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (st == NULL || st->req == NULL)
         return 0;
     dl_req_t *r = st->req;
-    const dl_config_t *cfg = st->h->c->worker->cfg;
+    const dl_config_t *cfg = st->h->cfg;
     /* RFC 9113 counts 32 bytes of overhead per field; the decoded size is what
      * an HPACK bomb inflates, so it is checked before anything is copied */
     r->header_bytes += nlen + vlen + 32;
@@ -419,7 +420,7 @@ static void dispatch(h2_stream_t *st)
     dl_req_t *r = st->req;
     /* answers waiting for the client are over the mark: this handler runs
      * once they drain (dl_h2_run_queued), as HTTP/1.1 stops parsing */
-    if (h->resp_held >= OUT_HIGH(h->c)) {
+    if (h->resp_held >= OUT_HIGH(h)) {
         if (!st->queued) {
             st->queued = 1;
             h->n_queued++;
@@ -639,12 +640,12 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
     DL_UNUSED(s);
     DL_UNUSED(flags);
     dl_h2_t *h = ud;
-    dl_conn_t *c = h->c;
-    if (c->out.len >= OUT_HIGH(c) && !h->ending) {
+    dl_buf_t *out = h->io.out;
+    if (out->len >= OUT_HIGH(h) && !h->ending) {
         h->blocked = 1;
         return NGHTTP2_ERR_WOULDBLOCK;
     }
-    if (dl_buf_append(&c->out, data, len) != 0)
+    if (dl_buf_append(out, data, len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     return (ssize_t)len;
 }
@@ -678,36 +679,36 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *fra
 {
     DL_UNUSED(s);
     dl_h2_t *h = ud;
-    dl_conn_t *c = h->c;
+    dl_buf_t *out = h->io.out;
     h2_stream_t *st = src->ptr;
-    if (c->out.len >= OUT_HIGH(c)) {
+    if (out->len >= OUT_HIGH(h)) {
         h->blocked = 1;
         return NGHTTP2_ERR_WOULDBLOCK;
     }
     DL_ASSERT(f->data.padlen == 0);
-    if (dl_buf_reserve(&c->out, 9 + len) != 0)
+    if (dl_buf_reserve(out, 9 + len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    dl_buf_append(&c->out, framehd, 9);
+    dl_buf_append(out, framehd, 9);
     if (st->file_fd >= 0) {
         size_t got = 0;
         while (got < len) {
-            ssize_t n = pread(st->file_fd, c->out.data + c->out.len + got, len - got,
+            ssize_t n = pread(st->file_fd, out->data + out->len + got, len - got,
                               (off_t)(st->file_off + got));
             if (n < 0 && errno == EINTR)
                 continue;
             if (n <= 0) { /* the file shrank or failed: the promised length cannot be kept */
-                c->out.len -= 9;
+                out->len -= 9;
                 dl_log(DL_LOG_ERROR, "cannot read a file body; resetting HTTP/2 stream %d",
                        (int)st->id);
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
             }
             got += (size_t)n;
         }
-        c->out.len += len;
+        out->len += len;
         st->file_off += len;
         st->file_left -= len;
     } else {
-        dl_buf_append(&c->out, st->body.data + st->body_off, len);
+        dl_buf_append(out, st->body.data + st->body_off, len);
         st->body_off += len;
         h->resp_held -= len;
     }
@@ -738,23 +739,23 @@ static void init_once_cb(void)
 
 /* ================================================================= session */
 
-dl_h2_t *dl_h2_new(dl_conn_t *c, const dl_core_conn_t *from, void (*flush)(dl_conn_t *c))
+dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from)
 {
     uv_once(&init_once, init_once_cb);
     dl_h2_t *h = dl_calloc(1, sizeof(*h));
     if (h == NULL)
         return NULL;
-    h->c = c;
-    h->flush = flush;
+    h->io = *io;
     h->base = *from;
     h->base.proto = &h2_proto;
+    h->cfg = from->ctx->cfg;
     h->tokens = FLOOD_BURST;
-    h->tokens_at = h->idle_since = uv_now(&c->worker->loop);
+    h->tokens_at = h->idle_since = uv_now(io->loop);
     if (nghttp2_session_server_new2(&h->s, callbacks, h, options) != 0) {
         dl_free(h);
         return NULL;
     }
-    const dl_config_t *cfg = c->worker->cfg;
+    const dl_config_t *cfg = h->cfg;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->h2_max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
@@ -848,7 +849,7 @@ static int skip_header(const char *n, size_t len)
 int dl_h2_run_queued(dl_h2_t *h)
 {
     int n = 0;
-    while (h->n_queued > 0 && h->resp_held < OUT_HIGH(h->c)) {
+    while (h->n_queued > 0 && h->resp_held < OUT_HIGH(h)) {
         h2_stream_t *first = NULL; /* the oldest: streams are kept newest first */
         for (h2_stream_t *st = h->streams; st; st = st->next)
             if (st->queued)
@@ -981,8 +982,8 @@ static void h2_finish(dl_core_conn_t *base, const dl_resp_wire_t *w)
 {
     dl_h2_t *h = (dl_h2_t *)base;
     (void)w;
-    if (!h->c->in_feed)
-        h->flush(h->c);
+    if (!h->io.in_feed(h->io.conn))
+        h->io.flush(h->io.conn);
 }
 
 static const dl_proto_t h2_proto = {
@@ -993,7 +994,7 @@ static const dl_proto_t h2_proto = {
 
 int dl_h2_sweep(dl_h2_t *h, uint64_t now)
 {
-    const dl_config_t *cfg = h->c->worker->cfg;
+    const dl_config_t *cfg = h->cfg;
     if (h->stall_since && now - h->stall_since >= cfg->send_timeout_ms) {
         dl_log(DL_LOG_INFO, "HTTP/2 client kept its flow-control window shut for %llu ms; "
                             "closing its connection",

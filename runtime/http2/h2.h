@@ -16,15 +16,26 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <uv.h>
+
+#include "common/buf.h"
 #include "core/request.h"
-#include "http1/conn.h"
 
 typedef struct dl_h2_s dl_h2_t;
 
-/** Starts a server session on c and queues our SETTINGS; its streams are
- * requests on a core connection like from (context, TLS, listener); flush
- * writes what the session queued. NULL: out of memory. */
-dl_h2_t *dl_h2_new(dl_conn_t *c, const dl_core_conn_t *from, void (*flush)(dl_conn_t *c));
+/** The byte stream a session runs on (an HTTP/1 connection that chose h2). */
+typedef struct {
+    void *conn;
+    dl_buf_t *out;                /* frames go here */
+    uv_loop_t *loop;
+    void (*flush)(void *conn);    /* writes out */
+    int (*in_feed)(void *conn);   /* 1 while the reader runs (it flushes afterwards) */
+} dl_h2_io_t;
+
+/** Starts a server session on io and queues our SETTINGS; its streams are
+ * requests on a core connection like from (context, TLS, listener). NULL: out
+ * of memory. */
+dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from);
 /** Ends the session: handlers still running finish detached, their answers dropped. */
 void dl_h2_free(dl_h2_t *h);
 /** Feeds plaintext. Returns 0, or -1 when the connection must close once what

@@ -193,6 +193,8 @@ static void core_init(dl_worker_t *w)
     x->worker_id = w->id;
     x->hsts = rt->hsts && rt->hsts[0] ? rt->hsts : NULL;
     x->upload_dir = rt->upload_dir;
+    x->metrics = rt->metrics;
+    x->metric_h2_defences = rt->m.h2_defences;
     x->canonical_host = rt->canonical_host;
     x->canonical_port = rt->canonical_port;
     x->https_port = rt->https_port;
