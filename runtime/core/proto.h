@@ -122,6 +122,30 @@ typedef struct {
     void (*unpin)(void *arg, dl_req_t *r);
 } dl_handler_t;
 
+/* ---------------------------------------------------- sessions on a stream */
+
+/** The byte stream a session protocol runs on (an HTTP/1 connection that
+ * chose HTTP/2 by ALPN or its preface). */
+typedef struct {
+    void *conn;
+    dl_buf_t *out;                /* what the session sends goes here */
+    struct uv_loop_s *loop;
+    void (*flush)(void *conn);    /* writes out */
+    int (*in_feed)(void *conn);   /* 1 while the reader runs (it flushes afterwards) */
+} dl_stream_io_t;
+
+/** A protocol that takes a connection over (HTTP/2); the server hands it to
+ * HTTP/1 connections, which never call it by name. */
+typedef struct {
+    void *(*start)(const dl_stream_io_t *io, const dl_core_conn_t *from);
+    void (*end)(void *s);                                 /* handlers finish detached */
+    int (*feed)(void *s, const char *data, size_t len);  /* -1: close once sent */
+    int (*send)(void *s);                                 /* -1: over, close */
+    int (*sweep)(void *s, uint64_t now);                  /* -1: close */
+    void (*shutdown)(void *s);                            /* graceful stop */
+    int (*run_queued)(void *s);
+} dl_session_ops_t;
+
 /* ------------------------------------------------------ in-process requests */
 
 /** A request from its parts; every pointer is borrowed for the call only. */

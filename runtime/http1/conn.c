@@ -35,10 +35,8 @@
 #include <sys/ioctl.h>
 
 #include "http1/write.h"
-#include "http2/h2.h"
 #include "common/internal.h"
 #include "common/metrics.h"
-#include "server/server.h"
 #include "transport/tls.h"
 #include "core/upload.h"
 
@@ -75,7 +73,7 @@ static void conn_input(dl_conn_t *c, const char *data, size_t n);
 static dl_req_t *conn_req(dl_conn_t *c)
 {
     if (c->req == NULL) {
-        c->req = dl_worker_req_acquire(c->worker);
+        c->req = c->host->core->acquire(c->host->core);
         if (c->req)
             c->req->conn = &c->base;
     }
@@ -92,7 +90,7 @@ static size_t out_bytes(const dl_conn_t *c)
  * client has read enough of its answers (h2.c has its own mark). */
 static int out_full(const dl_conn_t *c)
 {
-    return out_bytes(c) >= c->worker->cfg->output_high_water;
+    return out_bytes(c) >= c->host->cfg->output_high_water;
 }
 
 static int reject(dl_conn_t *c, int status, const char *msg)
@@ -121,7 +119,7 @@ static int on_message_begin(llhttp_t *p)
     c->head_method = 0;
     if (c->state == DL_CS_IDLE || c->state == DL_CS_HEAD) {
         c->state = DL_CS_HEAD;
-        c->deadline = uv_now(&c->worker->loop) + c->worker->cfg->header_timeout_ms;
+        c->deadline = uv_now(c->host->loop) + c->host->cfg->header_timeout_ms;
     }
     return 0;
 }
@@ -139,7 +137,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
-    if (r->head.len + len > c->worker->cfg->max_uri)
+    if (r->head.len + len > c->host->cfg->max_uri)
         return reject(c, 414, "request target too long");
     if (dl_buf_append(&r->head, at, len) != 0)
         return reject(c, 503, "out of memory");
@@ -151,7 +149,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
-    const dl_config_t *cfg = c->worker->cfg;
+    const dl_config_t *cfg = c->host->cfg;
     if (len > 0)
         c->field_started = 1;
     r->header_bytes += len;
@@ -186,7 +184,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
     r->header_bytes += len;
-    if (r->header_bytes > c->worker->cfg->max_header_bytes)
+    if (r->header_bytes > c->host->cfg->max_header_bytes)
         return reject(c, 431, "request headers too large");
     dl_header_t *h = &r->headers[r->n_headers - 1];
     if (!r->in_value) {
@@ -312,7 +310,6 @@ static int transfer_coding_check(dl_req_t *r, const char **msg)
 static int on_headers_complete(llhttp_t *p)
 {
     dl_conn_t *c = p->data;
-    dl_worker_t *w = c->worker;
     dl_req_t *r = c->req;
     r->http_major = llhttp_get_http_major(p);
     r->http_minor = llhttp_get_http_minor(p);
@@ -357,7 +354,7 @@ static int on_headers_complete(llhttp_t *p)
             return HPE_PAUSED;
         }
         c->state = DL_CS_BODY;
-        c->window_start = uv_now(&w->loop);
+        c->window_start = uv_now(c->host->loop);
         c->window_bytes = 0;
         c->deadline = 0;
         /* 100 Continue only when the body will be read (RFC 9110 10.1.1) */
@@ -394,7 +391,7 @@ static int on_chunk_ext(llhttp_t *p, const char *at, size_t len)
     dl_conn_t *c = p->data;
     DL_UNUSED(at);
     c->req->chunk_ext_bytes += len;
-    if (c->req->chunk_ext_bytes > c->worker->cfg->max_header_bytes)
+    if (c->req->chunk_ext_bytes > c->host->cfg->max_header_bytes)
         return reject(c, 400, "chunk extensions too long");
     return 0;
 }
@@ -410,7 +407,7 @@ static int on_chunk_complete(llhttp_t *p)
 static int on_chunk_ext_name_complete(llhttp_t *p)
 {
     dl_conn_t *c = p->data;
-    if (++c->req->n_chunk_ext > c->worker->cfg->max_headers)
+    if (++c->req->n_chunk_ext > c->host->cfg->max_headers)
         return reject(c, 400, "too many chunk extensions");
     return 0;
 }
@@ -427,7 +424,7 @@ static int on_message_complete(llhttp_t *p)
     /* trailer fields were parsed and checked like header fields; drop them */
     r->n_headers = r->n_head_headers;
     r->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->stopping &&
-                    !c->worker->stopping;
+                    !c->host->core->stopping;
     c->state = DL_CS_BUSY;
     c->deadline = 0;
     return HPE_PAUSED;
@@ -618,8 +615,7 @@ static const dl_proto_t http1_proto = {
  * request (parsing what was read meanwhile when the handler had parked). */
 static void after_response(dl_conn_t *c, int keep)
 {
-    dl_worker_t *w = c->worker;
-    const dl_config_t *cfg = w->cfg;
+    const dl_config_t *cfg = c->host->cfg;
     if (!keep) {
         c->closing = 1;
         c->state = DL_CS_IDLE;
@@ -628,7 +624,7 @@ static void after_response(dl_conn_t *c, int keep)
         return;
     }
     c->state = c->pending.len ? DL_CS_HEAD : DL_CS_IDLE;
-    c->deadline = uv_now(&w->loop) + (c->state == DL_CS_IDLE ? cfg->keepalive_timeout_ms
+    c->deadline = uv_now(c->host->loop) + (c->state == DL_CS_IDLE ? cfg->keepalive_timeout_ms
                                                                : cfg->header_timeout_ms);
     /* answered after the handler parked: go on with what was read meanwhile */
     if (!c->in_feed)
@@ -638,15 +634,15 @@ static void after_response(dl_conn_t *c, int keep)
 /* A parse error: answer once, stop parsing, drain a little, close. */
 static void send_error(dl_conn_t *c, int status, const char *msg)
 {
-    dl_worker_t *w = c->worker;
+    dl_core_ctx_t *x = c->host->core;
     char id[65];
     if (c->req && c->req->id[0])
         memcpy(id, c->req->id, sizeof(id));
     else
-        dl_request_id_new(w->prng, id);
+        dl_request_id_new(x->prng, id);
     if (c->req) {
-        dl_worker_record(w, c->req, status, 0);
-        dl_worker_req_release(w, c->req);
+        x->record(x, c->req, status, 0);
+        x->release(x, c->req);
         c->req = NULL;
     }
     dl_log(DL_LOG_DEBUG, "rejecting request: %d %s", status, msg);
@@ -658,7 +654,7 @@ static void send_error(dl_conn_t *c, int status, const char *msg)
                       "X-Content-Type-Options: nosniff\r\n"
                       "Cache-Control: no-cache, no-store, must-revalidate\r\n"
                       "Connection: close\r\n\r\n",
-                   status, dl_status_text(status), dl_worker_date(w), body.len, id);
+                   status, dl_status_text(status), x->date(x), body.len, id);
     if (!c->head_method) /* a HEAD answer has no content (RFC 9110 9.3.2) */
         dl_buf_append(o, body.data, body.len);
     dl_buf_free(&body);
@@ -673,14 +669,6 @@ static void send_error(dl_conn_t *c, int status, const char *msg)
 static void on_close(uv_handle_t *h)
 {
     dl_conn_t *c = h->data;
-    dl_worker_t *w = c->worker;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->n_conns--;
     dl_buf_free(&c->pending);
     dl_tls_free(c->tls);
     c->tls = NULL;
@@ -688,15 +676,7 @@ static void on_close(uv_handle_t *h)
     /* keep a modest output buffer with the pooled connection */
     if (c->out.cap > 16 * 1024)
         dl_buf_free(&c->out);
-    if (w->n_free_conns < DL_CONN_POOL_MAX && !w->stopping) {
-        c->next = w->free_conns;
-        w->free_conns = c;
-        w->n_free_conns++;
-    } else {
-        dl_buf_free(&c->out);
-        dl_free(c);
-    }
-    dl_worker_conn_closed(w);
+    c->host->closed(c->host, c); /* unlinks it, pools or frees it */
 }
 
 /* Marks c closed and lets go of what hangs off it: parked handlers run on
@@ -706,7 +686,7 @@ static void conn_detach(dl_conn_t *c)
     c->closed = 1;
     c->base.closed = 1;
     if (c->h2) { /* handlers of its streams run on detached */
-        dl_h2_free(c->h2);
+        c->host->h2->end(c->h2);
         c->h2 = NULL;
     }
     if (c->file_fd >= 0)
@@ -716,7 +696,7 @@ static void conn_detach(dl_conn_t *c)
         c->active = NULL;
     }
     if (c->req) { /* still being parsed: nothing else holds it */
-        dl_worker_req_release(c->worker, c->req);
+        c->host->core->release(c->host->core, c->req);
         c->req = NULL;
     }
 }
@@ -777,7 +757,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     /* Read and discard what the client still sends, so that closing does not
      * reset the connection before it has read our error (lingering close). */
     c->state = DL_CS_LINGER;
-    c->deadline = uv_now(&c->worker->loop) + LINGER_MS;
+    c->deadline = uv_now(c->host->loop) + LINGER_MS;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_linger_read);
 }
@@ -871,11 +851,11 @@ again:
         /* streams that waited while the unsent answers were over the mark run
          * first; in_feed keeps an answer made at once from flushing in here */
         c->in_feed = 1;
-        dl_h2_run_queued(c->h2);
+        c->host->h2->run_queued(c->h2);
         c->in_feed = 0;
         if (c->closed)
             return;
-        if (dl_h2_send(c->h2) != 0)
+        if (c->host->h2->send(c->h2) != 0)
             c->closing = 1; /* the session is over once what it queued is written */
     }
     if (c->writing)
@@ -967,8 +947,8 @@ again:
     /* the client must take this write in time, however many requests it
      * sends meanwhile: the deadline moves only when a write completes (the
      * loop's clock is refreshed: this turn may have written for a while) */
-    uv_update_time(&c->worker->loop);
-    c->send_deadline = uv_now(&c->worker->loop) + c->worker->cfg->send_timeout_ms;
+    uv_update_time(c->host->loop);
+    c->send_deadline = uv_now(c->host->loop) + c->host->cfg->send_timeout_ms;
     c->send_queued = unsent_bytes(c);
 }
 
@@ -978,8 +958,8 @@ void dl__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     dl_conn_t *c = h->data;
     DL_UNUSED(suggested);
-    buf->base = c->worker->read_buf;
-    buf->len = sizeof(c->worker->read_buf);
+    buf->base = c->host->read_buf;
+    buf->len = c->host->read_buf_len;
 }
 
 static void h2_flush(void *conn)
@@ -994,12 +974,12 @@ static int h2_in_feed(void *conn)
 
 static void h2_start(dl_conn_t *c)
 {
-    dl_h2_io_t io = {.conn = c,
-                     .out = &c->out,
-                     .loop = &c->worker->loop,
-                     .flush = h2_flush,
-                     .in_feed = h2_in_feed};
-    c->h2 = dl_h2_new(&io, &c->base);
+    dl_stream_io_t io = {.conn = c,
+                         .out = &c->out,
+                         .loop = c->host->loop,
+                         .flush = h2_flush,
+                         .in_feed = h2_in_feed};
+    c->h2 = c->host->h2->start(&io, &c->base);
     if (c->h2 == NULL) {
         dl_conn_close(c);
         return;
@@ -1011,10 +991,10 @@ static void h2_start(dl_conn_t *c)
 static void h2_input(dl_conn_t *c, const char *data, size_t n)
 {
     c->in_feed = 1;
-    int rc = dl_h2_feed(c->h2, data, n);
+    int rc = c->host->h2->feed(c->h2, data, n);
     c->in_feed = 0;
     if (rc != 0 && c->h2) {
-        dl_h2_send(c->h2); /* the GOAWAY nghttp2 queued, then close */
+        c->host->h2->send(c->h2); /* the GOAWAY nghttp2 queued, then close */
         c->closing = 1;
     }
 }
@@ -1080,9 +1060,10 @@ static void conn_input(dl_conn_t *c, const char *data, size_t n)
 /* Counts a TLS connection that ended before or in its handshake. */
 static void tls_failed(dl_conn_t *c, const char *reason)
 {
-    dl_worker_t *w = c->worker;
+    dl_http1_host_t *h = c->host;
     const char *labels[1] = {reason};
-    dl_metric_add(w->rt->metrics, w->id, w->rt->m.tls_failures, labels, 1);
+    if (h->metrics)
+        dl_metric_add(h->metrics, h->core->worker_id, h->metric_tls_failures, labels, 1);
 }
 
 static void on_tls_plain(void *arg, const char *data, size_t n)
@@ -1118,7 +1099,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             if (rc == DL_EPROTO && c->fresh)
                 tls_failed(c, "protocol");
             if (c->h2 && rc == DL_EOF)
-                dl_h2_send(c->h2); /* answers already submitted still go out */
+                c->host->h2->send(c->h2); /* answers already submitted still go out */
             else
                 dl_buf_reset(&c->out); /* TLS is broken: only its alert (in cout) goes */
             c->closing = 1;
@@ -1140,7 +1121,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* ================================================================ lifecycle */
 
-dl_conn_t *dl_conn_virtual_new(dl_worker_t *w,
+dl_conn_t *dl_conn_virtual_new(dl_http1_host_t *h,
                                void (*sink)(dl_conn_t *c, const char *data, size_t len,
                                             void *arg),
                                void *arg)
@@ -1149,9 +1130,9 @@ dl_conn_t *dl_conn_virtual_new(dl_worker_t *w,
     dl_conn_t *c = dl_calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->worker = w;
+    c->host = h;
     c->base.proto = &http1_proto;
-    c->base.ctx = &w->core;
+    c->base.ctx = h->core;
     c->base.inproc = 1;
     c->file_fd = -1;
     c->virt = 1;
@@ -1183,95 +1164,32 @@ void dl_conn_virtual_free(dl_conn_t *c)
     dl_free(c);
 }
 
-/* The index of the listener server is in w's listeners. */
-static int listener_of(dl_worker_t *w, uv_stream_t *server)
-{
-    long l = (long)((uv_tcp_t *)server - w->listeners);
-    return l >= 0 && l < DL_MAX_LISTEN ? (int)l : 0;
-}
-
-static void on_refused_close(uv_handle_t *h)
-{
-    dl_free(h);
-}
-
-/* At the connection cap: accept (so the backlog drains and the listener
- * never spins on a ready socket), say why on a plain listener, and close. */
-static void refuse(dl_worker_t *w, uv_stream_t *server)
-{
-    static const char busy[] =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Content-Length: 69\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-        "{\"error\":\"Service Unavailable\",\"message\":\"too many open connections\"}";
-    dl_metric_add(w->rt->metrics, w->id, w->rt->m.conns_refused, NULL, 1);
-    uv_tcp_t *t = dl_malloc(sizeof(*t));
-    if (t == NULL || uv_tcp_init(&w->loop, t) != 0) {
-        dl_free(t);
-        return;
-    }
-    if (uv_accept(server, (uv_stream_t *)t) == 0 && w->rt->tls[listener_of(w, server)] == NULL) {
-        uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
-        uv_try_write((uv_stream_t *)t, &b, 1);
-    }
-    uv_close((uv_handle_t *)t, on_refused_close);
-}
-
-void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
+void dl_conn_start(dl_http1_host_t *h, dl_conn_t *c, int listener, struct dl_tls_ctx_s *tls_ctx)
 {
     uv_once(&settings_once, init_settings);
-    if (w->cfg->max_connections > 0 && w->n_conns >= w->cfg->max_connections) {
-        refuse(w, server);
-        return;
-    }
-    dl_conn_t *c = w->free_conns;
-    if (c) {
-        w->free_conns = c->next;
-        w->n_free_conns--;
-        dl_buf_t out = c->out;
-        memset(c, 0, sizeof(*c));
-        c->out = out;
-        dl_buf_reset(&c->out);
-    } else {
-        c = dl_calloc(1, sizeof(*c));
-        if (c == NULL)
-            return;
-    }
-    c->worker = w;
+    c->host = h;
     c->base.proto = &http1_proto;
-    c->base.ctx = &w->core;
+    c->base.ctx = h->core;
     c->file_fd = -1;
-    if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
-        dl_buf_free(&c->out); /* a pooled connection keeps its buffer */
-        dl_free(c);
-        return;
-    }
     c->tcp.data = c;
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->n_conns++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        dl_conn_close(c);
-        return;
-    }
     uv_tcp_nodelay(&c->tcp, 1);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
-    c->listener = listener_of(w, server);
-    if (w->rt->tls[c->listener]) {
-        c->tls = dl_tls_new(w->rt->tls[c->listener], &c->cout);
+    c->listener = listener;
+    if (tls_ctx) {
+        c->tls = dl_tls_new(tls_ctx, &c->cout);
         if (c->tls == NULL) {
             dl_conn_close(c);
             return;
         }
     }
+    const dl_config_t *cfg = h->cfg;
     c->base.tls = c->tls != NULL;
-    c->base.https_redirect = w->cfg->listen_opts[c->listener].https_redirect != 0;
+    c->base.https_redirect = cfg->listen_opts[listener].https_redirect != 0;
     /* TLS: ALPN still to decide; plain: may be h2c */
-    c->fresh = c->tls != NULL || (w->cfg->http2 && !w->cfg->listen_opts[c->listener].https_redirect);
+    c->fresh = c->tls != NULL || (cfg->http2 && !c->base.https_redirect);
     c->state = DL_CS_HEAD;
-    c->deadline = uv_now(&w->loop) + w->cfg->header_timeout_ms;
+    c->deadline = uv_now(h->loop) + cfg->header_timeout_ms;
     if (uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_read) != 0)
         dl_conn_close(c);
 }
@@ -1293,7 +1211,7 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
 {
     if (c->closed)
         return;
-    const dl_config_t *cfg = c->worker->cfg;
+    const dl_config_t *cfg = c->host->cfg;
     if (c->writing && c->send_deadline && now >= c->send_deadline) {
         /* a big write the client takes slowly but steadily is not stuck: any
          * progress since the last look moves the deadline */
@@ -1310,10 +1228,10 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
         /* answers the sweep gives (408) are flushed after it, never inside it:
          * a failed write would close the connection under the sweep's feet */
         c->in_feed = 1;
-        int rc = dl_h2_sweep(c->h2, now);
+        int rc = c->host->h2->sweep(c->h2, now);
         c->in_feed = 0;
         if (rc != 0) {
-            dl_h2_send(c->h2); /* its GOAWAY, then close_notify */
+            c->host->h2->send(c->h2); /* its GOAWAY, then close_notify */
             conn_end(c);
             return;
         }
@@ -1357,7 +1275,7 @@ void dl_conn_stop(dl_conn_t *c)
     if (c->closed)
         return;
     if (c->h2) {
-        dl_h2_shutdown(c->h2); /* GOAWAY; streams in flight finish first */
+        c->host->h2->shutdown(c->h2); /* GOAWAY; streams in flight finish first */
         conn_flush(c);
         return;
     }

@@ -13,7 +13,30 @@
 #include "common/buf.h"
 #include "core/http.h"
 #include "core/request.h"
-#include "server/worker.h"
+
+typedef struct dl_conn_s dl_conn_t;
+struct dl_tls_ctx_s;
+struct dl_metrics_s;
+
+/**
+ * What a worker gives its HTTP/1 connections (server/worker.c fills it): the
+ * request core's context, the loop, the shared read buffer, the session
+ * protocol a connection may switch to (HTTP/2) and what to do with a closed
+ * connection.
+ */
+typedef struct dl_http1_host_s {
+    dl_core_ctx_t *core;
+    uv_loop_t *loop;
+    const dl_config_t *cfg;
+    char *read_buf;
+    size_t read_buf_len;
+    const dl_session_ops_t *h2;  /* HTTP/2 by ALPN or the h2c preface */
+    struct dl_metrics_s *metrics;
+    int metric_tls_failures;
+    void *arg;                   /* the worker */
+    /** after uv_close: the connection is the host's again (unlink, pool or free) */
+    void (*closed)(struct dl_http1_host_s *h, dl_conn_t *c);
+} dl_http1_host_t;
 
 enum {
     DL_CS_HEAD = 0, /* waiting for or reading a request head */
@@ -26,7 +49,7 @@ enum {
 struct dl_conn_s {
     dl_core_conn_t base;  /* first: the core's view (request.h) */
     uv_tcp_t tcp;
-    dl_worker_t *worker;
+    dl_http1_host_t *host;
     dl_conn_t *prev, *next;
     llhttp_t parser;
     dl_req_t *req;        /* the request being parsed */
@@ -63,7 +86,7 @@ struct dl_conn_s {
     uint64_t file_off, file_left;
     struct dl_tls_s *tls; /* a TLS listener's connection */
     dl_buf_t cout;        /* TLS: ciphertext not yet written (out holds plaintext) */
-    struct dl_h2_s *h2;   /* HTTP/2 (ALPN h2 or the h2c preface) */
+    void *h2;             /* an HTTP/2 session (host->h2) once chosen by ALPN or preface */
     int listener;         /* index of the listener it came from */
     unsigned fresh : 1;   /* nothing parsed yet: may still turn out to be h2c */
     unsigned shutting : 1; /* uv_shutdown issued (lingering close) */
@@ -74,14 +97,14 @@ struct dl_conn_s {
 
 /**
  * An HTTP/1 connection without a socket (the fuzzers; in-process requests
- * go through inproc/inproc.h): bytes given to dl_conn_virtual_feed()
+ * go through inproc/inproc.h) on host h: bytes given to dl_conn_virtual_feed()
  * are parsed and served exactly as if read from a socket (same limits,
  * routing, codecs, compression); the response bytes go to sink, on the
  * worker's thread, possibly later (a parked handler); a sink call with len 0
  * means the connection closed (after an error answer or Connection: close).
  * Free with dl_conn_virtual_free(), never from inside sink.
  */
-dl_conn_t *dl_conn_virtual_new(dl_worker_t *w,
+dl_conn_t *dl_conn_virtual_new(dl_http1_host_t *h,
                                void (*sink)(dl_conn_t *c, const char *data, size_t len,
                                             void *arg),
                                void *arg);
@@ -89,8 +112,12 @@ void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t len);
 /** Ends an in-process connection; a handler still running finishes detached. */
 void dl_conn_virtual_free(dl_conn_t *c);
 
-/** Accepts a pending connection on server; the connection owns itself. */
-void dl_conn_accept(dl_worker_t *w, uv_stream_t *server);
+/**
+ * Starts serving c, a connection the host accepted into c->tcp (from
+ * listener, TLS with tls_ctx when not NULL): parser, TLS, deadlines, reading.
+ * The connection owns itself until host->closed.
+ */
+void dl_conn_start(dl_http1_host_t *h, dl_conn_t *c, int listener, struct dl_tls_ctx_s *tls_ctx);
 /** Checks a connection's deadline; closes it when passed. */
 void dl_conn_sweep(dl_conn_t *c, uint64_t now);
 /** Graceful stop: closes an idle connection now, a busy one after its response. */

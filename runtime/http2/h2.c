@@ -1051,3 +1051,50 @@ void dl_h2_shutdown(dl_h2_t *h)
     nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->s),
                           NGHTTP2_NO_ERROR, NULL, 0);
 }
+
+/* ------------------------------------------------------- the session table */
+
+static void *session_start(const dl_stream_io_t *io, const dl_core_conn_t *from)
+{
+    return dl_h2_new(io, from);
+}
+
+static void session_end(void *s)
+{
+    dl_h2_free(s);
+}
+
+static int session_feed(void *s, const char *data, size_t len)
+{
+    return dl_h2_feed(s, data, len);
+}
+
+static int session_send(void *s)
+{
+    return dl_h2_send(s);
+}
+
+static int session_sweep(void *s, uint64_t now)
+{
+    return dl_h2_sweep(s, now);
+}
+
+static void session_shutdown(void *s)
+{
+    dl_h2_shutdown(s);
+}
+
+static int session_run_queued(void *s)
+{
+    return dl_h2_run_queued(s);
+}
+
+const dl_session_ops_t dl_h2_session = {
+    .start = session_start,
+    .end = session_end,
+    .feed = session_feed,
+    .send = session_send,
+    .sweep = session_sweep,
+    .shutdown = session_shutdown,
+    .run_queued = session_run_queued,
+};

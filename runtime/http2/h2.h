@@ -23,14 +23,11 @@
 
 typedef struct dl_h2_s dl_h2_t;
 
-/** The byte stream a session runs on (an HTTP/1 connection that chose h2). */
-typedef struct {
-    void *conn;
-    dl_buf_t *out;                /* frames go here */
-    uv_loop_t *loop;
-    void (*flush)(void *conn);    /* writes out */
-    int (*in_feed)(void *conn);   /* 1 while the reader runs (it flushes afterwards) */
-} dl_h2_io_t;
+/** The byte stream a session runs on (core/proto.h). */
+typedef dl_stream_io_t dl_h2_io_t;
+
+/** dl_h2_* as a session table, for the server to hand to HTTP/1 connections. */
+extern const dl_session_ops_t dl_h2_session;
 
 /** Starts a server session on io and queues our SETTINGS; its streams are
  * requests on a core connection like from (context, TLS, listener). NULL: out

@@ -14,6 +14,7 @@
 
 #include "cache/cache.h"
 #include "http1/conn.h"
+#include "http2/h2.h"
 #include "inproc/inproc.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -174,6 +175,8 @@ static int core_inproc(dl_core_ctx_t *x, const dl_inproc_req_t *in, dl_inproc_cb
     return dl_inproc_request(w->inproc, in, cb, arg, err, bad_field);
 }
 
+static void conn_closed(dl_http1_host_t *h, dl_conn_t *c);
+
 /* The worker's part of the request core: its pool, clock, metrics and VM. */
 static void core_init(dl_worker_t *w)
 {
@@ -199,10 +202,79 @@ static void core_init(dl_worker_t *w)
     x->canonical_port = rt->canonical_port;
     x->https_port = rt->https_port;
     dl_vm_handler(w->vm, &x->handler);
+
+    dl_http1_host_t *h = &w->http1;
+    h->core = x;
+    h->loop = &w->loop;
+    h->cfg = w->cfg;
+    h->read_buf = w->read_buf;
+    h->read_buf_len = sizeof(w->read_buf);
+    h->h2 = &dl_h2_session;
+    h->metrics = rt->metrics;
+    h->metric_tls_failures = rt->m.tls_failures;
+    h->arg = w;
+    h->closed = conn_closed;
 }
 
 /* ================================================================= loop */
 
+/* The index of the listener server is in w's listeners. */
+static int listener_of(dl_worker_t *w, uv_stream_t *server)
+{
+    long l = (long)((uv_tcp_t *)server - w->listeners);
+    return l >= 0 && l < DL_MAX_LISTEN ? (int)l : 0;
+}
+
+static void on_refused_close(uv_handle_t *h)
+{
+    dl_free(h);
+}
+
+/* At the connection cap: accept (so the backlog drains and the listener
+ * never spins on a ready socket), say why on a plain listener, and close. */
+static void refuse(dl_worker_t *w, uv_stream_t *server)
+{
+    static const char busy[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Content-Length: 69\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        "{\"error\":\"Service Unavailable\",\"message\":\"too many open connections\"}";
+    dl_metric_add(w->rt->metrics, w->id, w->rt->m.conns_refused, NULL, 1);
+    uv_tcp_t *t = dl_malloc(sizeof(*t));
+    if (t == NULL || uv_tcp_init(&w->loop, t) != 0) {
+        dl_free(t);
+        return;
+    }
+    if (uv_accept(server, (uv_stream_t *)t) == 0 && w->rt->tls[listener_of(w, server)] == NULL) {
+        uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
+        uv_try_write((uv_stream_t *)t, &b, 1);
+    }
+    uv_close((uv_handle_t *)t, on_refused_close);
+}
+
+/* A connection closed (conn.c's close callback): unlink it, keep it pooled. */
+static void conn_closed(dl_http1_host_t *h, dl_conn_t *c)
+{
+    dl_worker_t *w = h->arg;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    if (w->n_free_conns < DL_CONN_POOL_MAX && !w->stopping) {
+        c->next = w->free_conns;
+        w->free_conns = c;
+        w->n_free_conns++;
+    } else {
+        dl_buf_free(&c->out);
+        dl_free(c);
+    }
+    dl_worker_conn_closed(w);
+}
+
+/* Accepts a pending connection; HTTP/1 serves it (and hands it to HTTP/2 by
+ * ALPN or the h2c preface, through w->http1.h2). */
 static void on_connection(uv_stream_t *server, int status)
 {
     dl_worker_t *w = server->data;
@@ -210,7 +282,42 @@ static void on_connection(uv_stream_t *server, int status)
         dl_log(DL_LOG_WARN, "accept failed: %s", uv_strerror(status));
         return;
     }
-    dl_conn_accept(w, server);
+    if (w->cfg->max_connections > 0 && w->n_conns >= w->cfg->max_connections) {
+        refuse(w, server);
+        return;
+    }
+    dl_conn_t *c = w->free_conns;
+    if (c) {
+        w->free_conns = c->next;
+        w->n_free_conns--;
+        dl_buf_t out = c->out;
+        memset(c, 0, sizeof(*c));
+        c->out = out;
+        dl_buf_reset(&c->out);
+    } else {
+        c = dl_calloc(1, sizeof(*c));
+        if (c == NULL)
+            return;
+    }
+    if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
+        dl_buf_free(&c->out); /* a pooled connection keeps its buffer */
+        dl_free(c);
+        return;
+    }
+    c->host = &w->http1;
+    c->file_fd = -1;
+    c->tcp.data = c;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        dl_conn_close(c);
+        return;
+    }
+    int l = listener_of(w, server);
+    dl_conn_start(&w->http1, c, l, w->rt->tls[l]);
 }
 
 static char *put_str(char *p, char *end, const char *s)

@@ -11,6 +11,7 @@
 #include "common/compress.h"
 #include "core/http.h"
 #include "core/request.h"
+#include "http1/conn.h"
 #include "common/internal.h"
 
 struct dl_runtime_s;
@@ -44,6 +45,7 @@ typedef struct dl_worker_s {
 
     struct dl_vm_s *vm;
     dl_core_ctx_t core;  /* what the request core borrows (request.h) */
+    dl_http1_host_t http1; /* what its HTTP/1 connections borrow (conn.h) */
     dl_conn_t *conns;    /* open connections, doubly linked */
     int n_conns;
     dl_conn_t *free_conns; /* pooled connection objects (DL_CONN_POOL_MAX) */
