@@ -157,6 +157,34 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     c->proto->finish(c, &w);
 }
 
+int dl_resp_codec(const dl_req_t *r, const char **content_type, size_t *content_type_len)
+{
+    size_t alen = 0;
+    const char *accept = dl_req_header(r, "accept", &alen);
+    if (accept && dl_accept_msgpack(accept, alen)) {
+        *content_type = "application/msgpack";
+        *content_type_len = 19;
+        return DL_CODEC_MSGPACK;
+    }
+    *content_type = "application/json";
+    *content_type_len = 16;
+    return DL_CODEC_JSON;
+}
+
+void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, const char *reqid,
+                        const char *details, size_t details_len)
+{
+    size_t start = body->len;
+    dl_error_body(body, status, msg, reqid);
+    if (details && body->len > start) {
+        /* {"error":...,"requestId":"..."} -> {...,"details":<json>} */
+        body->len--;
+        dl_buf_append_str(body, ",\"details\":");
+        dl_buf_append(body, details, details_len);
+        dl_buf_append_char(body, '}');
+    }
+}
+
 void dl_req_respond_error_hdrs(dl_req_t *r, int status, const char *msg, const char *allow,
                                const char *headers)
 {

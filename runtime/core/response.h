@@ -24,6 +24,22 @@ void dl_req_respond_error(dl_req_t *req, int status, const char *msg);
 void dl_req_respond_error_hdrs(dl_req_t *req, int status, const char *msg, const char *allow,
                                const char *headers);
 
+enum { DL_CODEC_JSON = 0, DL_CODEC_MSGPACK = 1 };
+/**
+ * The codec a structured answer (a table) is encoded with, from the
+ * request's Accept (MessagePack when it is preferred, else JSON), and its
+ * Content-Type.
+ */
+int dl_resp_codec(const dl_req_t *r, const char **content_type, size_t *content_type_len);
+
+/**
+ * Appends the JSON error body {"error","message","requestId"} to body, with
+ * "details": details (already JSON, details_len bytes) when details is not
+ * NULL.
+ */
+void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, const char *reqid,
+                        const char *details, size_t details_len);
+
 /** Appends "HTTP/1.1 <status> <reason>\r\n<headers>\r\n<body>": an in-process
  * answer for callers whose promise is the raw response. */
 void dl_resp_answer_text(const dl_inproc_answer_t *a, dl_buf_t *out);

@@ -1596,24 +1596,18 @@ static void respond_status_error(dl_task_t *t)
                msg ? msg : "(no message)");
     lua_pushliteral(co, "details");
     lua_rawget(co, e);
-    dl_buf_t body = DL_BUF_INIT;
-    dl_error_body(&body, status, msg, req->id);
+    dl_buf_t body = DL_BUF_INIT, d = DL_BUF_INIT;
+    int with_details = 0;
     if (!lua_isnil(co, -1)) {
-        /* {"error":...,"requestId":"..."} -> {...,"details":<json>} */
-        dl_buf_t d = DL_BUF_INIT;
         char err[160];
-        if (dl_json_encode(co, lua_gettop(co), &d, err, sizeof(err)) == 0 && body.len > 0) {
-            body.len--;
-            dl_buf_append_str(&body, ",\"details\":");
-            dl_buf_append(&body, d.data, d.len);
-            dl_buf_append_char(&body, '}');
-        } else {
+        with_details = dl_json_encode(co, lua_gettop(co), &d, err, sizeof(err)) == 0;
+        if (!with_details)
             dl_log_req(DL_LOG_ERROR, req->id, "%s %.*s: the details of a %d cannot be encoded "
                        "(sent without them): %s", req->method_name, (int)req->path_len,
                        req->head.data, status, err);
-        }
-        dl_buf_free(&d);
     }
+    dl_resp_error_body(&body, status, msg, req->id, with_details ? d.data : NULL, d.len);
+    dl_buf_free(&d);
     dl_resp_t resp = {.status = status,
                       .content_type = "application/json",
                       .content_type_len = 16,
@@ -1775,22 +1769,15 @@ static void finish_main(dl_task_t *t, int ok)
             rb.resp.content_type_len = 25;
         }
     } else {
-        size_t alen = 0;
-        const char *accept = dl_req_header(req, "accept", &alen);
         char err[160];
-        int rc;
-        if (accept && dl_accept_msgpack(accept, alen)) {
-            rc = dl_msgpack_encode(co, bi, out, err, sizeof(err));
-            if (rb.resp.content_type == NULL) {
-                rb.resp.content_type = "application/msgpack";
-                rb.resp.content_type_len = 19;
-            }
-        } else {
-            rc = dl_json_encode(co, bi, out, err, sizeof(err));
-            if (rb.resp.content_type == NULL) {
-                rb.resp.content_type = "application/json";
-                rb.resp.content_type_len = 16;
-            }
+        const char *ct;
+        size_t ctlen;
+        int rc = dl_resp_codec(req, &ct, &ctlen) == DL_CODEC_MSGPACK
+                     ? dl_msgpack_encode(co, bi, out, err, sizeof(err))
+                     : dl_json_encode(co, bi, out, err, sizeof(err));
+        if (rb.resp.content_type == NULL) {
+            rb.resp.content_type = ct;
+            rb.resp.content_type_len = ctlen;
         }
         if (rc != 0) {
             dl_buf_free(&rb.hdrs);

@@ -159,3 +159,29 @@ DL_TEST(core_response_head_closed_and_stopping)
     EXPECT_EQ(f.released, f.acquired);
     dl_buf_free(&c.out);
 }
+
+DL_TEST(core_response_codec_and_error_details)
+{
+    fake_core_t f;
+    fake_conn_t c;
+    fixture_init(&f, &c);
+    const char *mp[] = {"accept", "application/msgpack, application/json;q=0.5", NULL};
+    const char *js[] = {"accept", "*/*", NULL};
+    const char *ct;
+    size_t ctlen;
+    dl_req_t *r = fixture_req(&f, &c, "GET", "/hello", mp);
+    EXPECT_EQ(dl_resp_codec(r, &ct, &ctlen), DL_CODEC_MSGPACK);
+    EXPECT_MEM(ct, ctlen, "application/msgpack", 19);
+    f.ctx.release(&f.ctx, r);
+    r = fixture_req(&f, &c, "GET", "/hello", js);
+    EXPECT_EQ(dl_resp_codec(r, &ct, &ctlen), DL_CODEC_JSON);
+    EXPECT_MEM(ct, ctlen, "application/json", 16);
+    f.ctx.release(&f.ctx, r);
+
+    dl_buf_t b = DL_BUF_INIT;
+    dl_resp_error_body(&b, 422, "bad", "id1", "[1,2]", 5);
+    dl_buf_append_char(&b, '\0');
+    EXPECT_STR(b.data, "{\"error\":\"Unprocessable Entity\",\"message\":\"bad\",\"requestId\":\"id1\","
+                       "\"details\":[1,2]}");
+    dl_buf_free(&b);
+}
