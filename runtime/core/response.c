@@ -15,25 +15,31 @@
 #include "common/log.h"
 
 static const struct {
-    const char *name, *lower;
-    size_t len;
+    const char *line, *lower; /* line: "Name: ", what HTTP/1 writes before the value */
+    size_t len;               /* the name's */
 } field_names[DL_HF_COUNT] = {
-    [DL_HF_DATE] = {"Date", "date", 4},
-    [DL_HF_CONTENT_TYPE] = {"Content-Type", "content-type", 12},
-    [DL_HF_CONTENT_LENGTH] = {"Content-Length", "content-length", 14},
-    [DL_HF_CONTENT_ENCODING] = {"Content-Encoding", "content-encoding", 16},
-    [DL_HF_VARY] = {"Vary", "vary", 4},
-    [DL_HF_REQUEST_ID] = {"X-Request-Id", "x-request-id", 12},
-    [DL_HF_NOSNIFF] = {"X-Content-Type-Options", "x-content-type-options", 22},
-    [DL_HF_CACHE_CONTROL] = {"Cache-Control", "cache-control", 13},
-    [DL_HF_ALLOW] = {"Allow", "allow", 5},
-    [DL_HF_HSTS] = {"Strict-Transport-Security", "strict-transport-security", 25},
+    [DL_HF_DATE] = {"Date: ", "date", 4},
+    [DL_HF_CONTENT_TYPE] = {"Content-Type: ", "content-type", 12},
+    [DL_HF_CONTENT_LENGTH] = {"Content-Length: ", "content-length", 14},
+    [DL_HF_CONTENT_ENCODING] = {"Content-Encoding: ", "content-encoding", 16},
+    [DL_HF_VARY] = {"Vary: ", "vary", 4},
+    [DL_HF_REQUEST_ID] = {"X-Request-Id: ", "x-request-id", 12},
+    [DL_HF_NOSNIFF] = {"X-Content-Type-Options: ", "x-content-type-options", 22},
+    [DL_HF_CACHE_CONTROL] = {"Cache-Control: ", "cache-control", 13},
+    [DL_HF_ALLOW] = {"Allow: ", "allow", 5},
+    [DL_HF_HSTS] = {"Strict-Transport-Security: ", "strict-transport-security", 25},
 };
 
 const char *dl_resp_field_name(int id, int lower, size_t *len)
 {
     *len = field_names[id].len;
-    return lower ? field_names[id].lower : field_names[id].name;
+    return lower ? field_names[id].lower : field_names[id].line;
+}
+
+const char *dl_resp_field_line(int id, size_t *len)
+{
+    *len = field_names[id].len + 2;
+    return field_names[id].line;
 }
 
 static void field(dl_resp_wire_t *w, int id, const char *v, size_t vlen)

@@ -17,7 +17,8 @@
  * parser sees it, and `out` (plaintext) is encrypted into `cout` just before
  * a write. A connection that chose h2 by ALPN, or whose first bytes are the
  * HTTP/2 preface on a plain listener (h2c with prior knowledge), gives its
- * plaintext to h2.c; requests from either protocol meet again in
+ * plaintext to the session table its host hands it (server/worker.c wires
+ * http2/h2.c there); requests from every protocol meet again in
  * the request core (core/request.h) through its protocol table. `Upgrade: h2c` is not
  * honoured (RFC 9113 deprecates it): such a request is answered over HTTP/1.1.
  */

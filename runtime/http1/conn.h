@@ -2,7 +2,9 @@
  * conn.h - one client connection: reading, TLS (tls.h), llhttp parsing with
  * limits and timeouts, one request in flight at a time (pipelined requests
  * wait parsed in order), response serialisation, compression and writing.
- * A connection that speaks HTTP/2 hands its plaintext to h2.h instead.
+ * A connection that speaks HTTP/2 hands its plaintext to the session its
+ * host gives it (dl_session_ops_t) instead. Answers are decided by the
+ * request core (core/request.h) and written by http1/write.c.
  */
 #ifndef DL_CONN_H
 #define DL_CONN_H

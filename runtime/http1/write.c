@@ -16,9 +16,8 @@ void dl_http1_write_response(dl_buf_t *o, const dl_req_t *r, const dl_resp_wire_
     dl_buf_append(o, "\r\n", 2);
     for (int i = 0; i < w->n_fields; i++) {
         size_t nlen;
-        const char *name = dl_resp_field_name(w->fields[i].id, 0, &nlen);
-        dl_buf_append(o, name, nlen);
-        dl_buf_append(o, ": ", 2);
+        const char *line = dl_resp_field_line(w->fields[i].id, &nlen);
+        dl_buf_append(o, line, nlen);
         dl_buf_append(o, w->fields[i].value, w->fields[i].value_len);
         dl_buf_append(o, "\r\n", 2);
     }
