@@ -1,6 +1,6 @@
 /*
- * http.h - HTTP/1.x request state and response serialisation shared by the
- * connection (conn.c) and the Lua VM (lua_vm.c): the request object, header
+ * http.h - request state shared by the protocols (http1/, http2/, inproc/),
+ * the request core (request.c) and the Lua VM (lua_vm.c): the request object, header
  * look-up, query parsing, URL decoding, Accept negotiation, request ids and
  * the response head writer.
  */
@@ -14,7 +14,6 @@
 
 struct dl_core_conn_s;
 struct dl_core_ctx_s;
-struct dl_worker_s;
 struct dl_route_s;
 struct lua_State;
 
@@ -33,7 +32,6 @@ typedef struct dl_req_s {
     struct dl_core_conn_s *conn; /* NULL once the connection is gone */
     void *stream;           /* HTTP/2: its stream (h2.c), NULL on HTTP/1 */
     struct dl_core_ctx_s *ctx;  /* what the worker lends it (request.h) */
-    struct dl_worker_s *worker;
     struct dl_req_s *next_free;
 
     dl_buf_t head;          /* target, then header names and values, as read */

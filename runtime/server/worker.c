@@ -48,7 +48,6 @@ dl_req_t *dl_worker_req_acquire(dl_worker_t *w)
     dl_buf_reset(&r->body);
     r->headers = headers;
     r->cap_headers = cap;
-    r->worker = w;
     r->ctx = &w->core;
     r->table_ref = -2; /* LUA_NOREF */
     return r;
