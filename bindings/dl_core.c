@@ -19,7 +19,7 @@
 #include "common/log.h"
 #include "lua/lua_error.h"
 #include "lua/lua_vm.h"
-#include "http1/conn.h"
+#include "core/request.h"
 
 /* ================================================================== sleep */
 
@@ -312,26 +312,35 @@ static int l_core_worker_id(lua_State *L)
 
 /* ============================================================ in-process */
 
-/* core._request(method, path, headers, body): a request written from its
- * parts (dl_http_request_write, which refuses a part outside its grammar)
- * through an in-process connection of this worker (conn.c's
- * dl_conn_exchange); returns the raw response bytes, parking the caller
- * meanwhile. headers maps names to string values. A refused part returns
+/* core._request(method, path, headers, body): a request from its parts,
+ * into the request core of this worker as an in-process request
+ * (inproc/inproc.h, which refuses a part outside its grammar); returns the
+ * response as raw HTTP/1.1 bytes (written once from the structured answer),
+ * parking the caller meanwhile. headers maps names to string values. A refused part returns
  * nil, message, "EINVAL", name of the field at fault (nil for the method or
  * path) at once, before anything is sent. */
 typedef struct {
     dl_task_t *task; /* NULL once the task is gone */
 } inproc_t;
 
-static void inproc_done(const char *resp, size_t len, void *arg)
+static void inproc_done(const dl_inproc_answer_t *a, void *arg)
 {
     inproc_t *ip = arg;
     dl_task_t *t = ip->task;
     dl_free(ip);
     if (t == NULL)
         return;
-    dl_task_resume_string(t, resp, len,
-                          resp ? NULL : "connection closed without a complete response");
+    dl_buf_t raw = DL_BUF_INIT;
+    if (a)
+        dl_resp_answer_text(a, &raw);
+    if (a && raw.oom) {
+        dl_buf_free(&raw);
+        dl_task_resume_string(t, NULL, 0, "out of memory");
+        return;
+    }
+    dl_task_resume_string(t, a ? raw.data : NULL, raw.len,
+                          a ? NULL : "connection closed without a complete response");
+    dl_buf_free(&raw);
 }
 
 static void cancel_inproc(void *data)
@@ -364,13 +373,27 @@ static int l_core_request(lua_State *L)
         fields[i].value = lua_tolstring(L, -1, &fields[i].value_len);
         i++;
     }
-    dl_buf_t raw = DL_BUF_INIT;
     const char *err = NULL;
     int bad = -1;
-    int rc = dl_http_request_write(&raw, method, mlen, path, plen, fields, n, body, blen, &err,
-                                   &bad);
+    inproc_t *ip = dl_calloc(1, sizeof(*ip));
+    if (ip == NULL)
+        return luaL_error(L, "out of memory");
+    ip->task = t;
+    dl_inproc_req_t in = {.method = method,
+                          .method_len = mlen,
+                          .path = path,
+                          .path_len = plen,
+                          .fields = fields,
+                          .n_fields = n,
+                          .body = body,
+                          .body_len = blen};
+    dl_core_ctx_t *x = dl_lua_host(L)->core;
+    dl_task_park(t, cancel_inproc, ip);
+    int rc = x->inproc(x, &in, inproc_done, ip, &err, &bad);
+    if (rc != 0)
+        t->cancel = NULL; /* nothing was sent: no answer comes */
     if (rc == DL_EINVAL) {
-        dl_buf_free(&raw);
+        dl_free(ip);
         lua_pushnil(L);
         lua_pushstring(L, err);
         lua_pushstring(L, "EINVAL");
@@ -380,22 +403,11 @@ static int l_core_request(lua_State *L)
             lua_pushnil(L);
         return 4;
     }
-    inproc_t *ip = rc == 0 ? dl_calloc(1, sizeof(*ip)) : NULL;
-    if (ip == NULL) {
-        dl_buf_free(&raw);
-        return luaL_error(L, "out of memory");
-    }
-    ip->task = t;
-    dl_task_park(t, cancel_inproc, ip);
-    rc = dl_conn_exchange(t->vm->host->data /* the worker */, raw.data, raw.len,
-                          mlen == 4 && !memcmp(method, "HEAD", 4), inproc_done, ip);
-    dl_buf_free(&raw); /* the connection has read it */
     if (rc != 0) {
         dl_free(ip);
-        t->cancel = NULL;
         return luaL_error(L, "out of memory");
     }
-    return lua_yield(L, 0);
+    return lua_yield(L, 0); /* the answer comes from a timer, later */
 }
 
 /* core._advance(ms): moves the clock api.now() and the in-process cache see

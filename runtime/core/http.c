@@ -251,9 +251,25 @@ static int request_fail(const char **err, int *bad_field, const char *msg, int f
     return DL_EINVAL;
 }
 
-int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, const char *path,
+void dl_http_trim(const char **v, const char **e)
+{
+    while (*v < *e && is_blank((unsigned char)**v))
+        (*v)++;
+    while (*e > *v && is_blank((unsigned char)(*e)[-1]))
+        (*e)--;
+}
+
+int dl_http_request_framed(const char *method, size_t method_len, size_t body_len)
+{
+    return body_len > 0 || (method_len == 4 && memcmp(method, "POST", 4) == 0) ||
+           (method_len == 3 && memcmp(method, "PUT", 3) == 0) ||
+           (method_len == 5 && memcmp(method, "PATCH", 5) == 0);
+}
+
+int dl_http_request_check(const char *method, size_t method_len, const char *path,
                           size_t path_len, const dl_http_field_t *fields, int n_fields,
-                          const char *body, size_t body_len, const char **err, int *bad_field)
+                          const char *body, size_t body_len, const char **err, int *bad_field,
+                          int *host_field)
 {
     if (method == NULL || !dl_http_token_ok(method, method_len))
         return request_fail(err, bad_field, "the method is not a token", -1);
@@ -288,7 +304,20 @@ int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, 
             host = i;
         }
     }
+    if (host_field)
+        *host_field = host;
+    return 0;
+}
 
+int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, const char *path,
+                          size_t path_len, const dl_http_field_t *fields, int n_fields,
+                          const char *body, size_t body_len, const char **err, int *bad_field)
+{
+    int host;
+    int rc = dl_http_request_check(method, method_len, path, path_len, fields, n_fields, body,
+                                   body_len, err, bad_field, &host);
+    if (rc != 0)
+        return rc;
     size_t start = out->len;
     dl_buf_append(out, method, method_len);
     dl_buf_append_char(out, ' ');
@@ -301,19 +330,13 @@ int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, 
         if (dl_strncasecmp_eq(f->name, f->name_len, "content-length", 14))
             continue;
         const char *v = f->value, *e = f->value + f->value_len;
-        while (v < e && is_blank((unsigned char)*v))
-            v++;
-        while (e > v && is_blank((unsigned char)e[-1]))
-            e--;
+        dl_http_trim(&v, &e);
         dl_buf_append(out, f->name, f->name_len);
         dl_buf_append(out, ": ", 2);
         dl_buf_append(out, v, (size_t)(e - v));
         dl_buf_append(out, "\r\n", 2);
     }
-    int with_body = body_len > 0 || (method_len == 4 && memcmp(method, "POST", 4) == 0) ||
-                    (method_len == 3 && memcmp(method, "PUT", 3) == 0) ||
-                    (method_len == 5 && memcmp(method, "PATCH", 5) == 0);
-    if (with_body)
+    if (dl_http_request_framed(method, method_len, body_len))
         dl_buf_appendf(out, "Content-Length: %zu\r\n", body_len);
     dl_buf_append(out, "\r\n", 2);
     if (body_len > 0)

@@ -1,6 +1,6 @@
 /*
- * http.h - HTTP/1.x request state and response serialisation shared by the
- * connection (conn.c) and the Lua VM (lua_vm.c): the request object, header
+ * http.h - request state shared by the protocols (http1/, http2/, inproc/),
+ * the request core (request.c) and the Lua VM (lua_vm.c): the request object, header
  * look-up, query parsing, URL decoding, Accept negotiation, request ids and
  * the response head writer.
  */
@@ -12,8 +12,8 @@
 #include "common/buf.h"
 #include "core/router.h"
 
-struct dl_conn_s;
-struct dl_worker_s;
+struct dl_core_conn_s;
+struct dl_core_ctx_s;
 struct dl_route_s;
 struct lua_State;
 
@@ -29,9 +29,9 @@ typedef struct {
  * its response is dropped (conn == NULL).
  */
 typedef struct dl_req_s {
-    struct dl_conn_s *conn; /* NULL once the connection is gone */
+    struct dl_core_conn_s *conn; /* NULL once the connection is gone */
     void *stream;           /* HTTP/2: its stream (h2.c), NULL on HTTP/1 */
-    struct dl_worker_s *worker;
+    struct dl_core_ctx_s *ctx;  /* what the worker lends it (request.h) */
     struct dl_req_s *next_free;
 
     dl_buf_t head;          /* target, then header names and values, as read */
@@ -47,6 +47,7 @@ typedef struct dl_req_s {
 
     dl_buf_t body;
     size_t body_limit;
+    size_t upload_limit;    /* the handler's route streams multipart bodies to files */
     size_t body_seen;       /* body bytes read (an upload does not keep them) */
     struct dl_upload_s *upload; /* a multipart body streamed to files (upload.h) */
 
@@ -120,6 +121,17 @@ typedef struct {
 int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, const char *path,
                           size_t path_len, const dl_http_field_t *fields, int n_fields,
                           const char *body, size_t body_len, const char **err, int *bad_field);
+
+/** dl_http_request_write()'s checks alone: 0 or DL_EINVAL (*err, *bad_field
+ * as there); *host_field the index of the Host field or -1. */
+int dl_http_request_check(const char *method, size_t method_len, const char *path,
+                          size_t path_len, const dl_http_field_t *fields, int n_fields,
+                          const char *body, size_t body_len, const char **err, int *bad_field,
+                          int *host_field);
+/** Whether a request from parts carries Content-Length: a body, or POST, PUT, PATCH. */
+int dl_http_request_framed(const char *method, size_t method_len, size_t body_len);
+/** Narrows [*v, *e) to drop leading and trailing blanks (SP, HTAB). */
+void dl_http_trim(const char **v, const char **e);
 
 /** Reason phrase of a status code ("Not Found"); "Unknown" for others. */
 const char *dl_status_text(int status);

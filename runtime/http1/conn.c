@@ -17,8 +17,9 @@
  * parser sees it, and `out` (plaintext) is encrypted into `cout` just before
  * a write. A connection that chose h2 by ALPN, or whose first bytes are the
  * HTTP/2 preface on a plain listener (h2c with prior knowledge), gives its
- * plaintext to h2.c; requests from either protocol meet again in
- * dl_conn_req_begin/dispatch and dl_req_respond. `Upgrade: h2c` is not
+ * plaintext to the session table its host hands it (server/worker.c wires
+ * http2/h2.c there); requests from every protocol meet again in
+ * the request core (core/request.h) through its protocol table. `Upgrade: h2c` is not
  * honoured (RFC 9113 deprecates it): such a request is answered over HTTP/1.1.
  */
 #include "http1/conn.h"
@@ -34,12 +35,9 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 
-#include "http2/h2.h"
+#include "http1/write.h"
 #include "common/internal.h"
-#include "lua/lua_vm.h"
 #include "common/metrics.h"
-#include "core/multipart.h"
-#include "server/server.h"
 #include "transport/tls.h"
 #include "core/upload.h"
 
@@ -69,9 +67,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void after_response(dl_conn_t *c, int keep);
 static void file_done(dl_conn_t *c);
 static void send_error(dl_conn_t *c, int status, const char *msg);
-static void respond_error(dl_req_t *r, int status, const char *msg, const char *allow);
-static void respond_error_hdrs(dl_req_t *r, int status, const char *msg, const char *allow,
-                               const char *headers);
 static void conn_input(dl_conn_t *c, const char *data, size_t n);
 
 /* ================================================================ requests */
@@ -79,9 +74,9 @@ static void conn_input(dl_conn_t *c, const char *data, size_t n);
 static dl_req_t *conn_req(dl_conn_t *c)
 {
     if (c->req == NULL) {
-        c->req = dl_worker_req_acquire(c->worker);
+        c->req = c->host->core->acquire(c->host->core);
         if (c->req)
-            c->req->conn = c;
+            c->req->conn = &c->base;
     }
     return c->req;
 }
@@ -96,7 +91,7 @@ static size_t out_bytes(const dl_conn_t *c)
  * client has read enough of its answers (h2.c has its own mark). */
 static int out_full(const dl_conn_t *c)
 {
-    return out_bytes(c) >= c->worker->cfg->output_high_water;
+    return out_bytes(c) >= c->host->cfg->output_high_water;
 }
 
 static int reject(dl_conn_t *c, int status, const char *msg)
@@ -125,7 +120,7 @@ static int on_message_begin(llhttp_t *p)
     c->head_method = 0;
     if (c->state == DL_CS_IDLE || c->state == DL_CS_HEAD) {
         c->state = DL_CS_HEAD;
-        c->deadline = uv_now(&c->worker->loop) + c->worker->cfg->header_timeout_ms;
+        c->deadline = uv_now(c->host->loop) + c->host->cfg->header_timeout_ms;
     }
     return 0;
 }
@@ -143,7 +138,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
-    if (r->head.len + len > c->worker->cfg->max_uri)
+    if (r->head.len + len > c->host->cfg->max_uri)
         return reject(c, 414, "request target too long");
     if (dl_buf_append(&r->head, at, len) != 0)
         return reject(c, 503, "out of memory");
@@ -155,7 +150,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
-    const dl_config_t *cfg = c->worker->cfg;
+    const dl_config_t *cfg = c->host->cfg;
     if (len > 0)
         c->field_started = 1;
     r->header_bytes += len;
@@ -190,7 +185,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     dl_conn_t *c = p->data;
     dl_req_t *r = c->req;
     r->header_bytes += len;
-    if (r->header_bytes > c->worker->cfg->max_header_bytes)
+    if (r->header_bytes > c->host->cfg->max_header_bytes)
         return reject(c, 431, "request headers too large");
     dl_header_t *h = &r->headers[r->n_headers - 1];
     if (!r->in_value) {
@@ -257,282 +252,6 @@ static int on_header_value_complete(llhttp_t *p)
 }
 
 /*
- * A route with the upload option takes multipart/form-data only; its body is
- * parsed as it arrives and its files written to APP_DIR/data/.uploads (see
- * upload.c), never held in memory.
- */
-static int start_upload(dl_conn_t *c, dl_req_t *r, const char **msg)
-{
-    dl_worker_t *w = c->worker;
-    /* the limit is per file; the body may add fields and multipart framing */
-    r->body_limit = r->route->upload_limit + DL_UPLOAD_MAX_FIELDS_BYTES + 64 * 1024;
-    size_t ctlen = 0;
-    const char *ct = dl_req_header(r, "content-type", &ctlen);
-    char boundary[DL_MULTIPART_MAX_BOUNDARY + 1];
-    int blen = ct ? dl_multipart_boundary(ct, ctlen, boundary, sizeof(boundary)) : DL_EINVAL;
-    if (blen <= 0) {
-        *msg = "expected a multipart/form-data body with a boundary";
-        return 400;
-    }
-    char prefix[80];
-    snprintf(prefix, sizeof(prefix), "w%d-%016llx", w->id,
-             (unsigned long long)dl_prng_next(w->prng));
-    int rc = dl_upload_new(w->rt->upload_dir, prefix, boundary, (size_t)blen, r->route->upload_limit,
-                           &r->upload);
-    if (rc != 0) {
-        *msg = "cannot store uploads";
-        return rc == DL_ENOMEM ? 503 : 500;
-    }
-    return 0;
-}
-
-/* unreserved / pct-encoded / sub-delims (RFC 3986 3.2.2) */
-static int reg_name_char(int ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch != 0 && strchr("-._~%!$&'()*+,;=", ch) != NULL);
-}
-
-/* IP-literal without its brackets (RFC 3986 3.2.2): an IPv6 address or
- * IPvFuture ("v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )) */
-static int ip_literal_valid(const char *s, size_t n)
-{
-    if (n > 0 && (s[0] == 'v' || s[0] == 'V')) {
-        size_t i = 1;
-        while (i < n && isxdigit((unsigned char)s[i]))
-            i++;
-        if (i == 1 || i >= n - 1 || s[i] != '.')
-            return 0;
-        for (i++; i < n; i++)
-            if (!(reg_name_char((unsigned char)s[i]) || s[i] == ':') || s[i] == '%')
-                return 0;
-        return 1;
-    }
-    char tmp[64];
-    unsigned char addr[16];
-    if (n == 0 || n >= sizeof(tmp))
-        return 0;
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    return inet_pton(AF_INET6, tmp, addr) == 1;
-}
-
-/* uri-host [ ":" port ] (RFC 9110 4.2.3, 7.2): reg-name or IP-literal, digits for the port */
-static int host_valid(const char *h, size_t n)
-{
-    size_t i = 0;
-    if (n > 0 && h[0] == '[') {
-        const char *e = memchr(h, ']', n);
-        if (e == NULL || !ip_literal_valid(h + 1, (size_t)(e - h - 1)))
-            return 0;
-        i = (size_t)(e - h) + 1;
-    } else {
-        if (n > 0 && h[0] == ':')
-            return 0; /* a port without a host (RFC 9110 4.2.1: an empty host is invalid) */
-        for (; i < n && h[i] != ':'; i++) {
-            if (!reg_name_char((unsigned char)h[i]))
-                return 0;
-            if (h[i] == '%' && (i + 2 >= n || !isxdigit((unsigned char)h[i + 1]) ||
-                                !isxdigit((unsigned char)h[i + 2])))
-                return 0;
-        }
-    }
-    if (i == n)
-        return 1;
-    if (h[i] != ':')
-        return 0;
-    for (i++; i < n; i++)
-        if (h[i] < '0' || h[i] > '9')
-            return 0;
-    return 1;
-}
-
-static int find_header(const dl_req_t *r, const char *name, size_t nlen, int *count)
-{
-    int first = -1;
-    *count = 0;
-    for (int i = 0; i < r->n_headers; i++)
-        if (dl_strncasecmp_eq(r->head.data + r->headers[i].name_off, r->headers[i].name_len,
-                              name, nlen)) {
-            if (first < 0)
-                first = i;
-            ++*count;
-        }
-    return first;
-}
-
-/*
- * absolute-form (RFC 9112 3.2.2): "GET http://host:port/path?q HTTP/1.1". The
- * target's authority replaces any Host field and the request is routed by its
- * path, so the target is rewritten in place to origin-form (it only shrinks)
- * and Host points at a copy of the authority. Returns 0, or the status to
- * answer with (400; 421 for https on a plain connection; 503).
- */
-static int absolute_form(dl_req_t *r, const char **msg)
-{
-    const char *u = r->head.data;
-    size_t n = r->url_len, skip;
-    if (n > 7 && dl_strncasecmp_eq(u, 7, "http://", 7)) {
-        skip = 7;
-    } else if (n > 8 && dl_strncasecmp_eq(u, 8, "https://", 8)) {
-        skip = 8;
-    } else {
-        *msg = "request target must be origin-form (/path) or absolute-form (http://host/path)";
-        return 400;
-    }
-    size_t a = skip;
-    while (a < n && u[a] != '/' && u[a] != '?')
-        a++;
-    size_t alen = a - skip;
-    if (alen == 0 || memchr(u + skip, '@', alen) || !host_valid(u + skip, alen)) {
-        *msg = "invalid authority in an absolute-form request target";
-        return 400;
-    }
-    if (skip == 8 && (r->conn == NULL || r->conn->tls == NULL)) { /* RFC 9110 4.2.2, 7.4 */
-        *msg = "an https target must come over TLS";
-        return 421;
-    }
-    /* "host" and the authority go after the head; Host is (re)pointed there */
-    uint32_t name_off = (uint32_t)r->head.len;
-    if (dl_buf_reserve(&r->head, 4 + alen) != 0) { /* the copy's source is head itself */
-        *msg = "out of memory";
-        return 503;
-    }
-    dl_buf_append(&r->head, "host", 4);
-    dl_buf_append(&r->head, r->head.data + skip, alen);
-    int count;
-    int h = find_header(r, "host", 4, &count);
-    if (h < 0) {
-        if (r->n_headers == r->cap_headers) {
-            int cap = r->cap_headers ? r->cap_headers * 2 : 16;
-            dl_header_t *hs = dl_realloc(r->headers, sizeof(*hs) * (size_t)cap);
-            if (hs == NULL) {
-                *msg = "out of memory";
-                return 503;
-            }
-            r->headers = hs;
-            r->cap_headers = cap;
-        }
-        h = r->n_headers++;
-        r->n_head_headers = r->n_headers;
-    }
-    r->headers[h].name_off = name_off;
-    r->headers[h].name_len = 4;
-    r->headers[h].value_off = name_off + 4;
-    r->headers[h].value_len = (uint32_t)alen;
-    char *t = r->head.data;
-    size_t rest = n - a;
-    if (rest == 0 || t[a] == '?') {
-        memmove(t + 1, t + a, rest);
-        t[0] = '/';
-        r->url_len = (uint32_t)rest + 1;
-    } else {
-        memmove(t, t + a, rest);
-        r->url_len = (uint32_t)rest;
-    }
-    return 0;
-}
-
-int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, int has_body, const char **msg)
-{
-    dl_worker_t *w = c->worker;
-    int h1 = r->http_major == 1;
-
-    /* which Host a proxy in front used, when there are two, is anyone's
-     * guess; HTTP/1.1 requires one (RFC 9112 3.2): every other case is a 400 */
-    int hosts;
-    int hi = find_header(r, "host", 4, &hosts);
-
-    /* the request id first, so every answer below carries it */
-    size_t idlen;
-    const char *id = dl_req_header(r, "x-request-id", &idlen);
-    if (id && dl_request_id_valid(id, idlen)) {
-        memcpy(r->id, id, idlen);
-        r->id[idlen] = '\0';
-    } else {
-        dl_request_id_new(w->prng, r->id);
-    }
-
-    if (r->method_name && strcmp(r->method_name, "CONNECT") == 0) {
-        *msg = "CONNECT is not supported";
-        return 501;
-    }
-    if (hosts > 1) {
-        *msg = "more than one Host header";
-        return 400;
-    }
-    if (h1 && r->http_minor == 1 && hosts == 0) {
-        *msg = "an HTTP/1.1 request needs a Host header";
-        return 400;
-    }
-    if (hi >= 0 && !host_valid(r->head.data + r->headers[hi].value_off, r->headers[hi].value_len)) {
-        *msg = "invalid Host header";
-        return 400;
-    }
-
-    /* the path is the target up to '?': origin-form, absolute-form rewritten
-     * to it, and '*' for OPTIONS only (RFC 9112 3.2) */
-    if (r->url_len == 0) {
-        *msg = "empty request target";
-        return 400;
-    }
-    if (r->head.data[0] == '*') {
-        if (r->url_len != 1 || r->method != DL_M_OPTIONS) {
-            *msg = "asterisk-form (*) is only for OPTIONS";
-            return 400;
-        }
-    } else if (r->head.data[0] != '/') {
-        int rc = absolute_form(r, msg);
-        if (rc)
-            return rc;
-    }
-    const char *url = r->head.data;
-    if (memchr(url, '#', r->url_len)) { /* RFC 9112 3.2: no fragment in a target */
-        *msg = "a request target has no fragment (#)";
-        return 400;
-    }
-    const char *q = memchr(url, '?', r->url_len);
-    r->path_len = q ? (uint32_t)(q - url) : r->url_len;
-
-    dl_vm_route(w->vm, r);
-    /* A body the route's check refuses (auth) is never read: the answer is
-     * decided on the head alone, before 100 Continue and before an upload
-     * file opens. An in-process request (api.client) is parsed inside a
-     * running handler, where the VM's main state must not run Lua; its body
-     * is here anyway. The https redirect answers every request alike. */
-    if (has_body && r->route_status == DL_ROUTE_FOUND && !c->virt &&
-        !w->cfg->listen_opts[c->listener].https_redirect) {
-        r->early_status = dl_vm_precheck(w->vm, r, c->err_buf, sizeof(c->err_buf));
-        if (r->early_status)
-            return 0;
-    }
-    if (r->route_status == DL_ROUTE_FOUND && r->route->upload_limit)
-        return start_upload(c, r, msg);
-    return 0;
-}
-
-/* The next non-empty element [*a, *b) of a comma list (RFC 9110 5.6.1) at
- * *v, trimmed of OWS; empty elements are skipped. Returns 0 at the end. */
-static int list_next(const char **v, const char *end, const char **a, const char **b)
-{
-    while (*v < end) {
-        const char *e = memchr(*v, ',', (size_t)(end - *v));
-        if (e == NULL)
-            e = end;
-        *a = *v;
-        *b = e;
-        *v = e < end ? e + 1 : end;
-        while (*a < *b && (**a == ' ' || **a == '\t'))
-            (*a)++;
-        while (*b > *a && ((*b)[-1] == ' ' || (*b)[-1] == '\t'))
-            (*b)--;
-        if (*a < *b)
-            return 1;
-    }
-    return 0;
-}
-
-/*
  * Transfer-Encoding (RFC 9112 6.1, 7): an HTTP/1.0 request with it has faulty
  * framing; in HTTP/1.1 chunked must be the final coding and appear once, and
  * a coding we do not implement is a 501. Every case but plain "chunked" ends
@@ -547,7 +266,7 @@ static int transfer_coding_check(dl_req_t *r, const char **msg)
             continue;
         seen = 1;
         const char *v = r->head.data + h->value_off, *end = v + h->value_len, *a, *b;
-        while (list_next(&v, end, &a, &b)) {
+        while (dl_http_list_next(&v, end, &a, &b)) {
             /* transfer-coding = token *( OWS ";" OWS transfer-parameter ) */
             const char *t = a, *u;
             while (t < b && dl_is_tchar((unsigned char)*t))
@@ -589,37 +308,9 @@ static int transfer_coding_check(dl_req_t *r, const char **msg)
     }
     return 0;
 }
-
-/* Expect is a list (RFC 9110 10.1.1): 1 when it holds 100-continue and no
- * other expectation, 0 when it is empty, -1 for anything else (417). */
-static int expect_check(const char *v, size_t n)
-{
-    int cont = 0;
-    const char *end = v + n, *a, *b;
-    while (list_next(&v, end, &a, &b)) {
-        if (!dl_strncasecmp_eq(a, (size_t)(b - a), "100-continue", 12))
-            return -1;
-        cont = 1;
-    }
-    return cont;
-}
-
-/* A request whose final status is known from its head: refused by the
- * route's check (any request), or, for a client waiting for 100 Continue,
- * without a route or on the https redirect. It goes out at once, without
- * the body (see conn_dispatch). */
-static int early_answer(dl_conn_t *c, dl_req_t *r)
-{
-    if (r->early_status)
-        return 1;
-    return r->expect_continue && (r->route_status != DL_ROUTE_FOUND ||
-                                  c->worker->cfg->listen_opts[c->listener].https_redirect);
-}
-
 static int on_headers_complete(llhttp_t *p)
 {
     dl_conn_t *c = p->data;
-    dl_worker_t *w = c->worker;
     dl_req_t *r = c->req;
     r->http_major = llhttp_get_http_major(p);
     r->http_minor = llhttp_get_http_minor(p);
@@ -633,7 +324,7 @@ static int on_headers_complete(llhttp_t *p)
     int has_body = chunked || p->content_length > 0;
     int status = transfer_coding_check(r, &msg);
     if (status == 0)
-        status = dl_conn_req_begin(c, r, has_body, &msg);
+        status = dl_req_begin(&c->base, r, has_body, &msg);
     if (status)
         return reject(c, status, msg);
 
@@ -641,7 +332,7 @@ static int on_headers_complete(llhttp_t *p)
         size_t elen;
         const char *e = dl_req_header(r, "expect", &elen);
         if (e) {
-            int rc = expect_check(e, elen);
+            int rc = dl_req_expect_check(e, elen);
             if (rc < 0)
                 return reject(c, 417, "only Expect: 100-continue is supported");
             r->expect_continue = rc == 1;
@@ -656,7 +347,7 @@ static int on_headers_complete(llhttp_t *p)
          * (RFC 9110 10.1.1 for a client waiting for 100 Continue); the body
          * is never read, so the connection closes after it (lingering, so
          * that the client reads the answer before the close) */
-        if (early_answer(c, r)) {
+        if (dl_req_early_answer(&c->base, r)) {
             r->keep_alive = 0;
             c->lingering = 1;
             c->state = DL_CS_BUSY;
@@ -664,7 +355,7 @@ static int on_headers_complete(llhttp_t *p)
             return HPE_PAUSED;
         }
         c->state = DL_CS_BODY;
-        c->window_start = uv_now(&w->loop);
+        c->window_start = uv_now(c->host->loop);
         c->window_bytes = 0;
         c->deadline = 0;
         /* 100 Continue only when the body will be read (RFC 9110 10.1.1) */
@@ -701,7 +392,7 @@ static int on_chunk_ext(llhttp_t *p, const char *at, size_t len)
     dl_conn_t *c = p->data;
     DL_UNUSED(at);
     c->req->chunk_ext_bytes += len;
-    if (c->req->chunk_ext_bytes > c->worker->cfg->max_header_bytes)
+    if (c->req->chunk_ext_bytes > c->host->cfg->max_header_bytes)
         return reject(c, 400, "chunk extensions too long");
     return 0;
 }
@@ -717,7 +408,7 @@ static int on_chunk_complete(llhttp_t *p)
 static int on_chunk_ext_name_complete(llhttp_t *p)
 {
     dl_conn_t *c = p->data;
-    if (++c->req->n_chunk_ext > c->worker->cfg->max_headers)
+    if (++c->req->n_chunk_ext > c->host->cfg->max_headers)
         return reject(c, 400, "too many chunk extensions");
     return 0;
 }
@@ -734,7 +425,7 @@ static int on_message_complete(llhttp_t *p)
     /* trailer fields were parsed and checked like header fields; drop them */
     r->n_headers = r->n_head_headers;
     r->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->stopping &&
-                    !c->worker->stopping;
+                    !c->host->core->stopping;
     c->state = DL_CS_BUSY;
     c->deadline = 0;
     return HPE_PAUSED;
@@ -759,148 +450,12 @@ static void init_settings(void)
     parser_settings.on_message_complete = on_message_complete;
 }
 
-/* ================================================================ dispatch */
-
-/* ------------------------------------------------------- HTTPS redirects */
-
-int dl_redirect_host_valid(const char *s, size_t n, size_t *host_len, int *port)
-{
-    size_t i = 0;
-    if (n > 0 && s[0] == '[') {
-        const char *e = memchr(s, ']', n);
-        /* an IPv6 address only: IPvFuture names nothing a browser reaches */
-        if (e == NULL || e - s < 3 || s[1] == 'v' || s[1] == 'V' ||
-            !ip_literal_valid(s + 1, (size_t)(e - s - 1)))
-            return 0;
-        i = (size_t)(e - s) + 1;
-    } else {
-        while (i < n && s[i] != ':') {
-            int ch = (unsigned char)s[i];
-            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~'))
-                return 0;
-            i++;
-        }
-        if (i == 0 || i > 253)
-            return 0;
-    }
-    if (host_len)
-        *host_len = i;
-    if (port)
-        *port = -1;
-    if (i == n)
-        return 1;
-    if (s[i] != ':' || n - i - 1 == 0 || n - i - 1 > 5)
-        return 0;
-    int p = 0;
-    for (i++; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-        p = p * 10 + (s[i] - '0');
-    }
-    if (p < 1 || p > 65535)
-        return 0;
-    if (port)
-        *port = p;
-    return 1;
-}
-
-/* A plain listener that only points to HTTPS: 308 to the configured canonical
- * host (--canonical-host), else to the host the client named, on the first
- * TLS listener's port, with the same target. A Host that is not host[:port]
- * is a 400: copied into Location it would make an open or broken redirect. */
-static void redirect_https(dl_conn_t *c, dl_req_t *r)
-{
-    dl_runtime_t *rt = c->worker->rt;
-    size_t hlen = 0, name_len = 0;
-    const char *host = dl_req_header(r, "host", &hlen);
-    if (host != NULL && hlen > 0 && !dl_redirect_host_valid(host, hlen, &name_len, NULL)) {
-        respond_error(r, 400, "invalid Host header: an HTTPS redirect needs host[:port] "
-                              "(a DNS name or a bracketed IPv6 address, port 1-65535)", NULL);
-        return;
-    }
-    /* only an origin-form target ("/...") can follow the authority: "*"
-     * (OPTIONS) or an absolute-form target would make a broken Location */
-    if (r->url_len == 0 || r->head.data[0] != '/') {
-        respond_error(r, 400, "an HTTPS redirect needs a target that starts with \"/\"", NULL);
-        return;
-    }
-    dl_buf_t loc = DL_BUF_INIT;
-    dl_buf_append_str(&loc, "Location: https://");
-    if (rt->canonical_host) {
-        dl_buf_append_str(&loc, rt->canonical_host);
-        if (rt->canonical_port < 0 && rt->https_port != 443)
-            dl_buf_appendf(&loc, ":%d", rt->https_port);
-    } else if (host != NULL && hlen > 0) {
-        dl_buf_append(&loc, host, name_len); /* the client's port is dropped */
-        if (rt->https_port != 443)
-            dl_buf_appendf(&loc, ":%d", rt->https_port);
-    } else {
-        dl_buf_free(&loc);
-        respond_error(r, 400, "an HTTPS redirect needs a Host header (or a canonical host "
-                              "configured: --canonical-host)", NULL);
-        return;
-    }
-    dl_buf_appendf(&loc, "%.*s\r\n", (int)r->url_len, r->head.data);
-    dl_buf_t body = DL_BUF_INIT;
-    dl_error_body(&body, 308, "this server answers over HTTPS", r->id);
-    dl_resp_t resp = {.status = 308,
-                      .content_type = "application/json",
-                      .content_type_len = 16,
-                      .body = body.data,
-                      .body_len = body.len,
-                      .headers = loc.data,
-                      .headers_len = loc.oom ? 0 : loc.len};
-    dl_req_respond(r, &resp);
-    dl_buf_free(&loc);
-    dl_buf_free(&body);
-}
-
 static void conn_dispatch(dl_conn_t *c)
 {
     dl_req_t *r = c->req;
     c->req = NULL; /* the request now belongs to its response */
     c->active = r;
-    dl_conn_req_dispatch(c, r);
-}
-
-void dl_conn_req_dispatch(dl_conn_t *c, dl_req_t *r)
-{
-    c->worker->n_requests++;
-    if (c->worker->cfg->listen_opts[c->listener].https_redirect && !c->virt) {
-        redirect_https(c, r);
-        return;
-    }
-    if (r->early_status) { /* refused before its body was read */
-        const char *hdr = r->early_status == 401 ? "WWW-Authenticate: Bearer realm=\"devloop\"\r\n"
-                                                 : NULL;
-        respond_error_hdrs(r, r->early_status, c->err_buf, NULL, hdr);
-        return;
-    }
-    if (r->url_len == 1 && r->head.data[0] == '*') { /* OPTIONS * : the server's methods */
-        dl_resp_t resp = {.status = 204, .allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"};
-        dl_req_respond(r, &resp);
-        return;
-    }
-    if (r->route_status == DL_ROUTE_NOT_FOUND) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "no route for %s %.*s", r->method_name,
-                 (int)DL_MIN(r->path_len, 100), r->head.data);
-        dl_req_respond_error(r, 404, msg);
-        return;
-    }
-    if (r->route_status == DL_ROUTE_METHOD_NOT_ALLOWED) {
-        dl_buf_t allow = DL_BUF_INIT;
-        dl_router_allow(r->match.allowed, &allow);
-        dl_buf_append_char(&allow, '\0');
-        char msg[160];
-        snprintf(msg, sizeof(msg), "%s is not allowed on %.*s", r->method_name,
-                 (int)DL_MIN(r->path_len, 100), r->head.data);
-        respond_error(r, 405, msg, allow.oom ? NULL : allow.data);
-        dl_buf_free(&allow);
-        return;
-    }
-    dl_vm_dispatch(c->worker->vm, r);
+    dl_req_dispatch(&c->base, r);
 }
 
 /* Whether the bytes fed so far end with LF and only whitespace after it
@@ -1013,155 +568,34 @@ static void conn_drain(dl_conn_t *c)
 
 /* ================================================================ responses */
 
-static void append_header(dl_buf_t *b, const char *name, size_t nlen, const char *v, size_t vlen)
+/* The core decided the answer (core/response.c); HTTP/1 writes it as text. */
+static void h1_write_response(dl_core_conn_t *base, dl_req_t *r, const dl_resp_wire_t *w)
 {
-    dl_buf_append(b, name, nlen);
-    dl_buf_append(b, v, vlen);
-    dl_buf_append(b, "\r\n", 2);
+    dl_conn_t *c = (dl_conn_t *)base;
+    c->active = NULL;
+    dl_http1_write_response(&c->out, r, w);
 }
-#define HDR(b, lit, v, vlen) append_header((b), lit, sizeof(lit) - 1, (v), (vlen))
 
-void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
+static void h1_finish(dl_core_conn_t *base, const dl_resp_wire_t *w)
 {
-    dl_conn_t *c = r->conn;
-    dl_worker_t *w = r->worker;
-    if (c == NULL || c->closed) {
-        if (resp->has_file)
-            close(resp->file_fd); /* the connection would have taken it */
-        dl_worker_req_release(w, r);
-        return;
-    }
-    if (!c->h2)
-        c->active = NULL;
-    const dl_config_t *cfg = w->cfg;
-    dl_buf_t *o = &c->out;
-    int status = resp->status;
-    int keep = r->keep_alive && !resp->close && !c->stopping && !w->stopping;
-    int head_only = r->method == DL_M_HEAD;
-    /* 205 has no content (RFC 9110 15.3.6): its length is 0, and it is sent */
-    int no_body = head_only || status == 204 || status == 304 || status == 205 ||
-                  (status >= 100 && status < 200);
-
-    const char *body = resp->body;
-    size_t body_len = resp->has_file ? (size_t)resp->file_len : resp->body_len;
-    if (status == 205)
-        body_len = 0;
-    int enc = DL_ENC_IDENTITY, vary = 0;
-    dl_buf_t zbuf = DL_BUF_INIT;
-    int pre_gzip = 0;
-    if (resp->body_gzip) {
-        /* a stored gzip body: no compression work for clients that take gzip */
-        size_t aelen;
-        const char *ae = dl_req_header(r, "accept-encoding", &aelen);
-        vary = 1;
-        if (ae && dl_compress_negotiate(ae, aelen) == DL_ENC_GZIP) {
-            pre_gzip = 1;
-            enc = DL_ENC_GZIP;
-        } else if (dl_worker_inflate(w, body, body_len, &body, &body_len) == 0) {
-            /* body now points at the worker's inflated copy */
-        } else {
-            dl_log_req(DL_LOG_ERROR, r->id, "stored gzip body is damaged; answering 500");
-            dl_req_respond_error(r, 500, NULL);
-            return;
-        }
-    }
-    if (!pre_gzip && !resp->has_file && body_len >= cfg->compress_min && status >= 200 &&
-        status != 204 &&
-        status != 304 && dl_compress_type_ok(resp->content_type, resp->content_type_len)) {
-        vary = 1;
-        size_t aelen;
-        const char *ae = dl_req_header(r, "accept-encoding", &aelen);
-        enc = ae ? dl_compress_negotiate(ae, aelen) : DL_ENC_IDENTITY;
-        if (enc == DL_ENC_GZIP || enc == DL_ENC_DEFLATE) {
-            if (w->compressor &&
-                dl_compressor_run(w->compressor, enc, body, body_len, &zbuf) == 0) {
-                body = zbuf.data;
-                body_len = zbuf.len;
-            } else {
-                enc = DL_ENC_IDENTITY;
-            }
-        } else {
-            enc = DL_ENC_IDENTITY;
-        }
-    }
-
-    const char *hsts = c->tls && w->rt->hsts[0] ? w->rt->hsts : NULL;
-    if (c->h2) {
-        dl_resp_wire_t wire = {.resp = resp,
-                               .status = status,
-                               .body = body,
-                               .body_len = body_len,
-                               .enc = enc,
-                               .vary = vary,
-                               .no_body = no_body,
-                               .hsts = hsts};
-        dl_h2_respond(c->h2, r, &wire);
-        dl_buf_free(&zbuf);
-        dl_worker_record(w, r, status, body_len);
-        dl_worker_req_release(w, r);
-        if (!c->in_feed)
-            conn_flush(c);
-        return;
-    }
-    dl_buf_reserve(o, 256 + resp->headers_len + (no_body || resp->has_file ? 0 : body_len));
-    dl_buf_append_str(o, r->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
-    dl_buf_append_u64(o, (unsigned)status);
-    dl_buf_append_char(o, ' ');
-    dl_buf_append_str(o, dl_status_text(status));
-    dl_buf_append(o, "\r\nDate: ", 8);
-    dl_buf_append_str(o, dl_worker_date(w));
-    dl_buf_append(o, "\r\n", 2);
-    if (resp->content_type)
-        HDR(o, "Content-Type: ", resp->content_type, resp->content_type_len);
-    /* 304: the length a 200 would have had is unknown here (RFC 9110 8.6) */
-    if (status != 204 && status != 304 && !(status >= 100 && status < 200)) {
-        dl_buf_append(o, "Content-Length: ", 16);
-        dl_buf_append_u64(o, body_len);
-        dl_buf_append(o, "\r\n", 2);
-    }
-    if (enc == DL_ENC_GZIP)
-        dl_buf_append_str(o, "Content-Encoding: gzip\r\n");
-    else if (enc == DL_ENC_DEFLATE)
-        dl_buf_append_str(o, "Content-Encoding: deflate\r\n");
-    if (vary)
-        dl_buf_append_str(o, "Vary: Accept-Encoding\r\n");
-    HDR(o, "X-Request-Id: ", r->id, strlen(r->id));
-    dl_buf_append_str(o, "X-Content-Type-Options: nosniff\r\n");
-    if (!resp->has_cache_control)
-        dl_buf_append_str(o, "Cache-Control: no-cache, no-store, must-revalidate\r\n");
-    if (resp->allow)
-        HDR(o, "Allow: ", resp->allow, strlen(resp->allow));
-    if (hsts)
-        HDR(o, "Strict-Transport-Security: ", hsts, strlen(hsts));
-    if (!keep)
-        dl_buf_append_str(o, "Connection: close\r\n");
-    else if (r->http_minor == 0)
-        dl_buf_append_str(o, "Connection: keep-alive\r\n");
-    if (resp->headers_len)
-        dl_buf_append(o, resp->headers, resp->headers_len);
-    dl_buf_append(o, "\r\n", 2);
-    if (!no_body && !resp->has_file)
-        dl_buf_append(o, body, body_len);
-    dl_buf_free(&zbuf);
-
-    dl_worker_record(w, r, status, body_len);
-    dl_worker_req_release(w, r);
-    if (o->oom) {
+    dl_conn_t *c = (dl_conn_t *)base;
+    const dl_resp_t *resp = w->resp;
+    if (c->out.oom) {
         if (resp->has_file)
             close(resp->file_fd);
         dl_conn_close(c);
         return;
     }
     if (resp->has_file) {
-        if (no_body || body_len == 0) {
+        if (w->no_body || w->body_len == 0) {
             close(resp->file_fd);
         } else {
             /* sent a chunk at a time from conn_flush; the connection stays
              * busy (no pipelined request is parsed) until the last one */
             c->file_fd = resp->file_fd;
             c->file_off = resp->file_off;
-            c->file_left = body_len;
-            c->file_keep = keep;
+            c->file_left = w->body_len;
+            c->file_keep = w->keep;
             c->state = DL_CS_BUSY;
             c->deadline = 0;
             if (!c->in_feed)
@@ -1169,15 +603,20 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
             return;
         }
     }
-    after_response(c, keep);
+    after_response(c, w->keep);
 }
+
+static const dl_proto_t http1_proto = {
+    .name = "HTTP/1",
+    .write_response = h1_write_response,
+    .finish = h1_finish,
+};
 
 /* What follows a response once it is queued: close, or go on with the next
  * request (parsing what was read meanwhile when the handler had parked). */
 static void after_response(dl_conn_t *c, int keep)
 {
-    dl_worker_t *w = c->worker;
-    const dl_config_t *cfg = w->cfg;
+    const dl_config_t *cfg = c->host->cfg;
     if (!keep) {
         c->closing = 1;
         c->state = DL_CS_IDLE;
@@ -1186,52 +625,25 @@ static void after_response(dl_conn_t *c, int keep)
         return;
     }
     c->state = c->pending.len ? DL_CS_HEAD : DL_CS_IDLE;
-    c->deadline = uv_now(&w->loop) + (c->state == DL_CS_IDLE ? cfg->keepalive_timeout_ms
+    c->deadline = uv_now(c->host->loop) + (c->state == DL_CS_IDLE ? cfg->keepalive_timeout_ms
                                                                : cfg->header_timeout_ms);
     /* answered after the handler parked: go on with what was read meanwhile */
     if (!c->in_feed)
         conn_drain(c);
 }
 
-static void respond_error_hdrs(dl_req_t *r, int status, const char *msg, const char *allow,
-                               const char *headers)
-{
-    dl_buf_t body = DL_BUF_INIT;
-    dl_error_body(&body, status, msg, r->id);
-    dl_resp_t resp = {.status = status,
-                      .content_type = "application/json",
-                      .content_type_len = 16,
-                      .body = body.data,
-                      .body_len = body.len,
-                      .headers = headers,
-                      .headers_len = headers ? strlen(headers) : 0,
-                      .allow = allow};
-    dl_req_respond(r, &resp);
-    dl_buf_free(&body);
-}
-
-static void respond_error(dl_req_t *r, int status, const char *msg, const char *allow)
-{
-    respond_error_hdrs(r, status, msg, allow, NULL);
-}
-
-void dl_req_respond_error(dl_req_t *r, int status, const char *msg)
-{
-    respond_error(r, status, msg, NULL);
-}
-
 /* A parse error: answer once, stop parsing, drain a little, close. */
 static void send_error(dl_conn_t *c, int status, const char *msg)
 {
-    dl_worker_t *w = c->worker;
+    dl_core_ctx_t *x = c->host->core;
     char id[65];
     if (c->req && c->req->id[0])
         memcpy(id, c->req->id, sizeof(id));
     else
-        dl_request_id_new(w->prng, id);
+        dl_request_id_new(x->prng, id);
     if (c->req) {
-        dl_worker_record(w, c->req, status, 0);
-        dl_worker_req_release(w, c->req);
+        x->record(x, c->req, status, 0);
+        x->release(x, c->req);
         c->req = NULL;
     }
     dl_log(DL_LOG_DEBUG, "rejecting request: %d %s", status, msg);
@@ -1243,7 +655,7 @@ static void send_error(dl_conn_t *c, int status, const char *msg)
                       "X-Content-Type-Options: nosniff\r\n"
                       "Cache-Control: no-cache, no-store, must-revalidate\r\n"
                       "Connection: close\r\n\r\n",
-                   status, dl_status_text(status), dl_worker_date(w), body.len, id);
+                   status, dl_status_text(status), x->date(x), body.len, id);
     if (!c->head_method) /* a HEAD answer has no content (RFC 9110 9.3.2) */
         dl_buf_append(o, body.data, body.len);
     dl_buf_free(&body);
@@ -1258,14 +670,6 @@ static void send_error(dl_conn_t *c, int status, const char *msg)
 static void on_close(uv_handle_t *h)
 {
     dl_conn_t *c = h->data;
-    dl_worker_t *w = c->worker;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->n_conns--;
     dl_buf_free(&c->pending);
     dl_tls_free(c->tls);
     c->tls = NULL;
@@ -1273,15 +677,7 @@ static void on_close(uv_handle_t *h)
     /* keep a modest output buffer with the pooled connection */
     if (c->out.cap > 16 * 1024)
         dl_buf_free(&c->out);
-    if (w->n_free_conns < DL_CONN_POOL_MAX && !w->stopping) {
-        c->next = w->free_conns;
-        w->free_conns = c;
-        w->n_free_conns++;
-    } else {
-        dl_buf_free(&c->out);
-        dl_free(c);
-    }
-    dl_worker_conn_closed(w);
+    c->host->closed(c->host, c); /* unlinks it, pools or frees it */
 }
 
 /* Marks c closed and lets go of what hangs off it: parked handlers run on
@@ -1289,8 +685,9 @@ static void on_close(uv_handle_t *h)
 static void conn_detach(dl_conn_t *c)
 {
     c->closed = 1;
+    c->base.closed = 1;
     if (c->h2) { /* handlers of its streams run on detached */
-        dl_h2_free(c->h2);
+        c->host->h2->end(c->h2);
         c->h2 = NULL;
     }
     if (c->file_fd >= 0)
@@ -1300,7 +697,7 @@ static void conn_detach(dl_conn_t *c)
         c->active = NULL;
     }
     if (c->req) { /* still being parsed: nothing else holds it */
-        dl_worker_req_release(c->worker, c->req);
+        c->host->core->release(c->host->core, c->req);
         c->req = NULL;
     }
 }
@@ -1361,7 +758,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     /* Read and discard what the client still sends, so that closing does not
      * reset the connection before it has read our error (lingering close). */
     c->state = DL_CS_LINGER;
-    c->deadline = uv_now(&c->worker->loop) + LINGER_MS;
+    c->deadline = uv_now(c->host->loop) + LINGER_MS;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_linger_read);
 }
@@ -1455,11 +852,11 @@ again:
         /* streams that waited while the unsent answers were over the mark run
          * first; in_feed keeps an answer made at once from flushing in here */
         c->in_feed = 1;
-        dl_h2_run_queued(c->h2);
+        c->host->h2->run_queued(c->h2);
         c->in_feed = 0;
         if (c->closed)
             return;
-        if (dl_h2_send(c->h2) != 0)
+        if (c->host->h2->send(c->h2) != 0)
             c->closing = 1; /* the session is over once what it queued is written */
     }
     if (c->writing)
@@ -1551,8 +948,8 @@ again:
     /* the client must take this write in time, however many requests it
      * sends meanwhile: the deadline moves only when a write completes (the
      * loop's clock is refreshed: this turn may have written for a while) */
-    uv_update_time(&c->worker->loop);
-    c->send_deadline = uv_now(&c->worker->loop) + c->worker->cfg->send_timeout_ms;
+    uv_update_time(c->host->loop);
+    c->send_deadline = uv_now(c->host->loop) + c->host->cfg->send_timeout_ms;
     c->send_queued = unsent_bytes(c);
 }
 
@@ -1562,13 +959,28 @@ void dl__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     dl_conn_t *c = h->data;
     DL_UNUSED(suggested);
-    buf->base = c->worker->read_buf;
-    buf->len = sizeof(c->worker->read_buf);
+    buf->base = c->host->read_buf;
+    buf->len = c->host->read_buf_len;
+}
+
+static void h2_flush(void *conn)
+{
+    conn_flush(conn);
+}
+
+static int h2_in_feed(void *conn)
+{
+    return ((dl_conn_t *)conn)->in_feed;
 }
 
 static void h2_start(dl_conn_t *c)
 {
-    c->h2 = dl_h2_new(c);
+    dl_stream_io_t io = {.conn = c,
+                         .out = &c->out,
+                         .loop = c->host->loop,
+                         .flush = h2_flush,
+                         .in_feed = h2_in_feed};
+    c->h2 = c->host->h2->start(&io, &c->base);
     if (c->h2 == NULL) {
         dl_conn_close(c);
         return;
@@ -1580,10 +992,10 @@ static void h2_start(dl_conn_t *c)
 static void h2_input(dl_conn_t *c, const char *data, size_t n)
 {
     c->in_feed = 1;
-    int rc = dl_h2_feed(c->h2, data, n);
+    int rc = c->host->h2->feed(c->h2, data, n);
     c->in_feed = 0;
     if (rc != 0 && c->h2) {
-        dl_h2_send(c->h2); /* the GOAWAY nghttp2 queued, then close */
+        c->host->h2->send(c->h2); /* the GOAWAY nghttp2 queued, then close */
         c->closing = 1;
     }
 }
@@ -1649,9 +1061,10 @@ static void conn_input(dl_conn_t *c, const char *data, size_t n)
 /* Counts a TLS connection that ended before or in its handshake. */
 static void tls_failed(dl_conn_t *c, const char *reason)
 {
-    dl_worker_t *w = c->worker;
+    dl_http1_host_t *h = c->host;
     const char *labels[1] = {reason};
-    dl_metric_add(w->rt->metrics, w->id, w->rt->m.tls_failures, labels, 1);
+    if (h->metrics)
+        dl_metric_add(h->metrics, h->core->worker_id, h->metric_tls_failures, labels, 1);
 }
 
 static void on_tls_plain(void *arg, const char *data, size_t n)
@@ -1687,7 +1100,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             if (rc == DL_EPROTO && c->fresh)
                 tls_failed(c, "protocol");
             if (c->h2 && rc == DL_EOF)
-                dl_h2_send(c->h2); /* answers already submitted still go out */
+                c->host->h2->send(c->h2); /* answers already submitted still go out */
             else
                 dl_buf_reset(&c->out); /* TLS is broken: only its alert (in cout) goes */
             c->closing = 1;
@@ -1709,7 +1122,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* ================================================================ lifecycle */
 
-dl_conn_t *dl_conn_virtual_new(dl_worker_t *w,
+dl_conn_t *dl_conn_virtual_new(dl_http1_host_t *h,
                                void (*sink)(dl_conn_t *c, const char *data, size_t len,
                                             void *arg),
                                void *arg)
@@ -1718,7 +1131,10 @@ dl_conn_t *dl_conn_virtual_new(dl_worker_t *w,
     dl_conn_t *c = dl_calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->worker = w;
+    c->host = h;
+    c->base.proto = &http1_proto;
+    c->base.ctx = h->core;
+    c->base.inproc = 1;
     c->file_fd = -1;
     c->virt = 1;
     c->sink = sink;
@@ -1737,126 +1153,6 @@ void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t n)
         conn_flush(c);
 }
 
-/* ---------------------------------------------------------------- exchange */
-
-typedef struct exchange_s {
-    uv_timer_t timer;
-    dl_worker_t *w;
-    struct exchange_s *prev, *next; /* the worker's live exchanges */
-    dl_conn_t *conn;
-    dl_buf_t in;     /* response bytes so far */
-    size_t done;     /* length of the complete response, 0 until then */
-    int head, closed;
-    dl_exchange_cb cb;
-    void *arg;
-} exchange_t;
-
-static void on_exchange_closed(uv_handle_t *h)
-{
-    exchange_t *x = h->data;
-    dl_buf_free(&x->in);
-    dl_free(x);
-}
-
-static void exchange_unlink(exchange_t *x)
-{
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        x->w->exchanges = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    x->prev = x->next = NULL;
-}
-
-/* the end, from a zero timer: never inside the connection's own calls */
-static void exchange_end(uv_timer_t *h)
-{
-    exchange_t *x = h->data;
-    exchange_unlink(x);
-    dl_conn_virtual_free(x->conn);
-    x->conn = NULL;
-    x->cb(x->done ? x->in.data : NULL, x->done, x->arg);
-    uv_close((uv_handle_t *)h, on_exchange_closed);
-}
-
-size_t dl_http_response_end(dl_buf_t *b, int head)
-{
-    for (;;) {
-        const char *p = b->data;
-        const char *e = b->len >= 4 ? memmem(p, b->len, "\r\n\r\n", 4) : NULL;
-        if (e == NULL || b->len < 12)
-            return 0;
-        size_t hlen = (size_t)(e - p) + 4;
-        int status = atoi(p + 9);
-        if (status >= 100 && status < 200) {
-            dl_buf_consume(b, hlen); /* 100 Continue */
-            continue;
-        }
-        size_t clen = 0;
-        for (const char *q = p; q + 15 < e; q++)
-            if ((q == p || q[-1] == '\n') && strncasecmp(q, "content-length:", 15) == 0) {
-                if (!head && status != 204 && status != 304)
-                    clen = (size_t)strtoull(q + 15, NULL, 10);
-                break;
-            }
-        return b->len >= hlen + clen ? hlen + clen : 0;
-    }
-}
-
-static void exchange_sink(dl_conn_t *c, const char *data, size_t len, void *arg)
-{
-    DL_UNUSED(c);
-    exchange_t *x = arg;
-    if (x->done || x->closed)
-        return;
-    if (len == 0)
-        x->closed = 1;
-    else
-        dl_buf_append(&x->in, data, len);
-    x->done = dl_http_response_end(&x->in, x->head);
-    if (x->done || x->closed)
-        uv_timer_start(&x->timer, exchange_end, 0, 0);
-}
-
-int dl_conn_exchange(dl_worker_t *w, const char *raw, size_t len, int head, dl_exchange_cb cb,
-                     void *arg)
-{
-    exchange_t *x = dl_calloc(1, sizeof(*x));
-    if (x == NULL)
-        return DL_ENOMEM;
-    x->conn = dl_conn_virtual_new(w, exchange_sink, x);
-    if (x->conn == NULL) {
-        dl_free(x);
-        return DL_ENOMEM;
-    }
-    uv_timer_init(&w->loop, &x->timer);
-    x->timer.data = x;
-    x->w = w;
-    x->next = w->exchanges;
-    if (x->next)
-        x->next->prev = x;
-    w->exchanges = x;
-    x->head = head;
-    x->cb = cb;
-    x->arg = arg;
-    dl_conn_virtual_feed(x->conn, raw, len);
-    return 0;
-}
-
-void dl_conn_exchange_abort_all(dl_worker_t *w)
-{
-    while (w->exchanges) {
-        exchange_t *x = w->exchanges;
-        exchange_unlink(x);
-        dl_conn_virtual_free(x->conn);
-        x->conn = NULL;
-        x->cb(NULL, 0, x->arg);
-        uv_timer_stop(&x->timer);
-        uv_close((uv_handle_t *)&x->timer, on_exchange_closed);
-    }
-}
-
 void dl_conn_virtual_free(dl_conn_t *c)
 {
     if (c == NULL)
@@ -1869,91 +1165,32 @@ void dl_conn_virtual_free(dl_conn_t *c)
     dl_free(c);
 }
 
-/* The index of the listener server is in w's listeners. */
-static int listener_of(dl_worker_t *w, uv_stream_t *server)
-{
-    long l = (long)((uv_tcp_t *)server - w->listeners);
-    return l >= 0 && l < DL_MAX_LISTEN ? (int)l : 0;
-}
-
-static void on_refused_close(uv_handle_t *h)
-{
-    dl_free(h);
-}
-
-/* At the connection cap: accept (so the backlog drains and the listener
- * never spins on a ready socket), say why on a plain listener, and close. */
-static void refuse(dl_worker_t *w, uv_stream_t *server)
-{
-    static const char busy[] =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Content-Length: 69\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-        "{\"error\":\"Service Unavailable\",\"message\":\"too many open connections\"}";
-    dl_metric_add(w->rt->metrics, w->id, w->rt->m.conns_refused, NULL, 1);
-    uv_tcp_t *t = dl_malloc(sizeof(*t));
-    if (t == NULL || uv_tcp_init(&w->loop, t) != 0) {
-        dl_free(t);
-        return;
-    }
-    if (uv_accept(server, (uv_stream_t *)t) == 0 && w->rt->tls[listener_of(w, server)] == NULL) {
-        uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
-        uv_try_write((uv_stream_t *)t, &b, 1);
-    }
-    uv_close((uv_handle_t *)t, on_refused_close);
-}
-
-void dl_conn_accept(dl_worker_t *w, uv_stream_t *server)
+void dl_conn_start(dl_http1_host_t *h, dl_conn_t *c, int listener, struct dl_tls_ctx_s *tls_ctx)
 {
     uv_once(&settings_once, init_settings);
-    if (w->cfg->max_connections > 0 && w->n_conns >= w->cfg->max_connections) {
-        refuse(w, server);
-        return;
-    }
-    dl_conn_t *c = w->free_conns;
-    if (c) {
-        w->free_conns = c->next;
-        w->n_free_conns--;
-        dl_buf_t out = c->out;
-        memset(c, 0, sizeof(*c));
-        c->out = out;
-        dl_buf_reset(&c->out);
-    } else {
-        c = dl_calloc(1, sizeof(*c));
-        if (c == NULL)
-            return;
-    }
-    c->worker = w;
+    c->host = h;
+    c->base.proto = &http1_proto;
+    c->base.ctx = h->core;
     c->file_fd = -1;
-    if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
-        dl_buf_free(&c->out); /* a pooled connection keeps its buffer */
-        dl_free(c);
-        return;
-    }
     c->tcp.data = c;
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->n_conns++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        dl_conn_close(c);
-        return;
-    }
     uv_tcp_nodelay(&c->tcp, 1);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
-    c->listener = listener_of(w, server);
-    if (w->rt->tls[c->listener]) {
-        c->tls = dl_tls_new(w->rt->tls[c->listener], &c->cout);
+    c->listener = listener;
+    if (tls_ctx) {
+        c->tls = dl_tls_new(tls_ctx, &c->cout);
         if (c->tls == NULL) {
             dl_conn_close(c);
             return;
         }
     }
+    const dl_config_t *cfg = h->cfg;
+    c->base.tls = c->tls != NULL;
+    c->base.https_redirect = cfg->listen_opts[listener].https_redirect != 0;
     /* TLS: ALPN still to decide; plain: may be h2c */
-    c->fresh = c->tls != NULL || (w->cfg->http2 && !w->cfg->listen_opts[c->listener].https_redirect);
+    c->fresh = c->tls != NULL || (cfg->http2 && !c->base.https_redirect);
     c->state = DL_CS_HEAD;
-    c->deadline = uv_now(&w->loop) + w->cfg->header_timeout_ms;
+    c->deadline = uv_now(h->loop) + cfg->header_timeout_ms;
     if (uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_read) != 0)
         dl_conn_close(c);
 }
@@ -1975,7 +1212,7 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
 {
     if (c->closed)
         return;
-    const dl_config_t *cfg = c->worker->cfg;
+    const dl_config_t *cfg = c->host->cfg;
     if (c->writing && c->send_deadline && now >= c->send_deadline) {
         /* a big write the client takes slowly but steadily is not stuck: any
          * progress since the last look moves the deadline */
@@ -1992,10 +1229,10 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
         /* answers the sweep gives (408) are flushed after it, never inside it:
          * a failed write would close the connection under the sweep's feet */
         c->in_feed = 1;
-        int rc = dl_h2_sweep(c->h2, now);
+        int rc = c->host->h2->sweep(c->h2, now);
         c->in_feed = 0;
         if (rc != 0) {
-            dl_h2_send(c->h2); /* its GOAWAY, then close_notify */
+            c->host->h2->send(c->h2); /* its GOAWAY, then close_notify */
             conn_end(c);
             return;
         }
@@ -2035,10 +1272,11 @@ void dl_conn_sweep(dl_conn_t *c, uint64_t now)
 void dl_conn_stop(dl_conn_t *c)
 {
     c->stopping = 1;
+    c->base.stopping = 1;
     if (c->closed)
         return;
     if (c->h2) {
-        dl_h2_shutdown(c->h2); /* GOAWAY; streams in flight finish first */
+        c->host->h2->shutdown(c->h2); /* GOAWAY; streams in flight finish first */
         conn_flush(c);
         return;
     }

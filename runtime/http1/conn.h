@@ -2,7 +2,9 @@
  * conn.h - one client connection: reading, TLS (tls.h), llhttp parsing with
  * limits and timeouts, one request in flight at a time (pipelined requests
  * wait parsed in order), response serialisation, compression and writing.
- * A connection that speaks HTTP/2 hands its plaintext to h2.h instead.
+ * A connection that speaks HTTP/2 hands its plaintext to the session its
+ * host gives it (dl_session_ops_t) instead. Answers are decided by the
+ * request core (core/request.h) and written by http1/write.c.
  */
 #ifndef DL_CONN_H
 #define DL_CONN_H
@@ -12,7 +14,31 @@
 
 #include "common/buf.h"
 #include "core/http.h"
-#include "server/worker.h"
+#include "core/request.h"
+
+typedef struct dl_conn_s dl_conn_t;
+struct dl_tls_ctx_s;
+struct dl_metrics_s;
+
+/**
+ * What a worker gives its HTTP/1 connections (server/worker.c fills it): the
+ * request core's context, the loop, the shared read buffer, the session
+ * protocol a connection may switch to (HTTP/2) and what to do with a closed
+ * connection.
+ */
+typedef struct dl_http1_host_s {
+    dl_core_ctx_t *core;
+    uv_loop_t *loop;
+    const dl_config_t *cfg;
+    char *read_buf;
+    size_t read_buf_len;
+    const dl_session_ops_t *h2;  /* HTTP/2 by ALPN or the h2c preface */
+    struct dl_metrics_s *metrics;
+    int metric_tls_failures;
+    void *arg;                   /* the worker */
+    /** after uv_close: the connection is the host's again (unlink, pool or free) */
+    void (*closed)(struct dl_http1_host_s *h, dl_conn_t *c);
+} dl_http1_host_t;
 
 enum {
     DL_CS_HEAD = 0, /* waiting for or reading a request head */
@@ -23,8 +49,9 @@ enum {
 };
 
 struct dl_conn_s {
+    dl_core_conn_t base;  /* first: the core's view (request.h) */
     uv_tcp_t tcp;
-    dl_worker_t *worker;
+    dl_http1_host_t *host;
     dl_conn_t *prev, *next;
     llhttp_t parser;
     dl_req_t *req;        /* the request being parsed */
@@ -61,7 +88,7 @@ struct dl_conn_s {
     uint64_t file_off, file_left;
     struct dl_tls_s *tls; /* a TLS listener's connection */
     dl_buf_t cout;        /* TLS: ciphertext not yet written (out holds plaintext) */
-    struct dl_h2_s *h2;   /* HTTP/2 (ALPN h2 or the h2c preface) */
+    void *h2;             /* an HTTP/2 session (host->h2) once chosen by ALPN or preface */
     int listener;         /* index of the listener it came from */
     unsigned fresh : 1;   /* nothing parsed yet: may still turn out to be h2c */
     unsigned shutting : 1; /* uv_shutdown issued (lingering close) */
@@ -71,14 +98,15 @@ struct dl_conn_s {
 };
 
 /**
- * An in-process connection on worker w: bytes given to dl_conn_virtual_feed()
+ * An HTTP/1 connection without a socket (the fuzzers; in-process requests
+ * go through inproc/inproc.h) on host h: bytes given to dl_conn_virtual_feed()
  * are parsed and served exactly as if read from a socket (same limits,
  * routing, codecs, compression); the response bytes go to sink, on the
  * worker's thread, possibly later (a parked handler); a sink call with len 0
  * means the connection closed (after an error answer or Connection: close).
  * Free with dl_conn_virtual_free(), never from inside sink.
  */
-dl_conn_t *dl_conn_virtual_new(dl_worker_t *w,
+dl_conn_t *dl_conn_virtual_new(dl_http1_host_t *h,
                                void (*sink)(dl_conn_t *c, const char *data, size_t len,
                                             void *arg),
                                void *arg);
@@ -87,91 +115,16 @@ void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t len);
 void dl_conn_virtual_free(dl_conn_t *c);
 
 /**
- * One in-process request on worker w (its thread): raw request bytes in, and
- * cb(resp, len, arg) later on that thread with the raw response (interim 1xx
- * answers skipped), or resp NULL when the connection closed first. head: the
- * request is a HEAD. cb is never called from inside this call. Returns 0 or
- * DL_ENOMEM (then cb is never called).
+ * Starts serving c, a connection the host accepted into c->tcp (from
+ * listener, TLS with tls_ctx when not NULL): parser, TLS, deadlines, reading.
+ * The connection owns itself until host->closed.
  */
-typedef void (*dl_exchange_cb)(const char *resp, size_t len, void *arg);
-int dl_conn_exchange(dl_worker_t *w, const char *raw, size_t len, int head, dl_exchange_cb cb,
-                     void *arg);
-/** The worker stops: exchanges still waiting end now, their callbacks told
- * there is no answer (resp NULL). On w's thread, before its handles close. */
-void dl_conn_exchange_abort_all(dl_worker_t *w);
-/** The length of the first complete final response in b (1xx dropped), or 0. */
-size_t dl_http_response_end(dl_buf_t *b, int head);
-
-/** Accepts a pending connection on server; the connection owns itself. */
-void dl_conn_accept(dl_worker_t *w, uv_stream_t *server);
+void dl_conn_start(dl_http1_host_t *h, dl_conn_t *c, int listener, struct dl_tls_ctx_s *tls_ctx);
 /** Checks a connection's deadline; closes it when passed. */
 void dl_conn_sweep(dl_conn_t *c, uint64_t now);
 /** Graceful stop: closes an idle connection now, a busy one after its response. */
 void dl_conn_stop(dl_conn_t *c);
 /** Closes a connection at once; a running handler finishes detached. */
 void dl_conn_close(dl_conn_t *c);
-
-/** What a handler answers; see dl_req_respond(). */
-typedef struct {
-    int status;
-    const char *content_type; /* NULL: none */
-    size_t content_type_len;
-    const char *body;
-    size_t body_len;
-    const char *headers;      /* extra "Name: value\r\n" lines, already validated */
-    size_t headers_len;
-    unsigned has_cache_control : 1;
-    unsigned body_gzip : 1;   /* body is already gzip (a cached entry): sent as-is
-                                 to clients that accept gzip, inflated for others */
-    unsigned close : 1;       /* close the connection after this response */
-    unsigned has_file : 1;    /* the body is file_len bytes of file_fd from file_off, read
-                                 and sent a chunk at a time, never compressed; the
-                                 connection takes (closes) file_fd */
-    int file_fd;
-    uint64_t file_off, file_len;
-    const char *allow;        /* Allow header value (405) */
-} dl_resp_t;
-
-/**
- * Sends resp for req (compressing when accepted and worth it), then lets the
- * connection go on with the next pipelined request. Takes ownership of req:
- * it returns to the pool. If the connection is gone the response is dropped.
- */
-void dl_req_respond(dl_req_t *req, const dl_resp_t *resp);
-
-/** Sends a JSON error {"error","message","requestId"} for req; takes req. */
-void dl_req_respond_error(dl_req_t *req, int status, const char *msg);
-
-/** A response as dl_req_respond() prepared it for the wire (h2.c writes it as frames). */
-typedef struct {
-    const dl_resp_t *resp;
-    int status;
-    const char *body;  /* after compression; valid during the call */
-    size_t body_len;   /* the file's length for a file body */
-    int enc;           /* DL_ENC_* */
-    int vary;
-    int no_body;       /* HEAD, 204, 304 */
-    const char *hsts;  /* Strict-Transport-Security value, or NULL */
-} dl_resp_wire_t;
-
-/**
- * Once a request's head is in (from llhttp or HTTP/2 HEADERS): checks the
- * target, sets the request id, routes it and opens an upload sink. A request
- * with a body (has_body) that the route's check refuses gets
- * r->early_status (401, 403...) and no sink: it is answered without reading
- * its body. Returns 0, or the HTTP status to answer with *msg saying why.
- */
-int dl_conn_req_begin(dl_conn_t *c, dl_req_t *r, int has_body, const char **msg);
-/**
- * 1 when s[0..n) is a host an HTTPS redirect may name, RFC 3986 host[:port]
- * narrowed to what a browser reaches: a name of letters, digits, '-', '.',
- * '_' and '~' (1 to 253 bytes) or an IPv6 address in brackets, then
- * optionally ':' and a port 1-65535. Sets *host_len to the length without the
- * port and *port to the port or -1 (either may be NULL); 0 otherwise.
- */
-int dl_redirect_host_valid(const char *s, size_t n, size_t *host_len, int *port);
-
-/** Runs a complete request: 404/405 answers, HTTPS redirects, or its handler. */
-void dl_conn_req_dispatch(dl_conn_t *c, dl_req_t *r);
 
 #endif

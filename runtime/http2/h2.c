@@ -37,17 +37,16 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 
 #include "common/compress.h"
 #include "common/internal.h"
-#include "lua/lua_vm.h"
 #include "common/metrics.h"
 #include "core/router.h"
-#include "server/server.h"
 #include "core/upload.h"
 
-#define OUT_HIGH(c) ((c)->worker->cfg->output_high_water) /* no more frames above this output */
+#define OUT_HIGH(h) ((h)->cfg->output_high_water) /* no more frames above this output */
 #define STREAM_WINDOW (1024 * 1024)    /* what a client may send per stream unread */
 #define CONN_WINDOW (16 * 1024 * 1024) /* and on the whole connection */
 #define BODIES_MAX (16 * 1024 * 1024)  /* request bodies held in memory per connection */
@@ -89,7 +88,9 @@ typedef struct h2_stream_s {
 } h2_stream_t;
 
 struct dl_h2_s {
-    dl_conn_t *c;
+    dl_core_conn_t base; /* first: the core's view of every stream's connection */
+    dl_h2_io_t io;       /* the byte stream under the session */
+    const dl_config_t *cfg;
     nghttp2_session *s;
     h2_stream_t *streams;
     int n_open;      /* streams nghttp2 has open */
@@ -106,13 +107,14 @@ struct dl_h2_s {
     unsigned ending : 1; /* terminated: the GOAWAY goes out even past OUT_HIGH */
 };
 
+static const dl_proto_t h2_proto;
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
 static uv_once_t init_once = UV_ONCE_INIT;
 
 static uint64_t now_ms(dl_h2_t *h)
 {
-    return uv_now(&h->c->worker->loop);
+    return uv_now(h->io.loop);
 }
 
 /* ================================================================= streams */
@@ -146,7 +148,7 @@ static void stream_free(dl_h2_t *h, h2_stream_t *st)
         if (st->dispatched) {
             st->req->conn = NULL; /* its handler runs on detached */
         } else {
-            dl_worker_req_release(h->c->worker, st->req);
+            h->base.ctx->release(h->base.ctx, st->req);
         }
         st->req = NULL;
     }
@@ -165,9 +167,10 @@ static void stream_free(dl_h2_t *h, h2_stream_t *st)
 /* Counts a defence that fired, for devloop_http2_defences_total. */
 static void defence(dl_h2_t *h, const char *kind)
 {
-    dl_worker_t *w = h->c->worker;
+    const dl_core_ctx_t *x = h->base.ctx;
     const char *labels[1] = {kind};
-    dl_metric_add(w->rt->metrics, w->id, w->rt->m.h2_defences, labels, 1);
+    if (x->metrics)
+        dl_metric_add(x->metrics, x->worker_id, x->metric_h2_defences, labels, 1);
 }
 
 /* A control frame, or a stream that cost work for nothing: one token. */
@@ -207,12 +210,12 @@ static void answer_rejected(h2_stream_t *st)
     if (flooded(st->h)) /* a stream that is refused costs a token */
         return;
     if (r->id[0] == '\0')
-        dl_request_id_new(st->h->c->worker->prng, r->id);
+        dl_request_id_new(st->h->base.ctx->prng, r->id);
     if (!st->ended)
         st->early = 1;
     st->dispatched = 1;
     st->h->running++;
-    st->h->c->worker->n_requests++;
+    ++*st->h->base.ctx->n_requests;
     dl_req_respond_error(r, st->err_status, st->err_msg);
 }
 
@@ -277,20 +280,20 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     nghttp2_session_set_stream_user_data(s, st->id, st);
     /* handlers of reset streams still count: opening and cancelling in a loop
      * (rapid reset) cannot start more work than max_streams at a time */
-    if (h->running >= h->c->worker->cfg->h2_max_streams) {
+    if (h->running >= h->cfg->h2_max_streams) {
         st->refused = 1;
         defence(h, "rapid_reset");
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
         return flooded(h) ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
     }
-    st->req = dl_worker_req_acquire(h->c->worker);
+    st->req = h->base.ctx->acquire(h->base.ctx);
     if (st->req == NULL) {
         st->refused = 1;
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
     dl_req_t *r = st->req;
-    r->conn = h->c;
+    r->conn = &h->base;
     r->stream = st;
     r->start_ns = uv_hrtime();
     r->http_major = 2;
@@ -302,7 +305,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
 static int add_header(h2_stream_t *st, const char *n, size_t nlen, const char *v, size_t vlen)
 {
     dl_req_t *r = st->req;
-    const dl_config_t *cfg = st->h->c->worker->cfg;
+    const dl_config_t *cfg = st->h->cfg;
     if (r->n_headers >= cfg->max_headers)
         return 431;
     if (r->n_headers == r->cap_headers) {
@@ -352,7 +355,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (st == NULL || st->req == NULL)
         return 0;
     dl_req_t *r = st->req;
-    const dl_config_t *cfg = st->h->c->worker->cfg;
+    const dl_config_t *cfg = st->h->cfg;
     /* RFC 9113 counts 32 bytes of overhead per field; the decoded size is what
      * an HPACK bomb inflates, so it is checked before anything is copied */
     r->header_bytes += nlen + vlen + 32;
@@ -417,7 +420,7 @@ static void dispatch(h2_stream_t *st)
     dl_req_t *r = st->req;
     /* answers waiting for the client are over the mark: this handler runs
      * once they drain (dl_h2_run_queued), as HTTP/1.1 stops parsing */
-    if (h->resp_held >= OUT_HIGH(h->c)) {
+    if (h->resp_held >= OUT_HIGH(h)) {
         if (!st->queued) {
             st->queued = 1;
             h->n_queued++;
@@ -438,7 +441,7 @@ static void dispatch(h2_stream_t *st)
     }
     st->dispatched = 1;
     h->running++;
-    dl_conn_req_dispatch(h->c, r);
+    dl_req_dispatch(&h->base, r);
 }
 
 static int shed_body(dl_h2_t *h)
@@ -478,7 +481,7 @@ static void headers_done(h2_stream_t *st, int end_stream)
         stream_reject(st, 400, "Host differs from :authority");
     if (!st->err_status) {
         const char *msg = NULL;
-        int status = dl_conn_req_begin(h->c, r, !end_stream, &msg);
+        int status = dl_req_begin(&h->base, r, !end_stream, &msg);
         if (status)
             stream_reject(st, status, msg);
     }
@@ -637,12 +640,12 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
     DL_UNUSED(s);
     DL_UNUSED(flags);
     dl_h2_t *h = ud;
-    dl_conn_t *c = h->c;
-    if (c->out.len >= OUT_HIGH(c) && !h->ending) {
+    dl_buf_t *out = h->io.out;
+    if (out->len >= OUT_HIGH(h) && !h->ending) {
         h->blocked = 1;
         return NGHTTP2_ERR_WOULDBLOCK;
     }
-    if (dl_buf_append(&c->out, data, len) != 0)
+    if (dl_buf_append(out, data, len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     return (ssize_t)len;
 }
@@ -676,36 +679,36 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *fra
 {
     DL_UNUSED(s);
     dl_h2_t *h = ud;
-    dl_conn_t *c = h->c;
+    dl_buf_t *out = h->io.out;
     h2_stream_t *st = src->ptr;
-    if (c->out.len >= OUT_HIGH(c)) {
+    if (out->len >= OUT_HIGH(h)) {
         h->blocked = 1;
         return NGHTTP2_ERR_WOULDBLOCK;
     }
     DL_ASSERT(f->data.padlen == 0);
-    if (dl_buf_reserve(&c->out, 9 + len) != 0)
+    if (dl_buf_reserve(out, 9 + len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    dl_buf_append(&c->out, framehd, 9);
+    dl_buf_append(out, framehd, 9);
     if (st->file_fd >= 0) {
         size_t got = 0;
         while (got < len) {
-            ssize_t n = pread(st->file_fd, c->out.data + c->out.len + got, len - got,
+            ssize_t n = pread(st->file_fd, out->data + out->len + got, len - got,
                               (off_t)(st->file_off + got));
             if (n < 0 && errno == EINTR)
                 continue;
             if (n <= 0) { /* the file shrank or failed: the promised length cannot be kept */
-                c->out.len -= 9;
+                out->len -= 9;
                 dl_log(DL_LOG_ERROR, "cannot read a file body; resetting HTTP/2 stream %d",
                        (int)st->id);
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
             }
             got += (size_t)n;
         }
-        c->out.len += len;
+        out->len += len;
         st->file_off += len;
         st->file_left -= len;
     } else {
-        dl_buf_append(&c->out, st->body.data + st->body_off, len);
+        dl_buf_append(out, st->body.data + st->body_off, len);
         st->body_off += len;
         h->resp_held -= len;
     }
@@ -736,20 +739,23 @@ static void init_once_cb(void)
 
 /* ================================================================= session */
 
-dl_h2_t *dl_h2_new(dl_conn_t *c)
+dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from)
 {
     uv_once(&init_once, init_once_cb);
     dl_h2_t *h = dl_calloc(1, sizeof(*h));
     if (h == NULL)
         return NULL;
-    h->c = c;
+    h->io = *io;
+    h->base = *from;
+    h->base.proto = &h2_proto;
+    h->cfg = from->ctx->cfg;
     h->tokens = FLOOD_BURST;
-    h->tokens_at = h->idle_since = uv_now(&c->worker->loop);
+    h->tokens_at = h->idle_since = uv_now(io->loop);
     if (nghttp2_session_server_new2(&h->s, callbacks, h, options) != 0) {
         dl_free(h);
         return NULL;
     }
-    const dl_config_t *cfg = c->worker->cfg;
+    const dl_config_t *cfg = h->cfg;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->h2_max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
@@ -843,7 +849,7 @@ static int skip_header(const char *n, size_t len)
 int dl_h2_run_queued(dl_h2_t *h)
 {
     int n = 0;
-    while (h->n_queued > 0 && h->resp_held < OUT_HIGH(h->c)) {
+    while (h->n_queued > 0 && h->resp_held < OUT_HIGH(h)) {
         h2_stream_t *first = NULL; /* the oldest: streams are kept newest first */
         for (h2_stream_t *st = h->streams; st; st = st->next)
             if (st->queued)
@@ -856,8 +862,59 @@ int dl_h2_run_queued(dl_h2_t *h)
     return n;
 }
 
-void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
+size_t dl_h2_response_nv(const dl_resp_wire_t *w, nghttp2_nv *nva, size_t cap, char *status,
+                         char *lower, size_t lower_cap)
 {
+    const dl_resp_t *resp = w->resp;
+    size_t n = 0;
+    snprintf(status, 12, "%d", w->status);
+    NV(":status", status, strlen(status));
+    for (int i = 0; i < w->n_fields && n < cap; i++) {
+        size_t nlen;
+        const char *name = dl_resp_field_name(w->fields[i].id, 1, &nlen);
+        nva[n].name = (uint8_t *)name;
+        nva[n].namelen = nlen;
+        nva[n].value = (uint8_t *)w->fields[i].value;
+        nva[n].valuelen = w->fields[i].value_len;
+        nva[n].flags = NGHTTP2_NV_FLAG_NONE;
+        n++;
+    }
+    /* the handler's own headers, "Name: value\r\n" lines, names lowercased */
+    size_t lower_used = 0;
+    const char *p = resp->headers, *end = p ? p + resp->headers_len : p;
+    while (p && p < end && n < cap) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon && colon > p) {
+            size_t nl = (size_t)(colon - p);
+            const char *v = colon + 1;
+            const char *ve = line_end;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if (!skip_header(p, nl) && lower_used + nl <= lower_cap) {
+                for (size_t i = 0; i < nl; i++)
+                    lower[lower_used + i] = (char)dl_tolower((unsigned char)p[i]);
+                nva[n].name = (uint8_t *)lower + lower_used;
+                nva[n].namelen = nl;
+                nva[n].value = (uint8_t *)v;
+                nva[n].valuelen = (size_t)(ve - v);
+                nva[n].flags = NGHTTP2_NV_FLAG_NONE;
+                n++;
+                lower_used += nl;
+            }
+        }
+        p = line_end + 1;
+    }
+    return n;
+}
+
+/* The core decided the answer (core/response.c); HTTP/2 submits it as frames. */
+static void h2_write_response(dl_core_conn_t *base, dl_req_t *r, const dl_resp_wire_t *w)
+{
+    dl_h2_t *h = (dl_h2_t *)base;
     const dl_resp_t *resp = w->resp;
     h2_stream_t *st = r->stream;
     if (st)
@@ -886,64 +943,9 @@ void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
         nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         return;
     }
-    dl_conn_t *c = h->c;
     nghttp2_nv nva[MAX_RESP_HEADERS + 16];
-    size_t n = 0;
-    char status[12], clen[24];
-    snprintf(status, sizeof(status), "%d", w->status);
-    NV(":status", status, strlen(status));
-    const char *date = dl_worker_date(c->worker);
-    NV("date", date, strlen(date));
-    if (resp->content_type)
-        NV("content-type", resp->content_type, resp->content_type_len);
-    if (w->status != 204 && w->status != 304 && w->status >= 200) {
-        snprintf(clen, sizeof(clen), "%zu", w->body_len);
-        NV("content-length", clen, strlen(clen));
-    }
-    if (w->enc == DL_ENC_GZIP)
-        NV("content-encoding", "gzip", 4);
-    else if (w->enc == DL_ENC_DEFLATE)
-        NV("content-encoding", "deflate", 7);
-    if (w->vary)
-        NV("vary", "Accept-Encoding", 15);
-    NV("x-request-id", r->id, strlen(r->id));
-    NV("x-content-type-options", "nosniff", 7);
-    if (!resp->has_cache_control)
-        NV("cache-control", "no-cache, no-store, must-revalidate", 35);
-    if (resp->allow)
-        NV("allow", resp->allow, strlen(resp->allow));
-    if (w->hsts)
-        NV("strict-transport-security", w->hsts, strlen(w->hsts));
-    /* the handler's own headers, "Name: value\r\n" lines, names lowercased */
-    char lower[4096];
-    size_t lower_used = 0;
-    const char *p = resp->headers, *end = p ? p + resp->headers_len : p;
-    while (p && p < end && n < MAX_RESP_HEADERS + 14) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *line_end = eol ? eol : end;
-        const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon && colon > p) {
-            size_t nl = (size_t)(colon - p);
-            const char *v = colon + 1;
-            const char *ve = line_end;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            if (!skip_header(p, nl) && lower_used + nl <= sizeof(lower)) {
-                for (size_t i = 0; i < nl; i++)
-                    lower[lower_used + i] = (char)dl_tolower((unsigned char)p[i]);
-                nva[n].name = (uint8_t *)lower + lower_used;
-                nva[n].namelen = nl;
-                nva[n].value = (uint8_t *)v;
-                nva[n].valuelen = (size_t)(ve - v);
-                nva[n].flags = NGHTTP2_NV_FLAG_NONE;
-                n++;
-                lower_used += nl;
-            }
-        }
-        p = line_end + 1;
-    }
+    char status[12], lower[4096];
+    size_t n = dl_h2_response_nv(w, nva, MAX_RESP_HEADERS + 14, status, lower, sizeof(lower));
 
     nghttp2_data_provider prov = {.source.ptr = st, .read_callback = read_body};
     int with_body = !w->no_body && w->body_len > 0;
@@ -976,9 +978,23 @@ void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w)
     }
 }
 
+static void h2_finish(dl_core_conn_t *base, const dl_resp_wire_t *w)
+{
+    dl_h2_t *h = (dl_h2_t *)base;
+    (void)w;
+    if (!h->io.in_feed(h->io.conn))
+        h->io.flush(h->io.conn);
+}
+
+static const dl_proto_t h2_proto = {
+    .name = "HTTP/2",
+    .write_response = h2_write_response,
+    .finish = h2_finish,
+};
+
 int dl_h2_sweep(dl_h2_t *h, uint64_t now)
 {
-    const dl_config_t *cfg = h->c->worker->cfg;
+    const dl_config_t *cfg = h->cfg;
     if (h->stall_since && now - h->stall_since >= cfg->send_timeout_ms) {
         dl_log(DL_LOG_INFO, "HTTP/2 client kept its flow-control window shut for %llu ms; "
                             "closing its connection",
@@ -1035,3 +1051,50 @@ void dl_h2_shutdown(dl_h2_t *h)
     nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->s),
                           NGHTTP2_NO_ERROR, NULL, 0);
 }
+
+/* ------------------------------------------------------- the session table */
+
+static void *session_start(const dl_stream_io_t *io, const dl_core_conn_t *from)
+{
+    return dl_h2_new(io, from);
+}
+
+static void session_end(void *s)
+{
+    dl_h2_free(s);
+}
+
+static int session_feed(void *s, const char *data, size_t len)
+{
+    return dl_h2_feed(s, data, len);
+}
+
+static int session_send(void *s)
+{
+    return dl_h2_send(s);
+}
+
+static int session_sweep(void *s, uint64_t now)
+{
+    return dl_h2_sweep(s, now);
+}
+
+static void session_shutdown(void *s)
+{
+    dl_h2_shutdown(s);
+}
+
+static int session_run_queued(void *s)
+{
+    return dl_h2_run_queued(s);
+}
+
+const dl_session_ops_t dl_h2_session = {
+    .start = session_start,
+    .end = session_end,
+    .feed = session_feed,
+    .send = session_send,
+    .sweep = session_sweep,
+    .shutdown = session_shutdown,
+    .run_queued = session_run_queued,
+};

@@ -4,8 +4,8 @@
  * A connection that negotiated h2 by ALPN, or sent the h2c preface on a plain
  * listener, hands its plaintext to an h2 session instead of llhttp. Each
  * stream becomes a dl_req_t exactly like an HTTP/1.1 request (same routing,
- * limits, uploads, handler coroutine), answered through dl_req_respond(); the
- * session turns answers into frames in the connection's output buffer, with
+ * limits, uploads, handler), answered through dl_req_respond() (core/request.h);
+ * the session fills the core's protocol table and turns answers into frames in the connection's output buffer, with
  * flow control in both directions. Flood defences live here too.
  */
 #ifndef DL_H2_H
@@ -14,12 +14,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "http1/conn.h"
+#include <nghttp2/nghttp2.h>
+
+#include <uv.h>
+
+#include "common/buf.h"
+#include "core/request.h"
 
 typedef struct dl_h2_s dl_h2_t;
 
-/** Starts a server session on c and queues our SETTINGS. NULL: out of memory. */
-dl_h2_t *dl_h2_new(dl_conn_t *c);
+/** The byte stream a session runs on (core/proto.h). */
+typedef dl_stream_io_t dl_h2_io_t;
+
+/** dl_h2_* as a session table, for the server to hand to HTTP/1 connections. */
+extern const dl_session_ops_t dl_h2_session;
+
+/** Starts a server session on io and queues our SETTINGS; its streams are
+ * requests on a core connection like from (context, TLS, listener). NULL: out
+ * of memory. */
+dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from);
 /** Ends the session: handlers still running finish detached, their answers dropped. */
 void dl_h2_free(dl_h2_t *h);
 /** Feeds plaintext. Returns 0, or -1 when the connection must close once what
@@ -28,8 +41,14 @@ int dl_h2_feed(dl_h2_t *h, const char *data, size_t len);
 /** Moves queued frames into c->out (bounded, so a slow reader holds little).
  * Returns 0, or -1 when the session is over and the connection should close. */
 int dl_h2_send(dl_h2_t *h);
-/** Answers a stream's request; called by dl_req_respond(). Takes nothing. */
-void dl_h2_respond(dl_h2_t *h, dl_req_t *r, const dl_resp_wire_t *w);
+/**
+ * The HEADERS of an answer: :status, the core's fields, then the handler's
+ * own lines with their names lowercased into lower (hop-by-hop ones dropped).
+ * Fills at most cap entries of nva (pointing into w, status[12] and lower);
+ * returns how many.
+ */
+size_t dl_h2_response_nv(const dl_resp_wire_t *w, nghttp2_nv *nva, size_t cap, char *status,
+                         char *lower, size_t lower_cap);
 /** Timeouts: slow request bodies, stalled header blocks, a peer that keeps its
  * flow-control window shut, idleness. Returns -1 when the connection should close. */
 int dl_h2_sweep(dl_h2_t *h, uint64_t now);

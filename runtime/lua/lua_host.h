@@ -21,7 +21,7 @@ struct dl_redis_pool_s;
 struct dl_store_s;
 struct dl_metrics_s;
 struct dl_memcache_s;
-struct dl_req_s;
+struct dl_core_ctx_s;
 
 /** One worker's figures for metrics_core.workers(). */
 typedef struct {
@@ -49,6 +49,7 @@ typedef struct dl_lua_host_s {
     struct dl_memcache_s *memcache; /* the embedded cache, or NULL (Redis) */
     const char *db_path;           /* the SQLite file, or NULL */
     double start_time;             /* Unix time the runtime started */
+    struct dl_core_ctx_s *core;    /* the worker's request core (in-process requests) */
     struct dl_metrics_s *metrics;  /* NULL: nothing is counted */
     int metrics_shared;            /* the slot every worker may set (app gauges) */
     dl_lua_metric_ids_t m;
@@ -61,8 +62,6 @@ typedef struct dl_lua_host_s {
     void (*reload_status)(void *data, dl_reload_status_t *out);
     /** Worker i's figures (0 <= i < n_workers). */
     void (*worker_stats)(void *data, int i, dl_lua_worker_stats_t *out);
-    /** Gives a request back once its task is cancelled at shutdown. */
-    void (*req_release)(void *data, struct dl_req_s *req);
 
     /* every VM's, served or checked */
     /** Adds the embedder's modules (dl_add_lua_module) to package.preload. */

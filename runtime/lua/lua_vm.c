@@ -25,7 +25,7 @@
 #include "bindings/dl_bindings.h"
 #include "common/codec_json.h"
 #include "common/codec_msgpack.h"
-#include "http1/conn.h"
+#include "core/request.h"
 #include "lua/embedded.h"
 #include "lua/lua_error.h"
 #include "common/internal.h"
@@ -248,8 +248,7 @@ void dl_vm_cancel_tasks(dl_vm_t *vm)
             t->cancel(t->cancel_data);
         if (t->req && t->parent == NULL && !t->detached) {
             t->req->task = NULL;
-            if (vm->host && vm->host->req_release)
-                vm->host->req_release(vm->host->data, t->req);
+            t->req->ctx->release(t->req->ctx, t->req);
         }
         task_free(t, 0);
     }
@@ -790,6 +789,7 @@ void dl_vm_route(dl_vm_t *vm, dl_req_t *req)
         vm->gen->refs++;
         if (req->route->body_limit)
             req->body_limit = req->route->body_limit;
+        req->upload_limit = req->route->upload_limit;
     }
 }
 
@@ -1601,24 +1601,18 @@ static void respond_status_error(dl_task_t *t)
                msg ? msg : "(no message)");
     lua_pushliteral(co, "details");
     lua_rawget(co, e);
-    dl_buf_t body = DL_BUF_INIT;
-    dl_error_body(&body, status, msg, req->id);
+    dl_buf_t body = DL_BUF_INIT, d = DL_BUF_INIT;
+    int with_details = 0;
     if (!lua_isnil(co, -1)) {
-        /* {"error":...,"requestId":"..."} -> {...,"details":<json>} */
-        dl_buf_t d = DL_BUF_INIT;
         char err[160];
-        if (dl_json_encode(co, lua_gettop(co), &d, err, sizeof(err)) == 0 && body.len > 0) {
-            body.len--;
-            dl_buf_append_str(&body, ",\"details\":");
-            dl_buf_append(&body, d.data, d.len);
-            dl_buf_append_char(&body, '}');
-        } else {
+        with_details = dl_json_encode(co, lua_gettop(co), &d, err, sizeof(err)) == 0;
+        if (!with_details)
             dl_log_req(DL_LOG_ERROR, req->id, "%s %.*s: the details of a %d cannot be encoded "
                        "(sent without them): %s", req->method_name, (int)req->path_len,
                        req->head.data, status, err);
-        }
-        dl_buf_free(&d);
     }
+    dl_resp_error_body(&body, status, msg, req->id, with_details ? d.data : NULL, d.len);
+    dl_buf_free(&d);
     dl_resp_t resp = {.status = status,
                       .content_type = "application/json",
                       .content_type_len = 16,
@@ -1780,22 +1774,15 @@ static void finish_main(dl_task_t *t, int ok)
             rb.resp.content_type_len = 25;
         }
     } else {
-        size_t alen = 0;
-        const char *accept = dl_req_header(req, "accept", &alen);
         char err[160];
-        int rc;
-        if (accept && dl_accept_msgpack(accept, alen)) {
-            rc = dl_msgpack_encode(co, bi, out, err, sizeof(err));
-            if (rb.resp.content_type == NULL) {
-                rb.resp.content_type = "application/msgpack";
-                rb.resp.content_type_len = 19;
-            }
-        } else {
-            rc = dl_json_encode(co, bi, out, err, sizeof(err));
-            if (rb.resp.content_type == NULL) {
-                rb.resp.content_type = "application/json";
-                rb.resp.content_type_len = 16;
-            }
+        const char *ct;
+        size_t ctlen;
+        int rc = dl_resp_codec(req, &ct, &ctlen) == DL_CODEC_MSGPACK
+                     ? dl_msgpack_encode(co, bi, out, err, sizeof(err))
+                     : dl_json_encode(co, bi, out, err, sizeof(err));
+        if (rb.resp.content_type == NULL) {
+            rb.resp.content_type = ct;
+            rb.resp.content_type_len = ctlen;
         }
         if (rc != 0) {
             dl_buf_free(&rb.hdrs);
@@ -1913,6 +1900,35 @@ static int push_body(dl_req_t *req, lua_State *co, size_t max_elements, char *er
     }
     lua_pushlstring(co, req->body.data, req->body.len);
     return 0;
+}
+
+static void handler_route(void *arg, dl_req_t *r)
+{
+    dl_vm_route(arg, r);
+}
+
+static int handler_precheck(void *arg, dl_req_t *r, char *msg, size_t msglen)
+{
+    return dl_vm_precheck(arg, r, msg, msglen);
+}
+
+static void handler_dispatch(void *arg, dl_req_t *r)
+{
+    dl_vm_dispatch(arg, r);
+}
+
+static void handler_unpin(void *arg, dl_req_t *r)
+{
+    dl_vm_unpin(arg, r);
+}
+
+void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h)
+{
+    h->arg = vm;
+    h->route = handler_route;
+    h->precheck = handler_precheck;
+    h->dispatch = handler_dispatch;
+    h->unpin = handler_unpin;
 }
 
 void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)

@@ -12,6 +12,7 @@
 
 #include "common/buf.h"
 #include "core/http.h"
+#include "core/request.h"
 #include "common/internal.h"
 #include "lua/lua_host.h"
 
@@ -141,6 +142,8 @@ int dl_vm_generations(dl_vm_t *vm);
 
 /** Runs req's handler in a new task; answers through dl_req_respond(). */
 void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req);
+/** Fills h so that the request core (core/request.h) reaches vm's handlers. */
+void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h);
 
 /* ---- task hooks for bindings (OpenResty's ngx_http_lua_api.h) */
 

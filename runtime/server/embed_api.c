@@ -13,7 +13,7 @@
 #include <string.h>
 #include <uv.h>
 
-#include "http1/conn.h"
+#include "inproc/inproc.h"
 #include "common/internal.h"
 #include "lua/lua_vm.h"
 #include "server/server.h"
@@ -136,13 +136,13 @@ int dl_pending_complete(dl_pending_t *p, int ok, const char *data, size_t len)
 
 typedef struct {
     dl_worker_job_t job;
-    dl_buf_t raw;
-    int head;
+    dl_inproc_req_t in; /* pointing into parts and fields */
+    dl_buf_t parts;     /* copies of the caller's method, path, body and header lines */
+    dl_http_field_t *fields;
     uv_mutex_t mu;
     uv_cond_t cv;
     int done, failed;
-    char *resp;
-    size_t resp_len;
+    dl_response_t resp;
     int refs; /* the caller's and the worker's */
 } sync_req_t;
 
@@ -152,18 +152,28 @@ static void sync_release(sync_req_t *sr)
         return;
     uv_cond_destroy(&sr->cv);
     uv_mutex_destroy(&sr->mu);
-    dl_buf_free(&sr->raw);
-    dl_free(sr->resp);
+    dl_free(sr->fields);
+    dl_buf_free(&sr->parts);
+    dl_free(sr->resp._raw);
     dl_free(sr);
 }
 
-static void sync_done(const char *resp, size_t len, void *arg)
+/* The answer, copied once into memory the caller's dl_response_t owns. */
+static void sync_done(const dl_inproc_answer_t *a, void *arg)
 {
     sync_req_t *sr = arg;
     uv_mutex_lock(&sr->mu);
-    if (resp && (sr->resp = dl_malloc(len)) != NULL) {
-        memcpy(sr->resp, resp, len);
-        sr->resp_len = len;
+    char *mem = a ? dl_malloc(a->headers_len + a->body_len + 1) : NULL;
+    if (mem) {
+        memcpy(mem, a->headers, a->headers_len);
+        memcpy(mem + a->headers_len, a->body, a->body_len);
+        mem[a->headers_len + a->body_len] = '\0';
+        sr->resp = (dl_response_t){.status = a->status,
+                                   .headers = mem,
+                                   .headers_len = a->headers_len,
+                                   .body = mem + a->headers_len,
+                                   .body_len = a->body_len,
+                                   ._raw = mem};
     } else {
         sr->failed = 1;
     }
@@ -176,31 +186,16 @@ static void sync_done(const char *resp, size_t len, void *arg)
 static void sync_run(dl_worker_t *w, dl_worker_job_t *job)
 {
     sync_req_t *sr = (sync_req_t *)job;
-    if (w == NULL || dl_conn_exchange(w, sr->raw.data, sr->raw.len, sr->head, sync_done, sr) != 0)
-        sync_done(NULL, 0, sr);
+    if (w == NULL || dl_inproc_request(w->inproc, &sr->in, sync_done, sr, NULL, NULL) != 0)
+        sync_done(NULL, sr);
 }
 
-static int parse_response(char *raw, size_t len, dl_response_t *out)
-{
-    char *e = memmem(raw, len, "\r\n\r\n", 4);
-    char *eol = memchr(raw, '\n', len);
-    if (e == NULL || eol == NULL || len < 12)
-        return DL_EIO;
-    out->status = atoi(raw + 9);
-    out->headers = eol + 1;
-    out->headers_len = (size_t)(e + 2 - (eol + 1));
-    out->body = e + 4;
-    out->body_len = len - (size_t)(e + 4 - raw);
-    out->_raw = raw;
-    return 0;
-}
-
-/* The request is written from its parts by dl_http_request_write(), which
- * refuses any part outside its grammar (a CR or LF in one would start a
- * second request in the same bytes): here each "Name: value" line is split at
- * its first colon into a field. */
-static int build_request(dl_buf_t *raw, const char *method, const char *path,
-                         const char *const *headers, const char *body, size_t body_len)
+/* Each "Name: value" line is split at its first colon into a field; the
+ * parts are checked (dl_http_request_check) before anything waits or is
+ * sent, so a CR or LF in one is refused rather than passed on. The worker
+ * gets its own copy of every part: a caller that timed out is gone. */
+static int take_parts(sync_req_t *sr, const char *method, const char *path,
+                      const char *const *headers, const char *body, size_t body_len)
 {
     int n = 0;
     while (headers && headers[n])
@@ -219,10 +214,41 @@ static int build_request(dl_buf_t *raw, const char *method, const char *path,
                                       .value = colon + 1,
                                       .value_len = strlen(colon + 1)};
     }
-    int rc = dl_http_request_write(raw, method, strlen(method), path, strlen(path), fields, n,
-                                   body, body_len, NULL, NULL);
-    dl_free(fields);
-    return rc;
+    size_t mlen = strlen(method), plen = strlen(path);
+    int rc = dl_http_request_check(method, mlen, path, plen, fields, n, body, body_len, NULL, NULL,
+                                   NULL);
+    dl_buf_t *b = &sr->parts;
+    if (rc == 0) {
+        dl_buf_append(b, method, mlen);
+        dl_buf_append(b, path, plen);
+        if (body_len)
+            dl_buf_append(b, body, body_len);
+        for (int i = 0; i < n; i++)
+            dl_buf_append_str(b, headers[i]);
+        rc = b->oom ? DL_ENOMEM : 0;
+    }
+    if (rc != 0) {
+        dl_free(fields);
+        return rc;
+    }
+    /* the copies, in the order they were appended */
+    const char *p = b->data;
+    sr->in = (dl_inproc_req_t){.method = p,
+                               .method_len = mlen,
+                               .path = p + mlen,
+                               .path_len = plen,
+                               .body = p + mlen + plen,
+                               .body_len = body_len,
+                               .fields = fields,
+                               .n_fields = n};
+    p += mlen + plen + body_len;
+    for (int i = 0; i < n; i++) {
+        fields[i].name = p;
+        fields[i].value = p + fields[i].name_len + 1;
+        p += strlen(headers[i]);
+    }
+    sr->fields = fields;
+    return 0;
 }
 
 int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
@@ -234,11 +260,14 @@ int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
     if (rt == NULL || method == NULL || path == NULL || out == NULL ||
         (body == NULL && body_len > 0))
         return DL_EINVAL;
+    sync_req_t *sr = dl_calloc(1, sizeof(*sr));
+    if (sr == NULL)
+        return DL_ENOMEM;
     /* refused before anything waits or is sent */
-    dl_buf_t raw = DL_BUF_INIT;
-    int brc = build_request(&raw, method, path, headers, body, body_len);
+    int brc = take_parts(sr, method, path, headers, body, body_len);
     if (brc != 0) {
-        dl_buf_free(&raw);
+        dl_buf_free(&sr->parts);
+        dl_free(sr);
         return brc;
     }
     if (timeout_ms == 0)
@@ -247,19 +276,14 @@ int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
     /* wait for dl_runtime_run() to have its workers up */
     while (!__atomic_load_n(&rt->serving, __ATOMIC_ACQUIRE)) {
         if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE) || uv_hrtime() > deadline) {
-            dl_buf_free(&raw);
+            dl_free(sr->fields);
+            dl_buf_free(&sr->parts);
+            dl_free(sr);
             return __atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE) ? DL_ECANCELED
                                                                           : DL_ETIMEDOUT;
         }
         uv_sleep(1);
     }
-    sync_req_t *sr = dl_calloc(1, sizeof(*sr));
-    if (sr == NULL) {
-        dl_buf_free(&raw);
-        return DL_ENOMEM;
-    }
-    sr->raw = raw; /* sr owns it now */
-    sr->head = strcmp(method, "HEAD") == 0;
     sr->refs = 2;
     uv_mutex_init(&sr->mu);
     uv_cond_init(&sr->cv);
@@ -282,9 +306,8 @@ int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
     if (rc == 0 && sr->failed)
         rc = DL_EIO;
     if (rc == 0) {
-        rc = parse_response(sr->resp, sr->resp_len, out);
-        if (rc == 0)
-            sr->resp = NULL; /* out owns it */
+        *out = sr->resp;
+        sr->resp._raw = NULL; /* out owns it */
     }
     uv_mutex_unlock(&sr->mu);
     sync_release(sr);

@@ -14,6 +14,8 @@
 
 #include "cache/cache.h"
 #include "http1/conn.h"
+#include "http2/h2.h"
+#include "inproc/inproc.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "server/config.h"
@@ -47,7 +49,7 @@ dl_req_t *dl_worker_req_acquire(dl_worker_t *w)
     dl_buf_reset(&r->body);
     r->headers = headers;
     r->cap_headers = cap;
-    r->worker = w;
+    r->ctx = &w->core;
     r->table_ref = -2; /* LUA_NOREF */
     return r;
 }
@@ -138,8 +140,141 @@ const char *dl_worker_date(dl_worker_t *w)
     return w->date;
 }
 
+/* ============================================================ core context */
+
+static dl_req_t *core_acquire(dl_core_ctx_t *x)
+{
+    return dl_worker_req_acquire(x->arg);
+}
+
+static void core_release(dl_core_ctx_t *x, dl_req_t *r)
+{
+    dl_worker_req_release(x->arg, r);
+}
+
+static void core_record(dl_core_ctx_t *x, dl_req_t *r, int status, size_t bytes)
+{
+    dl_worker_record(x->arg, r, status, bytes);
+}
+
+static int core_inflate(dl_core_ctx_t *x, const char *gz, size_t len, const char **plain,
+                        size_t *plain_len)
+{
+    return dl_worker_inflate(x->arg, gz, len, plain, plain_len);
+}
+
+static const char *core_date(dl_core_ctx_t *x)
+{
+    return dl_worker_date(x->arg);
+}
+
+static int core_inproc(dl_core_ctx_t *x, const dl_inproc_req_t *in, dl_inproc_cb cb, void *arg,
+                       const char **err, int *bad_field)
+{
+    dl_worker_t *w = x->arg;
+    return dl_inproc_request(w->inproc, in, cb, arg, err, bad_field);
+}
+
+static void conn_closed(dl_http1_host_t *h, dl_conn_t *c);
+
+/* The worker's part of the request core: its pool, clock, metrics and VM. */
+static void core_init(dl_worker_t *w)
+{
+    dl_runtime_t *rt = w->rt;
+    dl_core_ctx_t *x = &w->core;
+    x->arg = w;
+    x->acquire = core_acquire;
+    x->release = core_release;
+    x->record = core_record;
+    x->inflate = core_inflate;
+    x->date = core_date;
+    x->inproc = core_inproc;
+    x->cfg = w->cfg;
+    x->prng = w->prng;
+    x->n_requests = &w->n_requests;
+    x->compressor = w->compressor;
+    x->worker_id = w->id;
+    x->hsts = rt->hsts && rt->hsts[0] ? rt->hsts : NULL;
+    x->upload_dir = rt->upload_dir;
+    x->metrics = rt->metrics;
+    x->metric_h2_defences = rt->m.h2_defences;
+    x->canonical_host = rt->canonical_host;
+    x->canonical_port = rt->canonical_port;
+    x->https_port = rt->https_port;
+    dl_vm_handler(w->vm, &x->handler);
+
+    dl_http1_host_t *h = &w->http1;
+    h->core = x;
+    h->loop = &w->loop;
+    h->cfg = w->cfg;
+    h->read_buf = w->read_buf;
+    h->read_buf_len = sizeof(w->read_buf);
+    h->h2 = &dl_h2_session;
+    h->metrics = rt->metrics;
+    h->metric_tls_failures = rt->m.tls_failures;
+    h->arg = w;
+    h->closed = conn_closed;
+}
+
 /* ================================================================= loop */
 
+/* The index of the listener server is in w's listeners. */
+static int listener_of(dl_worker_t *w, uv_stream_t *server)
+{
+    long l = (long)((uv_tcp_t *)server - w->listeners);
+    return l >= 0 && l < DL_MAX_LISTEN ? (int)l : 0;
+}
+
+static void on_refused_close(uv_handle_t *h)
+{
+    dl_free(h);
+}
+
+/* At the connection cap: accept (so the backlog drains and the listener
+ * never spins on a ready socket), say why on a plain listener, and close. */
+static void refuse(dl_worker_t *w, uv_stream_t *server)
+{
+    static const char busy[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Content-Length: 69\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        "{\"error\":\"Service Unavailable\",\"message\":\"too many open connections\"}";
+    dl_metric_add(w->rt->metrics, w->id, w->rt->m.conns_refused, NULL, 1);
+    uv_tcp_t *t = dl_malloc(sizeof(*t));
+    if (t == NULL || uv_tcp_init(&w->loop, t) != 0) {
+        dl_free(t);
+        return;
+    }
+    if (uv_accept(server, (uv_stream_t *)t) == 0 && w->rt->tls[listener_of(w, server)] == NULL) {
+        uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
+        uv_try_write((uv_stream_t *)t, &b, 1);
+    }
+    uv_close((uv_handle_t *)t, on_refused_close);
+}
+
+/* A connection closed (conn.c's close callback): unlink it, keep it pooled. */
+static void conn_closed(dl_http1_host_t *h, dl_conn_t *c)
+{
+    dl_worker_t *w = h->arg;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    if (w->n_free_conns < DL_CONN_POOL_MAX && !w->stopping) {
+        c->next = w->free_conns;
+        w->free_conns = c;
+        w->n_free_conns++;
+    } else {
+        dl_buf_free(&c->out);
+        dl_free(c);
+    }
+    dl_worker_conn_closed(w);
+}
+
+/* Accepts a pending connection; HTTP/1 serves it (and hands it to HTTP/2 by
+ * ALPN or the h2c preface, through w->http1.h2). */
 static void on_connection(uv_stream_t *server, int status)
 {
     dl_worker_t *w = server->data;
@@ -147,7 +282,42 @@ static void on_connection(uv_stream_t *server, int status)
         dl_log(DL_LOG_WARN, "accept failed: %s", uv_strerror(status));
         return;
     }
-    dl_conn_accept(w, server);
+    if (w->cfg->max_connections > 0 && w->n_conns >= w->cfg->max_connections) {
+        refuse(w, server);
+        return;
+    }
+    dl_conn_t *c = w->free_conns;
+    if (c) {
+        w->free_conns = c->next;
+        w->n_free_conns--;
+        dl_buf_t out = c->out;
+        memset(c, 0, sizeof(*c));
+        c->out = out;
+        dl_buf_reset(&c->out);
+    } else {
+        c = dl_calloc(1, sizeof(*c));
+        if (c == NULL)
+            return;
+    }
+    if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
+        dl_buf_free(&c->out); /* a pooled connection keeps its buffer */
+        dl_free(c);
+        return;
+    }
+    c->host = &w->http1;
+    c->file_fd = -1;
+    c->tcp.data = c;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        dl_conn_close(c);
+        return;
+    }
+    int l = listener_of(w, server);
+    dl_conn_start(&w->http1, c, l, w->rt->tls[l]);
 }
 
 static char *put_str(char *p, char *end, const char *s)
@@ -379,6 +549,7 @@ static void on_wakeup(uv_async_t *a)
     if (!(ops & DL_WORKER_OP_STOP) || w->stopping)
         return;
     w->stopping = 1;
+    w->core.stopping = 1;
     for (int i = 0; i < w->n_listeners; i++)
         uv_close((uv_handle_t *)&w->listeners[i], NULL);
     w->n_listeners = 0;
@@ -402,7 +573,7 @@ static void worker_main(void *arg)
     dl_vm_start(w->vm);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* handles of parked tasks (sleep timers) are cancelled with the VM */
-    dl_conn_exchange_abort_all(w); /* callbacks may resume tasks: before the VM goes */
+    dl_inproc_abort_all(w->inproc); /* callbacks may resume tasks: before the VM goes */
     dl_vm_free(w->vm);
     w->vm = NULL;
     uv_walk(&w->loop, close_walk_cb, NULL);
@@ -455,12 +626,6 @@ static void host_worker_stats(void *data, int i, dl_lua_worker_stats_t *out)
     out->requests = (double)__atomic_load_n(&x->n_requests, __ATOMIC_RELAXED);
 }
 
-static void host_req_release(void *data, dl_req_t *req)
-{
-    (void)data;
-    dl_worker_req_release(req->worker, req);
-}
-
 static void fill_host(dl_worker_t *w)
 {
     dl_runtime_t *rt = w->rt;
@@ -490,7 +655,7 @@ static void fill_host(dl_worker_t *w)
     h->stop = host_stop;
     h->reload_status = host_reload_status;
     h->worker_stats = host_worker_stats;
-    h->req_release = host_req_release;
+    h->core = &w->core;
 }
 
 /* ================================================================ worker */
@@ -546,6 +711,12 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
         return DL_ESCRIPT;
     }
     dl_buf_free(&errors);
+    core_init(w);
+    w->inproc = dl_inproc_new(&w->core, &w->loop);
+    if (w->inproc == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return DL_ENOMEM;
+    }
     return 0;
 }
 
@@ -614,7 +785,7 @@ void dl_worker_join(dl_worker_t *w)
         w->thread_started = 0;
     } else {
         /* never started: close what init opened */
-        dl_conn_exchange_abort_all(w); /* callbacks may resume tasks: before the VM goes */
+        dl_inproc_abort_all(w->inproc); /* callbacks may resume tasks: before the VM goes */
     dl_vm_free(w->vm);
         w->vm = NULL;
         if (w->redis) {
@@ -641,6 +812,8 @@ void dl_worker_join(dl_worker_t *w)
         dl_free(r->headers);
         dl_free(r);
     }
+    dl_inproc_free(w->inproc);
+    w->inproc = NULL;
     dl_compressor_free(w->compressor);
     for (int i = 0; i < DL_INFLATE_MEMO; i++) {
         dl_buf_free(&w->inflated[i].gz);

@@ -10,6 +10,8 @@
 
 #include "common/compress.h"
 #include "core/http.h"
+#include "core/request.h"
+#include "http1/conn.h"
 #include "common/internal.h"
 #include "lua/lua_host.h"
 
@@ -37,13 +39,15 @@ typedef struct dl_worker_s {
     uv_mutex_t jobs_lock;     /* in-process requests from other threads */
     struct dl_worker_job_s *jobs;
     int jobs_closed;          /* the worker stopped: no more jobs */
-    struct exchange_s *exchanges; /* in-process requests waiting (conn.c) */
+    struct dl_inproc_s *inproc; /* in-process requests (inproc/inproc.h) */
     uv_timer_t sweep;    /* timeouts of every connection, checked together */
     uv_timer_t grace;    /* bounds the graceful stop */
     int stopping;
 
     struct dl_vm_s *vm;
     dl_lua_host_t host;  /* what the VM is given (worker.c fill_host) */
+    dl_core_ctx_t core;  /* what the request core borrows (request.h) */
+    dl_http1_host_t http1; /* what its HTTP/1 connections borrow (conn.h) */
     dl_conn_t *conns;    /* open connections, doubly linked */
     int n_conns;
     dl_conn_t *free_conns; /* pooled connection objects (DL_CONN_POOL_MAX) */

@@ -146,7 +146,7 @@ void dl_fuzz_conn_run(const uint8_t *payload, size_t len, const dl_fuzz_split_t 
                                      0x2545f4914f6cdd1du};
     memcpy(w->prng, seed, sizeof(seed));
     memset(sink, 0, sizeof(*sink));
-    dl_conn_t *c = dl_conn_virtual_new(w, on_output, sink);
+    dl_conn_t *c = dl_conn_virtual_new(&w->http1, on_output, sink);
     DL_FUZZ_CHECK(c != NULL, "no connection");
     /* What conn.c does for a plain listener's new connection: the first bytes
      * decide between HTTP/1.1 and the h2c preface. Virtual connections skip

@@ -1,0 +1,227 @@
+/*
+ * response.c - the one place an answer is decided: which standard fields it
+ * carries (Date, Content-Length, X-Request-Id, nosniff, Cache-Control, HSTS,
+ * Vary...), whether and how its body is compressed or a stored gzip body
+ * inflated, whether it has content, whether the connection stays open, and
+ * the JSON of an error. The request's protocol (its dl_proto_t) only writes
+ * what is decided here, as HTTP/1 text or HTTP/2 frames.
+ */
+#include "core/response.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+static const struct {
+    const char *line, *lower; /* line: "Name: ", what HTTP/1 writes before the value */
+    size_t len;               /* the name's */
+} field_names[DL_HF_COUNT] = {
+    [DL_HF_DATE] = {"Date: ", "date", 4},
+    [DL_HF_CONTENT_TYPE] = {"Content-Type: ", "content-type", 12},
+    [DL_HF_CONTENT_LENGTH] = {"Content-Length: ", "content-length", 14},
+    [DL_HF_CONTENT_ENCODING] = {"Content-Encoding: ", "content-encoding", 16},
+    [DL_HF_VARY] = {"Vary: ", "vary", 4},
+    [DL_HF_REQUEST_ID] = {"X-Request-Id: ", "x-request-id", 12},
+    [DL_HF_NOSNIFF] = {"X-Content-Type-Options: ", "x-content-type-options", 22},
+    [DL_HF_CACHE_CONTROL] = {"Cache-Control: ", "cache-control", 13},
+    [DL_HF_ALLOW] = {"Allow: ", "allow", 5},
+    [DL_HF_HSTS] = {"Strict-Transport-Security: ", "strict-transport-security", 25},
+};
+
+const char *dl_resp_field_name(int id, int lower, size_t *len)
+{
+    *len = field_names[id].len;
+    return lower ? field_names[id].lower : field_names[id].line;
+}
+
+const char *dl_resp_field_line(int id, size_t *len)
+{
+    *len = field_names[id].len + 2;
+    return field_names[id].line;
+}
+
+static void field(dl_resp_wire_t *w, int id, const char *v, size_t vlen)
+{
+    w->fields[w->n_fields].id = id;
+    w->fields[w->n_fields].value = v;
+    w->fields[w->n_fields].value_len = vlen;
+    w->n_fields++;
+}
+#define FIELD(w, id, lit) field((w), (id), lit, sizeof(lit) - 1)
+
+static size_t put_u64(char *out, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return n;
+}
+
+void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
+{
+    dl_core_conn_t *c = r->conn;
+    dl_core_ctx_t *x = r->ctx;
+    if (c == NULL || c->closed) {
+        if (resp->has_file)
+            close(resp->file_fd); /* the connection would have taken it */
+        x->release(x, r);
+        return;
+    }
+    const dl_config_t *cfg = x->cfg;
+    int status = resp->status;
+    dl_resp_wire_t w;
+    w.resp = resp;
+    w.status = status;
+    w.keep = r->keep_alive && !resp->close && !c->stopping && !x->stopping;
+    /* 205 has no content (RFC 9110 15.3.6): its length is 0, and it is sent */
+    w.no_body = r->method == DL_M_HEAD || status == 204 || status == 304 || status == 205 ||
+                (status >= 100 && status < 200);
+
+    const char *body = resp->body;
+    size_t body_len = resp->has_file ? (size_t)resp->file_len : resp->body_len;
+    if (status == 205)
+        body_len = 0;
+    int enc = DL_ENC_IDENTITY, vary = 0;
+    dl_buf_t zbuf = DL_BUF_INIT;
+    int pre_gzip = 0;
+    if (resp->body_gzip) {
+        /* a stored gzip body: no compression work for clients that take gzip */
+        size_t aelen;
+        const char *ae = dl_req_header(r, "accept-encoding", &aelen);
+        vary = 1;
+        if (ae && dl_compress_negotiate(ae, aelen) == DL_ENC_GZIP) {
+            pre_gzip = 1;
+            enc = DL_ENC_GZIP;
+        } else if (x->inflate(x, body, body_len, &body, &body_len) == 0) {
+            /* body now points at the worker's inflated copy */
+        } else {
+            dl_log_req(DL_LOG_ERROR, r->id, "stored gzip body is damaged; answering 500");
+            dl_req_respond_error(r, 500, NULL);
+            return;
+        }
+    }
+    if (!pre_gzip && !resp->has_file && body_len >= cfg->compress_min && status >= 200 &&
+        status != 204 && status != 304 &&
+        dl_compress_type_ok(resp->content_type, resp->content_type_len)) {
+        vary = 1;
+        size_t aelen;
+        const char *ae = dl_req_header(r, "accept-encoding", &aelen);
+        enc = ae ? dl_compress_negotiate(ae, aelen) : DL_ENC_IDENTITY;
+        if (enc == DL_ENC_GZIP || enc == DL_ENC_DEFLATE) {
+            if (x->compressor &&
+                dl_compressor_run(x->compressor, enc, body, body_len, &zbuf) == 0) {
+                body = zbuf.data;
+                body_len = zbuf.len;
+            } else {
+                enc = DL_ENC_IDENTITY;
+            }
+        } else {
+            enc = DL_ENC_IDENTITY;
+        }
+    }
+    w.body = body;
+    w.body_len = body_len;
+    w.enc = enc;
+    w.vary = vary;
+
+    w.n_fields = 0;
+    const char *date = x->date(x);
+    field(&w, DL_HF_DATE, date, strlen(date));
+    if (resp->content_type)
+        field(&w, DL_HF_CONTENT_TYPE, resp->content_type, resp->content_type_len);
+    /* 304: the length a 200 would have had is unknown here (RFC 9110 8.6) */
+    if (status != 204 && status != 304 && !(status >= 100 && status < 200))
+        field(&w, DL_HF_CONTENT_LENGTH, w.clen, put_u64(w.clen, body_len));
+    if (enc == DL_ENC_GZIP)
+        FIELD(&w, DL_HF_CONTENT_ENCODING, "gzip");
+    else if (enc == DL_ENC_DEFLATE)
+        FIELD(&w, DL_HF_CONTENT_ENCODING, "deflate");
+    if (vary)
+        FIELD(&w, DL_HF_VARY, "Accept-Encoding");
+    field(&w, DL_HF_REQUEST_ID, r->id, strlen(r->id));
+    FIELD(&w, DL_HF_NOSNIFF, "nosniff");
+    if (!resp->has_cache_control)
+        FIELD(&w, DL_HF_CACHE_CONTROL, "no-cache, no-store, must-revalidate");
+    if (resp->allow)
+        field(&w, DL_HF_ALLOW, resp->allow, strlen(resp->allow));
+    if (c->tls && x->hsts)
+        field(&w, DL_HF_HSTS, x->hsts, strlen(x->hsts));
+
+    c->proto->write_response(c, r, &w);
+    dl_buf_free(&zbuf);
+    w.body = NULL; /* freed: finish sees only the lengths */
+    x->record(x, r, status, body_len);
+    x->release(x, r);
+    c->proto->finish(c, &w);
+}
+
+int dl_resp_codec(const dl_req_t *r, const char **content_type, size_t *content_type_len)
+{
+    size_t alen = 0;
+    const char *accept = dl_req_header(r, "accept", &alen);
+    if (accept && dl_accept_msgpack(accept, alen)) {
+        *content_type = "application/msgpack";
+        *content_type_len = 19;
+        return DL_CODEC_MSGPACK;
+    }
+    *content_type = "application/json";
+    *content_type_len = 16;
+    return DL_CODEC_JSON;
+}
+
+void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, const char *reqid,
+                        const char *details, size_t details_len)
+{
+    size_t start = body->len;
+    dl_error_body(body, status, msg, reqid);
+    if (details && body->len > start) {
+        /* {"error":...,"requestId":"..."} -> {...,"details":<json>} */
+        body->len--;
+        dl_buf_append_str(body, ",\"details\":");
+        dl_buf_append(body, details, details_len);
+        dl_buf_append_char(body, '}');
+    }
+}
+
+void dl_req_respond_error_hdrs(dl_req_t *r, int status, const char *msg, const char *allow,
+                               const char *headers)
+{
+    dl_buf_t body = DL_BUF_INIT;
+    dl_error_body(&body, status, msg, r->id);
+    dl_resp_t resp = {.status = status,
+                      .content_type = "application/json",
+                      .content_type_len = 16,
+                      .body = body.data,
+                      .body_len = body.len,
+                      .headers = headers,
+                      .headers_len = headers ? strlen(headers) : 0,
+                      .allow = allow};
+    dl_req_respond(r, &resp);
+    dl_buf_free(&body);
+}
+
+void dl_req_respond_error(dl_req_t *r, int status, const char *msg)
+{
+    dl_req_respond_error_hdrs(r, status, msg, NULL, NULL);
+}
+
+void dl_resp_answer_text(const dl_inproc_answer_t *a, dl_buf_t *out)
+{
+    dl_buf_reserve(out, 64 + a->headers_len + a->body_len);
+    dl_buf_append_str(out, "HTTP/1.1 ");
+    dl_buf_append_u64(out, (unsigned)a->status);
+    dl_buf_append_char(out, ' ');
+    dl_buf_append_str(out, dl_status_text(a->status));
+    dl_buf_append(out, "\r\n", 2);
+    dl_buf_append(out, a->headers, a->headers_len);
+    dl_buf_append(out, "\r\n", 2);
+    dl_buf_append(out, a->body, a->body_len);
+}

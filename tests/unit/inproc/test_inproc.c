@@ -1,0 +1,198 @@
+/*
+ * test_inproc.c - in-process requests (runtime/inproc/inproc.c) into the
+ * request core with a C handler (tests/unit/core/req_fixture.h): parts in,
+ * status, header lines and body out, no request text in between.
+ */
+#include <string.h>
+
+#include "core/req_fixture.h"
+#include "inproc/inproc.h"
+#include "unit.h"
+
+typedef struct {
+    int calls, got, status;
+    dl_buf_t headers, body;
+} answer_t;
+
+static void on_answer(const dl_inproc_answer_t *a, void *arg)
+{
+    answer_t *an = arg;
+    an->calls++;
+    if (a == NULL)
+        return;
+    an->got = 1;
+    an->status = a->status;
+    dl_buf_append(&an->headers, a->headers, a->headers_len);
+    dl_buf_append_char(&an->headers, '\0');
+    dl_buf_append(&an->body, a->body, a->body_len);
+}
+
+typedef struct {
+    fake_core_t f;
+    fake_conn_t c;
+    uv_loop_t loop;
+    dl_inproc_t *ip;
+} rig_t;
+
+static void rig_init(rig_t *g)
+{
+    fixture_init(&g->f, &g->c);
+    g->f.cfg.max_uri = 64;
+    g->f.cfg.max_headers = 8;
+    g->f.cfg.max_header_bytes = 256;
+    uv_loop_init(&g->loop);
+    g->ip = dl_inproc_new(&g->f.ctx, &g->loop);
+}
+
+static void rig_close(rig_t *g)
+{
+    dl_inproc_abort_all(g->ip);
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    dl_inproc_free(g->ip);
+    uv_loop_close(&g->loop);
+    EXPECT_EQ(g->f.released, g->f.acquired);
+}
+
+static int ask(rig_t *g, answer_t *an, const char *method, const char *path,
+               const dl_http_field_t *fields, int n, const char *body)
+{
+    memset(an, 0, sizeof(*an));
+    dl_inproc_req_t in = {.method = method, .method_len = strlen(method), .path = path,
+                          .path_len = strlen(path), .fields = fields, .n_fields = n,
+                          .body = body, .body_len = body ? strlen(body) : 0};
+    int rc = dl_inproc_request(g->ip, &in, on_answer, an, NULL, NULL);
+    EXPECT_EQ(an->calls, 0); /* never from inside the call */
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    return rc;
+}
+
+DL_TEST(inproc_request_answers)
+{
+    rig_t g;
+    rig_init(&g);
+    answer_t an;
+    dl_http_field_t f[] = {{"X-Request-Id", 12, " id-7 ", 6}};
+    EXPECT_EQ(ask(&g, &an, "GET", "/hello", f, 1, NULL), 0);
+    EXPECT_EQ(an.calls, 1);
+    EXPECT_EQ(an.status, 200);
+    EXPECT_MEM(an.body.data, an.body.len, "hi", 2);
+    EXPECT(strstr(an.headers.data, "Content-Length: 2\r\n") != NULL);
+    EXPECT(strstr(an.headers.data, "X-Request-Id: id-7\r\n") != NULL);
+    EXPECT(strstr(an.headers.data, "X-App: 1\r\n") != NULL);
+    EXPECT(strstr(an.headers.data, "Connection:") == NULL);
+    EXPECT_EQ(g.f.dispatched, 1);
+    dl_buf_t text = DL_BUF_INIT;
+    dl_inproc_answer_t a = {.status = an.status, .headers = an.headers.data,
+                            .headers_len = strlen(an.headers.data), .body = an.body.data,
+                            .body_len = an.body.len};
+    dl_resp_answer_text(&a, &text);
+    EXPECT(text.len > 20 && memcmp(text.data, "HTTP/1.1 200 OK\r\nDate: ", 23) == 0);
+    EXPECT(memcmp(text.data + text.len - 6, "\r\n\r\nhi", 6) == 0);
+    dl_buf_free(&text);
+    dl_buf_free(&an.headers);
+    dl_buf_free(&an.body);
+    rig_close(&g);
+}
+
+DL_TEST(inproc_request_head_and_close)
+{
+    rig_t g;
+    rig_init(&g);
+    answer_t an;
+    dl_http_field_t f[] = {{"Connection", 10, "close", 5}};
+    ask(&g, &an, "HEAD", "/hello", f, 1, NULL);
+    EXPECT_EQ(an.status, 200);
+    EXPECT_EQ(an.body.len, 0);
+    EXPECT(strstr(an.headers.data, "Content-Length: 2\r\n") != NULL);
+    EXPECT(strstr(an.headers.data, "Connection: close\r\n") != NULL);
+    dl_buf_free(&an.headers);
+    dl_buf_free(&an.body);
+    rig_close(&g);
+}
+
+DL_TEST(inproc_request_refusals)
+{
+    rig_t g;
+    rig_init(&g);
+    answer_t an;
+    const char *err = NULL;
+    int bad = 0;
+    dl_http_field_t crlf[] = {{"X-A", 3, "a\r\nb", 4}};
+    dl_inproc_req_t in = {.method = "GET", .method_len = 3, .path = "/hello", .path_len = 6,
+                          .fields = crlf, .n_fields = 1};
+    EXPECT_EQ(dl_inproc_request(g.ip, &in, on_answer, &an, &err, &bad), DL_EINVAL);
+    EXPECT_EQ(bad, 0);
+    EXPECT(err != NULL);
+
+    ask(&g, &an, "FOO", "/hello", NULL, 0, NULL);
+    EXPECT_EQ(an.status, 400);
+    EXPECT(strstr(an.headers.data, "Connection: close\r\n") != NULL);
+    dl_buf_free(&an.headers);
+    dl_buf_free(&an.body);
+
+    ask(&g, &an, "GET", "/hello/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        NULL, 0, NULL);
+    EXPECT_EQ(an.status, 414);
+    dl_buf_free(&an.headers);
+    dl_buf_free(&an.body);
+
+    dl_http_field_t many[9];
+    for (int i = 0; i < 9; i++)
+        many[i] = (dl_http_field_t){"X-N", 3, "1", 1};
+    ask(&g, &an, "GET", "/hello", many, 9, NULL);
+    EXPECT_EQ(an.status, 431);
+    dl_buf_free(&an.headers);
+    dl_buf_free(&an.body);
+
+    dl_http_field_t expect[] = {{"Expect", 6, "something", 9}};
+    ask(&g, &an, "POST", "/hello", expect, 1, "x");
+    EXPECT_EQ(an.status, 417);
+    dl_buf_free(&an.headers);
+    dl_buf_free(&an.body);
+
+    ask(&g, &an, "GET", "/nope", NULL, 0, NULL);
+    EXPECT_EQ(an.status, 404);
+    EXPECT(an.body.len > 0 && strstr(an.body.data, "no route for GET /nope") != NULL);
+    dl_buf_free(&an.headers);
+    dl_buf_free(&an.body);
+    EXPECT_EQ(g.f.dispatched, 0);
+    rig_close(&g);
+}
+
+static dl_req_t *parked;
+
+static void park_dispatch(void *arg, dl_req_t *r)
+{
+    (void)arg;
+    parked = r;
+}
+
+DL_TEST(inproc_request_body_and_abort)
+{
+    rig_t g;
+    rig_init(&g);
+    answer_t an;
+    g.f.ctx.handler.dispatch = park_dispatch;
+    parked = NULL;
+    EXPECT_EQ(ask(&g, &an, "POST", "/hello", NULL, 0, "abc"), 0);
+    EXPECT(parked != NULL);
+    EXPECT_EQ(an.calls, 0); /* the handler has not answered */
+    EXPECT_MEM(parked->body.data, parked->body.len, "abc", 3);
+    size_t len;
+    const char *cl = dl_req_header(parked, "content-length", &len);
+    EXPECT(cl != NULL);
+    EXPECT_MEM(cl, len, "3", 1);
+    const char *host = dl_req_header(parked, "host", &len);
+    EXPECT(host != NULL);
+    EXPECT_MEM(host, len, "localhost", 9);
+    EXPECT_EQ(parked->headers[0].name_len, 4); /* the default Host comes first */
+
+    dl_inproc_abort_all(g.ip); /* the worker stops */
+    EXPECT_EQ(an.calls, 1);
+    EXPECT_EQ(an.got, 0);
+    EXPECT(parked->conn == NULL);
+    dl_resp_t resp = {.status = 200, .body = "late", .body_len = 4};
+    dl_req_respond(parked, &resp); /* detached: dropped, released */
+    EXPECT_EQ(g.f.recorded, 0);
+    rig_close(&g);
+}
