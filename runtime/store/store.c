@@ -34,9 +34,8 @@ static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(res->err, sizeof(res->err), fmt, ap);
+    res->status = dl_err_vformat(res->err, sizeof(res->err), code, fmt, ap);
     va_end(ap);
-    res->status = code;
     return code;
 }
 

@@ -108,8 +108,6 @@ void dl_mongo_find_opts_free(find_opts_t *fo);
 int dl_mongo_parse_find_opts(const char *json, find_opts_t *fo, char *err, size_t errlen);
 void dl_mongo_find_opts_to_bson(const find_opts_t *fo, bson_t *out);
 /* result.c */
-int dl_mongo_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 int dl_mongo_res_fail(dl_store_res_t *res, int code);
 int dl_mongo_map_error(mongo_store_t *ms, const char *op, const bson_error_t *e,
                        const bson_t *reply, dl_store_res_t *res);

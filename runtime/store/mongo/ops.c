@@ -178,7 +178,7 @@ static int insert_docs(const bson_t *raw, bson_t **docs_out, size_t *n_out, dl_s
         cap++;
     docs = dl_calloc(cap ? cap : 1, sizeof(*docs));
     if (docs == NULL)
-        return dl_mongo_fail(res->err, sizeof(res->err), DL_ENOMEM,
+        return dl_err_format(res->err, sizeof(res->err), DL_ENOMEM,
                              "mongodb insert: out of memory");
     bson_iter_init(&it, raw);
     dl_buf_append_char(&res->json, '[');
@@ -220,7 +220,7 @@ int dl_mongo_insert(dl_store_t *s, const char *coll, const char *docs_json, dl_s
     if (rc == 0 && n > 0) {
         ptrs = dl_calloc(n, sizeof(*ptrs));
         if (ptrs == NULL)
-            rc = dl_mongo_fail(res->err, sizeof(res->err), DL_ENOMEM,
+            rc = dl_err_format(res->err, sizeof(res->err), DL_ENOMEM,
                                "mongodb insert: out of memory");
         for (i = 0; rc == 0 && i < n; i++)
             ptrs[i] = &docs[i];
@@ -430,7 +430,7 @@ static int index_keys(const char *json, bson_t *keys, dl_buf_t *name, char *err,
     bson_iter_init_find(&it, &wrap, "k");
     rc = dl_mongo_parse_sort(&it, keys, name, err, errlen);
     if (rc == 0 && name->oom)
-        rc = dl_mongo_fail(err, errlen, DL_ENOMEM, "mongodb: out of memory");
+        rc = dl_err_format(err, errlen, DL_ENOMEM, "mongodb: out of memory");
     bson_destroy(&wrap);
     bson_destroy(&raw);
     if (rc != 0)
