@@ -29,16 +29,6 @@ int dl_sqlite_fail(dl_store_res_t *res, int code, const char *fmt, ...)
     return code;
 }
 
-/* dl_doc_parse() with its failure as DL_EINVAL in res. */
-dl_doc_t *dl_sqlite_parse(dl_doc_arena_t *a, const char *text, const char *dflt,
-                          const char *what, dl_store_res_t *res)
-{
-    dl_doc_t *v = dl_doc_parse(a, text, dflt, what, res->err, sizeof(res->err));
-    if (v == NULL)
-        res->status = DL_EINVAL;
-    return v;
-}
-
 void dl_sqlite_begin(dl_store_res_t *res)
 {
     res->status = 0;
