@@ -15,6 +15,7 @@
 
 #include "common/codec_json.h"
 #include "common/internal.h"
+#include "lua/lua_error.h"
 #include "lua/lua_vm.h"
 #include "common/metrics.h"
 #include "common/sign.h"
@@ -149,12 +150,8 @@ static void call_free(db_call_t *c)
 static int push_result(lua_State *L, db_call_t *c)
 {
     dl_store_res_t *r = &c->res;
-    if (r->status < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, r->err[0] ? r->err : dl_strerror(r->status));
-        lua_pushstring(L, dl_err_name(r->status));
-        return 3;
-    }
+    if (r->status < 0)
+        return dl_lua_fail_status(L, r->status, r->err);
     switch (c->op) {
     case OP_COUNT:
     case OP_FILE_REMOVE:
@@ -177,11 +174,8 @@ static int push_result(lua_State *L, db_call_t *c)
                 lua_pushnil(L);
             return 1;
         }
-        if (dl_json_decode(L, r->json.data, r->json.len, err, sizeof(err)) != 0) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "db: unreadable result: %s", err);
-            return 2;
-        }
+        if (dl_json_decode(L, r->json.data, r->json.len, err, sizeof(err)) != 0)
+            return dl_lua_failf(L, NULL, "db: unreadable result: %s", err);
         if (c->op == OP_FOAU && lua_type(L, -1) == LUA_TLIGHTUSERDATA) {
             lua_pop(L, 1); /* null: no document matched */
             lua_pushnil(L);
@@ -237,17 +231,12 @@ static int queue_call(lua_State *L, db_call_t *c, dl_task_t *t)
     if (h->store_guard &&
         !dl_store_guard_allow(h->store_guard, h->worker_id, uv_now(h->loop), why, sizeof(why))) {
         call_free(c);
-        lua_pushnil(L);
-        lua_pushstring(L, why);
-        lua_pushstring(L, dl_err_name(DL_EUNAVAIL));
-        return 3;
+        return dl_lua_fail(L, why, dl_err_name(DL_EUNAVAIL));
     }
     int rc = uv_queue_work(h->loop, &c->work, work_cb, after_cb);
     if (rc != 0) {
         call_free(c);
-        lua_pushnil(L);
-        lua_pushfstring(L, "db: %s", uv_strerror(rc));
-        return 2;
+        return dl_lua_failf(L, NULL, "db: %s", uv_strerror(rc));
     }
     dl_task_park(t, cancel_call, c);
     return lua_yield(L, 0);
@@ -304,18 +293,13 @@ static int l_db_call(lua_State *L)
     }
     dl_store_t *s = store_of(L);
     dl_task_t *t = dl_task_current(L);
-    if (s != NULL && is_file_op(op) && !has_file_op(s, op)) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "the document store keeps no files");
-        lua_pushliteral(L, "ENOTSUP");
-        return 3;
-    }
-    if (s == NULL || t == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, s ? "db calls can only run inside a handler or a start hook"
-                            : "no document store is open");
-        return 2;
-    }
+    if (s != NULL && is_file_op(op) && !has_file_op(s, op))
+        return dl_lua_fail(L, "the document store keeps no files", "ENOTSUP");
+    if (s == NULL || t == NULL)
+        return dl_lua_fail(L,
+                           s ? "db calls can only run inside a handler or a start hook"
+                             : "no document store is open",
+                           NULL);
     db_call_t *c = dl_calloc(1, sizeof(*c));
     if (c == NULL)
         return luaL_error(L, "out of memory");
@@ -350,10 +334,7 @@ static int l_db_call(lua_State *L)
         dl_buf_free(&b);
         dl_buf_free(&cc);
         dl_free(c);
-        lua_pushnil(L);
-        lua_pushfstring(L, "db: cannot encode argument: %s", err);
-        lua_pushliteral(L, "EINVAL");
-        return 3;
+        return dl_lua_failf(L, "EINVAL", "db: cannot encode argument: %s", err);
     }
     c->a = a;
     c->b = b;

@@ -133,49 +133,6 @@ static void skip_ws(jparse_t *j)
         j->p++;
 }
 
-static int hex4(const char *p, unsigned *out)
-{
-    unsigned v = 0;
-    for (int k = 0; k < 4; k++) {
-        char c = p[k];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (unsigned)(c - 'A' + 10);
-        else
-            return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static size_t utf8_put(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Parses a string at j->p (a quote); the decoded bytes go to *out, *outlen. */
 static int parse_string(jparse_t *j, const char **out, size_t *outlen)
 {
@@ -218,26 +175,19 @@ static int parse_string(jparse_t *j, const char **out, size_t *outlen)
         case 'r': o[n++] = '\r'; p++; break;
         case 't': o[n++] = '\t'; p++; break;
         case 'u': {
-            unsigned cp, lo;
-            if (q - p < 5 || hex4(p + 1, &cp) != 0) {
+            /* the store keeps no lone surrogate: it could not be written back as UTF-8 */
+            unsigned cp;
+            int used = dl_json_read_u(p - 1, q, &cp);
+            if (used < 0) {
                 j->err = "bad \\u escape";
                 return -1;
             }
-            p += 5;
-            if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            if (cp >= 0xD800 && cp <= 0xDFFF) {
                 j->err = "lone surrogate";
                 return -1;
             }
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (q - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) != 0 ||
-                    lo < 0xDC00 || lo > 0xDFFF) {
-                    j->err = "lone surrogate";
-                    return -1;
-                }
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            n += utf8_put(o + n, cp);
+            p += used - 1;
+            n += dl_utf8_put(o + n, cp);
             break;
         }
         default:
@@ -414,7 +364,7 @@ dl_doc_t *dl_doc_parse(dl_doc_arena_t *a, const char *text, const char *dflt, co
     if (text == NULL || text[0] == '\0')
         text = dflt;
     if (text == NULL) {
-        snprintf(err, errlen, "%s: missing JSON", what);
+        dl_err_format(err, errlen, 0, "%s: missing JSON", what);
         return NULL;
     }
     jparse_t j = {text, text + strlen(text), a, NULL};
@@ -427,8 +377,8 @@ dl_doc_t *dl_doc_parse(dl_doc_arena_t *a, const char *text, const char *dflt, co
         }
     }
     if (v == NULL)
-        snprintf(err, errlen, "%s: malformed JSON (%s at offset %zu)", what,
-                 j.err ? j.err : "error", (size_t)(j.p - text));
+        dl_err_format(err, errlen, 0, "%s: malformed JSON (%s at offset %zu)", what,
+                      j.err ? j.err : "error", (size_t)(j.p - text));
     return v;
 }
 

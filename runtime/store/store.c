@@ -34,9 +34,8 @@ static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(res->err, sizeof(res->err), fmt, ap);
+    res->status = dl_err_vformat(res->err, sizeof(res->err), code, fmt, ap);
     va_end(ap);
-    res->status = code;
     return code;
 }
 
@@ -368,13 +367,24 @@ static int check_docs_doc(const dl_doc_t *v, dl_store_res_t *res)
 
 typedef int (*check_fn)(const dl_doc_t *v, dl_store_res_t *res);
 
+/* Parses text (NULL or "": dflt) into ar and runs check on it; out gets the
+ * text and the tree the backend reads, so nothing is parsed twice. */
+static int take(dl_doc_arena_t *ar, const char *text, const char *dflt, const char *what,
+                check_fn check, dl_store_json_t *out, dl_store_res_t *res)
+{
+    const dl_doc_t *v = doc_parse(ar, text, dflt, what, res);
+    out->text = text;
+    out->doc = v;
+    return v != NULL ? check(v, res) : res->status;
+}
+
 /* Parses text (NULL or "": dflt) and runs check on it. */
 static int check_text(const char *text, const char *dflt, const char *what, check_fn check,
                       dl_store_res_t *res)
 {
     dl_doc_arena_t ar = {NULL};
-    dl_doc_t *v = doc_parse(&ar, text, dflt, what, res);
-    int rc = v != NULL ? check(v, res) : res->status;
+    dl_store_json_t in;
+    int rc = take(&ar, text, dflt, what, check, &in, res);
     dl_doc_arena_free(&ar);
     return rc;
 }
@@ -417,78 +427,128 @@ int dl_store_check_docs(const char *docs, dl_store_res_t *res)
 /* The operations                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* The inputs of one operation, each as its check_*() parses it. */
+#define TAKE_QUERY(t, out) take(&ar, (t), "{}", "query", check_query_doc, (out), res)
+#define TAKE_OPTS(t, out) take(&ar, (t), "{}", "opts", check_opts_doc, (out), res)
+#define TAKE_UPDATE(t, out) take(&ar, (t), NULL, "update", check_update_doc, (out), res)
+
+/* find and explain: the same inputs, checked the same way. */
+static int read_op(dl_store_t *s, const char *coll, const char *query, const char *opts,
+                   int explain, dl_store_res_t *res)
+{
+    dl_doc_arena_t ar = {NULL};
+    dl_store_json_t q, o;
+    int rc;
+    res_begin(res);
+    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q) || TAKE_OPTS(opts, &o))
+        rc = res->status;
+    else
+        rc = (explain ? s->ops->explain : s->ops->find)(s, coll, &q, &o, res);
+    dl_doc_arena_free(&ar);
+    return rc;
+}
+
 int dl_store_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
                   dl_store_res_t *res)
 {
-    res_begin(res);
-    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res) ||
-        dl_store_check_opts(opts, res))
-        return res->status;
-    return s->ops->find(s, coll, query, opts, res);
+    return read_op(s, coll, query, opts, 0, res);
 }
 
 int dl_store_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res)
 {
+    dl_doc_arena_t ar = {NULL};
+    dl_store_json_t q;
+    int rc;
     res_begin(res);
-    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res))
-        return res->status;
-    return s->ops->count(s, coll, query, res);
+    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q))
+        rc = res->status;
+    else
+        rc = s->ops->count(s, coll, &q, res);
+    dl_doc_arena_free(&ar);
+    return rc;
 }
 
 int dl_store_insert(dl_store_t *s, const char *coll, const char *docs, dl_store_res_t *res)
 {
+    dl_doc_arena_t ar = {NULL};
+    dl_store_json_t d;
+    int rc;
     res_begin(res);
-    if (dl_store_check_coll(coll, res) || dl_store_check_docs(docs, res))
-        return res->status;
-    return s->ops->insert(s, coll, docs, res);
+    if (dl_store_check_coll(coll, res) ||
+        take(&ar, docs, NULL, "insert", check_docs_doc, &d, res))
+        rc = res->status;
+    else
+        rc = s->ops->insert(s, coll, &d, res);
+    dl_doc_arena_free(&ar);
+    return rc;
 }
 
 int dl_store_update(dl_store_t *s, const char *coll, const char *query, const char *update,
                     int multi, dl_store_res_t *res)
 {
+    dl_doc_arena_t ar = {NULL};
+    dl_store_json_t q, u;
+    int rc;
     res_begin(res);
-    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res) ||
-        dl_store_check_update(update, res))
-        return res->status;
-    return s->ops->update(s, coll, query, update, multi, res);
+    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q) || TAKE_UPDATE(update, &u))
+        rc = res->status;
+    else
+        rc = s->ops->update(s, coll, &q, &u, multi, res);
+    dl_doc_arena_free(&ar);
+    return rc;
 }
 
 int dl_store_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
                                  const char *update, const char *opts, dl_store_res_t *res)
 {
+    dl_doc_arena_t ar = {NULL};
+    dl_store_json_t q, u, o;
+    int rc;
     res_begin(res);
-    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res) ||
-        dl_store_check_update(update, res) || dl_store_check_opts(opts, res))
-        return res->status;
-    return s->ops->find_one_and_update(s, coll, query, update, opts, res);
+    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q) || TAKE_UPDATE(update, &u) ||
+        TAKE_OPTS(opts, &o))
+        rc = res->status;
+    else
+        rc = s->ops->find_one_and_update(s, coll, &q, &u, &o, res);
+    dl_doc_arena_free(&ar);
+    return rc;
 }
 
 int dl_store_remove(dl_store_t *s, const char *coll, const char *query, int multi,
                     dl_store_res_t *res)
 {
+    dl_doc_arena_t ar = {NULL};
+    dl_store_json_t q;
+    int rc;
     res_begin(res);
-    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res))
-        return res->status;
-    return s->ops->remove(s, coll, query, multi, res);
+    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q))
+        rc = res->status;
+    else
+        rc = s->ops->remove(s, coll, &q, multi, res);
+    dl_doc_arena_free(&ar);
+    return rc;
 }
 
 int dl_store_create_index(dl_store_t *s, const char *coll, const char *keys, int unique,
                           dl_store_res_t *res)
 {
+    dl_doc_arena_t ar = {NULL};
+    dl_store_json_t k;
+    int rc;
     res_begin(res);
-    if (dl_store_check_coll(coll, res) || dl_store_check_index(keys, res))
-        return res->status;
-    return s->ops->create_index(s, coll, keys, unique, res);
+    if (dl_store_check_coll(coll, res) ||
+        take(&ar, keys, NULL, "index keys", check_index_doc, &k, res))
+        rc = res->status;
+    else
+        rc = s->ops->create_index(s, coll, &k, unique, res);
+    dl_doc_arena_free(&ar);
+    return rc;
 }
 
 int dl_store_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
                      dl_store_res_t *res)
 {
-    res_begin(res);
-    if (dl_store_check_coll(coll, res) || dl_store_check_query(query, res) ||
-        dl_store_check_opts(opts, res))
-        return res->status;
-    return s->ops->explain(s, coll, query, opts, res);
+    return read_op(s, coll, query, opts, 1, res);
 }
 
 int dl_store_ping(dl_store_t *s, dl_store_res_t *res)

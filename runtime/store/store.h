@@ -5,7 +5,8 @@
  * function table (dl_store_ops_t): SQLite (store/sqlite/) or MongoDB
  * (store/mongo/). Callers use the front, never the table. Queries, options, updates and
  * documents cross the interface as NUL-terminated JSON text, so the store
- * never touches Lua. Every operation blocks (run it in uv_queue_work) and is
+ * never touches Lua; the front parses each once and hands the backend the
+ * text with its tree (dl_store_json_t). Every operation blocks (run it in uv_queue_work) and is
  * thread-safe: several threads may call one store at once.
  */
 #ifndef DL_STORE_H
@@ -46,6 +47,20 @@ static inline void dl_store_res_free(dl_store_res_t *r)
     dl_buf_free(&r->json);
 }
 
+struct dl_doc_s; /* store/doc_json.h */
+
+/**
+ * A JSON input as the front hands it to a backend: the caller's text (NULL or
+ * "" when it gave none) and the tree the front parsed from it (from the
+ * default, {} or the like, when there was no text) and checked. Parsed once:
+ * a backend that works on trees reads doc and parses nothing again. Both are
+ * borrowed for the call.
+ */
+typedef struct {
+    const char *text;
+    const struct dl_doc_s *doc;
+} dl_store_json_t;
+
 /**
  * Backends implement this table, called only through the front, with inputs
  * the front has checked (a backend checks nothing of its own). Every
@@ -59,30 +74,34 @@ static inline void dl_store_res_free(dl_store_res_t *r)
  * "limit": n, "projection": {field: 1, "_id": 0}}. A write touching several
  * documents is one transaction: it applies entirely or not at all. The file_*
  * entries are optional: NULL when the backend keeps no files.
+ * count and remove take no opts.
  */
 typedef struct dl_store_ops_s {
     const char *type; /* "sqlite", "mongodb" */
-    int (*find)(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                dl_store_res_t *res);
-    int (*count)(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res);
+    int (*find)(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                const dl_store_json_t *opts, dl_store_res_t *res);
+    int (*count)(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                 dl_store_res_t *res);
     /* docs: a JSON array of objects; a missing _id is generated (24 hex digits,
      * increasing with creation time) */
-    int (*insert)(dl_store_t *s, const char *coll, const char *docs, dl_store_res_t *res);
+    int (*insert)(dl_store_t *s, const char *coll, const dl_store_json_t *docs,
+                  dl_store_res_t *res);
     /* update: {"$set"|"$inc"|"$unset"|"$push": {path: value}}; res->matched and
      * res->count (modified) */
-    int (*update)(dl_store_t *s, const char *coll, const char *query, const char *update,
-                  int multi, dl_store_res_t *res);
+    int (*update)(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                  const dl_store_json_t *update, int multi, dl_store_res_t *res);
     /* res->json: the first match (by opts.sort) after the update, or null */
-    int (*find_one_and_update)(dl_store_t *s, const char *coll, const char *query,
-                               const char *update, const char *opts, dl_store_res_t *res);
-    int (*remove)(dl_store_t *s, const char *coll, const char *query, int multi,
+    int (*find_one_and_update)(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                               const dl_store_json_t *update, const dl_store_json_t *opts,
+                               dl_store_res_t *res);
+    int (*remove)(dl_store_t *s, const char *coll, const dl_store_json_t *query, int multi,
                   dl_store_res_t *res);
     /* keys: a JSON array of [field, 1|-1] pairs, ordered */
-    int (*create_index)(dl_store_t *s, const char *coll, const char *keys, int unique,
-                        dl_store_res_t *res);
+    int (*create_index)(dl_store_t *s, const char *coll, const dl_store_json_t *keys,
+                        int unique, dl_store_res_t *res);
     /* res->json: a JSON array of plan lines (SQLite: EXPLAIN QUERY PLAN details) */
-    int (*explain)(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                   dl_store_res_t *res);
+    int (*explain)(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                   const dl_store_json_t *opts, dl_store_res_t *res);
     /* Checks that the store answers reads; fails only when it does not. res->json:
      * {"ok":1}; from SQLite, when the latest write (a small probe write included,
      * see dl_store_open_sqlite) failed for a reason of the database, also "write":

@@ -20,23 +20,22 @@
 
 #include "common/codec_json.h"
 #include "common/internal.h"
+#include "common/num.h"
 
+/* A double as the runtime spells numbers (common/num.h). Documents have no
+ * spelling for NaN or an infinity: null. -0 stays "-0", which the JSON decoder
+ * reads back as -0 (num.h writes "0"). */
 static void put_double(dl_buf_t *b, double d)
 {
-    char tmp[40];
-    int prec;
+    char tmp[DL_NUM_ROOM];
+    size_t n = dl_num_format_double(d, tmp);
 
-    if (!isfinite(d)) {
+    if (n == 0)
         dl_buf_append_str(b, "null");
-        return;
-    }
-    /* the shortest of %.15g..%.17g that reads back as the same double */
-    for (prec = 15; prec <= 17; prec++) {
-        snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
-        if (strtod(tmp, NULL) == d)
-            break;
-    }
-    dl_buf_append_str(b, tmp);
+    else if (d == 0 && signbit(d))
+        dl_buf_append_str(b, "-0");
+    else
+        dl_buf_append(b, tmp, n);
 }
 
 void dl_mongo_put_int64(dl_buf_t *b, int64_t v)

@@ -38,7 +38,7 @@ static int file_id_value(const char *id, bson_value_t *out)
 static int local_fail(dl_store_res_t *res, const char *op, const char *what, const char *path,
                       int err)
 {
-    dl_mongo_fail(res->err, sizeof(res->err), 0, "mongodb %s: cannot %s %s: %s", op, what, path,
+    dl_err_format(res->err, sizeof(res->err), 0, "mongodb %s: cannot %s %s: %s", op, what, path,
                   strerror(err));
     return dl_mongo_res_fail(res, err == ENOENT ? DL_ENOENT : err == ENOMEM ? DL_ENOMEM : DL_EIO);
 }
@@ -216,7 +216,7 @@ int dl_mongo_file_put(dl_store_t *s, const char *path, const char *filename,
 
     dl_mongo_begin(res);
     if (path == NULL || *path == '\0' || filename == NULL) {
-        dl_mongo_fail(res->err, sizeof(res->err), 0,
+        dl_err_format(res->err, sizeof(res->err), 0,
                       "mongodb file_put: needs a path and a filename");
         return dl_mongo_res_fail(res, DL_EINVAL);
     }
@@ -230,14 +230,14 @@ int dl_mongo_file_put(dl_store_t *s, const char *path, const char *filename,
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        dl_mongo_fail(res->err, sizeof(res->err), 0, "mongodb file_put: %s is not a regular file",
+        dl_err_format(res->err, sizeof(res->err), 0, "mongodb file_put: %s is not a regular file",
                       path);
         return dl_mongo_res_fail(res, DL_EINVAL);
     }
     buf = dl_malloc(FILE_BUF_SIZE);
     if (buf == NULL) {
         close(fd);
-        dl_mongo_fail(res->err, sizeof(res->err), 0, "mongodb file_put: out of memory");
+        dl_err_format(res->err, sizeof(res->err), 0, "mongodb file_put: out of memory");
         return dl_mongo_res_fail(res, DL_ENOMEM);
     }
     memset(&id, 0, sizeof(id));
@@ -293,7 +293,7 @@ static int download_to(mongo_store_t *ms, mongoc_gridfs_bucket_t *bucket, const 
 
     buf = dl_malloc(FILE_BUF_SIZE);
     if (buf == NULL) {
-        dl_mongo_fail(res->err, sizeof(res->err), 0, "mongodb file_get: out of memory");
+        dl_err_format(res->err, sizeof(res->err), 0, "mongodb file_get: out of memory");
         return dl_mongo_res_fail(res, DL_ENOMEM);
     }
     memset(&e, 0, sizeof(e));
@@ -322,7 +322,7 @@ static int download_to(mongo_store_t *ms, mongoc_gridfs_bucket_t *bucket, const 
         }
     }
     if (rc == 0 && got != length) {
-        dl_mongo_fail(res->err, sizeof(res->err), 0,
+        dl_err_format(res->err, sizeof(res->err), 0,
                       "mongodb file_get: file %s has %" PRId64 " bytes, %" PRId64 " expected", hex,
                       got, length);
         rc = dl_mongo_res_fail(res, DL_EIO);
@@ -352,11 +352,11 @@ int dl_mongo_file_get(dl_store_t *s, const char *id, const char *dest_path,
 
     dl_mongo_begin(res);
     if (dest_path == NULL || *dest_path == '\0') {
-        dl_mongo_fail(res->err, sizeof(res->err), 0, "mongodb file_get: needs a destination path");
+        dl_err_format(res->err, sizeof(res->err), 0, "mongodb file_get: needs a destination path");
         return dl_mongo_res_fail(res, DL_EINVAL);
     }
     if (!file_id_value(id, &idv)) {
-        dl_mongo_fail(res->err, sizeof(res->err), 0, "mongodb file_get: no file with id \"%.40s\"",
+        dl_err_format(res->err, sizeof(res->err), 0, "mongodb file_get: no file with id \"%.40s\"",
                       id != NULL ? id : "");
         return dl_mongo_res_fail(res, DL_ENOENT);
     }
@@ -375,7 +375,7 @@ int dl_mongo_file_get(dl_store_t *s, const char *id, const char *dest_path,
         rc = dl_mongo_file_json(doc, &res->json, &length, &chunk);
         if (rc == 0 && (length < 0 || (length > 0 && chunk <= 0))) {
             /* the driver would divide by this chunk size */
-            dl_mongo_fail(res->err, sizeof(res->err), 0,
+            dl_err_format(res->err, sizeof(res->err), 0,
                           "mongodb file_get: file %s is corrupt (length %" PRId64
                           ", chunkSize %" PRId64 ")",
                           id, length, chunk);
@@ -384,7 +384,7 @@ int dl_mongo_file_get(dl_store_t *s, const char *id, const char *dest_path,
     } else if (mongoc_cursor_error_document(cur, &e, &reply)) {
         rc = dl_mongo_map_error(ms, "file_get", &e, reply, res);
     } else {
-        dl_mongo_fail(res->err, sizeof(res->err), 0, "mongodb file_get: no file with id \"%s\"",
+        dl_err_format(res->err, sizeof(res->err), 0, "mongodb file_get: no file with id \"%s\"",
                       id);
         rc = dl_mongo_res_fail(res, DL_ENOENT);
     }

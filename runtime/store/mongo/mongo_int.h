@@ -78,21 +78,25 @@ int dl_mongo_file_put(dl_store_t *s, const char *path, const char *filename,
 int dl_mongo_file_get(dl_store_t *s, const char *id, const char *dest_path,
                       dl_store_res_t *res);
 int dl_mongo_file_remove(dl_store_t *s, const char *id, dl_store_res_t *res);
-/* ops.c */
-int dl_mongo_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                  dl_store_res_t *res);
-int dl_mongo_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res);
-int dl_mongo_insert(dl_store_t *s, const char *coll, const char *docs_json, dl_store_res_t *res);
-int dl_mongo_update(dl_store_t *s, const char *coll, const char *query, const char *update,
-                    int multi, dl_store_res_t *res);
-int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
-                                 const char *update, const char *opts, dl_store_res_t *res);
-int dl_mongo_remove(dl_store_t *s, const char *coll, const char *query, int multi,
+/* ops.c: the inputs' text goes to libbson's JSON reader (bson_init_from_json),
+ * which makes the BSON the driver sends; the front's trees are not read. */
+int dl_mongo_find(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                  const dl_store_json_t *opts, dl_store_res_t *res);
+int dl_mongo_count(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                   dl_store_res_t *res);
+int dl_mongo_insert(dl_store_t *s, const char *coll, const dl_store_json_t *docs,
                     dl_store_res_t *res);
-int dl_mongo_create_index(dl_store_t *s, const char *coll, const char *keys_json, int unique,
-                          dl_store_res_t *res);
-int dl_mongo_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                     dl_store_res_t *res);
+int dl_mongo_update(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                    const dl_store_json_t *update, int multi, dl_store_res_t *res);
+int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll,
+                                 const dl_store_json_t *query, const dl_store_json_t *update,
+                                 const dl_store_json_t *opts, dl_store_res_t *res);
+int dl_mongo_remove(dl_store_t *s, const char *coll, const dl_store_json_t *query, int multi,
+                    dl_store_res_t *res);
+int dl_mongo_create_index(dl_store_t *s, const char *coll, const dl_store_json_t *keys_json,
+                          int unique, dl_store_res_t *res);
+int dl_mongo_explain(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                     const dl_store_json_t *opts, dl_store_res_t *res);
 int dl_mongo_ping(dl_store_t *s, dl_store_res_t *res);
 /* pool.c */
 void dl_mongo_describe_hosts(mongo_store_t *ms);
@@ -108,8 +112,6 @@ void dl_mongo_find_opts_free(find_opts_t *fo);
 int dl_mongo_parse_find_opts(const char *json, find_opts_t *fo, char *err, size_t errlen);
 void dl_mongo_find_opts_to_bson(const find_opts_t *fo, bson_t *out);
 /* result.c */
-int dl_mongo_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 int dl_mongo_res_fail(dl_store_res_t *res, int code);
 int dl_mongo_map_error(mongo_store_t *ms, const char *op, const bson_error_t *e,
                        const bson_t *reply, dl_store_res_t *res);

@@ -70,7 +70,7 @@ dl_store_t *dl_store_open_mongo(const char *uri_str, int pool_size, char *err, s
     ms = dl_calloc(1, sizeof(*ms));
     if (ms == NULL) {
         mongoc_uri_destroy(uri);
-        dl_mongo_fail(err, errlen, DL_ENOMEM, "mongodb: out of memory");
+        dl_err_format(err, errlen, DL_ENOMEM, "mongodb: out of memory");
         return NULL;
     }
     ms->base.ops = &mongo_ops;
@@ -84,7 +84,7 @@ dl_store_t *dl_store_open_mongo(const char *uri_str, int pool_size, char *err, s
     memset(&e, 0, sizeof(e));
     ms->pool = mongoc_client_pool_new_with_error(uri, &e);
     if (ms->pool == NULL) {
-        dl_mongo_fail(err, errlen, DL_EINVAL, "mongodb: cannot create a client pool: %s",
+        dl_err_format(err, errlen, DL_EINVAL, "mongodb: cannot create a client pool: %s",
                       e.message[0] ? e.message : "invalid options");
         mongoc_uri_destroy(uri);
         dl_free(ms);

@@ -79,8 +79,8 @@ static int txn_end(mongo_store_t *ms, const char *op, txn_t *t, int rc, dl_store
     return rc;
 }
 
-int dl_mongo_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                  dl_store_res_t *res)
+int dl_mongo_find(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                  const dl_store_json_t *opts, dl_store_res_t *res)
 {
     mongo_store_t *ms = (mongo_store_t *)s;
     bson_t filter, fopts;
@@ -95,9 +95,9 @@ int dl_mongo_find(dl_store_t *s, const char *coll, const char *query, const char
     rc = dl_mongo_begin(res);
     if (rc != 0)
         return rc;
-    rc = dl_mongo_parse_find_opts(opts, &fo, res->err, sizeof(res->err));
+    rc = dl_mongo_parse_find_opts(opts->text, &fo, res->err, sizeof(res->err));
     if (rc == 0)
-        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
     if (rc != 0) {
         dl_mongo_find_opts_free(&fo);
         return dl_mongo_res_fail(res, rc);
@@ -132,7 +132,8 @@ int dl_mongo_find(dl_store_t *s, const char *coll, const char *query, const char
     return dl_mongo_finish(res, rc);
 }
 
-int dl_mongo_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res)
+int dl_mongo_count(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                   dl_store_res_t *res)
 {
     mongo_store_t *ms = (mongo_store_t *)s;
     mongoc_client_t *client;
@@ -144,7 +145,7 @@ int dl_mongo_count(dl_store_t *s, const char *coll, const char *query, dl_store_
 
     rc = dl_mongo_begin(res);
     if (rc == 0)
-        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
     if (rc != 0)
         return dl_mongo_res_fail(res, rc);
     client = dl_mongo_acquire(ms, res);
@@ -178,7 +179,7 @@ static int insert_docs(const bson_t *raw, bson_t **docs_out, size_t *n_out, dl_s
         cap++;
     docs = dl_calloc(cap ? cap : 1, sizeof(*docs));
     if (docs == NULL)
-        return dl_mongo_fail(res->err, sizeof(res->err), DL_ENOMEM,
+        return dl_err_format(res->err, sizeof(res->err), DL_ENOMEM,
                              "mongodb insert: out of memory");
     bson_iter_init(&it, raw);
     dl_buf_append_char(&res->json, '[');
@@ -198,7 +199,8 @@ static int insert_docs(const bson_t *raw, bson_t **docs_out, size_t *n_out, dl_s
     return rc;
 }
 
-int dl_mongo_insert(dl_store_t *s, const char *coll, const char *docs_json, dl_store_res_t *res)
+int dl_mongo_insert(dl_store_t *s, const char *coll, const dl_store_json_t *docs_json,
+                    dl_store_res_t *res)
 {
     mongo_store_t *ms = (mongo_store_t *)s;
     mongoc_client_t *client;
@@ -212,7 +214,7 @@ int dl_mongo_insert(dl_store_t *s, const char *coll, const char *docs_json, dl_s
 
     rc = dl_mongo_begin(res);
     if (rc == 0)
-        rc = dl_mongo_parse_json(docs_json, 1, "documents", &raw, res->err, sizeof(res->err));
+        rc = dl_mongo_parse_json(docs_json->text, 1, "documents", &raw, res->err, sizeof(res->err));
     if (rc != 0)
         return dl_mongo_res_fail(res, rc);
     rc = insert_docs(&raw, &docs, &n, res);
@@ -220,7 +222,7 @@ int dl_mongo_insert(dl_store_t *s, const char *coll, const char *docs_json, dl_s
     if (rc == 0 && n > 0) {
         ptrs = dl_calloc(n, sizeof(*ptrs));
         if (ptrs == NULL)
-            rc = dl_mongo_fail(res->err, sizeof(res->err), DL_ENOMEM,
+            rc = dl_err_format(res->err, sizeof(res->err), DL_ENOMEM,
                                "mongodb insert: out of memory");
         for (i = 0; rc == 0 && i < n; i++)
             ptrs[i] = &docs[i];
@@ -252,8 +254,8 @@ int dl_mongo_insert(dl_store_t *s, const char *coll, const char *docs_json, dl_s
     return dl_mongo_finish(res, rc);
 }
 
-int dl_mongo_update(dl_store_t *s, const char *coll, const char *query, const char *update,
-                    int multi, dl_store_res_t *res)
+int dl_mongo_update(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                    const dl_store_json_t *update, int multi, dl_store_res_t *res)
 {
     mongo_store_t *ms = (mongo_store_t *)s;
     mongoc_client_t *client;
@@ -266,10 +268,10 @@ int dl_mongo_update(dl_store_t *s, const char *coll, const char *query, const ch
 
     rc = dl_mongo_begin(res);
     if (rc == 0)
-        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
     if (rc != 0)
         return dl_mongo_res_fail(res, rc);
-    rc = dl_mongo_prep_update(update, &upd, res->err, sizeof(res->err));
+    rc = dl_mongo_prep_update(update->text, &upd, res->err, sizeof(res->err));
     if (rc != 0) {
         bson_destroy(&filter);
         return dl_mongo_res_fail(res, rc);
@@ -302,8 +304,9 @@ int dl_mongo_update(dl_store_t *s, const char *coll, const char *query, const ch
     return dl_mongo_finish(res, rc);
 }
 
-int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
-                                 const char *update, const char *opts, dl_store_res_t *res)
+int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll,
+                                 const dl_store_json_t *query, const dl_store_json_t *update,
+                                 const dl_store_json_t *opts, dl_store_res_t *res)
 {
     mongo_store_t *ms = (mongo_store_t *)s;
     mongoc_find_and_modify_opts_t *fam;
@@ -318,14 +321,14 @@ int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll, const char *qu
     rc = dl_mongo_begin(res);
     if (rc != 0)
         return rc;
-    rc = dl_mongo_parse_find_opts(opts, &fo, res->err, sizeof(res->err));
+    rc = dl_mongo_parse_find_opts(opts->text, &fo, res->err, sizeof(res->err));
     if (rc == 0)
-        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
     if (rc != 0) {
         dl_mongo_find_opts_free(&fo);
         return dl_mongo_res_fail(res, rc);
     }
-    rc = dl_mongo_prep_update(update, &upd, res->err, sizeof(res->err));
+    rc = dl_mongo_prep_update(update->text, &upd, res->err, sizeof(res->err));
     if (rc != 0) {
         bson_destroy(&filter);
         dl_mongo_find_opts_free(&fo);
@@ -366,7 +369,7 @@ int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll, const char *qu
     return dl_mongo_finish(res, rc);
 }
 
-int dl_mongo_remove(dl_store_t *s, const char *coll, const char *query, int multi,
+int dl_mongo_remove(dl_store_t *s, const char *coll, const dl_store_json_t *query, int multi,
                     dl_store_res_t *res)
 {
     mongo_store_t *ms = (mongo_store_t *)s;
@@ -380,7 +383,7 @@ int dl_mongo_remove(dl_store_t *s, const char *coll, const char *query, int mult
 
     rc = dl_mongo_begin(res);
     if (rc == 0)
-        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
     if (rc != 0)
         return dl_mongo_res_fail(res, rc);
     client = dl_mongo_acquire(ms, res);
@@ -430,7 +433,7 @@ static int index_keys(const char *json, bson_t *keys, dl_buf_t *name, char *err,
     bson_iter_init_find(&it, &wrap, "k");
     rc = dl_mongo_parse_sort(&it, keys, name, err, errlen);
     if (rc == 0 && name->oom)
-        rc = dl_mongo_fail(err, errlen, DL_ENOMEM, "mongodb: out of memory");
+        rc = dl_err_format(err, errlen, DL_ENOMEM, "mongodb: out of memory");
     bson_destroy(&wrap);
     bson_destroy(&raw);
     if (rc != 0)
@@ -438,8 +441,8 @@ static int index_keys(const char *json, bson_t *keys, dl_buf_t *name, char *err,
     return rc;
 }
 
-int dl_mongo_create_index(dl_store_t *s, const char *coll, const char *keys_json, int unique,
-                          dl_store_res_t *res)
+int dl_mongo_create_index(dl_store_t *s, const char *coll, const dl_store_json_t *keys_json,
+                          int unique, dl_store_res_t *res)
 {
     mongo_store_t *ms = (mongo_store_t *)s;
     mongoc_client_t *client;
@@ -451,7 +454,7 @@ int dl_mongo_create_index(dl_store_t *s, const char *coll, const char *keys_json
     rc = dl_mongo_begin(res);
     if (rc != 0)
         return rc;
-    rc = index_keys(keys_json, &keys, &name, res->err, sizeof(res->err));
+    rc = index_keys(keys_json->text, &keys, &name, res->err, sizeof(res->err));
     if (rc != 0) {
         dl_buf_free(&name);
         return dl_mongo_res_fail(res, rc);
@@ -481,8 +484,8 @@ int dl_mongo_create_index(dl_store_t *s, const char *coll, const char *keys_json
     return dl_mongo_finish(res, rc);
 }
 
-int dl_mongo_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                     dl_store_res_t *res)
+int dl_mongo_explain(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                     const dl_store_json_t *opts, dl_store_res_t *res)
 {
     mongo_store_t *ms = (mongo_store_t *)s;
     mongoc_client_t *client;
@@ -494,9 +497,9 @@ int dl_mongo_explain(dl_store_t *s, const char *coll, const char *query, const c
     rc = dl_mongo_begin(res);
     if (rc != 0)
         return rc;
-    rc = dl_mongo_parse_find_opts(opts, &fo, res->err, sizeof(res->err));
+    rc = dl_mongo_parse_find_opts(opts->text, &fo, res->err, sizeof(res->err));
     if (rc == 0)
-        rc = dl_mongo_prep_query(query, &filter, res->err, sizeof(res->err));
+        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
     if (rc != 0) {
         dl_mongo_find_opts_free(&fo);
         return dl_mongo_res_fail(res, rc);

@@ -127,7 +127,7 @@ int dl_mongo_uri_prepare(const char *uri_str, int pool_size, mongoc_uri_t **out,
         char shown[sizeof(e.message)];
         redact_uri_error(uri_str, e.message[0] ? e.message : "cannot parse", shown,
                          sizeof(shown));
-        return dl_mongo_fail(err, errlen, DL_EINVAL, "mongodb: invalid URI: %s", shown);
+        return dl_err_format(err, errlen, DL_EINVAL, "mongodb: invalid URI: %s", shown);
     }
     default_timeout(uri, MONGOC_URI_CONNECTTIMEOUTMS, DL_MONGO_DEFAULT_CONNECT_TIMEOUT_MS);
     default_timeout(uri, MONGOC_URI_SOCKETTIMEOUTMS, DL_MONGO_DEFAULT_SOCKET_TIMEOUT_MS);
@@ -160,7 +160,7 @@ mongoc_client_t *dl_mongo_acquire(mongo_store_t *ms, dl_store_res_t *res)
     mongoc_client_t *c = mongoc_client_pool_pop(ms->pool);
 
     if (c == NULL) {
-        dl_mongo_fail(res->err, sizeof(res->err), 0,
+        dl_err_format(res->err, sizeof(res->err), 0,
                       "mongodb: no free connection in the pool of %d", ms->pool_size);
         dl_mongo_res_fail(res, DL_ETIMEDOUT);
     }

@@ -36,16 +36,16 @@ int dl_mongo_parse_json(const char *json, int want_array, const char *what, bson
 
     if (p == NULL || *p == '\0') {
         if (want_array)
-            return dl_mongo_fail(err, errlen, DL_EINVAL, "mongodb: %s: expected a JSON array",
+            return dl_err_format(err, errlen, DL_EINVAL, "mongodb: %s: expected a JSON array",
                                  what);
         bson_init(out);
         return 0;
     }
     if (*p != (want_array ? '[' : '{'))
-        return dl_mongo_fail(err, errlen, DL_EINVAL, "mongodb: %s: expected a JSON %s", what,
+        return dl_err_format(err, errlen, DL_EINVAL, "mongodb: %s: expected a JSON %s", what,
                              want_array ? "array" : "object");
     if (!bson_init_from_json(out, p, -1, &e))
-        return dl_mongo_fail(err, errlen, DL_EINVAL, "mongodb: %s: invalid JSON: %s", what,
+        return dl_err_format(err, errlen, DL_EINVAL, "mongodb: %s: invalid JSON: %s", what,
                              e.message);
     return 0;
 }
@@ -54,7 +54,7 @@ int dl_mongo_parse_json(const char *json, int want_array, const char *what, bson
 
 static int too_big(char *err, size_t errlen)
 {
-    return dl_mongo_fail(err, errlen, DL_ETOOBIG, "mongodb: document too large");
+    return dl_err_format(err, errlen, DL_ETOOBIG, "mongodb: document too large");
 }
 
 
@@ -194,7 +194,7 @@ int dl_mongo_prep_query(const char *json, bson_t *out, char *err, size_t errlen)
         return rc;
     bson_init(out);
     if (!bson_iter_init(&it, &raw))
-        rc = dl_mongo_fail(err, errlen, DL_EINVAL, "mongodb: malformed query");
+        rc = dl_err_format(err, errlen, DL_EINVAL, "mongodb: malformed query");
     else
         rc = copy_query(&it, out, 0, err, errlen);
     if (rc != 0)
@@ -234,7 +234,7 @@ int dl_mongo_prep_update(const char *json, bson_t *out, char *err, size_t errlen
         return rc;
     bson_init(out);
     if (!bson_iter_init(&it, &raw))
-        rc = dl_mongo_fail(err, errlen, DL_EINVAL, "mongodb: malformed update");
+        rc = dl_err_format(err, errlen, DL_EINVAL, "mongodb: malformed update");
     while (rc == 0 && bson_iter_next(&it))
         rc = copy_update_fields(out, bson_iter_key(&it), &it, err, errlen);
     if (rc != 0)

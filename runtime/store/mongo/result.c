@@ -21,21 +21,6 @@
 #include "common/codec_json.h"
 #include "common/internal.h"
 
-int dl_mongo_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-int dl_mongo_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 int dl_mongo_res_fail(dl_store_res_t *res, int code)
 {
     res->status = code;
@@ -71,7 +56,7 @@ int dl_mongo_map_error(mongo_store_t *ms, const char *op, const bson_error_t *e,
     int code;
 
     if (e->domain == MONGOC_ERROR_SERVER_SELECTION) {
-        dl_mongo_fail(res->err, sizeof(res->err), 0,
+        dl_err_format(res->err, sizeof(res->err), 0,
                       "mongodb: no server reachable at %s within %d ms (%s)", ms->hosts,
                       ms->select_timeout_ms, e->message);
         return dl_mongo_res_fail(res, DL_ETIMEDOUT);
@@ -103,7 +88,7 @@ int dl_mongo_map_error(mongo_store_t *ms, const char *op, const bson_error_t *e,
     } else {
         code = DL_EIO;
     }
-    dl_mongo_fail(res->err, sizeof(res->err), 0, "mongodb %s: %s", op,
+    dl_err_format(res->err, sizeof(res->err), 0, "mongodb %s: %s", op,
                   e->message[0] ? e->message : "unknown error");
     return dl_mongo_res_fail(res, code);
 }
@@ -124,7 +109,7 @@ int dl_mongo_finish(dl_store_res_t *res, int rc)
     if (rc == 0 && res->json.oom)
         rc = DL_ENOMEM;
     if (rc != 0 && res->err[0] == '\0')
-        dl_mongo_fail(res->err, sizeof(res->err), 0, "mongodb: %s", dl_strerror(rc));
+        dl_err_format(res->err, sizeof(res->err), 0, "mongodb: %s", dl_strerror(rc));
     res->status = rc;
     return rc;
 }

@@ -24,7 +24,6 @@ static uint32_t id_counter;
 
 void dl_store_gen_id(char out[25])
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char b[12];
     pthread_mutex_lock(&id_mu);
     if (id_pid != getpid()) {
@@ -49,9 +48,6 @@ void dl_store_gen_id(char out[25])
     b[9] = (unsigned char)(cnt >> 16);
     b[10] = (unsigned char)(cnt >> 8);
     b[11] = (unsigned char)cnt;
-    for (int k = 0; k < 12; k++) {
-        out[2 * k] = hex[b[k] >> 4];
-        out[2 * k + 1] = hex[b[k] & 15];
-    }
+    dl_hex(b, sizeof(b), out);
     out[24] = '\0';
 }

@@ -17,21 +17,17 @@
 #include "common/internal.h"
 #include "common/json_str.h"
 
-int dl_sqlite_create_index(dl_store_t *st_, const char *coll, const char *keys, int unique,
-                           dl_store_res_t *res)
+int dl_sqlite_create_index(dl_store_t *st_, const char *coll, const dl_store_json_t *keys,
+                           int unique, dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
     dl_sqlite_begin(res);
     if (dl_sqlite_ensure_coll(s, coll, res) != 0)
         return res->status;
-    dl_doc_arena_t ar = {NULL};
     dl_buf_t name = DL_BUF_INIT, cols = DL_BUF_INIT, sql = DL_BUF_INIT;
     qopts_t o; /* the keys parse as a sort */
     memset(&o, 0, sizeof(o));
-    dl_doc_t *kv = dl_sqlite_parse(&ar, keys, NULL, "index keys", res);
-    if (kv == NULL)
-        goto out;
-    dl_sqlite_add_sorts(&o, kv); /* a sort the front checked, with at least one key */
+    dl_sqlite_add_sorts(&o, keys->doc); /* a sort the front checked, with at least one key */
     dl_buf_appendf(&name, "ix_%s", coll);
     for (int k = 0; k < o.nsort; k++) {
         dl_buf_appendf(&name, "_%.*s_%d", (int)o.sl[k], o.sp[k], o.sdir[k]);
@@ -73,6 +69,5 @@ out:
     dl_buf_free(&name);
     dl_buf_free(&cols);
     dl_buf_free(&sql);
-    dl_doc_arena_free(&ar);
     return res->status;
 }

@@ -19,18 +19,15 @@
 
 /* Runs a SELECT or EXPLAIN on a reader inside one read transaction. mode 0:
  * find (doc rows), 1: count, 2: explain. */
-static int read_op(dl_store_t *st_, const char *coll, const char *query, const char *opts,
-                   int mode, dl_store_res_t *res)
+static int read_op(dl_store_t *st_, const char *coll, const dl_store_json_t *query,
+                   const dl_store_json_t *opts, int mode, dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
     dl_sqlite_begin(res);
     dl_doc_arena_t ar = {NULL};
     qopts_t o;
-    dl_doc_t *qv = dl_sqlite_parse(&ar, query, "{}", "query", res);
-    if (qv == NULL || (mode != 1 && dl_sqlite_parse_opts(&ar, opts, &o, res) != 0)) {
-        dl_doc_arena_free(&ar);
-        return res->status;
-    }
+    const dl_doc_t *qv = query->doc;
+    dl_sqlite_read_opts(opts != NULL ? opts->doc : NULL, &o);
     conn_t *c = dl_sqlite_reader_acquire(s);
     qc_t q;
     dl_buf_t sql = DL_BUF_INIT;
@@ -88,35 +85,34 @@ out:
     return res->status;
 }
 
-int dl_sqlite_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                   dl_store_res_t *res)
+int dl_sqlite_find(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                   const dl_store_json_t *opts, dl_store_res_t *res)
 {
     return read_op(s, coll, query, opts, 0, res);
 }
 
-int dl_sqlite_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res)
+int dl_sqlite_count(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                    dl_store_res_t *res)
 {
     return read_op(s, coll, query, NULL, 1, res);
 }
 
-int dl_sqlite_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                      dl_store_res_t *res)
+int dl_sqlite_explain(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                      const dl_store_json_t *opts, dl_store_res_t *res)
 {
     return read_op(s, coll, query, opts, 2, res);
 }
 
-int dl_sqlite_insert(dl_store_t *st_, const char *coll, const char *docs, dl_store_res_t *res)
+int dl_sqlite_insert(dl_store_t *st_, const char *coll, const dl_store_json_t *docs,
+                     dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
     dl_sqlite_begin(res);
     if (dl_sqlite_ensure_coll(s, coll, res) != 0)
         return res->status;
-    dl_doc_arena_t ar = {NULL};
     dl_buf_t all = DL_BUF_INIT;
     size_t *offs = NULL;
-    dl_doc_t *arr = dl_sqlite_parse(&ar, docs, NULL, "insert", res);
-    if (arr == NULL)
-        goto out;
+    const dl_doc_t *arr = docs->doc; /* an array of objects (the front) */
     /* per document: id offset, id length, doc offset, doc length */
     offs = dl_malloc((arr->n + 1) * 4 * sizeof(*offs));
     if (offs == NULL) {
@@ -187,7 +183,6 @@ int dl_sqlite_insert(dl_store_t *st_, const char *coll, const char *docs, dl_sto
 out:
     dl_free(offs);
     dl_buf_free(&all);
-    dl_doc_arena_free(&ar);
     if (res->status != 0)
         dl_buf_reset(&res->json);
     return res->status;
@@ -195,9 +190,9 @@ out:
 
 /* update, update many and find_one_and_update: selects on the writer in the
  * write transaction, applies the update in C and writes changed documents. */
-static int write_update(dl_store_t *st_, const char *coll, const char *query,
-                        const char *update, const char *opts, int multi, int fau,
-                        dl_store_res_t *res)
+static int write_update(dl_store_t *st_, const char *coll, const dl_store_json_t *query,
+                        const dl_store_json_t *update, const dl_store_json_t *opts, int multi,
+                        int fau, dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
     dl_sqlite_begin(res);
@@ -209,10 +204,8 @@ static int write_update(dl_store_t *st_, const char *coll, const char *query,
     size_t *offs = NULL, noffs = 0, capoffs = 0;
     qc_t q;
     dl_sqlite_qc_init(&q, &ar, &s->writer, coll, res);
-    dl_doc_t *qv = dl_sqlite_parse(&ar, query, "{}", "query", res);
-    dl_doc_t *uv = qv ? dl_sqlite_parse(&ar, update, NULL, "update", res) : NULL;
-    if (uv == NULL || dl_sqlite_parse_opts(&ar, fau ? opts : NULL, &o, res))
-        goto out;
+    const dl_doc_t *qv = query->doc, *uv = update->doc;
+    dl_sqlite_read_opts(fau ? opts->doc : NULL, &o);
     if (dl_sqlite_write_begin(s, res) != 0)
         goto out;
     if (dl_sqlite_build_sql(&q, &sql, "SELECT id, doc", qv, fau ? &o : NULL, multi ? 0 : 1) != 0)
@@ -312,20 +305,21 @@ out:
     return res->status;
 }
 
-int dl_sqlite_update(dl_store_t *s, const char *coll, const char *query, const char *update,
-                     int multi, dl_store_res_t *res)
+int dl_sqlite_update(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                     const dl_store_json_t *update, int multi, dl_store_res_t *res)
 {
     return write_update(s, coll, query, update, NULL, multi, 0, res);
 }
 
-int dl_sqlite_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
-                                  const char *update, const char *opts, dl_store_res_t *res)
+int dl_sqlite_find_one_and_update(dl_store_t *s, const char *coll,
+                                  const dl_store_json_t *query, const dl_store_json_t *update,
+                                  const dl_store_json_t *opts, dl_store_res_t *res)
 {
     return write_update(s, coll, query, update, opts, 0, 1, res);
 }
 
-int dl_sqlite_remove(dl_store_t *st_, const char *coll, const char *query, int multi,
-                     dl_store_res_t *res)
+int dl_sqlite_remove(dl_store_t *st_, const char *coll, const dl_store_json_t *query,
+                     int multi, dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
     dl_sqlite_begin(res);
@@ -335,10 +329,9 @@ int dl_sqlite_remove(dl_store_t *st_, const char *coll, const char *query, int m
     dl_buf_t sql = DL_BUF_INIT;
     qc_t q;
     dl_sqlite_qc_init(&q, &ar, &s->writer, coll, res);
-    dl_doc_t *qv = dl_sqlite_parse(&ar, query, "{}", "query", res);
-    if (qv == NULL || dl_sqlite_write_begin(s, res) != 0)
+    if (dl_sqlite_write_begin(s, res) != 0)
         goto out;
-    if (dl_sqlite_compile_query(&q, qv) != 0)
+    if (dl_sqlite_compile_query(&q, query->doc) != 0)
         goto end;
     if (multi)
         dl_buf_appendf(&sql, "DELETE FROM \"c_%s\" WHERE ", coll);

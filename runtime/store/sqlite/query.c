@@ -336,14 +336,11 @@ void dl_sqlite_add_sorts(qopts_t *o, const dl_doc_t *v)
     }
 }
 
-int dl_sqlite_parse_opts(dl_doc_arena_t *ar, const char *text, qopts_t *o, dl_store_res_t *res)
+void dl_sqlite_read_opts(const dl_doc_t *v, qopts_t *o)
 {
     memset(o, 0, sizeof(*o));
     o->proj_id = 1;
-    dl_doc_t *v = dl_sqlite_parse(ar, text, "{}", "opts", res);
-    if (v == NULL)
-        return res->status;
-    for (size_t k = 0; k < v->n; k++) {
+    for (size_t k = 0; v != NULL && k < v->n; k++) {
         const char *key = v->keys[k];
         size_t kl = v->klens[k];
         const dl_doc_t *val = v->items[k];
@@ -371,7 +368,6 @@ int dl_sqlite_parse_opts(dl_doc_arena_t *ar, const char *text, qopts_t *o, dl_st
             o->has_proj = o->nproj > 0 || !o->proj_id;
         }
     }
-    return 0;
 }
 
 static void append_order(dl_buf_t *b, const qopts_t *o)

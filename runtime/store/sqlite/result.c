@@ -24,20 +24,9 @@ int dl_sqlite_fail(dl_store_res_t *res, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(res->err, sizeof(res->err), fmt, ap);
+    res->status = dl_err_vformat(res->err, sizeof(res->err), code, fmt, ap);
     va_end(ap);
-    res->status = code;
     return code;
-}
-
-/* dl_doc_parse() with its failure as DL_EINVAL in res. */
-dl_doc_t *dl_sqlite_parse(dl_doc_arena_t *a, const char *text, const char *dflt,
-                          const char *what, dl_store_res_t *res)
-{
-    dl_doc_t *v = dl_doc_parse(a, text, dflt, what, res->err, sizeof(res->err));
-    if (v == NULL)
-        res->status = DL_EINVAL;
-    return v;
 }
 
 void dl_sqlite_begin(dl_store_res_t *res)

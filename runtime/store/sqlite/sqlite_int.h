@@ -2,10 +2,11 @@
  * sqlite_int.h - what the files of the SQLite backend of the document store
  * (store.h; the front, store.c, has checked every input) share. Each
  * collection is a table "c_<name>" (id TEXT PRIMARY KEY, doc TEXT) WITHOUT
- * ROWID holding the document as JSON text, _id first. JSON inputs are parsed
- * into the store's document tree (store/doc_json.h, an arena per operation);
- * updates are applied to that tree and the document written back. Queries
- * compile to SQL over json_extract(doc, '$.path'), with every value bound as
+ * ROWID holding the document as JSON text, _id first. JSON inputs arrive as
+ * the trees the front parsed (dl_store_json_t, store/doc_json.h); stored
+ * documents are parsed into an arena per operation where needed; updates
+ * are applied to a stored document's tree and the document written back.
+ * Queries compile to SQL over json_extract(doc, '$.path'), with every value bound as
  * a parameter; the front allows field names of [A-Za-z0-9_-] and dots only,
  * so the path literal cannot escape; type guards on
  * json_type() keep numbers, strings and booleans apart. create_index makes
@@ -159,21 +160,26 @@ int dl_sqlite_ping(dl_store_t *st_, dl_store_res_t *res);
 /* ids.c */
 void dl_store_gen_id(char out[25]);
 /* index.c */
-int dl_sqlite_create_index(dl_store_t *st_, const char *coll, const char *keys, int unique,
-                           dl_store_res_t *res);
+int dl_sqlite_create_index(dl_store_t *st_, const char *coll, const dl_store_json_t *keys,
+                           int unique, dl_store_res_t *res);
 /* ops.c */
-int dl_sqlite_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                   dl_store_res_t *res);
-int dl_sqlite_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res);
-int dl_sqlite_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                      dl_store_res_t *res);
-int dl_sqlite_insert(dl_store_t *st_, const char *coll, const char *docs, dl_store_res_t *res);
-int dl_sqlite_update(dl_store_t *s, const char *coll, const char *query, const char *update,
-                     int multi, dl_store_res_t *res);
-int dl_sqlite_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
-                                  const char *update, const char *opts, dl_store_res_t *res);
-int dl_sqlite_remove(dl_store_t *st_, const char *coll, const char *query, int multi,
+/* Inputs come parsed and checked by the front (dl_store_json_t): these read
+ * the trees and parse nothing. */
+int dl_sqlite_find(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                   const dl_store_json_t *opts, dl_store_res_t *res);
+int dl_sqlite_count(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                    dl_store_res_t *res);
+int dl_sqlite_explain(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                      const dl_store_json_t *opts, dl_store_res_t *res);
+int dl_sqlite_insert(dl_store_t *st_, const char *coll, const dl_store_json_t *docs,
                      dl_store_res_t *res);
+int dl_sqlite_update(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                     const dl_store_json_t *update, int multi, dl_store_res_t *res);
+int dl_sqlite_find_one_and_update(dl_store_t *s, const char *coll,
+                                  const dl_store_json_t *query, const dl_store_json_t *update,
+                                  const dl_store_json_t *opts, dl_store_res_t *res);
+int dl_sqlite_remove(dl_store_t *st_, const char *coll, const dl_store_json_t *query,
+                     int multi, dl_store_res_t *res);
 /* project.c */
 int dl_sqlite_append_doc(dl_buf_t *out, const char *doc, size_t len, const qopts_t *o,
                          dl_store_res_t *res);
@@ -185,14 +191,13 @@ int dl_sqlite_is_id_path(const char *p, size_t n);
 int dl_sqlite_bind_params(sqlite3_stmt *st, const qc_t *q);
 int dl_sqlite_compile_query(qc_t *q, const dl_doc_t *v);
 void dl_sqlite_add_sorts(qopts_t *o, const dl_doc_t *v);
-int dl_sqlite_parse_opts(dl_doc_arena_t *ar, const char *text, qopts_t *o, dl_store_res_t *res);
+/* The find options of opts (the front's tree; NULL: none) into o. */
+void dl_sqlite_read_opts(const dl_doc_t *v, qopts_t *o);
 int dl_sqlite_build_sql(qc_t *q, dl_buf_t *sql, const char *head, const dl_doc_t *query,
                         const qopts_t *o, int64_t limit);
 /* result.c */
 int dl_sqlite_fail(dl_store_res_t *res, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-dl_doc_t *dl_sqlite_parse(dl_doc_arena_t *a, const char *text, const char *dflt,
-                          const char *what, dl_store_res_t *res);
 void dl_sqlite_begin(dl_store_res_t *res);
 int dl_sqlite_sql_fail(dl_store_res_t *res, conn_t *c, int rc);
 int dl_sqlite_fail_oom_or(dl_store_res_t *res, const dl_buf_t *b);

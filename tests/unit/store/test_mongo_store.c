@@ -9,7 +9,9 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -139,6 +141,35 @@ static int prep_update_rc(const char *json, char *err, size_t errlen)
 /* ------------------------------------------------------------------------ */
 /* BSON -> JSON                                                             */
 /* ------------------------------------------------------------------------ */
+
+/* Doubles leave as num.h spells them; NaN and infinities as null, -0 as -0. */
+DL_TEST(mongo_bson_to_json_doubles)
+{
+    static const struct {
+        double d;
+        const char *json;
+    } cases[] = {
+        {0.1, "0.1"}, {-2.5, "-2.5"}, {3.0, "3"}, {-0.0, "-0"}, {1e21, "1e+21"},
+        {1e15, "1000000000000000"}, {4.9406564584124654e-324, "4.9406564584125e-324"},
+    };
+    char want[64];
+    bson_t doc;
+    for (size_t k = 0; k < DL_ARRAY_SIZE(cases); k++) {
+        bson_init(&doc);
+        bson_append_double(&doc, "d", -1, cases[k].d);
+        snprintf(want, sizeof(want), "{\"d\":%s}", cases[k].json);
+        EXPECT_STR(to_json(&doc), want);
+        /* the text reads back as the very double (codec_json.c decodes with strtod) */
+        EXPECT(strtod(cases[k].json, NULL) == cases[k].d);
+        bson_destroy(&doc);
+    }
+    bson_init(&doc);
+    bson_append_double(&doc, "nan", -1, NAN);
+    bson_append_double(&doc, "inf", -1, INFINITY);
+    bson_append_double(&doc, "ninf", -1, -INFINITY);
+    EXPECT_STR(to_json(&doc), "{\"nan\":null,\"inf\":null,\"ninf\":null}");
+    bson_destroy(&doc);
+}
 
 DL_TEST(mongo_bson_to_json)
 {
