@@ -272,15 +272,20 @@ static const luaL_Reg metrics_funcs[] = {
     {NULL, NULL},
 };
 
+/* The metric types of define() and the update kinds of update(). */
+static const struct {
+    const char *name;
+    int value;
+} metrics_constants[] = {
+    {"COUNTER", DL_METRIC_COUNTER}, {"GAUGE", DL_METRIC_GAUGE}, {"HISTOGRAM", DL_METRIC_HISTOGRAM},
+    {"ADD", UPDATE_ADD},           {"SET", UPDATE_SET},         {"OBSERVE", UPDATE_OBSERVE},
+};
+
 int luaopen_devloop_metrics_core(lua_State *L)
 {
     lua_createtable(L, 0, DL_ARRAY_SIZE(metrics_funcs));
     luaL_register(L, NULL, metrics_funcs);
-    set_number(L, "COUNTER", DL_METRIC_COUNTER);
-    set_number(L, "GAUGE", DL_METRIC_GAUGE);
-    set_number(L, "HISTOGRAM", DL_METRIC_HISTOGRAM);
-    set_number(L, "ADD", UPDATE_ADD);
-    set_number(L, "SET", UPDATE_SET);
-    set_number(L, "OBSERVE", UPDATE_OBSERVE);
+    for (size_t i = 0; i < DL_ARRAY_SIZE(metrics_constants); i++)
+        set_number(L, metrics_constants[i].name, metrics_constants[i].value);
     return 1;
 }
