@@ -17,7 +17,6 @@
 #include "common/codec_json.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -15,7 +15,6 @@
  */
 #include "common/codec_msgpack.h"
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <math.h>

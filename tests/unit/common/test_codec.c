@@ -15,88 +15,95 @@
 #include "common/internal.h"
 #include "unit.h"
 
+/* An encoder begun on the value `code` returns (made slot 1), with or
+ * without the marker metatables in the registry. */
+typedef struct {
+    lua_State *L;
+    dl_buf_t b;
+    char err[64];
+    dl_codec_enc_t e;
+    int idx;
+    int base;
+} enc_fixture_t;
+
+static void enc_fixture_begin(enc_fixture_t *f, int markers, const char *code)
+{
+    memset(f, 0, sizeof(*f));
+    f->L = luaL_newstate();
+    if (markers)
+        dl_json_init_markers(f->L);
+    luaL_dostring(f->L, code);
+    f->idx = -1;
+    f->base = dl_codec_enc_begin(&f->e, f->L, &f->idx, &f->b, f->err, sizeof(f->err));
+}
+
+static void enc_fixture_free(enc_fixture_t *f)
+{
+    EXPECT_EQ(lua_gettop(f->L), 1);
+    f->b.oom = 0;
+    dl_buf_free(&f->b);
+    lua_close(f->L);
+}
+
 DL_TEST(codec_enc_begin_end)
 {
-    lua_State *L = luaL_newstate();
-    dl_json_init_markers(L);
-    lua_pushstring(L, "value");
-    int top = lua_gettop(L);
-    dl_buf_t b = DL_BUF_INIT;
-    char err[64] = "";
-    dl_codec_enc_t e;
-    int idx = -1;
-    int base = dl_codec_enc_begin(&e, L, &idx, &b, err, sizeof(err));
-    EXPECT_EQ(base, top);
-    EXPECT_EQ(idx, top); /* made absolute */
-    EXPECT_EQ(e.mt_array, top + 1);
-    EXPECT_EQ(e.mt_object, top + 2);
-    EXPECT(lua_istable(L, e.mt_array));
-    EXPECT_EQ(dl_codec_enc_end(&e, base, 0), 0);
-    EXPECT_EQ(lua_gettop(L), top);
+    enc_fixture_t f;
+    enc_fixture_begin(&f, 1, "return 'value'");
+    EXPECT_EQ(f.base, 1);
+    EXPECT_EQ(f.idx, 1); /* made absolute */
+    EXPECT_EQ(f.e.mt_array, 2);
+    EXPECT_EQ(f.e.mt_object, 3);
+    EXPECT(lua_istable(f.L, f.e.mt_array));
+    EXPECT_EQ(dl_codec_enc_end(&f.e, f.base, 0), 0);
+    EXPECT_EQ(lua_gettop(f.L), 1);
     /* an error passes through, the stack is still restored */
-    base = dl_codec_enc_begin(&e, L, &idx, &b, err, sizeof(err));
-    EXPECT_EQ(dl_codec_enc_end(&e, base, DL_ECODEC), DL_ECODEC);
-    EXPECT_EQ(lua_gettop(L), top);
+    f.base = dl_codec_enc_begin(&f.e, f.L, &f.idx, &f.b, f.err, sizeof(f.err));
+    EXPECT_EQ(dl_codec_enc_end(&f.e, f.base, DL_ECODEC), DL_ECODEC);
+    EXPECT_EQ(lua_gettop(f.L), 1);
     /* a buffer out of memory turns success into DL_ENOMEM with a message */
-    base = dl_codec_enc_begin(&e, L, &idx, &b, err, sizeof(err));
-    b.oom = 1;
-    EXPECT_EQ(dl_codec_enc_end(&e, base, 0), DL_ENOMEM);
-    EXPECT_STR(err, "out of memory");
-    EXPECT_EQ(lua_gettop(L), top);
-    b.oom = 0;
-    dl_buf_free(&b);
-    lua_close(L);
+    f.base = dl_codec_enc_begin(&f.e, f.L, &f.idx, &f.b, f.err, sizeof(f.err));
+    f.b.oom = 1;
+    EXPECT_EQ(dl_codec_enc_end(&f.e, f.base, 0), DL_ENOMEM);
+    EXPECT_STR(f.err, "out of memory");
+    enc_fixture_free(&f);
 }
 
 DL_TEST(codec_enc_markers_absent)
 {
-    lua_State *L = luaL_newstate();
-    lua_newtable(L);
-    dl_buf_t b = DL_BUF_INIT;
-    dl_codec_enc_t e;
-    int idx = 1;
-    int base = dl_codec_enc_begin(&e, L, &idx, &b, NULL, 0);
-    EXPECT_EQ(e.mt_array, 0);
-    EXPECT_EQ(e.mt_object, 0);
-    EXPECT_EQ(dl_codec_enc_end(&e, base, 0), 0);
-    EXPECT_EQ(lua_gettop(L), 1);
-    dl_buf_free(&b);
-    lua_close(L);
+    enc_fixture_t f;
+    enc_fixture_begin(&f, 0, "return {}");
+    EXPECT_EQ(f.e.mt_array, 0);
+    EXPECT_EQ(f.e.mt_object, 0);
+    EXPECT_EQ(dl_codec_enc_end(&f.e, f.base, 0), 0);
+    enc_fixture_free(&f);
 }
 
 DL_TEST(codec_enc_open_table_and_key)
 {
-    lua_State *L = luaL_newstate();
-    dl_json_init_markers(L);
-    dl_buf_t b = DL_BUF_INIT;
-    char err[64] = "";
-    luaL_dostring(L, "return {10, 20, 30}");
-    dl_codec_enc_t e;
-    int idx = 1;
-    int base = dl_codec_enc_begin(&e, L, &idx, &b, err, sizeof(err));
+    enc_fixture_t f;
+    enc_fixture_begin(&f, 1, "return {10, 20, 30}");
     size_t n = 0;
-    EXPECT_EQ(dl_codec_enc_open_table(&e, idx, 1, &n), DL_CODEC_ARRAY);
+    EXPECT_EQ(dl_codec_enc_open_table(&f.e, f.idx, 1, &n), DL_CODEC_ARRAY);
     EXPECT_EQ(n, 3);
-    EXPECT_EQ(dl_codec_enc_open_table(&e, idx, DL_CODEC_ENCODE_DEPTH + 1, &n), DL_ECODEC);
-    EXPECT_STR(err, "nesting deeper than 128");
+    EXPECT_EQ(dl_codec_enc_open_table(&f.e, f.idx, DL_CODEC_ENCODE_DEPTH + 1, &n), DL_ECODEC);
+    EXPECT_STR(f.err, "nesting deeper than 128");
 
+    lua_State *L = f.L;
     const char *s = NULL;
     size_t len = 0;
     double d = 0;
     lua_pushstring(L, "key");
-    EXPECT_EQ(dl_codec_enc_key(&e, lua_gettop(L), &s, &len, &d), LUA_TSTRING);
+    EXPECT_EQ(dl_codec_enc_key(&f.e, lua_gettop(L), &s, &len, &d), LUA_TSTRING);
     EXPECT_MEM(s, len, "key", 3);
     lua_pushnumber(L, 2.5);
-    EXPECT_EQ(dl_codec_enc_key(&e, lua_gettop(L), &s, &len, &d), LUA_TNUMBER);
+    EXPECT_EQ(dl_codec_enc_key(&f.e, lua_gettop(L), &s, &len, &d), LUA_TNUMBER);
     EXPECT(d == 2.5);
     EXPECT_EQ(lua_type(L, -1), LUA_TNUMBER); /* not converted in place */
     lua_pushboolean(L, 1);
-    EXPECT_EQ(dl_codec_enc_key(&e, lua_gettop(L), &s, &len, &d), DL_ECODEC);
-    EXPECT_STR(err, "table key of type boolean");
-    EXPECT_EQ(dl_codec_enc_end(&e, base, 0), 0);
-    EXPECT_EQ(lua_gettop(L), 1);
-    dl_buf_free(&b);
-    lua_close(L);
+    EXPECT_EQ(dl_codec_enc_key(&f.e, lua_gettop(L), &s, &len, &d), DL_ECODEC);
+    EXPECT_STR(f.err, "table key of type boolean");
+    EXPECT_EQ(dl_codec_enc_end(&f.e, f.base, 0), 0);
+    enc_fixture_free(&f);
 }
 
 DL_TEST(codec_dec_begin_limits)
