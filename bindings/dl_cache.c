@@ -239,38 +239,38 @@ static void cancel_pending(void *data)
     dl_free(p);
 }
 
-/* Starts op; answers at once when the backend did, else parks the task. */
-#define RUN_OP(L, h, kind_, call)                                                      \
-    do {                                                                               \
-        dl_task_t *t_ = dl_task_current(L);                                            \
-        pending_t *p_ = dl_calloc(1, sizeof(*p_));                                     \
-        if (p_ == NULL)                                                                \
-            return luaL_error(L, "out of memory");                                     \
-        p_->task = t_;                                                                 \
-        p_->cache = (h)->cache;                                                        \
-        p_->z = (h)->compressor;                                                       \
-        p_->kind = (kind_);                                                            \
-        dl_cache_res_t res_;                                                           \
-        memset(&res_, 0, sizeof(res_));                                                \
-        dl_buf_init(&res_.val);                                                        \
-        dl_cache_t *c_ = (h)->cache;                                                   \
-        void **op_ = &p_->op;                                                          \
-        void *arg_ = p_;                                                               \
-        int rc_ = (call);                                                              \
-        if (rc_ != 0) {                                                                \
-            dl_free(p_);                                                               \
-            int n_ = push_result(L, (kind_), (h)->compressor, &res_);                  \
-            dl_buf_free(&res_.val);                                                    \
-            return n_;                                                                 \
-        }                                                                              \
-        if (t_ == NULL) {                                                              \
-            dl_cache_cancel(c_, p_->op);                                               \
-            dl_free(p_);                                                               \
-            return dl_lua_fail(L, "cache calls on Redis must run inside a handler", NULL);          \
-        }                                                                              \
-        dl_task_park(t_, cancel_pending, p_);                                          \
-        return lua_yield(L, 0);                                                        \
-    } while (0)
+/* The pending state of an operation for the task running L (none outside a
+ * handler), with res ready for the call; NULL when out of memory. */
+static pending_t *pending_new(lua_State *L, const dl_lua_host_t *h, int kind,
+                              dl_cache_res_t *res)
+{
+    pending_t *p = dl_calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->task = dl_task_current(L);
+    p->cache = h->cache;
+    p->z = h->compressor;
+    p->kind = kind;
+    memset(res, 0, sizeof(*res));
+    dl_buf_init(&res->val);
+    return p;
+}
+
+/* After the cache call: answers at once when the backend did (rc != 0),
+ * else parks the task until on_done. */
+static int finish_op(lua_State *L, pending_t *p, int rc, dl_cache_res_t *res)
+{
+    if (rc != 0) {
+        int kind = p->kind;
+        dl_compressor_t *z = p->z;
+        dl_free(p);
+        int n = push_result(L, kind, z, res);
+        dl_buf_free(&res->val);
+        return n;
+    }
+    dl_task_park(p->task, cancel_pending, p);
+    return lua_yield(L, 0);
+}
 
 static const dl_lua_host_t *check_host(lua_State *L)
 {
@@ -292,13 +292,36 @@ static uint64_t check_ttl_ms(lua_State *L, int idx)
     return (uint64_t)(s * 1000.0);
 }
 
+/* get, del, invalidate and _http_get: a key (or a pattern), one cache call,
+ * an answer that only a task can wait for. */
+static int key_op(lua_State *L, int kind)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    const dl_lua_host_t *h = check_host(L);
+    dl_cache_res_t res;
+    pending_t *p = pending_new(L, h, kind, &res);
+    if (p == NULL)
+        return luaL_error(L, "out of memory");
+    int rc;
+    if (kind == K_DEL)
+        rc = dl_cache_del(h->cache, s, len, &res, on_done, p, &p->op);
+    else if (kind == K_INVALIDATE)
+        rc = dl_cache_invalidate(h->cache, s, len, &res, on_done, p, &p->op);
+    else
+        rc = dl_cache_get(h->cache, s, len, &res, on_done, p, &p->op);
+    if (rc == 0 && p->task == NULL) {
+        dl_cache_cancel(h->cache, p->op);
+        dl_free(p);
+        return dl_lua_fail(L, "cache calls on Redis must run inside a handler", NULL);
+    }
+    return finish_op(L, p, rc, &res);
+}
+
 /* cache_core.get(key) -> value | nil | nil, err */
 static int l_cache_get(lua_State *L)
 {
-    size_t klen;
-    const char *key = luaL_checklstring(L, 1, &klen);
-    const dl_lua_host_t *h = check_host(L);
-    RUN_OP(L, h, K_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
+    return key_op(L, K_GET);
 }
 
 /* cache_core.set(key, value, ttl_seconds) -> true | nil, err */
@@ -332,62 +355,40 @@ static int l_cache_set(lua_State *L)
         return dl_lua_fail(L, "out of memory", NULL);
     }
     /* the backend copies the bytes; free ours before parking */
-    dl_task_t *t = dl_task_current(L);
-    pending_t *p = dl_calloc(1, sizeof(*p));
+    dl_cache_res_t res;
+    pending_t *p = pending_new(L, h, K_SET, &res);
     if (p == NULL) {
         dl_buf_free(&packed);
         return luaL_error(L, "out of memory");
     }
-    p->task = t;
-    p->cache = h->cache;
-    p->z = h->compressor;
-    p->kind = K_SET;
-    dl_cache_res_t res;
-    memset(&res, 0, sizeof(res));
-    dl_buf_init(&res.val);
     rc = dl_cache_set(h->cache, key, klen, packed.data, packed.len, ttl, &res,
-                      t ? on_done : NULL, p, &p->op);
+                      p->task ? on_done : NULL, p, &p->op);
     dl_buf_free(&packed);
-    if (rc != 0 || t == NULL) {
-        /* done at once, refused, or fire-and-forget outside a handler */
+    if (rc == 0 && p->task == NULL) {
+        /* fire-and-forget outside a handler */
         dl_free(p);
-        if (rc == 0) {
-            lua_pushboolean(L, 1);
-            return 1;
-        }
-        int n = push_result(L, K_SET, h->compressor, &res);
-        dl_buf_free(&res.val);
-        return n;
+        lua_pushboolean(L, 1);
+        return 1;
     }
-    dl_task_park(t, cancel_pending, p);
-    return lua_yield(L, 0);
+    return finish_op(L, p, rc, &res);
 }
 
 /* cache_core.del(key) -> count | nil, err */
 static int l_cache_del(lua_State *L)
 {
-    size_t klen;
-    const char *key = luaL_checklstring(L, 1, &klen);
-    const dl_lua_host_t *h = check_host(L);
-    RUN_OP(L, h, K_DEL, dl_cache_del(c_, key, klen, &res_, on_done, arg_, op_));
+    return key_op(L, K_DEL);
 }
 
 /* cache_core.invalidate(pattern) -> count | nil, err */
 static int l_cache_invalidate(lua_State *L)
 {
-    size_t plen;
-    const char *pat = luaL_checklstring(L, 1, &plen);
-    const dl_lua_host_t *h = check_host(L);
-    RUN_OP(L, h, K_INVALIDATE, dl_cache_invalidate(c_, pat, plen, &res_, on_done, arg_, op_));
+    return key_op(L, K_INVALIDATE);
 }
 
 /* cache_core._http_get(key) -> status, body, content_type, gzipped | nil [, err] */
 static int l_cache_http_get(lua_State *L)
 {
-    size_t klen;
-    const char *key = luaL_checklstring(L, 1, &klen);
-    const dl_lua_host_t *h = check_host(L);
-    RUN_OP(L, h, K_HTTP_GET, dl_cache_get(c_, key, klen, &res_, on_done, arg_, op_));
+    return key_op(L, K_HTTP_GET);
 }
 
 static void on_store_done(dl_cache_res_t *res, void *arg)

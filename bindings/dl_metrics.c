@@ -31,6 +31,13 @@ static const dl_lua_host_t *host_of(lua_State *L)
     return h;
 }
 
+/* t[name] = v for the table on top: every field of the records below. */
+static void set_number(lua_State *L, const char *name, lua_Number v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, name);
+}
+
 /* metrics_core.render() -> Prometheus text */
 static int l_metrics_render(lua_State *L)
 {
@@ -147,18 +154,14 @@ static int l_metrics_reload_status(lua_State *L)
     if (h->reload_status)
         h->reload_status(h->data, &st);
     lua_createtable(L, 0, 6);
-    lua_pushinteger(L, st.generation);
-    lua_setfield(L, -2, "generation");
-    lua_pushinteger(L, st.reloads);
-    lua_setfield(L, -2, "reloads");
-    lua_pushinteger(L, st.failed);
-    lua_setfield(L, -2, "failed");
+    set_number(L, "generation", st.generation);
+    set_number(L, "reloads", st.reloads);
+    set_number(L, "failed", st.failed);
     lua_pushboolean(L, st.last_ok);
     lua_setfield(L, -2, "last_ok");
     lua_pushstring(L, st.last_error);
     lua_setfield(L, -2, "last_error");
-    lua_pushnumber(L, st.last_reload_time);
-    lua_setfield(L, -2, "last_reload_time");
+    set_number(L, "last_reload_time", st.last_reload_time);
     return 1;
 }
 
@@ -188,20 +191,13 @@ static int l_metrics_process(lua_State *L)
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
     lua_createtable(L, 0, 8);
-    lua_pushnumber(L, (double)tv.tv_sec + tv.tv_usec / 1e6 - h->start_time);
-    lua_setfield(L, -2, "uptime");
-    lua_pushnumber(L, (double)proc_status_kb("VmRSS:") * 1024);
-    lua_setfield(L, -2, "rss_bytes");
-    lua_pushnumber(L, (double)proc_status_kb("VmHWM:") * 1024);
-    lua_setfield(L, -2, "peak_rss_bytes");
-    lua_pushnumber(L, (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6);
-    lua_setfield(L, -2, "cpu_user");
-    lua_pushnumber(L, (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
-    lua_setfield(L, -2, "cpu_system");
-    lua_pushinteger(L, (lua_Integer)getpid());
-    lua_setfield(L, -2, "pid");
-    lua_pushinteger(L, h->n_workers ? *h->n_workers : 0);
-    lua_setfield(L, -2, "workers");
+    set_number(L, "uptime", (double)tv.tv_sec + tv.tv_usec / 1e6 - h->start_time);
+    set_number(L, "rss_bytes", (double)proc_status_kb("VmRSS:") * 1024);
+    set_number(L, "peak_rss_bytes", (double)proc_status_kb("VmHWM:") * 1024);
+    set_number(L, "cpu_user", (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6);
+    set_number(L, "cpu_system", (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
+    set_number(L, "pid", getpid());
+    set_number(L, "workers", h->n_workers ? *h->n_workers : 0);
     return 1;
 }
 
@@ -218,14 +214,10 @@ static int l_metrics_workers(lua_State *L)
         if (i == h->worker_id) /* this VM's own figure, not the one last published */
             st.lua_memory_bytes = (double)lua_gc(L, LUA_GCCOUNT, 0) * 1024;
         lua_createtable(L, 0, 4);
-        lua_pushinteger(L, i);
-        lua_setfield(L, -2, "id");
-        lua_pushnumber(L, st.connections < 0 ? 0 : st.connections);
-        lua_setfield(L, -2, "connections");
-        lua_pushnumber(L, st.lua_memory_bytes < 0 ? 0 : st.lua_memory_bytes);
-        lua_setfield(L, -2, "lua_memory_bytes");
-        lua_pushnumber(L, st.requests);
-        lua_setfield(L, -2, "requests");
+        set_number(L, "id", i);
+        set_number(L, "connections", st.connections < 0 ? 0 : st.connections);
+        set_number(L, "lua_memory_bytes", st.lua_memory_bytes < 0 ? 0 : st.lua_memory_bytes);
+        set_number(L, "requests", st.requests);
         lua_rawseti(L, -2, i + 1);
     }
     return 1;
@@ -240,20 +232,13 @@ static int l_metrics_memory_cache(lua_State *L)
     dl_memcache_stats_t st;
     dl_memcache_stats(h->memcache, &st);
     lua_createtable(L, 0, 7);
-    lua_pushnumber(L, (double)st.items);
-    lua_setfield(L, -2, "items");
-    lua_pushnumber(L, (double)st.bytes);
-    lua_setfield(L, -2, "bytes");
-    lua_pushnumber(L, (double)st.max_bytes);
-    lua_setfield(L, -2, "max_bytes");
-    lua_pushnumber(L, (double)st.hits);
-    lua_setfield(L, -2, "hits");
-    lua_pushnumber(L, (double)st.misses);
-    lua_setfield(L, -2, "misses");
-    lua_pushnumber(L, (double)st.evictions);
-    lua_setfield(L, -2, "evictions");
-    lua_pushnumber(L, (double)st.expired);
-    lua_setfield(L, -2, "expired");
+    set_number(L, "items", (double)st.items);
+    set_number(L, "bytes", (double)st.bytes);
+    set_number(L, "max_bytes", (double)st.max_bytes);
+    set_number(L, "hits", (double)st.hits);
+    set_number(L, "misses", (double)st.misses);
+    set_number(L, "evictions", (double)st.evictions);
+    set_number(L, "expired", (double)st.expired);
     return 1;
 }
 
@@ -268,12 +253,10 @@ static int l_metrics_database_file(lua_State *L)
     lua_createtable(L, 0, 3);
     lua_pushstring(L, p);
     lua_setfield(L, -2, "path");
-    lua_pushnumber(L, stat(p, &st) == 0 ? (double)st.st_size : 0);
-    lua_setfield(L, -2, "size_bytes");
+    set_number(L, "size_bytes", stat(p, &st) == 0 ? (double)st.st_size : 0);
     char wal[1300];
     snprintf(wal, sizeof(wal), "%s-wal", p);
-    lua_pushnumber(L, stat(wal, &st) == 0 ? (double)st.st_size : 0);
-    lua_setfield(L, -2, "wal_bytes");
+    set_number(L, "wal_bytes", stat(wal, &st) == 0 ? (double)st.st_size : 0);
     return 1;
 }
 
@@ -289,21 +272,20 @@ static const luaL_Reg metrics_funcs[] = {
     {NULL, NULL},
 };
 
+/* The metric types of define() and the update kinds of update(). */
+static const struct {
+    const char *name;
+    int value;
+} metrics_constants[] = {
+    {"COUNTER", DL_METRIC_COUNTER}, {"GAUGE", DL_METRIC_GAUGE}, {"HISTOGRAM", DL_METRIC_HISTOGRAM},
+    {"ADD", UPDATE_ADD},           {"SET", UPDATE_SET},         {"OBSERVE", UPDATE_OBSERVE},
+};
+
 int luaopen_devloop_metrics_core(lua_State *L)
 {
     lua_createtable(L, 0, DL_ARRAY_SIZE(metrics_funcs));
     luaL_register(L, NULL, metrics_funcs);
-    lua_pushinteger(L, DL_METRIC_COUNTER);
-    lua_setfield(L, -2, "COUNTER");
-    lua_pushinteger(L, DL_METRIC_GAUGE);
-    lua_setfield(L, -2, "GAUGE");
-    lua_pushinteger(L, DL_METRIC_HISTOGRAM);
-    lua_setfield(L, -2, "HISTOGRAM");
-    lua_pushinteger(L, UPDATE_ADD);
-    lua_setfield(L, -2, "ADD");
-    lua_pushinteger(L, UPDATE_SET);
-    lua_setfield(L, -2, "SET");
-    lua_pushinteger(L, UPDATE_OBSERVE);
-    lua_setfield(L, -2, "OBSERVE");
+    for (size_t i = 0; i < DL_ARRAY_SIZE(metrics_constants); i++)
+        set_number(L, metrics_constants[i].name, metrics_constants[i].value);
     return 1;
 }

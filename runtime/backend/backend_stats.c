@@ -74,23 +74,31 @@ void dl_backend_outcome(dl_backend_stats_t *bs, int w, int backend, int outcome)
     dl_metric_add(bs->m, w, bs->ops, labels, 1);
 }
 
-/* Slot of worker w for backend, or -1. */
+/* Slot of worker w for backend, or -1 (also without stats). */
 static int slot(const dl_backend_stats_t *bs, int w, int backend)
 {
-    if (bs->state == NULL || backend < 0 || backend >= DL_BACKEND_COUNT)
+    if (bs == NULL || bs->state == NULL || backend < 0 || backend >= DL_BACKEND_COUNT)
         return -1;
     if (w < 0 || w >= bs->n_workers)
         w = 0; /* a store shared by the workers reports as one */
     return backend * bs->n_workers + w;
 }
 
+/* slot(), with the lock taken when there is one. */
+static int lock_slot(dl_backend_stats_t *bs, int w, int backend)
+{
+    int s = slot(bs, w, backend);
+    if (s >= 0)
+        pthread_mutex_lock(&bs->lock);
+    return s;
+}
+
 void dl_backend_set_up(dl_backend_stats_t *bs, int w, int backend, int up)
 {
-    int s = bs != NULL ? slot(bs, w, backend) : -1;
+    int s = lock_slot(bs, w, backend);
     if (s < 0)
         return;
     const char *label[1] = {dl_backend_name(backend)};
-    pthread_mutex_lock(&bs->lock);
     bs->state[s] = (signed char)(up ? 1 : 0);
     int all = 1;
     for (int i = 0; i < bs->n_workers; i++)
@@ -102,11 +110,10 @@ void dl_backend_set_up(dl_backend_stats_t *bs, int w, int backend, int up)
 
 void dl_backend_set_breaker(dl_backend_stats_t *bs, int w, int backend, int state)
 {
-    int s = bs != NULL ? slot(bs, w, backend) : -1;
+    int s = lock_slot(bs, w, backend);
     if (s < 0)
         return;
     const char *label[1] = {dl_backend_name(backend)};
-    pthread_mutex_lock(&bs->lock);
     int moved = bs->breaker_state[s] != (signed char)state;
     bs->breaker_state[s] = (signed char)state;
     int worst = 0;

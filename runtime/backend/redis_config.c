@@ -6,6 +6,7 @@
 #include "backend/redis_config.h"
 
 #include <limits.h>
+#include <stddef.h>
 
 #include "backend/breaker.h"
 #include "common/env_value.h"
@@ -192,6 +193,28 @@ static int env_str(const char *name, char *dst, size_t cap, char *err, size_t er
     return 1;
 }
 
+/* The settings read the same way whether or not Redis is configured: a
+ * bounded number into a field, an int or (wide) a uint64_t; in this order,
+ * so the first bad one is the one reported. */
+static const struct {
+    const char *name;
+    long long min, max;
+    size_t offset;
+    int wide;
+} tuning[] = {
+    {"REDIS_POOL_SIZE", 1, DL_REDIS_MAX_POOL_SIZE, offsetof(dl_redis_config_t, pool_size), 0},
+    {"REDIS_COMMAND_TIMEOUT_MS", 1, (long long)DL_REDIS_MAX_TIMEOUT_MS,
+     offsetof(dl_redis_config_t, cmd_timeout_ms), 1},
+    {"REDIS_CONNECT_TIMEOUT_MS", 1, (long long)DL_REDIS_MAX_TIMEOUT_MS,
+     offsetof(dl_redis_config_t, connect_timeout_ms), 1},
+    {"REDIS_BREAKER_THRESHOLD", 0, DL_REDIS_MAX_BREAKER_THRESHOLD,
+     offsetof(dl_redis_config_t, breaker_threshold), 0},
+    {"REDIS_BREAKER_COOLDOWN_MS", 1, (long long)DL_REDIS_MAX_TIMEOUT_MS,
+     offsetof(dl_redis_config_t, breaker_cooldown_ms), 1},
+    {"REDIS_RECONNECT_MAX_MS", DL_REDIS_MIN_RECONNECT_MS, DL_REDIS_MAX_RECONNECT_MS,
+     offsetof(dl_redis_config_t, reconnect_max_ms), 1},
+};
+
 int dl_redis_config_from_env(dl_redis_config_t *cfg, char *err, size_t errlen)
 {
     int configured = 0, rc;
@@ -229,35 +252,14 @@ int dl_redis_config_from_env(dl_redis_config_t *cfg, char *err, size_t errlen)
             cfg->db = (int)v;
         configured |= rc;
     }
-    rc = env_num("REDIS_POOL_SIZE", 1, DL_REDIS_MAX_POOL_SIZE, &v, err, errlen);
-    if (rc < 0)
-        return rc;
-    if (rc > 0)
-        cfg->pool_size = (int)v;
-    rc = env_num("REDIS_COMMAND_TIMEOUT_MS", 1, (long long)DL_REDIS_MAX_TIMEOUT_MS, &v, err, errlen);
-    if (rc < 0)
-        return rc;
-    if (rc > 0)
-        cfg->cmd_timeout_ms = (uint64_t)v;
-    rc = env_num("REDIS_CONNECT_TIMEOUT_MS", 1, (long long)DL_REDIS_MAX_TIMEOUT_MS, &v, err, errlen);
-    if (rc < 0)
-        return rc;
-    if (rc > 0)
-        cfg->connect_timeout_ms = (uint64_t)v;
-    rc = env_num("REDIS_BREAKER_THRESHOLD", 0, DL_REDIS_MAX_BREAKER_THRESHOLD, &v, err, errlen);
-    if (rc < 0)
-        return rc;
-    if (rc > 0)
-        cfg->breaker_threshold = (int)v;
-    rc = env_num("REDIS_BREAKER_COOLDOWN_MS", 1, (long long)DL_REDIS_MAX_TIMEOUT_MS, &v, err, errlen);
-    if (rc < 0)
-        return rc;
-    if (rc > 0)
-        cfg->breaker_cooldown_ms = (uint64_t)v;
-    rc = env_num("REDIS_RECONNECT_MAX_MS", DL_REDIS_MIN_RECONNECT_MS, DL_REDIS_MAX_RECONNECT_MS, &v, err, errlen);
-    if (rc < 0)
-        return rc;
-    if (rc > 0)
-        cfg->reconnect_max_ms = (uint64_t)v;
+    for (size_t i = 0; i < DL_ARRAY_SIZE(tuning); i++) {
+        rc = env_num(tuning[i].name, tuning[i].min, tuning[i].max, &v, err, errlen);
+        if (rc < 0)
+            return rc;
+        if (rc > 0 && tuning[i].wide)
+            *(uint64_t *)((char *)cfg + tuning[i].offset) = (uint64_t)v;
+        else if (rc > 0)
+            *(int *)((char *)cfg + tuning[i].offset) = (int)v;
+    }
     return configured;
 }

@@ -63,60 +63,55 @@ int dl_cache_unpack(const char *v, size_t len, int *type, int *gz, const char **
 
 /* ======================================================= memory backend */
 
-static int mem_get(dl_cache_t *c, const char *key, size_t klen, dl_cache_res_t *res,
-                   dl_cache_cb cb, void *arg, void **op)
+/* Every memory operation has finished when it returns: no op to cancel, no
+ * callback to call. */
+static int mem_finished(void **op, dl_cache_cb cb, void *arg)
 {
     DL_UNUSED(cb);
     DL_UNUSED(arg);
     if (op)
         *op = NULL;
+    return 1;
+}
+
+static int mem_get(dl_cache_t *c, const char *key, size_t klen, dl_cache_res_t *res,
+                   dl_cache_cb cb, void *arg, void **op)
+{
     uint32_t flags;
     res->status = dl_memcache_get(c->mem, key, klen, now_ms(), &res->val, &flags);
     if (res->status == 0)
         c->hits++;
     else
         c->misses++;
-    return 1;
+    return mem_finished(op, cb, arg);
 }
 
 static int mem_set(dl_cache_t *c, const char *key, size_t klen, const char *val, size_t vlen,
                    uint64_t ttl_ms, dl_cache_res_t *res, dl_cache_cb cb, void *arg, void **op)
 {
-    DL_UNUSED(cb);
-    DL_UNUSED(arg);
-    if (op)
-        *op = NULL;
     res->status = dl_memcache_set(c->mem, key, klen, val, vlen, 0, ttl_ms, now_ms());
     if (res->status == DL_ETOOBIG)
         snprintf(res->err, sizeof(res->err), "value of %zu bytes exceeds the cache's shard size",
                  vlen);
     else if (res->status < 0)
         snprintf(res->err, sizeof(res->err), "%s", dl_strerror(res->status));
-    return 1;
+    return mem_finished(op, cb, arg);
 }
 
 static int mem_del(dl_cache_t *c, const char *key, size_t klen, dl_cache_res_t *res,
                    dl_cache_cb cb, void *arg, void **op)
 {
-    DL_UNUSED(cb);
-    DL_UNUSED(arg);
-    if (op)
-        *op = NULL;
     res->count = dl_memcache_del(c->mem, key, klen) == 0 ? 1 : 0;
     res->status = 0;
-    return 1;
+    return mem_finished(op, cb, arg);
 }
 
 static int mem_invalidate(dl_cache_t *c, const char *pattern, size_t plen, dl_cache_res_t *res,
                           dl_cache_cb cb, void *arg, void **op)
 {
-    DL_UNUSED(cb);
-    DL_UNUSED(arg);
-    if (op)
-        *op = NULL;
     res->count = (int64_t)dl_memcache_invalidate(c->mem, pattern, plen);
     res->status = 0;
-    return 1;
+    return mem_finished(op, cb, arg);
 }
 
 static void mem_cancel(dl_cache_t *c, void *op)
@@ -218,6 +213,19 @@ static int reply_failed(redis_op_t *o, int status, redisReply *r, const char *wh
 }
 
 static int scan_step(redis_op_t *o);
+static int send1(redis_op_t *o, int argc, const char **argv, const size_t *lens);
+
+/* After a batch: the walk is over at cursor "0" (res holds the count), else
+ * the next SCAN goes out. Returns 1 while a command is pending. */
+static int scan_next(redis_op_t *o)
+{
+    if (strcmp(o->cursor, "0") == 0) {
+        o->res.status = 0;
+        o->res.count = o->count;
+        return 0;
+    }
+    return scan_step(o) == 0;
+}
 
 static void on_reply(int status, redisReply **replies, int n, void *arg)
 {
@@ -281,10 +289,8 @@ static void on_reply(int status, redisReply **replies, int n, void *arg)
                 argv[i + 1] = keys->element[i]->str;
                 lens[i + 1] = keys->element[i]->len;
             }
-            const char *const *argvs[1] = {argv};
-            const size_t *const lensv[1] = {lens};
             o->kind = OP_UNLINK_BATCH;
-            int rc = dl_redis_pool_send(o->c->redis, 1, &argc, argvs, lensv, on_reply, o, &o->cmd);
+            int rc = send1(o, argc, argv, lens);
             dl_free(argv);
             dl_free(lens);
             if (rc != 0) {
@@ -293,12 +299,7 @@ static void on_reply(int status, redisReply **replies, int n, void *arg)
             }
             return;
         }
-        if (strcmp(o->cursor, "0") == 0) {
-            o->res.status = 0;
-            o->res.count = o->count;
-            break;
-        }
-        if (scan_step(o) == 0)
+        if (scan_next(o))
             return;
         break;
     }
@@ -306,12 +307,7 @@ static void on_reply(int status, redisReply **replies, int n, void *arg)
         if (reply_failed(o, status, r, "UNLINK"))
             break;
         o->count += r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
-        if (strcmp(o->cursor, "0") == 0) {
-            o->res.status = 0;
-            o->res.count = o->count;
-            break;
-        }
-        if (scan_step(o) == 0)
+        if (scan_next(o))
             return;
         break;
     }
@@ -337,16 +333,20 @@ static int scan_step(redis_op_t *o)
     return rc;
 }
 
-static redis_op_t *op_new(dl_cache_t *c, int kind, dl_cache_cb cb, void *arg)
+/* A new op, or NULL with the failure in res. */
+static redis_op_t *op_new(dl_cache_t *c, int kind, dl_cache_cb cb, void *arg,
+                          dl_cache_res_t *res, const char *what)
 {
     redis_op_t *o = dl_calloc(1, sizeof(*o));
-    if (o) {
-        o->c = c;
-        o->kind = kind;
-        o->cb = cb;
-        o->arg = arg;
-        dl_buf_init(&o->res.val);
+    if (o == NULL) {
+        fail(res, DL_ENOMEM, what);
+        return NULL;
     }
+    o->c = c;
+    o->kind = kind;
+    o->cb = cb;
+    o->arg = arg;
+    dl_buf_init(&o->res.val);
     return o;
 }
 
@@ -366,27 +366,30 @@ static int started(redis_op_t *o, int rc, dl_cache_res_t *res, void **op, const 
     return 0;
 }
 
+/* GET or UNLINK of one key. */
+static int redis_key_cmd(dl_cache_t *c, int kind, const char *cmd, const char *key, size_t klen,
+                         dl_cache_res_t *res, dl_cache_cb cb, void *arg, void **op)
+{
+    redis_op_t *o = op_new(c, kind, cb, arg, res, cmd);
+    if (o == NULL)
+        return DL_ENOMEM;
+    const char *argv[2] = {cmd, key};
+    size_t lens[2] = {strlen(cmd), klen};
+    return started(o, send1(o, 2, argv, lens), res, op, cmd);
+}
+
 static int redis_get(dl_cache_t *c, const char *key, size_t klen, dl_cache_res_t *res,
                      dl_cache_cb cb, void *arg, void **op)
 {
-    redis_op_t *o = op_new(c, OP_GET, cb, arg);
-    if (o == NULL) {
-        fail(res, DL_ENOMEM, "GET");
-        return DL_ENOMEM;
-    }
-    const char *argv[2] = {"GET", key};
-    size_t lens[2] = {3, klen};
-    return started(o, send1(o, 2, argv, lens), res, op, "GET");
+    return redis_key_cmd(c, OP_GET, "GET", key, klen, res, cb, arg, op);
 }
 
 static int redis_set(dl_cache_t *c, const char *key, size_t klen, const char *val, size_t vlen,
                      uint64_t ttl_ms, dl_cache_res_t *res, dl_cache_cb cb, void *arg, void **op)
 {
-    redis_op_t *o = op_new(c, OP_SET, cb, arg);
-    if (o == NULL) {
-        fail(res, DL_ENOMEM, "SET");
+    redis_op_t *o = op_new(c, OP_SET, cb, arg, res, "SET");
+    if (o == NULL)
         return DL_ENOMEM;
-    }
     char ttl[24];
     int tl = snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)ttl_ms);
     const char *argv[5] = {"SET", key, val, "PX", ttl};
@@ -397,21 +400,16 @@ static int redis_set(dl_cache_t *c, const char *key, size_t klen, const char *va
 static int redis_del(dl_cache_t *c, const char *key, size_t klen, dl_cache_res_t *res,
                      dl_cache_cb cb, void *arg, void **op)
 {
-    redis_op_t *o = op_new(c, OP_DEL, cb, arg);
-    if (o == NULL) {
-        fail(res, DL_ENOMEM, "UNLINK");
-        return DL_ENOMEM;
-    }
-    const char *argv[2] = {"UNLINK", key};
-    size_t lens[2] = {6, klen};
-    return started(o, send1(o, 2, argv, lens), res, op, "UNLINK");
+    return redis_key_cmd(c, OP_DEL, "UNLINK", key, klen, res, cb, arg, op);
 }
 
 static int redis_invalidate(dl_cache_t *c, const char *pattern, size_t plen, dl_cache_res_t *res,
                             dl_cache_cb cb, void *arg, void **op)
 {
-    redis_op_t *o = op_new(c, OP_SCAN, cb, arg);
-    if (o == NULL || (o->pattern = dl_strndup(pattern, plen)) == NULL) {
+    redis_op_t *o = op_new(c, OP_SCAN, cb, arg, res, "SCAN");
+    if (o == NULL)
+        return DL_ENOMEM;
+    if ((o->pattern = dl_strndup(pattern, plen)) == NULL) {
         dl_free(o);
         fail(res, DL_ENOMEM, "SCAN");
         return DL_ENOMEM;

@@ -11,13 +11,12 @@
  * costs is bounded by more than its byte size; it holds no C-allocated
  * memory, so a Lua error (OOM) raised from inside it leaks nothing. Arrays
  * and empty objects carry marker metatables from the registry so that [] and
- * {} survive a round trip. The table classification and number formatting
- * here are shared with codec_msgpack.c.
+ * {} survive a round trip. The table classification and the frame of the
+ * encoder and decoder are codec.c's, shared with codec_msgpack.c.
  */
 #include "common/codec_json.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,183 +28,12 @@
 #include "common/num.h"
 
 /* ------------------------------------------------------------------------ */
-/* Markers and table classification                                          */
-/* ------------------------------------------------------------------------ */
-
-static void init_marker(lua_State *L, const char *key, const char *type)
-{
-    lua_getfield(L, LUA_REGISTRYINDEX, key);
-    if (lua_istable(L, -1)) {
-        lua_pop(L, 1);
-        return;
-    }
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 1);
-    lua_pushstring(L, type);
-    lua_setfield(L, -2, "__jsontype");
-    lua_setfield(L, LUA_REGISTRYINDEX, key);
-}
-
-void dl_json_init_markers(lua_State *L)
-{
-    luaL_checkstack(L, 3, "json markers");
-    init_marker(L, DL_CODEC_ARRAY_MT, "array");
-    init_marker(L, DL_CODEC_OBJECT_MT, "object");
-}
-
-void dl_codec_push_markers(lua_State *L)
-{
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
-    if (DL_LIKELY(lua_istable(L, -1) && lua_istable(L, -2)))
-        return;
-    lua_pop(L, 2);
-    dl_json_init_markers(L);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
-}
-
-static size_t count_pairs(lua_State *L, int idx)
-{
-    size_t count = 0;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        count++;
-    }
-    return count;
-}
-
-/* A key that could belong to an array: an integer in [1, 2^53]. */
-static inline int index_key(lua_State *L, int idx, double *k)
-{
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        return 0;
-    *k = lua_tonumber(L, idx);
-    return *k >= 1.0 && *k <= 9007199254740992.0 && *k == floor(*k);
-}
-
-/* The key scan of an unmarked table: an array iff the keys are exactly
- * 1..count. Keys are distinct, so "all index keys and the largest equals the
- * count" suffices. */
-static int scan_keys(lua_State *L, int idx, int want_count, size_t *n)
-{
-    size_t count = 0;
-    double max = 0, k;
-    int indexed = 1;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        count++;
-        if (indexed) {
-            if (index_key(L, -1, &k)) {
-                if (k > max)
-                    max = k;
-                continue;
-            }
-            indexed = 0;
-            if (!want_count) {
-                lua_pop(L, 1);
-                return DL_CODEC_OBJECT;
-            }
-        }
-    }
-    *n = count;
-    if (indexed && count > 0 && max == (double)count)
-        return DL_CODEC_ARRAY;
-    return DL_CODEC_OBJECT;
-}
-
-/* The marker check: DL_CODEC_ARRAY / DL_CODEC_OBJECT, or -1 when unmarked. */
-static inline int marked_kind(lua_State *L, int idx, int mt_array, int mt_object)
-{
-    if (!lua_getmetatable(L, idx))
-        return -1;
-    int kind = -1;
-    if (mt_array && lua_rawequal(L, -1, mt_array))
-        kind = DL_CODEC_ARRAY;
-    else if (mt_object && lua_rawequal(L, -1, mt_object))
-        kind = DL_CODEC_OBJECT;
-    lua_pop(L, 1);
-    return kind;
-}
-
-int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int want_count,
-                      size_t *n)
-{
-    int kind = marked_kind(L, idx, mt_array, mt_object);
-    if (kind == DL_CODEC_ARRAY) {
-        *n = lua_objlen(L, idx);
-        return kind;
-    }
-    if (kind == DL_CODEC_OBJECT) {
-        if (want_count)
-            *n = count_pairs(L, idx);
-        return kind;
-    }
-    return scan_keys(L, idx, want_count, n);
-}
-
-int dl_codec_classify_stream(lua_State *L, int idx, int mt_array, int mt_object, size_t *n)
-{
-    int kind = marked_kind(L, idx, mt_array, mt_object);
-    if (kind == DL_CODEC_ARRAY) {
-        *n = lua_objlen(L, idx);
-        return kind;
-    }
-    if (kind == DL_CODEC_OBJECT)
-        return kind;
-    /* Unmarked. Peek at the first key: anything but an index key means an
-     * object, to be encoded from this very pair, which spares string-keyed
-     * tables a second walk. Index keys need the full scan. */
-    double k;
-    lua_pushnil(L);
-    if (!lua_next(L, idx))
-        return DL_CODEC_OBJECT; /* empty; lua_next popped the nil */
-    if (!index_key(L, -2, &k))
-        return DL_CODEC_OBJECT_PAIR;
-    lua_pop(L, 2);
-    return scan_keys(L, idx, 0, n);
-}
-
-int dl_codec_table_kind(lua_State *L, int idx, size_t *n)
-{
-    if (idx < 0 && idx > LUA_REGISTRYINDEX)
-        idx = lua_gettop(L) + idx + 1;
-    luaL_checkstack(L, 6, "codec");
-    int top = lua_gettop(L);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
-    int kind = dl_codec_classify(L, idx, lua_istable(L, top + 1) ? top + 1 : 0,
-                                 lua_istable(L, top + 2) ? top + 2 : 0, 1, n);
-    lua_settop(L, top);
-    return kind;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Encoder                                                                   */
 /* ------------------------------------------------------------------------ */
 
-typedef struct {
-    lua_State *L;
-    dl_buf_t *out;
-    int mt_array; /* stack slot of the marker, 0 when absent */
-    int mt_object;
-    char *err;
-    size_t errlen;
-} encoder_t;
+typedef dl_codec_enc_t encoder_t;
 
-static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int enc_fail(encoder_t *e, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    dl_err_vformat(e->err, e->errlen, rc, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+#define enc_fail dl_codec_enc_fail
 
 static inline int put_char(dl_buf_t *b, char c)
 {
@@ -252,14 +80,11 @@ static int enc_table(encoder_t *e, int idx, int depth)
     lua_State *L = e->L;
     dl_buf_t *b = e->out;
     int rc;
-    if (++depth > DL_CODEC_ENCODE_DEPTH)
-        return enc_fail(e, DL_ECODEC, "nesting deeper than %d", DL_CODEC_ENCODE_DEPTH);
-    if (!lua_checkstack(L, 4))
-        return enc_fail(e, DL_ENOMEM, "out of Lua stack");
     int top = lua_gettop(L);
-
     size_t n = 0;
-    int kind = dl_codec_classify_stream(L, idx, e->mt_array, e->mt_object, &n);
+    int kind = dl_codec_enc_open_table(e, idx, ++depth, &n);
+    if (kind < 0)
+        return kind;
     if (kind == DL_CODEC_ARRAY) {
         if (put_char(b, '[') != 0)
             return DL_ENOMEM;
@@ -283,18 +108,16 @@ static int enc_table(encoder_t *e, int idx, int depth)
             return put_char(b, '}');
     }
     for (;;) {
-        int kt = lua_type(L, top + 1);
-        if (kt == LUA_TSTRING) {
-            size_t klen;
-            const char *key = lua_tolstring(L, top + 1, &klen);
-            rc = dl_json_put_string(b, key, klen);
-        } else if (kt == LUA_TNUMBER) {
-            /* Formatted by hand: lua_tolstring would turn the key into a
-             * string in place and break lua_next. */
-            rc = put_number(e, lua_tonumber(L, top + 1), 1);
-        } else {
-            return enc_fail(e, DL_ECODEC, "table key of type %s", lua_typename(L, kt));
-        }
+        const char *ks = NULL;
+        size_t klen = 0;
+        double kd = 0;
+        int kt = dl_codec_enc_key(e, top + 1, &ks, &klen, &kd);
+        if (kt == LUA_TSTRING)
+            rc = dl_json_put_string(b, ks, klen);
+        else if (kt == LUA_TNUMBER)
+            rc = put_number(e, kd, 1); /* quoted: a JSON key is a string */
+        else
+            return kt;
         if (rc != 0)
             return rc;
         if (put_char(b, ':') != 0)
@@ -341,23 +164,11 @@ static int enc_value(encoder_t *e, int idx, int depth)
 
 int dl_json_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errlen)
 {
-    if (idx < 0 && idx > LUA_REGISTRYINDEX)
-        idx = lua_gettop(L) + idx + 1;
-    encoder_t e = {L, out, 0, 0, err, errlen};
-    if (!lua_checkstack(L, 4))
-        return enc_fail(&e, DL_ENOMEM, "out of Lua stack");
-    int base = lua_gettop(L);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
-    e.mt_array = lua_istable(L, base + 1) ? base + 1 : 0;
-    e.mt_object = lua_istable(L, base + 2) ? base + 2 : 0;
-    int rc = enc_value(&e, idx, 0);
-    lua_settop(L, base);
-    if (rc == 0 && out->oom)
-        rc = DL_ENOMEM;
-    if (rc == DL_ENOMEM)
-        enc_fail(&e, rc, "out of memory");
-    return rc;
+    encoder_t e;
+    int base = dl_codec_enc_begin(&e, L, &idx, out, err, errlen);
+    if (base < 0)
+        return base;
+    return dl_codec_enc_end(&e, base, enc_value(&e, idx, 0));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -365,39 +176,16 @@ int dl_json_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errle
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
-    lua_State *L;
+    dl_codec_dec_t c; /* the state both decoders share */
     const char *start;
     const char *p;
     const char *end;
-    int mt_array;
-    int mt_object;
-    int max_depth;
-    size_t elements_left; /* values still allowed; SIZE_MAX without a limit */
-    size_t max_elements;
-    char *err;
-    size_t errlen;
 } decoder_t;
 
 /* Bytes that end the plain part of a string: '"', '\\' and controls. */
 #define IS_STRING_STOP(c) ((unsigned char)(c) < 0x20 || (c) == '"' || (c) == '\\')
 
-static int dec_fail(decoder_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int dec_fail(decoder_t *d, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    dl_err_vformat(d->err, d->errlen, DL_ECODEC, fmt, ap);
-    va_end(ap);
-    return DL_ECODEC;
-}
-
-/* The element budget is spent: DL_ETOOBIG, which callers answer with 413. */
-static __attribute__((noinline)) int dec_too_many(decoder_t *d)
-{
-    dec_fail(d, "more than %zu elements", d->max_elements);
-    return DL_ETOOBIG;
-}
+#define dec_fail(d, ...) dl_codec_dec_fail(&(d)->c, __VA_ARGS__)
 
 /* The error for whatever sits at s: end of input or a wrong byte. */
 static int dec_unexpected(decoder_t *d, const char *s)
@@ -454,7 +242,7 @@ static const char *scan_plain(const char *s, const char *end)
 static __attribute__((noinline)) int dec_string_escaped(decoder_t *d, const char *run,
                                                          const char *s)
 {
-    lua_State *L = d->L;
+    lua_State *L = d->c.L;
     const char *end = d->end;
     luaL_Buffer b;
     if (!lua_checkstack(L, LUA_MINSTACK))
@@ -531,7 +319,7 @@ static int dec_string(decoder_t *d)
     const char *run = d->p + 1;
     const char *s = scan_plain(run, d->end);
     if (DL_LIKELY(s < d->end && *s == '"')) {
-        lua_pushlstring(d->L, run, (size_t)(s - run));
+        lua_pushlstring(d->c.L, run, (size_t)(s - run));
         d->p = s + 1;
         return 0;
     }
@@ -589,7 +377,7 @@ static int dec_number(decoder_t *d)
         for (const char *q = digits; q < s; q++)
             v = v * 10 + (*q - '0');
         double x = (double)v;
-        lua_pushnumber(d->L, neg ? -x : x);
+        lua_pushnumber(d->c.L, neg ? -x : x);
         return 0;
     }
     size_t n = (size_t)(s - p);
@@ -601,14 +389,14 @@ static int dec_number(decoder_t *d)
         x = strtod(tmp, NULL);
     } else {
         /* Rare: a long number goes through a Lua string for its NUL. */
-        lua_pushlstring(d->L, p, n);
-        x = strtod(lua_tostring(d->L, -1), NULL);
-        lua_pop(d->L, 1);
+        lua_pushlstring(d->c.L, p, n);
+        x = strtod(lua_tostring(d->c.L, -1), NULL);
+        lua_pop(d->c.L, 1);
     }
     /* 1e400 is JSON but no double: as inf it could never be written back */
     if (!isfinite(x))
         return dec_fail(d, "number out of range at byte %zu", (size_t)(p - d->start));
-    lua_pushnumber(d->L, x);
+    lua_pushnumber(d->c.L, x);
     return 0;
 }
 
@@ -625,54 +413,72 @@ static int dec_literal(decoder_t *d, const char *lit, size_t n)
 
 static int dec_value(decoder_t *d, int depth);
 
-static int dec_array(decoder_t *d, int depth)
+/* Enters the array or object whose opening byte is at d->p: one level
+ * deeper, room on the stack, past the byte. Returns 1 when the closing byte
+ * follows (an empty one, consumed), 0 when elements do, or an error. */
+static inline int dec_enter(decoder_t *d, int depth, char close)
 {
-    lua_State *L = d->L;
-    if (++depth > d->max_depth)
-        return dec_fail(d, "nesting deeper than %d", d->max_depth);
-    if (!lua_checkstack(L, 6))
+    if (depth > d->c.max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->c.max_depth);
+    if (!lua_checkstack(d->c.L, 6))
         return dec_fail(d, "out of Lua stack");
     d->p++;
-    lua_newtable(L);
-    lua_pushvalue(L, d->mt_array);
-    lua_setmetatable(L, -2);
     skip_ws(d);
-    if (d->p < d->end && *d->p == ']') {
+    if (d->p < d->end && *d->p == close) {
+        d->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After an element: 1 past a ',' (another follows), 0 past the closing
+ * byte, or the error for anything else. */
+static inline int dec_after(decoder_t *d, char close)
+{
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ',') {
+        d->p++;
+        return 1;
+    }
+    if (d->p < d->end && *d->p == close) {
         d->p++;
         return 0;
     }
+    return dec_unexpected(d, d->p);
+}
+
+static int dec_array(decoder_t *d, int depth)
+{
+    lua_State *L = d->c.L;
+    int rc = dec_enter(d, ++depth, ']');
+    if (rc < 0)
+        return rc;
+    lua_newtable(L);
+    lua_pushvalue(L, d->c.mt_array);
+    lua_setmetatable(L, -2);
+    if (rc == 1)
+        return 0;
     for (int i = 1;; i++) {
-        int rc = dec_value(d, depth);
+        rc = dec_value(d, depth);
         if (rc != 0)
             return rc;
         lua_rawseti(L, -2, i);
-        skip_ws(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            continue;
-        }
-        if (d->p < d->end && *d->p == ']') {
-            d->p++;
-            return 0;
-        }
-        return dec_unexpected(d, d->p);
+        rc = dec_after(d, ']');
+        if (rc <= 0)
+            return rc;
     }
 }
 
 static int dec_object(decoder_t *d, int depth)
 {
-    lua_State *L = d->L;
-    if (++depth > d->max_depth)
-        return dec_fail(d, "nesting deeper than %d", d->max_depth);
-    if (!lua_checkstack(L, 6))
-        return dec_fail(d, "out of Lua stack");
-    d->p++;
-    skip_ws(d);
-    if (d->p < d->end && *d->p == '}') {
+    lua_State *L = d->c.L;
+    int rc = dec_enter(d, ++depth, '}');
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
         /* no hash part: {} is the cheapest value a body can repeat */
-        d->p++;
         lua_createtable(L, 0, 0);
-        lua_pushvalue(L, d->mt_object);
+        lua_pushvalue(L, d->c.mt_object);
         lua_setmetatable(L, -2);
         return 0;
     }
@@ -681,7 +487,7 @@ static int dec_object(decoder_t *d, int depth)
         skip_ws(d);
         if (d->p >= d->end || *d->p != '"')
             return dec_unexpected(d, d->p);
-        int rc = dec_string(d);
+        rc = dec_string(d);
         if (rc != 0)
             return rc;
         skip_ws(d);
@@ -692,24 +498,17 @@ static int dec_object(decoder_t *d, int depth)
         if (rc != 0)
             return rc;
         lua_rawset(L, -3);
-        skip_ws(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            continue;
-        }
-        if (d->p < d->end && *d->p == '}') {
-            d->p++;
-            return 0;
-        }
-        return dec_unexpected(d, d->p);
+        rc = dec_after(d, '}');
+        if (rc <= 0)
+            return rc;
     }
 }
 
 static int dec_value(decoder_t *d, int depth)
 {
-    if (DL_UNLIKELY(d->elements_left == 0))
-        return dec_too_many(d);
-    d->elements_left--;
+    if (DL_UNLIKELY(d->c.elements_left == 0))
+        return dl_codec_dec_too_many(&d->c);
+    d->c.elements_left--;
     skip_ws(d);
     if (d->p >= d->end)
         return dec_fail(d, "unexpected end of input");
@@ -724,17 +523,17 @@ static int dec_value(decoder_t *d, int depth)
     case 't':
         rc = dec_literal(d, "true", 4);
         if (rc == 0)
-            lua_pushboolean(d->L, 1);
+            lua_pushboolean(d->c.L, 1);
         return rc;
     case 'f':
         rc = dec_literal(d, "false", 5);
         if (rc == 0)
-            lua_pushboolean(d->L, 0);
+            lua_pushboolean(d->c.L, 0);
         return rc;
     case 'n':
         rc = dec_literal(d, "null", 4);
         if (rc == 0)
-            lua_pushlightuserdata(d->L, NULL);
+            lua_pushlightuserdata(d->c.L, NULL);
         return rc;
     case '-':
     case '0':
@@ -763,28 +562,17 @@ int dl_json_decode_limited(lua_State *L, const char *s, size_t len, const dl_cod
 {
     if (s == NULL)
         s = "";
-    decoder_t d = {L, s, s, s + len, 0, 0, DL_CODEC_DECODE_DEPTH, SIZE_MAX, 0, err, errlen};
-    if (lim != NULL && lim->max_depth > 0)
-        d.max_depth = lim->max_depth;
-    if (lim != NULL && lim->max_elements > 0)
-        d.elements_left = d.max_elements = lim->max_elements;
-    if (!lua_checkstack(L, 8))
-        return dec_fail(&d, "out of Lua stack");
-    int base = lua_gettop(L);
-    dl_codec_push_markers(L);
-    d.mt_array = base + 1;
-    d.mt_object = base + 2;
+    decoder_t d;
+    d.start = d.p = s;
+    d.end = s + len;
+    int base = dl_codec_dec_begin(&d.c, L, lim, err, errlen);
+    if (base < 0)
+        return base;
     int rc = dec_value(&d, 0);
     if (rc == 0) {
         skip_ws(&d);
         if (d.p != d.end)
             rc = dec_fail(&d, "trailing characters at byte %zu", (size_t)(d.p - s));
     }
-    if (rc != 0) {
-        lua_settop(L, base);
-        return rc;
-    }
-    lua_replace(L, base + 1);
-    lua_settop(L, base + 1);
-    return 0;
+    return dl_codec_dec_end(L, base, rc);
 }

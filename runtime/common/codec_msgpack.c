@@ -1,10 +1,10 @@
 /*
  * codec_msgpack.c - MessagePack encoding and decoding between Lua values and
  * bytes. Encoding uses msgpack-c's packer (which picks the smallest int form)
- * writing straight into a dl_buf_t, with the table classification shared with
- * codec_json.c; strings, the bulk of most documents, bypass its callbacks, and
- * maps get their header patched once their pairs are counted, so each table
- * is walked once. Decoding is a small parser of our own that builds Lua values
+ * writing straight into a dl_buf_t, with the table classification and the
+ * encoder frame shared with codec_json.c (codec.c); strings, the bulk of
+ * most documents, bypass its callbacks, and maps get their header patched
+ * once their pairs are counted, so each table is walked once. Decoding is a small parser of our own that builds Lua values
  * directly: msgpack-c's unpacker caps nesting at 32 levels (its compiled-in
  * MSGPACK_EMBED_STACK_SIZE, reported as an out-of-memory error) where we
  * accept 256, and it allocates count-sized arrays from untrusted headers
@@ -15,7 +15,6 @@
  */
 #include "common/codec_msgpack.h"
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <math.h>
@@ -24,7 +23,7 @@
 #include <lauxlib.h>
 #include <msgpack.h>
 
-#include "common/codec_json.h"
+#include "common/codec.h"
 #include "common/internal.h"
 #include "common/num.h"
 
@@ -33,13 +32,8 @@
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
-    lua_State *L;
-    dl_buf_t *out;
+    dl_codec_enc_t c; /* the state both encoders share */
     msgpack_packer pk;
-    int mt_array; /* stack slot of the marker, 0 when absent */
-    int mt_object;
-    char *err;
-    size_t errlen;
 } mp_encoder_t;
 
 static int buf_write(void *data, const char *p, size_t len)
@@ -55,17 +49,7 @@ static int buf_write(void *data, const char *p, size_t len)
     return dl_buf_append(b, p, len) == 0 ? 0 : -1;
 }
 
-static int enc_fail(mp_encoder_t *e, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int enc_fail(mp_encoder_t *e, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    dl_err_vformat(e->err, e->errlen, rc, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+#define enc_fail(e, ...) dl_codec_enc_fail(&(e)->c, __VA_ARGS__)
 
 /* Packer failures can only come from buf_write, i.e. out of memory. */
 #define PACK(call) ((call) == 0 ? 0 : DL_ENOMEM)
@@ -85,7 +69,7 @@ static int pack_number(mp_encoder_t *e, double d)
  * msgpack_pack_str picks) and the body. */
 static int pack_string(mp_encoder_t *e, const char *s, size_t len)
 {
-    dl_buf_t *b = e->out;
+    dl_buf_t *b = e->c.out;
     if (len > 0xffffffffu)
         return enc_fail(e, DL_ECODEC, "string longer than 4 GB");
     if (DL_UNLIKELY(b->cap - b->len < len + 5 || b->oom) && dl_buf_reserve(b, len + 5) != 0)
@@ -167,16 +151,13 @@ static int patch_map_header(dl_buf_t *b, size_t pos, size_t count)
  * key and value of lua_next, or the element of lua_rawgeti. */
 static int pack_table(mp_encoder_t *e, int idx, int depth)
 {
-    lua_State *L = e->L;
+    lua_State *L = e->c.L;
     int rc;
-    if (++depth > DL_CODEC_ENCODE_DEPTH)
-        return enc_fail(e, DL_ECODEC, "nesting deeper than %d", DL_CODEC_ENCODE_DEPTH);
-    if (!lua_checkstack(L, 4))
-        return enc_fail(e, DL_ENOMEM, "out of Lua stack");
     int top = lua_gettop(L);
-
     size_t n = 0;
-    int kind = dl_codec_classify_stream(L, idx, e->mt_array, e->mt_object, &n);
+    int kind = dl_codec_enc_open_table(&e->c, idx, ++depth, &n);
+    if (kind < 0)
+        return kind;
     if (kind == DL_CODEC_ARRAY) {
         if (PACK(msgpack_pack_array(&e->pk, n)) != 0)
             return DL_ENOMEM;
@@ -190,8 +171,8 @@ static int pack_table(mp_encoder_t *e, int idx, int depth)
         return 0;
     }
 
-    size_t pos = e->out->len;
-    if (buf_write(e->out, "\x80", 1) != 0)
+    size_t pos = e->c.out->len;
+    if (buf_write(e->c.out, "\x80", 1) != 0)
         return DL_ENOMEM;
     if (kind != DL_CODEC_OBJECT_PAIR) {
         lua_pushnil(L);
@@ -200,16 +181,16 @@ static int pack_table(mp_encoder_t *e, int idx, int depth)
     }
     size_t count = 0;
     do {
-        int kt = lua_type(L, top + 1);
-        if (kt == LUA_TSTRING) {
-            size_t klen;
-            const char *k = lua_tolstring(L, top + 1, &klen);
-            rc = pack_string(e, k, klen);
-        } else if (kt == LUA_TNUMBER) {
-            rc = pack_key_number(e, lua_tonumber(L, top + 1));
-        } else {
-            return enc_fail(e, DL_ECODEC, "table key of type %s", lua_typename(L, kt));
-        }
+        const char *ks = NULL;
+        size_t klen = 0;
+        double kd = 0;
+        int kt = dl_codec_enc_key(&e->c, top + 1, &ks, &klen, &kd);
+        if (kt == LUA_TSTRING)
+            rc = pack_string(e, ks, klen);
+        else if (kt == LUA_TNUMBER)
+            rc = pack_key_number(e, kd);
+        else
+            return kt;
         if (rc != 0)
             return rc;
         rc = pack_value(e, top + 2, depth);
@@ -218,9 +199,9 @@ static int pack_table(mp_encoder_t *e, int idx, int depth)
         lua_pop(L, 1);
         count++;
     } while (lua_next(L, idx));
-    if (e->out->oom)
+    if (e->c.out->oom)
         return DL_ENOMEM;
-    rc = patch_map_header(e->out, pos, count);
+    rc = patch_map_header(e->c.out, pos, count);
     if (rc == DL_ECODEC)
         return enc_fail(e, rc, "map of more than 2^32 pairs");
     return rc;
@@ -228,7 +209,7 @@ static int pack_table(mp_encoder_t *e, int idx, int depth)
 
 static int pack_value(mp_encoder_t *e, int idx, int depth)
 {
-    lua_State *L = e->L;
+    lua_State *L = e->c.L;
     int t = lua_type(L, idx);
     switch (t) {
     case LUA_TSTRING: {
@@ -257,29 +238,12 @@ static int pack_value(mp_encoder_t *e, int idx, int depth)
 
 int dl_msgpack_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t errlen)
 {
-    if (idx < 0 && idx > LUA_REGISTRYINDEX)
-        idx = lua_gettop(L) + idx + 1;
     mp_encoder_t e;
-    e.L = L;
-    e.out = out;
-    e.mt_array = e.mt_object = 0;
-    e.err = err;
-    e.errlen = errlen;
     msgpack_packer_init(&e.pk, out, buf_write);
-    if (!lua_checkstack(L, 4))
-        return enc_fail(&e, DL_ENOMEM, "out of Lua stack");
-    int base = lua_gettop(L);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
-    e.mt_array = lua_istable(L, base + 1) ? base + 1 : 0;
-    e.mt_object = lua_istable(L, base + 2) ? base + 2 : 0;
-    int rc = pack_value(&e, idx, 0);
-    lua_settop(L, base);
-    if (rc == 0 && out->oom)
-        rc = DL_ENOMEM;
-    if (rc == DL_ENOMEM)
-        enc_fail(&e, rc, "out of memory");
-    return rc;
+    int base = dl_codec_enc_begin(&e.c, L, &idx, out, err, errlen);
+    if (base < 0)
+        return base;
+    return dl_codec_enc_end(&e.c, base, pack_value(&e, idx, 0));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -287,41 +251,24 @@ int dl_msgpack_encode(lua_State *L, int idx, dl_buf_t *out, char *err, size_t er
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
-    lua_State *L;
+    dl_codec_dec_t c; /* the state both decoders share */
     const unsigned char *start;
     const unsigned char *p;
     const unsigned char *end;
-    int mt_array;
-    int mt_object;
-    int max_depth;
-    size_t elements_left; /* values still allowed; SIZE_MAX without a limit */
-    size_t max_elements;
-    char *err;
-    size_t errlen;
 } mp_decoder_t;
 
-static int dec_fail(mp_decoder_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int dec_fail(mp_decoder_t *d, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    dl_err_vformat(d->err, d->errlen, DL_ECODEC, fmt, ap);
-    va_end(ap);
-    return DL_ECODEC;
-}
+#define dec_fail(d, ...) dl_codec_dec_fail(&(d)->c, __VA_ARGS__)
 
 /* Takes n values from the element budget, or fails with DL_ETOOBIG (413 for
  * a request body). Containers take their count from their header, before a
  * single element is built. */
 static inline int take_elements(mp_decoder_t *d, size_t n)
 {
-    if (DL_LIKELY(n <= d->elements_left)) {
-        d->elements_left -= n;
+    if (DL_LIKELY(n <= d->c.elements_left)) {
+        d->c.elements_left -= n;
         return 0;
     }
-    dec_fail(d, "more than %zu elements", d->max_elements);
-    return DL_ETOOBIG;
+    return dl_codec_dec_too_many(&d->c);
 }
 
 static inline size_t left(const mp_decoder_t *d)
@@ -358,7 +305,7 @@ static int dec_bytes(mp_decoder_t *d, size_t n)
 {
     if (left(d) < n)
         return dec_fail(d, "truncated input");
-    lua_pushlstring(d->L, (const char *)d->p, n);
+    lua_pushlstring(d->c.L, (const char *)d->p, n);
     d->p += n;
     return 0;
 }
@@ -367,9 +314,9 @@ static int dec_value(mp_decoder_t *d, int depth);
 
 static int dec_array(mp_decoder_t *d, size_t n, int depth)
 {
-    lua_State *L = d->L;
-    if (++depth > d->max_depth)
-        return dec_fail(d, "nesting deeper than %d", d->max_depth);
+    lua_State *L = d->c.L;
+    if (++depth > d->c.max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->c.max_depth);
     /* Every element takes at least one byte. */
     if (n > left(d))
         return dec_fail(d, "truncated input");
@@ -379,7 +326,7 @@ static int dec_array(mp_decoder_t *d, size_t n, int depth)
     if (!lua_checkstack(L, 4))
         return dec_fail(d, "out of Lua stack");
     lua_createtable(L, (int)DL_MIN(n, (size_t)1 << 20), 0);
-    lua_pushvalue(L, d->mt_array);
+    lua_pushvalue(L, d->c.mt_array);
     lua_setmetatable(L, -2);
     for (size_t i = 1; i <= n; i++) {
         rc = dec_value(d, depth);
@@ -411,9 +358,9 @@ static const char *key_type_name(unsigned char c)
 
 static int dec_map(mp_decoder_t *d, size_t n, int depth)
 {
-    lua_State *L = d->L;
-    if (++depth > d->max_depth)
-        return dec_fail(d, "nesting deeper than %d", d->max_depth);
+    lua_State *L = d->c.L;
+    if (++depth > d->c.max_depth)
+        return dec_fail(d, "nesting deeper than %d", d->c.max_depth);
     if (n > left(d) / 2)
         return dec_fail(d, "truncated input");
     int rc = take_elements(d, n); /* one per pair: the keys are not counted */
@@ -423,7 +370,7 @@ static int dec_map(mp_decoder_t *d, size_t n, int depth)
         return dec_fail(d, "out of Lua stack");
     lua_createtable(L, 0, (int)DL_MIN(n, (size_t)1 << 16));
     if (n == 0) {
-        lua_pushvalue(L, d->mt_object);
+        lua_pushvalue(L, d->c.mt_object);
         lua_setmetatable(L, -2);
         return 0;
     }
@@ -447,7 +394,7 @@ static int dec_map(mp_decoder_t *d, size_t n, int depth)
 
 static int dec_value(mp_decoder_t *d, int depth)
 {
-    lua_State *L = d->L;
+    lua_State *L = d->c.L;
     if (d->p >= d->end)
         return dec_fail(d, "truncated input");
     size_t off = (size_t)(d->p - d->start);
@@ -478,30 +425,22 @@ static int dec_value(mp_decoder_t *d, int depth)
     case 0xc3:
         lua_pushboolean(L, c == 0xc3);
         return 0;
-    case 0xc4: /* bin 8/16/32 */
-    case 0xd9: /* str 8/16/32 */
-        rc = read_len(d, 1, &n);
-        return rc ? rc : dec_bytes(d, n);
+    case 0xc4: /* bin 8/16/32: a length of 1 << (c - 0xc4) bytes */
     case 0xc5:
-    case 0xda:
-        rc = read_len(d, 2, &n);
-        return rc ? rc : dec_bytes(d, n);
     case 0xc6:
+    case 0xd9: /* str 8/16/32: 1 << (c - 0xd9) */
+    case 0xda:
     case 0xdb:
-        rc = read_len(d, 4, &n);
+        rc = read_len(d, 1 << (c - (c >= 0xd9 ? 0xd9 : 0xc4)), &n);
         return rc ? rc : dec_bytes(d, n);
-    case 0xdc:
-        rc = read_len(d, 2, &n);
-        return rc ? rc : dec_array(d, n, depth);
+    case 0xdc: /* array 16/32, map 16/32: the low bit picks 2 or 4 bytes */
     case 0xdd:
-        rc = read_len(d, 4, &n);
-        return rc ? rc : dec_array(d, n, depth);
     case 0xde:
-        rc = read_len(d, 2, &n);
-        return rc ? rc : dec_map(d, n, depth);
     case 0xdf:
-        rc = read_len(d, 4, &n);
-        return rc ? rc : dec_map(d, n, depth);
+        rc = read_len(d, 2 << (c & 1), &n);
+        if (rc != 0)
+            return rc;
+        return c <= 0xdd ? dec_array(d, n, depth) : dec_map(d, n, depth);
     case 0xc7:
     case 0xc8:
     case 0xc9:
@@ -578,31 +517,16 @@ int dl_msgpack_decode_limited(lua_State *L, const char *s, size_t len,
     if (s == NULL)
         s = "";
     mp_decoder_t d;
-    d.L = L;
     d.start = d.p = (const unsigned char *)s;
     d.end = d.start + len;
-    d.max_depth = lim != NULL && lim->max_depth > 0 ? lim->max_depth : DL_CODEC_DECODE_DEPTH;
-    d.max_elements = lim != NULL ? lim->max_elements : 0;
-    d.elements_left = d.max_elements > 0 ? d.max_elements : SIZE_MAX;
-    d.err = err;
-    d.errlen = errlen;
-    if (!lua_checkstack(L, 8))
-        return dec_fail(&d, "out of Lua stack");
-    int base = lua_gettop(L);
-    dl_codec_push_markers(L);
-    d.mt_array = base + 1;
-    d.mt_object = base + 2;
+    int base = dl_codec_dec_begin(&d.c, L, lim, err, errlen);
+    if (base < 0)
+        return base;
     /* the top value */
     int rc = take_elements(&d, 1);
     if (rc == 0)
         rc = dec_value(&d, 0);
     if (rc == 0 && d.p != d.end)
         rc = dec_fail(&d, "trailing bytes at byte %zu", (size_t)(d.p - d.start));
-    if (rc != 0) {
-        lua_settop(L, base);
-        return rc;
-    }
-    lua_replace(L, base + 1);
-    lua_settop(L, base + 1);
-    return 0;
+    return dl_codec_dec_end(L, base, rc);
 }

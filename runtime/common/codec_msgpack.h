@@ -1,6 +1,6 @@
 /*
  * codec_msgpack.h - MessagePack between Lua values and bytes, with the same
- * table rules and markers as codec_json.h.
+ * table rules and markers as codec_json.h (both in codec.h).
  */
 #ifndef DL_CODEC_MSGPACK_H
 #define DL_CODEC_MSGPACK_H
@@ -10,7 +10,7 @@
 #include <lua.h>
 
 #include "common/buf.h"
-#include "common/codec_json.h" /* dl_codec_limits_t */
+#include "common/codec.h" /* dl_codec_limits_t */
 
 /**
  * Appends the MessagePack form of the value at idx to out. nil and the null

@@ -345,6 +345,19 @@ static int zlib_stream(dl_compressor_t *c, int fmt, z_stream **out)
     return 0;
 }
 
+/* Hands zlib the next piece of the input (zlib counts in uInt) once it has
+ * taken the last one; returns how much is left after that piece. */
+static size_t feed_input(z_stream *zs, const unsigned char *in, size_t inlen, size_t left)
+{
+    if (zs->avail_in == 0 && left > 0) {
+        uInt chunk = (uInt)DL_MIN(left, (size_t)UINT_MAX);
+        zs->next_in = (Bytef *)(in + (inlen - left));
+        zs->avail_in = chunk;
+        left -= chunk;
+    }
+    return left;
+}
+
 static int run_zlib(dl_compressor_t *c, int fmt, const unsigned char *in, size_t inlen,
                     dl_buf_t *out)
 {
@@ -358,12 +371,7 @@ static int run_zlib(dl_compressor_t *c, int fmt, const unsigned char *in, size_t
 
     size_t left = inlen;
     for (;;) {
-        if (zs->avail_in == 0 && left > 0) {
-            uInt chunk = (uInt)DL_MIN(left, (size_t)UINT_MAX);
-            zs->next_in = (Bytef *)(in + (inlen - left));
-            zs->avail_in = chunk;
-            left -= chunk;
-        }
+        left = feed_input(zs, in, inlen, left);
         if (out->cap == out->len && dl_buf_reserve(out, DL_MAX(out->len / 2, GROW_MIN)) != 0)
             return DL_ENOMEM;
         uInt room = (uInt)DL_MIN(out->cap - out->len, (size_t)UINT_MAX);
@@ -430,12 +438,7 @@ static int gunzip_stream(z_stream *zs, const unsigned char *in, size_t inlen, dl
 {
     size_t left = inlen;
     for (;;) {
-        if (zs->avail_in == 0 && left > 0) {
-            uInt chunk = (uInt)DL_MIN(left, (size_t)UINT_MAX);
-            zs->next_in = (Bytef *)(in + (inlen - left));
-            zs->avail_in = chunk;
-            left -= chunk;
-        }
+        left = feed_input(zs, in, inlen, left);
         /* Room for one byte past max_out is enough to notice the overflow. */
         size_t produced = out->len - start;
         size_t allowed = max_out - produced + 1;
