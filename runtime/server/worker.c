@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bindings/dl_modules.h"
 #include "cache/cache.h"
 #include "http1/conn.h"
 #include "http2/h2.h"
@@ -596,6 +597,7 @@ void dl_worker_host_base(dl_lua_host_t *host)
 {
     memset(host, 0, sizeof(*host));
     host->worker_id = -1;
+    host->modules = dl_modules_builtin;
     host->preload = dl__preload_user_modules;
     host->env_u64 = host_env;
 }

@@ -96,8 +96,9 @@ void dl_worker_reload(dl_worker_t *w);
 /** Joins the thread and frees what the worker owns. */
 void dl_worker_join(dl_worker_t *w);
 
-/** What every VM is given, served or only checked: the embedder's modules
- * and the settings table (host's preload and env_u64); the rest is zeroed. */
+/** What every VM is given, served or only checked: the devloop.* modules,
+ * the embedder's and the settings table (host's modules, preload and
+ * env_u64); the rest is zeroed. */
 void dl_worker_host_base(dl_lua_host_t *host);
 
 /** The cached Date header value, refreshed once a second. */
