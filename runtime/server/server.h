@@ -73,7 +73,4 @@ struct dl_runtime_s {
 /* embed_api.c: preloads the modules registered with dl_add_lua_module() */
 void dl__preload_user_modules(lua_State *L);
 
-/** Splits "host:port" / "[v6]:port" / ":port" / "port". Returns 0 or DL_EINVAL. */
-int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port);
-
 #endif
