@@ -70,7 +70,4 @@ struct dl_runtime_s {
     int handle_signals;
 };
 
-/* embed_api.c: preloads the modules registered with dl_add_lua_module() */
-void dl__preload_user_modules(lua_State *L);
-
 #endif

@@ -21,6 +21,7 @@
 #include "common/metrics.h"
 #include "server/config.h"
 #include "lua/lua_vm.h"
+#include "lua/user_modules.h"
 #include "server/server.h"
 #include "core/upload.h"
 
@@ -598,7 +599,7 @@ void dl_worker_host_base(dl_lua_host_t *host)
     memset(host, 0, sizeof(*host));
     host->worker_id = -1;
     host->modules = dl_modules_builtin;
-    host->preload = dl__preload_user_modules;
+    host->preload = dl_user_modules_preload;
     host->env_u64 = host_env;
 }
 
