@@ -251,7 +251,7 @@ int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
     uv_mutex_init(&sr->mu);
     uv_cond_init(&sr->cv);
     sr->job.run = sync_run;
-    if (dl_worker_post(&rt->workers[0], &sr->job) != 0) {
+    if (dl_worker_post(&rt->shared.workers[0], &sr->job) != 0) {
         sr->refs = 1;
         sync_release(sr);
         return DL_ECANCELED;
