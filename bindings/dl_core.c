@@ -13,6 +13,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "bindings/dl_bindings.h"
 #include "common/buf.h"
 #include "common/codec_json.h"
 #include "common/internal.h"

@@ -30,6 +30,12 @@ typedef struct {
     double requests;
 } dl_lua_worker_stats_t;
 
+/** A C module for package.preload: require(name) calls open. */
+typedef struct {
+    const char *name;
+    lua_CFunction open;
+} dl_lua_module_t;
+
 /** The ids of the runtime's own metrics the bindings update. */
 typedef struct {
     int cache_lookup, db_duration, log_dropped, metrics_overflow, connections, lua_memory;
@@ -64,6 +70,10 @@ typedef struct dl_lua_host_s {
     void (*worker_stats)(void *data, int i, dl_lua_worker_stats_t *out);
 
     /* every VM's, served or checked */
+    /** The C modules to preload, ended by {NULL, NULL}: the devloop.* ones
+     * (bindings/dl_modules.h's dl_modules_builtin) where scripts need them;
+     * NULL: none. The VM knows no binding by name. */
+    const dl_lua_module_t *modules;
     /** Adds the embedder's modules (dl_add_lua_module) to package.preload. */
     void (*preload)(lua_State *L);
     /** A numeric setting of the runtime's table (core._env): 0 and *out, or

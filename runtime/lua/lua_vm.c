@@ -22,7 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bindings/dl_bindings.h"
 #include "common/codec_json.h"
 #include "common/codec_msgpack.h"
 #include "core/request.h"
@@ -123,13 +122,8 @@ dl_vm_t *dl_vm_new(const dl_lua_host_t *host, const dl_config_t *cfg)
     dl_json_init_markers(L);
 
     preload(L, "cjson", luaopen_cjson);
-    preload(L, "devloop.core", luaopen_devloop_core);
-    preload(L, "devloop.codec", luaopen_devloop_codec);
-    preload(L, "devloop.crypto", luaopen_devloop_crypto);
-    preload(L, "devloop.cache_core", luaopen_devloop_cache_core);
-    preload(L, "devloop.redis_core", luaopen_devloop_redis_core);
-    preload(L, "devloop.db_core", luaopen_devloop_db_core);
-    preload(L, "devloop.metrics_core", luaopen_devloop_metrics_core);
+    for (const dl_lua_module_t *m = host ? host->modules : NULL; m && m->name; m++)
+        preload(L, m->name, m->open); /* the devloop.* bindings, by the host's table */
     if (host && host->preload)
         host->preload(L); /* the embedder's (dl_add_lua_module) */
     lua_getglobal(L, "package");

@@ -176,6 +176,5 @@ int dl__race(lua_State *L);          /* core._race(ms, fn) */
 int dl__spawn(lua_State *L);         /* core._spawn(fn, ...) */
 int dl__guard(lua_State *L);         /* core._guard([label, whole]) */
 int dl__error_text(lua_State *L);    /* core._error_text(v): a raised value as text */
-int luaopen_devloop_core(lua_State *L);
 
 #endif

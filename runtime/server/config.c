@@ -26,7 +26,6 @@
 #include "common/log.h"
 #include "store/mongo_store.h"
 #include "backend/redis_pool.h"
-#include "server/server.h"
 #include "store/store.h"
 #include "transport/tls.h"
 
@@ -189,6 +188,40 @@ void dl_config_init(dl_config_t *cfg)
 }
 
 /* ================================================================ checks */
+
+int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL || rb[1] != ':')
+            return DL_EINVAL;
+        size_t n = (size_t)(rb - s - 1);
+        if (n >= hostlen)
+            return DL_EINVAL;
+        memcpy(host, s + 1, n);
+        host[n] = '\0';
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        size_t n = colon ? (size_t)(colon - s) : 0;
+        if (n >= hostlen)
+            return DL_EINVAL;
+        if (n == 0)
+            snprintf(host, hostlen, "127.0.0.1");
+        else {
+            memcpy(host, s, n);
+            host[n] = '\0';
+        }
+    }
+    const char *ps = colon ? colon + 1 : s;
+    char *end;
+    long p = strtol(ps, &end, 10);
+    if (*ps == '\0' || *end != '\0' || p < 0 || p > 65535)
+        return DL_EINVAL;
+    *port = (int)p;
+    return 0;
+}
 
 int dl_config_canonical_host(const char **host, int *port, char *err, size_t errlen)
 {

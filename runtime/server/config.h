@@ -24,6 +24,9 @@ uint64_t dl_env_u64(const char *name);
 /** 1 when name is a variable of config.c's table (dl_env_u64 may be asked). */
 int dl_env_known(const char *name);
 
+/** Splits "host:port" / "[v6]:port" / ":port" / "port". Returns 0 or DL_EINVAL. */
+int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port);
+
 /**
  * Everything start-up checks before it opens or binds anything: the
  * environment (cfg->env_error, then the variables only the runtime reads,

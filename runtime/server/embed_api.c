@@ -1,12 +1,13 @@
 /*
- * embed_api.c - what embedders add to the runtime: Lua modules written in C
- * (a process-wide list preloaded into every Lua state) and suspended calls
- * completed from any thread. A dl_pending_t holds a uv_async_t on the
- * worker's loop: dl_pending_complete() stores the result and sends the async,
- * and the worker resumes the coroutine from the async callback, never from
- * the completing thread. If the task dies first (request gone, shutdown) its
- * cancel hook only forgets the task; the handle stays until completion so a
- * late dl_pending_complete() is still safe.
+ * embed_api.c - what embedders add to the runtime (their Lua modules written
+ * in C are lua/user_modules.c's): suspended calls completed from any thread,
+ * and in-process requests from any thread (dl_runtime_request). A
+ * dl_pending_t holds a uv_async_t on the worker's loop: dl_pending_complete()
+ * stores the result and sends the async, and the worker resumes the
+ * coroutine from the async callback, never from the completing thread. If the
+ * task dies first (request gone, shutdown) its cancel hook only forgets the
+ * task; the handle stays until completion so a late dl_pending_complete() is
+ * still safe.
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -18,44 +19,6 @@
 #include "lua/lua_vm.h"
 #include "server/server.h"
 #include "server/worker.h"
-
-/* ============================================================ C modules */
-
-#define MAX_MODULES 32
-
-static struct {
-    char name[128];
-    int (*open)(lua_State *L);
-} modules[MAX_MODULES];
-static int n_modules;
-
-int dl_add_lua_module(const char *name, int (*open)(lua_State *L))
-{
-    if (name == NULL || open == NULL || name[0] == '\0' || strlen(name) >= sizeof(modules[0].name))
-        return DL_EINVAL;
-    for (int i = 0; i < n_modules; i++)
-        if (strcmp(modules[i].name, name) == 0) {
-            modules[i].open = open;
-            return 0;
-        }
-    if (n_modules == MAX_MODULES)
-        return DL_ENOMEM;
-    snprintf(modules[n_modules].name, sizeof(modules[0].name), "%s", name);
-    modules[n_modules].open = open;
-    n_modules++;
-    return 0;
-}
-
-void dl__preload_user_modules(lua_State *L)
-{
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    for (int i = 0; i < n_modules; i++) {
-        lua_pushcfunction(L, modules[i].open);
-        lua_setfield(L, -2, modules[i].name);
-    }
-    lua_pop(L, 2);
-}
 
 /* ======================================================= pending calls */
 
@@ -288,7 +251,7 @@ int dl_runtime_request(dl_runtime_t *rt, const char *method, const char *path,
     uv_mutex_init(&sr->mu);
     uv_cond_init(&sr->cv);
     sr->job.run = sync_run;
-    if (dl_worker_post(&rt->workers[0], &sr->job) != 0) {
+    if (dl_worker_post(&rt->shared.workers[0], &sr->job) != 0) {
         sr->refs = 1;
         sync_release(sr);
         return DL_ECANCELED;

@@ -30,40 +30,6 @@
 #include "core/upload.h"
 #include "server/watch.h"
 
-int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port)
-{
-    const char *colon;
-    if (s[0] == '[') {
-        const char *rb = strchr(s, ']');
-        if (rb == NULL || rb[1] != ':')
-            return DL_EINVAL;
-        size_t n = (size_t)(rb - s - 1);
-        if (n >= hostlen)
-            return DL_EINVAL;
-        memcpy(host, s + 1, n);
-        host[n] = '\0';
-        colon = rb + 1;
-    } else {
-        colon = strrchr(s, ':');
-        size_t n = colon ? (size_t)(colon - s) : 0;
-        if (n >= hostlen)
-            return DL_EINVAL;
-        if (n == 0)
-            snprintf(host, hostlen, "127.0.0.1");
-        else {
-            memcpy(host, s, n);
-            host[n] = '\0';
-        }
-    }
-    const char *ps = colon ? colon + 1 : s;
-    char *end;
-    long p = strtol(ps, &end, 10);
-    if (*ps == '\0' || *end != '\0' || p < 0 || p > 65535)
-        return DL_EINVAL;
-    *port = (int)p;
-    return 0;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Listening addresses. Inside one process every worker binds its own socket
  * with SO_REUSEPORT (the kernel spreads connections over them). Between
@@ -311,65 +277,65 @@ static int define_metrics(dl_runtime_t *rt)
     static const char *const worker_label[] = {"worker"};
     static const char *const defence_label[] = {"defence"};
     static const char *const reason_label[] = {"reason"};
-    dl_metrics_t *m = rt->metrics = dl_metrics_new(rt->cfg.workers);
+    dl_worker_metric_ids_t *id = &rt->shared.m;
+    dl_metrics_t *m = rt->shared.metrics = dl_metrics_new(rt->cfg.workers);
     if (m == NULL)
         return DL_ENOMEM;
-    rt->m.requests = dl_metric_define(m, DL_METRIC_COUNTER, "http_requests_total",
-                                      "HTTP requests answered", http_labels, 4, NULL, 0);
-    rt->m.duration = dl_metric_define(m, DL_METRIC_HISTOGRAM, "http_request_duration_seconds",
-                                      "Time from the first byte of a request to its answer",
-                                      http_labels, 3, http_buckets, 8);
-    rt->m.db_duration = dl_metric_define(m, DL_METRIC_HISTOGRAM,
-                                         "database_operation_duration_seconds",
-                                         "Document store operations, queueing included",
-                                         db_labels, 2, db_buckets, 9);
-    rt->m.cache_lookup = dl_metric_define(m, DL_METRIC_COUNTER, "cache_lookup_total",
-                                          "Cache lookups by outcome", status_label, 1, NULL, 0);
-    rt->m.connections = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_open_connections",
-                                         "Open client connections", worker_label, 1, NULL, 0);
-    rt->m.lua_memory = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_lua_memory_bytes",
-                                        "Memory of each worker's Lua state", worker_label, 1,
-                                        NULL, 0);
-    rt->m.generation = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_generation",
-                                        "Current app generation (1 + successful reloads)", NULL,
-                                        0, NULL, 0);
-    rt->m.reload_failures = dl_metric_define(m, DL_METRIC_COUNTER,
-                                             "devloop_reload_failures_total",
-                                             "Reloads refused because a script failed", NULL, 0,
-                                             NULL, 0);
-    rt->m.log_dropped = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_log_dropped_records",
-                                         "Log records dropped because a ring was full", NULL, 0,
-                                         NULL, 0);
-    rt->m.metrics_overflow = dl_metric_define(m, DL_METRIC_GAUGE,
-                                              "devloop_metrics_series_overflow",
-                                              "Updates dropped by the per-metric series cap",
-                                              NULL, 0, NULL, 0);
-    rt->m.h2_defences = dl_metric_define(m, DL_METRIC_COUNTER, "devloop_http2_defences_total",
-                                         "HTTP/2 streams refused and connections ended by a "
-                                         "defence (flood, rapid_reset, hpack_bomb, "
-                                         "continuation, stall, protocol)",
-                                         defence_label, 1, NULL, 0);
-    rt->m.tls_failures = dl_metric_define(m, DL_METRIC_COUNTER,
-                                          "devloop_tls_failed_handshakes_total",
-                                          "TLS connections that ended before or in the handshake "
-                                          "(plain_http, protocol, timeout)",
-                                          reason_label, 1, NULL, 0);
-    rt->m.conns_refused = dl_metric_define(m, DL_METRIC_COUNTER,
-                                           "devloop_connections_refused_total",
-                                           "Connections closed at accept because the worker "
-                                           "had DEVLOOP_MAX_CONNECTIONS open",
-                                           NULL, 0, NULL, 0);
-    if (rt->m.h2_defences < 0 || rt->m.tls_failures < 0 || rt->m.conns_refused < 0)
+    id->requests = dl_metric_define(m, DL_METRIC_COUNTER, "http_requests_total",
+                                    "HTTP requests answered", http_labels, 4, NULL, 0);
+    id->duration = dl_metric_define(m, DL_METRIC_HISTOGRAM, "http_request_duration_seconds",
+                                    "Time from the first byte of a request to its answer",
+                                    http_labels, 3, http_buckets, 8);
+    id->db_duration = dl_metric_define(m, DL_METRIC_HISTOGRAM,
+                                       "database_operation_duration_seconds",
+                                       "Document store operations, queueing included",
+                                       db_labels, 2, db_buckets, 9);
+    id->cache_lookup = dl_metric_define(m, DL_METRIC_COUNTER, "cache_lookup_total",
+                                        "Cache lookups by outcome", status_label, 1, NULL, 0);
+    id->connections = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_open_connections",
+                                       "Open client connections", worker_label, 1, NULL, 0);
+    id->lua_memory = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_lua_memory_bytes",
+                                      "Memory of each worker's Lua state", worker_label, 1,
+                                      NULL, 0);
+    id->generation = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_generation",
+                                      "Current app generation (1 + successful reloads)", NULL,
+                                      0, NULL, 0);
+    id->reload_failures = dl_metric_define(m, DL_METRIC_COUNTER,
+                                           "devloop_reload_failures_total",
+                                           "Reloads refused because a script failed", NULL, 0,
+                                           NULL, 0);
+    id->log_dropped = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_log_dropped_records",
+                                       "Log records dropped because a ring was full", NULL, 0,
+                                       NULL, 0);
+    id->metrics_overflow = dl_metric_define(m, DL_METRIC_GAUGE,
+                                            "devloop_metrics_series_overflow",
+                                            "Updates dropped by the per-metric series cap",
+                                            NULL, 0, NULL, 0);
+    id->h2_defences = dl_metric_define(m, DL_METRIC_COUNTER, "devloop_http2_defences_total",
+                                       "HTTP/2 streams refused and connections ended by a "
+                                       "defence (flood, rapid_reset, hpack_bomb, "
+                                       "continuation, stall, protocol)",
+                                       defence_label, 1, NULL, 0);
+    id->tls_failures = dl_metric_define(m, DL_METRIC_COUNTER,
+                                        "devloop_tls_failed_handshakes_total",
+                                        "TLS connections that ended before or in the handshake "
+                                        "(plain_http, protocol, timeout)",
+                                        reason_label, 1, NULL, 0);
+    id->conns_refused = dl_metric_define(m, DL_METRIC_COUNTER,
+                                         "devloop_connections_refused_total",
+                                         "Connections closed at accept because the worker "
+                                         "had DEVLOOP_MAX_CONNECTIONS open",
+                                         NULL, 0, NULL, 0);
+    if (id->h2_defences < 0 || id->tls_failures < 0 || id->conns_refused < 0)
         return DL_EINVAL;
-    int rc = dl_backend_stats_init(&rt->backends, m, rt->cfg.workers);
+    int rc = dl_backend_stats_init(&rt->shared.backends, m, rt->cfg.workers);
     if (rc < 0)
         return rc;
-    if (rt->m.requests < 0 || rt->m.duration < 0 || rt->m.db_duration < 0 ||
-        rt->m.cache_lookup < 0 || rt->m.connections < 0 || rt->m.lua_memory < 0 ||
-        rt->m.generation < 0 || rt->m.reload_failures < 0 || rt->m.log_dropped < 0 ||
-        rt->m.metrics_overflow < 0)
+    if (id->requests < 0 || id->duration < 0 || id->db_duration < 0 || id->cache_lookup < 0 ||
+        id->connections < 0 || id->lua_memory < 0 || id->generation < 0 ||
+        id->reload_failures < 0 || id->log_dropped < 0 || id->metrics_overflow < 0)
         return DL_EINVAL;
-    dl_metric_set(m, rt->cfg.workers, rt->m.generation, NULL, 1);
+    dl_metric_set(m, rt->cfg.workers, id->generation, NULL, 1);
     return 0;
 }
 
@@ -377,7 +343,7 @@ static int define_metrics(dl_runtime_t *rt)
  * with the file's name; the paths are copied by the context, not kept here. */
 static int load_tls(dl_runtime_t *rt, char *errbuf, size_t errlen)
 {
-    int rc = dl_config_load_tls(&rt->cfg, rt->tls, &rt->https_port, errbuf, errlen);
+    int rc = dl_config_load_tls(&rt->cfg, rt->shared.tls, &rt->shared.https_port, errbuf, errlen);
     for (int i = 0; i < rt->cfg.n_listen; i++) {
         memset(rt->cfg.listen_opts[i].tls_cert, 0, sizeof(rt->cfg.listen_opts[i].tls_cert));
         memset(rt->cfg.listen_opts[i].tls_key, 0, sizeof(rt->cfg.listen_opts[i].tls_key));
@@ -391,12 +357,12 @@ static int load_tls(dl_runtime_t *rt, char *errbuf, size_t errlen)
 static int load_canonical_host(dl_runtime_t *rt, char *errbuf, size_t errlen)
 {
     const char *v;
-    if (dl_config_canonical_host(&v, &rt->canonical_port, errbuf, errlen) != 0)
+    if (dl_config_canonical_host(&v, &rt->shared.canonical_port, errbuf, errlen) != 0)
         return -1;
     if (v == NULL)
         return 0;
-    rt->canonical_host = dl_strdup(v);
-    if (rt->canonical_host == NULL) {
+    rt->shared.canonical_host = dl_strdup(v);
+    if (rt->shared.canonical_host == NULL) {
         snprintf(errbuf, errlen, "out of memory\n");
         return -1;
     }
@@ -408,10 +374,10 @@ static void reload_tls(dl_runtime_t *rt)
 {
     for (int i = 0; i < rt->cfg.n_listen; i++) {
         char err[1400];
-        if (rt->tls[i] && dl_tls_ctx_reload(rt->tls[i], err, sizeof(err)) != 0)
+        if (rt->shared.tls[i] && dl_tls_ctx_reload(rt->shared.tls[i], err, sizeof(err)) != 0)
             dl_log(DL_LOG_ERROR, "%s: certificates not reloaded, the loaded ones stay: %s",
                    rt->listen[i], err);
-        else if (rt->tls[i])
+        else if (rt->shared.tls[i])
             dl_log(DL_LOG_INFO, "%s: certificates reloaded", rt->listen[i]);
     }
 }
@@ -440,6 +406,18 @@ static void check_fd_limit(const dl_config_t *cfg)
                (unsigned long long)want);
 }
 
+/* The runtime's side of what the workers share (worker.h): a Lua host's
+ * core._stop and reload status reach the runtime through these. */
+static void shared_stop(void *arg)
+{
+    dl_runtime_stop(arg);
+}
+
+static void shared_reload_status(void *arg, dl_reload_status_t *out)
+{
+    dl_runtime_reload_status(arg, out);
+}
+
 int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, size_t errlen)
 {
     *out = NULL;
@@ -457,6 +435,10 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     if (rt == NULL)
         return DL_ENOMEM;
     rt->cfg = *cfg;
+    rt->shared.cfg = &rt->cfg;
+    rt->shared.arg = rt;
+    rt->shared.stop = shared_stop;
+    rt->shared.reload_status = shared_reload_status;
     rt->pid_fd = -1;
     for (int i = 0; i < DL_MAX_LISTEN; i++)
         rt->first_fd[i] = rt->lock_fd[i] = -1;
@@ -482,11 +464,11 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         dl_runtime_free(rt);
         return lrc;
     }
-    rt->hsts = dl_strdup(cfg->hsts ? cfg->hsts : "");
+    rt->shared.hsts = dl_strdup(cfg->hsts ? cfg->hsts : "");
     char updir[1200];
     snprintf(updir, sizeof(updir), "%s/data/.uploads", rt->app_dir);
-    rt->upload_dir = dl_strdup(updir);
-    rt->cfg.hsts = rt->hsts;
+    rt->shared.upload_dir = dl_strdup(updir);
+    rt->cfg.hsts = rt->shared.hsts;
     /* read when the runtime runs, long after the caller's string may be gone */
     rt->pid_file_opt = cfg->pid_file ? dl_strdup(cfg->pid_file) : NULL;
     rt->cfg.pid_file = rt->pid_file_opt;
@@ -507,17 +489,17 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     rt->status.last_ok = 1;
 
     char rerr[256];
-    int rc = dl_redis_config_from_env(&rt->redis_cfg, rerr, sizeof(rerr));
+    int rc = dl_redis_config_from_env(&rt->shared.redis_cfg, rerr, sizeof(rerr));
     if (rc < 0) {
         snprintf(errbuf, errlen, "%s\n", rerr); /* the message names the variable */
         dl_runtime_free(rt);
         return DL_EINVAL;
     }
-    rt->has_redis = rc == 1;
-    if (!rt->has_redis) {
+    rt->shared.has_redis = rc == 1;
+    if (!rt->shared.has_redis) {
         size_t cap = dl_env_u64("DEVLOOP_CACHE_MAX_BYTES");
-        rt->memcache = dl_memcache_new(cap, 16);
-        if (rt->memcache == NULL) {
+        rt->shared.memcache = dl_memcache_new(cap, 16);
+        if (rt->shared.memcache == NULL) {
             dl_runtime_free(rt);
             return DL_ENOMEM;
         }
@@ -528,7 +510,7 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     char dberr[512];
     if (mongo && *mongo) {
         int pool = (int)dl_env_u64("MONGO_POOL_SIZE");
-        rt->store = dl_store_open_mongo(mongo, pool, dberr, sizeof(dberr));
+        rt->shared.store = dl_store_open_mongo(mongo, pool, dberr, sizeof(dberr));
     } else {
         char path[1200];
         const char *db = getenv("DEVLOOP_DB");
@@ -536,10 +518,10 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
             snprintf(path, sizeof(path), "%s/data/devloop.db", rt->app_dir);
             db = path;
         }
-        rt->store = dl_store_open_sqlite(db, 4, dberr, sizeof(dberr));
-        rt->db_path = dl_strdup(db);
+        rt->shared.store = dl_store_open_sqlite(db, 4, dberr, sizeof(dberr));
+        rt->shared.db_path = dl_strdup(db);
     }
-    if (rt->store == NULL) {
+    if (rt->shared.store == NULL) {
         snprintf(errbuf, errlen, "document store: %s\n", dberr);
         dl_runtime_free(rt);
         return DL_EIO;
@@ -548,10 +530,11 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         /* (both checked with the other variables at the top) */
         uint64_t th = dl_env_u64("MONGO_BREAKER_THRESHOLD");
         uint64_t cd = dl_env_u64("MONGO_BREAKER_COOLDOWN_MS");
-        int backend = strcmp(rt->store->ops->type, "mongodb") == 0 ? DL_BACKEND_MONGO
+        int backend = strcmp(rt->shared.store->ops->type, "mongodb") == 0 ? DL_BACKEND_MONGO
                                                                    : DL_BACKEND_SQLITE;
-        dl_store_guard_init(&rt->store_guard, backend, (int)th, (uint64_t)cd, &rt->backends);
-        rt->has_store_guard = 1;
+        dl_store_guard_init(&rt->shared.store_guard, backend, (int)th, (uint64_t)cd,
+                            &rt->shared.backends);
+        rt->shared.has_store_guard = 1;
     }
     /* blocking store calls share libuv's thread pool: give it room (an
      * empty value is unset for config.c, but one thread for libuv) */
@@ -564,11 +547,11 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         dl_runtime_free(rt);
         return DL_ENOMEM;
     }
-    rt->access_log = (int)dl_env_u64("DEVLOOP_ACCESS_LOG");
-    rt->http_metrics = (int)dl_env_u64("DEVLOOP_METRICS");
+    rt->shared.access_log = (int)dl_env_u64("DEVLOOP_ACCESS_LOG");
+    rt->shared.http_metrics = (int)dl_env_u64("DEVLOOP_METRICS");
     uv_timeval64_t tv0;
     uv_gettimeofday(&tv0);
-    rt->start_time = (double)tv0.tv_sec + tv0.tv_usec / 1e6;
+    rt->shared.start_time = (double)tv0.tv_sec + tv0.tv_usec / 1e6;
 
     /* load the app once up front, so a broken app fails before binding */
     int nerr = dl_app_check(rt->app_dir, errbuf, errlen);
@@ -615,9 +598,9 @@ static void reload_now(dl_runtime_t *rt, const char *why)
     rt->status.last_reload_time = (double)tv.tv_sec + tv.tv_usec / 1e6;
     rt->status.last_ok = n == 0;
     if (n)
-        dl_metric_add(rt->metrics, rt->cfg.workers, rt->m.reload_failures, NULL, 1);
+        dl_metric_add(rt->shared.metrics, rt->cfg.workers, rt->shared.m.reload_failures, NULL, 1);
     else
-        dl_metric_add(rt->metrics, rt->cfg.workers, rt->m.generation, NULL, 1);
+        dl_metric_add(rt->shared.metrics, rt->cfg.workers, rt->shared.m.generation, NULL, 1);
     if (n) {
         rt->status.failed++;
         snprintf(rt->status.last_error, sizeof(rt->status.last_error), "%s", err);
@@ -633,8 +616,8 @@ static void reload_now(dl_runtime_t *rt, const char *why)
                err);
         return;
     }
-    for (int i = 0; i < rt->n_workers; i++)
-        dl_worker_reload(&rt->workers[i]);
+    for (int i = 0; i < rt->shared.n_workers; i++)
+        dl_worker_reload(&rt->shared.workers[i]);
     dl_log(DL_LOG_INFO, "reload (%s): generation %d (checked in %.1f ms)", why, gen,
            (double)(uv_hrtime() - t0) / 1e6);
 }
@@ -689,11 +672,11 @@ static void sweep_uploads(dl_runtime_t *rt)
     char data[1200];
     snprintf(data, sizeof(data), "%s/data", rt->app_dir);
     (void)mkdir(data, 0755);
-    (void)mkdir(rt->upload_dir, 0700);
-    int n = dl_upload_sweep(rt->upload_dir, 600);
+    (void)mkdir(rt->shared.upload_dir, 0700);
+    int n = dl_upload_sweep(rt->shared.upload_dir, 600);
     if (n > 0)
         dl_log(DL_LOG_INFO, "deleted %d stale upload file%s in %s", n, n == 1 ? "" : "s",
-               rt->upload_dir);
+               rt->shared.upload_dir);
 }
 
 /* ================================================================ pid file */
@@ -837,8 +820,8 @@ static void on_stop_async(uv_async_t *a)
 {
     dl_runtime_t *rt = a->data;
     rt->stop_started = uv_hrtime();
-    for (int i = 0; i < rt->n_workers; i++)
-        dl_worker_stop(&rt->workers[i]);
+    for (int i = 0; i < rt->shared.n_workers; i++)
+        dl_worker_stop(&rt->shared.workers[i]);
     uv_close((uv_handle_t *)&rt->stop_async, NULL);
     uv_close((uv_handle_t *)&rt->reload_async, NULL);
     for (int i = 0; i < rt->n_lock_polls; i++)
@@ -898,9 +881,9 @@ static void wait_for_workers(dl_runtime_t *rt)
     uint64_t limit = (rt->cfg.shutdown_grace_ms + 2000) * 1000000ULL;
     for (;;) {
         int busy = -1;
-        for (int i = 0; i < rt->n_workers && busy < 0; i++)
-            if (rt->workers[i].thread_started &&
-                !__atomic_load_n(&rt->workers[i].thread_done, __ATOMIC_ACQUIRE))
+        for (int i = 0; i < rt->shared.n_workers && busy < 0; i++)
+            if (rt->shared.workers[i].thread_started &&
+                !__atomic_load_n(&rt->shared.workers[i].thread_done, __ATOMIC_ACQUIRE))
                 busy = i;
         if (busy < 0)
             return;
@@ -955,14 +938,14 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     }
     __atomic_store_n(&rt->loop_ready, 1, __ATOMIC_RELEASE);
 
-    rt->workers = dl_calloc((size_t)rt->cfg.workers, sizeof(dl_worker_t));
-    if (rt->workers == NULL)
+    rt->shared.workers = dl_calloc((size_t)rt->cfg.workers, sizeof(dl_worker_t));
+    if (rt->shared.workers == NULL)
         return DL_ENOMEM;
     int result = 0;
     for (int i = 0; i < rt->cfg.workers && result == 0; i++) {
-        dl_worker_t *w = &rt->workers[i];
-        rc = dl_worker_init(w, rt, i, err, sizeof(err));
-        rt->n_workers = i + 1;
+        dl_worker_t *w = &rt->shared.workers[i];
+        rc = dl_worker_init(w, &rt->shared, i, err, sizeof(err));
+        rt->shared.n_workers = i + 1;
         if (rc != 0) {
             dl_log(DL_LOG_ERROR, "worker %d: %s", i, err);
             result = rc;
@@ -978,8 +961,8 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
             w->n_listeners = l + 1;
         }
     }
-    for (int i = 0; i < rt->n_workers && result == 0; i++) {
-        rc = dl_worker_start(&rt->workers[i]);
+    for (int i = 0; i < rt->shared.n_workers && result == 0; i++) {
+        rc = dl_worker_start(&rt->shared.workers[i]);
         if (rc != 0)
             result = rc;
     }
@@ -1000,7 +983,7 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
             n += snprintf(addrs + n, sizeof(addrs) - (size_t)n, "%s%s", l ? ", " : "",
                           rt->cfg.listen[l]);
         dl_log(DL_LOG_INFO, "devloop %s serving %s on %s (%d worker%s%s)", DL_VERSION_STRING,
-               rt->app_dir, addrs, rt->n_workers, rt->n_workers == 1 ? "" : "s",
+               rt->app_dir, addrs, rt->shared.n_workers, rt->shared.n_workers == 1 ? "" : "s",
                rt->watch ? ", watching for changes" : "");
         __atomic_store_n(&rt->serving, 1, __ATOMIC_RELEASE);
         if (__atomic_load_n(&rt->stop_requested, __ATOMIC_ACQUIRE))
@@ -1012,8 +995,8 @@ int dl_runtime_run(dl_runtime_t *rt, int handle_signals)
     __atomic_store_n(&rt->serving, 0, __ATOMIC_RELEASE);
     if (handle_signals)
         wait_for_workers(rt);
-    for (int i = 0; i < rt->n_workers; i++)
-        dl_worker_join(&rt->workers[i]);
+    for (int i = 0; i < rt->shared.n_workers; i++)
+        dl_worker_join(&rt->shared.workers[i]);
     uv_loop_close(&rt->loop);
     release_pid_file(rt);
     if (result == 0)
@@ -1073,19 +1056,19 @@ static void on_embed_closed(uv_handle_t *h)
 int dl_runtime_attach(dl_runtime_t *rt, uv_loop_t *host)
 {
     char err[4096];
-    if (rt == NULL || host == NULL || rt->workers != NULL)
+    if (rt == NULL || host == NULL || rt->shared.workers != NULL)
         return DL_EINVAL;
     start_logger(rt);
-    rt->workers = dl_calloc(1, sizeof(dl_worker_t));
+    rt->shared.workers = dl_calloc(1, sizeof(dl_worker_t));
     host_embed_t *e = dl_calloc(1, sizeof(*e));
-    if (rt->workers == NULL || e == NULL) {
+    if (rt->shared.workers == NULL || e == NULL) {
         dl_free(e);
         return DL_ENOMEM;
     }
     rt->cfg.workers = 1;
-    dl_worker_t *w = &rt->workers[0];
-    int rc = dl_worker_init(w, rt, 0, err, sizeof(err));
-    rt->n_workers = 1;
+    dl_worker_t *w = &rt->shared.workers[0];
+    int rc = dl_worker_init(w, &rt->shared, 0, err, sizeof(err));
+    rt->shared.n_workers = 1;
     for (int l = 0; rc == 0 && l < rt->cfg.n_listen; l++) {
         rc = worker_socket(rt, l, &w->listen_fds[l], err, sizeof(err));
         if (rc == 0)
@@ -1097,9 +1080,9 @@ int dl_runtime_attach(dl_runtime_t *rt, uv_loop_t *host)
         dl_log(DL_LOG_ERROR, "%s", err);
         dl_free(e);
         dl_worker_join(w);
-        dl_free(rt->workers);
-        rt->workers = NULL;
-        rt->n_workers = 0;
+        dl_free(rt->shared.workers);
+        rt->shared.workers = NULL;
+        rt->shared.n_workers = 0;
         dl_logger_stop();
         return rc;
     }
@@ -1124,7 +1107,7 @@ void dl_runtime_detach(dl_runtime_t *rt)
         return;
     rt->host_embed = NULL;
     __atomic_store_n(&rt->serving, 0, __ATOMIC_RELEASE);
-    dl_worker_t *w = &rt->workers[0];
+    dl_worker_t *w = &rt->shared.workers[0];
     uv_close((uv_handle_t *)&e->poll, on_embed_closed);
     uv_close((uv_handle_t *)&e->timer, on_embed_closed);
     /* graceful: in-flight requests finish (bounded by the grace period) */
@@ -1146,7 +1129,7 @@ void dl_runtime_free(dl_runtime_t *rt)
 {
     if (rt == NULL)
         return;
-    dl_free(rt->workers);
+    dl_free(rt->shared.workers);
     for (int i = 0; i < DL_MAX_LISTEN; i++) {
         if (rt->first_fd[i] >= 0)
             close(rt->first_fd[i]);
@@ -1156,21 +1139,21 @@ void dl_runtime_free(dl_runtime_t *rt)
     release_pid_file(rt);
     for (int i = 0; i < DL_MAX_LISTEN; i++) {
         dl_free(rt->listen[i]);
-        dl_tls_ctx_free(rt->tls[i]);
+        dl_tls_ctx_free(rt->shared.tls[i]);
     }
-    dl_free(rt->hsts);
+    dl_free(rt->shared.hsts);
     dl_free(rt->pid_file_opt);
-    dl_free(rt->canonical_host);
-    dl_free(rt->upload_dir);
+    dl_free(rt->shared.canonical_host);
+    dl_free(rt->shared.upload_dir);
     dl_free(rt->app_dir);
-    dl_memcache_free(rt->memcache);
-    dl_backend_stats_free(&rt->backends);
-    dl_metrics_free(rt->metrics);
-    dl_free(rt->db_path);
-    if (rt->store)
-        rt->store->ops->close(rt->store);
-    if (rt->has_store_guard)
-        dl_store_guard_destroy(&rt->store_guard);
+    dl_memcache_free(rt->shared.memcache);
+    dl_backend_stats_free(&rt->shared.backends);
+    dl_metrics_free(rt->shared.metrics);
+    dl_free(rt->shared.db_path);
+    if (rt->shared.store)
+        rt->shared.store->ops->close(rt->shared.store);
+    if (rt->shared.has_store_guard)
+        dl_store_guard_destroy(&rt->shared.store_guard);
     uv_mutex_destroy(&rt->status_lock);
     dl_free(rt);
 }

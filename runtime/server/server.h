@@ -6,29 +6,17 @@
 #define DL_SERVER_H
 
 #include <sys/socket.h>
-#include <lua.h>
 #include <uv.h>
 
-#include "backend/backend_stats.h"
 #include "common/internal.h"
-#include "cache/mem_cache.h"
-#include "backend/redis_pool.h"
-#include "backend/store_guard.h"
 #include "server/worker.h"
 
 struct dl_runtime_s {
     dl_config_t cfg;
     char *app_dir;
     char *listen[DL_MAX_LISTEN];
-    struct dl_tls_ctx_s *tls[DL_MAX_LISTEN]; /* TLS listeners' contexts, else NULL */
-    int https_port;       /* the first TLS listener's port (HTTPS redirects) */
-    char *hsts;
+    dl_worker_shared_t shared;   /* what the workers read (worker.h), and the worker list */
     char *pid_file_opt;   /* cfg.pid_file's copy (NULL: the default) */
-    char *canonical_host; /* DEVLOOP_CANONICAL_HOST (--canonical-host) for HTTPS redirects, or NULL */
-    int canonical_port;   /* its port, -1 when it has none (the TLS listener's is used) */
-    char *upload_dir;     /* APP_DIR/data/.uploads, made at start */
-    dl_worker_t *workers;
-    int n_workers;
     uv_loop_t loop;       /* main thread: signals and stop requests */
     uv_async_t stop_async;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -45,23 +33,6 @@ struct dl_runtime_s {
     int lock_fd[DL_MAX_LISTEN];  /* the address's lock for the runtime's life; -1 none */
     uv_poll_t lock_poll[DL_MAX_LISTEN];
     int n_lock_polls;
-    int has_redis;               /* REDIS_URL (or REDIS_HOST...) given */
-    dl_redis_config_t redis_cfg;
-    dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
-    struct dl_store_s *store;    /* documents: SQLite file or MongoDB, shared by workers */
-    dl_store_guard_t store_guard; /* its outcomes and (MongoDB) circuit breaker */
-    int has_store_guard;
-    char *db_path;               /* the SQLite file (NULL with MongoDB) */
-    struct dl_metrics_s *metrics;
-    struct {
-        int requests, duration, db_duration, cache_lookup, connections, lua_memory, generation,
-            reload_failures, log_dropped, metrics_overflow, h2_defences, tls_failures,
-            conns_refused;
-    } m;                         /* ids of the runtime's own metrics */
-    dl_backend_stats_t backends; /* per-backend outcomes, up and breaker gauges */
-    double start_time;           /* Unix time at start */
-    int access_log;              /* DEVLOOP_ACCESS_LOG */
-    int http_metrics;            /* DEVLOOP_METRICS: per-request metrics (default on) */
     int loop_ready;
     int serving;                 /* workers run: in-process requests are taken */
     void *host_embed;            /* host-loop mode (dl_runtime_attach) */
@@ -69,11 +40,5 @@ struct dl_runtime_s {
     uint64_t stop_started; /* uv_hrtime() when the workers were told to stop */
     int handle_signals;
 };
-
-/* embed_api.c: preloads the modules registered with dl_add_lua_module() */
-void dl__preload_user_modules(lua_State *L);
-
-/** Splits "host:port" / "[v6]:port" / ":port" / "port". Returns 0 or DL_EINVAL. */
-int dl_parse_listen(const char *s, char *host, size_t hostlen, int *port);
 
 #endif

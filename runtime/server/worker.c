@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bindings/dl_modules.h"
 #include "cache/cache.h"
 #include "http1/conn.h"
 #include "http2/h2.h"
@@ -20,7 +21,7 @@
 #include "common/metrics.h"
 #include "server/config.h"
 #include "lua/lua_vm.h"
-#include "server/server.h"
+#include "lua/user_modules.h"
 #include "core/upload.h"
 
 #define REQ_POOL_MAX 1024
@@ -180,7 +181,7 @@ static void conn_closed(dl_http1_host_t *h, dl_conn_t *c);
 /* The worker's part of the request core: its pool, clock, metrics and VM. */
 static void core_init(dl_worker_t *w)
 {
-    dl_runtime_t *rt = w->rt;
+    dl_worker_shared_t *sh = w->shared;
     dl_core_ctx_t *x = &w->core;
     x->arg = w;
     x->acquire = core_acquire;
@@ -194,13 +195,13 @@ static void core_init(dl_worker_t *w)
     x->n_requests = &w->n_requests;
     x->compressor = w->compressor;
     x->worker_id = w->id;
-    x->hsts = rt->hsts && rt->hsts[0] ? rt->hsts : NULL;
-    x->upload_dir = rt->upload_dir;
-    x->metrics = rt->metrics;
-    x->metric_h2_defences = rt->m.h2_defences;
-    x->canonical_host = rt->canonical_host;
-    x->canonical_port = rt->canonical_port;
-    x->https_port = rt->https_port;
+    x->hsts = sh->hsts && sh->hsts[0] ? sh->hsts : NULL;
+    x->upload_dir = sh->upload_dir;
+    x->metrics = sh->metrics;
+    x->metric_h2_defences = sh->m.h2_defences;
+    x->canonical_host = sh->canonical_host;
+    x->canonical_port = sh->canonical_port;
+    x->https_port = sh->https_port;
     dl_vm_handler(w->vm, &x->handler);
 
     dl_http1_host_t *h = &w->http1;
@@ -210,8 +211,8 @@ static void core_init(dl_worker_t *w)
     h->read_buf = w->read_buf;
     h->read_buf_len = sizeof(w->read_buf);
     h->h2 = &dl_h2_session;
-    h->metrics = rt->metrics;
-    h->metric_tls_failures = rt->m.tls_failures;
+    h->metrics = sh->metrics;
+    h->metric_tls_failures = sh->m.tls_failures;
     h->arg = w;
     h->closed = conn_closed;
 }
@@ -238,13 +239,14 @@ static void refuse(dl_worker_t *w, uv_stream_t *server)
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
         "Content-Length: 69\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
         "{\"error\":\"Service Unavailable\",\"message\":\"too many open connections\"}";
-    dl_metric_add(w->rt->metrics, w->id, w->rt->m.conns_refused, NULL, 1);
+    dl_metric_add(w->shared->metrics, w->id, w->shared->m.conns_refused, NULL, 1);
     uv_tcp_t *t = dl_malloc(sizeof(*t));
     if (t == NULL || uv_tcp_init(&w->loop, t) != 0) {
         dl_free(t);
         return;
     }
-    if (uv_accept(server, (uv_stream_t *)t) == 0 && w->rt->tls[listener_of(w, server)] == NULL) {
+    if (uv_accept(server, (uv_stream_t *)t) == 0 &&
+        w->shared->tls[listener_of(w, server)] == NULL) {
         uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
         uv_try_write((uv_stream_t *)t, &b, 1);
     }
@@ -317,7 +319,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     int l = listener_of(w, server);
-    dl_conn_start(&w->http1, c, l, w->rt->tls[l]);
+    dl_conn_start(&w->http1, c, l, w->shared->tls[l]);
 }
 
 static char *put_str(char *p, char *end, const char *s)
@@ -380,7 +382,7 @@ static void access_log(dl_req_t *r, const char *method, const char *route, int s
 
 void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
 {
-    dl_runtime_t *rt = w->rt;
+    dl_worker_shared_t *sh = w->shared;
     char code[8];
     snprintf(code, sizeof(code), "%d", status);
     /* the route's pattern, never the raw path: unknown URLs share one series */
@@ -390,14 +392,14 @@ void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
     const char *proto = r->http_major == 2 ? "HTTP/2" : r->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
     const char *labels[4] = {method, route, code, proto};
     double secs = r->start_ns ? (double)(uv_hrtime() - r->start_ns) / 1e9 : 0;
-    if (rt->http_metrics) {
-        dl_metric_add(rt->metrics, w->id, rt->m.requests, labels, 1);
-        dl_metric_observe(rt->metrics, w->id, rt->m.duration, labels, secs);
+    if (sh->http_metrics) {
+        dl_metric_add(sh->metrics, w->id, sh->m.requests, labels, 1);
+        dl_metric_observe(sh->metrics, w->id, sh->m.duration, labels, secs);
     }
     if (secs >= 1.0)
         dl_log_req(DL_LOG_WARN, r->id, "slow request: %s %s took %.3f s (status %d)", method,
                    route, secs, status);
-    if (rt->access_log && DL_LOG_INFO >= dl_log_min_level)
+    if (sh->access_log && DL_LOG_INFO >= dl_log_min_level)
         access_log(r, method, route, status, secs, bytes);
 }
 
@@ -405,7 +407,7 @@ void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
 static void on_redis_event(int event, int value, void *arg)
 {
     dl_worker_t *w = arg;
-    dl_backend_stats_t *bs = &w->rt->backends;
+    dl_backend_stats_t *bs = &w->shared->backends;
     if (event == DL_REDIS_EV_OUTCOME)
         dl_backend_outcome(bs, w->id, DL_BACKEND_REDIS, value);
     else if (event == DL_REDIS_EV_UP)
@@ -421,9 +423,9 @@ static void on_sweep(uv_timer_t *t)
     char wid[16];
     snprintf(wid, sizeof(wid), "%d", w->id);
     const char *wl[1] = {wid};
-    dl_metric_set(w->rt->metrics, w->id, w->rt->m.connections, wl, w->n_conns);
+    dl_metric_set(w->shared->metrics, w->id, w->shared->m.connections, wl, w->n_conns);
     if (w->vm)
-        dl_metric_set(w->rt->metrics, w->id, w->rt->m.lua_memory, wl,
+        dl_metric_set(w->shared->metrics, w->id, w->shared->m.lua_memory, wl,
                       (double)lua_gc(w->vm->L, LUA_GCCOUNT, 0) * 1024.0 +
                           lua_gc(w->vm->L, LUA_GCCOUNTB, 0));
     dl_conn_t *c = w->conns;
@@ -490,7 +492,7 @@ static void worker_reload(dl_worker_t *w)
         return;
     dl_buf_t errors = DL_BUF_INIT;
     uint64_t t0 = uv_hrtime();
-    int n = dl_vm_load_app(w->vm, w->rt->app_dir, &errors);
+    int n = dl_vm_load_app(w->vm, w->shared->cfg->app_dir, &errors);
     if (n)
         dl_log(DL_LOG_ERROR, "worker %d: reload failed, keeping generation %d:\n%.*s", w->id,
                w->vm->gen ? w->vm->gen->id : 0, (int)errors.len, errors.data ? errors.data : "");
@@ -596,18 +598,21 @@ void dl_worker_host_base(dl_lua_host_t *host)
 {
     memset(host, 0, sizeof(*host));
     host->worker_id = -1;
-    host->preload = dl__preload_user_modules;
+    host->modules = dl_modules_builtin;
+    host->preload = dl_user_modules_preload;
     host->env_u64 = host_env;
 }
 
 static void host_stop(void *data)
 {
-    dl_runtime_stop(((dl_worker_t *)data)->rt);
+    dl_worker_shared_t *sh = ((dl_worker_t *)data)->shared;
+    sh->stop(sh->arg);
 }
 
 static void host_reload_status(void *data, dl_reload_status_t *out)
 {
-    dl_runtime_reload_status(((dl_worker_t *)data)->rt, out);
+    dl_worker_shared_t *sh = ((dl_worker_t *)data)->shared;
+    sh->reload_status(sh->arg, out);
 }
 
 /* Worker i's figures; other workers' connections and Lua memory as they
@@ -615,42 +620,42 @@ static void host_reload_status(void *data, dl_reload_status_t *out)
 static void host_worker_stats(void *data, int i, dl_lua_worker_stats_t *out)
 {
     dl_worker_t *w = data;
-    dl_runtime_t *rt = w->rt;
-    dl_worker_t *x = &rt->workers[i];
+    dl_worker_shared_t *sh = w->shared;
+    dl_worker_t *x = &sh->workers[i];
     char wid[16];
     snprintf(wid, sizeof(wid), "%d", i);
     const char *lv[1] = {wid};
     out->connections =
-        x == w ? (double)w->n_conns : dl_metric_value(rt->metrics, rt->m.connections, lv);
-    out->lua_memory_bytes = dl_metric_value(rt->metrics, rt->m.lua_memory, lv);
+        x == w ? (double)w->n_conns : dl_metric_value(sh->metrics, sh->m.connections, lv);
+    out->lua_memory_bytes = dl_metric_value(sh->metrics, sh->m.lua_memory, lv);
     out->requests = (double)__atomic_load_n(&x->n_requests, __ATOMIC_RELAXED);
 }
 
 static void fill_host(dl_worker_t *w)
 {
-    dl_runtime_t *rt = w->rt;
+    dl_worker_shared_t *sh = w->shared;
     dl_lua_host_t *h = &w->host;
     dl_worker_host_base(h);
     h->loop = &w->loop;
     h->worker_id = w->id;
-    h->n_workers = &rt->n_workers;
+    h->n_workers = &sh->n_workers;
     h->cfg = w->cfg;
     h->compressor = w->compressor;
     h->cache = w->cache;
     h->redis = w->redis;
-    h->store = rt->store;
-    h->store_guard = rt->has_store_guard ? &rt->store_guard : NULL;
-    h->memcache = rt->memcache;
-    h->db_path = rt->db_path;
-    h->start_time = rt->start_time;
-    h->metrics = rt->metrics;
-    h->metrics_shared = rt->cfg.workers;
-    h->m.cache_lookup = rt->m.cache_lookup;
-    h->m.db_duration = rt->m.db_duration;
-    h->m.log_dropped = rt->m.log_dropped;
-    h->m.metrics_overflow = rt->m.metrics_overflow;
-    h->m.connections = rt->m.connections;
-    h->m.lua_memory = rt->m.lua_memory;
+    h->store = sh->store;
+    h->store_guard = sh->has_store_guard ? &sh->store_guard : NULL;
+    h->memcache = sh->memcache;
+    h->db_path = sh->db_path;
+    h->start_time = sh->start_time;
+    h->metrics = sh->metrics;
+    h->metrics_shared = sh->cfg->workers;
+    h->m.cache_lookup = sh->m.cache_lookup;
+    h->m.db_duration = sh->m.db_duration;
+    h->m.log_dropped = sh->m.log_dropped;
+    h->m.metrics_overflow = sh->m.metrics_overflow;
+    h->m.connections = sh->m.connections;
+    h->m.lua_memory = sh->m.lua_memory;
     h->data = w;
     h->stop = host_stop;
     h->reload_status = host_reload_status;
@@ -660,11 +665,11 @@ static void fill_host(dl_worker_t *w)
 
 /* ================================================================ worker */
 
-int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen)
+int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *sh, int id, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
-    w->rt = rt;
-    w->cfg = &rt->cfg;
+    w->shared = sh;
+    w->cfg = sh->cfg;
     w->id = id;
     for (int i = 0; i < DL_MAX_LISTEN; i++)
         w->listen_fds[i] = -1;
@@ -683,15 +688,15 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
     uv_timer_init(&w->loop, &w->grace);
     w->grace.data = w;
     w->compressor = dl_compressor_new(w->cfg->gzip_level);
-    if (rt->has_redis) {
-        w->redis = dl_redis_pool_new(&w->loop, &rt->redis_cfg);
+    if (sh->has_redis) {
+        w->redis = dl_redis_pool_new(&w->loop, &sh->redis_cfg);
         char label[32];
         snprintf(label, sizeof(label), "worker %d", id);
         dl_redis_pool_set_label(w->redis, label);
         dl_redis_pool_observe(w->redis, on_redis_event, w);
         w->cache = w->redis ? dl_cache_new_redis(w->redis, &w->loop) : NULL;
     } else {
-        w->cache = dl_cache_new_memory(rt->memcache, &w->loop);
+        w->cache = dl_cache_new_memory(sh->memcache, &w->loop);
     }
     if (w->cache == NULL) {
         snprintf(err, errlen, "cannot create the cache");
@@ -705,7 +710,7 @@ int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, s
         return DL_ENOMEM;
     }
     dl_buf_t errors = DL_BUF_INIT;
-    if (dl_vm_load_app(w->vm, rt->cfg.app_dir, &errors) != 0) {
+    if (dl_vm_load_app(w->vm, sh->cfg->app_dir, &errors) != 0) {
         snprintf(err, errlen, "%.*s", (int)errors.len, errors.data ? errors.data : "");
         dl_buf_free(&errors);
         return DL_ESCRIPT;

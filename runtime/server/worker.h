@@ -8,6 +8,10 @@
 
 #include <uv.h>
 
+#include "backend/backend_stats.h"
+#include "backend/redis_pool.h"
+#include "backend/store_guard.h"
+#include "cache/mem_cache.h"
 #include "common/compress.h"
 #include "core/http.h"
 #include "core/request.h"
@@ -15,16 +19,65 @@
 #include "common/internal.h"
 #include "lua/lua_host.h"
 
-struct dl_runtime_s;
 struct dl_vm_s;
+struct dl_tls_ctx_s;
+struct dl_store_s;
+struct dl_metrics_s;
+struct dl_worker_s;
 typedef struct dl_conn_s dl_conn_t;
 
 #define DL_READ_BUF_SIZE 65536
 #define DL_CONN_POOL_MAX 256
 #define DL_INFLATE_MEMO 8
 
+/** The ids of the runtime's own metrics (server.c defines them). */
+typedef struct {
+    int requests, duration, db_duration, cache_lookup, connections, lua_memory, generation,
+        reload_failures, log_dropped, metrics_overflow, h2_defences, tls_failures,
+        conns_refused;
+} dl_worker_metric_ids_t;
+
+/*
+ * What the workers share with the runtime that runs them: its settings,
+ * backends, metrics and TLS contexts, the worker list, and the two things
+ * only the runtime can do (stop, report its reloads). server.c fills one in
+ * its dl_runtime_t before the first worker starts; a worker knows the
+ * runtime only through it, so the worker depends on nothing above it.
+ */
+typedef struct dl_worker_shared_s {
+    const dl_config_t *cfg;      /* the runtime's settings */
+    struct dl_worker_s *workers; /* every worker (each reads the others' figures) */
+    int n_workers;               /* workers started so far */
+    struct dl_tls_ctx_s *tls[DL_MAX_LISTEN]; /* TLS listeners' contexts, else NULL */
+    int https_port;       /* the first TLS listener's port (HTTPS redirects) */
+    char *hsts;
+    char *canonical_host; /* DEVLOOP_CANONICAL_HOST (--canonical-host), or NULL */
+    int canonical_port;   /* its port, -1 when it has none (the TLS listener's is used) */
+    char *upload_dir;     /* APP_DIR/data/.uploads, made at start */
+    int has_redis;               /* REDIS_URL (or REDIS_HOST...) given */
+    dl_redis_config_t redis_cfg;
+    dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
+    struct dl_store_s *store;    /* documents: SQLite file or MongoDB, shared by workers */
+    dl_store_guard_t store_guard; /* its outcomes and (MongoDB) circuit breaker */
+    int has_store_guard;
+    char *db_path;               /* the SQLite file (NULL with MongoDB) */
+    struct dl_metrics_s *metrics;
+    dl_worker_metric_ids_t m;    /* ids of the runtime's own metrics */
+    dl_backend_stats_t backends; /* per-backend outcomes, up and breaker gauges */
+    double start_time;           /* Unix time at start */
+    int access_log;              /* DEVLOOP_ACCESS_LOG */
+    int http_metrics;            /* DEVLOOP_METRICS: per-request metrics (default on) */
+
+    /* the runtime's side, each given arg */
+    void *arg;
+    /** Asks the runtime to stop (any thread). */
+    void (*stop)(void *arg);
+    /** The outcome of the reloads so far. */
+    void (*reload_status)(void *arg, dl_reload_status_t *out);
+} dl_worker_shared_t;
+
 typedef struct dl_worker_s {
-    struct dl_runtime_s *rt;
+    dl_worker_shared_t *shared; /* the runtime's, read by every worker */
     const dl_config_t *cfg;
     int id;
     uv_loop_t loop;
@@ -72,7 +125,7 @@ typedef struct dl_worker_s {
 } dl_worker_t;
 
 /** Prepares a worker (loop, VM with the app loaded); run it with dl_worker_start(). */
-int dl_worker_init(dl_worker_t *w, struct dl_runtime_s *rt, int id, char *err, size_t errlen);
+int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *shared, int id, char *err, size_t errlen);
 /** Starts the worker's thread. */
 int dl_worker_start(dl_worker_t *w);
 enum { DL_WORKER_OP_STOP = 1, DL_WORKER_OP_RELOAD = 2, DL_WORKER_OP_JOBS = 4 };
@@ -96,8 +149,9 @@ void dl_worker_reload(dl_worker_t *w);
 /** Joins the thread and frees what the worker owns. */
 void dl_worker_join(dl_worker_t *w);
 
-/** What every VM is given, served or only checked: the embedder's modules
- * and the settings table (host's preload and env_u64); the rest is zeroed. */
+/** What every VM is given, served or only checked: the devloop.* modules,
+ * the embedder's and the settings table (host's modules, preload and
+ * env_u64); the rest is zeroed. */
 void dl_worker_host_base(dl_lua_host_t *host);
 
 /** The cached Date header value, refreshed once a second. */

@@ -80,7 +80,7 @@ static void stop_runtime(void)
 dl_worker_t *dl_fuzz_worker(void)
 {
     if (rt != NULL)
-        return &rt->workers[0];
+        return &rt->shared.workers[0];
     const char *app = getenv("DL_FUZZ_APP");
     if (app == NULL)
         app = DL_FUZZ_APP_DIR; /* tests/fuzz/app, from CMake */
@@ -116,7 +116,7 @@ dl_worker_t *dl_fuzz_worker(void)
         abort();
     }
     atexit(stop_runtime);
-    return &rt->workers[0];
+    return &rt->shared.workers[0];
 }
 
 void dl_fuzz_pump(void)

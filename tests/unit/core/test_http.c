@@ -1,14 +1,13 @@
 /*
  * test_http.c - request helpers of runtime/core/http.c and the configuration
  * defaults of runtime/server/server.c: request ids, URL decoding, query parsing,
- * Accept negotiation, dates, error bodies, limits and listen addresses.
+ * Accept negotiation, dates, error bodies and limits.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/http.h"
 #include "common/internal.h"
-#include "server/server.h"
 #include "unit.h"
 
 DL_TEST(request_id_format)
@@ -199,25 +198,6 @@ DL_TEST(limits_from_environment)
         EXPECT(strstr(cfg.env_error, bad[i].says) != NULL);
         unsetenv(bad[i].name);
     }
-}
-
-DL_TEST(listen_address_parse)
-{
-    char host[64];
-    int port;
-    EXPECT_EQ(dl_parse_listen("0.0.0.0:80", host, sizeof(host), &port), 0);
-    EXPECT_STR(host, "0.0.0.0");
-    EXPECT_EQ(port, 80);
-    EXPECT_EQ(dl_parse_listen("[::1]:8080", host, sizeof(host), &port), 0);
-    EXPECT_STR(host, "::1");
-    EXPECT_EQ(port, 8080);
-    EXPECT_EQ(dl_parse_listen(":9000", host, sizeof(host), &port), 0);
-    EXPECT_STR(host, "127.0.0.1");
-    EXPECT_EQ(dl_parse_listen("9001", host, sizeof(host), &port), 0);
-    EXPECT_EQ(port, 9001);
-    EXPECT_EQ(dl_parse_listen("host:99999", host, sizeof(host), &port), DL_EINVAL);
-    EXPECT_EQ(dl_parse_listen("host:", host, sizeof(host), &port), DL_EINVAL);
-    EXPECT_EQ(dl_parse_listen("[::1]8080", host, sizeof(host), &port), DL_EINVAL);
 }
 
 DL_TEST(error_names)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "bindings/dl_modules.h"
 #include "cache/cache.h"
 #include "cache/mem_cache.h"
 #include "common/compress.h"
@@ -81,6 +82,7 @@ DL_TEST(lua_host_serves_bindings_without_a_server)
 
     dl_lua_host_t h;
     memset(&h, 0, sizeof(h));
+    h.modules = dl_modules_builtin;
     h.loop = &loop;
     h.worker_id = 0;
     int n_workers = 1;
@@ -145,6 +147,7 @@ DL_TEST(lua_host_without_a_loop_only_checks)
     memset(&cfg, 0, sizeof(cfg));
     dl_lua_host_t h;
     memset(&h, 0, sizeof(h));
+    h.modules = dl_modules_builtin;
     h.worker_id = -1;
     h.env_u64 = host_env;
     dl_vm_t *vm = dl_vm_new(&h, &cfg);
@@ -159,6 +162,34 @@ DL_TEST(lua_host_without_a_loop_only_checks)
         "  tostring(metrics.define(metrics.COUNTER, 'x_total', 'h')), cache.type(),\n"
         "  tostring(core.worker_id()), tostring(core._env('DEVLOOP_JOB_LEASE_MS'))}, ' ')"), 0);
     EXPECT_STR(lua_tostring(L, -1), "false only available while serving -1 none -1 1234");
+    lua_pop(L, 1);
+    dl_vm_free(vm);
+}
+
+static int open_test_module(lua_State *L)
+{
+    lua_pushliteral(L, "from the host");
+    return 1;
+}
+
+/* The VM preloads the C modules its host lists and names none itself: with a
+ * table of the host's own, devloop.core is not there. */
+DL_TEST(lua_host_lists_the_modules_to_preload)
+{
+    dl_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    static const dl_lua_module_t mods[] = {{"test.mod", open_test_module}, {NULL, NULL}};
+    dl_lua_host_t h;
+    memset(&h, 0, sizeof(h));
+    h.modules = mods;
+    h.worker_id = -1;
+    dl_vm_t *vm = dl_vm_new(&h, &cfg);
+    EXPECT(vm != NULL);
+    lua_State *L = vm->L;
+    EXPECT_EQ(luaL_dostring(L,
+        "local ok = pcall(require, 'devloop.core')\n"
+        "return require('test.mod') .. ' ' .. tostring(ok)"), 0);
+    EXPECT_STR(lua_tostring(L, -1), "from the host false");
     lua_pop(L, 1);
     dl_vm_free(vm);
 }

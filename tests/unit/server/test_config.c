@@ -6,7 +6,8 @@
  * refusals (a changed environment, output_high_water, listen addresses,
  * HSTS, the tokens file, the canonical host, Redis and MongoDB values) and
  * dl_config_print() in text and --json for a few settings: value, unit,
- * source, masked secrets, and the same settings in both shapes.
+ * source, masked secrets, and the same settings in both shapes; listen
+ * addresses split by dl_parse_listen().
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -574,4 +575,23 @@ DL_TEST(config_print_refusals)
     EXPECT_STR(line_of(out, "listen", buf, sizeof(buf)),
                row(want, sizeof(want), "listen", "none", "program", "--listen"));
     free(out);
+}
+
+DL_TEST(listen_address_parse)
+{
+    char host[64];
+    int port;
+    EXPECT_EQ(dl_parse_listen("0.0.0.0:80", host, sizeof(host), &port), 0);
+    EXPECT_STR(host, "0.0.0.0");
+    EXPECT_EQ(port, 80);
+    EXPECT_EQ(dl_parse_listen("[::1]:8080", host, sizeof(host), &port), 0);
+    EXPECT_STR(host, "::1");
+    EXPECT_EQ(port, 8080);
+    EXPECT_EQ(dl_parse_listen(":9000", host, sizeof(host), &port), 0);
+    EXPECT_STR(host, "127.0.0.1");
+    EXPECT_EQ(dl_parse_listen("9001", host, sizeof(host), &port), 0);
+    EXPECT_EQ(port, 9001);
+    EXPECT_EQ(dl_parse_listen("host:99999", host, sizeof(host), &port), DL_EINVAL);
+    EXPECT_EQ(dl_parse_listen("host:", host, sizeof(host), &port), DL_EINVAL);
+    EXPECT_EQ(dl_parse_listen("[::1]8080", host, sizeof(host), &port), DL_EINVAL);
 }
