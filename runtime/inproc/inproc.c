@@ -96,13 +96,7 @@ static void inproc_write(dl_core_conn_t *base, dl_req_t *r, const dl_resp_wire_t
     dl_buf_t *o = &it->headers;
     (void)r;
     it->active = NULL;
-    for (int i = 0; i < w->n_fields; i++) {
-        size_t nlen;
-        const char *line = dl_resp_field_line(w->fields[i].id, &nlen);
-        dl_buf_append(o, line, nlen);
-        dl_buf_append(o, w->fields[i].value, w->fields[i].value_len);
-        dl_buf_append(o, "\r\n", 2);
-    }
+    dl_resp_wire_put_lines(w, o);
     if (!w->keep)
         dl_buf_append_str(o, "Connection: close\r\n");
     if (resp->headers_len)
