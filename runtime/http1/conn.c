@@ -159,15 +159,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     if (r->n_headers == 0 || r->in_value) {
         if (r->n_headers >= cfg->max_headers)
             return reject(c, 431, "too many request headers");
-        if (r->n_headers == r->cap_headers) {
-            int cap = r->cap_headers ? r->cap_headers * 2 : 16;
-            dl_header_t *h = dl_realloc(r->headers, sizeof(*h) * (size_t)cap);
-            if (h == NULL)
-                return reject(c, 503, "out of memory");
-            r->headers = h;
-            r->cap_headers = cap;
-        }
-        dl_header_t *h = &r->headers[r->n_headers++];
+        dl_header_t *h = dl_req_header_new(r);
+        if (h == NULL)
+            return reject(c, 503, "out of memory");
         h->name_off = (uint32_t)r->head.len;
         h->name_len = 0;
         h->value_off = (uint32_t)r->head.len;

@@ -301,22 +301,7 @@ static int add_header(h2_stream_t *st, const char *n, size_t nlen, const char *v
     const dl_config_t *cfg = st->h->cfg;
     if (r->n_headers >= cfg->max_headers)
         return 431;
-    if (r->n_headers == r->cap_headers) {
-        int cap = r->cap_headers ? r->cap_headers * 2 : 16;
-        dl_header_t *hd = dl_realloc(r->headers, sizeof(*hd) * (size_t)cap);
-        if (hd == NULL)
-            return 503;
-        r->headers = hd;
-        r->cap_headers = cap;
-    }
-    dl_header_t *hd = &r->headers[r->n_headers++];
-    hd->name_off = (uint32_t)r->head.len;
-    hd->name_len = (uint32_t)nlen;
-    dl_buf_append(&r->head, n, nlen);
-    hd->value_off = (uint32_t)r->head.len;
-    hd->value_len = (uint32_t)vlen;
-    dl_buf_append(&r->head, v, vlen);
-    return r->head.oom ? 503 : 0;
+    return dl_req_header_add(r, n, nlen, v, vlen) != 0 ? 503 : 0;
 }
 
 /* The request keeps a static string: routed methods by name, the others from

@@ -115,7 +115,6 @@ void dl_mongo_find_opts_to_bson(const find_opts_t *fo, bson_t *out);
 int dl_mongo_res_fail(dl_store_res_t *res, int code);
 int dl_mongo_map_error(mongo_store_t *ms, const char *op, const bson_error_t *e,
                        const bson_t *reply, dl_store_res_t *res);
-int dl_mongo_begin(dl_store_res_t *res);
 int dl_mongo_finish(dl_store_res_t *res, int rc);
 int64_t dl_mongo_reply_int(const bson_t *reply, const char *key);
 int64_t dl_mongo_reply_updated_existing(const bson_t *reply);

@@ -83,7 +83,7 @@ static int txn_end(mongo_store_t *ms, const char *op, txn_t *t, int rc, dl_store
  * *filter, or its error in res (and nothing to free). */
 static int begin_query(const dl_store_json_t *query, bson_t *filter, dl_store_res_t *res)
 {
-    dl_mongo_begin(res);
+    dl_store_res_reset(res);
     int rc = dl_mongo_prep_query(query->text, filter, res->err, sizeof(res->err));
     return rc != 0 ? dl_mongo_res_fail(res, rc) : 0;
 }
@@ -92,7 +92,7 @@ static int begin_query(const dl_store_json_t *query, bson_t *filter, dl_store_re
 static int begin_find(const dl_store_json_t *query, const dl_store_json_t *opts,
                       find_opts_t *fo, bson_t *filter, dl_store_res_t *res)
 {
-    dl_mongo_begin(res);
+    dl_store_res_reset(res);
     int rc = dl_mongo_parse_find_opts(opts->text, fo, res->err, sizeof(res->err));
     if (rc == 0)
         rc = dl_mongo_prep_query(query->text, filter, res->err, sizeof(res->err));
@@ -227,9 +227,8 @@ int dl_mongo_insert(dl_store_t *s, const char *coll, const dl_store_json_t *docs
     txn_t txn;
     int rc;
 
-    rc = dl_mongo_begin(res);
-    if (rc == 0)
-        rc = dl_mongo_parse_json(docs_json->text, 1, "documents", &raw, res->err, sizeof(res->err));
+    dl_store_res_reset(res);
+    rc = dl_mongo_parse_json(docs_json->text, 1, "documents", &raw, res->err, sizeof(res->err));
     if (rc != 0)
         return dl_mongo_res_fail(res, rc);
     rc = insert_docs(&raw, &docs, &n, res);
@@ -455,9 +454,7 @@ int dl_mongo_create_index(dl_store_t *s, const char *coll, const dl_store_json_t
     bson_error_t e;
     int rc;
 
-    rc = dl_mongo_begin(res);
-    if (rc != 0)
-        return rc;
+    dl_store_res_reset(res);
     rc = index_keys(keys_json->text, &keys, &name, res->err, sizeof(res->err));
     if (rc != 0) {
         dl_buf_free(&name);
@@ -540,7 +537,7 @@ int dl_mongo_ping(dl_store_t *s, dl_store_res_t *res)
     bson_error_t e;
     int rc = 0;
 
-    dl_mongo_begin(res);
+    dl_store_res_reset(res);
     client = dl_mongo_acquire(ms, res);
     if (client == NULL)
         return res->status;
