@@ -751,7 +751,6 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     }
     /* Read and discard what the client still sends, so that closing does not
      * reset the connection before it has read our error (lingering close). */
-    c->state = DL_CS_LINGER;
     c->deadline = uv_now(c->host->loop) + LINGER_MS;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_linger_read);
@@ -759,7 +758,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 static void conn_finish_close(dl_conn_t *c)
 {
-    if (c->closed || c->shutting)
+    if (c->closed || c->state == DL_CS_LINGER)
         return; /* a second uv_shutdown would fail and close before the linger */
     if (c->tls && !c->notified) {
         c->notified = 1;
@@ -774,7 +773,8 @@ static void conn_finish_close(dl_conn_t *c)
         if (sr) {
             sr->data = c;
             if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown) == 0) {
-                c->shutting = 1;
+                /* the output is done (closing): from here on, only the linger */
+                c->state = DL_CS_LINGER;
                 return;
             }
             dl_free(sr);
