@@ -33,15 +33,6 @@ typedef struct {
     int64_t matched; /* update, find_one_and_update: documents matched */
 } dl_store_res_t;
 
-static inline void dl_store_res_init(dl_store_res_t *r)
-{
-    r->status = 0;
-    r->err[0] = '\0';
-    dl_buf_init(&r->json);
-    r->count = 0;
-    r->matched = 0;
-}
-
 /** Clears r for the next operation; its buffer is kept for reuse. */
 static inline void dl_store_res_reset(dl_store_res_t *r)
 {
@@ -50,6 +41,12 @@ static inline void dl_store_res_reset(dl_store_res_t *r)
     dl_buf_reset(&r->json);
     r->count = 0;
     r->matched = 0;
+}
+
+static inline void dl_store_res_init(dl_store_res_t *r)
+{
+    dl_buf_init(&r->json);
+    dl_store_res_reset(r);
 }
 
 /** Fails r: status code and the formatted message (front and backends alike). Returns code. */
