@@ -32,23 +32,14 @@ const char *dl_req_header(const dl_req_t *req, const char *name, size_t *len)
 
 /* ------------------------------------------------------------ URL decoding */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = dl_tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 size_t dl_url_decode(char *s, size_t len, int form)
 {
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (c == '%' && i + 2 < len) {
-            int h = hexval((unsigned char)s[i + 1]), l = hexval((unsigned char)s[i + 2]);
+            int h = dl_hex_digit((unsigned char)s[i + 1]),
+                l = dl_hex_digit((unsigned char)s[i + 2]);
             if (h >= 0 && l >= 0) {
                 s[o++] = (char)(h * 16 + l);
                 i += 2;
@@ -191,12 +182,14 @@ void dl_prng_seed(uint64_t s[4])
 
 void dl_request_id_new(uint64_t state[4], char *id)
 {
-    static const char hex[] = "0123456789abcdef";
+    /* Big-endian bytes, so the digits read as the two numbers in hex. */
+    unsigned char raw[16];
     uint64_t a = dl_prng_next(state), b = dl_prng_next(state);
-    for (int i = 0; i < 16; i++) {
-        id[i] = hex[(a >> (60 - 4 * i)) & 0xf];
-        id[16 + i] = hex[(b >> (60 - 4 * i)) & 0xf];
+    for (int i = 0; i < 8; i++) {
+        raw[i] = (unsigned char)(a >> (56 - 8 * i));
+        raw[8 + i] = (unsigned char)(b >> (56 - 8 * i));
     }
+    dl_hex(raw, sizeof raw, id);
     id[32] = '\0';
 }
 

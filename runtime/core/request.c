@@ -107,6 +107,33 @@ int dl_http_host_valid(const char *h, size_t n)
     return 1;
 }
 
+dl_header_t *dl_req_header_new(dl_req_t *r)
+{
+    if (r->n_headers == r->cap_headers) {
+        int cap = r->cap_headers ? r->cap_headers * 2 : 16;
+        dl_header_t *hs = dl_realloc(r->headers, sizeof(*hs) * (size_t)cap);
+        if (hs == NULL)
+            return NULL;
+        r->headers = hs;
+        r->cap_headers = cap;
+    }
+    return &r->headers[r->n_headers++];
+}
+
+int dl_req_header_add(dl_req_t *r, const char *n, size_t nlen, const char *v, size_t vlen)
+{
+    dl_header_t *h = dl_req_header_new(r);
+    if (h == NULL)
+        return DL_ENOMEM;
+    h->name_off = (uint32_t)r->head.len;
+    h->name_len = (uint32_t)nlen;
+    dl_buf_append(&r->head, n, nlen);
+    h->value_off = (uint32_t)r->head.len;
+    h->value_len = (uint32_t)vlen;
+    dl_buf_append(&r->head, v, vlen);
+    return r->head.oom ? DL_ENOMEM : 0;
+}
+
 static int find_header(const dl_req_t *r, const char *name, size_t nlen, int *count)
 {
     int first = -1;
@@ -163,17 +190,12 @@ static int absolute_form(dl_core_conn_t *c, dl_req_t *r, const char **msg)
     int count;
     int h = find_header(r, "host", 4, &count);
     if (h < 0) {
-        if (r->n_headers == r->cap_headers) {
-            int cap = r->cap_headers ? r->cap_headers * 2 : 16;
-            dl_header_t *hs = dl_realloc(r->headers, sizeof(*hs) * (size_t)cap);
-            if (hs == NULL) {
-                *msg = "out of memory";
-                return 503;
-            }
-            r->headers = hs;
-            r->cap_headers = cap;
+        dl_header_t *slot = dl_req_header_new(r);
+        if (slot == NULL) {
+            *msg = "out of memory";
+            return 503;
         }
-        h = r->n_headers++;
+        h = (int)(slot - r->headers);
         r->n_head_headers = r->n_headers;
     }
     r->headers[h].name_off = name_off;

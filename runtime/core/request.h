@@ -26,6 +26,11 @@
  */
 int dl_req_begin(dl_core_conn_t *c, dl_req_t *r, int has_body, const char **msg);
 
+/** A new header entry at the end of r->headers (grown as needed); NULL when out of memory. */
+dl_header_t *dl_req_header_new(dl_req_t *r);
+/** Appends header n: v (copied into r->head); 0 or DL_ENOMEM. */
+int dl_req_header_add(dl_req_t *r, const char *n, size_t nlen, const char *v, size_t vlen);
+
 /** Runs a complete request: 404/405 answers, HTTPS redirects, or its handler. */
 void dl_req_dispatch(dl_core_conn_t *c, dl_req_t *r);
 

@@ -36,10 +36,14 @@ const char *dl_resp_field_name(int id, int lower, size_t *len)
     return lower ? field_names[id].lower : field_names[id].line;
 }
 
-const char *dl_resp_field_line(int id, size_t *len)
+void dl_resp_wire_put_lines(const dl_resp_wire_t *w, dl_buf_t *o)
 {
-    *len = field_names[id].len + 2;
-    return field_names[id].line;
+    for (int i = 0; i < w->n_fields; i++) {
+        int id = w->fields[i].id;
+        dl_buf_append(o, field_names[id].line, field_names[id].len + 2); /* "Name: " */
+        dl_buf_append(o, w->fields[i].value, w->fields[i].value_len);
+        dl_buf_append(o, "\r\n", 2);
+    }
 }
 
 static void field(dl_resp_wire_t *w, int id, const char *v, size_t vlen)

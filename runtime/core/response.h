@@ -10,8 +10,8 @@
 
 /** A field's name as HTTP/1 writes it ("Content-Type") or, lower, as HTTP/2 does. */
 const char *dl_resp_field_name(int id, int lower, size_t *len);
-/** The field's name with ": " after it, as an HTTP/1 line starts ("Content-Type: "). */
-const char *dl_resp_field_line(int id, size_t *len);
+/** Appends w's standard fields to o as HTTP/1 lines ("Content-Type: text/plain\r\n"). */
+void dl_resp_wire_put_lines(const dl_resp_wire_t *w, dl_buf_t *o);
 
 /**
  * Sends resp for req (compressing when accepted and worth it), then lets the

@@ -16,7 +16,6 @@
  */
 #include "core/router.h"
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -249,20 +248,6 @@ void dl_router_foreach(const dl_router_t *r,
         fn(e->methods, e->pattern, e->data, arg);
 }
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 static int is_name_char(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -282,11 +267,12 @@ static int parse_pattern(const char *pattern, size_t len, pname_t *names, int *n
     int n = 0;
 
     if (len == 0 || pattern[0] != '/')
-        return fail(err, errlen, DL_EINVAL, "route pattern must start with '/': \"%s\"",
-                    pattern);
+        return dl_err_format(err, errlen, DL_EINVAL, "route pattern must start with '/': \"%s\"",
+                             pattern);
     if (len > DL_ROUTER_MAX_PATTERN)
-        return fail(err, errlen, DL_EINVAL, "route pattern longer than %d bytes: \"%.40s...\"",
-                    DL_ROUTER_MAX_PATTERN, pattern);
+        return dl_err_format(err, errlen, DL_EINVAL,
+                             "route pattern longer than %d bytes: \"%.40s...\"",
+                             DL_ROUTER_MAX_PATTERN, pattern);
     for (const char *p = pattern + 1;;) {
         const char *se = memchr(p, '/', (size_t)(end - p));
         if (se == NULL)
@@ -295,29 +281,31 @@ static int parse_pattern(const char *pattern, size_t len, pname_t *names, int *n
             const char *name = p + 1;
             size_t nl = (size_t)(se - name);
             if (*p == '*' && se != end)
-                return fail(err, errlen, DL_EINVAL,
-                            "route pattern \"%s\": wildcard must be the last segment", pattern);
+                return dl_err_format(err, errlen, DL_EINVAL,
+                                     "route pattern \"%s\": wildcard must be the last segment",
+                                     pattern);
             if (*p == '*' && nl == 0) {
                 name = splat_name;
                 nl = sizeof(splat_name) - 1;
             } else if (nl == 0) {
-                return fail(err, errlen, DL_EINVAL, "route pattern \"%s\": empty param name",
-                            pattern);
+                return dl_err_format(err, errlen, DL_EINVAL,
+                                     "route pattern \"%s\": empty param name", pattern);
             }
             for (size_t i = 0; name != splat_name && i < nl; i++) {
                 if (!is_name_char((unsigned char)name[i]))
-                    return fail(err, errlen, DL_EINVAL,
-                                "route pattern \"%s\": bad character '%c' in param name",
-                                pattern, name[i]);
+                    return dl_err_format(err, errlen, DL_EINVAL,
+                                         "route pattern \"%s\": bad character '%c' in param name",
+                                         pattern, name[i]);
             }
             if (n == DL_ROUTER_MAX_PARAMS)
-                return fail(err, errlen, DL_EINVAL, "route pattern \"%s\": more than %d params",
-                            pattern, DL_ROUTER_MAX_PARAMS);
+                return dl_err_format(err, errlen, DL_EINVAL,
+                                     "route pattern \"%s\": more than %d params", pattern,
+                                     DL_ROUTER_MAX_PARAMS);
             for (int i = 0; i < n; i++) {
                 if (names[i].len == nl && memcmp(names[i].name, name, nl) == 0)
-                    return fail(err, errlen, DL_EINVAL,
-                                "route pattern \"%s\": param \"%.*s\" appears twice", pattern,
-                                (int)nl, name);
+                    return dl_err_format(err, errlen, DL_EINVAL,
+                                         "route pattern \"%s\": param \"%.*s\" appears twice",
+                                         pattern, (int)nl, name);
             }
             names[n].name = name;
             names[n].len = nl;
@@ -325,9 +313,9 @@ static int parse_pattern(const char *pattern, size_t len, pname_t *names, int *n
         } else {
             for (const char *c = p; c < se; c++) {
                 if (!is_literal_char((unsigned char)*c))
-                    return fail(err, errlen, DL_EINVAL,
-                                "route pattern \"%s\": bad byte 0x%02x", pattern,
-                                (unsigned char)*c);
+                    return dl_err_format(err, errlen, DL_EINVAL,
+                                         "route pattern \"%s\": bad byte 0x%02x", pattern,
+                                         (unsigned char)*c);
             }
         }
         if (se == end)
@@ -347,10 +335,10 @@ int dl_router_add(dl_router_t *r, unsigned methods, const char *pattern, void *d
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (pattern == NULL)
-        return fail(err, errlen, DL_EINVAL, "route pattern is NULL");
+        return dl_err_format(err, errlen, DL_EINVAL, "route pattern is NULL");
     if (methods == 0 || (methods & ~(unsigned)DL_M_ALL) != 0)
-        return fail(err, errlen, DL_EINVAL, "route \"%s\": bad method mask 0x%x", pattern,
-                    methods);
+        return dl_err_format(err, errlen, DL_EINVAL, "route \"%s\": bad method mask 0x%x", pattern,
+                             methods);
     size_t len = strlen(pattern);
     int rc = parse_pattern(pattern, len, names, &n_names, err, errlen);
     if (rc != 0)
@@ -361,7 +349,7 @@ int dl_router_add(dl_router_t *r, unsigned methods, const char *pattern, void *d
     size_t head = sizeof(entry_t) + (size_t)n_names * sizeof(pname_t);
     entry_t *e = dl_malloc(head + len + 1);
     if (e == NULL)
-        return fail(err, errlen, DL_ENOMEM, "route \"%s\": out of memory", pattern);
+        return dl_err_format(err, errlen, DL_ENOMEM, "route \"%s\": out of memory", pattern);
     char *copy = (char *)e + head;
     memcpy(copy, pattern, len + 1);
     e->next = e->next_all = NULL;
@@ -391,7 +379,7 @@ int dl_router_add(dl_router_t *r, unsigned methods, const char *pattern, void *d
         n = (p < se && *p == ':') ? param_child(n) : lit_child(n, p, (size_t)(se - p));
         if (n == NULL) {
             dl_free(e);
-            return fail(err, errlen, DL_ENOMEM, "route \"%s\": out of memory", pattern);
+            return dl_err_format(err, errlen, DL_ENOMEM, "route \"%s\": out of memory", pattern);
         }
         if (se == end) {
             list = &n->entries;
@@ -405,9 +393,9 @@ int dl_router_add(dl_router_t *r, unsigned methods, const char *pattern, void *d
         if ((o->methods & methods) != 0) {
             char text[64];
             mask_text(o->methods & methods, text, sizeof(text));
-            rc = fail(err, errlen, DL_EROUTE,
-                      "route conflict: %s \"%s\" is already registered as \"%s\"", text,
-                      pattern, o->pattern);
+            rc = dl_err_format(err, errlen, DL_EROUTE,
+                               "route conflict: %s \"%s\" is already registered as \"%s\"", text,
+                               pattern, o->pattern);
             dl_free(e);
             return rc;
         }

@@ -159,15 +159,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     if (r->n_headers == 0 || r->in_value) {
         if (r->n_headers >= cfg->max_headers)
             return reject(c, 431, "too many request headers");
-        if (r->n_headers == r->cap_headers) {
-            int cap = r->cap_headers ? r->cap_headers * 2 : 16;
-            dl_header_t *h = dl_realloc(r->headers, sizeof(*h) * (size_t)cap);
-            if (h == NULL)
-                return reject(c, 503, "out of memory");
-            r->headers = h;
-            r->cap_headers = cap;
-        }
-        dl_header_t *h = &r->headers[r->n_headers++];
+        dl_header_t *h = dl_req_header_new(r);
+        if (h == NULL)
+            return reject(c, 503, "out of memory");
         h->name_off = (uint32_t)r->head.len;
         h->name_len = 0;
         h->value_off = (uint32_t)r->head.len;
@@ -757,7 +751,6 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     }
     /* Read and discard what the client still sends, so that closing does not
      * reset the connection before it has read our error (lingering close). */
-    c->state = DL_CS_LINGER;
     c->deadline = uv_now(c->host->loop) + LINGER_MS;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_read_start((uv_stream_t *)&c->tcp, dl__conn_alloc, on_linger_read);
@@ -765,7 +758,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 static void conn_finish_close(dl_conn_t *c)
 {
-    if (c->closed || c->shutting)
+    if (c->closed || c->state == DL_CS_LINGER)
         return; /* a second uv_shutdown would fail and close before the linger */
     if (c->tls && !c->notified) {
         c->notified = 1;
@@ -780,7 +773,8 @@ static void conn_finish_close(dl_conn_t *c)
         if (sr) {
             sr->data = c;
             if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown) == 0) {
-                c->shutting = 1;
+                /* the output is done (closing): from here on, only the linger */
+                c->state = DL_CS_LINGER;
                 return;
             }
             dl_free(sr);

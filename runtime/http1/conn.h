@@ -45,7 +45,7 @@ enum {
     DL_CS_BODY,     /* reading a request body */
     DL_CS_BUSY,     /* the handler runs */
     DL_CS_IDLE,     /* keep-alive, between requests */
-    DL_CS_LINGER,   /* error sent, draining input before close */
+    DL_CS_LINGER,   /* error sent, uv_shutdown issued: draining input before close */
 };
 
 struct dl_conn_s {
@@ -77,7 +77,7 @@ struct dl_conn_s {
     unsigned closing : 1; /* close once out is written */
     unsigned closed : 1;  /* uv_close called */
     unsigned read_stopped : 1;
-    unsigned lingering : 1;
+    unsigned lingering : 1; /* when it closes, close lingering (state DL_CS_LINGER then) */
     unsigned stopping : 1; /* graceful stop: no keep-alive after this response */
     unsigned file_keep : 1; /* keep-alive after the file being sent */
     int file_fd;          /* a file body being sent (one chunk at a time), or -1 */
@@ -91,7 +91,6 @@ struct dl_conn_s {
     void *h2;             /* an HTTP/2 session (host->h2) once chosen by ALPN or preface */
     int listener;         /* index of the listener it came from */
     unsigned fresh : 1;   /* nothing parsed yet: may still turn out to be h2c */
-    unsigned shutting : 1; /* uv_shutdown issued (lingering close) */
     unsigned notified : 1; /* TLS close_notify queued */
     unsigned head_method : 1; /* the request being parsed is a HEAD */
     unsigned field_started : 1; /* parser: a header name span arrived since the last field */

@@ -14,13 +14,7 @@ void dl_http1_write_response(dl_buf_t *o, const dl_req_t *r, const dl_resp_wire_
     dl_buf_append_char(o, ' ');
     dl_buf_append_str(o, dl_status_text(status));
     dl_buf_append(o, "\r\n", 2);
-    for (int i = 0; i < w->n_fields; i++) {
-        size_t nlen;
-        const char *line = dl_resp_field_line(w->fields[i].id, &nlen);
-        dl_buf_append(o, line, nlen);
-        dl_buf_append(o, w->fields[i].value, w->fields[i].value_len);
-        dl_buf_append(o, "\r\n", 2);
-    }
+    dl_resp_wire_put_lines(w, o);
     if (!w->keep)
         dl_buf_append_str(o, "Connection: close\r\n");
     else if (r->http_minor == 0)

@@ -42,6 +42,7 @@
 
 #include "common/compress.h"
 #include "common/internal.h"
+#include "common/list.h"
 #include "common/metrics.h"
 #include "core/router.h"
 #include "core/upload.h"
@@ -60,7 +61,7 @@
 typedef struct h2_stream_s {
     int32_t id;
     dl_h2_t *h;
-    struct h2_stream_s *prev, *next;
+    dl_list_t link;        /* in h->streams, newest first */
     dl_req_t *req;         /* until answered (or freed with the stream) */
     uint64_t start, window_start;
     size_t window_bytes;
@@ -92,7 +93,7 @@ struct dl_h2_s {
     dl_h2_io_t io;       /* the byte stream under the session */
     const dl_config_t *cfg;
     nghttp2_session *s;
-    h2_stream_t *streams;
+    dl_list_t streams; /* h2_stream_t.link, newest first */
     int n_open;      /* streams nghttp2 has open */
     int running;     /* dispatched handlers not answered yet, reset streams included */
     int n_sending;
@@ -137,12 +138,7 @@ static void release_body(dl_h2_t *h, h2_stream_t *st)
 
 static void stream_free(dl_h2_t *h, h2_stream_t *st)
 {
-    if (st->prev)
-        st->prev->next = st->next;
-    else
-        h->streams = st->next;
-    if (st->next)
-        st->next->prev = st->prev;
+    dl_list_remove(&st->link);
     if (st->req) {
         st->req->stream = NULL;
         if (st->dispatched) {
@@ -271,10 +267,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     st->h = h;
     st->file_fd = -1;
     st->start = st->window_start = now_ms(h);
-    st->next = h->streams;
-    if (st->next)
-        st->next->prev = st;
-    h->streams = st;
+    dl_list_insert_head(&h->streams, &st->link);
     h->n_open++;
     h->ever_stream = 1;
     nghttp2_session_set_stream_user_data(s, st->id, st);
@@ -308,22 +301,7 @@ static int add_header(h2_stream_t *st, const char *n, size_t nlen, const char *v
     const dl_config_t *cfg = st->h->cfg;
     if (r->n_headers >= cfg->max_headers)
         return 431;
-    if (r->n_headers == r->cap_headers) {
-        int cap = r->cap_headers ? r->cap_headers * 2 : 16;
-        dl_header_t *hd = dl_realloc(r->headers, sizeof(*hd) * (size_t)cap);
-        if (hd == NULL)
-            return 503;
-        r->headers = hd;
-        r->cap_headers = cap;
-    }
-    dl_header_t *hd = &r->headers[r->n_headers++];
-    hd->name_off = (uint32_t)r->head.len;
-    hd->name_len = (uint32_t)nlen;
-    dl_buf_append(&r->head, n, nlen);
-    hd->value_off = (uint32_t)r->head.len;
-    hd->value_len = (uint32_t)vlen;
-    dl_buf_append(&r->head, v, vlen);
-    return r->head.oom ? 503 : 0;
+    return dl_req_header_add(r, n, nlen, v, vlen) != 0 ? 503 : 0;
 }
 
 /* The request keeps a static string: routed methods by name, the others from
@@ -447,9 +425,12 @@ static void dispatch(h2_stream_t *st)
 static int shed_body(dl_h2_t *h)
 {
     h2_stream_t *newest = NULL; /* older bodies, further along, can still end */
-    for (h2_stream_t *st = h->streams; st; st = st->next)
+    dl_list_t *it;
+    dl_list_foreach(it, &h->streams) {
+        h2_stream_t *st = dl_list_entry(it, h2_stream_t, link);
         if (st->held && !st->dispatched && !st->ended && (newest == NULL || st->id > newest->id))
             newest = st;
+    }
     if (newest == NULL)
         return 0;
     defence(h, "bodies");
@@ -745,6 +726,7 @@ dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from)
     dl_h2_t *h = dl_calloc(1, sizeof(*h));
     if (h == NULL)
         return NULL;
+    dl_list_init(&h->streams);
     h->io = *io;
     h->base = *from;
     h->base.proto = &h2_proto;
@@ -776,8 +758,8 @@ void dl_h2_free(dl_h2_t *h)
 {
     if (h == NULL)
         return;
-    while (h->streams)
-        stream_free(h, h->streams);
+    while (!dl_list_empty(&h->streams))
+        stream_free(h, dl_list_entry(h->streams.next, h2_stream_t, link));
     nghttp2_session_del(h->s);
     dl_free(h);
 }
@@ -851,9 +833,12 @@ int dl_h2_run_queued(dl_h2_t *h)
     int n = 0;
     while (h->n_queued > 0 && h->resp_held < OUT_HIGH(h)) {
         h2_stream_t *first = NULL; /* the oldest: streams are kept newest first */
-        for (h2_stream_t *st = h->streams; st; st = st->next)
+        dl_list_t *it;
+        dl_list_foreach(it, &h->streams) {
+            h2_stream_t *st = dl_list_entry(it, h2_stream_t, link);
             if (st->queued)
                 first = st;
+        }
         if (first == NULL)
             break;
         dispatch(first);
@@ -1002,8 +987,9 @@ int dl_h2_sweep(dl_h2_t *h, uint64_t now)
         defence(h, "stall");
         return -1;
     }
-    for (h2_stream_t *st = h->streams, *next; st; st = next) {
-        next = st->next;
+    dl_list_t *it, *next;
+    dl_list_foreach_safe(it, next, &h->streams) {
+        h2_stream_t *st = dl_list_entry(it, h2_stream_t, link);
         if (st->closed || st->refused)
             continue;
         if (!st->headers_done) { /* nothing else may be sent meanwhile: whole connection */

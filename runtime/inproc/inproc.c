@@ -96,13 +96,7 @@ static void inproc_write(dl_core_conn_t *base, dl_req_t *r, const dl_resp_wire_t
     dl_buf_t *o = &it->headers;
     (void)r;
     it->active = NULL;
-    for (int i = 0; i < w->n_fields; i++) {
-        size_t nlen;
-        const char *line = dl_resp_field_line(w->fields[i].id, &nlen);
-        dl_buf_append(o, line, nlen);
-        dl_buf_append(o, w->fields[i].value, w->fields[i].value_len);
-        dl_buf_append(o, "\r\n", 2);
-    }
+    dl_resp_wire_put_lines(w, o);
     if (!w->keep)
         dl_buf_append_str(o, "Connection: close\r\n");
     if (resp->headers_len)
@@ -149,23 +143,8 @@ static const char *method_static(const char *m, size_t len)
 
 static int add_field(dl_req_t *r, const char *n, size_t nlen, const char *v, size_t vlen)
 {
-    if (r->n_headers == r->cap_headers) {
-        int cap = r->cap_headers ? r->cap_headers * 2 : 16;
-        dl_header_t *h = dl_realloc(r->headers, sizeof(*h) * (size_t)cap);
-        if (h == NULL)
-            return DL_ENOMEM;
-        r->headers = h;
-        r->cap_headers = cap;
-    }
-    dl_header_t *h = &r->headers[r->n_headers++];
-    h->name_off = (uint32_t)r->head.len;
-    h->name_len = (uint32_t)nlen;
-    dl_buf_append(&r->head, n, nlen);
-    h->value_off = (uint32_t)r->head.len;
-    h->value_len = (uint32_t)vlen;
-    dl_buf_append(&r->head, v, vlen);
     r->header_bytes += nlen + vlen;
-    return r->head.oom ? DL_ENOMEM : 0;
+    return dl_req_header_add(r, n, nlen, v, vlen);
 }
 
 /* Whether the comma list in field name holds token (RFC 9110 7.6.1). */

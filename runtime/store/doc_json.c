@@ -207,42 +207,40 @@ static int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
+/* One or more digits from p: the end of them, or NULL when there is none. */
+static const char *digits(const char *p, const char *end)
+{
+    if (p >= end || !is_digit(*p))
+        return NULL;
+    while (p < end && is_digit(*p))
+        p++;
+    return p;
+}
+
 static dl_doc_t *parse_number(jparse_t *j)
 {
     const char *s = j->p, *p = j->p;
     int frac = 0;
     if (p < j->end && *p == '-')
         p++;
-    if (p < j->end && *p == '0') {
+    if (p < j->end && *p == '0')
         p++;
-    } else if (p < j->end && is_digit(*p)) {
-        while (p < j->end && is_digit(*p))
-            p++;
-    } else {
-        j->err = "bad number";
-        return NULL;
-    }
-    if (p < j->end && *p == '.') {
+    else
+        p = digits(p, j->end);
+    if (p != NULL && p < j->end && *p == '.') {
         frac = 1;
-        p++;
-        if (p >= j->end || !is_digit(*p)) {
-            j->err = "bad number";
-            return NULL;
-        }
-        while (p < j->end && is_digit(*p))
-            p++;
+        p = digits(p + 1, j->end);
     }
-    if (p < j->end && (*p == 'e' || *p == 'E')) {
+    if (p != NULL && p < j->end && (*p == 'e' || *p == 'E')) {
         frac = 1;
         p++;
         if (p < j->end && (*p == '+' || *p == '-'))
             p++;
-        if (p >= j->end || !is_digit(*p)) {
-            j->err = "bad number";
-            return NULL;
-        }
-        while (p < j->end && is_digit(*p))
-            p++;
+        p = digits(p, j->end);
+    }
+    if (p == NULL) {
+        j->err = "bad number";
+        return NULL;
     }
     dl_doc_t *v = dl_doc_new(j->a, DL_DOC_NUM);
     char *txt = dl_doc_strndup(j->a, s, (size_t)(p - s));

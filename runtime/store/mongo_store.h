@@ -32,20 +32,6 @@ dl_store_t *dl_store_open_mongo(const char *uri, int pool_size, char *err, size_
  * DL_EINVAL with the message it would give in err. */
 int dl_mongo_uri_check(const char *uri, char *err, size_t errlen);
 
-#ifdef DL_UNIT_TEST
-#include <bson/bson.h>
-#include <mongoc/mongoc.h>
-
-#include "common/buf.h"
-
-/* Test hooks: the conversions and checks the operations are built from. */
-int dl_mongo_bson_to_json(const bson_t *doc, int as_array, dl_buf_t *out);
-int dl_mongo_plan_lines(const bson_t *explain_reply, dl_buf_t *out);
-int dl_mongo_prep_query(const char *json, bson_t *out, char *err, size_t errlen);
-int dl_mongo_prep_update(const char *json, bson_t *out, char *err, size_t errlen);
-int dl_mongo_prep_doc(const char *json, bson_t *out, char *err, size_t errlen);
-int dl_mongo_uri_prepare(const char *uri, int pool_size, mongoc_uri_t **out, int *pool_out,
-                         char *err, size_t errlen);
-#endif
+/* The conversions the operations are built from, and their test hooks: mongo/mongo_int.h. */
 
 #endif

@@ -27,10 +27,7 @@
 #define MAX_SORT_KEYS 16
 #define MAX_PROJ_FIELDS 64
 
-static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
+int dl_store_res_fail(dl_store_res_t *res, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -49,15 +46,6 @@ static dl_doc_t *doc_parse(dl_doc_arena_t *a, const char *text, const char *dflt
     return v;
 }
 
-static void res_begin(dl_store_res_t *res)
-{
-    res->status = 0;
-    res->err[0] = '\0';
-    dl_buf_reset(&res->json);
-    res->count = 0;
-    res->matched = 0;
-}
-
 static int is_word(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -71,7 +59,7 @@ int dl_store_check_coll(const char *coll, dl_store_res_t *res)
     for (size_t k = 0; ok && k < n; k++)
         ok = is_word(coll[k]);
     if (!ok)
-        return set_err(res, DL_EINVAL, "invalid collection name (1-64 of [A-Za-z0-9_])");
+        return dl_store_res_fail(res, DL_EINVAL, "invalid collection name (1-64 of [A-Za-z0-9_])");
     return 0;
 }
 
@@ -92,8 +80,8 @@ static int check_path(dl_store_res_t *res, const char *p, size_t n)
         for (size_t k = 0; k < n && m < 64; k++)
             shown[m++] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
         shown[m] = '\0';
-        return set_err(res, DL_EINVAL,
-                       "invalid field name \"%s\" (dotted segments of [A-Za-z0-9_-])", shown);
+        return dl_store_res_fail(
+            res, DL_EINVAL, "invalid field name \"%s\" (dotted segments of [A-Za-z0-9_-])", shown);
     }
     return 0;
 }
@@ -122,8 +110,8 @@ static int check_value(const dl_doc_t *v, const char *kind, dl_store_res_t *res)
 {
     long op = first_op(v);
     if (op >= 0)
-        return set_err(res, DL_EQUERY, "unsupported %s operator %.*s", kind,
-                       (int)DL_MIN(v->klens[op], 32), v->keys[op]);
+        return dl_store_res_fail(res, DL_EQUERY, "unsupported %s operator %.*s", kind,
+                                 (int)DL_MIN(v->klens[op], 32), v->keys[op]);
     if (v->type == DL_DOC_OBJ || v->type == DL_DOC_ARR) {
         for (size_t k = 0; k < v->n; k++) {
             if (check_value(v->items[k], kind, res) != 0)
@@ -143,11 +131,12 @@ static int check_operand(const dl_doc_t *v, const char *path, size_t plen, const
     if (!range)
         return 0;
     if (v->type == DL_DOC_NULL)
-        return set_err(res, DL_EQUERY, "unsupported value null for %s", op);
+        return dl_store_res_fail(res, DL_EQUERY, "unsupported value null for %s", op);
     if (v->type == DL_DOC_OBJ || v->type == DL_DOC_ARR)
-        return set_err(res, DL_EQUERY,
-                       "unsupported value for %s on %.*s (objects and arrays compare by "
-                       "equality only)", op, (int)plen, path);
+        return dl_store_res_fail(res, DL_EQUERY,
+                                 "unsupported value for %s on %.*s (objects and arrays compare by "
+                                 "equality only)",
+                                 op, (int)plen, path);
     return 0;
 }
 
@@ -161,8 +150,8 @@ static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_stor
         char op[24];
         snprintf(op, sizeof(op), "%.*s", (int)DL_MIN(nl, 20), name);
         if (!is_op(name, nl))
-            return set_err(res, DL_EQUERY, "cannot mix operators and fields in %.*s",
-                           (int)plen, path);
+            return dl_store_res_fail(res, DL_EQUERY, "cannot mix operators and fields in %.*s",
+                                     (int)plen, path);
         int is_range = 0;
         for (size_t r = 0; r < DL_ARRAY_SIZE(range); r++)
             is_range |= dl_doc_keq(name, nl, range[r]);
@@ -171,8 +160,9 @@ static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_stor
                 return res->status;
         } else if (dl_doc_keq(name, nl, "$in") || dl_doc_keq(name, nl, "$nin")) {
             if (v->type != DL_DOC_ARR)
-                return set_err(res, DL_EINVAL, "query operator %s needs an array (on %.*s)", op,
-                               (int)plen, path);
+                return dl_store_res_fail(res, DL_EINVAL,
+                                         "query operator %s needs an array (on %.*s)", op,
+                                         (int)plen, path);
             for (size_t j = 0; j < v->n; j++) {
                 if (check_operand(v->items[j], path, plen, op, 0, res) != 0)
                     return res->status;
@@ -181,7 +171,7 @@ static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_stor
             if (check_value(v, "query", res) != 0)
                 return res->status;
         } else {
-            return set_err(res, DL_EQUERY, "unsupported query operator %s", op);
+            return dl_store_res_fail(res, DL_EQUERY, "unsupported query operator %s", op);
         }
     }
     return 0;
@@ -190,18 +180,18 @@ static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_stor
 static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
 {
     if (v->type != DL_DOC_OBJ)
-        return set_err(res, DL_EINVAL, "query must be a JSON object");
+        return dl_store_res_fail(res, DL_EINVAL, "query must be a JSON object");
     for (size_t k = 0; k < v->n; k++) {
         const char *key = v->keys[k];
         size_t kl = v->klens[k];
         const dl_doc_t *val = v->items[k];
         if (is_op(key, kl)) {
             if (!dl_doc_keq(key, kl, "$and") && !dl_doc_keq(key, kl, "$or"))
-                return set_err(res, DL_EQUERY, "unsupported query operator %.*s",
-                               (int)DL_MIN(kl, 32), key);
+                return dl_store_res_fail(res, DL_EQUERY, "unsupported query operator %.*s",
+                                         (int)DL_MIN(kl, 32), key);
             if (val->type != DL_DOC_ARR || val->n == 0)
-                return set_err(res, DL_EINVAL, "%.*s needs a non-empty array of queries",
-                               (int)kl, key);
+                return dl_store_res_fail(res, DL_EINVAL, "%.*s needs a non-empty array of queries",
+                                         (int)kl, key);
             for (size_t j = 0; j < val->n; j++) {
                 if (check_query_doc(val->items[j], res) != 0)
                     return res->status;
@@ -221,34 +211,36 @@ static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
 static int check_update_doc(const dl_doc_t *u, dl_store_res_t *res)
 {
     if (u->type != DL_DOC_OBJ || u->n == 0)
-        return set_err(res, DL_EINVAL, "update must be a non-empty JSON object");
+        return dl_store_res_fail(res, DL_EINVAL, "update must be a non-empty JSON object");
     for (size_t k = 0; k < u->n; k++) {
         const char *op = u->keys[k];
         size_t ol = u->klens[k];
         const dl_doc_t *fields = u->items[k];
         if (!is_op(op, ol))
-            return set_err(res, DL_EQUERY,
-                           "unsupported update: replacement documents (field %.*s); update "
-                           "needs operators ($set, $inc, $unset, $push)",
-                           (int)DL_MIN(ol, 64), op);
+            return dl_store_res_fail(
+                res, DL_EQUERY,
+                "unsupported update: replacement documents (field %.*s); update "
+                "needs operators ($set, $inc, $unset, $push)",
+                (int)DL_MIN(ol, 64), op);
         if (!dl_doc_keq(op, ol, "$set") && !dl_doc_keq(op, ol, "$inc") &&
             !dl_doc_keq(op, ol, "$unset") && !dl_doc_keq(op, ol, "$push"))
-            return set_err(res, DL_EQUERY, "unsupported update operator %.*s",
-                           (int)DL_MIN(ol, 32), op);
+            return dl_store_res_fail(res, DL_EQUERY, "unsupported update operator %.*s",
+                                     (int)DL_MIN(ol, 32), op);
         if (fields->type != DL_DOC_OBJ)
-            return set_err(res, DL_EINVAL, "%.*s needs an object of fields", (int)ol, op);
+            return dl_store_res_fail(res, DL_EINVAL, "%.*s needs an object of fields", (int)ol, op);
         for (size_t j = 0; j < fields->n; j++) {
             const char *f = fields->keys[j];
             size_t fl = fields->klens[j];
             if (is_op(f, fl))
-                return set_err(res, DL_EQUERY, "unsupported update operator %.*s",
-                               (int)DL_MIN(fl, 32), f);
+                return dl_store_res_fail(res, DL_EQUERY, "unsupported update operator %.*s",
+                                         (int)DL_MIN(fl, 32), f);
             if (check_path(res, f, fl) != 0)
                 return res->status;
             if (dl_doc_keq(f, fl, "_id") || (fl > 3 && memcmp(f, "_id.", 4) == 0))
-                return set_err(res, DL_EINVAL, "%.*s: _id cannot be changed", (int)ol, op);
+                return dl_store_res_fail(res, DL_EINVAL, "%.*s: _id cannot be changed", (int)ol,
+                                         op);
             if (dl_doc_keq(op, ol, "$inc") && fields->items[j]->type != DL_DOC_NUM)
-                return set_err(res, DL_EINVAL, "$inc on %.*s needs a number", (int)fl, f);
+                return dl_store_res_fail(res, DL_EINVAL, "$inc on %.*s needs a number", (int)fl, f);
             if (check_value(fields->items[j], "update", res) != 0)
                 return res->status;
         }
@@ -263,10 +255,10 @@ static int check_key(const char *what, const char *f, size_t fl, const dl_doc_t 
     if (check_path(res, f, fl) != 0)
         return res->status;
     if (dir->type != DL_DOC_NUM || !dir->isint || (dir->i != 1 && dir->i != -1))
-        return set_err(res, DL_EINVAL, "%s direction for %.*s must be 1 or -1", what, (int)fl,
-                       f);
+        return dl_store_res_fail(res, DL_EINVAL, "%s direction for %.*s must be 1 or -1", what,
+                                 (int)fl, f);
     if (++*n > MAX_SORT_KEYS)
-        return set_err(res, DL_EINVAL, "%s: at most %d keys", what, MAX_SORT_KEYS);
+        return dl_store_res_fail(res, DL_EINVAL, "%s: at most %d keys", what, MAX_SORT_KEYS);
     return 0;
 }
 
@@ -282,11 +274,11 @@ static int check_keys(const char *what, const dl_doc_t *v, dl_store_res_t *res)
         return 0;
     }
     if (v->type != DL_DOC_ARR)
-        return set_err(res, DL_EINVAL, "%s: expected [[field, 1|-1], ...]", what);
+        return dl_store_res_fail(res, DL_EINVAL, "%s: expected [[field, 1|-1], ...]", what);
     for (size_t j = 0; j < v->n; j++) {
         const dl_doc_t *pair = v->items[j];
         if (pair->type != DL_DOC_ARR || pair->n != 2 || pair->items[0]->type != DL_DOC_STR)
-            return set_err(res, DL_EINVAL, "%s: expected [[field, 1|-1], ...]", what);
+            return dl_store_res_fail(res, DL_EINVAL, "%s: expected [[field, 1|-1], ...]", what);
         if (check_key(what, pair->items[0]->s, pair->items[0]->len, pair->items[1], &n, res) != 0)
             return res->status;
     }
@@ -298,28 +290,30 @@ static int check_projection(const dl_doc_t *v, dl_store_res_t *res)
     if (v->type == DL_DOC_NULL)
         return 0;
     if (v->type != DL_DOC_OBJ)
-        return set_err(res, DL_EINVAL, "projection must be an object");
+        return dl_store_res_fail(res, DL_EINVAL, "projection must be an object");
     int n = 0;
     for (size_t j = 0; j < v->n; j++) {
         const char *f = v->keys[j];
         size_t fl = v->klens[j];
         const dl_doc_t *on = v->items[j];
         if (is_op(f, fl))
-            return set_err(res, DL_EQUERY, "unsupported projection operator %.*s",
-                           (int)DL_MIN(fl, 32), f);
+            return dl_store_res_fail(res, DL_EQUERY, "unsupported projection operator %.*s",
+                                     (int)DL_MIN(fl, 32), f);
         if (check_path(res, f, fl) != 0)
             return res->status;
         if (on->type != DL_DOC_NUM && on->type != DL_DOC_TRUE && on->type != DL_DOC_FALSE)
-            return set_err(res, DL_EQUERY, "projection of %.*s must be 0 or 1", (int)fl, f);
+            return dl_store_res_fail(res, DL_EQUERY, "projection of %.*s must be 0 or 1", (int)fl,
+                                     f);
         int incl = on->type == DL_DOC_TRUE || (on->type == DL_DOC_NUM && on->d != 0);
         if (dl_doc_keq(f, fl, "_id"))
             continue;
         if (!incl)
-            return set_err(res, DL_EQUERY,
-                           "unsupported projection: exclusion of %.*s (inclusion only)", (int)fl,
-                           f);
+            return dl_store_res_fail(res, DL_EQUERY,
+                                     "unsupported projection: exclusion of %.*s (inclusion only)",
+                                     (int)fl, f);
         if (++n > MAX_PROJ_FIELDS)
-            return set_err(res, DL_EINVAL, "projection: at most %d fields", MAX_PROJ_FIELDS);
+            return dl_store_res_fail(res, DL_EINVAL, "projection: at most %d fields",
+                                     MAX_PROJ_FIELDS);
     }
     return 0;
 }
@@ -327,20 +321,21 @@ static int check_projection(const dl_doc_t *v, dl_store_res_t *res)
 static int check_opts_doc(const dl_doc_t *v, dl_store_res_t *res)
 {
     if (v->type != DL_DOC_OBJ)
-        return set_err(res, DL_EINVAL, "opts must be a JSON object");
+        return dl_store_res_fail(res, DL_EINVAL, "opts must be a JSON object");
     for (size_t k = 0; k < v->n; k++) {
         const char *key = v->keys[k];
         size_t kl = v->klens[k];
         const dl_doc_t *val = v->items[k];
         if (dl_doc_keq(key, kl, "sort")) {
             if (val->type != DL_DOC_NULL && val->type != DL_DOC_OBJ && val->type != DL_DOC_ARR)
-                return set_err(res, DL_EINVAL, "sort must be an array of pairs or an object");
+                return dl_store_res_fail(res, DL_EINVAL,
+                                         "sort must be an array of pairs or an object");
             if (val->type != DL_DOC_NULL && check_keys("sort", val, res) != 0)
                 return res->status;
         } else if (dl_doc_keq(key, kl, "skip") || dl_doc_keq(key, kl, "limit")) {
             if (val->type != DL_DOC_NUM || !val->isint || val->i < 0)
-                return set_err(res, DL_EINVAL, "%.*s must be a non-negative integer", (int)kl,
-                               key);
+                return dl_store_res_fail(res, DL_EINVAL, "%.*s must be a non-negative integer",
+                                         (int)kl, key);
         } else if (dl_doc_keq(key, kl, "projection") || dl_doc_keq(key, kl, "fields")) {
             if (check_projection(val, res) != 0)
                 return res->status;
@@ -353,14 +348,15 @@ static int check_opts_doc(const dl_doc_t *v, dl_store_res_t *res)
 static int check_docs_doc(const dl_doc_t *v, dl_store_res_t *res)
 {
     if (v->type != DL_DOC_ARR)
-        return set_err(res, DL_EINVAL, "insert expects a JSON array of documents");
+        return dl_store_res_fail(res, DL_EINVAL, "insert expects a JSON array of documents");
     for (size_t k = 0; k < v->n; k++) {
         const dl_doc_t *d = v->items[k];
         if (d->type != DL_DOC_OBJ)
-            return set_err(res, DL_EINVAL, "insert: document %zu is not an object", k);
+            return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu is not an object", k);
         const dl_doc_t *id = dl_doc_get(d, "_id", 3, NULL);
         if (id != NULL && id->type != DL_DOC_STR)
-            return set_err(res, DL_EINVAL, "insert: document %zu: _id must be a string", k);
+            return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu: _id must be a string",
+                                     k);
     }
     return 0;
 }
@@ -409,7 +405,7 @@ static int check_index_doc(const dl_doc_t *v, dl_store_res_t *res)
     if (check_keys("index", v, res) != 0)
         return res->status;
     if (v->n == 0)
-        return set_err(res, DL_EINVAL, "index: no fields");
+        return dl_store_res_fail(res, DL_EINVAL, "index: no fields");
     return 0;
 }
 
@@ -439,7 +435,7 @@ static int read_op(dl_store_t *s, const char *coll, const char *query, const cha
     dl_doc_arena_t ar = {NULL};
     dl_store_json_t q, o;
     int rc;
-    res_begin(res);
+    dl_store_res_reset(res);
     if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q) || TAKE_OPTS(opts, &o))
         rc = res->status;
     else
@@ -459,7 +455,7 @@ int dl_store_count(dl_store_t *s, const char *coll, const char *query, dl_store_
     dl_doc_arena_t ar = {NULL};
     dl_store_json_t q;
     int rc;
-    res_begin(res);
+    dl_store_res_reset(res);
     if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q))
         rc = res->status;
     else
@@ -473,7 +469,7 @@ int dl_store_insert(dl_store_t *s, const char *coll, const char *docs, dl_store_
     dl_doc_arena_t ar = {NULL};
     dl_store_json_t d;
     int rc;
-    res_begin(res);
+    dl_store_res_reset(res);
     if (dl_store_check_coll(coll, res) ||
         take(&ar, docs, NULL, "insert", check_docs_doc, &d, res))
         rc = res->status;
@@ -489,7 +485,7 @@ int dl_store_update(dl_store_t *s, const char *coll, const char *query, const ch
     dl_doc_arena_t ar = {NULL};
     dl_store_json_t q, u;
     int rc;
-    res_begin(res);
+    dl_store_res_reset(res);
     if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q) || TAKE_UPDATE(update, &u))
         rc = res->status;
     else
@@ -504,7 +500,7 @@ int dl_store_find_one_and_update(dl_store_t *s, const char *coll, const char *qu
     dl_doc_arena_t ar = {NULL};
     dl_store_json_t q, u, o;
     int rc;
-    res_begin(res);
+    dl_store_res_reset(res);
     if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q) || TAKE_UPDATE(update, &u) ||
         TAKE_OPTS(opts, &o))
         rc = res->status;
@@ -520,7 +516,7 @@ int dl_store_remove(dl_store_t *s, const char *coll, const char *query, int mult
     dl_doc_arena_t ar = {NULL};
     dl_store_json_t q;
     int rc;
-    res_begin(res);
+    dl_store_res_reset(res);
     if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q))
         rc = res->status;
     else
@@ -535,7 +531,7 @@ int dl_store_create_index(dl_store_t *s, const char *coll, const char *keys, int
     dl_doc_arena_t ar = {NULL};
     dl_store_json_t k;
     int rc;
-    res_begin(res);
+    dl_store_res_reset(res);
     if (dl_store_check_coll(coll, res) ||
         take(&ar, keys, NULL, "index keys", check_index_doc, &k, res))
         rc = res->status;
@@ -553,7 +549,7 @@ int dl_store_explain(dl_store_t *s, const char *coll, const char *query, const c
 
 int dl_store_ping(dl_store_t *s, dl_store_res_t *res)
 {
-    res_begin(res);
+    dl_store_res_reset(res);
     return s->ops->ping(s, res);
 }
 
@@ -565,25 +561,25 @@ int dl_store_has_files(const dl_store_t *s)
 int dl_store_file_put(dl_store_t *s, const char *path, const char *filename,
                       const char *content_type, const char *sha256, dl_store_res_t *res)
 {
-    res_begin(res);
+    dl_store_res_reset(res);
     if (s->ops->file_put == NULL)
-        return set_err(res, DL_EINVAL, "the %s store keeps no files", s->ops->type);
+        return dl_store_res_fail(res, DL_EINVAL, "the %s store keeps no files", s->ops->type);
     return s->ops->file_put(s, path, filename, content_type, sha256, res);
 }
 
 int dl_store_file_get(dl_store_t *s, const char *id, const char *dest_path, dl_store_res_t *res)
 {
-    res_begin(res);
+    dl_store_res_reset(res);
     if (s->ops->file_get == NULL)
-        return set_err(res, DL_EINVAL, "the %s store keeps no files", s->ops->type);
+        return dl_store_res_fail(res, DL_EINVAL, "the %s store keeps no files", s->ops->type);
     return s->ops->file_get(s, id, dest_path, res);
 }
 
 int dl_store_file_remove(dl_store_t *s, const char *id, dl_store_res_t *res)
 {
-    res_begin(res);
+    dl_store_res_reset(res);
     if (s->ops->file_remove == NULL)
-        return set_err(res, DL_EINVAL, "the %s store keeps no files", s->ops->type);
+        return dl_store_res_fail(res, DL_EINVAL, "the %s store keeps no files", s->ops->type);
     return s->ops->file_remove(s, id, res);
 }
 

@@ -33,14 +33,25 @@ typedef struct {
     int64_t matched; /* update, find_one_and_update: documents matched */
 } dl_store_res_t;
 
-static inline void dl_store_res_init(dl_store_res_t *r)
+/** Clears r for the next operation; its buffer is kept for reuse. */
+static inline void dl_store_res_reset(dl_store_res_t *r)
 {
     r->status = 0;
     r->err[0] = '\0';
-    dl_buf_init(&r->json);
+    dl_buf_reset(&r->json);
     r->count = 0;
     r->matched = 0;
 }
+
+static inline void dl_store_res_init(dl_store_res_t *r)
+{
+    dl_buf_init(&r->json);
+    dl_store_res_reset(r);
+}
+
+/** Fails r: status code and the formatted message (front and backends alike). Returns code. */
+int dl_store_res_fail(dl_store_res_t *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static inline void dl_store_res_free(dl_store_res_t *r)
 {

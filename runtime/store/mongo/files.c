@@ -214,7 +214,7 @@ int dl_mongo_file_put(dl_store_t *s, const char *path, const char *filename,
     char *buf, hex[25];
     int fd, rc;
 
-    dl_mongo_begin(res);
+    dl_store_res_reset(res);
     if (path == NULL || *path == '\0' || filename == NULL) {
         dl_err_format(res->err, sizeof(res->err), 0,
                       "mongodb file_put: needs a path and a filename");
@@ -350,7 +350,7 @@ int dl_mongo_file_get(dl_store_t *s, const char *id, const char *dest_path,
     int64_t length = 0, chunk = 0;
     int rc = 0;
 
-    dl_mongo_begin(res);
+    dl_store_res_reset(res);
     if (dest_path == NULL || *dest_path == '\0') {
         dl_err_format(res->err, sizeof(res->err), 0, "mongodb file_get: needs a destination path");
         return dl_mongo_res_fail(res, DL_EINVAL);
@@ -408,7 +408,7 @@ int dl_mongo_file_remove(dl_store_t *s, const char *id, dl_store_res_t *res)
     bson_error_t e;
     int rc = 0;
 
-    dl_mongo_begin(res);
+    dl_store_res_reset(res);
     if (!file_id_value(id, &idv))
         return 0; /* no such file: nothing deleted */
     client = dl_mongo_acquire(ms, res);

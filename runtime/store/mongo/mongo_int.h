@@ -115,13 +115,12 @@ void dl_mongo_find_opts_to_bson(const find_opts_t *fo, bson_t *out);
 int dl_mongo_res_fail(dl_store_res_t *res, int code);
 int dl_mongo_map_error(mongo_store_t *ms, const char *op, const bson_error_t *e,
                        const bson_t *reply, dl_store_res_t *res);
-int dl_mongo_begin(dl_store_res_t *res);
 int dl_mongo_finish(dl_store_res_t *res, int rc);
 int64_t dl_mongo_reply_int(const bson_t *reply, const char *key);
 int64_t dl_mongo_reply_updated_existing(const bson_t *reply);
 
-/* The conversions the operations are built from (also test hooks in
- * mongo_store.h). */
+/* The conversions the operations are built from (test_mongo_store.c tests
+ * them through this header). */
 int dl_mongo_bson_to_json(const bson_t *doc, int as_array, dl_buf_t *out);
 int dl_mongo_plan_lines(const bson_t *explain_reply, dl_buf_t *out);
 int dl_mongo_prep_query(const char *json, bson_t *out, char *err, size_t errlen);

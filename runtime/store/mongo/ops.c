@@ -79,6 +79,30 @@ static int txn_end(mongo_store_t *ms, const char *op, txn_t *t, int rc, dl_store
     return rc;
 }
 
+/* An operation on the documents query selects starts: its filter in
+ * *filter, or its error in res (and nothing to free). */
+static int begin_query(const dl_store_json_t *query, bson_t *filter, dl_store_res_t *res)
+{
+    dl_store_res_reset(res);
+    int rc = dl_mongo_prep_query(query->text, filter, res->err, sizeof(res->err));
+    return rc != 0 ? dl_mongo_res_fail(res, rc) : 0;
+}
+
+/* As begin_query() with find options too (read first, so their error wins). */
+static int begin_find(const dl_store_json_t *query, const dl_store_json_t *opts,
+                      find_opts_t *fo, bson_t *filter, dl_store_res_t *res)
+{
+    dl_store_res_reset(res);
+    int rc = dl_mongo_parse_find_opts(opts->text, fo, res->err, sizeof(res->err));
+    if (rc == 0)
+        rc = dl_mongo_prep_query(query->text, filter, res->err, sizeof(res->err));
+    if (rc != 0) {
+        dl_mongo_find_opts_free(fo);
+        return dl_mongo_res_fail(res, rc);
+    }
+    return 0;
+}
+
 int dl_mongo_find(dl_store_t *s, const char *coll, const dl_store_json_t *query,
                   const dl_store_json_t *opts, dl_store_res_t *res)
 {
@@ -92,16 +116,9 @@ int dl_mongo_find(dl_store_t *s, const char *coll, const dl_store_json_t *query,
     bson_error_t e;
     int rc;
 
-    rc = dl_mongo_begin(res);
+    rc = begin_find(query, opts, &fo, &filter, res);
     if (rc != 0)
         return rc;
-    rc = dl_mongo_parse_find_opts(opts->text, &fo, res->err, sizeof(res->err));
-    if (rc == 0)
-        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
-    if (rc != 0) {
-        dl_mongo_find_opts_free(&fo);
-        return dl_mongo_res_fail(res, rc);
-    }
     dl_mongo_find_opts_to_bson(&fo, &fopts);
     dl_mongo_find_opts_free(&fo);
     client = dl_mongo_acquire(ms, res);
@@ -143,11 +160,9 @@ int dl_mongo_count(dl_store_t *s, const char *coll, const dl_store_json_t *query
     int64_t n;
     int rc;
 
-    rc = dl_mongo_begin(res);
-    if (rc == 0)
-        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
+    rc = begin_query(query, &filter, res);
     if (rc != 0)
-        return dl_mongo_res_fail(res, rc);
+        return rc;
     client = dl_mongo_acquire(ms, res);
     if (client != NULL) {
         c = mongoc_client_get_collection(client, ms->db, coll);
@@ -212,9 +227,8 @@ int dl_mongo_insert(dl_store_t *s, const char *coll, const dl_store_json_t *docs
     txn_t txn;
     int rc;
 
-    rc = dl_mongo_begin(res);
-    if (rc == 0)
-        rc = dl_mongo_parse_json(docs_json->text, 1, "documents", &raw, res->err, sizeof(res->err));
+    dl_store_res_reset(res);
+    rc = dl_mongo_parse_json(docs_json->text, 1, "documents", &raw, res->err, sizeof(res->err));
     if (rc != 0)
         return dl_mongo_res_fail(res, rc);
     rc = insert_docs(&raw, &docs, &n, res);
@@ -266,11 +280,9 @@ int dl_mongo_update(dl_store_t *s, const char *coll, const dl_store_json_t *quer
     bool ok;
     int rc;
 
-    rc = dl_mongo_begin(res);
-    if (rc == 0)
-        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
+    rc = begin_query(query, &filter, res);
     if (rc != 0)
-        return dl_mongo_res_fail(res, rc);
+        return rc;
     rc = dl_mongo_prep_update(update->text, &upd, res->err, sizeof(res->err));
     if (rc != 0) {
         bson_destroy(&filter);
@@ -318,16 +330,9 @@ int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll,
     find_opts_t fo;
     int flags, rc;
 
-    rc = dl_mongo_begin(res);
+    rc = begin_find(query, opts, &fo, &filter, res);
     if (rc != 0)
         return rc;
-    rc = dl_mongo_parse_find_opts(opts->text, &fo, res->err, sizeof(res->err));
-    if (rc == 0)
-        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
-    if (rc != 0) {
-        dl_mongo_find_opts_free(&fo);
-        return dl_mongo_res_fail(res, rc);
-    }
     rc = dl_mongo_prep_update(update->text, &upd, res->err, sizeof(res->err));
     if (rc != 0) {
         bson_destroy(&filter);
@@ -381,11 +386,9 @@ int dl_mongo_remove(dl_store_t *s, const char *coll, const dl_store_json_t *quer
     bool ok;
     int rc;
 
-    rc = dl_mongo_begin(res);
-    if (rc == 0)
-        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
+    rc = begin_query(query, &filter, res);
     if (rc != 0)
-        return dl_mongo_res_fail(res, rc);
+        return rc;
     client = dl_mongo_acquire(ms, res);
     if (client != NULL) {
         rc = txn_begin(ms, client, multi, "remove", &txn, res);
@@ -451,9 +454,7 @@ int dl_mongo_create_index(dl_store_t *s, const char *coll, const dl_store_json_t
     bson_error_t e;
     int rc;
 
-    rc = dl_mongo_begin(res);
-    if (rc != 0)
-        return rc;
+    dl_store_res_reset(res);
     rc = index_keys(keys_json->text, &keys, &name, res->err, sizeof(res->err));
     if (rc != 0) {
         dl_buf_free(&name);
@@ -494,16 +495,9 @@ int dl_mongo_explain(dl_store_t *s, const char *coll, const dl_store_json_t *que
     find_opts_t fo;
     int rc;
 
-    rc = dl_mongo_begin(res);
+    rc = begin_find(query, opts, &fo, &filter, res);
     if (rc != 0)
         return rc;
-    rc = dl_mongo_parse_find_opts(opts->text, &fo, res->err, sizeof(res->err));
-    if (rc == 0)
-        rc = dl_mongo_prep_query(query->text, &filter, res->err, sizeof(res->err));
-    if (rc != 0) {
-        dl_mongo_find_opts_free(&fo);
-        return dl_mongo_res_fail(res, rc);
-    }
     bson_init(&cmd);
     bson_append_document_begin(&cmd, "explain", 7, &find);
     BSON_APPEND_UTF8(&find, "find", coll);
@@ -543,7 +537,7 @@ int dl_mongo_ping(dl_store_t *s, dl_store_res_t *res)
     bson_error_t e;
     int rc = 0;
 
-    dl_mongo_begin(res);
+    dl_store_res_reset(res);
     client = dl_mongo_acquire(ms, res);
     if (client == NULL)
         return res->status;

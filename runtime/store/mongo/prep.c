@@ -182,27 +182,6 @@ static int copy_query(bson_iter_t *it, bson_t *out, int depth, char *err, size_t
     return rc;
 }
 
-/* Query JSON -> checked BSON in *out (initialized only on success). */
-int dl_mongo_prep_query(const char *json, bson_t *out, char *err, size_t errlen)
-{
-    bson_iter_t it;
-    bson_t raw;
-    int rc;
-
-    rc = dl_mongo_parse_json(json, 0, "query", &raw, err, errlen);
-    if (rc != 0)
-        return rc;
-    bson_init(out);
-    if (!bson_iter_init(&it, &raw))
-        rc = dl_err_format(err, errlen, DL_EINVAL, "mongodb: malformed query");
-    else
-        rc = copy_query(&it, out, 0, err, errlen);
-    if (rc != 0)
-        bson_destroy(out);
-    bson_destroy(&raw);
-    return rc;
-}
-
 /* The fields of one update operator (plain paths and values: the front). */
 static int copy_update_fields(bson_t *out, const char *op, const bson_iter_t *it, char *err,
                               size_t errlen)
@@ -222,25 +201,42 @@ static int copy_update_fields(bson_t *out, const char *op, const bson_iter_t *it
     return rc;
 }
 
-/* Update JSON (checked by the front) -> BSON in *out (initialized only on success). */
-int dl_mongo_prep_update(const char *json, bson_t *out, char *err, size_t errlen)
+/* Query or update JSON -> BSON in *out (initialized only on success); what
+ * names it in messages. */
+static int prep(const char *json, const char *what, int is_query, bson_t *out, char *err,
+                size_t errlen)
 {
     bson_iter_t it;
     bson_t raw;
     int rc;
 
-    rc = dl_mongo_parse_json(json, 0, "update", &raw, err, errlen);
+    rc = dl_mongo_parse_json(json, 0, what, &raw, err, errlen);
     if (rc != 0)
         return rc;
     bson_init(out);
     if (!bson_iter_init(&it, &raw))
-        rc = dl_err_format(err, errlen, DL_EINVAL, "mongodb: malformed update");
-    while (rc == 0 && bson_iter_next(&it))
-        rc = copy_update_fields(out, bson_iter_key(&it), &it, err, errlen);
+        rc = dl_err_format(err, errlen, DL_EINVAL, "mongodb: malformed %s", what);
+    else if (is_query)
+        rc = copy_query(&it, out, 0, err, errlen);
+    else
+        while (rc == 0 && bson_iter_next(&it))
+            rc = copy_update_fields(out, bson_iter_key(&it), &it, err, errlen);
     if (rc != 0)
         bson_destroy(out);
     bson_destroy(&raw);
     return rc;
+}
+
+/* Query JSON -> checked BSON in *out (initialized only on success). */
+int dl_mongo_prep_query(const char *json, bson_t *out, char *err, size_t errlen)
+{
+    return prep(json, "query", 1, out, err, errlen);
+}
+
+/* Update JSON (checked by the front) -> BSON in *out (initialized only on success). */
+int dl_mongo_prep_update(const char *json, bson_t *out, char *err, size_t errlen)
+{
+    return prep(json, "update", 0, out, err, errlen);
 }
 
 /* A document to insert: "_id" first, a hex string made an ObjectId, a new ObjectId if absent. */

@@ -94,16 +94,6 @@ int dl_mongo_map_error(mongo_store_t *ms, const char *op, const bson_error_t *e,
 }
 
 /* Resets res (the front checked the collection name); 0. */
-int dl_mongo_begin(dl_store_res_t *res)
-{
-    res->status = 0;
-    res->err[0] = '\0';
-    res->count = 0;
-    res->matched = 0;
-    dl_buf_reset(&res->json);
-    return 0;
-}
-
 int dl_mongo_finish(dl_store_res_t *res, int rc)
 {
     if (rc == 0 && res->json.oom)

@@ -174,7 +174,7 @@ int dl_sqlite_conn_ready(conn_t *c, dl_store_res_t *res)
     if (rc == 0)
         return 0;
     c->fault = rc;
-    return dl_sqlite_fail(res, rc, "%s", err);
+    return dl_store_res_fail(res, rc, "%s", err);
 }
 
 conn_t *dl_sqlite_reader_acquire(sqlite_store_t *s)

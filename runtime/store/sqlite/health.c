@@ -144,7 +144,7 @@ static void append_iso(dl_buf_t *b, int64_t ms)
 int dl_sqlite_ping(dl_store_t *st_, dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
-    dl_sqlite_begin(res);
+    dl_store_res_reset(res);
     conn_t *c = dl_sqlite_reader_acquire(s);
     /* reads the schema page: the file itself, not only the connection, answers */
     if (dl_sqlite_conn_ready(c, res) == 0)

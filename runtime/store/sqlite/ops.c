@@ -23,7 +23,7 @@ static int read_op(dl_store_t *st_, const char *coll, const dl_store_json_t *que
                    const dl_store_json_t *opts, int mode, dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
-    dl_sqlite_begin(res);
+    dl_store_res_reset(res);
     dl_doc_arena_t ar = {NULL};
     qopts_t o;
     const dl_doc_t *qv = query->doc;
@@ -107,7 +107,7 @@ int dl_sqlite_insert(dl_store_t *st_, const char *coll, const dl_store_json_t *d
                      dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
-    dl_sqlite_begin(res);
+    dl_store_res_reset(res);
     if (dl_sqlite_ensure_coll(s, coll, res) != 0)
         return res->status;
     dl_buf_t all = DL_BUF_INIT;
@@ -116,7 +116,7 @@ int dl_sqlite_insert(dl_store_t *st_, const char *coll, const dl_store_json_t *d
     /* per document: id offset, id length, doc offset, doc length */
     offs = dl_malloc((arr->n + 1) * 4 * sizeof(*offs));
     if (offs == NULL) {
-        dl_sqlite_fail(res, DL_ENOMEM, "out of memory");
+        dl_store_res_fail(res, DL_ENOMEM, "out of memory");
         goto out;
     }
     dl_buf_append_char(&res->json, '[');
@@ -171,8 +171,8 @@ int dl_sqlite_insert(dl_store_t *st_, const char *coll, const dl_store_json_t *d
         if (rc != SQLITE_DONE) {
             dl_sqlite_sql_fail(res, &s->writer, rc);
             if (res->status == DL_EDUPKEY && strstr(res->err, "_id") != NULL)
-                dl_sqlite_fail(res, DL_EDUPKEY, "duplicate key: _id \"%.*s\"",
-                               (int)DL_MIN(offs[4 * k + 1], 64), all.data + offs[4 * k]);
+                dl_store_res_fail(res, DL_EDUPKEY, "duplicate key: _id \"%.*s\"",
+                                  (int)DL_MIN(offs[4 * k + 1], 64), all.data + offs[4 * k]);
             break;
         }
     }
@@ -195,7 +195,7 @@ static int write_update(dl_store_t *st_, const char *coll, const dl_store_json_t
                         int fau, dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
-    dl_sqlite_begin(res);
+    dl_store_res_reset(res);
     if (dl_sqlite_ensure_coll(s, coll, res) != 0)
         return res->status;
     dl_doc_arena_t ar = {NULL};
@@ -226,8 +226,8 @@ static int write_update(dl_store_t *st_, const char *coll, const dl_store_json_t
         res->matched++;
         if (dv == NULL || dv->type != DL_DOC_OBJ) {
             dl_doc_arena_free(&da);
-            dl_sqlite_fail(res, DL_EIO, "stored document %.*s is not a JSON object",
-                           (int)DL_MIN(idlen, 64), id ? id : "");
+            dl_store_res_fail(res, DL_EIO, "stored document %.*s is not a JSON object",
+                              (int)DL_MIN(idlen, 64), id ? id : "");
             break;
         }
         if (dl_sqlite_upd_apply(&da, dv, uv, res) != 0) {
@@ -239,7 +239,7 @@ static int write_update(dl_store_t *st_, const char *coll, const dl_store_json_t
             size_t *n = dl_realloc(offs, cap * sizeof(*offs));
             if (n == NULL) {
                 dl_doc_arena_free(&da);
-                dl_sqlite_fail(res, DL_ENOMEM, "out of memory");
+                dl_store_res_fail(res, DL_ENOMEM, "out of memory");
                 break;
             }
             offs = n;
@@ -322,7 +322,7 @@ int dl_sqlite_remove(dl_store_t *st_, const char *coll, const dl_store_json_t *q
                      int multi, dl_store_res_t *res)
 {
     sqlite_store_t *s = (sqlite_store_t *)st_;
-    dl_sqlite_begin(res);
+    dl_store_res_reset(res);
     if (dl_sqlite_ensure_coll(s, coll, res) != 0)
         return res->status;
     dl_doc_arena_t ar = {NULL};

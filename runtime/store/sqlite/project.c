@@ -68,7 +68,7 @@ int dl_sqlite_append_doc(dl_buf_t *out, const char *doc, size_t len, const qopts
     dl_doc_t *v = dl_doc_parse_stored(&ar, doc, len);
     if (v == NULL || v->type != DL_DOC_OBJ) {
         dl_doc_arena_free(&ar);
-        return dl_sqlite_fail(res, DL_EIO, "stored document is not a JSON object");
+        return dl_store_res_fail(res, DL_EIO, "stored document is not a JSON object");
     }
     proj_obj(out, v, o->pp, o->pl, o->nproj, 1, o->proj_id);
     dl_doc_arena_free(&ar);

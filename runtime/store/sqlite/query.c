@@ -45,7 +45,7 @@ static int add_param(qc_t *q, const dl_doc_t *v)
         int cap = q->cap ? q->cap * 2 : 8;
         param_t *p = dl_realloc(q->p, (size_t)cap * sizeof(*p));
         if (p == NULL)
-            return dl_sqlite_fail(q->res, DL_ENOMEM, "out of memory");
+            return dl_store_res_fail(q->res, DL_ENOMEM, "out of memory");
         q->p = p;
         q->cap = cap;
     }
@@ -76,7 +76,7 @@ static int add_param(qc_t *q, const dl_doc_t *v)
         p->len = b.len;
         dl_buf_free(&b);
         if (s == NULL)
-            return dl_sqlite_fail(q->res, DL_ENOMEM, "out of memory");
+            return dl_store_res_fail(q->res, DL_ENOMEM, "out of memory");
     }
     }
     return ++q->np;
@@ -311,7 +311,7 @@ int dl_sqlite_compile_query(qc_t *q, const dl_doc_t *v)
     }
     dl_buf_append_char(w, ')');
     if (w->oom)
-        return dl_sqlite_fail(q->res, DL_ENOMEM, "out of memory");
+        return dl_store_res_fail(q->res, DL_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -409,6 +409,6 @@ int dl_sqlite_build_sql(qc_t *q, dl_buf_t *sql, const char *head, const dl_doc_t
     }
     dl_buf_append_char(sql, '\0');
     if (sql->oom)
-        return dl_sqlite_fail(q->res, DL_ENOMEM, "out of memory");
+        return dl_store_res_fail(q->res, DL_ENOMEM, "out of memory");
     return 0;
 }

@@ -17,27 +17,6 @@
 #include "common/internal.h"
 #include "common/json_str.h"
 
-int dl_sqlite_fail(dl_store_res_t *res, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-int dl_sqlite_fail(dl_store_res_t *res, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    res->status = dl_err_vformat(res->err, sizeof(res->err), code, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-void dl_sqlite_begin(dl_store_res_t *res)
-{
-    res->status = 0;
-    res->err[0] = '\0';
-    dl_buf_reset(&res->json);
-    res->count = 0;
-    res->matched = 0;
-}
-
 /* An errno as words, for messages (strerror() is not thread-safe). */
 static const char *errno_text(int e, char *buf, size_t n)
 {
@@ -90,53 +69,54 @@ int dl_sqlite_sql_fail(dl_store_res_t *res, conn_t *c, int rc)
     case SQLITE_CONSTRAINT: {
         const char *ix = strstr(msg, "index '");
         if (ix != NULL)
-            return dl_sqlite_fail(res, DL_EDUPKEY, "duplicate key: unique index %s (sqlite: %s)",
-                                  ix + 6, msg);
-        return dl_sqlite_fail(res, DL_EDUPKEY, "duplicate key: _id (sqlite: %s)", msg);
+            return dl_store_res_fail(res, DL_EDUPKEY, "duplicate key: unique index %s (sqlite: %s)",
+                                     ix + 6, msg);
+        return dl_store_res_fail(res, DL_EDUPKEY, "duplicate key: _id (sqlite: %s)", msg);
     }
     case SQLITE_NOMEM:
-        return dl_sqlite_fail(res, DL_ENOMEM, "sqlite: %s", msg);
+        return dl_store_res_fail(res, DL_ENOMEM, "sqlite: %s", msg);
     case SQLITE_BUSY:
         if (c != NULL && c->busy_ms > 0)
-            code = dl_sqlite_fail(res, DL_EBUSY,
-                                  "database locked by another process for more than %d ms "
-                                  "(sqlite: %s)", c->busy_ms, msg);
+            code = dl_store_res_fail(res, DL_EBUSY,
+                                     "database locked by another process for more than %d ms "
+                                     "(sqlite: %s)",
+                                     c->busy_ms, msg);
         else
-            code = dl_sqlite_fail(res, DL_EBUSY,
-                                  "database locked by another process (sqlite: %s)", msg);
+            code = dl_store_res_fail(res, DL_EBUSY,
+                                     "database locked by another process (sqlite: %s)", msg);
         break;
     case SQLITE_LOCKED:
-        code = dl_sqlite_fail(res, DL_EBUSY, "database table locked (sqlite: %s)", msg);
+        code = dl_store_res_fail(res, DL_EBUSY, "database table locked (sqlite: %s)", msg);
         break;
     case SQLITE_READONLY:
-        code = dl_sqlite_fail(res, DL_EROFS, "database is read-only (sqlite: %s)", msg);
+        code = dl_store_res_fail(res, DL_EROFS, "database is read-only (sqlite: %s)", msg);
         break;
     case SQLITE_FULL:
         /* SQLite's message is the same words */
         if (strcmp(msg, "database or disk is full") == 0)
-            code = dl_sqlite_fail(res, DL_ENOSPC, "database or disk is full");
+            code = dl_store_res_fail(res, DL_ENOSPC, "database or disk is full");
         else
-            code = dl_sqlite_fail(res, DL_ENOSPC, "database or disk is full (sqlite: %s)", msg);
+            code = dl_store_res_fail(res, DL_ENOSPC, "database or disk is full (sqlite: %s)", msg);
         break;
     case SQLITE_CANTOPEN:
-        code = dl_sqlite_fail(res, DL_ECANTOPEN,
-                              "cannot open the database file (sqlite: %s: %s)", msg, etxt);
+        code = dl_store_res_fail(res, DL_ECANTOPEN,
+                                 "cannot open the database file (sqlite: %s: %s)", msg, etxt);
         break;
     case SQLITE_IOERR:
         /* SQLite reports every failed write(2) but ENOSPC as an i/o error */
         if (eno == EROFS || eno == EACCES || eno == EPERM)
-            code = dl_sqlite_fail(res, DL_EROFS, "database is read-only (sqlite: %s: %s)", msg,
-                                  etxt);
+            code = dl_store_res_fail(res, DL_EROFS, "database is read-only (sqlite: %s: %s)", msg,
+                                     etxt);
         else if (eno == ENOSPC || eno == EDQUOT)
-            code = dl_sqlite_fail(res, DL_ENOSPC, "database or disk is full (sqlite: %s: %s)", msg,
-                                  etxt);
+            code = dl_store_res_fail(res, DL_ENOSPC, "database or disk is full (sqlite: %s: %s)",
+                                     msg, etxt);
         else if (eno != 0)
-            code = dl_sqlite_fail(res, DL_EIO, "database i/o error (sqlite: %s: %s)", msg, etxt);
+            code = dl_store_res_fail(res, DL_EIO, "database i/o error (sqlite: %s: %s)", msg, etxt);
         else
-            code = dl_sqlite_fail(res, DL_EIO, "database i/o error (sqlite: %s)", msg);
+            code = dl_store_res_fail(res, DL_EIO, "database i/o error (sqlite: %s)", msg);
         break;
     default:
-        return dl_sqlite_fail(res, DL_EIO, "sqlite: %s", msg);
+        return dl_store_res_fail(res, DL_EIO, "sqlite: %s", msg);
     }
     if (c != NULL)
         c->fault = code;
@@ -147,6 +127,6 @@ int dl_sqlite_sql_fail(dl_store_res_t *res, conn_t *c, int rc)
 int dl_sqlite_fail_oom_or(dl_store_res_t *res, const dl_buf_t *b)
 {
     if (b->oom && res->status == 0)
-        dl_sqlite_fail(res, DL_ENOMEM, "out of memory");
+        dl_store_res_fail(res, DL_ENOMEM, "out of memory");
     return res->status;
 }

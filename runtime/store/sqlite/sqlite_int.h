@@ -196,9 +196,6 @@ void dl_sqlite_read_opts(const dl_doc_t *v, qopts_t *o);
 int dl_sqlite_build_sql(qc_t *q, dl_buf_t *sql, const char *head, const dl_doc_t *query,
                         const qopts_t *o, int64_t limit);
 /* result.c */
-int dl_sqlite_fail(dl_store_res_t *res, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void dl_sqlite_begin(dl_store_res_t *res);
 int dl_sqlite_sql_fail(dl_store_res_t *res, conn_t *c, int rc);
 int dl_sqlite_fail_oom_or(dl_store_res_t *res, const dl_buf_t *b);
 /* txn.c */

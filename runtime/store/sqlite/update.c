@@ -67,12 +67,13 @@ static int resolve(dl_doc_arena_t *a, dl_doc_t *doc, const char *path, size_t pl
                 return 0;
             child = dl_doc_new(a, DL_DOC_OBJ);
             if (child == NULL || dl_doc_push(a, cur, p, (size_t)(dot - p), child) != 0)
-                return dl_sqlite_fail(res, DL_ENOMEM, "out of memory");
+                return dl_store_res_fail(res, DL_ENOMEM, "out of memory");
         } else if (child->type != DL_DOC_OBJ) {
             if (!create)
                 return 0;
-            return dl_sqlite_fail(res, DL_EINVAL, "cannot create field %.*s: %.*s is not an object",
-                                  (int)plen, path, (int)(dot - path), path);
+            return dl_store_res_fail(res, DL_EINVAL,
+                                     "cannot create field %.*s: %.*s is not an object", (int)plen,
+                                     path, (int)(dot - path), path);
         }
         cur = child;
         p = dot + 1;
@@ -145,23 +146,23 @@ int dl_sqlite_upd_apply(dl_doc_arena_t *a, dl_doc_t *doc, const dl_doc_t *u, dl_
                 nv = jv_copy(a, val);
             } else if (dl_doc_keq(op, ol, "$inc")) {
                 if (cur != NULL && cur->type != DL_DOC_NUM)
-                    return dl_sqlite_fail(res, DL_EINVAL, "$inc on %.*s: the field is not a number",
-                                          (int)fl, f);
+                    return dl_store_res_fail(res, DL_EINVAL,
+                                             "$inc on %.*s: the field is not a number", (int)fl, f);
                 nv = cur != NULL ? num_add(a, cur, val) : jv_copy(a, val);
                 if (nv == NULL && cur != NULL)
-                    return dl_sqlite_fail(res, DL_EINVAL, "$inc on %.*s: result out of range",
-                                          (int)fl, f);
+                    return dl_store_res_fail(res, DL_EINVAL, "$inc on %.*s: result out of range",
+                                             (int)fl, f);
             } else {
                 if (cur != NULL && cur->type != DL_DOC_ARR)
-                    return dl_sqlite_fail(res, DL_EINVAL,
-                                          "$push on %.*s: the field is not an array", (int)fl, f);
+                    return dl_store_res_fail(
+                        res, DL_EINVAL, "$push on %.*s: the field is not an array", (int)fl, f);
                 nv = cur != NULL ? cur : dl_doc_new(a, DL_DOC_ARR);
                 dl_doc_t *item = nv != NULL ? jv_copy(a, val) : NULL;
                 if (item == NULL || dl_doc_push(a, nv, NULL, 0, item) != 0)
                     nv = NULL;
             }
             if (nv == NULL || obj_set(a, parent, key, kl, nv) != 0)
-                return dl_sqlite_fail(res, DL_ENOMEM, "out of memory");
+                return dl_store_res_fail(res, DL_ENOMEM, "out of memory");
         }
     }
     return 0;

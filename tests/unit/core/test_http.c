@@ -3,6 +3,7 @@
  * defaults of runtime/server/server.c: request ids, URL decoding, query parsing,
  * Accept negotiation, dates, error bodies and limits.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,19 @@ DL_TEST(request_id_format)
         EXPECT(strchr("0123456789abcdef", a[i]) != NULL);
     EXPECT(strcmp(a, b) != 0);
     EXPECT(dl_request_id_valid(a, 32));
+}
+
+/* The id is the next two PRNG words as 16 hex digits each, high digit first. */
+DL_TEST(request_id_is_prng_words_in_hex)
+{
+    uint64_t st[4], copy[4];
+    dl_prng_seed(st);
+    memcpy(copy, st, sizeof(st));
+    char id[33], want[33];
+    dl_request_id_new(st, id);
+    uint64_t a = dl_prng_next(copy), b = dl_prng_next(copy);
+    snprintf(want, sizeof(want), "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+    EXPECT_STR(id, want);
 }
 
 DL_TEST(request_id_unique_many)

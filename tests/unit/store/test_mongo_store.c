@@ -23,6 +23,7 @@
 
 #include "common/buf.h"
 #include "common/internal.h"
+#include "store/mongo/mongo_int.h" /* the conversions under test */
 #include "store/mongo_store.h"
 #include "store/store.h"
 #include "unit.h"
