@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "common/list.h"
 #include "common/internal.h"
 #include "core/http.h"
 #include "core/request.h"
@@ -76,7 +77,7 @@ struct dl_task_s {
     /* how a request's own task ends (lua_dispatch.c: its answer); NULL: as a
      * background task */
     void (*finish)(dl_task_t *t, int ok);
-    dl_task_t *prev, *next;
+    dl_list_t link;         /* in vm->tasks while live, in vm->spare_tasks once ended */
 };
 
 struct dl_vm_s {
@@ -90,8 +91,8 @@ struct dl_vm_s {
     char app_dir[1024];         /* the app being served (api.app_dir()) */
     int req_mt_ref;
     int env_mt_ref;
-    dl_task_t *tasks;           /* live tasks */
-    dl_task_t *spare_tasks;     /* ended tasks, kept until the VM goes (see task_free) */
+    dl_list_t tasks;            /* live tasks (dl_task_t.link) */
+    dl_list_t spare_tasks;      /* ended tasks, kept until the VM goes (see dl_task_free) */
     int n_tasks;
     lua_State **co_pool;        /* finished coroutines kept for reuse */
     int *co_pool_refs;

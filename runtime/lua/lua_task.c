@@ -26,9 +26,10 @@ void dl_task_park(dl_task_t *t, void (*cancel)(void *), void *data)
 
 dl_task_t *dl_task_new(dl_vm_t *vm, dl_req_t *req)
 {
-    dl_task_t *t = vm->spare_tasks;
-    if (t != NULL) {
-        vm->spare_tasks = t->next;
+    dl_task_t *t = NULL;
+    if (!dl_list_empty(&vm->spare_tasks)) {
+        t = dl_list_entry(vm->spare_tasks.next, dl_task_t, link);
+        dl_list_remove(&t->link);
         memset(t, 0, sizeof(*t));
     } else if ((t = dl_calloc(1, sizeof(*t))) == NULL) {
         return NULL;
@@ -47,10 +48,7 @@ dl_task_t *dl_task_new(dl_vm_t *vm, dl_req_t *req)
     t->req = req;
     t->results_ref = LUA_NOREF;
     t->error_ref = LUA_NOREF;
-    t->next = vm->tasks;
-    if (vm->tasks)
-        vm->tasks->prev = t;
-    vm->tasks = t;
+    dl_list_insert_head(&vm->tasks, &t->link);
     vm->n_tasks++;
     return t;
 }
@@ -62,12 +60,7 @@ void dl_task_free(dl_task_t *t, int reuse)
     dl_vm_t *vm = t->vm;
     lua_State *L = vm->L;
     guard_leave(t);
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        vm->tasks = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    dl_list_remove(&t->link);
     vm->n_tasks--;
     if (L) {
         luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
@@ -89,16 +82,15 @@ void dl_task_free(dl_task_t *t, int reuse)
      * spare stays valid until the VM goes, and its co no longer matches. */
     memset(t, 0, sizeof(*t));
     t->vm = vm;
-    t->next = vm->spare_tasks;
-    vm->spare_tasks = t;
+    dl_list_insert_head(&vm->spare_tasks, &t->link);
 }
 
 void dl_vm_cancel_tasks(dl_vm_t *vm)
 {
     if (vm == NULL)
         return;
-    while (vm->tasks) {
-        dl_task_t *t = vm->tasks;
+    while (!dl_list_empty(&vm->tasks)) {
+        dl_task_t *t = dl_list_entry(vm->tasks.next, dl_task_t, link);
         if (t->cancel)
             t->cancel(t->cancel_data);
         if (t->req && t->parent == NULL && !t->detached) {

@@ -80,6 +80,8 @@ dl_vm_t *dl_vm_new(const dl_lua_host_t *host, const dl_config_t *cfg)
         return NULL;
     vm->host = host;
     vm->cfg = cfg;
+    dl_list_init(&vm->tasks);
+    dl_list_init(&vm->spare_tasks);
     vm->co_pool = dl_calloc(DL_CO_POOL_MAX, sizeof(lua_State *));
     vm->co_pool_refs = dl_calloc(DL_CO_POOL_MAX, sizeof(int));
     lua_State *L = vm->L = luaL_newstate();
@@ -225,9 +227,9 @@ void dl_vm_free(dl_vm_t *vm)
     }
     lua_close(vm->L);
     vm->L = NULL;
-    while (vm->spare_tasks) {
-        dl_task_t *t = vm->spare_tasks;
-        vm->spare_tasks = t->next;
+    while (!dl_list_empty(&vm->spare_tasks)) {
+        dl_task_t *t = dl_list_entry(vm->spare_tasks.next, dl_task_t, link);
+        dl_list_remove(&t->link);
         dl_free(t);
     }
     dl_buf_free(&vm->scratch);
