@@ -64,7 +64,6 @@ int dl__route(lua_State *L)
         else
             lua_pop(L, 1);
     }
-    r->methods = methods;
     r->body_limit = body_limit;
     r->upload_limit = upload_limit;
     char err[256];
@@ -80,7 +79,6 @@ int dl__route(lua_State *L)
     r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     r->next = vm->loading->routes;
     vm->loading->routes = r;
-    vm->loading->n_routes++;
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -26,7 +26,6 @@ typedef struct dl_route_s {
     int precheck_ref; /* registry ref of a check run on the head alone (auth), or 0 */
     size_t body_limit;
     size_t upload_limit; /* route option upload: multipart bodies streamed to files */
-    unsigned methods;
     char *pattern;
     struct dl_route_s *next; /* all routes of a generation */
 } dl_route_t;
@@ -35,7 +34,6 @@ typedef struct dl_route_s {
 typedef struct dl_gen_s {
     dl_router_t *router;
     dl_route_t *routes;
-    int n_routes;
     int id;
     int refs;           /* requests routed in this generation and not yet done */
     struct dl_gen_s *next_old; /* retired generations still serving requests */
@@ -93,7 +91,6 @@ struct dl_vm_s {
     int env_mt_ref;
     dl_list_t tasks;            /* live tasks (dl_task_t.link) */
     dl_list_t spare_tasks;      /* ended tasks, kept until the VM goes (see dl_task_free) */
-    int n_tasks;
     lua_State **co_pool;        /* finished coroutines kept for reuse */
     int *co_pool_refs;
     int n_co_pool;

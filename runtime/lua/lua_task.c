@@ -49,7 +49,6 @@ dl_task_t *dl_task_new(dl_vm_t *vm, dl_req_t *req)
     t->results_ref = LUA_NOREF;
     t->error_ref = LUA_NOREF;
     dl_list_insert_head(&vm->tasks, &t->link);
-    vm->n_tasks++;
     return t;
 }
 
@@ -61,7 +60,6 @@ void dl_task_free(dl_task_t *t, int reuse)
     lua_State *L = vm->L;
     guard_leave(t);
     dl_list_remove(&t->link);
-    vm->n_tasks--;
     if (L) {
         luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, t->error_ref);

@@ -193,14 +193,6 @@ void dl_vm_reap_generations(dl_vm_t *vm)
         lua_gc(vm->L, LUA_GCCOLLECT, 0);
 }
 
-int dl_vm_generations(dl_vm_t *vm)
-{
-    int n = vm->gen ? 1 : 0;
-    for (dl_gen_t *g = vm->old; g; g = g->next_old)
-        n++;
-    return n;
-}
-
 void dl_vm_unpin(dl_vm_t *vm, dl_req_t *req)
 {
     dl_gen_t *g = req->gen;

@@ -51,8 +51,6 @@ void dl_vm_route(dl_vm_t *vm, dl_req_t *req);
 int dl_vm_precheck(dl_vm_t *vm, dl_req_t *req, char *msg, size_t msglen);
 /** Lets go of req's generation; a retired one is freed with its last request. */
 void dl_vm_unpin(dl_vm_t *vm, dl_req_t *req);
-/** Number of generations alive (current + retired with requests). */
-int dl_vm_generations(dl_vm_t *vm);
 
 /** Runs req's handler in a new task; answers through dl_req_respond(). */
 void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req);
