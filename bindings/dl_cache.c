@@ -400,7 +400,7 @@ static void on_store_done(dl_cache_res_t *res, void *arg)
 }
 
 /* Headers no stored answer carries: the runtime's own (a handler may not
- * set them: lua_vm.c refuses them), and Set-Cookie, one caller's session. */
+ * set them: lua_dispatch.c refuses them), and Set-Cookie, one caller's session. */
 static int unstorable_header(const char *s, size_t n)
 {
     static const char *const names[] = {"content-length", "transfer-encoding", "connection",

@@ -2,7 +2,8 @@
  * lua_vm.h - a worker's LuaJIT state: the loaded app (a generation of routes),
  * request dispatch into handler coroutines ("tasks"), and the task hooks that
  * bindings use to park a coroutine on I/O and resume it from a callback
- * (OpenResty's cosocket model).
+ * (OpenResty's cosocket model). The structures, the task hooks and the
+ * devloop.core primitives are in lua_state.h, included here.
  */
 #ifndef DL_LUA_VM_H
 #define DL_LUA_VM_H
@@ -15,98 +16,13 @@
 #include "core/request.h"
 #include "common/internal.h"
 #include "lua/lua_host.h"
-
-/** A route as declared by api.get/post/...: what the router stores. */
-typedef struct dl_route_s {
-    int handler_ref;  /* registry ref of the handler function */
-    int precheck_ref; /* registry ref of a check run on the head alone (auth), or 0 */
-    size_t body_limit;
-    size_t upload_limit; /* route option upload: multipart bodies streamed to files */
-    unsigned methods;
-    char *pattern;
-    struct dl_route_s *next; /* all routes of a generation */
-} dl_route_t;
-
-/** Everything loaded from an app folder at one time. */
-typedef struct dl_gen_s {
-    dl_router_t *router;
-    dl_route_t *routes;
-    int n_routes;
-    int id;
-    int refs;           /* requests routed in this generation and not yet done */
-    struct dl_gen_s *next_old; /* retired generations still serving requests */
-} dl_gen_t;
-
-typedef struct dl_task_s dl_task_t;
-typedef struct dl_vm_s dl_vm_t;
-
-/** An on_start hook's time limit (core._guard, lua_vm.c): shared by the hook's
- * task and every task it starts, directly or not; freed with the last. */
-typedef struct dl_guard_s {
-    int refs;               /* tasks under this limit */
-    uint64_t limit_ns;
-    uint64_t start_ns;      /* when the limit was set */
-    int whole;              /* 1: the hook's whole run counts; 0: each resume alone */
-    int tripped;            /* the count hook yielded a task: msg says why */
-    dl_task_t *root;        /* the hook's own task, while it runs */
-    char label[256];        /* "app.lua:12": where the hook is defined */
-    char msg[600];          /* why the latest task was stopped */
-    char first[600];        /* why the first one was ("": none yet) */
-} dl_guard_t;
-
-struct dl_task_s {
-    lua_State *co;
-    int co_ref;
-    dl_vm_t *vm;
-    dl_req_t *req;          /* the request served; NULL for background tasks */
-    dl_task_t *parent;      /* api.parallel: the waiting task */
-    int index;              /* api.parallel: slot in the parent's results */
-    int waiting;            /* api.parallel: children not finished */
-    int joining;            /* api.parallel: parked until the children finish */
-    int detached;           /* a raced child that lost: its end is ignored */
-    void *race;             /* api.with_timeout: the race this task is the function of */
-    dl_guard_t *guard;      /* the start-hook limit it runs under, or NULL */
-    int results_ref;
-    int error_ref;
-    void (*cancel)(void *data); /* detaches a parked operation (shutdown) */
-    void *cancel_data;
-    dl_task_t *prev, *next;
-};
-
-struct dl_vm_s {
-    lua_State *L;
-    const dl_lua_host_t *host;  /* its runner's (lua_host.h); NULL: none at all */
-    const dl_config_t *cfg;
-    dl_gen_t *gen;              /* the current generation */
-    dl_gen_t *old;              /* retired generations with requests in flight */
-    int baseline_ref;           /* package.loaded keys before any app module */
-    dl_gen_t *loading;          /* the generation api.get() adds to */
-    char app_dir[1024];         /* the app being served (api.app_dir()) */
-    int req_mt_ref;
-    int env_mt_ref;
-    dl_task_t *tasks;           /* live tasks */
-    dl_task_t *spare_tasks;     /* ended tasks, kept until the VM goes (see task_free) */
-    int n_tasks;
-    lua_State **co_pool;        /* finished coroutines kept for reuse */
-    int *co_pool_refs;
-    int n_co_pool;
-    dl_buf_t scratch;           /* encoder output */
-    /* while a task with a guard runs (lua_vm.c) */
-    struct {
-        int armed;              /* count hook set, JIT off */
-        int jit_on;             /* the JIT's state to restore when disarmed */
-        uint64_t armed_ns;      /* when the worker began running guarded tasks */
-        dl_task_t *running;     /* the guarded task whose resume armed it */
-    } guard;
-};
+#include "lua/lua_state.h"
 
 /** Creates a VM: standard libraries, the devloop modules, cjson. host (kept,
  * not copied) gives it the loop and the backends while serving; with its loop
  * NULL, or host NULL, the VM only loads and checks. */
 dl_vm_t *dl_vm_new(const dl_lua_host_t *host, const dl_config_t *cfg);
 void dl_vm_free(dl_vm_t *vm);
-/** Detaches every parked task and drops its request (graceful stop is over). */
-void dl_vm_cancel_tasks(dl_vm_t *vm);
 
 /**
  * Loads app_dir (app.lua, routes/ and jobs/ Lua files) into a new generation and
@@ -115,8 +31,6 @@ void dl_vm_cancel_tasks(dl_vm_t *vm);
  */
 int dl_vm_load_app(dl_vm_t *vm, const char *app_dir, dl_buf_t *errors);
 
-/** Runs the function (with nargs arguments) on top of vm->L as a task with no request. */
-int dl_vm_spawn(dl_vm_t *vm, int nargs);
 /** Runs the app's start hooks (api.on_start) in a background task. */
 void dl_vm_start(dl_vm_t *vm);
 /** After a reload: applies what the new generation declares outside Lua
@@ -137,44 +51,11 @@ void dl_vm_route(dl_vm_t *vm, dl_req_t *req);
 int dl_vm_precheck(dl_vm_t *vm, dl_req_t *req, char *msg, size_t msglen);
 /** Lets go of req's generation; a retired one is freed with its last request. */
 void dl_vm_unpin(dl_vm_t *vm, dl_req_t *req);
-/** Number of generations alive (current + retired with requests). */
-int dl_vm_generations(dl_vm_t *vm);
 
 /** Runs req's handler in a new task; answers through dl_req_respond(). */
 void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req);
 /** Fills h so that the request core (core/request.h) reaches vm's handlers. */
 void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h);
 
-/* ---- task hooks for bindings (OpenResty's ngx_http_lua_api.h) */
-
-/** The task running on coroutine L, or NULL (main state, user coroutine). */
-dl_task_t *dl_task_current(lua_State *L);
-/** Records how to detach the operation a task parks on. */
-void dl_task_park(dl_task_t *t, void (*cancel)(void *), void *data);
-/* Resumes a parked task with a string (err NULL) or with nil, err. */
-void dl_task_resume_string(dl_task_t *t, const char *s, size_t len, const char *err);
-/** Resumes a parked task with nargs values already pushed on t->co. */
-void dl_task_resume(dl_task_t *t, int nargs);
-
-/** The VM of a Lua state (set at creation). */
-dl_vm_t *dl_vm_of(lua_State *L);
-
-/* A handler's 4th return value equal to lightuserdata(&dl__gzip_body_marker)
- * says its body is already gzip (cached entries): see dl_resp_t.body_gzip. */
-extern char dl__gzip_body_marker;
-/* A handler's 4th return value equal to lightuserdata(&dl__file_body_marker)
- * makes its body string a file path, sent from disk a chunk at a time; the
- * 5th and 6th values are the offset and length (default: the whole file); a
- * 7th value true deletes the file once it is open (a temporary copy). */
-extern char dl__file_body_marker;
-
-/* ---- primitives behind bindings/dl_core.c (the devloop.core module) */
-int dl__req_index(lua_State *L);     /* __index of request tables */
-int dl__route(lua_State *L);         /* core._route(mask, pattern, opts, fn) */
-int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) */
-int dl__race(lua_State *L);          /* core._race(ms, fn) */
-int dl__spawn(lua_State *L);         /* core._spawn(fn, ...) */
-int dl__guard(lua_State *L);         /* core._guard([label, whole]) */
-int dl__error_text(lua_State *L);    /* core._error_text(v): a raised value as text */
 
 #endif

@@ -38,7 +38,6 @@ struct dl_watch_s {
     void *arg;
     uv_timer_t timer;
     dir_watch_t *dirs;
-    int n_dirs;
     int pending_closes;
     int stopping;
 };
@@ -128,7 +127,6 @@ static int add_dir(dl_watch_t *w, const char *path, const char *only)
     d->seen = 1;
     d->next = w->dirs;
     w->dirs = d;
-    w->n_dirs++;
     return 0;
 }
 
@@ -167,7 +165,6 @@ static void rescan(dl_watch_t *w)
         dir_watch_t *d = *pp;
         if (!d->seen) {
             *pp = d->next;
-            w->n_dirs--;
             uv_fs_event_stop(&d->ev);
             uv_close((uv_handle_t *)&d->ev, on_dir_closed);
         } else {
@@ -251,12 +248,14 @@ void dl_watch_stop(dl_watch_t *w)
         uv_fs_event_stop(&d->ev);
         uv_close((uv_handle_t *)&d->ev, on_dir_closed);
     }
-    w->n_dirs = 0;
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, on_timer_closed);
 }
 
 int dl_watch_count(const dl_watch_t *w)
 {
-    return w ? w->n_dirs : 0;
+    int n = 0;
+    for (const dir_watch_t *d = w ? w->dirs : NULL; d; d = d->next)
+        n++;
+    return n;
 }

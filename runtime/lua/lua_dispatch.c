@@ -1,0 +1,433 @@
+/*
+ * lua_dispatch.c - from the request core into Lua and back: a routed request
+ * becomes a task running its handler with the request table (lua_request.c),
+ * and the handler's return values, or the error it raised, become the
+ * answer. dl_vm_handler() hands these to the core (core/request.h).
+ */
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/codec_json.h"
+#include "common/codec_msgpack.h"
+#include "lua/lua_vm.h"
+#include "lua/lua_vm_internal.h"
+
+/* ============================================================== responses */
+
+/* Headers the runtime owns: a handler may not set them. */
+static int reserved_header(const char *s, size_t n)
+{
+    return dl_strncasecmp_eq(s, n, "content-length", 14) ||
+           dl_strncasecmp_eq(s, n, "transfer-encoding", 17) ||
+           dl_strncasecmp_eq(s, n, "connection", 10) || dl_strncasecmp_eq(s, n, "date", 4) ||
+           dl_strncasecmp_eq(s, n, "x-request-id", 12);
+}
+
+typedef struct {
+    dl_resp_t resp;
+    dl_buf_t hdrs;
+    char ctype[128];
+    char err[160]; /* why the headers were refused, naming the header */
+} resp_build_t;
+
+/* Reads the handler's headers table at idx into rb; returns an error message or NULL. */
+static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
+{
+    if (lua_isnoneornil(co, idx))
+        return NULL;
+    if (!lua_istable(co, idx)) {
+        snprintf(rb->err, sizeof(rb->err), "headers must be a table, got %s",
+                 lua_typename(co, lua_type(co, idx)));
+        return rb->err;
+    }
+    lua_pushnil(co);
+    while (lua_next(co, idx) != 0) {
+        size_t nlen, vlen;
+        if (lua_type(co, -2) != LUA_TSTRING) {
+            lua_pop(co, 2);
+            return "header names must be strings";
+        }
+        const char *name = lua_tolstring(co, -2, &nlen);
+        if (!dl_http_token_ok(name, nlen)) {
+            lua_pop(co, 2);
+            return "a header name is not a token (letters, digits and !#$%&'*+-.^_`|~)";
+        }
+        if (reserved_header(name, nlen)) {
+            snprintf(rb->err, sizeof(rb->err), "header %.*s is set by the runtime, not by handlers",
+                     (int)DL_MIN(nlen, 40), name);
+            lua_pop(co, 2);
+            return rb->err;
+        }
+        int is_table = lua_istable(co, -1);
+        int nvals = is_table ? (int)lua_objlen(co, -1) : 1;
+        for (int i = 1; i <= nvals; i++) {
+            if (is_table)
+                lua_rawgeti(co, -1, i);
+            else
+                lua_pushvalue(co, -1);
+            int t = lua_type(co, -1);
+            if (t != LUA_TSTRING && t != LUA_TNUMBER) {
+                snprintf(rb->err, sizeof(rb->err), "header %.*s: values must be strings or "
+                         "numbers, not %s", (int)DL_MIN(nlen, 40), name, lua_typename(co, t));
+                lua_pop(co, 3);
+                return rb->err;
+            }
+            const char *v = lua_tolstring(co, -1, &vlen);
+            if (!dl_http_value_ok(v, vlen)) {
+                snprintf(rb->err, sizeof(rb->err), "header %.*s: its value contains a control "
+                         "character", (int)DL_MIN(nlen, 40), name);
+                lua_pop(co, 3);
+                return rb->err;
+            }
+            if (dl_strncasecmp_eq(name, nlen, "content-type", 12)) {
+                size_t cl = DL_MIN(vlen, sizeof(rb->ctype) - 1);
+                memcpy(rb->ctype, v, cl);
+                rb->ctype[cl] = '\0';
+                rb->resp.content_type = rb->ctype;
+                rb->resp.content_type_len = cl;
+            } else {
+                if (dl_strncasecmp_eq(name, nlen, "cache-control", 13))
+                    rb->resp.has_cache_control = 1;
+                dl_buf_append(&rb->hdrs, name, nlen);
+                dl_buf_append(&rb->hdrs, ": ", 2);
+                dl_buf_append(&rb->hdrs, v, vlen);
+                dl_buf_append(&rb->hdrs, "\r\n", 2);
+            }
+            lua_pop(co, 1);
+        }
+        lua_pop(co, 1);
+    }
+    return NULL;
+}
+
+static void respond_500(dl_task_t *t, const char *log_msg)
+{
+    dl_req_t *req = t->req;
+    dl_log_req(DL_LOG_ERROR, req->id, "%s %.*s: %s", req->method_name, (int)req->path_len,
+               req->head.data, log_msg);
+    req->task = NULL;
+    dl_req_respond_error(req, 500, NULL);
+}
+
+/* "routes/x.lua:12": the app line that raised the error in co (library
+ * frames, api.fail's own, skipped); "" when there is none. */
+static void raise_site(dl_vm_t *vm, lua_State *co, char *out, size_t len)
+{
+    lua_Debug d;
+    out[0] = '\0';
+    for (int level = 0; level < 20 && lua_getstack(co, level, &d); level++) {
+        if (!lua_getinfo(co, "Sl", &d) || d.currentline <= 0)
+            continue;
+        if (strncmp(d.source, "=[devloop]/", 11) == 0)
+            continue;
+        const char *src = d.source[0] == '=' || d.source[0] == '@' ? d.source + 1 : d.source;
+        snprintf(out, len, " at %s:%d", dl_vm_app_relative(vm, src), d.currentline);
+        return;
+    }
+}
+
+/*
+ * A handler raised a table with a number status (api.fail(status, message,
+ * details) or error({status = 404, message = "..."})): status 400-599
+ * answers with it, in the runtime's error shape {"error": status text,
+ * "message", "details"?, "requestId"}; the message is the app's own, shown for
+ * 5xx too. Any other status is a 500 whose log line says why. 5xx are logged
+ * as errors, 4xx at debug level (a refusal, not a fault).
+ */
+static void respond_status_error(dl_task_t *t)
+{
+    dl_req_t *req = t->req;
+    lua_State *co = t->co;
+    int e = lua_gettop(co);
+    char where[320];
+    raise_site(t->vm, co, where, sizeof(where));
+    lua_pushliteral(co, "status");
+    lua_rawget(co, e);
+    lua_Number st = lua_tonumber(co, -1);
+    lua_pop(co, 1);
+    lua_pushliteral(co, "message");
+    lua_rawget(co, e);
+    if (lua_type(co, -1) != LUA_TSTRING) {
+        lua_pop(co, 1);
+        lua_pushliteral(co, "error");
+        lua_rawget(co, e);
+    }
+    const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+    if (st != floor(st) || st < 400 || st > 599) {
+        char m[1200], text[600];
+        lua_pushvalue(co, e);
+        dl_lua_errtext_of(t->vm->L, co, text, sizeof(text));
+        snprintf(m, sizeof(m), "handler of route %s raised status %.14g, outside 400-599%s: %s",
+                 req->route ? req->route->pattern : "?", (double)st, where, text);
+        respond_500(t, m);
+        return;
+    }
+    int status = (int)st;
+    dl_log_req(status >= 500 ? DL_LOG_ERROR : DL_LOG_DEBUG, req->id, "%s %.*s: %d%s: %s",
+               req->method_name, (int)req->path_len, req->head.data, status, where,
+               msg ? msg : "(no message)");
+    lua_pushliteral(co, "details");
+    lua_rawget(co, e);
+    dl_buf_t body = DL_BUF_INIT, d = DL_BUF_INIT;
+    int with_details = 0;
+    if (!lua_isnil(co, -1)) {
+        char err[160];
+        with_details = dl_json_encode(co, lua_gettop(co), &d, err, sizeof(err)) == 0;
+        if (!with_details)
+            dl_log_req(DL_LOG_ERROR, req->id, "%s %.*s: the details of a %d cannot be encoded "
+                       "(sent without them): %s", req->method_name, (int)req->path_len,
+                       req->head.data, status, err);
+    }
+    dl_resp_error_body(&body, status, msg, req->id, with_details ? d.data : NULL, d.len);
+    dl_buf_free(&d);
+    dl_resp_t resp = {.status = status,
+                      .content_type = "application/json",
+                      .content_type_len = 16,
+                      .body = body.data,
+                      .body_len = body.len};
+    req->task = NULL;
+    dl_req_respond(req, &resp);
+    dl_buf_free(&body);
+}
+
+/* The main task ended: its return values become the response. */
+static void finish_main(dl_task_t *t, int ok)
+{
+    dl_vm_t *vm = t->vm;
+    dl_req_t *req = t->req;
+    lua_State *co = t->co;
+    dl_vm_release_request(vm, req);
+    if (!ok) {
+        if (dl_lua_is_status_error(co, -1))
+            respond_status_error(t);
+        else
+            respond_500(t, lua_tostring(co, -1));
+        dl_task_free(t, 0);
+        return;
+    }
+    int n = lua_gettop(co);
+    int bi = 1;
+    const char *pattern = req->route ? req->route->pattern : "?";
+    /* `return nil, { status = 404, message = "..." }`: the failure idiom with
+     * an error table answers as api.fail would (as batch operations do) */
+    if (n >= 2 && lua_isnil(co, 1) && dl_lua_is_status_error(co, 2)) {
+        lua_settop(co, 2);
+        respond_status_error(t);
+        dl_task_free(t, 0);
+        return;
+    }
+    /* `return false [, why]`: not an answer; a 200 "false" would hide the mistake */
+    if (n >= 1 && lua_type(co, 1) == LUA_TBOOLEAN && !lua_toboolean(co, 1)) {
+        char m[512];
+        if (n >= 2 && lua_type(co, 2) == LUA_TSTRING)
+            snprintf(m, sizeof(m), "a handler returned false: route %s, with \"%.300s\"", pattern,
+                     lua_tostring(co, 2));
+        else
+            snprintf(m, sizeof(m), "a handler returned false: route %s (return a body, a status "
+                     "and a body, or nothing for a 204)", pattern);
+        respond_500(t, m);
+        dl_task_free(t, 0);
+        return;
+    }
+    /* `return "404", "x"`: a status given as a string would be sent as the
+     * body, with the next value read as headers */
+    if (n >= 2 && lua_type(co, 1) == LUA_TSTRING && lua_isnumber(co, 1) && !lua_isnil(co, 2) &&
+        !lua_istable(co, 2)) {
+        char m[256];
+        snprintf(m, sizeof(m), "handler of route %s: status must be a number, got string \"%.40s\"",
+                 pattern, lua_tostring(co, 1));
+        respond_500(t, m);
+        dl_task_free(t, 0);
+        return;
+    }
+    /* `return nil, err` (Lua's failure idiom, as every api call returns it):
+     * a 500 whose log line carries err */
+    if (n >= 2 && lua_isnil(co, 1) && !lua_isnil(co, 2)) {
+        char m[512];
+        snprintf(m, sizeof(m), "handler of route %s returned nil, %s",
+                 req->route ? req->route->pattern : "?",
+                 lua_type(co, 2) == LUA_TSTRING ? lua_tostring(co, 2) : luaL_typename(co, 2));
+        respond_500(t, m);
+        dl_task_free(t, 0);
+        return;
+    }
+    resp_build_t rb;
+    memset(&rb.resp, 0, sizeof(rb.resp));
+    dl_buf_init(&rb.hdrs);
+    rb.resp.status = 200;
+    if (n >= 1 && lua_type(co, 1) == LUA_TNUMBER) {
+        lua_Number s = lua_tonumber(co, 1);
+        /* 1xx are interim answers the runtime sends itself: one given as a
+         * final answer would make the next pipelined answer this one's */
+        if (s != floor(s) || s < 200 || s > 599) {
+            char m[160];
+            snprintf(m, sizeof(m), "handler of route %s returned status %.14g, outside 200-599",
+                     req->route ? req->route->pattern : "?", (double)s);
+            respond_500(t, m);
+            dl_task_free(t, 0);
+            return;
+        }
+        rb.resp.status = (int)s;
+        bi = 2;
+    }
+    const char *herr = collect_headers(co, bi + 1, &rb);
+    if (herr) {
+        dl_buf_free(&rb.hdrs);
+        respond_500(t, herr);
+        dl_task_free(t, 0);
+        return;
+    }
+    rb.resp.headers = rb.hdrs.data;
+    rb.resp.headers_len = rb.hdrs.len;
+    if (n >= bi + 2 && lua_touserdata(co, bi + 2) == &dl__gzip_body_marker &&
+        lua_type(co, bi) == LUA_TSTRING)
+        rb.resp.body_gzip = 1;
+    if (n >= bi + 2 && lua_touserdata(co, bi + 2) == &dl__file_body_marker &&
+        lua_type(co, bi) == LUA_TSTRING) {
+        /* body is a file path; then offset and length (default: the rest) */
+        const char *path = lua_tostring(co, bi);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* a 7th value true: a temporary copy, gone once open (the fd keeps it),
+         * whether or not it can be sent */
+        if (fd >= 0 && n >= bi + 5 && lua_toboolean(co, bi + 5))
+            unlink(path);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            if (fd >= 0)
+                close(fd);
+            dl_buf_free(&rb.hdrs);
+            respond_500(t, "cannot open the file to send");
+            dl_task_free(t, 0);
+            return;
+        }
+        uint64_t size = (uint64_t)st.st_size;
+        uint64_t off = n >= bi + 3 ? (uint64_t)DL_MAX(0, lua_tonumber(co, bi + 3)) : 0;
+        uint64_t len = n >= bi + 4 && !lua_isnil(co, bi + 4)
+                           ? (uint64_t)DL_MAX(0, lua_tonumber(co, bi + 4)) : size - DL_MIN(off, size);
+        if (off > size || len > size - off) {
+            close(fd);
+            dl_buf_free(&rb.hdrs);
+            respond_500(t, "file range outside the file");
+            dl_task_free(t, 0);
+            return;
+        }
+        rb.resp.has_file = 1;
+        rb.resp.file_fd = fd;
+        rb.resp.file_off = off;
+        rb.resp.file_len = len;
+        if (rb.resp.content_type == NULL) {
+            rb.resp.content_type = "application/octet-stream";
+            rb.resp.content_type_len = 24;
+        }
+        rb.resp.body = NULL;
+        dl_req_respond(req, &rb.resp);
+        dl_buf_free(&rb.hdrs);
+        dl_task_free(t, 0);
+        return;
+    }
+
+    dl_buf_t *out = &vm->scratch;
+    dl_buf_reset(out);
+    int bt = n >= bi ? lua_type(co, bi) : LUA_TNIL;
+    if (bt == LUA_TNIL) {
+        /* nothing, `return nil` or `return nil, nil[, headers]`: no content;
+         * an explicit status with no body keeps its status */
+        if (bi == 1)
+            rb.resp.status = 204;
+    } else if (bt == LUA_TSTRING) {
+        rb.resp.body = lua_tolstring(co, bi, &rb.resp.body_len);
+        if (rb.resp.content_type == NULL) {
+            rb.resp.content_type = "text/plain; charset=utf-8";
+            rb.resp.content_type_len = 25;
+        }
+    } else {
+        char err[160];
+        const char *ct;
+        size_t ctlen;
+        int rc = dl_resp_codec(req, &ct, &ctlen) == DL_CODEC_MSGPACK
+                     ? dl_msgpack_encode(co, bi, out, err, sizeof(err))
+                     : dl_json_encode(co, bi, out, err, sizeof(err));
+        if (rb.resp.content_type == NULL) {
+            rb.resp.content_type = ct;
+            rb.resp.content_type_len = ctlen;
+        }
+        if (rc != 0) {
+            dl_buf_free(&rb.hdrs);
+            char msg[220];
+            snprintf(msg, sizeof(msg), "cannot encode the response: %s", err);
+            respond_500(t, msg);
+            dl_task_free(t, 0);
+            return;
+        }
+        rb.resp.body = out->data;
+        rb.resp.body_len = out->len;
+    }
+    req->task = NULL;
+    dl_req_respond(req, &rb.resp);
+    dl_buf_free(&rb.hdrs);
+    /* keep the encoder buffer unless one huge response grew it */
+    if (out->cap > (1u << 20))
+        dl_buf_free(out);
+    dl_task_free(t, 1);
+}
+
+/* =============================================================== dispatch */
+
+static void handler_route(void *arg, dl_req_t *r)
+{
+    dl_vm_route(arg, r);
+}
+
+static int handler_precheck(void *arg, dl_req_t *r, char *msg, size_t msglen)
+{
+    return dl_vm_precheck(arg, r, msg, msglen);
+}
+
+static void handler_dispatch(void *arg, dl_req_t *r)
+{
+    dl_vm_dispatch(arg, r);
+}
+
+static void handler_unpin(void *arg, dl_req_t *r)
+{
+    dl_vm_unpin(arg, r);
+}
+
+void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h)
+{
+    h->arg = vm;
+    h->route = handler_route;
+    h->precheck = handler_precheck;
+    h->dispatch = handler_dispatch;
+    h->unpin = handler_unpin;
+}
+
+void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
+{
+    dl_route_t *route = req->route;
+    dl_task_t *t = dl_task_new(vm, req);
+    if (t == NULL) {
+        dl_req_respond_error(req, 503, "out of memory");
+        return;
+    }
+    req->task = t;
+    t->finish = finish_main;
+    lua_State *co = t->co;
+    lua_checkstack(co, 8);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
+    char msg[260];
+    int st = dl_vm_push_request(vm, req, co, msg, sizeof(msg));
+    if (st != 0) {
+        lua_settop(co, 0);
+        req->task = NULL;
+        dl_task_free(t, 1);
+        dl_req_respond_error(req, st, msg);
+        return;
+    }
+    dl_task_resume(t, 1);
+}
