@@ -413,7 +413,9 @@ def test_concurrent_50mb_uploads_bounded_memory(srv):
     t.join()
     growth_mb = (peak[0] - base) / 1024.0
     print("# 4 concurrent 50 MB uploads: RSS %d -> peak %d KB (+%.1f MB)" % (base, peak[0], growth_mb))
-    assert growth_mb < 32, growth_mb
+    # ASan's quarantine keeps freed memory resident (scripts/test.sh)
+    if not os.environ.get("DEVLOOP_SANITIZED"):
+        assert growth_mb < 32, growth_mb
     for (path, digest), o in zip(files, outs):
         assert o["success"] and o["file"]["size"] == LIMIT, o
         assert hashlib.sha256(download(srv, o["file"]["id"])[2]).hexdigest() == digest
