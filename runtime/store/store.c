@@ -58,6 +58,16 @@ static void res_begin(dl_store_res_t *res)
     res->matched = 0;
 }
 
+/* n bytes of p for a message: at most 64, unprintable ones as '?'. */
+static const char *show(char out[72], const char *p, size_t n)
+{
+    size_t m = 0;
+    for (size_t k = 0; k < n && m < 64; k++)
+        out[m++] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
+    out[m] = '\0';
+    return out;
+}
+
 static int is_word(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -88,14 +98,37 @@ static int check_path(dl_store_res_t *res, const char *p, size_t n)
     }
     if (!ok) {
         char shown[72];
-        size_t m = 0;
-        for (size_t k = 0; k < n && m < 64; k++)
-            shown[m++] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
-        shown[m] = '\0';
         return set_err(res, DL_EINVAL,
-                       "invalid field name \"%s\" (dotted segments of [A-Za-z0-9_-])", shown);
+                       "invalid field name \"%s\" (dotted segments of [A-Za-z0-9_-])",
+                       show(shown, p, n));
     }
     return 0;
+}
+
+/* What makes k a key MongoDB cannot store (empty, or with a NUL byte), or NULL. */
+static const char *key_fault(const char *k, size_t kl)
+{
+    if (kl == 0)
+        return "an empty field name";
+    if (memchr(k, '\0', kl) != NULL)
+        return "a field name with a NUL byte";
+    return NULL;
+}
+
+/* key_fault() of the first such key at any depth of a stored or compared
+ * value v; NULL when none is. */
+static const char *bad_key(const dl_doc_t *v)
+{
+    if (v->type != DL_DOC_OBJ && v->type != DL_DOC_ARR)
+        return NULL;
+    for (size_t k = 0; k < v->n; k++) {
+        const char *bad = v->type == DL_DOC_OBJ ? key_fault(v->keys[k], v->klens[k]) : NULL;
+        if (bad == NULL)
+            bad = bad_key(v->items[k]);
+        if (bad != NULL)
+            return bad;
+    }
+    return NULL;
 }
 
 static int is_op(const char *k, size_t kl)
@@ -140,6 +173,10 @@ static int check_operand(const dl_doc_t *v, const char *path, size_t plen, const
 {
     if (check_value(v, "query", res) != 0)
         return res->status;
+    const char *bad = bad_key(v);
+    if (bad != NULL)
+        return set_err(res, DL_EINVAL, "%s on %.*s: the value holds %s", op, (int)plen, path,
+                       bad);
     if (!range)
         return 0;
     if (v->type == DL_DOC_NULL)
@@ -251,6 +288,10 @@ static int check_update_doc(const dl_doc_t *u, dl_store_res_t *res)
                 return set_err(res, DL_EINVAL, "$inc on %.*s needs a number", (int)fl, f);
             if (check_value(fields->items[j], "update", res) != 0)
                 return res->status;
+            const char *bad = bad_key(fields->items[j]);
+            if (bad != NULL)
+                return set_err(res, DL_EINVAL, "%.*s on %.*s: the value holds %s", (int)ol, op,
+                               (int)fl, f, bad);
         }
     }
     return 0;
@@ -361,6 +402,16 @@ static int check_docs_doc(const dl_doc_t *v, dl_store_res_t *res)
         const dl_doc_t *id = dl_doc_get(d, "_id", 3, NULL);
         if (id != NULL && id->type != DL_DOC_STR)
             return set_err(res, DL_EINVAL, "insert: document %zu: _id must be a string", k);
+        for (size_t j = 0; j < d->n; j++) {
+            const char *bad = key_fault(d->keys[j], d->klens[j]);
+            if (bad != NULL)
+                return set_err(res, DL_EINVAL, "insert: document %zu holds %s", k, bad);
+            char shown[72];
+            bad = bad_key(d->items[j]);
+            if (bad != NULL)
+                return set_err(res, DL_EINVAL, "insert: document %zu: %s holds %s", k,
+                               show(shown, d->keys[j], d->klens[j]), bad);
+        }
     }
     return 0;
 }

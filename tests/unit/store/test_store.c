@@ -302,6 +302,39 @@ DL_TEST(store_front_changed_for_sqlite)
     run_cases(cases, DL_ARRAY_SIZE(cases));
 }
 
+/* SQLite stored and matched these after issue 19; MongoDB refused them, as
+ * both do now: a key no document may hold (empty, or with a NUL byte), at any
+ * depth of a document, an update value or a query value. */
+DL_TEST(store_front_refuses_unstorable_keys)
+{
+    static const case_t cases[] = {
+        {INSERT, NULL, "[{\"\":1}]", NULL, DL_EINVAL,
+         "insert: document 0 holds an empty field name"},
+        {INSERT, NULL, "[{\"a\":1},{\"x\":{\"\":1}}]", NULL, DL_EINVAL,
+         "insert: document 1: x holds an empty field name"},
+        {INSERT, NULL, "[{\"x\":[{\"\":1}]}]", NULL, DL_EINVAL,
+         "insert: document 0: x holds an empty field name"},
+        {INSERT, NULL, "[{\"x\":{\"k\\u0000\":1}}]", NULL, DL_EINVAL,
+         "insert: document 0: x holds a field name with a NUL byte"},
+        {INSERT, NULL, "[{\"k\\u0000\":1}]", NULL, DL_EINVAL,
+         "insert: document 0 holds a field name with a NUL byte"},
+        {UPDATE, NULL, "{}", "{\"$set\":{\"x\":{\"\":1}}}", DL_EINVAL,
+         "$set on x: the value holds an empty field name"},
+        {UPDATE, NULL, "{}", "{\"$push\":{\"tags\":{\"\":1}}}", DL_EINVAL,
+         "$push on tags: the value holds an empty field name"},
+        {FOAU, NULL, "{}", "{\"$set\":{\"x\":[{\"a\\u0000b\":1}]}}", DL_EINVAL,
+         "$set on x: the value holds a field name with a NUL byte"},
+        {FIND, NULL, "{\"x\":{\"\":1}}", NULL, DL_EINVAL,
+         "$eq on x: the value holds an empty field name"},
+        {FIND, NULL, "{\"x\":{\"$in\":[{\"\":1}]}}", NULL, DL_EINVAL,
+         "$in on x: the value holds an empty field name"},
+        {COUNT, NULL, "{\"x\":{\"$ne\":{\"k\":{\"\\u0000\":1}}}}", NULL, DL_EINVAL,
+         "$ne on x: the value holds a field name with a NUL byte"},
+        {REMOVE, NULL, "{\"$or\":[{\"x\":[{\"\":1}]}]}", NULL, DL_EINVAL, NULL},
+    };
+    run_cases(cases, DL_ARRAY_SIZE(cases));
+}
+
 DL_TEST(store_front_files_and_ping)
 {
     dl_store_t s = {&recorder_ops};
