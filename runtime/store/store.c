@@ -17,6 +17,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/internal.h"
@@ -255,6 +256,81 @@ static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
     return 0;
 }
 
+/* A field path and what names it in a message (an update operator). */
+typedef struct {
+    const char *p;
+    size_t n;
+    const char *op;
+    size_t opl;
+    size_t at; /* the order given, to sort equal paths stably */
+} named_path_t;
+
+/* Orders paths with '.' before every other byte, so the paths under m.
+ * follow m at once and a path and its prefix end up next to each other. */
+static int path_cmp(const void *x, const void *y)
+{
+    const named_path_t *a = x, *b = y;
+    for (size_t k = 0; k < a->n && k < b->n; k++) {
+        int ca = a->p[k] == '.' ? 0 : (unsigned char)a->p[k];
+        int cb = b->p[k] == '.' ? 0 : (unsigned char)b->p[k];
+        if (ca != cb)
+            return ca - cb;
+    }
+    if (a->n != b->n)
+        return a->n < b->n ? -1 : 1;
+    return a->at < b->at ? -1 : a->at > b->at;
+}
+
+/* The first two of n paths that are equal or one a prefix of the other (m
+ * and m.k): MongoDB refuses both in one update ("would create a conflict")
+ * or projection ("path collision"). 1 with *a and *b set, 0 when none are,
+ * DL_ENOMEM. Sorts ps. */
+static int find_collision(named_path_t *ps, size_t n, const named_path_t **a,
+                          const named_path_t **b)
+{
+    qsort(ps, n, sizeof(*ps), path_cmp);
+    for (size_t k = 0; k + 1 < n; k++) {
+        const named_path_t *x = &ps[k], *y = &ps[k + 1];
+        if (memcmp(x->p, y->p, x->n) == 0 && (y->n == x->n || y->p[x->n] == '.')) {
+            *a = x;
+            *b = y;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The fields of every operator of a checked update: no two the same or one
+ * within the other. */
+static int check_update_paths(const dl_doc_t *u, dl_store_res_t *res)
+{
+    size_t n = 0, m = 0;
+    for (size_t k = 0; k < u->n; k++)
+        n += u->items[k]->n;
+    if (n < 2)
+        return 0;
+    named_path_t *ps = dl_malloc(n * sizeof(*ps));
+    if (ps == NULL)
+        return set_err(res, DL_ENOMEM, "out of memory");
+    for (size_t k = 0; k < u->n; k++) {
+        for (size_t j = 0; j < u->items[k]->n; j++, m++)
+            ps[m] = (named_path_t){u->items[k]->keys[j], u->items[k]->klens[j], u->keys[k],
+                                   u->klens[k], m};
+    }
+    const named_path_t *a, *b;
+    if (find_collision(ps, n, &a, &b)) {
+        if (a->at > b->at) { /* name them in the order given */
+            const named_path_t *t = a;
+            a = b;
+            b = t;
+        }
+        set_err(res, DL_EINVAL, "update: %.*s on %.*s conflicts with %.*s on %.*s",
+                (int)a->opl, a->op, (int)a->n, a->p, (int)b->opl, b->op, (int)b->n, b->p);
+    }
+    dl_free(ps);
+    return res->status;
+}
+
 static int check_update_doc(const dl_doc_t *u, dl_store_res_t *res)
 {
     if (u->type != DL_DOC_OBJ || u->n == 0)
@@ -294,7 +370,7 @@ static int check_update_doc(const dl_doc_t *u, dl_store_res_t *res)
                                (int)fl, f, bad);
         }
     }
-    return 0;
+    return check_update_paths(u, res);
 }
 
 /* One [field, 1|-1] of a sort or an index (what names it in messages). */
@@ -362,6 +438,14 @@ static int check_projection(const dl_doc_t *v, dl_store_res_t *res)
         if (++n > MAX_PROJ_FIELDS)
             return set_err(res, DL_EINVAL, "projection: at most %d fields", MAX_PROJ_FIELDS);
     }
+    named_path_t ps[MAX_PROJ_FIELDS + 1];
+    const named_path_t *a, *b;
+    size_t np = 0;
+    for (size_t j = 0; j < v->n && np < DL_ARRAY_SIZE(ps); j++)
+        ps[np++] = (named_path_t){v->keys[j], v->klens[j], NULL, 0, j};
+    if (find_collision(ps, np, &a, &b))
+        return set_err(res, DL_EINVAL, "projection: %.*s collides with %.*s", (int)b->n, b->p,
+                       (int)a->n, a->p);
     return 0;
 }
 

@@ -606,7 +606,14 @@ DL_TEST(store_update_operators)
                             "\"fresh\":[\"v\"]}");
     EXPECT_EQ(count_of(s, "u", "{\"arr\": 3}"), 1);
     EXPECT_EQ(count_of(s, "u", "{\"arr\": {\"k\": 2}}"), 1);
-    UPD("{\"$set\": {\"n\": 1}, \"$inc\": {\"n\": 1}}");
+    /* two operators on one field conflict: refused by the front for both backends (SQLite
+     * applied them in turn before, MongoDB refused them); one after the other they apply */
+    EXPECT_EQ(dl_store_update(s, "u", "{}", "{\"$set\": {\"n\": 1}, \"$inc\": {\"n\": 1}}", 1,
+                              &r),
+              DL_EINVAL);
+    EXPECT_STR(r.err, "update: $set on n conflicts with $inc on n");
+    UPD("{\"$set\": {\"n\": 1}}");
+    UPD("{\"$inc\": {\"n\": 1}}");
     EXPECT_EQ(count_of(s, "u", "{\"n\": 2}"), 1);
     UPD("{\"$inc\": {\"n\": 9223372036854775807}}");
     EXPECT_EQ(count_of(s, "u", "{\"n\": {\"$gt\": 9.2e18}}"), 1);

@@ -335,6 +335,40 @@ DL_TEST(store_front_refuses_unstorable_keys)
     run_cases(cases, DL_ARRAY_SIZE(cases));
 }
 
+/* SQLite applied these one operator after the other (the $inc after a $set
+ * of the same field was lost); MongoDB refused them ("would create a
+ * conflict", "path collision"), as both do now. */
+DL_TEST(store_front_refuses_path_conflicts)
+{
+    static const case_t cases[] = {
+        {UPDATE, NULL, "{}", "{\"$set\":{\"n\":1},\"$inc\":{\"n\":10}}", DL_EINVAL,
+         "update: $set on n conflicts with $inc on n"},
+        {UPDATE, NULL, "{}", "{\"$set\":{\"x\":1},\"$unset\":{\"x\":\"\"}}", DL_EINVAL,
+         "update: $set on x conflicts with $unset on x"},
+        {UPDATE, NULL, "{}", "{\"$set\":{\"m\":{\"k\":1},\"m.k\":2}}", DL_EINVAL,
+         "update: $set on m conflicts with $set on m.k"},
+        {FOAU, NULL, "{}", "{\"$push\":{\"a.b.c\":1},\"$set\":{\"a-b\":1,\"a.b\":2}}",
+         DL_EINVAL, "update: $push on a.b.c conflicts with $set on a.b"},
+        {UPDATE, NULL, "{}", "{\"$set\":{\"n\":1,\"n\":2}}", DL_EINVAL,
+         "update: $set on n conflicts with $set on n"},
+        {FIND, NULL, NULL, "{\"projection\":{\"m\":1,\"m.k\":1}}", DL_EINVAL,
+         "projection: m.k collides with m"},
+        {FIND, NULL, NULL, "{\"fields\":{\"a.b\":1,\"x\":1,\"a\":true}}", DL_EINVAL,
+         "projection: a.b collides with a"},
+    };
+    run_cases(cases, DL_ARRAY_SIZE(cases));
+    /* neighbours that only share a prefix of their names are no conflict */
+    static const case_t fine[] = {
+        {UPDATE, NULL, "{}",
+         "{\"$set\":{\"m\":1,\"m-k\":2,\"mk\":3,\"a.b\":1},\"$inc\":{\"a.c\":1,"
+         "\"a.bb\":2},\"$unset\":{\"a.b-\":\"\"},\"$push\":{\"m_\":1}}",
+         0, NULL},
+        {FIND, NULL, NULL, "{\"projection\":{\"m\":1,\"m-k\":1,\"mk.k\":1,\"_id\":0}}",
+         0, NULL},
+    };
+    run_cases(fine, DL_ARRAY_SIZE(fine));
+}
+
 DL_TEST(store_front_files_and_ping)
 {
     dl_store_t s = {&recorder_ops};
