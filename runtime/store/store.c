@@ -218,6 +218,13 @@ static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_stor
         } else if (dl_doc_keq(name, nl, "$exists")) {
             if (check_value(v, "query", res) != 0)
                 return res->status;
+            /* the backends read other operands differently ("yes": SQLite false,
+             * MongoDB true); 1 and 0 were always taken */
+            if (v->type != DL_DOC_TRUE && v->type != DL_DOC_FALSE &&
+                (v->type != DL_DOC_NUM || (v->d != 0 && v->d != 1)))
+                return set_err(res, DL_EINVAL,
+                               "query operator $exists needs true or false (on %.*s)",
+                               (int)plen, path);
         } else {
             return set_err(res, DL_EQUERY, "unsupported query operator %s", op);
         }

@@ -369,6 +369,31 @@ DL_TEST(store_front_refuses_path_conflicts)
     run_cases(fine, DL_ARRAY_SIZE(fine));
 }
 
+/* $exists takes true or false (1 or 0 too, as before): SQLite read strings,
+ * arrays and objects as false, MongoDB as true. */
+DL_TEST(store_front_exists_operand)
+{
+    static const case_t cases[] = {
+        {FIND, NULL, "{\"a\":{\"$exists\":\"yes\"}}", NULL, DL_EINVAL,
+         "query operator $exists needs true or false (on a)"},
+        {FIND, NULL, "{\"a.b\":{\"$exists\":\"\"}}", NULL, DL_EINVAL,
+         "query operator $exists needs true or false (on a.b)"},
+        {COUNT, NULL, "{\"a\":{\"$exists\":{}}}", NULL, DL_EINVAL, NULL},
+        {COUNT, NULL, "{\"a\":{\"$exists\":[]}}", NULL, DL_EINVAL, NULL},
+        {REMOVE, NULL, "{\"a\":{\"$exists\":null}}", NULL, DL_EINVAL, NULL},
+        {FIND, NULL, "{\"$or\":[{\"a\":{\"$exists\":2}}]}", NULL, DL_EINVAL, NULL},
+        {FIND, NULL, "{\"a\":{\"$exists\":-1}}", NULL, DL_EINVAL, NULL},
+        {FIND, NULL, "{\"a\":{\"$exists\":0.5}}", NULL, DL_EINVAL, NULL},
+    };
+    run_cases(cases, DL_ARRAY_SIZE(cases));
+    static const case_t fine[] = {
+        {FIND, NULL, "{\"a\":{\"$exists\":true},\"b\":{\"$exists\":false}}", NULL, 0, NULL},
+        {FIND, NULL, "{\"a\":{\"$exists\":1},\"b\":{\"$exists\":0},\"c\":{\"$exists\":1.0}}",
+         NULL, 0, NULL},
+    };
+    run_cases(fine, DL_ARRAY_SIZE(fine));
+}
+
 DL_TEST(store_front_files_and_ping)
 {
     dl_store_t s = {&recorder_ops};
