@@ -365,7 +365,7 @@ void dl_sqlite_read_opts(const dl_doc_t *v, qopts_t *o)
                     o->nproj++;
                 }
             }
-            o->has_proj = o->nproj > 0 || !o->proj_id;
+            o->has_proj = val->n > 0; /* {"_id": 1} alone: _id alone */
         }
     }
 }

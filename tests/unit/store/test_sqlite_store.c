@@ -551,6 +551,22 @@ DL_TEST(store_sort_skip_limit_projection)
     /* "fields" is a projection too, as MongoDB reads it (SQLite ignored it before issue 19) */
     MUST(&r, dl_store_find(s, "p", "{\"_id\": \"e\"}", "{\"fields\": {\"name\": 1}}", &r));
     EXPECT_STR(jtext(&r), "[{\"_id\":\"e\",\"name\":\"E\"}]");
+    /* {"_id": 1} alone includes _id alone, as on MongoDB (SQLite returned whole documents);
+     * an empty projection is none */
+    MUST(&r, dl_store_find(s, "p", "{\"_id\": \"e\"}", "{\"projection\": {\"_id\": 1}}", &r));
+    EXPECT_STR(jtext(&r), "[{\"_id\":\"e\"}]");
+    MUST(&r, dl_store_find(s, "p", "{\"k\": 2}", "{\"fields\": {\"_id\": true}, \"sort\": "
+                           "{\"_id\": 1}}", &r));
+    EXPECT_STR(jtext(&r), "[{\"_id\":\"d\"},{\"_id\":\"e\"}]");
+    MUST(&r, dl_store_find_one_and_update(s, "p", "{\"_id\": \"b\"}", "{\"$set\": {\"k\": 1}}",
+                                          "{\"projection\": {\"_id\": 1}}", &r));
+    EXPECT_STR(jtext(&r), "{\"_id\":\"b\"}");
+    MUST(&r, dl_store_find(s, "p", "{\"_id\": \"b\"}", "{\"projection\": {}}", &r));
+    EXPECT_STR(jtext(&r), "[{\"_id\":\"b\",\"k\":1,\"name\":\"B\",\"st\":\"b\"}]");
+    /* a path and its prefix collide (MongoDB: path collision) */
+    EXPECT_EQ(dl_store_find(s, "p", NULL, "{\"projection\": {\"x\": 1, \"x.z\": 1}}", &r),
+              DL_EINVAL);
+    EXPECT_STR(r.err, "projection: x.z collides with x");
 
     dl_store_res_free(&r);
     tdb_close(&t);
