@@ -876,6 +876,64 @@ DL_TEST(store_insert_many_fast)
     tdb_close(&t);
 }
 
+/* $in compiles to one bound JSON list, not an OR per entry: 100,000 entries
+ * ran into SQLite's expression depth (1000) before, as EIO. */
+static void in_list(dl_buf_t *b, const char *field, const char *op, int n, const char *fmt,
+                    const char *extra)
+{
+    dl_buf_reset(b);
+    dl_buf_appendf(b, "{\"%s\": {\"%s\": [%s", field, op, extra);
+    for (int k = 0; k < n; k++) {
+        dl_buf_append_str(b, k || *extra ? ", " : "");
+        dl_buf_appendf(b, fmt, k);
+    }
+    dl_buf_append(b, "]}}", 4);
+}
+
+static void in_large_on(int mongo)
+{
+    tdb_t t;
+    if (!tdb_open_on(&t, mongo))
+        return;
+    dl_store_t *s = t.s;
+    dl_buf_t b = DL_BUF_INIT;
+    INSERT(s, "big", "[{\"_id\": \"a\", \"v\": 7}, {\"_id\": \"b\", \"v\": \"s99999\"},"
+                     " {\"_id\": \"c\", \"v\": [\"q\", 123456]}, {\"_id\": \"d\", \"v\": true},"
+                     " {\"_id\": \"e\", \"v\": {\"k\": 1}}, {\"_id\": \"f\", \"v\": [1, 2]},"
+                     " {\"_id\": \"g\", \"v\": null}, {\"_id\": \"h\"},"
+                     " {\"_id\": \"i\", \"v\": [[1, 2], {\"k\": 1}]},"
+                     " {\"_id\": \"j\", \"v\": \"7\"}]");
+    in_list(&b, "v", "$in", 100000, "%d", "");
+    EXPECT_IDS(s, "big", b.data, "a,f");
+    in_list(&b, "v", "$in", 100000, "\"s%d\"", "");
+    EXPECT_IDS(s, "big", b.data, "b");
+    in_list(&b, "v", "$nin", 100000, "%d", "");
+    EXPECT_IDS(s, "big", b.data, "b,c,d,e,g,h,i,j");
+    in_list(&b, "_id", "$in", 100000, "\"%d\"", "\"c\", 3, \"j\"");
+    EXPECT_IDS(s, "big", b.data, "c,j");
+    in_list(&b, "v", "$in", 100000, "%d.5", "123456, \"q\"");
+    EXPECT_IDS(s, "big", b.data, "c");
+    /* every type class, array elements and whole arrays, null as missing */
+    EXPECT_IDS(s, "big", "{\"v\": {\"$in\": [{\"k\": 1}]}}", "e,i");
+    EXPECT_IDS(s, "big", "{\"v\": {\"$in\": [[1, 2]]}}", "f,i");
+    EXPECT_IDS(s, "big", "{\"v\": {\"$in\": [2, true]}}", "d,f");
+    EXPECT_IDS(s, "big", "{\"v\": {\"$in\": [null, \"7\"]}}", "g,h,j");
+    EXPECT_IDS(s, "big", "{\"v\": {\"$nin\": [null, 7, {\"k\": 1}, [1, 2]]}}", "b,c,d,j");
+    EXPECT_EQ(count_of(s, "big", "{\"v\": {\"$in\": [1, 1.0, \"1\"]}}"), 1);
+    dl_buf_free(&b);
+    tdb_close(&t);
+}
+
+DL_TEST(store_in_large_lists)
+{
+    in_large_on(0);
+}
+
+DL_TEST(store_in_large_lists_mongo)
+{
+    in_large_on(1);
+}
+
 /* ---- concurrency ---------------------------------------------------------------------------- */
 
 typedef struct {
