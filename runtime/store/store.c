@@ -27,6 +27,10 @@
 #define MAX_PATH_LEN 200
 #define MAX_SORT_KEYS 16
 #define MAX_PROJ_FIELDS 64
+/* SQLite plans an $or of n branches in about n^2 time (20,000: 8 s) and binds
+ * at most 32766 values in a statement: a query holds at most this many
+ * conditions (check_query_obj() counts them). */
+#define MAX_QUERY_CONDS 1000
 
 static int set_err(dl_store_res_t *res, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -232,10 +236,23 @@ static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_stor
     return 0;
 }
 
-static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
+/* One query object (the query or a branch of $and/$or); *conds counts the
+ * conditions of all of them: one per operator of a field (a plain value is
+ * $eq; an $in list is one), and one per empty object ({} is "true"). */
+static int check_query_obj(const dl_doc_t *v, size_t *conds, dl_store_res_t *res)
 {
     if (v->type != DL_DOC_OBJ)
         return set_err(res, DL_EINVAL, "query must be a JSON object");
+    size_t own = 0;
+    for (size_t k = 0; k < v->n; k++) {
+        if (!is_op(v->keys[k], v->klens[k]))
+            own += first_op(v->items[k]) >= 0 ? v->items[k]->n : 1;
+    }
+    *conds += v->n > 0 ? own : 1;
+    if (*conds > MAX_QUERY_CONDS)
+        return set_err(res, DL_EINVAL,
+                       "query: at most %d conditions ($and/$or branches included)",
+                       MAX_QUERY_CONDS);
     for (size_t k = 0; k < v->n; k++) {
         const char *key = v->keys[k];
         size_t kl = v->klens[k];
@@ -248,7 +265,7 @@ static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
                 return set_err(res, DL_EINVAL, "%.*s needs a non-empty array of queries",
                                (int)kl, key);
             for (size_t j = 0; j < val->n; j++) {
-                if (check_query_doc(val->items[j], res) != 0)
+                if (check_query_obj(val->items[j], conds, res) != 0)
                     return res->status;
             }
             continue;
@@ -261,6 +278,12 @@ static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
             return res->status;
     }
     return 0;
+}
+
+static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
+{
+    size_t conds = 0;
+    return check_query_obj(v, &conds, res);
 }
 
 /* A field path and what names it in a message (an update operator). */

@@ -877,7 +877,8 @@ DL_TEST(store_insert_many_fast)
 }
 
 /* $in compiles to one bound JSON list, not an OR per entry: 100,000 entries
- * ran into SQLite's expression depth (1000) before, as EIO. */
+ * ran into SQLite's expression depth (1000) before, as EIO, and so did an $or
+ * of about 1000 branches. */
 static void in_list(dl_buf_t *b, const char *field, const char *op, int n, const char *fmt,
                     const char *extra)
 {
@@ -920,6 +921,13 @@ static void in_large_on(int mongo)
     EXPECT_IDS(s, "big", "{\"v\": {\"$in\": [null, \"7\"]}}", "g,h,j");
     EXPECT_IDS(s, "big", "{\"v\": {\"$nin\": [null, 7, {\"k\": 1}, [1, 2]]}}", "b,c,d,j");
     EXPECT_EQ(count_of(s, "big", "{\"v\": {\"$in\": [1, 1.0, \"1\"]}}"), 1);
+    /* an $or of 1000 branches (the front's bound: EIO at about 991 before) */
+    dl_buf_reset(&b);
+    dl_buf_append_str(&b, "{\"$or\": [");
+    for (int k = 0; k < 1000; k++)
+        dl_buf_appendf(&b, "%s{\"v\": %d}", k ? ", " : "", 999 - k);
+    dl_buf_append(&b, "]}", 3);
+    EXPECT_IDS(s, "big", b.data, "a,f");
     dl_buf_free(&b);
     tdb_close(&t);
 }
