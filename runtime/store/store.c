@@ -10,8 +10,10 @@
  * [A-Za-z0-9_-]; query operators $eq $ne $gt $gte $lt $lte $in $nin $exists
  * $and $or, anything else (extended JSON such as {"$regex": ...} or
  * {"$oid": ...} in a value included) DL_EQUERY naming it; updates $set $inc
- * $unset $push with plain values; skip and limit whole numbers >= 0; sorts
- * and index keys [field, 1|-1]; projections inclusion only (and _id: 0).
+ * $unset $push with plain values, no field twice or within another; skip
+ * and limit whole numbers >= 0; sorts and index keys [field, 1|-1];
+ * projections inclusion only (and _id: 0), no field within another; no key
+ * MongoDB cannot store (empty, or with a NUL byte) in a document or value.
  */
 #include "store/store.h"
 
