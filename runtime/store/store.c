@@ -10,13 +10,16 @@
  * [A-Za-z0-9_-]; query operators $eq $ne $gt $gte $lt $lte $in $nin $exists
  * $and $or, anything else (extended JSON such as {"$regex": ...} or
  * {"$oid": ...} in a value included) DL_EQUERY naming it; updates $set $inc
- * $unset $push with plain values; skip and limit whole numbers >= 0; sorts
- * and index keys [field, 1|-1]; projections inclusion only (and _id: 0).
+ * $unset $push with plain values, no field twice or within another; skip
+ * and limit whole numbers >= 0; sorts and index keys [field, 1|-1];
+ * projections inclusion only (and _id: 0), no field within another; no key
+ * MongoDB cannot store (empty, or with a NUL byte) in a document or value.
  */
 #include "store/store.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/internal.h"
@@ -26,6 +29,10 @@
 #define MAX_PATH_LEN 200
 #define MAX_SORT_KEYS 16
 #define MAX_PROJ_FIELDS 64
+/* SQLite plans an $or of n branches in about n^2 time (20,000: 8 s) and binds
+ * at most 32766 values in a statement: a query holds at most this many
+ * conditions (check_query_obj() counts them). */
+#define MAX_QUERY_CONDS 1000
 
 int dl_store_res_fail(dl_store_res_t *res, int code, const char *fmt, ...)
 {
@@ -44,6 +51,16 @@ static dl_doc_t *doc_parse(dl_doc_arena_t *a, const char *text, const char *dflt
     if (v == NULL)
         res->status = DL_EINVAL;
     return v;
+}
+
+/* n bytes of p for a message: at most 64, unprintable ones as '?'. */
+static const char *show(char out[72], const char *p, size_t n)
+{
+    size_t m = 0;
+    for (size_t k = 0; k < n && m < 64; k++)
+        out[m++] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
+    out[m] = '\0';
+    return out;
 }
 
 static int is_word(char c)
@@ -76,14 +93,37 @@ static int check_path(dl_store_res_t *res, const char *p, size_t n)
     }
     if (!ok) {
         char shown[72];
-        size_t m = 0;
-        for (size_t k = 0; k < n && m < 64; k++)
-            shown[m++] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
-        shown[m] = '\0';
-        return dl_store_res_fail(
-            res, DL_EINVAL, "invalid field name \"%s\" (dotted segments of [A-Za-z0-9_-])", shown);
+        return dl_store_res_fail(res, DL_EINVAL,
+                       "invalid field name \"%s\" (dotted segments of [A-Za-z0-9_-])",
+                       show(shown, p, n));
     }
     return 0;
+}
+
+/* What makes k a key MongoDB cannot store (empty, or with a NUL byte), or NULL. */
+static const char *key_fault(const char *k, size_t kl)
+{
+    if (kl == 0)
+        return "an empty field name";
+    if (memchr(k, '\0', kl) != NULL)
+        return "a field name with a NUL byte";
+    return NULL;
+}
+
+/* key_fault() of the first such key at any depth of a stored or compared
+ * value v; NULL when none is. */
+static const char *bad_key(const dl_doc_t *v)
+{
+    if (v->type != DL_DOC_OBJ && v->type != DL_DOC_ARR)
+        return NULL;
+    for (size_t k = 0; k < v->n; k++) {
+        const char *bad = v->type == DL_DOC_OBJ ? key_fault(v->keys[k], v->klens[k]) : NULL;
+        if (bad == NULL)
+            bad = bad_key(v->items[k]);
+        if (bad != NULL)
+            return bad;
+    }
+    return NULL;
 }
 
 static int is_op(const char *k, size_t kl)
@@ -128,6 +168,10 @@ static int check_operand(const dl_doc_t *v, const char *path, size_t plen, const
 {
     if (check_value(v, "query", res) != 0)
         return res->status;
+    const char *bad = bad_key(v);
+    if (bad != NULL)
+        return dl_store_res_fail(res, DL_EINVAL, "%s on %.*s: the value holds %s", op, (int)plen, path,
+                       bad);
     if (!range)
         return 0;
     if (v->type == DL_DOC_NULL)
@@ -170,6 +214,13 @@ static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_stor
         } else if (dl_doc_keq(name, nl, "$exists")) {
             if (check_value(v, "query", res) != 0)
                 return res->status;
+            /* the backends read other operands differently ("yes": SQLite false,
+             * MongoDB true); 1 and 0 were always taken */
+            if (v->type != DL_DOC_TRUE && v->type != DL_DOC_FALSE &&
+                (v->type != DL_DOC_NUM || (v->d != 0 && v->d != 1)))
+                return dl_store_res_fail(res, DL_EINVAL,
+                               "query operator $exists needs true or false (on %.*s)",
+                               (int)plen, path);
         } else {
             return dl_store_res_fail(res, DL_EQUERY, "unsupported query operator %s", op);
         }
@@ -177,10 +228,23 @@ static int check_ops(const char *path, size_t plen, const dl_doc_t *ops, dl_stor
     return 0;
 }
 
-static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
+/* One query object (the query or a branch of $and/$or); *conds counts the
+ * conditions of all of them: one per operator of a field (a plain value is
+ * $eq; an $in list is one), and one per empty object ({} is "true"). */
+static int check_query_obj(const dl_doc_t *v, size_t *conds, dl_store_res_t *res)
 {
     if (v->type != DL_DOC_OBJ)
         return dl_store_res_fail(res, DL_EINVAL, "query must be a JSON object");
+    size_t own = 0;
+    for (size_t k = 0; k < v->n; k++) {
+        if (!is_op(v->keys[k], v->klens[k]))
+            own += first_op(v->items[k]) >= 0 ? v->items[k]->n : 1;
+    }
+    *conds += v->n > 0 ? own : 1;
+    if (*conds > MAX_QUERY_CONDS)
+        return dl_store_res_fail(res, DL_EINVAL,
+                       "query: at most %d conditions ($and/$or branches included)",
+                       MAX_QUERY_CONDS);
     for (size_t k = 0; k < v->n; k++) {
         const char *key = v->keys[k];
         size_t kl = v->klens[k];
@@ -193,7 +257,7 @@ static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
                 return dl_store_res_fail(res, DL_EINVAL, "%.*s needs a non-empty array of queries",
                                          (int)kl, key);
             for (size_t j = 0; j < val->n; j++) {
-                if (check_query_doc(val->items[j], res) != 0)
+                if (check_query_obj(val->items[j], conds, res) != 0)
                     return res->status;
             }
             continue;
@@ -206,6 +270,87 @@ static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
             return res->status;
     }
     return 0;
+}
+
+static int check_query_doc(const dl_doc_t *v, dl_store_res_t *res)
+{
+    size_t conds = 0;
+    return check_query_obj(v, &conds, res);
+}
+
+/* A field path and what names it in a message (an update operator). */
+typedef struct {
+    const char *p;
+    size_t n;
+    const char *op;
+    size_t opl;
+    size_t at; /* the order given, to sort equal paths stably */
+} named_path_t;
+
+/* Orders paths with '.' before every other byte, so the paths under m.
+ * follow m at once and a path and its prefix end up next to each other. */
+static int path_cmp(const void *x, const void *y)
+{
+    const named_path_t *a = x, *b = y;
+    for (size_t k = 0; k < a->n && k < b->n; k++) {
+        int ca = a->p[k] == '.' ? 0 : (unsigned char)a->p[k];
+        int cb = b->p[k] == '.' ? 0 : (unsigned char)b->p[k];
+        if (ca != cb)
+            return ca - cb;
+    }
+    if (a->n != b->n)
+        return a->n < b->n ? -1 : 1;
+    return a->at < b->at ? -1 : a->at > b->at;
+}
+
+/* The first two of n paths that are equal or one a prefix of the other (m
+ * and m.k): MongoDB refuses both in one update ("would create a conflict")
+ * or projection ("path collision"). 1 with *a and *b set, 0 when none are,
+ * DL_ENOMEM. Sorts ps. */
+static int find_collision(named_path_t *ps, size_t n, const named_path_t **a,
+                          const named_path_t **b)
+{
+    qsort(ps, n, sizeof(*ps), path_cmp);
+    for (size_t k = 0; k + 1 < n; k++) {
+        const named_path_t *x = &ps[k], *y = &ps[k + 1];
+        if (memcmp(x->p, y->p, x->n) == 0 && (y->n == x->n || y->p[x->n] == '.')) {
+            *a = x;
+            *b = y;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The fields of every operator of a checked update: no two the same or one
+ * within the other. */
+static int check_update_paths(const dl_doc_t *u, dl_store_res_t *res)
+{
+    size_t n = 0, m = 0;
+    for (size_t k = 0; k < u->n; k++)
+        n += u->items[k]->n;
+    if (n < 2)
+        return 0;
+    named_path_t *ps = dl_malloc(n * sizeof(*ps));
+    if (ps == NULL)
+        return dl_store_res_fail(res, DL_ENOMEM, "out of memory");
+    for (size_t k = 0; k < u->n; k++) {
+        for (size_t j = 0; j < u->items[k]->n; j++, m++)
+            ps[m] = (named_path_t){u->items[k]->keys[j], u->items[k]->klens[j], u->keys[k],
+                                   u->klens[k], m};
+    }
+    const named_path_t *a, *b;
+    if (find_collision(ps, n, &a, &b)) {
+        if (a->at > b->at) { /* name them in the order given */
+            const named_path_t *t = a;
+            a = b;
+            b = t;
+        }
+        dl_store_res_fail(res, DL_EINVAL, "update: %.*s on %.*s conflicts with %.*s on %.*s",
+                (int)a->opl, a->op, (int)a->n, a->p, (int)b->opl, b->op, (int)b->n, b->p);
+    }
+    dl_free(ps);
+    return res->status;
 }
 
 static int check_update_doc(const dl_doc_t *u, dl_store_res_t *res)
@@ -243,9 +388,13 @@ static int check_update_doc(const dl_doc_t *u, dl_store_res_t *res)
                 return dl_store_res_fail(res, DL_EINVAL, "$inc on %.*s needs a number", (int)fl, f);
             if (check_value(fields->items[j], "update", res) != 0)
                 return res->status;
+            const char *bad = bad_key(fields->items[j]);
+            if (bad != NULL)
+                return dl_store_res_fail(res, DL_EINVAL, "%.*s on %.*s: the value holds %s", (int)ol, op,
+                               (int)fl, f, bad);
         }
     }
-    return 0;
+    return check_update_paths(u, res);
 }
 
 /* One [field, 1|-1] of a sort or an index (what names it in messages). */
@@ -315,6 +464,14 @@ static int check_projection(const dl_doc_t *v, dl_store_res_t *res)
             return dl_store_res_fail(res, DL_EINVAL, "projection: at most %d fields",
                                      MAX_PROJ_FIELDS);
     }
+    named_path_t ps[MAX_PROJ_FIELDS + 1];
+    const named_path_t *a, *b;
+    size_t np = 0;
+    for (size_t j = 0; j < v->n && np < DL_ARRAY_SIZE(ps); j++)
+        ps[np++] = (named_path_t){v->keys[j], v->klens[j], NULL, 0, j};
+    if (find_collision(ps, np, &a, &b))
+        return dl_store_res_fail(res, DL_EINVAL, "projection: %.*s collides with %.*s", (int)b->n, b->p,
+                       (int)a->n, a->p);
     return 0;
 }
 
@@ -355,8 +512,17 @@ static int check_docs_doc(const dl_doc_t *v, dl_store_res_t *res)
             return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu is not an object", k);
         const dl_doc_t *id = dl_doc_get(d, "_id", 3, NULL);
         if (id != NULL && id->type != DL_DOC_STR)
-            return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu: _id must be a string",
-                                     k);
+            return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu: _id must be a string", k);
+        for (size_t j = 0; j < d->n; j++) {
+            const char *bad = key_fault(d->keys[j], d->klens[j]);
+            if (bad != NULL)
+                return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu holds %s", k, bad);
+            char shown[72];
+            bad = bad_key(d->items[j]);
+            if (bad != NULL)
+                return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu: %s holds %s", k,
+                               show(shown, d->keys[j], d->klens[j]), bad);
+        }
     }
     return 0;
 }

@@ -180,15 +180,20 @@ void dl_store_close(dl_store_t *s);             /* NULL is a no-op */
  *     keys): dotted segments of [A-Za-z0-9_-], at most 200 bytes;
  *   - query: an object; $and/$or with a non-empty array of queries; per field
  *     a value or {$eq|$ne|$gt|$gte|$lt|$lte|$in|$nin|$exists: ...} (no field
- *     mixed in); $in/$nin take an array; range operators take no null, object
- *     or array; no value carries an object with a "$" key, at any depth;
+ *     mixed in); $in/$nin take an array; $exists true, false, 1 or 0; range
+ *     operators take no null, object or array; no value carries an object
+ *     with a "$" key, at any depth; at most 1000 conditions in all;
  *   - update: a non-empty object of $set/$inc/$unset/$push, each an object of
- *     fields; not _id; $inc takes numbers; values carry no "$" key;
+ *     fields; not _id; no field twice or within another; $inc takes numbers;
+ *     values carry no "$" key;
  *   - opts: an object; sort [[field, 1|-1], ...] or {field: 1|-1} (at most
  *     16); skip and limit whole numbers >= 0; projection (or fields) an
- *     object of 0/1 or booleans, inclusion only but for _id (at most 64);
+ *     object of 0/1 or booleans, inclusion only but for _id (at most 64), no
+ *     field within another;
  *   - index keys: as a sort, at least one;
- *   - docs: an array of objects whose _id, where present, is a string.
+ *   - docs: an array of objects whose _id, where present, is a string;
+ *   - no document, update value or query value holds an empty key or one
+ *     with a NUL byte, at any depth.
  * NULL or "" query and opts mean {}.
  */
 int dl_store_check_coll(const char *coll, dl_store_res_t *res);

@@ -30,7 +30,7 @@ static void proj_obj(dl_buf_t *b, const dl_doc_t *o, const char *const *ps, cons
         if (top && dl_sqlite_is_id_path(key, kl)) {
             whole = keep_id;
         } else if (top && np == 0) {
-            whole = 1; /* {"_id": 0} alone: everything else */
+            whole = !keep_id; /* {"_id": 0} alone: everything else; {"_id": 1}: nothing */
         } else {
             for (int j = 0; j < np; j++) {
                 if (pl[j] == kl && memcmp(ps[j], key, kl) == 0) {

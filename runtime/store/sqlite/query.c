@@ -205,20 +205,83 @@ static int emit_cmp(qc_t *q, const char *path, size_t plen, const char *op, cons
     return 0;
 }
 
+/* The type classes of MongoDB's comparisons, as json_type() names them; null
+ * is matched apart (a missing field equals it too). */
+static const struct {
+    int t1, t2;
+    const char *guard;
+} in_classes[] = {
+    {DL_DOC_NUM, DL_DOC_NUM, "IN ('integer', 'real')"},
+    {DL_DOC_STR, DL_DOC_STR, "= 'text'"},
+    {DL_DOC_TRUE, DL_DOC_FALSE, "IN ('true', 'false')"},
+    {DL_DOC_OBJ, DL_DOC_OBJ, "= 'object'"},
+    {DL_DOC_ARR, DL_DOC_ARR, "= 'array'"},
+};
+
+/* $in: the list is one bound JSON array read by json_each(), so any length
+ * compiles to the same few terms (an OR of one comparison per entry nested
+ * past SQLite's expression depth of 1000, and a parameter per entry past its
+ * variable limit). Per type class present, "field IN (entries of that class)"
+ * with the class's guard, which the expression index still serves; null
+ * entries match null or missing; and, where documents may hold arrays, an
+ * element matching an entry, as emit_cmp() does for one value. */
 static int emit_in(qc_t *q, const char *path, size_t plen, const dl_doc_t *v)
 {
+    dl_buf_t *w = &q->w;
+    int pl = (int)plen;
     if (v->n == 0) {
-        dl_buf_append_str(&q->w, "0");
+        dl_buf_append_str(w, "0");
         return 0;
     }
-    dl_buf_append_char(&q->w, '(');
-    for (size_t k = 0; k < v->n; k++) {
-        if (k > 0)
-            dl_buf_append_str(&q->w, " OR ");
-        if (emit_cmp(q, path, plen, "=", v->items[k]) != 0)
-            return q->res->status;
+    int n = add_param(q, v);
+    if (n < 0)
+        return n;
+    if (dl_sqlite_is_id_path(path, plen)) {
+        dl_buf_appendf(w, "id IN (SELECT value FROM json_each(?%d) WHERE type = 'text')", n);
+        return 0;
     }
-    dl_buf_append_char(&q->w, ')');
+    int arr = may_have_arrays(q, path, plen);
+    if (arr < 0)
+        return q->res->status;
+    int has[DL_ARRAY_SIZE(in_classes)] = {0}, has_null = 0;
+    for (size_t k = 0; k < v->n; k++) {
+        int t = v->items[k]->type;
+        has_null |= t == DL_DOC_NULL;
+        for (size_t c = 0; c < DL_ARRAY_SIZE(in_classes); c++)
+            has[c] |= t == in_classes[c].t1 || t == in_classes[c].t2;
+    }
+    const char *sep = "";
+    dl_buf_append_char(w, '(');
+    for (size_t c = 0; c < DL_ARRAY_SIZE(in_classes); c++) {
+        if (!has[c])
+            continue;
+        const char *g = in_classes[c].guard;
+        dl_buf_appendf(w, "%s(json_extract(doc, '$.%.*s') IN (SELECT value FROM json_each(?%d) "
+                       "WHERE type %s) AND json_type(doc, '$.%.*s') %s)",
+                       sep, pl, path, n, g, pl, path, g);
+        sep = " OR ";
+    }
+    if (has_null) {
+        dl_buf_appendf(w, "%sjson_extract(doc, '$.%.*s') IS NULL", sep, pl, path);
+        sep = " OR ";
+    }
+    if (arr) {
+        dl_buf_appendf(w, "%s(json_type(doc, '$.%.*s') = 'array' AND EXISTS (SELECT 1 FROM "
+                       "json_each(doc, '$.%.*s') AS e WHERE ", sep, pl, path, pl, path);
+        sep = "";
+        for (size_t c = 0; c < DL_ARRAY_SIZE(in_classes); c++) {
+            if (!has[c])
+                continue;
+            const char *g = in_classes[c].guard;
+            dl_buf_appendf(w, "%s(e.type %s AND e.value IN (SELECT value FROM json_each(?%d) "
+                           "WHERE type %s))", sep, g, n, g);
+            sep = " OR ";
+        }
+        if (has_null)
+            dl_buf_appendf(w, "%se.type = 'null'", sep);
+        dl_buf_append_str(w, "))");
+    }
+    dl_buf_append_char(w, ')');
     return 0;
 }
 
@@ -227,52 +290,86 @@ static int truthy(const dl_doc_t *v)
     return v->type == DL_DOC_TRUE || (v->type == DL_DOC_NUM && v->d != 0);
 }
 
-static int compile_ops(qc_t *q, const char *path, size_t plen, const dl_doc_t *ops)
+/* Term k of v (an operator of a field, a member of a query, a branch of
+ * $and/$or) into q->w: 0 or the failure. */
+typedef int (*term_fn)(qc_t *q, const char *path, size_t plen, const dl_doc_t *v, size_t k);
+
+/* Terms lo to hi - 1 joined by join, grouped by halves: SQLite nests a chain
+ * of n terms n deep and refuses more than 1000, halves only log2(n) deep. */
+static int emit_joined(qc_t *q, const char *path, size_t plen, const dl_doc_t *v, size_t lo,
+                       size_t hi, const char *join, term_fn term)
+{
+    if (hi - lo == 1)
+        return term(q, path, plen, v, lo);
+    size_t mid = lo + (hi - lo) / 2;
+    dl_buf_append_char(&q->w, '(');
+    if (emit_joined(q, path, plen, v, lo, mid, join, term) != 0)
+        return q->res->status;
+    dl_buf_append_str(&q->w, join);
+    if (emit_joined(q, path, plen, v, mid, hi, join, term) != 0)
+        return q->res->status;
+    dl_buf_append_char(&q->w, ')');
+    return 0;
+}
+
+/* Operator k of the field path's operator object ops. */
+static int op_term(qc_t *q, const char *path, size_t plen, const dl_doc_t *ops, size_t k)
 {
     static const struct {
         const char *name, *op;
     } cmps[] = {{"$eq", "="}, {"$gt", ">"}, {"$gte", ">="}, {"$lt", "<"}, {"$lte", "<="}};
     dl_buf_t *w = &q->w;
-    dl_buf_append_char(w, '(');
-    for (size_t k = 0; k < ops->n; k++) {
-        const char *name = ops->keys[k];
-        size_t nl = ops->klens[k];
-        const dl_doc_t *v = ops->items[k];
-        if (k > 0)
-            dl_buf_append_str(w, " AND ");
-        int done = 0;
-        for (size_t c = 0; c < DL_ARRAY_SIZE(cmps) && !done; c++) {
-            if (dl_doc_keq(name, nl, cmps[c].name)) {
-                if (emit_cmp(q, path, plen, cmps[c].op, v) != 0)
-                    return q->res->status;
-                done = 1;
-            }
-        }
-        if (done)
-            continue;
-        if (dl_doc_keq(name, nl, "$ne")) {
-            dl_buf_append_str(w, "NOT coalesce(");
-            if (emit_cmp(q, path, plen, "=", v) != 0)
-                return q->res->status;
-            dl_buf_append_str(w, ", 0)");
-        } else if (dl_doc_keq(name, nl, "$in")) {
-            if (emit_in(q, path, plen, v) != 0)
-                return q->res->status;
-        } else if (dl_doc_keq(name, nl, "$nin")) {
-            dl_buf_append_str(w, "NOT coalesce(");
-            if (emit_in(q, path, plen, v) != 0)
-                return q->res->status;
-            dl_buf_append_str(w, ", 0)");
-        } else { /* $exists: the last the front lets through */
-            if (dl_sqlite_is_id_path(path, plen))
-                dl_buf_append_str(w, truthy(v) ? "1" : "0");
-            else
-                dl_buf_appendf(w, "json_type(doc, '$.%.*s') %s", (int)plen, path,
-                               truthy(v) ? "IS NOT NULL" : "IS NULL");
-        }
+    const char *name = ops->keys[k];
+    size_t nl = ops->klens[k];
+    const dl_doc_t *v = ops->items[k];
+    for (size_t c = 0; c < DL_ARRAY_SIZE(cmps); c++) {
+        if (dl_doc_keq(name, nl, cmps[c].name))
+            return emit_cmp(q, path, plen, cmps[c].op, v) != 0 ? q->res->status : 0;
     }
-    dl_buf_append_char(w, ')');
+    if (dl_doc_keq(name, nl, "$ne")) {
+        dl_buf_append_str(w, "NOT coalesce(");
+        if (emit_cmp(q, path, plen, "=", v) != 0)
+            return q->res->status;
+        dl_buf_append_str(w, ", 0)");
+    } else if (dl_doc_keq(name, nl, "$in")) {
+        if (emit_in(q, path, plen, v) != 0)
+            return q->res->status;
+    } else if (dl_doc_keq(name, nl, "$nin")) {
+        dl_buf_append_str(w, "NOT coalesce(");
+        if (emit_in(q, path, plen, v) != 0)
+            return q->res->status;
+        dl_buf_append_str(w, ", 0)");
+    } else { /* $exists: the last the front lets through */
+        if (dl_sqlite_is_id_path(path, plen))
+            dl_buf_append_str(w, truthy(v) ? "1" : "0");
+        else
+            dl_buf_appendf(w, "json_type(doc, '$.%.*s') %s", (int)plen, path,
+                           truthy(v) ? "IS NOT NULL" : "IS NULL");
+    }
     return 0;
+}
+
+/* Branch k of an $and or $or. */
+static int branch_term(qc_t *q, const char *path, size_t plen, const dl_doc_t *v, size_t k)
+{
+    (void)path, (void)plen;
+    return dl_sqlite_compile_query(q, v->items[k]);
+}
+
+/* Member k of a query object: $and/$or, or a field's condition. */
+static int member_term(qc_t *q, const char *path, size_t plen, const dl_doc_t *v, size_t k)
+{
+    (void)path, (void)plen;
+    const char *key = v->keys[k];
+    size_t kl = v->klens[k];
+    const dl_doc_t *val = v->items[k];
+    if (kl > 0 && key[0] == '$') {
+        const char *join = dl_doc_keq(key, kl, "$and") ? " AND " : " OR "; /* or $or */
+        return emit_joined(q, NULL, 0, val, 0, val->n, join, branch_term);
+    }
+    if (val->type == DL_DOC_OBJ && val->n > 0 && val->klens[0] > 0 && val->keys[0][0] == '$')
+        return emit_joined(q, key, kl, val, 0, val->n, " AND ", op_term);
+    return emit_cmp(q, key, kl, "=", val) != 0 ? q->res->status : 0;
 }
 
 int dl_sqlite_compile_query(qc_t *q, const dl_doc_t *v)
@@ -283,32 +380,8 @@ int dl_sqlite_compile_query(qc_t *q, const dl_doc_t *v)
         return 0;
     }
     dl_buf_append_char(w, '(');
-    for (size_t k = 0; k < v->n; k++) {
-        const char *key = v->keys[k];
-        size_t kl = v->klens[k];
-        const dl_doc_t *val = v->items[k];
-        if (k > 0)
-            dl_buf_append_str(w, " AND ");
-        if (kl > 0 && key[0] == '$') {
-            const char *join = dl_doc_keq(key, kl, "$and") ? " AND " : " OR "; /* or $or */
-            dl_buf_append_char(w, '(');
-            for (size_t j = 0; j < val->n; j++) {
-                if (j > 0)
-                    dl_buf_append_str(w, join);
-                if (dl_sqlite_compile_query(q, val->items[j]) != 0)
-                    return q->res->status;
-            }
-            dl_buf_append_char(w, ')');
-            continue;
-        }
-        int rc;
-        if (val->type == DL_DOC_OBJ && val->n > 0 && val->klens[0] > 0 && val->keys[0][0] == '$')
-            rc = compile_ops(q, key, kl, val);
-        else
-            rc = emit_cmp(q, key, kl, "=", val);
-        if (rc != 0)
-            return q->res->status;
-    }
+    if (emit_joined(q, NULL, 0, v, 0, v->n, " AND ", member_term) != 0)
+        return q->res->status;
     dl_buf_append_char(w, ')');
     if (w->oom)
         return dl_store_res_fail(q->res, DL_ENOMEM, "out of memory");
@@ -365,7 +438,7 @@ void dl_sqlite_read_opts(const dl_doc_t *v, qopts_t *o)
                     o->nproj++;
                 }
             }
-            o->has_proj = o->nproj > 0 || !o->proj_id;
+            o->has_proj = val->n > 0; /* {"_id": 1} alone: _id alone */
         }
     }
 }

@@ -551,6 +551,22 @@ DL_TEST(store_sort_skip_limit_projection)
     /* "fields" is a projection too, as MongoDB reads it (SQLite ignored it before issue 19) */
     MUST(&r, dl_store_find(s, "p", "{\"_id\": \"e\"}", "{\"fields\": {\"name\": 1}}", &r));
     EXPECT_STR(jtext(&r), "[{\"_id\":\"e\",\"name\":\"E\"}]");
+    /* {"_id": 1} alone includes _id alone, as on MongoDB (SQLite returned whole documents);
+     * an empty projection is none */
+    MUST(&r, dl_store_find(s, "p", "{\"_id\": \"e\"}", "{\"projection\": {\"_id\": 1}}", &r));
+    EXPECT_STR(jtext(&r), "[{\"_id\":\"e\"}]");
+    MUST(&r, dl_store_find(s, "p", "{\"k\": 2}", "{\"fields\": {\"_id\": true}, \"sort\": "
+                           "{\"_id\": 1}}", &r));
+    EXPECT_STR(jtext(&r), "[{\"_id\":\"d\"},{\"_id\":\"e\"}]");
+    MUST(&r, dl_store_find_one_and_update(s, "p", "{\"_id\": \"b\"}", "{\"$set\": {\"k\": 1}}",
+                                          "{\"projection\": {\"_id\": 1}}", &r));
+    EXPECT_STR(jtext(&r), "{\"_id\":\"b\"}");
+    MUST(&r, dl_store_find(s, "p", "{\"_id\": \"b\"}", "{\"projection\": {}}", &r));
+    EXPECT_STR(jtext(&r), "[{\"_id\":\"b\",\"k\":1,\"name\":\"B\",\"st\":\"b\"}]");
+    /* a path and its prefix collide (MongoDB: path collision) */
+    EXPECT_EQ(dl_store_find(s, "p", NULL, "{\"projection\": {\"x\": 1, \"x.z\": 1}}", &r),
+              DL_EINVAL);
+    EXPECT_STR(r.err, "projection: x.z collides with x");
 
     dl_store_res_free(&r);
     tdb_close(&t);
@@ -606,7 +622,14 @@ DL_TEST(store_update_operators)
                             "\"fresh\":[\"v\"]}");
     EXPECT_EQ(count_of(s, "u", "{\"arr\": 3}"), 1);
     EXPECT_EQ(count_of(s, "u", "{\"arr\": {\"k\": 2}}"), 1);
-    UPD("{\"$set\": {\"n\": 1}, \"$inc\": {\"n\": 1}}");
+    /* two operators on one field conflict: refused by the front for both backends (SQLite
+     * applied them in turn before, MongoDB refused them); one after the other they apply */
+    EXPECT_EQ(dl_store_update(s, "u", "{}", "{\"$set\": {\"n\": 1}, \"$inc\": {\"n\": 1}}", 1,
+                              &r),
+              DL_EINVAL);
+    EXPECT_STR(r.err, "update: $set on n conflicts with $inc on n");
+    UPD("{\"$set\": {\"n\": 1}}");
+    UPD("{\"$inc\": {\"n\": 1}}");
     EXPECT_EQ(count_of(s, "u", "{\"n\": 2}"), 1);
     UPD("{\"$inc\": {\"n\": 9223372036854775807}}");
     EXPECT_EQ(count_of(s, "u", "{\"n\": {\"$gt\": 9.2e18}}"), 1);
@@ -851,6 +874,72 @@ DL_TEST(store_insert_many_fast)
     dl_buf_free(&b);
     dl_store_res_free(&r);
     tdb_close(&t);
+}
+
+/* $in compiles to one bound JSON list, not an OR per entry: 100,000 entries
+ * ran into SQLite's expression depth (1000) before, as EIO, and so did an $or
+ * of about 1000 branches. */
+static void in_list(dl_buf_t *b, const char *field, const char *op, int n, const char *fmt,
+                    const char *extra)
+{
+    dl_buf_reset(b);
+    dl_buf_appendf(b, "{\"%s\": {\"%s\": [%s", field, op, extra);
+    for (int k = 0; k < n; k++) {
+        dl_buf_append_str(b, k || *extra ? ", " : "");
+        dl_buf_appendf(b, fmt, k);
+    }
+    dl_buf_append(b, "]}}", 4);
+}
+
+static void in_large_on(int mongo)
+{
+    tdb_t t;
+    if (!tdb_open_on(&t, mongo))
+        return;
+    dl_store_t *s = t.s;
+    dl_buf_t b = DL_BUF_INIT;
+    INSERT(s, "big", "[{\"_id\": \"a\", \"v\": 7}, {\"_id\": \"b\", \"v\": \"s99999\"},"
+                     " {\"_id\": \"c\", \"v\": [\"q\", 123456]}, {\"_id\": \"d\", \"v\": true},"
+                     " {\"_id\": \"e\", \"v\": {\"k\": 1}}, {\"_id\": \"f\", \"v\": [1, 2]},"
+                     " {\"_id\": \"g\", \"v\": null}, {\"_id\": \"h\"},"
+                     " {\"_id\": \"i\", \"v\": [[1, 2], {\"k\": 1}]},"
+                     " {\"_id\": \"j\", \"v\": \"7\"}]");
+    in_list(&b, "v", "$in", 100000, "%d", "");
+    EXPECT_IDS(s, "big", b.data, "a,f");
+    in_list(&b, "v", "$in", 100000, "\"s%d\"", "");
+    EXPECT_IDS(s, "big", b.data, "b");
+    in_list(&b, "v", "$nin", 100000, "%d", "");
+    EXPECT_IDS(s, "big", b.data, "b,c,d,e,g,h,i,j");
+    in_list(&b, "_id", "$in", 100000, "\"%d\"", "\"c\", 3, \"j\"");
+    EXPECT_IDS(s, "big", b.data, "c,j");
+    in_list(&b, "v", "$in", 100000, "%d.5", "123456, \"q\"");
+    EXPECT_IDS(s, "big", b.data, "c");
+    /* every type class, array elements and whole arrays, null as missing */
+    EXPECT_IDS(s, "big", "{\"v\": {\"$in\": [{\"k\": 1}]}}", "e,i");
+    EXPECT_IDS(s, "big", "{\"v\": {\"$in\": [[1, 2]]}}", "f,i");
+    EXPECT_IDS(s, "big", "{\"v\": {\"$in\": [2, true]}}", "d,f");
+    EXPECT_IDS(s, "big", "{\"v\": {\"$in\": [null, \"7\"]}}", "g,h,j");
+    EXPECT_IDS(s, "big", "{\"v\": {\"$nin\": [null, 7, {\"k\": 1}, [1, 2]]}}", "b,c,d,j");
+    EXPECT_EQ(count_of(s, "big", "{\"v\": {\"$in\": [1, 1.0, \"1\"]}}"), 1);
+    /* an $or of 1000 branches (the front's bound: EIO at about 991 before) */
+    dl_buf_reset(&b);
+    dl_buf_append_str(&b, "{\"$or\": [");
+    for (int k = 0; k < 1000; k++)
+        dl_buf_appendf(&b, "%s{\"v\": %d}", k ? ", " : "", 999 - k);
+    dl_buf_append(&b, "]}", 3);
+    EXPECT_IDS(s, "big", b.data, "a,f");
+    dl_buf_free(&b);
+    tdb_close(&t);
+}
+
+DL_TEST(store_in_large_lists)
+{
+    in_large_on(0);
+}
+
+DL_TEST(store_in_large_lists_mongo)
+{
+    in_large_on(1);
 }
 
 /* ---- concurrency ---------------------------------------------------------------------------- */

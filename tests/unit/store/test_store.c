@@ -302,6 +302,145 @@ DL_TEST(store_front_changed_for_sqlite)
     run_cases(cases, DL_ARRAY_SIZE(cases));
 }
 
+/* SQLite stored and matched these after issue 19; MongoDB refused them, as
+ * both do now: a key no document may hold (empty, or with a NUL byte), at any
+ * depth of a document, an update value or a query value. */
+DL_TEST(store_front_refuses_unstorable_keys)
+{
+    static const case_t cases[] = {
+        {INSERT, NULL, "[{\"\":1}]", NULL, DL_EINVAL,
+         "insert: document 0 holds an empty field name"},
+        {INSERT, NULL, "[{\"a\":1},{\"x\":{\"\":1}}]", NULL, DL_EINVAL,
+         "insert: document 1: x holds an empty field name"},
+        {INSERT, NULL, "[{\"x\":[{\"\":1}]}]", NULL, DL_EINVAL,
+         "insert: document 0: x holds an empty field name"},
+        {INSERT, NULL, "[{\"x\":{\"k\\u0000\":1}}]", NULL, DL_EINVAL,
+         "insert: document 0: x holds a field name with a NUL byte"},
+        {INSERT, NULL, "[{\"k\\u0000\":1}]", NULL, DL_EINVAL,
+         "insert: document 0 holds a field name with a NUL byte"},
+        {UPDATE, NULL, "{}", "{\"$set\":{\"x\":{\"\":1}}}", DL_EINVAL,
+         "$set on x: the value holds an empty field name"},
+        {UPDATE, NULL, "{}", "{\"$push\":{\"tags\":{\"\":1}}}", DL_EINVAL,
+         "$push on tags: the value holds an empty field name"},
+        {FOAU, NULL, "{}", "{\"$set\":{\"x\":[{\"a\\u0000b\":1}]}}", DL_EINVAL,
+         "$set on x: the value holds a field name with a NUL byte"},
+        {FIND, NULL, "{\"x\":{\"\":1}}", NULL, DL_EINVAL,
+         "$eq on x: the value holds an empty field name"},
+        {FIND, NULL, "{\"x\":{\"$in\":[{\"\":1}]}}", NULL, DL_EINVAL,
+         "$in on x: the value holds an empty field name"},
+        {COUNT, NULL, "{\"x\":{\"$ne\":{\"k\":{\"\\u0000\":1}}}}", NULL, DL_EINVAL,
+         "$ne on x: the value holds a field name with a NUL byte"},
+        {REMOVE, NULL, "{\"$or\":[{\"x\":[{\"\":1}]}]}", NULL, DL_EINVAL, NULL},
+    };
+    run_cases(cases, DL_ARRAY_SIZE(cases));
+}
+
+/* SQLite applied these one operator after the other (the $inc after a $set
+ * of the same field was lost); MongoDB refused them ("would create a
+ * conflict", "path collision"), as both do now. */
+DL_TEST(store_front_refuses_path_conflicts)
+{
+    static const case_t cases[] = {
+        {UPDATE, NULL, "{}", "{\"$set\":{\"n\":1},\"$inc\":{\"n\":10}}", DL_EINVAL,
+         "update: $set on n conflicts with $inc on n"},
+        {UPDATE, NULL, "{}", "{\"$set\":{\"x\":1},\"$unset\":{\"x\":\"\"}}", DL_EINVAL,
+         "update: $set on x conflicts with $unset on x"},
+        {UPDATE, NULL, "{}", "{\"$set\":{\"m\":{\"k\":1},\"m.k\":2}}", DL_EINVAL,
+         "update: $set on m conflicts with $set on m.k"},
+        {FOAU, NULL, "{}", "{\"$push\":{\"a.b.c\":1},\"$set\":{\"a-b\":1,\"a.b\":2}}",
+         DL_EINVAL, "update: $push on a.b.c conflicts with $set on a.b"},
+        {UPDATE, NULL, "{}", "{\"$set\":{\"n\":1,\"n\":2}}", DL_EINVAL,
+         "update: $set on n conflicts with $set on n"},
+        {FIND, NULL, NULL, "{\"projection\":{\"m\":1,\"m.k\":1}}", DL_EINVAL,
+         "projection: m.k collides with m"},
+        {FIND, NULL, NULL, "{\"fields\":{\"a.b\":1,\"x\":1,\"a\":true}}", DL_EINVAL,
+         "projection: a.b collides with a"},
+    };
+    run_cases(cases, DL_ARRAY_SIZE(cases));
+    /* neighbours that only share a prefix of their names are no conflict */
+    static const case_t fine[] = {
+        {UPDATE, NULL, "{}",
+         "{\"$set\":{\"m\":1,\"m-k\":2,\"mk\":3,\"a.b\":1},\"$inc\":{\"a.c\":1,"
+         "\"a.bb\":2},\"$unset\":{\"a.b-\":\"\"},\"$push\":{\"m_\":1}}",
+         0, NULL},
+        {FIND, NULL, NULL, "{\"projection\":{\"m\":1,\"m-k\":1,\"mk.k\":1,\"_id\":0}}",
+         0, NULL},
+    };
+    run_cases(fine, DL_ARRAY_SIZE(fine));
+}
+
+/* $exists takes true or false (1 or 0 too, as before): SQLite read strings,
+ * arrays and objects as false, MongoDB as true. */
+DL_TEST(store_front_exists_operand)
+{
+    static const case_t cases[] = {
+        {FIND, NULL, "{\"a\":{\"$exists\":\"yes\"}}", NULL, DL_EINVAL,
+         "query operator $exists needs true or false (on a)"},
+        {FIND, NULL, "{\"a.b\":{\"$exists\":\"\"}}", NULL, DL_EINVAL,
+         "query operator $exists needs true or false (on a.b)"},
+        {COUNT, NULL, "{\"a\":{\"$exists\":{}}}", NULL, DL_EINVAL, NULL},
+        {COUNT, NULL, "{\"a\":{\"$exists\":[]}}", NULL, DL_EINVAL, NULL},
+        {REMOVE, NULL, "{\"a\":{\"$exists\":null}}", NULL, DL_EINVAL, NULL},
+        {FIND, NULL, "{\"$or\":[{\"a\":{\"$exists\":2}}]}", NULL, DL_EINVAL, NULL},
+        {FIND, NULL, "{\"a\":{\"$exists\":-1}}", NULL, DL_EINVAL, NULL},
+        {FIND, NULL, "{\"a\":{\"$exists\":0.5}}", NULL, DL_EINVAL, NULL},
+    };
+    run_cases(cases, DL_ARRAY_SIZE(cases));
+    static const case_t fine[] = {
+        {FIND, NULL, "{\"a\":{\"$exists\":true},\"b\":{\"$exists\":false}}", NULL, 0, NULL},
+        {FIND, NULL, "{\"a\":{\"$exists\":1},\"b\":{\"$exists\":0},\"c\":{\"$exists\":1.0}}",
+         NULL, 0, NULL},
+    };
+    run_cases(fine, DL_ARRAY_SIZE(fine));
+}
+
+/* A query of n conditions: fmt "{\"$or\":[%s]}" of "{\"v\":k}" branches, or
+ * "{%s}" of "\"fk\":1" fields. */
+static void big_query(dl_buf_t *b, const char *fmt, const char *item, int n)
+{
+    dl_buf_t items = DL_BUF_INIT;
+    for (int k = 0; k < n; k++) {
+        dl_buf_append_str(&items, k ? "," : "");
+        dl_buf_appendf(&items, item, k);
+    }
+    dl_buf_append_char(&items, '\0');
+    dl_buf_reset(b);
+    dl_buf_appendf(b, fmt, items.data);
+    dl_buf_append_char(b, '\0');
+    dl_buf_free(&items);
+}
+
+/* SQLite failed an $or of about 1000 branches (expression depth) with EIO and
+ * plans one of n branches in n^2 time; MongoDB took any: a query holds at
+ * most 1000 conditions for both. An $in list is one, however long. */
+DL_TEST(store_front_bounds_query_conditions)
+{
+    dl_buf_t b = DL_BUF_INIT, ok = DL_BUF_INIT, in = DL_BUF_INIT;
+    const char *msg = "query: at most 1000 conditions ($and/$or branches included)";
+    big_query(&b, "{\"$or\":[%s]}", "{\"v\":%d}", 1001);
+    big_query(&ok, "{\"$or\":[%s]}", "{\"v\":%d}", 1000);
+    big_query(&in, "{\"v\":{\"$in\":[%s]}}", "%d", 100000);
+    const case_t cases[] = {
+        {FIND, NULL, b.data, NULL, DL_EINVAL, msg},
+        {COUNT, NULL, ok.data, NULL, 0, NULL},
+        {REMOVE, NULL, in.data, NULL, 0, NULL},
+    };
+    run_cases(cases, DL_ARRAY_SIZE(cases));
+    big_query(&b, "{%s}", "\"f%d\":{\"$exists\":true}", 1001);
+    big_query(&ok, "{\"a\":{\"$gt\":1,\"$lt\":5},\"$and\":[{},%s]}", "{\"f%d\":1}", 997);
+    const case_t more[] = {
+        {UPDATE, NULL, b.data, "{\"$set\":{\"a\":1}}", DL_EINVAL, msg},
+        {FOAU, NULL, ok.data, "{\"$set\":{\"a\":1}}", 0, NULL},
+    };
+    run_cases(more, DL_ARRAY_SIZE(more));
+    big_query(&b, "{\"a\":{\"$gt\":1,\"$lt\":5},\"$and\":[{},%s]}", "{\"f%d\":1}", 998);
+    const case_t over[] = {{COUNT, NULL, b.data, NULL, DL_EINVAL, msg}};
+    run_cases(over, DL_ARRAY_SIZE(over));
+    dl_buf_free(&b);
+    dl_buf_free(&ok);
+    dl_buf_free(&in);
+}
+
 DL_TEST(store_front_files_and_ping)
 {
     dl_store_t s = {&recorder_ops};
