@@ -90,25 +90,36 @@ static int has_dollar_key(const bson_iter_t *it)
     return 0;
 }
 
-/* $in / $nin: an array whose elements are compared like $eq operands. */
-static int copy_in_list(bson_t *doc, const char *op, const bson_iter_t *it, int as_id, char *err,
-                        size_t errlen)
+static int copy_query(bson_iter_t *it, bson_t *out, int depth, char *err, size_t errlen);
+
+/* {op: [...]}: $in / $nin (depth < 0), an array whose elements are compared
+ * like $eq operands, or $and / $or, an array of queries at depth + 1. */
+static int copy_array(bson_t *out, const char *op, const bson_iter_t *it, int as_id, int depth,
+                      char *err, size_t errlen)
 {
-    bson_iter_t elems;
-    bson_t arr;
+    bson_iter_t elems, sub;
+    bson_t arr, child;
     char idx[16];
     const char *ikey;
     uint32_t i;
     int rc = 0;
 
     bson_iter_recurse(it, &elems);
-    if (!bson_append_array_begin(doc, op, -1, &arr))
+    if (!bson_append_array_begin(out, op, -1, &arr))
         return too_big(err, errlen);
     for (i = 0; rc == 0 && bson_iter_next(&elems); i++) {
         bson_uint32_to_string(i, &ikey, idx, sizeof(idx));
-        rc = append_value(&arr, ikey, &elems, as_id, err, errlen);
+        if (depth < 0) {
+            rc = append_value(&arr, ikey, &elems, as_id, err, errlen);
+        } else if (!bson_append_document_begin(&arr, ikey, -1, &child)) {
+            rc = too_big(err, errlen);
+        } else {
+            bson_iter_recurse(&elems, &sub);
+            rc = copy_query(&sub, &child, depth + 1, err, errlen);
+            bson_append_document_end(&arr, &child);
+        }
     }
-    bson_append_array_end(doc, &arr);
+    bson_append_array_end(out, &arr);
     return rc;
 }
 
@@ -127,41 +138,11 @@ static int copy_operators(bson_t *out, const char *field, const bson_iter_t *it,
     while (rc == 0 && bson_iter_next(&ops)) {
         const char *op = bson_iter_key(&ops);
         if (strcmp(op, "$in") == 0 || strcmp(op, "$nin") == 0)
-            rc = copy_in_list(&doc, op, &ops, as_id, err, errlen);
+            rc = copy_array(&doc, op, &ops, as_id, -1, err, errlen);
         else
             rc = append_value(&doc, op, &ops, as_id && strcmp(op, "$exists") != 0, err, errlen);
     }
     bson_append_document_end(out, &doc);
-    return rc;
-}
-
-static int copy_query(bson_iter_t *it, bson_t *out, int depth, char *err, size_t errlen);
-
-/* {"$and"|"$or": [query, ...]} */
-static int copy_logical(bson_t *out, const char *op, const bson_iter_t *it, int depth, char *err,
-                        size_t errlen)
-{
-    bson_iter_t elems, sub;
-    bson_t arr, child;
-    char idx[16];
-    const char *ikey;
-    uint32_t i;
-    int rc = 0;
-
-    bson_iter_recurse(it, &elems);
-    if (!bson_append_array_begin(out, op, -1, &arr))
-        return too_big(err, errlen);
-    for (i = 0; rc == 0 && bson_iter_next(&elems); i++) {
-        bson_uint32_to_string(i, &ikey, idx, sizeof(idx));
-        if (!bson_append_document_begin(&arr, ikey, -1, &child)) {
-            rc = too_big(err, errlen);
-            break;
-        }
-        bson_iter_recurse(&elems, &sub);
-        rc = copy_query(&sub, &child, depth + 1, err, errlen);
-        bson_append_document_end(&arr, &child);
-    }
-    bson_append_array_end(out, &arr);
     return rc;
 }
 
@@ -173,7 +154,7 @@ static int copy_query(bson_iter_t *it, bson_t *out, int depth, char *err, size_t
     while (rc == 0 && bson_iter_next(it)) {
         const char *key = bson_iter_key(it);
         if (key[0] == '$')
-            rc = copy_logical(out, key, it, depth, err, errlen); /* $and, $or */
+            rc = copy_array(out, key, it, 0, depth, err, errlen); /* $and, $or */
         else if (BSON_ITER_HOLDS_DOCUMENT(it) && has_dollar_key(it))
             rc = copy_operators(out, key, it, err, errlen);
         else
