@@ -123,24 +123,30 @@ static int copy_array(bson_t *out, const char *op, const bson_iter_t *it, int as
     return rc;
 }
 
-/* {field: {"$op": operand, ...}}: copies the operator document. */
-static int copy_operators(bson_t *out, const char *field, const bson_iter_t *it, char *err,
-                          size_t errlen)
+/*
+ * {key: {...}} copied field by field: a query's operator document
+ * {field: {"$op": operand, ...}} (update 0), or the fields of one update
+ * operator (update 1; plain paths and values: the front).
+ */
+static int copy_fields(bson_t *out, const char *key, const bson_iter_t *it, int update, char *err,
+                       size_t errlen)
 {
-    int as_id = strcmp(field, "_id") == 0;
-    bson_iter_t ops;
+    int as_id = strcmp(key, "_id") == 0;
+    bson_iter_t fields;
     bson_t doc;
     int rc = 0;
 
-    bson_iter_recurse(it, &ops);
-    if (!bson_append_document_begin(out, field, -1, &doc))
+    bson_iter_recurse(it, &fields);
+    if (!bson_append_document_begin(out, key, -1, &doc))
         return too_big(err, errlen);
-    while (rc == 0 && bson_iter_next(&ops)) {
-        const char *op = bson_iter_key(&ops);
-        if (strcmp(op, "$in") == 0 || strcmp(op, "$nin") == 0)
-            rc = copy_array(&doc, op, &ops, as_id, -1, err, errlen);
+    while (rc == 0 && bson_iter_next(&fields)) {
+        const char *f = bson_iter_key(&fields);
+        if (update)
+            rc = append_value(&doc, f, &fields, strcmp(f, "_id") == 0, err, errlen);
+        else if (strcmp(f, "$in") == 0 || strcmp(f, "$nin") == 0)
+            rc = copy_array(&doc, f, &fields, as_id, -1, err, errlen);
         else
-            rc = append_value(&doc, op, &ops, as_id && strcmp(op, "$exists") != 0, err, errlen);
+            rc = append_value(&doc, f, &fields, as_id && strcmp(f, "$exists") != 0, err, errlen);
     }
     bson_append_document_end(out, &doc);
     return rc;
@@ -156,29 +162,10 @@ static int copy_query(bson_iter_t *it, bson_t *out, int depth, char *err, size_t
         if (key[0] == '$')
             rc = copy_array(out, key, it, 0, depth, err, errlen); /* $and, $or */
         else if (BSON_ITER_HOLDS_DOCUMENT(it) && has_dollar_key(it))
-            rc = copy_operators(out, key, it, err, errlen);
+            rc = copy_fields(out, key, it, 0, err, errlen);
         else
             rc = append_value(out, key, it, strcmp(key, "_id") == 0, err, errlen);
     }
-    return rc;
-}
-
-/* The fields of one update operator (plain paths and values: the front). */
-static int copy_update_fields(bson_t *out, const char *op, const bson_iter_t *it, char *err,
-                              size_t errlen)
-{
-    bson_iter_t fields;
-    bson_t doc;
-    int rc = 0;
-
-    bson_iter_recurse(it, &fields);
-    if (!bson_append_document_begin(out, op, -1, &doc))
-        return too_big(err, errlen);
-    while (rc == 0 && bson_iter_next(&fields)) {
-        const char *f = bson_iter_key(&fields);
-        rc = append_value(&doc, f, &fields, strcmp(f, "_id") == 0, err, errlen);
-    }
-    bson_append_document_end(out, &doc);
     return rc;
 }
 
@@ -201,7 +188,7 @@ static int prep(const char *json, const char *what, int is_query, bson_t *out, c
         rc = copy_query(&it, out, 0, err, errlen);
     else
         while (rc == 0 && bson_iter_next(&it))
-            rc = copy_update_fields(out, bson_iter_key(&it), &it, err, errlen);
+            rc = copy_fields(out, bson_iter_key(&it), &it, 1, err, errlen);
     if (rc != 0)
         bson_destroy(out);
     bson_destroy(&raw);
