@@ -79,6 +79,193 @@ static int txn_end(mongo_store_t *ms, const char *op, txn_t *t, int rc, dl_store
     return rc;
 }
 
+typedef enum {
+    OP_FIND,
+    OP_COUNT,
+    OP_INSERT,
+    OP_UPDATE,
+    OP_FIND_ONE_AND_UPDATE,
+    OP_REMOVE,
+    OP_CREATE_INDEX,
+    OP_EXPLAIN,
+    OP_PING
+} op_kind_t;
+
+/* The name of each operation in messages: "mongodb <name>: ...". */
+static const char *const op_names[] = {
+    [OP_FIND] = "find",
+    [OP_COUNT] = "count",
+    [OP_INSERT] = "insert",
+    [OP_UPDATE] = "update",
+    [OP_FIND_ONE_AND_UPDATE] = "find_one_and_update",
+    [OP_REMOVE] = "remove",
+    [OP_CREATE_INDEX] = "create_index",
+    [OP_EXPLAIN] = "explain",
+    [OP_PING] = "ping",
+};
+
+/* An operation: what each public function builds, and what its driver call
+ * leaves for the reading of its reply. */
+typedef struct {
+    op_kind_t kind;
+    const bson_t *filter;
+    const bson_t *upd;    /* update */
+    const bson_t *opts;   /* find: its options; a command: the command */
+    const bson_t **docs;  /* insert */
+    size_t n_docs;
+    int multi;            /* update, remove: every document, not the first */
+    mongoc_find_and_modify_opts_t *fam;
+    int64_t n;            /* count: the count */
+    int rc;               /* find: the conversion's error */
+} op_t;
+
+/* The cursor's documents as a JSON array in res->json; false, with the
+ * cursor's error in e and a copy of its reply (it belongs to the cursor) in
+ * reply and nothing in res, when it failed. */
+static bool find_documents(op_t *op, mongoc_collection_t *c, bson_t *reply, bson_error_t *e,
+                           dl_store_res_t *res)
+{
+    mongoc_cursor_t *cur;
+    const bson_t *doc, *err_reply = NULL;
+    bool ok = true;
+
+    cur = mongoc_collection_find_with_opts(c, op->filter, op->opts, NULL);
+    dl_buf_append_char(&res->json, '[');
+    while (op->rc == 0 && mongoc_cursor_next(cur, &doc)) {
+        if (res->count > 0)
+            dl_buf_append_char(&res->json, ',');
+        op->rc = dl_mongo_bson_to_json(doc, 0, &res->json);
+        res->count++;
+    }
+    dl_buf_append_char(&res->json, ']');
+    if (op->rc == 0 && mongoc_cursor_error_document(cur, e, &err_reply)) {
+        ok = false;
+        dl_buf_reset(&res->json);
+        res->count = 0;
+    }
+    if (!ok && err_reply != NULL)
+        bson_copy_to(err_reply, reply);
+    else
+        bson_init(reply);
+    mongoc_cursor_destroy(cur);
+    return ok;
+}
+
+/* The operation's driver call, with wopts (the transaction's session, if any)
+ * for a write; false, with e and reply set, when it failed. reply is always
+ * initialised. */
+static bool call_driver(op_t *op, const char *db, mongoc_client_t *client, mongoc_collection_t *c,
+                        const bson_t *wopts, bson_t *reply, bson_error_t *e, dl_store_res_t *res)
+{
+    bool ok;
+
+    switch (op->kind) {
+    case OP_FIND:
+        return find_documents(op, c, reply, e, res);
+    case OP_COUNT:
+        op->n = mongoc_collection_count_documents(c, op->filter, NULL, NULL, reply, e);
+        return op->n >= 0;
+    case OP_INSERT:
+        ok = mongoc_collection_insert_many(c, op->docs, op->n_docs, wopts, reply, e);
+        /* counted even when the write failed part-way */
+        res->count = dl_mongo_reply_int(reply, "insertedCount");
+        return ok;
+    case OP_UPDATE:
+        if (op->multi)
+            return mongoc_collection_update_many(c, op->filter, op->upd, wopts, reply, e);
+        return mongoc_collection_update_one(c, op->filter, op->upd, wopts, reply, e);
+    case OP_FIND_ONE_AND_UPDATE:
+        return mongoc_collection_find_and_modify_with_opts(c, op->filter, op->fam, reply, e);
+    case OP_REMOVE:
+        if (op->multi)
+            return mongoc_collection_delete_many(c, op->filter, wopts, reply, e);
+        return mongoc_collection_delete_one(c, op->filter, wopts, reply, e);
+    case OP_CREATE_INDEX:
+        return mongoc_client_write_command_with_opts(client, db, op->opts, NULL, reply, e);
+    case OP_EXPLAIN:
+        return mongoc_client_read_command_with_opts(client, db, op->opts, NULL, NULL, reply, e);
+    case OP_PING:
+        return mongoc_client_command_simple(client, "admin", op->opts, NULL, reply, e);
+    }
+    return true;
+}
+
+/* The reply of a driver call that succeeded, read into res. */
+static int read_reply(const op_t *op, const bson_t *reply, dl_store_res_t *res)
+{
+    bson_iter_t it;
+
+    switch (op->kind) {
+    case OP_FIND:
+        return op->rc;
+    case OP_COUNT:
+        res->count = op->n;
+        break;
+    case OP_UPDATE:
+        res->matched = dl_mongo_reply_int(reply, "matchedCount");
+        res->count = dl_mongo_reply_int(reply, "modifiedCount");
+        break;
+    case OP_FIND_ONE_AND_UPDATE:
+        if (bson_iter_init_find(&it, reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            res->count = 1;
+            res->matched = dl_mongo_reply_updated_existing(reply);
+            return dl_mongo_put_value(&res->json, &it, 0);
+        }
+        dl_buf_append_str(&res->json, "null");
+        break;
+    case OP_REMOVE:
+        res->count = dl_mongo_reply_int(reply, "deletedCount");
+        res->matched = res->count;
+        break;
+    case OP_EXPLAIN:
+        return dl_mongo_plan_lines(reply, &res->json);
+    case OP_PING:
+        dl_buf_append_str(&res->json, "{\"ok\":1}");
+        break;
+    case OP_INSERT:
+    case OP_CREATE_INDEX:
+        break;
+    }
+    return 0;
+}
+
+/*
+ * What every operation shares: pops a client, starts a transaction when
+ * txn_wanted (and the deployment has them), opens collection coll (NULL: a
+ * command, none), makes the driver call, maps its error or reads its reply,
+ * and cleans up.
+ */
+static int run_op(mongo_store_t *ms, const char *coll, op_t *op, int txn_wanted,
+                  dl_store_res_t *res)
+{
+    const char *name = op_names[op->kind];
+    mongoc_client_t *client;
+    mongoc_collection_t *c = NULL;
+    bson_t reply;
+    bson_error_t e;
+    txn_t txn;
+    int rc;
+
+    client = dl_mongo_acquire(ms, res);
+    if (client == NULL)
+        return res->status;
+    rc = txn_begin(ms, client, txn_wanted, name, &txn, res);
+    if (rc == 0) {
+        if (coll != NULL)
+            c = mongoc_client_get_collection(client, ms->db, coll);
+        if (!call_driver(op, ms->db, client, c, &txn.opts, &reply, &e, res))
+            rc = dl_mongo_map_error(ms, name, &e, &reply, res);
+        else
+            rc = read_reply(op, &reply, res);
+        bson_destroy(&reply);
+        if (c != NULL)
+            mongoc_collection_destroy(c);
+    }
+    rc = txn_end(ms, name, &txn, rc, res);
+    mongoc_client_pool_push(ms->pool, client);
+    return rc;
+}
+
 /* An operation on the documents query selects starts: its filter in
  * *filter, or its error in res (and nothing to free). */
 static int begin_query(const dl_store_json_t *query, bson_t *filter, dl_store_res_t *res)
@@ -106,14 +293,9 @@ static int begin_find(const dl_store_json_t *query, const dl_store_json_t *opts,
 int dl_mongo_find(dl_store_t *s, const char *coll, const dl_store_json_t *query,
                   const dl_store_json_t *opts, dl_store_res_t *res)
 {
-    mongo_store_t *ms = (mongo_store_t *)s;
+    op_t op = {.kind = OP_FIND};
     bson_t filter, fopts;
     find_opts_t fo;
-    mongoc_client_t *client;
-    mongoc_collection_t *c;
-    mongoc_cursor_t *cur;
-    const bson_t *doc, *reply = NULL;
-    bson_error_t e;
     int rc;
 
     rc = begin_find(query, opts, &fo, &filter, res);
@@ -121,64 +303,35 @@ int dl_mongo_find(dl_store_t *s, const char *coll, const dl_store_json_t *query,
         return rc;
     dl_mongo_find_opts_to_bson(&fo, &fopts);
     dl_mongo_find_opts_free(&fo);
-    client = dl_mongo_acquire(ms, res);
-    if (client != NULL) {
-        c = mongoc_client_get_collection(client, ms->db, coll);
-        cur = mongoc_collection_find_with_opts(c, &filter, &fopts, NULL);
-        dl_buf_append_char(&res->json, '[');
-        while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
-            if (res->count > 0)
-                dl_buf_append_char(&res->json, ',');
-            rc = dl_mongo_bson_to_json(doc, 0, &res->json);
-            res->count++;
-        }
-        dl_buf_append_char(&res->json, ']');
-        if (rc == 0 && mongoc_cursor_error_document(cur, &e, &reply)) {
-            rc = dl_mongo_map_error(ms, "find", &e, reply, res);
-            dl_buf_reset(&res->json);
-            res->count = 0;
-        }
-        mongoc_cursor_destroy(cur);
-        mongoc_collection_destroy(c);
-        mongoc_client_pool_push(ms->pool, client);
-    } else {
-        rc = res->status;
-    }
+    op.filter = &filter;
+    op.opts = &fopts;
+    rc = run_op((mongo_store_t *)s, coll, &op, 0, res);
     bson_destroy(&filter);
     bson_destroy(&fopts);
+    return dl_mongo_finish(res, rc);
+}
+
+/* count and remove: an operation on a filter alone (remove: in a transaction when multi). */
+static int filter_op(dl_store_t *s, const char *coll, const dl_store_json_t *query,
+                     op_kind_t kind, int multi, dl_store_res_t *res)
+{
+    op_t op = {.kind = kind, .multi = multi};
+    bson_t filter;
+    int rc;
+
+    rc = begin_query(query, &filter, res);
+    if (rc != 0)
+        return rc;
+    op.filter = &filter;
+    rc = run_op((mongo_store_t *)s, coll, &op, multi, res);
+    bson_destroy(&filter);
     return dl_mongo_finish(res, rc);
 }
 
 int dl_mongo_count(dl_store_t *s, const char *coll, const dl_store_json_t *query,
                    dl_store_res_t *res)
 {
-    mongo_store_t *ms = (mongo_store_t *)s;
-    mongoc_client_t *client;
-    mongoc_collection_t *c;
-    bson_t filter, reply;
-    bson_error_t e;
-    int64_t n;
-    int rc;
-
-    rc = begin_query(query, &filter, res);
-    if (rc != 0)
-        return rc;
-    client = dl_mongo_acquire(ms, res);
-    if (client != NULL) {
-        c = mongoc_client_get_collection(client, ms->db, coll);
-        n = mongoc_collection_count_documents(c, &filter, NULL, NULL, &reply, &e);
-        if (n < 0)
-            rc = dl_mongo_map_error(ms, "count", &e, &reply, res);
-        else
-            res->count = n;
-        bson_destroy(&reply);
-        mongoc_collection_destroy(c);
-        mongoc_client_pool_push(ms->pool, client);
-    } else {
-        rc = res->status;
-    }
-    bson_destroy(&filter);
-    return dl_mongo_finish(res, rc);
+    return filter_op(s, coll, query, OP_COUNT, 0, res);
 }
 
 /* The documents of an insert, _id first, and their ids as a JSON array in res->json. */
@@ -217,14 +370,10 @@ static int insert_docs(const bson_t *raw, bson_t **docs_out, size_t *n_out, dl_s
 int dl_mongo_insert(dl_store_t *s, const char *coll, const dl_store_json_t *docs_json,
                     dl_store_res_t *res)
 {
-    mongo_store_t *ms = (mongo_store_t *)s;
-    mongoc_client_t *client;
-    mongoc_collection_t *c;
+    op_t op = {.kind = OP_INSERT};
     const bson_t **ptrs = NULL;
-    bson_t raw, reply, *docs = NULL;
-    bson_error_t e;
+    bson_t raw, *docs = NULL;
     size_t n = 0, i;
-    txn_t txn;
     int rc;
 
     dl_store_res_reset(res);
@@ -242,22 +391,9 @@ int dl_mongo_insert(dl_store_t *s, const char *coll, const dl_store_json_t *docs
             ptrs[i] = &docs[i];
     }
     if (rc == 0 && n > 0) {
-        client = dl_mongo_acquire(ms, res);
-        if (client != NULL) {
-            rc = txn_begin(ms, client, n > 1, "insert", &txn, res);
-            if (rc == 0) {
-                c = mongoc_client_get_collection(client, ms->db, coll);
-                if (!mongoc_collection_insert_many(c, ptrs, n, &txn.opts, &reply, &e))
-                    rc = dl_mongo_map_error(ms, "insert", &e, &reply, res);
-                res->count = dl_mongo_reply_int(&reply, "insertedCount");
-                bson_destroy(&reply);
-                mongoc_collection_destroy(c);
-            }
-            rc = txn_end(ms, "insert", &txn, rc, res);
-            mongoc_client_pool_push(ms->pool, client);
-        } else {
-            rc = res->status;
-        }
+        op.docs = ptrs;
+        op.n_docs = n;
+        rc = run_op((mongo_store_t *)s, coll, &op, n > 1, res);
     }
     for (i = 0; docs != NULL && i < n; i++)
         bson_destroy(&docs[i]);
@@ -271,13 +407,8 @@ int dl_mongo_insert(dl_store_t *s, const char *coll, const dl_store_json_t *docs
 int dl_mongo_update(dl_store_t *s, const char *coll, const dl_store_json_t *query,
                     const dl_store_json_t *update, int multi, dl_store_res_t *res)
 {
-    mongo_store_t *ms = (mongo_store_t *)s;
-    mongoc_client_t *client;
-    mongoc_collection_t *c;
-    bson_t filter, upd, reply;
-    bson_error_t e;
-    txn_t txn;
-    bool ok;
+    op_t op = {.kind = OP_UPDATE, .multi = multi};
+    bson_t filter, upd;
     int rc;
 
     rc = begin_query(query, &filter, res);
@@ -288,29 +419,9 @@ int dl_mongo_update(dl_store_t *s, const char *coll, const dl_store_json_t *quer
         bson_destroy(&filter);
         return dl_mongo_res_fail(res, rc);
     }
-    client = dl_mongo_acquire(ms, res);
-    if (client != NULL) {
-        rc = txn_begin(ms, client, multi, "update", &txn, res);
-        if (rc == 0) {
-            c = mongoc_client_get_collection(client, ms->db, coll);
-            if (multi)
-                ok = mongoc_collection_update_many(c, &filter, &upd, &txn.opts, &reply, &e);
-            else
-                ok = mongoc_collection_update_one(c, &filter, &upd, &txn.opts, &reply, &e);
-            if (!ok) {
-                rc = dl_mongo_map_error(ms, "update", &e, &reply, res);
-            } else {
-                res->matched = dl_mongo_reply_int(&reply, "matchedCount");
-                res->count = dl_mongo_reply_int(&reply, "modifiedCount");
-            }
-            bson_destroy(&reply);
-            mongoc_collection_destroy(c);
-        }
-        rc = txn_end(ms, "update", &txn, rc, res);
-        mongoc_client_pool_push(ms->pool, client);
-    } else {
-        rc = res->status;
-    }
+    op.filter = &filter;
+    op.upd = &upd;
+    rc = run_op((mongo_store_t *)s, coll, &op, multi, res);
     bson_destroy(&filter);
     bson_destroy(&upd);
     return dl_mongo_finish(res, rc);
@@ -320,13 +431,8 @@ int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll,
                                  const dl_store_json_t *query, const dl_store_json_t *update,
                                  const dl_store_json_t *opts, dl_store_res_t *res)
 {
-    mongo_store_t *ms = (mongo_store_t *)s;
-    mongoc_find_and_modify_opts_t *fam;
-    mongoc_client_t *client;
-    mongoc_collection_t *c;
-    bson_t filter, upd, reply;
-    bson_iter_t it;
-    bson_error_t e;
+    op_t op = {.kind = OP_FIND_ONE_AND_UPDATE};
+    bson_t filter, upd;
     find_opts_t fo;
     int flags, rc;
 
@@ -339,35 +445,19 @@ int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll,
         dl_mongo_find_opts_free(&fo);
         return dl_mongo_res_fail(res, rc);
     }
-    fam = mongoc_find_and_modify_opts_new();
-    mongoc_find_and_modify_opts_set_update(fam, &upd);
+    op.fam = mongoc_find_and_modify_opts_new();
+    mongoc_find_and_modify_opts_set_update(op.fam, &upd);
     if (!bson_empty(&fo.sort))
-        mongoc_find_and_modify_opts_set_sort(fam, &fo.sort);
+        mongoc_find_and_modify_opts_set_sort(op.fam, &fo.sort);
     if (!bson_empty(&fo.projection))
-        mongoc_find_and_modify_opts_set_fields(fam, &fo.projection);
+        mongoc_find_and_modify_opts_set_fields(op.fam, &fo.projection);
     flags = MONGOC_FIND_AND_MODIFY_RETURN_NEW;
     if (fo.upsert)
         flags |= MONGOC_FIND_AND_MODIFY_UPSERT;
-    mongoc_find_and_modify_opts_set_flags(fam, (mongoc_find_and_modify_flags_t)flags);
-    client = dl_mongo_acquire(ms, res);
-    if (client != NULL) {
-        c = mongoc_client_get_collection(client, ms->db, coll);
-        if (!mongoc_collection_find_and_modify_with_opts(c, &filter, fam, &reply, &e)) {
-            rc = dl_mongo_map_error(ms, "find_one_and_update", &e, &reply, res);
-        } else if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-            res->count = 1;
-            res->matched = dl_mongo_reply_updated_existing(&reply);
-            rc = dl_mongo_put_value(&res->json, &it, 0);
-        } else {
-            dl_buf_append_str(&res->json, "null");
-        }
-        bson_destroy(&reply);
-        mongoc_collection_destroy(c);
-        mongoc_client_pool_push(ms->pool, client);
-    } else {
-        rc = res->status;
-    }
-    mongoc_find_and_modify_opts_destroy(fam);
+    mongoc_find_and_modify_opts_set_flags(op.fam, (mongoc_find_and_modify_flags_t)flags);
+    op.filter = &filter;
+    rc = run_op((mongo_store_t *)s, coll, &op, 0, res);
+    mongoc_find_and_modify_opts_destroy(op.fam);
     dl_mongo_find_opts_free(&fo);
     bson_destroy(&filter);
     bson_destroy(&upd);
@@ -377,43 +467,7 @@ int dl_mongo_find_one_and_update(dl_store_t *s, const char *coll,
 int dl_mongo_remove(dl_store_t *s, const char *coll, const dl_store_json_t *query, int multi,
                     dl_store_res_t *res)
 {
-    mongo_store_t *ms = (mongo_store_t *)s;
-    mongoc_client_t *client;
-    mongoc_collection_t *c;
-    bson_t filter, reply;
-    bson_error_t e;
-    txn_t txn;
-    bool ok;
-    int rc;
-
-    rc = begin_query(query, &filter, res);
-    if (rc != 0)
-        return rc;
-    client = dl_mongo_acquire(ms, res);
-    if (client != NULL) {
-        rc = txn_begin(ms, client, multi, "remove", &txn, res);
-        if (rc == 0) {
-            c = mongoc_client_get_collection(client, ms->db, coll);
-            if (multi)
-                ok = mongoc_collection_delete_many(c, &filter, &txn.opts, &reply, &e);
-            else
-                ok = mongoc_collection_delete_one(c, &filter, &txn.opts, &reply, &e);
-            if (!ok) {
-                rc = dl_mongo_map_error(ms, "remove", &e, &reply, res);
-            } else {
-                res->count = dl_mongo_reply_int(&reply, "deletedCount");
-                res->matched = res->count;
-            }
-            bson_destroy(&reply);
-            mongoc_collection_destroy(c);
-        }
-        rc = txn_end(ms, "remove", &txn, rc, res);
-        mongoc_client_pool_push(ms->pool, client);
-    } else {
-        rc = res->status;
-    }
-    bson_destroy(&filter);
-    return dl_mongo_finish(res, rc);
+    return filter_op(s, coll, query, OP_REMOVE, multi, res);
 }
 
 /* keys: [[field, 1|-1], ...] (or {field: 1|-1}) -> key document and "a_1_b_-1" name. */
@@ -447,11 +501,9 @@ static int index_keys(const char *json, bson_t *keys, dl_buf_t *name, char *err,
 int dl_mongo_create_index(dl_store_t *s, const char *coll, const dl_store_json_t *keys_json,
                           int unique, dl_store_res_t *res)
 {
-    mongo_store_t *ms = (mongo_store_t *)s;
-    mongoc_client_t *client;
-    bson_t keys, cmd, arr, idx, reply;
+    op_t op = {.kind = OP_CREATE_INDEX};
+    bson_t keys, cmd, arr, idx;
     dl_buf_t name = DL_BUF_INIT;
-    bson_error_t e;
     int rc;
 
     dl_store_res_reset(res);
@@ -470,15 +522,8 @@ int dl_mongo_create_index(dl_store_t *s, const char *coll, const dl_store_json_t
         BSON_APPEND_BOOL(&idx, "unique", true);
     bson_append_document_end(&arr, &idx);
     bson_append_array_end(&cmd, &arr);
-    client = dl_mongo_acquire(ms, res);
-    if (client != NULL) {
-        if (!mongoc_client_write_command_with_opts(client, ms->db, &cmd, NULL, &reply, &e))
-            rc = dl_mongo_map_error(ms, "create_index", &e, &reply, res);
-        bson_destroy(&reply);
-        mongoc_client_pool_push(ms->pool, client);
-    } else {
-        rc = res->status;
-    }
+    op.opts = &cmd;
+    rc = run_op((mongo_store_t *)s, NULL, &op, 0, res);
     bson_destroy(&cmd);
     bson_destroy(&keys);
     dl_buf_free(&name);
@@ -488,10 +533,8 @@ int dl_mongo_create_index(dl_store_t *s, const char *coll, const dl_store_json_t
 int dl_mongo_explain(dl_store_t *s, const char *coll, const dl_store_json_t *query,
                      const dl_store_json_t *opts, dl_store_res_t *res)
 {
-    mongo_store_t *ms = (mongo_store_t *)s;
-    mongoc_client_t *client;
-    bson_t filter, cmd, find, reply;
-    bson_error_t e;
+    op_t op = {.kind = OP_EXPLAIN};
+    bson_t filter, cmd, find;
     find_opts_t fo;
     int rc;
 
@@ -513,17 +556,8 @@ int dl_mongo_explain(dl_store_t *s, const char *coll, const dl_store_json_t *que
     bson_append_document_end(&cmd, &find);
     BSON_APPEND_UTF8(&cmd, "verbosity", "queryPlanner");
     dl_mongo_find_opts_free(&fo);
-    client = dl_mongo_acquire(ms, res);
-    if (client != NULL) {
-        if (!mongoc_client_read_command_with_opts(client, ms->db, &cmd, NULL, NULL, &reply, &e))
-            rc = dl_mongo_map_error(ms, "explain", &e, &reply, res);
-        else
-            rc = dl_mongo_plan_lines(&reply, &res->json);
-        bson_destroy(&reply);
-        mongoc_client_pool_push(ms->pool, client);
-    } else {
-        rc = res->status;
-    }
+    op.opts = &cmd;
+    rc = run_op((mongo_store_t *)s, NULL, &op, 0, res);
     bson_destroy(&cmd);
     bson_destroy(&filter);
     return dl_mongo_finish(res, rc);
@@ -531,24 +565,15 @@ int dl_mongo_explain(dl_store_t *s, const char *coll, const dl_store_json_t *que
 
 int dl_mongo_ping(dl_store_t *s, dl_store_res_t *res)
 {
-    mongo_store_t *ms = (mongo_store_t *)s;
-    mongoc_client_t *client;
-    bson_t cmd, reply;
-    bson_error_t e;
-    int rc = 0;
+    op_t op = {.kind = OP_PING};
+    bson_t cmd;
+    int rc;
 
     dl_store_res_reset(res);
-    client = dl_mongo_acquire(ms, res);
-    if (client == NULL)
-        return res->status;
     bson_init(&cmd);
     BSON_APPEND_INT32(&cmd, "ping", 1);
-    if (!mongoc_client_command_simple(client, "admin", &cmd, NULL, &reply, &e))
-        rc = dl_mongo_map_error(ms, "ping", &e, &reply, res);
-    else
-        dl_buf_append_str(&res->json, "{\"ok\":1}");
-    bson_destroy(&reply);
+    op.opts = &cmd;
+    rc = run_op((mongo_store_t *)s, NULL, &op, 0, res);
     bson_destroy(&cmd);
-    mongoc_client_pool_push(ms->pool, client);
     return dl_mongo_finish(res, rc);
 }

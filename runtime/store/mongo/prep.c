@@ -90,56 +90,12 @@ static int has_dollar_key(const bson_iter_t *it)
     return 0;
 }
 
-/* $in / $nin: an array whose elements are compared like $eq operands. */
-static int copy_in_list(bson_t *doc, const char *op, const bson_iter_t *it, int as_id, char *err,
-                        size_t errlen)
-{
-    bson_iter_t elems;
-    bson_t arr;
-    char idx[16];
-    const char *ikey;
-    uint32_t i;
-    int rc = 0;
-
-    bson_iter_recurse(it, &elems);
-    if (!bson_append_array_begin(doc, op, -1, &arr))
-        return too_big(err, errlen);
-    for (i = 0; rc == 0 && bson_iter_next(&elems); i++) {
-        bson_uint32_to_string(i, &ikey, idx, sizeof(idx));
-        rc = append_value(&arr, ikey, &elems, as_id, err, errlen);
-    }
-    bson_append_array_end(doc, &arr);
-    return rc;
-}
-
-/* {field: {"$op": operand, ...}}: copies the operator document. */
-static int copy_operators(bson_t *out, const char *field, const bson_iter_t *it, char *err,
-                          size_t errlen)
-{
-    int as_id = strcmp(field, "_id") == 0;
-    bson_iter_t ops;
-    bson_t doc;
-    int rc = 0;
-
-    bson_iter_recurse(it, &ops);
-    if (!bson_append_document_begin(out, field, -1, &doc))
-        return too_big(err, errlen);
-    while (rc == 0 && bson_iter_next(&ops)) {
-        const char *op = bson_iter_key(&ops);
-        if (strcmp(op, "$in") == 0 || strcmp(op, "$nin") == 0)
-            rc = copy_in_list(&doc, op, &ops, as_id, err, errlen);
-        else
-            rc = append_value(&doc, op, &ops, as_id && strcmp(op, "$exists") != 0, err, errlen);
-    }
-    bson_append_document_end(out, &doc);
-    return rc;
-}
-
 static int copy_query(bson_iter_t *it, bson_t *out, int depth, char *err, size_t errlen);
 
-/* {"$and"|"$or": [query, ...]} */
-static int copy_logical(bson_t *out, const char *op, const bson_iter_t *it, int depth, char *err,
-                        size_t errlen)
+/* {op: [...]}: $in / $nin (depth < 0), an array whose elements are compared
+ * like $eq operands, or $and / $or, an array of queries at depth + 1. */
+static int copy_array(bson_t *out, const char *op, const bson_iter_t *it, int as_id, int depth,
+                      char *err, size_t errlen)
 {
     bson_iter_t elems, sub;
     bson_t arr, child;
@@ -153,15 +109,46 @@ static int copy_logical(bson_t *out, const char *op, const bson_iter_t *it, int 
         return too_big(err, errlen);
     for (i = 0; rc == 0 && bson_iter_next(&elems); i++) {
         bson_uint32_to_string(i, &ikey, idx, sizeof(idx));
-        if (!bson_append_document_begin(&arr, ikey, -1, &child)) {
+        if (depth < 0) {
+            rc = append_value(&arr, ikey, &elems, as_id, err, errlen);
+        } else if (!bson_append_document_begin(&arr, ikey, -1, &child)) {
             rc = too_big(err, errlen);
-            break;
+        } else {
+            bson_iter_recurse(&elems, &sub);
+            rc = copy_query(&sub, &child, depth + 1, err, errlen);
+            bson_append_document_end(&arr, &child);
         }
-        bson_iter_recurse(&elems, &sub);
-        rc = copy_query(&sub, &child, depth + 1, err, errlen);
-        bson_append_document_end(&arr, &child);
     }
     bson_append_array_end(out, &arr);
+    return rc;
+}
+
+/*
+ * {key: {...}} copied field by field: a query's operator document
+ * {field: {"$op": operand, ...}} (update 0), or the fields of one update
+ * operator (update 1; plain paths and values: the front).
+ */
+static int copy_fields(bson_t *out, const char *key, const bson_iter_t *it, int update, char *err,
+                       size_t errlen)
+{
+    int as_id = strcmp(key, "_id") == 0;
+    bson_iter_t fields;
+    bson_t doc;
+    int rc = 0;
+
+    bson_iter_recurse(it, &fields);
+    if (!bson_append_document_begin(out, key, -1, &doc))
+        return too_big(err, errlen);
+    while (rc == 0 && bson_iter_next(&fields)) {
+        const char *f = bson_iter_key(&fields);
+        if (update)
+            rc = append_value(&doc, f, &fields, strcmp(f, "_id") == 0, err, errlen);
+        else if (strcmp(f, "$in") == 0 || strcmp(f, "$nin") == 0)
+            rc = copy_array(&doc, f, &fields, as_id, -1, err, errlen);
+        else
+            rc = append_value(&doc, f, &fields, as_id && strcmp(f, "$exists") != 0, err, errlen);
+    }
+    bson_append_document_end(out, &doc);
     return rc;
 }
 
@@ -173,31 +160,12 @@ static int copy_query(bson_iter_t *it, bson_t *out, int depth, char *err, size_t
     while (rc == 0 && bson_iter_next(it)) {
         const char *key = bson_iter_key(it);
         if (key[0] == '$')
-            rc = copy_logical(out, key, it, depth, err, errlen); /* $and, $or */
+            rc = copy_array(out, key, it, 0, depth, err, errlen); /* $and, $or */
         else if (BSON_ITER_HOLDS_DOCUMENT(it) && has_dollar_key(it))
-            rc = copy_operators(out, key, it, err, errlen);
+            rc = copy_fields(out, key, it, 0, err, errlen);
         else
             rc = append_value(out, key, it, strcmp(key, "_id") == 0, err, errlen);
     }
-    return rc;
-}
-
-/* The fields of one update operator (plain paths and values: the front). */
-static int copy_update_fields(bson_t *out, const char *op, const bson_iter_t *it, char *err,
-                              size_t errlen)
-{
-    bson_iter_t fields;
-    bson_t doc;
-    int rc = 0;
-
-    bson_iter_recurse(it, &fields);
-    if (!bson_append_document_begin(out, op, -1, &doc))
-        return too_big(err, errlen);
-    while (rc == 0 && bson_iter_next(&fields)) {
-        const char *f = bson_iter_key(&fields);
-        rc = append_value(&doc, f, &fields, strcmp(f, "_id") == 0, err, errlen);
-    }
-    bson_append_document_end(out, &doc);
     return rc;
 }
 
@@ -220,7 +188,7 @@ static int prep(const char *json, const char *what, int is_query, bson_t *out, c
         rc = copy_query(&it, out, 0, err, errlen);
     else
         while (rc == 0 && bson_iter_next(&it))
-            rc = copy_update_fields(out, bson_iter_key(&it), &it, err, errlen);
+            rc = copy_fields(out, bson_iter_key(&it), &it, 1, err, errlen);
     if (rc != 0)
         bson_destroy(out);
     bson_destroy(&raw);

@@ -20,9 +20,8 @@
 int dl_sqlite_create_index(dl_store_t *st_, const char *coll, const dl_store_json_t *keys,
                            int unique, dl_store_res_t *res)
 {
-    sqlite_store_t *s = (sqlite_store_t *)st_;
-    dl_store_res_reset(res);
-    if (dl_sqlite_ensure_coll(s, coll, res) != 0)
+    sqlite_store_t *s = dl_sqlite_write_open(st_, coll, res);
+    if (s == NULL)
         return res->status;
     dl_buf_t name = DL_BUF_INIT, cols = DL_BUF_INIT, sql = DL_BUF_INIT;
     qopts_t o; /* the keys parse as a sort */

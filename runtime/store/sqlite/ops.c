@@ -17,6 +17,15 @@
 #include "common/internal.h"
 #include "common/json_str.h"
 
+/* A write's opening: res reset and the table of coll made if missing. The
+ * store, or NULL with the error in res. */
+sqlite_store_t *dl_sqlite_write_open(dl_store_t *st_, const char *coll, dl_store_res_t *res)
+{
+    sqlite_store_t *s = (sqlite_store_t *)st_;
+    dl_store_res_reset(res);
+    return dl_sqlite_ensure_coll(s, coll, res) != 0 ? NULL : s;
+}
+
 /* Runs a SELECT or EXPLAIN on a reader inside one read transaction. mode 0:
  * find (doc rows), 1: count, 2: explain. */
 static int read_op(dl_store_t *st_, const char *coll, const dl_store_json_t *query,
@@ -106,9 +115,8 @@ int dl_sqlite_explain(dl_store_t *s, const char *coll, const dl_store_json_t *qu
 int dl_sqlite_insert(dl_store_t *st_, const char *coll, const dl_store_json_t *docs,
                      dl_store_res_t *res)
 {
-    sqlite_store_t *s = (sqlite_store_t *)st_;
-    dl_store_res_reset(res);
-    if (dl_sqlite_ensure_coll(s, coll, res) != 0)
+    sqlite_store_t *s = dl_sqlite_write_open(st_, coll, res);
+    if (s == NULL)
         return res->status;
     dl_buf_t all = DL_BUF_INIT;
     size_t *offs = NULL;
@@ -188,15 +196,28 @@ out:
     return res->status;
 }
 
+/* The writer's statement for sql with q's parameters bound, stepped once
+ * (*rc: the step's or the binding's result); NULL with the error in res. */
+static sqlite3_stmt *writer_step(sqlite_store_t *s, const char *sql, const qc_t *q, int *rc,
+                                 dl_store_res_t *res)
+{
+    sqlite3_stmt *st = dl_sqlite_stmt_get(&s->writer, sql, res);
+    if (st == NULL)
+        return NULL;
+    *rc = dl_sqlite_bind_params(st, q);
+    if (*rc == SQLITE_OK)
+        *rc = sqlite3_step(st);
+    return st;
+}
+
 /* update, update many and find_one_and_update: selects on the writer in the
  * write transaction, applies the update in C and writes changed documents. */
 static int write_update(dl_store_t *st_, const char *coll, const dl_store_json_t *query,
                         const dl_store_json_t *update, const dl_store_json_t *opts, int multi,
                         int fau, dl_store_res_t *res)
 {
-    sqlite_store_t *s = (sqlite_store_t *)st_;
-    dl_store_res_reset(res);
-    if (dl_sqlite_ensure_coll(s, coll, res) != 0)
+    sqlite_store_t *s = dl_sqlite_write_open(st_, coll, res);
+    if (s == NULL)
         return res->status;
     dl_doc_arena_t ar = {NULL};
     qopts_t o;
@@ -210,12 +231,10 @@ static int write_update(dl_store_t *st_, const char *coll, const dl_store_json_t
         goto out;
     if (dl_sqlite_build_sql(&q, &sql, "SELECT id, doc", qv, fau ? &o : NULL, multi ? 0 : 1) != 0)
         goto end;
-    sqlite3_stmt *st = dl_sqlite_stmt_get(&s->writer, sql.data, res);
+    int rc;
+    sqlite3_stmt *st = writer_step(s, sql.data, &q, &rc, res);
     if (st == NULL)
         goto end;
-    int rc = dl_sqlite_bind_params(st, &q);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
     for (; rc == SQLITE_ROW; rc = sqlite3_step(st)) {
         const char *id = (const char *)sqlite3_column_text(st, 0);
         size_t idlen = (size_t)sqlite3_column_bytes(st, 0);
@@ -321,9 +340,8 @@ int dl_sqlite_find_one_and_update(dl_store_t *s, const char *coll,
 int dl_sqlite_remove(dl_store_t *st_, const char *coll, const dl_store_json_t *query,
                      int multi, dl_store_res_t *res)
 {
-    sqlite_store_t *s = (sqlite_store_t *)st_;
-    dl_store_res_reset(res);
-    if (dl_sqlite_ensure_coll(s, coll, res) != 0)
+    sqlite_store_t *s = dl_sqlite_write_open(st_, coll, res);
+    if (s == NULL)
         return res->status;
     dl_doc_arena_t ar = {NULL};
     dl_buf_t sql = DL_BUF_INIT;
@@ -343,12 +361,10 @@ int dl_sqlite_remove(dl_store_t *st_, const char *coll, const dl_store_json_t *q
     dl_buf_append_char(&sql, '\0');
     if (dl_sqlite_fail_oom_or(res, &sql) != 0)
         goto end;
-    sqlite3_stmt *st = dl_sqlite_stmt_get(&s->writer, sql.data, res);
+    int rc;
+    sqlite3_stmt *st = writer_step(s, sql.data, &q, &rc, res);
     if (st == NULL)
         goto end;
-    int rc = dl_sqlite_bind_params(st, &q);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
         dl_sqlite_sql_fail(res, &s->writer, rc);
     else

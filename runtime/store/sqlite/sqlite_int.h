@@ -163,6 +163,7 @@ void dl_store_gen_id(char out[25]);
 int dl_sqlite_create_index(dl_store_t *st_, const char *coll, const dl_store_json_t *keys,
                            int unique, dl_store_res_t *res);
 /* ops.c */
+sqlite_store_t *dl_sqlite_write_open(dl_store_t *st_, const char *coll, dl_store_res_t *res);
 /* Inputs come parsed and checked by the front (dl_store_json_t): these read
  * the trees and parse nothing. */
 int dl_sqlite_find(dl_store_t *s, const char *coll, const dl_store_json_t *query,
