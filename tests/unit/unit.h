@@ -36,6 +36,15 @@ extern int dl_unit_failures;
             DL_FAIL_AT("expected %s", #c);                                 \
     } while (0)
 
+/* Like EXPECT, but the test stops here (what follows needs c). */
+#define REQUIRE(c)                                                         \
+    do {                                                                   \
+        if (!(c)) {                                                        \
+            DL_FAIL_AT("expected %s", #c);                                 \
+            return;                                                        \
+        }                                                                  \
+    } while (0)
+
 #define EXPECT_INT(a, op, b)                                               \
     do {                                                                   \
         long long a_ = (long long)(a), b_ = (long long)(b);                \

@@ -23,14 +23,6 @@
 #include "redis_server.h"
 #include "unit.h"
 
-#define REQUIRE(c)                                                         \
-    do {                                                                   \
-        if (!(c)) {                                                        \
-            DL_FAIL_AT("expected %s", #c);                                 \
-            return;                                                        \
-        }                                                                  \
-    } while (0)
-
 /* ---- the stored-value format ---------------------------------------------------------------- */
 
 DL_TEST(cache_pack_small_is_plain)

@@ -13,14 +13,6 @@
 #include "devloop.h"
 #include "unit.h"
 
-#define REQUIRE(c)                                                         \
-    do {                                                                   \
-        if (!(c)) {                                                        \
-            DL_FAIL_AT("expected %s", #c);                                 \
-            return;                                                        \
-        }                                                                  \
-    } while (0)
-
 static void *run_thread(void *rt)
 {
     dl_runtime_run(rt, 0);

@@ -20,14 +20,6 @@
 #include "server/watch.h"
 #include "unit.h"
 
-#define REQUIRE(c)                                                         \
-    do {                                                                   \
-        if (!(c)) {                                                        \
-            DL_FAIL_AT("expected %s", #c);                                 \
-            return;                                                        \
-        }                                                                  \
-    } while (0)
-
 #define DEBOUNCE_MS 30
 
 typedef struct {

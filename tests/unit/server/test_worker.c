@@ -18,14 +18,6 @@
 #include "server/worker.h"
 #include "unit.h"
 
-#define REQUIRE(c)                                                         \
-    do {                                                                   \
-        if (!(c)) {                                                        \
-            DL_FAIL_AT("expected %s", #c);                                 \
-            return;                                                        \
-        }                                                                  \
-    } while (0)
-
 static int stops;
 
 static void shared_stop(void *arg)
