@@ -69,6 +69,22 @@ static size_t put_u64(char *out, uint64_t v)
     return n;
 }
 
+/* Whether the handler's own "Name: value\r\n" lines hold the field name. */
+static int has_field(const char *lines, size_t len, const char *name, size_t nlen)
+{
+    const char *p = lines, *end = lines + len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *colon = memchr(p, ':', (size_t)((eol ? eol : end) - p));
+        if (colon && dl_strncasecmp_eq(p, (size_t)(colon - p), name, nlen))
+            return 1;
+        if (eol == NULL)
+            break;
+        p = eol + 1;
+    }
+    return 0;
+}
+
 void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
 {
     dl_core_conn_t *c = r->conn;
@@ -112,9 +128,11 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
             return;
         }
     }
+    /* a body the handler encoded itself (its own Content-Encoding) is sent as it is */
     if (!pre_gzip && !resp->has_file && body_len >= cfg->compress_min && status >= 200 &&
         status != 204 && status != 304 &&
-        dl_compress_type_ok(resp->content_type, resp->content_type_len)) {
+        dl_compress_type_ok(resp->content_type, resp->content_type_len) &&
+        !has_field(resp->headers, resp->headers_len, "content-encoding", 16)) {
         vary = 1;
         size_t aelen;
         const char *ae = dl_req_header(r, "accept-encoding", &aelen);
