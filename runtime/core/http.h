@@ -145,6 +145,10 @@ void dl_http_date(long t, char *out);
  */
 void dl_error_body(dl_buf_t *out, int status, const char *msg, const char *reqid);
 
+/** dl_error_body() with a message of msg_len bytes (NUL bytes kept, escaped). */
+void dl_error_body_len(dl_buf_t *out, int status, const char *msg, size_t msg_len,
+                       const char *reqid);
+
 /** 1 when s[0..n) is a token (RFC 9110 5.6.2: a method, a field name); 0 if empty. */
 int dl_http_token_ok(const char *s, size_t n);
 /** 1 when s[0..n) may be a field value: no control but HTAB (no CR, LF, NUL). */

@@ -199,11 +199,11 @@ int dl_resp_codec(const dl_req_t *r, const char **content_type, size_t *content_
     return DL_CODEC_JSON;
 }
 
-void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, const char *reqid,
-                        const char *details, size_t details_len)
+void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, size_t msg_len,
+                        const char *reqid, const char *details, size_t details_len)
 {
     size_t start = body->len;
-    dl_error_body(body, status, msg, reqid);
+    dl_error_body_len(body, status, msg, msg_len, reqid);
     if (details && body->len > start) {
         /* {"error":...,"requestId":"..."} -> {...,"details":<json>} */
         body->len--;
