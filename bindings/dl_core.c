@@ -317,7 +317,9 @@ static int l_core_worker_id(lua_State *L)
  * into the request core of this worker as an in-process request
  * (inproc/inproc.h, which refuses a part outside its grammar); returns the
  * response as raw HTTP/1.1 bytes (written once from the structured answer),
- * parking the caller meanwhile. headers maps names to string values. A refused part returns
+ * parking the caller meanwhile. headers maps names to string values; names
+ * differing only in case are separate fields (a second Host, in any case, is
+ * refused like any part outside the grammar). A refused part returns
  * nil, message, "EINVAL", name of the field at fault (nil for the method or
  * path) at once, before anything is sent. */
 typedef struct {

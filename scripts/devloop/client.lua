@@ -60,7 +60,7 @@ function _M.request(method, path, opts)
   method = method:upper()
   local body = opts.body
   if body == codec.null then body = nil end
-  local headers = {}
+  local headers, has_ct = {}, false
   if opts.headers ~= nil and type(opts.headers) ~= "table" then
     refuse("headers must be a table, not " .. type(opts.headers))
   end
@@ -71,11 +71,15 @@ function _M.request(method, path, opts)
     if type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean" then
       refuse("header " .. show(k, 80) .. " has a " .. type(v) .. " value; a string is expected")
     end
-    headers[k:lower()] = tostring(v)
+    -- names keep their case: {Host = "a", host = "b"} are two fields (a second
+    -- Host is refused by core._request), two Accepts are repeated fields as on
+    -- a socket, never one silently dropped
+    headers[k] = tostring(v)
+    if k:lower() == "content-type" then has_ct = true end
   end
   if type(body) == "table" then
     body = codec.json_encode(body)
-    headers["content-type"] = headers["content-type"] or "application/json"
+    if not has_ct then headers["content-type"] = "application/json" end
   elseif body ~= nil and type(body) ~= "string" then
     refuse("the body must be a string or a table, not " .. type(body))
   end
