@@ -1,8 +1,8 @@
 /*
  * http.h - request state shared by the protocols (http1/, http2/, inproc/),
- * the request core (request.c) and the Lua VM (lua_vm.c): the request object, header
- * look-up, query parsing, URL decoding, Accept negotiation, request ids and
- * the response head writer.
+ * the request core (request.c) and the Lua layer (lua_dispatch.c,
+ * lua_request.c): the request object, header look-up, query parsing, URL
+ * decoding, Accept negotiation, request ids and the response head writer.
  */
 #ifndef DL_HTTP_H
 #define DL_HTTP_H
@@ -67,7 +67,7 @@ typedef struct dl_req_s {
     uint64_t start_ns;
 
     /* Lua side */
-    void *task;             /* the handler's main task (lua_vm.c) */
+    void *task;             /* the handler's main task (lua_dispatch.c) */
     int table_ref;          /* the request table handed to the handler */
 } dl_req_t;
 
