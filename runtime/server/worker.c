@@ -704,7 +704,7 @@ int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *sh, int id, char *err, si
     }
 
     fill_host(w);
-    w->vm = dl_vm_new(&w->host, w->cfg);
+    w->vm = dl_vm_new(&w->host);
     if (w->vm == NULL) {
         snprintf(err, errlen, "cannot create a Lua state");
         return DL_ENOMEM;
