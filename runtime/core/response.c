@@ -112,12 +112,15 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     int enc = DL_ENC_IDENTITY, vary = 0;
     dl_buf_t zbuf = DL_BUF_INIT;
     int pre_gzip = 0;
+    /* a body the handler encoded itself (its own Content-Encoding) is sent as
+     * it is: never compressed again, a stored gzip copy of it inflated */
+    int own_enc = has_field(resp->headers, resp->headers_len, "content-encoding", 16);
     if (resp->body_gzip) {
         /* a stored gzip body: no compression work for clients that take gzip */
         size_t aelen;
         const char *ae = dl_req_header(r, "accept-encoding", &aelen);
-        vary = 1;
-        if (ae && dl_compress_negotiate(ae, aelen) == DL_ENC_GZIP) {
+        vary = !own_enc;
+        if (!own_enc && ae && dl_compress_negotiate(ae, aelen) == DL_ENC_GZIP) {
             pre_gzip = 1;
             enc = DL_ENC_GZIP;
         } else if (x->inflate(x, body, body_len, &body, &body_len) == 0) {
@@ -128,11 +131,10 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
             return;
         }
     }
-    /* a body the handler encoded itself (its own Content-Encoding) is sent as it is */
     if (!pre_gzip && !resp->has_file && body_len >= cfg->compress_min && status >= 200 &&
         status != 204 && status != 304 &&
         dl_compress_type_ok(resp->content_type, resp->content_type_len) &&
-        !has_field(resp->headers, resp->headers_len, "content-encoding", 16)) {
+        !own_enc) {
         vary = 1;
         size_t aelen;
         const char *ae = dl_req_header(r, "accept-encoding", &aelen);

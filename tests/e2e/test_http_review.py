@@ -33,6 +33,9 @@ end)
 api.get("/br", function(req)
   return 200, string.rep("z", 5000), { ["Content-Type"] = "text/plain", ["Content-Encoding"] = "br" }
 end)
+api.get("/br_cached", { cache = { prefix = "api", ttl = 60 } }, function(req)
+  return 200, string.rep("y", 5000), { ["Content-Type"] = "text/plain", ["Content-Encoding"] = "br" }
+end)
 api.get("/nul", function(req)
   api.fail(400, "a\0b")
 end)
@@ -95,6 +98,14 @@ def test_handler_content_encoding_is_not_compressed_again(srv):
     assert r.status == 200, r
     assert r.header_all("content-encoding") == ["br"], r
     assert r.body == b"z" * 5000, r.body[:40]
+    for _ in range(2):  # a cached route: the answer that stores, then a hit
+        c = srv.conn()
+        c.send("GET /br_cached HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+        r = c.response()
+        c.close()
+        assert r.status == 200, r
+        assert r.header_all("content-encoding") == ["br"], r
+        assert r.body == b"y" * 5000, r.body[:40]
     j = call(srv, "GET", "/br", {"Accept-Encoding": "gzip"})
     assert j["headers"]["content-encoding"] == "br" and j["body"] == "z" * 5000, j["headers"]
 
