@@ -60,7 +60,7 @@ function _M.request(method, path, opts)
   method = method:upper()
   local body = opts.body
   if body == codec.null then body = nil end
-  local headers, has_ct = {}, false
+  local headers = {}
   if opts.headers ~= nil and type(opts.headers) ~= "table" then
     refuse("headers must be a table, not " .. type(opts.headers))
   end
@@ -71,15 +71,18 @@ function _M.request(method, path, opts)
     if type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean" then
       refuse("header " .. show(k, 80) .. " has a " .. type(v) .. " value; a string is expected")
     end
-    -- names keep their case: {Host = "a", host = "b"} are two fields (a second
-    -- Host is refused by core._request), two Accepts are repeated fields as on
-    -- a socket, never one silently dropped
-    headers[k] = tostring(v)
-    if k:lower() == "content-type" then has_ct = true end
+    -- names that differ only in case ({Host = "a", host = "b"}) are repeated
+    -- fields, as on a socket, never one silently dropped: core._request takes
+    -- a list of values, and refuses a second Host
+    k, v = k:lower(), tostring(v)
+    local had = headers[k]
+    if had == nil then headers[k] = v
+    elseif type(had) == "table" then had[#had + 1] = v
+    else headers[k] = { had, v } end
   end
   if type(body) == "table" then
     body = codec.json_encode(body)
-    if not has_ct then headers["content-type"] = "application/json" end
+    headers["content-type"] = headers["content-type"] or "application/json"
   elseif body ~= nil and type(body) ~= "string" then
     refuse("the body must be a string or a table, not " .. type(body))
   end

@@ -75,7 +75,7 @@ def test_client_header_names_differing_in_case(srv):
     """F8: a second Host in any case is refused naming the field; other
     repeated names are kept as repeated fields, as on a socket."""
     j = call(srv, "GET", "/echo_headers", {"Host": "a", "host": "b"})
-    assert "raised" in j and "api.client:" in j["raised"] and "Host" in j["raised"], j
+    assert "raised" in j and "api.client:" in j["raised"] and '"host"' in j["raised"], j
     assert "more than one Host header" in j["raised"], j
     j = call(srv, "GET", "/echo_headers", {"Accept": "a/a", "accept": "b/b"})
     got = json.loads(j["body"])["accept"]
