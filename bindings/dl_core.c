@@ -317,7 +317,9 @@ static int l_core_worker_id(lua_State *L)
  * into the request core of this worker as an in-process request
  * (inproc/inproc.h, which refuses a part outside its grammar); returns the
  * response as raw HTTP/1.1 bytes (written once from the structured answer),
- * parking the caller meanwhile. headers maps names to string values. A refused part returns
+ * parking the caller meanwhile. headers maps names to a string value or a
+ * list of them (repeated fields, as a socket request may send; a second Host
+ * is refused like any part outside the grammar). A refused part returns
  * nil, message, "EINVAL", name of the field at fault (nil for the method or
  * path) at once, before anything is sent. */
 typedef struct {
@@ -362,17 +364,26 @@ static int l_core_request(lua_State *L)
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
         for (lua_pushnil(L); lua_next(L, 3); lua_pop(L, 1))
-            n++;
+            n += lua_type(L, -1) == LUA_TTABLE ? (int)lua_objlen(L, -1) : 1;
     }
     /* the strings stay in the table (on the stack) while the request is written */
     dl_http_field_t *fields = n ? lua_newuserdata(L, sizeof(*fields) * (size_t)n) : NULL;
     int i = 0;
     for (lua_pushnil(L); n && lua_next(L, 3); lua_pop(L, 1)) {
-        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-            return luaL_argerror(L, 3, "header names and values must be strings");
-        fields[i].name = lua_tolstring(L, -2, &fields[i].name_len);
-        fields[i].value = lua_tolstring(L, -1, &fields[i].value_len);
-        i++;
+        int list = lua_type(L, -1) == LUA_TTABLE;
+        int m = list ? (int)lua_objlen(L, -1) : 1;
+        for (int j = 1; j <= m; j++) {
+            if (list)
+                lua_rawgeti(L, -1, j); /* kept alive by the list in the table */
+            if (lua_type(L, -2 - list) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING ||
+                i >= n)
+                return luaL_argerror(L, 3, "header names and values must be strings");
+            fields[i].name = lua_tolstring(L, -2 - list, &fields[i].name_len);
+            fields[i].value = lua_tolstring(L, -1, &fields[i].value_len);
+            i++;
+            if (list)
+                lua_pop(L, 1);
+        }
     }
     const char *err = NULL;
     int bad = -1;

@@ -422,11 +422,17 @@ static void append_json_string(dl_buf_t *out, const char *s)
 
 void dl_error_body(dl_buf_t *out, int status, const char *msg, const char *reqid)
 {
+    dl_error_body_len(out, status, msg, msg ? strlen(msg) : 0, reqid);
+}
+
+void dl_error_body_len(dl_buf_t *out, int status, const char *msg, size_t msg_len,
+                       const char *reqid)
+{
     dl_buf_append_str(out, "{\"error\":");
     append_json_string(out, dl_status_text(status));
     if (msg) {
         dl_buf_append_str(out, ",\"message\":");
-        append_json_string(out, msg);
+        dl_json_put_string(out, msg, msg_len);
     }
     if (reqid && *reqid) {
         dl_buf_append_str(out, ",\"requestId\":");

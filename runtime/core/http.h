@@ -1,8 +1,8 @@
 /*
  * http.h - request state shared by the protocols (http1/, http2/, inproc/),
- * the request core (request.c) and the Lua VM (lua_vm.c): the request object, header
- * look-up, query parsing, URL decoding, Accept negotiation, request ids and
- * the response head writer.
+ * the request core (request.c) and the Lua layer (lua_dispatch.c,
+ * lua_request.c): the request object, header look-up, query parsing, URL
+ * decoding, Accept negotiation, request ids and the response head writer.
  */
 #ifndef DL_HTTP_H
 #define DL_HTTP_H
@@ -67,7 +67,7 @@ typedef struct dl_req_s {
     uint64_t start_ns;
 
     /* Lua side */
-    void *task;             /* the handler's main task (lua_vm.c) */
+    void *task;             /* the handler's main task (lua_dispatch.c) */
     int table_ref;          /* the request table handed to the handler */
 } dl_req_t;
 
@@ -144,6 +144,10 @@ void dl_http_date(long t, char *out);
  * msg may be NULL. Strings are escaped.
  */
 void dl_error_body(dl_buf_t *out, int status, const char *msg, const char *reqid);
+
+/** dl_error_body() with a message of msg_len bytes (NUL bytes kept, escaped). */
+void dl_error_body_len(dl_buf_t *out, int status, const char *msg, size_t msg_len,
+                       const char *reqid);
 
 /** 1 when s[0..n) is a token (RFC 9110 5.6.2: a method, a field name); 0 if empty. */
 int dl_http_token_ok(const char *s, size_t n);

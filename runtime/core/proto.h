@@ -108,7 +108,7 @@ struct dl_core_conn_s {
 };
 
 /**
- * The application, as the core reaches it (lua_vm.c fills one; a C handler
+ * The application, as the core reaches it (lua_dispatch.c fills one; a C handler
  * can too). route sets r->route_status (DL_ROUTE_*), r->route and r->match;
  * precheck decides on the head alone (0: read the body; else a status with
  * msg filled); dispatch runs the handler, which answers through

@@ -69,6 +69,22 @@ static size_t put_u64(char *out, uint64_t v)
     return n;
 }
 
+/* Whether the handler's own "Name: value\r\n" lines hold the field name. */
+static int has_field(const char *lines, size_t len, const char *name, size_t nlen)
+{
+    const char *p = lines, *end = lines + len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *colon = memchr(p, ':', (size_t)((eol ? eol : end) - p));
+        if (colon && dl_strncasecmp_eq(p, (size_t)(colon - p), name, nlen))
+            return 1;
+        if (eol == NULL)
+            break;
+        p = eol + 1;
+    }
+    return 0;
+}
+
 void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
 {
     dl_core_conn_t *c = r->conn;
@@ -96,12 +112,15 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     int enc = DL_ENC_IDENTITY, vary = 0;
     dl_buf_t zbuf = DL_BUF_INIT;
     int pre_gzip = 0;
+    /* a body the handler encoded itself (its own Content-Encoding) is sent as
+     * it is: never compressed again, a stored gzip copy of it inflated */
+    int own_enc = has_field(resp->headers, resp->headers_len, "content-encoding", 16);
     if (resp->body_gzip) {
         /* a stored gzip body: no compression work for clients that take gzip */
         size_t aelen;
         const char *ae = dl_req_header(r, "accept-encoding", &aelen);
-        vary = 1;
-        if (ae && dl_compress_negotiate(ae, aelen) == DL_ENC_GZIP) {
+        vary = !own_enc;
+        if (!own_enc && ae && dl_compress_negotiate(ae, aelen) == DL_ENC_GZIP) {
             pre_gzip = 1;
             enc = DL_ENC_GZIP;
         } else if (x->inflate(x, body, body_len, &body, &body_len) == 0) {
@@ -114,7 +133,8 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     }
     if (!pre_gzip && !resp->has_file && body_len >= cfg->compress_min && status >= 200 &&
         status != 204 && status != 304 &&
-        dl_compress_type_ok(resp->content_type, resp->content_type_len)) {
+        dl_compress_type_ok(resp->content_type, resp->content_type_len) &&
+        !own_enc) {
         vary = 1;
         size_t aelen;
         const char *ae = dl_req_header(r, "accept-encoding", &aelen);
@@ -181,11 +201,11 @@ int dl_resp_codec(const dl_req_t *r, const char **content_type, size_t *content_
     return DL_CODEC_JSON;
 }
 
-void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, const char *reqid,
-                        const char *details, size_t details_len)
+void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, size_t msg_len,
+                        const char *reqid, const char *details, size_t details_len)
 {
     size_t start = body->len;
-    dl_error_body(body, status, msg, reqid);
+    dl_error_body_len(body, status, msg, msg_len, reqid);
     if (details && body->len > start) {
         /* {"error":...,"requestId":"..."} -> {...,"details":<json>} */
         body->len--;

@@ -35,12 +35,13 @@ enum { DL_CODEC_JSON = 0, DL_CODEC_MSGPACK = 1 };
 int dl_resp_codec(const dl_req_t *r, const char **content_type, size_t *content_type_len);
 
 /**
- * Appends the JSON error body {"error","message","requestId"} to body, with
+ * Appends the JSON error body {"error","message","requestId"} to body (msg
+ * msg_len bytes, NUL bytes kept), with
  * "details": details (already JSON, details_len bytes) when details is not
  * NULL.
  */
-void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, const char *reqid,
-                        const char *details, size_t details_len);
+void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, size_t msg_len,
+                        const char *reqid, const char *details, size_t details_len);
 
 /** Appends "HTTP/1.1 <status> <reason>\r\n<headers>\r\n<body>": an in-process
  * answer for callers whose promise is the raw response. */

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "common/list.h"
 #include "core/http.h"
 #include "core/request.h"
 
@@ -52,7 +53,7 @@ struct dl_conn_s {
     dl_core_conn_t base;  /* first: the core's view (request.h) */
     uv_tcp_t tcp;
     dl_http1_host_t *host;
-    dl_conn_t *prev, *next;
+    dl_list_t link;       /* in its worker's open connections or its free pool */
     llhttp_t parser;
     dl_req_t *req;        /* the request being parsed */
     dl_req_t *active;     /* the request whose handler runs */

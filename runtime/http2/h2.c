@@ -70,6 +70,7 @@ typedef struct h2_stream_s {
     char err_buf[200];
     char authority[300];   /* a DNS name (253), ':' and a port fit */
     size_t authority_len;
+    size_t decoded;        /* HPACK-decoded bytes of its header block, 32 a field more */
     unsigned has_authority : 1;
     unsigned headers_done : 1;
     unsigned ended : 1;      /* END_STREAM received */
@@ -334,27 +335,32 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         return 0;
     dl_req_t *r = st->req;
     const dl_config_t *cfg = st->h->cfg;
-    /* RFC 9113 counts 32 bytes of overhead per field; the decoded size is what
-     * an HPACK bomb inflates, so it is checked before anything is copied */
-    r->header_bytes += nlen + vlen + 32;
-    size_t limit = cfg->max_header_bytes + 32 * (size_t)cfg->max_headers;
-    if (r->header_bytes > limit) {
-        /* a little over: answered 431 once the block ends. Far over (an HPACK
-         * bomb): nghttp2 validates every decoded byte, so the stream is reset
-         * now, which makes it skip the rest of the block, and the client pays */
-        if (r->header_bytes > 4 * limit) {
-            defence(st->h, "hpack_bomb");
-            st->h->tokens -= BOMB_COST;
-            if (flooded(st->h))
-                return NGHTTP2_ERR_CALLBACK_FAILURE;
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    /* The decoded size (RFC 9113's 32 bytes of overhead a field) is what an
+     * HPACK bomb inflates, so it is checked before anything is copied. Far
+     * over the limit: nghttp2 validates every decoded byte, so the stream is
+     * reset now, which makes it skip the rest of the block, and the client
+     * pays. */
+    st->decoded += nlen + vlen + 32;
+    if (st->decoded > 4 * (cfg->max_header_bytes + 32 * (size_t)cfg->max_headers)) {
+        defence(st->h, "hpack_bomb");
+        st->h->tokens -= BOMB_COST;
+        if (flooded(st->h))
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    const char *n = (const char *)name, *v = (const char *)value;
+    /* the fields count as on HTTP/1 (http1/conn.c): name and value bytes
+     * against max_header_bytes, the target (here pseudo-headers) apart; over
+     * it, answered 431 once the block ends */
+    if (nlen == 0 || n[0] != ':') {
+        r->header_bytes += nlen + vlen;
+        if (r->header_bytes > cfg->max_header_bytes) {
+            stream_reject(st, 431, "request headers too large");
+            return 0;
         }
-        stream_reject(st, 431, "request headers too large");
-        return 0;
     }
     if (st->err_status)
         return 0;
-    const char *n = (const char *)name, *v = (const char *)value;
     if (nlen > 0 && n[0] == ':') {
         if (nlen == 7 && memcmp(n, ":method", 7) == 0) {
             r->method_name = method_static(v, vlen);

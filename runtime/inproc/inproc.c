@@ -130,14 +130,24 @@ static const dl_proto_t inproc_proto = {
 
 /* ------------------------------------------------------------- the request */
 
-/* llhttp's name for the method (a static string), or NULL for one it refuses */
-static const char *method_static(const char *m, size_t len)
+/* llhttp's name for the method (a static string), or NULL for one it refuses
+ * with *msg the HTTP/1 reader's words for it (http1/conn.c): PRI and the
+ * RTSP methods have their own (llhttp knows them, only not in HTTP/1.x). */
+static const char *method_static(const char *m, size_t len, const char **msg)
 {
 #define DL_METHOD_NAME(num, name, string)                                                      \
     if (len == sizeof(#string) - 1 && memcmp(m, #string, len) == 0)                           \
         return #string;
     HTTP_METHOD_MAP(DL_METHOD_NAME)
 #undef DL_METHOD_NAME
+    *msg = "malformed request: Invalid method encountered";
+    if (len == 3 && memcmp(m, "PRI", 3) == 0)
+        *msg = "malformed request: Expected HTTP/2 Connection Preface";
+#define DL_METHOD_RTSP(num, name, string)                                                      \
+    if (len == sizeof(#string) - 1 && memcmp(m, #string, len) == 0)                           \
+        *msg = "malformed request: Invalid method for HTTP/x.x request";
+    RTSP_METHOD_MAP(DL_METHOD_RTSP)
+#undef DL_METHOD_RTSP
     return NULL;
 }
 
@@ -295,10 +305,9 @@ int dl_inproc_request(dl_inproc_t *ip, const dl_inproc_req_t *in, dl_inproc_cb c
     it->active = r;
     const char *msg = NULL;
     int status = 0;
-    r->method_name = method_static(in->method, in->method_len);
+    r->method_name = method_static(in->method, in->method_len, &msg);
     if (r->method_name == NULL) {
         status = 400;
-        msg = "malformed request: Invalid method encountered";
     } else {
         r->method = dl_method_from_name(in->method, in->method_len);
         status = run(it, r, in, host, &msg);

@@ -157,7 +157,8 @@ static void respond_status_error(dl_task_t *t)
         lua_pushliteral(co, "error");
         lua_rawget(co, e);
     }
-    const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+    size_t msg_len = 0; /* the message's bytes, NULs included (api.fail(400, "a\0b")) */
+    const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tolstring(co, -1, &msg_len) : NULL;
     if (st != floor(st) || st < 400 || st > 599) {
         char m[1200], text[600];
         lua_pushvalue(co, e);
@@ -183,7 +184,7 @@ static void respond_status_error(dl_task_t *t)
                        "(sent without them): %s", req->method_name, (int)req->path_len,
                        req->head.data, status, err);
     }
-    dl_resp_error_body(&body, status, msg, req->id, with_details ? d.data : NULL, d.len);
+    dl_resp_error_body(&body, status, msg, msg_len, req->id, with_details ? d.data : NULL, d.len);
     dl_buf_free(&d);
     dl_resp_t resp = {.status = status,
                       .content_type = "application/json",

@@ -153,7 +153,7 @@ int dl_vm_push_request(dl_vm_t *vm, dl_req_t *req, lua_State *co, char *msg, siz
         push_upload(req, co);
     } else {
         char err[200];
-        int rc = push_body(req, co, vm->cfg->max_body_elements, err, sizeof(err));
+        int rc = push_body(req, co, vm->host->cfg->max_body_elements, err, sizeof(err));
         if (rc != 0) {
             int st = 400;
             const char *what = "malformed request body: ";

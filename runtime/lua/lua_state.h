@@ -80,8 +80,8 @@ struct dl_task_s {
 
 struct dl_vm_s {
     lua_State *L;
-    const dl_lua_host_t *host;  /* its runner's (lua_host.h); NULL: none at all */
-    const dl_config_t *cfg;
+    /* its runner's (lua_host.h), the settings in host->cfg; NULL: none at all */
+    const dl_lua_host_t *host;
     dl_gen_t *gen;              /* the current generation */
     dl_gen_t *old;              /* retired generations with requests in flight */
     int baseline_ref;           /* package.loaded keys before any app module */

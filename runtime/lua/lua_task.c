@@ -238,7 +238,7 @@ static int jit_is_on(lua_State *L)
 int dl__guard(lua_State *L)
 {
     dl_vm_t *vm = dl_vm_of(L);
-    uint64_t ms = vm && vm->cfg ? vm->cfg->start_timeout_ms : 0;
+    uint64_t ms = vm && vm->host && vm->host->cfg ? vm->host->cfg->start_timeout_ms : 0;
     if (lua_gettop(L) == 0) {
         lua_pushnumber(L, (lua_Number)ms);
         return 1;

@@ -72,13 +72,12 @@ static int env_newindex(lua_State *L)
     return lua_error(L);
 }
 
-dl_vm_t *dl_vm_new(const dl_lua_host_t *host, const dl_config_t *cfg)
+dl_vm_t *dl_vm_new(const dl_lua_host_t *host)
 {
     dl_vm_t *vm = dl_calloc(1, sizeof(*vm));
     if (vm == NULL)
         return NULL;
     vm->host = host;
-    vm->cfg = cfg;
     dl_list_init(&vm->tasks);
     dl_list_init(&vm->spare_tasks);
     vm->co_pool = dl_calloc(DL_CO_POOL_MAX, sizeof(lua_State *));
@@ -228,7 +227,7 @@ void dl_vm_free(dl_vm_t *vm)
 
 void dl_vm_route(dl_vm_t *vm, dl_req_t *req)
 {
-    req->body_limit = vm->cfg->max_body;
+    req->body_limit = vm->host->cfg->max_body;
     if (vm->gen == NULL) {
         req->route_status = DL_ROUTE_NOT_FOUND;
         return;

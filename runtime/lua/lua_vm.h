@@ -19,9 +19,10 @@
 #include "lua/lua_state.h"
 
 /** Creates a VM: standard libraries, the devloop modules, cjson. host (kept,
- * not copied) gives it the loop and the backends while serving; with its loop
+ * not copied) gives it the settings (host->cfg), and the loop and the
+ * backends while serving; with its loop
  * NULL, or host NULL, the VM only loads and checks. */
-dl_vm_t *dl_vm_new(const dl_lua_host_t *host, const dl_config_t *cfg);
+dl_vm_t *dl_vm_new(const dl_lua_host_t *host);
 void dl_vm_free(dl_vm_t *vm);
 
 /**

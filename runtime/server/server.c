@@ -570,7 +570,7 @@ int dl_app_check(const char *app_dir, char *errbuf, size_t errlen)
     dl_lua_host_t host; /* a check only: no loop, no backends */
     dl_worker_host_base(&host);
     host.cfg = &cfg;
-    dl_vm_t *vm = dl_vm_new(&host, &cfg);
+    dl_vm_t *vm = dl_vm_new(&host);
     if (vm == NULL) {
         snprintf(errbuf, errlen, "cannot create a Lua state\n");
         return 1;

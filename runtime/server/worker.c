@@ -257,16 +257,10 @@ static void refuse(dl_worker_t *w, uv_stream_t *server)
 static void conn_closed(dl_http1_host_t *h, dl_conn_t *c)
 {
     dl_worker_t *w = h->arg;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    dl_list_remove(&c->link);
     w->n_conns--;
     if (w->n_free_conns < DL_CONN_POOL_MAX && !w->stopping) {
-        c->next = w->free_conns;
-        w->free_conns = c;
+        dl_list_insert_head(&w->free_conns, &c->link);
         w->n_free_conns++;
     } else {
         dl_buf_free(&c->out);
@@ -288,9 +282,10 @@ static void on_connection(uv_stream_t *server, int status)
         refuse(w, server);
         return;
     }
-    dl_conn_t *c = w->free_conns;
-    if (c) {
-        w->free_conns = c->next;
+    dl_conn_t *c = NULL;
+    if (!dl_list_empty(&w->free_conns)) {
+        c = dl_list_entry(w->free_conns.next, dl_conn_t, link);
+        dl_list_remove(&c->link);
         w->n_free_conns--;
         dl_buf_t out = c->out;
         memset(c, 0, sizeof(*c));
@@ -309,10 +304,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->host = &w->http1;
     c->file_fd = -1;
     c->tcp.data = c;
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
+    dl_list_insert_head(&w->conns, &c->link);
     w->n_conns++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         dl_conn_close(c);
@@ -428,12 +420,9 @@ static void on_sweep(uv_timer_t *t)
         dl_metric_set(w->shared->metrics, w->id, w->shared->m.lua_memory, wl,
                       (double)lua_gc(w->vm->L, LUA_GCCOUNT, 0) * 1024.0 +
                           lua_gc(w->vm->L, LUA_GCCOUNTB, 0));
-    dl_conn_t *c = w->conns;
-    while (c) {
-        dl_conn_t *next = c->next; /* closing unlinks only in the close callback */
-        dl_conn_sweep(c, now);
-        c = next;
-    }
+    dl_list_t *it, *tmp; /* closing unlinks only in the close callback */
+    dl_list_foreach_safe(it, tmp, &w->conns)
+        dl_conn_sweep(dl_list_entry(it, dl_conn_t, link), now);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -450,12 +439,9 @@ static void finish_stop(dl_worker_t *w)
     /* force-close what is left: the grace period is over. Connections first:
      * closing detaches the requests of parked handlers (HTTP/1 active, HTTP/2
      * streams), which must still exist when it does */
-    dl_conn_t *c = w->conns;
-    while (c) {
-        dl_conn_t *next = c->next;
-        dl_conn_close(c);
-        c = next;
-    }
+    dl_list_t *it, *tmp;
+    dl_list_foreach_safe(it, tmp, &w->conns)
+        dl_conn_close(dl_list_entry(it, dl_conn_t, link));
     /* handlers still parked (sleeping, waiting on I/O) are abandoned */
     dl_vm_cancel_tasks(w->vm);
     if (w->redis) {
@@ -555,12 +541,9 @@ static void on_wakeup(uv_async_t *a)
     for (int i = 0; i < w->n_listeners; i++)
         uv_close((uv_handle_t *)&w->listeners[i], NULL);
     w->n_listeners = 0;
-    dl_conn_t *c = w->conns;
-    while (c) {
-        dl_conn_t *next = c->next;
-        dl_conn_stop(c);
-        c = next;
-    }
+    dl_list_t *it, *tmp;
+    dl_list_foreach_safe(it, tmp, &w->conns)
+        dl_conn_stop(dl_list_entry(it, dl_conn_t, link));
     if (w->n_conns == 0) {
         finish_stop(w);
         return;
@@ -668,6 +651,8 @@ static void fill_host(dl_worker_t *w)
 int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *sh, int id, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
+    dl_list_init(&w->conns);
+    dl_list_init(&w->free_conns);
     w->shared = sh;
     w->cfg = sh->cfg;
     w->id = id;
@@ -704,7 +689,7 @@ int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *sh, int id, char *err, si
     }
 
     fill_host(w);
-    w->vm = dl_vm_new(&w->host, w->cfg);
+    w->vm = dl_vm_new(&w->host);
     if (w->vm == NULL) {
         snprintf(err, errlen, "cannot create a Lua state");
         return DL_ENOMEM;
@@ -803,9 +788,9 @@ void dl_worker_join(dl_worker_t *w)
     for (int i = 0; i < DL_MAX_LISTEN; i++)
         if (w->listen_fds[i] >= 0)
             close(w->listen_fds[i]);
-    while (w->free_conns) {
-        dl_conn_t *c = w->free_conns;
-        w->free_conns = c->next;
+    while (!dl_list_empty(&w->free_conns)) {
+        dl_conn_t *c = dl_list_entry(w->free_conns.next, dl_conn_t, link);
+        dl_list_remove(&c->link);
         dl_buf_free(&c->out);
         dl_free(c);
     }

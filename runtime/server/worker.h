@@ -101,9 +101,9 @@ typedef struct dl_worker_s {
     dl_lua_host_t host;  /* what the VM is given (worker.c fill_host) */
     dl_core_ctx_t core;  /* what the request core borrows (request.h) */
     dl_http1_host_t http1; /* what its HTTP/1 connections borrow (conn.h) */
-    dl_conn_t *conns;    /* open connections, doubly linked */
+    dl_list_t conns;     /* open connections (dl_conn_t.link), newest first */
     int n_conns;
-    dl_conn_t *free_conns; /* pooled connection objects (DL_CONN_POOL_MAX) */
+    dl_list_t free_conns; /* pooled connection objects (DL_CONN_POOL_MAX) */
     int n_free_conns;
     dl_req_t *free_reqs; /* pooled request objects, buffers kept */
     int n_free_reqs;

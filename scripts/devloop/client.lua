@@ -71,7 +71,14 @@ function _M.request(method, path, opts)
     if type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean" then
       refuse("header " .. show(k, 80) .. " has a " .. type(v) .. " value; a string is expected")
     end
-    headers[k:lower()] = tostring(v)
+    -- names that differ only in case ({Host = "a", host = "b"}) are repeated
+    -- fields, as on a socket, never one silently dropped: core._request takes
+    -- a list of values, and refuses a second Host
+    k, v = k:lower(), tostring(v)
+    local had = headers[k]
+    if had == nil then headers[k] = v
+    elseif type(had) == "table" then had[#had + 1] = v
+    else headers[k] = { had, v } end
   end
   if type(body) == "table" then
     body = codec.json_encode(body)

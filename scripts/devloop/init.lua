@@ -85,7 +85,7 @@ function _M.batch(ops, opts) return batch.new(_M, ops, opts) end
 _M.metrics = require "devloop.metrics"
 _M.health, _M.stats = health.health, health.stats
 
--- the app's declarations and the runtime's calls around a load (lua_vm.c)
+-- the app's declarations and the runtime's calls around a load (lua_load.c)
 _M.on_start = lifecycle.on_start
 _M._register_processor = lifecycle.register_processor
 _M._begin_load, _M._end_load, _M._abort_load = lifecycle.begin_load, lifecycle.end_load, lifecycle.abort_load

@@ -85,7 +85,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     static dl_lua_host_t host; /* a check-only VM's: the settings table, no loop */
     dl_worker_host_base(&host);
     host.cfg = &cfg;
-    vm = dl_vm_new(&host, &cfg);
+    vm = dl_vm_new(&host);
     if (vm == NULL)
         abort();
     lua_State *L = vm->L;

@@ -179,9 +179,13 @@ DL_TEST(core_response_codec_and_error_details)
     f.ctx.release(&f.ctx, r);
 
     dl_buf_t b = DL_BUF_INIT;
-    dl_resp_error_body(&b, 422, "bad", "id1", "[1,2]", 5);
+    dl_resp_error_body(&b, 422, "bad", 3, "id1", "[1,2]", 5);
     dl_buf_append_char(&b, '\0');
     EXPECT_STR(b.data, "{\"error\":\"Unprocessable Entity\",\"message\":\"bad\",\"requestId\":\"id1\","
                        "\"details\":[1,2]}");
+    b.len = 0; /* a message's NUL bytes are kept (api.fail(400, "a\0b")) */
+    dl_resp_error_body(&b, 400, "a\0b", 3, "id1", NULL, 0);
+    EXPECT_MEM(b.data, b.len, "{\"error\":\"Bad Request\",\"message\":\"a\\u0000b\",\"requestId\":\"id1\"}",
+               62);
     dl_buf_free(&b);
 }

@@ -105,7 +105,7 @@ DL_TEST(lua_host_serves_bindings_without_a_server)
     h.env_u64 = host_env;
     h.worker_stats = host_worker_stats;
 
-    dl_vm_t *vm = dl_vm_new(&h, &cfg);
+    dl_vm_t *vm = dl_vm_new(&h);
     EXPECT(vm != NULL);
     char buf[4096];
     stops = 0;
@@ -150,7 +150,8 @@ DL_TEST(lua_host_without_a_loop_only_checks)
     h.modules = dl_modules_builtin;
     h.worker_id = -1;
     h.env_u64 = host_env;
-    dl_vm_t *vm = dl_vm_new(&h, &cfg);
+    h.cfg = &cfg;
+    dl_vm_t *vm = dl_vm_new(&h);
     EXPECT(vm != NULL);
     lua_State *L = vm->L;
     EXPECT_EQ(luaL_dostring(L,
@@ -183,7 +184,8 @@ DL_TEST(lua_host_lists_the_modules_to_preload)
     memset(&h, 0, sizeof(h));
     h.modules = mods;
     h.worker_id = -1;
-    dl_vm_t *vm = dl_vm_new(&h, &cfg);
+    h.cfg = &cfg;
+    dl_vm_t *vm = dl_vm_new(&h);
     EXPECT(vm != NULL);
     lua_State *L = vm->L;
     EXPECT_EQ(luaL_dostring(L,
