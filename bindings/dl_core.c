@@ -1,7 +1,7 @@
 /*
  * dl_core.c - the devloop.core Lua module: the primitives scripts/devloop/
  * builds the public API on. Route declaration, sleeping, parallel joins and
- * the logger. No policy lives here (STYLE.md section 6).
+ * the logger. No policy lives here: that is the Lua library's.
  */
 #include <errno.h>
 #include <string.h>

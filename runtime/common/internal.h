@@ -13,7 +13,7 @@
 
 #include "devloop.h"
 
-/* Unit builds open file-local functions to the tests (curl's UNITTEST). */
+/* Unit builds open file-local functions to the tests (DL_STATIC). */
 #ifdef DL_UNIT_TEST
 #define DL_STATIC
 #else
@@ -27,7 +27,7 @@
 #define DL_LIKELY(x) __builtin_expect(!!(x), 1)
 #define DL_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-/* ---- allocation: replaceable through dl_config_t (libuv's uv_replace_allocator) */
+/* ---- allocation: replaceable through dl_config_t */
 void dl_set_allocator(void *(*m)(size_t), void *(*r)(void *, size_t), void (*f)(void *));
 void *dl_malloc(size_t n);
 void *dl_calloc(size_t n, size_t size);

@@ -1,7 +1,7 @@
 /*
  * proto.h - the request core's interfaces: what a handler answers
  * (dl_resp_t), an answer as the core decided it (dl_resp_wire_t), the
- * protocol table every protocol fills (dl_proto_t, h2o's conn callbacks), the
+ * protocol table every protocol fills (dl_proto_t), the
  * part of a connection the core sees (dl_core_conn_t), the application as the
  * core reaches it (dl_handler_t) and what a worker lends its requests
  * (dl_core_ctx_t). See request.h and response.h for the calls.
@@ -81,8 +81,7 @@ typedef struct {
 } dl_resp_wire_t;
 
 /**
- * A protocol: what the core calls on a request's connection (h2o's
- * h2o_conn_callbacks_t). HTTP/1 (http1/), HTTP/2 (http2/) and in-process
+ * A protocol: what the core calls on a request's connection. HTTP/1 (http1/), HTTP/2 (http2/) and in-process
  * requests fill one each.
  */
 typedef struct {

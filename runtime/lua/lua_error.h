@@ -1,8 +1,8 @@
 /*
- * lua_error.h - the one way a binding reports a failed operation to Lua
- * (luv's luv_error): it returns nil, a message and, where the failure has
+ * lua_error.h - the one way a binding reports a failed operation to Lua:
+ * it returns nil, a message and, where the failure has
  * one, the error's name ("ETIMEDOUT", dl_err_name). Misuse raises instead
- * (luaL_argerror); STYLE.md section 3.
+ * (luaL_argerror).
  */
 #ifndef DL_LUA_ERROR_H
 #define DL_LUA_ERROR_H

@@ -3,8 +3,8 @@
  * the metrics, and a few functions only the runtime can carry out (stop it,
  * report reloads, count another worker). runtime/server/worker.c fills one
  * per worker and server.c one for a check-only load; a unit test can fill
- * its own, so the Lua layer runs without the server layer (luv's
- * luv_ctx_t: the loop and the callbacks a binding needs, nothing more).
+ * its own, so the Lua layer runs without the server layer (the loop
+ * and the callbacks a binding needs, nothing more).
  */
 #ifndef DL_LUA_HOST_H
 #define DL_LUA_HOST_H

@@ -2,7 +2,7 @@
  * lua_state.h - what every part of the Lua layer, and every binding, shares:
  * the VM's structures (its generations and routes, its tasks, the start-hook
  * limit), how a Lua state finds its VM and its task, the task hooks bindings
- * park and resume coroutines with (OpenResty's ngx_http_lua_api.h), and the
+ * park and resume coroutines with, and the
  * primitives behind devloop.core. lua_vm.h adds the VM's own life (create,
  * load, route, dispatch) for the runtime; this header stays below it so that
  * what the bindings call does not reach back into the VM's creation.

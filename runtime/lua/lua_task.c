@@ -2,7 +2,7 @@
  * lua_task.c - tasks: coroutines that run a handler, a start hook, a job or
  * a function of api.parallel and api.with_timeout, parked on I/O and resumed
  * from its callback. One function resumes, dl_task_resume(), and it handles
- * yield, return and error in one place (OpenResty's ngx_http_lua_run_thread);
+ * yield, return and error in one place;
  * a request's own task ends through its finish callback (lua_dispatch.c),
  * the others here. The start-hook limit (core._guard) lives here too: it is
  * set and lifted around each resume.
