@@ -594,18 +594,54 @@ int dl_store_check_docs(const char *docs, dl_store_res_t *res)
 #define TAKE_OPTS(t, out) take(&ar, (t), "{}", "opts", check_opts_doc, (out), res)
 #define TAKE_UPDATE(t, out) take(&ar, (t), NULL, "update", check_update_doc, (out), res)
 
-/* find and explain: the same inputs, checked the same way. */
-static int read_op(dl_store_t *s, const char *coll, const char *query, const char *opts,
-                   int explain, dl_store_res_t *res)
+enum { OP_FIND, OP_EXPLAIN, OP_COUNT, OP_INSERT, OP_UPDATE, OP_FIND_ONE_AND_UPDATE, OP_REMOVE,
+       OP_CREATE_INDEX };
+
+/* What one operation is given, as text (NULL: an input it does not take). */
+typedef struct {
+    const char *query, *update, *opts, *docs, *keys;
+    int flag; /* update and remove: multi; create_index: unique */
+} op_in_t;
+
+static int call_backend(dl_store_t *s, int op, const char *coll, dl_store_json_t *q,
+                        dl_store_json_t *u, dl_store_json_t *o, dl_store_json_t *d, int flag,
+                        dl_store_res_t *res)
+{
+    const dl_store_ops_t *ops = s->ops;
+    switch (op) {
+    case OP_FIND: return ops->find(s, coll, q, o, res);
+    case OP_EXPLAIN: return ops->explain(s, coll, q, o, res);
+    case OP_COUNT: return ops->count(s, coll, q, res);
+    case OP_INSERT: return ops->insert(s, coll, d, res);
+    case OP_UPDATE: return ops->update(s, coll, q, u, flag, res);
+    case OP_FIND_ONE_AND_UPDATE: return ops->find_one_and_update(s, coll, q, u, o, res);
+    case OP_REMOVE: return ops->remove(s, coll, q, flag, res);
+    default: return ops->create_index(s, coll, d, flag, res);
+    }
+}
+
+/* Every operation on a collection: its inputs checked in the order query,
+ * update (or documents, or index keys), options, the first refusal answered;
+ * then the backend, given the parsed trees. */
+static int run_op(dl_store_t *s, int op, const char *coll, const op_in_t *in,
+                  dl_store_res_t *res)
 {
     dl_doc_arena_t ar = {NULL};
-    dl_store_json_t q, o;
+    dl_store_json_t q, u, o, d;
+    int takes_query = op != OP_INSERT && op != OP_CREATE_INDEX;
+    int takes_update = op == OP_UPDATE || op == OP_FIND_ONE_AND_UPDATE;
+    int takes_opts = op == OP_FIND || op == OP_EXPLAIN || op == OP_FIND_ONE_AND_UPDATE;
     int rc;
     dl_store_res_reset(res);
-    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q) || TAKE_OPTS(opts, &o))
+    if (dl_store_check_coll(coll, res) || (takes_query && TAKE_QUERY(in->query, &q)) ||
+        (takes_update && TAKE_UPDATE(in->update, &u)) ||
+        (op == OP_INSERT && take(&ar, in->docs, NULL, "insert", check_docs_doc, &d, res)) ||
+        (op == OP_CREATE_INDEX &&
+         take(&ar, in->keys, NULL, "index keys", check_index_doc, &d, res)) ||
+        (takes_opts && TAKE_OPTS(in->opts, &o)))
         rc = res->status;
     else
-        rc = (explain ? s->ops->explain : s->ops->find)(s, coll, &q, &o, res);
+        rc = call_backend(s, op, coll, &q, &u, &o, &d, in->flag, res);
     dl_doc_arena_free(&ar);
     return rc;
 }
@@ -613,104 +649,49 @@ static int read_op(dl_store_t *s, const char *coll, const char *query, const cha
 int dl_store_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
                   dl_store_res_t *res)
 {
-    return read_op(s, coll, query, opts, 0, res);
-}
-
-int dl_store_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res)
-{
-    dl_doc_arena_t ar = {NULL};
-    dl_store_json_t q;
-    int rc;
-    dl_store_res_reset(res);
-    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q))
-        rc = res->status;
-    else
-        rc = s->ops->count(s, coll, &q, res);
-    dl_doc_arena_free(&ar);
-    return rc;
-}
-
-int dl_store_insert(dl_store_t *s, const char *coll, const char *docs, dl_store_res_t *res)
-{
-    dl_doc_arena_t ar = {NULL};
-    dl_store_json_t d;
-    int rc;
-    dl_store_res_reset(res);
-    if (dl_store_check_coll(coll, res) ||
-        take(&ar, docs, NULL, "insert", check_docs_doc, &d, res))
-        rc = res->status;
-    else
-        rc = s->ops->insert(s, coll, &d, res);
-    dl_doc_arena_free(&ar);
-    return rc;
-}
-
-int dl_store_update(dl_store_t *s, const char *coll, const char *query, const char *update,
-                    int multi, dl_store_res_t *res)
-{
-    dl_doc_arena_t ar = {NULL};
-    dl_store_json_t q, u;
-    int rc;
-    dl_store_res_reset(res);
-    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q) || TAKE_UPDATE(update, &u))
-        rc = res->status;
-    else
-        rc = s->ops->update(s, coll, &q, &u, multi, res);
-    dl_doc_arena_free(&ar);
-    return rc;
-}
-
-int dl_store_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
-                                 const char *update, const char *opts, dl_store_res_t *res)
-{
-    dl_doc_arena_t ar = {NULL};
-    dl_store_json_t q, u, o;
-    int rc;
-    dl_store_res_reset(res);
-    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q) || TAKE_UPDATE(update, &u) ||
-        TAKE_OPTS(opts, &o))
-        rc = res->status;
-    else
-        rc = s->ops->find_one_and_update(s, coll, &q, &u, &o, res);
-    dl_doc_arena_free(&ar);
-    return rc;
-}
-
-int dl_store_remove(dl_store_t *s, const char *coll, const char *query, int multi,
-                    dl_store_res_t *res)
-{
-    dl_doc_arena_t ar = {NULL};
-    dl_store_json_t q;
-    int rc;
-    dl_store_res_reset(res);
-    if (dl_store_check_coll(coll, res) || TAKE_QUERY(query, &q))
-        rc = res->status;
-    else
-        rc = s->ops->remove(s, coll, &q, multi, res);
-    dl_doc_arena_free(&ar);
-    return rc;
-}
-
-int dl_store_create_index(dl_store_t *s, const char *coll, const char *keys, int unique,
-                          dl_store_res_t *res)
-{
-    dl_doc_arena_t ar = {NULL};
-    dl_store_json_t k;
-    int rc;
-    dl_store_res_reset(res);
-    if (dl_store_check_coll(coll, res) ||
-        take(&ar, keys, NULL, "index keys", check_index_doc, &k, res))
-        rc = res->status;
-    else
-        rc = s->ops->create_index(s, coll, &k, unique, res);
-    dl_doc_arena_free(&ar);
-    return rc;
+    return run_op(s, OP_FIND, coll, &(op_in_t){.query = query, .opts = opts}, res);
 }
 
 int dl_store_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
                      dl_store_res_t *res)
 {
-    return read_op(s, coll, query, opts, 1, res);
+    return run_op(s, OP_EXPLAIN, coll, &(op_in_t){.query = query, .opts = opts}, res);
+}
+
+int dl_store_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res)
+{
+    return run_op(s, OP_COUNT, coll, &(op_in_t){.query = query}, res);
+}
+
+int dl_store_insert(dl_store_t *s, const char *coll, const char *docs, dl_store_res_t *res)
+{
+    return run_op(s, OP_INSERT, coll, &(op_in_t){.docs = docs}, res);
+}
+
+int dl_store_update(dl_store_t *s, const char *coll, const char *query, const char *update,
+                    int multi, dl_store_res_t *res)
+{
+    return run_op(s, OP_UPDATE, coll,
+                  &(op_in_t){.query = query, .update = update, .flag = multi}, res);
+}
+
+int dl_store_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
+                                 const char *update, const char *opts, dl_store_res_t *res)
+{
+    return run_op(s, OP_FIND_ONE_AND_UPDATE, coll,
+                  &(op_in_t){.query = query, .update = update, .opts = opts}, res);
+}
+
+int dl_store_remove(dl_store_t *s, const char *coll, const char *query, int multi,
+                    dl_store_res_t *res)
+{
+    return run_op(s, OP_REMOVE, coll, &(op_in_t){.query = query, .flag = multi}, res);
+}
+
+int dl_store_create_index(dl_store_t *s, const char *coll, const char *keys, int unique,
+                          dl_store_res_t *res)
+{
+    return run_op(s, OP_CREATE_INDEX, coll, &(op_in_t){.keys = keys, .flag = unique}, res);
 }
 
 int dl_store_ping(dl_store_t *s, dl_store_res_t *res)
