@@ -72,6 +72,8 @@ static size_t put_u64(char *out, uint64_t v)
 /* Whether the handler's own "Name: value\r\n" lines hold the field name. */
 static int has_field(const char *lines, size_t len, const char *name, size_t nlen)
 {
+    if (lines == NULL)
+        return 0;
     const char *p = lines, *end = lines + len;
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
