@@ -101,11 +101,13 @@ static int reject(dl_conn_t *c, int status, const char *msg)
     return HPE_USER;
 }
 
-/* reject() with a message that dies with the request (an upload's) */
+/* reject() with a message that dies with the request (an upload's); kept in
+ * the core's buffer, free by then: a request the early check refused opened
+ * no upload, and its answer was written at once */
 static int reject_copy(dl_conn_t *c, int status, const char *msg)
 {
-    snprintf(c->err_buf, sizeof(c->err_buf), "%s", msg);
-    return reject(c, status, c->err_buf);
+    snprintf(c->base.err_buf, sizeof(c->base.err_buf), "%s", msg);
+    return reject(c, status, c->base.err_buf);
 }
 
 /* ========================================================= parser callbacks */

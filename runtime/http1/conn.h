@@ -73,7 +73,6 @@ struct dl_conn_s {
     int prev_ended_value;              /* the previous read ended inside a value */
     int err_status;       /* set by a parser callback that rejects the request */
     const char *err_msg;
-    char err_buf[200];    /* err_msg's storage when the message outlives its source */
     unsigned in_feed : 1; /* the parser runs: responses are flushed by the reader */
     unsigned closing : 1; /* close once out is written */
     unsigned closed : 1;  /* uv_close called */
