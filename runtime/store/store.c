@@ -616,8 +616,9 @@ static int call_backend(dl_store_t *s, int op, const char *coll, dl_store_json_t
     case OP_UPDATE: return ops->update(s, coll, q, u, flag, res);
     case OP_FIND_ONE_AND_UPDATE: return ops->find_one_and_update(s, coll, q, u, o, res);
     case OP_REMOVE: return ops->remove(s, coll, q, flag, res);
-    default: return ops->create_index(s, coll, d, flag, res);
+    case OP_CREATE_INDEX: return ops->create_index(s, coll, d, flag, res);
     }
+    return dl_store_res_fail(res, DL_EINVAL, "unknown store operation %d", op);
 }
 
 /* Every operation on a collection: its inputs checked in the order query,
