@@ -438,8 +438,9 @@ static const char *add_header(dl_buf_t *b, const char *name, size_t nl, lua_Stat
 
 /* The handler's headers table at idx (name -> value or list of values) as
  * an 'H' header block, Content-Type left out (the entry has it); NULL, or
- * why they cannot be stored. */
-static const char *header_block(lua_State *L, int idx, dl_buf_t *b)
+ * why they cannot be stored. *encoded: the handler set its own
+ * Content-Encoding (its body is already encoded). */
+static const char *header_block(lua_State *L, int idx, dl_buf_t *b, int *encoded)
 {
     if (lua_isnoneornil(L, idx))
         return NULL;
@@ -451,6 +452,8 @@ static const char *header_block(lua_State *L, int idx, dl_buf_t *b)
         size_t nl;
         const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL;
         const char *why = NULL;
+        if (name != NULL && dl_strncasecmp_eq(name, nl, "content-encoding", 16))
+            *encoded = 1;
         if (name == NULL || nl > 255 || !dl_http_token_ok(name, nl))
             why = "a header name that is not a token";
         else if (unstorable_header(name, nl))
@@ -502,7 +505,8 @@ static int l_cache_http_store(lua_State *L)
     dl_buf_append(&meta, ct, ctlen);
     dl_buf_append(&meta, "\0\0", 2); /* the block's length, set below */
     size_t at = meta.len;
-    const char *why = header_block(L, 6, &meta);
+    int encoded = 0;
+    const char *why = header_block(L, 6, &meta, &encoded);
     if (why) {
         dl_buf_free(&meta);
         return dl_lua_fail(L, why, NULL);
@@ -521,7 +525,9 @@ static int l_cache_http_store(lua_State *L)
         return 2;
     }
     dl_buf_t packed = DL_BUF_INIT;
-    int compressible = dl_compress_type_ok(ct, ctlen);
+    /* a body with its own Content-Encoding is sent as it is: gzipping it
+     * would only be undone on every hit (core/response.c) */
+    int compressible = !encoded && dl_compress_type_ok(ct, ctlen);
     size_t mlen = meta.len;
     int rc = dl_cache_pack(DL_CV_HTTP, meta.data, mlen, body, blen,
                            compressible ? h->compressor : NULL, h->cfg->compress_min, &packed);

@@ -51,17 +51,6 @@ void dl_codec_push_markers(lua_State *L)
     lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
 }
 
-static size_t count_pairs(lua_State *L, int idx)
-{
-    size_t count = 0;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        count++;
-    }
-    return count;
-}
-
 /* A key that could belong to an array: an integer in [1, 2^53]. */
 static inline int index_key(lua_State *L, int idx, double *k)
 {
@@ -73,33 +62,24 @@ static inline int index_key(lua_State *L, int idx, double *k)
 
 /* The key scan of an unmarked table: an array iff the keys are exactly
  * 1..count. Keys are distinct, so "all index keys and the largest equals the
- * count" suffices. */
-static int scan_keys(lua_State *L, int idx, int want_count, size_t *n)
+ * count" suffices; the first other key makes it an object. */
+static int scan_keys(lua_State *L, int idx, size_t *n)
 {
     size_t count = 0;
     double max = 0, k;
-    int indexed = 1;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
         count++;
-        if (indexed) {
-            if (index_key(L, -1, &k)) {
-                if (k > max)
-                    max = k;
-                continue;
-            }
-            indexed = 0;
-            if (!want_count) {
-                lua_pop(L, 1);
-                return DL_CODEC_OBJECT;
-            }
+        if (!index_key(L, -1, &k)) {
+            lua_pop(L, 1);
+            return DL_CODEC_OBJECT;
         }
+        if (k > max)
+            max = k;
     }
     *n = count;
-    if (indexed && count > 0 && max == (double)count)
-        return DL_CODEC_ARRAY;
-    return DL_CODEC_OBJECT;
+    return count > 0 && max == (double)count ? DL_CODEC_ARRAY : DL_CODEC_OBJECT;
 }
 
 /* The marker check: DL_CODEC_ARRAY / DL_CODEC_OBJECT, or -1 when unmarked. */
@@ -114,22 +94,6 @@ static inline int marked_kind(lua_State *L, int idx, int mt_array, int mt_object
         kind = DL_CODEC_OBJECT;
     lua_pop(L, 1);
     return kind;
-}
-
-int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int want_count,
-                      size_t *n)
-{
-    int kind = marked_kind(L, idx, mt_array, mt_object);
-    if (kind == DL_CODEC_ARRAY) {
-        *n = lua_objlen(L, idx);
-        return kind;
-    }
-    if (kind == DL_CODEC_OBJECT) {
-        if (want_count)
-            *n = count_pairs(L, idx);
-        return kind;
-    }
-    return scan_keys(L, idx, want_count, n);
 }
 
 int dl_codec_classify_stream(lua_State *L, int idx, int mt_array, int mt_object, size_t *n)
@@ -151,25 +115,11 @@ int dl_codec_classify_stream(lua_State *L, int idx, int mt_array, int mt_object,
     if (!index_key(L, -2, &k))
         return DL_CODEC_OBJECT_PAIR;
     lua_pop(L, 2);
-    return scan_keys(L, idx, 0, n);
-}
-
-int dl_codec_table_kind(lua_State *L, int idx, size_t *n)
-{
-    if (idx < 0 && idx > LUA_REGISTRYINDEX)
-        idx = lua_gettop(L) + idx + 1;
-    luaL_checkstack(L, 6, "codec");
-    int top = lua_gettop(L);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_ARRAY_MT);
-    lua_getfield(L, LUA_REGISTRYINDEX, DL_CODEC_OBJECT_MT);
-    int kind = dl_codec_classify(L, idx, lua_istable(L, top + 1) ? top + 1 : 0,
-                                 lua_istable(L, top + 2) ? top + 2 : 0, 1, n);
-    lua_settop(L, top);
-    return kind;
+    return scan_keys(L, idx, n);
 }
 
 /* ------------------------------------------------------------------------ */
-/* The frame both codecs share (codec_int.h)                                 */
+/* The frame both codecs share (codec.h)                                     */
 /* ------------------------------------------------------------------------ */
 
 int dl_codec_enc_fail(dl_codec_enc_t *e, int rc, const char *fmt, ...)

@@ -42,7 +42,7 @@ typedef struct {
     int max_depth;       /* nested arrays and maps; 0: DL_CODEC_DECODE_DEPTH */
 } dl_codec_limits_t;
 
-/* Table kinds returned by dl_codec_table_kind() and friends. */
+/* Table kinds returned by dl_codec_classify_stream(). */
 #define DL_CODEC_OBJECT 0
 #define DL_CODEC_ARRAY 1
 #define DL_CODEC_OBJECT_PAIR 2 /* dl_codec_classify_stream() only */
@@ -60,28 +60,14 @@ void dl_json_init_markers(lua_State *L);
 void dl_codec_push_markers(lua_State *L);
 
 /**
- * Classifies the table at idx. Returns DL_CODEC_ARRAY with *n = element count
- * (t[1..*n] is encoded), or DL_CODEC_OBJECT with *n = number of pairs.
+ * Classifies the table at idx for encoders, which stream an object's pairs
+ * without counting them first. The markers are on the stack at absolute
+ * slots mt_array and mt_object (0 when absent):
  *   - metatable registry["devloop.array"]: array of lua_objlen(t) elements;
  *   - metatable registry["devloop.object"]: object;
  *   - otherwise an empty table is an object, a table whose keys are exactly
  *     1..n (n > 0) an array, anything else an object.
- * Looks the markers up in the registry; needs 3 free stack slots and leaves
- * the stack unchanged.
- */
-int dl_codec_table_kind(lua_State *L, int idx, size_t *n);
-
-/**
- * The same with the markers already on the stack at absolute slots mt_array
- * and mt_object (0 when absent). With want_count == 0, *n is left undefined
- * for objects, which lets the scan stop at the first non-index key.
- */
-int dl_codec_classify(lua_State *L, int idx, int mt_array, int mt_object, int want_count,
-                      size_t *n);
-
-/**
- * The classification for encoders that stream an object's pairs without
- * counting them first (the markers as for dl_codec_classify()). Returns
+ * Returns
  *   - DL_CODEC_ARRAY with *n elements, nothing pushed;
  *   - DL_CODEC_OBJECT, nothing pushed: iterate from a nil key;
  *   - DL_CODEC_OBJECT_PAIR: an object whose first key and value lua_next has

@@ -16,7 +16,7 @@
 
 /**
  * Appends compact JSON for the value at idx to out. nil and the null sentinel
- * (lightuserdata NULL) become null; tables follow dl_codec_table_kind();
+ * (lightuserdata NULL) become null; tables follow dl_codec_classify_stream();
  * object keys must be strings or numbers (numbers become string keys);
  * strings are written by dl_json_put_string(), so ill-formed UTF-8 in them
  * comes out as U+FFFD. Returns 0, or DL_ECODEC / DL_ENOMEM with a message in err (which may be

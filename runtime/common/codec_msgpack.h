@@ -16,7 +16,7 @@
  * Appends the MessagePack form of the value at idx to out. nil and the null
  * sentinel become nil; integral numbers in [-2^63, 2^63) the smallest int
  * form, other numbers (NaN and Inf included) float64; strings str; tables
- * follow dl_codec_table_kind() (array or map). Map keys must be strings or
+ * follow dl_codec_classify_stream() (array or map). Map keys must be strings or
  * numbers: integral ones stay ints, others become str as JSON prints them.
  * Depth limit 128. Returns 0, or DL_ECODEC / DL_ENOMEM with a message in err
  * (which may be NULL); on error out may hold a partial document. Leaves the

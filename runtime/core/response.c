@@ -69,21 +69,41 @@ static size_t put_u64(char *out, uint64_t v)
     return n;
 }
 
-/* Whether the handler's own "Name: value\r\n" lines hold the field name. */
+int dl_hdr_lines_next(dl_hdr_lines_t *it, const char **name, size_t *nlen, const char **value,
+                      size_t *vlen)
+{
+    while (it->p && it->p < it->end) {
+        const char *p = it->p;
+        const char *eol = memchr(p, '\n', (size_t)(it->end - p));
+        const char *line_end = eol ? eol : it->end;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        it->p = line_end + 1;
+        if (colon == NULL || colon == p)
+            continue;
+        const char *v = colon + 1, *ve = line_end;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        *name = p;
+        *nlen = (size_t)(colon - p);
+        *value = v;
+        *vlen = (size_t)(ve - v);
+        return 1;
+    }
+    return 0;
+}
+
+/* Whether the handler's own header lines hold the field name. */
 static int has_field(const char *lines, size_t len, const char *name, size_t nlen)
 {
-    if (lines == NULL)
-        return 0;
-    const char *p = lines, *end = lines + len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *colon = memchr(p, ':', (size_t)((eol ? eol : end) - p));
-        if (colon && dl_strncasecmp_eq(p, (size_t)(colon - p), name, nlen))
+    dl_hdr_lines_t it;
+    const char *n, *v;
+    size_t nl, vl;
+    dl_hdr_lines_init(&it, lines, len);
+    while (dl_hdr_lines_next(&it, &n, &nl, &v, &vl))
+        if (dl_strncasecmp_eq(n, nl, name, nlen))
             return 1;
-        if (eol == NULL)
-            break;
-        p = eol + 1;
-    }
     return 0;
 }
 

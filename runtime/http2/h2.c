@@ -871,33 +871,22 @@ size_t dl_h2_response_nv(const dl_resp_wire_t *w, nghttp2_nv *nva, size_t cap, c
         n++;
     }
     /* the handler's own headers, "Name: value\r\n" lines, names lowercased */
-    size_t lower_used = 0;
-    const char *p = resp->headers, *end = p ? p + resp->headers_len : p;
-    while (p && p < end && n < cap) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *line_end = eol ? eol : end;
-        const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon && colon > p) {
-            size_t nl = (size_t)(colon - p);
-            const char *v = colon + 1;
-            const char *ve = line_end;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            if (!skip_header(p, nl) && lower_used + nl <= lower_cap) {
-                for (size_t i = 0; i < nl; i++)
-                    lower[lower_used + i] = (char)dl_tolower((unsigned char)p[i]);
-                nva[n].name = (uint8_t *)lower + lower_used;
-                nva[n].namelen = nl;
-                nva[n].value = (uint8_t *)v;
-                nva[n].valuelen = (size_t)(ve - v);
-                nva[n].flags = NGHTTP2_NV_FLAG_NONE;
-                n++;
-                lower_used += nl;
-            }
-        }
-        p = line_end + 1;
+    size_t lower_used = 0, nl, vl;
+    const char *name, *v;
+    dl_hdr_lines_t it;
+    dl_hdr_lines_init(&it, resp->headers, resp->headers_len);
+    while (n < cap && dl_hdr_lines_next(&it, &name, &nl, &v, &vl)) {
+        if (skip_header(name, nl) || lower_used + nl > lower_cap)
+            continue;
+        for (size_t i = 0; i < nl; i++)
+            lower[lower_used + i] = (char)dl_tolower((unsigned char)name[i]);
+        nva[n].name = (uint8_t *)lower + lower_used;
+        nva[n].namelen = nl;
+        nva[n].value = (uint8_t *)v;
+        nva[n].valuelen = vl;
+        nva[n].flags = NGHTTP2_NV_FLAG_NONE;
+        n++;
+        lower_used += nl;
     }
     return n;
 }

@@ -158,17 +158,24 @@ static int add_field(dl_req_t *r, const char *n, size_t nlen, const char *v, siz
 }
 
 /* Whether the comma list in field name holds token (RFC 9110 7.6.1). */
-static int field_has_token(const dl_req_t *r, const char *name, const char *token)
+/* Whether the request keeps its connection, as llhttp decides for HTTP/1.1:
+ * not with `Connection: close`, nor with an Upgrade it names (an upgrade
+ * the runtime does not take ends the connection). */
+static int keeps_alive(const dl_req_t *r)
 {
-    size_t len;
-    const char *v = dl_req_header(r, name, &len);
+    size_t len, ulen;
+    const char *v = dl_req_header(r, "connection", &len);
     if (v == NULL)
-        return 0;
+        return 1;
+    int upgrade = dl_req_header(r, "upgrade", &ulen) != NULL;
     const char *end = v + len, *a, *b;
-    while (dl_http_list_next(&v, end, &a, &b))
-        if (dl_strncasecmp_eq(a, (size_t)(b - a), token, strlen(token)))
-            return 1;
-    return 0;
+    while (dl_http_list_next(&v, end, &a, &b)) {
+        size_t n = (size_t)(b - a);
+        if (dl_strncasecmp_eq(a, n, "close", 5) ||
+            (upgrade && dl_strncasecmp_eq(a, n, "upgrade", 7)))
+            return 0;
+    }
+    return 1;
 }
 
 /* The head as the HTTP/1 reader would have it; 0 or a status (*msg why). */
@@ -234,8 +241,7 @@ static int run(item_t *it, dl_req_t *r, const dl_inproc_req_t *in, int host, con
         }
         r->expect_continue = rc == 1;
     }
-    r->keep_alive = !field_has_token(r, "connection", "close") &&
-                    !(dl_req_header(r, "upgrade", &elen) && field_has_token(r, "connection", "upgrade"));
+    r->keep_alive = keeps_alive(r);
     if (has_body) {
         if (in->body_len > r->body_limit && !r->early_status) {
             *msg = "request body too large";

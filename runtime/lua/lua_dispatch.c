@@ -30,9 +30,9 @@ static int reserved_header(const char *s, size_t n)
 
 typedef struct {
     dl_resp_t resp;
-    dl_buf_t hdrs;
-    char ctype[128];
-    char err[160]; /* why the headers were refused, naming the header */
+    dl_buf_t *hdrs;     /* header lines; the VM's buffer, reused across responses */
+    dl_buf_t *ctype;    /* the Content-Type value, any length; also the VM's */
+    char err[160];      /* why the headers were refused, naming the header */
 } resp_build_t;
 
 /* Reads the handler's headers table at idx into rb; returns an error message or NULL. */
@@ -85,23 +85,25 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
                 return rb->err;
             }
             if (dl_strncasecmp_eq(name, nlen, "content-type", 12)) {
-                size_t cl = DL_MIN(vlen, sizeof(rb->ctype) - 1);
-                memcpy(rb->ctype, v, cl);
-                rb->ctype[cl] = '\0';
-                rb->resp.content_type = rb->ctype;
-                rb->resp.content_type_len = cl;
+                /* sent in its own place; a later value replaces an earlier one */
+                dl_buf_reset(rb->ctype);
+                dl_buf_append(rb->ctype, v, vlen);
+                rb->resp.content_type = rb->ctype->data;
+                rb->resp.content_type_len = vlen;
             } else {
                 if (dl_strncasecmp_eq(name, nlen, "cache-control", 13))
                     rb->resp.has_cache_control = 1;
-                dl_buf_append(&rb->hdrs, name, nlen);
-                dl_buf_append(&rb->hdrs, ": ", 2);
-                dl_buf_append(&rb->hdrs, v, vlen);
-                dl_buf_append(&rb->hdrs, "\r\n", 2);
+                dl_buf_append(rb->hdrs, name, nlen);
+                dl_buf_append(rb->hdrs, ": ", 2);
+                dl_buf_append(rb->hdrs, v, vlen);
+                dl_buf_append(rb->hdrs, "\r\n", 2);
             }
             lua_pop(co, 1);
         }
         lua_pop(co, 1);
     }
+    if (rb->hdrs->oom || rb->ctype->oom)
+        return "out of memory for the response headers";
     return NULL;
 }
 
@@ -196,6 +198,90 @@ static void respond_status_error(dl_task_t *t)
     dl_buf_free(&body);
 }
 
+/* Opens the file a handler returned with api.file() and fills in its range;
+ * returns an error message or NULL. Values from bi: path, marker, offset,
+ * length, temporary. */
+static const char *file_body(lua_State *co, int n, int bi, dl_resp_t *resp)
+{
+    const char *path = lua_tostring(co, bi);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* a 7th value true: a temporary copy, gone once open (the fd keeps it),
+     * whether or not it can be sent */
+    if (fd >= 0 && n >= bi + 5 && lua_toboolean(co, bi + 5))
+        unlink(path);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0)
+            close(fd);
+        return "cannot open the file to send";
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    /* read once, as doubles: NaN or a value past 2^63 must not reach an
+     * integer cast (undefined); both are outside any file */
+    double doff = n >= bi + 3 ? lua_tonumber(co, bi + 3) : 0;
+    int has_len = n >= bi + 4 && !lua_isnil(co, bi + 4);
+    double dlen = has_len ? lua_tonumber(co, bi + 4) : 0;
+    int bad = !(doff < 9.2e18) || !(dlen < 9.2e18);
+    uint64_t off = bad ? 0 : (uint64_t)DL_MAX(0, doff);
+    uint64_t len = bad ? 0 : has_len ? (uint64_t)DL_MAX(0, dlen) : size - DL_MIN(off, size);
+    if (bad || off > size || len > size - off) {
+        close(fd);
+        return "file range outside the file";
+    }
+    resp->has_file = 1;
+    resp->file_fd = fd;
+    resp->file_off = off;
+    resp->file_len = len;
+    if (resp->content_type == NULL) {
+        resp->content_type = "application/octet-stream";
+        resp->content_type_len = 24;
+    }
+    resp->body = NULL;
+    return NULL;
+}
+
+/* Why the handler's return values are not an answer, or NULL when they are
+ * one. Writes the message to m. */
+static const char *refused_returns(lua_State *co, int n, const char *pattern, char *m, size_t ml)
+{
+    /* `return false [, why]`: not an answer; a 200 "false" would hide the mistake */
+    if (n >= 1 && lua_type(co, 1) == LUA_TBOOLEAN && !lua_toboolean(co, 1)) {
+        if (n >= 2 && lua_type(co, 2) == LUA_TSTRING)
+            snprintf(m, ml, "a handler returned false: route %s, with \"%.300s\"", pattern,
+                     lua_tostring(co, 2));
+        else
+            snprintf(m, ml, "a handler returned false: route %s (return a body, a status "
+                     "and a body, or nothing for a 204)", pattern);
+        return m;
+    }
+    /* `return "404", "x"`: a status given as a string would be sent as the
+     * body, with the next value read as headers */
+    if (n >= 2 && lua_type(co, 1) == LUA_TSTRING && lua_isnumber(co, 1) && !lua_isnil(co, 2) &&
+        !lua_istable(co, 2)) {
+        snprintf(m, ml, "handler of route %s: status must be a number, got string \"%.40s\"",
+                 pattern, lua_tostring(co, 1));
+        return m;
+    }
+    /* `return nil, err` (Lua's failure idiom, as every api call returns it):
+     * a 500 whose log line carries err */
+    if (n >= 2 && lua_isnil(co, 1) && !lua_isnil(co, 2)) {
+        snprintf(m, ml, "handler of route %s returned nil, %s", pattern,
+                 lua_type(co, 2) == LUA_TSTRING ? lua_tostring(co, 2) : luaL_typename(co, 2));
+        return m;
+    }
+    /* 1xx are interim answers the runtime sends itself: one given as a
+     * final answer would make the next pipelined answer this one's */
+    if (n >= 1 && lua_type(co, 1) == LUA_TNUMBER) {
+        lua_Number s = lua_tonumber(co, 1);
+        if (s != floor(s) || s < 200 || s > 599) {
+            snprintf(m, ml, "handler of route %s returned status %.14g, outside 200-599",
+                     pattern, (double)s);
+            return m;
+        }
+    }
+    return NULL;
+}
+
 /* The main task ended: its return values become the response. */
 static void finish_main(dl_task_t *t, int ok)
 {
@@ -212,8 +298,6 @@ static void finish_main(dl_task_t *t, int ok)
         return;
     }
     int n = lua_gettop(co);
-    int bi = 1;
-    const char *pattern = req->route ? req->route->pattern : "?";
     /* `return nil, { status = 404, message = "..." }`: the failure idiom with
      * an error table answers as api.fail would (as batch operations do) */
     if (n >= 2 && lua_isnil(co, 1) && dl_lua_is_status_error(co, 2)) {
@@ -222,117 +306,35 @@ static void finish_main(dl_task_t *t, int ok)
         dl_task_free(t, 0);
         return;
     }
-    /* `return false [, why]`: not an answer; a 200 "false" would hide the mistake */
-    if (n >= 1 && lua_type(co, 1) == LUA_TBOOLEAN && !lua_toboolean(co, 1)) {
-        char m[512];
-        if (n >= 2 && lua_type(co, 2) == LUA_TSTRING)
-            snprintf(m, sizeof(m), "a handler returned false: route %s, with \"%.300s\"", pattern,
-                     lua_tostring(co, 2));
-        else
-            snprintf(m, sizeof(m), "a handler returned false: route %s (return a body, a status "
-                     "and a body, or nothing for a 204)", pattern);
-        respond_500(t, m);
-        dl_task_free(t, 0);
-        return;
-    }
-    /* `return "404", "x"`: a status given as a string would be sent as the
-     * body, with the next value read as headers */
-    if (n >= 2 && lua_type(co, 1) == LUA_TSTRING && lua_isnumber(co, 1) && !lua_isnil(co, 2) &&
-        !lua_istable(co, 2)) {
-        char m[256];
-        snprintf(m, sizeof(m), "handler of route %s: status must be a number, got string \"%.40s\"",
-                 pattern, lua_tostring(co, 1));
-        respond_500(t, m);
-        dl_task_free(t, 0);
-        return;
-    }
-    /* `return nil, err` (Lua's failure idiom, as every api call returns it):
-     * a 500 whose log line carries err */
-    if (n >= 2 && lua_isnil(co, 1) && !lua_isnil(co, 2)) {
-        char m[512];
-        snprintf(m, sizeof(m), "handler of route %s returned nil, %s",
-                 req->route ? req->route->pattern : "?",
-                 lua_type(co, 2) == LUA_TSTRING ? lua_tostring(co, 2) : luaL_typename(co, 2));
-        respond_500(t, m);
-        dl_task_free(t, 0);
-        return;
-    }
+    char m[512];
+    const char *why = refused_returns(co, n, req->route ? req->route->pattern : "?", m, sizeof(m));
+    if (why)
+        goto fail;
+
     resp_build_t rb;
     memset(&rb.resp, 0, sizeof(rb.resp));
-    dl_buf_init(&rb.hdrs);
+    rb.hdrs = &vm->resp_hdrs;
+    rb.ctype = &vm->resp_ctype;
+    dl_buf_reset(rb.hdrs);
     rb.resp.status = 200;
+    int bi = 1;
     if (n >= 1 && lua_type(co, 1) == LUA_TNUMBER) {
-        lua_Number s = lua_tonumber(co, 1);
-        /* 1xx are interim answers the runtime sends itself: one given as a
-         * final answer would make the next pipelined answer this one's */
-        if (s != floor(s) || s < 200 || s > 599) {
-            char m[160];
-            snprintf(m, sizeof(m), "handler of route %s returned status %.14g, outside 200-599",
-                     req->route ? req->route->pattern : "?", (double)s);
-            respond_500(t, m);
-            dl_task_free(t, 0);
-            return;
-        }
-        rb.resp.status = (int)s;
+        rb.resp.status = (int)lua_tonumber(co, 1);
         bi = 2;
     }
-    const char *herr = collect_headers(co, bi + 1, &rb);
-    if (herr) {
-        dl_buf_free(&rb.hdrs);
-        respond_500(t, herr);
-        dl_task_free(t, 0);
-        return;
-    }
-    rb.resp.headers = rb.hdrs.data;
-    rb.resp.headers_len = rb.hdrs.len;
-    if (n >= bi + 2 && lua_touserdata(co, bi + 2) == &dl__gzip_body_marker &&
-        lua_type(co, bi) == LUA_TSTRING)
+    if ((why = collect_headers(co, bi + 1, &rb)) != NULL)
+        goto fail;
+    rb.resp.headers = rb.hdrs->data;
+    rb.resp.headers_len = rb.hdrs->len;
+    void *marker = n >= bi + 2 && lua_type(co, bi) == LUA_TSTRING ? lua_touserdata(co, bi + 2)
+                                                                   : NULL;
+    if (marker == &dl__gzip_body_marker)
         rb.resp.body_gzip = 1;
-    if (n >= bi + 2 && lua_touserdata(co, bi + 2) == &dl__file_body_marker &&
-        lua_type(co, bi) == LUA_TSTRING) {
-        /* body is a file path; then offset and length (default: the rest) */
-        const char *path = lua_tostring(co, bi);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        /* a 7th value true: a temporary copy, gone once open (the fd keeps it),
-         * whether or not it can be sent */
-        if (fd >= 0 && n >= bi + 5 && lua_toboolean(co, bi + 5))
-            unlink(path);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-            if (fd >= 0)
-                close(fd);
-            dl_buf_free(&rb.hdrs);
-            respond_500(t, "cannot open the file to send");
-            dl_task_free(t, 0);
-            return;
-        }
-        uint64_t size = (uint64_t)st.st_size;
-        /* read once, as doubles: NaN or a value past 2^63 must not reach an
-         * integer cast (undefined); both are outside any file */
-        double doff = n >= bi + 3 ? lua_tonumber(co, bi + 3) : 0;
-        int has_len = n >= bi + 4 && !lua_isnil(co, bi + 4);
-        double dlen = has_len ? lua_tonumber(co, bi + 4) : 0;
-        int bad = !(doff < 9.2e18) || !(dlen < 9.2e18);
-        uint64_t off = bad ? 0 : (uint64_t)DL_MAX(0, doff);
-        uint64_t len = bad ? 0 : has_len ? (uint64_t)DL_MAX(0, dlen) : size - DL_MIN(off, size);
-        if (bad || off > size || len > size - off) {
-            close(fd);
-            dl_buf_free(&rb.hdrs);
-            respond_500(t, "file range outside the file");
-            dl_task_free(t, 0);
-            return;
-        }
-        rb.resp.has_file = 1;
-        rb.resp.file_fd = fd;
-        rb.resp.file_off = off;
-        rb.resp.file_len = len;
-        if (rb.resp.content_type == NULL) {
-            rb.resp.content_type = "application/octet-stream";
-            rb.resp.content_type_len = 24;
-        }
-        rb.resp.body = NULL;
+    if (marker == &dl__file_body_marker) {
+        if ((why = file_body(co, n, bi, &rb.resp)) != NULL)
+            goto fail;
+        req->task = NULL;
         dl_req_respond(req, &rb.resp);
-        dl_buf_free(&rb.hdrs);
         dl_task_free(t, 0);
         return;
     }
@@ -363,23 +365,28 @@ static void finish_main(dl_task_t *t, int ok)
             rb.resp.content_type_len = ctlen;
         }
         if (rc != 0) {
-            dl_buf_free(&rb.hdrs);
-            char msg[220];
-            snprintf(msg, sizeof(msg), "cannot encode the response: %s", err);
-            respond_500(t, msg);
-            dl_task_free(t, 0);
-            return;
+            snprintf(m, sizeof(m), "cannot encode the response: %s", err);
+            why = m;
+            goto fail;
         }
         rb.resp.body = out->data;
         rb.resp.body_len = out->len;
     }
     req->task = NULL;
     dl_req_respond(req, &rb.resp);
-    dl_buf_free(&rb.hdrs);
-    /* keep the encoder buffer unless one huge response grew it */
+    /* keep the buffers unless one huge response grew them */
     if (out->cap > (1u << 20))
         dl_buf_free(out);
+    if (rb.hdrs->cap > (64u << 10))
+        dl_buf_free(rb.hdrs);
+    if (rb.ctype->cap > (64u << 10))
+        dl_buf_free(rb.ctype);
     dl_task_free(t, 1);
+    return;
+
+fail:
+    respond_500(t, why);
+    dl_task_free(t, 0);
 }
 
 /* =============================================================== dispatch */

@@ -95,6 +95,8 @@ struct dl_vm_s {
     int *co_pool_refs;
     int n_co_pool;
     dl_buf_t scratch;           /* encoder output */
+    dl_buf_t resp_hdrs;         /* a handler's header lines (lua_dispatch.c) */
+    dl_buf_t resp_ctype;        /* and its Content-Type */
     /* while a task with a guard runs (lua_task.c) */
     struct {
         int armed;              /* count hook set, JIT off */

@@ -218,6 +218,8 @@ void dl_vm_free(dl_vm_t *vm)
         dl_free(t);
     }
     dl_buf_free(&vm->scratch);
+    dl_buf_free(&vm->resp_hdrs);
+    dl_buf_free(&vm->resp_ctype);
     dl_free(vm->co_pool);
     dl_free(vm->co_pool_refs);
     dl_free(vm);

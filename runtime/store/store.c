@@ -69,7 +69,7 @@ static int is_word(char c)
            c == '_';
 }
 
-int dl_store_check_coll(const char *coll, dl_store_res_t *res)
+static int check_coll(const char *coll, dl_store_res_t *res)
 {
     size_t n = coll != NULL ? strlen(coll) : 0;
     int ok = n > 0 && n <= MAX_COLL_LEN;
@@ -510,13 +510,14 @@ static int check_docs_doc(const dl_doc_t *v, dl_store_res_t *res)
         const dl_doc_t *d = v->items[k];
         if (d->type != DL_DOC_OBJ)
             return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu is not an object", k);
-        const dl_doc_t *id = dl_doc_get(d, "_id", 3, NULL);
-        if (id != NULL && id->type != DL_DOC_STR)
-            return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu: _id must be a string", k);
         for (size_t j = 0; j < d->n; j++) {
             const char *bad = key_fault(d->keys[j], d->klens[j]);
             if (bad != NULL)
                 return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu holds %s", k, bad);
+            if (d->klens[j] == 3 && memcmp(d->keys[j], "_id", 3) == 0 &&
+                d->items[j]->type != DL_DOC_STR)
+                return dl_store_res_fail(res, DL_EINVAL, "insert: document %zu: _id must be a "
+                                         "string", k);
             char shown[72];
             bad = bad_key(d->items[j]);
             if (bad != NULL)
@@ -525,45 +526,6 @@ static int check_docs_doc(const dl_doc_t *v, dl_store_res_t *res)
         }
     }
     return 0;
-}
-
-typedef int (*check_fn)(const dl_doc_t *v, dl_store_res_t *res);
-
-/* Parses text (NULL or "": dflt) into ar and runs check on it; out gets the
- * text and the tree the backend reads, so nothing is parsed twice. */
-static int take(dl_doc_arena_t *ar, const char *text, const char *dflt, const char *what,
-                check_fn check, dl_store_json_t *out, dl_store_res_t *res)
-{
-    const dl_doc_t *v = doc_parse(ar, text, dflt, what, res);
-    out->text = text;
-    out->doc = v;
-    return v != NULL ? check(v, res) : res->status;
-}
-
-/* Parses text (NULL or "": dflt) and runs check on it. */
-static int check_text(const char *text, const char *dflt, const char *what, check_fn check,
-                      dl_store_res_t *res)
-{
-    dl_doc_arena_t ar = {NULL};
-    dl_store_json_t in;
-    int rc = take(&ar, text, dflt, what, check, &in, res);
-    dl_doc_arena_free(&ar);
-    return rc;
-}
-
-int dl_store_check_query(const char *query, dl_store_res_t *res)
-{
-    return check_text(query, "{}", "query", check_query_doc, res);
-}
-
-int dl_store_check_update(const char *update, dl_store_res_t *res)
-{
-    return check_text(update, NULL, "update", check_update_doc, res);
-}
-
-int dl_store_check_opts(const char *opts, dl_store_res_t *res)
-{
-    return check_text(opts, "{}", "opts", check_opts_doc, res);
 }
 
 static int check_index_doc(const dl_doc_t *v, dl_store_res_t *res)
@@ -575,125 +537,165 @@ static int check_index_doc(const dl_doc_t *v, dl_store_res_t *res)
     return 0;
 }
 
-int dl_store_check_index(const char *keys, dl_store_res_t *res)
+/* Each input an operation may take: its name in errors, what NULL or ""
+ * stands for (NULL: it is required) and its check. Indexed by DL_STORE_IN_*,
+ * in the order run_op checks them. */
+static const struct {
+    const char *what, *dflt;
+    int (*check)(const dl_doc_t *v, dl_store_res_t *res);
+} inputs[DL_STORE_IN_COUNT] = {
+    [DL_STORE_IN_QUERY] = {"query", "{}", check_query_doc},
+    [DL_STORE_IN_UPDATE] = {"update", NULL, check_update_doc},
+    [DL_STORE_IN_DOCS] = {"insert", NULL, check_docs_doc},
+    [DL_STORE_IN_KEYS] = {"index keys", NULL, check_index_doc},
+    [DL_STORE_IN_OPTS] = {"opts", "{}", check_opts_doc},
+};
+
+/* Parses text (NULL or "": the input's default) into ar and checks it; out
+ * gets the text and the tree the backend reads, so nothing is parsed twice. */
+static int take(dl_doc_arena_t *ar, int in, const char *text, dl_store_json_t *out,
+                dl_store_res_t *res)
 {
-    return check_text(keys, NULL, "index keys", check_index_doc, res);
+    const dl_doc_t *v = doc_parse(ar, text, inputs[in].dflt, inputs[in].what, res);
+    out->text = text;
+    out->doc = v;
+    return v != NULL ? inputs[in].check(v, res) : res->status;
 }
 
-int dl_store_check_docs(const char *docs, dl_store_res_t *res)
+int dl_store_check(int in, const char *text, dl_store_res_t *res)
 {
-    return check_text(docs, NULL, "insert", check_docs_doc, res);
+    if (in < 0 || in >= DL_STORE_IN_COUNT)
+        return dl_store_res_fail(res, DL_EINVAL, "unknown store input %d", in);
+    dl_doc_arena_t ar = {NULL};
+    dl_store_json_t out;
+    int rc = take(&ar, in, text, &out, res);
+    dl_doc_arena_free(&ar);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
 /* The operations                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* The inputs of one operation, each as its check_*() parses it. */
-#define TAKE_QUERY(t, out) take(&ar, (t), "{}", "query", check_query_doc, (out), res)
-#define TAKE_OPTS(t, out) take(&ar, (t), "{}", "opts", check_opts_doc, (out), res)
-#define TAKE_UPDATE(t, out) take(&ar, (t), NULL, "update", check_update_doc, (out), res)
-
 enum { OP_FIND, OP_EXPLAIN, OP_COUNT, OP_INSERT, OP_UPDATE, OP_FIND_ONE_AND_UPDATE, OP_REMOVE,
-       OP_CREATE_INDEX };
+       OP_CREATE_INDEX, OP_COUNT_ };
 
-/* What one operation is given, as text (NULL: an input it does not take). */
+#define IN(x) (1u << DL_STORE_IN_##x)
+
+/* The inputs each operation takes. */
+static const unsigned op_inputs[OP_COUNT_] = {
+    [OP_FIND] = IN(QUERY) | IN(OPTS),
+    [OP_EXPLAIN] = IN(QUERY) | IN(OPTS),
+    [OP_COUNT] = IN(QUERY),
+    [OP_INSERT] = IN(DOCS),
+    [OP_UPDATE] = IN(QUERY) | IN(UPDATE),
+    [OP_FIND_ONE_AND_UPDATE] = IN(QUERY) | IN(UPDATE) | IN(OPTS),
+    [OP_REMOVE] = IN(QUERY),
+    [OP_CREATE_INDEX] = IN(KEYS),
+};
+
+/* What one operation is given, as text, by DL_STORE_IN_* (NULL: not given). */
 typedef struct {
-    const char *query, *update, *opts, *docs, *keys;
+    const char *text[DL_STORE_IN_COUNT];
     int flag; /* update and remove: multi; create_index: unique */
 } op_in_t;
 
-static int call_backend(dl_store_t *s, int op, const char *coll, dl_store_json_t *q,
-                        dl_store_json_t *u, dl_store_json_t *o, dl_store_json_t *d, int flag,
+static int call_backend(dl_store_t *s, int op, const char *coll, dl_store_json_t *in, int flag,
                         dl_store_res_t *res)
 {
     const dl_store_ops_t *ops = s->ops;
+    dl_store_json_t *q = &in[DL_STORE_IN_QUERY], *u = &in[DL_STORE_IN_UPDATE],
+                    *o = &in[DL_STORE_IN_OPTS];
     switch (op) {
     case OP_FIND: return ops->find(s, coll, q, o, res);
     case OP_EXPLAIN: return ops->explain(s, coll, q, o, res);
     case OP_COUNT: return ops->count(s, coll, q, res);
-    case OP_INSERT: return ops->insert(s, coll, d, res);
+    case OP_INSERT: return ops->insert(s, coll, &in[DL_STORE_IN_DOCS], res);
     case OP_UPDATE: return ops->update(s, coll, q, u, flag, res);
     case OP_FIND_ONE_AND_UPDATE: return ops->find_one_and_update(s, coll, q, u, o, res);
     case OP_REMOVE: return ops->remove(s, coll, q, flag, res);
-    case OP_CREATE_INDEX: return ops->create_index(s, coll, d, flag, res);
+    case OP_CREATE_INDEX: return ops->create_index(s, coll, &in[DL_STORE_IN_KEYS], flag, res);
     }
     return dl_store_res_fail(res, DL_EINVAL, "unknown store operation %d", op);
 }
 
-/* Every operation on a collection: its inputs checked in the order query,
- * update (or documents, or index keys), options, the first refusal answered;
- * then the backend, given the parsed trees. */
-static int run_op(dl_store_t *s, int op, const char *coll, const op_in_t *in,
+/* Every operation on a collection: the collection name, then its inputs
+ * checked in DL_STORE_IN_* order, the first refusal answered; then the
+ * backend, given the parsed trees. */
+static int run_op(dl_store_t *s, int op, const char *coll, const op_in_t *given,
                   dl_store_res_t *res)
 {
     dl_doc_arena_t ar = {NULL};
-    dl_store_json_t q, u, o, d;
-    int takes_query = op != OP_INSERT && op != OP_CREATE_INDEX;
-    int takes_update = op == OP_UPDATE || op == OP_FIND_ONE_AND_UPDATE;
-    int takes_opts = op == OP_FIND || op == OP_EXPLAIN || op == OP_FIND_ONE_AND_UPDATE;
-    int rc;
+    dl_store_json_t in[DL_STORE_IN_COUNT] = {{0}};
+    int rc = 0;
     dl_store_res_reset(res);
-    if (dl_store_check_coll(coll, res) || (takes_query && TAKE_QUERY(in->query, &q)) ||
-        (takes_update && TAKE_UPDATE(in->update, &u)) ||
-        (op == OP_INSERT && take(&ar, in->docs, NULL, "insert", check_docs_doc, &d, res)) ||
-        (op == OP_CREATE_INDEX &&
-         take(&ar, in->keys, NULL, "index keys", check_index_doc, &d, res)) ||
-        (takes_opts && TAKE_OPTS(in->opts, &o)))
-        rc = res->status;
-    else
-        rc = call_backend(s, op, coll, &q, &u, &o, &d, in->flag, res);
+    if (check_coll(coll, res) != 0)
+        return res->status;
+    for (int k = 0; k < DL_STORE_IN_COUNT && rc == 0; k++)
+        if (op_inputs[op] & (1u << k))
+            rc = take(&ar, k, given->text[k], &in[k], res);
+    if (rc == 0)
+        rc = call_backend(s, op, coll, in, given->flag, res);
     dl_doc_arena_free(&ar);
     return rc;
 }
 
+#define Q DL_STORE_IN_QUERY
+#define U DL_STORE_IN_UPDATE
+#define O DL_STORE_IN_OPTS
+
 int dl_store_find(dl_store_t *s, const char *coll, const char *query, const char *opts,
                   dl_store_res_t *res)
 {
-    return run_op(s, OP_FIND, coll, &(op_in_t){.query = query, .opts = opts}, res);
+    return run_op(s, OP_FIND, coll, &(op_in_t){.text = {[Q] = query, [O] = opts}}, res);
 }
 
 int dl_store_explain(dl_store_t *s, const char *coll, const char *query, const char *opts,
                      dl_store_res_t *res)
 {
-    return run_op(s, OP_EXPLAIN, coll, &(op_in_t){.query = query, .opts = opts}, res);
+    return run_op(s, OP_EXPLAIN, coll, &(op_in_t){.text = {[Q] = query, [O] = opts}}, res);
 }
 
 int dl_store_count(dl_store_t *s, const char *coll, const char *query, dl_store_res_t *res)
 {
-    return run_op(s, OP_COUNT, coll, &(op_in_t){.query = query}, res);
+    return run_op(s, OP_COUNT, coll, &(op_in_t){.text = {[Q] = query}}, res);
 }
 
 int dl_store_insert(dl_store_t *s, const char *coll, const char *docs, dl_store_res_t *res)
 {
-    return run_op(s, OP_INSERT, coll, &(op_in_t){.docs = docs}, res);
+    return run_op(s, OP_INSERT, coll, &(op_in_t){.text = {[DL_STORE_IN_DOCS] = docs}}, res);
 }
 
 int dl_store_update(dl_store_t *s, const char *coll, const char *query, const char *update,
                     int multi, dl_store_res_t *res)
 {
     return run_op(s, OP_UPDATE, coll,
-                  &(op_in_t){.query = query, .update = update, .flag = multi}, res);
+                  &(op_in_t){.text = {[Q] = query, [U] = update}, .flag = multi}, res);
 }
 
 int dl_store_find_one_and_update(dl_store_t *s, const char *coll, const char *query,
                                  const char *update, const char *opts, dl_store_res_t *res)
 {
     return run_op(s, OP_FIND_ONE_AND_UPDATE, coll,
-                  &(op_in_t){.query = query, .update = update, .opts = opts}, res);
+                  &(op_in_t){.text = {[Q] = query, [U] = update, [O] = opts}}, res);
 }
 
 int dl_store_remove(dl_store_t *s, const char *coll, const char *query, int multi,
                     dl_store_res_t *res)
 {
-    return run_op(s, OP_REMOVE, coll, &(op_in_t){.query = query, .flag = multi}, res);
+    return run_op(s, OP_REMOVE, coll, &(op_in_t){.text = {[Q] = query}, .flag = multi}, res);
 }
 
 int dl_store_create_index(dl_store_t *s, const char *coll, const char *keys, int unique,
                           dl_store_res_t *res)
 {
-    return run_op(s, OP_CREATE_INDEX, coll, &(op_in_t){.keys = keys, .flag = unique}, res);
+    return run_op(s, OP_CREATE_INDEX, coll,
+                  &(op_in_t){.text = {[DL_STORE_IN_KEYS] = keys}, .flag = unique}, res);
 }
+
+#undef Q
+#undef U
+#undef O
 
 int dl_store_ping(dl_store_t *s, dl_store_res_t *res)
 {

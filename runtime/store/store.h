@@ -196,12 +196,11 @@ void dl_store_close(dl_store_t *s);             /* NULL is a no-op */
  *     with a NUL byte, at any depth.
  * NULL or "" query and opts mean {}.
  */
-int dl_store_check_coll(const char *coll, dl_store_res_t *res);
-int dl_store_check_query(const char *query, dl_store_res_t *res);
-int dl_store_check_update(const char *update, dl_store_res_t *res);
-int dl_store_check_opts(const char *opts, dl_store_res_t *res);
-int dl_store_check_index(const char *keys, dl_store_res_t *res);
-int dl_store_check_docs(const char *docs, dl_store_res_t *res);
+enum { DL_STORE_IN_QUERY, DL_STORE_IN_UPDATE, DL_STORE_IN_DOCS, DL_STORE_IN_KEYS, DL_STORE_IN_OPTS,
+       DL_STORE_IN_COUNT };
+/** Runs the check of one input (DL_STORE_IN_*) on text, as every operation
+ * taking it does; for a backend's tests, which convert what the front let by. */
+int dl_store_check(int in, const char *text, dl_store_res_t *res);
 
 /**
  * Opens (creating the file and its folder if missing) a SQLite store with one

@@ -44,6 +44,12 @@ api.get("/text", { cache = { ttl = 60 } }, function()
   h["content-type"] = "text/csv"
   return 200, "a,b\n" .. count("text"), h
 end)
+-- a body the handler encoded itself: stored as it is, not gzipped again
+api.get("/encoded", { cache = { ttl = 60 } }, function()
+  count("encoded")
+  return 200, string.rep("already-encoded ", 300),
+         { ["Content-Encoding"] = "x-custom", ["Content-Type"] = "text/plain" }
+end)
 api.get("/cookie", { cache = { ttl = 60 } }, function()
   local n = count("cookie")
   return { run = n }, { ["X-Custom"] = "kept", ["Set-Cookie"] = "s=" .. n }
@@ -180,6 +186,15 @@ def test_redis(_):
                               "api:json:/h?redis"], capture_output=True).stdout
         assert raw.startswith(b'"dlHi200'), raw[:60]
         assert b"X-Custom" in raw and b"kept" in raw, raw
+        # its own Content-Encoding: stored identity ('i'), sent as it is
+        for _ in range(2):
+            r = srv.get("/encoded", {"Accept-Encoding": "gzip"})
+            assert r.header("content-encoding") == "x-custom", r.headers
+            assert r.body == b"already-encoded " * 300, r.body[:60]
+        assert runs(srv, "encoded") == 1
+        raw = subprocess.run(["redis-cli", "-p", str(redis.port), "--no-raw", "GET",
+                              "api:json:/encoded"], capture_output=True).stdout
+        assert raw.startswith(b'"dlHi200'), ("gzipped again", raw[:60])
         # an entry in the format before headers ('h') is a miss: the handler
         # runs and its answer, headers and all, replaces it
         old = b"dlhi200\x10application/json{\"old\":true}"

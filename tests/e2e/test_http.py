@@ -212,6 +212,12 @@ def test_status_and_headers(srv):
     assert r.header("x-foo") == "bar" and r.header_all("x-list") == ["a", "b"], r.headers
     r = srv.get("/text-type")
     assert r.header("content-type") == "text/html; charset=utf-8" and r.body == b"<p>hi</p>"
+    r = srv.get("/long-type")  # it was cut at 127 bytes
+    assert r.header("content-type") == "multipart/mixed; boundary=" + "b" * 200, r.headers
+    for _ in range(3):  # the header buffers are reused: nothing of an earlier answer stays
+        r = srv.get("/status")
+        assert r.header("content-type") == "application/json", r.headers
+        assert r.header_all("x-list") == ["a", "b"] and r.header("x-foo") == "bar", r.headers
     r = srv.get("/nothing")
     assert r.status == 204 and r.body == b"" and r.header("content-length") is None, r
     r = srv.get("/own-cache-control")

@@ -110,7 +110,7 @@ static int prep_query_rc(const char *json, char *err, size_t errlen)
     bson_t out;
     dl_store_res_t res;
     dl_store_res_init(&res);
-    int rc = dl_store_check_query(json, &res);
+    int rc = dl_store_check(DL_STORE_IN_QUERY, json, &res);
     snprintf(err, errlen, "%s", res.err);
     dl_store_res_free(&res);
     if (rc != 0)
@@ -127,7 +127,7 @@ static int prep_update_rc(const char *json, char *err, size_t errlen)
     bson_t out;
     dl_store_res_t res;
     dl_store_res_init(&res);
-    int rc = dl_store_check_update(json, &res);
+    int rc = dl_store_check(DL_STORE_IN_UPDATE, json, &res);
     snprintf(err, errlen, "%s", res.err);
     dl_store_res_free(&res);
     if (rc != 0)

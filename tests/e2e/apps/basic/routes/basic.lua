@@ -39,6 +39,10 @@ end)
 api.get("/text-type", function()
   return 200, "<p>hi</p>", { ["Content-Type"] = "text/html; charset=utf-8" }
 end)
+-- a long Content-Type (multipart boundary, profile parameters) is sent whole
+api.get("/long-type", function()
+  return 200, "x", { ["Content-Type"] = "multipart/mixed; boundary=" .. string.rep("b", 200) }
+end)
 api.get("/nothing", function() end)
 api.get("/empty-array", function() return api.json.array({}) end)
 api.get("/empty-object", function() return {} end)
