@@ -131,6 +131,11 @@ int dl_codec_enc_fail(dl_codec_enc_t *e, int rc, const char *fmt, ...)
     return rc;
 }
 
+int dl_codec_enc_bad_key(dl_codec_enc_t *e, int kt)
+{
+    return dl_codec_enc_fail(e, DL_ECODEC, "table key of type %s", lua_typename(e->L, kt));
+}
+
 int dl_codec_enc_begin(dl_codec_enc_t *e, lua_State *L, int *idx, dl_buf_t *out, char *err,
                        size_t errlen)
 {

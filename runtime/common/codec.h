@@ -120,24 +120,11 @@ static inline int dl_codec_enc_open_table(dl_codec_enc_t *e, int idx, int depth,
 }
 
 /**
- * The key at slot of a pair being encoded: LUA_TSTRING with *s and *len,
- * LUA_TNUMBER with *d (never converted in place, which would break
- * lua_next), or DL_ECODEC for any other type.
+ * A pair's key must be a string or a number (read with lua_tonumber, never
+ * converted in place, which would break lua_next): the error for a key of
+ * type kt, DL_ECODEC with its message.
  */
-static inline int dl_codec_enc_key(dl_codec_enc_t *e, int slot, const char **s, size_t *len,
-                                   double *d)
-{
-    int kt = lua_type(e->L, slot);
-    if (DL_LIKELY(kt == LUA_TSTRING)) {
-        *s = lua_tolstring(e->L, slot, len);
-        return kt;
-    }
-    if (kt == LUA_TNUMBER) {
-        *d = lua_tonumber(e->L, slot);
-        return kt;
-    }
-    return dl_codec_enc_fail(e, DL_ECODEC, "table key of type %s", lua_typename(e->L, kt));
-}
+int dl_codec_enc_bad_key(dl_codec_enc_t *e, int kt);
 
 /* ---- decoders --------------------------------------------------------- */
 

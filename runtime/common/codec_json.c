@@ -108,16 +108,16 @@ static int enc_table(encoder_t *e, int idx, int depth)
             return put_char(b, '}');
     }
     for (;;) {
-        const char *ks = NULL;
-        size_t klen = 0;
-        double kd = 0;
-        int kt = dl_codec_enc_key(e, top + 1, &ks, &klen, &kd);
-        if (kt == LUA_TSTRING)
+        int kt = lua_type(L, top + 1);
+        if (DL_LIKELY(kt == LUA_TSTRING)) {
+            size_t klen;
+            const char *ks = lua_tolstring(L, top + 1, &klen);
             rc = dl_json_put_string(b, ks, klen);
-        else if (kt == LUA_TNUMBER)
-            rc = put_number(e, kd, 1); /* quoted: a JSON key is a string */
-        else
-            return kt;
+        } else if (kt == LUA_TNUMBER) {
+            rc = put_number(e, lua_tonumber(L, top + 1), 1); /* quoted: JSON keys are strings */
+        } else {
+            return dl_codec_enc_bad_key(e, kt);
+        }
         if (rc != 0)
             return rc;
         if (put_char(b, ':') != 0)

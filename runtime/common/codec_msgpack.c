@@ -181,16 +181,16 @@ static int pack_table(mp_encoder_t *e, int idx, int depth)
     }
     size_t count = 0;
     do {
-        const char *ks = NULL;
-        size_t klen = 0;
-        double kd = 0;
-        int kt = dl_codec_enc_key(&e->c, top + 1, &ks, &klen, &kd);
-        if (kt == LUA_TSTRING)
+        int kt = lua_type(L, top + 1);
+        if (DL_LIKELY(kt == LUA_TSTRING)) {
+            size_t klen;
+            const char *ks = lua_tolstring(L, top + 1, &klen);
             rc = pack_string(e, ks, klen);
-        else if (kt == LUA_TNUMBER)
-            rc = pack_key_number(e, kd);
-        else
-            return kt;
+        } else if (kt == LUA_TNUMBER) {
+            rc = pack_key_number(e, lua_tonumber(L, top + 1));
+        } else {
+            return dl_codec_enc_bad_key(&e->c, kt);
+        }
         if (rc != 0)
             return rc;
         rc = pack_value(e, top + 2, depth);
