@@ -14,6 +14,7 @@
  * a ticket is accepted for two rotation periods and renewed in the second.
  */
 #include "transport/tls.h"
+#include "transport/tls_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -31,42 +32,16 @@
 
 #include "common/internal.h"
 
-#define MAX_CERTS 8
+#define MAX_CERTS DL_TLS_MAX_CERTS
 
 static const char CIPHERS_TLS12[] =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-typedef struct {
-    unsigned char name[16], aes[32], hmac[32];
-} ticket_key_t;
-
-/* the certificates of one load (a context each); replaced whole by a reload */
-typedef struct {
-    SSL_CTX *certs[MAX_CERTS];
-    int n;
-} cert_set_t;
-
-struct dl_tls_ctx_s {
-    char *cert_files[MAX_CERTS], *key_files[MAX_CERTS];
-    int n_files;
-    int alpn_h2;
-    uint64_t rotate_s;
-    uv_mutex_t lock;    /* set and keys: workers read, reload and rotation write */
-    cert_set_t *set;
-    ticket_key_t keys[2]; /* [0] current, [1] previous */
-    int n_keys;
-    time_t keys_born;
-};
-
-struct dl_tls_s {
-    SSL *ssl;
-    dl_buf_t *out;
-    const char *in;
-    size_t in_len;
-    char err[160];
-};
+/* the structs are in tls_internal.h, shared with the client side */
+typedef dl_tls_ticket_key_t ticket_key_t;
+typedef dl_tls_cert_set_t cert_set_t;
 
 static int ex_index = -1; /* SSL_CTX ex data: the dl_tls_ctx_t */
 static BIO_METHOD *bio_method;
@@ -113,6 +88,7 @@ static int bio_create(BIO *b)
     return 1;
 }
 
+/* tls_client.c has no once of its own: everything shared is made here */
 static void init_once_cb(void)
 {
     ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
@@ -123,11 +99,25 @@ static void init_once_cb(void)
     BIO_meth_set_create(bio_method, bio_create);
 }
 
+BIO_METHOD *dl_tls_bio_method(void)
+{
+    uv_once(&init_once, init_once_cb);
+    return bio_method;
+}
+
+int dl_tls_bio_attach(dl_tls_t *t)
+{
+    BIO *b = BIO_new(dl_tls_bio_method());
+    if (b == NULL)
+        return DL_ENOMEM;
+    BIO_set_data(b, t);
+    SSL_set_bio(t->ssl, b, b); /* one BIO both ways: SSL frees it once */
+    return 0;
+}
+
 /* ========================================================== error messages */
 
-/* The reason of OpenSSL's most recent error ("" when none); clears the queue
- * and keeps the error's code in *code when code is not NULL. */
-static const char *ssl_reason_code(char *buf, size_t len, unsigned long *code)
+const char *dl_tls_ssl_reason(char *buf, size_t len, unsigned long *code)
 {
     unsigned long e, last = 0;
     while ((e = ERR_get_error()) != 0)
@@ -144,7 +134,7 @@ static const char *ssl_reason_code(char *buf, size_t len, unsigned long *code)
 
 static const char *ssl_reason(char *buf, size_t len)
 {
-    return ssl_reason_code(buf, len, NULL);
+    return dl_tls_ssl_reason(buf, len, NULL);
 }
 
 /* ============================================================= ticket keys */
@@ -383,6 +373,10 @@ int dl_tls_ctx_new(const dl_tls_opts_t *o, dl_tls_ctx_t **out, char *err, size_t
 
 int dl_tls_ctx_reload(dl_tls_ctx_t *x, char *err, size_t errlen)
 {
+    if (x->client) {
+        snprintf(err, errlen, "a TLS client context has no certificates to reload");
+        return DL_EINVAL;
+    }
     cert_set_t *set = load_set(x, err, errlen);
     if (set == NULL)
         return DL_EINVAL;
@@ -398,6 +392,12 @@ void dl_tls_ctx_free(dl_tls_ctx_t *x)
 {
     if (x == NULL)
         return;
+    /* a client context's parts (tls_client.c), freed here so that no call goes back to it */
+    SSL_CTX_free(x->client);
+    for (int i = 0; i < DL_TLS_CLIENT_SESSIONS; i++) {
+        SSL_SESSION_free(x->sessions[i].sess);
+        dl_free(x->sessions[i].name);
+    }
     set_free(x->set);
     for (int i = 0; i < x->n_files; i++) {
         dl_free(x->cert_files[i]);
@@ -412,6 +412,8 @@ void dl_tls_ctx_free(dl_tls_ctx_t *x)
 
 dl_tls_t *dl_tls_new(dl_tls_ctx_t *x, dl_buf_t *out)
 {
+    if (x->client)
+        return NULL; /* a client context has no certificate to serve */
     dl_tls_t *t = dl_calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
@@ -419,14 +421,11 @@ dl_tls_t *dl_tls_new(dl_tls_ctx_t *x, dl_buf_t *out)
     uv_mutex_lock(&x->lock);
     t->ssl = SSL_new(x->set->certs[0]);
     uv_mutex_unlock(&x->lock);
-    BIO *b = t->ssl ? BIO_new(bio_method) : NULL;
-    if (b == NULL) {
+    if (t->ssl == NULL || dl_tls_bio_attach(t) != 0) {
         SSL_free(t->ssl);
         dl_free(t);
         return NULL;
     }
-    BIO_set_data(b, t);
-    SSL_set_bio(t->ssl, b, b); /* one BIO both ways: SSL frees it once */
     SSL_set_accept_state(t->ssl);
     return t;
 }
@@ -436,6 +435,8 @@ void dl_tls_free(dl_tls_t *t)
     if (t == NULL)
         return;
     SSL_free(t->ssl);
+    dl_free(t->host);
+    dl_free(t->alpn);
     dl_free(t);
 }
 
@@ -456,7 +457,10 @@ static int looks_like_http(const char *p, size_t n)
 int dl_tls_read(dl_tls_t *t, const char *in, size_t len, dl_tls_plain_cb plain, void *arg)
 {
     char buf[16 * 1024 + 256]; /* one record's plaintext */
-    if (!SSL_is_init_finished(t->ssl) && SSL_in_before(t->ssl) && looks_like_http(in, len))
+    if (t->broken)
+        return DL_EPROTO;
+    int server = SSL_is_server(t->ssl);
+    if (server && !SSL_is_init_finished(t->ssl) && SSL_in_before(t->ssl) && looks_like_http(in, len))
         return DL_EPLAIN;
     t->in = in;
     t->in_len = len;
@@ -479,7 +483,12 @@ int dl_tls_read(dl_tls_t *t, const char *in, size_t len, dl_tls_plain_cb plain, 
         if (e == SSL_ERROR_ZERO_RETURN)
             return DL_EOF;
         unsigned long code;
-        ssl_reason_code(t->err, sizeof(t->err), &code);
+        char why[sizeof(t->err)];
+        dl_tls_ssl_reason(why, sizeof(why), &code);
+        if (!t->err_kept) /* a client's verify callback said it better */
+            snprintf(t->err, sizeof(t->err), "%s", why[0] ? why : "TLS error");
+        if (t->err_kept || !server)
+            return DL_EPROTO;
         /* a request line split over reads gets past looks_like_http */
         if (ERR_GET_LIB(code) == ERR_LIB_SSL &&
             (ERR_GET_REASON(code) == SSL_R_HTTP_REQUEST ||
@@ -491,6 +500,8 @@ int dl_tls_read(dl_tls_t *t, const char *in, size_t len, dl_tls_plain_cb plain, 
 
 int dl_tls_write(dl_tls_t *t, const char *data, size_t len)
 {
+    if (t->broken)
+        return DL_EPROTO;
     ERR_clear_error();
     while (len > 0) {
         size_t n = 0;
@@ -523,6 +534,23 @@ int dl_tls_is_h2(const dl_tls_t *t)
     unsigned int n = 0;
     SSL_get0_alpn_selected(t->ssl, &p, &n);
     return n == 2 && memcmp(p, "h2", 2) == 0;
+}
+
+const char *dl_tls_alpn(const dl_tls_t *t)
+{
+    const unsigned char *p = NULL;
+    unsigned int n = 0;
+    SSL_get0_alpn_selected(t->ssl, &p, &n);
+    if (n == 0)
+        return NULL;
+    if (n == 2 && memcmp(p, "h2", 2) == 0)
+        return "h2";
+    if (n == 8 && memcmp(p, "http/1.1", 8) == 0)
+        return "http/1.1";
+    /* a client offers one protocol and OpenSSL refuses a server's choice it did not offer */
+    if (t->alpn && strlen(t->alpn) == n && memcmp(p, t->alpn, n) == 0)
+        return t->alpn;
+    return NULL;
 }
 
 int dl_tls_resumed(const dl_tls_t *t)

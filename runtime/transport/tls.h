@@ -8,6 +8,9 @@
  * connection feeds it ciphertext and gets plaintext back through a callback,
  * and hands it plaintext to encrypt; ciphertext to send is appended to a
  * buffer the connection writes, so no socket call happens in here.
+ *
+ * The client side (outbound connections) is in transport/tls_client.h: its
+ * contexts and connections are the same types and use the calls below too.
  */
 #ifndef DL_TLS_H
 #define DL_TLS_H
@@ -40,6 +43,7 @@ int dl_tls_ctx_new(const dl_tls_opts_t *o, dl_tls_ctx_t **out, char *err, size_t
  * Any thread, concurrently with handshakes on workers.
  */
 int dl_tls_ctx_reload(dl_tls_ctx_t *ctx, char *err, size_t errlen);
+/** Frees a server or client context, after the connections made with it. NULL is a no-op. */
 void dl_tls_ctx_free(dl_tls_ctx_t *ctx);
 
 /** A server connection's TLS state; ciphertext to send goes to out (borrowed). */
@@ -51,10 +55,12 @@ typedef void (*dl_tls_plain_cb)(void *arg, const char *data, size_t len);
  * Decrypts ciphertext: handshake records are answered (into out) and each
  * piece of application data is passed to plain. Every byte of in is consumed.
  * Returns 0, DL_EOF when the peer sent close_notify, DL_EPROTO on a TLS error
- * (an alert may be in out), or DL_EPLAIN when the client spoke plain HTTP.
+ * (an alert may be in out; on a client, a certificate that failed verification
+ * too), or DL_EPLAIN when the client spoke plain HTTP (servers only).
+ * On a client this drives the handshake; dl_tls_ready() says when it is done.
  */
 int dl_tls_read(dl_tls_t *t, const char *in, size_t len, dl_tls_plain_cb plain, void *arg);
-/** Encrypts data into out. Returns 0 or DL_EPROTO. */
+/** Encrypts data into out, once dl_tls_ready(). Returns 0, DL_EPROTO or DL_ENOMEM. */
 int dl_tls_write(dl_tls_t *t, const char *data, size_t len);
 
 /** Queues a close_notify alert into the output (RFC 9112 9.8: a TLS
@@ -64,6 +70,9 @@ void dl_tls_close_notify(dl_tls_t *t);
 int dl_tls_ready(const dl_tls_t *t);
 /** 1 when ALPN chose h2. */
 int dl_tls_is_h2(const dl_tls_t *t);
+/** The protocol ALPN chose ("h2", "http/1.1", or the one a client offered),
+ * or NULL when none was; valid as long as t. */
+const char *dl_tls_alpn(const dl_tls_t *t);
 /** 1 when the handshake resumed a session (a ticket). */
 int dl_tls_resumed(const dl_tls_t *t);
 /** The last TLS error, for logs (valid until the next call on t). */
