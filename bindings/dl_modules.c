@@ -14,5 +14,6 @@ const dl_lua_module_t dl_modules_builtin[] = {
     {"devloop.redis_core", luaopen_devloop_redis_core},
     {"devloop.db_core", luaopen_devloop_db_core},
     {"devloop.metrics_core", luaopen_devloop_metrics_core},
+    {"devloop.http_core", luaopen_devloop_http_core},
     {NULL, NULL},
 };

@@ -83,6 +83,9 @@ DL_API const char *dl_version(void);
     XX(EPLAIN, -4011, "plain HTTP sent to a TLS port")                     \
     XX(EUNAVAIL, -4012, "backend unavailable")                             \
     XX(EUNKNOWN, -4013, "connection lost after sending; outcome unknown")  \
+    XX(EDNS, -4014, "name resolution failed")                              \
+    XX(ECONNECT, -4015, "connection failed")                               \
+    XX(ETLS, -4016, "TLS failed")                                          \
     XX(EROFS, -30, "database is read-only")                                \
     XX(EBUSY, -16, "database is locked")                                   \
     XX(ENOSPC, -28, "database or disk is full")                            \

@@ -22,6 +22,7 @@ struct dl_store_s;
 struct dl_metrics_s;
 struct dl_memcache_s;
 struct dl_core_ctx_s;
+struct dl_http_client_s;
 
 /** One worker's figures for metrics_core.workers(). */
 typedef struct {
@@ -39,6 +40,7 @@ typedef struct {
 /** The ids of the runtime's own metrics the bindings update. */
 typedef struct {
     int cache_lookup, db_duration, log_dropped, metrics_overflow, connections, lua_memory;
+    int http_client_requests, http_client_duration, http_client_pool;
 } dl_lua_metric_ids_t;
 
 typedef struct dl_lua_host_s {
@@ -50,6 +52,7 @@ typedef struct dl_lua_host_s {
     dl_compressor_t *compressor;
     struct dl_cache_s *cache;      /* api.cache and cached routes */
     struct dl_redis_pool_s *redis; /* NULL without REDIS_URL */
+    struct dl_http_client_s *http; /* api.http and api.socket's connections, or NULL */
     struct dl_store_s *store;      /* documents, shared by workers, or NULL */
     dl_store_guard_t *store_guard; /* its outcomes and breaker, or NULL */
     struct dl_memcache_s *memcache; /* the embedded cache, or NULL (Redis) */

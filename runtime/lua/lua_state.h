@@ -42,6 +42,19 @@ typedef struct dl_gen_s {
 typedef struct dl_task_s dl_task_t;
 typedef struct dl_vm_s dl_vm_t;
 
+/**
+ * Something a task scope holds open (an outbound socket, a streamed
+ * response): closed by close() when the scope's first task ends, so nothing
+ * outlives its request or its job run. A scope is a request's (or a
+ * background run's) first task and the api.parallel and with_timeout tasks
+ * it starts.
+ */
+typedef struct dl_task_res_s {
+    dl_list_t link;                       /* in the VM's owned list */
+    uint64_t scope;
+    void (*close)(struct dl_task_res_s *r); /* the scope ended: let go (may free r) */
+} dl_task_res_t;
+
 /** An on_start hook's time limit (core._guard, lua_task.c): shared by the hook's
  * task and every task it starts, directly or not; freed with the last. */
 typedef struct dl_guard_s {
@@ -68,6 +81,8 @@ struct dl_task_s {
     int detached;           /* a raced child that lost: its end is ignored */
     void *race;             /* api.with_timeout: the race this task is the function of */
     dl_guard_t *guard;      /* the start-hook limit it runs under, or NULL */
+    uint64_t scope;         /* its scope's id (dl_task_res_t) */
+    int scope_root;         /* the scope's first task: owned resources end with it */
     int results_ref;
     int error_ref;
     void (*cancel)(void *data); /* detaches a parked operation (shutdown) */
@@ -94,6 +109,8 @@ struct dl_vm_s {
     lua_State **co_pool;        /* finished coroutines kept for reuse */
     int *co_pool_refs;
     int n_co_pool;
+    dl_list_t owned;            /* dl_task_res_t held by live task scopes */
+    uint64_t scopes;            /* the last scope id given */
     dl_buf_t scratch;           /* encoder output */
     dl_buf_t resp_hdrs;         /* a handler's header lines (lua_dispatch.c) */
     dl_buf_t resp_ctype;        /* and its Content-Type */
@@ -123,6 +140,16 @@ void dl_task_park(dl_task_t *t, void (*cancel)(void *), void *data);
 void dl_task_resume_string(dl_task_t *t, const char *s, size_t len, const char *err);
 /** Resumes a parked task with nargs values already pushed on t->co. */
 void dl_task_resume(dl_task_t *t, int nargs);
+
+/** Ties r to t's scope: r->close runs when the scope ends (unless disowned first). */
+void dl_task_own(dl_task_t *t, dl_task_res_t *r);
+/** Unties r (closed by its user before its scope ended). Harmless twice. */
+void dl_task_disown(dl_task_res_t *r);
+/** 1 when t runs in scope (the resource's owner may use it). */
+static inline int dl_task_in_scope(const dl_task_t *t, uint64_t scope)
+{
+    return t != NULL && t->scope == scope;
+}
 
 /** Runs the function (with nargs arguments) on top of vm->L as a task with no request. */
 int dl_vm_spawn(dl_vm_t *vm, int nargs);

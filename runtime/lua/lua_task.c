@@ -46,6 +46,8 @@ dl_task_t *dl_task_new(dl_vm_t *vm, dl_req_t *req)
     lua_setexdata(t->co, t);
     t->vm = vm;
     t->req = req;
+    t->scope = ++vm->scopes; /* a scope of its own unless a parent shares its own */
+    t->scope_root = 1;
     t->results_ref = LUA_NOREF;
     t->error_ref = LUA_NOREF;
     dl_list_insert_head(&vm->tasks, &t->link);
@@ -54,10 +56,45 @@ dl_task_t *dl_task_new(dl_vm_t *vm, dl_req_t *req)
 
 static void guard_leave(dl_task_t *t);
 
+/* A task of parent's scope (api.parallel, with_timeout). */
+static void share_scope(dl_task_t *c, const dl_task_t *parent)
+{
+    c->scope = parent->scope;
+    c->scope_root = 0;
+}
+
+void dl_task_own(dl_task_t *t, dl_task_res_t *r)
+{
+    r->scope = t->scope;
+    dl_list_insert_tail(&t->vm->owned, &r->link);
+}
+
+void dl_task_disown(dl_task_res_t *r)
+{
+    dl_list_remove(&r->link);
+}
+
+/* The scope of t ends: what it holds is closed. */
+static void close_owned(dl_task_t *t)
+{
+    dl_list_t *h = &t->vm->owned;
+    for (dl_list_t *n = h->next; n != h;) {
+        dl_task_res_t *r = dl_list_entry(n, dl_task_res_t, link);
+        n = n->next;
+        if (r->scope == t->scope) {
+            dl_list_remove(&r->link);
+            r->close(r);
+            n = h->next; /* a close may have let others go: start again */
+        }
+    }
+}
+
 void dl_task_free(dl_task_t *t, int reuse)
 {
     dl_vm_t *vm = t->vm;
     lua_State *L = vm->L;
+    if (t->scope_root && !dl_list_empty(&vm->owned))
+        close_owned(t);
     guard_leave(t);
     dl_list_remove(&t->link);
     if (L) {
@@ -494,6 +531,7 @@ int dl__parallel(lua_State *L)
         if (c == NULL)
             return luaL_error(L, "out of memory");
         guard_inherit(c, t);
+        share_scope(c, t);
         c->parent = t;
         c->index = i;
         t->waiting++;
@@ -564,6 +602,7 @@ int dl__race(lua_State *L)
         dl_free(r);
         return luaL_error(L, "out of memory");
     }
+    share_scope(c, t);
     guard_inherit(c, t);
     /* the child reports to us through finish_child's race branch; t->race
      * stays as it is: it is t's own, when t is itself a raced function */

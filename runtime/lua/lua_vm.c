@@ -79,6 +79,7 @@ dl_vm_t *dl_vm_new(const dl_lua_host_t *host)
         return NULL;
     vm->host = host;
     dl_list_init(&vm->tasks);
+    dl_list_init(&vm->owned);
     dl_list_init(&vm->spare_tasks);
     vm->co_pool = dl_calloc(DL_CO_POOL_MAX, sizeof(lua_State *));
     vm->co_pool_refs = dl_calloc(DL_CO_POOL_MAX, sizeof(int));

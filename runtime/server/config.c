@@ -107,6 +107,15 @@ static const env_var_t vars[] = {
      "off", NULL, MONGO},
     {"MONGO_BREAKER_COOLDOWN_MS", DL_ENV_MS, DL_BREAKER_DEFAULT_COOLDOWN_MS, 1, DAY_MS, NOF, NULL,
      NULL, NULL, MONGO},
+    /* the outbound HTTP client and cosockets, per worker and per origin */
+    {"DEVLOOP_HTTP_POOL_SIZE", DL_ENV_COUNT, 32, 0, 100000, NOF, NULL, "none kept",
+     "idle connections", ALWAYS},
+    {"DEVLOOP_HTTP_MAX_CONNS", DL_ENV_COUNT, 256, 0, 1000000, NOF, NULL, "no cap", "connections",
+     ALWAYS},
+    {"DEVLOOP_HTTP_BACKLOG", DL_ENV_COUNT, 1024, 0, 1000000, NOF, NULL, "none wait", "requests",
+     ALWAYS},
+    {"DEVLOOP_HTTP_IDLE_MS", DL_ENV_MS, 60000, 1, DAY_MS, NOF, NULL, NULL, NULL, ALWAYS},
+    {"DEVLOOP_DNS_TTL_MS", DL_ENV_MS, 30000, 0, DAY_MS, NOF, NULL, "no caching", NULL, ALWAYS},
     /* read by jobs.lua through core._env() */
     {"DEVLOOP_JOB_LEASE_MS", DL_ENV_MS, 30000, 1, DAY_MS, NOF, NULL, NULL, NULL, ALWAYS},
     {"DEVLOOP_JOBS_PAUSED", DL_ENV_BOOL, 0, 0, 1, NOF, NULL, NULL, NULL, ALWAYS},

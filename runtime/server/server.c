@@ -326,7 +326,21 @@ static int define_metrics(dl_runtime_t *rt)
                                          "Connections closed at accept because the worker "
                                          "had DEVLOOP_MAX_CONNECTIONS open",
                                          NULL, 0, NULL, 0);
-    if (id->h2_defences < 0 || id->tls_failures < 0 || id->conns_refused < 0)
+    static const char *const client_labels[] = {"host", "status_code"};
+    static const char *const state_label[] = {"state"};
+    id->http_client_requests = dl_metric_define(m, DL_METRIC_COUNTER, "http_client_requests_total",
+                                                "Outbound HTTP requests by origin and status "
+                                                "(or error kind)", client_labels, 2, NULL, 0);
+    id->http_client_duration = dl_metric_define(m, DL_METRIC_HISTOGRAM,
+                                                "http_client_request_duration_seconds",
+                                                "Outbound HTTP requests, from the call to the "
+                                                "response (headers when streamed)",
+                                                client_labels, 1, http_buckets, 8);
+    id->http_client_pool = dl_metric_define(m, DL_METRIC_GAUGE, "http_client_pool_connections",
+                                            "Outbound keep-alive connections (idle, busy) and "
+                                            "requests waiting for one", state_label, 1, NULL, 0);
+    if (id->h2_defences < 0 || id->tls_failures < 0 || id->conns_refused < 0 ||
+        id->http_client_requests < 0 || id->http_client_duration < 0 || id->http_client_pool < 0)
         return DL_EINVAL;
     int rc = dl_backend_stats_init(&rt->shared.backends, m, rt->cfg.workers);
     if (rc < 0)
@@ -496,6 +510,13 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
         return DL_EINVAL;
     }
     rt->shared.has_redis = rc == 1;
+    dl_http_client_cfg_t *hcfg = &rt->shared.http_client;
+    hcfg->pool.max_idle = (int)dl_env_u64("DEVLOOP_HTTP_POOL_SIZE");
+    hcfg->pool.max_conns = (int)dl_env_u64("DEVLOOP_HTTP_MAX_CONNS");
+    hcfg->pool.max_waiting = (int)dl_env_u64("DEVLOOP_HTTP_BACKLOG");
+    hcfg->pool.idle_ms = dl_env_u64("DEVLOOP_HTTP_IDLE_MS");
+    hcfg->dns_ttl_ms = dl_env_u64("DEVLOOP_DNS_TTL_MS");
+    hcfg->dns_max_names = 256;
     if (!rt->shared.has_redis) {
         size_t cap = dl_env_u64("DEVLOOP_CACHE_MAX_BYTES");
         rt->shared.memcache = dl_memcache_new(cap, 16);

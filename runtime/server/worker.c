@@ -17,6 +17,7 @@
 #include "http1/conn.h"
 #include "http2/h2.h"
 #include "inproc/inproc.h"
+#include "outbound/http_client.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "server/config.h"
@@ -448,6 +449,8 @@ static void finish_stop(dl_worker_t *w)
         dl_redis_pool_free(w->redis); /* its handles close on this loop */
         w->redis = NULL;
     }
+    dl_http_client_free(w->http); /* the tasks let go of theirs above */
+    w->http = NULL;
     if (!uv_is_closing((uv_handle_t *)&w->wakeup))
         uv_close((uv_handle_t *)&w->wakeup, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->sweep))
@@ -626,6 +629,7 @@ static void fill_host(dl_worker_t *w)
     h->compressor = w->compressor;
     h->cache = w->cache;
     h->redis = w->redis;
+    h->http = w->http;
     h->store = sh->store;
     h->store_guard = sh->has_store_guard ? &sh->store_guard : NULL;
     h->memcache = sh->memcache;
@@ -639,6 +643,9 @@ static void fill_host(dl_worker_t *w)
     h->m.metrics_overflow = sh->m.metrics_overflow;
     h->m.connections = sh->m.connections;
     h->m.lua_memory = sh->m.lua_memory;
+    h->m.http_client_requests = sh->m.http_client_requests;
+    h->m.http_client_duration = sh->m.http_client_duration;
+    h->m.http_client_pool = sh->m.http_client_pool;
     h->data = w;
     h->stop = host_stop;
     h->reload_status = host_reload_status;
@@ -685,6 +692,11 @@ int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *sh, int id, char *err, si
     }
     if (w->cache == NULL) {
         snprintf(err, errlen, "cannot create the cache");
+        return DL_ENOMEM;
+    }
+    w->http = dl_http_client_new(&w->loop, &sh->http_client);
+    if (w->http == NULL) {
+        snprintf(err, errlen, "cannot create the HTTP client");
         return DL_ENOMEM;
     }
 
@@ -782,6 +794,8 @@ void dl_worker_join(dl_worker_t *w)
             dl_redis_pool_free(w->redis);
             w->redis = NULL;
         }
+        dl_http_client_free(w->http);
+        w->http = NULL;
         uv_walk(&w->loop, close_walk_cb, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
     }

@@ -18,6 +18,7 @@
 #include "http1/conn.h"
 #include "common/internal.h"
 #include "lua/lua_host.h"
+#include "outbound/http_client.h"
 
 struct dl_vm_s;
 struct dl_tls_ctx_s;
@@ -34,7 +35,7 @@ typedef struct dl_conn_s dl_conn_t;
 typedef struct {
     int requests, duration, db_duration, cache_lookup, connections, lua_memory, generation,
         reload_failures, log_dropped, metrics_overflow, h2_defences, tls_failures,
-        conns_refused;
+        conns_refused, http_client_requests, http_client_duration, http_client_pool;
 } dl_worker_metric_ids_t;
 
 /*
@@ -56,6 +57,7 @@ typedef struct dl_worker_shared_s {
     char *upload_dir;     /* APP_DIR/data/.uploads, made at start */
     int has_redis;               /* REDIS_URL (or REDIS_HOST...) given */
     dl_redis_config_t redis_cfg;
+    dl_http_client_cfg_t http_client; /* outbound HTTP and cosockets, per worker */
     dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
     struct dl_store_s *store;    /* documents: SQLite file or MongoDB, shared by workers */
     dl_store_guard_t store_guard; /* its outcomes and (MongoDB) circuit breaker */
@@ -117,6 +119,7 @@ typedef struct dl_worker_s {
     int inflated_next;
     struct dl_cache_s *cache;       /* api.cache and cached routes */
     struct dl_redis_pool_s *redis;  /* NULL without REDIS_URL */
+    struct dl_http_client_s *http;  /* outbound connections of handlers */
     uint64_t prng[4];
     long date_sec;
     char date[32];

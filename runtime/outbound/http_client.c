@@ -1,0 +1,905 @@
+/*
+ * http_client.c - one outbound HTTP/1.1 exchange at a time per connection.
+ * An exchange walks: name lookup, a connection from the pool (reused, made
+ * in a free slot, or waited for at the origin's cap), the request written in
+ * one piece, the response parsed by llhttp. One timer holds the deadline of
+ * the whole exchange. User callbacks never run inside llhttp's: the parser
+ * callbacks only record, and the code around llhttp_execute() acts on what
+ * they recorded, so a callback may free the exchange.
+ *
+ * A connection goes back to the pool only when the response ended cleanly
+ * with keep-alive, the request was written whole, and no byte followed the
+ * response (a second response behind the first is a smuggling attempt or a
+ * broken peer). A reused connection that dies before the first response
+ * byte is replaced, once per attempt and at most twice, when the request may
+ * be sent again (its method is idempotent): the peer closed it while idle.
+ */
+#include "outbound/http_client.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/compress.h"
+#include "common/internal.h"
+#include "outbound/dns.h"
+
+#define MAX_HEADER_BYTES (64 * 1024)
+#define MAX_HEADERS 256
+#define STREAM_HIGH_WATER (1024 * 1024)
+#define MAX_RETRIES 2
+#define MAX_TLS_CTX 8
+
+enum { PH_DNS, PH_POOL, PH_CONNECT, PH_EXCHANGE, PH_DONE };
+enum { ENC_IDENTITY, ENC_GZIP, ENC_DEFLATE };
+
+typedef struct {
+    int verify;
+    char *ca;
+    dl_tls_ctx_t *ctx;
+} tls_slot_t;
+
+struct dl_http_client_s {
+    uv_loop_t *loop;
+    dl_http_client_cfg_t cfg;
+    dl_dns_t *dns;
+    dl_out_pool_t *pool;
+    tls_slot_t tls[MAX_TLS_CTX];
+    int n_tls;
+};
+
+typedef struct {
+    dl_http_x_t pub; /* first: the user's view */
+    dl_http_client_t *hc;
+    uv_timer_t timer;
+    int freed;       /* dl_http_x_free() came: the memory goes with the timer */
+    dl_http_cb cb, read_cb;
+    void *arg, *read_arg;
+    int phase;
+    int failed;      /* status of a failure, reported (or to report) once */
+    int reported;    /* the first callback came */
+    /* the request */
+    dl_buf_t req;
+    dl_http_url_t url;
+    char key[DL_OUT_MAX_KEY + 1];
+    char label[272]; /* host:port, for messages */
+    char server_name[256];
+    int tls_verify;
+    char *tls_ca;
+    uint64_t timeout_ms, connect_timeout_ms;
+    size_t max_body;
+    int decode, stream, head_only, idempotent, retries;
+    /* the way there */
+    dl_dns_wait_t *dns_w;
+    dl_out_waiter_t *pool_w;
+    dl_out_conn_t *conn;
+    int slot;        /* holds a pool slot of key, connecting */
+    dl_dns_addrs_t addrs;
+    /* the answer */
+    llhttp_t parser;
+    llhttp_settings_t settings;
+    int sent, got_bytes, headers_done, complete, paused, in_value;
+    int encoding;
+    size_t hdr_bytes, body_total;
+    dl_buf_t raw;    /* the encoded body, decoded once complete */
+    int ev_headers;  /* recorded by the parser callbacks */
+    char perr[512];  /* a parser callback's refusal */
+    int perr_status;
+} x_t;
+
+static void step(x_t *x);
+
+/* ================================================================ URLs */
+
+static int hex_ok(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+int dl_http_url_parse(const char *url, size_t len, dl_http_url_t *out, char *why, size_t whylen)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p = url, *end = url + len;
+    if (len >= 7 && dl_strncasecmp_eq(p, 7, "http://", 7)) {
+        p += 7;
+    } else if (len >= 8 && dl_strncasecmp_eq(p, 8, "https://", 8)) {
+        out->tls = 1;
+        p += 8;
+    } else {
+        snprintf(why, whylen, "invalid: URL must start with http:// or https:// (got \"%.40s\")",
+                 url);
+        return -1;
+    }
+    for (const char *q = url; q < end; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if (ch <= 0x20 || ch == 0x7f) {
+            snprintf(why, whylen, "invalid: URL holds a space or control character at byte %d",
+                     (int)(q - url));
+            return -1;
+        }
+    }
+    const char *auth_end = p;
+    while (auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#')
+        auth_end++;
+    for (const char *q = p; q < auth_end; q++)
+        if (*q == '@') {
+            snprintf(why, whylen, "invalid: credentials in the URL are not supported (send an "
+                     "Authorization header)");
+            return -1;
+        }
+    const char *host = p, *host_end, *port_at = NULL;
+    if (p < auth_end && *p == '[') {
+        host = p + 1;
+        host_end = memchr(host, ']', (size_t)(auth_end - host));
+        if (host_end == NULL) {
+            snprintf(why, whylen, "invalid: unclosed [ in the URL's host");
+            return -1;
+        }
+        if (host_end + 1 < auth_end) {
+            if (host_end[1] != ':') {
+                snprintf(why, whylen, "invalid: junk after the URL's [host]");
+                return -1;
+            }
+            port_at = host_end + 2;
+        }
+    } else {
+        host_end = auth_end;
+        const char *colon = memchr(p, ':', (size_t)(auth_end - p));
+        if (colon) {
+            host_end = colon;
+            port_at = colon + 1;
+        }
+    }
+    size_t hl = (size_t)(host_end - host);
+    if (hl == 0 || hl >= sizeof(out->host)) {
+        snprintf(why, whylen, "invalid: the URL's host is %s", hl ? "too long" : "empty");
+        return -1;
+    }
+    for (size_t i = 0; i < hl; i++) {
+        char ch = host[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '-' || ch == '.' || ch == '_' || (ch == ':' && host != p) ||
+                 (ch == '%' && host != p);
+        if (!ok) {
+            snprintf(why, whylen, "invalid: the URL's host holds '%c'", ch);
+            return -1;
+        }
+        out->host[i] = (char)dl_tolower((unsigned char)ch);
+    }
+    out->host[hl] = '\0';
+    out->port = out->tls ? 443 : 80;
+    if (port_at) {
+        long port = 0;
+        const char *q = port_at;
+        if (q == auth_end) {
+            snprintf(why, whylen, "invalid: empty port in the URL");
+            return -1;
+        }
+        for (; q < auth_end; q++) {
+            if (*q < '0' || *q > '9' || port > 65535) {
+                snprintf(why, whylen, "invalid: the URL's port is not a number from 1 to 65535");
+                return -1;
+            }
+            port = port * 10 + (*q - '0');
+        }
+        if (port < 1 || port > 65535) {
+            snprintf(why, whylen, "invalid: the URL's port is not a number from 1 to 65535");
+            return -1;
+        }
+        out->port = (int)port;
+    }
+    /* the target: path and query; a fragment is the client's own */
+    const char *t = auth_end, *frag = memchr(t, '#', (size_t)(end - t));
+    const char *tend = frag ? frag : end;
+    for (const char *q = t; q < tend; q++)
+        if (*q == '%' && (q + 2 >= tend || !hex_ok(q[1]) || !hex_ok(q[2]))) {
+            snprintf(why, whylen, "invalid: a %% in the URL not followed by two hex digits");
+            return -1;
+        }
+    if (t == tend) {
+        out->target = "/";
+        out->target_len = 1;
+    } else if (*t == '?') {
+        out->target = t; /* "/?" is made by the caller from the empty path */
+        out->target_len = (size_t)(tend - t);
+    } else {
+        out->target = t;
+        out->target_len = (size_t)(tend - t);
+    }
+    return 0;
+}
+
+/* ============================================================ the client */
+
+dl_http_client_t *dl_http_client_new(uv_loop_t *loop, const dl_http_client_cfg_t *cfg)
+{
+    dl_http_client_t *hc = dl_calloc(1, sizeof(*hc));
+    if (hc == NULL)
+        return NULL;
+    hc->loop = loop;
+    hc->cfg = *cfg;
+    hc->dns = dl_dns_new(loop, cfg->dns_ttl_ms, cfg->dns_max_names);
+    hc->pool = dl_out_pool_new(loop);
+    if (hc->dns == NULL || hc->pool == NULL) {
+        dl_http_client_free(hc);
+        return NULL;
+    }
+    return hc;
+}
+
+void dl_http_client_free(dl_http_client_t *hc)
+{
+    if (hc == NULL)
+        return;
+    dl_out_pool_free(hc->pool);
+    dl_dns_free(hc->dns);
+    for (int i = 0; i < hc->n_tls; i++) {
+        dl_tls_ctx_free(hc->tls[i].ctx);
+        dl_free(hc->tls[i].ca);
+    }
+    dl_free(hc);
+}
+
+const dl_out_pool_t *dl_http_client_pool(const dl_http_client_t *hc)
+{
+    return hc->pool;
+}
+
+/* The client TLS context for (verify, ca), made once per worker. */
+static dl_tls_ctx_t *tls_ctx(dl_http_client_t *hc, int verify, const char *ca, char *err,
+                             size_t errlen)
+{
+    for (int i = 0; i < hc->n_tls; i++)
+        if (hc->tls[i].verify == verify &&
+            ((ca == NULL && hc->tls[i].ca == NULL) ||
+             (ca && hc->tls[i].ca && strcmp(ca, hc->tls[i].ca) == 0)))
+            return hc->tls[i].ctx;
+    dl_tls_client_opts_t o = {.verify = verify, .ca_file = ca};
+    dl_tls_ctx_t *ctx;
+    if (dl_tls_client_ctx_new(&o, &ctx, err, errlen) != 0)
+        return NULL;
+    if (hc->n_tls == MAX_TLS_CTX) {
+        /* a bounded cache: the oldest context goes (connections keep theirs) */
+        dl_tls_ctx_free(hc->tls[0].ctx);
+        dl_free(hc->tls[0].ca);
+        memmove(&hc->tls[0], &hc->tls[1], sizeof(hc->tls[0]) * (MAX_TLS_CTX - 1));
+        hc->n_tls--;
+    }
+    tls_slot_t *s = &hc->tls[hc->n_tls];
+    s->verify = verify;
+    s->ca = ca ? dl_strdup(ca) : NULL;
+    s->ctx = ctx;
+    hc->n_tls++;
+    return ctx;
+}
+
+/* ========================================================== the exchange */
+
+/* The exchange's way out: the connection closed, not pooled, and nothing
+ * pending; the failure recorded for the callback. */
+static void detach(x_t *x)
+{
+    if (x->dns_w) {
+        dl_dns_cancel(x->dns_w);
+        x->dns_w = NULL;
+    }
+    if (x->pool_w) {
+        dl_out_pool_cancel(x->pool_w);
+        x->pool_w = NULL;
+    }
+    if (x->conn) {
+        dl_out_pool_release(x->conn, 0, &x->hc->cfg.pool);
+        x->conn = NULL;
+    } else if (x->slot) {
+        dl_out_pool_unslot(x->hc->pool, x->key);
+    }
+    x->slot = 0;
+}
+
+static void report(x_t *x, int status)
+{
+    dl_http_cb cb;
+    void *arg;
+    if (!x->reported) {
+        x->reported = 1;
+        cb = x->cb;
+        arg = x->arg;
+    } else {
+        cb = x->read_cb;
+        arg = x->read_arg;
+        x->read_cb = NULL;
+    }
+    if (cb)
+        cb(&x->pub, status, arg);
+}
+
+static void fail(x_t *x, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void fail(x_t *x, int status, const char *fmt, ...)
+{
+    if (x->failed || x->phase == PH_DONE)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->pub.err, sizeof(x->pub.err), fmt, ap);
+    va_end(ap);
+    x->failed = status;
+    x->phase = PH_DONE;
+    uv_timer_stop(&x->timer);
+    detach(x);
+    report(x, status);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    x_t *x = t->data;
+    static const char *const where[] = {"resolving", "waiting for a connection to",
+                                        "connecting to", "waiting for the response of"};
+    fail(x, DL_ETIMEDOUT, "timeout: %s %s after %llu ms", where[x->phase], x->label,
+         (unsigned long long)x->timeout_ms);
+}
+
+/* ---------------------------------------------------------- the parser */
+
+static int on_message_begin(llhttp_t *p)
+{
+    x_t *x = p->data;
+    x->pub.n_hdrs = 0;
+    dl_buf_reset(&x->pub.hdrs);
+    x->hdr_bytes = 0;
+    x->in_value = 0;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    x_t *x = p->data;
+    x->hdr_bytes += len;
+    if (x->hdr_bytes > MAX_HEADER_BYTES) {
+        x->perr_status = DL_ETOOBIG;
+        snprintf(x->perr, sizeof(x->perr), "too large: response headers over %d bytes",
+                 MAX_HEADER_BYTES);
+        return -1;
+    }
+    if (x->in_value) {
+        dl_buf_append_char(&x->pub.hdrs, '\0'); /* the previous value ends */
+        x->in_value = 0;
+    }
+    if (len && (x->pub.hdrs.len == 0 || x->pub.hdrs.data[x->pub.hdrs.len - 1] == '\0')) {
+        if (++x->pub.n_hdrs > MAX_HEADERS) {
+            x->perr_status = DL_ETOOBIG;
+            snprintf(x->perr, sizeof(x->perr), "too large: more than %d response headers",
+                     MAX_HEADERS);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < len; i++)
+        dl_buf_append_char(&x->pub.hdrs, (char)dl_tolower((unsigned char)at[i]));
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    x_t *x = p->data;
+    x->hdr_bytes += len;
+    if (x->hdr_bytes > MAX_HEADER_BYTES) {
+        x->perr_status = DL_ETOOBIG;
+        snprintf(x->perr, sizeof(x->perr), "too large: response headers over %d bytes",
+                 MAX_HEADER_BYTES);
+        return -1;
+    }
+    if (!x->in_value) {
+        dl_buf_append_char(&x->pub.hdrs, '\0'); /* the name ends */
+        x->in_value = 1;
+    }
+    dl_buf_append(&x->pub.hdrs, at, len);
+    return 0;
+}
+
+/* The value of header name (lower-case) in the pairs, or NULL. */
+static const char *find_header(const dl_http_x_t *r, const char *name, size_t *vlen)
+{
+    const char *q = r->hdrs.data, *end = q + r->hdrs.len;
+    for (int i = 0; i < r->n_hdrs && q < end; i++) {
+        size_t nl = strlen(q);
+        const char *v = q + nl + 1;
+        size_t vl = strlen(v);
+        if (strcmp(q, name) == 0) {
+            *vlen = vl;
+            return v;
+        }
+        q = v + vl + 1;
+    }
+    return NULL;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    x_t *x = p->data;
+    if (x->in_value)
+        dl_buf_append_char(&x->pub.hdrs, '\0');
+    x->in_value = 0;
+    if (x->pub.hdrs.oom) {
+        x->perr_status = DL_ENOMEM;
+        snprintf(x->perr, sizeof(x->perr), "protocol: out of memory for the response headers");
+        return -1;
+    }
+    int code = p->status_code;
+    if (code < 100 || code > 599) {
+        x->perr_status = DL_EPROTO;
+        snprintf(x->perr, sizeof(x->perr), "protocol: status %d from %s", code, x->label);
+        return -1;
+    }
+    if (code == 101) {
+        x->perr_status = DL_EPROTO;
+        snprintf(x->perr, sizeof(x->perr), "protocol: %s switched protocols unasked (101)",
+                 x->label);
+        return -1;
+    }
+    if (code < 200)
+        return 0; /* an interim answer: skipped whole */
+    x->pub.code = code;
+    x->encoding = ENC_IDENTITY;
+    size_t vl;
+    const char *ce = find_header(&x->pub, "content-encoding", &vl);
+    if (ce && x->decode) {
+        if (dl_strncasecmp_eq(ce, vl, "gzip", 4) || dl_strncasecmp_eq(ce, vl, "x-gzip", 6))
+            x->encoding = ENC_GZIP;
+        else if (dl_strncasecmp_eq(ce, vl, "deflate", 7))
+            x->encoding = ENC_DEFLATE;
+    }
+    x->headers_done = 1;
+    x->ev_headers = 1;
+    if (x->stream)
+        llhttp_pause(p); /* the user hears of the headers before any body byte */
+    return x->head_only ? 1 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    x_t *x = p->data;
+    if (x->pub.code < 200)
+        return 0;
+    x->body_total += len;
+    if (x->body_total > x->max_body) {
+        x->perr_status = DL_ETOOBIG;
+        snprintf(x->perr, sizeof(x->perr), "too large: response body over %zu bytes from %s",
+                 x->max_body, x->label);
+        return -1;
+    }
+    dl_buf_t *b = x->encoding != ENC_IDENTITY ? &x->raw : &x->pub.body;
+    if (dl_buf_append(b, at, len) != 0) {
+        x->perr_status = DL_ENOMEM;
+        snprintf(x->perr, sizeof(x->perr), "too large: out of memory for the response body");
+        return -1;
+    }
+    if (x->stream && x->pub.body.len >= STREAM_HIGH_WATER)
+        llhttp_pause(p);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    x_t *x = p->data;
+    if (p->status_code < 200) {
+        x->headers_done = 0;
+        return 0; /* go on with the final answer */
+    }
+    x->complete = 1;
+    llhttp_pause(p); /* whatever follows is not ours */
+    return 0;
+}
+
+/* ------------------------------------------------------ the connection */
+
+/* The response is whole: the connection back to the pool if clean, the body decoded. */
+static void finish(x_t *x)
+{
+    dl_out_conn_t *c = x->conn;
+    x->conn = NULL;
+    int reusable = x->sent && llhttp_should_keep_alive(&x->parser) && c->in.len == 0 &&
+                   !c->eof && c->status == 0;
+    dl_out_pool_release(c, reusable, &x->hc->cfg.pool);
+    x->phase = PH_DONE;
+    uv_timer_stop(&x->timer);
+    if (x->encoding != ENC_IDENTITY) {
+        int rc = dl_gunzip(x->raw.data, x->raw.len, &x->pub.body, x->max_body);
+        dl_buf_free(&x->raw);
+        if (rc == DL_ETOOBIG) {
+            x->phase = PH_EXCHANGE;
+            fail(x, DL_ETOOBIG, "too large: decoded response body over %zu bytes from %s",
+                 x->max_body, x->label);
+            return;
+        }
+        if (rc != 0) {
+            x->phase = PH_EXCHANGE;
+            fail(x, DL_EPROTO, "protocol: the %s body from %s cannot be decoded",
+                 x->encoding == ENC_GZIP ? "gzip" : "deflate", x->label);
+            return;
+        }
+    }
+    x->pub.done = 1;
+    report(x, 0);
+}
+
+static int retry(x_t *x)
+{
+    dl_out_conn_t *c = x->conn;
+    if (c == NULL || c->reused == 0 || x->got_bytes || !x->idempotent || x->retries >= MAX_RETRIES)
+        return 0;
+    /* the peer closed a kept connection as we used it: once more on another */
+    x->retries++;
+    x->conn = NULL;
+    dl_out_pool_release(c, 0, &x->hc->cfg.pool);
+    x->sent = 0;
+    x->phase = PH_POOL;
+    step(x);
+    return 1;
+}
+
+/* Feeds what the connection holds to the parser and acts on what it found. */
+static void pump(x_t *x)
+{
+    dl_out_conn_t *c = x->conn;
+    while (c && c->in.len && !x->complete && !x->paused) {
+        x->got_bytes = 1;
+        size_t n = c->in.len;
+        llhttp_errno_t e = llhttp_execute(&x->parser, c->in.data, n);
+        size_t used = n;
+        if (e == HPE_PAUSED) {
+            used = (size_t)(llhttp_get_error_pos(&x->parser) - c->in.data);
+            llhttp_resume(&x->parser);
+        } else if (e != HPE_OK) {
+            if (x->perr_status)
+                fail(x, x->perr_status, "%s", x->perr);
+            else
+                fail(x, DL_EPROTO, "protocol: malformed response from %s (%s)", x->label,
+                     llhttp_get_error_reason(&x->parser));
+            return;
+        }
+        dl_out_consume(c, used);
+        if (x->ev_headers) {
+            x->ev_headers = 0;
+            if (x->stream && !x->complete) {
+                x->paused = 1; /* until the user asks for the body */
+                report(x, 0);
+                return; /* the callback may have freed x */
+            }
+        }
+        if (x->complete) {
+            finish(x);
+            return;
+        }
+        if (x->stream && x->pub.body.len >= STREAM_HIGH_WATER) {
+            x->paused = 1;
+            if (x->read_cb)
+                report(x, 0);
+            return;
+        }
+        if (x->stream && x->pub.body.len && x->read_cb) {
+            report(x, 0);
+            return;
+        }
+    }
+    if (c && c->eof && !x->complete && !x->paused && c->in.len == 0) {
+        if (!x->got_bytes && retry(x))
+            return;
+        llhttp_errno_t e = llhttp_finish(&x->parser);
+        if (e == HPE_OK && x->complete) {
+            finish(x);
+            return;
+        }
+        fail(x, DL_EPROTO, "protocol: %s closed the connection before the response ended",
+             x->label);
+    }
+}
+
+static void on_conn_read(dl_out_conn_t *c, int status, void *arg)
+{
+    x_t *x = arg;
+    (void)c;
+    if (status < 0) {
+        if (retry(x))
+            return;
+        fail(x, status == DL_ETLS ? DL_ETLS : DL_EPROTO, "%s: %s",
+             status == DL_ETLS ? "tls" : "protocol", x->conn->err);
+        return;
+    }
+    pump(x);
+}
+
+static void on_sent(dl_out_conn_t *c, int status, void *arg)
+{
+    x_t *x = arg;
+    if (status < 0) {
+        if (retry(x))
+            return;
+        fail(x, DL_EPROTO, "protocol: %s", c->err);
+        return;
+    }
+    x->sent = 1;
+    if (x->complete) /* answered before the request was written whole */
+        finish(x);
+}
+
+static void send_request(x_t *x)
+{
+    x->phase = PH_EXCHANGE;
+    llhttp_init(&x->parser, HTTP_RESPONSE, &x->settings);
+    x->parser.data = x;
+    x->got_bytes = x->complete = x->headers_done = x->ev_headers = 0;
+    dl_out_on_read(x->conn, on_conn_read, x);
+    int rc = dl_out_write(x->conn, x->req.data, x->req.len, on_sent, x);
+    if (rc != 0) {
+        if (retry(x))
+            return;
+        fail(x, DL_EPROTO, "protocol: cannot write to %s: %s", x->label, x->conn->err);
+        return;
+    }
+    pump(x); /* a reused connection may hold nothing; a new one neither */
+}
+
+static void on_connected(dl_out_conn_t *c, int status, void *arg)
+{
+    x_t *x = arg;
+    if (status < 0) {
+        x->conn = NULL;
+        char err[sizeof(c->err)];
+        snprintf(err, sizeof(err), "%s", c->err);
+        dl_out_close(c);
+        fail(x, status == DL_ETIMEDOUT ? DL_ETIMEDOUT : status == DL_ETLS ? DL_ETLS : DL_ECONNECT,
+             "%s: %s",
+             status == DL_ETIMEDOUT ? "timeout" : status == DL_ETLS ? "tls" : "connect", err);
+        return;
+    }
+    x->slot = 0;
+    dl_out_pool_attach(x->hc->pool, x->key, c);
+    send_request(x);
+}
+
+static void connect_new(x_t *x)
+{
+    x->phase = PH_CONNECT;
+    dl_tls_ctx_t *ctx = NULL;
+    if (x->url.tls) {
+        char err[200];
+        ctx = tls_ctx(x->hc, x->tls_verify, x->tls_ca, err, sizeof(err));
+        if (ctx == NULL) {
+            fail(x, DL_ETLS, "tls: %s", err);
+            return;
+        }
+    }
+    dl_out_target_t t = {.addrs = &x->addrs,
+                         .port = x->url.port,
+                         .timeout_ms = x->connect_timeout_ms,
+                         .tls = ctx,
+                         .server_name = x->url.tls ? x->server_name : NULL,
+                         .alpn = x->url.tls ? "http/1.1" : NULL};
+    dl_out_conn_t *c;
+    if (dl_out_connect(x->hc->loop, &t, x->label, on_connected, x, &c) != 0) {
+        fail(x, DL_ENOMEM, "connect: out of memory");
+        return;
+    }
+    if (x->phase == PH_CONNECT && !x->failed)
+        x->conn = c;
+}
+
+static void on_pool_turn(dl_out_conn_t *c, void *arg)
+{
+    x_t *x = arg;
+    x->pool_w = NULL;
+    if (c) {
+        x->conn = c;
+        send_request(x);
+        return;
+    }
+    x->slot = 1;
+    connect_new(x);
+}
+
+static void on_dns(int status, const dl_dns_addrs_t *addrs, const char *why, void *arg)
+{
+    x_t *x = arg;
+    x->dns_w = NULL;
+    if (status != 0) {
+        fail(x, DL_EDNS, "dns: %s", why);
+        return;
+    }
+    x->addrs = *addrs;
+    x->phase = PH_POOL;
+    step(x);
+}
+
+/* The next thing the exchange waits for: an address, then a connection. */
+static void step(x_t *x)
+{
+    if (x->phase == PH_DNS) {
+        char why[200];
+        int rc = dl_dns_lookup(x->hc->dns, x->url.host, &x->addrs, on_dns, x, &x->dns_w, why,
+                               sizeof(why));
+        if (rc == 1)
+            return;
+        if (rc < 0) {
+            fail(x, DL_EDNS, "dns: %s", why);
+            return;
+        }
+        x->phase = PH_POOL;
+    }
+    dl_out_conn_t *c;
+    int rc = dl_out_pool_acquire(x->hc->pool, x->key, &x->hc->cfg.pool, on_pool_turn, x, &c,
+                                 &x->pool_w);
+    if (rc == 0) {
+        x->conn = c;
+        send_request(x);
+    } else if (rc == 1) {
+        x->slot = 1;
+        connect_new(x);
+    } else if (rc == 2) {
+        /* waits for on_pool_turn */
+    } else if (rc == DL_ECONNECT) {
+        fail(x, DL_ECONNECT, "connect: %d requests already wait for a connection to %s (the "
+             "origin's %d connections are busy)", x->hc->cfg.pool.max_waiting, x->label,
+             x->hc->cfg.pool.max_conns);
+    } else {
+        fail(x, rc, "connect: %s", dl_strerror(rc));
+    }
+}
+
+/* ------------------------------------------------------------- start */
+
+/* Whether the "Name: value\r\n" lines hold a field name (lower-case). */
+static int has_field(const char *lines, size_t len, const char *name)
+{
+    size_t nl = strlen(name);
+    const char *p = lines, *end = lines ? lines + len : lines;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *colon = memchr(p, ':', (size_t)((eol ? eol : end) - p));
+        if (colon && dl_strncasecmp_eq(p, (size_t)(colon - p), name, nl))
+            return 1;
+        p = eol ? eol + 1 : end;
+    }
+    return 0;
+}
+
+static int build_request(x_t *x, const dl_http_req_t *r)
+{
+    dl_buf_t *b = &x->req;
+    const dl_http_url_t *u = r->url;
+    dl_buf_append_str(b, r->method);
+    dl_buf_append_char(b, ' ');
+    if (u->target[0] == '?')
+        dl_buf_append_char(b, '/');
+    dl_buf_append(b, u->target, u->target_len);
+    dl_buf_append_str(b, " HTTP/1.1\r\n");
+    if (!has_field(r->headers, r->headers_len, "host")) {
+        dl_buf_append_str(b, "Host: ");
+        int v6 = strchr(u->host, ':') != NULL;
+        if (v6)
+            dl_buf_append_char(b, '[');
+        dl_buf_append_str(b, u->host);
+        if (v6)
+            dl_buf_append_char(b, ']');
+        if (u->port != (u->tls ? 443 : 80))
+            dl_buf_appendf(b, ":%d", u->port);
+        dl_buf_append_str(b, "\r\n");
+    }
+    if (r->headers_len)
+        dl_buf_append(b, r->headers, r->headers_len);
+    if (!has_field(r->headers, r->headers_len, "user-agent"))
+        dl_buf_append_str(b, "User-Agent: devloop\r\n");
+    if (r->decode && !has_field(r->headers, r->headers_len, "accept-encoding"))
+        dl_buf_append_str(b, "Accept-Encoding: gzip, deflate\r\n");
+    if (r->body || strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
+        strcmp(r->method, "PATCH") == 0) {
+        dl_buf_append_str(b, "Content-Length: ");
+        dl_buf_append_u64(b, r->body ? r->body_len : 0);
+        dl_buf_append_str(b, "\r\n");
+    }
+    dl_buf_append_str(b, "\r\n");
+    if (r->body)
+        dl_buf_append(b, r->body, r->body_len);
+    return b->oom ? DL_ENOMEM : 0;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    x_t *x = h->data;
+    dl_buf_free(&x->req);
+    dl_buf_free(&x->raw);
+    dl_buf_free(&x->pub.hdrs);
+    dl_buf_free(&x->pub.body);
+    dl_free(x->tls_ca);
+    dl_free(x);
+}
+
+int dl_http_start(dl_http_client_t *hc, const dl_http_req_t *r, dl_http_cb cb, void *arg,
+                  dl_http_x_t **out)
+{
+    x_t *x = dl_calloc(1, sizeof(*x));
+    if (x == NULL)
+        return DL_ENOMEM;
+    x->hc = hc;
+    x->cb = cb;
+    x->arg = arg;
+    x->url = *r->url;
+    x->url.target = NULL; /* borrowed: only the request bytes keep it */
+    x->timeout_ms = r->timeout_ms;
+    x->connect_timeout_ms = r->connect_timeout_ms ? DL_MIN(r->connect_timeout_ms, r->timeout_ms)
+                                                  : r->timeout_ms;
+    x->max_body = r->max_body;
+    x->decode = r->decode && !r->stream;
+    x->stream = r->stream;
+    x->head_only = r->head_only;
+    x->idempotent = r->idempotent;
+    x->tls_verify = r->tls_verify;
+    if (r->tls_ca && (x->tls_ca = dl_strdup(r->tls_ca)) == NULL) {
+        dl_free(x);
+        return DL_ENOMEM;
+    }
+    snprintf(x->server_name, sizeof(x->server_name), "%s",
+             r->tls_server_name ? r->tls_server_name : r->url->host);
+    int v6 = strchr(r->url->host, ':') != NULL;
+    snprintf(x->label, sizeof(x->label), "%s%s%s:%d", v6 ? "[" : "", r->url->host, v6 ? "]" : "",
+             r->url->port);
+    /* the pool's origin: everything that makes two connections differ (the
+     * caller keeps a CA path within 255 bytes, so nothing is cut) */
+    snprintf(x->key, sizeof(x->key), "%s://%s|%d|%.255s|%s", r->url->tls ? "https" : "http",
+             x->label, x->tls_verify, x->tls_ca ? x->tls_ca : "", x->server_name);
+    dl_buf_init(&x->req);
+    dl_buf_init(&x->raw);
+    dl_buf_init(&x->pub.hdrs);
+    dl_buf_init(&x->pub.body);
+    llhttp_settings_init(&x->settings);
+    x->settings.on_message_begin = on_message_begin;
+    x->settings.on_header_field = on_header_field;
+    x->settings.on_header_value = on_header_value;
+    x->settings.on_headers_complete = on_headers_complete;
+    x->settings.on_body = on_body;
+    x->settings.on_message_complete = on_message_complete;
+    if (build_request(x, r) != 0) {
+        dl_buf_free(&x->req);
+        dl_free(x->tls_ca);
+        dl_free(x);
+        return DL_ENOMEM;
+    }
+    uv_timer_init(hc->loop, &x->timer);
+    x->timer.data = x;
+    if (x->timeout_ms > 0)
+        uv_timer_start(&x->timer, on_deadline, x->timeout_ms, 0);
+    x->phase = PH_DNS;
+    *out = &x->pub;
+    step(x);
+    return 0;
+}
+
+int dl_http_x_read(dl_http_x_t *pub, dl_http_cb cb, void *arg)
+{
+    x_t *x = (x_t *)pub;
+    if (x->failed)
+        return x->failed;
+    if (pub->body.len || pub->done)
+        return 1;
+    x->read_cb = cb;
+    x->read_arg = arg;
+    if (x->paused) {
+        x->paused = 0;
+        pump(x);
+    }
+    return 0;
+}
+
+void dl_http_x_free(dl_http_x_t *pub)
+{
+    if (pub == NULL)
+        return;
+    x_t *x = (x_t *)pub;
+    x->cb = NULL;
+    x->read_cb = NULL;
+    x->reported = 1;
+    if (x->phase != PH_DONE) {
+        x->phase = PH_DONE;
+        detach(x);
+    }
+    uv_close((uv_handle_t *)&x->timer, on_timer_closed);
+}

@@ -1,0 +1,60 @@
+"""api.http, the outbound HTTP client (issue 20): a handler calls an upstream
+the test starts on loopback; errors come back as nil, err with err's kind
+first."""
+import http.server
+import json
+import threading
+
+import harness
+
+ROUTES = r"""local api = require "devloop"
+api.get("/out", function(req)
+  local res, err = api.http.get(req.query.url, { timeout = tonumber(req.query.t) or 3000 })
+  if not res then return 502, { err = err } end
+  return { status = res.status, body = res.body, headers = res.headers, json = res.json }
+end)
+"""
+
+
+class Upstream(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "ua": self.headers.get("user-agent")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Set-Cookie", "a=1")
+        self.send_header("Set-Cookie", "b=2")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+UP = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+threading.Thread(target=UP.serve_forever, daemon=True).start()
+UP_URL = "http://127.0.0.1:%d" % UP.server_address[1]
+
+
+def test_get_json(srv):
+    r = srv.get("/out?url=" + UP_URL + "/x%3Fa%3D1")
+    assert r.status == 200, r
+    out = r.json()
+    assert out["status"] == 200 and out["json"] == {"path": "/x?a=1", "ua": "devloop"}, out
+    assert out["headers"]["set-cookie"] == ["a=1", "b=2"], out
+
+
+def test_errors_have_kinds(srv):
+    port = harness.free_port()
+    r = srv.get("/out?url=http://127.0.0.1:%d/" % port)
+    assert r.status == 502 and r.json()["err"].startswith("connect: "), r.body
+    r = srv.get("/out?url=http://nosuchhost.invalid/")
+    assert r.json()["err"].startswith("dns: "), r.body
+    r = srv.get("/out?url=ftp://x/")
+    assert r.json()["err"].startswith("invalid: "), r.body
+
+
+if __name__ == "__main__":
+    harness.main(globals(), app=harness.new_app({"routes/r.lua": ROUTES}))
