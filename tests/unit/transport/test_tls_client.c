@@ -7,9 +7,10 @@
  * written as PEM into a temporary directory that each test removes.
  * Covered: the handshake and data both ways with a CA file, an unknown CA (the
  * system store), wrong names, wildcards (RFC 6125), IP literals by IP SAN and
- * without SNI, the SNI the server sees, verify off, ALPN, session resumption,
- * close_notify, garbage and plain HTTP from the "server", unusable names and
- * ALPN, and the errors of dl_tls_client_ctx_new.
+ * without SNI, the SNI the server sees, verify off, ALPN, TLS 1.2, session
+ * resumption (TLS 1.3 and 1.2) and its bounded table, close_notify, garbage
+ * and plain HTTP from the "server", unusable names and ALPN, and the errors
+ * of dl_tls_client_ctx_new.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -618,6 +619,39 @@ DL_TEST(tls_client_resume)
     }
     dl_tls_ctx_free(sy);
     dl_tls_ctx_free(other);
+    dl_tls_ctx_free(cx);
+    dl_tls_ctx_free(sx);
+    fx_done(&f);
+}
+
+/* TLS 1.2 (the client held to it through its SSL_CTX): verification, data and
+ * resumption by the server's stateless ticket */
+DL_TEST(tls_client_tls12)
+{
+    fx_t f;
+    if (!fx_init(&f))
+        return;
+    dl_tls_ctx_t *sx = server_ctx(&f, LEAF, 0), *cx = client_ctx(1, f.ca);
+    if (cx)
+        SSL_CTX_set_max_proto_version(cx->client, TLS1_2_VERSION);
+    for (int i = 0; i < 3 && sx && cx; i++) {
+        pair_t p;
+        if (!pair_open(&p, cx, sx, "localhost", "http/1.1"))
+            break;
+        if (handshake_ok(&p)) {
+            EXPECT_EQ(SSL_version(p.c->ssl), TLS1_2_VERSION);
+            EXPECT_STR(dl_tls_alpn(p.c), "http/1.1");
+            exchange(&p, "one-two", "buckle my shoe");
+            if (dl_tls_resumed(p.c) != (i > 0))
+                DL_FAIL_AT("connection %d: resumed %d", i, dl_tls_resumed(p.c));
+        }
+        pair_close(&p);
+    }
+    pair_t p;
+    if (sx && cx && pair_open(&p, cx, sx, "example.com", NULL)) {
+        handshake_fails(&p, "certificate verify failed: hostname mismatch (expected example.com)");
+        pair_close(&p);
+    }
     dl_tls_ctx_free(cx);
     dl_tls_ctx_free(sx);
     fx_done(&f);
