@@ -12,6 +12,10 @@
  * stateless tickets whose keys are ours (not OpenSSL's per-context ones), so
  * they survive a certificate reload, are shared by every worker and rotate:
  * a ticket is accepted for two rotation periods and renewed in the second.
+ *
+ * The client side's contexts and connections are made by tls_client.c and are
+ * the same structs (tls_internal.h); reading, writing, closing and freeing
+ * here serve both, and tls_client.c is never called from here.
  */
 #include "transport/tls.h"
 #include "transport/tls_internal.h"
@@ -502,11 +506,19 @@ int dl_tls_write(dl_tls_t *t, const char *data, size_t len)
 {
     if (t->broken)
         return DL_EPROTO;
+    if (!SSL_is_server(t->ssl) && !SSL_is_init_finished(t->ssl)) {
+        /* SSL_write would drive the handshake and fail with no reason */
+        if (!t->err_kept)
+            snprintf(t->err, sizeof(t->err), "TLS write before the handshake finished");
+        return DL_EPROTO;
+    }
     ERR_clear_error();
     while (len > 0) {
         size_t n = 0;
         if (SSL_write_ex(t->ssl, data, len, &n) != 1) {
-            ssl_reason(t->err, sizeof(t->err));
+            if (!t->err_kept)
+                ssl_reason(t->err, sizeof(t->err));
+            ERR_clear_error(); /* when err was kept */
             return DL_EPROTO;
         }
         data += n;

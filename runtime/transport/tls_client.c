@@ -11,8 +11,11 @@
  * without partial wildcards, or the IP address SAN for an IP literal); a
  * failure is put in words by the verify callback. Sessions resume: the context
  * keeps the newest resumable session per server name (a bounded table, the
- * least recently used goes), and a TLS 1.3 one is taken out when offered, as
- * RFC 8446 C.4 asks of clients (the server sends fresh tickets).
+ * least recently used goes). A TLS 1.3 ticket is offered again until the
+ * server sends a new one, which RFC 8446 C.4 discourages for privacy (the
+ * server can link the connections): a server-side client has no such privacy,
+ * and servers that renew no ticket on resumption (tls.c, while its key is
+ * current) would otherwise resume every other connection only.
  */
 #include "transport/tls_client.h"
 
@@ -50,12 +53,17 @@ static void slot_clear(dl_tls_session_slot_t *s)
 }
 
 /* OpenSSL hands over each new session (after the handshake on TLS 1.2, with
- * each NewSessionTicket on TLS 1.3); 1: we keep its reference. */
+ * each NewSessionTicket on TLS 1.3). A copy is kept: SSL_free() marks the
+ * connection's own session not resumable when no close_notify was sent, and
+ * most connections end without one. */
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     dl_tls_t *t = SSL_get_app_data(ssl);
     dl_tls_ctx_t *x = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
     if (t == NULL || x == NULL || t->host == NULL || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    sess = SSL_SESSION_dup(sess);
+    if (sess == NULL)
         return 0;
     int kept = 0;
     uv_mutex_lock(&x->lock);
@@ -75,24 +83,21 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
         kept = 1;
     }
     uv_mutex_unlock(&x->lock);
-    return kept;
+    if (!kept)
+        SSL_SESSION_free(sess);
+    return 0; /* OpenSSL keeps its reference to the original */
 }
 
-/* Offers the session kept for t->host, if any. */
+/* Offers the session kept for t->host, if any: a copy, which SSL_free() may
+ * mark not resumable (see new_session_cb) without touching the table's. */
 static void session_offer(dl_tls_ctx_t *x, dl_tls_t *t)
 {
     SSL_SESSION *sess = NULL;
     uv_mutex_lock(&x->lock);
     dl_tls_session_slot_t *s = slot_find(x, t->host);
     if (s && s->sess) {
-        sess = s->sess;
-        if (SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
-            s->sess = NULL; /* single use: the ticket is ours now */
-            slot_clear(s);
-        } else {
-            SSL_SESSION_up_ref(sess);
-            s->used = ++x->clock;
-        }
+        sess = SSL_SESSION_dup(s->sess);
+        s->used = ++x->clock;
     }
     uv_mutex_unlock(&x->lock);
     if (sess) {
@@ -173,7 +178,10 @@ static int load_ca_file(SSL_CTX *s, const char *path, char *err, size_t errlen)
 int dl_tls_client_ctx_new(const dl_tls_client_opts_t *o, dl_tls_ctx_t **out, char *err,
                           size_t errlen)
 {
+    static const dl_tls_client_opts_t defaults = {.verify = 1, .ca_file = NULL};
     char why[160];
+    if (o == NULL)
+        o = &defaults;
     if (dl_tls_bio_method() == NULL) {
         snprintf(err, errlen, "out of memory");
         return DL_ENOMEM;

@@ -23,6 +23,7 @@ typedef struct {
  * A client context (one per distinct opts; shared by many connections of one
  * worker thread). Loads the system default verify paths or ca_file; TLS 1.2
  * minimum. Keeps the last resumable session of up to 64 server names.
+ * o NULL: verify with the system store.
  * Returns 0 and *out, or DL_EINVAL with a message naming the file in err
  * (unreadable, not PEM, no certificate in it), or DL_ENOMEM. Free with
  * dl_tls_ctx_free(), after its connections.
