@@ -450,9 +450,10 @@ static int on_headers_complete(llhttp_t *p)
     }
     x->headers_done = 1;
     x->ev_headers = 1;
-    if (x->stream)
-        llhttp_pause(p); /* the user hears of the headers before any body byte */
-    return x->head_only ? 1 : 0;
+    if (x->head_only)
+        return 1; /* no body: the pause at the message's end tells the user */
+    /* streamed: the user hears of the headers before any body byte */
+    return x->stream ? HPE_PAUSED : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -473,9 +474,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         snprintf(x->perr, sizeof(x->perr), "too large: out of memory for the response body");
         return -1;
     }
-    if (x->stream && x->pub.body.len >= STREAM_HIGH_WATER)
-        llhttp_pause(p);
-    return 0;
+    return 0; /* a streamed body over its mark stops being fed (pump) */
 }
 
 static int on_message_complete(llhttp_t *p)
@@ -486,8 +485,7 @@ static int on_message_complete(llhttp_t *p)
         return 0; /* go on with the final answer */
     }
     x->complete = 1;
-    llhttp_pause(p); /* whatever follows is not ours */
-    return 0;
+    return HPE_PAUSED; /* whatever follows is not ours */
 }
 
 /* ------------------------------------------------------ the connection */
@@ -541,7 +539,8 @@ static int retry(x_t *x)
 static void pump(x_t *x)
 {
     dl_out_conn_t *c = x->conn;
-    while (c && c->in.len && !x->complete && !x->paused) {
+    while (c && c->in.len && !x->complete && !x->paused &&
+           !(x->stream && x->pub.body.len >= STREAM_HIGH_WATER)) {
         x->got_bytes = 1;
         size_t n = c->in.len;
         llhttp_errno_t e = llhttp_execute(&x->parser, c->in.data, n);
