@@ -496,8 +496,10 @@ static int l_cache_http_store(lua_State *L)
     const char *body = luaL_checklstring(L, 4, &blen);
     const char *ct = luaL_optlstring(L, 5, "application/json", &ctlen);
     const dl_lua_host_t *h = check_host(L);
-    if (status < 100 || status > 599 || ctlen > 255)
-        return luaL_argerror(L, status < 100 || status > 599 ? 3 : 5, "out of range");
+    if (status < 100 || status > 599)
+        return luaL_argerror(L, 3, "out of range");
+    if (ctlen > 255) /* the entry's length byte: the answer goes out unstored */
+        return dl_lua_fail(L, "a Content-Type over 255 bytes", NULL);
     dl_buf_t meta = DL_BUF_INIT;
     char head[4] = {(char)('0' + status / 100), (char)('0' + status / 10 % 10),
                     (char)('0' + status % 10), (char)ctlen};

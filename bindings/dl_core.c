@@ -415,6 +415,10 @@ static int l_core_request(lua_State *L)
             lua_pushnil(L);
         return 4;
     }
+    if (rc == DL_ELOOP) {
+        dl_free(ip);
+        return dl_lua_fail(L, err, dl_err_name(rc));
+    }
     if (rc != 0) {
         dl_free(ip);
         return luaL_error(L, "out of memory");

@@ -277,8 +277,10 @@ static int l_db_call(lua_State *L)
         return luaL_argerror(L, 1, "unknown db operation");
     size_t clen = 0;
     const char *coll = op == OP_PING || is_file_op(op) ? "" : luaL_checklstring(L, 2, &clen);
-    if (clen >= 80)
-        return luaL_argerror(L, 2, "collection name too long");
+    /* a NUL would cut the name short (another collection), a long one is
+     * not a name: refused as the store front refuses a bad name */
+    if (clen >= 80 || strlen(coll) != clen)
+        return dl_lua_fail(L, "invalid collection name (1-64 of [A-Za-z0-9_])", "EINVAL");
     const char *fv[4] = {NULL, NULL, NULL, NULL};
     size_t fl[4] = {0, 0, 0, 0};
     int fn = is_file_op(op) ? file_nargs[op - OP_FILE_PUT] : 0;

@@ -25,6 +25,8 @@
 #define DL_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define DL_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define DL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define DL_STR_(x) #x
+#define DL_STR(x) DL_STR_(x) /* a macro's value as a string literal */
 #define DL_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 /* ---- allocation: replaceable through dl_config_t */

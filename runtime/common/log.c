@@ -1187,8 +1187,43 @@ void dl_log_write(int level, const char *reqid, const char *fmt, ...)
     dl_log_emit(level, reqid, buf, (size_t)n, NULL, 0);
 }
 
+/* The crash handler runs on its own stack (SA_ONSTACK): on a stack
+ * overflow the thread's stack has no room left for it. One per thread. */
+#define ALTSTACK_BYTES (64 * 1024)
+static __thread void *tl_altstack;
+
+static void altstack_on(void)
+{
+    if (tl_altstack != NULL)
+        return;
+    void *p = dl_malloc(ALTSTACK_BYTES);
+    if (p == NULL)
+        return;
+    stack_t ss;
+    memset(&ss, 0, sizeof(ss));
+    ss.ss_sp = p;
+    ss.ss_size = ALTSTACK_BYTES;
+    if (sigaltstack(&ss, NULL) == 0)
+        tl_altstack = p;
+    else
+        dl_free(p);
+}
+
+static void altstack_off(void)
+{
+    if (tl_altstack == NULL)
+        return;
+    stack_t ss;
+    memset(&ss, 0, sizeof(ss));
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, NULL);
+    dl_free(tl_altstack);
+    tl_altstack = NULL;
+}
+
 void dl_log_thread_init(void)
 {
+    altstack_on();
     if (tl_ring != NULL)
         return;
     ring_t *r = ring_new(atomic_load(&ring_bytes));
@@ -1203,6 +1238,7 @@ void dl_log_thread_init(void)
 
 void dl_log_thread_exit(void)
 {
+    altstack_off();
     ring_t *r = tl_ring;
     if (r == NULL)
         return;
@@ -1308,6 +1344,7 @@ int dl_logger_start(const dl_log_config_t *cfg)
         goto fail;
     }
     install_handlers();
+    altstack_on(); /* the starting thread's; workers make theirs in dl_log_thread_init */
     pthread_mutex_unlock(&state_mu);
     return 0;
 

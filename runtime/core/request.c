@@ -295,8 +295,6 @@ int dl_req_begin(dl_core_conn_t *c, dl_req_t *r, int has_body, const char **msg)
 
 /* The next non-empty element [*a, *b) of a comma list (RFC 9110 5.6.1) at
  * *v, trimmed of OWS; empty elements are skipped. Returns 0 at the end. */
-/* The next non-empty element [*a, *b) of a comma list (RFC 9110 5.6.1) at
- * *v, trimmed of OWS; empty elements are skipped. Returns 0 at the end. */
 int dl_http_list_next(const char **v, const char *end, const char **a, const char **b)
 {
     while (*v < end) {

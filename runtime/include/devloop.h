@@ -86,6 +86,7 @@ DL_API const char *dl_version(void);
     XX(EDNS, -4014, "name resolution failed")                              \
     XX(ECONNECT, -4015, "connection failed")                               \
     XX(ETLS, -4016, "TLS failed")                                          \
+    XX(ELOOP, -40, "in-process requests nested too deep")                  \
     XX(EROFS, -30, "database is read-only")                                \
     XX(EBUSY, -16, "database is locked")                                   \
     XX(ENOSPC, -28, "database or disk is full")                            \
@@ -302,9 +303,9 @@ typedef struct {
 } dl_response_t;
 
 /**
- * Sends a request to the running runtime without a socket: it goes through
- * the same parser, limits, router, handlers, codecs and compression as a
- * socket request, on worker 0. headers: NULL or a NULL-terminated list of
+ * Sends a request to the running runtime without a socket: its parts go
+ * into the same request core as a socket request's (the same checks, limits,
+ * router, handlers, codecs and compression), on worker 0. headers: NULL or a NULL-terminated list of
  * "Name: value" lines (split at the first colon; blanks around the value
  * dropped). The runtime writes the request from these parts: Host is the one
  * given, else "localhost"; Content-Length is body_len's (a given one is

@@ -217,13 +217,13 @@ static const char *file_body(lua_State *co, int n, int bi, dl_resp_t *resp)
     }
     uint64_t size = (uint64_t)st.st_size;
     /* read once, as doubles: NaN or a value past 2^63 must not reach an
-     * integer cast (undefined); both are outside any file */
+     * integer cast (undefined); those and negative ones are outside any file */
     double doff = n >= bi + 3 ? lua_tonumber(co, bi + 3) : 0;
     int has_len = n >= bi + 4 && !lua_isnil(co, bi + 4);
     double dlen = has_len ? lua_tonumber(co, bi + 4) : 0;
-    int bad = !(doff < 9.2e18) || !(dlen < 9.2e18);
-    uint64_t off = bad ? 0 : (uint64_t)DL_MAX(0, doff);
-    uint64_t len = bad ? 0 : has_len ? (uint64_t)DL_MAX(0, dlen) : size - DL_MIN(off, size);
+    int bad = !(doff >= 0 && doff < 9.2e18) || !(dlen >= 0 && dlen < 9.2e18);
+    uint64_t off = bad ? 0 : (uint64_t)doff;
+    uint64_t len = bad ? 0 : has_len ? (uint64_t)dlen : size - DL_MIN(off, size);
     if (bad || off > size || len > size - off) {
         close(fd);
         return "file range outside the file";

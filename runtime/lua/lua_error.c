@@ -1,5 +1,5 @@
 /*
- * lua_error.c - nil, message[, name]: a failed operation's results in Lua
+ * lua_error.c - nil, message, name: a failed operation's results in Lua
  * (lua_error.h).
  */
 #include "lua/lua_error.h"
@@ -14,9 +14,12 @@ static int finish(lua_State *L, const char *name)
 {
     lua_pushnil(L);
     lua_insert(L, -2);
+    /* always three values, the name nil when there is none (luv's fail):
+     * callers can forward them without counting */
     if (name == NULL)
-        return 2;
-    lua_pushstring(L, name);
+        lua_pushnil(L);
+    else
+        lua_pushstring(L, name);
     return 3;
 }
 

@@ -1,8 +1,8 @@
 /*
  * lua_error.h - the one way a binding reports a failed operation to Lua:
- * it returns nil, a message and, where the failure has
- * one, the error's name ("ETIMEDOUT", dl_err_name). Misuse raises instead
- * (luaL_argerror).
+ * it returns nil, a message and the error's name ("ETIMEDOUT", dl_err_name),
+ * nil where the failure has none: always three values. Misuse raises
+ * instead (luaL_argerror).
  */
 #ifndef DL_LUA_ERROR_H
 #define DL_LUA_ERROR_H
@@ -11,8 +11,8 @@
 #include <stddef.h>
 
 /**
- * Pushes nil, msg and, when name is not NULL, name. Returns the number of
- * values pushed (3, or 2 without a name), for `return dl_lua_fail(...)`.
+ * Pushes nil, msg and name (nil when NULL). Returns 3, for
+ * `return dl_lua_fail(...)`.
  */
 int dl_lua_fail(lua_State *L, const char *msg, const char *name);
 /** dl_lua_fail with a message of len bytes (a Redis error reply). */

@@ -174,7 +174,21 @@ static int core_inproc(dl_core_ctx_t *x, const dl_inproc_req_t *in, dl_inproc_cb
                        const char **err, int *bad_field)
 {
     dl_worker_t *w = x->arg;
-    return dl_inproc_request(w->inproc, in, cb, arg, err, bad_field);
+    /* A handler's in-process request runs its route at once, on this C
+     * stack, up to the route's first yield: a route that calls itself would
+     * recurse until the stack overflows. */
+    if (w->inproc_depth >= DL_INPROC_MAX_DEPTH) {
+        if (err)
+            *err = "in-process requests nested more than " DL_STR(DL_INPROC_MAX_DEPTH)
+                   " deep without yielding (a route that calls itself through api.client?)";
+        if (bad_field)
+            *bad_field = -1;
+        return DL_ELOOP;
+    }
+    w->inproc_depth++;
+    int rc = dl_inproc_request(w->inproc, in, cb, arg, err, bad_field);
+    w->inproc_depth--;
+    return rc;
 }
 
 static void conn_closed(dl_http1_host_t *h, dl_conn_t *c);

@@ -30,6 +30,7 @@ typedef struct dl_conn_s dl_conn_t;
 #define DL_READ_BUF_SIZE 65536
 #define DL_CONN_POOL_MAX 256
 #define DL_INFLATE_MEMO 8
+#define DL_INPROC_MAX_DEPTH 64 /* in-process requests nested on one stack */
 
 /** The ids of the runtime's own metrics (server.c defines them). */
 typedef struct {
@@ -124,6 +125,7 @@ typedef struct dl_worker_s {
     long date_sec;
     char date[32];
     uint64_t n_requests;
+    int inproc_depth;               /* in-process requests running on the stack now */
     char read_buf[DL_READ_BUF_SIZE];
 } dl_worker_t;
 

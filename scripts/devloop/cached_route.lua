@@ -7,7 +7,8 @@ local cache_core = require "devloop.cache_core"
 local cache = require "devloop.cache"
 local auth = require "devloop.auth"
 
-local type, error, select, unpack = type, error, select, unpack
+local type, error, select, unpack, pairs, ipairs, tostring = type, error, select, unpack, pairs,
+  ipairs, tostring
 
 local M = {}
 
@@ -27,15 +28,37 @@ local GZIP_BODY = core.GZIP_BODY
 -- answer goes out as the handler made it and the next request runs the
 -- handler again, as does one whose headers the entry cannot hold (over 64
 -- or 16 KiB) and one with a marker after its headers (a file to send); the
--- first such answer of a route is logged (info).
+-- first such answer of a route is logged (info). So does an answer the
+-- handler marks as not for a shared cache (RFC 9111 section 3: Cache-Control
+-- no-store or private) and one that varies on a request header the key does
+-- not hold (Vary, but for Accept and Accept-Encoding, which the entry
+-- handles).
 
--- nil when the cache can keep these headers, else the name of one it cannot
+local VARY_KEPT = { ["accept"] = true, ["accept-encoding"] = true }
+
+-- nil when the cache may keep an answer with these headers, else why not
+-- (the header's name)
 local function unkept_header(headers)
   if headers == nil then return nil end
   if type(headers) ~= "table" then return "(headers that are not a table)" end
-  for name in pairs(headers) do
+  for name, v in pairs(headers) do
     if type(name) ~= "string" then return tostring(name) end
-    if name:lower() == "set-cookie" then return name end
+    local lname = name:lower()
+    if lname == "set-cookie" then return name end
+    local values = type(v) == "table" and v or { v }
+    for _, value in ipairs(values) do
+      local text = tostring(value):lower()
+      if lname == "cache-control" then
+        for directive in text:gmatch("[^,%s]+") do
+          local d = directive:match("^[^=]+")
+          if d == "no-store" or d == "private" then return name .. ": " .. d end
+        end
+      elseif lname == "vary" then
+        for field in text:gmatch("[^,%s]+") do
+          if not VARY_KEPT[field] then return name .. ": " .. field end
+        end
+      end
+    end
   end
 end
 
@@ -135,36 +158,46 @@ function M.wrap(opts, handler, pattern)
     if st ~= 200 or value == nil or (value == false and not numbered) or extra or unkept then
       return pass_through()
     end
-    local bytes, ct
-    if type(value) == "string" then
-      bytes = value
-      ct = "text/plain; charset=utf-8"
+    -- from here on an error must still wake the requests waiting on q
+    local ok, stored, hdrs, marker = pcall(function()
+      local own_ct
       for name, v in pairs(headers or {}) do
-        if name:lower() == "content-type" then ct = tostring(v) end
+        if name:lower() == "content-type" then own_ct = tostring(v) end
       end
-    else
-      local err
-      if mp then
-        bytes, err = msgpack_encode(value)
-        ct = "application/msgpack"
+      local bytes, ct
+      if type(value) == "string" then
+        bytes = value
+        ct = own_ct or "text/plain; charset=utf-8"
       else
-        bytes, err = json_encode(value)
-        ct = "application/json"
+        local err
+        if mp then
+          bytes, err = msgpack_encode(value)
+          ct = "application/msgpack"
+        else
+          bytes, err = json_encode(value)
+          ct = "application/json"
+        end
+        if not bytes then error("cannot encode the response: " .. tostring(err), 0) end
+        ct = own_ct or ct -- the handler's type stands, as on an uncached route
       end
-      if not bytes then error("cannot encode the response: " .. tostring(err), 0) end
+      local kept, zipped = cache_core._http_store(key, ttl, 200, bytes, ct, headers)
+      if kept == nil then
+        unkept = zipped -- why the entry cannot hold this answer
+        return nil
+      end
+      -- this answer goes out as the hits will: the handler's headers, one Content-Type
+      local h = {}
+      for name, v in pairs(headers or {}) do
+        if name:lower() ~= "content-type" then h[name] = v end
+      end
+      h["Content-Type"] = ct
+      return kept, h, zipped and GZIP_BODY or nil
+    end)
+    if not ok then
+      core._wq_wake(q)
+      error(stored, 0)
     end
-    local stored, zipped = cache_core._http_store(key, ttl, 200, bytes, ct, headers)
-    if stored == nil then
-      unkept = zipped -- why the entry cannot hold these headers
-      return pass_through()
-    end
-    -- this answer goes out as the hits will: the handler's headers, one Content-Type
-    local hdrs = {}
-    for name, v in pairs(headers or {}) do
-      if name:lower() ~= "content-type" then hdrs[name] = v end
-    end
-    hdrs["Content-Type"] = ct
-    local marker = zipped and GZIP_BODY or nil
+    if stored == nil then return pass_through() end
     core._wq_wake(q, 200, stored, hdrs, marker)
     return 200, stored, hdrs, marker
   end

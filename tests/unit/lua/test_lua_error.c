@@ -1,5 +1,5 @@
 /*
- * test_lua_error.c - dl_lua_fail and its variants: nil, message[, name], and
+ * test_lua_error.c - dl_lua_fail and its variants: nil, message, name, and
  * the count returned is the count pushed.
  */
 #include <lauxlib.h>
@@ -12,10 +12,12 @@
 DL_TEST(lua_fail_pushes_nil_message_and_name)
 {
     lua_State *L = luaL_newstate();
-    EXPECT_EQ(dl_lua_fail(L, "no such thing", NULL), 2);
-    EXPECT_EQ(lua_gettop(L), 2);
+    /* three values even without a name: callers forward them as they are */
+    EXPECT_EQ(dl_lua_fail(L, "no such thing", NULL), 3);
+    EXPECT_EQ(lua_gettop(L), 3);
     EXPECT(lua_isnil(L, 1));
     EXPECT_STR(lua_tostring(L, 2), "no such thing");
+    EXPECT(lua_isnil(L, 3));
     lua_settop(L, 0);
 
     EXPECT_EQ(dl_lua_fail_len(L, "ERR wrong\0type", 14, "EREDIS"), 3);
