@@ -72,6 +72,18 @@ static inline int dl_is_tchar(int c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
+/** FNV-1a over n bytes: a few cycles per byte, for the small hash tables
+ * (router segments, log field names, caches of names and statements). */
+#define DL_FNV_BASIS 2166136261u
+#define DL_FNV_PRIME 16777619u /* h = (h ^ byte) * DL_FNV_PRIME, from DL_FNV_BASIS */
+static inline uint32_t dl_fnv1a(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint32_t h = DL_FNV_BASIS;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * DL_FNV_PRIME;
+    return h;
+}
 /** Writes all n bytes of p to fd (EINTR and short writes retried); 0 or an errno. */
 int dl_write_all(int fd, const void *p, size_t n);
 /** Writes n bytes as 2n lowercase hex digits to out (not terminated). */

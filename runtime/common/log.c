@@ -445,18 +445,10 @@ static char key_buf[DL_LOG_MAX_FIELDS];
 
 static const char *const own_keys[] = {"timestamp", "level", "message", "service", "requestId"};
 
-static uint32_t name_hash(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
-
 /* The slot of name s (n bytes): its own, or the empty one where it goes. */
 static name_slot_t *name_find(const char *s, size_t n)
 {
-    uint32_t i = name_hash(s, n) & (NAME_SLOTS - 1);
+    uint32_t i = dl_fnv1a(s, n) & (NAME_SLOTS - 1);
     for (;;) {
         name_slot_t *e = &name_slots[i];
         if (e->gen != name_gen || (e->len == n && memcmp(name_arena + e->off, s, n) == 0))

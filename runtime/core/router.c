@@ -115,16 +115,10 @@ int dl_router_allow(unsigned allowed, dl_buf_t *out)
 
 /* ---- trie nodes --------------------------------------------------------------------------- */
 
-/* FNV-1a: a few cycles per byte, and segments are short. walk() inlines it. */
-#define FNV_BASIS 2166136261u
-#define FNV_PRIME 16777619u
-
-static uint32_t seg_hash(const char *s, size_t len)
+/* Segments are short: FNV-1a (inline) costs a few cycles per byte. */
+static inline uint32_t seg_hash(const char *s, size_t len)
 {
-    uint32_t h = FNV_BASIS;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * FNV_PRIME;
-    return h;
+    return dl_fnv1a(s, len);
 }
 
 static int edge_cmp(const edge_t *e, const char *s, size_t len, uint32_t hash)
@@ -456,11 +450,11 @@ static int terminal(const entry_t *list, walk_t *w)
 /* p starts the segment to match at node n (just after a '/'). */
 static int walk(const node_t *n, const char *p, const char *end, walk_t *w)
 {
-    /* Find the segment's end and hash it in one pass. */
-    uint32_t hash = FNV_BASIS;
+    /* Find the segment's end and hash it (dl_fnv1a's steps) in one pass. */
+    uint32_t hash = DL_FNV_BASIS;
     const char *se = p;
     while (se < end && *se != '/') {
-        hash = (hash ^ (unsigned char)*se) * FNV_PRIME;
+        hash = (hash ^ (unsigned char)*se) * DL_FNV_PRIME;
         se++;
     }
     size_t sl = (size_t)(se - p);

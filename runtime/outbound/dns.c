@@ -47,10 +47,7 @@ struct dl_dns_s {
 
 static unsigned hash(const char *s)
 {
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % BUCKETS;
+    return dl_fnv1a(s, strlen(s)) % BUCKETS;
 }
 
 int dl_dns_literal(const char *host, struct sockaddr_storage *out)

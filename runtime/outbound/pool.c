@@ -42,10 +42,7 @@ struct dl_out_pool_s {
 
 static unsigned hash(const char *s)
 {
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % BUCKETS;
+    return dl_fnv1a(s, strlen(s)) % BUCKETS;
 }
 
 dl_out_pool_t *dl_out_pool_new(uv_loop_t *loop)

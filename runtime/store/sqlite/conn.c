@@ -17,21 +17,11 @@
 #include "common/internal.h"
 #include "common/json_str.h"
 
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    while (*s != '\0') {
-        h ^= (unsigned char)*s++;
-        h *= 16777619u;
-    }
-    return h;
-}
-
 
 /* A prepared statement for sql, from the cache; hand it back with dl_sqlite_stmt_put(). */
 sqlite3_stmt *dl_sqlite_stmt_get(conn_t *c, const char *sql, dl_store_res_t *res)
 {
-    uint32_t h = fnv1a(sql);
+    uint32_t h = dl_fnv1a(sql, strlen(sql));
     for (int k = 0; k < c->n; k++) {
         stmt_ent_t *e = &c->cache[k];
         if (e->hash == h && !e->busy && strcmp(e->sql, sql) == 0) {
