@@ -12,9 +12,12 @@
  * Options, JSON bodies, query strings and redirects are
  * scripts/devloop/http.lua's.
  */
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bindings/dl_bindings.h"
 #include "common/internal.h"
@@ -323,6 +326,7 @@ static int l_http_request(lua_State *L)
         return dl_lua_fail(L, why, NULL);
     dl_http_req_t r;
     memset(&r, 0, sizeof(r));
+    r.body_fd = -1;
     r.method = method;
     r.url = &u;
     r.body = body;
@@ -361,11 +365,41 @@ static int l_http_request(lua_State *L)
         dl_buf_free(&lines);
         return dl_lua_fail(L, bad, NULL);
     }
+    if (opts) {
+        /* a body sent from disk a piece at a time (uploads of any size) */
+        lua_getfield(L, opts, "body_file");
+        if (!lua_isnil(L, -1)) {
+            size_t pl;
+            const char *path = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &pl) : NULL;
+            const char *no = path == NULL ? "invalid: opts.body_file must be a path"
+                             : body ? "invalid: opts.body_file and a body together"
+                             : strlen(path) != pl ? "invalid: opts.body_file holds a NUL"
+                                                  : NULL;
+            struct stat st;
+            int fd = no ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+            if (!no && (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+                if (fd >= 0)
+                    close(fd);
+                snprintf(why, sizeof(why), "invalid: opts.body_file %.200s is not a readable "
+                         "file", path);
+                no = why;
+            }
+            if (no) {
+                dl_buf_free(&lines);
+                return dl_lua_fail(L, no, NULL);
+            }
+            r.body_fd = fd;
+            r.body_file_size = (uint64_t)st.st_size;
+        }
+        lua_pop(L, 1);
+    }
     r.headers = lines.data;
     r.headers_len = lines.len;
     call_t *c = dl_calloc(1, sizeof(*c));
     if (c == NULL) {
         dl_buf_free(&lines);
+        if (r.body_fd >= 0)
+            close(r.body_fd);
         return dl_lua_fail(L, "invalid: out of memory", NULL);
     }
     c->host = h;
@@ -377,6 +411,8 @@ static int l_http_request(lua_State *L)
     int rc = dl_http_start(h->http, &r, on_done, c, &c->x);
     dl_buf_free(&lines);
     if (rc != 0) {
+        if (r.body_fd >= 0)
+            close(r.body_fd);
         dl_free(c);
         return dl_lua_fail(L, "invalid: out of memory", NULL);
     }

@@ -19,6 +19,7 @@
 #include <llhttp.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/compress.h"
 #include "common/internal.h"
@@ -69,6 +70,12 @@ typedef struct {
     uint64_t timeout_ms, connect_timeout_ms;
     size_t max_body;
     int decode, stream, head_only, idempotent, retries;
+    /* a body sent from a file, a chunk at a time after the head */
+    int body_fd;           /* -1: none */
+    uint64_t body_size, body_sent;
+    uv_fs_t fs;
+    int fs_busy;           /* a read runs on the thread pool */
+    char *chunk;
     /* the way there */
     dl_dns_wait_t *dns_w;
     dl_out_waiter_t *pool_w;
@@ -607,6 +614,8 @@ static void on_conn_read(dl_out_conn_t *c, int status, void *arg)
     pump(x);
 }
 
+static void send_file_chunk(x_t *x);
+
 static void on_sent(dl_out_conn_t *c, int status, void *arg)
 {
     x_t *x = arg;
@@ -616,13 +625,68 @@ static void on_sent(dl_out_conn_t *c, int status, void *arg)
         fail(x, DL_EPROTO, "protocol: %s", c->err);
         return;
     }
+    if (x->body_fd >= 0 && x->body_sent < x->body_size) {
+        send_file_chunk(x);
+        return;
+    }
     x->sent = 1;
     if (x->complete) /* answered before the request was written whole */
         finish(x);
 }
 
+#define FILE_CHUNK (64 * 1024)
+
+static void on_timer_closed(uv_handle_t *h);
+
+static void on_file_read(uv_fs_t *req)
+{
+    x_t *x = req->data;
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    x->fs_busy = 0;
+    if (x->freed) {
+        dl_free(x->chunk); /* the exchange went while the read ran: its last piece */
+        x->chunk = NULL;
+        uv_close((uv_handle_t *)&x->timer, on_timer_closed);
+        return;
+    }
+    if (x->phase != PH_EXCHANGE || x->conn == NULL)
+        return;
+    if (n <= 0) {
+        fail(x, DL_EINVAL, "invalid: the body file %s while it was sent",
+             n < 0 ? "could not be read" : "got shorter");
+        return;
+    }
+    size_t len = (size_t)DL_MIN((uint64_t)n, x->body_size - x->body_sent);
+    x->body_sent += len;
+    int rc = dl_out_write(x->conn, x->chunk, len, on_sent, x);
+    if (rc != 0)
+        fail(x, DL_EPROTO, "protocol: cannot write to %s: %s", x->label, x->conn->err);
+}
+
+/* The next piece of a file body, read on the thread pool (disk reads never
+ * run on the loop). */
+static void send_file_chunk(x_t *x)
+{
+    if (x->chunk == NULL && (x->chunk = dl_malloc(FILE_CHUNK)) == NULL) {
+        fail(x, DL_ENOMEM, "invalid: out of memory for the body file");
+        return;
+    }
+    size_t want = (size_t)DL_MIN((uint64_t)FILE_CHUNK, x->body_size - x->body_sent);
+    uv_buf_t b = uv_buf_init(x->chunk, (unsigned)want);
+    x->fs.data = x;
+    int rc = uv_fs_read(x->hc->loop, &x->fs, x->body_fd, &b, 1, (int64_t)x->body_sent,
+                        on_file_read);
+    if (rc < 0) {
+        fail(x, DL_EINVAL, "invalid: the body file cannot be read: %s", uv_strerror(rc));
+        return;
+    }
+    x->fs_busy = 1;
+}
+
 static void send_request(x_t *x)
 {
+    x->body_sent = 0;
     x->phase = PH_EXCHANGE;
     llhttp_init(&x->parser, HTTP_RESPONSE, &x->settings);
     x->parser.data = x;
@@ -789,10 +853,10 @@ static int build_request(x_t *x, const dl_http_req_t *r)
         dl_buf_append_str(b, "User-Agent: devloop\r\n");
     if (r->decode && !has_field(r->headers, r->headers_len, "accept-encoding"))
         dl_buf_append_str(b, "Accept-Encoding: gzip, deflate\r\n");
-    if (r->body || strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
-        strcmp(r->method, "PATCH") == 0) {
+    if (r->body || r->body_fd >= 0 || strcmp(r->method, "POST") == 0 ||
+        strcmp(r->method, "PUT") == 0 || strcmp(r->method, "PATCH") == 0) {
         dl_buf_append_str(b, "Content-Length: ");
-        dl_buf_append_u64(b, r->body ? r->body_len : 0);
+        dl_buf_append_u64(b, r->body_fd >= 0 ? r->body_file_size : r->body ? r->body_len : 0);
         dl_buf_append_str(b, "\r\n");
     }
     dl_buf_append_str(b, "\r\n");
@@ -804,6 +868,9 @@ static int build_request(x_t *x, const dl_http_req_t *r)
 static void on_timer_closed(uv_handle_t *h)
 {
     x_t *x = h->data;
+    if (x->body_fd >= 0)
+        close(x->body_fd);
+    dl_free(x->chunk);
     dl_buf_free(&x->req);
     dl_buf_free(&x->raw);
     dl_buf_free(&x->pub.hdrs);
@@ -832,6 +899,7 @@ int dl_http_start(dl_http_client_t *hc, const dl_http_req_t *r, dl_http_cb cb, v
     x->head_only = r->head_only;
     x->idempotent = r->idempotent;
     x->tls_verify = r->tls_verify;
+    x->body_fd = -1;
     if (r->tls_ca && (x->tls_ca = dl_strdup(r->tls_ca)) == NULL) {
         dl_free(x);
         return DL_ENOMEM;
@@ -862,6 +930,8 @@ int dl_http_start(dl_http_client_t *hc, const dl_http_req_t *r, dl_http_cb cb, v
         dl_free(x);
         return DL_ENOMEM;
     }
+    x->body_fd = r->body_fd; /* ours from here on */
+    x->body_size = r->body_file_size;
     uv_timer_init(hc->loop, &x->timer);
     x->timer.data = x;
     if (x->timeout_ms > 0)
@@ -900,5 +970,8 @@ void dl_http_x_free(dl_http_x_t *pub)
         x->phase = PH_DONE;
         detach(x);
     }
+    x->freed = 1;
+    if (x->fs_busy)
+        return; /* on_file_read finishes it: the read holds x->fs */
     uv_close((uv_handle_t *)&x->timer, on_timer_closed);
 }

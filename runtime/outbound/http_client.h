@@ -45,6 +45,9 @@ typedef struct {
     size_t headers_len;
     const char *body;      /* NULL: none */
     size_t body_len;
+    int body_fd;           /* or a file to send, body_file_size bytes from its start;
+                              the exchange takes it (closes it), -1: none */
+    uint64_t body_file_size;
     uint64_t timeout_ms;   /* the whole exchange (streamed: until the headers) */
     uint64_t connect_timeout_ms;
     size_t max_body;       /* decoded body bytes */
@@ -82,7 +85,8 @@ const dl_out_pool_t *dl_http_client_pool(const dl_http_client_t *hc);
 
 /**
  * Starts an exchange. Returns 0 and *out (cb comes exactly once, later), or
- * DL_ENOMEM. Everything in r is copied.
+ * DL_ENOMEM (r->body_fd is then still the caller's). Everything else in r
+ * is copied.
  */
 int dl_http_start(dl_http_client_t *hc, const dl_http_req_t *r, dl_http_cb cb, void *arg,
                   dl_http_x_t **out);

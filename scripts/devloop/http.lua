@@ -3,7 +3,8 @@
 -- origin (devloop.http_core over runtime/outbound/).
 --   local res, err = api.http.request(url, opts)
 --   api.http.get(url, opts), api.http.post(url, body, opts), put, patch, delete
--- opts: method, headers, body (string) or json (table) or msgpack (table),
+-- opts: method, headers, body (string) or json (table) or msgpack (table)
+-- or body_file (a path: the file is sent from disk a piece at a time),
 -- query (table), timeout (ms, the whole exchange, default 10000),
 -- connect_timeout (ms), max_body (bytes, default 16 MiB), redirects (how
 -- many to follow, default 0), decode (default true: gzip and deflate asked
@@ -145,6 +146,9 @@ function _M.request(url, opts)
   if body ~= nil and type(body) ~= "string" then
     return nil, "invalid: opts.body must be a string (use opts.json or opts.msgpack for a table)"
   end
+  if opts.body_file ~= nil and (body ~= nil or opts.json ~= nil or opts.msgpack ~= nil) then
+    return nil, "invalid: opts.body_file and another body together"
+  end
   if opts.json ~= nil then
     if body ~= nil then return nil, "invalid: opts.body and opts.json together" end
     local ok, enc = pcall(json_encode, opts.json)
@@ -195,8 +199,9 @@ function _M.request(url, opts)
   end
 
   local first_origin = origin_of(url)
+  local copts = opts -- what the C side reads (timeouts, tls, body_file)
   for _ = 0, redirects do
-    local status, rheaders, rbody = request(method, url, headers, body, opts)
+    local status, rheaders, rbody = request(method, url, headers, body, copts)
     if not status then return nil, rheaders end
     local loc = rheaders.location
     if redirects > 0 and type(loc) == "string" and (status == 301 or status == 302
@@ -214,6 +219,11 @@ function _M.request(url, opts)
       if (status == 303 and method ~= "HEAD") or ((status == 301 or status == 302)
           and method == "POST") then
         method, body = "GET", nil
+        if copts.body_file ~= nil then
+          copts = {}
+          for k, v in pairs(opts) do copts[k] = v end
+          copts.body_file = nil
+        end
         if headers then
           local h = {}
           for k, v in pairs(headers) do

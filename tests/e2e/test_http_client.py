@@ -1,8 +1,11 @@
 """api.http, the outbound HTTP client (issue 20): a handler calls an upstream
 the test starts on loopback; errors come back as nil, err with err's kind
 first."""
+import hashlib
 import http.server
 import json
+import os
+import tempfile
 import threading
 
 import harness
@@ -13,6 +16,11 @@ api.get("/out", function(req)
   if not res then return 502, { err = err } end
   return { status = res.status, body = res.body, headers = res.headers, json = res.json }
 end)
+api.post("/upload", function(req)
+  local res, err = api.http.post(req.query.url, nil, { body_file = req.query.path })
+  if not res then return 502, { err = err } end
+  return res.json
+end)
 """
 
 
@@ -21,6 +29,21 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def do_POST(self):
+        n = int(self.headers.get("content-length", "0"))
+        data = b""
+        while len(data) < n:
+            piece = self.rfile.read(min(65536, n - len(data)))
+            if not piece:
+                break
+            data += piece
+        body = json.dumps({"len": len(data), "sha": hashlib.sha256(data).hexdigest()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_GET(self):
         body = json.dumps({"path": self.path, "ua": self.headers.get("user-agent")}).encode()
@@ -54,6 +77,20 @@ def test_errors_have_kinds(srv):
     assert r.json()["err"].startswith("dns: "), r.body
     r = srv.get("/out?url=ftp://x/")
     assert r.json()["err"].startswith("invalid: "), r.body
+
+
+def test_body_from_a_file(srv):
+    data = os.urandom(3 * 1024 * 1024 + 17)  # many pieces, the last one short
+    with tempfile.NamedTemporaryFile(delete=False) as f:
+        f.write(data)
+    try:
+        r = srv.request("POST", "/upload?url=%s/up&path=%s" % (UP_URL, f.name), body="")
+        assert r.status == 200, r
+        assert r.json() == {"len": len(data), "sha": hashlib.sha256(data).hexdigest()}, r.body
+        r = srv.request("POST", "/upload?url=%s/up&path=/no/such/file" % UP_URL, body="")
+        assert r.status == 502 and r.json()["err"].startswith("invalid: "), r.body
+    finally:
+        os.unlink(f.name)
 
 
 if __name__ == "__main__":
