@@ -22,6 +22,7 @@
 #include "bindings/dl_bindings.h"
 #include "common/internal.h"
 #include "common/metrics.h"
+#include "common/num.h"
 #include "lua/lua_error.h"
 #include "lua/lua_vm.h"
 #include "outbound/http_client.h"
@@ -60,13 +61,19 @@ static void count(call_t *c, const char *status)
     double s = (double)(uv_hrtime() - c->start_ns) / 1e9;
     dl_metric_observe(h->metrics, h->worker_id, h->m.http_client_duration, labels, s);
     if (h->http) {
-        dl_out_pool_stats_t st;
-        dl_out_pool_stats(dl_http_client_pool(h->http), &st);
+        /* the gauges move with the pool; set only what changed */
+        static __thread dl_out_pool_stats_t last = {-1, -1, -1, -1};
         static const char *const idle[] = {"idle"}, *const busy[] = {"busy"},
                                  *const waiting[] = {"waiting"};
-        dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, idle, st.idle);
-        dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, busy, st.busy);
-        dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, waiting, st.waiting);
+        dl_out_pool_stats_t st;
+        dl_out_pool_stats(dl_http_client_pool(h->http), &st);
+        if (st.idle != last.idle)
+            dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, idle, st.idle);
+        if (st.busy != last.busy)
+            dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, busy, st.busy);
+        if (st.waiting != last.waiting)
+            dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, waiting, st.waiting);
+        last = st;
     }
 }
 
@@ -150,8 +157,8 @@ static int push_result(lua_State *L, call_t *c, int status)
         dl_free(c);
         return 2;
     }
-    char code[8];
-    snprintf(code, sizeof(code), "%d", x->code);
+    char code[24];
+    code[dl_num_format_i64(x->code, code)] = '\0';
     lua_pushinteger(L, x->code);
     push_headers(L, x);
     if (!c->stream) {
@@ -405,9 +412,7 @@ static int l_http_request(lua_State *L)
     c->host = h;
     c->stream = r.stream;
     c->start_ns = uv_hrtime();
-    int v6 = strchr(u.host, ':') != NULL;
-    snprintf(c->label, sizeof(c->label), "%s%s%s:%d", v6 ? "[" : "", u.host, v6 ? "]" : "",
-             u.port);
+    memcpy(c->label, u.label, u.label_len + 1);
     int rc = dl_http_start(h->http, &r, on_done, c, &c->x);
     dl_buf_free(&lines);
     if (rc != 0) {

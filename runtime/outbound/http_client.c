@@ -17,12 +17,14 @@
 #include "outbound/http_client.h"
 
 #include <llhttp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/compress.h"
 #include "common/internal.h"
+#include "common/num.h"
 #include "outbound/dns.h"
 
 #define MAX_HEADER_BYTES (64 * 1024)
@@ -62,9 +64,6 @@ typedef struct {
     /* the request */
     dl_buf_t req;
     dl_http_url_t url;
-    char key[DL_OUT_MAX_KEY + 1];
-    char label[272]; /* host:port, for messages */
-    char server_name[256];
     int tls_verify;
     char *tls_ca;
     uint64_t timeout_ms, connect_timeout_ms;
@@ -73,7 +72,6 @@ typedef struct {
     /* a body sent from a file, a chunk at a time after the head */
     int body_fd;           /* -1: none */
     uint64_t body_size, body_sent;
-    uv_fs_t fs;
     int fs_busy;           /* a read runs on the thread pool */
     char *chunk;
     /* the way there */
@@ -81,18 +79,24 @@ typedef struct {
     dl_out_waiter_t *pool_w;
     dl_out_conn_t *conn;
     int slot;        /* holds a pool slot of key, connecting */
-    dl_dns_addrs_t addrs;
     /* the answer */
-    llhttp_t parser;
-    llhttp_settings_t settings;
     int sent, got_bytes, headers_done, complete, paused, in_value;
     int encoding;
     size_t hdr_bytes, body_total;
     dl_buf_t raw;    /* the encoded body, decoded once complete */
     int ev_headers;  /* recorded by the parser callbacks */
-    char perr[512];  /* a parser callback's refusal */
     int perr_status;
+    /* From here on nothing is zeroed at the start (each part is written
+     * before it is read): an exchange is several KiB, most of it text. */
+    llhttp_t parser;
+    uv_fs_t fs;
+    dl_dns_addrs_t addrs;
+    char perr[512];  /* a parser callback's refusal */
+    char server_name[256];
+    char key[DL_OUT_MAX_KEY + 1];
 } x_t;
+
+#define X_ZEROED offsetof(x_t, parser)
 
 static void step(x_t *x);
 
@@ -195,6 +199,17 @@ int dl_http_url_parse(const char *url, size_t len, dl_http_url_t *out, char *why
         }
         out->port = (int)port;
     }
+    char *l = out->label;
+    int v6 = memchr(out->host, ':', hl) != NULL;
+    if (v6)
+        *l++ = '[';
+    l = (char *)memcpy(l, out->host, hl) + hl;
+    if (v6)
+        *l++ = ']';
+    *l++ = ':';
+    l += dl_num_format_i64(out->port, l);
+    *l = '\0';
+    out->label_len = (size_t)(l - out->label);
     /* the target: path and query; a fragment is the client's own */
     const char *t = auth_end, *frag = memchr(t, '#', (size_t)(end - t));
     const char *tend = frag ? frag : end;
@@ -342,7 +357,7 @@ static void on_deadline(uv_timer_t *t)
     x_t *x = t->data;
     static const char *const where[] = {"resolving", "waiting for a connection to",
                                         "connecting to", "waiting for the response of"};
-    fail(x, DL_ETIMEDOUT, "timeout: %s %s after %llu ms", where[x->phase], x->label,
+    fail(x, DL_ETIMEDOUT, "timeout: %s %s after %llu ms", where[x->phase], x->url.label,
          (unsigned long long)x->timeout_ms);
 }
 
@@ -380,8 +395,12 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
             return -1;
         }
     }
+    if (dl_buf_reserve(&x->pub.hdrs, len) != 0)
+        return 0; /* oom is sticky: on_headers_complete refuses the answer */
+    char *o = x->pub.hdrs.data + x->pub.hdrs.len;
     for (size_t i = 0; i < len; i++)
-        dl_buf_append_char(&x->pub.hdrs, (char)dl_tolower((unsigned char)at[i]));
+        o[i] = (char)dl_tolower((unsigned char)at[i]);
+    x->pub.hdrs.len += len;
     return 0;
 }
 
@@ -434,13 +453,13 @@ static int on_headers_complete(llhttp_t *p)
     int code = p->status_code;
     if (code < 100 || code > 599) {
         x->perr_status = DL_EPROTO;
-        snprintf(x->perr, sizeof(x->perr), "protocol: status %d from %s", code, x->label);
+        snprintf(x->perr, sizeof(x->perr), "protocol: status %d from %s", code, x->url.label);
         return -1;
     }
     if (code == 101) {
         x->perr_status = DL_EPROTO;
         snprintf(x->perr, sizeof(x->perr), "protocol: %s switched protocols unasked (101)",
-                 x->label);
+                 x->url.label);
         return -1;
     }
     if (code < 200)
@@ -472,7 +491,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     if (x->body_total > x->max_body) {
         x->perr_status = DL_ETOOBIG;
         snprintf(x->perr, sizeof(x->perr), "too large: response body over %zu bytes from %s",
-                 x->max_body, x->label);
+                 x->max_body, x->url.label);
         return -1;
     }
     dl_buf_t *b = x->encoding != ENC_IDENTITY ? &x->raw : &x->pub.body;
@@ -495,6 +514,16 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* whatever follows is not ours */
 }
 
+/* every exchange parses with these */
+static const llhttp_settings_t parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
 /* ------------------------------------------------------ the connection */
 
 /* The response is whole: the connection back to the pool if clean, the body decoded. */
@@ -513,13 +542,13 @@ static void finish(x_t *x)
         if (rc == DL_ETOOBIG) {
             x->phase = PH_EXCHANGE;
             fail(x, DL_ETOOBIG, "too large: decoded response body over %zu bytes from %s",
-                 x->max_body, x->label);
+                 x->max_body, x->url.label);
             return;
         }
         if (rc != 0) {
             x->phase = PH_EXCHANGE;
             fail(x, DL_EPROTO, "protocol: the %s body from %s cannot be decoded",
-                 x->encoding == ENC_GZIP ? "gzip" : "deflate", x->label);
+                 x->encoding == ENC_GZIP ? "gzip" : "deflate", x->url.label);
             return;
         }
     }
@@ -559,7 +588,7 @@ static void pump(x_t *x)
             if (x->perr_status)
                 fail(x, x->perr_status, "%s", x->perr);
             else
-                fail(x, DL_EPROTO, "protocol: malformed response from %s (%s)", x->label,
+                fail(x, DL_EPROTO, "protocol: malformed response from %s (%s)", x->url.label,
                      llhttp_get_error_reason(&x->parser));
             return;
         }
@@ -596,7 +625,7 @@ static void pump(x_t *x)
             return;
         }
         fail(x, DL_EPROTO, "protocol: %s closed the connection before the response ended",
-             x->label);
+             x->url.label);
     }
 }
 
@@ -661,7 +690,7 @@ static void on_file_read(uv_fs_t *req)
     x->body_sent += len;
     int rc = dl_out_write(x->conn, x->chunk, len, on_sent, x);
     if (rc != 0)
-        fail(x, DL_EPROTO, "protocol: cannot write to %s: %s", x->label, x->conn->err);
+        fail(x, DL_EPROTO, "protocol: cannot write to %s: %s", x->url.label, x->conn->err);
 }
 
 /* The next piece of a file body, read on the thread pool (disk reads never
@@ -688,7 +717,7 @@ static void send_request(x_t *x)
 {
     x->body_sent = 0;
     x->phase = PH_EXCHANGE;
-    llhttp_init(&x->parser, HTTP_RESPONSE, &x->settings);
+    llhttp_init(&x->parser, HTTP_RESPONSE, &parser_settings);
     x->parser.data = x;
     x->got_bytes = x->complete = x->headers_done = x->ev_headers = 0;
     dl_out_on_read(x->conn, on_conn_read, x);
@@ -696,7 +725,7 @@ static void send_request(x_t *x)
     if (rc != 0) {
         if (retry(x))
             return;
-        fail(x, DL_EPROTO, "protocol: cannot write to %s: %s", x->label, x->conn->err);
+        fail(x, DL_EPROTO, "protocol: cannot write to %s: %s", x->url.label, x->conn->err);
         return;
     }
     pump(x); /* a reused connection may hold nothing; a new one neither */
@@ -739,7 +768,7 @@ static void connect_new(x_t *x)
                          .server_name = x->url.tls ? x->server_name : NULL,
                          .alpn = x->url.tls ? "http/1.1" : NULL};
     dl_out_conn_t *c;
-    if (dl_out_connect(x->hc->loop, &t, x->label, on_connected, x, &c) != 0) {
+    if (dl_out_connect(x->hc->loop, &t, x->url.label, on_connected, x, &c) != 0) {
         fail(x, DL_ENOMEM, "connect: out of memory");
         return;
     }
@@ -801,7 +830,7 @@ static void step(x_t *x)
         /* waits for on_pool_turn */
     } else if (rc == DL_ECONNECT) {
         fail(x, DL_ECONNECT, "connect: %d requests already wait for a connection to %s (the "
-             "origin's %d connections are busy)", x->hc->cfg.pool.max_waiting, x->label,
+             "origin's %d connections are busy)", x->hc->cfg.pool.max_waiting, x->url.label,
              x->hc->cfg.pool.max_conns);
     } else {
         fail(x, rc, "connect: %s", dl_strerror(rc));
@@ -843,8 +872,11 @@ static int build_request(x_t *x, const dl_http_req_t *r)
         dl_buf_append_str(b, u->host);
         if (v6)
             dl_buf_append_char(b, ']');
-        if (u->port != (u->tls ? 443 : 80))
-            dl_buf_appendf(b, ":%d", u->port);
+        if (u->port != (u->tls ? 443 : 80)) {
+            char port[8];
+            port[0] = ':';
+            dl_buf_append(b, port, 1 + dl_num_format_i64(u->port, port + 1));
+        }
         dl_buf_append_str(b, "\r\n");
     }
     if (r->headers_len)
@@ -882,9 +914,10 @@ static void on_timer_closed(uv_handle_t *h)
 int dl_http_start(dl_http_client_t *hc, const dl_http_req_t *r, dl_http_cb cb, void *arg,
                   dl_http_x_t **out)
 {
-    x_t *x = dl_calloc(1, sizeof(*x));
+    x_t *x = dl_malloc(sizeof(*x));
     if (x == NULL)
         return DL_ENOMEM;
+    memset(x, 0, X_ZEROED);
     x->hc = hc;
     x->cb = cb;
     x->arg = arg;
@@ -904,26 +937,29 @@ int dl_http_start(dl_http_client_t *hc, const dl_http_req_t *r, dl_http_cb cb, v
         dl_free(x);
         return DL_ENOMEM;
     }
-    snprintf(x->server_name, sizeof(x->server_name), "%s",
-             r->tls_server_name ? r->tls_server_name : r->url->host);
-    int v6 = strchr(r->url->host, ':') != NULL;
-    snprintf(x->label, sizeof(x->label), "%s%s%s:%d", v6 ? "[" : "", r->url->host, v6 ? "]" : "",
-             r->url->port);
+    const char *sn = r->tls_server_name ? r->tls_server_name : r->url->host;
+    size_t snl = DL_MIN(strlen(sn), sizeof(x->server_name) - 1);
+    memcpy(x->server_name, sn, snl);
+    x->server_name[snl] = '\0';
     /* the pool's origin: everything that makes two connections differ (the
      * caller keeps a CA path within 255 bytes, so nothing is cut) */
-    snprintf(x->key, sizeof(x->key), "%s://%s|%d|%.255s|%s", r->url->tls ? "https" : "http",
-             x->label, x->tls_verify, x->tls_ca ? x->tls_ca : "", x->server_name);
+    char *k = x->key;
+    const char *scheme = r->url->tls ? "https://" : "http://";
+    size_t cal = x->tls_ca ? DL_MIN(strlen(x->tls_ca), 255) : 0;
+    k = (char *)memcpy(k, scheme, strlen(scheme)) + strlen(scheme);
+    k = (char *)memcpy(k, r->url->label, r->url->label_len) + r->url->label_len;
+    *k++ = '|';
+    *k++ = x->tls_verify ? '1' : '0';
+    *k++ = '|';
+    if (cal)
+        k = (char *)memcpy(k, x->tls_ca, cal) + cal;
+    *k++ = '|';
+    k = (char *)memcpy(k, x->server_name, snl) + snl;
+    *k = '\0';
     dl_buf_init(&x->req);
     dl_buf_init(&x->raw);
     dl_buf_init(&x->pub.hdrs);
     dl_buf_init(&x->pub.body);
-    llhttp_settings_init(&x->settings);
-    x->settings.on_message_begin = on_message_begin;
-    x->settings.on_header_field = on_header_field;
-    x->settings.on_header_value = on_header_value;
-    x->settings.on_headers_complete = on_headers_complete;
-    x->settings.on_body = on_body;
-    x->settings.on_message_complete = on_message_complete;
     if (build_request(x, r) != 0) {
         dl_buf_free(&x->req);
         dl_free(x->tls_ca);

@@ -30,6 +30,8 @@ typedef struct {
     int tls;
     int port;
     char host[256];      /* without brackets for IPv6 */
+    char label[272];     /* "host:port" ("[v6]:port"), for messages, metrics and keys */
+    size_t label_len;
     const char *target;  /* path and query, borrowed from the URL ("/" when empty) */
     size_t target_len;
 } dl_http_url_t;
