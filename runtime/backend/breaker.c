@@ -5,6 +5,8 @@
  */
 #include "backend/breaker.h"
 
+#include "common/internal.h"
+
 #include <stddef.h>
 
 static void move(dl_breaker_t *b, int to, uint64_t now)
@@ -93,7 +95,7 @@ int dl_breaker_reset(dl_breaker_t *b)
     return 1;
 }
 
-uint64_t dl_breaker_remaining(const dl_breaker_t *b, uint64_t now)
+DL_TEST_HOOK uint64_t dl_breaker_remaining(const dl_breaker_t *b, uint64_t now)
 {
     if (b->state != DL_BREAKER_OPEN || now - b->opened_at >= b->cooldown_ms)
         return 0;

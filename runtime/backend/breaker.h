@@ -55,7 +55,9 @@ int dl_breaker_probe_failed(dl_breaker_t *b, uint64_t now);
 int dl_breaker_reset(dl_breaker_t *b);
 
 /** Milliseconds left in the cool-down (0 unless open). */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 uint64_t dl_breaker_remaining(const dl_breaker_t *b, uint64_t now);
+#endif
 
 /** "closed", "half_open", "open". */
 const char *dl_breaker_state_name(int state);

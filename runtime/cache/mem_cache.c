@@ -592,7 +592,7 @@ int dl_memcache_del(dl_memcache_t *c, const char *key, size_t klen)
     return dead != NULL ? 0 : DL_ENOENT;
 }
 
-int64_t dl_memcache_ttl(dl_memcache_t *c, const char *key, size_t klen, uint64_t now_ms)
+DL_TEST_HOOK int64_t dl_memcache_ttl(dl_memcache_t *c, const char *key, size_t klen, uint64_t now_ms)
 {
     uint64_t h = key_hash(c, key, klen);
     shard_t *sh = shard_for(c, h);
@@ -647,7 +647,7 @@ size_t dl_memcache_invalidate(dl_memcache_t *c, const char *pattern, size_t plen
     return total;
 }
 
-size_t dl_memcache_flush(dl_memcache_t *c)
+DL_TEST_HOOK size_t dl_memcache_flush(dl_memcache_t *c)
 {
     size_t total = 0;
 

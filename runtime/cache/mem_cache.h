@@ -114,7 +114,9 @@ int dl_memcache_del(dl_memcache_t *c, const char *key, size_t klen);
  * never expires, or DL_ENOENT when it is absent or expired (an expired entry
  * is removed). Does not change recency or the hit counters.
  */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 int64_t dl_memcache_ttl(dl_memcache_t *c, const char *key, size_t klen, uint64_t now_ms);
+#endif
 
 /**
  * Removes every key matching the glob `pattern` (dl_glob_match(), case
@@ -126,7 +128,9 @@ int64_t dl_memcache_ttl(dl_memcache_t *c, const char *key, size_t klen, uint64_t
 size_t dl_memcache_invalidate(dl_memcache_t *c, const char *pattern, size_t plen);
 
 /** Removes every entry, one shard at a time; returns how many were removed. */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 size_t dl_memcache_flush(dl_memcache_t *c);
+#endif
 
 /**
  * Fills `out` with the counters summed over the shards. Each shard is read

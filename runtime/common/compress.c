@@ -304,7 +304,7 @@ void dl_compressor_free(dl_compressor_t *c)
     dl_free(c);
 }
 
-int dl_compressor_set_impl(dl_compressor_t *c, int impl)
+DL_TEST_HOOK int dl_compressor_set_impl(dl_compressor_t *c, int impl)
 {
     if (impl != DL_COMPRESS_AUTO && impl != DL_COMPRESS_ZLIB && impl != DL_COMPRESS_LIBDEFLATE)
         return DL_EINVAL;
@@ -319,7 +319,7 @@ int dl_compressor_impl(const dl_compressor_t *c)
     return c->level <= AUTO_ZLIB_MAX_LEVEL ? DL_COMPRESS_ZLIB : DL_COMPRESS_LIBDEFLATE;
 }
 
-int dl_compressor_level(const dl_compressor_t *c)
+DL_TEST_HOOK int dl_compressor_level(const dl_compressor_t *c)
 {
     return c->level;
 }

@@ -72,13 +72,17 @@ void dl_compressor_free(dl_compressor_t *c);
  * zlib for levels 1..3, libdeflate for 4..9. Output bytes differ between the
  * two; both decode with any inflater. Returns 0 or DL_EINVAL.
  */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 int dl_compressor_set_impl(dl_compressor_t *c, int impl);
+#endif
 
 /** The library the next dl_compressor_run() will use: ZLIB or LIBDEFLATE. */
 int dl_compressor_impl(const dl_compressor_t *c);
 
 /** The level, after clamping. */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 int dl_compressor_level(const dl_compressor_t *c);
+#endif
 
 /**
  * Appends to `out` the whole of `in` encoded as gzip (RFC 1952, enc

@@ -13,11 +13,15 @@
 
 #include "devloop.h"
 
-/* Unit builds open file-local functions to the tests (DL_STATIC). */
+/* Unit builds open file-local functions to the tests (DL_STATIC), and
+ * have the test hooks: accessors into state the program never reads back,
+ * compiled out of it (DL_TEST_HOOK, declared under #ifdef DL_UNIT_TEST). */
 #ifdef DL_UNIT_TEST
 #define DL_STATIC
+#define DL_TEST_HOOK
 #else
 #define DL_STATIC static
+#define DL_TEST_HOOK static __attribute__((unused))
 #endif
 
 #define DL_UNUSED(x) ((void)(x))

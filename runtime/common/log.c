@@ -1408,7 +1408,7 @@ uint64_t dl_log_dropped(void)
     return d;
 }
 
-uint64_t dl_log_written(void)
+DL_TEST_HOOK uint64_t dl_log_written(void)
 {
     return atomic_load_explicit(&written, memory_order_relaxed);
 }

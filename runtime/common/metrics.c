@@ -142,7 +142,7 @@ void dl_metrics_free(dl_metrics_t *m)
     dl_free(m);
 }
 
-void dl_metrics_set_series_cap(dl_metrics_t *m, int cap)
+DL_TEST_HOOK void dl_metrics_set_series_cap(dl_metrics_t *m, int cap)
 {
     m->series_cap = cap < 1 ? DL_METRICS_DEFAULT_SERIES_CAP : (uint32_t)cap;
 }

@@ -37,7 +37,9 @@ void dl_metrics_free(dl_metrics_t *m);
  * Sets the series cap per metric per slot (default 2000; values < 1 restore the
  * default). Call it before the workers start.
  */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 void dl_metrics_set_series_cap(dl_metrics_t *m, int cap);
+#endif
 
 /**
  * Defines a metric; any thread, before or while serving (takes a mutex).

@@ -234,7 +234,7 @@ void dl_router_free(dl_router_t *r)
     dl_free(r);
 }
 
-void dl_router_foreach(const dl_router_t *r,
+DL_TEST_HOOK void dl_router_foreach(const dl_router_t *r,
                        void (*fn)(unsigned methods, const char *pattern, void *data, void *arg),
                        void *arg)
 {

@@ -108,8 +108,10 @@ int dl_router_allow(unsigned allowed, dl_buf_t *out);
  * Calls fn once per dl_router_add that succeeded, in registration order, with
  * its methods mask, pattern and data. fn must not add routes; it may free data.
  */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 void dl_router_foreach(const dl_router_t *r,
                        void (*fn)(unsigned methods, const char *pattern, void *data, void *arg),
                        void *arg);
+#endif
 
 #endif /* DL_ROUTER_H */

@@ -252,7 +252,7 @@ void dl_watch_stop(dl_watch_t *w)
     uv_close((uv_handle_t *)&w->timer, on_timer_closed);
 }
 
-int dl_watch_count(const dl_watch_t *w)
+DL_TEST_HOOK int dl_watch_count(const dl_watch_t *w)
 {
     int n = 0;
     for (const dir_watch_t *d = w ? w->dirs : NULL; d; d = d->next)

@@ -31,6 +31,8 @@ int dl_watch_add_file(dl_watch_t *w, const char *path);
 void dl_watch_stop(dl_watch_t *w);
 
 /** Number of folders being watched (tests). */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 int dl_watch_count(const dl_watch_t *w);
+#endif
 
 #endif

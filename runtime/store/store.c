@@ -562,7 +562,7 @@ static int take(dl_doc_arena_t *ar, int in, const char *text, dl_store_json_t *o
     return v != NULL ? inputs[in].check(v, res) : res->status;
 }
 
-int dl_store_check(int in, const char *text, dl_store_res_t *res)
+DL_TEST_HOOK int dl_store_check(int in, const char *text, dl_store_res_t *res)
 {
     if (in < 0 || in >= DL_STORE_IN_COUNT)
         return dl_store_res_fail(res, DL_EINVAL, "unknown store input %d", in);

@@ -200,7 +200,9 @@ enum { DL_STORE_IN_QUERY, DL_STORE_IN_UPDATE, DL_STORE_IN_DOCS, DL_STORE_IN_KEYS
        DL_STORE_IN_COUNT };
 /** Runs the check of one input (DL_STORE_IN_*) on text, as every operation
  * taking it does; for a backend's tests, which convert what the front let by. */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 int dl_store_check(int in, const char *text, dl_store_res_t *res);
+#endif
 
 /**
  * Opens (creating the file and its folder if missing) a SQLite store with one

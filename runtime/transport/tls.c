@@ -565,7 +565,7 @@ const char *dl_tls_alpn(const dl_tls_t *t)
     return NULL;
 }
 
-int dl_tls_resumed(const dl_tls_t *t)
+DL_TEST_HOOK int dl_tls_resumed(const dl_tls_t *t)
 {
     return SSL_session_reused(t->ssl);
 }

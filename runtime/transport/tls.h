@@ -74,7 +74,9 @@ int dl_tls_is_h2(const dl_tls_t *t);
  * or NULL when none was; valid as long as t. */
 const char *dl_tls_alpn(const dl_tls_t *t);
 /** 1 when the handshake resumed a session (a ticket). */
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 int dl_tls_resumed(const dl_tls_t *t);
+#endif
 /** The last TLS error, for logs (valid until the next call on t). */
 const char *dl_tls_error(const dl_tls_t *t);
 

@@ -125,7 +125,9 @@ int dl_mongo_bson_to_json(const bson_t *doc, int as_array, dl_buf_t *out);
 int dl_mongo_plan_lines(const bson_t *explain_reply, dl_buf_t *out);
 int dl_mongo_prep_query(const char *json, bson_t *out, char *err, size_t errlen);
 int dl_mongo_prep_update(const char *json, bson_t *out, char *err, size_t errlen);
+#ifdef DL_UNIT_TEST /* a test hook: not in the program */
 int dl_mongo_prep_doc(const char *json, bson_t *out, char *err, size_t errlen);
+#endif
 int dl_mongo_uri_prepare(const char *uri, int pool_size, mongoc_uri_t **out, int *pool_out,
                          char *err, size_t errlen);
 

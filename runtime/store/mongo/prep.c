@@ -234,7 +234,7 @@ int dl_mongo_doc_from_bson(const bson_iter_t *doc_it, bson_t *out, char *err, si
 }
 
 /* One document's JSON -> BSON ready to insert (initialized only on success). */
-int dl_mongo_prep_doc(const char *json, bson_t *out, char *err, size_t errlen)
+DL_TEST_HOOK int dl_mongo_prep_doc(const char *json, bson_t *out, char *err, size_t errlen)
 {
     bson_t raw, wrap;
     bson_iter_t it;
