@@ -37,6 +37,8 @@ typedef struct {
     uint64_t start_ns;
     char label[272];        /* host:port for metrics */
     int stream, owned, counted;
+    int starting;           /* inside dl_http_start(): a result is kept for later */
+    int sync_done, sync_status;
     int has_ud;             /* a stream userdata points here: it frees the call */
 } call_t;
 
@@ -172,6 +174,13 @@ static void on_done(dl_http_x_t *x, int status, void *arg)
 {
     (void)x;
     call_t *c = arg;
+    if (c->starting) {
+        /* failed before dl_http_start() returned (a full wait queue, a
+         * connect refused at once): the caller pushes it without parking */
+        c->sync_done = 1;
+        c->sync_status = status;
+        return;
+    }
     dl_task_t *t = c->task;
     c->task = NULL;
     int n = push_result(t->co, c, status);
@@ -340,10 +349,16 @@ static int l_http_request(lua_State *L)
         if (lua_istable(L, -1)) {
             int tt = lua_gettop(L);
             lua_getfield(L, tt, "verify");
+            if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+                return dl_lua_fail(L, "invalid: tls.verify must be true or false", NULL);
             if (!lua_isnil(L, -1))
                 r.tls_verify = lua_toboolean(L, -1);
             lua_getfield(L, tt, "ca");
             lua_getfield(L, tt, "server_name");
+            if (!lua_isnil(L, -2) && lua_type(L, -2) != LUA_TSTRING)
+                return dl_lua_fail(L, "invalid: tls.ca must be a file name (a string)", NULL);
+            if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+                return dl_lua_fail(L, "invalid: tls.server_name must be a string", NULL);
             size_t cl = 0, sl = 0;
             r.tls_ca = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &cl) : NULL;
             r.tls_server_name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &sl) : NULL;
@@ -374,19 +389,23 @@ static int l_http_request(lua_State *L)
     int v6 = strchr(u.host, ':') != NULL;
     snprintf(c->label, sizeof(c->label), "%s%s%s:%d", v6 ? "[" : "", u.host, v6 ? "]" : "",
              u.port);
+    c->starting = 1;
     int rc = dl_http_start(h->http, &r, on_done, c, &c->x);
+    c->starting = 0;
     dl_buf_free(&lines);
     if (rc != 0) {
         dl_free(c);
         return dl_lua_fail(L, "invalid: out of memory", NULL);
     }
-    c->task = t;
     if (c->stream) {
         /* the scope owns the exchange until the stream is closed */
         c->res.close = release_res;
         dl_task_own(t, &c->res);
         c->owned = 1;
     }
+    if (c->sync_done)
+        return push_result(L, c, c->sync_status);
+    c->task = t;
     dl_task_park(t, cancel_call, c);
     return lua_yield(L, 0);
 }

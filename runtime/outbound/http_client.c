@@ -288,11 +288,13 @@ static void detach(x_t *x)
         x->pool_w = NULL;
     }
     if (x->conn) {
+        /* still connecting: the connection knows no origin yet (it closes
+         * alone), and the slot it was made in is given back below */
         dl_out_pool_release(x->conn, 0, &x->hc->cfg.pool);
         x->conn = NULL;
-    } else if (x->slot) {
-        dl_out_pool_unslot(x->hc->pool, x->key);
     }
+    if (x->slot)
+        dl_out_pool_unslot(x->hc->pool, x->key);
     x->slot = 0;
 }
 
@@ -450,9 +452,12 @@ static int on_headers_complete(llhttp_t *p)
     }
     x->headers_done = 1;
     x->ev_headers = 1;
-    if (x->stream)
-        llhttp_pause(p); /* the user hears of the headers before any body byte */
-    return x->head_only ? 1 : 0;
+    if (x->head_only)
+        return 1; /* no body, whatever the headers say */
+    /* a stream's user hears of the headers before any body byte. A callback
+     * pauses by its return value: llhttp_pause() inside one is not seen
+     * until the next llhttp_execute(), which would parse on meanwhile */
+    return x->stream ? HPE_PAUSED : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -474,7 +479,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         return -1;
     }
     if (x->stream && x->pub.body.len >= STREAM_HIGH_WATER)
-        llhttp_pause(p);
+        return HPE_PAUSED;
     return 0;
 }
 
@@ -486,8 +491,7 @@ static int on_message_complete(llhttp_t *p)
         return 0; /* go on with the final answer */
     }
     x->complete = 1;
-    llhttp_pause(p); /* whatever follows is not ours */
-    return 0;
+    return HPE_PAUSED; /* whatever follows is not ours: it stays unparsed in c->in */
 }
 
 /* ------------------------------------------------------ the connection */
@@ -585,7 +589,7 @@ static void pump(x_t *x)
         if (!x->got_bytes && retry(x))
             return;
         llhttp_errno_t e = llhttp_finish(&x->parser);
-        if (e == HPE_OK && x->complete) {
+        if ((e == HPE_OK || e == HPE_PAUSED) && x->complete) {
             finish(x);
             return;
         }
@@ -880,12 +884,18 @@ int dl_http_x_read(dl_http_x_t *pub, dl_http_cb cb, void *arg)
         return x->failed;
     if (pub->body.len || pub->done)
         return 1;
-    x->read_cb = cb;
-    x->read_arg = arg;
     if (x->paused) {
+        /* parse what is already here without a callback: the caller is not
+         * yet parked, so it is told by the return value */
         x->paused = 0;
         pump(x);
+        if (x->failed)
+            return x->failed;
+        if (pub->body.len || pub->done)
+            return 1;
     }
+    x->read_cb = cb;
+    x->read_arg = arg;
     return 0;
 }
 

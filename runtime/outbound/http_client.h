@@ -45,7 +45,7 @@ typedef struct {
     size_t headers_len;
     const char *body;      /* NULL: none */
     size_t body_len;
-    uint64_t timeout_ms;   /* the whole exchange (streamed: until the headers) */
+    uint64_t timeout_ms;   /* the whole exchange, a streamed body's last byte included */
     uint64_t connect_timeout_ms;
     size_t max_body;       /* decoded body bytes */
     int decode;            /* send Accept-Encoding: gzip, deflate and decode what comes */
