@@ -195,14 +195,21 @@ function _M.request(url, opts)
   end
 
   local first_origin = origin_of(url)
-  for _ = 0, redirects do
+  local left = redirects
+  while true do
     local status, rheaders, rbody = request(method, url, headers, body, opts)
     if not status then return nil, rheaders end
     local loc = rheaders.location
     if redirects > 0 and type(loc) == "string" and (status == 301 or status == 302
         or status == 303 or status == 307 or status == 308) then
       if opts.stream and rbody then rbody:close() end
-      redirects = redirects - 1
+      -- following was asked for: a chain longer than allowed is an error,
+      -- never its last 3xx passed off as the answer
+      if left == 0 then
+        return nil, "protocol: more than " .. tostring(redirects) .. " redirects (the last to "
+          .. sub(loc, 1, 80) .. ")"
+      end
+      left = left - 1
       local next_url = resolve(url, loc)
       local scheme = lower(match(next_url, "^(%a[%w+.-]*):") or "")
       if scheme ~= "http" and scheme ~= "https" then
@@ -222,12 +229,14 @@ function _M.request(url, opts)
           headers = h
         end
       end
-      -- credentials go to the origin they were meant for only
+      -- credentials go to the origin they were meant for only, and a Host
+      -- the caller set names that origin, not the next one
       if origin_of(next_url) ~= first_origin and headers then
         local h = {}
         for k, v in pairs(headers) do
           local lk = type(k) == "string" and lower(k) or ""
-          if lk ~= "authorization" and lk ~= "cookie" and lk ~= "proxy-authorization" then
+          if lk ~= "authorization" and lk ~= "cookie" and lk ~= "proxy-authorization"
+              and lk ~= "host" then
             h[k] = v
           end
         end
@@ -240,7 +249,6 @@ function _M.request(url, opts)
       return setmetatable(res, Response)
     end
   end
-  return nil, "protocol: more than " .. tostring(opts.redirects) .. " redirects"
 end
 
 local function with_method(method, opts)

@@ -123,11 +123,12 @@ def new_app(extra=None):
     return harness.new_app(files)
 
 
-def call(srv, url, fn="request", body=None, wait=30, **opts):
-    """Runs api.http[fn](url, [body,] opts) in a handler; returns its result dict."""
+def call(srv, url, fn="request", data=None, wait=30, **opts):
+    """Runs api.http[fn](url, [data,] opts) in a handler (data: post's body
+    argument; opts.body is the request's option); returns its result dict."""
     a = {"fn": fn, "url": url, "opts": opts}
-    if body is not None:
-        a["body"] = body
+    if data is not None:
+        a["body"] = data
     for k in ("hex", "read_limit"):
         if k in opts:
             a[k] = opts.pop(k)

@@ -40,7 +40,7 @@ def test_methods(srv):
     for fn, m in (("get", "GET"), ("delete", "DELETE")):
         assert echo(call(srv, U("/echo"), fn=fn))["method"] == m
     for fn, m in (("post", "POST"), ("put", "PUT"), ("patch", "PATCH")):
-        e = echo(call(srv, U("/echo"), fn=fn, body="raw-body"))
+        e = echo(call(srv, U("/echo"), fn=fn, data="raw-body"))
         assert e["method"] == m and e["body"] == "raw-body", e
         assert hdr(e, "content-length") == ["8"], e
     e = echo(call(srv, U("/echo"), method="options"))  # lower-case given: sent upper
@@ -98,7 +98,7 @@ def test_body_json_and_msgpack(srv):
     assert json.loads(e["body"]) == {"a": [1, 2], "b": "x"}, e
     assert hdr(e, "content-type") == ["application/json"], e
     # post(url, table) is JSON too
-    e = echo(call(srv, U("/echo"), fn="post", body={"k": "v"}))
+    e = echo(call(srv, U("/echo"), fn="post", data={"k": "v"}))
     assert json.loads(e["body"]) == {"k": "v"} and hdr(e, "content-type") == ["application/json"]
     # the caller's Content-Type wins
     e = echo(call(srv, U("/echo"), method="PUT", json={"a": 1},
@@ -122,7 +122,7 @@ def test_json_response_types(srv):
     out = call(srv, U("/echo"))
     assert out["json"]["method"] == "GET"
     # a text body is not decoded even when it looks like JSON
-    out = call(srv, U("/echo"), fn="post", body="[1]", headers={"content-type": "text/plain"})
+    out = call(srv, U("/echo"), fn="post", data="[1]", headers={"content-type": "text/plain"})
     assert out["json"]["body"] == "[1]"
 
 

@@ -7,7 +7,9 @@ the client under test talks to over real TCP (and TLS).
     up = Upstream()                       # plain HTTP on 127.0.0.1:<free port>
     up = Upstream(tls=(cert, key))        # HTTPS
     up = Upstream(idle_close_ms=100)      # closes kept connections idle 100 ms
-    up.url("/echo"), up.port, up.accepted (connections accepted), up.stop()
+    up = Upstream(drop_reused=True)       # closes a kept connection when it brings a request
+    up.url("/echo"), up.port, up.accepted (connections accepted), up.open (open now),
+    up.requests (requests read), up.stop()
 
 Endpoints (the query string tunes them):
     /echo                 method, path, query, headers ([name, value] in order), body as JSON
@@ -50,8 +52,10 @@ import zlib
 
 
 class Upstream:
-    def __init__(self, tls=None, idle_close_ms=None):
+    def __init__(self, tls=None, idle_close_ms=None, drop_reused=False):
         self.idle_close_ms = idle_close_ms
+        self.drop_reused = drop_reused
+        self.requests = 0
         self.accepted = 0
         self.open = 0  # connections currently open
         self.lock = threading.Lock()
@@ -98,7 +102,7 @@ class Upstream:
                 s = self.ctx.wrap_socket(s, server_side=True)
             s.settimeout(None)
             buf = b""
-            first = True
+            first = first_req = True
             while True:
                 if not first and self.idle_close_ms is not None:
                     s.settimeout(self.idle_close_ms / 1000.0)
@@ -107,6 +111,11 @@ class Upstream:
                 s.settimeout(None)
                 if req is None:
                     return
+                with self.lock:
+                    self.requests += 1
+                if self.drop_reused and not first_req:
+                    return  # a kept connection dies as it is used again
+                first_req = False
                 if not self._answer(s, req):
                     return
         except (OSError, ssl.SSLError, ValueError):

@@ -1,0 +1,134 @@
+"""api.http never blocks its worker, and keeps connections (issue 20): one
+worker serves 50 requests that each wait 200 ms on an upstream at once;
+api.parallel runs calls side by side; 200 sequential calls reuse a handful
+of connections; a kept connection the upstream closed is replaced without an
+error; the per-origin cap and its wait queue (DEVLOOP_HTTP_MAX_CONNS,
+DEVLOOP_HTTP_BACKLOG)."""
+import threading
+import time
+
+import harness
+import httpc
+from httpc import call, err_kind
+from upstream import Upstream
+
+UP = Upstream()
+U = UP.url
+
+
+def many(srv, n, path, **opts):
+    """n calls to path at once, each from its own client; returns the results."""
+    out = [None] * n
+
+    def one(i):
+        try:
+            out[i] = call(srv, U(path), **opts)
+        except Exception as e:  # noqa: BLE001 - reported by the assertion
+            out[i] = {"exc": repr(e)}
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_fifty_at_once_one_worker(srv):
+    call(srv, U("/echo"))  # warm: the app's routes loaded
+    t0 = time.time()
+    out = many(srv, 50, "/slow?head=200", timeout=10000)
+    took = time.time() - t0
+    bad = [o for o in out if not o or o.get("status") != 200]
+    assert not bad, bad[:3]
+    # one after the other would be 10 s
+    assert took < 3, took
+
+
+def test_parallel(srv):
+    urls = [U("/slow?head=300")] * 8
+    t0 = time.time()
+    r = harness.Conn(srv.port, timeout=20)
+    try:
+        import json
+        res = r.request("POST", "/parallel", {"Content-Type": "application/json"},
+                        json.dumps({"urls": urls}))
+    finally:
+        r.close()
+    took = time.time() - t0
+    assert res.status == 200 and res.json()["results"] == [200] * 8, res
+    assert took < 1.8, took  # one after the other: 2.4 s
+
+
+def test_sequential_calls_reuse(srv):
+    up = Upstream()
+    try:
+        for i in range(200):
+            out = call(srv, up.url("/echo?i=%d" % i))
+            assert out.get("status") == 200, (i, out)
+        assert up.accepted <= 3, up.accepted
+        # a POST reuses too
+        for i in range(20):
+            assert call(srv, up.url("/echo"), fn="post", data="x").get("status") == 200
+        assert up.accepted <= 3, up.accepted
+    finally:
+        up.stop()
+
+
+def test_idle_closed_by_upstream(srv):
+    up = Upstream(idle_close_ms=100)
+    try:
+        for i in range(5):
+            out = call(srv, up.url("/echo"))
+            assert out.get("status") == 200, (i, out)
+            time.sleep(0.3)  # the upstream closes it meanwhile
+        assert up.accepted == 5, up.accepted
+    finally:
+        up.stop()
+
+
+def test_kept_connection_dies_on_use(srv):
+    # the upstream closes a kept connection when the next request comes:
+    # an idempotent request is sent again on a new one, a POST is not
+    up = Upstream(drop_reused=True)
+    try:
+        assert call(srv, up.url("/echo")).get("status") == 200
+        out = call(srv, up.url("/echo"))
+        assert out.get("status") == 200, out
+        assert up.accepted == 2, up.accepted
+        out = call(srv, up.url("/echo"), fn="post", data="once")
+        err_kind(out, "protocol")
+        assert up.requests == 4, up.requests  # the POST went out once only
+    finally:
+        up.stop()
+
+
+def test_cap_and_backlog(_):
+    app = httpc.new_app()
+    srv = harness.Server(app, env={"DEVLOOP_HTTP_MAX_CONNS": "2", "DEVLOOP_HTTP_BACKLOG": "1"})
+    try:
+        up = Upstream()
+        out = [None] * 4
+
+        def one(i):
+            out[i] = call(srv, up.url("/slow?head=800"), timeout=10000)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+            time.sleep(0.1)
+        time.sleep(0.2)
+        t0 = time.time()
+        one(3)  # two connections busy, one request waiting: no room
+        assert time.time() - t0 < 0.5
+        err_kind(out[3], "connect")
+        for t in threads:
+            t.join(20)
+        assert [o.get("status") for o in out[:3]] == [200, 200, 200], out
+        assert up.accepted == 2, up.accepted  # the third used a freed connection
+        up.stop()
+        srv.alive()
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    harness.main(globals(), app=httpc.new_app())
