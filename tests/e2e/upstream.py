@@ -56,6 +56,7 @@ class Upstream:
         self.idle_close_ms = idle_close_ms
         self.drop_reused = drop_reused
         self.requests = 0
+        self.paths = []  # the targets of the requests read, in order
         self.accepted = 0
         self.open = 0  # connections currently open
         self.lock = threading.Lock()
@@ -113,6 +114,7 @@ class Upstream:
                     return
                 with self.lock:
                     self.requests += 1
+                    self.paths.append(req["target"])
                 if self.drop_reused and not first_req:
                     return  # a kept connection dies as it is used again
                 first_req = False

@@ -1,0 +1,111 @@
+"""api.http wherever a handler runs (issue 20 item 3): a job processor, an
+on_start hook (the first outbound call, before any request), an
+api.parallel branch; and its metrics on /metrics (requests by host and
+status, durations, pool gauges)."""
+import json
+import time
+
+import harness
+import httpc
+from httpc import call
+from upstream import Upstream
+
+UP = Upstream()
+
+APP = """local api = require "devloop"
+local state = require "state"
+api.on_start(function()
+  local res, err = api.http.get("%(url)s/echo/from-start", { timeout = 5000 })
+  state.start = res and res.status or err
+end)
+""" % {"url": UP.url()}
+
+STATE = "return {}\n"
+
+ROUTES = r"""local api = require "devloop"
+local state = require "state"
+api.get("/start-result", function() return { result = state.start } end)
+api.post("/job", function(req)
+  local id, err = api.jobs.add("fetch", req.body, { attempts = 1 })
+  return { id = id or api.null, err = err or api.null }
+end)
+api.get("/job/:id", function(req)
+  local j = api.jobs.get(req.params.id)
+  if not j then return 404, { error = "no job" } end
+  return j
+end)
+"""
+
+JOB = r"""local api = require "devloop"
+return function(data)
+  local res, err = api.http.request(data.url, data.opts or {})
+  if not res then return { err = err } end
+  return { status = res.status, json = res.json }
+end
+"""
+
+
+def job(srv, data):
+    r = srv.request("POST", "/job", {"Content-Type": "application/json"}, json.dumps(data))
+    jid = r.json()["id"]
+    assert jid, r
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        j = srv.get("/job/" + jid).json()
+        if j["state"] in ("completed", "failed"):
+            return j
+        time.sleep(0.05)
+    raise AssertionError("job did not finish: %s" % j)
+
+
+def test_on_start_hook(srv):
+    assert "/echo/from-start" in UP.paths, UP.paths
+    r = srv.get("/start-result")
+    assert r.json()["result"] == 200, r
+
+
+def test_job_processor(srv):
+    j = job(srv, {"url": UP.url("/echo/from-job"), "opts": {"method": "POST", "json": {"n": 1}}})
+    assert j["state"] == "completed", j
+    assert j["result"]["status"] == 200 and j["result"]["json"]["method"] == "POST", j
+    assert json.loads(j["result"]["json"]["body"]) == {"n": 1}, j
+    # an error is a value the processor sees
+    j = job(srv, {"url": "http://127.0.0.1:%d/" % harness.free_port()})
+    assert j["result"]["err"].startswith("connect:"), j
+    # a slow upstream does not hold the worker: requests are served meanwhile
+    r = srv.request("POST", "/job", {"Content-Type": "application/json"},
+                    json.dumps({"url": UP.url("/slow?head=1500")}))
+    jid = r.json()["id"]
+    time.sleep(0.2)
+    t0 = time.time()
+    srv.alive()
+    assert time.time() - t0 < 1
+    deadline = time.time() + 10
+    while srv.get("/job/" + jid).json()["state"] != "completed":
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def test_metrics(srv):
+    label = "127.0.0.1:%d" % UP.port
+    before = httpc.metric(srv, "http_client_requests_total", {"host": label, "status_code": "200"}) or 0
+    for _ in range(3):
+        assert call(srv, UP.url("/echo")).get("status") == 200
+    assert call(srv, UP.url("/status?code=404")).get("status") == 404
+    call(srv, "http://127.0.0.1:%d/" % harness.free_port())
+    m = lambda name, labels: httpc.metric(srv, name, labels)
+    assert m("http_client_requests_total", {"host": label, "status_code": "200"}) == before + 3
+    assert m("http_client_requests_total", {"host": label, "status_code": "404"}) == 1
+    assert m("http_client_requests_total", {"status_code": "connect"}) >= 1
+    assert m("http_client_request_duration_seconds_count", {"host": label}) >= 4
+    assert m("http_client_pool_connections", {"state": "idle"}) >= 1
+    assert m("http_client_pool_connections", {"state": "busy"}) == 0
+    assert m("http_client_pool_connections", {"state": "waiting"}) == 0
+    text = srv.get("/metrics").body.decode()
+    assert "# TYPE http_client_requests_total counter" in text, text[:500]
+
+
+if __name__ == "__main__":
+    harness.main(globals(), app=harness.new_app({"app.lua": APP, "lib/state.lua": STATE,
+                                                 "routes/r.lua": ROUTES + "\n" + httpc.ROUTES.replace('local api = require "devloop"\n', "", 1),
+                                                 "jobs/fetch.lua": JOB}))
