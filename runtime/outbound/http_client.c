@@ -78,7 +78,7 @@ typedef struct {
     /* the answer */
     llhttp_t parser;
     llhttp_settings_t settings;
-    int sent, got_bytes, headers_done, complete, paused, in_value;
+    int sent, got_bytes, headers_done, complete, paused, in_name;
     int encoding;
     size_t hdr_bytes, body_total;
     dl_buf_t raw;    /* the encoded body, decoded once complete */
@@ -349,13 +349,16 @@ static int on_message_begin(llhttp_t *p)
     x->pub.n_hdrs = 0;
     dl_buf_reset(&x->pub.hdrs);
     x->hdr_bytes = 0;
-    x->in_value = 0;
+    x->in_name = 0;
     return 0;
 }
 
-static int on_header_field(llhttp_t *p, const char *at, size_t len)
+/* The headers are kept as "name\0value\0" pairs. A name or a value may come
+ * in several pieces; each ends with its _complete callback, which comes for
+ * an empty value too, so every pair is whole. Trailers (fields after a
+ * chunked body) are not headers: they are left out. */
+static int header_bytes(x_t *x, size_t len)
 {
-    x_t *x = p->data;
     x->hdr_bytes += len;
     if (x->hdr_bytes > MAX_HEADER_BYTES) {
         x->perr_status = DL_ETOOBIG;
@@ -363,11 +366,18 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
                  MAX_HEADER_BYTES);
         return -1;
     }
-    if (x->in_value) {
-        dl_buf_append_char(&x->pub.hdrs, '\0'); /* the previous value ends */
-        x->in_value = 0;
-    }
-    if (len && (x->pub.hdrs.len == 0 || x->pub.hdrs.data[x->pub.hdrs.len - 1] == '\0')) {
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    x_t *x = p->data;
+    if (x->headers_done)
+        return 0;
+    if (header_bytes(x, len) != 0)
+        return -1;
+    if (!x->in_name) {
+        x->in_name = 1;
         if (++x->pub.n_hdrs > MAX_HEADERS) {
             x->perr_status = DL_ETOOBIG;
             snprintf(x->perr, sizeof(x->perr), "too large: more than %d response headers",
@@ -380,21 +390,33 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static int on_header_field_complete(llhttp_t *p)
+{
+    x_t *x = p->data;
+    if (x->headers_done)
+        return 0;
+    x->in_name = 0;
+    dl_buf_append_char(&x->pub.hdrs, '\0');
+    return 0;
+}
+
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     x_t *x = p->data;
-    x->hdr_bytes += len;
-    if (x->hdr_bytes > MAX_HEADER_BYTES) {
-        x->perr_status = DL_ETOOBIG;
-        snprintf(x->perr, sizeof(x->perr), "too large: response headers over %d bytes",
-                 MAX_HEADER_BYTES);
+    if (x->headers_done)
+        return 0;
+    if (header_bytes(x, len) != 0)
         return -1;
-    }
-    if (!x->in_value) {
-        dl_buf_append_char(&x->pub.hdrs, '\0'); /* the name ends */
-        x->in_value = 1;
-    }
     dl_buf_append(&x->pub.hdrs, at, len);
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    x_t *x = p->data;
+    if (x->headers_done)
+        return 0;
+    dl_buf_append_char(&x->pub.hdrs, '\0');
     return 0;
 }
 
@@ -418,9 +440,6 @@ static const char *find_header(const dl_http_x_t *r, const char *name, size_t *v
 static int on_headers_complete(llhttp_t *p)
 {
     x_t *x = p->data;
-    if (x->in_value)
-        dl_buf_append_char(&x->pub.hdrs, '\0');
-    x->in_value = 0;
     if (x->pub.hdrs.oom) {
         x->perr_status = DL_ENOMEM;
         snprintf(x->perr, sizeof(x->perr), "protocol: out of memory for the response headers");
@@ -858,6 +877,8 @@ int dl_http_start(dl_http_client_t *hc, const dl_http_req_t *r, dl_http_cb cb, v
     x->settings.on_message_begin = on_message_begin;
     x->settings.on_header_field = on_header_field;
     x->settings.on_header_value = on_header_value;
+    x->settings.on_header_field_complete = on_header_field_complete;
+    x->settings.on_header_value_complete = on_header_value_complete;
     x->settings.on_headers_complete = on_headers_complete;
     x->settings.on_body = on_body;
     x->settings.on_message_complete = on_message_complete;

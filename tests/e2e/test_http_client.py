@@ -89,6 +89,7 @@ def test_response_headers(srv):
     h = out["headers"]
     assert h["set-cookie"] == ["a=1; Path=/", "b=2, c; Expires=Wed, 21 Oct 2015 07:28:00 GMT"], h
     assert h["x-multi"] == "one, two", h
+    assert h["x-empty"] == "", h
     assert out["json"] is None if "json" in out else True, out  # text/plain: no json
     assert out["body"] == "cookies", out
 
@@ -145,6 +146,8 @@ def test_gzip_and_deflate(srv):
 def test_framings(srv):
     out = call(srv, U("/chunked?n=20"))
     assert out["body"] == "".join("piece-%d;" % i for i in range(20)), out
+    assert "x-trailer" not in out["headers"], out  # a trailer is not a header
+    assert out["headers"]["transfer-encoding"] == "chunked", out
     out = call(srv, U("/close"))
     assert out["status"] == 200 and out["body"] == "close-delimited body", out
     out = call(srv, U("/huge?n=3000000"))

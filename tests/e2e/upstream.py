@@ -14,7 +14,7 @@ the client under test talks to over real TCP (and TLS).
 Endpoints (the query string tunes them):
     /echo                 method, path, query, headers ([name, value] in order), body as JSON
     /slow?head=MS&mid=MS  waits before the headers, then between two halves of the body
-    /chunked?n=N          a chunked body of N pieces "piece-i;"
+    /chunked?n=N          a chunked body of N pieces "piece-i;", a trailer X-Trailer
     /close                a body without length, ended by closing (Connection: close)
     /gzip, /deflate       a JSON body, compressed when Accept-Encoding asks for it
     /redirect?code=C&to=URL   a redirect to URL (absolute, relative or any scheme)
@@ -28,7 +28,7 @@ Endpoints (the query string tunes them):
     /badstatus            a malformed status line
     /badheader            a header name with a space in it
     /smuggle              two responses in one write
-    /cookies              Set-Cookie twice, X-Multi twice
+    /cookies              Set-Cookie twice, X-Multi twice, X-Empty empty
     /count                {"accepted": N}
     /drop                 closes the connection without answering
 Any HEAD gets the GET answer's headers and no body.
@@ -284,7 +284,7 @@ class Upstream:
         elif p == "/cookies":
             self._send(s, req, 200, [("Set-Cookie", "a=1; Path=/"),
                                      ("Set-Cookie", "b=2, c; Expires=Wed, 21 Oct 2015 07:28:00 GMT"),
-                                     ("X-Multi", "one"), ("X-Multi", "two"),
+                                     ("X-Multi", "one"), ("X-Empty", ""), ("X-Multi", "two"),
                                      ("Content-Type", "text/plain")], b"cookies")
         elif p == "/count":
             self._send(s, req, 200, [("Content-Type", "application/json")],
