@@ -48,6 +48,21 @@ typedef struct {
 
 /* ------------------------------------------------------------ metrics */
 
+/* The pool gauges now (also set by the worker's sweep, for changes no call
+ * sees: idle connections timing out, the peer closing them). */
+static void pool_gauges(const dl_lua_host_t *h)
+{
+    if (h->http == NULL || h->metrics == NULL)
+        return;
+    dl_out_pool_stats_t st;
+    dl_out_pool_stats(dl_http_client_pool(h->http), &st);
+    static const char *const idle[] = {"idle"}, *const busy[] = {"busy"},
+                             *const waiting[] = {"waiting"};
+    dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, idle, st.idle);
+    dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, busy, st.busy);
+    dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, waiting, st.waiting);
+}
+
 static void count(call_t *c, const char *status)
 {
     const dl_lua_host_t *h = c->host;
@@ -58,15 +73,7 @@ static void count(call_t *c, const char *status)
     dl_metric_add(h->metrics, h->worker_id, h->m.http_client_requests, labels, 1);
     double s = (double)(uv_hrtime() - c->start_ns) / 1e9;
     dl_metric_observe(h->metrics, h->worker_id, h->m.http_client_duration, labels, s);
-    if (h->http) {
-        dl_out_pool_stats_t st;
-        dl_out_pool_stats(dl_http_client_pool(h->http), &st);
-        static const char *const idle[] = {"idle"}, *const busy[] = {"busy"},
-                                 *const waiting[] = {"waiting"};
-        dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, idle, st.idle);
-        dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, busy, st.busy);
-        dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, waiting, st.waiting);
-    }
+    pool_gauges(h);
 }
 
 /* The kind an error text starts with ("timeout: ..." -> "timeout"). */
@@ -422,8 +429,11 @@ static void stream_close(call_t *c)
     }
     if (c->task) /* still parked on it: the task is going away */
         c->task = NULL;
+    int had = c->x != NULL;
     dl_http_x_free(c->x);
     c->x = NULL;
+    if (had && c->stream)
+        pool_gauges(c->host); /* a streamed connection went back or away */
     /* the userdata, if any, still points here: it is told by x == NULL */
 }
 

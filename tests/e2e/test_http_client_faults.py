@@ -118,6 +118,54 @@ def test_smuggled_response(srv):
     assert "x-smuggled" not in out["headers"], out
 
 
+def test_framing_attacks(srv):
+    for path in ("/clte", "/twocl"):
+        out = call(srv, U(path))
+        err_kind(out, "protocol")
+    for path in ("/status999", "/switch"):
+        out = call(srv, U(path), timeout=3000)
+        err_kind(out, "protocol")
+    out = call(srv, U("/badgzip"))
+    err_kind(out, "protocol")
+    wait_open(UP, 1)
+
+
+def test_header_bounds(srv):
+    out = call(srv, U("/bigheader?n=70000"))
+    err_kind(out, "too large")
+    out = call(srv, U("/manyheaders?n=300"))
+    err_kind(out, "too large")
+    out = call(srv, U("/bigheader?n=30000"))
+    assert out.get("status") == 200 and len(out["headers"]["x-big"]) == 30000, out.get("err")
+    out = call(srv, U("/manyheaders?n=200"))
+    assert out.get("status") == 200 and out["headers"]["x-h199"] == "v", out.get("err")
+
+
+def test_http10_not_kept(srv):
+    up = Upstream()
+    try:
+        for _ in range(2):
+            out = call(srv, up.url("/http10"))
+            assert out.get("status") == 200 and out["body"] == "ok10", out
+        assert up.accepted == 2, up.accepted
+    finally:
+        up.stop()
+
+
+def test_abandoned_stream_not_kept(srv):
+    up = Upstream()
+    try:
+        r = srv.get("/stream-abandon?url=" + up.url("/huge?n=3000000"))
+        assert r.status == 200 and r.json()["first"] > 0, r
+        wait_open(up, 0)  # unread bytes: the connection was closed, not pooled
+        out = call(srv, up.url("/endless"), stream=True, read_limit=2)
+        assert out["pieces"] == 2, out
+        wait_open(up, 0)
+        assert pool_gauge(srv, "busy") == 0
+    finally:
+        up.stop()
+
+
 def test_drop_before_answer(srv):
     out = call(srv, U("/drop"))
     err_kind(out, "protocol")

@@ -104,7 +104,8 @@ def test_kept_connection_dies_on_use(srv):
 
 def test_cap_and_backlog(_):
     app = httpc.new_app()
-    srv = harness.Server(app, env={"DEVLOOP_HTTP_MAX_CONNS": "2", "DEVLOOP_HTTP_BACKLOG": "1"})
+    srv = harness.Server(app, env={"DEVLOOP_HTTP_MAX_CONNS": "2", "DEVLOOP_HTTP_BACKLOG": "1",
+                                   "DEVLOOP_HTTP_IDLE_MS": "400"})
     try:
         up = Upstream()
         out = [None] * 4
@@ -124,6 +125,14 @@ def test_cap_and_backlog(_):
             t.join(20)
         assert [o.get("status") for o in out[:3]] == [200, 200, 200], out
         assert up.accepted == 2, up.accepted  # the third used a freed connection
+        gauge = lambda st: httpc.metric(srv, "http_client_pool_connections", {"state": st})
+        g = [gauge(st) for st in ("idle", "busy", "waiting")]
+        assert g[0] >= 1 and g[1:] == [0, 0], g
+        # DEVLOOP_HTTP_IDLE_MS: the idle ones are closed, and the gauge says so
+        deadline = time.time() + 5
+        while (up.open or gauge("idle")) and time.time() < deadline:
+            time.sleep(0.1)
+        assert up.open == 0 and gauge("idle") == 0, (up.open, gauge("idle"))
         up.stop()
         srv.alive()
     finally:

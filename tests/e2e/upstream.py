@@ -30,6 +30,11 @@ Endpoints (the query string tunes them):
     /smuggle              two responses in one write
     /cookies              Set-Cookie twice, X-Multi twice, X-Empty empty
     /count                {"accepted": N}
+    /clte, /twocl         Content-Length with Transfer-Encoding; two Content-Lengths
+    /bigheader?n=N        a header of N bytes; /manyheaders?n=N: N headers
+    /http10               an HTTP/1.0 answer without keep-alive
+    /badgzip              Content-Encoding: gzip over bytes that are not
+    /status999, /switch   a status out of range; a 101 nobody asked for
     /drop                 closes the connection without answering
 Any HEAD gets the GET answer's headers and no body.
 
@@ -281,6 +286,36 @@ class Upstream:
         elif p == "/smuggle":
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
                       b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Smuggled: yes\r\n\r\nsecond")
+        elif p == "/clte":
+            # both framings: a desync attempt (RFC 9112 6.3 forbids it)
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"5\r\nhello\r\n0\r\n\r\n")
+            return False
+        elif p == "/twocl":
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc")
+            return False
+        elif p == "/bigheader":
+            s.sendall(b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * int(q.get("n", "70000")) +
+                      b"\r\nContent-Length: 2\r\n\r\nok")
+        elif p == "/manyheaders":
+            s.sendall(b"HTTP/1.1 200 OK\r\n" +
+                      b"".join(b"X-H%d: v\r\n" % i for i in range(int(q.get("n", "300")))) +
+                      b"Content-Length: 2\r\n\r\nok")
+        elif p == "/http10":
+            # HTTP/1.0 without keep-alive: the connection is not to be reused
+            # (it stays open here, so only the version says so)
+            s.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nok10")
+            time.sleep(1)
+            return False
+        elif p == "/badgzip":
+            self._send(s, req, 200, [("Content-Encoding", "gzip")], b"\x1f\x8b not gzip at all")
+        elif p == "/status999":
+            s.sendall(b"HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n")
+            return False
+        elif p == "/switch":
+            s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+            time.sleep(0.5)
+            return False
         elif p == "/cookies":
             self._send(s, req, 200, [("Set-Cookie", "a=1; Path=/"),
                                      ("Set-Cookie", "b=2, c; Expires=Wed, 21 Oct 2015 07:28:00 GMT"),
