@@ -137,6 +137,12 @@ static void release_res(dl_task_res_t *r)
 {
     call_t *c = (call_t *)r;
     c->owned = 0;
+    if (c->task) {
+        /* a task of the scope still waits on it: a function api.with_timeout
+         * gave up on runs on detached, and the call lives on with it (its
+         * result frees it, or the stream's close or collection) */
+        return;
+    }
     stream_close(c);
     if (!c->has_ud)
         dl_free(c);

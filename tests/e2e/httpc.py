@@ -16,6 +16,7 @@ ROUTES = r"""local api = require "devloop"
 
 local function call(a)
   local fn = a.fn or "request"
+  if a.rep then a.body = string.rep("p", a.rep) end -- a body bigger than devloop takes in
   local res, err
   if fn == "request" or fn == "get" or fn == "head" or fn == "delete" then
     res, err = api.http[fn](a.url, a.opts)
@@ -107,6 +108,41 @@ api.get("/special/:name", function(req)
   return { status = res.status }
 end)
 
+-- a stream kept past its request, and used from another one
+local kept
+api.get("/stream-keep", function(req)
+  local res, err = api.http.get(req.query.url, { stream = true })
+  if not res then return { err = err } end
+  kept = res
+  api.sleep(tonumber(req.query.ms) or 0)
+  return { kept = true }
+end)
+api.get("/stream-steal", function()
+  local ok, piece, err = pcall(kept.read, kept)
+  return { ok = ok, piece = piece or api.null, err = err or api.null }
+end)
+-- a stream's life: read to the end and past it, closed then read
+api.get("/stream-life", function(req)
+  local out = {}
+  local res = assert(api.http.get(req.query.url, { stream = true }))
+  local all = {}
+  while true do
+    local p, err = res:read()
+    if err then out.err = err break end
+    if not p then break end
+    all[#all + 1] = p
+  end
+  out.body = table.concat(all)
+  out.again = { res:read() }
+  res:close()
+  res:close()
+  out.closed = { res:read() }
+  local plain = assert(api.http.get(req.query.url))
+  out.plain = { plain:read() }
+  out.plain_body = plain.body
+  return out
+end)
+
 -- a stream left open when the handler ends: its scope closes it
 api.get("/stream-abandon", function(req)
   local res, err = api.http.get(req.query.url, { stream = true })
@@ -129,7 +165,7 @@ def call(srv, url, fn="request", data=None, wait=30, **opts):
     a = {"fn": fn, "url": url, "opts": opts}
     if data is not None:
         a["body"] = data
-    for k in ("hex", "read_limit"):
+    for k in ("hex", "read_limit", "rep"):
         if k in opts:
             a[k] = opts.pop(k)
     c = harness.Conn(srv.port, timeout=wait)

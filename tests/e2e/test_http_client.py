@@ -203,6 +203,34 @@ def test_stream(srv):
     assert echo(call(srv, U("/echo")))["method"] == "GET"
 
 
+def test_stream_life(srv):
+    r = srv.get("/stream-life?url=" + U("/chunked?n=3"))
+    assert r.status == 200, r
+    j = r.json()
+    assert j["body"] == "piece-0;piece-1;piece-2;" and "err" not in j, j
+    # {nil, err} comes as {"2": err} in JSON
+    assert j["again"] in ({}, []), j  # nil past the end, again
+    assert j["closed"] == {"2": "invalid: the stream is closed"}, j
+    assert j["plain"] == {"2": "invalid: the response was not streamed"}, j
+    assert j["plain_body"] == "piece-0;piece-1;piece-2;", j
+
+
+def test_stream_other_request(srv):
+    import threading
+    url = U("/slow?head=0&mid=2000")
+    t = threading.Thread(target=lambda: srv.get("/stream-keep?ms=800&url=" + url))
+    t.start()
+    import time
+    time.sleep(0.4)
+    j = srv.get("/stream-steal").json()  # while its request still runs
+    assert j["ok"] and j["piece"] is None and j["err"].startswith("invalid:"), j
+    assert "another request" in j["err"], j
+    t.join(10)
+    j = srv.get("/stream-steal").json()  # its request is over: closed with it
+    assert j["ok"] and j["piece"] is None and j["err"].startswith("invalid:"), j
+    assert "closed" in j["err"], j
+
+
 def test_url_forms(srv):
     e = echo(call(srv, "http://127.0.0.1:%d?x=1" % UP.port))
     assert e["path"] == "/" and e["query"] == "x=1", e

@@ -25,6 +25,28 @@ STATE = "return {}\n"
 ROUTES = r"""local api = require "devloop"
 local state = require "state"
 api.get("/start-result", function() return { result = state.start } end)
+-- a call given up on by api.with_timeout finishes detached
+api.get("/given-up", function(req)
+  local stream = req.query.stream == "1"
+  local ok, v = api.with_timeout(100, function()
+    local res, err = api.http.get(req.query.url, { timeout = 3000, stream = stream })
+    if not res then state.late = err return end
+    if stream then
+      local n = 0
+      while true do
+        local p = res:read()
+        if not p then break end
+        n = n + #p
+      end
+      state.late = n
+    else
+      state.late = #res.body
+    end
+  end)
+  return { ok = ok, v = v }
+end)
+api.get("/late", function() return { late = state.late or api.null } end)
+api.get("/reset-late", function() state.late = nil return "ok" end)
 api.post("/job", function(req)
   local id, err = api.jobs.add("fetch", req.body, { attempts = 1 })
   return { id = id or api.null, err = err or api.null }
@@ -84,6 +106,30 @@ def test_job_processor(srv):
     while srv.get("/job/" + jid).json()["state"] != "completed":
         assert time.time() < deadline
         time.sleep(0.05)
+
+
+def test_given_up_call_finishes_detached(srv):
+    # the function waits for the headers, or (streamed) in a read, when its
+    # request ends: the call lives on with it
+    for stream, path in (("0", "/slow?head=600"), ("1", "/slow?head=600"),
+                         ("1", "/slow?mid=600")):
+        t0 = time.time()
+        r = srv.get("/given-up?stream=%s&url=%s" % (stream, UP.url(path)))
+        assert r.status == 200 and r.json() == {"ok": False, "v": "timeout"}, r
+        assert time.time() - t0 < 0.5
+        deadline = time.time() + 5
+        while srv.get("/late").json()["late"] is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert srv.get("/late").json()["late"] == 200, srv.get("/late").body
+        srv.get("/late")
+        r = srv.request("POST", "/call", {"Content-Type": "application/json"},
+                        json.dumps({"url": UP.url("/echo"), "opts": {}}))
+        assert r.json()["status"] == 200
+        assert httpc.metric(srv, "http_client_pool_connections", {"state": "busy"}) == 0
+        srv.request("POST", "/call", {"Content-Type": "application/json"},
+                    json.dumps({"url": UP.url("/echo"), "opts": {}}))
+        # the next round starts clean
+        srv.get("/reset-late")
 
 
 def test_metrics(srv):

@@ -84,6 +84,17 @@ def test_read_timeout(srv):
         raise AssertionError("the timed out connection was not closed")
 
 
+def test_big_request_body(srv):
+    out = call(srv, U("/echo"), fn="post", rep=2000000, timeout=10000)
+    assert out.get("status") == 200 and len(out["json"]["body"]) == 2000000, out.get("err")
+    # an upstream that never reads: the write stalls, the deadline ends it
+    bh = BlackholeAccept()
+    t0 = time.time()
+    out = call(srv, bh.url(), fn="post", rep=20000000, timeout=700)
+    err_kind(out, "timeout")
+    assert time.time() - t0 < 3
+
+
 def test_reset_mid_body(srv):
     out = call(srv, U("/reset"), timeout=3000)
     assert out.get("err") and (out["err"].startswith("protocol:") or
