@@ -138,9 +138,10 @@ static void release_res(dl_task_res_t *r)
     call_t *c = (call_t *)r;
     c->owned = 0;
     if (c->task) {
-        /* a task of the scope still waits on it: a function api.with_timeout
-         * gave up on runs on detached, and the call lives on with it (its
-         * result frees it, or the stream's close or collection) */
+        /* a task of the scope still waits on it (a function api.with_timeout
+         * gave up on runs on detached): it is told from the loop, and its
+         * wake-up frees the exchange (on_done, on_piece) */
+        dl_http_x_abort(c->x, "the request that opened the stream has ended");
         return;
     }
     stream_close(c);
@@ -459,6 +460,8 @@ static void on_piece(dl_http_x_t *x, int status, void *arg)
     if (status != 0) {
         lua_pushnil(co);
         lua_pushstring(co, c->x->err);
+        if (!c->owned)
+            stream_close(c); /* its scope is gone: nothing else would free it */
         dl_task_resume(t, 2);
         return;
     }
@@ -476,6 +479,7 @@ static void cancel_read(void *data)
 {
     call_t *c = data;
     c->task = NULL;
+    stream_close(c); /* the exchange now, while the client exists; the userdata frees c */
 }
 
 /* stream:read() -> piece | nil (the end) | nil, err */

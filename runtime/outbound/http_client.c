@@ -84,6 +84,7 @@ typedef struct {
     dl_buf_t raw;    /* the encoded body, decoded once complete */
     int ev_headers;  /* recorded by the parser callbacks */
     char perr[512];  /* a parser callback's refusal */
+    char abort_why[120];
     int perr_status;
 } x_t;
 
@@ -339,6 +340,23 @@ static void on_deadline(uv_timer_t *t)
                                         "connecting to", "waiting for the response of"};
     fail(x, DL_ETIMEDOUT, "timeout: %s %s after %llu ms", where[x->phase], x->label,
          (unsigned long long)x->timeout_ms);
+}
+
+/* dl_http_x_abort()'s failure, from a loop callback of its own */
+static void on_abort(uv_timer_t *t)
+{
+    x_t *x = t->data;
+    fail(x, DL_EINVAL, "invalid: %s", x->abort_why);
+}
+
+void dl_http_x_abort(dl_http_x_t *pub, const char *why)
+{
+    x_t *x = (x_t *)pub;
+    if (x->failed || x->phase == PH_DONE)
+        return;
+    snprintf(x->abort_why, sizeof(x->abort_why), "%s", why);
+    uv_timer_stop(&x->timer);
+    uv_timer_start(&x->timer, on_abort, 0, 0);
 }
 
 /* ---------------------------------------------------------- the parser */

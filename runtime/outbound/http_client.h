@@ -94,6 +94,12 @@ int dl_http_start(dl_http_client_t *hc, const dl_http_req_t *r, dl_http_cb cb, v
  */
 int dl_http_x_read(dl_http_x_t *x, dl_http_cb cb, void *arg);
 
+/**
+ * Ends an exchange that someone still waits on: its callback (the first, or
+ * the read's) comes from the loop, not from here, with "invalid: why".
+ */
+void dl_http_x_abort(dl_http_x_t *x, const char *why);
+
 /** Frees x; one still running is stopped and its connection closed. */
 void dl_http_x_free(dl_http_x_t *x);
 

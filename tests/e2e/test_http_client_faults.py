@@ -3,6 +3,7 @@ read timeouts), reset mid-body, an endless body over max_body, a malformed
 status line or header, a second response smuggled behind the first. Each
 gives its error kind within its timeout, the worker keeps serving, and no
 connection is left behind (the upstream's open count and the pool gauges)."""
+import threading
 import time
 
 import harness
@@ -34,6 +35,55 @@ def test_refused(srv):
     out = call(srv, "http://127.0.0.1:%d/" % port)
     err_kind(out, "connect")
     assert time.time() - t0 < 3, out
+
+
+def test_dns(srv):
+    t0 = time.time()
+    out = call(srv, "http://nosuchhost.invalid/", timeout=5000)
+    err_kind(out, "dns")
+    assert time.time() - t0 < 5.5
+    out = call(srv, "http://%s.test/" % ("a" * 63 + "." + "b" * 63), timeout=5000)
+    assert out.get("err", "").startswith(("dns:", "invalid:")), out
+
+
+def test_ipv6(srv):
+    up = Upstream(host="::1")
+    try:
+        out = call(srv, up.url("/echo"))
+        assert out.get("status") == 200, out
+        assert ["Host", "[::1]:%d" % up.port] in out["json"]["headers"], out
+        out = call(srv, "http://[::1]:%d/" % UP.port)  # nobody there on v6
+        err_kind(out, "connect")
+    finally:
+        up.stop()
+
+
+def test_stop_with_calls_in_flight(_):
+    # SIGTERM while handlers wait on upstreams (one for its headers, one in a
+    # streamed read): a clean stop, no crash
+    srv = harness.Server(httpc.new_app())
+    bh = BlackholeAccept()
+    try:
+        threads = [threading.Thread(target=lambda: call_quiet(srv, bh.url(), timeout=60000)),
+                   threading.Thread(target=lambda: call_quiet(srv, U("/slow?mid=60000"),
+                                                              stream=True, timeout=60000))]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+    finally:
+        code = srv.stop(expect_code=None)
+    assert code == 0, (code, srv.output()[-2000:])
+    assert "Sanitizer" not in srv.output() and "runtime error:" not in srv.output(), \
+        srv.output()[-3000:]
+    for t in threads:
+        t.join(15)
+
+
+def call_quiet(srv, url, **opts):
+    try:
+        call(srv, url, wait=20, **opts)
+    except (OSError, EOFError, AssertionError):
+        pass
 
 
 def test_refused_at_once(srv):

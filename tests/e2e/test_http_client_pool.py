@@ -137,6 +137,7 @@ def test_cap_and_backlog(_):
         srv.alive()
     finally:
         srv.stop()
+    assert "Sanitizer" not in srv.output(), srv.output()[-3000:]
 
 
 if __name__ == "__main__":

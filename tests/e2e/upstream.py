@@ -8,6 +8,7 @@ the client under test talks to over real TCP (and TLS).
     up = Upstream(tls=(cert, key))        # HTTPS
     up = Upstream(idle_close_ms=100)      # closes kept connections idle 100 ms
     up = Upstream(drop_reused=True)       # closes a kept connection when it brings a request
+    up = Upstream(host="::1")             # on IPv6
     up.url("/echo"), up.port, up.accepted (connections accepted), up.open (open now),
     up.requests (requests read), up.stop()
 
@@ -57,7 +58,7 @@ import zlib
 
 
 class Upstream:
-    def __init__(self, tls=None, idle_close_ms=None, drop_reused=False):
+    def __init__(self, tls=None, idle_close_ms=None, drop_reused=False, host="127.0.0.1"):
         self.idle_close_ms = idle_close_ms
         self.drop_reused = drop_reused
         self.requests = 0
@@ -65,9 +66,11 @@ class Upstream:
         self.accepted = 0
         self.open = 0  # connections currently open
         self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.host = host
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                  socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
         self.ctx = None
@@ -79,7 +82,8 @@ class Upstream:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, path=""):
-        return "%s://127.0.0.1:%d%s" % (self.scheme, self.port, path)
+        h = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s://%s:%d%s" % (self.scheme, h, self.port, path)
 
     def stop(self):
         self.stopped = True
