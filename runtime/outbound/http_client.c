@@ -829,7 +829,9 @@ static int build_request(x_t *x, const dl_http_req_t *r)
         dl_buf_append(b, r->headers, r->headers_len);
     if (!has_field(r->headers, r->headers_len, "user-agent"))
         dl_buf_append_str(b, "User-Agent: devloop\r\n");
-    if (r->decode && !has_field(r->headers, r->headers_len, "accept-encoding"))
+    /* a streamed body is handed on as it comes, undecoded: compression is
+     * not asked for then (a caller who asks gets the encoded bytes) */
+    if (r->decode && !r->stream && !has_field(r->headers, r->headers_len, "accept-encoding"))
         dl_buf_append_str(b, "Accept-Encoding: gzip, deflate\r\n");
     if (r->body || strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
         strcmp(r->method, "PATCH") == 0) {

@@ -7,7 +7,8 @@
 -- query (table), timeout (ms, the whole exchange, default 10000),
 -- connect_timeout (ms), max_body (bytes, default 16 MiB), redirects (how
 -- many to follow, default 0), decode (default true: gzip and deflate asked
--- for and decoded), stream (the body read piece by piece with res:read()),
+-- for and decoded), stream (the body read piece by piece with res:read(),
+-- as it comes: compression is not asked for),
 -- tls = { verify = true, ca = FILE, server_name = NAME }.
 -- res: status, headers (lower-case names; repeated ones joined with ", ",
 -- set-cookie a list), body, json (decoded when the type is JSON, else nil).

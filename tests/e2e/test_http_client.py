@@ -138,6 +138,10 @@ def test_gzip_and_deflate(srv):
     # decode = false with the caller asking for gzip: the raw bytes come back
     out = call(srv, U("/gzip"), decode=False, headers={"Accept-Encoding": "gzip"}, hex=True)
     assert out["body"].startswith("1f8b"), out
+    # a streamed body is not decoded: compression is not asked for
+    out = call(srv, U("/gzip"), stream=True)
+    assert json.loads(out["body"])["compressed"] == "gzip", out
+    assert "content-encoding" not in out["headers"], out
     # max_body bounds the decoded body too (2 KB of 'z' compresses well)
     out = call(srv, U("/gzip"), max_body=1000)
     err_kind(out, "too large")
