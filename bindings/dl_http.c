@@ -334,6 +334,10 @@ static int l_http_request(lua_State *L)
     char why[320];
     if (ml == 0 || ml > 20 || !dl_http_token_ok(method, ml))
         return dl_lua_fail(L, "invalid: the method must be a token of 1 to 20 characters", NULL);
+    if (ml == 7 && memcmp(method, "CONNECT", 7) == 0)
+        /* its 2xx answer has no end: the connection becomes a tunnel */
+        return dl_lua_fail(L, "invalid: CONNECT is not an HTTP exchange (a tunnel is a socket)",
+                           NULL);
     dl_http_url_t u;
     if (dl_http_url_parse(url, ul, &u, why, sizeof(why)) != 0)
         return dl_lua_fail(L, why, NULL);

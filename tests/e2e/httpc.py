@@ -74,6 +74,7 @@ local SPECIAL = {
   transfer_encoding = function(u) return api.http.post(u, "abc", { headers = { ["Transfer-Encoding"] = "chunked" } }) end,
   url_nul = function(u) return api.http.get(u .. "\0x") end,
   url_crlf = function(u) return api.http.get(u .. "\r\nX: y") end,
+  method_connect = function(u) return api.http.request(u, { method = "connect", timeout = 1000 }) end,
   method_space = function(u) return api.http.request(u, { method = "GET /x" }) end,
   method_crlf = function(u) return api.http.request(u, { method = "GET\r\n" }) end,
   header_fn = function(u) return api.http.get(u, { headers = { ["X-A"] = function() end } }) end,

@@ -194,6 +194,10 @@ class Upstream:
         """Answers one request; False when the connection is to be closed."""
         p, q, m = req["path"], req["q"], req["method"]
         head = m == "HEAD"
+        if m == "CONNECT":  # as a proxy does: the connection is a tunnel now
+            s.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            time.sleep(5)
+            return False
         if p == "/" or p.startswith("/echo"):
             body = json.dumps({"method": m, "path": p, "query": req["qs"],
                                "headers": req["headers"],
