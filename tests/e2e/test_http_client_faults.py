@@ -145,6 +145,15 @@ def test_big_request_body(srv):
     assert time.time() - t0 < 3
 
 
+def test_answer_before_body_written(srv):
+    # the upstream answers and closes while a large body is still going out
+    t0 = time.time()
+    out = call(srv, U("/early"), fn="post", rep=20000000, timeout=5000)
+    assert out.get("status") == 413 or out.get("err", "").startswith("protocol:"), out
+    assert time.time() - t0 < 4.5
+    wait_open(UP, 1)
+
+
 def test_reset_mid_body(srv):
     out = call(srv, U("/reset"), timeout=3000)
     assert out.get("err") and (out["err"].startswith("protocol:") or

@@ -42,6 +42,11 @@ def test_fifty_at_once_one_worker(srv):
     assert not bad, bad[:3]
     # one after the other would be 10 s
     assert took < 3, took
+    # DEVLOOP_HTTP_POOL_SIZE (32): the idle ones past it are closed
+    deadline = time.time() + 5
+    while UP.open > 32 and time.time() < deadline:
+        time.sleep(0.05)
+    assert UP.open == 32, UP.open
 
 
 def test_parallel(srv):
@@ -128,6 +133,20 @@ def test_cap_and_backlog(_):
         gauge = lambda st: httpc.metric(srv, "http_client_pool_connections", {"state": st})
         g = [gauge(st) for st in ("idle", "busy", "waiting")]
         assert g[0] >= 1 and g[1:] == [0, 0], g
+        # a wait for a connection is bounded by the call's timeout, and leaves
+        # the queue when it gives up
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t0 = time.time()
+        out[2] = call(srv, up.url("/echo"), timeout=200)
+        err_kind(out[2], "timeout")
+        assert "waiting for a connection" in out[2]["err"] and time.time() - t0 < 2, out[2]
+        out[3] = call(srv, up.url("/echo"), timeout=5000)  # the queue has room again
+        assert out[3].get("status") == 200, out[3]
+        for t in threads:
+            t.join(20)
         # DEVLOOP_HTTP_IDLE_MS: the idle ones are closed, and the gauge says so
         deadline = time.time() + 5
         while (up.open or gauge("idle")) and time.time() < deadline:

@@ -37,6 +37,7 @@ Endpoints (the query string tunes them):
     /badgzip              Content-Encoding: gzip over bytes that are not
     /status999, /switch   a status out of range; a 101 nobody asked for
     /drop                 closes the connection without answering
+    /early                413 before the request body is read, then a close
 Any HEAD gets the GET answer's headers and no body.
 
 blackhole_connect() gives a port whose accept queue is full (a connect to it
@@ -159,6 +160,8 @@ class Upstream:
         for k, v in headers:
             if k.lower() == "content-length":
                 n = int(v)
+        if target.startswith("/early"):
+            n = 0  # answered before the body is read (then closed)
         while len(buf) < n:
             d = s.recv(65536)
             if not d:
@@ -332,6 +335,10 @@ class Upstream:
         elif p == "/count":
             self._send(s, req, 200, [("Content-Type", "application/json")],
                        json.dumps({"accepted": self.accepted}).encode())
+        elif p == "/early":
+            self._send(s, req, 413, [("Connection", "close")], b"too big")
+            time.sleep(0.2)
+            return False
         elif p == "/drop":
             return False
         else:
