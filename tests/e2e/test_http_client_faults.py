@@ -44,6 +44,12 @@ def test_dns(srv):
     assert time.time() - t0 < 5.5
     out = call(srv, "http://%s.test/" % ("a" * 63 + "." + "b" * 63), timeout=5000)
     assert out.get("err", "").startswith(("dns:", "invalid:")), out
+    # over DNS's 253 bytes but within the URL's 255: refused by the lookup
+    # at once, before the call parks (it crashed there once)
+    out = call(srv, "http://%s/" % ".".join(["a" * 50] * 5)[:254], timeout=5000)
+    assert out.get("err", "").startswith(("dns:", "invalid:")), out
+    out = call(srv, "http://%s/" % ".".join(["a" * 50] * 5)[:254], timeout=5000, stream=True)
+    assert out.get("err", "").startswith(("dns:", "invalid:")), out
 
 
 def test_ipv6(srv):
