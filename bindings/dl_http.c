@@ -348,6 +348,9 @@ static int l_http_request(lua_State *L)
                    sizeof(why)) ||
         opt_number(L, opts, "max_body", DEFAULT_MAX_BODY, 1e15, &max_body, why, sizeof(why)))
         return dl_lua_fail(L, why, NULL);
+    if (timeout < 1)
+        /* no deadline at all would let a silent peer hold the call for ever */
+        return dl_lua_fail(L, "invalid: opts.timeout must be a number from 1 to 86400000", NULL);
     dl_http_req_t r;
     memset(&r, 0, sizeof(r));
     r.method = method;

@@ -85,6 +85,7 @@ local SPECIAL = {
   url_number = function(u) return api.http.request(42) end,
   timeout_string = function(u) return api.http.get(u, { timeout = "soon" }) end,
   timeout_negative = function(u) return api.http.get(u, { timeout = -1 }) end,
+  timeout_zero = function(u) return api.http.get(u, { timeout = 0 }) end,
   timeout_nan = function(u) return api.http.get(u, { timeout = 0/0 }) end,
   max_body_string = function(u) return api.http.get(u, { max_body = "1k" }) end,
   redirects_neg = function(u) return api.http.get(u, { redirects = -1 }) end,
