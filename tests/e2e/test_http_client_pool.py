@@ -75,6 +75,16 @@ def test_sequential_calls_reuse(srv):
         for i in range(20):
             assert call(srv, up.url("/echo"), fn="post", data="x").get("status") == 200
         assert up.accepted <= 3, up.accepted
+        # a stream read to its end gives its connection back; one left
+        # unread does not
+        before = up.accepted
+        for i in range(10):
+            out = call(srv, up.url("/chunked?n=3"), stream=True)
+            assert out.get("body") == "piece-0;piece-1;piece-2;", (i, out)
+        assert up.accepted == before, up.accepted
+        out = call(srv, up.url("/huge?n=3000000"), stream=True, read_limit=1)
+        assert call(srv, up.url("/echo")).get("status") == 200
+        assert up.accepted == before + 1, up.accepted
     finally:
         up.stop()
 
