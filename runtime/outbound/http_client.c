@@ -543,7 +543,8 @@ static void finish(x_t *x)
     dl_out_pool_release(c, reusable, &x->hc->cfg.pool);
     x->phase = PH_DONE;
     uv_timer_stop(&x->timer);
-    if (x->encoding != ENC_IDENTITY) {
+    /* nothing to decode: HEAD, 204, 304, or an empty body marked encoded */
+    if (x->encoding != ENC_IDENTITY && x->raw.len > 0) {
         int rc = dl_gunzip(x->raw.data, x->raw.len, &x->pub.body, x->max_body);
         dl_buf_free(&x->raw);
         if (rc == DL_ETOOBIG) {

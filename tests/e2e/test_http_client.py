@@ -138,6 +138,14 @@ def test_gzip_and_deflate(srv):
     # decode = false with the caller asking for gzip: the raw bytes come back
     out = call(srv, U("/gzip"), decode=False, headers={"Accept-Encoding": "gzip"}, hex=True)
     assert out["body"].startswith("1f8b"), out
+    # no body to decode: HEAD, 304, an empty one
+    out = call(srv, U("/gzip"), fn="head")
+    assert out.get("status") == 200 and out["body"] == "", out
+    assert out["headers"]["content-encoding"] == "gzip", out
+    out = call(srv, U("/gzip?code=304"))
+    assert out.get("status") == 304 and out["body"] == "", out
+    out = call(srv, U("/gzip?empty=1"))
+    assert out.get("status") == 200 and out["body"] == "", out
     # a streamed body is not decoded: compression is not asked for
     out = call(srv, U("/gzip"), stream=True)
     assert json.loads(out["body"])["compressed"] == "gzip", out

@@ -18,6 +18,7 @@ Endpoints (the query string tunes them):
     /chunked?n=N          a chunked body of N pieces "piece-i;", a trailer X-Trailer
     /close                a body without length, ended by closing (Connection: close)
     /gzip, /deflate       a JSON body, compressed when Accept-Encoding asks for it
+                          (?code=304: that status; ?empty=1: an empty body, still marked)
     /redirect?code=C&to=URL   a redirect to URL (absolute, relative or any scheme)
     /chain?n=N&code=C     N redirects (relative Locations) ending at /echo
     /loop?code=C          redirects to itself forever
@@ -245,7 +246,9 @@ class Upstream:
             elif p == "/deflate" and "deflate" in ae:
                 body = zlib.compress(body)
                 headers.append(("Content-Encoding", "deflate"))
-            self._send(s, req, 200, headers, body)
+            if q.get("empty"):
+                body = b""
+            self._send(s, req, int(q.get("code", "200")), headers, body)
         elif p == "/redirect":
             self._send(s, req, int(q.get("code", "302")), [("Location", q.get("to", "/echo"))],
                        b"moved")
