@@ -14,6 +14,9 @@ UP = Upstream()
 
 APP = """local api = require "devloop"
 local state = require "state"
+-- at load time there is no task to park: refused in words
+local ok, res, err = pcall(api.http.get, "%(url)s/echo/from-load")
+state.load = { ok = ok, res = res or api.null, err = err or api.null }
 api.on_start(function()
   local res, err = api.http.get("%(url)s/echo/from-start", { timeout = 5000 })
   state.start = res and res.status or err
@@ -24,7 +27,7 @@ STATE = "return {}\n"
 
 ROUTES = r"""local api = require "devloop"
 local state = require "state"
-api.get("/start-result", function() return { result = state.start } end)
+api.get("/start-result", function() return { result = state.start, load = state.load } end)
 -- a call given up on by api.with_timeout finishes detached
 api.get("/given-up", function(req)
   local stream = req.query.stream == "1"
@@ -85,6 +88,9 @@ def test_on_start_hook(srv):
     assert "/echo/from-start" in UP.paths, UP.paths
     r = srv.get("/start-result")
     assert r.json()["result"] == 200, r
+    load = r.json()["load"]
+    assert load["ok"] and load["res"] is None and load["err"].startswith("invalid:"), load
+    assert "/echo/from-load" not in UP.paths
 
 
 def test_job_processor(srv):
@@ -136,6 +142,25 @@ def test_given_up_call_finishes_detached(srv):
                     json.dumps({"url": UP.url("/echo"), "opts": {}}))
         # the next round starts clean
         srv.get("/reset-late")
+
+
+def test_devloop_test(_):
+    # `devloop test` runs requests in process: api.http works there too
+    app = harness.new_app({
+        "routes/r.lua": 'local api = require "devloop"\n'
+                        'api.get("/out", function()\n'
+                        '  local res, err = api.http.get("%s")\n'
+                        '  return { status = res and res.status or 0, err = err or "" }\n'
+                        'end)\n' % UP.url("/echo/from-devloop-test"),
+        "tests/a_test.lua": 'local t = require "devloop.test"\n'
+                            't.test("outbound", function()\n'
+                            '  local r = t.get("/out")\n'
+                            '  t.eq(r.json.err, "")\n'
+                            '  t.eq(r.json.status, 200)\n'
+                            'end)\n'})
+    p = harness.run_devloop("test", app)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "/echo/from-devloop-test" in UP.paths
 
 
 def test_metrics(srv):
