@@ -241,6 +241,11 @@ static const char *header_lines(lua_State *L, int idx, dl_buf_t *out, char *why,
         }
         int is_table = lua_istable(L, -1);
         int n = is_table ? (int)lua_objlen(L, -1) : 1;
+        if (n != 1 && dl_strncasecmp_eq(name, nl, "host", 4)) {
+            lua_pop(L, 2);
+            snprintf(why, whylen, "invalid: header Host must have one value");
+            return why;
+        }
         for (int i = 1; i <= n; i++) {
             if (is_table)
                 lua_rawgeti(L, -1, i);

@@ -77,6 +77,7 @@ local SPECIAL = {
   method_connect = function(u) return api.http.request(u, { method = "connect", timeout = 1000 }) end,
   method_space = function(u) return api.http.request(u, { method = "GET /x" }) end,
   method_crlf = function(u) return api.http.request(u, { method = "GET\r\n" }) end,
+  host_list = function(u) return api.http.get(u, { headers = { Host = { "a.test", "b.test" } } }) end,
   header_fn = function(u) return api.http.get(u, { headers = { ["X-A"] = function() end } }) end,
   header_bool = function(u) return api.http.get(u, { headers = { ["X-A"] = true } }) end,
   header_numkey = function(u) return api.http.get(u, { headers = { [1] = "x" } }) end,

@@ -261,7 +261,7 @@ def test_invalid_input(srv):
     before = UP.accepted
     for name in ("nul_value", "cr_value", "lf_name", "nul_name", "content_length",
                  "transfer_encoding", "url_nul", "url_crlf", "method_connect", "method_space", "method_crlf",
-                 "header_fn", "header_bool", "header_numkey", "body_table", "opts_string",
+                 "header_fn", "host_list", "header_bool", "header_numkey", "body_table", "opts_string",
                  "url_number", "timeout_string", "timeout_negative", "timeout_zero", "timeout_nan",
                  "max_body_string", "redirects_neg", "redirects_frac", "tls_string",
                  "query_fn", "query_numkey", "json_fn", "body_and_json", "headers_string",
