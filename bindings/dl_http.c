@@ -41,6 +41,8 @@ typedef struct {
     uint64_t start_ns;
     char label[272];        /* host:port for metrics */
     int stream, owned, counted;
+    int starting;           /* inside dl_http_start(): a result is kept for later */
+    int sync_done, sync_status;
     int has_ud;             /* a stream userdata points here: it frees the call */
 } call_t;
 
@@ -49,6 +51,21 @@ typedef struct {
 } stream_ud_t;
 
 /* ------------------------------------------------------------ metrics */
+
+/* The pool gauges now (also set by the worker's sweep, for changes no call
+ * sees: idle connections timing out, the peer closing them). */
+static void pool_gauges(const dl_lua_host_t *h)
+{
+    if (h->http == NULL || h->metrics == NULL)
+        return;
+    dl_out_pool_stats_t st;
+    dl_out_pool_stats(dl_http_client_pool(h->http), &st);
+    static const char *const idle[] = {"idle"}, *const busy[] = {"busy"},
+                             *const waiting[] = {"waiting"};
+    dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, idle, st.idle);
+    dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, busy, st.busy);
+    dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, waiting, st.waiting);
+}
 
 static void count(call_t *c, const char *status)
 {
@@ -60,21 +77,7 @@ static void count(call_t *c, const char *status)
     dl_metric_add(h->metrics, h->worker_id, h->m.http_client_requests, labels, 1);
     double s = (double)(uv_hrtime() - c->start_ns) / 1e9;
     dl_metric_observe(h->metrics, h->worker_id, h->m.http_client_duration, labels, s);
-    if (h->http) {
-        /* the gauges move with the pool; set only what changed */
-        static __thread dl_out_pool_stats_t last = {-1, -1, -1, -1};
-        static const char *const idle[] = {"idle"}, *const busy[] = {"busy"},
-                                 *const waiting[] = {"waiting"};
-        dl_out_pool_stats_t st;
-        dl_out_pool_stats(dl_http_client_pool(h->http), &st);
-        if (st.idle != last.idle)
-            dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, idle, st.idle);
-        if (st.busy != last.busy)
-            dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, busy, st.busy);
-        if (st.waiting != last.waiting)
-            dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, waiting, st.waiting);
-        last = st;
-    }
+    pool_gauges(h);
 }
 
 /* The kind an error text starts with ("timeout: ..." -> "timeout"). */
@@ -138,6 +141,13 @@ static void release_res(dl_task_res_t *r)
 {
     call_t *c = (call_t *)r;
     c->owned = 0;
+    if (c->task) {
+        /* a task of the scope still waits on it (a function api.with_timeout
+         * gave up on runs on detached): it is told from the loop, and its
+         * wake-up frees the exchange (on_done, on_piece) */
+        dl_http_x_abort(c->x, "the request that opened the stream has ended");
+        return;
+    }
     stream_close(c);
     if (!c->has_ud)
         dl_free(c);
@@ -182,6 +192,13 @@ static void on_done(dl_http_x_t *x, int status, void *arg)
 {
     (void)x;
     call_t *c = arg;
+    if (c->starting) {
+        /* failed before dl_http_start() returned (a full wait queue, a
+         * connect refused at once): the caller pushes it without parking */
+        c->sync_done = 1;
+        c->sync_status = status;
+        return;
+    }
     dl_task_t *t = c->task;
     c->task = NULL;
     int n = push_result(t->co, c, status);
@@ -228,6 +245,11 @@ static const char *header_lines(lua_State *L, int idx, dl_buf_t *out, char *why,
         }
         int is_table = lua_istable(L, -1);
         int n = is_table ? (int)lua_objlen(L, -1) : 1;
+        if (n != 1 && dl_strncasecmp_eq(name, nl, "host", 4)) {
+            lua_pop(L, 2);
+            snprintf(why, whylen, "invalid: header Host must have one value");
+            return why;
+        }
         for (int i = 1; i <= n; i++) {
             if (is_table)
                 lua_rawgeti(L, -1, i);
@@ -321,6 +343,10 @@ static int l_http_request(lua_State *L)
     char why[320];
     if (ml == 0 || ml > 20 || !dl_http_token_ok(method, ml))
         return dl_lua_fail(L, "invalid: the method must be a token of 1 to 20 characters", NULL);
+    if (ml == 7 && memcmp(method, "CONNECT", 7) == 0)
+        /* its 2xx answer has no end: the connection becomes a tunnel */
+        return dl_lua_fail(L, "invalid: CONNECT is not an HTTP exchange (a tunnel is a socket)",
+                           NULL);
     dl_http_url_t u;
     if (dl_http_url_parse(url, ul, &u, why, sizeof(why)) != 0)
         return dl_lua_fail(L, why, NULL);
@@ -331,6 +357,9 @@ static int l_http_request(lua_State *L)
                    sizeof(why)) ||
         opt_number(L, opts, "max_body", DEFAULT_MAX_BODY, 1e15, &max_body, why, sizeof(why)))
         return dl_lua_fail(L, why, NULL);
+    if (timeout < 1)
+        /* no deadline at all would let a silent peer hold the call for ever */
+        return dl_lua_fail(L, "invalid: opts.timeout must be a number from 1 to 86400000", NULL);
     dl_http_req_t r;
     memset(&r, 0, sizeof(r));
     r.body_fd = -1;
@@ -351,10 +380,16 @@ static int l_http_request(lua_State *L)
         if (lua_istable(L, -1)) {
             int tt = lua_gettop(L);
             lua_getfield(L, tt, "verify");
+            if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+                return dl_lua_fail(L, "invalid: tls.verify must be true or false", NULL);
             if (!lua_isnil(L, -1))
                 r.tls_verify = lua_toboolean(L, -1);
             lua_getfield(L, tt, "ca");
             lua_getfield(L, tt, "server_name");
+            if (!lua_isnil(L, -2) && lua_type(L, -2) != LUA_TSTRING)
+                return dl_lua_fail(L, "invalid: tls.ca must be a file name (a string)", NULL);
+            if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+                return dl_lua_fail(L, "invalid: tls.server_name must be a string", NULL);
             size_t cl = 0, sl = 0;
             r.tls_ca = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &cl) : NULL;
             r.tls_server_name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &sl) : NULL;
@@ -413,7 +448,9 @@ static int l_http_request(lua_State *L)
     c->stream = r.stream;
     c->start_ns = uv_hrtime();
     memcpy(c->label, u.label, u.label_len + 1);
+    c->starting = 1;
     int rc = dl_http_start(h->http, &r, on_done, c, &c->x);
+    c->starting = 0;
     dl_buf_free(&lines);
     if (rc != 0) {
         if (r.body_fd >= 0)
@@ -421,13 +458,15 @@ static int l_http_request(lua_State *L)
         dl_free(c);
         return dl_lua_fail(L, "invalid: out of memory", NULL);
     }
-    c->task = t;
     if (c->stream) {
         /* the scope owns the exchange until the stream is closed */
         c->res.close = release_res;
         dl_task_own(t, &c->res);
         c->owned = 1;
     }
+    if (c->sync_done)
+        return push_result(L, c, c->sync_status);
+    c->task = t;
     dl_task_park(t, cancel_call, c);
     return lua_yield(L, 0);
 }
@@ -444,8 +483,11 @@ static void stream_close(call_t *c)
     }
     if (c->task) /* still parked on it: the task is going away */
         c->task = NULL;
+    int had = c->x != NULL;
     dl_http_x_free(c->x);
     c->x = NULL;
+    if (had && c->stream)
+        pool_gauges(c->host); /* a streamed connection went back or away */
     /* the userdata, if any, still points here: it is told by x == NULL */
 }
 
@@ -465,6 +507,8 @@ static void on_piece(dl_http_x_t *x, int status, void *arg)
     if (status != 0) {
         lua_pushnil(co);
         lua_pushstring(co, c->x->err);
+        if (!c->owned)
+            stream_close(c); /* its scope is gone: nothing else would free it */
         dl_task_resume(t, 2);
         return;
     }
@@ -482,6 +526,7 @@ static void cancel_read(void *data)
 {
     call_t *c = data;
     c->task = NULL;
+    stream_close(c); /* the exchange now, while the client exists; the userdata frees c */
 }
 
 /* stream:read() -> piece | nil (the end) | nil, err */

@@ -80,7 +80,7 @@ typedef struct {
     dl_out_conn_t *conn;
     int slot;        /* holds a pool slot of key, connecting */
     /* the answer */
-    int sent, got_bytes, headers_done, complete, paused, in_value;
+    int sent, got_bytes, headers_done, complete, paused, in_name;
     int encoding;
     size_t hdr_bytes, body_total;
     dl_buf_t raw;    /* the encoded body, decoded once complete */
@@ -92,6 +92,7 @@ typedef struct {
     uv_fs_t fs;
     dl_dns_addrs_t addrs;
     char perr[512];  /* a parser callback's refusal */
+    char abort_why[120];
     char server_name[256];
     char key[DL_OUT_MAX_KEY + 1];
 } x_t;
@@ -310,11 +311,13 @@ static void detach(x_t *x)
         x->pool_w = NULL;
     }
     if (x->conn) {
+        /* still connecting: the connection knows no origin yet (it closes
+         * alone), and the slot it was made in is given back below */
         dl_out_pool_release(x->conn, 0, &x->hc->cfg.pool);
         x->conn = NULL;
-    } else if (x->slot) {
-        dl_out_pool_unslot(x->hc->pool, x->key);
     }
+    if (x->slot)
+        dl_out_pool_unslot(x->hc->pool, x->key);
     x->slot = 0;
 }
 
@@ -361,6 +364,23 @@ static void on_deadline(uv_timer_t *t)
          (unsigned long long)x->timeout_ms);
 }
 
+/* dl_http_x_abort()'s failure, from a loop callback of its own */
+static void on_abort(uv_timer_t *t)
+{
+    x_t *x = t->data;
+    fail(x, DL_EINVAL, "invalid: %s", x->abort_why);
+}
+
+void dl_http_x_abort(dl_http_x_t *pub, const char *why)
+{
+    x_t *x = (x_t *)pub;
+    if (x->failed || x->phase == PH_DONE)
+        return;
+    snprintf(x->abort_why, sizeof(x->abort_why), "%s", why);
+    uv_timer_stop(&x->timer);
+    uv_timer_start(&x->timer, on_abort, 0, 0);
+}
+
 /* ---------------------------------------------------------- the parser */
 
 static int on_message_begin(llhttp_t *p)
@@ -369,13 +389,16 @@ static int on_message_begin(llhttp_t *p)
     x->pub.n_hdrs = 0;
     dl_buf_reset(&x->pub.hdrs);
     x->hdr_bytes = 0;
-    x->in_value = 0;
+    x->in_name = 0;
     return 0;
 }
 
-static int on_header_field(llhttp_t *p, const char *at, size_t len)
+/* The headers are kept as "name\0value\0" pairs. A name or a value may come
+ * in several pieces; each ends with its _complete callback, which comes for
+ * an empty value too, so every pair is whole. Trailers (fields after a
+ * chunked body) are not headers: they are left out. */
+static int header_bytes(x_t *x, size_t len)
 {
-    x_t *x = p->data;
     x->hdr_bytes += len;
     if (x->hdr_bytes > MAX_HEADER_BYTES) {
         x->perr_status = DL_ETOOBIG;
@@ -383,11 +406,18 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
                  MAX_HEADER_BYTES);
         return -1;
     }
-    if (x->in_value) {
-        dl_buf_append_char(&x->pub.hdrs, '\0'); /* the previous value ends */
-        x->in_value = 0;
-    }
-    if (len && (x->pub.hdrs.len == 0 || x->pub.hdrs.data[x->pub.hdrs.len - 1] == '\0')) {
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    x_t *x = p->data;
+    if (x->headers_done)
+        return 0;
+    if (header_bytes(x, len) != 0)
+        return -1;
+    if (!x->in_name) {
+        x->in_name = 1;
         if (++x->pub.n_hdrs > MAX_HEADERS) {
             x->perr_status = DL_ETOOBIG;
             snprintf(x->perr, sizeof(x->perr), "too large: more than %d response headers",
@@ -404,21 +434,33 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static int on_header_field_complete(llhttp_t *p)
+{
+    x_t *x = p->data;
+    if (x->headers_done)
+        return 0;
+    x->in_name = 0;
+    dl_buf_append_char(&x->pub.hdrs, '\0');
+    return 0;
+}
+
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     x_t *x = p->data;
-    x->hdr_bytes += len;
-    if (x->hdr_bytes > MAX_HEADER_BYTES) {
-        x->perr_status = DL_ETOOBIG;
-        snprintf(x->perr, sizeof(x->perr), "too large: response headers over %d bytes",
-                 MAX_HEADER_BYTES);
+    if (x->headers_done)
+        return 0;
+    if (header_bytes(x, len) != 0)
         return -1;
-    }
-    if (!x->in_value) {
-        dl_buf_append_char(&x->pub.hdrs, '\0'); /* the name ends */
-        x->in_value = 1;
-    }
     dl_buf_append(&x->pub.hdrs, at, len);
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    x_t *x = p->data;
+    if (x->headers_done)
+        return 0;
+    dl_buf_append_char(&x->pub.hdrs, '\0');
     return 0;
 }
 
@@ -442,9 +484,6 @@ static const char *find_header(const dl_http_x_t *r, const char *name, size_t *v
 static int on_headers_complete(llhttp_t *p)
 {
     x_t *x = p->data;
-    if (x->in_value)
-        dl_buf_append_char(&x->pub.hdrs, '\0');
-    x->in_value = 0;
     if (x->pub.hdrs.oom) {
         x->perr_status = DL_ENOMEM;
         snprintf(x->perr, sizeof(x->perr), "protocol: out of memory for the response headers");
@@ -477,8 +516,10 @@ static int on_headers_complete(llhttp_t *p)
     x->headers_done = 1;
     x->ev_headers = 1;
     if (x->head_only)
-        return 1; /* no body: the pause at the message's end tells the user */
-    /* streamed: the user hears of the headers before any body byte */
+        return 1; /* no body, whatever the headers say */
+    /* a stream's user hears of the headers before any body byte. A callback
+     * pauses by its return value: llhttp_pause() inside one is not seen
+     * until the next llhttp_execute(), which would parse on meanwhile */
     return x->stream ? HPE_PAUSED : 0;
 }
 
@@ -500,7 +541,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         snprintf(x->perr, sizeof(x->perr), "too large: out of memory for the response body");
         return -1;
     }
-    return 0; /* a streamed body over its mark stops being fed (pump) */
+    if (x->stream && x->pub.body.len >= STREAM_HIGH_WATER)
+        return HPE_PAUSED;
+    return 0;
 }
 
 static int on_message_complete(llhttp_t *p)
@@ -511,7 +554,7 @@ static int on_message_complete(llhttp_t *p)
         return 0; /* go on with the final answer */
     }
     x->complete = 1;
-    return HPE_PAUSED; /* whatever follows is not ours */
+    return HPE_PAUSED; /* whatever follows is not ours: it stays unparsed in c->in */
 }
 
 /* every exchange parses with these */
@@ -519,6 +562,8 @@ static const llhttp_settings_t parser_settings = {
     .on_message_begin = on_message_begin,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
@@ -536,7 +581,8 @@ static void finish(x_t *x)
     dl_out_pool_release(c, reusable, &x->hc->cfg.pool);
     x->phase = PH_DONE;
     uv_timer_stop(&x->timer);
-    if (x->encoding != ENC_IDENTITY) {
+    /* nothing to decode: HEAD, 204, 304, or an empty body marked encoded */
+    if (x->encoding != ENC_IDENTITY && x->raw.len > 0) {
         int rc = dl_gunzip(x->raw.data, x->raw.len, &x->pub.body, x->max_body);
         dl_buf_free(&x->raw);
         if (rc == DL_ETOOBIG) {
@@ -620,7 +666,7 @@ static void pump(x_t *x)
         if (!x->got_bytes && retry(x))
             return;
         llhttp_errno_t e = llhttp_finish(&x->parser);
-        if (e == HPE_OK && x->complete) {
+        if ((e == HPE_OK || e == HPE_PAUSED) && x->complete) {
             finish(x);
             return;
         }
@@ -883,7 +929,9 @@ static int build_request(x_t *x, const dl_http_req_t *r)
         dl_buf_append(b, r->headers, r->headers_len);
     if (!has_field(r->headers, r->headers_len, "user-agent"))
         dl_buf_append_str(b, "User-Agent: devloop\r\n");
-    if (r->decode && !has_field(r->headers, r->headers_len, "accept-encoding"))
+    /* a streamed body is handed on as it comes, undecoded: compression is
+     * not asked for then (a caller who asks gets the encoded bytes) */
+    if (r->decode && !r->stream && !has_field(r->headers, r->headers_len, "accept-encoding"))
         dl_buf_append_str(b, "Accept-Encoding: gzip, deflate\r\n");
     if (r->body || r->body_fd >= 0 || strcmp(r->method, "POST") == 0 ||
         strcmp(r->method, "PUT") == 0 || strcmp(r->method, "PATCH") == 0) {
@@ -985,12 +1033,18 @@ int dl_http_x_read(dl_http_x_t *pub, dl_http_cb cb, void *arg)
         return x->failed;
     if (pub->body.len || pub->done)
         return 1;
-    x->read_cb = cb;
-    x->read_arg = arg;
     if (x->paused) {
+        /* parse what is already here without a callback: the caller is not
+         * yet parked, so it is told by the return value */
         x->paused = 0;
         pump(x);
+        if (x->failed)
+            return x->failed;
+        if (pub->body.len || pub->done)
+            return 1;
     }
+    x->read_cb = cb;
+    x->read_arg = arg;
     return 0;
 }
 

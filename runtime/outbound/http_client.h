@@ -50,7 +50,7 @@ typedef struct {
     int body_fd;           /* or a file to send, body_file_size bytes from its start;
                               the exchange takes it (closes it), -1: none */
     uint64_t body_file_size;
-    uint64_t timeout_ms;   /* the whole exchange (streamed: until the headers) */
+    uint64_t timeout_ms;   /* the whole exchange, a streamed body's last byte included */
     uint64_t connect_timeout_ms;
     size_t max_body;       /* decoded body bytes */
     int decode;            /* send Accept-Encoding: gzip, deflate and decode what comes */
@@ -99,6 +99,12 @@ int dl_http_start(dl_http_client_t *hc, const dl_http_req_t *r, dl_http_cb cb, v
  * already (no callback), 0 when cb will come, or the exchange's error.
  */
 int dl_http_x_read(dl_http_x_t *x, dl_http_cb cb, void *arg);
+
+/**
+ * Ends an exchange that someone still waits on: its callback (the first, or
+ * the read's) comes from the loop, not from here, with "invalid: why".
+ */
+void dl_http_x_abort(dl_http_x_t *x, const char *why);
 
 /** Frees x; one still running is stopped and its connection closed. */
 void dl_http_x_free(dl_http_x_t *x);

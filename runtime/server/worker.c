@@ -435,6 +435,16 @@ static void on_sweep(uv_timer_t *t)
         dl_metric_set(w->shared->metrics, w->id, w->shared->m.lua_memory, wl,
                       (double)lua_gc(w->vm->L, LUA_GCCOUNT, 0) * 1024.0 +
                           lua_gc(w->vm->L, LUA_GCCOUNTB, 0));
+    if (w->http) { /* idle connections come and go without a call to see it */
+        dl_out_pool_stats_t st;
+        dl_out_pool_stats(dl_http_client_pool(w->http), &st);
+        static const char *const idle[] = {"idle"}, *const busy[] = {"busy"},
+                                 *const waiting[] = {"waiting"};
+        dl_metric_set(w->shared->metrics, w->id, w->shared->m.http_client_pool, idle, st.idle);
+        dl_metric_set(w->shared->metrics, w->id, w->shared->m.http_client_pool, busy, st.busy);
+        dl_metric_set(w->shared->metrics, w->id, w->shared->m.http_client_pool, waiting,
+                      st.waiting);
+    }
     dl_list_t *it, *tmp; /* closing unlinks only in the close callback */
     dl_list_foreach_safe(it, tmp, &w->conns)
         dl_conn_sweep(dl_list_entry(it, dl_conn_t, link), now);

@@ -8,7 +8,8 @@
 -- query (table), timeout (ms, the whole exchange, default 10000),
 -- connect_timeout (ms), max_body (bytes, default 16 MiB), redirects (how
 -- many to follow, default 0), decode (default true: gzip and deflate asked
--- for and decoded), stream (the body read piece by piece with res:read()),
+-- for and decoded), stream (the body read piece by piece with res:read(),
+-- as it comes: compression is not asked for),
 -- tls = { verify = true, ca = FILE, server_name = NAME }.
 -- res: status, headers (lower-case names; repeated ones joined with ", ",
 -- set-cookie a list), body, json (decoded when the type is JSON, else nil).
@@ -200,14 +201,21 @@ function _M.request(url, opts)
 
   local first_origin = origin_of(url)
   local copts = opts -- what the C side reads (timeouts, tls, body_file)
-  for _ = 0, redirects do
+  local left = redirects
+  while true do
     local status, rheaders, rbody = request(method, url, headers, body, copts)
     if not status then return nil, rheaders end
     local loc = rheaders.location
     if redirects > 0 and type(loc) == "string" and (status == 301 or status == 302
         or status == 303 or status == 307 or status == 308) then
       if opts.stream and rbody then rbody:close() end
-      redirects = redirects - 1
+      -- following was asked for: a chain longer than allowed is an error,
+      -- never its last 3xx passed off as the answer
+      if left == 0 then
+        return nil, "protocol: more than " .. tostring(redirects) .. " redirects (the last to "
+          .. sub(loc, 1, 80) .. ")"
+      end
+      left = left - 1
       local next_url = resolve(url, loc)
       local scheme = lower(match(next_url, "^(%a[%w+.-]*):") or "")
       if scheme ~= "http" and scheme ~= "https" then
@@ -232,12 +240,14 @@ function _M.request(url, opts)
           headers = h
         end
       end
-      -- credentials go to the origin they were meant for only
+      -- credentials go to the origin they were meant for only, and a Host
+      -- the caller set names that origin, not the next one
       if origin_of(next_url) ~= first_origin and headers then
         local h = {}
         for k, v in pairs(headers) do
           local lk = type(k) == "string" and lower(k) or ""
-          if lk ~= "authorization" and lk ~= "cookie" and lk ~= "proxy-authorization" then
+          if lk ~= "authorization" and lk ~= "cookie" and lk ~= "proxy-authorization"
+              and lk ~= "host" then
             h[k] = v
           end
         end
@@ -250,7 +260,6 @@ function _M.request(url, opts)
       return setmetatable(res, Response)
     end
   end
-  return nil, "protocol: more than " .. tostring(opts.redirects) .. " redirects"
 end
 
 local function with_method(method, opts)
