@@ -6,6 +6,7 @@
 #include "core/http.h"
 
 #include <fcntl.h>
+#include <llhttp.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -13,6 +14,26 @@
 
 #include "common/internal.h"
 #include "common/json_str.h"
+
+/* ------------------------------------------------------------------ methods */
+
+const char *dl_http_method_static(const char *m, size_t len, const char **msg)
+{
+#define DL_METHOD_NAME(num, name, string)                                                      \
+    if (len == sizeof(#string) - 1 && memcmp(m, #string, len) == 0)                           \
+        return #string;
+    HTTP_METHOD_MAP(DL_METHOD_NAME)
+#undef DL_METHOD_NAME
+    *msg = "malformed request: Invalid method encountered";
+    if (len == 3 && memcmp(m, "PRI", 3) == 0)
+        *msg = "malformed request: Expected HTTP/2 Connection Preface";
+#define DL_METHOD_RTSP(num, name, string)                                                      \
+    if (len == sizeof(#string) - 1 && memcmp(m, #string, len) == 0)                           \
+        *msg = "malformed request: Invalid method for HTTP/x.x request";
+    RTSP_METHOD_MAP(DL_METHOD_RTSP)
+#undef DL_METHOD_RTSP
+    return NULL;
+}
 
 /* ------------------------------------------------------------------ headers */
 

@@ -133,6 +133,15 @@ int dl_http_request_framed(const char *method, size_t method_len, size_t body_le
 /** Narrows [*v, *e) to drop leading and trailing blanks (SP, HTAB). */
 void dl_http_trim(const char **v, const char **e);
 
+/**
+ * The method of a request given by name (HTTP/2's :method, an in-process
+ * request's): llhttp's static spelling of it, or NULL for one the HTTP/1
+ * reader (http1/conn.c) refuses, with *msg its words for it (400 on every
+ * protocol): PRI and the RTSP methods have their own. The one method table
+ * of the three protocols.
+ */
+const char *dl_http_method_static(const char *m, size_t len, const char **msg);
+
 /** Reason phrase of a status code ("Not Found"); "Unknown" for others. */
 const char *dl_status_text(int status);
 

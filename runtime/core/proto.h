@@ -162,8 +162,9 @@ typedef struct {
 /** An answer; valid during the callback only. */
 typedef struct {
     int status;
-    const char *headers; /* "Name: value\r\n" lines, as HTTP/1.1 would send them */
-    size_t headers_len;
+    const dl_http_field_t *fields; /* in the order HTTP/1.1 would send them, names as it
+                                      spells them; a repeated field (Set-Cookie) stays apart */
+    int n_fields;
     const char *body;    /* as sent (compressed if Accept-Encoding asked for it) */
     size_t body_len;
 } dl_inproc_answer_t;

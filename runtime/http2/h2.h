@@ -42,13 +42,13 @@ int dl_h2_feed(dl_h2_t *h, const char *data, size_t len);
  * Returns 0, or -1 when the session is over and the connection should close. */
 int dl_h2_send(dl_h2_t *h);
 /**
- * The HEADERS of an answer: :status, the core's fields, then the handler's
- * own lines with their names lowercased into lower (hop-by-hop ones dropped).
- * Fills at most cap entries of nva (pointing into w, status[12] and lower);
- * returns how many.
+ * The HEADERS of an answer: :status, the core's fields, then every one of
+ * the handler's own lines, names lowercased. The nghttp2_nv array, the
+ * status digits and the lowercased names are laid out in mem (reset, grown
+ * to fit; the values point into w); *nva points into mem. Returns how many
+ * fields, or -1 when there is no memory.
  */
-size_t dl_h2_response_nv(const dl_resp_wire_t *w, nghttp2_nv *nva, size_t cap, char *status,
-                         char *lower, size_t lower_cap);
+ssize_t dl_h2_response_nv(const dl_resp_wire_t *w, dl_buf_t *mem, nghttp2_nv **nva);
 /** Timeouts: slow request bodies, stalled header blocks, a peer that keeps its
  * flow-control window shut, idleness. Returns -1 when the connection should close. */
 int dl_h2_sweep(dl_h2_t *h, uint64_t now);
