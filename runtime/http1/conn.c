@@ -976,7 +976,7 @@ static void h2_start(dl_conn_t *c)
                          .loop = c->host->loop,
                          .flush = h2_flush,
                          .in_feed = h2_in_feed};
-    c->h2 = c->host->h2->start(&io, &c->base);
+    c->h2 = c->host->h2->start(&io, &c->base, c->host->h2_arg);
     if (c->h2 == NULL) {
         dl_conn_close(c);
         return;

@@ -34,6 +34,7 @@ typedef struct dl_http1_host_s {
     char *read_buf;
     size_t read_buf_len;
     const dl_session_ops_t *h2;  /* HTTP/2 by ALPN or the h2c preface */
+    void *h2_arg;                /* what h2->start takes (the server's, for HTTP/2) */
     struct dl_metrics_s *metrics;
     int metric_tls_failures;
     void *arg;                   /* the worker */

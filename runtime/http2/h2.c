@@ -106,6 +106,7 @@ struct dl_h2_s {
     unsigned progress : 1, blocked : 1, goaway : 1, ever_stream : 1, in_send : 1;
     unsigned ending : 1; /* terminated: the GOAWAY goes out even past OUT_HIGH */
     dl_buf_t nv_mem;     /* an answer's HEADERS as nghttp2_nv (dl_h2_response_nv) */
+    const dl_h2_metrics_t *m; /* the server's, or NULL */
 };
 
 static const dl_proto_t h2_proto;
@@ -161,13 +162,24 @@ static void stream_free(dl_h2_t *h, h2_stream_t *st)
     dl_free(st);
 }
 
+int dl_h2_metrics_define(struct dl_metrics_s *m, dl_h2_metrics_t *out)
+{
+    static const char *const defence_label[] = {"defence"};
+    out->metrics = m;
+    out->defences = dl_metric_define(m, DL_METRIC_COUNTER, "devloop_http2_defences_total",
+                                     "HTTP/2 streams refused and connections ended by a "
+                                     "defence (flood, rapid_reset, hpack_bomb, "
+                                     "continuation, stall, protocol)",
+                                     defence_label, 1, NULL, 0);
+    return out->defences < 0 ? -1 : 0;
+}
+
 /* Counts a defence that fired, for devloop_http2_defences_total. */
 static void defence(dl_h2_t *h, const char *kind)
 {
-    const dl_core_ctx_t *x = h->base.ctx;
     const char *labels[1] = {kind};
-    if (x->metrics)
-        dl_metric_add(x->metrics, x->worker_id, x->metric_h2_defences, labels, 1);
+    if (h->m && h->m->metrics && h->m->defences >= 0)
+        dl_metric_add(h->m->metrics, h->base.ctx->worker_id, h->m->defences, labels, 1);
 }
 
 /* A control frame, or a stream that cost work for nothing: one token. */
@@ -727,7 +739,7 @@ static void init_once_cb(void)
 
 /* ================================================================= session */
 
-dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from)
+dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from, const dl_h2_metrics_t *m)
 {
     uv_once(&init_once, init_once_cb);
     dl_h2_t *h = dl_calloc(1, sizeof(*h));
@@ -738,6 +750,7 @@ dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from)
     h->base = *from;
     h->base.proto = &h2_proto;
     h->cfg = from->ctx->cfg;
+    h->m = m;
     h->tokens = FLOOD_BURST;
     h->tokens_at = h->idle_since = uv_now(io->loop);
     if (nghttp2_session_server_new2(&h->s, callbacks, h, options) != 0) {
@@ -1051,9 +1064,9 @@ void dl_h2_shutdown(dl_h2_t *h)
 
 /* ------------------------------------------------------- the session table */
 
-static void *session_start(const dl_stream_io_t *io, const dl_core_conn_t *from)
+static void *session_start(const dl_stream_io_t *io, const dl_core_conn_t *from, void *arg)
 {
-    return dl_h2_new(io, from);
+    return dl_h2_new(io, from, arg);
 }
 
 static void session_end(void *s)

@@ -26,13 +26,25 @@ typedef struct dl_h2_s dl_h2_t;
 /** The byte stream a session runs on (core/proto.h). */
 typedef dl_stream_io_t dl_h2_io_t;
 
+struct dl_metrics_s;
+
+/** HTTP/2's own counters: the server defines them once (dl_h2_metrics_define)
+ * and lends them to every session (dl_session_ops_t.start's arg). */
+typedef struct {
+    struct dl_metrics_s *metrics;
+    int defences; /* devloop_http2_defences_total's id, -1 if undefined */
+} dl_h2_metrics_t;
+
+/** Defines devloop_http2_defences_total in m into *out: 0, or -1 (no memory). */
+int dl_h2_metrics_define(struct dl_metrics_s *m, dl_h2_metrics_t *out);
+
 /** dl_h2_* as a session table, for the server to hand to HTTP/1 connections. */
 extern const dl_session_ops_t dl_h2_session;
 
 /** Starts a server session on io and queues our SETTINGS; its streams are
  * requests on a core connection like from (context, TLS, listener). NULL: out
- * of memory. */
-dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from);
+ * of memory. m: the counters it adds to (borrowed for the session's life), or NULL. */
+dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from, const dl_h2_metrics_t *m);
 /** Ends the session: handlers still running finish detached, their answers dropped. */
 void dl_h2_free(dl_h2_t *h);
 /** Feeds plaintext. Returns 0, or -1 when the connection must close once what
