@@ -200,6 +200,34 @@ DL_TEST(inproc_request_body_and_abort)
     rig_close(&g);
 }
 
+/* what dl_http_request_write's test checked of the text, now of the request
+ * the core gets: a given Host replaces the default, blanks around a value
+ * go, the body's length replaces a given Content-Length */
+DL_TEST(inproc_request_from_parts)
+{
+    rig_t g;
+    rig_init(&g);
+    answer_t an;
+    g.f.ctx.handler.dispatch = park_dispatch;
+    parked = NULL;
+    dl_http_field_t f[] = {{"Host", 4, " api.example:8443\t", 18}, {"content-length", 14, "99", 2}};
+    EXPECT_EQ(ask(&g, &an, "POST", "/hello", f, 2, "abc"), 0);
+    REQUIRE(parked != NULL);
+    size_t len;
+    const char *v = dl_req_header(parked, "host", &len);
+    EXPECT(v != NULL);
+    EXPECT_MEM(v, len, "api.example:8443", 16);
+    v = dl_req_header(parked, "content-length", &len);
+    EXPECT(v != NULL);
+    EXPECT_MEM(v, len, "3", 1);
+    EXPECT_EQ(parked->n_headers, 2);
+    dl_resp_t resp = {.status = 204};
+    dl_req_respond(parked, &resp);
+    uv_run(&g.loop, UV_RUN_DEFAULT);
+    EXPECT_EQ(an.status, 204);
+    rig_close(&g);
+}
+
 /* two Set-Cookie fields stay two, a comma inside one kept (a text answer
  * parsed again joined them into one) */
 DL_TEST(inproc_answer_keeps_fields_apart)
