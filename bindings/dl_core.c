@@ -316,8 +316,8 @@ static int l_core_worker_id(lua_State *L)
 /* core._request(method, path, headers, body): a request from its parts,
  * into the request core of this worker as an in-process request
  * (inproc/inproc.h, which refuses a part outside its grammar); returns the
- * response as raw HTTP/1.1 bytes (written once from the structured answer),
- * parking the caller meanwhile. headers maps names to a string value or a
+ * answer's status, headers (a table: lower-case names, set-cookie a list)
+ * and body, parking the caller meanwhile. headers maps names to a string value or a
  * list of them (repeated fields, as a socket request may send; a second Host
  * is refused like any part outside the grammar). A refused part returns
  * nil, message, "EINVAL", name of the field at fault (nil for the method or
@@ -333,17 +333,47 @@ static void inproc_done(const dl_inproc_answer_t *a, void *arg)
     dl_free(ip);
     if (t == NULL)
         return;
-    dl_buf_t raw = DL_BUF_INIT;
-    if (a)
-        dl_resp_answer_text(a, &raw);
-    if (a && raw.oom) {
-        dl_buf_free(&raw);
-        dl_task_resume_string(t, NULL, 0, "out of memory");
+    if (a == NULL) {
+        dl_task_resume_string(t, NULL, 0, "connection closed without a complete response");
         return;
     }
-    dl_task_resume_string(t, a ? raw.data : NULL, raw.len,
-                          a ? NULL : "connection closed without a complete response");
-    dl_buf_free(&raw);
+    /* status, headers, body: the answer's parts as the core decided them
+     * (no text to parse again); names lower case, a repeated field joined
+     * with ", " as RFC 9110 5.3 allows, but Set-Cookie a list (RFC 9110
+     * 5.3: it cannot be joined), as api.http gives it */
+    lua_State *co = t->co;
+    lua_checkstack(co, 8);
+    lua_pushinteger(co, a->status);
+    lua_createtable(co, 0, a->n_fields);
+    char low[256];
+    for (int i = 0; i < a->n_fields; i++) {
+        const dl_http_field_t *f = &a->fields[i];
+        size_t nl = DL_MIN(f->name_len, sizeof(low));
+        for (size_t j = 0; j < nl; j++)
+            low[j] = (char)dl_tolower((unsigned char)f->name[j]);
+        int cookie = nl == 10 && memcmp(low, "set-cookie", 10) == 0;
+        lua_pushlstring(co, low, nl);
+        lua_pushvalue(co, -1);
+        lua_rawget(co, -3);
+        if (cookie) {
+            if (lua_isnil(co, -1)) {
+                lua_pop(co, 1);
+                lua_createtable(co, 1, 0);
+            }
+            lua_pushlstring(co, f->value, f->value_len);
+            lua_rawseti(co, -2, (int)lua_objlen(co, -2) + 1);
+        } else if (lua_isnil(co, -1)) {
+            lua_pop(co, 1);
+            lua_pushlstring(co, f->value, f->value_len);
+        } else {
+            lua_pushliteral(co, ", ");
+            lua_pushlstring(co, f->value, f->value_len);
+            lua_concat(co, 3);
+        }
+        lua_rawset(co, -3);
+    }
+    lua_pushlstring(co, a->body, a->body_len);
+    dl_task_resume(t, 3);
 }
 
 static void cancel_inproc(void *data)

@@ -6,6 +6,7 @@
 #include "core/http.h"
 
 #include <fcntl.h>
+#include <llhttp.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -13,6 +14,26 @@
 
 #include "common/internal.h"
 #include "common/json_str.h"
+
+/* ------------------------------------------------------------------ methods */
+
+const char *dl_http_method_static(const char *m, size_t len, const char **msg)
+{
+#define DL_METHOD_NAME(num, name, string)                                                      \
+    if (len == sizeof(#string) - 1 && memcmp(m, #string, len) == 0)                           \
+        return #string;
+    HTTP_METHOD_MAP(DL_METHOD_NAME)
+#undef DL_METHOD_NAME
+    *msg = "malformed request: Invalid method encountered";
+    if (len == 3 && memcmp(m, "PRI", 3) == 0)
+        *msg = "malformed request: Expected HTTP/2 Connection Preface";
+#define DL_METHOD_RTSP(num, name, string)                                                      \
+    if (len == sizeof(#string) - 1 && memcmp(m, #string, len) == 0)                           \
+        *msg = "malformed request: Invalid method for HTTP/x.x request";
+    RTSP_METHOD_MAP(DL_METHOD_RTSP)
+#undef DL_METHOD_RTSP
+    return NULL;
+}
 
 /* ------------------------------------------------------------------ headers */
 
@@ -299,45 +320,6 @@ int dl_http_request_check(const char *method, size_t method_len, const char *pat
     }
     if (host_field)
         *host_field = host;
-    return 0;
-}
-
-int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, const char *path,
-                          size_t path_len, const dl_http_field_t *fields, int n_fields,
-                          const char *body, size_t body_len, const char **err, int *bad_field)
-{
-    int host;
-    int rc = dl_http_request_check(method, method_len, path, path_len, fields, n_fields, body,
-                                   body_len, err, bad_field, &host);
-    if (rc != 0)
-        return rc;
-    size_t start = out->len;
-    dl_buf_append(out, method, method_len);
-    dl_buf_append_char(out, ' ');
-    dl_buf_append(out, path, path_len);
-    dl_buf_append_str(out, " HTTP/1.1\r\n");
-    if (host < 0)
-        dl_buf_append_str(out, "Host: localhost\r\n");
-    for (int i = 0; i < n_fields; i++) {
-        const dl_http_field_t *f = &fields[i];
-        if (dl_strncasecmp_eq(f->name, f->name_len, "content-length", 14))
-            continue;
-        const char *v = f->value, *e = f->value + f->value_len;
-        dl_http_trim(&v, &e);
-        dl_buf_append(out, f->name, f->name_len);
-        dl_buf_append(out, ": ", 2);
-        dl_buf_append(out, v, (size_t)(e - v));
-        dl_buf_append(out, "\r\n", 2);
-    }
-    if (dl_http_request_framed(method, method_len, body_len))
-        dl_buf_appendf(out, "Content-Length: %zu\r\n", body_len);
-    dl_buf_append(out, "\r\n", 2);
-    if (body_len > 0)
-        dl_buf_append(out, body, body_len);
-    if (out->oom) {
-        out->len = start;
-        return DL_ENOMEM;
-    }
     return 0;
 }
 

@@ -101,29 +101,20 @@ typedef struct {
 } dl_http_field_t;
 
 /**
- * Writes an HTTP/1.1 request from its parts to out (in-process requests:
- * api.client and dl_runtime_request), never from text a caller joined. Each
- * part is checked against its grammar before anything is written, so no byte
- * of one can end its line or start a second request:
+ * Checks a request given as its parts (in-process requests: api.client and
+ * dl_runtime_request, inproc/inproc.h), never text a caller joined, so no
+ * byte of one can end its line or start a second request:
  *   - method: a token (RFC 9110 9.1);
  *   - path: '/' then visible ASCII only (0x21-0x7e: no space, control, CR,
  *     LF, NUL or byte over 0x7e; percent-encode them);
  *   - field name: a token; field value: no control but HTAB (CR, LF and NUL
- *     refused; obs-text kept), leading and trailing blanks dropped.
- * Framing is the writer's: Content-Length is the body's (written when there
- * is a body or the method is POST, PUT or PATCH; a given one is dropped), a
- * given Transfer-Encoding is refused. Host is the one given (at most one),
- * else "localhost".
- * Returns 0; DL_EINVAL with *err a static sentence naming what is wrong and
- * *bad_field the index of the field at fault (-1 for the method or path),
- * out untouched; or DL_ENOMEM. err and bad_field may be NULL.
+ *     refused; obs-text kept);
+ *   - no Transfer-Encoding (the body is sent whole), at most one Host.
+ * Returns 0 (*host_field the index of the Host field or -1; may be NULL) or
+ * DL_EINVAL with *err a static sentence naming what is wrong and *bad_field
+ * the index of the field at fault (-1 for the method or path); err and
+ * bad_field may be NULL.
  */
-int dl_http_request_write(dl_buf_t *out, const char *method, size_t method_len, const char *path,
-                          size_t path_len, const dl_http_field_t *fields, int n_fields,
-                          const char *body, size_t body_len, const char **err, int *bad_field);
-
-/** dl_http_request_write()'s checks alone: 0 or DL_EINVAL (*err, *bad_field
- * as there); *host_field the index of the Host field or -1. */
 int dl_http_request_check(const char *method, size_t method_len, const char *path,
                           size_t path_len, const dl_http_field_t *fields, int n_fields,
                           const char *body, size_t body_len, const char **err, int *bad_field,
@@ -132,6 +123,15 @@ int dl_http_request_check(const char *method, size_t method_len, const char *pat
 int dl_http_request_framed(const char *method, size_t method_len, size_t body_len);
 /** Narrows [*v, *e) to drop leading and trailing blanks (SP, HTAB). */
 void dl_http_trim(const char **v, const char **e);
+
+/**
+ * The method of a request given by name (HTTP/2's :method, an in-process
+ * request's): llhttp's static spelling of it, or NULL for one the HTTP/1
+ * reader (http1/conn.c) refuses, with *msg its words for it (400 on every
+ * protocol): PRI and the RTSP methods have their own. The one method table
+ * of the three protocols.
+ */
+const char *dl_http_method_static(const char *m, size_t len, const char **msg);
 
 /** Reason phrase of a status code ("Not Found"); "Unknown" for others. */
 const char *dl_status_text(int status);

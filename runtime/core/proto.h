@@ -136,7 +136,9 @@ typedef struct {
 /** A protocol that takes a connection over (HTTP/2); the server hands it to
  * HTTP/1 connections, which never call it by name. */
 typedef struct {
-    void *(*start)(const dl_stream_io_t *io, const dl_core_conn_t *from);
+    /** arg: the protocol's own, as the server lent it to the host (HTTP/2's
+     * counters, http2/h2.h dl_h2_metrics_t) */
+    void *(*start)(const dl_stream_io_t *io, const dl_core_conn_t *from, void *arg);
     void (*end)(void *s);                                 /* handlers finish detached */
     int (*feed)(void *s, const char *data, size_t len);  /* -1: close once sent */
     int (*send)(void *s);                                 /* -1: over, close */
@@ -162,8 +164,9 @@ typedef struct {
 /** An answer; valid during the callback only. */
 typedef struct {
     int status;
-    const char *headers; /* "Name: value\r\n" lines, as HTTP/1.1 would send them */
-    size_t headers_len;
+    const dl_http_field_t *fields; /* in the order HTTP/1.1 would send them, names as it
+                                      spells them; a repeated field (Set-Cookie) stays apart */
+    int n_fields;
     const char *body;    /* as sent (compressed if Accept-Encoding asked for it) */
     size_t body_len;
 } dl_inproc_answer_t;
@@ -194,8 +197,6 @@ struct dl_core_ctx_s {
     int stopping;
     const char *hsts;        /* Strict-Transport-Security value, or NULL */
     const char *upload_dir;
-    struct dl_metrics_s *metrics; /* the runtime's, for protocol counters */
-    int metric_h2_defences;      /* devloop_http2_defences_total's id */
     const char *canonical_host; /* HTTPS redirects, or NULL */
     int canonical_port;
     int https_port;

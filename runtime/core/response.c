@@ -94,16 +94,52 @@ int dl_hdr_lines_next(dl_hdr_lines_t *it, const char **name, size_t *nlen, const
     return 0;
 }
 
-/* Whether the handler's own header lines hold the field name. */
-static int has_field(const char *lines, size_t len, const char *name, size_t nlen)
+int dl_resp_header_reserved(const char *s, size_t n)
 {
+    static const struct {
+        const char *name;
+        size_t len;
+    } reserved[] = {
+        {"content-length", 14}, {"date", 4},    {"x-request-id", 12},   {"connection", 10},
+        {"keep-alive", 10},     {"proxy-connection", 16}, {"transfer-encoding", 17},
+        {"upgrade", 7},         {"te", 2},
+    };
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+        if (dl_strncasecmp_eq(s, n, reserved[i].name, reserved[i].len))
+            return 1;
+    return 0;
+}
+
+/*
+ * The handler's own header lines, judged once for every protocol: 0 when
+ * they can be sent (*own_enc: they carry Content-Encoding), else -1 with
+ * the reason logged. A field no protocol may carry, or more bytes than
+ * HTTP/2 can send, is refused here, so HTTP/1, HTTP/2 and in-process
+ * requests give the same answer.
+ */
+static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_enc)
+{
+    size_t bytes = resp->headers_len + resp->content_type_len;
+    if (bytes > DL_RESP_HEADERS_MAX) {
+        dl_log_req(DL_LOG_ERROR, r->id, "the handler's header fields take %zu bytes, over the "
+                   "%u an answer can carry on every protocol; answering 500",
+                   bytes, DL_RESP_HEADERS_MAX);
+        return -1;
+    }
     dl_hdr_lines_t it;
     const char *n, *v;
     size_t nl, vl;
-    dl_hdr_lines_init(&it, lines, len);
-    while (dl_hdr_lines_next(&it, &n, &nl, &v, &vl))
-        if (dl_strncasecmp_eq(n, nl, name, nlen))
-            return 1;
+    *own_enc = 0;
+    dl_hdr_lines_init(&it, resp->headers, resp->headers_len);
+    while (dl_hdr_lines_next(&it, &n, &nl, &v, &vl)) {
+        if (dl_resp_header_reserved(n, nl)) {
+            dl_log_req(DL_LOG_ERROR, r->id, "the handler set header %.*s, which the runtime "
+                       "owns; answering 500", (int)DL_MIN(nl, 40), n);
+            return -1;
+        }
+        if (dl_strncasecmp_eq(n, nl, "content-encoding", 16))
+            *own_enc = 1;
+    }
     return 0;
 }
 
@@ -115,6 +151,13 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         if (resp->has_file)
             close(resp->file_fd); /* the connection would have taken it */
         x->release(x, r);
+        return;
+    }
+    int own_enc;
+    if (handler_fields_ok(r, resp, &own_enc) != 0) {
+        if (resp->has_file)
+            close(resp->file_fd);
+        dl_req_respond_error(r, 500, NULL);
         return;
     }
     const dl_config_t *cfg = x->cfg;
@@ -136,7 +179,6 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     int pre_gzip = 0;
     /* a body the handler encoded itself (its own Content-Encoding) is sent as
      * it is: never compressed again, a stored gzip copy of it inflated */
-    int own_enc = has_field(resp->headers, resp->headers_len, "content-encoding", 16);
     if (resp->body_gzip) {
         /* a stored gzip body: no compression work for clients that take gzip */
         size_t aelen;
@@ -257,17 +299,4 @@ void dl_req_respond_error_hdrs(dl_req_t *r, int status, const char *msg, const c
 void dl_req_respond_error(dl_req_t *r, int status, const char *msg)
 {
     dl_req_respond_error_hdrs(r, status, msg, NULL, NULL);
-}
-
-void dl_resp_answer_text(const dl_inproc_answer_t *a, dl_buf_t *out)
-{
-    dl_buf_reserve(out, 64 + a->headers_len + a->body_len);
-    dl_buf_append_str(out, "HTTP/1.1 ");
-    dl_buf_append_u64(out, (unsigned)a->status);
-    dl_buf_append_char(out, ' ');
-    dl_buf_append_str(out, dl_status_text(a->status));
-    dl_buf_append(out, "\r\n", 2);
-    dl_buf_append(out, a->headers, a->headers_len);
-    dl_buf_append(out, "\r\n", 2);
-    dl_buf_append(out, a->body, a->body_len);
 }

@@ -31,6 +31,24 @@ int dl_hdr_lines_next(dl_hdr_lines_t *it, const char **name, size_t *nlen, const
                       size_t *vlen);
 
 /**
+ * The most bytes a handler's own header lines and Content-Type may take in
+ * one answer: what every protocol can send (nghttp2 refuses a header block
+ * over 64 KiB, see http2/h2.c), with room left for the standard fields. Over
+ * it, dl_req_respond() answers 500 on every protocol and logs the size.
+ */
+#define DL_RESP_HEADERS_MAX (60u * 1024)
+
+/**
+ * 1 when a handler may not set the field: those the runtime writes itself
+ * (Content-Length, Date, X-Request-Id) and the connection-specific ones
+ * (Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade,
+ * TE), which HTTP/2 forbids (RFC 9113 8.2.2) and which would misframe an
+ * HTTP/1 connection. The one list: the Lua side (lua/lua_dispatch.c) names
+ * the field to the app, dl_req_respond() refuses one a C handler set.
+ */
+int dl_resp_header_reserved(const char *name, size_t len);
+
+/**
  * Sends resp for req (compressing when accepted and worth it), then lets the
  * connection go on with the next request. Takes ownership of req: it returns
  * to the pool. If the connection is gone the response is dropped.
@@ -60,8 +78,5 @@ int dl_resp_codec(const dl_req_t *r, const char **content_type, size_t *content_
 void dl_resp_error_body(dl_buf_t *body, int status, const char *msg, size_t msg_len,
                         const char *reqid, const char *details, size_t details_len);
 
-/** Appends "HTTP/1.1 <status> <reason>\r\n<headers>\r\n<body>": an in-process
- * answer for callers whose promise is the raw response. */
-void dl_resp_answer_text(const dl_inproc_answer_t *a, dl_buf_t *out);
 
 #endif

@@ -519,7 +519,7 @@ static size_t conn_feed(dl_conn_t *c, const char *data, size_t len)
  */
 static void conn_pace(dl_conn_t *c)
 {
-    if (c->virt || c->closed || c->closing)
+    if (c->closed || c->closing)
         return;
     int full = c->pending.len > MAX_PENDING || (out_full(c) && !c->h2);
     if (full && !c->read_stopped) {
@@ -715,7 +715,7 @@ static size_t unsent_bytes(dl_conn_t *c)
  * than holding megabytes in FIN-WAIT-1 for a reader that is gone. */
 static void conn_abort(dl_conn_t *c)
 {
-    if (c->closed || c->virt) {
+    if (c->closed) {
         dl_conn_close(c);
         return;
     }
@@ -729,10 +729,6 @@ void dl_conn_close(dl_conn_t *c)
     if (c->closed)
         return;
     conn_detach(c);
-    if (c->virt) {
-        c->sink(c, NULL, 0, c->sink_arg); /* the owner frees it */
-        return;
-    }
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
@@ -869,17 +865,6 @@ again:
             return;
         }
     }
-    if (c->virt) {
-        if (c->out.len > 0) {
-            c->sink(c, c->out.data, c->out.len, c->sink_arg);
-            dl_buf_reset(&c->out);
-            if (c->file_fd >= 0)
-                goto again;
-        }
-        if (c->closing)
-            dl_conn_close(c);
-        return;
-    }
     dl_buf_t *wb = &c->out;
     if (c->tls) {
         /* out is plaintext: it leaves as TLS records, appended to cout */
@@ -976,7 +961,7 @@ static void h2_start(dl_conn_t *c)
                          .loop = c->host->loop,
                          .flush = h2_flush,
                          .in_feed = h2_in_feed};
-    c->h2 = c->host->h2->start(&io, &c->base);
+    c->h2 = c->host->h2->start(&io, &c->base, c->host->h2_arg);
     if (c->h2 == NULL) {
         dl_conn_close(c);
         return;
@@ -1118,49 +1103,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* ================================================================ lifecycle */
 
-dl_conn_t *dl_conn_virtual_new(dl_http1_host_t *h,
-                               void (*sink)(dl_conn_t *c, const char *data, size_t len,
-                                            void *arg),
-                               void *arg)
-{
-    uv_once(&settings_once, init_settings);
-    dl_conn_t *c = dl_calloc(1, sizeof(*c));
-    if (c == NULL)
-        return NULL;
-    c->host = h;
-    c->base.proto = &http1_proto;
-    c->base.ctx = h->core;
-    c->base.inproc = 1;
-    c->file_fd = -1;
-    c->virt = 1;
-    c->sink = sink;
-    c->sink_arg = arg;
-    c->state = DL_CS_IDLE;
-    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
-    c->parser.data = c;
-    return c;
-}
-
-/* what on_read does with a socket's bytes */
-void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t n)
-{
-    conn_input(c, data, n); /* never fresh, TLS or HTTP/2: straight to llhttp */
-    if (!c->closed)
-        conn_flush(c);
-}
-
-void dl_conn_virtual_free(dl_conn_t *c)
-{
-    if (c == NULL)
-        return;
-    c->sink = NULL;
-    if (!c->closed)
-        conn_detach(c);
-    dl_buf_free(&c->pending);
-    dl_buf_free(&c->out);
-    dl_free(c);
-}
-
 void dl_conn_start(dl_http1_host_t *h, dl_conn_t *c, int listener, struct dl_tls_ctx_s *tls_ctx)
 {
     uv_once(&settings_once, init_settings);
@@ -1196,7 +1138,7 @@ void dl_conn_start(dl_http1_host_t *h, dl_conn_t *c, int listener, struct dl_tls
  * connection with a write stuck, closes at once. */
 static void conn_end(dl_conn_t *c)
 {
-    if (c->tls && !c->virt && dl_tls_ready(c->tls) && !c->writing && !c->closing) {
+    if (c->tls && dl_tls_ready(c->tls) && !c->writing && !c->closing) {
         c->closing = 1;
         conn_flush(c);
         return;

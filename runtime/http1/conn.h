@@ -34,6 +34,7 @@ typedef struct dl_http1_host_s {
     char *read_buf;
     size_t read_buf_len;
     const dl_session_ops_t *h2;  /* HTTP/2 by ALPN or the h2c preface */
+    void *h2_arg;                /* what h2->start takes (the server's, for HTTP/2) */
     struct dl_metrics_s *metrics;
     int metric_tls_failures;
     void *arg;                   /* the worker */
@@ -81,10 +82,6 @@ struct dl_conn_s {
     unsigned stopping : 1; /* graceful stop: no keep-alive after this response */
     unsigned file_keep : 1; /* keep-alive after the file being sent */
     int file_fd;          /* a file body being sent (one chunk at a time), or -1 */
-    /* an in-process connection (no socket): output goes to sink; len 0 = closed */
-    unsigned virt : 1;
-    void (*sink)(dl_conn_t *c, const char *data, size_t len, void *arg);
-    void *sink_arg;
     uint64_t file_off, file_left;
     struct dl_tls_s *tls; /* a TLS listener's connection */
     dl_buf_t cout;        /* TLS: ciphertext not yet written (out holds plaintext) */
@@ -95,23 +92,6 @@ struct dl_conn_s {
     unsigned head_method : 1; /* the request being parsed is a HEAD */
     unsigned field_started : 1; /* parser: a header name span arrived since the last field */
 };
-
-/**
- * An HTTP/1 connection without a socket (the fuzzers; in-process requests
- * go through inproc/inproc.h) on host h: bytes given to dl_conn_virtual_feed()
- * are parsed and served exactly as if read from a socket (same limits,
- * routing, codecs, compression); the response bytes go to sink, on the
- * worker's thread, possibly later (a parked handler); a sink call with len 0
- * means the connection closed (after an error answer or Connection: close).
- * Free with dl_conn_virtual_free(), never from inside sink.
- */
-dl_conn_t *dl_conn_virtual_new(dl_http1_host_t *h,
-                               void (*sink)(dl_conn_t *c, const char *data, size_t len,
-                                            void *arg),
-                               void *arg);
-void dl_conn_virtual_feed(dl_conn_t *c, const char *data, size_t len);
-/** Ends an in-process connection; a handler still running finishes detached. */
-void dl_conn_virtual_free(dl_conn_t *c);
 
 /**
  * Starts serving c, a connection the host accepted into c->tcp (from

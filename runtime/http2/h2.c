@@ -37,7 +37,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 
 #include "common/compress.h"
@@ -55,7 +54,6 @@
 #define FLOOD_RATE 100.0               /* and per second after that */
 #define MAX_CONTINUATIONS 8
 #define BOMB_COST 100.0                /* tokens a header list 4x over the limit costs */
-#define MAX_RESP_HEADERS 64
 #define DISCARD_MAX (16 * 1024 * 1024) /* body read and dropped after an early answer */
 
 typedef struct h2_stream_s {
@@ -107,9 +105,12 @@ struct dl_h2_s {
     int continuations;
     unsigned progress : 1, blocked : 1, goaway : 1, ever_stream : 1, in_send : 1;
     unsigned ending : 1; /* terminated: the GOAWAY goes out even past OUT_HIGH */
+    dl_buf_t nv_mem;     /* an answer's HEADERS as nghttp2_nv (dl_h2_response_nv) */
+    const dl_h2_metrics_t *m; /* the server's, or NULL */
 };
 
 static const dl_proto_t h2_proto;
+static void not_sent(dl_h2_t *h, struct h2_stream_s *st);
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
 static uv_once_t init_once = UV_ONCE_INIT;
@@ -161,13 +162,24 @@ static void stream_free(dl_h2_t *h, h2_stream_t *st)
     dl_free(st);
 }
 
+int dl_h2_metrics_define(struct dl_metrics_s *m, dl_h2_metrics_t *out)
+{
+    static const char *const defence_label[] = {"defence"};
+    out->metrics = m;
+    out->defences = dl_metric_define(m, DL_METRIC_COUNTER, "devloop_http2_defences_total",
+                                     "HTTP/2 streams refused and connections ended by a "
+                                     "defence (flood, rapid_reset, hpack_bomb, "
+                                     "continuation, stall, protocol)",
+                                     defence_label, 1, NULL, 0);
+    return out->defences < 0 ? -1 : 0;
+}
+
 /* Counts a defence that fired, for devloop_http2_defences_total. */
 static void defence(dl_h2_t *h, const char *kind)
 {
-    const dl_core_ctx_t *x = h->base.ctx;
     const char *labels[1] = {kind};
-    if (x->metrics)
-        dl_metric_add(x->metrics, x->worker_id, x->metric_h2_defences, labels, 1);
+    if (h->m && h->m->metrics && h->m->defences >= 0)
+        dl_metric_add(h->m->metrics, h->base.ctx->worker_id, h->m->defences, labels, 1);
 }
 
 /* A control frame, or a stream that cost work for nothing: one token. */
@@ -305,24 +317,6 @@ static int add_header(h2_stream_t *st, const char *n, size_t nlen, const char *v
     return dl_req_header_add(r, n, nlen, v, vlen) != 0 ? 503 : 0;
 }
 
-/* The request keeps a static string: routed methods by name, the others from
- * llhttp's list (llhttp_method_name() aborts on a value it does not define). */
-static const char *method_static(const char *m, size_t len)
-{
-    const char *known = dl_method_name(dl_method_from_name(m, len));
-    if (known)
-        return known;
-    static const char *const all[] = {
-#define XX(num, name, string) #string,
-        HTTP_ALL_METHOD_MAP(XX)
-#undef XX
-    };
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-        if (strlen(all[i]) == len && memcmp(all[i], m, len) == 0)
-            return all[i];
-    return NULL;
-}
-
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
 {
@@ -363,9 +357,10 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         return 0;
     if (nlen > 0 && n[0] == ':') {
         if (nlen == 7 && memcmp(n, ":method", 7) == 0) {
-            r->method_name = method_static(v, vlen);
+            const char *msg = NULL;
+            r->method_name = dl_http_method_static(v, vlen, &msg);
             if (r->method_name == NULL)
-                stream_reject(st, 501, "unknown request method");
+                stream_reject(st, 400, msg); /* as HTTP/1 and in-process requests */
             else
                 r->method = dl_method_from_name(v, vlen);
         } else if (nlen == 5 && memcmp(n, ":path", 5) == 0) {
@@ -486,9 +481,11 @@ static void headers_done(h2_stream_t *st, int end_stream)
         if (cl && strtoull(cl, NULL, 10) > r->body_limit)
             stream_reject(st, 413, "request body too large");
     }
+    /* Expect judged by the core's rule, as on HTTP/1 and in process */
     size_t elen = 0;
     const char *expect = st->err_status ? NULL : dl_req_header(r, "expect", &elen);
-    if (expect && !dl_strncasecmp_eq(expect, elen, "100-continue", 12))
+    int cont = expect ? dl_req_expect_check(expect, elen) : 0;
+    if (cont < 0)
         stream_reject(st, 417, "only Expect: 100-continue is supported");
     if (st->err_status) {
         answer_rejected(st);
@@ -496,7 +493,7 @@ static void headers_done(h2_stream_t *st, int end_stream)
     }
     if (end_stream) {
         dispatch(st);
-    } else if (expect && r->route_status == DL_ROUTE_FOUND) {
+    } else if (cont == 1 && r->route_status == DL_ROUTE_FOUND) {
         /* an interim 100 HEADERS, only when the body will be read (RFC 9110 10.1.1) */
         nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
         nghttp2_submit_headers(h->s, NGHTTP2_FLAG_NONE, st->id, NULL, &nv, 1, NULL);
@@ -622,6 +619,21 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
+/* A response's HEADERS nghttp2 could not frame: the stream is reset now
+ * (not_sent), so its data source never holds the connection's sweep. */
+static int on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f, int err, void *ud)
+{
+    dl_h2_t *h = ud;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_RESPONSE)
+        return 0;
+    h2_stream_t *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    dl_log(DL_LOG_ERROR, "HTTP/2 could not send an answer's HEADERS on stream %d (%s); "
+                         "stream reset", (int)f->hd.stream_id, nghttp2_strerror(err));
+    if (st)
+        not_sent(h, st);
+    return 0;
+}
+
 static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
 {
     DL_UNUSED(s);
@@ -714,6 +726,7 @@ static void init_once_cb(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks, on_frame_not_send);
     nghttp2_option_new(&options);
     /* nghttp2 1.57's defaults, explicit because the library may predate them */
     nghttp2_option_set_stream_reset_rate_limit(options, 1000, 33);
@@ -726,7 +739,7 @@ static void init_once_cb(void)
 
 /* ================================================================= session */
 
-dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from)
+dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from, const dl_h2_metrics_t *m)
 {
     uv_once(&init_once, init_once_cb);
     dl_h2_t *h = dl_calloc(1, sizeof(*h));
@@ -737,6 +750,7 @@ dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from)
     h->base = *from;
     h->base.proto = &h2_proto;
     h->cfg = from->ctx->cfg;
+    h->m = m;
     h->tokens = FLOOD_BURST;
     h->tokens_at = h->idle_since = uv_now(io->loop);
     if (nghttp2_session_server_new2(&h->s, callbacks, h, options) != 0) {
@@ -767,6 +781,7 @@ void dl_h2_free(dl_h2_t *h)
     while (!dl_list_empty(&h->streams))
         stream_free(h, dl_list_entry(h->streams.next, h2_stream_t, link));
     nghttp2_session_del(h->s);
+    dl_buf_free(&h->nv_mem);
     dl_free(h);
 }
 
@@ -814,26 +829,6 @@ int dl_h2_send(dl_h2_t *h)
     return 0;
 }
 
-static int skip_header(const char *n, size_t len)
-{
-    static const char *const hop[] = {"connection", "keep-alive", "transfer-encoding",
-                                      "upgrade", "proxy-connection"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (strlen(hop[i]) == len && strncasecmp(n, hop[i], len) == 0)
-            return 1;
-    return 0;
-}
-
-#define NV(nm, val, vlen)                                                                       \
-    do {                                                                                       \
-        nva[n].name = (uint8_t *)(nm);                                                         \
-        nva[n].namelen = sizeof(nm) - 1;                                                       \
-        nva[n].value = (uint8_t *)(val);                                                       \
-        nva[n].valuelen = (vlen);                                                              \
-        nva[n].flags = NGHTTP2_NV_FLAG_NONE;                                                   \
-        n++;                                                                                   \
-    } while (0)
-
 int dl_h2_run_queued(dl_h2_t *h)
 {
     int n = 0;
@@ -853,42 +848,70 @@ int dl_h2_run_queued(dl_h2_t *h)
     return n;
 }
 
-size_t dl_h2_response_nv(const dl_resp_wire_t *w, nghttp2_nv *nva, size_t cap, char *status,
-                         char *lower, size_t lower_cap)
+static void put_nv(nghttp2_nv *nv, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+    nv->name = (uint8_t *)name;
+    nv->namelen = nlen;
+    nv->value = (uint8_t *)v;
+    nv->valuelen = vlen;
+    nv->flags = NGHTTP2_NV_FLAG_NONE;
+}
+
+ssize_t dl_h2_response_nv(const dl_resp_wire_t *w, dl_buf_t *mem, nghttp2_nv **out)
 {
     const dl_resp_t *resp = w->resp;
-    size_t n = 0;
-    snprintf(status, 12, "%d", w->status);
-    NV(":status", status, strlen(status));
-    for (int i = 0; i < w->n_fields && n < cap; i++) {
-        size_t nlen;
-        const char *name = dl_resp_field_name(w->fields[i].id, 1, &nlen);
-        nva[n].name = (uint8_t *)name;
-        nva[n].namelen = nlen;
-        nva[n].value = (uint8_t *)w->fields[i].value;
-        nva[n].valuelen = w->fields[i].value_len;
-        nva[n].flags = NGHTTP2_NV_FLAG_NONE;
-        n++;
-    }
-    /* the handler's own headers, "Name: value\r\n" lines, names lowercased */
-    size_t lower_used = 0, nl, vl;
+    /* sized from the answer: every field is sent, none cut (the core bounds
+     * the handler's bytes, core/response.h DL_RESP_HEADERS_MAX) */
+    size_t count = 1 + (size_t)w->n_fields, names = 0, nl, vl;
     const char *name, *v;
     dl_hdr_lines_t it;
     dl_hdr_lines_init(&it, resp->headers, resp->headers_len);
-    while (n < cap && dl_hdr_lines_next(&it, &name, &nl, &v, &vl)) {
-        if (skip_header(name, nl) || lower_used + nl > lower_cap)
-            continue;
-        for (size_t i = 0; i < nl; i++)
-            lower[lower_used + i] = (char)dl_tolower((unsigned char)name[i]);
-        nva[n].name = (uint8_t *)lower + lower_used;
-        nva[n].namelen = nl;
-        nva[n].value = (uint8_t *)v;
-        nva[n].valuelen = vl;
-        nva[n].flags = NGHTTP2_NV_FLAG_NONE;
-        n++;
-        lower_used += nl;
+    while (dl_hdr_lines_next(&it, &name, &nl, &v, &vl)) {
+        count++;
+        names += nl;
     }
-    return n;
+    size_t need = count * sizeof(nghttp2_nv) + 12 + names;
+    dl_buf_reset(mem);
+    if (dl_buf_reserve(mem, need) != 0)
+        return -1;
+    /* laid out once, never grown: nva, then the status digits, then the names */
+    nghttp2_nv *nva = (nghttp2_nv *)(void *)mem->data;
+    char *status = mem->data + count * sizeof(nghttp2_nv);
+    char *lower = status + 12;
+    mem->len = need;
+    size_t n = 0;
+    snprintf(status, 12, "%d", w->status);
+    put_nv(&nva[n++], ":status", 7, status, strlen(status));
+    for (int i = 0; i < w->n_fields; i++) {
+        size_t len;
+        const char *fname = dl_resp_field_name(w->fields[i].id, 1, &len);
+        put_nv(&nva[n++], fname, len, w->fields[i].value, w->fields[i].value_len);
+    }
+    /* the handler's own headers, "Name: value\r\n" lines, names lowercased;
+     * connection-specific ones never get here (dl_resp_header_reserved) */
+    dl_hdr_lines_init(&it, resp->headers, resp->headers_len);
+    while (dl_hdr_lines_next(&it, &name, &nl, &v, &vl)) {
+        for (size_t i = 0; i < nl; i++)
+            lower[i] = (char)dl_tolower((unsigned char)name[i]);
+        put_nv(&nva[n++], lower, nl, v, vl);
+        lower += nl;
+    }
+    *out = nva;
+    return (ssize_t)n;
+}
+
+/* An answer that cannot go out (nghttp2 refused its HEADERS, at submit or
+ * when framing them): the stream is reset, never left waiting for a body
+ * that will not come (the sweep would take that for a shut window). */
+static void not_sent(dl_h2_t *h, h2_stream_t *st)
+{
+    if (st->sending) {
+        st->sending = 0;
+        h->n_sending--;
+    }
+    h->resp_held -= st->body.len - st->body_off;
+    st->body_off = st->body.len;
+    nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 }
 
 /* The core decided the answer (core/response.c); HTTP/2 submits it as frames. */
@@ -923,9 +946,15 @@ static void h2_write_response(dl_core_conn_t *base, dl_req_t *r, const dl_resp_w
         nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         return;
     }
-    nghttp2_nv nva[MAX_RESP_HEADERS + 16];
-    char status[12], lower[4096];
-    size_t n = dl_h2_response_nv(w, nva, MAX_RESP_HEADERS + 14, status, lower, sizeof(lower));
+    nghttp2_nv *nva;
+    ssize_t n = dl_h2_response_nv(w, &h->nv_mem, &nva);
+    if (n < 0) {
+        dl_log_req(DL_LOG_ERROR, r->id, "out of memory for an answer's HEADERS; stream reset");
+        if (resp->has_file)
+            close(resp->file_fd);
+        nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        return;
+    }
 
     nghttp2_data_provider prov = {.source.ptr = st, .read_callback = read_body};
     int with_body = !w->no_body && w->body_len > 0;
@@ -948,13 +977,13 @@ static void h2_write_response(dl_core_conn_t *base, dl_req_t *r, const dl_resp_w
         st->sending = 1;
         h->n_sending++;
     }
-    int rv = nghttp2_submit_response(h->s, st->id, nva, n, with_body ? &prov : NULL);
+    int rv = nghttp2_submit_response(h->s, st->id, nva, (size_t)n, with_body ? &prov : NULL);
+    if (h->nv_mem.cap > (64u << 10))
+        dl_buf_free(&h->nv_mem); /* nghttp2 copied the fields; keep no huge buffer */
     if (rv != 0) {
-        if (st->sending) {
-            st->sending = 0;
-            h->n_sending--;
-        }
-        nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        dl_log_req(DL_LOG_ERROR, r->id, "HTTP/2 refused the answer (%s); stream reset",
+                   nghttp2_strerror(rv));
+        not_sent(h, st);
     }
 }
 
@@ -1035,9 +1064,9 @@ void dl_h2_shutdown(dl_h2_t *h)
 
 /* ------------------------------------------------------- the session table */
 
-static void *session_start(const dl_stream_io_t *io, const dl_core_conn_t *from)
+static void *session_start(const dl_stream_io_t *io, const dl_core_conn_t *from, void *arg)
 {
-    return dl_h2_new(io, from);
+    return dl_h2_new(io, from, arg);
 }
 
 static void session_end(void *s)

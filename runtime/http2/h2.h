@@ -26,13 +26,25 @@ typedef struct dl_h2_s dl_h2_t;
 /** The byte stream a session runs on (core/proto.h). */
 typedef dl_stream_io_t dl_h2_io_t;
 
+struct dl_metrics_s;
+
+/** HTTP/2's own counters: the server defines them once (dl_h2_metrics_define)
+ * and lends them to every session (dl_session_ops_t.start's arg). */
+typedef struct {
+    struct dl_metrics_s *metrics;
+    int defences; /* devloop_http2_defences_total's id, -1 if undefined */
+} dl_h2_metrics_t;
+
+/** Defines devloop_http2_defences_total in m into *out: 0, or -1 (no memory). */
+int dl_h2_metrics_define(struct dl_metrics_s *m, dl_h2_metrics_t *out);
+
 /** dl_h2_* as a session table, for the server to hand to HTTP/1 connections. */
 extern const dl_session_ops_t dl_h2_session;
 
 /** Starts a server session on io and queues our SETTINGS; its streams are
  * requests on a core connection like from (context, TLS, listener). NULL: out
- * of memory. */
-dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from);
+ * of memory. m: the counters it adds to (borrowed for the session's life), or NULL. */
+dl_h2_t *dl_h2_new(const dl_h2_io_t *io, const dl_core_conn_t *from, const dl_h2_metrics_t *m);
 /** Ends the session: handlers still running finish detached, their answers dropped. */
 void dl_h2_free(dl_h2_t *h);
 /** Feeds plaintext. Returns 0, or -1 when the connection must close once what
@@ -42,13 +54,13 @@ int dl_h2_feed(dl_h2_t *h, const char *data, size_t len);
  * Returns 0, or -1 when the session is over and the connection should close. */
 int dl_h2_send(dl_h2_t *h);
 /**
- * The HEADERS of an answer: :status, the core's fields, then the handler's
- * own lines with their names lowercased into lower (hop-by-hop ones dropped).
- * Fills at most cap entries of nva (pointing into w, status[12] and lower);
- * returns how many.
+ * The HEADERS of an answer: :status, the core's fields, then every one of
+ * the handler's own lines, names lowercased. The nghttp2_nv array, the
+ * status digits and the lowercased names are laid out in mem (reset, grown
+ * to fit; the values point into w); *nva points into mem. Returns how many
+ * fields, or -1 when there is no memory.
  */
-size_t dl_h2_response_nv(const dl_resp_wire_t *w, nghttp2_nv *nva, size_t cap, char *status,
-                         char *lower, size_t lower_cap);
+ssize_t dl_h2_response_nv(const dl_resp_wire_t *w, dl_buf_t *mem, nghttp2_nv **nva);
 /** Timeouts: slow request bodies, stalled header blocks, a peer that keeps its
  * flow-control window shut, idleness. Returns -1 when the connection should close. */
 int dl_h2_sweep(dl_h2_t *h, uint64_t now);

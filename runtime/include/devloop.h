@@ -292,6 +292,15 @@ DL_API void dl_runtime_detach(dl_runtime_t *rt);
 
 /* ==================================================== in-process requests */
 
+/** One field of a response: the name as HTTP/1.1 spells it and the value,
+ * neither NUL-terminated; they point into dl_response_t.headers. */
+typedef struct {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} dl_response_field_t;
+
 /** A response to dl_runtime_request(); free with dl_response_free(). */
 typedef struct {
     int status;
@@ -299,6 +308,9 @@ typedef struct {
     size_t headers_len;
     const char *body;      /* as sent (compressed if Accept-Encoding asked for it) */
     size_t body_len;
+    const dl_response_field_t *fields; /* the same fields apart, in the order sent;
+                                          a repeated one (Set-Cookie) once each */
+    size_t n_fields;
     char *_raw;            /* owns the memory above */
 } dl_response_t;
 

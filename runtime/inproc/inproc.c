@@ -3,27 +3,33 @@
  * request's parts become a dl_req_t the way the HTTP/1 reader
  * (http1/conn.c) would have left it: the same field order (a default Host
  * first, Content-Length last), limits and refusals (414, 431, 413, 417),
- * keep-alive from Connection. The answer is written by the core's decision
- * (core/response.c) into status, header lines and body, and handed to the
+ * keep-alive from Connection. The answer the core decided (core/response.c)
+ * is kept as status, fields and body, never as text, and handed to the
  * caller from a zero timer, never inside the caller's own call.
  */
 #include "inproc/inproc.h"
 
-#include <llhttp.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/list.h"
 #include "core/upload.h"
+
+typedef struct {
+    size_t name_off, name_len, value_off, value_len; /* in item_t.strs */
+} field_at_t;
 
 typedef struct item_s {
     dl_core_conn_t base; /* first: the request's connection */
     uv_timer_t timer;
     dl_inproc_t *ip;
-    struct item_s *prev, *next; /* requests not answered yet */
+    dl_list_t link;             /* in ip->items: requests not answered yet */
     dl_req_t *active;           /* the request, until it is answered */
     int answered, status;
-    dl_buf_t headers, body;
+    dl_buf_t strs;              /* the answer's field names and values */
+    dl_buf_t fields;            /* field_at_t each, in the order HTTP/1 sends them */
+    dl_buf_t body;
     dl_inproc_cb cb;
     void *arg;
 } item_t;
@@ -31,28 +37,18 @@ typedef struct item_s {
 struct dl_inproc_s {
     dl_core_ctx_t *ctx;
     uv_loop_t *loop;
-    item_t *items;
+    dl_list_t items; /* item_t.link */
 };
 
 static const dl_proto_t inproc_proto;
 
 /* ----------------------------------------------------------------- items */
 
-static void unlink_item(item_t *it)
-{
-    if (it->prev)
-        it->prev->next = it->next;
-    else if (it->ip->items == it)
-        it->ip->items = it->next;
-    if (it->next)
-        it->next->prev = it->prev;
-    it->prev = it->next = NULL;
-}
-
 static void on_item_closed(uv_handle_t *h)
 {
     item_t *it = h->data;
-    dl_buf_free(&it->headers);
+    dl_buf_free(&it->strs);
+    dl_buf_free(&it->fields);
     dl_buf_free(&it->body);
     dl_free(it);
 }
@@ -61,13 +57,24 @@ static void on_item_closed(uv_handle_t *h)
 static void item_end(uv_timer_t *h)
 {
     item_t *it = h->data;
-    unlink_item(it);
+    dl_list_remove(&it->link);
+    size_t n = it->fields.len / sizeof(field_at_t);
+    dl_http_field_t *f = n ? dl_malloc(n * sizeof(*f)) : NULL;
+    if (n && f == NULL)
+        it->answered = 0; /* no memory to hand it over: no answer */
+    const field_at_t *at = (const field_at_t *)(void *)it->fields.data;
+    for (size_t i = 0; f && i < n; i++)
+        f[i] = (dl_http_field_t){.name = it->strs.data + at[i].name_off,
+                                 .name_len = at[i].name_len,
+                                 .value = it->strs.data + at[i].value_off,
+                                 .value_len = at[i].value_len};
     dl_inproc_answer_t a = {.status = it->status,
-                            .headers = it->headers.data ? it->headers.data : "",
-                            .headers_len = it->headers.len,
+                            .fields = f,
+                            .n_fields = (int)n,
                             .body = it->body.data ? it->body.data : "",
                             .body_len = it->body.len};
     it->cb(it->answered ? &a : NULL, it->arg);
+    dl_free(f);
     uv_close((uv_handle_t *)h, on_item_closed);
 }
 
@@ -89,18 +96,36 @@ static int read_file(dl_buf_t *b, int fd, uint64_t off, uint64_t len)
     return 0;
 }
 
+static void put_field(item_t *it, const char *n, size_t nl, const char *v, size_t vl)
+{
+    field_at_t at = {it->strs.len, nl, it->strs.len + nl, vl};
+    dl_buf_append(&it->strs, n, nl);
+    dl_buf_append(&it->strs, v, vl);
+    dl_buf_append(&it->fields, &at, sizeof(at));
+}
+
+/* The answer as the core decided it, kept as fields (never as text to parse
+ * again): the standard ones, Connection: close as HTTP/1 would say it, then
+ * the handler's own, each apart (two Set-Cookie stay two). */
 static void inproc_write(dl_core_conn_t *base, dl_req_t *r, const dl_resp_wire_t *w)
 {
     item_t *it = (item_t *)base;
     const dl_resp_t *resp = w->resp;
-    dl_buf_t *o = &it->headers;
     (void)r;
     it->active = NULL;
-    dl_resp_wire_put_lines(w, o);
+    for (int i = 0; i < w->n_fields; i++) {
+        size_t nl;
+        const char *n = dl_resp_field_name(w->fields[i].id, 0, &nl);
+        put_field(it, n, nl, w->fields[i].value, w->fields[i].value_len);
+    }
     if (!w->keep)
-        dl_buf_append_str(o, "Connection: close\r\n");
-    if (resp->headers_len)
-        dl_buf_append(o, resp->headers, resp->headers_len);
+        put_field(it, "Connection", 10, "close", 5);
+    dl_hdr_lines_t hl;
+    const char *n, *v;
+    size_t nl, vl;
+    dl_hdr_lines_init(&hl, resp->headers, resp->headers_len);
+    while (dl_hdr_lines_next(&hl, &n, &nl, &v, &vl))
+        put_field(it, n, nl, v, vl);
     int rc = 0;
     if (resp->has_file) {
         if (!w->no_body && w->body_len > 0)
@@ -110,7 +135,8 @@ static void inproc_write(dl_core_conn_t *base, dl_req_t *r, const dl_resp_wire_t
         dl_buf_append(&it->body, w->body, w->body_len);
     }
     /* an answer cut short is no answer (a socket client would see the close) */
-    it->answered = rc == 0 && !o->oom && !it->body.oom && w->status >= 200;
+    it->answered = rc == 0 && !it->strs.oom && !it->fields.oom && !it->body.oom &&
+                   w->status >= 200;
     it->status = w->status;
 }
 
@@ -129,27 +155,6 @@ static const dl_proto_t inproc_proto = {
 };
 
 /* ------------------------------------------------------------- the request */
-
-/* llhttp's name for the method (a static string), or NULL for one it refuses
- * with *msg the HTTP/1 reader's words for it (http1/conn.c): PRI and the
- * RTSP methods have their own (llhttp knows them, only not in HTTP/1.x). */
-static const char *method_static(const char *m, size_t len, const char **msg)
-{
-#define DL_METHOD_NAME(num, name, string)                                                      \
-    if (len == sizeof(#string) - 1 && memcmp(m, #string, len) == 0)                           \
-        return #string;
-    HTTP_METHOD_MAP(DL_METHOD_NAME)
-#undef DL_METHOD_NAME
-    *msg = "malformed request: Invalid method encountered";
-    if (len == 3 && memcmp(m, "PRI", 3) == 0)
-        *msg = "malformed request: Expected HTTP/2 Connection Preface";
-#define DL_METHOD_RTSP(num, name, string)                                                      \
-    if (len == sizeof(#string) - 1 && memcmp(m, #string, len) == 0)                           \
-        *msg = "malformed request: Invalid method for HTTP/x.x request";
-    RTSP_METHOD_MAP(DL_METHOD_RTSP)
-#undef DL_METHOD_RTSP
-    return NULL;
-}
 
 static int add_field(dl_req_t *r, const char *n, size_t nlen, const char *v, size_t vlen)
 {
@@ -299,10 +304,7 @@ int dl_inproc_request(dl_inproc_t *ip, const dl_inproc_req_t *in, dl_inproc_cb c
     it->arg = arg;
     uv_timer_init(ip->loop, &it->timer);
     it->timer.data = it;
-    it->next = ip->items;
-    if (it->next)
-        it->next->prev = it;
-    ip->items = it;
+    dl_list_insert_head(&ip->items, &it->link);
 
     r->conn = &it->base;
     r->start_ns = uv_hrtime();
@@ -311,7 +313,7 @@ int dl_inproc_request(dl_inproc_t *ip, const dl_inproc_req_t *in, dl_inproc_cb c
     it->active = r;
     const char *msg = NULL;
     int status = 0;
-    r->method_name = method_static(in->method, in->method_len, &msg);
+    r->method_name = dl_http_method_static(in->method, in->method_len, &msg);
     if (r->method_name == NULL) {
         status = 400;
     } else {
@@ -338,15 +340,16 @@ dl_inproc_t *dl_inproc_new(dl_core_ctx_t *x, uv_loop_t *loop)
     if (ip) {
         ip->ctx = x;
         ip->loop = loop;
+        dl_list_init(&ip->items);
     }
     return ip;
 }
 
 void dl_inproc_abort_all(dl_inproc_t *ip)
 {
-    while (ip && ip->items) {
-        item_t *it = ip->items;
-        unlink_item(it);
+    while (ip && !dl_list_empty(&ip->items)) {
+        item_t *it = dl_list_entry(ip->items.next, item_t, link);
+        dl_list_remove(&it->link);
         if (it->active) { /* its handler runs on detached */
             it->active->conn = NULL;
             it->active = NULL;

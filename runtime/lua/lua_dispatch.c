@@ -19,15 +19,6 @@
 
 /* ============================================================== responses */
 
-/* Headers the runtime owns: a handler may not set them. */
-static int reserved_header(const char *s, size_t n)
-{
-    return dl_strncasecmp_eq(s, n, "content-length", 14) ||
-           dl_strncasecmp_eq(s, n, "transfer-encoding", 17) ||
-           dl_strncasecmp_eq(s, n, "connection", 10) || dl_strncasecmp_eq(s, n, "date", 4) ||
-           dl_strncasecmp_eq(s, n, "x-request-id", 12);
-}
-
 typedef struct {
     dl_resp_t resp;
     dl_buf_t *hdrs;     /* header lines; the VM's buffer, reused across responses */
@@ -57,7 +48,7 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
             lua_pop(co, 2);
             return "a header name is not a token (letters, digits and !#$%&'*+-.^_`|~)";
         }
-        if (reserved_header(name, nlen)) {
+        if (dl_resp_header_reserved(name, nlen)) {
             snprintf(rb->err, sizeof(rb->err), "header %.*s is set by the runtime, not by handlers",
                      (int)DL_MIN(nlen, 40), name);
             lua_pop(co, 2);

@@ -257,8 +257,12 @@ static void push_headers(lua_State *L, dl_req_t *req)
             lua_pop(L, 1);
             lua_pushlstring(L, req->head.data + h->value_off, h->value_len);
         } else {
-            /* repeated headers join with ", " (RFC 9110 5.3) */
-            lua_pushliteral(L, ", ");
+            /* repeated headers join with ", " (RFC 9110 5.3), Cookie's crumbs
+             * (HTTP/2 splits it, RFC 9113 8.2.3) with "; " on every protocol */
+            if (nl == 6 && memcmp(low, "cookie", 6) == 0)
+                lua_pushliteral(L, "; ");
+            else
+                lua_pushliteral(L, ", ");
             lua_pushlstring(L, req->head.data + h->value_off, h->value_len);
             lua_concat(L, 3);
         }

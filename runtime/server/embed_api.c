@@ -121,21 +121,43 @@ static void sync_release(sync_req_t *sr)
     dl_free(sr);
 }
 
-/* The answer, copied once into memory the caller's dl_response_t owns. */
+/* The answer, copied once into memory the caller's dl_response_t owns: the
+ * fields array, then the header lines they point into, then the body. */
 static void sync_done(const dl_inproc_answer_t *a, void *arg)
 {
     sync_req_t *sr = arg;
     uv_mutex_lock(&sr->mu);
-    char *mem = a ? dl_malloc(a->headers_len + a->body_len + 1) : NULL;
+    size_t n = a ? (size_t)a->n_fields : 0, lines = 0;
+    for (size_t i = 0; i < n; i++)
+        lines += a->fields[i].name_len + 2 + a->fields[i].value_len + 2;
+    size_t arr = n * sizeof(dl_response_field_t);
+    char *mem = a ? dl_malloc(arr + lines + a->body_len + 1) : NULL;
     if (mem) {
-        memcpy(mem, a->headers, a->headers_len);
-        memcpy(mem + a->headers_len, a->body, a->body_len);
-        mem[a->headers_len + a->body_len] = '\0';
+        dl_response_field_t *f = (dl_response_field_t *)(void *)mem;
+        char *h = mem + arr, *p = h;
+        for (size_t i = 0; i < n; i++) {
+            const dl_http_field_t *src = &a->fields[i];
+            f[i] = (dl_response_field_t){.name = p, .name_len = src->name_len,
+                                         .value = p + src->name_len + 2,
+                                         .value_len = src->value_len};
+            memcpy(p, src->name, src->name_len);
+            p += src->name_len;
+            memcpy(p, ": ", 2);
+            p += 2;
+            memcpy(p, src->value, src->value_len);
+            p += src->value_len;
+            memcpy(p, "\r\n", 2);
+            p += 2;
+        }
+        memcpy(p, a->body, a->body_len);
+        p[a->body_len] = '\0';
         sr->resp = (dl_response_t){.status = a->status,
-                                   .headers = mem,
-                                   .headers_len = a->headers_len,
-                                   .body = mem + a->headers_len,
+                                   .headers = h,
+                                   .headers_len = lines,
+                                   .body = p,
                                    .body_len = a->body_len,
+                                   .fields = n ? f : NULL,
+                                   .n_fields = n,
                                    ._raw = mem};
     } else {
         sr->failed = 1;

@@ -275,7 +275,6 @@ static int define_metrics(dl_runtime_t *rt)
     static const char *const db_labels[] = {"operation", "collection"};
     static const char *const status_label[] = {"status"};
     static const char *const worker_label[] = {"worker"};
-    static const char *const defence_label[] = {"defence"};
     static const char *const reason_label[] = {"reason"};
     dl_worker_metric_ids_t *id = &rt->shared.m;
     dl_metrics_t *m = rt->shared.metrics = dl_metrics_new(rt->cfg.workers);
@@ -311,11 +310,7 @@ static int define_metrics(dl_runtime_t *rt)
                                             "devloop_metrics_series_overflow",
                                             "Updates dropped by the per-metric series cap",
                                             NULL, 0, NULL, 0);
-    id->h2_defences = dl_metric_define(m, DL_METRIC_COUNTER, "devloop_http2_defences_total",
-                                       "HTTP/2 streams refused and connections ended by a "
-                                       "defence (flood, rapid_reset, hpack_bomb, "
-                                       "continuation, stall, protocol)",
-                                       defence_label, 1, NULL, 0);
+    dl_h2_metrics_define(m, &rt->shared.h2_metrics);
     id->tls_failures = dl_metric_define(m, DL_METRIC_COUNTER,
                                         "devloop_tls_failed_handshakes_total",
                                         "TLS connections that ended before or in the handshake "
@@ -339,7 +334,7 @@ static int define_metrics(dl_runtime_t *rt)
     id->http_client_pool = dl_metric_define(m, DL_METRIC_GAUGE, "http_client_pool_connections",
                                             "Outbound keep-alive connections (idle, busy) and "
                                             "requests waiting for one", state_label, 1, NULL, 0);
-    if (id->h2_defences < 0 || id->tls_failures < 0 || id->conns_refused < 0 ||
+    if (rt->shared.h2_metrics.defences < 0 || id->tls_failures < 0 || id->conns_refused < 0 ||
         id->http_client_requests < 0 || id->http_client_duration < 0 || id->http_client_pool < 0)
         return DL_EINVAL;
     int rc = dl_backend_stats_init(&rt->shared.backends, m, rt->cfg.workers);

@@ -212,8 +212,6 @@ static void core_init(dl_worker_t *w)
     x->worker_id = w->id;
     x->hsts = sh->hsts && sh->hsts[0] ? sh->hsts : NULL;
     x->upload_dir = sh->upload_dir;
-    x->metrics = sh->metrics;
-    x->metric_h2_defences = sh->m.h2_defences;
     x->canonical_host = sh->canonical_host;
     x->canonical_port = sh->canonical_port;
     x->https_port = sh->https_port;
@@ -226,6 +224,7 @@ static void core_init(dl_worker_t *w)
     h->read_buf = w->read_buf;
     h->read_buf_len = sizeof(w->read_buf);
     h->h2 = &dl_h2_session;
+    h->h2_arg = &sh->h2_metrics;
     h->metrics = sh->metrics;
     h->metric_tls_failures = sh->m.tls_failures;
     h->arg = w;

@@ -16,6 +16,7 @@
 #include "core/http.h"
 #include "core/request.h"
 #include "http1/conn.h"
+#include "http2/h2.h"
 #include "common/internal.h"
 #include "lua/lua_host.h"
 #include "outbound/http_client.h"
@@ -35,7 +36,7 @@ typedef struct dl_conn_s dl_conn_t;
 /** The ids of the runtime's own metrics (server.c defines them). */
 typedef struct {
     int requests, duration, db_duration, cache_lookup, connections, lua_memory, generation,
-        reload_failures, log_dropped, metrics_overflow, h2_defences, tls_failures,
+        reload_failures, log_dropped, metrics_overflow, tls_failures,
         conns_refused, http_client_requests, http_client_duration, http_client_pool;
 } dl_worker_metric_ids_t;
 
@@ -59,6 +60,7 @@ typedef struct dl_worker_shared_s {
     int has_redis;               /* REDIS_URL (or REDIS_HOST...) given */
     dl_redis_config_t redis_cfg;
     dl_http_client_cfg_t http_client; /* outbound HTTP and cosockets, per worker */
+    dl_h2_metrics_t h2_metrics;  /* HTTP/2's own counters (http2/h2.h), lent to sessions */
     dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
     struct dl_store_s *store;    /* documents: SQLite file or MongoDB, shared by workers */
     dl_store_guard_t store_guard; /* its outcomes and (MongoDB) circuit breaker */

@@ -1,9 +1,12 @@
 -- devloop.client: requests to the app itself, in process (api.client). No
--- socket: the request bytes go through an in-process connection of this
--- worker (conn.c), so routing, limits, codecs and compression are those of a
--- socket request. Used by `devloop test` and by handlers that compose routes.
+-- socket: the request's parts go into this worker's request core as an
+-- in-process request (runtime/inproc/), so routing, limits, codecs and
+-- compression are those of a socket request. Used by `devloop test` and by
+-- handlers that compose routes.
 --   local r = api.client.get("/api/features?limit=2", { headers = { Accept = "application/json" } })
---   r.status, r.headers["content-type"], r.body (raw), r.json (decoded JSON or nil)
+--   r.status, r.headers["content-type"] (lower-case names; repeated ones joined
+--   with ", ", set-cookie a list, as api.http), r.body (raw), r.json (decoded
+--   JSON or nil)
 local core = require "devloop.core"
 local codec = require "devloop.codec"
 
@@ -11,18 +14,9 @@ local type, pairs, tostring, format = type, pairs, tostring, string.format
 
 local _M = { _VERSION = "0.1" }
 
-local function parse(raw)
-  local head_end = raw:find("\r\n\r\n", 1, true)
-  local head, body = raw:sub(1, head_end - 1), raw:sub(head_end + 4)
-  local status = tonumber(head:match("^HTTP/1%.%d (%d%d%d)"))
-  local headers = {}
-  for line in head:gmatch("\r\n([^\r\n]+)") do
-    local k, v = line:match("^([^:]+):%s*(.-)%s*$")
-    if k then
-      k = k:lower()
-      headers[k] = headers[k] and (headers[k] .. ", " .. v) or v
-    end
-  end
+-- the answer comes as parts (status, headers with lower-case names and
+-- set-cookie a list, body), never as text parsed again
+local function result(status, headers, body)
   local r = { status = status, headers = headers, body = body }
   local ct = headers["content-type"] or ""
   if not headers["content-encoding"] then
@@ -33,8 +27,8 @@ local function parse(raw)
 end
 
 -- The request goes to core._request as parts (method, path, a map of header
--- fields, body), and the runtime writes the request bytes itself
--- (dl_http_request_write): a part outside its grammar (a CR or LF decoded from
+-- fields, body), and the runtime checks each (dl_http_request_check in
+-- runtime/core/http.c): a part outside its grammar (a CR or LF decoded from
 -- a %0d%0a in a route parameter, say, which would start a second request in
 -- the same bytes) is refused there, before anything is sent, and raised here
 -- at the caller's line. Host replaces the default "localhost"; Content-Length
@@ -86,15 +80,15 @@ function _M.request(method, path, opts)
   elseif body ~= nil and type(body) ~= "string" then
     refuse("the body must be a string or a table, not " .. type(body))
   end
-  local raw, err, code, field = core._request(method, path, headers, body or "")
-  if not raw then
+  local status, err, code, field = core._request(method, path, headers, body or "")
+  if not status then
     if code ~= "EINVAL" then return nil, err end
     if field then
       refuse("header " .. show(field, 80) .. ": " .. err)
     end
     refuse(err .. " (method " .. show(method, 40) .. ", path " .. show(path, 200) .. ")")
   end
-  return parse(raw)
+  return result(status, err, code)
 end
 
 for _, m in ipairs({ "get", "head", "delete", "options" }) do

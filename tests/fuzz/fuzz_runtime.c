@@ -2,14 +2,21 @@
  * fuzz_runtime.c - the in-process runtime behind the http1 and h2 harnesses:
  * created once per process on a host loop of our own (dl_runtime_attach),
  * whose worker loop we run ourselves between inputs, and torn down at exit
- * so LeakSanitizer sees a clean process.
+ * so LeakSanitizer sees a clean process. Each input goes through a real
+ * loopback TCP connection the worker adopts as its accept callback would
+ * (conn.c reads it as any socket).
  */
 #include "fuzz_runtime.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -126,16 +133,65 @@ void dl_fuzz_pump(void)
         uv_run(&w->loop, UV_RUN_NOWAIT);
 }
 
-static void on_output(dl_conn_t *c, const char *data, size_t len, void *arg)
+/* A loopback TCP pair: the harness holds *client, the worker gets *server. */
+static void tcp_pair(int *client, int *server)
 {
-    (void)c;
-    dl_fuzz_sink_t *s = arg;
-    DL_FUZZ_CHECK(!s->closed, "%s after the connection closed",
-                  len ? "bytes written" : "a second close");
-    if (len == 0)
-        s->closed = 1;
-    else
-        dl_fuzz_put(&s->out, data, len);
+    static int lfd = -1;
+    static struct sockaddr_in addr;
+    if (lfd < 0) {
+        socklen_t alen = sizeof(addr);
+        memset(&addr, 0, sizeof(addr));
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        DL_FUZZ_CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+                          listen(lfd, 16) == 0 &&
+                          getsockname(lfd, (struct sockaddr *)&addr, &alen) == 0,
+                      "no loopback listener");
+    }
+    *client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    DL_FUZZ_CHECK(*client >= 0 && connect(*client, (struct sockaddr *)&addr, sizeof(addr)) == 0,
+                  "cannot connect to the loopback listener");
+    *server = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    DL_FUZZ_CHECK(*server >= 0, "cannot accept");
+    int one = 1;
+    setsockopt(*client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    fcntl(*client, F_SETFL, fcntl(*client, F_GETFL) | O_NONBLOCK);
+}
+
+/* What the connection wrote so far; closed once it ended its side. */
+static void take_output(int fd, dl_fuzz_sink_t *s)
+{
+    char buf[16384];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n > 0) {
+            DL_FUZZ_CHECK(!s->closed, "bytes written after the connection closed");
+            dl_fuzz_put(&s->out, buf, (size_t)n);
+        } else if (n == 0) {
+            s->closed = 1;
+            return;
+        } else if (errno == EINTR) {
+            continue;
+        } else {
+            return; /* EAGAIN: nothing more now; ECONNRESET: closed with a reset */
+        }
+    }
+}
+
+/* The worker takes a connection as its accept callback does (server/worker.c). */
+static dl_conn_t *adopt(dl_worker_t *w, int fd)
+{
+    dl_conn_t *c = dl_calloc(1, sizeof(*c));
+    DL_FUZZ_CHECK(c != NULL && uv_tcp_init(&w->loop, &c->tcp) == 0, "no connection");
+    c->host = &w->http1;
+    c->file_fd = -1;
+    c->tcp.data = c;
+    dl_list_insert_head(&w->conns, &c->link);
+    w->n_conns++;
+    DL_FUZZ_CHECK(uv_tcp_open(&c->tcp, fd) == 0, "uv_tcp_open failed");
+    dl_conn_start(&w->http1, c, 0, NULL);
+    return c;
 }
 
 void dl_fuzz_conn_run(const uint8_t *payload, size_t len, const dl_fuzz_split_t *split,
@@ -146,12 +202,14 @@ void dl_fuzz_conn_run(const uint8_t *payload, size_t len, const dl_fuzz_split_t 
                                      0x2545f4914f6cdd1du};
     memcpy(w->prng, seed, sizeof(seed));
     memset(sink, 0, sizeof(*sink));
-    dl_conn_t *c = dl_conn_virtual_new(&w->http1, on_output, sink);
-    DL_FUZZ_CHECK(c != NULL, "no connection");
-    /* What conn.c does for a plain listener's new connection: the first bytes
-     * decide between HTTP/1.1 and the h2c preface. Virtual connections skip
-     * that, so the harness sets it (the narrowest way in to h2.c). */
+    int cfd, sfd;
+    tcp_pair(&cfd, &sfd);
+    dl_conn_t *c = adopt(w, sfd);
+    /* a plain listener's connection turns to HTTP/2 on the h2c preface; the
+     * http1 harness checks HTTP/1 answers only, so its connection does not */
     c->fresh = h2 ? 1 : 0;
+    /* each piece is read by the worker before the next is sent, so the cuts
+     * are the reads conn.c sees, as from a socket */
     size_t npieces = bytewise ? len : split ? (size_t)split->n_cuts + 1 : 1;
     for (size_t i = 0; i < npieces && !sink->closed; i++) {
         size_t off = 0, n = len;
@@ -161,10 +219,20 @@ void dl_fuzz_conn_run(const uint8_t *payload, size_t len, const dl_fuzz_split_t 
         } else if (split) {
             dl_fuzz_piece(split, (int)i, &off, &n);
         }
-        if (n)
-            dl_conn_virtual_feed(c, (const char *)payload + off, n);
+        while (n > 0 && !sink->closed) {
+            ssize_t k = send(cfd, payload + off, n, MSG_NOSIGNAL);
+            if (k > 0) {
+                off += (size_t)k;
+                n -= (size_t)k;
+            } else if (k < 0 && errno != EAGAIN && errno != EINTR) {
+                sink->closed = 1; /* the worker closed with a reset */
+            }
+            dl_fuzz_pump();
+            take_output(cfd, sink);
+        }
     }
     dl_fuzz_pump();
-    dl_conn_virtual_free(c);
+    take_output(cfd, sink);
+    close(cfd); /* the worker sees the end and closes its side */
     dl_fuzz_pump();
 }

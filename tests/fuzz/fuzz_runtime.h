@@ -1,8 +1,8 @@
 /*
  * fuzz_runtime.h - a real runtime for the connection harnesses (http1, h2):
  * tests/fuzz/app served in process on a loop of the harness
- * (dl_runtime_attach), with no socket; inputs go through conn.h's virtual
- * connections on its one worker.
+ * (dl_runtime_attach), with no listener; each input goes through a loopback
+ * TCP connection its one worker serves as any other (http1/conn.c).
  */
 #ifndef DL_FUZZ_RUNTIME_H
 #define DL_FUZZ_RUNTIME_H

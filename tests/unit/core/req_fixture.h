@@ -1,7 +1,7 @@
 /*
  * req_fixture.h - a request core without a worker or a socket, for unit
  * tests: a context whose pool is calloc, a C handler (GET /hello answers
- * "hi", /secret refuses bodies on its head, /big answers 2000 bytes of JSON)
+ * "hi", /cookies the same with two Set-Cookie fields, /secret refuses bodies on its head, /big answers 2000 bytes of JSON)
  * and a fake protocol that records what the core decided.
  */
 #ifndef DL_REQ_FIXTURE_H
@@ -77,7 +77,8 @@ static void fx_route(void *arg, dl_req_t *r)
 {
     (void)arg;
     r->body_limit = 1 << 20;
-    if (path_is(r, "/hello") || path_is(r, "/secret") || path_is(r, "/big"))
+    if (path_is(r, "/hello") || path_is(r, "/secret") || path_is(r, "/big") ||
+        path_is(r, "/cookies"))
         r->route_status = (r->method & (DL_M_GET | DL_M_HEAD | DL_M_POST)) ? DL_ROUTE_FOUND
                                                                             : DL_ROUTE_METHOD_NOT_ALLOWED;
     else
@@ -109,8 +110,12 @@ static void fx_dispatch(void *arg, dl_req_t *r)
         dl_req_respond(r, &resp);
         return;
     }
+    const char *lines = "X-App: 1\r\n";
+    if (path_is(r, "/cookies"))
+        lines = "Set-Cookie: a=1\r\nSet-Cookie: b=2, c=3\r\n";
     dl_resp_t resp = {.status = 200, .content_type = "text/plain", .content_type_len = 10,
-                      .body = "hi", .body_len = 2, .headers = "X-App: 1\r\n", .headers_len = 10};
+                      .body = "hi", .body_len = 2, .headers = lines,
+                      .headers_len = strlen(lines)};
     dl_req_respond(r, &resp);
 }
 

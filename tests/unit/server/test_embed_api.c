@@ -20,6 +20,7 @@ static const char *routes =
     "local marks = 0\n"
     "api.route(\"*\", \"/mark\", function() marks = marks + 1 return { marks = marks } end)\n"
     "api.get(\"/marks\", function() return { marks = marks } end)\n"
+    "api.get(\"/cookies\", function() return 200, \"x\", { [\"Set-Cookie\"] = { \"a=1\", \"b=2, c=3\" } } end)\n"
     "api.route(\"*\", \"/p/:id\", function(req)\n"
     "  return { host = req.headers.host, x = req.headers[\"x-t\"], body = req.raw_body or \"\" }\n"
     "end)\n";
@@ -127,6 +128,24 @@ DL_TEST(runtime_request_refuses_smuggling)
     const char *h7[] = {"Content-Length: 1", NULL};
     EXPECT_EQ(req(rt, "POST", "/p/x", h7, "abc", body, sizeof(body)), 200);
     EXPECT(strstr(body, "\"body\":\"abc\"") != NULL);
+
+    /* the answer's fields come apart as well as in lines: two Set-Cookie stay two */
+    dl_response_t res;
+    REQUIRE(dl_runtime_request(rt, "GET", "/cookies", NULL, NULL, 0, 3000, &res) == 0);
+    EXPECT_EQ(res.status, 200);
+    int cookies = 0;
+    for (size_t i = 0; i < res.n_fields; i++) {
+        const dl_response_field_t *f = &res.fields[i];
+        if (f->name_len == 10 && memcmp(f->name, "Set-Cookie", 10) == 0) {
+            EXPECT_MEM(f->value, f->value_len, cookies ? "b=2, c=3" : "a=1", cookies ? 8 : 3);
+            cookies++;
+        }
+    }
+    EXPECT_EQ(cookies, 2);
+    EXPECT(res.n_fields >= 6 && memcmp(res.fields[0].name, "Date", 4) == 0);
+    EXPECT(strstr(res.headers, "Set-Cookie: a=1\r\nSet-Cookie: b=2, c=3\r\n") != NULL);
+    EXPECT_MEM(res.body, res.body_len, "x", 1);
+    dl_response_free(&res);
 
     dl_runtime_stop(rt);
     pthread_join(th, NULL);
