@@ -87,7 +87,7 @@ struct sock_s {
     dl_task_t *ctask, *rtask, *wtask;
     int cpin, rpin, wpin;  /* registry refs holding the userdata while parked */
     int cdone, cstatus;    /* the connect finished before it parked */
-    char cerr[300];
+    char cerr[420];
     int wdone, wstatus;
     size_t wlen;
     /* the pending read */
@@ -270,7 +270,7 @@ static void connect_done(sock_t *s, int status, const char *err)
         uv_timer_stop(&s->tm->w);
     s->connecting = 0;
     if (status != 0) {
-        char e[300];
+        char e[420];
         snprintf(e, sizeof(e), "%s", err);
         if (s->ctask == NULL) { /* before it parked: l_connect returns it */
             drop(s);
@@ -377,7 +377,7 @@ static void on_connect_timer(uv_timer_t *t)
     sock_t *s = tm->s;
     if (s == NULL || !s->connecting)
         return;
-    char e[320];
+    char e[420];
     snprintf(e, sizeof(e), "timeout: connect to %s: no connection within %llu ms%s", s->label,
              (unsigned long long)s->connect_ms, s->pool_w ? " (waiting for the pool)" : "");
     connect_done(s, DL_ETIMEDOUT, e);

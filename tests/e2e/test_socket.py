@@ -5,6 +5,7 @@ against a full listener and a silent one, keep-alive reuse, a socket used
 from another request, a socket left open at the request's end, TLS to a
 Python ssl server with a certificate made by openssl, and invalid input."""
 import atexit
+import json
 import os
 import socket
 import ssl
@@ -493,6 +494,30 @@ api.get("/concurrent_rw", function(req)
   return { got = got, sent = sent }
 end)
 
+-- a child given up on by with_timeout still reads when the request ends
+api.get("/abandoned", function(req)
+  local s = api.socket.tcp()
+  s:settimeouts(1000, 1000, 5000)
+  assert(s:connect("127.0.0.1", P.silent))
+  local done, why = api.with_timeout(50, function() return s:receive(10) end)
+  return { done = done, why = why }
+end)
+
+api.post("/batch", api.batch({
+  echo = function(params, ctx)
+    local s = redis()
+    s:send(cmd("ECHO", params.msg))
+    local v = reply(s)
+    s:setkeepalive()
+    return { echoed = v }
+  end,
+}))
+
+api.get("/job", function(req)
+  return { id = api.jobs.add("sockecho", { msg = req.query.msg }) }
+end)
+api.get("/jobget", function(req) return api.jobs.get(req.query.id) end)
+
 local started = nil
 api.on_start(function()
   local s = api.socket.tcp()
@@ -504,6 +529,19 @@ api.on_start(function()
 end)
 api.get("/started", function() return { started = started } end)
 """
+
+
+JOB = r"""local api = require "devloop"
+return function(data, job)
+  local s = api.socket.tcp()
+  assert(s:connect("127.0.0.1", REDIS_PORT))
+  s:send("*2\r\n$4\r\nECHO\r\n$" .. #data.msg .. "\r\n" .. data.msg .. "\r\n")
+  local h = assert(s:receive("*l"))
+  local v = assert(s:receive(tonumber(h:sub(2)) + 2))
+  s:close()
+  return { echoed = v:sub(1, -3) }
+end
+""".replace("REDIS_PORT", str(REDIS.port))
 
 
 def routes():
@@ -677,9 +715,39 @@ def test_parallel(srv):
     assert out["got"] == "rw" and out["sent"] > 0, out
 
 
+def test_abandoned_reader_closed_at_request_end(srv):
+    n = len(SILENT.eofs)
+    out = get(srv, "/abandoned")
+    assert out["done"] is False and out["why"] == "timeout", out
+    deadline = time.time() + 5
+    while len(SILENT.eofs) == n and time.time() < deadline:
+        time.sleep(0.02)
+    assert len(SILENT.eofs) == n + 1, "the upstream never saw EOF"
+
+
+def test_batch_operations(srv):
+    body = json.dumps({"operations": [{"id": str(i), "type": "echo", "params": {"msg": "m%d" % i}}
+                                      for i in range(6)]})
+    r = srv.request("POST", "/batch", {"Content-Type": "application/json"}, body)
+    assert r.status == 200, r
+    res = r.json()["results"]
+    assert [x["result"]["echoed"] for x in res] == ["m%d" % i for i in range(6)], res
+
+
+def test_job_processor(srv):
+    jid = get(srv, "/job?msg=from-job")["id"]
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        job = get(srv, "/jobget?id=%s" % jid)
+        if job.get("state") in ("completed", "failed"):
+            break
+        time.sleep(0.05)
+    assert job["state"] == "completed" and job["result"] == {"echoed": "from-job"}, job
+
+
 def test_on_start_hook(srv):
     assert get(srv, "/started")["started"] == "from on_start"
 
 
 if __name__ == "__main__":
-    harness.main(globals(), app=harness.new_app({"routes/r.lua": routes()}))
+    harness.main(globals(), app=harness.new_app({"routes/r.lua": routes(), "jobs/sockecho.lua": JOB}))
