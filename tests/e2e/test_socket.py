@@ -484,6 +484,35 @@ api.get("/parallel", function(req)
   return { r1 = r1, r2 = r2, second = y, first = x[2] }
 end)
 
+api.get("/close_wakes_reader", function(req)
+  local s = redis()
+  local r, c = api.parallel(
+    function() return { s:receive(1) } end,
+    function() api.sleep(20) return { s:close() } end)
+  return { rerr = r[2], closed = c[1] }
+end)
+
+api.get("/backlog", function(req)
+  -- pool_size 1 with a backlog of 1: one connection, one waiter, the third refused
+  local function use(hold)
+    local s = api.socket.tcp()
+    s:settimeouts(tonumber(req.query.ct) or 2000, 2000, 2000)
+    local ok, err = s:connect("127.0.0.1", P.redis, { pool = "capped", pool_size = 1, backlog = 1 })
+    if not ok then return { err = err } end
+    local reused = s:getreusedtimes()
+    api.sleep(hold)
+    s:send(cmd("CLIENT", "ID"))
+    local id = reply(s)
+    s:setkeepalive()
+    return { id = id, reused = reused }
+  end
+  local a, b, c = api.parallel(
+    function() return use(200) end,
+    function() api.sleep(20) return use(0) end,
+    function() api.sleep(40) return use(0) end)
+  return { a = a, b = b, c = c }
+end)
+
 api.get("/concurrent_rw", function(req)
   -- one coroutine waits for a reply while another sends the command
   local s = redis()
@@ -743,6 +772,31 @@ def test_job_processor(srv):
             break
         time.sleep(0.05)
     assert job["state"] == "completed" and job["result"] == {"echoed": "from-job"}, job
+
+
+def test_close_wakes_a_parked_reader(srv):
+    out = get(srv, "/close_wakes_reader")
+    assert out["rerr"] == "closed" and out["closed"] == 1, out
+
+
+def test_pool_size_and_backlog(srv):
+    out = get(srv, "/backlog")
+    assert out["a"]["reused"] == 0 and out["a"]["id"], out
+    # the waiter was handed the first caller's connection
+    assert out["b"]["id"] == out["a"]["id"] and out["b"]["reused"] == 1, out
+    assert out["c"]["err"].startswith("connect: "), out
+    # a waiter whose connect timeout runs out
+    out = get(srv, "/backlog?ct=50")
+    assert out["b"]["err"].startswith("timeout"), out
+
+
+def test_idle_connection_killed_by_peer_is_replaced(srv):
+    first = get(srv, "/keep?pool=killme")
+    assert first["kept"] == 1, first
+    REDIS.cli("CLIENT", "KILL", "ID", first["id"])
+    time.sleep(0.1)
+    out = get(srv, "/keep?pool=killme")
+    assert out["kept"] == 1 and out["id"] != first["id"] and out["reused"] == 0, out
 
 
 def test_on_start_hook(srv):
