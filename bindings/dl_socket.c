@@ -951,7 +951,6 @@ static int l_reader(lua_State *L)
 static int l_receiveuntil(lua_State *L)
 {
     sock_t *s = check_sock(L);
-    (void)s;
     size_t pl;
     if (lua_type(L, 2) != LUA_TSTRING)
         return dl_lua_fail(L, "invalid: receiveuntil's pattern must be a string", NULL);
@@ -1148,13 +1147,11 @@ static int l_setkeepalive(lua_State *L)
         double v = lua_tonumber(L, 2 + i);
         double hi = i == 0 ? MAX_TIMEOUT_MS : 100000;
         if (ty != LUA_TNUMBER || !(v >= 0 && v <= hi) || v != (double)(long)v ||
-            (i == 1 && v < 1)) {
-            drop(s);
+            (i == 1 && v < 1))
             return dl_lua_fail(L, i == 0 ? "invalid: setkeepalive's idle time must be an "
                                            "integer of milliseconds from 0 to 86400000"
                                          : "invalid: setkeepalive's pool size must be an "
                                            "integer from 1 to 100000", NULL);
-        }
         if (i == 0)
             lim.idle_ms = (uint64_t)v; /* 0: kept until the pool's own limits */
         else

@@ -320,6 +320,15 @@ api.get("/inclusive", function(req)
   return { a = a, b = b }
 end)
 
+api.get("/keep_mid", function(req)
+  local sock = api.socket.tcp()
+  assert(sock:connect("127.0.0.1", P.multi))
+  local r = sock:receiveuntil("\r\n--XYZ")
+  assert(r(2) == "--")
+  local ok, err = sock:setkeepalive()
+  return { ok = ok, err = err }
+end)
+
 api.get("/lines", function(req)
   local sock = api.socket.tcp()
   assert(sock:connect("127.0.0.1", P.lines))
@@ -462,6 +471,8 @@ api.get("/invalid", function(req)
   out.recv_neg = select(2, s:receive(-1))
   out.until_empty = select(2, s:receiveuntil(""))
   out.reader_size = select(2, s:receiveuntil("x")(0))
+  out.keep_bad = select(2, s:setkeepalive(-5))
+  out.keep_bad2 = select(2, s:setkeepalive(1000, 0))
   out.still = s:send(cmd("PING")) ~= nil and s:receive("*l")
   out.dns = select(2, api.socket.tcp():connect("nosuchhost.invalid", 80))
   out.refused = select(2, api.socket.tcp():connect("127.0.0.1", FREE_PORT))
@@ -637,6 +648,11 @@ def test_receiveuntil_inclusive(srv):
     assert out["b"] == 'Content-Disposition: form-data; name="a"\r\n', out
 
 
+def test_keepalive_refused_inside_a_part(srv):
+    out = get(srv, "/keep_mid")
+    assert out.get("ok") is None and out["err"].startswith("invalid: a receiveuntil reader"), out
+
+
 def test_lines_and_all(srv):
     out = get(srv, "/lines")
     assert out["a"] == "line1" and out["b"] == "line2", out
@@ -725,7 +741,7 @@ def test_tls(srv):
 
 def test_invalid_input(srv):
     out = get(srv, "/invalid")
-    for k in ("port0", "port70000", "port_str", "host_empty", "host_nil", "host_space", "opts",
+    for k in ("keep_bad", "keep_bad2", "port0", "port70000", "port_str", "host_empty", "host_nil", "host_space", "opts",
               "tls", "timeout", "send_bool", "send_tbl", "send_nil", "recv_pat", "recv_neg",
               "until_empty", "reader_size"):
         assert out[k].startswith("invalid: "), (k, out[k])
