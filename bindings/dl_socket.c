@@ -94,8 +94,9 @@ struct sock_s {
     int rmode;
     size_t rn;             /* RM_N: bytes; RM_UNTIL: piece size (0: none) */
     reader_t *rd;
-    size_t scan;           /* rbuf bytes already searched (LF, pattern) */
-    dl_buf_t rbuf;         /* bytes taken from the connection, not yet returned */
+    size_t scan;           /* unread rbuf bytes already searched (LF, pattern) */
+    dl_buf_t rbuf;         /* bytes taken from the connection: rbuf.data[roff..len) unread */
+    size_t roff;           /* consumed by moving this, compacted before appending: linear */
 };
 
 typedef struct {
@@ -103,6 +104,46 @@ typedef struct {
 } sock_ud_t;
 
 static __thread int warned_noverify;
+
+/* The unread bytes of the socket's buffer. */
+static const char *rb_data(const sock_t *s)
+{
+    return s->rbuf.data ? s->rbuf.data + s->roff : "";
+}
+
+static size_t rb_len(const sock_t *s)
+{
+    return s->rbuf.len - s->roff;
+}
+
+static void rb_consume(sock_t *s, size_t n)
+{
+    s->roff += n;
+    if (s->roff >= s->rbuf.len) {
+        s->rbuf.len = 0;
+        s->roff = 0;
+    }
+    s->scan = 0;
+}
+
+static void rb_clear(sock_t *s)
+{
+    dl_buf_reset(&s->rbuf);
+    s->roff = 0;
+    s->scan = 0;
+}
+
+/* Appends n bytes, first moving the unread ones to the front when the
+ * consumed part is at least as long (each byte moves O(1) times). */
+static int rb_append(sock_t *s, const char *p, size_t n)
+{
+    if (s->roff && s->roff >= rb_len(s)) {
+        memmove(s->rbuf.data, s->rbuf.data + s->roff, rb_len(s));
+        s->rbuf.len -= s->roff;
+        s->roff = 0;
+    }
+    return dl_buf_append(&s->rbuf, p, n);
+}
 
 /* ============================================================ helpers */
 
@@ -201,6 +242,7 @@ static void drop(sock_t *s)
     s->connecting = 0;
     tm_release(s);
     dl_buf_free(&s->rbuf);
+    s->roff = 0;
     s->scan = 0;
     s->mid_readers = 0;
     s->gen++;
@@ -582,9 +624,8 @@ static int push_fail(lua_State *L, sock_t *s, const char *err)
 {
     lua_pushnil(L);
     lua_pushstring(L, err);
-    lua_pushlstring(L, s->rbuf.data ? s->rbuf.data : "", s->rbuf.len);
-    dl_buf_reset(&s->rbuf);
-    s->scan = 0;
+    lua_pushlstring(L, rb_data(s), rb_len(s));
+    rb_clear(s);
     if (s->rd) {
         if (s->rd->mid && s->rd->gen == s->gen)
             s->mid_readers--;
@@ -597,9 +638,8 @@ static int push_fail(lua_State *L, sock_t *s, const char *err)
 /* Returns the first n bytes of rbuf as a string and drops them. */
 static int push_take(lua_State *L, sock_t *s, size_t n, size_t drop_extra, size_t keep)
 {
-    lua_pushlstring(L, s->rbuf.data, keep);
-    dl_buf_consume(&s->rbuf, n + drop_extra);
-    s->scan = 0;
+    lua_pushlstring(L, rb_data(s), keep);
+    rb_consume(s, n + drop_extra);
     return 1;
 }
 
@@ -631,24 +671,25 @@ static void set_mid(sock_t *s, reader_t *rd, int mid)
  */
 static int try_read(lua_State *L, sock_t *s, int *fatal)
 {
-    dl_buf_t *b = &s->rbuf;
+    const char *data = rb_data(s);
+    size_t len = rb_len(s);
     switch (s->rmode) {
     case RM_N:
-        if (b->len >= s->rn)
+        if (len >= s->rn)
             return push_take(L, s, s->rn, 0, s->rn);
         return 0;
     case RM_ALL:
-        if (b->len > MAX_ALL) {
+        if (len > MAX_ALL) {
             *fatal = 1;
             return push_fail(L, s, "too large: receive(\"*a\") over 16 MiB");
         }
         return 0;
     case RM_LINE: {
-        const char *lf = b->len > s->scan ? memchr(b->data + s->scan, '\n', b->len - s->scan)
+        const char *lf = len > s->scan ? memchr(data + s->scan, '\n', len - s->scan)
                                           : NULL;
         if (lf) {
-            size_t n = (size_t)(lf - b->data), keep = n;
-            if (keep > 0 && b->data[keep - 1] == '\r')
+            size_t n = (size_t)(lf - data), keep = n;
+            if (keep > 0 && data[keep - 1] == '\r')
                 keep--;
             if (keep > MAX_PIECE) {
                 *fatal = 1;
@@ -656,8 +697,8 @@ static int try_read(lua_State *L, sock_t *s, int *fatal)
             }
             return push_take(L, s, n, 1, keep);
         }
-        s->scan = b->len;
-        if (b->len > MAX_PIECE) {
+        s->scan = len;
+        if (len > MAX_PIECE) {
             *fatal = 1;
             return push_fail(L, s, "too large: a line over 1 MiB");
         }
@@ -673,10 +714,10 @@ static int try_read(lua_State *L, sock_t *s, int *fatal)
             return 1;
         }
         const char *hit = NULL;
-        if (b->len >= pl) {
+        if (len >= pl) {
             size_t from = s->scan;
-            for (const char *q = b->data + from; (size_t)(q - b->data) + pl <= b->len;) {
-                q = memchr(q, rd->pat[0], b->len - pl + 1 - (size_t)(q - b->data));
+            for (const char *q = data + from; (size_t)(q - data) + pl <= len;) {
+                q = memchr(q, rd->pat[0], len - pl + 1 - (size_t)(q - data));
                 if (q == NULL)
                     break;
                 if (memcmp(q, rd->pat, pl) == 0) {
@@ -686,10 +727,10 @@ static int try_read(lua_State *L, sock_t *s, int *fatal)
                 q++;
             }
             if (hit == NULL)
-                s->scan = b->len - pl + 1;
+                s->scan = len - pl + 1;
         }
         if (hit) {
-            size_t p = (size_t)(hit - b->data);
+            size_t p = (size_t)(hit - data);
             if (size == 0) {
                 if (p > MAX_PIECE) {
                     *fatal = 1;
@@ -704,8 +745,7 @@ static int try_read(lua_State *L, sock_t *s, int *fatal)
                 return push_take(L, s, k, 0, k);
             }
             /* at the pattern: the end of this part */
-            dl_buf_consume(b, pl);
-            s->scan = 0;
+            rb_consume(s, pl);
             if (rd->inclusive) {
                 rd->pending_nil = 1;
                 set_mid(s, rd, 1);
@@ -717,14 +757,14 @@ static int try_read(lua_State *L, sock_t *s, int *fatal)
             return 1;
         }
         if (size) {
-            size_t safe = b->len - prefix_tail(b->data, b->len, rd->pat, pl);
+            size_t safe = len - prefix_tail(data, len, rd->pat, pl);
             if (safe >= size) {
                 set_mid(s, rd, 1);
                 return push_take(L, s, size, 0, size);
             }
             return 0;
         }
-        if (b->len > MAX_PIECE + pl) {
+        if (len > MAX_PIECE + pl) {
             *fatal = 1;
             return push_fail(L, s, "too large: a receiveuntil piece over 1 MiB (read it in "
                                    "pieces: reader(size))");
@@ -762,10 +802,12 @@ static int eval(lua_State *L, sock_t *s, int *fatal)
         if (n)
             return n;
         size_t cap = read_cap(s);
-        if (c->in.len == 0 || s->rbuf.len >= cap)
+        if (c->in.len == 0 || rb_len(s) >= cap)
             break;
-        size_t take = DL_MIN(c->in.len, cap - s->rbuf.len);
-        if (dl_buf_append(&s->rbuf, c->in.data, take) != 0) {
+        /* all of it: taking less would move the connection's buffer each
+         * time; rbuf stays under cap plus the connection's high-water mark */
+        size_t take = c->in.len;
+        if (rb_append(s, c->in.data, take) != 0) {
             *fatal = 1;
             return push_fail(L, s, "closed: out of memory");
         }
@@ -779,8 +821,8 @@ static int eval(lua_State *L, sock_t *s, int *fatal)
     if (c->eof && c->in.len == 0) {
         *fatal = 1;
         if (s->rmode == RM_ALL) {
-            lua_pushlstring(L, s->rbuf.data ? s->rbuf.data : "", s->rbuf.len);
-            dl_buf_reset(&s->rbuf);
+            lua_pushlstring(L, rb_data(s), rb_len(s));
+            rb_clear(s);
             return 1;
         }
         return push_fail(L, s, "closed");
@@ -1157,7 +1199,7 @@ static int l_setkeepalive(lua_State *L)
         else
             lim.max_idle = (int)v;
     }
-    if (s->rbuf.len || s->conn->in.len || s->mid_readers > 0 || s->conn->status != 0 ||
+    if (rb_len(s) || s->conn->in.len || s->mid_readers > 0 || s->conn->status != 0 ||
         s->conn->eof) {
         const char *why = s->conn->status != 0 || s->conn->eof
                               ? "closed"

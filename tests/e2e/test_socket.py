@@ -113,6 +113,13 @@ def silent(peer, c):
     peer.wait_eof(c)
 
 
+N_LINES = 100000
+
+
+def many_lines(peer, c):
+    c.sendall(b"".join(b"line %06d\n" % i for i in range(N_LINES)))
+
+
 def stuck(peer, c):
     """Accepts and never reads: the client's sends fill the buffers."""
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -146,6 +153,7 @@ SILENT_HELLO = Peer(silent_then_hello)
 SILENT = Peer(silent)
 ENDED = Peer(silent)
 STUCK = Peer(stuck)
+MANY = Peer(many_lines)
 TLS = Peer(echo_lines, tls=True)
 ENDLESS = Peer(endless)
 RESET = Peer(reset_after_hello)
@@ -164,7 +172,7 @@ for _ in range(4):
 time.sleep(0.2)
 
 PORTS = {"redis": REDIS.port, "multi": MULTI.port, "lines": LINES.port,
-         "silent_hello": SILENT_HELLO.port, "silent": SILENT.port, "stuck": STUCK.port, "ended": ENDED.port,
+         "silent_hello": SILENT_HELLO.port, "silent": SILENT.port, "stuck": STUCK.port, "many": MANY.port, "ended": ENDED.port,
          "tls": TLS.port, "full": FULL.port, "endless": ENDLESS.port, "reset": RESET.port}
 
 ROUTES = r"""local api = require "devloop"
@@ -318,6 +326,18 @@ api.get("/inclusive", function(req)
   local b = r()
   sock:close()
   return { a = a, b = b }
+end)
+
+api.get("/many_lines", function(req)
+  local sock = api.socket.tcp()
+  assert(sock:connect("127.0.0.1", P.many))
+  local n, last, small = 0, nil, 0
+  while true do
+    local l, err = sock:receive(req.query.n and tonumber(req.query.n) or "*l")
+    if not l then return { n = n, last = last, err = err } end
+    n = n + 1
+    last = l
+  end
 end)
 
 api.get("/keep_mid", function(req)
@@ -646,6 +666,16 @@ def test_receiveuntil_inclusive(srv):
     out = get(srv, "/inclusive")
     assert out["a"] == "--XYZ\r\n", out
     assert out["b"] == 'Content-Disposition: form-data; name="a"\r\n', out
+
+
+def test_many_small_reads_stay_linear(srv):
+    t0 = time.time()
+    out = get(srv, "/many_lines")
+    assert out["n"] == N_LINES and out["last"] == "line %06d" % (N_LINES - 1), out
+    assert out["err"] == "closed", out
+    out = get(srv, "/many_lines?n=12")
+    assert out["n"] == N_LINES and out["last"] == "line %06d\n" % (N_LINES - 1), out
+    assert time.time() - t0 < 20, time.time() - t0
 
 
 def test_keepalive_refused_inside_a_part(srv):
