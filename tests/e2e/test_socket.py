@@ -563,6 +563,18 @@ api.get("/abandoned", function(req)
   return { done = done, why = why }
 end)
 
+-- a child given up on connects after its request ended: refused (nothing would close it)
+local late = {}
+api.get("/late", function(req)
+  api.with_timeout(10, function()
+    api.sleep(150)
+    late.sock = api.socket.tcp()
+    late.ok, late.err = late.sock:connect("127.0.0.1", P.redis)
+  end)
+  return { ok = true }
+end)
+api.get("/late_result", function() return { ok = late.ok, err = late.err } end)
+
 api.post("/batch", api.batch({
   echo = function(params, ctx)
     local s = redis()
@@ -798,6 +810,13 @@ def test_abandoned_reader_closed_at_request_end(srv):
     while len(SILENT.eofs) == n and time.time() < deadline:
         time.sleep(0.02)
     assert len(SILENT.eofs) == n + 1, "the upstream never saw EOF"
+
+
+def test_connect_after_the_request_ended_refused(srv):
+    get(srv, "/late")
+    time.sleep(0.4)
+    out = get(srv, "/late_result")
+    assert out.get("ok") is None and out["err"].startswith("invalid: the request"), out
 
 
 def test_batch_operations(srv):
