@@ -834,6 +834,10 @@ static int eval(lua_State *L, sock_t *s, int *fatal)
             return push_fail(L, s, "closed: out of memory");
         }
         dl_out_consume(c, take);
+        if (s->conn != c) { /* resuming reading failed, and a writer's close followed */
+            *fatal = 1;
+            return push_fail(L, s, "closed");
+        }
     }
     if (c->status != 0) {
         char e[260];
@@ -857,25 +861,27 @@ static void on_sock_read(dl_out_conn_t *c, int status, void *arg);
 /* The read's outcome goes to its parked task; a fatal one closes the socket. */
 static void read_progress(sock_t *s)
 {
+    /* the task is ours while eval runs: a close under it (a failed write
+     * resumes the writer, which may close) must not resume it too */
     dl_task_t *t = s->rtask;
+    int rp = s->rpin;
+    s->rtask = NULL;
+    s->rpin = LUA_NOREF;
+    dl_out_conn_t *c = s->conn;
     int fatal;
-    dl_out_on_read(s->conn, NULL, NULL); /* no notice re-enters while eval consumes */
+    dl_out_on_read(c, NULL, NULL); /* no notice re-enters while eval consumes */
     int n = eval(t->co, s, &fatal);
     if (n == 0) {
-        dl_out_on_read(s->conn, on_sock_read, s);
+        s->rtask = t;
+        s->rpin = rp;
+        dl_out_on_read(c, on_sock_read, s);
         return;
     }
-    uv_timer_stop(&s->tm->r);
-    if (fatal) {
-        /* the reader's values are pushed: close, then resume it with them */
-        int rp = s->rpin;
-        s->rtask = NULL;
-        s->rpin = LUA_NOREF;
+    if (s->tm)
+        uv_timer_stop(&s->tm->r);
+    if (fatal)
         shut(s, "closed"); /* a parked writer hears of it too */
-        resume_op(&t, &rp, n);
-        return;
-    }
-    resume_op(&s->rtask, &s->rpin, n);
+    resume_op(&t, &rp, n); /* the values are on t's stack already */
 }
 
 static void on_sock_read(dl_out_conn_t *c, int status, void *arg)
