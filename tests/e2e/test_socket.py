@@ -27,11 +27,11 @@ class Peer:
     """A loopback listener whose connections each run handler(conn) on a thread;
     it records how many connections it accepted and when each saw EOF."""
 
-    def __init__(self, handler, tls=False, backlog=16, accept=True):
+    def __init__(self, handler, tls=False, backlog=16, accept=True, v6=False):
         self.handler = handler
-        self.lsock = socket.socket()
+        self.lsock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.bind(("::1" if v6 else "127.0.0.1", 0))
         self.lsock.listen(backlog)
         self.port = self.lsock.getsockname()[1]
         self.accepted = 0
@@ -154,6 +154,7 @@ SILENT = Peer(silent)
 ENDED = Peer(silent)
 STUCK = Peer(stuck)
 MANY = Peer(many_lines)
+V6 = Peer(echo_lines, v6=True)
 TLS = Peer(echo_lines, tls=True)
 ENDLESS = Peer(endless)
 RESET = Peer(reset_after_hello)
@@ -172,7 +173,7 @@ for _ in range(4):
 time.sleep(0.2)
 
 PORTS = {"redis": REDIS.port, "multi": MULTI.port, "lines": LINES.port,
-         "silent_hello": SILENT_HELLO.port, "silent": SILENT.port, "stuck": STUCK.port, "many": MANY.port, "ended": ENDED.port,
+         "silent_hello": SILENT_HELLO.port, "silent": SILENT.port, "stuck": STUCK.port, "many": MANY.port, "v6": V6.port, "ended": ENDED.port,
          "tls": TLS.port, "full": FULL.port, "endless": ENDLESS.port, "reset": RESET.port}
 
 ROUTES = r"""local api = require "devloop"
@@ -338,6 +339,30 @@ api.get("/many_lines", function(req)
     n = n + 1
     last = l
   end
+end)
+
+api.get("/misc", function(req)
+  local out = {}
+  -- by name: the name cache's addresses tried in turn (::1 may refuse; 127.0.0.1 answers)
+  local s = api.socket.tcp()
+  local ok, err = s:connect("localhost", P.redis)
+  out.byname = ok and (s:send(cmd("PING")) and s:receive("*l")) or err
+  s:close()
+  local v = api.socket.tcp()
+  assert(v:connect("::1", P.v6))
+  v:send("six\n")
+  out.v6 = v:receive("*l")
+  out.v6_str = tostring(v)
+  v:close()
+  -- a peer that speaks no TLS
+  local t = api.socket.tcp()
+  t:settimeouts(2000, 2000, 2000)
+  out.notls = select(2, t:connect("127.0.0.1", P.lines, { tls = true }))
+  -- a TLS peer that never answers the hello
+  local u = api.socket.tcp()
+  u:settimeouts(300, 2000, 2000)
+  out.silent_tls = select(2, u:connect("127.0.0.1", P.silent, { tls = true }))
+  return out
 end)
 
 api.get("/keep_mid", function(req)
@@ -688,6 +713,14 @@ def test_many_small_reads_stay_linear(srv):
     out = get(srv, "/many_lines?n=12")
     assert out["n"] == N_LINES and out["last"] == "line %06d\n" % (N_LINES - 1), out
     assert time.time() - t0 < 20, time.time() - t0
+
+
+def test_by_name_and_bad_tls_peers(srv):
+    out = get(srv, "/misc")
+    assert out["byname"] == "+PONG", out
+    assert out["notls"].startswith("tls: "), out
+    assert out["v6"] == "echo:six" and "[::1]:%d" % V6.port in out["v6_str"], out
+    assert out["silent_tls"].startswith("timeout"), out
 
 
 def test_keepalive_refused_inside_a_part(srv):
