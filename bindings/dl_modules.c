@@ -15,5 +15,6 @@ const dl_lua_module_t dl_modules_builtin[] = {
     {"devloop.db_core", luaopen_devloop_db_core},
     {"devloop.metrics_core", luaopen_devloop_metrics_core},
     {"devloop.http_core", luaopen_devloop_http_core},
+    {"devloop.socket_core", luaopen_devloop_socket_core},
     {NULL, NULL},
 };

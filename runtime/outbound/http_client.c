@@ -268,9 +268,17 @@ const dl_out_pool_t *dl_http_client_pool(const dl_http_client_t *hc)
     return hc->pool;
 }
 
+void dl_http_client_outbound(dl_http_client_t *hc, dl_outbound_t *out)
+{
+    out->loop = hc->loop;
+    out->dns = hc->dns;
+    out->pool = hc->pool;
+    out->limits = hc->cfg.pool;
+}
+
 /* The client TLS context for (verify, ca), made once per worker. */
-static dl_tls_ctx_t *tls_ctx(dl_http_client_t *hc, int verify, const char *ca, char *err,
-                             size_t errlen)
+dl_tls_ctx_t *dl_http_client_tls(dl_http_client_t *hc, int verify, const char *ca, char *err,
+                                 size_t errlen)
 {
     for (int i = 0; i < hc->n_tls; i++)
         if (hc->tls[i].verify == verify &&
@@ -801,7 +809,7 @@ static void connect_new(x_t *x)
     dl_tls_ctx_t *ctx = NULL;
     if (x->url.tls) {
         char err[200];
-        ctx = tls_ctx(x->hc, x->tls_verify, x->tls_ca, err, sizeof(err));
+        ctx = dl_http_client_tls(x->hc, x->tls_verify, x->tls_ca, err, sizeof(err));
         if (ctx == NULL) {
             fail(x, DL_ETLS, "tls: %s", err);
             return;

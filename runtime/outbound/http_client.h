@@ -85,6 +85,22 @@ void dl_http_client_free(dl_http_client_t *hc);
 /** The client's connection pool (for its gauges). */
 const dl_out_pool_t *dl_http_client_pool(const dl_http_client_t *hc);
 
+/** The worker's outbound parts the cosockets share (bindings/dl_socket.c). */
+typedef struct {
+    uv_loop_t *loop;
+    dl_dns_t *dns;
+    dl_out_pool_t *pool;
+    dl_out_limits_t limits; /* the configured per-origin limits */
+} dl_outbound_t;
+void dl_http_client_outbound(dl_http_client_t *hc, dl_outbound_t *out);
+
+/**
+ * The worker's client TLS context for (verify, ca file or NULL), made once and
+ * kept (a bounded set). NULL with why in err when it cannot be made.
+ */
+dl_tls_ctx_t *dl_http_client_tls(dl_http_client_t *hc, int verify, const char *ca, char *err,
+                                 size_t errlen);
+
 /**
  * Starts an exchange. Returns 0 and *out (cb comes exactly once, later), or
  * DL_ENOMEM (r->body_fd is then still the caller's). Everything else in r

@@ -396,7 +396,12 @@ void dl_tls_ctx_free(dl_tls_ctx_t *x)
 {
     if (x == NULL)
         return;
-    /* a client context's parts (tls_client.c), freed here so that no call goes back to it */
+    /* a client context's parts (tls_client.c), freed here so that no call goes back to it.
+     * Its connections may outlive it (http_client.c drops the oldest of its contexts):
+     * the SSL_CTX lives on in them, so it must stop pointing here, where a ticket
+     * arriving later would be kept (new_session_cb) */
+    if (x->client)
+        SSL_CTX_set_app_data(x->client, NULL);
     SSL_CTX_free(x->client);
     for (int i = 0; i < DL_TLS_CLIENT_SESSIONS; i++) {
         SSL_SESSION_free(x->sessions[i].sess);

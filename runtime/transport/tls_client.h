@@ -26,7 +26,8 @@ typedef struct {
  * o NULL: verify with the system store.
  * Returns 0 and *out, or DL_EINVAL with a message naming the file in err
  * (unreadable, not PEM, no certificate in it), or DL_ENOMEM. Free with
- * dl_tls_ctx_free(), after its connections.
+ * dl_tls_ctx_free(); connections made from it may outlive it (they keep
+ * verifying, and no longer keep sessions).
  */
 int dl_tls_client_ctx_new(const dl_tls_client_opts_t *o, dl_tls_ctx_t **out, char *err,
                           size_t errlen);

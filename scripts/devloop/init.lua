@@ -8,6 +8,7 @@
 --   devloop.lifecycle     api.on_start, api.builtin_routes, the load hooks
 --   devloop.db, jobs, auth, files, client, batch: api.db, api.jobs, ...
 --   devloop.http          api.http (outbound HTTP)
+--   devloop.socket        api.socket (TCP cosockets)
 -- Here: api.fail, the codecs and the logger, over devloop.core and
 -- devloop.codec. Apps require "devloop" only; the modules are the library's.
 local core = require "devloop.core"
@@ -79,6 +80,7 @@ _M.auth = require "devloop.auth"
 _M.files = require "devloop.files"
 _M.client = require "devloop.client"
 _M.http = require "devloop.http"
+_M.socket = require "devloop.socket"
 _M.FILE_BODY = core.FILE_BODY -- return 200, path, headers, api.FILE_BODY, offset, length
 local batch = require "devloop.batch"
 -- api.batch(operations, opts): a handler for a batch endpoint (devloop.batch)

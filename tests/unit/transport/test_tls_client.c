@@ -624,6 +624,31 @@ DL_TEST(tls_client_resume)
     fx_done(&f);
 }
 
+/* A client context freed while a connection made from it is still open (the
+ * HTTP client drops its oldest context when it holds too many): a session
+ * ticket the server sends afterwards must not reach the freed context. */
+DL_TEST(tls_client_ctx_freed_before_connection)
+{
+    fx_t f;
+    if (!fx_init(&f))
+        return;
+    dl_tls_ctx_t *sx = server_ctx(&f, LEAF, 0), *cx = client_ctx(1, f.ca);
+    pair_t p;
+    if (sx && cx && pair_open(&p, cx, sx, "localhost", NULL)) {
+        if (handshake_ok(&p)) {
+            exchange(&p, "hello", "world");
+            dl_tls_ctx_free(cx);
+            cx = NULL;
+            EXPECT_EQ(SSL_new_session_ticket(p.s->ssl), 1); /* sent with the next write */
+            exchange(&p, "after", "the context went");
+        }
+        pair_close(&p);
+    }
+    dl_tls_ctx_free(cx);
+    dl_tls_ctx_free(sx);
+    fx_done(&f);
+}
+
 /* TLS 1.2 (the client held to it through its SSL_CTX): verification, data and
  * resumption by the server's stateless ticket */
 DL_TEST(tls_client_tls12)
