@@ -66,11 +66,10 @@ static void fail(dl_out_conn_t *c, int status, const char *fmt, const char *deta
 
 static void flush(dl_out_conn_t *c);
 
-static void on_written(uv_write_t *req, int status)
+/* What was queued is written: more queued meanwhile goes next, else the
+ * writer hears of it. */
+static void written(dl_out_conn_t *c, int status)
 {
-    dl_out_conn_t *c = req->data;
-    c->writing = 0;
-    c->tls_writing.len = 0;
     if (c->closing)
         return;
     if (status < 0) {
@@ -88,7 +87,27 @@ static void on_written(uv_write_t *req, int status)
     }
 }
 
-/* Writes what is queued, unless a write is already under way. */
+static void on_written(uv_write_t *req, int status)
+{
+    dl_out_conn_t *c = req->data;
+    c->writing = 0;
+    c->tls_writing.len = 0;
+    written(c, status);
+}
+
+/* A write the kernel took at once: its writer hears of it on the next loop
+ * turn, as from uv_write, never inside dl_out_write(). */
+static void on_written_at_once(uv_idle_t *h)
+{
+    dl_out_conn_t *c = h->data;
+    uv_idle_stop(h);
+    c->writing = 0;
+    written(c, 0);
+}
+
+/* Writes what is queued, unless a write is already under way. The kernel
+ * usually takes it whole at once (uv_try_write); uv_write would then still
+ * cost an epoll_ctl for each write in libuv 1.4x. */
 static void flush(dl_out_conn_t *c)
 {
     if (c->writing || c->tls_out.len == 0 || c->closing || c->state == ST_FAILED)
@@ -97,11 +116,25 @@ static void flush(dl_out_conn_t *c)
         fail(c, DL_ENOMEM, "write to %s: %s", "out of memory");
         return;
     }
+    uv_buf_t b = uv_buf_init(c->tls_out.data, (unsigned)c->tls_out.len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)c->tls_out.len) {
+        dl_buf_reset(&c->tls_out);
+        c->writing = 1;
+        uv_idle_start(&c->idle, on_written_at_once);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        fail(c, DL_EIO, "write to %s: %s", uv_strerror(n));
+        return;
+    }
+    if (n > 0)
+        dl_buf_consume(&c->tls_out, (size_t)n);
     dl_buf_t t = c->tls_writing;
     c->tls_writing = c->tls_out;
     c->tls_out = t;
     dl_buf_reset(&c->tls_out);
-    uv_buf_t b = uv_buf_init(c->tls_writing.data, (unsigned)c->tls_writing.len);
+    b = uv_buf_init(c->tls_writing.data, (unsigned)c->tls_writing.len);
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written);
     if (rc < 0) {
@@ -362,9 +395,11 @@ int dl_out_connect(uv_loop_t *loop, const dl_out_target_t *t, const char *peer_l
     dl_buf_init(&c->tls_writing);
     uv_timer_init(loop, &c->timer);
     uv_tcp_init(loop, &c->tcp);
+    uv_idle_init(loop, &c->idle);
     c->timer.data = c;
     c->tcp.data = c;
-    c->open_handles = 2;
+    c->idle.data = c;
+    c->open_handles = 3;
     c->on_connect = cb;
     c->connect_arg = arg;
     c->state = ST_CONNECTING;
@@ -398,10 +433,12 @@ void dl_out_timer(dl_out_conn_t *c, uint64_t ms, dl_out_cb cb, void *arg)
         uv_timer_start(&c->timer, on_user_timer, ms, 0);
 }
 
-int dl_out_alive(dl_out_conn_t *c)
+int dl_out_alive(dl_out_conn_t *c, int peek)
 {
     if (c->state != ST_OPEN || c->status != 0 || c->eof || c->in.len || c->closing || c->writing)
         return 0;
+    if (!peek)
+        return 1;
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
         return 0;
@@ -440,5 +477,6 @@ void dl_out_close(dl_out_conn_t *c)
         c->tls = NULL;
     }
     uv_close((uv_handle_t *)&c->timer, on_closed);
+    uv_close((uv_handle_t *)&c->idle, on_closed);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }

@@ -37,6 +37,7 @@ typedef struct {
 struct dl_out_conn_s {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_idle_t idle;         /* tells the writer of a write the kernel took at once */
     uv_loop_t *loop;
     dl_buf_t in;            /* received plaintext not consumed yet: in.data[0..in.len) */
     int eof;                /* the peer ended its side (or TLS close_notify) */
@@ -102,8 +103,9 @@ int dl_out_write(dl_out_conn_t *c, const char *data, size_t len, dl_out_cb cb, v
 void dl_out_timer(dl_out_conn_t *c, uint64_t ms, dl_out_cb cb, void *arg);
 
 /** 1 when the connection can still carry a request: open, no error, no EOF,
- * nothing unread, and the socket has neither data nor an EOF pending. */
-int dl_out_alive(dl_out_conn_t *c);
+ * nothing unread, nothing being written; with peek, also the socket has
+ * neither data nor an EOF the loop has not seen yet (one recv syscall). */
+int dl_out_alive(dl_out_conn_t *c, int peek);
 
 /** Closes and frees c (in its close callbacks); no callback runs after. NULL is a no-op. */
 void dl_out_close(dl_out_conn_t *c);

@@ -15,6 +15,7 @@
 #include "common/list.h"
 
 #define BUCKETS 64
+#define PEEK_AFTER_IDLE_MS 1000
 
 typedef struct origin_s origin_t;
 
@@ -154,7 +155,12 @@ int dl_out_pool_acquire(dl_out_pool_t *p, const char *key, const dl_out_limits_t
     while (!dl_list_empty(&o->idle)) {
         dl_out_conn_t *ic = dl_list_entry(o->idle.next, dl_out_conn_t, link);
         unidle(ic);
-        if (dl_out_alive(ic)) {
+        /* The loop watches idle connections; what it has not seen yet is
+         * asked of the socket once one has been idle long enough for a
+         * server to end it (a close in the last second is a race a retry
+         * covers: http_client.c sends an idempotent request again). */
+        int peek = uv_now(p->loop) - ic->idle_since_ms >= PEEK_AFTER_IDLE_MS;
+        if (dl_out_alive(ic, peek)) {
             busy_add(o, 1);
             ic->reused++;
             *c = ic;
@@ -223,7 +229,7 @@ void dl_out_pool_release(dl_out_conn_t *c, int reusable, const dl_out_limits_t *
     busy_add(o, -1);
     dl_out_on_read(c, NULL, NULL);
     dl_out_timer(c, 0, NULL, NULL);
-    if (reusable && dl_out_alive(c)) {
+    if (reusable && dl_out_alive(c, 0)) {
         if (!dl_list_empty(&o->waiters)) {
             /* the first waiter takes it as it is */
             dl_out_waiter_t *w = dl_list_entry(o->waiters.next, dl_out_waiter_t, link);
