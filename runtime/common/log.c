@@ -1188,6 +1188,10 @@ static void altstack_on(void)
 {
     if (tl_altstack != NULL)
         return;
+    /* a thread that has one already (the embedder's, a sanitizer's) keeps it */
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
+        return;
     void *p = dl_malloc(ALTSTACK_BYTES);
     if (p == NULL)
         return;

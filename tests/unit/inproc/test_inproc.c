@@ -225,6 +225,8 @@ DL_TEST(inproc_request_from_parts)
     dl_req_respond(parked, &resp);
     uv_run(&g.loop, UV_RUN_DEFAULT);
     EXPECT_EQ(an.status, 204);
+    dl_buf_free(&an.headers);
+    dl_buf_free(&an.body);
     rig_close(&g);
 }
 
