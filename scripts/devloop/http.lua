@@ -127,32 +127,43 @@ end
 
 local warned_noverify = false
 
-function _M.request(url, opts)
+local NO_OPTS = {} -- read only: a call without opts allocates nothing for them
+
+-- One request: opts as given, with the method, body or json of the
+-- shorthand calls (api.http.get/post/...) taking the place of opts' own.
+local function send(url, opts, method, body, json)
   if type(url) ~= "string" then
     return nil, "invalid: url must be a string, got " .. type(url)
   end
-  if opts == nil then opts = {} end
+  if opts == nil then opts = NO_OPTS end
   if type(opts) ~= "table" then
     return nil, "invalid: opts must be a table, got " .. type(opts)
   end
-  local method = opts.method or "GET"
+  method = method or opts.method or "GET"
   if type(method) ~= "string" then return nil, "invalid: opts.method must be a string" end
   method = upper(method)
   local headers = opts.headers
   if headers ~= nil and type(headers) ~= "table" then
     return nil, "invalid: opts.headers must be a table"
   end
-  local body = opts.body
+  if body == nil and json == nil then
+    body, json = opts.body, opts.json
+  elseif opts.body ~= nil or opts.json ~= nil then
+    return nil, "invalid: a body given both as an argument and in opts"
+  end
+  if json ~= nil and opts.msgpack ~= nil then
+    return nil, "invalid: opts.json and opts.msgpack together"
+  end
   local ctype
   if body ~= nil and type(body) ~= "string" then
     return nil, "invalid: opts.body must be a string (use opts.json or opts.msgpack for a table)"
   end
-  if opts.body_file ~= nil and (body ~= nil or opts.json ~= nil or opts.msgpack ~= nil) then
+  if opts.body_file ~= nil and (body ~= nil or json ~= nil or opts.msgpack ~= nil) then
     return nil, "invalid: opts.body_file and another body together"
   end
-  if opts.json ~= nil then
+  if json ~= nil then
     if body ~= nil then return nil, "invalid: opts.body and opts.json together" end
-    local ok, enc = pcall(json_encode, opts.json)
+    local ok, enc = pcall(json_encode, json)
     if not ok or type(enc) ~= "string" then
       return nil, "invalid: opts.json cannot be encoded: " .. tostring(enc)
     end
@@ -262,32 +273,17 @@ function _M.request(url, opts)
   end
 end
 
-local function with_method(method, opts)
-  local o = {}
-  if opts ~= nil then
-    if type(opts) ~= "table" then return nil end
-    for k, v in pairs(opts) do o[k] = v end
-  end
-  o.method = method
-  return o
-end
+function _M.request(url, opts) return send(url, opts) end
 
 local function no_body(method)
-  return function(url, opts)
-    local o = with_method(method, opts)
-    if not o then return nil, "invalid: opts must be a table" end
-    return _M.request(url, o)
-  end
+  return function(url, opts) return send(url, opts, method) end
 end
 
 -- post(url, body, opts): body a string (sent as is) or a table (as JSON)
 local function with_body(method)
   return function(url, body, opts)
-    local o = with_method(method, opts)
-    if not o then return nil, "invalid: opts must be a table" end
-    if type(body) == "table" then o.json = body
-    elseif body ~= nil then o.body = body end
-    return _M.request(url, o)
+    if type(body) == "table" then return send(url, opts, method, nil, body) end
+    return send(url, opts, method, body)
   end
 end
 
