@@ -360,6 +360,9 @@ static int l_http_request(lua_State *L)
     if (timeout < 1)
         /* no deadline at all would let a silent peer hold the call for ever */
         return dl_lua_fail(L, "invalid: opts.timeout must be a number from 1 to 86400000", NULL);
+    if (opt_bool(L, opts, "stream", 0) && !dl_task_scope_alive(t))
+        return dl_lua_fail(L, "invalid: the request (job, start hook) this code ran for has "
+                              "ended: a stream opened now would belong to nothing", NULL);
     dl_http_req_t r;
     memset(&r, 0, sizeof(r));
     r.body_fd = -1;

@@ -297,25 +297,6 @@ static const char *use_error(const sock_t *s, const dl_task_t *t)
     return NULL;
 }
 
-/*
- * 1 while t's scope has not ended: its first task still runs. A with_timeout
- * child given up on runs on after its request may have ended, and a socket it
- * opened then would belong to no live scope: nothing would close it.
- */
-static int scope_alive(dl_task_t *t)
-{
-    for (dl_task_t *u = t; u; u = u->parent)
-        if (u->scope_root)
-            return 1;
-    dl_list_t *h = &t->vm->tasks;
-    for (dl_list_t *n = h->next; n != h; n = n->next) {
-        dl_task_t *u = dl_list_entry(n, dl_task_t, link);
-        if (u->scope == t->scope && u->scope_root)
-            return 1;
-    }
-    return 0;
-}
-
 /* Holds the userdata at idx while a task is parked on it. */
 static int pin(lua_State *L, int idx)
 {
@@ -502,7 +483,7 @@ static int l_connect(lua_State *L)
     if (s->ctask || s->rtask || s->wtask)
         return dl_lua_fail(L, "invalid: the socket is busy (another coroutine is using it)",
                            NULL);
-    if (!scope_alive(t))
+    if (!dl_task_scope_alive(t))
         return dl_lua_fail(L, "invalid: the request (job, start hook) this code ran for has "
                               "ended", NULL);
     if (lua_type(L, 2) != LUA_TSTRING)

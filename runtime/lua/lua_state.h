@@ -143,6 +143,10 @@ void dl_task_resume(dl_task_t *t, int nargs);
 
 /** Ties r to t's scope: r->close runs when the scope ends (unless disowned first). */
 void dl_task_own(dl_task_t *t, dl_task_res_t *r);
+/** 1 while t's scope has not ended (its first task still runs): a task a
+ * with_timeout gave up on may run on after it, and what it opened then would
+ * belong to no live scope. */
+int dl_task_scope_alive(dl_task_t *t);
 /** Unties r (closed by its user before its scope ended). Harmless twice. */
 void dl_task_disown(dl_task_res_t *r);
 /** 1 when t runs in scope (the resource's owner may use it). */

@@ -63,6 +63,25 @@ static void share_scope(dl_task_t *c, const dl_task_t *parent)
     c->scope_root = 0;
 }
 
+/*
+ * 1 while t's scope has not ended: its first task still runs. A with_timeout
+ * child given up on runs on after its request may have ended, and a socket it
+ * opened then would belong to no live scope: nothing would close it.
+ */
+int dl_task_scope_alive(dl_task_t *t)
+{
+    for (dl_task_t *u = t; u; u = u->parent)
+        if (u->scope_root)
+            return 1;
+    dl_list_t *h = &t->vm->tasks;
+    for (dl_list_t *n = h->next; n != h; n = n->next) {
+        dl_task_t *u = dl_list_entry(n, dl_task_t, link);
+        if (u->scope == t->scope && u->scope_root)
+            return 1;
+    }
+    return 0;
+}
+
 void dl_task_own(dl_task_t *t, dl_task_res_t *r)
 {
     r->scope = t->scope;

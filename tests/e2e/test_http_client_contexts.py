@@ -49,6 +49,18 @@ api.get("/given-up", function(req)
   end)
   return { ok = ok, v = v }
 end)
+-- a stream opened after the request ended (a child given up on runs on):
+-- refused, as nothing would close it
+api.get("/given-up-then-stream", function(req)
+  local url = req.query.url
+  api.with_timeout(10, function()
+    api.sleep(150)
+    local res, err = api.http.get(url, { stream = true })
+    if res then res:close() end
+    state.late = err or "opened"
+  end)
+  return { ok = true }
+end)
 api.get("/late", function() return { late = state.late or api.null } end)
 api.get("/reset-late", function() state.late = nil return "ok" end)
 api.post("/job", function(req)
@@ -142,6 +154,17 @@ def test_given_up_call_finishes_detached(srv):
                     json.dumps({"url": UP.url("/echo"), "opts": {}}))
         # the next round starts clean
         srv.get("/reset-late")
+
+
+def test_stream_after_the_request_ended_refused(srv):
+    srv.get("/reset-late")
+    srv.get("/given-up-then-stream?url=" + UP.url("/echo"))
+    deadline = time.time() + 5
+    while srv.get("/late").json()["late"] is None and time.time() < deadline:
+        time.sleep(0.05)
+    late = srv.get("/late").json()["late"]
+    assert late.startswith("invalid: the request"), late
+    srv.get("/reset-late")
 
 
 def test_devloop_test(_):
