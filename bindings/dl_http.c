@@ -560,28 +560,31 @@ static int l_stream_read(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* The userdata's call, ended and freed. */
+static void let_go(stream_ud_t *u)
+{
+    if (u->call == NULL)
+        return;
+    stream_close(u->call);
+    dl_free(u->call);
+    u->call = NULL;
+}
+
 /* stream:close(): the connection is not kept (the body was not read whole). */
 static int l_stream_close(lua_State *L)
 {
     stream_ud_t *u = luaL_checkudata(L, 1, STREAM_MT);
-    if (u->call) {
-        if (u->call->task)
-            return luaL_error(L, "the stream is being read");
-        stream_close(u->call);
-        dl_free(u->call);
-        u->call = NULL;
-    }
+    if (u->call && u->call->task)
+        return luaL_error(L, "the stream is being read");
+    let_go(u);
     return 0;
 }
 
 static int l_stream_gc(lua_State *L)
 {
     stream_ud_t *u = luaL_checkudata(L, 1, STREAM_MT);
-    if (u->call && u->call->task == NULL) {
-        stream_close(u->call);
-        dl_free(u->call);
-        u->call = NULL;
-    }
+    if (u->call && u->call->task == NULL)
+        let_go(u);
     return 0;
 }
 
