@@ -31,6 +31,7 @@
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_BODY (16u * 1024 * 1024)
 #define MAX_REQUEST_HEADER_BYTES (64 * 1024)
+#define MAX_HOST_LABELS 200
 
 /* One exchange, from the call to the last piece read. */
 typedef struct {
@@ -67,13 +68,31 @@ static void pool_gauges(const dl_lua_host_t *h)
     dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, waiting, st.waiting);
 }
 
+/* The host label of the metrics, bounded as the route label is: the first
+ * MAX_HOST_LABELS origins a worker calls are named, later ones count as
+ * "other" (an app calling URLs its users give must not grow /metrics). */
+static const char *host_label(const char *label)
+{
+    static __thread uint32_t seen[MAX_HOST_LABELS];
+    static __thread int n_seen;
+    uint32_t h = dl_fnv1a(label, strlen(label)) | 1;
+    for (int i = 0; i < n_seen; i++)
+        if (seen[i] == h)
+            return label;
+    if (n_seen < MAX_HOST_LABELS) {
+        seen[n_seen++] = h;
+        return label;
+    }
+    return "other";
+}
+
 static void count(call_t *c, const char *status)
 {
     const dl_lua_host_t *h = c->host;
     if (c->counted || h->metrics == NULL)
         return;
     c->counted = 1;
-    const char *labels[2] = {c->label, status};
+    const char *labels[2] = {host_label(c->label), status};
     dl_metric_add(h->metrics, h->worker_id, h->m.http_client_requests, labels, 1);
     double s = (double)(uv_hrtime() - c->start_ns) / 1e9;
     dl_metric_observe(h->metrics, h->worker_id, h->m.http_client_duration, labels, s);
@@ -374,6 +393,17 @@ static int l_http_request(lua_State *L)
     r.connect_timeout_ms = (uint64_t)connect_timeout;
     r.max_body = (size_t)max_body;
     r.stream = opt_bool(L, opts, "stream", 0);
+    if (r.stream) {
+        /* a streamed body is read piece by piece: only a max_body given bounds it */
+        int given = 0;
+        if (opts) {
+            lua_getfield(L, opts, "max_body");
+            given = !lua_isnil(L, -1);
+            lua_pop(L, 1);
+        }
+        if (!given)
+            r.max_body = SIZE_MAX;
+    }
     r.decode = opt_bool(L, opts, "decode", 1);
     r.head_only = strcmp(method, "HEAD") == 0;
     r.idempotent = idempotent(method);
@@ -400,6 +430,11 @@ static int l_http_request(lua_State *L)
             if (cl > 255 || sl > 253)
                 return dl_lua_fail(L, "invalid: tls.ca must be at most 255 bytes and "
                                       "tls.server_name 253", NULL);
+            for (size_t i = 0; r.tls_server_name && i < sl; i++)
+                if ((unsigned char)r.tls_server_name[i] <= 0x20 ||
+                    (unsigned char)r.tls_server_name[i] >= 0x7f)
+                    return dl_lua_fail(L, "invalid: tls.server_name holds a space, a control "
+                                          "character or a byte over 0x7e", NULL);
         } else if (!lua_isnil(L, -1)) {
             return dl_lua_fail(L, "invalid: opts.tls must be a table", NULL);
         }
@@ -421,7 +456,8 @@ static int l_http_request(lua_State *L)
                              : strlen(path) != pl ? "invalid: opts.body_file holds a NUL"
                                                   : NULL;
             struct stat st;
-            int fd = no ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+            /* O_NONBLOCK: opening a FIFO would wait for a writer, on the loop */
+            int fd = no ? -1 : open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
             if (!no && (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
                 if (fd >= 0)
                     close(fd);

@@ -52,6 +52,7 @@ typedef struct {
     int mid;          /* a sized read returned pieces; the pattern is not reached yet */
     int pending_nil;  /* inclusive: the pattern went out as the last piece; nil comes next */
     unsigned gen;     /* the connection mid applies to */
+    uint16_t *fail;   /* KMP failure function of pat (patterns are at most 4096 bytes) */
     char pat[];
 } reader_t;
 
@@ -647,13 +648,34 @@ static int push_take(lua_State *L, sock_t *s, size_t n, size_t drop_extra, size_
 }
 
 /* The longest suffix of b[0..n) that is a proper prefix of p. */
-static size_t prefix_tail(const char *b, size_t n, const char *p, size_t pl)
+/* The longest end of b[0..n) that begins the pattern (it may continue in
+ * bytes not here yet): the KMP automaton over the last plen - 1 bytes,
+ * linear in the pattern whatever the data. */
+static size_t prefix_tail(const char *b, size_t n, const reader_t *rd)
 {
-    size_t k = pl - 1 < n ? pl - 1 : n;
-    for (; k > 0; k--)
-        if (memcmp(b + n - k, p, k) == 0)
-            return k;
-    return 0;
+    size_t pl = rd->plen, st = 0;
+    for (size_t i = n > pl - 1 ? n - (pl - 1) : 0; i < n; i++) {
+        while (st > 0 && b[i] != rd->pat[st])
+            st = rd->fail[st - 1];
+        if (b[i] == rd->pat[st])
+            st++;
+        if (st == pl)
+            st = rd->fail[st - 1]; /* a whole match is not a tail (none is here) */
+    }
+    return st;
+}
+
+/* fail[i]: the longest proper prefix of pat[0..i] that is also its suffix. */
+static void kmp_table(const char *p, size_t pl, uint16_t *fail)
+{
+    fail[0] = 0;
+    for (size_t i = 1, k = 0; i < pl; i++) {
+        while (k > 0 && p[i] != p[k])
+            k = fail[k - 1];
+        if (p[i] == p[k])
+            k++;
+        fail[i] = (uint16_t)k;
+    }
 }
 
 static void set_mid(sock_t *s, reader_t *rd, int mid)
@@ -718,17 +740,10 @@ static int try_read(lua_State *L, sock_t *s, int *fatal)
         }
         const char *hit = NULL;
         if (len >= pl) {
+            /* glibc's memmem is linear whatever the data (two-way): a naive
+             * scan costs len x pattern on data that nearly matches */
             size_t from = s->scan;
-            for (const char *q = data + from; (size_t)(q - data) + pl <= len;) {
-                q = memchr(q, rd->pat[0], len - pl + 1 - (size_t)(q - data));
-                if (q == NULL)
-                    break;
-                if (memcmp(q, rd->pat, pl) == 0) {
-                    hit = q;
-                    break;
-                }
-                q++;
-            }
+            hit = from < len ? memmem(data + from, len - from, rd->pat, pl) : NULL;
             if (hit == NULL)
                 s->scan = len - pl + 1;
         }
@@ -760,7 +775,7 @@ static int try_read(lua_State *L, sock_t *s, int *fatal)
             return 1;
         }
         if (size) {
-            size_t safe = len - prefix_tail(data, len, rd->pat, pl);
+            size_t safe = len - prefix_tail(data, len, rd);
             if (safe >= size) {
                 set_mid(s, rd, 1);
                 return push_take(L, s, size, 0, size);
@@ -1017,8 +1032,12 @@ static int l_receiveuntil(lua_State *L)
         return dl_lua_fail(L, "invalid: receiveuntil's options must be a table", NULL);
     }
     lua_pushvalue(L, 1);
-    reader_t *rd = lua_newuserdata(L, sizeof(*rd) + pl);
+    /* the pattern, then its failure table, 2-byte aligned */
+    size_t fail_at = (sizeof(reader_t) + pl + 1) & ~(size_t)1;
+    reader_t *rd = lua_newuserdata(L, fail_at + pl * sizeof(uint16_t));
     memset(rd, 0, sizeof(*rd));
+    rd->fail = (uint16_t *)((char *)rd + fail_at);
+    kmp_table(p, pl, rd->fail);
     rd->plen = pl;
     rd->inclusive = inclusive;
     rd->gen = s->gen;

@@ -195,7 +195,8 @@ static void respond_status_error(dl_task_t *t)
 static const char *file_body(lua_State *co, int n, int bi, dl_resp_t *resp)
 {
     const char *path = lua_tostring(co, bi);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO would wait for a writer, on the loop */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     /* a 7th value true: a temporary copy, gone once open (the fd keeps it),
      * whether or not it can be sent */
     if (fd >= 0 && n >= bi + 5 && lua_toboolean(co, bi + 5))

@@ -32,6 +32,7 @@
 #define STREAM_HIGH_WATER (1024 * 1024)
 #define MAX_RETRIES 2
 #define MAX_TLS_CTX 8
+#define MAX_INTERIMS 16
 
 enum { PH_DNS, PH_POOL, PH_CONNECT, PH_EXCHANGE, PH_DONE };
 enum { ENC_IDENTITY, ENC_GZIP, ENC_DEFLATE };
@@ -85,6 +86,7 @@ typedef struct {
     size_t hdr_bytes, body_total;
     dl_buf_t raw;    /* the encoded body, decoded once complete */
     int ev_headers;  /* recorded by the parser callbacks */
+    int interims;    /* 1xx answers skipped */
     int perr_status;
     /* From here on nothing is zeroed at the start (each part is written
      * before it is read): an exchange is several KiB, most of it text. */
@@ -509,8 +511,17 @@ static int on_headers_complete(llhttp_t *p)
                  x->url.label);
         return -1;
     }
-    if (code < 200)
-        return 0; /* an interim answer: skipped whole */
+    if (code < 200) {
+        /* an interim answer, skipped whole; an endless run of them is not
+         * waited out to the deadline */
+        if (++x->interims > MAX_INTERIMS) {
+            x->perr_status = DL_EPROTO;
+            snprintf(x->perr, sizeof(x->perr), "protocol: more than %d interim (1xx) answers "
+                     "from %s", MAX_INTERIMS, x->url.label);
+            return -1;
+        }
+        return 0;
+    }
     x->pub.code = code;
     x->encoding = ENC_IDENTITY;
     size_t vl;
@@ -521,10 +532,20 @@ static int on_headers_complete(llhttp_t *p)
         else if (dl_strncasecmp_eq(ce, vl, "deflate", 7))
             x->encoding = ENC_DEFLATE;
     }
+    /* a length past max_body is refused now, not when the bytes are in */
+    if (x->encoding == ENC_IDENTITY && (p->flags & F_CONTENT_LENGTH) &&
+        p->content_length > x->max_body && !x->head_only && code != 204 && code != 304) {
+        x->perr_status = DL_ETOOBIG;
+        snprintf(x->perr, sizeof(x->perr), "too large: response body of %llu bytes over %zu "
+                 "from %s", (unsigned long long)p->content_length, x->max_body, x->url.label);
+        return -1;
+    }
     x->headers_done = 1;
     x->ev_headers = 1;
-    if (x->head_only)
-        return 1; /* no body, whatever the headers say */
+    /* no body, whatever the headers say: HEAD, and 204 and 304 (RFC 9112
+     * 6.3); bytes after them are not an answer, so the connection goes */
+    if (x->head_only || code == 204 || code == 304)
+        return 1;
     /* a stream's user hears of the headers before any body byte. A callback
      * pauses by its return value: llhttp_pause() inside one is not seen
      * until the next llhttp_execute(), which would parse on meanwhile */

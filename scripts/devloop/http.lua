@@ -58,6 +58,9 @@ local function encode_query(q)
   local out = {}
   for _, k in ipairs(keys) do
     local v = q[k]
+    if type(v) == "table" and next(v) ~= nil and #v == 0 then
+      return nil, "invalid: query value of " .. k .. " must be a scalar or a list of them"
+    end
     if type(v) == "table" then
       for i = 1, #v do
         local s, err = scalar(v[i], k)
@@ -129,6 +132,26 @@ local warned_noverify = false
 
 local NO_OPTS = {} -- read only: a call without opts allocates nothing for them
 
+-- every option there is: a misspelt one (timout) is refused, not ignored
+local KNOWN = {
+  method = true, headers = true, body = true, json = true, msgpack = true, body_file = true,
+  query = true, timeout = true, connect_timeout = true, max_body = true, redirects = true,
+  decode = true, stream = true, tls = true,
+}
+local BOOLEAN = { decode = true, stream = true }
+
+-- why opts cannot be used, or nil
+local function bad_opts(opts)
+  for k, v in pairs(opts) do
+    if not KNOWN[k] then
+      return "invalid: unknown option " .. (type(k) == "string" and format("%q", k) or tostring(k))
+    end
+    if BOOLEAN[k] and type(v) ~= "boolean" then
+      return "invalid: opts." .. k .. " must be true or false, not " .. type(v)
+    end
+  end
+end
+
 -- One request: opts as given, with the method, body or json of the
 -- shorthand calls (api.http.get/post/...) taking the place of opts' own.
 local function send(url, opts, method, body, json)
@@ -138,6 +161,10 @@ local function send(url, opts, method, body, json)
   if opts == nil then opts = NO_OPTS end
   if type(opts) ~= "table" then
     return nil, "invalid: opts must be a table, got " .. type(opts)
+  end
+  if opts ~= NO_OPTS then
+    local why = bad_opts(opts)
+    if why then return nil, why end
   end
   method = method or opts.method or "GET"
   if type(method) ~= "string" then return nil, "invalid: opts.method must be a string" end
@@ -163,16 +190,16 @@ local function send(url, opts, method, body, json)
   end
   if json ~= nil then
     if body ~= nil then return nil, "invalid: opts.body and opts.json together" end
-    local ok, enc = pcall(json_encode, json)
+    local ok, enc, why = pcall(json_encode, json)
     if not ok or type(enc) ~= "string" then
-      return nil, "invalid: opts.json cannot be encoded: " .. tostring(enc)
+      return nil, "invalid: opts.json cannot be encoded: " .. tostring(ok and why or enc)
     end
     body, ctype = enc, "application/json"
   elseif opts.msgpack ~= nil then
     if body ~= nil then return nil, "invalid: opts.body and opts.msgpack together" end
-    local ok, enc = pcall(codec.msgpack_encode, opts.msgpack)
+    local ok, enc, why = pcall(codec.msgpack_encode, opts.msgpack)
     if not ok or type(enc) ~= "string" then
-      return nil, "invalid: opts.msgpack cannot be encoded: " .. tostring(enc)
+      return nil, "invalid: opts.msgpack cannot be encoded: " .. tostring(ok and why or enc)
     end
     body, ctype = enc, "application/msgpack"
   end
