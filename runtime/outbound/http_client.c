@@ -412,8 +412,8 @@ static int header_bytes(x_t *x, size_t len)
     x->hdr_bytes += len;
     if (x->hdr_bytes > MAX_HEADER_BYTES) {
         x->perr_status = DL_ETOOBIG;
-        snprintf(x->perr, sizeof(x->perr), "too large: response headers over %d bytes",
-                 MAX_HEADER_BYTES);
+        snprintf(x->perr, sizeof(x->perr), "too large: response headers (trailers included) "
+                 "over %d bytes", MAX_HEADER_BYTES);
         return -1;
     }
     return 0;
@@ -422,10 +422,10 @@ static int header_bytes(x_t *x, size_t len)
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     x_t *x = p->data;
-    if (x->headers_done)
-        return 0;
-    if (header_bytes(x, len) != 0)
+    if (header_bytes(x, len) != 0) /* trailers count with the headers */
         return -1;
+    if (x->headers_done)
+        return 0; /* a trailer: not kept */
     if (!x->in_name) {
         x->in_name = 1;
         if (++x->pub.n_hdrs > MAX_HEADERS) {
@@ -457,10 +457,10 @@ static int on_header_field_complete(llhttp_t *p)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     x_t *x = p->data;
-    if (x->headers_done)
-        return 0;
     if (header_bytes(x, len) != 0)
         return -1;
+    if (x->headers_done)
+        return 0;
     dl_buf_append(&x->pub.hdrs, at, len);
     return 0;
 }

@@ -182,6 +182,29 @@ def test_lesser_findings(srv):
              % big.port)
     assert out["a"].startswith("too large: response body of 1000000000000"), out
     assert time.time() - t0 < 2, "waited for the timeout"
+    # endless trailers count with the headers: too large, not the timeout
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+
+    def trailers():
+        c, _ = ls.accept()
+        try:
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+            while True:
+                c.sendall(b"X-T: " + b"a" * 1000 + b"\r\n")
+        except OSError:
+            pass
+        finally:
+            c.close()
+    threading.Thread(target=trailers, daemon=True).start()
+    t0 = time.time()
+    out = ev(srv, "return select(2, api.http.get('http://127.0.0.1:%d/', {timeout=5000}))"
+             % ls.getsockname()[1])
+    assert out["a"].startswith("too large: response headers (trailers included)"), out
+    assert time.time() - t0 < 2, "waited for the timeout"
+    ls.close()
     cases = {
         "{timout = 100}": 'invalid: unknown option "timout"',
         "{stream = 'yes'}": "invalid: opts.stream must be true or false",
