@@ -150,7 +150,12 @@ static void tcp_pair(int *client, int *server)
                       "no loopback listener");
     }
     *client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    DL_FUZZ_CHECK(*client >= 0 && connect(*client, (struct sockaddr *)&addr, sizeof(addr)) == 0,
+    /* closed with a reset, so no input leaves a TIME-WAIT behind: thousands
+     * of inputs a second would use up the ephemeral ports within a minute */
+    struct linger lg = {1, 0};
+    DL_FUZZ_CHECK(*client >= 0 &&
+                      setsockopt(*client, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0 &&
+                      connect(*client, (struct sockaddr *)&addr, sizeof(addr)) == 0,
                   "cannot connect to the loopback listener");
     *server = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     DL_FUZZ_CHECK(*server >= 0, "cannot accept");
