@@ -449,7 +449,10 @@ def test_02_hpack_bomb(srv):
     t0 = time.time()
     sids = [2 * i + 1 for i in range(20)]
     for s in sids:
-        assert h.send(frame(HEADERS, END_HEADERS | END_STREAM, s, block)), "server closed"
+        # a loaded machine may see the server end the connection (its GOAWAY
+        # sent first) before all 20 are written: what it read is judged below
+        if not h.send(frame(HEADERS, END_HEADERS | END_STREAM, s, block)):
+            break
     rs = h.responses(sids, timeout=15)
     took, cpu = time.time() - t0, cpu_seconds(srv) - cpu0
     # 20 bombs at 100 tokens each against a bucket of 1000: the connection ends
