@@ -379,7 +379,8 @@ static int l_http_request(lua_State *L)
     if (timeout < 1)
         /* no deadline at all would let a silent peer hold the call for ever */
         return dl_lua_fail(L, "invalid: opts.timeout must be a number from 1 to 86400000", NULL);
-    if (opt_bool(L, opts, "stream", 0) && !dl_task_scope_alive(t))
+    int stream = opt_bool(L, opts, "stream", 0);
+    if (stream && !dl_task_scope_alive(t))
         return dl_lua_fail(L, "invalid: the request (job, start hook) this code ran for has "
                               "ended: a stream opened now would belong to nothing", NULL);
     dl_http_req_t r;
@@ -392,7 +393,7 @@ static int l_http_request(lua_State *L)
     r.timeout_ms = (uint64_t)timeout;
     r.connect_timeout_ms = (uint64_t)connect_timeout;
     r.max_body = (size_t)max_body;
-    r.stream = opt_bool(L, opts, "stream", 0);
+    r.stream = stream;
     if (r.stream) {
         /* a streamed body is read piece by piece: only a max_body given bounds it */
         int given = 0;
