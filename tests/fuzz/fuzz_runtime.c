@@ -149,14 +149,28 @@ static void tcp_pair(int *client, int *server)
                           getsockname(lfd, (struct sockaddr *)&addr, &alen) == 0,
                       "no loopback listener");
     }
-    *client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     /* closed with a reset, so no input leaves a TIME-WAIT behind: thousands
-     * of inputs a second would use up the ephemeral ports within a minute */
+     * of inputs a second would use up the ephemeral ports within a minute.
+     * A machine busy with other tests may still refuse a connect for a
+     * moment (a full accept queue, ports in use): tried again, then the
+     * reason is named. */
     struct linger lg = {1, 0};
-    DL_FUZZ_CHECK(*client >= 0 &&
-                      setsockopt(*client, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0 &&
-                      connect(*client, (struct sockaddr *)&addr, sizeof(addr)) == 0,
-                  "cannot connect to the loopback listener");
+    int err = 0;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        *client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        DL_FUZZ_CHECK(*client >= 0, "cannot make a socket");
+        setsockopt(*client, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        if (connect(*client, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+            err = 0;
+            break;
+        }
+        err = errno;
+        close(*client);
+        usleep(10000);
+    }
+    if (err != 0)
+        fprintf(stderr, "connect to the loopback listener: %s\n", strerror(err));
+    DL_FUZZ_CHECK(err == 0, "cannot connect to the loopback listener");
     *server = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     DL_FUZZ_CHECK(*server >= 0, "cannot accept");
     int one = 1;
