@@ -57,15 +57,8 @@ typedef struct {
  * sees: idle connections timing out, the peer closing them). */
 static void pool_gauges(const dl_lua_host_t *h)
 {
-    if (h->http == NULL || h->metrics == NULL)
-        return;
-    dl_out_pool_stats_t st;
-    dl_out_pool_stats(dl_http_client_pool(h->http), &st);
-    static const char *const idle[] = {"idle"}, *const busy[] = {"busy"},
-                             *const waiting[] = {"waiting"};
-    dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, idle, st.idle);
-    dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, busy, st.busy);
-    dl_metric_set(h->metrics, h->worker_id, h->m.http_client_pool, waiting, st.waiting);
+    if (h->http != NULL)
+        dl_http_client_publish(h->http, h->metrics, h->worker_id, h->m.http_client_pool);
 }
 
 /* The host label of the metrics, bounded as the route label is: the first
@@ -304,6 +297,37 @@ static const char *header_lines(lua_State *L, int idx, dl_buf_t *out, char *why,
     return out->oom ? "invalid: out of memory for the headers" : NULL;
 }
 
+/* The last URL parsed on this worker's thread: a handler calling one
+ * service again and again parses its URL once (the parts depend on the
+ * bytes alone). */
+static __thread struct {
+    size_t len, target_off;
+    int target_in_url; /* else target is a constant ("/") */
+    dl_http_url_t u;
+    char url[256];
+} last_url;
+
+static int parse_url(const char *url, size_t ul, dl_http_url_t *u, char *why, size_t whylen)
+{
+    if (ul > 0 && ul == last_url.len && memcmp(url, last_url.url, ul) == 0) {
+        *u = last_url.u;
+        if (last_url.target_in_url)
+            u->target = url + last_url.target_off;
+        return 0;
+    }
+    if (dl_http_url_parse(url, ul, u, why, whylen) != 0)
+        return -1;
+    if (ul <= sizeof(last_url.url)) {
+        memcpy(last_url.url, url, ul);
+        last_url.len = ul;
+        last_url.u = *u;
+        uintptr_t t = (uintptr_t)u->target, b = (uintptr_t)url;
+        last_url.target_in_url = t >= b && t <= b + ul;
+        last_url.target_off = last_url.target_in_url ? (size_t)(u->target - url) : 0;
+    }
+    return 0;
+}
+
 /* opts[name] as a number of milliseconds or bytes; dflt when absent. */
 static int opt_number(lua_State *L, int opts, const char *name, double dflt, double max,
                       double *out, char *why, size_t whylen)
@@ -367,7 +391,7 @@ static int l_http_request(lua_State *L)
         return dl_lua_fail(L, "invalid: CONNECT is not an HTTP exchange (a tunnel is a socket)",
                            NULL);
     dl_http_url_t u;
-    if (dl_http_url_parse(url, ul, &u, why, sizeof(why)) != 0)
+    if (parse_url(url, ul, &u, why, sizeof(why)) != 0)
         return dl_lua_fail(L, why, NULL);
     double timeout, connect_timeout, max_body;
     if (opt_number(L, opts, "timeout", DEFAULT_TIMEOUT_MS, 86400000, &timeout, why,

@@ -516,6 +516,23 @@ void dl_metric_observe(dl_metrics_t *m, int w, int id, const char *const *label_
     update(m, w, id, label_values, v, OP_OBSERVE, DL_METRIC_HISTOGRAM);
 }
 
+dl_metric_series_t *dl_metric_gauge_series(dl_metrics_t *m, int w, int id,
+                                           const char *const *label_values)
+{
+    if (m == NULL || id < 0 || id >= DL_METRICS_MAX_DEFS || w < 0 || w >= m->n_workers)
+        return NULL;
+    metric_t *mt = atomic_load_explicit(&m->defs[id], memory_order_acquire);
+    if (mt == NULL || mt->type != DL_METRIC_GAUGE)
+        return NULL;
+    return (dl_metric_series_t *)series_get(m, mt, &mt->slots[w], label_values);
+}
+
+void dl_metric_series_set(dl_metric_series_t *s, double v)
+{
+    if (s != NULL && !isnan(v))
+        store_d(&((series_t *)s)->value, v);
+}
+
 double dl_metric_value(dl_metrics_t *m, int id, const char *const *label_values)
 {
     if (m == NULL || id < 0 || id >= DL_METRICS_MAX_DEFS)

@@ -77,6 +77,17 @@ void dl_metric_set(dl_metrics_t *m, int w, int id, const char *const *label_valu
 void dl_metric_observe(dl_metrics_t *m, int w, int id, const char *const *label_values,
                        double v);
 
+/** One gauge series of a worker's slot, found once for sets on a hot path. */
+typedef struct dl_metric_series_s dl_metric_series_t;
+/** The series of gauge id with label_values in slot w (0 <= w < n_workers),
+ * made if new; NULL when the metric is unknown or not a gauge, w is out of
+ * range, or the series cap is reached. Valid until dl_metrics_free(). */
+dl_metric_series_t *dl_metric_gauge_series(dl_metrics_t *m, int w, int id,
+                                           const char *const *label_values);
+/** Sets a series of dl_metric_gauge_series() (by its worker only); NULL is
+ * ignored, as dl_metric_set() ignores what it cannot set. */
+void dl_metric_series_set(dl_metric_series_t *s, double v);
+
 /**
  * Appends every metric in the text exposition format 0.0.4: "# HELP" (unless the
  * help text is empty), "# TYPE", then the samples; histograms as cumulative

@@ -1,7 +1,7 @@
 /*
  * lua_request.c - the request as a handler sees it: a Lua table with the
- * cheap fields set at once (method, path, id, params, the decoded body or an
- * upload's fields and files) and the rest (query, headers, raw_body, ...)
+ * cheap fields set at once (method, path, params, the decoded body or an
+ * upload's fields and files) and the rest (id, query, headers, raw_body, ...)
  * built on first use by its __index. The table is cut off the C request when
  * the request ends.
  */
@@ -129,8 +129,6 @@ int dl_vm_push_request(dl_vm_t *vm, dl_req_t *req, lua_State *co, char *msg, siz
     lua_setfield(co, -2, "method");
     lua_pushlstring(co, req->head.data, req->path_len);
     lua_setfield(co, -2, "path");
-    lua_pushstring(co, req->id);
-    lua_setfield(co, -2, "id");
     /* params only when the route has some; __index makes an empty one on demand */
     if (req->match.n_params > 0)
         lua_createtable(co, 0, req->match.n_params);
@@ -274,7 +272,8 @@ static void push_headers(lua_State *L, dl_req_t *req)
     lua_setmetatable(L, -2);
 }
 
-/* __index of request tables: query, headers, raw_body, built on first use. */
+/* __index of request tables: id, query, headers, raw_body, ... built on
+ * first use. */
 int dl__req_index(lua_State *L)
 {
     lua_pushlightuserdata(L, &req_key);
@@ -295,6 +294,8 @@ int dl__req_index(lua_State *L)
         push_headers(L, req);
     } else if (strcmp(k, "params") == 0) {
         lua_newtable(L);
+    } else if (strcmp(k, "id") == 0) {
+        lua_pushstring(L, req->id); /* a new string each request: made when asked for */
     } else if (strcmp(k, "raw_body") == 0) {
         lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
     } else if (strcmp(k, "target") == 0) {

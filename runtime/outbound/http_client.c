@@ -24,6 +24,7 @@
 
 #include "common/compress.h"
 #include "common/internal.h"
+#include "common/metrics.h"
 #include "common/num.h"
 #include "outbound/dns.h"
 
@@ -50,6 +51,10 @@ struct dl_http_client_s {
     dl_out_pool_t *pool;
     tls_slot_t tls[MAX_TLS_CTX];
     int n_tls;
+    /* the pool gauges' series, found once (dl_http_client_publish) */
+    dl_metrics_t *gauge_m;
+    int gauge_id;
+    dl_metric_series_t *gauge[3];
 };
 
 typedef struct {
@@ -268,6 +273,24 @@ void dl_http_client_free(dl_http_client_t *hc)
 const dl_out_pool_t *dl_http_client_pool(const dl_http_client_t *hc)
 {
     return hc->pool;
+}
+
+void dl_http_client_publish(dl_http_client_t *hc, dl_metrics_t *m, int w, int id)
+{
+    if (m == NULL)
+        return;
+    if (hc->gauge_m != m || hc->gauge_id != id) {
+        static const char *const states[3][1] = {{"idle"}, {"busy"}, {"waiting"}};
+        for (int i = 0; i < 3; i++)
+            hc->gauge[i] = dl_metric_gauge_series(m, w, id, states[i]);
+        hc->gauge_m = m;
+        hc->gauge_id = id;
+    }
+    dl_out_pool_stats_t st;
+    dl_out_pool_stats(hc->pool, &st);
+    dl_metric_series_set(hc->gauge[0], st.idle);
+    dl_metric_series_set(hc->gauge[1], st.busy);
+    dl_metric_series_set(hc->gauge[2], st.waiting);
 }
 
 void dl_http_client_outbound(dl_http_client_t *hc, dl_outbound_t *out)

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "common/metrics.h"
 #include "outbound/pool.h"
 
 typedef struct dl_http_client_s dl_http_client_t;
@@ -84,6 +85,9 @@ dl_http_client_t *dl_http_client_new(uv_loop_t *loop, const dl_http_client_cfg_t
 void dl_http_client_free(dl_http_client_t *hc);
 /** The client's connection pool (for its gauges). */
 const dl_out_pool_t *dl_http_client_pool(const dl_http_client_t *hc);
+/** Sets gauge id of m (label "state": idle, busy, waiting) in worker w's
+ * slot to the pool's counts; the series are looked up on the first call. */
+void dl_http_client_publish(dl_http_client_t *hc, dl_metrics_t *m, int w, int id);
 
 /** The worker's outbound parts the cosockets share (bindings/dl_socket.c). */
 typedef struct {

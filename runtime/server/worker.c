@@ -20,6 +20,7 @@
 #include "outbound/http_client.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/num.h"
 #include "server/config.h"
 #include "lua/lua_vm.h"
 #include "lua/user_modules.h"
@@ -389,8 +390,8 @@ static void access_log(dl_req_t *r, const char *method, const char *route, int s
 void dl_worker_record(dl_worker_t *w, dl_req_t *r, int status, size_t bytes)
 {
     dl_worker_shared_t *sh = w->shared;
-    char code[8];
-    snprintf(code, sizeof(code), "%d", status);
+    char code[24];
+    code[dl_num_format_i64(status, code)] = '\0';
     /* the route's pattern, never the raw path: unknown URLs share one series */
     const char *route = r->route ? r->route->pattern : "unmatched";
     const char *method = r->method_name ? r->method_name : "UNKNOWN";
@@ -434,16 +435,8 @@ static void on_sweep(uv_timer_t *t)
         dl_metric_set(w->shared->metrics, w->id, w->shared->m.lua_memory, wl,
                       (double)lua_gc(w->vm->L, LUA_GCCOUNT, 0) * 1024.0 +
                           lua_gc(w->vm->L, LUA_GCCOUNTB, 0));
-    if (w->http) { /* idle connections come and go without a call to see it */
-        dl_out_pool_stats_t st;
-        dl_out_pool_stats(dl_http_client_pool(w->http), &st);
-        static const char *const idle[] = {"idle"}, *const busy[] = {"busy"},
-                                 *const waiting[] = {"waiting"};
-        dl_metric_set(w->shared->metrics, w->id, w->shared->m.http_client_pool, idle, st.idle);
-        dl_metric_set(w->shared->metrics, w->id, w->shared->m.http_client_pool, busy, st.busy);
-        dl_metric_set(w->shared->metrics, w->id, w->shared->m.http_client_pool, waiting,
-                      st.waiting);
-    }
+    if (w->http) /* idle connections come and go without a call to see it */
+        dl_http_client_publish(w->http, w->shared->metrics, w->id, w->shared->m.http_client_pool);
     dl_list_t *it, *tmp; /* closing unlinks only in the close callback */
     dl_list_foreach_safe(it, tmp, &w->conns)
         dl_conn_sweep(dl_list_entry(it, dl_conn_t, link), now);

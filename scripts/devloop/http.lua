@@ -166,9 +166,11 @@ local function send(url, opts, method, body, json)
     local why = bad_opts(opts)
     if why then return nil, why end
   end
-  method = method or opts.method or "GET"
-  if type(method) ~= "string" then return nil, "invalid: opts.method must be a string" end
-  method = upper(method)
+  if not method then -- the shorthand calls pass theirs upper-case already
+    method = opts.method or "GET"
+    if type(method) ~= "string" then return nil, "invalid: opts.method must be a string" end
+    method = upper(method)
+  end
   local headers = opts.headers
   if headers ~= nil and type(headers) ~= "table" then
     return nil, "invalid: opts.headers must be a table"
@@ -237,14 +239,15 @@ local function send(url, opts, method, body, json)
       .. "is not checked (logged once per worker)")
   end
 
-  local first_origin = origin_of(url)
-  local copts = opts -- what the C side reads (timeouts, tls, body_file)
+  local first_origin = redirects > 0 and origin_of(url)
+  -- what the C side reads (timeouts, tls, body_file); none: nothing to look up
+  local copts = opts ~= NO_OPTS and opts or nil
   local left = redirects
   while true do
     local status, rheaders, rbody = request(method, url, headers, body, copts)
     if not status then return nil, rheaders end
-    local loc = rheaders.location
-    if redirects > 0 and type(loc) == "string" and (status == 301 or status == 302
+    local loc = redirects > 0 and rheaders.location
+    if type(loc) == "string" and (status == 301 or status == 302
         or status == 303 or status == 307 or status == 308) then
       if opts.stream and rbody then rbody:close() end
       -- following was asked for: a chain longer than allowed is an error,
@@ -265,7 +268,7 @@ local function send(url, opts, method, body, json)
       if (status == 303 and method ~= "HEAD") or ((status == 301 or status == 302)
           and method == "POST") then
         method, body = "GET", nil
-        if copts.body_file ~= nil then
+        if copts and copts.body_file ~= nil then
           copts = {}
           for k, v in pairs(opts) do copts[k] = v end
           copts.body_file = nil

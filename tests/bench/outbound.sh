@@ -45,21 +45,34 @@ start_peer() { # NAME -> pid in PEER_PID
   exit 1
 }
 
-echo "| round | peer | req/s | p99 ms | errors |"
-echo "| --- | --- | ---: | ---: | ---: |"
+# CPU ticks (user + system) of a peer's process tree: the server's CPU per
+# request is steadier than req/s on a shared machine.
+cpu_ticks() { # PID
+  local t=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo $t
+}
+HZ=$(getconf CLK_TCK)
+echo "| round | peer | req/s | p99 ms | errors | server CPU us/req |"
+echo "| --- | --- | ---: | ---: | ---: | ---: |"
 for round in $(seq "$ROUNDS"); do
   order="devloop nginx-lua"
   if [ $((round % 2)) = 0 ]; then order="nginx-lua devloop"; fi
   for peer in $order; do
     start_peer "$peer"
     taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$WRK_LUA" "http://127.0.0.1:$PORT/outbound" >/dev/null 2>&1
+    c0=$(cpu_ticks "$PEER_PID")
     line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" -s "$WRK_LUA" \
       "http://127.0.0.1:$PORT/outbound" 2>/dev/null | awk '/WRKRESULT/')
+    c1=$(cpu_ticks "$PEER_PID")
     kill "$PEER_PID"; wait "$PEER_PID" 2>/dev/null || true
     read -r _ reqs us _ ec er ew es et _ _ p99 _ <<<"$line"
     rps=$(echo "$reqs * 1000000 / $us" | bc)
-    echo "$round $peer $rps $p99 $((ec + er + ew + es + et))" >> "$RUNDIR/rows"
-    echo "| $round | $peer | $rps | $(echo "scale=2; $p99 / 1000" | bc) | $((ec + er + ew + es + et)) |"
+    cpu=$(echo "($c1 - $c0) * 1000000 / $HZ / $reqs" | bc -l | xargs printf '%.1f')
+    echo "$round $peer $rps $p99 $((ec + er + ew + es + et)) $cpu" >> "$RUNDIR/rows"
+    echo "| $round | $peer | $rps | $(echo "scale=2; $p99 / 1000" | bc) | $((ec + er + ew + es + et)) | $cpu |"
   done
 done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
@@ -67,6 +80,9 @@ d=$(awk '$2 == "devloop" {print $3}' "$RUNDIR/rows" | median)
 n=$(awk '$2 == "nginx-lua" {print $3}' "$RUNDIR/rows" | median)
 dp=$(awk '$2 == "devloop" {print $4}' "$RUNDIR/rows" | median)
 np=$(awk '$2 == "nginx-lua" {print $4}' "$RUNDIR/rows" | median)
+dc=$(awk '$2 == "devloop" {print $6}' "$RUNDIR/rows" | median)
+nc=$(awk '$2 == "nginx-lua" {print $6}' "$RUNDIR/rows" | median)
 echo
 echo "medians: devloop $d req/s (p99 $(echo "scale=2; $dp / 1000" | bc) ms), nginx-lua $n req/s" \
   "(p99 $(echo "scale=2; $np / 1000" | bc) ms); devloop / nginx-lua = $(echo "scale=2; $d / $n" | bc)"
+echo "server CPU per request: devloop $dc us, nginx-lua $nc us"

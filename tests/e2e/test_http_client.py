@@ -255,5 +255,22 @@ def test_url_forms(srv):
     assert e["path"] == "/echo/%41b" and e["query"] == "q=%20", e
 
 
+def test_urls_of_equal_length_in_turn(srv):
+    # a worker keeps the last URL it parsed: URLs of one length that differ,
+    # and a target made up ("/") after one taken from the URL, each get theirs
+    a, b = U("/echo?a=1"), U("/echo?b=2")
+    for _ in range(2):
+        assert echo(call(srv, a))["query"] == "a=1"
+        assert echo(call(srv, b))["query"] == "b=2"
+    bare = "http://127.0.0.1:%d?xy=1" % UP.port
+    slash = "http://127.0.0.1:%d/?y=2" % UP.port
+    assert len(bare) == len(slash)
+    for _ in range(2):
+        e = echo(call(srv, bare))
+        assert e["path"] == "/" and e["query"] == "xy=1", e
+        e = echo(call(srv, slash))
+        assert e["path"] == "/" and e["query"] == "y=2", e
+
+
 if __name__ == "__main__":
     harness.main(globals(), app=httpc.new_app())

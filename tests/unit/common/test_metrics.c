@@ -598,3 +598,39 @@ DL_TEST(metrics_number_spelling)
         dl_metrics_free(m);
     }
 }
+
+DL_TEST(metrics_gauge_series_handle)
+{
+    dl_metrics_t *m = dl_metrics_new(2);
+    const char *const sl[] = {"state"};
+    int g = dl_metric_define(m, DL_METRIC_GAUGE, "pool_conns", "Conns.", sl, 1, NULL, 0);
+    int c = dl_metric_define(m, DL_METRIC_COUNTER, "hits_total", "Hits.", sl, 1, NULL, 0);
+    const char *const idle[] = {"idle"};
+    /* only a known gauge of a worker's own slot gives a handle */
+    EXPECT(dl_metric_gauge_series(m, 0, c, idle) == NULL);
+    EXPECT(dl_metric_gauge_series(m, 2, g, idle) == NULL);
+    EXPECT(dl_metric_gauge_series(m, -1, g, idle) == NULL);
+    EXPECT(dl_metric_gauge_series(m, 0, 99, idle) == NULL);
+    EXPECT(dl_metric_gauge_series(NULL, 0, g, idle) == NULL);
+    dl_metric_series_t *s0 = dl_metric_gauge_series(m, 0, g, idle);
+    dl_metric_series_t *s1 = dl_metric_gauge_series(m, 1, g, idle);
+    EXPECT(s0 != NULL && s1 != NULL && s0 != s1);
+    /* the handle is the series dl_metric_set() finds: one series, not two */
+    EXPECT(dl_metric_gauge_series(m, 0, g, idle) == s0);
+    dl_metric_series_set(s0, 3);
+    dl_metric_series_set(s1, 4);
+    EXPECT(dl_metric_value(m, g, idle) == 7);
+    dl_metric_set(m, 0, g, idle, 1);
+    EXPECT(dl_metric_value(m, g, idle) == 5);
+    dl_metric_series_set(s0, NAN); /* ignored, as dl_metric_set() ignores it */
+    dl_metric_series_set(NULL, 1);
+    EXPECT(dl_metric_value(m, g, idle) == 5);
+    dl_buf_t b;
+    render(m, &b);
+    EXPECT(sample(b.data, "pool_conns{state=\"idle\"}") == 5);
+    dl_buf_free(&b);
+    /* past the series cap there is no handle */
+    dl_metrics_set_series_cap(m, 1);
+    EXPECT(dl_metric_gauge_series(m, 0, g, (const char *const[]){"busy"}) == NULL);
+    dl_metrics_free(m);
+}
