@@ -104,6 +104,22 @@ static void kind_of(const char *err, char *out, size_t n)
 
 /* ------------------------------------------------------------ results */
 
+/* Whether a header before name (a pointer into x->hdrs) has that name; a
+ * long list says yes without looking (a look each would be quadratic). */
+static int seen_before(const dl_http_x_t *x, const char *name, size_t nl)
+{
+    if (x->n_hdrs > 32)
+        return 1;
+    for (const char *r = x->hdrs.data; r < name;) {
+        size_t rl = strlen(r);
+        if (rl == nl && memcmp(r, name, nl) == 0)
+            return 1;
+        r += rl + 1;
+        r += strlen(r) + 1;
+    }
+    return 0;
+}
+
 /* Pushes the response headers as a table: names lower-case, repeated ones
  * joined with ", ", set-cookie a list (its values may hold commas). */
 static void push_headers(lua_State *L, const dl_http_x_t *x)
@@ -121,10 +137,16 @@ static void push_headers(lua_State *L, const dl_http_x_t *x)
             a++;
         while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
             b--;
+        int is_cookie = nl == 10 && memcmp(q, "set-cookie", 10) == 0;
         lua_pushlstring(L, q, nl);
+        if (!is_cookie && !seen_before(x, q, nl)) {
+            lua_pushlstring(L, v + a, b - a); /* the common case: a name once */
+            lua_rawset(L, t);
+            q = v + vl + 1;
+            continue;
+        }
         lua_pushvalue(L, -1);
         lua_rawget(L, t);
-        int is_cookie = nl == 10 && memcmp(q, "set-cookie", 10) == 0;
         if (is_cookie) {
             if (lua_isnil(L, -1)) {
                 lua_pop(L, 1);

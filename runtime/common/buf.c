@@ -45,7 +45,7 @@ int dl_buf_reserve(dl_buf_t *b, size_t n)
     return 0;
 }
 
-int dl_buf_append(dl_buf_t *b, const void *p, size_t n)
+int dl_buf_append_slow(dl_buf_t *b, const void *p, size_t n)
 {
     if (n == 0)
         return b->oom ? DL_ENOMEM : 0;
@@ -56,12 +56,7 @@ int dl_buf_append(dl_buf_t *b, const void *p, size_t n)
     return 0;
 }
 
-int dl_buf_append_str(dl_buf_t *b, const char *s)
-{
-    return dl_buf_append(b, s, strlen(s));
-}
-
-int dl_buf_append_char(dl_buf_t *b, char c)
+int dl_buf_append_char_slow(dl_buf_t *b, char c)
 {
     if (dl_buf_reserve(b, 1) != 0)
         return DL_ENOMEM;

@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct {
     char *data;
@@ -28,9 +29,33 @@ static inline void dl_buf_reset(dl_buf_t *b)
 }
 /** Makes room for n more bytes; returns 0 or DL_ENOMEM. */
 int dl_buf_reserve(dl_buf_t *b, size_t n);
-int dl_buf_append(dl_buf_t *b, const void *p, size_t n);
-int dl_buf_append_str(dl_buf_t *b, const char *s);
-int dl_buf_append_char(dl_buf_t *b, char c);
+/* What the appends below do when the bytes do not fit (or after a failure). */
+int dl_buf_append_slow(dl_buf_t *b, const void *p, size_t n);
+int dl_buf_append_char_slow(dl_buf_t *b, char c);
+
+/* The appends are inline: a response is dozens of small ones, and the
+ * common case (room left) is a compare and a copy. */
+static inline int dl_buf_append(dl_buf_t *b, const void *p, size_t n)
+{
+    if (__builtin_expect(n != 0 && b->cap - b->len >= n && !b->oom, 1)) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return 0;
+    }
+    return dl_buf_append_slow(b, p, n);
+}
+static inline int dl_buf_append_str(dl_buf_t *b, const char *s)
+{
+    return dl_buf_append(b, s, strlen(s));
+}
+static inline int dl_buf_append_char(dl_buf_t *b, char c)
+{
+    if (__builtin_expect(b->cap > b->len && !b->oom, 1)) {
+        b->data[b->len++] = c;
+        return 0;
+    }
+    return dl_buf_append_char_slow(b, c);
+}
 int dl_buf_appendf(dl_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int dl_buf_vappendf(dl_buf_t *b, const char *fmt, va_list ap);
 /** Appends the decimal form of v. */

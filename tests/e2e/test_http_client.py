@@ -94,6 +94,14 @@ def test_response_headers(srv):
     assert out["body"] == "cookies", out
 
 
+def test_repeated_header_far_apart(srv):
+    for n in (0, 3, 31, 40, 200):
+        out = call(srv, U("/repeats?n=%d" % n))
+        h = out["headers"]
+        assert h["x-rep"] == "first, last", (n, h.get("x-rep"))
+        assert len(h) == n + 2 and out["body"] == "ok", (n, len(h))
+
+
 def test_body_json_and_msgpack(srv):
     e = echo(call(srv, U("/echo"), method="POST", json={"a": [1, 2], "b": "x"}))
     assert json.loads(e["body"]) == {"a": [1, 2], "b": "x"}, e

@@ -34,6 +34,7 @@ Endpoints (the query string tunes them):
     /count                {"accepted": N}
     /clte, /twocl         Content-Length with Transfer-Encoding; two Content-Lengths
     /bigheader?n=N        a header of N bytes; /manyheaders?n=N: N headers
+    /repeats?n=N          X-Rep first and last, N other headers between
     /http10               an HTTP/1.0 answer without keep-alive
     /badgzip              Content-Encoding: gzip over bytes that are not
     /status999, /switch   a status out of range; a 101 nobody asked for
@@ -315,6 +316,11 @@ class Upstream:
             s.sendall(b"HTTP/1.1 200 OK\r\n" +
                       b"".join(b"X-H%d: v\r\n" % i for i in range(int(q.get("n", "300")))) +
                       b"Content-Length: 2\r\n\r\nok")
+        elif p == "/repeats":
+            # one name at both ends of N others: joined however long the list
+            s.sendall(b"HTTP/1.1 200 OK\r\nX-Rep: first\r\n" +
+                      b"".join(b"X-H%d: v\r\n" % i for i in range(int(q.get("n", "3")))) +
+                      b"x-rep: last\r\nContent-Length: 2\r\n\r\nok")
         elif p == "/http10":
             # HTTP/1.0 without keep-alive: the connection is not to be reused
             # (it stays open here, so only the version says so)
