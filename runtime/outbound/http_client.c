@@ -458,7 +458,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
             return -1;
         }
     }
-    if (dl_buf_reserve(&x->pub.hdrs, len) != 0)
+    /* most answers' headers fit in 512 bytes: one allocation, not a few */
+    if (dl_buf_reserve(&x->pub.hdrs, x->pub.hdrs.cap ? len : DL_MAX(len, 512)) != 0)
         return 0; /* oom is sticky: on_headers_complete refuses the answer */
     char *o = x->pub.hdrs.data + x->pub.hdrs.len;
     for (size_t i = 0; i < len; i++)
@@ -956,6 +957,9 @@ static int build_request(x_t *x, const dl_http_req_t *r)
 {
     dl_buf_t *b = &x->req;
     const dl_http_url_t *u = r->url;
+    /* one allocation: the lines this adds are under 160 bytes */
+    dl_buf_reserve(b, strlen(r->method) + u->target_len + strlen(u->host) + r->headers_len +
+                          (r->body ? r->body_len : 0) + 160);
     dl_buf_append_str(b, r->method);
     dl_buf_append_char(b, ' ');
     if (u->target[0] == '?')
