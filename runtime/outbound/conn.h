@@ -47,6 +47,7 @@ struct dl_out_conn_s {
     dl_list_t link;         /* in an origin's idle list */
     void *origin;           /* the pool's origin, NULL outside a pool */
     uint64_t idle_since_ms;
+    int surplus;            /* idle past the pool's bound (pool.c) */
     int reused;             /* times taken from the pool */
     void *owner;            /* its user's tag (cosockets: the owning task) */
     /* internal */

@@ -1,7 +1,9 @@
 /*
  * pool.c - keep-alive connections by origin. An origin counts its busy
  * connections (in use, or being made in a slot) and keeps its idle ones in a
- * list, newest first, so the warmest is reused and the coldest times out. An
+ * list, newest first, so the warmest is reused and the coldest times out
+ * (one let go while the list is full joins at the end and leaves after a
+ * second unless it is needed by then). An
  * idle connection's read callback and timer belong to the pool: a byte or an
  * EOF from the peer, or the idle time running out, closes it. Taking one
  * checks it again (dl_out_alive: the peer may have closed it in this very
@@ -16,6 +18,8 @@
 
 #define BUCKETS 64
 #define PEEK_AFTER_IDLE_MS 1000
+/* how long a connection let go while max_idle others wait stays idle */
+#define SURPLUS_IDLE_MS 1000
 
 typedef struct origin_s origin_t;
 
@@ -32,6 +36,7 @@ struct origin_s {
     dl_list_t idle; /* dl_out_conn_t.link, newest first */
     dl_list_t waiters;
     int n_idle, n_busy, n_waiting;
+    int n_surplus; /* of n_idle: let go while max_idle others waited */
     char key[];
 };
 
@@ -109,6 +114,8 @@ static void unidle(dl_out_conn_t *c)
     origin_t *o = c->origin;
     dl_list_remove(&c->link);
     o->n_idle--;
+    o->n_surplus -= c->surplus;
+    c->surplus = 0;
     o->pool->n_idle--;
     dl_out_on_read(c, NULL, NULL);
     dl_out_timer(c, 0, NULL, NULL);
@@ -245,20 +252,25 @@ void dl_out_pool_release(dl_out_conn_t *c, int reusable, const dl_out_limits_t *
             return;
         }
         if (lim->max_idle > 0) {
-            if (o->n_idle >= lim->max_idle) {
-                /* full: the coldest makes room */
-                dl_out_conn_t *old = dl_list_entry(o->idle.prev, dl_out_conn_t, link);
-                unidle(old);
-                old->origin = NULL;
-                dl_out_close(old);
+            uint64_t ms = lim->idle_ms;
+            if (o->n_idle - o->n_surplus < lim->max_idle) {
+                dl_list_insert_head(&o->idle, &c->link);
+            } else {
+                c->surplus = 1;
+                o->n_surplus++;
+                /* over the bound: a surplus, taken last and kept briefly, so
+                 * that a load steadily above the bound reuses connections
+                 * instead of closing and opening one per call */
+                dl_list_insert_tail(&o->idle, &c->link);
+                if (ms == 0 || ms > SURPLUS_IDLE_MS)
+                    ms = SURPLUS_IDLE_MS;
             }
-            dl_list_insert_head(&o->idle, &c->link);
             o->n_idle++;
             o->pool->n_idle++;
             c->idle_since_ms = uv_now(o->pool->loop);
             dl_out_on_read(c, on_idle_event, NULL);
-            if (lim->idle_ms > 0)
-                dl_out_timer(c, lim->idle_ms, on_idle_event, NULL);
+            if (ms > 0)
+                dl_out_timer(c, ms, on_idle_event, NULL);
             return;
         }
     }

@@ -1,8 +1,10 @@
 /*
  * pool.h - a worker's keep-alive pool of outbound connections, by origin (a
  * key its users make: scheme, host, port and TLS settings for the HTTP
- * client, a name for cosockets). Idle connections wait in a bounded list,
- * newest first, each for at most its idle time, and are watched while idle:
+ * client, a name for cosockets). Idle connections wait in a list, newest
+ * first, each for at most its idle time; beyond max_idle of them, one more
+ * waits at the end for a second at most (a burst's surplus, kept for a load
+ * that stays above the bound), and all are watched while idle:
  * anything the peer sends or a close makes them leave. An origin may cap its
  * connections; who asks beyond the cap waits in a bounded queue (OpenResty's
  * pool_size and backlog) and is handed the next connection let go or the
@@ -19,7 +21,8 @@ typedef struct dl_out_waiter_s dl_out_waiter_t;
 #define DL_OUT_MAX_KEY 1024
 
 typedef struct {
-    int max_idle;      /* idle connections kept per origin (0: none) */
+    int max_idle;      /* idle connections kept per origin (0: none); more
+                          stay a second at most */
     int max_conns;     /* connections per origin, busy or idle (0: no cap) */
     int max_waiting;   /* callers queued at the cap (0: none wait) */
     uint64_t idle_ms;  /* an idle connection is closed after this (0: no limit) */

@@ -3,7 +3,8 @@ worker serves 50 requests that each wait 200 ms on an upstream at once;
 api.parallel runs calls side by side; 200 sequential calls reuse a handful
 of connections; a kept connection the upstream closed is replaced without an
 error; the per-origin cap and its wait queue (DEVLOOP_HTTP_MAX_CONNS,
-DEVLOOP_HTTP_BACKLOG)."""
+DEVLOOP_HTTP_BACKLOG); a load above DEVLOOP_HTTP_POOL_SIZE reuses its
+connections."""
 import threading
 import time
 
@@ -167,6 +168,36 @@ def test_cap_and_backlog(_):
     finally:
         srv.stop()
     assert "Sanitizer" not in srv.output(), srv.output()[-3000:]
+
+
+def test_load_above_pool_size_reuses(_):
+    # DEVLOOP_HTTP_POOL_SIZE=2 and rounds of 6 calls at once: the 4 let go
+    # past the bound are kept a second for the next round, not closed and
+    # opened again each time; then they go and the 2 stay
+    import json
+    app = httpc.new_app()
+    srv = harness.Server(app, env={"DEVLOOP_HTTP_POOL_SIZE": "2"})
+    up = Upstream()
+    try:
+        for rnd in range(5):
+            r = harness.Conn(srv.port, timeout=20)
+            try:
+                res = r.request("POST", "/parallel", {"Content-Type": "application/json"},
+                                json.dumps({"urls": [up.url("/slow?head=50")] * 6}))
+            finally:
+                r.close()
+            assert res.status == 200 and res.json()["results"] == [200] * 6, (rnd, res)
+        assert up.accepted == 6, up.accepted
+        deadline = time.time() + 5
+        while up.open > 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert up.open == 2, up.open
+        time.sleep(0.5)
+        assert up.open == 2, up.open  # within the bound: kept for DEVLOOP_HTTP_IDLE_MS
+        srv.alive()
+    finally:
+        up.stop()
+        srv.stop()
 
 
 if __name__ == "__main__":

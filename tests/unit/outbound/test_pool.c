@@ -202,11 +202,11 @@ DL_TEST(pool_idle_time_and_idle_bound)
     b = connect_one(&f, "k");
     REQUIRE(a && b);
     dl_out_pool_release(a, 1, &lim);
-    dl_out_pool_release(b, 1, &lim); /* one idle at most: a goes */
+    dl_out_pool_release(b, 1, &lim); /* one idle, and b a surplus */
     dl_out_pool_stats_t st;
     dl_out_pool_stats(f.pool, &st);
-    EXPECT_EQ(st.idle, 1);
-    /* after its idle time the last one goes too */
+    EXPECT_EQ(st.idle, 2);
+    /* after their idle time both go */
     uint64_t until = uv_now(&f.loop) + 2000;
     do {
         uv_run(&f.loop, UV_RUN_ONCE);
@@ -214,6 +214,47 @@ DL_TEST(pool_idle_time_and_idle_bound)
     } while (st.idle > 0 && uv_now(&f.loop) < until);
     EXPECT_EQ(st.idle, 0);
     EXPECT_EQ(st.origins, 0);
+    fixture_close(&f);
+    EXPECT_EQ(uv_loop_close(&f.loop), 0);
+}
+
+/* Past max_idle a connection let go is kept at the end for a second: the
+ * warm ones are taken first, and the surplus goes unless it is needed. */
+DL_TEST(pool_surplus_is_taken_last_and_kept_a_second)
+{
+    fixture_t f;
+    fixture_init(&f);
+    dl_out_limits_t lim = {.max_idle = 1, .idle_ms = 60000};
+    dl_out_conn_t *a, *b, *c, *d;
+    dl_out_waiter_t *w;
+    dl_out_pool_acquire(f.pool, "k", &lim, on_turn, NULL, &c, &w);
+    a = connect_one(&f, "k");
+    dl_out_pool_acquire(f.pool, "k", &lim, on_turn, NULL, &c, &w);
+    b = connect_one(&f, "k");
+    dl_out_pool_acquire(f.pool, "k", &lim, on_turn, NULL, &c, &w);
+    d = connect_one(&f, "k");
+    REQUIRE(a && b && d);
+    dl_out_pool_release(a, 1, &lim);
+    dl_out_pool_release(b, 1, &lim);
+    dl_out_pool_release(d, 1, &lim);
+    dl_out_pool_stats_t st;
+    dl_out_pool_stats(f.pool, &st);
+    EXPECT_EQ(st.idle, 3);
+    /* the one within the bound is taken first, then the surplus in turn */
+    EXPECT_EQ(dl_out_pool_acquire(f.pool, "k", &lim, on_turn, NULL, &c, &w), 0);
+    EXPECT(c == a);
+    dl_out_pool_release(c, 1, &lim); /* one idle of 1 again: to the front */
+    /* a second on, the surplus has gone and the one within the bound stays */
+    uint64_t until = uv_now(&f.loop) + 3000;
+    do {
+        uv_run(&f.loop, UV_RUN_ONCE);
+        dl_out_pool_stats(f.pool, &st);
+    } while (st.idle > 1 && uv_now(&f.loop) < until);
+    EXPECT_EQ(st.idle, 1);
+    EXPECT(uv_now(&f.loop) < until);
+    EXPECT_EQ(dl_out_pool_acquire(f.pool, "k", &lim, on_turn, NULL, &c, &w), 0);
+    EXPECT(c == a);
+    dl_out_pool_release(c, 0, &lim);
     fixture_close(&f);
     EXPECT_EQ(uv_loop_close(&f.loop), 0);
 }
