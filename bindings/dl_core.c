@@ -501,6 +501,7 @@ static const luaL_Reg core_funcs[] = {
     {"_advance", l_core_advance},
     {"_stop", l_core_stop},
     {"_route", dl__route},
+    {"_hooks", dl__hooks},
     {"_parallel", dl__parallel},
     {"_race", dl__race},
     {"_spawn", dl__spawn},
@@ -533,6 +534,8 @@ int luaopen_devloop_core(lua_State *L)
     lua_setfield(L, -2, "GZIP_BODY");
     lua_pushlightuserdata(L, &dl__file_body_marker);
     lua_setfield(L, -2, "FILE_BODY");
+    lua_pushlightuserdata(L, &dl__not_routed_marker);
+    lua_setfield(L, -2, "_not_routed");
     /* the numbers Lua passes to C, named once (scripts/devloop/ reads these) */
     static const struct {
         const char *name;

@@ -57,6 +57,8 @@ typedef struct dl_req_s {
     unsigned keep_alive : 1;
     unsigned expect_continue : 1;
     int early_status;       /* answered before its body (Expect: 100-continue refused) */
+    unsigned app : 1;       /* reached the app: its answer passes the handler's filter */
+    unsigned filtered : 1;  /* the filter has seen (or made) its answer */
 
     int route_status;       /* DL_ROUTE_* */
     dl_route_match_t match;

@@ -112,6 +112,11 @@ struct dl_core_conn_s {
  * precheck decides on the head alone (0: read the body; else a status with
  * msg filled); dispatch runs the handler, which answers through
  * dl_req_respond() now or later; unpin lets go of what route held.
+ * Optional hooks around the app's answers (NULL: none): unrouted takes a
+ * request no route matched (1: it answers later, through
+ * dl_req_respond_unrouted() or its own answer); filter takes an answer the
+ * app made before it is sent (1: it sends its own version later, resp is
+ * only borrowed for the call).
  */
 typedef struct {
     void *arg;
@@ -119,6 +124,8 @@ typedef struct {
     int (*precheck)(void *arg, dl_req_t *r, char *msg, size_t msglen);
     void (*dispatch)(void *arg, dl_req_t *r);
     void (*unpin)(void *arg, dl_req_t *r);
+    int (*unrouted)(void *arg, dl_req_t *r);
+    int (*filter)(void *arg, dl_req_t *r, const dl_resp_t *resp);
 } dl_handler_t;
 
 /* ---------------------------------------------------- sessions on a stream */

@@ -436,6 +436,27 @@ static void redirect_https(dl_core_conn_t *c, dl_req_t *r)
     dl_buf_free(&body);
 }
 
+void dl_req_respond_unrouted(dl_req_t *r)
+{
+    if (r->route_status != DL_ROUTE_METHOD_NOT_ALLOWED) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "no route for %s %.*s", r->method_name,
+                 (int)DL_MIN(r->path_len, 100), r->head.data);
+        dl_req_respond_error(r, 404, msg);
+        return;
+    }
+    {
+        dl_buf_t allow = DL_BUF_INIT;
+        dl_router_allow(r->match.allowed, &allow);
+        dl_buf_append_char(&allow, '\0');
+        char msg[160];
+        snprintf(msg, sizeof(msg), "%s is not allowed on %.*s", r->method_name,
+                 (int)DL_MIN(r->path_len, 100), r->head.data);
+        dl_req_respond_error_hdrs(r, 405, msg, allow.oom ? NULL : allow.data, NULL);
+        dl_buf_free(&allow);
+    }
+}
+
 void dl_req_dispatch(dl_core_conn_t *c, dl_req_t *r)
 {
     dl_core_ctx_t *x = c->ctx;
@@ -455,22 +476,11 @@ void dl_req_dispatch(dl_core_conn_t *c, dl_req_t *r)
         dl_req_respond(r, &resp);
         return;
     }
-    if (r->route_status == DL_ROUTE_NOT_FOUND) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "no route for %s %.*s", r->method_name,
-                 (int)DL_MIN(r->path_len, 100), r->head.data);
-        dl_req_respond_error(r, 404, msg);
-        return;
-    }
-    if (r->route_status == DL_ROUTE_METHOD_NOT_ALLOWED) {
-        dl_buf_t allow = DL_BUF_INIT;
-        dl_router_allow(r->match.allowed, &allow);
-        dl_buf_append_char(&allow, '\0');
-        char msg[160];
-        snprintf(msg, sizeof(msg), "%s is not allowed on %.*s", r->method_name,
-                 (int)DL_MIN(r->path_len, 100), r->head.data);
-        dl_req_respond_error_hdrs(r, 405, msg, allow.oom ? NULL : allow.data, NULL);
-        dl_buf_free(&allow);
+    r->app = 1;
+    if (r->route_status == DL_ROUTE_NOT_FOUND || r->route_status == DL_ROUTE_METHOD_NOT_ALLOWED) {
+        /* the app's hooks may answer it first (a CORS preflight) */
+        if (!(x->handler.unrouted && x->handler.unrouted(x->handler.arg, r)))
+            dl_req_respond_unrouted(r);
         return;
     }
     x->handler.dispatch(x->handler.arg, r);

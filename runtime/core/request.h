@@ -33,6 +33,8 @@ int dl_req_header_add(dl_req_t *r, const char *n, size_t nlen, const char *v, si
 
 /** Runs a complete request: 404/405 answers, HTTPS redirects, or its handler. */
 void dl_req_dispatch(dl_core_conn_t *c, dl_req_t *r);
+/** The 404 or 405 of a request no route took (r->route_status). */
+void dl_req_respond_unrouted(dl_req_t *r);
 
 /**
  * A request whose final status is known from its head: refused by the

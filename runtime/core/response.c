@@ -153,6 +153,12 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         x->release(x, r);
         return;
     }
+    if (r->app && !r->filtered) {
+        /* the app's after hooks see every answer it makes, once */
+        r->filtered = 1;
+        if (x->handler.filter && x->handler.filter(x->handler.arg, r, resp))
+            return;
+    }
     int own_enc;
     if (handler_fields_ok(r, resp, &own_enc) != 0) {
         if (resp->has_file)

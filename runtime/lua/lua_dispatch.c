@@ -98,11 +98,77 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
     return NULL;
 }
 
+/* ================================================================ hooks */
+
+/* The generation whose app-wide hooks apply to req: its route's, or the one
+ * serving now for a request no route took. */
+static dl_gen_t *gen_of(dl_vm_t *vm, const dl_req_t *req)
+{
+    return req->gen ? req->gen : vm->gen;
+}
+
+/* Whether after hooks apply to req's answer. */
+static int has_after(dl_vm_t *vm, const dl_req_t *req)
+{
+    dl_gen_t *g = gen_of(vm, req);
+    return (req->route && req->route->after_ref) || (g && g->has_after);
+}
+
+/* Whether req's next answer goes through its after hooks (which then need
+ * its request table: it is kept until they are done). */
+static int after_pending(dl_vm_t *vm, const dl_req_t *req)
+{
+    return req->app && !req->filtered && has_after(vm, req);
+}
+
+/* Lets go of the request table before an answer, unless after hooks will
+ * take it. */
+static void release_table(dl_vm_t *vm, dl_req_t *req)
+{
+    if (!after_pending(vm, req))
+        dl_vm_release_request(vm, req);
+}
+
+/* Pushes hooks.run_after and its first three arguments (the app's hooks,
+ * the route's after list, the request table) onto co; 0, or -1 with nothing
+ * pushed when there is no table and it cannot be made. */
+static int push_run_after(dl_vm_t *vm, dl_req_t *req, lua_State *co)
+{
+    dl_gen_t *g = gen_of(vm, req);
+    int ref = g && g->hooks_ref ? g->hooks_ref : 0;
+    int rref = req->route ? req->route->after_ref : 0;
+    lua_checkstack(co, 12);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ref ? ref : rref);
+    lua_getfield(co, -1, "run_after");
+    lua_remove(co, -2);
+    if (g && g->has_after)
+        lua_rawgeti(co, LUA_REGISTRYINDEX, g->hooks_ref);
+    else
+        lua_pushnil(co);
+    if (rref)
+        lua_rawgeti(co, LUA_REGISTRYINDEX, rref);
+    else
+        lua_pushnil(co);
+    if (req->table_ref != LUA_NOREF && req->table_ref != 0 && req->table_ref != LUA_REFNIL) {
+        lua_rawgeti(co, LUA_REGISTRYINDEX, req->table_ref);
+        return 0;
+    }
+    char msg[260];
+    if (dl_vm_push_request(vm, req, co, msg, sizeof(msg)) != 0) {
+        lua_settop(co, lua_gettop(co) - 3);
+        return -1;
+    }
+    return 0;
+}
+
+static void finish_after(dl_task_t *t, int ok);
+
 static void respond_500(dl_task_t *t, const char *log_msg)
 {
     dl_req_t *req = t->req;
     dl_log_req(DL_LOG_ERROR, req->id, "%s %.*s: %s", req->method_name, (int)req->path_len,
                req->head.data, log_msg);
+    release_table(t->vm, req);
     req->task = NULL;
     dl_req_respond_error(req, 500, NULL);
 }
@@ -184,6 +250,7 @@ static void respond_status_error(dl_task_t *t)
                       .content_type_len = 16,
                       .body = body.data,
                       .body_len = body.len};
+    release_table(t->vm, req);
     req->task = NULL;
     dl_req_respond(req, &resp);
     dl_buf_free(&body);
@@ -274,13 +341,33 @@ static const char *refused_returns(lua_State *co, int n, const char *pattern, ch
     return NULL;
 }
 
-/* The main task ended: its return values become the response. */
-static void finish_main(dl_task_t *t, int ok)
+/* The after hooks take the answer the task's values are (the coroutine
+ * returned: it runs hooks.run_after next, and finish_after sends). */
+static void start_after(dl_task_t *t, int n)
 {
     dl_vm_t *vm = t->vm;
     dl_req_t *req = t->req;
     lua_State *co = t->co;
-    dl_vm_release_request(vm, req);
+    req->filtered = 1;
+    if (push_run_after(vm, req, co) != 0) {
+        lua_settop(co, 0);
+        respond_500(t, "no request table for the after hooks");
+        dl_task_free(t, 0);
+        return;
+    }
+    for (int i = 0; i < 4; i++) /* fn, hooks, route's, req below the values */
+        lua_insert(co, 1);
+    t->finish = finish_after;
+    dl_task_resume(t, n + 3);
+}
+
+static void answer(dl_task_t *t, int may_hook);
+
+/* The main task ended: its return values become the response. */
+static void finish_main(dl_task_t *t, int ok)
+{
+    dl_req_t *req = t->req;
+    lua_State *co = t->co;
     if (!ok) {
         if (dl_lua_is_status_error(co, -1))
             respond_status_error(t);
@@ -289,6 +376,37 @@ static void finish_main(dl_task_t *t, int ok)
         dl_task_free(t, 0);
         return;
     }
+    if (lua_gettop(co) >= 1 && lua_touserdata(co, 1) == &dl__not_routed_marker) {
+        /* no route, and no before hook answered: the runtime's 404 or 405 */
+        lua_settop(co, 0);
+        release_table(t->vm, req);
+        req->task = NULL;
+        dl_req_respond_unrouted(req);
+        dl_task_free(t, 1);
+        return;
+    }
+    answer(t, 1);
+}
+
+/* The after hooks ended: what they return is the answer; an error in one is
+ * a 500 (logged with its traceback: the hook's file and line). */
+static void finish_after(dl_task_t *t, int ok)
+{
+    if (!ok) {
+        respond_500(t, lua_tostring(t->co, -1));
+        dl_task_free(t, 0);
+        return;
+    }
+    answer(t, 0);
+}
+
+/* The task's values become the response (may_hook: after hooks may still
+ * take them). */
+static void answer(dl_task_t *t, int may_hook)
+{
+    dl_vm_t *vm = t->vm;
+    dl_req_t *req = t->req;
+    lua_State *co = t->co;
     int n = lua_gettop(co);
     /* `return nil, { status = 404, message = "..." }`: the failure idiom with
      * an error table answers as api.fail would (as batch operations do) */
@@ -302,6 +420,11 @@ static void finish_main(dl_task_t *t, int ok)
     const char *why = refused_returns(co, n, req->route ? req->route->pattern : "?", m, sizeof(m));
     if (why)
         goto fail;
+    if (may_hook && after_pending(vm, req)) {
+        start_after(t, n);
+        return;
+    }
+    dl_vm_release_request(vm, req);
 
     resp_build_t rb;
     memset(&rb.resp, 0, sizeof(rb.resp));
@@ -403,6 +526,126 @@ static void handler_unpin(void *arg, dl_req_t *r)
     dl_vm_unpin(arg, r);
 }
 
+/* A request no route took, when the app has before hooks: they run first
+ * (a CORS preflight answers there), then the runtime's 404 or 405. */
+static int handler_unrouted(void *arg, dl_req_t *r)
+{
+    dl_vm_t *vm = arg;
+    dl_gen_t *g = vm->gen;
+    if (g == NULL || !g->has_before)
+        return 0;
+    dl_task_t *t = dl_task_new(vm, r);
+    if (t == NULL)
+        return 0;
+    r->gen = g; /* pinned: its hooks run on even if a reload comes */
+    g->refs++;
+    r->task = t;
+    t->finish = finish_main;
+    lua_State *co = t->co;
+    lua_checkstack(co, 8);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, g->hooks_ref);
+    lua_getfield(co, -1, "pipeline");
+    lua_pushnil(co); /* no handler */
+    lua_pushvalue(co, -3);
+    lua_remove(co, -4);
+    char msg[260];
+    int st = dl_vm_push_request(vm, r, co, msg, sizeof(msg));
+    if (st != 0) {
+        lua_settop(co, 0);
+        r->task = NULL;
+        dl_task_free(t, 1);
+        dl_req_respond_error(r, st, msg);
+        return 1;
+    }
+    dl_task_resume(t, 3);
+    return 1;
+}
+
+/* Pushes a C-made answer's header lines, Content-Type and Allow as a table
+ * of lower-case names (a repeated name becomes a list). */
+static void push_resp_headers(lua_State *co, const dl_resp_t *resp)
+{
+    lua_createtable(co, 0, 4);
+    int t = lua_gettop(co);
+    if (resp->content_type) {
+        lua_pushlstring(co, resp->content_type, resp->content_type_len);
+        lua_setfield(co, t, "content-type");
+    }
+    if (resp->allow) {
+        lua_pushstring(co, resp->allow);
+        lua_setfield(co, t, "allow");
+    }
+    const char *p = resp->headers, *end = p ? p + resp->headers_len : NULL;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon) {
+            const char *v = colon + 1, *ve = line_end;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            char name[64];
+            size_t nl = DL_MIN((size_t)(colon - p), sizeof(name));
+            for (size_t i = 0; i < nl; i++)
+                name[i] = (char)dl_tolower((unsigned char)p[i]);
+            lua_pushlstring(co, name, nl);
+            lua_pushvalue(co, -1);
+            lua_rawget(co, t);
+            if (lua_isnil(co, -1)) {
+                lua_pop(co, 1);
+                lua_pushlstring(co, v, (size_t)(ve - v));
+            } else {
+                if (!lua_istable(co, -1)) {
+                    lua_createtable(co, 2, 0);
+                    lua_insert(co, -2);
+                    lua_rawseti(co, -2, 1);
+                }
+                lua_pushlstring(co, v, (size_t)(ve - v));
+                lua_rawseti(co, -2, (int)lua_objlen(co, -2) + 1);
+            }
+            lua_rawset(co, t);
+        }
+        p = eol ? eol + 1 : end;
+    }
+}
+
+/* An answer the runtime made for the app (an error, a 404 or 405) goes
+ * through the app's after hooks in a task of its own. Files and answers
+ * that end the connection are sent as they are. */
+static int handler_filter(void *arg, dl_req_t *r, const dl_resp_t *resp)
+{
+    dl_vm_t *vm = arg;
+    if (!has_after(vm, r))
+        return 0;
+    if (resp->has_file || resp->close || resp->body_gzip) {
+        dl_vm_release_request(vm, r);
+        return 0;
+    }
+    dl_task_t *t = dl_task_new(vm, r);
+    if (t == NULL) {
+        dl_vm_release_request(vm, r);
+        return 0;
+    }
+    lua_State *co = t->co;
+    if (push_run_after(vm, r, co) != 0) {
+        dl_task_free(t, 1);
+        dl_vm_release_request(vm, r);
+        return 0;
+    }
+    lua_pushinteger(co, resp->status);
+    if (resp->body_len > 0)
+        lua_pushlstring(co, resp->body, resp->body_len);
+    else
+        lua_pushnil(co);
+    push_resp_headers(co, resp);
+    r->task = t;
+    t->finish = finish_after;
+    dl_task_resume(t, 6);
+    return 1;
+}
+
 void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h)
 {
     h->arg = vm;
@@ -410,6 +653,8 @@ void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h)
     h->precheck = handler_precheck;
     h->dispatch = handler_dispatch;
     h->unpin = handler_unpin;
+    h->unrouted = handler_unrouted;
+    h->filter = handler_filter;
 }
 
 void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
@@ -424,7 +669,18 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
     t->finish = finish_main;
     lua_State *co = t->co;
     lua_checkstack(co, 8);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
+    dl_gen_t *g = req->gen;
+    int nargs = 1;
+    if (g && g->has_before) { /* hooks.pipeline(handler, hooks, req) */
+        lua_rawgeti(co, LUA_REGISTRYINDEX, g->hooks_ref);
+        lua_getfield(co, -1, "pipeline");
+        lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
+        lua_pushvalue(co, -3);
+        lua_remove(co, -4);
+        nargs = 3;
+    } else {
+        lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
+    }
     char msg[260];
     int st = dl_vm_push_request(vm, req, co, msg, sizeof(msg));
     if (st != 0) {
@@ -434,5 +690,5 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
         dl_req_respond_error(req, st, msg);
         return;
     }
-    dl_task_resume(t, 1);
+    dl_task_resume(t, nargs);
 }

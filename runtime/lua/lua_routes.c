@@ -64,6 +64,13 @@ int dl__route(lua_State *L)
         else
             lua_pop(L, 1);
     }
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "_after"); /* {fn...; run_after = fn}: routing.lua */
+        if (lua_istable(L, -1))
+            r->after_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+    }
     r->body_limit = body_limit;
     r->upload_limit = upload_limit;
     char err[256];
@@ -71,6 +78,8 @@ int dl__route(lua_State *L)
     if (rc != 0) {
         if (r->precheck_ref)
             luaL_unref(L, LUA_REGISTRYINDEX, r->precheck_ref);
+        if (r->after_ref)
+            luaL_unref(L, LUA_REGISTRYINDEX, r->after_ref);
         dl_free(r->pattern);
         dl_free(r);
         return dl_lua_fail(L, err, NULL);
@@ -81,4 +90,36 @@ int dl__route(lua_State *L)
     vm->loading->routes = r;
     lua_pushboolean(L, 1);
     return 1;
+}
+
+/*
+ * core._hooks() -> the hooks table of the generation loading, or nil;
+ * core._hooks(tbl) makes tbl ({before = {...}, after = {...}, pipeline,
+ * run_after}: hooks.lua) that table and notes which lists have hooks.
+ */
+int dl__hooks(lua_State *L)
+{
+    dl_vm_t *vm = dl_vm_of(L);
+    if (vm == NULL || vm->loading == NULL)
+        return luaL_error(L, "hooks (api.before, api.after, api.cors, api.rate_limit) can only be "
+                             "declared while the app loads");
+    dl_gen_t *g = vm->loading;
+    if (lua_isnoneornil(L, 1)) {
+        if (g->hooks_ref)
+            lua_rawgeti(L, LUA_REGISTRYINDEX, g->hooks_ref);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (g->hooks_ref == 0) {
+        lua_pushvalue(L, 1);
+        g->hooks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_getfield(L, 1, "before");
+    g->has_before = lua_istable(L, -1) && lua_objlen(L, -1) > 0;
+    lua_getfield(L, 1, "after");
+    g->has_after = lua_istable(L, -1) && lua_objlen(L, -1) > 0;
+    lua_pop(L, 2);
+    return 0;
 }

@@ -26,6 +26,7 @@ typedef struct dl_route_s {
     int precheck_ref; /* registry ref of a check run on the head alone (auth), or 0 */
     size_t body_limit;
     size_t upload_limit; /* route option upload: multipart bodies streamed to files */
+    int after_ref;    /* registry ref of its after hooks {list, run_after = fn}, or 0 */
     char *pattern;
     struct dl_route_s *next; /* all routes of a generation */
 } dl_route_t;
@@ -34,6 +35,8 @@ typedef struct dl_route_s {
 typedef struct dl_gen_s {
     dl_router_t *router;
     dl_route_t *routes;
+    int hooks_ref;      /* registry ref of its api.before/after table (hooks.lua), or 0 */
+    unsigned has_before : 1, has_after : 1;
     int id;
     int refs;           /* requests routed in this generation and not yet done */
     struct dl_gen_s *next_old; /* retired generations still serving requests */
@@ -168,10 +171,14 @@ extern char dl__gzip_body_marker;
  * 5th and 6th values are the offset and length (default: the whole file); a
  * 7th value true deletes the file once it is open (a temporary copy). */
 extern char dl__file_body_marker;
+/* What the hooks' pipeline returns when no before hook answered a request no
+ * route took (hooks.lua): the runtime's 404 or 405 follows. */
+extern char dl__not_routed_marker;
 
 /* ---- primitives behind bindings/dl_core.c (the devloop.core module) */
 int dl__req_index(lua_State *L);     /* __index of request tables (lua_request.c) */
 int dl__route(lua_State *L);         /* core._route(mask, pattern, opts, fn) (lua_routes.c) */
+int dl__hooks(lua_State *L);         /* core._hooks([tbl]) (lua_routes.c) */
 int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) (lua_task.c) */
 int dl__race(lua_State *L);          /* core._race(ms, fn) (lua_task.c) */
 int dl__spawn(lua_State *L);         /* core._spawn(fn, ...) (lua_task.c) */

@@ -158,11 +158,15 @@ void dl_gen_free(dl_vm_t *vm, dl_gen_t *g)
             luaL_unref(vm->L, LUA_REGISTRYINDEX, r->handler_ref);
             if (r->precheck_ref)
                 luaL_unref(vm->L, LUA_REGISTRYINDEX, r->precheck_ref);
+            if (r->after_ref)
+                luaL_unref(vm->L, LUA_REGISTRYINDEX, r->after_ref);
         }
         dl_free(r->pattern);
         dl_free(r);
         r = next;
     }
+    if (g->hooks_ref && vm->L)
+        luaL_unref(vm->L, LUA_REGISTRYINDEX, g->hooks_ref);
     dl_router_free(g->router);
     dl_free(g);
 }

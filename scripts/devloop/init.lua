@@ -25,6 +25,8 @@ local _M = { _VERSION = "0.1" }
 _M.get, _M.post, _M.put = routing.get, routing.post, routing.put
 _M.patch, _M.delete, _M.options = routing.patch, routing.delete, routing.options
 _M.route = routing.route
+local hooks = require "devloop.hooks"
+_M.before, _M.after = hooks.before, hooks.after
 
 _M.sleep, _M.parallel, _M.with_timeout = tasks.sleep, tasks.parallel, tasks.with_timeout
 

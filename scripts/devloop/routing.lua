@@ -6,6 +6,7 @@ local cache = require "devloop.cache"
 local cached_route = require "devloop.cached_route"
 local auth = require "devloop.auth"
 local options = require "devloop.options"
+local hooks = require "devloop.hooks"
 
 local type, error = type, error
 local BIT = core.methods -- a method name -> its bit in a route mask
@@ -17,7 +18,7 @@ local MAX_TTL = require("devloop.cache_core").MAX_TTL
 
 -- The keys each option table of a route takes (README: route options); any
 -- other key, or a value of the wrong kind, fails the load at the app's line.
-local ROUTE_KEYS = { "auth", "body_limit", "cache", "upload" }
+local ROUTE_KEYS = { "after", "auth", "before", "body_limit", "cache", "upload" }
 local CACHE_KEYS = { "key", "prefix", "ttl" }
 local UPLOAD_KEYS = { "max_bytes" }
 
@@ -114,12 +115,23 @@ local function add(mask, path, opts, handler)
     -- (devloop.cached_route); the auth check below runs first
     handler = cached_route.wrap(opts.cache, handler, path)
   end
-  if opts and opts.auth then -- outermost: no cached answer without the token
-    handler = auth.protect(opts.auth, handler)
+  local before = opts and opts.before ~= nil and hooks.list(opts.before, "before", 3)
+  local after = opts and opts.after ~= nil and hooks.list(opts.after, "after", 3)
+  if before then -- inside the auth check, outside the cache: a hit is still checked
+    handler = hooks.wrap_before(before, handler)
+  end
+  if opts and (opts.auth or after) then
     local copy = {}
     for k, v in pairs(opts) do copy[k] = v end
-    copy._precheck = auth.precheck(opts.auth) -- Expect: 100-continue is refused early
     opts = copy
+  end
+  if after then
+    after.run_after = hooks.run_after
+    opts._after = after
+  end
+  if opts and opts.auth then -- outermost: no cached answer without the token
+    handler = auth.protect(opts.auth, handler)
+    opts._precheck = auth.precheck(opts.auth) -- Expect: 100-continue is refused early
   end
   local ok, err = core._route(mask, path, opts, handler)
   if not ok then

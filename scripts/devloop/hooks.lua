@@ -1,0 +1,125 @@
+-- devloop.hooks: api.before and api.after, the app's middleware, and the two
+-- runners the runtime calls around a handler (runtime/lua/lua_dispatch.c).
+--   api.before(fn)  fn(req): returning a status (or a body) answers at once
+--                   and skips the rest; returning nothing goes on
+--   api.after(fn)   fn(req, res): res.status, res.headers (names lower-case),
+--                   res.body (as the handler gave it, before it is encoded)
+--                   may be changed; what it returns is ignored
+-- Order: the app's before hooks in declaration order, then the route's auth,
+-- its own before hooks and its cache, then the handler; then the route's
+-- after hooks and the app's, each in declaration order. App-wide hooks run
+-- for every answer of the app: 404 and 405 (its before hooks too), errors,
+-- cached answers and the built-in routes. Hooks belong to the generation
+-- that declared them: a reload starts from none.
+local core = require "devloop.core"
+
+local type, select, pairs, rawequal, lower = type, select, pairs, rawequal, string.lower
+local unpack = unpack or table.unpack
+
+local M = {}
+
+-- returned by pipeline when no before hook answered a request no route took
+local NOT_ROUTED = core._not_routed
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- Runs the hooks of list on req; the answer of the first that gives one.
+local function run_before(list, req)
+  for i = 1, #list do
+    local r = pack(list[i](req))
+    if r.n > 0 and r[1] ~= nil and r[1] ~= false then return r end
+  end
+end
+
+-- handler (nil when no route matched) wrapped by the app's before hooks.
+function M.pipeline(handler, hooks, req)
+  if hooks then
+    local r = run_before(hooks.before, req)
+    if r then return unpack(r, 1, r.n) end
+  end
+  if handler == nil then return NOT_ROUTED end
+  return handler(req)
+end
+
+-- The route's own before hooks around its handler (routing.lua: inside its
+-- auth check, outside its cache).
+function M.wrap_before(list, handler)
+  return function(req)
+    local r = run_before(list, req)
+    if r then return unpack(r, 1, r.n) end
+    return handler(req)
+  end
+end
+
+-- An answer through the after hooks: the values a handler returns (status,
+-- body, headers, and what a file or a cached body carries after them).
+function M.run_after(hooks, route_after, req, ...)
+  local status, body, headers = ...
+  local rest = 4
+  if type(status) ~= "number" then
+    -- the shorthand: `return body[, headers]` is a 200, nothing a 204
+    status, body, headers = status == nil and 204 or 200, status, body
+    rest = 3
+  end
+  local h = {}
+  if type(headers) == "table" then
+    for k, v in pairs(headers) do
+      if type(k) == "string" then h[lower(k)] = v end
+    end
+  end
+  local res = { status = status, body = body, headers = h }
+  if route_after then
+    for i = 1, #route_after do route_after[i](req, res) end
+  end
+  if hooks then
+    local list = hooks.after
+    for i = 1, #list do list[i](req, res) end
+  end
+  if rawequal(res.body, body) then
+    return res.status, res.body, res.headers, select(rest, ...)
+  end
+  return res.status, res.body, res.headers
+end
+
+local function hooks_of_load()
+  local h = core._hooks()
+  if h == nil then
+    h = { before = {}, after = {}, pipeline = M.pipeline, run_after = M.run_after }
+    core._hooks(h)
+  end
+  return h
+end
+
+local function add(kind, fn, level)
+  if type(fn) ~= "function" then
+    error("api." .. kind .. " needs a function, not " .. type(fn), level + 1)
+  end
+  local h = hooks_of_load()
+  local list = h[kind]
+  if #list >= 64 then error("more than 64 api." .. kind .. " hooks", level + 1) end
+  list[#list + 1] = fn
+  core._hooks(h) -- the runtime notes which kinds there are
+end
+
+function M.before(fn) add("before", fn, 2) end
+function M.after(fn) add("after", fn, 2) end
+
+-- A route option before = fn | {fn...} (or after) as a list; errors name the
+-- option at the app's line.
+function M.list(v, what, level)
+  if type(v) == "function" then return { v } end
+  if type(v) ~= "table" or #v == 0 then
+    error("route option " .. what .. " must be a function or a list of functions", level + 1)
+  end
+  local out = {}
+  for i = 1, #v do
+    if type(v[i]) ~= "function" then
+      error("route option " .. what .. "[" .. i .. "] must be a function, not " .. type(v[i]),
+        level + 1)
+    end
+    out[i] = v[i]
+  end
+  return out
+end
+
+return M

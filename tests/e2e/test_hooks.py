@@ -1,0 +1,200 @@
+"""api.before and api.after (issue 21): app-wide and per-route hooks, in
+declaration order, in the request's coroutine (they may yield); a before hook
+that answers skips the rest; after hooks see every answer of the app (404,
+405, handler errors, api.fail, cached answers, the built-in routes, HTTP/2
+and in-process requests) and may change its status, headers and body before
+it is encoded; an error in a hook is a 500 whose log line names the hook's
+file and line; hooks belong to their generation (a reload replaces them)."""
+import json
+import os
+import signal
+import time
+
+import harness
+from harness import Server, curl, new_app
+
+APP = {
+    "app.lua": """
+local api = require "devloop"
+api.before(function(req)
+  req.trail = { "app1" }
+  if req.path == "/blocked" then return 403, { error = "blocked" }, { ["X-Why"] = "app" } end
+  if req.path == "/preflight" and req.method == "OPTIONS" then return 204, nil, { ["X-Pre"] = "yes" } end
+end)
+api.before(function(req)
+  api.sleep(0.001) -- hooks run in the request's coroutine: they may yield
+  req.trail[#req.trail + 1] = "app2"
+  if req.headers["x-boom"] == "before" then error("before hook failed") end
+end)
+api.after(function(req, res)
+  res.headers["x-after"] = res.status .. ":" .. table.concat(req.trail or { "none" }, ",")
+  if req.headers["x-boom"] == "after" then error("after hook failed") end
+  if req.headers["x-status"] then res.status = tonumber(req.headers["x-status"]) end
+  if req.headers["x-drop"] then res.headers[req.headers["x-drop"]] = nil end
+end)
+api.after(function(req, res)
+  res.headers["x-after2"] = res.headers["x-after"] and "saw-first" or "alone"
+end)
+""",
+    "routes/r.lua": """
+local api = require "devloop"
+api.get("/hi", function(req) return { hi = true, trail = req.trail } end)
+api.get("/text", function() return 200, "plain", { ["X-Own"] = "mine" } end)
+api.get("/boom", function() error("handler failed") end)
+api.get("/fail", function() api.fail(422, "no good") end)
+api.get("/nil-err", function() return nil, "backend down" end)
+local hits = { n = 0 }
+api.get("/cached", { cache = { ttl = 60 } }, function(req)
+  hits.n = hits.n + 1
+  return { n = hits.n }
+end)
+api.get("/route", {
+    before = { function(req) req.trail[#req.trail + 1] = "r1" end,
+               function(req) if req.query.deny then return 401, { error = "denied" } end
+                 req.trail[#req.trail + 1] = "r2" end },
+    after = function(req, res)
+      if type(res.body) == "table" then res.body = { wrapped = res.body } end
+      res.headers["x-route-after"] = "1"
+    end },
+  function(req) return { trail = req.trail } end)
+api.get("/client", function(req)
+  local r = api.client.get("/text")
+  return { status = r.status, after = r.headers["x-after"] }
+end)
+""",
+}
+
+
+def j(r):
+    return json.loads(r.body)
+
+
+def test_app_hooks_in_order_and_yield(srv):
+    r = srv.get("/hi")
+    assert r.status == 200 and j(r) == {"hi": True, "trail": ["app1", "app2"]}, r
+    assert r.header("x-after") == "200:app1,app2" and r.header("x-after2") == "saw-first", r.headers
+
+
+def test_before_answer_skips_the_rest(srv):
+    r = srv.get("/blocked")  # no route, yet the app's before hooks run first
+    assert r.status == 403 and j(r) == {"error": "blocked"}, r
+    assert r.header("x-why") == "app", r.headers
+    # the second before hook did not run; the after hooks did
+    assert r.header("x-after") == "403:app1", r.headers
+    r = srv.request("OPTIONS", "/preflight")
+    assert r.status == 204 and r.header("x-pre") == "yes", r
+
+
+def test_route_hooks_inside_app_hooks(srv):
+    r = srv.get("/route")
+    assert r.status == 200 and j(r) == {"wrapped": {"trail": ["app1", "app2", "r1", "r2"]}}, r
+    assert r.header("x-route-after") == "1" and r.header("x-after") == "200:app1,app2,r1,r2"
+    r = srv.get("/route?deny=1")
+    assert r.status == 401 and j(r) == {"wrapped": {"error": "denied"}}, r
+    # other routes have no route hooks
+    assert srv.get("/hi").header("x-route-after") is None
+
+
+def test_after_sees_404_405_and_errors(srv):
+    for path, status in (("/nope", 404), ("/boom", 500), ("/fail", 422), ("/nil-err", 500)):
+        r = srv.get(path)
+        assert r.status == status, (path, r)
+        assert r.header("x-after") == "%d:app1,app2" % status, (path, r.headers)
+        assert j(r)["requestId"] == r.header("x-request-id"), r
+    r = srv.request("POST", "/hi")
+    assert r.status == 405 and r.header("x-after") == "405:app1,app2", r
+    assert r.header("allow") == "GET, HEAD", r.headers
+
+
+def test_after_changes_status_headers_body(srv):
+    r = srv.get("/text", {"X-Status": "202", "X-Drop": "x-own"})
+    assert r.status == 202 and r.body == b"plain" and r.header("x-own") is None, r
+    assert r.header("content-type").startswith("text/plain"), r.headers
+    # a body replaced by a table is encoded as the client asks
+    r = srv.get("/route", {"Accept": "application/msgpack"})
+    assert r.status == 200 and r.header("content-type") == "application/msgpack", r
+
+
+def test_cached_answer_passes_after_hooks(srv):
+    a, b = srv.get("/cached"), srv.get("/cached")
+    assert j(a) == j(b) == {"n": 1}, (a, b)
+    assert b.header("x-after") == "200:app1,app2", b.headers
+
+
+def test_builtin_routes_and_http2_and_inprocess(srv):
+    r = srv.get("/health")
+    assert r.header("x-after", "").startswith(("200:", "503:")), r.headers
+    st, h, body = curl("--http2-prior-knowledge", srv.url("/hi"))
+    assert st == 200 and h["x-after"] == "200:app1,app2", h
+    r = srv.get("/client")
+    assert r.status == 200 and j(r) == {"status": 200, "after": "200:app1,app2"}, r
+
+
+def test_hook_errors_are_500_with_their_line(srv):
+    r = srv.get("/hi", {"X-Boom": "before"})
+    assert r.status == 500 and j(r)["requestId"] == r.header("x-request-id"), r
+    assert r.header("x-after") == "500:app1,app2", r.headers  # after hooks still see it
+    r = srv.get("/hi", {"X-Boom": "after"})
+    assert r.status == 500 and r.header("x-after") is None, r
+    deadline = time.time() + 5  # the log is written by its own thread
+    while "after hook failed" not in srv.output() and time.time() < deadline:
+        time.sleep(0.05)
+    out = srv.output()
+    assert "app.lua:11: before hook failed" in out, out[-2000:]
+    assert "app.lua:15: after hook failed" in out, out[-2000:]
+
+
+ALLOWED_ERRORS = ["handler failed", "backend down", "before hook failed", "after hook failed"]
+
+
+def test_hooks_belong_to_their_generation(_):
+    app = new_app({"app.lua": 'local api = require "devloop"\n'
+                              'api.after(function(req, res) res.headers["x-gen"] = "v1" end)\n',
+                   "routes/r.lua": 'local api = require "devloop"\n'
+                                   'api.get("/x", function() return "x" end)\n'})
+    srv = Server(app)
+    try:
+        assert srv.get("/x").header("x-gen") == "v1"
+        assert srv.get("/none").header("x-gen") == "v1"
+        harness.edit_file(os.path.join(app, "app.lua"), '"v1"', '"v2"')
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while srv.get("/x").header("x-gen") != "v2" and time.time() < deadline:
+            time.sleep(0.05)
+        assert srv.get("/x").header("x-gen") == "v2"
+        assert srv.get("/none").header("x-gen") == "v2"
+        # a generation without hooks answers without them
+        with open(os.path.join(app, "app.lua"), "w") as f:
+            f.write("-- no hooks\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while srv.get("/x").header("x-gen") is not None and time.time() < deadline:
+            time.sleep(0.05)
+        assert srv.get("/x").header("x-gen") is None and srv.get("/none").header("x-gen") is None
+    finally:
+        srv.stop()
+
+
+def test_misuse_fails_the_load_at_its_line(_):
+    harness.check_fails({"app.lua": 'local api = require "devloop"\napi.before("x")\n'},
+                        "app.lua:2:", "api.before needs a function, not string")
+    harness.check_fails({"routes/r.lua": 'local api = require "devloop"\n'
+                                         'api.get("/x", { after = { 1 } }, function() end)\n'},
+                        "routes/r.lua:2:", "route option after[1] must be a function, not number")
+    harness.check_fails({"routes/r.lua": 'local api = require "devloop"\n'
+                                         'api.get("/x", { before = "f" }, function() end)\n'},
+                        "routes/r.lua:2:", "route option before must be a function or a list")
+    # declared while serving, not while loading: the handler fails, the server stays
+    app = new_app({"routes/r.lua": 'local api = require "devloop"\n'
+                                   'api.get("/late", function() api.after(function() end) end)\n'})
+    srv = Server(app)
+    try:
+        r = srv.get("/late")
+        assert r.status == 500, r
+        assert "can only be declared while the app loads" in srv.output(), srv.output()[-1500:]
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    harness.main(globals(), app=new_app(APP), workers=2)
