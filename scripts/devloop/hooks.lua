@@ -90,19 +90,23 @@ local function hooks_of_load()
   return h
 end
 
-local function add(kind, fn, level)
+local function add(kind, fn, level, first)
   if type(fn) ~= "function" then
     error("api." .. kind .. " needs a function, not " .. type(fn), level + 1)
   end
   local h = hooks_of_load()
   local list = h[kind]
   if #list >= 64 then error("more than 64 api." .. kind .. " hooks", level + 1) end
-  list[#list + 1] = fn
+  if first then table.insert(list, 1, fn) else list[#list + 1] = fn end
   core._hooks(h) -- the runtime notes which kinds there are
 end
 
 function M.before(fn) add("before", fn, 2) end
 function M.after(fn) add("after", fn, 2) end
+-- api.cors and api.rate_limit: first among the before hooks (a preflight
+-- carries no credentials, a limit counts before any work), last among the
+-- after hooks (their headers go on the final answer)
+function M.before_first(fn) add("before", fn, 2, true) end
 
 -- A route option before = fn | {fn...} (or after) as a list; errors name the
 -- option at the app's line.

@@ -27,6 +27,13 @@ _M.patch, _M.delete, _M.options = routing.patch, routing.delete, routing.options
 _M.route = routing.route
 local hooks = require "devloop.hooks"
 _M.before, _M.after = hooks.before, hooks.after
+local cors = require "devloop.cors"
+-- api.cors{...}: CORS for every route (devloop.cors)
+function _M.cors(c)
+  local cfg = cors.compile(c)
+  hooks.before_first(cors.before(cfg))
+  hooks.after(cors.after(cfg))
+end
 
 _M.sleep, _M.parallel, _M.with_timeout = tasks.sleep, tasks.parallel, tasks.with_timeout
 

@@ -7,6 +7,7 @@ local cached_route = require "devloop.cached_route"
 local auth = require "devloop.auth"
 local options = require "devloop.options"
 local hooks = require "devloop.hooks"
+local cors = require "devloop.cors"
 
 local type, error = type, error
 local BIT = core.methods -- a method name -> its bit in a route mask
@@ -18,7 +19,7 @@ local MAX_TTL = require("devloop.cache_core").MAX_TTL
 
 -- The keys each option table of a route takes (README: route options); any
 -- other key, or a value of the wrong kind, fails the load at the app's line.
-local ROUTE_KEYS = { "after", "auth", "before", "body_limit", "cache", "upload" }
+local ROUTE_KEYS = { "after", "auth", "before", "body_limit", "cache", "cors", "upload" }
 local CACHE_KEYS = { "key", "prefix", "ttl" }
 local UPLOAD_KEYS = { "max_bytes" }
 
@@ -117,6 +118,23 @@ local function add(mask, path, opts, handler)
   end
   local before = opts and opts.before ~= nil and hooks.list(opts.before, "before", 3)
   local after = opts and opts.after ~= nil and hooks.list(opts.after, "after", 3)
+  local cors_cfg = opts and opts.cors ~= nil and cors.compile(opts.cors)
+  if cors_cfg then
+    -- its headers go on every answer of the route (after its other hooks);
+    -- its preflight is an OPTIONS route on the same path, unless the app
+    -- has one there (then that answers)
+    after = after or {}
+    after[#after + 1] = cors.after(cors_cfg)
+    if mask % (BIT.OPTIONS * 2) < BIT.OPTIONS then
+      local pre = cors.before(cors_cfg)
+      core._route(BIT.OPTIONS, path, { _after = { cors.after(cors_cfg), run_after = hooks.run_after } },
+        function(req)
+          local s, b, h = pre(req)
+          if s then return s, b, h end
+          return 204
+        end)
+    end
+  end
   if before then -- inside the auth check, outside the cache: a hit is still checked
     handler = hooks.wrap_before(before, handler)
   end
