@@ -117,6 +117,7 @@ function M.stats()
     database = dbs,
     reload = metrics_core.reload_status(),
     jobs = lifecycle.scheduler_started() and jobs.counts() or nil,
+    timers = require("devloop.timer").list(),
   }
 end
 

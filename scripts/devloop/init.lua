@@ -28,6 +28,8 @@ _M.route = routing.route
 local hooks = require "devloop.hooks"
 _M.before, _M.after = hooks.before, hooks.after
 local cors = require "devloop.cors"
+local timer = require "devloop.timer"
+_M.timer = { every = timer.every, after = timer.after }
 -- api.cors{...}: CORS for every route (devloop.cors)
 function _M.cors(c)
   local cfg = cors.compile(c)

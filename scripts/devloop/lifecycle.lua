@@ -10,6 +10,7 @@ local db = require "devloop.db"
 local jobs = require "devloop.jobs"
 local auth = require "devloop.auth"
 local metrics = require "devloop.metrics"
+local timer = require "devloop.timer"
 
 local type, error, setmetatable = type, error, setmetatable
 
@@ -105,6 +106,7 @@ function M.begin_load()
   start_hooks = {}
   builtin_routes = builtin_defaults()
   loading_processors = {}
+  timer._begin_load()
   db._begin_load()
   -- last: a broken tokens file raises, and the resets above must have run
   loading_tokens = auth._read()
@@ -114,14 +116,19 @@ function M.end_load()
   jobs._set_processors(loading_processors)
   auth._use(loading_tokens)
   db._end_load()
+  timer._end_load()
 end
 -- called when a load failed: the serving generation's declarations stay
-function M.abort_load() db._abort_load() end
+function M.abort_load()
+  timer._abort_load()
+  db._abort_load()
+end
 
 -- What a generation declares that lives outside the Lua state: its indexes
 -- (one worker creates them for the whole process) and, once there are job
 -- processors, the job scheduler. Runs after the first load and every reload.
 local function apply_generation(when)
+  timer._start_pending()
   if core.worker_id() == 0 then
     local ok, err = db.ensure_indexes()
     if not ok and db.type() then
