@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "core/client_addr.h"
 #include "core/router.h"
 
 struct dl_core_conn_s;
@@ -67,6 +68,7 @@ typedef struct dl_req_s {
 
     char id[65];
     uint64_t start_ns;
+    dl_client_t client;     /* req.ip, scheme, host: the peer, the rest on first use (client_addr.h) */
 
     /* Lua side */
     void *task;             /* the handler's main task (lua_dispatch.c) */

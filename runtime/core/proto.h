@@ -103,6 +103,7 @@ struct dl_core_conn_s {
     unsigned inproc : 1;         /* no socket (api.client, dl_runtime_request) */
     unsigned closed : 1;         /* answers are dropped */
     unsigned stopping : 1;       /* graceful stop: no keep-alive after this answer */
+    dl_peer_t peer;              /* the socket peer, read once (client_addr.h); unknown in-process */
     char err_buf[200];           /* the early check's message */
 };
 
@@ -207,6 +208,7 @@ struct dl_core_ctx_s {
     const char *canonical_host; /* HTTPS redirects, or NULL */
     int canonical_port;
     int https_port;
+    dl_proxy_list_t trusted; /* DEVLOOP_TRUSTED_PROXIES (client_addr.h); n 0: none */
 };
 
 #endif

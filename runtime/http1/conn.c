@@ -75,8 +75,10 @@ static dl_req_t *conn_req(dl_conn_t *c)
 {
     if (c->req == NULL) {
         c->req = c->host->core->acquire(c->host->core);
-        if (c->req)
+        if (c->req) {
             c->req->conn = &c->base;
+            c->req->client.peer = c->base.peer;
+        }
     }
     return c->req;
 }
@@ -1122,6 +1124,16 @@ void dl_conn_start(dl_http1_host_t *h, dl_conn_t *c, int listener, struct dl_tls
             return;
         }
     }
+    /* the peer once per connection: req.ip reads it without a syscall */
+    struct sockaddr_storage ss;
+    int sslen = (int)sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) != 0 ||
+        dl_ip_from_sockaddr((const struct sockaddr *)&ss, &c->base.peer.ip) != 0) {
+        dl_conn_close(c); /* gone already (ENOTCONN) */
+        return;
+    }
+    c->base.peer.known = 1;
+    c->base.peer.tls = c->tls != NULL;
     const dl_config_t *cfg = h->cfg;
     c->base.tls = c->tls != NULL;
     c->base.https_redirect = cfg->listen_opts[listener].https_redirect != 0;

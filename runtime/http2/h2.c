@@ -300,6 +300,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     }
     dl_req_t *r = st->req;
     r->conn = &h->base;
+    r->client.peer = h->base.peer;
     r->stream = st;
     r->start_ns = uv_hrtime();
     r->http_major = 2;

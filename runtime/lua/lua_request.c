@@ -1,9 +1,9 @@
 /*
  * lua_request.c - the request as a handler sees it: a Lua table with the
  * cheap fields set at once (method, path, params, the decoded body or an
- * upload's fields and files) and the rest (id, query, headers, raw_body, ...)
- * built on first use by its __index. The table is cut off the C request when
- * the request ends.
+ * upload's fields and files) and the rest (id, query, headers, raw_body, the
+ * client's ip, scheme and host, ...) built on first use by its __index. The
+ * table is cut off the C request when the request ends.
  */
 #include <lauxlib.h>
 #include <stdint.h>
@@ -12,6 +12,7 @@
 
 #include "common/codec_json.h"
 #include "common/codec_msgpack.h"
+#include "core/forwarded.h"
 #include "core/upload.h"
 #include "lua/lua_state.h"
 #include "lua/lua_vm_internal.h"
@@ -304,6 +305,21 @@ int dl__req_index(lua_State *L)
         lua_pushstring(L, req->http_major == 2 ? "2" : req->http_minor == 0 ? "1.0" : "1.1");
     } else if (strcmp(k, "route") == 0) {
         lua_pushstring(L, req->route ? req->route->pattern : "");
+    } else if (strcmp(k, "ip") == 0) {
+        lua_pushstring(L, dl_client_get(req)->ip);
+    } else if (strcmp(k, "scheme") == 0) {
+        lua_pushstring(L, dl_client_get(req)->https ? "https" : "http");
+    } else if (strcmp(k, "host") == 0) {
+        /* host[:port] as the client named it, lower-cased; nil when none
+         * (HTTP/1.0 without Host) */
+        const dl_client_t *cl = dl_client_get(req);
+        if (cl->host_len == 0)
+            return 0;
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (uint32_t i = 0; i < cl->host_len; i++)
+            luaL_addchar(&b, (char)dl_tolower((unsigned char)req->head.data[cl->host_off + i]));
+        luaL_pushresult(&b);
     } else {
         return 0;
     }

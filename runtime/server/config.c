@@ -256,6 +256,17 @@ int dl_config_canonical_host(const char **host, int *port, char *err, size_t err
     return 0;
 }
 
+int dl_config_trusted_proxies(dl_proxy_list_t *out, char *err, size_t errlen)
+{
+    char msg[256];
+    if (dl_proxy_list_parse(getenv("DEVLOOP_TRUSTED_PROXIES"), out, msg, sizeof(msg)) == 0)
+        return 0;
+    snprintf(err, errlen, "DEVLOOP_TRUSTED_PROXIES: %s; expected a comma-separated list of "
+                          "addresses or CIDRs, e.g. \"127.0.0.1, 10.0.0.0/8, ::1, fd00::/8\"\n",
+             msg);
+    return DL_EINVAL;
+}
+
 /* v in buf with its control and non-ASCII bytes written \r, \n, \t, \xHH:
  * a message never carries them raw. */
 static void show_escaped(const char *v, char *buf, size_t len)
@@ -390,6 +401,9 @@ int dl_config_check(const dl_config_t *cfg, char *err, size_t errlen)
     int port;
     if (dl_config_canonical_host(&host, &port, err, errlen) != 0 ||
         hsts_check(cfg, err, errlen) != 0 || tokens_file_check(err, errlen) != 0)
+        return DL_EINVAL;
+    dl_proxy_list_t proxies;
+    if (dl_config_trusted_proxies(&proxies, err, errlen) != 0)
         return DL_EINVAL;
     dl_redis_config_t rc;
     if (dl_redis_config_from_env(&rc, msg, sizeof(msg)) < 0) {
@@ -710,6 +724,10 @@ static void print_server(out_t *o, const dl_config_t *cfg)
     emit(o, "canonical_host", ch && *ch ? ch : "none (the request's Host)", NULL, NULL,
          source_of(o, "--canonical-host", 0, "DEVLOOP_CANONICAL_HOST", src, sizeof(src)),
          "--canonical-host, DEVLOOP_CANONICAL_HOST");
+    const char *tp = getenv("DEVLOOP_TRUSTED_PROXIES");
+    emit(o, "trusted_proxies", tp && *tp ? tp : "none (req.ip is the socket peer)", NULL, NULL,
+         source_of(o, NULL, 0, "DEVLOOP_TRUSTED_PROXIES", src, sizeof(src)),
+         "DEVLOOP_TRUSTED_PROXIES");
 }
 
 static void print_vars(out_t *o, const dl_config_t *cfg, int has_redis, int has_mongo)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/internal.h"
+#include "core/client_addr.h"
 
 struct dl_tls_ctx_s;
 
@@ -42,6 +43,12 @@ int dl_config_check(const dl_config_t *cfg, char *err, size_t errlen);
  * its port or -1. Returns 0 or DL_EINVAL with a message naming it in err.
  */
 int dl_config_canonical_host(const char **host, int *port, char *err, size_t errlen);
+
+/**
+ * DEVLOOP_TRUSTED_PROXIES parsed into *out (n 0 when unset or blank).
+ * Returns 0 or DL_EINVAL with a message naming it and the entry at fault in err.
+ */
+int dl_config_trusted_proxies(dl_proxy_list_t *out, char *err, size_t errlen);
 
 /**
  * The TLS contexts of cfg's listeners (cfg->listen[i] with certificates)

@@ -24,6 +24,7 @@
 #include "server/config.h"
 #include "lua/lua_vm.h"
 #include "lua/user_modules.h"
+#include "core/forwarded.h"
 #include "core/upload.h"
 
 #define REQ_POOL_MAX 1024
@@ -216,6 +217,7 @@ static void core_init(dl_worker_t *w)
     x->canonical_host = sh->canonical_host;
     x->canonical_port = sh->canonical_port;
     x->https_port = sh->https_port;
+    (void)dl_config_trusted_proxies(&x->trusted, NULL, 0); /* dl_config_check passed it */
     dl_vm_handler(w->vm, &x->handler);
 
     dl_http1_host_t *h = &w->http1;
@@ -383,6 +385,9 @@ static void access_log(dl_req_t *r, const char *method, const char *route, int s
     *p++ = (char)('0' + us % 10);
     p = put_lit(p, ",\"bytes\":");
     p = put_u64(p, bytes);
+    p = put_lit(p, ",\"ip\":\"");
+    p = put_lit(p, dl_client_get(r)->ip); /* inet_ntop's text: nothing to escape */
+    *p++ = '"';
     *p++ = '}';
     dl_log_emit(DL_LOG_INFO | DL_LOG_FILE_ONLY, r->id, "request", 7, f, (size_t)(p - f));
 }
