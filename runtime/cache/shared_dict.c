@@ -23,7 +23,9 @@
 
 #define MIN_BUCKETS 64
 #define CACHE_LINE 64
-#define MIN_SHARD_BYTES (64u * 1024u) /* a small cap takes fewer shards, not tiny ones */
+/* a small cap takes fewer shards, not tiny ones: each holds a longest key
+ * (65535 bytes) with room to spare */
+#define MIN_SHARD_BYTES (256u * 1024u)
 
 typedef struct entry_s {
     dl_list_t lru;         /* in its shard's LRU list */

@@ -25,7 +25,7 @@
 #include "common/buf.h"
 
 #define DL_SHDICT_MAX_KEY 65535  /* keys are 1..65535 bytes */
-#define DL_SHDICT_MAX_SHARDS 16  /* fewer for a small cap: each keeps 64 KiB or more */
+#define DL_SHDICT_MAX_SHARDS 16  /* fewer for a small cap: each keeps 256 KiB or more */
 
 typedef struct dl_shdict_s dl_shdict_t;
 
