@@ -6,7 +6,7 @@
  * mutex), so it never yields and works wherever Lua runs: routes, jobs,
  * start hooks, timers. The dictionary is taken from the host when the module
  * is opened and kept as an upvalue, so a call costs no registry lookup; a VM
- * that is only checked has none, and a call there raises. Misuse (a key that
+ * that is only checked gets a small one of its own. Misuse (a key that
  * is not a string, a table value, a bad ttl or increment) raises naming the
  * argument ("bad argument #2 to 'api.shared.set' (...)"); a failure the caller may meet in normal use (absent, exists, not
  * a number, too large, a key of 0 or more than 65535 bytes) is nil, message,
@@ -50,10 +50,7 @@ static int type_error(lua_State *L, int idx, const char *want)
 
 static dl_shdict_t *dict_of(lua_State *L)
 {
-    dl_shdict_t *d = lua_touserdata(L, lua_upvalueindex(1));
-    if (d == NULL)
-        luaL_error(L, "api.shared is only available while serving");
-    return d;
+    return lua_touserdata(L, lua_upvalueindex(1));
 }
 
 /* The key at 1: a string (numbers are not turned into strings: "1" and 1
@@ -264,15 +261,49 @@ static const luaL_Reg funcs[] = {
     {"delete", l_delete}, {"ttl", l_ttl}, {"stats", l_stats}, {NULL, NULL},
 };
 
+/* A VM without the runtime's dictionary (`devloop check`, the check before
+ * a reload) gets a small one of its own, freed with the VM: an app may seed
+ * values while it loads (as init_by_lua does with lua_shared_dict), and a
+ * check runs that code too. */
+#define CHECK_DICT_MAX (1u << 20)
+
+static int private_gc(lua_State *L)
+{
+    dl_shdict_t **p = lua_touserdata(L, 1);
+    dl_shdict_free(*p);
+    *p = NULL;
+    return 0;
+}
+
+static dl_shdict_t *private_dict(lua_State *L)
+{
+    dl_shdict_t **p = lua_newuserdata(L, sizeof(*p));
+    *p = NULL;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, private_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    *p = dl_shdict_new(CHECK_DICT_MAX);
+    if (*p == NULL)
+        luaL_error(L, "out of memory");
+    return *p;
+}
+
 int luaopen_devloop_shared_core(lua_State *L)
 {
     const dl_lua_host_t *h = dl_lua_host(L);
     dl_shdict_t *d = h ? h->shared_dict : NULL;
+    if (d == NULL)
+        d = private_dict(L); /* on the stack: each function keeps it alive */
+    else
+        lua_pushnil(L);
+    int keep = lua_gettop(L);
     lua_createtable(L, 0, DL_ARRAY_SIZE(funcs) - 1);
     for (const luaL_Reg *f = funcs; f->name; f++) {
         lua_pushlightuserdata(L, d);
         lua_pushstring(L, f->name);
-        lua_pushcclosure(L, f->func, 2);
+        lua_pushvalue(L, keep);
+        lua_pushcclosure(L, f->func, 3);
         lua_setfield(L, -2, f->name);
     }
     return 1;

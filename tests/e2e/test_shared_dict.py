@@ -39,6 +39,9 @@ api.get("/ttl/:key", function(req)
   local s, err = S.ttl(req.params.key)
   return { s = s, err = err }
 end)
+api.post("/job", function(req)
+  return { id = assert(api.jobs.add("count", { key = req.body.key, n = req.body.n })) }
+end)
 api.post("/delete/:key", function(req) return { ok = S.delete(req.params.key) } end)
 api.get("/types", function()
   S.set("ty:s", "text"); S.set("ty:n", 1.5); S.set("ty:b", false); S.set("ty:t", true)
@@ -93,7 +96,12 @@ end)
 """
 
 APP_LUA = """local api = require "devloop"
+api.shared.add("seeded", "at load")  -- while the app loads (and in `devloop check`)
 api.on_start(function() api.shared.incr("starts", 1, 0) end)
+"""
+
+JOB_LUA = """local api = require "devloop"
+return function(data) api.shared.incr("jobs:" .. data.key, data.n, 0) end
 """
 
 APP = tempfile.mkdtemp(prefix="devloop-shared-")
@@ -102,6 +110,9 @@ with open(os.path.join(APP, "routes", "s.lua"), "w") as f:
     f.write(ROUTES)
 with open(os.path.join(APP, "app.lua"), "w") as f:
     f.write(APP_LUA)
+os.mkdir(os.path.join(APP, "jobs"))
+with open(os.path.join(APP, "jobs", "count.lua"), "w") as f:
+    f.write(JOB_LUA)
 
 
 def post(srv, path, body=None):
@@ -214,8 +225,15 @@ def test_misuse_is_a_clear_error(srv):
     assert b["too_large"].startswith("nil too large"), b
 
 
-def test_start_hook_used_it(srv):
+def test_load_and_start_hook_use_it(srv):
     assert get(srv, "/get/starts")["v"] == 2  # each worker's on_start hook counted once
+    assert get(srv, "/get/seeded") == {"v": "at load", "t": "string"}
+
+
+def test_jobs_use_it(srv):
+    for n in (3, 4):
+        post(srv, "/job", {"key": "j", "n": n})
+    wait_for(lambda: get(srv, "/get/jobs:j").get("v") == 7)
 
 
 def test_survives_reload(srv):
