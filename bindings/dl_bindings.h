@@ -18,5 +18,6 @@ int luaopen_devloop_db_core(lua_State *L);
 int luaopen_devloop_metrics_core(lua_State *L);
 int luaopen_devloop_http_core(lua_State *L);
 int luaopen_devloop_socket_core(lua_State *L);
+int luaopen_devloop_shared_core(lua_State *L);
 
 #endif /* DL_BINDINGS_H */

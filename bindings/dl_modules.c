@@ -16,5 +16,6 @@ const dl_lua_module_t dl_modules_builtin[] = {
     {"devloop.metrics_core", luaopen_devloop_metrics_core},
     {"devloop.http_core", luaopen_devloop_http_core},
     {"devloop.socket_core", luaopen_devloop_socket_core},
+    {"devloop.shared_core", luaopen_devloop_shared_core},
     {NULL, NULL},
 };

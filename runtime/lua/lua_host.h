@@ -23,6 +23,7 @@ struct dl_metrics_s;
 struct dl_memcache_s;
 struct dl_core_ctx_s;
 struct dl_http_client_s;
+struct dl_shdict_s;
 
 /** One worker's figures for metrics_core.workers(). */
 typedef struct {
@@ -56,6 +57,7 @@ typedef struct dl_lua_host_s {
     struct dl_store_s *store;      /* documents, shared by workers, or NULL */
     dl_store_guard_t *store_guard; /* its outcomes and breaker, or NULL */
     struct dl_memcache_s *memcache; /* the embedded cache, or NULL (Redis) */
+    struct dl_shdict_s *shared_dict; /* api.shared, the runtime's (outlives reloads), or NULL */
     const char *db_path;           /* the SQLite file, or NULL */
     double start_time;             /* Unix time the runtime started */
     struct dl_core_ctx_s *core;    /* the worker's request core (in-process requests) */

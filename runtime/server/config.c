@@ -99,6 +99,8 @@ static const env_var_t vars[] = {
     {"DEVLOOP_ACCESS_LOG", DL_ENV_BOOL, 0, 0, 1, NOF, NULL, NULL, NULL, ALWAYS},
     {"DEVLOOP_METRICS", DL_ENV_BOOL, 1, 0, 1, NOF, NULL, NULL, NULL, ALWAYS},
     {"DEVLOOP_CACHE_MAX_BYTES", DL_ENV_SIZE, 64u << 20, 0, TIB, NOF, NULL, NULL, NULL, NO_REDIS},
+    /* api.shared, the dictionary every worker shares (runtime/cache/shared_dict.h) */
+    {"DEVLOOP_SHARED_MAX", DL_ENV_SIZE, 16u << 20, 4096, TIB, NOF, NULL, NULL, NULL, ALWAYS},
     {"MONGO_POOL_SIZE", DL_ENV_COUNT, DL_MONGO_DEFAULT_POOL_SIZE, 1, 100000, NOF, NULL, NULL, NULL,
      MONGO},
     /* the breaker guards MongoDB only: SQLite, a local file, gets outcomes

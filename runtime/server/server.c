@@ -334,6 +334,18 @@ static int define_metrics(dl_runtime_t *rt)
     id->http_client_pool = dl_metric_define(m, DL_METRIC_GAUGE, "http_client_pool_connections",
                                             "Outbound keep-alive connections (idle, busy) and "
                                             "requests waiting for one", state_label, 1, NULL, 0);
+    id->shared_bytes = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_shared_dict_bytes",
+                                        "Bytes api.shared holds (keys, values, entry headers)",
+                                        NULL, 0, NULL, 0);
+    id->shared_entries = dl_metric_define(m, DL_METRIC_GAUGE, "devloop_shared_dict_entries",
+                                          "Entries api.shared holds (expired ones not yet "
+                                          "dropped included)", NULL, 0, NULL, 0);
+    id->shared_evictions = dl_metric_define(m, DL_METRIC_COUNTER,
+                                            "devloop_shared_dict_evictions_total",
+                                            "Live api.shared entries dropped to make room "
+                                            "under DEVLOOP_SHARED_MAX", NULL, 0, NULL, 0);
+    if (id->shared_bytes < 0 || id->shared_entries < 0 || id->shared_evictions < 0)
+        return DL_EINVAL;
     if (rt->shared.h2_metrics.defences < 0 || id->tls_failures < 0 || id->conns_refused < 0 ||
         id->http_client_requests < 0 || id->http_client_duration < 0 || id->http_client_pool < 0)
         return DL_EINVAL;
@@ -512,6 +524,11 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     hcfg->pool.idle_ms = dl_env_u64("DEVLOOP_HTTP_IDLE_MS");
     hcfg->dns_ttl_ms = dl_env_u64("DEVLOOP_DNS_TTL_MS");
     hcfg->dns_max_names = 256;
+    rt->shared.shared_dict = dl_shdict_new(dl_env_u64("DEVLOOP_SHARED_MAX"));
+    if (rt->shared.shared_dict == NULL) {
+        dl_runtime_free(rt);
+        return DL_ENOMEM;
+    }
     if (!rt->shared.has_redis) {
         size_t cap = dl_env_u64("DEVLOOP_CACHE_MAX_BYTES");
         rt->shared.memcache = dl_memcache_new(cap, 16);
@@ -1163,6 +1180,7 @@ void dl_runtime_free(dl_runtime_t *rt)
     dl_free(rt->shared.upload_dir);
     dl_free(rt->app_dir);
     dl_memcache_free(rt->shared.memcache);
+    dl_shdict_free(rt->shared.shared_dict);
     dl_backend_stats_free(&rt->shared.backends);
     dl_metrics_free(rt->shared.metrics);
     dl_free(rt->shared.db_path);

@@ -428,6 +428,20 @@ static void on_redis_event(int event, int value, void *arg)
         dl_backend_set_breaker(bs, w->id, DL_BACKEND_REDIS, value);
 }
 
+/* api.shared's size and evictions, into worker 0's own slot (no lock). */
+static void publish_shared(dl_worker_t *w)
+{
+    dl_worker_shared_t *sh = w->shared;
+    dl_shdict_stats_t st;
+    dl_shdict_stats(sh->shared_dict, &st);
+    dl_metric_set(sh->metrics, w->id, sh->m.shared_bytes, NULL, (double)st.bytes);
+    dl_metric_set(sh->metrics, w->id, sh->m.shared_entries, NULL, (double)st.entries);
+    if (st.evictions > w->shared_evictions)
+        dl_metric_add(sh->metrics, w->id, sh->m.shared_evictions, NULL,
+                      (double)(st.evictions - w->shared_evictions));
+    w->shared_evictions = st.evictions;
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     dl_worker_t *w = t->data;
@@ -440,6 +454,8 @@ static void on_sweep(uv_timer_t *t)
         dl_metric_set(w->shared->metrics, w->id, w->shared->m.lua_memory, wl,
                       (double)lua_gc(w->vm->L, LUA_GCCOUNT, 0) * 1024.0 +
                           lua_gc(w->vm->L, LUA_GCCOUNTB, 0));
+    if (w->id == 0 && w->shared->shared_dict) /* one worker publishes the process's dictionary */
+        publish_shared(w);
     if (w->http) /* idle connections come and go without a call to see it */
         dl_http_client_publish(w->http, w->shared->metrics, w->id, w->shared->m.http_client_pool);
     dl_list_t *it, *tmp; /* closing unlinks only in the close callback */
@@ -654,6 +670,7 @@ static void fill_host(dl_worker_t *w)
     h->store = sh->store;
     h->store_guard = sh->has_store_guard ? &sh->store_guard : NULL;
     h->memcache = sh->memcache;
+    h->shared_dict = sh->shared_dict;
     h->db_path = sh->db_path;
     h->start_time = sh->start_time;
     h->metrics = sh->metrics;

@@ -12,6 +12,7 @@
 #include "backend/redis_pool.h"
 #include "backend/store_guard.h"
 #include "cache/mem_cache.h"
+#include "cache/shared_dict.h"
 #include "common/compress.h"
 #include "core/http.h"
 #include "core/request.h"
@@ -37,7 +38,8 @@ typedef struct dl_conn_s dl_conn_t;
 typedef struct {
     int requests, duration, db_duration, cache_lookup, connections, lua_memory, generation,
         reload_failures, log_dropped, metrics_overflow, tls_failures,
-        conns_refused, http_client_requests, http_client_duration, http_client_pool;
+        conns_refused, http_client_requests, http_client_duration, http_client_pool,
+        shared_bytes, shared_entries, shared_evictions;
 } dl_worker_metric_ids_t;
 
 /*
@@ -62,6 +64,7 @@ typedef struct dl_worker_shared_s {
     dl_http_client_cfg_t http_client; /* outbound HTTP and cosockets, per worker */
     dl_h2_metrics_t h2_metrics;  /* HTTP/2's own counters (http2/h2.h), lent to sessions */
     dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
+    dl_shdict_t *shared_dict;    /* api.shared (DEVLOOP_SHARED_MAX), outlives reloads */
     struct dl_store_s *store;    /* documents: SQLite file or MongoDB, shared by workers */
     dl_store_guard_t store_guard; /* its outcomes and (MongoDB) circuit breaker */
     int has_store_guard;
@@ -127,6 +130,7 @@ typedef struct dl_worker_s {
     long date_sec;
     char date[32];
     uint64_t n_requests;
+    uint64_t shared_evictions; /* worker 0: api.shared evictions already counted */
     int inproc_depth;               /* in-process requests running on the stack now */
     char read_buf[DL_READ_BUF_SIZE];
 } dl_worker_t;
