@@ -90,14 +90,23 @@ local function hooks_of_load()
   return h
 end
 
-local function add(kind, fn, level, first)
+-- rank: where a before hook goes: the app's own (rank 3) in declaration
+-- order, after the runtime's: CORS preflights (1), then rate limits (2)
+local function add(kind, fn, level, rank)
   if type(fn) ~= "function" then
     error("api." .. kind .. " needs a function, not " .. type(fn), level + 1)
   end
   local h = hooks_of_load()
   local list = h[kind]
   if #list >= 64 then error("more than 64 api." .. kind .. " hooks", level + 1) end
-  if first then table.insert(list, 1, fn) else list[#list + 1] = fn end
+  rank = rank or 3
+  h.ranks = h.ranks or {}
+  local ranks = h.ranks[kind] or {}
+  h.ranks[kind] = ranks
+  local at = #list + 1
+  while at > 1 and (ranks[at - 1] or 3) > rank do at = at - 1 end
+  table.insert(list, at, fn)
+  table.insert(ranks, at, rank)
   core._hooks(h) -- the runtime notes which kinds there are
 end
 
@@ -106,7 +115,7 @@ function M.after(fn) add("after", fn, 2) end
 -- api.cors and api.rate_limit: first among the before hooks (a preflight
 -- carries no credentials, a limit counts before any work), last among the
 -- after hooks (their headers go on the final answer)
-function M.before_first(fn) add("before", fn, 2, true) end
+function M.before_ranked(fn, rank) add("before", fn, 2, rank) end
 
 -- A route option before = fn | {fn...} (or after) as a list; errors name the
 -- option at the app's line.

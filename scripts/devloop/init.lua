@@ -33,8 +33,15 @@ _M.timer = { every = timer.every, after = timer.after }
 -- api.cors{...}: CORS for every route (devloop.cors)
 function _M.cors(c)
   local cfg = cors.compile(c)
-  hooks.before_first(cors.before(cfg))
+  hooks.before_ranked(cors.before(cfg), 1)
   hooks.after(cors.after(cfg))
+end
+local ratelimit = require "devloop.ratelimit"
+-- api.rate_limit{...}: a limit on every request (devloop.ratelimit)
+function _M.rate_limit(c)
+  local cfg = ratelimit.compile(c, "default")
+  hooks.before_ranked(ratelimit.before(cfg), 2)
+  hooks.after(ratelimit.after())
 end
 
 _M.sleep, _M.parallel, _M.with_timeout = tasks.sleep, tasks.parallel, tasks.with_timeout

@@ -8,6 +8,7 @@ local auth = require "devloop.auth"
 local options = require "devloop.options"
 local hooks = require "devloop.hooks"
 local cors = require "devloop.cors"
+local ratelimit = require "devloop.ratelimit"
 
 local type, error = type, error
 local BIT = core.methods -- a method name -> its bit in a route mask
@@ -19,7 +20,8 @@ local MAX_TTL = require("devloop.cache_core").MAX_TTL
 
 -- The keys each option table of a route takes (README: route options); any
 -- other key, or a value of the wrong kind, fails the load at the app's line.
-local ROUTE_KEYS = { "after", "auth", "before", "body_limit", "cache", "cors", "upload" }
+local ROUTE_KEYS = { "after", "auth", "before", "body_limit", "cache", "cors", "rate_limit",
+                     "upload" }
 local CACHE_KEYS = { "key", "prefix", "ttl" }
 local UPLOAD_KEYS = { "max_bytes" }
 
@@ -118,6 +120,13 @@ local function add(mask, path, opts, handler)
   end
   local before = opts and opts.before ~= nil and hooks.list(opts.before, "before", 3)
   local after = opts and opts.after ~= nil and hooks.list(opts.after, "after", 3)
+  local rl_cfg = opts and opts.rate_limit ~= nil and ratelimit.compile(opts.rate_limit, path)
+  if rl_cfg then -- first of the route's before hooks, its headers on every answer
+    before = before or {}
+    table.insert(before, 1, ratelimit.before(rl_cfg))
+    after = after or {}
+    table.insert(after, 1, ratelimit.after())
+  end
   local cors_cfg = opts and opts.cors ~= nil and cors.compile(opts.cors)
   if cors_cfg then
     -- its headers go on every answer of the route (after its other hooks);

@@ -18,7 +18,7 @@ ROUTE = 'local api = require "devloop"\n\napi.get("/x", %s, function() return "x
 # (option table, what the message must say), one per kind of mistake
 ROUTE_CASES = [
     ('{ auht = "ADMIN" }',
-     "unknown route option 'auht' (known: after, auth, before, body_limit, cache, cors, upload)"),
+     "unknown route option 'auht' (known: after, auth, before, body_limit, cache, cors, rate_limit, upload)"),
     ('{ auth = 5 }', "route option auth must be true or a permission name (a string), not 5"),
     ('{ cache = "yes" }', 'route option cache must be true or a table { key, prefix, ttl }, not "yes"'),
     ('{ cache = { prefix = "api", tll = 60 } }',
@@ -115,7 +115,7 @@ def test_serve_refuses_an_app_with_a_misspelled_option(_):
     try:
         p = run("serve", app, "--listen", "127.0.0.1:%d" % harness.free_port(), "--workers", "1")
         assert p.returncode == 1, p
-        assert "routes/r.lua:3: unknown route option 'auht' (known: after, auth, before, body_limit, cache, cors, upload)" \
+        assert "routes/r.lua:3: unknown route option 'auht' (known: after, auth, before, body_limit, cache, cors, rate_limit, upload)" \
             in p.stderr, p.stderr
     finally:
         shutil.rmtree(app)

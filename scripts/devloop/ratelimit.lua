@@ -1,0 +1,188 @@
+-- devloop.ratelimit: api.rate_limit{...} and the route option rate_limit,
+-- as a pair of hooks (devloop.hooks).
+--   limit    requests allowed per window (a whole number >= 1)
+--   window   seconds (default 60)
+--   key      function(req) -> the key to count by (default req.ip); nil or
+--            false from it: not limited
+--   store    "local" (api.shared: every worker of this process) or "redis"
+--            (REDIS_URL: every process sharing it); default "local"
+--   on_error "open" (default: let requests through) or "closed" (answer
+--            503) when the store cannot be reached; logged once per worker
+--   name     the limiter's name in keys and metrics (default "default", or
+--            the route's pattern for a route's limiter)
+-- A sliding window counter: the count of the current fixed window plus the
+-- previous window's count weighted by how much of it the sliding window
+-- still covers. Two counters per key, one atomic increment (one round trip
+-- with Redis), and no burst of twice the limit at a window's edge as fixed
+-- windows allow; a token bucket would need a read-modify-write of two
+-- values under a lock. Requests refused are not counted: a client held back
+-- gets through again as soon as the window slides, however hard it tries.
+-- Over the limit: 429 with Retry-After; every answer carries
+-- RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset.
+local core = require "devloop.core"
+local options = require "devloop.options"
+local shared = require "devloop.shared"
+local redis = require "devloop.redis"
+local metrics = require "devloop.metrics"
+
+local type, floor, ceil, max, tostring, format = type, math.floor, math.ceil, math.max, tostring,
+  string.format
+
+local M = {}
+
+local KEYS = { "key", "limit", "name", "on_error", "store", "window" }
+
+-- refused requests and store failures, by limiter (one definition per VM)
+local refused_total, failed_total
+local function counters()
+  if not refused_total then
+    refused_total = metrics.counter("rate_limit_refused_total",
+      "Requests answered 429 by a rate limit", { "limiter" })
+    failed_total = metrics.counter("rate_limit_store_errors_total",
+      "Rate limit checks whose store could not be reached", { "limiter" })
+  end
+end
+
+-- Both counters in one atomic step: INCR the current window's, read the
+-- previous one's, and take the increment back when over the limit.
+local REDIS_SCRIPT = [[
+local cur = redis.call('INCR', KEYS[1])
+if cur == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local prev = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local est = prev * tonumber(ARGV[2]) + cur
+if est > tonumber(ARGV[3]) then
+  redis.call('DECR', KEYS[1])
+  return {cur - 1, prev, 0}
+end
+return {cur, prev, 1}
+]]
+
+function M.compile(c, default_name)
+  if type(c) ~= "table" then
+    options.fail("rate_limit must be a table { " .. table.concat(KEYS, ", ") .. " }, not "
+                 .. options.show(c))
+  end
+  options.check(c, KEYS, "rate_limit option")
+  local lim = c.limit
+  if type(lim) ~= "number" or lim < 1 or lim % 1 ~= 0 or lim > 1e12 then
+    options.fail("rate_limit option limit must be a whole number from 1, not " .. options.show(lim))
+  end
+  local w = c.window == nil and 60 or c.window
+  if type(w) ~= "number" or not (w >= 1 and w <= 86400 * 365) or w % 1 ~= 0 then
+    options.fail("rate_limit option window must be a whole number of seconds from 1, not "
+                 .. options.show(c.window))
+  end
+  if c.key ~= nil and type(c.key) ~= "function" then
+    options.fail("rate_limit option key must be a function(req), not " .. options.show(c.key))
+  end
+  local store = c.store == nil and "local" or c.store
+  if store ~= "local" and store ~= "redis" then
+    options.fail("rate_limit option store must be \"local\" or \"redis\", not "
+                 .. options.show(c.store))
+  end
+  local on_error = c.on_error == nil and "open" or c.on_error
+  if on_error ~= "open" and on_error ~= "closed" then
+    options.fail("rate_limit option on_error must be \"open\" or \"closed\", not "
+                 .. options.show(c.on_error))
+  end
+  if store == "redis" and (os.getenv("REDIS_URL") or "") == "" then
+    options.fail("rate_limit option store = \"redis\" needs REDIS_URL")
+  end
+  local name = c.name == nil and default_name or c.name
+  if type(name) ~= "string" or name == "" or #name > 100 or name:find("[%c]") then
+    options.fail("rate_limit option name must be a string of 1 to 100 printable bytes, not "
+                 .. options.show(c.name))
+  end
+  return { limit = lim, window = w, key = c.key, store = store, on_error = on_error,
+           name = name, warned = false }
+end
+
+-- Counts one request of key; returns the estimate after it, the seconds to
+-- the window's end, and whether it is allowed; or nil, err.
+local function count_local(cfg, key, now)
+  local w = cfg.window
+  local slot = floor(now / w)
+  local base = "rl:" .. cfg.name .. ":" .. key .. ":"
+  local f = 1 - (now - slot * w) / w -- the part of the previous window still covered
+  local cur, err = shared.incr(base .. slot, 1, 0, 2 * w)
+  if not cur then return nil, err end
+  local prev = shared.get(base .. (slot - 1))
+  prev = type(prev) == "number" and prev or 0
+  local est = prev * f + cur
+  if est > cfg.limit then
+    shared.incr(base .. slot, -1)
+    return est - 1, (slot + 1) * w - now, false
+  end
+  return est, (slot + 1) * w - now, true
+end
+
+local function count_redis(cfg, key, now)
+  local w = cfg.window
+  local slot = floor(now / w)
+  local base = "devloop:rl:" .. cfg.name .. ":" .. key .. ":"
+  local f = 1 - (now - slot * w) / w
+  local r, err = redis.call("EVAL", REDIS_SCRIPT, 2, base .. slot, base .. (slot - 1),
+    tostring(2 * w * 1000), format("%.6f", f), tostring(cfg.limit))
+  if type(r) ~= "table" then return nil, err or "unexpected reply" end
+  local cur, prev, ok = tonumber(r[1]) or 0, tonumber(r[2]) or 0, r[3] == 1
+  return prev * f + cur, (slot + 1) * w - now, ok
+end
+
+-- The before hook: counts the request, refuses it over the limit.
+function M.before(cfg)
+  counters()
+  return function(req)
+    local key
+    if cfg.key then key = cfg.key(req) else key = req.ip end
+    if key == nil or key == false then return end
+    key = tostring(key)
+    if #key > 200 then key = key:sub(1, 200) end
+    local now = core.now()
+    local est, reset, ok
+    if cfg.store == "redis" then
+      est, reset, ok = count_redis(cfg, key, now)
+    else
+      est, reset, ok = count_local(cfg, key, now)
+    end
+    if est == nil then
+      failed_total:inc({ cfg.name })
+      if not cfg.warned then
+        cfg.warned = true
+        core.log(core.LOG_WARN, "rate limit " .. cfg.name .. ": its " .. cfg.store
+          .. " store cannot be reached (" .. tostring(reset) .. "); failing "
+          .. cfg.on_error .. " (logged once)")
+      end
+      if cfg.on_error == "closed" then
+        error({ status = 503, message = "rate limit store unavailable" }, 0)
+      end
+      return
+    end
+    local remaining = max(0, floor(cfg.limit - est))
+    local prior = req._rate_limit
+    -- several limiters (the app's, the route's): the headers tell of the tightest
+    if not prior or not ok or (not prior.over and remaining < prior.remaining) then
+      req._rate_limit = { limit = cfg.limit, remaining = remaining, reset = max(1, ceil(reset)),
+                          over = not ok }
+    end
+    if not ok then
+      refused_total:inc({ cfg.name })
+      error({ status = 429, message = "rate limit of " .. cfg.limit .. " requests per "
+              .. cfg.window .. " s reached" }, 0)
+    end
+  end
+end
+
+-- The after hook: the RateLimit headers (and Retry-After on a 429).
+function M.after()
+  return function(req, res)
+    local rl = req._rate_limit
+    if not rl then return end
+    local h = res.headers
+    h["ratelimit-limit"] = tostring(rl.limit)
+    h["ratelimit-remaining"] = tostring(rl.remaining)
+    h["ratelimit-reset"] = tostring(rl.reset)
+    if rl.over then h["retry-after"] = tostring(rl.reset) end
+  end
+end
+
+return M
