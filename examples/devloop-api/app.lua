@@ -2,6 +2,23 @@
 local api = require "devloop"
 local db = api.db
 
+-- A browser front end on another origin may call the API (its dev server
+-- by default; CORS_ORIGIN names the deployed one), with its bearer token.
+api.cors{
+  origins = { os.getenv("CORS_ORIGIN") or "http://localhost:5173" },
+  headers = { "Authorization", "Content-Type", "Accept" },
+  expose = { "X-Request-Id", "RateLimit-Remaining" },
+  credentials = true,
+}
+
+-- Writes are limited per client address (req.ip: the proxy's client when
+-- DEVLOOP_TRUSTED_PROXIES names the proxy); reads are not.
+local WRITES = { POST = true, PUT = true, PATCH = true, DELETE = true }
+api.rate_limit{
+  name = "writes", limit = tonumber(os.getenv("WRITE_LIMIT") or "") or 600, window = 60,
+  key = function(req) return WRITES[req.method] and req.ip or nil end,
+}
+
 db.define("features", {
   required = { "name", "status", "milestone_id" },
   enums = { status = { "not-started", "in-progress", "completed", "blocked" } },
