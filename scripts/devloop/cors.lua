@@ -94,7 +94,14 @@ end
 local function allow(cfg, origin, req)
   if origin == nil then return nil end
   if cfg.any then return "*" end
-  if cfg.list then return cfg.list[lower(origin)] and origin or nil end
+  if cfg.list then
+    if cfg.last == origin then return origin end -- most requests: the one front end
+    if cfg.list[lower(origin)] then
+      cfg.last = origin
+      return origin
+    end
+    return nil
+  end
   local ok, yes = pcall(cfg.fn, origin, req)
   if not ok then error(yes, 0) end
   return yes == true and origin or nil

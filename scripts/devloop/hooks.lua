@@ -21,21 +21,22 @@ local M = {}
 -- returned by pipeline when no before hook answered a request no route took
 local NOT_ROUTED = core._not_routed
 
-local function pack(...) return { n = select("#", ...), ... } end
-
--- Runs the hooks of list on req; the answer of the first that gives one.
+-- Runs the hooks of list on req: the answer of the first that gives one
+-- (up to seven values: what api.file returns), or nil. No table per call:
+-- this runs on every request.
 local function run_before(list, req)
   for i = 1, #list do
-    local r = pack(list[i](req))
-    if r.n > 0 and r[1] ~= nil and r[1] ~= false then return r end
+    local a, b, c, d, e, f, g = list[i](req)
+    if a ~= nil and a ~= false then return true, a, b, c, d, e, f, g end
   end
+  return false
 end
 
 -- handler (nil when no route matched) wrapped by the app's before hooks.
 function M.pipeline(handler, hooks, req)
   if hooks then
-    local r = run_before(hooks.before, req)
-    if r then return unpack(r, 1, r.n) end
+    local hit, a, b, c, d, e, f, g = run_before(hooks.before, req)
+    if hit then return a, b, c, d, e, f, g end
   end
   if handler == nil then return NOT_ROUTED end
   return handler(req)
@@ -45,8 +46,8 @@ end
 -- auth check, outside its cache).
 function M.wrap_before(list, handler)
   return function(req)
-    local r = run_before(list, req)
-    if r then return unpack(r, 1, r.n) end
+    local hit, a, b, c, d, e, f, g = run_before(list, req)
+    if hit then return a, b, c, d, e, f, g end
     return handler(req)
   end
 end

@@ -94,15 +94,31 @@ function M.compile(c, default_name)
                  .. options.show(c.name))
   end
   return { limit = lim, window = w, key = c.key, store = store, on_error = on_error,
-           name = name, warned = false }
+           name = name, warned = false, bases = {}, n_bases = 0 }
 end
 
 -- Counts one request of key; returns the estimate after it, the seconds to
 -- the window's end, and whether it is allowed; or nil, err.
+-- "rl:NAME:KEY:" for key, kept for the keys seen lately (a bounded cache:
+-- the strings are made once per client, not twice per request)
+local function base_of(cfg, prefix, key)
+  local cache = cfg.bases
+  local b = cache[key]
+  if b then return b end
+  if cfg.n_bases >= 4096 then
+    cache = {}
+    cfg.bases, cfg.n_bases = cache, 0
+  end
+  b = prefix .. cfg.name .. ":" .. key .. ":"
+  cache[key] = b
+  cfg.n_bases = cfg.n_bases + 1
+  return b
+end
+
 local function count_local(cfg, key, now)
   local w = cfg.window
   local slot = floor(now / w)
-  local base = "rl:" .. cfg.name .. ":" .. key .. ":"
+  local base = base_of(cfg, "rl:", key)
   local f = 1 - (now - slot * w) / w -- the part of the previous window still covered
   local cur, err = shared.incr(base .. slot, 1, 0, 2 * w)
   if not cur then return nil, err end
@@ -119,7 +135,7 @@ end
 local function count_redis(cfg, key, now)
   local w = cfg.window
   local slot = floor(now / w)
-  local base = "devloop:rl:" .. cfg.name .. ":" .. key .. ":"
+  local base = base_of(cfg, "devloop:rl:", key)
   local f = 1 - (now - slot * w) / w
   local r, err = redis.call("EVAL", REDIS_SCRIPT, 2, base .. slot, base .. (slot - 1),
     tostring(2 * w * 1000), format("%.6f", f), tostring(cfg.limit))
@@ -135,7 +151,7 @@ function M.before(cfg)
     local key
     if cfg.key then key = cfg.key(req) else key = req.ip end
     if key == nil or key == false then return end
-    key = tostring(key)
+    if type(key) ~= "string" then key = tostring(key) end
     if #key > 200 then key = key:sub(1, 200) end
     local now = core.now()
     local est, reset, ok
@@ -178,10 +194,10 @@ function M.after()
     local rl = req._rate_limit
     if not rl then return end
     local h = res.headers
-    h["ratelimit-limit"] = tostring(rl.limit)
-    h["ratelimit-remaining"] = tostring(rl.remaining)
-    h["ratelimit-reset"] = tostring(rl.reset)
-    if rl.over then h["retry-after"] = tostring(rl.reset) end
+    h["ratelimit-limit"] = rl.limit -- numbers: no string made per request
+    h["ratelimit-remaining"] = rl.remaining
+    h["ratelimit-reset"] = rl.reset
+    if rl.over then h["retry-after"] = rl.reset end
   end
 end
 
