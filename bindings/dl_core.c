@@ -536,6 +536,8 @@ int luaopen_devloop_core(lua_State *L)
     lua_setfield(L, -2, "FILE_BODY");
     lua_pushlightuserdata(L, &dl__not_routed_marker);
     lua_setfield(L, -2, "_not_routed");
+    lua_pushlightuserdata(L, &dl__after_done_marker);
+    lua_setfield(L, -2, "_after_done");
     /* the numbers Lua passes to C, named once (scripts/devloop/ reads these) */
     static const struct {
         const char *name;

@@ -407,6 +407,10 @@ static void answer(dl_task_t *t, int may_hook)
     dl_vm_t *vm = t->vm;
     dl_req_t *req = t->req;
     lua_State *co = t->co;
+    if (lua_gettop(co) >= 1 && lua_touserdata(co, 1) == &dl__after_done_marker) {
+        lua_remove(co, 1); /* the after hooks have seen it, in the pipeline */
+        req->filtered = 1;
+    }
     int n = lua_gettop(co);
     /* `return nil, { status = 404, message = "..." }`: the failure idiom with
      * an error table answers as api.fail would (as batch operations do) */
@@ -548,6 +552,7 @@ static int handler_unrouted(void *arg, dl_req_t *r)
     lua_pushnil(co); /* no handler */
     lua_pushvalue(co, -3);
     lua_remove(co, -4);
+    lua_pushnil(co); /* no route, so none of its after hooks */
     char msg[260];
     int st = dl_vm_push_request(vm, r, co, msg, sizeof(msg));
     if (st != 0) {
@@ -557,7 +562,7 @@ static int handler_unrouted(void *arg, dl_req_t *r)
         dl_req_respond_error(r, st, msg);
         return 1;
     }
-    dl_task_resume(t, 3);
+    dl_task_resume(t, 4);
     return 1;
 }
 
@@ -670,14 +675,23 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
     lua_State *co = t->co;
     lua_checkstack(co, 8);
     dl_gen_t *g = req->gen;
+    int app_hooks = g && (g->has_before || g->has_after);
     int nargs = 1;
-    if (g && g->has_before) { /* hooks.pipeline(handler, hooks, req) */
-        lua_rawgeti(co, LUA_REGISTRYINDEX, g->hooks_ref);
+    if (app_hooks || route->after_ref) {
+        /* hooks.pipeline(handler, hooks, route's after hooks, req) */
+        lua_rawgeti(co, LUA_REGISTRYINDEX, app_hooks ? g->hooks_ref : route->after_ref);
         lua_getfield(co, -1, "pipeline");
+        lua_remove(co, -2);
         lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
-        lua_pushvalue(co, -3);
-        lua_remove(co, -4);
-        nargs = 3;
+        if (app_hooks)
+            lua_rawgeti(co, LUA_REGISTRYINDEX, g->hooks_ref);
+        else
+            lua_pushnil(co);
+        if (route->after_ref)
+            lua_rawgeti(co, LUA_REGISTRYINDEX, route->after_ref);
+        else
+            lua_pushnil(co);
+        nargs = 4;
     } else {
         lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
     }

@@ -174,6 +174,9 @@ extern char dl__file_body_marker;
 /* What the hooks' pipeline returns when no before hook answered a request no
  * route took (hooks.lua): the runtime's 404 or 405 follows. */
 extern char dl__not_routed_marker;
+/* What the hooks' pipeline puts before an answer its after hooks have seen
+ * (hooks.lua): the runtime sends it as it is. */
+extern char dl__after_done_marker;
 
 /* ---- primitives behind bindings/dl_core.c (the devloop.core module) */
 int dl__req_index(lua_State *L);     /* __index of request tables (lua_request.c) */

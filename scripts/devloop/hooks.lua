@@ -14,12 +14,18 @@
 local core = require "devloop.core"
 
 local type, select, pairs, rawequal, lower = type, select, pairs, rawequal, string.lower
+-- LuaJIT's table.new: the answer's tables made at their size at once
+local ok_new, new_tab = pcall(require, "table.new")
+if not ok_new then new_tab = function() return {} end end
 local unpack = unpack or table.unpack
 
 local M = {}
 
 -- returned by pipeline when no before hook answered a request no route took
 local NOT_ROUTED = core._not_routed
+-- put before an answer the after hooks have already seen
+local AFTER_DONE = core._after_done
+local run_after
 
 -- Runs the hooks of list on req: the answer of the first that gives one
 -- (up to seven values: what api.file returns), or nil. No table per call:
@@ -32,14 +38,25 @@ local function run_before(list, req)
   return false
 end
 
--- handler (nil when no route matched) wrapped by the app's before hooks.
-function M.pipeline(handler, hooks, req)
-  if hooks then
+-- An answer through the after hooks, here in the request's own run (no
+-- second resume): the runtime is told by AFTER_DONE. The failure idioms
+-- (`return nil, err`, `return false`) are left to the runtime, whose error
+-- answer then passes the after hooks.
+local function finish(hooks, route_after, req, a, b, ...)
+  if (hooks == nil or hooks.after[1] == nil) and route_after == nil then return a, b, ... end
+  if (a == nil and b ~= nil) or a == false then return a, b, ... end
+  return AFTER_DONE, run_after(hooks, route_after, req, a, b, ...)
+end
+
+-- handler (nil when no route matched) between the app's before hooks and
+-- the route's and the app's after hooks.
+function M.pipeline(handler, hooks, route_after, req)
+  if hooks and hooks.before[1] ~= nil then
     local hit, a, b, c, d, e, f, g = run_before(hooks.before, req)
-    if hit then return a, b, c, d, e, f, g end
+    if hit then return finish(hooks, route_after, req, a, b, c, d, e, f, g) end
   end
   if handler == nil then return NOT_ROUTED end
-  return handler(req)
+  return finish(hooks, route_after, req, handler(req))
 end
 
 -- The route's own before hooks around its handler (routing.lua: inside its
@@ -54,7 +71,7 @@ end
 
 -- An answer through the after hooks: the values a handler returns (status,
 -- body, headers, and what a file or a cached body carries after them).
-function M.run_after(hooks, route_after, req, ...)
+function run_after(hooks, route_after, req, ...)
   local status, body, headers = ...
   local rest = 4
   if type(status) ~= "number" then
@@ -62,13 +79,14 @@ function M.run_after(hooks, route_after, req, ...)
     status, body, headers = status == nil and 204 or 200, status, body
     rest = 3
   end
-  local h = {}
+  local h = new_tab(0, 8)
   if type(headers) == "table" then
     for k, v in pairs(headers) do
       if type(k) == "string" then h[lower(k)] = v end
     end
   end
-  local res = { status = status, body = body, headers = h }
+  local res = new_tab(0, 4)
+  res.status, res.body, res.headers = status, body, h
   if route_after then
     for i = 1, #route_after do route_after[i](req, res) end
   end
@@ -81,6 +99,7 @@ function M.run_after(hooks, route_after, req, ...)
   end
   return res.status, res.body, res.headers
 end
+M.run_after = run_after
 
 local function hooks_of_load()
   local h = core._hooks()

@@ -94,7 +94,7 @@ function M.compile(c, default_name)
                  .. options.show(c.name))
   end
   return { limit = lim, window = w, key = c.key, store = store, on_error = on_error,
-           name = name, warned = false, bases = {}, n_bases = 0 }
+           name = name, warned = false, bases = {}, n_bases = 0, slots = {} }
 end
 
 -- Counts one request of key; returns the estimate after it, the seconds to
@@ -107,7 +107,7 @@ local function base_of(cfg, prefix, key)
   if b then return b end
   if cfg.n_bases >= 4096 then
     cache = {}
-    cfg.bases, cfg.n_bases = cache, 0
+    cfg.bases, cfg.n_bases, cfg.slots = cache, 0, {}
   end
   b = prefix .. cfg.name .. ":" .. key .. ":"
   cache[key] = b
@@ -115,18 +115,30 @@ local function base_of(cfg, prefix, key)
   return b
 end
 
+-- The keys of the current and the previous window for base, made once per
+-- window (not twice per request)
+local function slot_keys(cfg, base, slot)
+  local k = cfg.slots[base]
+  if k == nil or k[1] ~= slot then
+    k = { slot, base .. slot, base .. (slot - 1) }
+    cfg.slots[base] = k
+  end
+  return k[2], k[3]
+end
+
 local function count_local(cfg, key, now)
   local w = cfg.window
   local slot = floor(now / w)
   local base = base_of(cfg, "rl:", key)
   local f = 1 - (now - slot * w) / w -- the part of the previous window still covered
-  local cur, err = shared.incr(base .. slot, 1, 0, 2 * w)
+  local ck, pk = slot_keys(cfg, base, slot)
+  local cur, err = shared.incr(ck, 1, 0, 2 * w)
   if not cur then return nil, err end
-  local prev = shared.get(base .. (slot - 1))
+  local prev = shared.get(pk)
   prev = type(prev) == "number" and prev or 0
   local est = prev * f + cur
   if est > cfg.limit then
-    shared.incr(base .. slot, -1)
+    shared.incr(ck, -1)
     return est - 1, (slot + 1) * w - now, false
   end
   return est, (slot + 1) * w - now, true

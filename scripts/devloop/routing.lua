@@ -136,7 +136,8 @@ local function add(mask, path, opts, handler)
     after[#after + 1] = cors.after(cors_cfg)
     if mask % (BIT.OPTIONS * 2) < BIT.OPTIONS then
       local pre = cors.before(cors_cfg)
-      core._route(BIT.OPTIONS, path, { _after = { cors.after(cors_cfg), run_after = hooks.run_after } },
+      core._route(BIT.OPTIONS, path, { _after = { cors.after(cors_cfg), run_after = hooks.run_after,
+                                                  pipeline = hooks.pipeline } },
         function(req)
           local s, b, h = pre(req)
           if s then return s, b, h end
@@ -153,7 +154,7 @@ local function add(mask, path, opts, handler)
     opts = copy
   end
   if after then
-    after.run_after = hooks.run_after
+    after.run_after, after.pipeline = hooks.run_after, hooks.pipeline
     opts._after = after
   end
   if opts and opts.auth then -- outermost: no cached answer without the token
