@@ -113,6 +113,40 @@ def test_redis_outage_open_and_closed(_):
             srv.stop()
 
 
+SLIDING_TEST = """
+local t = require "devloop.test"
+local api = require "devloop"
+local function get() return t.get("/x", { headers = { ["X-Client"] = "sam" } }) end
+t.test("the window slides: the previous window counts for the part still covered", function()
+  local now = api.now()
+  t.advance(((math.floor(now / 10) + 1) * 10 - now) * 1000 + 1) -- just past a window start
+  for i = 1, 4 do t.eq(get().status, 200) end
+  local r = get()
+  t.eq(r.status, 429)
+  t.eq(r.headers["ratelimit-remaining"], "0")
+  t.advance(10 * 1000) -- the next window: the last one still counts almost whole
+  t.eq(get().status, 429)
+  t.advance(5 * 1000) -- half way: the last window counts 4 * 0.5 = 2 of 4
+  local ok = get()
+  t.eq(ok.status, 200)
+  t.eq(ok.headers["ratelimit-remaining"], "1") -- 4 - (2 + 1)
+  t.eq(get().status, 200)
+  t.eq(get().status, 429)
+  t.advance(10 * 1000) -- two windows on: the first is gone
+  for i = 1, 2 do t.eq(get().status, 200) end
+end)
+"""
+
+
+def test_sliding_window(_):
+    app = new_app({"app.lua": 'local api = require "devloop"\n'
+                              'api.rate_limit{ limit = 4, window = 10, '
+                              'key = function(req) return req.headers["x-client"] end }\n',
+                   "routes/r.lua": ROUTES, "tests/sliding_test.lua": SLIDING_TEST})
+    p = harness.run_devloop("test", app)
+    assert p.returncode == 0 and "1 passed, 0 failed" in p.stdout, p.stdout + p.stderr
+
+
 def test_misconfiguration_fails_the_load(_):
     cases = [
         ("api.rate_limit{ limit = 0 }", "rate_limit option limit must be a whole number from 1"),
