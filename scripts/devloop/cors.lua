@@ -122,7 +122,7 @@ function M.before(cfg)
     if req.method ~= "OPTIONS" then return end
     local h = req.headers
     local origin, want = h["origin"], h["access-control-request-method"]
-    if origin == nil or want == nil then return end
+    if origin == nil or want == nil or not find(want, TOKEN) then return end
     local ao = allow(cfg, origin, req)
     if ao == nil then return end
     local out = {
@@ -134,8 +134,14 @@ function M.before(cfg)
     if cfg.headers then
       out["Access-Control-Allow-Headers"] = cfg.headers
     elseif asked and asked ~= "" then
-      -- any header asked for is allowed: the answer names them back
-      out["Access-Control-Allow-Headers"] = gsub(asked, "[^!#$%%&'*+%-.^_`|~%w, ]", "")
+      -- any header asked for is allowed: the answer names back those that
+      -- are header names (a token each), nothing else
+      local names = {}
+      for name in string.gmatch(asked, "[^,]+") do
+        name = name:match("^%s*(.-)%s*$")
+        if find(name, TOKEN) and #names < 64 then names[#names + 1] = name end
+      end
+      if #names > 0 then out["Access-Control-Allow-Headers"] = concat(names, ", ") end
     end
     if cfg.credentials then out["Access-Control-Allow-Credentials"] = "true" end
     local vary = {}

@@ -17,6 +17,14 @@ local type, select, pairs, rawequal, lower = type, select, pairs, rawequal, stri
 -- LuaJIT's table.new: the answer's tables made at their size at once
 local ok_new, new_tab = pcall(require, "table.new")
 if not ok_new then new_tab = function() return {} end end
+local setmetatable, rawget, rawset, tostring = setmetatable, rawget, rawset, tostring
+
+-- res.headers: names are case-insensitive (kept lower-case), so a hook's
+-- "X-Frame-Options" replaces the handler's "x-frame-options"
+local HEADERS_MT = {
+  __index = function(t, k) if type(k) == "string" then return rawget(t, lower(k)) end end,
+  __newindex = function(t, k, v) rawset(t, type(k) == "string" and lower(k) or k, v) end,
+}
 local unpack = unpack or table.unpack
 
 local M = {}
@@ -33,7 +41,18 @@ local run_after
 local function run_before(list, req)
   for i = 1, #list do
     local a, b, c, d, e, f, g = list[i](req)
-    if a ~= nil and a ~= false then return true, a, b, c, d, e, f, g end
+    if a ~= nil then
+      if a == false then
+        -- as from a handler: not an answer, and never a silent pass
+        error("a before hook returned false" .. (type(b) == "string" and (": " .. b) or ""), 0)
+      end
+      return true, a, b, c, d, e, f, g
+    elseif b ~= nil then
+      -- `return nil, err` or `return nil, { status = 401 }`: a failure, as
+      -- from a handler (an auth hook written so must not let the request by)
+      if type(b) == "table" and type(b.status) == "number" then error(b, 0) end
+      error("a before hook returned nil, " .. tostring(b), 0)
+    end
   end
   return false
 end
@@ -85,6 +104,7 @@ function run_after(hooks, route_after, req, ...)
       if type(k) == "string" then h[lower(k)] = v end
     end
   end
+  setmetatable(h, HEADERS_MT)
   local res = new_tab(0, 4)
   res.status, res.body, res.headers = status, body, h
   if route_after then
@@ -93,6 +113,15 @@ function run_after(hooks, route_after, req, ...)
   if hooks then
     local list = hooks.after
     for i = 1, #list do list[i](req, res) end
+  end
+  local st = res.status
+  if type(st) ~= "number" then
+    -- a string here would be taken for the body (and the body for headers)
+    error("an after hook set res.status to " .. (type(st) == "string" and ("\"" .. st:sub(1, 40)
+          .. "\"") or type(st)) .. ": it must be a number", 0)
+  end
+  if type(res.headers) ~= "table" then
+    error("an after hook set res.headers to a " .. type(res.headers) .. ": it must be a table", 0)
   end
   if rawequal(res.body, body) then
     return res.status, res.body, res.headers, select(rest, ...)

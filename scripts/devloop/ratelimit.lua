@@ -24,6 +24,7 @@ local options = require "devloop.options"
 local shared = require "devloop.shared"
 local redis = require "devloop.redis"
 local metrics = require "devloop.metrics"
+local crypto = require "devloop.crypto"
 
 local type, floor, ceil, max, tostring, format = type, math.floor, math.ceil, math.max, tostring,
   string.format
@@ -139,9 +140,9 @@ local function count_local(cfg, key, now)
   local est = prev * f + cur
   if est > cfg.limit then
     shared.incr(ck, -1)
-    return est - 1, (slot + 1) * w - now, false
+    return est - 1, (slot + 1) * w - now, false, cur - 1, prev, f
   end
-  return est, (slot + 1) * w - now, true
+  return est, (slot + 1) * w - now, true, ck
 end
 
 local function count_redis(cfg, key, now)
@@ -153,7 +154,42 @@ local function count_redis(cfg, key, now)
     tostring(2 * w * 1000), format("%.6f", f), tostring(cfg.limit))
   if type(r) ~= "table" then return nil, err or "unexpected reply" end
   local cur, prev, ok = tonumber(r[1]) or 0, tonumber(r[2]) or 0, r[3] == 1
-  return prev * f + cur, (slot + 1) * w - now, ok
+  if ok then return prev * f + cur, (slot + 1) * w - now, true, base .. slot end
+  return prev * f + cur, (slot + 1) * w - now, false, cur, prev, f
+end
+
+-- Seconds until one more request fits, from the counts of a refusal: the
+-- previous window's weight falls as the window slides, and the current
+-- window's count becomes the previous one's at its end.
+local function wait_for(cfg, cur, prev, f, to_end)
+  local w, room = cfg.window, cfg.limit - 1
+  if cur <= room then
+    -- within this window: prev * (f - x / w) + cur <= room
+    local x = prev > 0 and w * (f - (room - cur) / prev) or 0
+    if x <= to_end then return max(x, 0) end
+  end
+  -- after its end: cur * (1 - y / w) <= room
+  local y = cur > 0 and w * (1 - room / cur) or 0
+  return to_end + max(y, 0)
+end
+
+-- A key as stored: long ones (a token, a URL) by a digest, so two keys
+-- never share a counter because they begin alike
+local function stored_key(key)
+  if #key <= 64 then return key end
+  return key:sub(1, 32) .. "~" .. crypto.hex(crypto.sha256(key))
+end
+
+-- Takes back the counts of the limiters that let req through before a
+-- later one refused it (refused requests are not counted).
+local function undo(req)
+  local done = req._rl_counted
+  if not done then return end
+  req._rl_counted = nil
+  for i = 1, #done, 2 do
+    local cfg, ck = done[i], done[i + 1]
+    if cfg.store == "redis" then redis.call("DECR", ck) else shared.incr(ck, -1) end
+  end
 end
 
 -- The before hook: counts the request, refuses it over the limit.
@@ -163,14 +199,20 @@ function M.before(cfg)
     local key
     if cfg.key then key = cfg.key(req) else key = req.ip end
     if key == nil or key == false then return end
-    if type(key) ~= "string" then key = tostring(key) end
-    if #key > 200 then key = key:sub(1, 200) end
+    local kt = type(key)
+    if kt == "number" then
+      key = tostring(key)
+    elseif kt ~= "string" then
+      error("rate limit " .. cfg.name .. ": its key function returned a " .. kt
+            .. " (a string or a number, or nil to leave the request unlimited)", 0)
+    end
+    key = stored_key(key)
     local now = core.now()
-    local est, reset, ok
+    local est, reset, ok, a, b, c
     if cfg.store == "redis" then
-      est, reset, ok = count_redis(cfg, key, now)
+      est, reset, ok, a, b, c = count_redis(cfg, key, now)
     else
-      est, reset, ok = count_local(cfg, key, now)
+      est, reset, ok, a, b, c = count_local(cfg, key, now)
     end
     if est == nil then
       failed_total:inc({ cfg.name })
@@ -190,9 +232,15 @@ function M.before(cfg)
     -- several limiters (the app's, the route's): the headers tell of the tightest
     if not prior or not ok or (not prior.over and remaining < prior.remaining) then
       req._rate_limit = { limit = cfg.limit, remaining = remaining, reset = max(1, ceil(reset)),
-                          over = not ok }
+                          over = not ok, retry = not ok and max(1, ceil(wait_for(cfg, a, b, c, reset)))
+                                                 or nil }
     end
-    if not ok then
+    if ok then
+      local done = req._rl_counted or {}
+      done[#done + 1], done[#done + 2] = cfg, a
+      req._rl_counted = done
+    else
+      undo(req)
       refused_total:inc({ cfg.name })
       error({ status = 429, message = "rate limit of " .. cfg.limit .. " requests per "
               .. cfg.window .. " s reached" }, 0)
@@ -209,7 +257,7 @@ function M.after()
     h["ratelimit-limit"] = rl.limit -- numbers: no string made per request
     h["ratelimit-remaining"] = rl.remaining
     h["ratelimit-reset"] = rl.reset
-    if rl.over then h["retry-after"] = rl.reset end
+    if rl.over then h["retry-after"] = rl.retry end
   end
 end
 

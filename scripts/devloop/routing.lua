@@ -120,7 +120,15 @@ local function add(mask, path, opts, handler)
   end
   local before = opts and opts.before ~= nil and hooks.list(opts.before, "before", 3)
   local after = opts and opts.after ~= nil and hooks.list(opts.after, "after", 3)
-  local rl_cfg = opts and opts.rate_limit ~= nil and ratelimit.compile(opts.rate_limit, path)
+  local rl_name
+  if opts and opts.rate_limit ~= nil then -- "GET /items": a limit of its own per route
+    local names = {}
+    for _, m in ipairs(METHOD_ORDER) do
+      if mask % (BIT[m] * 2) >= BIT[m] then names[#names + 1] = m end
+    end
+    rl_name = (mask == BIT.ALL and "*" or table.concat(names, ",")) .. " " .. path
+  end
+  local rl_cfg = opts and opts.rate_limit ~= nil and ratelimit.compile(opts.rate_limit, rl_name)
   if rl_cfg then -- first of the route's before hooks, its headers on every answer
     before = before or {}
     table.insert(before, 1, ratelimit.before(rl_cfg))

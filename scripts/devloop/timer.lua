@@ -45,7 +45,14 @@ local function run(t)
     t.failures = t.failures + 1
     local e = core._error_text(err)
     t.last_error = e:match("^[^\n]*")
-    core.log(core.LOG_ERROR, "timer " .. t.where .. " failed (it goes on): " .. e)
+    -- a timer failing every millisecond logs once a second, not every run
+    local now = core.now()
+    if not t.logged_at or now - t.logged_at >= 1 then
+      local quiet = t.failures - (t.logged_failures or 0) - 1
+      core.log(core.LOG_ERROR, "timer " .. t.where .. " failed (it goes on"
+        .. (quiet > 0 and (", " .. quiet .. " more failures not logged") or "") .. "): " .. e)
+      t.logged_at, t.logged_failures = now, t.failures
+    end
   end
 end
 
@@ -103,7 +110,9 @@ local function new(kind, ms, fn, opts)
                    .. options.show(opts.workers))
     end
   end
-  if count() >= MAX_TIMERS then
+  -- a load counts its own timers only: the ones it replaces (and those
+  -- handlers made) stop when it is switched in, and must not fail it
+  if (loading and #loading or count()) >= MAX_TIMERS then
     options.fail("api.timer." .. kind .. ": more than " .. MAX_TIMERS .. " timers")
   end
   local t = setmetatable({ kind = kind, ms = floor(ms), fn = fn, where = defined_at(fn),

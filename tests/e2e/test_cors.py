@@ -76,6 +76,14 @@ def test_list_with_credentials(_):
 def test_any_origin(_):
     srv = serve('api.cors{ headers = { "Content-Type" } }\n')
     try:
+        # only header names are named back; an empty method is no preflight
+        srv2 = serve('api.cors{}\n')
+        try:
+            r = pre(srv2, "/items", "https://x.example", "POST", "x-a, a b, , x-b;evil, x-c")
+            assert r.status == 204 and r.header("access-control-allow-headers") == "x-a, x-c", r
+            assert pre(srv2, "/items", "https://x.example", "").status == 405
+        finally:
+            srv2.stop()
         r = pre(srv, "/items", "https://x.example", "POST", "content-type, x-other")
         assert r.status == 204 and r.header("access-control-allow-origin") == "*", r
         assert r.header("access-control-allow-headers") == "Content-Type", r

@@ -144,6 +144,46 @@ def test_hook_errors_are_500_with_their_line(srv):
     assert "app.lua:15: after hook failed" in out, out[-2000:]
 
 
+def test_review_findings(_):
+    # a status an after hook sets as a string is a 500 (it would be taken for
+    # the body); a before hook's failure idioms are failures, never a pass;
+    # res.headers names are case-insensitive
+    app = new_app({"app.lua": """
+local api = require "devloop"
+api.before(function(req)
+  if req.path == "/nil-table" then return nil, { status = 401, message = "log in" } end
+  if req.path == "/false" then return false, "no" end
+  if req.path == "/nil-err" then return nil, "backend down" end
+end)
+api.after(function(req, res)
+  if req.path == "/str" then res.status = "404" end
+  res.headers["X-Frame-Options"] = "SAMEORIGIN"
+end)
+""", "routes/r.lua": """
+local api = require "devloop"
+for _, p in ipairs({ "/nil-table", "/false", "/nil-err", "/str", "/ok" }) do
+  api.get(p, function() return 200, { admin_data = "leaked" }, { ["x-frame-options"] = "DENY" } end)
+end
+"""})
+    srv = Server(app)
+    try:
+        r = srv.get("/nil-table")
+        assert r.status == 401 and b"leaked" not in r.body and b"log in" in r.body, r
+        for p in ("/false", "/nil-err", "/str"):
+            r = srv.get(p)
+            assert r.status == 500 and b"leaked" not in r.body, (p, r)
+        r = srv.get("/ok")
+        assert r.header_all("x-frame-options") == ["SAMEORIGIN"], r.headers
+        deadline = time.time() + 5
+        while "res.status" not in srv.output() and time.time() < deadline:
+            time.sleep(0.05)
+        out = srv.output()
+        assert 'an after hook set res.status to "404": it must be a number' in out, out[-2000:]
+        assert "a before hook returned false: no" in out and "returned nil, backend down" in out
+    finally:
+        srv.stop(expect_code=None)
+
+
 ALLOWED_ERRORS = ["handler failed", "backend down", "before hook failed", "after hook failed"]
 
 

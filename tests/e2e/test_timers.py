@@ -93,6 +93,30 @@ def test_timers(_):
         srv.stop()
 
 
+def test_timers_made_while_serving_do_not_block_a_reload(_):
+    # a handler fills the worker's 256 timers; the next load declares its own
+    # and is switched in (the handler's stop with the generation they served)
+    app = new_app({"app.lua": 'local api = require "devloop"\n'
+                              'api.timer.every(100000, function() end)\n',
+                   "routes/r.lua": 'local api = require "devloop"\n'
+                                   'api.get("/v", function() return "v1" end)\n'
+                                   'api.post("/fill", function()\n'
+                                   '  local n = 0\n'
+                                   '  while pcall(api.timer.after, 100000, function() end) do n = n + 1 end\n'
+                                   '  return { made = n }\n'
+                                   'end)\n'})
+    srv = Server(app, args=("--no-watch",))
+    try:
+        r = srv.request("POST", "/fill")
+        assert r.status == 200 and json.loads(r.body)["made"] == 255, r
+        harness.edit_file(os.path.join(app, "routes", "r.lua"), '"v1"', '"v2"')
+        srv.proc.send_signal(signal.SIGHUP)
+        assert wait(lambda: srv.get("/v").body == b"v2"), srv.output()[-2000:]
+        assert "reload failed" not in srv.output()
+    finally:
+        srv.stop()
+
+
 def test_misuse_fails_at_its_line(_):
     cases = [
         ("api.timer.every(0, function() end)", "api.timer.every: ms must be a whole number"),
