@@ -27,14 +27,7 @@ function M.scheduler_started() return scheduler_started end
 -- Start hooks run once per worker after the app first loads, each in its own
 -- task (they may use db, cache, sleep): seeding, index creation, warm-up.
 local start_hooks = {}
--- "app.lua:12": where fn is defined, relative to the app folder
-local function defined_at(fn)
-  local info = debug.getinfo(fn, "S")
-  local src = info.source:gsub("^[=@]", "")
-  local dir = core.app_dir()
-  if dir ~= "" and src:sub(1, #dir + 1) == dir .. "/" then src = src:sub(#dir + 2) end
-  return src .. ":" .. tostring(info.linedefined)
-end
+local defined_at = options.defined_at
 local function duration(ms)
   return ms % 1000 == 0 and string.format("%ds", ms / 1000) or string.format("%dms", ms)
 end

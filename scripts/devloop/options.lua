@@ -77,4 +77,14 @@ function _M.non_list_key(t)
   end
 end
 
+-- "app.lua:12": where fn is defined, relative to the app folder (the name
+-- start hooks and timers go by in the log)
+function _M.defined_at(fn)
+  local info = getinfo(fn, "S")
+  local src = info.source:gsub("^[=@]", "")
+  local dir = require("devloop.core").app_dir()
+  if dir ~= "" and src:sub(1, #dir + 1) == dir .. "/" then src = src:sub(#dir + 2) end
+  return src .. ":" .. tostring(info.linedefined)
+end
+
 return _M

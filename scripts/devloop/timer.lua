@@ -29,14 +29,7 @@ local pending = {} -- switched in, to start once the worker applies the load
 local Timer = {}
 Timer.__index = Timer
 
--- "app.lua:12": where fn is defined, relative to the app folder
-local function defined_at(fn)
-  local info = debug.getinfo(fn, "S")
-  local src = info.source:gsub("^[=@]", "")
-  local dir = core.app_dir()
-  if dir ~= "" and src:sub(1, #dir + 1) == dir .. "/" then src = src:sub(#dir + 2) end
-  return src .. ":" .. tostring(info.linedefined)
-end
+local defined_at = options.defined_at
 
 local function run(t)
   local ok, err = core._parallel(t.fn)
