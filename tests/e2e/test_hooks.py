@@ -231,6 +231,9 @@ def test_misuse_fails_the_load_at_its_line(_):
     try:
         r = srv.get("/late")
         assert r.status == 500, r
+        deadline = time.time() + 5  # the log is written by its own thread
+        while "while the app loads" not in srv.output() and time.time() < deadline:
+            time.sleep(0.05)
         assert "can only be declared while the app loads" in srv.output(), srv.output()[-1500:]
     finally:
         srv.stop()
