@@ -223,7 +223,10 @@ function M.before(cfg)
           .. cfg.on_error .. " (logged once)")
       end
       if cfg.on_error == "closed" then
-        error({ status = 503, message = "rate limit store unavailable" }, 0)
+        -- answered, not raised: a raised 5xx is logged per request, and the
+        -- outage is logged once above
+        return 503, { error = "Service Unavailable", message = "rate limit store unavailable",
+                      requestId = req.id }
       end
       return
     end
