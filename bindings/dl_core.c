@@ -502,6 +502,7 @@ static const luaL_Reg core_funcs[] = {
     {"_stop", l_core_stop},
     {"_route", dl__route},
     {"_hooks", dl__hooks},
+    {"_header", dl__req_header},
     {"_parallel", dl__parallel},
     {"_race", dl__race},
     {"_spawn", dl__spawn},

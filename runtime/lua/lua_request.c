@@ -328,3 +328,49 @@ int dl__req_index(lua_State *L)
     lua_rawset(L, 1); /* cached for the next access */
     return 1;
 }
+
+/* core._header(req, name): one request header's value (name lower-case;
+ * repeated ones joined with ", "), or nil, without building req.headers: a
+ * hook that reads one field on every request (CORS reads Origin) would
+ * otherwise pay for the whole table. */
+int dl__req_header(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    size_t nl;
+    const char *name = luaL_checklstring(L, 2, &nl);
+    lua_pushlightuserdata(L, &req_key);
+    lua_rawget(L, 1);
+    dl_req_t *req = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (req == NULL)
+        return 0;
+    const char *first = NULL;
+    size_t first_len = 0;
+    int found = 0;
+    /* the same fields and joins as req.headers (push_headers) */
+    int cookie = nl == 6 && dl_strncasecmp_eq(name, nl, "cookie", 6);
+    for (int i = 0; i < req->n_headers; i++) {
+        const dl_header_t *h = &req->headers[i];
+        if (!dl_strncasecmp_eq(req->head.data + h->name_off, h->name_len, name, nl))
+            continue;
+        if (found == 0) {
+            first = req->head.data + h->value_off;
+            first_len = h->value_len;
+        } else {
+            if (found == 1)
+                lua_pushlstring(L, first, first_len);
+            if (cookie)
+                lua_pushliteral(L, "; ");
+            else
+                lua_pushliteral(L, ", ");
+            lua_pushlstring(L, req->head.data + h->value_off, h->value_len);
+            lua_concat(L, 3);
+        }
+        found++;
+    }
+    if (found == 0)
+        return 0;
+    if (found == 1)
+        lua_pushlstring(L, first, first_len);
+    return 1;
+}

@@ -180,6 +180,7 @@ extern char dl__after_done_marker;
 
 /* ---- primitives behind bindings/dl_core.c (the devloop.core module) */
 int dl__req_index(lua_State *L);     /* __index of request tables (lua_request.c) */
+int dl__req_header(lua_State *L);    /* core._header(req, name) (lua_request.c) */
 int dl__route(lua_State *L);         /* core._route(mask, pattern, opts, fn) (lua_routes.c) */
 int dl__hooks(lua_State *L);         /* core._hooks([tbl]) (lua_routes.c) */
 int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) (lua_task.c) */

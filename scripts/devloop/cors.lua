@@ -19,6 +19,8 @@
 -- Access-Control-Allow-Origin; Vary: Origin unless the answer is the same
 -- for every origin.
 local options = require "devloop.options"
+local header = require("devloop.core")._header -- one field, not all of req.headers
+local rawget, rawset = rawget, rawset
 
 local type, ipairs, concat, lower, upper, find, gsub = type, ipairs, table.concat,
   string.lower, string.upper, string.find, string.gsub
@@ -120,8 +122,7 @@ end
 function M.before(cfg)
   return function(req)
     if req.method ~= "OPTIONS" then return end
-    local h = req.headers
-    local origin, want = h["origin"], h["access-control-request-method"]
+    local origin, want = header(req, "origin"), header(req, "access-control-request-method")
     if origin == nil or want == nil or not find(want, TOKEN) then return end
     local ao = allow(cfg, origin, req)
     if ao == nil then return end
@@ -130,7 +131,7 @@ function M.before(cfg)
       ["Access-Control-Allow-Methods"] = cfg.methods,
       ["Access-Control-Max-Age"] = cfg.max_age,
     }
-    local asked = h["access-control-request-headers"]
+    local asked = header(req, "access-control-request-headers")
     if cfg.headers then
       out["Access-Control-Allow-Headers"] = cfg.headers
     elseif asked and asked ~= "" then
@@ -148,7 +149,7 @@ function M.before(cfg)
     if not cfg.any then vary[#vary + 1] = "Origin" end
     if not cfg.headers then vary[#vary + 1] = "Access-Control-Request-Headers" end
     if #vary > 0 then out["Vary"] = concat(vary, ", ") end
-    req._cors_preflight = true
+    rawset(req, "_cors_preflight", true)
     return 204, nil, out
   end
 end
@@ -156,10 +157,12 @@ end
 -- The after hook: the CORS headers on every other answer to an allowed origin.
 function M.after(cfg)
   return function(req, res)
-    if req._cors_preflight then return end
+    -- rawget: a field the request table does not have would go to its
+    -- __index (the lazy fields) on every request
+    if rawget(req, "_cors_preflight") then return end
     local rh = res.headers
     if not cfg.any then add_vary(rh, "Origin") end
-    local ao = allow(cfg, req.headers["origin"], req)
+    local ao = allow(cfg, header(req, "origin"), req)
     if ao == nil then return end
     rh["access-control-allow-origin"] = ao
     if cfg.credentials then rh["access-control-allow-credentials"] = "true" end

@@ -28,6 +28,9 @@ local crypto = require "devloop.crypto"
 
 local type, floor, ceil, max, tostring, format = type, math.floor, math.ceil, math.max, tostring,
   string.format
+-- the limiter's own fields of the request table are read with rawget: a
+-- missing one would go to the table's __index (the lazy fields) each time
+local rawget, rawset = rawget, rawset
 
 local M = {}
 
@@ -183,12 +186,12 @@ end
 -- Takes back the counts of the limiters that let req through before a
 -- later one refused it (refused requests are not counted).
 local function undo(req)
-  local done = req._rl_counted
-  if not done then return end
-  req._rl_counted = nil
-  for i = 1, #done, 2 do
-    local cfg, ck = done[i], done[i + 1]
+  local st = rawget(req, "_rate_limit")
+  if not st then return end
+  for i = 1, #st, 2 do
+    local cfg, ck = st[i], st[i + 1]
     if cfg.store == "redis" then redis.call("DECR", ck) else shared.incr(ck, -1) end
+    st[i], st[i + 1] = nil, nil
   end
 end
 
@@ -231,17 +234,21 @@ function M.before(cfg)
       return
     end
     local remaining = max(0, floor(cfg.limit - est))
-    local prior = req._rate_limit
-    -- several limiters (the app's, the route's): the headers tell of the tightest
-    if not prior or not ok or (not prior.over and remaining < prior.remaining) then
-      req._rate_limit = { limit = cfg.limit, remaining = remaining, reset = max(1, ceil(reset)),
-                          over = not ok, retry = not ok and max(1, ceil(wait_for(cfg, a, b, c, reset)))
-                                                 or nil }
+    -- one table per request: what the headers tell (the tightest of the
+    -- limits: the app's, the route's) and, in its array part, the counts
+    -- taken (limit, key), to give back when a later limit refuses
+    local st = rawget(req, "_rate_limit")
+    if not st then
+      st = { limit = cfg.limit, remaining = remaining, reset = max(1, ceil(reset)), over = false }
+      rawset(req, "_rate_limit", st)
+    elseif not ok or (not st.over and remaining < st.remaining) then
+      st.limit, st.remaining, st.reset = cfg.limit, remaining, max(1, ceil(reset))
+    end
+    if not ok then
+      st.over, st.retry = true, max(1, ceil(wait_for(cfg, a, b, c, reset)))
     end
     if ok then
-      local done = req._rl_counted or {}
-      done[#done + 1], done[#done + 2] = cfg, a
-      req._rl_counted = done
+      st[#st + 1], st[#st + 2] = cfg, a
     else
       undo(req)
       refused_total:inc({ cfg.name })
@@ -254,7 +261,7 @@ end
 -- The after hook: the RateLimit headers (and Retry-After on a 429).
 function M.after()
   return function(req, res)
-    local rl = req._rate_limit
+    local rl = rawget(req, "_rate_limit")
     if not rl then return end
     local h = res.headers
     h["ratelimit-limit"] = rl.limit -- numbers: no string made per request
