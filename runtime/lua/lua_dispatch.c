@@ -14,6 +14,7 @@
 
 #include "common/codec_json.h"
 #include "common/codec_msgpack.h"
+#include "common/num.h"
 #include "lua/lua_vm.h"
 #include "lua/lua_vm_internal.h"
 
@@ -68,7 +69,18 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
                 lua_pop(co, 3);
                 return rb->err;
             }
-            const char *v = lua_tolstring(co, -1, &vlen);
+            const char *v;
+            char num[24];
+            lua_Number d = t == LUA_TNUMBER ? lua_tonumber(co, -1) : 0;
+            /* range first: NaN and huge values never reach the cast */
+            if (t == LUA_TNUMBER && d > -9e15 && d < 9e15 && d == (lua_Number)(int64_t)d) {
+                /* a whole number (a count, a Retry-After): formatted here,
+                 * not by Lua's "%.14g" */
+                vlen = dl_num_format_i64((int64_t)d, num);
+                v = num;
+            } else {
+                v = lua_tolstring(co, -1, &vlen);
+            }
             if (!dl_http_value_ok(v, vlen)) {
                 snprintf(rb->err, sizeof(rb->err), "header %.*s: its value contains a control "
                          "character", (int)DL_MIN(nlen, 40), name);
