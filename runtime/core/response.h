@@ -6,6 +6,7 @@
 #ifndef DL_RESPONSE_H
 #define DL_RESPONSE_H
 
+#include "common/hdr_lines.h"
 #include "core/proto.h"
 
 /** A field's name as HTTP/1 writes it ("Content-Type") or, lower, as HTTP/2 does. */
@@ -13,22 +14,6 @@ const char *dl_resp_field_name(int id, int lower, size_t *len);
 /** Appends w's standard fields to o as HTTP/1 lines ("Content-Type: text/plain\r\n"). */
 void dl_resp_wire_put_lines(const dl_resp_wire_t *w, dl_buf_t *o);
 
-/** Walks a handler's own "Name: value\r\n" lines (dl_resp_t.headers). */
-typedef struct {
-    const char *p, *end;
-} dl_hdr_lines_t;
-
-static inline void dl_hdr_lines_init(dl_hdr_lines_t *it, const char *lines, size_t len)
-{
-    it->p = lines;
-    it->end = lines ? lines + len : lines;
-}
-/**
- * The next line with a name: the name, and the value without the spaces and
- * tabs around it. Returns 0 when none is left. Borrows from the lines.
- */
-int dl_hdr_lines_next(dl_hdr_lines_t *it, const char **name, size_t *nlen, const char **value,
-                      size_t *vlen);
 
 /**
  * The most bytes a handler's own header lines and Content-Type may take in

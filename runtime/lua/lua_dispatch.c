@@ -173,8 +173,6 @@ static int push_run_after(dl_vm_t *vm, dl_req_t *req, lua_State *co)
     return 0;
 }
 
-static void finish_after(dl_task_t *t, int ok);
-
 static void respond_500(dl_task_t *t, const char *log_msg)
 {
     dl_req_t *req = t->req;
@@ -353,27 +351,7 @@ static const char *refused_returns(lua_State *co, int n, const char *pattern, ch
     return NULL;
 }
 
-/* The after hooks take the answer the task's values are (the coroutine
- * returned: it runs hooks.run_after next, and finish_after sends). */
-static void start_after(dl_task_t *t, int n)
-{
-    dl_vm_t *vm = t->vm;
-    dl_req_t *req = t->req;
-    lua_State *co = t->co;
-    req->filtered = 1;
-    if (push_run_after(vm, req, co) != 0) {
-        lua_settop(co, 0);
-        respond_500(t, "no request table for the after hooks");
-        dl_task_free(t, 0);
-        return;
-    }
-    for (int i = 0; i < 4; i++) /* fn, hooks, route's, req below the values */
-        lua_insert(co, 1);
-    t->finish = finish_after;
-    dl_task_resume(t, n + 3);
-}
-
-static void answer(dl_task_t *t, int may_hook);
+static void answer(dl_task_t *t);
 
 /* The main task ended: its return values become the response. */
 static void finish_main(dl_task_t *t, int ok)
@@ -397,7 +375,7 @@ static void finish_main(dl_task_t *t, int ok)
         dl_task_free(t, 1);
         return;
     }
-    answer(t, 1);
+    answer(t);
 }
 
 /* The after hooks ended: what they return is the answer; an error in one is
@@ -409,12 +387,13 @@ static void finish_after(dl_task_t *t, int ok)
         dl_task_free(t, 0);
         return;
     }
-    answer(t, 0);
+    answer(t);
 }
 
-/* The task's values become the response (may_hook: after hooks may still
- * take them). */
-static void answer(dl_task_t *t, int may_hook)
+/* The task's values become the response. After hooks have seen them in
+ * the pipeline (hooks.lua marks them), or see the runtime's error answer
+ * through handler_filter. */
+static void answer(dl_task_t *t)
 {
     dl_vm_t *vm = t->vm;
     dl_req_t *req = t->req;
@@ -436,11 +415,7 @@ static void answer(dl_task_t *t, int may_hook)
     const char *why = refused_returns(co, n, req->route ? req->route->pattern : "?", m, sizeof(m));
     if (why)
         goto fail;
-    if (may_hook && after_pending(vm, req)) {
-        start_after(t, n);
-        return;
-    }
-    dl_vm_release_request(vm, req);
+    release_table(vm, req);
 
     resp_build_t rb;
     memset(&rb.resp, 0, sizeof(rb.resp));
@@ -542,6 +517,30 @@ static void handler_unpin(void *arg, dl_req_t *r)
     dl_vm_unpin(arg, r);
 }
 
+/* Pushes hooks.pipeline(handler, the app's hooks, the route's after hooks)
+ * without the request: route NULL for a request no route took. */
+static void push_pipeline(lua_State *co, const dl_gen_t *g, const dl_route_t *route)
+{
+    int app = g && (g->has_before || g->has_after);
+    int after = route ? route->after_ref : 0;
+    lua_checkstack(co, 8);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, app ? g->hooks_ref : after);
+    lua_getfield(co, -1, "pipeline");
+    lua_remove(co, -2);
+    if (route)
+        lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
+    else
+        lua_pushnil(co);
+    if (app)
+        lua_rawgeti(co, LUA_REGISTRYINDEX, g->hooks_ref);
+    else
+        lua_pushnil(co);
+    if (after)
+        lua_rawgeti(co, LUA_REGISTRYINDEX, after);
+    else
+        lua_pushnil(co);
+}
+
 /* A request no route took, when the app has before hooks: they run first
  * (a CORS preflight answers there), then the runtime's 404 or 405. */
 static int handler_unrouted(void *arg, dl_req_t *r)
@@ -558,13 +557,7 @@ static int handler_unrouted(void *arg, dl_req_t *r)
     r->task = t;
     t->finish = finish_main;
     lua_State *co = t->co;
-    lua_checkstack(co, 8);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, g->hooks_ref);
-    lua_getfield(co, -1, "pipeline");
-    lua_pushnil(co); /* no handler */
-    lua_pushvalue(co, -3);
-    lua_remove(co, -4);
-    lua_pushnil(co); /* no route, so none of its after hooks */
+    push_pipeline(co, g, NULL);
     char msg[260];
     int st = dl_vm_push_request(vm, r, co, msg, sizeof(msg));
     if (st != 0) {
@@ -592,39 +585,31 @@ static void push_resp_headers(lua_State *co, const dl_resp_t *resp)
         lua_pushstring(co, resp->allow);
         lua_setfield(co, t, "allow");
     }
-    const char *p = resp->headers, *end = p ? p + resp->headers_len : NULL;
-    while (p && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *line_end = eol ? eol : end;
-        const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon) {
-            const char *v = colon + 1, *ve = line_end;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            char name[64];
-            size_t nl = DL_MIN((size_t)(colon - p), sizeof(name));
-            for (size_t i = 0; i < nl; i++)
-                name[i] = (char)dl_tolower((unsigned char)p[i]);
-            lua_pushlstring(co, name, nl);
-            lua_pushvalue(co, -1);
-            lua_rawget(co, t);
-            if (lua_isnil(co, -1)) {
-                lua_pop(co, 1);
-                lua_pushlstring(co, v, (size_t)(ve - v));
-            } else {
-                if (!lua_istable(co, -1)) {
-                    lua_createtable(co, 2, 0);
-                    lua_insert(co, -2);
-                    lua_rawseti(co, -2, 1);
-                }
-                lua_pushlstring(co, v, (size_t)(ve - v));
-                lua_rawseti(co, -2, (int)lua_objlen(co, -2) + 1);
+    const char *n, *v;
+    size_t nl, vl;
+    dl_hdr_lines_t it;
+    dl_hdr_lines_init(&it, resp->headers, resp->headers_len);
+    while (dl_hdr_lines_next(&it, &n, &nl, &v, &vl)) {
+        char name[64]; /* the runtime's own fields: short names */
+        nl = DL_MIN(nl, sizeof(name));
+        for (size_t i = 0; i < nl; i++)
+            name[i] = (char)dl_tolower((unsigned char)n[i]);
+        lua_pushlstring(co, name, nl);
+        lua_pushvalue(co, -1);
+        lua_rawget(co, t);
+        if (lua_isnil(co, -1)) {
+            lua_pop(co, 1);
+            lua_pushlstring(co, v, vl);
+        } else {
+            if (!lua_istable(co, -1)) {
+                lua_createtable(co, 2, 0);
+                lua_insert(co, -2);
+                lua_rawseti(co, -2, 1);
             }
-            lua_rawset(co, t);
+            lua_pushlstring(co, v, vl);
+            lua_rawseti(co, -2, (int)lua_objlen(co, -2) + 1);
         }
-        p = eol ? eol + 1 : end;
+        lua_rawset(co, t);
     }
 }
 
@@ -685,26 +670,13 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
     req->task = t;
     t->finish = finish_main;
     lua_State *co = t->co;
-    lua_checkstack(co, 8);
     dl_gen_t *g = req->gen;
-    int app_hooks = g && (g->has_before || g->has_after);
     int nargs = 1;
-    if (app_hooks || route->after_ref) {
-        /* hooks.pipeline(handler, hooks, route's after hooks, req) */
-        lua_rawgeti(co, LUA_REGISTRYINDEX, app_hooks ? g->hooks_ref : route->after_ref);
-        lua_getfield(co, -1, "pipeline");
-        lua_remove(co, -2);
-        lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
-        if (app_hooks)
-            lua_rawgeti(co, LUA_REGISTRYINDEX, g->hooks_ref);
-        else
-            lua_pushnil(co);
-        if (route->after_ref)
-            lua_rawgeti(co, LUA_REGISTRYINDEX, route->after_ref);
-        else
-            lua_pushnil(co);
+    if ((g && (g->has_before || g->has_after)) || route->after_ref) {
+        push_pipeline(co, g, route);
         nargs = 4;
     } else {
+        lua_checkstack(co, 8);
         lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
     }
     char msg[260];

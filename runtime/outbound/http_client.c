@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/compress.h"
+#include "common/hdr_lines.h"
 #include "common/internal.h"
 #include "common/metrics.h"
 #include "common/num.h"
@@ -268,11 +269,6 @@ void dl_http_client_free(dl_http_client_t *hc)
         dl_free(hc->tls[i].ca);
     }
     dl_free(hc);
-}
-
-const dl_out_pool_t *dl_http_client_pool(const dl_http_client_t *hc)
-{
-    return hc->pool;
 }
 
 void dl_http_client_publish(dl_http_client_t *hc, dl_metrics_t *m, int w, int id)
@@ -941,15 +937,13 @@ static void step(x_t *x)
 /* Whether the "Name: value\r\n" lines hold a field name (lower-case). */
 static int has_field(const char *lines, size_t len, const char *name)
 {
-    size_t nl = strlen(name);
-    const char *p = lines, *end = lines ? lines + len : lines;
-    while (p && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *colon = memchr(p, ':', (size_t)((eol ? eol : end) - p));
-        if (colon && dl_strncasecmp_eq(p, (size_t)(colon - p), name, nl))
+    size_t nl = strlen(name), fl, vl;
+    const char *f, *v;
+    dl_hdr_lines_t it;
+    dl_hdr_lines_init(&it, lines, len);
+    while (dl_hdr_lines_next(&it, &f, &fl, &v, &vl))
+        if (dl_strncasecmp_eq(f, fl, name, nl))
             return 1;
-        p = eol ? eol + 1 : end;
-    }
     return 0;
 }
 

@@ -83,8 +83,6 @@ struct dl_http_x_s {
 dl_http_client_t *dl_http_client_new(uv_loop_t *loop, const dl_http_client_cfg_t *cfg);
 /** Frees the client; every exchange must have been freed. */
 void dl_http_client_free(dl_http_client_t *hc);
-/** The client's connection pool (for its gauges). */
-const dl_out_pool_t *dl_http_client_pool(const dl_http_client_t *hc);
 /** Sets gauge id of m (label "state": idle, busy, waiting) in worker w's
  * slot to the pool's counts; the series are looked up on the first call. */
 void dl_http_client_publish(dl_http_client_t *hc, dl_metrics_t *m, int w, int id);

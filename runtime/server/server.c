@@ -374,11 +374,16 @@ static int load_tls(dl_runtime_t *rt, char *errbuf, size_t errlen)
 
 /* The host HTTPS redirects name instead of the client's Host
  * (DEVLOOP_CANONICAL_HOST, which --canonical-host sets): host[:port] as
- * conn.c's redirect takes it, checked now so a typo stops start-up. */
+ * conn.c's redirect takes it, checked now so a typo stops start-up; and the
+ * trusted proxies, which decide the client's address. */
 static int load_canonical_host(dl_runtime_t *rt, char *errbuf, size_t errlen)
 {
     const char *v;
     if (dl_config_canonical_host(&v, &rt->shared.canonical_port, errbuf, errlen) != 0)
+        return -1;
+    /* the proxies whose forwarding headers are believed: read once, for
+     * every worker (dl_config_check has said why a bad list is refused) */
+    if (dl_config_trusted_proxies(&rt->shared.trusted, errbuf, errlen) != 0)
         return -1;
     if (v == NULL)
         return 0;

@@ -217,7 +217,7 @@ static void core_init(dl_worker_t *w)
     x->canonical_host = sh->canonical_host;
     x->canonical_port = sh->canonical_port;
     x->https_port = sh->https_port;
-    (void)dl_config_trusted_proxies(&x->trusted, NULL, 0); /* dl_config_check passed it */
+    x->trusted = sh->trusted;
     dl_vm_handler(w->vm, &x->handler);
 
     dl_http1_host_t *h = &w->http1;

@@ -58,6 +58,7 @@ typedef struct dl_worker_shared_s {
     char *hsts;
     char *canonical_host; /* DEVLOOP_CANONICAL_HOST (--canonical-host), or NULL */
     int canonical_port;   /* its port, -1 when it has none (the TLS listener's is used) */
+    dl_proxy_list_t trusted; /* DEVLOOP_TRUSTED_PROXIES, parsed once at start */
     char *upload_dir;     /* APP_DIR/data/.uploads, made at start */
     int has_redis;               /* REDIS_URL (or REDIS_HOST...) given */
     dl_redis_config_t redis_cfg;
