@@ -280,10 +280,7 @@ static int l_core_log_level(lua_State *L)
 /* core.now(): wall-clock seconds with microsecond precision. */
 static int l_core_now(lua_State *L)
 {
-    uv_timeval64_t tv;
-    uv_gettimeofday(&tv);
-    lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6 +
-                          (double)__atomic_load_n(&dl_clock_skew_ms, __ATOMIC_RELAXED) / 1e3);
+    lua_pushnumber(L, dl_clock_unix());
     return 1;
 }
 
@@ -503,6 +500,13 @@ static const luaL_Reg core_funcs[] = {
     {"_route", dl__route},
     {"_hooks", dl__hooks},
     {"_header", dl__req_header},
+    {"_cors", dl__cors},
+    {"_cors_pending", dl__cors_pending},
+    {"_cors_verdict", dl__cors_verdict},
+    {"_cors_preflight", dl__cors_preflight},
+    {"_rate_limit", dl__rate_limit},
+    {"_rate_note", dl__rate_note},
+    {"_rate_undo", dl__rate_undo},
     {"_parallel", dl__parallel},
     {"_race", dl__race},
     {"_spawn", dl__spawn},

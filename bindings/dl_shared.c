@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "bindings/dl_bindings.h"
+#include "cache/rate_limit.h"
 #include "cache/shared_dict.h"
 #include "common/internal.h"
 #include "lua/lua_error.h"
@@ -25,13 +26,6 @@
 
 /* ten years, as api.cache (bindings/dl_cache.c) */
 #define MAX_TTL_S (10.0 * 365 * 86400)
-
-/* The runtime's clock plus devloop test's fake-clock skew, as the in-process
- * cache reads it (runtime/cache/cache.c), so t.advance() expires entries. */
-static uint64_t now_ms(void)
-{
-    return uv_hrtime() / 1000000u + (uint64_t)__atomic_load_n(&dl_clock_skew_ms, __ATOMIC_RELAXED);
-}
 
 /* Raises "bad argument #idx to 'api.shared.NAME' (msg)": named from the
  * closure, not the call site, which a tail call (return api.shared.set(...))
@@ -119,7 +113,7 @@ static int l_get(lua_State *L)
         return bad_key(L, klen);
     dl_buf_t out = DL_BUF_INIT;
     dl_shdict_value_t v;
-    int rc = dl_shdict_get(d, key, klen, now_ms(), &v, &out);
+    int rc = dl_shdict_get(d, key, klen, dl_clock_ms(), &v, &out);
     if (rc == DL_ENOENT) {
         lua_pushnil(L);
         return 1;
@@ -162,7 +156,7 @@ static int store(lua_State *L, int flags)
     uint64_t ttl = check_ttl(L, 3);
     if (klen == 0 || klen > DL_SHDICT_MAX_KEY)
         return bad_key(L, klen);
-    int rc = dl_shdict_set(d, key, klen, &v, ttl, flags, now_ms());
+    int rc = dl_shdict_set(d, key, klen, &v, ttl, flags, dl_clock_ms());
     if (rc != 0)
         return fail_status(L, rc);
     lua_pushboolean(L, 1);
@@ -198,7 +192,7 @@ static int l_incr(lua_State *L)
     if (klen == 0 || klen > DL_SHDICT_MAX_KEY)
         return bad_key(L, klen);
     double out;
-    int rc = dl_shdict_incr(d, key, klen, delta, has_init ? &init : NULL, ttl, now_ms(), &out);
+    int rc = dl_shdict_incr(d, key, klen, delta, has_init ? &init : NULL, ttl, dl_clock_ms(), &out);
     if (rc == DL_EINVAL)
         return dl_lua_fail(L, "not a number", "EINVAL");
     if (rc != 0)
@@ -215,7 +209,7 @@ static int l_delete(lua_State *L)
     const char *key = check_key(L, &klen);
     if (klen == 0 || klen > DL_SHDICT_MAX_KEY)
         return bad_key(L, klen);
-    dl_shdict_delete(d, key, klen, now_ms());
+    dl_shdict_delete(d, key, klen, dl_clock_ms());
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -229,7 +223,7 @@ static int l_ttl(lua_State *L)
     if (klen == 0 || klen > DL_SHDICT_MAX_KEY)
         return bad_key(L, klen);
     uint64_t left;
-    int rc = dl_shdict_ttl(d, key, klen, now_ms(), &left);
+    int rc = dl_shdict_ttl(d, key, klen, dl_clock_ms(), &left);
     if (rc != 0)
         return fail_status(L, rc);
     lua_pushnumber(L, (double)left / 1000.0);
@@ -256,9 +250,44 @@ static int l_stats(lua_State *L)
     return 1;
 }
 
+/* shared._rate_count(base, limit, window) -> allowed, est, to_end, cur,
+ * prev, covered, slot | nil, err, name: one request counted by
+ * runtime/cache/rate_limit.h's sliding window (ratelimit.lua's local store) */
+static int l_rate_count(lua_State *L)
+{
+    size_t blen;
+    const char *base = luaL_checklstring(L, 1, &blen);
+    double limit = luaL_checknumber(L, 2), window = luaL_checknumber(L, 3);
+    luaL_argcheck(L, limit >= 1, 2, "a limit from 1");
+    luaL_argcheck(L, window >= 1 && window <= 4e9, 3, "a window of 1 s or more");
+    dl_rate_result_t r;
+    int rc = dl_rate_count(dict_of(L), base, blen, limit, (uint32_t)window, dl_clock_unix(),
+                           dl_clock_ms(), &r);
+    if (rc != 0)
+        return fail_status(L, rc);
+    lua_pushboolean(L, r.allowed);
+    lua_pushnumber(L, r.est);
+    lua_pushnumber(L, r.to_end);
+    lua_pushnumber(L, r.cur);
+    lua_pushnumber(L, r.prev);
+    lua_pushnumber(L, r.covered);
+    lua_pushnumber(L, (double)r.slot);
+    return 7;
+}
+
+/* shared._rate_uncount(base, slot): a count taken back */
+static int l_rate_uncount(lua_State *L)
+{
+    size_t blen;
+    const char *base = luaL_checklstring(L, 1, &blen);
+    dl_rate_uncount(dict_of(L), base, blen, (int64_t)luaL_checknumber(L, 2), dl_clock_ms());
+    return 0;
+}
+
 static const luaL_Reg funcs[] = {
     {"get", l_get},       {"set", l_set}, {"add", l_add},     {"incr", l_incr},
-    {"delete", l_delete}, {"ttl", l_ttl}, {"stats", l_stats}, {NULL, NULL},
+    {"delete", l_delete}, {"ttl", l_ttl}, {"stats", l_stats},
+    {"_rate_count", l_rate_count}, {"_rate_uncount", l_rate_uncount}, {NULL, NULL},
 };
 
 /* A VM without the runtime's dictionary (`devloop check`, the check before

@@ -13,11 +13,6 @@
 
 #include "common/internal.h"
 
-static uint64_t now_ms(void)
-{
-    return uv_hrtime() / 1000000u + (uint64_t)__atomic_load_n(&dl_clock_skew_ms, __ATOMIC_RELAXED);
-}
-
 /* =============================================================== format */
 
 int dl_cache_pack(int type, const char *meta, size_t mlen, const char *payload, size_t plen,
@@ -78,7 +73,7 @@ static int mem_get(dl_cache_t *c, const char *key, size_t klen, dl_cache_res_t *
                    dl_cache_cb cb, void *arg, void **op)
 {
     uint32_t flags;
-    res->status = dl_memcache_get(c->mem, key, klen, now_ms(), &res->val, &flags);
+    res->status = dl_memcache_get(c->mem, key, klen, dl_clock_ms(), &res->val, &flags);
     if (res->status == 0)
         c->hits++;
     else
@@ -89,7 +84,7 @@ static int mem_get(dl_cache_t *c, const char *key, size_t klen, dl_cache_res_t *
 static int mem_set(dl_cache_t *c, const char *key, size_t klen, const char *val, size_t vlen,
                    uint64_t ttl_ms, dl_cache_res_t *res, dl_cache_cb cb, void *arg, void **op)
 {
-    res->status = dl_memcache_set(c->mem, key, klen, val, vlen, 0, ttl_ms, now_ms());
+    res->status = dl_memcache_set(c->mem, key, klen, val, vlen, 0, ttl_ms, dl_clock_ms());
     if (res->status == DL_ETOOBIG)
         snprintf(res->err, sizeof(res->err), "value of %zu bytes exceeds the cache's shard size",
                  vlen);

@@ -51,6 +51,10 @@ extern int dl_log_min_level;
 /* Milliseconds added to the wall clock that Lua and the in-process cache see
  * (devloop test's fake clock: t.advance(ms)); 0 otherwise. */
 extern int64_t dl_clock_skew_ms;
+/* The monotonic clock in ms, and the wall clock in Unix seconds, both with
+ * the skew: what the caches, api.shared, api.now and rate limits read. */
+uint64_t dl_clock_ms(void);
+double dl_clock_unix(void);
 void dl_log_write(int level, const char *reqid, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define dl_log(level, ...)                                                 \

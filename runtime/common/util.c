@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "common/internal.h"
 
@@ -117,6 +118,19 @@ const char *dl_version(void)
 }
 
 int64_t dl_clock_skew_ms;
+
+uint64_t dl_clock_ms(void)
+{
+    return uv_hrtime() / 1000000u + (uint64_t)__atomic_load_n(&dl_clock_skew_ms, __ATOMIC_RELAXED);
+}
+
+double dl_clock_unix(void)
+{
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6 +
+           (double)__atomic_load_n(&dl_clock_skew_ms, __ATOMIC_RELAXED) / 1e3;
+}
 
 void dl_hex(const unsigned char *in, size_t n, char *out)
 {

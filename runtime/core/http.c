@@ -422,3 +422,24 @@ void dl_error_body_len(dl_buf_t *out, int status, const char *msg, size_t msg_le
     }
     dl_buf_append_char(out, '}');
 }
+
+/* The next non-empty element [*a, *b) of a comma list (RFC 9110 5.6.1) at
+ * *v, trimmed of OWS; empty elements are skipped. Returns 0 at the end. */
+int dl_http_list_next(const char **v, const char *end, const char **a, const char **b)
+{
+    while (*v < end) {
+        const char *e = memchr(*v, ',', (size_t)(end - *v));
+        if (e == NULL)
+            e = end;
+        *a = *v;
+        *b = e;
+        *v = e < end ? e + 1 : end;
+        while (*a < *b && (**a == ' ' || **a == '\t'))
+            (*a)++;
+        while (*b > *a && ((*b)[-1] == ' ' || (*b)[-1] == '\t'))
+            (*b)--;
+        if (*a < *b)
+            return 1;
+    }
+    return 0;
+}

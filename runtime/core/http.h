@@ -29,6 +29,16 @@ typedef struct {
  * connection closes while the handler is parked keeps running detached and
  * its response is dropped (conn == NULL).
  */
+/** What a request's rate limits found: its RateLimit-* fields (response.c).
+ * Of several limits, the one refusing or else the one with the least left. */
+typedef struct {
+    double limit, remaining; /* whole numbers */
+    uint32_t reset;          /* seconds to the window's end */
+    uint32_t retry;          /* Retry-After, when over */
+    uint8_t set, over;
+    int64_t counted_slot;    /* the app's native limit counted in this window (+1), 0: none */
+} dl_rate_note_t;
+
 typedef struct dl_req_s {
     struct dl_core_conn_s *conn; /* NULL once the connection is gone */
     void *stream;           /* HTTP/2: its stream (h2.c), NULL on HTTP/1 */
@@ -69,6 +79,9 @@ typedef struct dl_req_s {
     char id[65];
     uint64_t start_ns;
     dl_client_t client;     /* req.ip, scheme, host: the peer, the rest on first use (client_addr.h) */
+    const struct dl_cors_s *cors; /* the CORS policy of its route or app (cors.h), or NULL */
+    uint8_t cors_verdict;   /* DL_CORS_* (cors.h) */
+    dl_rate_note_t rate;    /* its rate limits' RateLimit-* fields */
 
     /* Lua side */
     void *task;             /* the handler's main task (lua_dispatch.c) */
@@ -125,6 +138,9 @@ int dl_http_request_check(const char *method, size_t method_len, const char *pat
                           int *host_field);
 /** Whether a request from parts carries Content-Length: a body, or POST, PUT, PATCH. */
 int dl_http_request_framed(const char *method, size_t method_len, size_t body_len);
+/** The next non-empty element [*a, *b) of a comma list (RFC 9110 5.6.1) at
+ * *v, trimmed of OWS; empty elements are skipped. Returns 0 at the end. */
+int dl_http_list_next(const char **v, const char *end, const char **a, const char **b);
 /** Narrows [*v, *e) to drop leading and trailing blanks (SP, HTAB). */
 void dl_http_trim(const char **v, const char **e);
 

@@ -52,6 +52,13 @@ enum {
     DL_HF_CACHE_CONTROL,
     DL_HF_ALLOW,
     DL_HF_HSTS,
+    DL_HF_ACAO,          /* Access-Control-Allow-Origin (cors.h) */
+    DL_HF_ACAC,          /* Access-Control-Allow-Credentials */
+    DL_HF_ACEH,          /* Access-Control-Expose-Headers */
+    DL_HF_RL_LIMIT,      /* RateLimit-Limit (dl_req_t.rate) */
+    DL_HF_RL_REMAINING,
+    DL_HF_RL_RESET,
+    DL_HF_RETRY_AFTER,
     DL_HF_COUNT
 };
 
@@ -78,6 +85,7 @@ typedef struct {
     dl_resp_field_t fields[DL_HF_COUNT];
     int n_fields;
     char clen[24];     /* Content-Length's digits */
+    char rate[4][24];  /* RateLimit-* and Retry-After digits */
 } dl_resp_wire_t;
 
 /**

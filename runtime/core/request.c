@@ -293,27 +293,6 @@ int dl_req_begin(dl_core_conn_t *c, dl_req_t *r, int has_body, const char **msg)
     return 0;
 }
 
-/* The next non-empty element [*a, *b) of a comma list (RFC 9110 5.6.1) at
- * *v, trimmed of OWS; empty elements are skipped. Returns 0 at the end. */
-int dl_http_list_next(const char **v, const char *end, const char **a, const char **b)
-{
-    while (*v < end) {
-        const char *e = memchr(*v, ',', (size_t)(end - *v));
-        if (e == NULL)
-            e = end;
-        *a = *v;
-        *b = e;
-        *v = e < end ? e + 1 : end;
-        while (*a < *b && (**a == ' ' || **a == '\t'))
-            (*a)++;
-        while (*b > *a && ((*b)[-1] == ' ' || (*b)[-1] == '\t'))
-            (*b)--;
-        if (*a < *b)
-            return 1;
-    }
-    return 0;
-}
-
 /* Expect is a list (RFC 9110 10.1.1): 1 when it holds 100-continue and no
  * other expectation, 0 when it is empty, -1 for anything else (417). */
 int dl_req_expect_check(const char *v, size_t n)

@@ -49,10 +49,6 @@ int dl_req_early_answer(const dl_core_conn_t *c, const dl_req_t *r);
  */
 int dl_req_expect_check(const char *v, size_t n);
 
-/** The next non-empty element [*a, *b) of a comma list (RFC 9110 5.6.1) at
- * *v, trimmed of OWS; empty elements are skipped. Returns 0 at the end. */
-int dl_http_list_next(const char **v, const char *end, const char **a, const char **b);
-
 /**
  * 1 when s[0..n) is a host an HTTPS redirect may name, RFC 3986 host[:port]
  * narrowed to what a browser reaches: a name of letters, digits, '-', '.',

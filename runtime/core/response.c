@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "core/cors.h"
 
 static const struct {
     const char *line, *lower; /* line: "Name: ", what HTTP/1 writes before the value */
@@ -28,6 +29,13 @@ static const struct {
     [DL_HF_CACHE_CONTROL] = {"Cache-Control: ", "cache-control", 13},
     [DL_HF_ALLOW] = {"Allow: ", "allow", 5},
     [DL_HF_HSTS] = {"Strict-Transport-Security: ", "strict-transport-security", 25},
+    [DL_HF_ACAO] = {"Access-Control-Allow-Origin: ", "access-control-allow-origin", 27},
+    [DL_HF_ACAC] = {"Access-Control-Allow-Credentials: ", "access-control-allow-credentials", 32},
+    [DL_HF_ACEH] = {"Access-Control-Expose-Headers: ", "access-control-expose-headers", 29},
+    [DL_HF_RL_LIMIT] = {"RateLimit-Limit: ", "ratelimit-limit", 15},
+    [DL_HF_RL_REMAINING] = {"RateLimit-Remaining: ", "ratelimit-remaining", 19},
+    [DL_HF_RL_RESET] = {"RateLimit-Reset: ", "ratelimit-reset", 15},
+    [DL_HF_RETRY_AFTER] = {"Retry-After: ", "retry-after", 11},
 };
 
 const char *dl_resp_field_name(int id, int lower, size_t *len)
@@ -92,7 +100,8 @@ int dl_resp_header_reserved(const char *s, size_t n)
  * HTTP/2 can send, is refused here, so HTTP/1, HTTP/2 and in-process
  * requests give the same answer.
  */
-static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_enc)
+static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_enc,
+                             int *own_acao)
 {
     size_t bytes = resp->headers_len + resp->content_type_len;
     if (bytes > DL_RESP_HEADERS_MAX) {
@@ -105,6 +114,7 @@ static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_
     const char *n, *v;
     size_t nl, vl;
     *own_enc = 0;
+    *own_acao = 0;
     dl_hdr_lines_init(&it, resp->headers, resp->headers_len);
     while (dl_hdr_lines_next(&it, &n, &nl, &v, &vl)) {
         if (dl_resp_header_reserved(n, nl)) {
@@ -114,6 +124,8 @@ static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_
         }
         if (dl_strncasecmp_eq(n, nl, "content-encoding", 16))
             *own_enc = 1;
+        else if (dl_strncasecmp_eq(n, nl, "access-control-allow-origin", 27))
+            *own_acao = 1; /* a hook's own CORS answer: the policy's fields stay out */
     }
     return 0;
 }
@@ -134,8 +146,8 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         if (x->handler.filter && x->handler.filter(x->handler.arg, r, resp))
             return;
     }
-    int own_enc;
-    if (handler_fields_ok(r, resp, &own_enc) != 0) {
+    int own_enc, own_acao;
+    if (handler_fields_ok(r, resp, &own_enc, &own_acao) != 0) {
         if (resp->has_file)
             close(resp->file_fd);
         dl_req_respond_error(r, 500, NULL);
@@ -213,8 +225,15 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         FIELD(&w, DL_HF_CONTENT_ENCODING, "gzip");
     else if (enc == DL_ENC_DEFLATE)
         FIELD(&w, DL_HF_CONTENT_ENCODING, "deflate");
-    if (vary)
+    dl_cors_fields_t cf = {0};
+    if (r->cors && !own_acao)
+        dl_cors_fields(r, &cf);
+    if (vary && cf.vary_origin)
+        FIELD(&w, DL_HF_VARY, "Accept-Encoding, Origin");
+    else if (vary)
         FIELD(&w, DL_HF_VARY, "Accept-Encoding");
+    else if (cf.vary_origin)
+        FIELD(&w, DL_HF_VARY, "Origin");
     field(&w, DL_HF_REQUEST_ID, r->id, strlen(r->id));
     FIELD(&w, DL_HF_NOSNIFF, "nosniff");
     if (!resp->has_cache_control)
@@ -223,6 +242,21 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         field(&w, DL_HF_ALLOW, resp->allow, strlen(resp->allow));
     if (c->tls && x->hsts)
         field(&w, DL_HF_HSTS, x->hsts, strlen(x->hsts));
+    if (cf.acao_len) {
+        field(&w, DL_HF_ACAO, cf.acao, cf.acao_len);
+        if (cf.credentials)
+            FIELD(&w, DL_HF_ACAC, "true");
+        if (cf.expose)
+            field(&w, DL_HF_ACEH, cf.expose, strlen(cf.expose));
+    }
+    if (r->rate.set) {
+        const dl_rate_note_t *rn = &r->rate;
+        field(&w, DL_HF_RL_LIMIT, w.rate[0], put_u64(w.rate[0], (uint64_t)rn->limit));
+        field(&w, DL_HF_RL_REMAINING, w.rate[1], put_u64(w.rate[1], (uint64_t)rn->remaining));
+        field(&w, DL_HF_RL_RESET, w.rate[2], put_u64(w.rate[2], rn->reset));
+        if (rn->over)
+            field(&w, DL_HF_RETRY_AFTER, w.rate[3], put_u64(w.rate[3], rn->retry));
+    }
 
     c->proto->write_response(c, r, &w);
     dl_buf_free(&zbuf);
@@ -230,6 +264,23 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     x->record(x, r, status, body_len);
     x->release(x, r);
     c->proto->finish(c, &w);
+}
+
+void dl_req_rate_note(dl_req_t *r, double limit, double remaining, uint32_t reset, int over,
+                      uint32_t retry)
+{
+    dl_rate_note_t *n = &r->rate;
+    if (remaining < 0)
+        remaining = 0;
+    /* the refusing limit tells; else the one with the least left */
+    if (n->set && !over && (n->over || remaining >= n->remaining))
+        return;
+    n->set = 1;
+    n->limit = limit;
+    n->remaining = remaining;
+    n->reset = reset;
+    n->over = over != 0;
+    n->retry = retry;
 }
 
 int dl_resp_codec(const dl_req_t *r, const char **content_type, size_t *content_type_len)

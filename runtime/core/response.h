@@ -52,6 +52,15 @@ enum { DL_CODEC_JSON = 0, DL_CODEC_MSGPACK = 1 };
  * request's Accept (MessagePack when it is preferred, else JSON), and its
  * Content-Type.
  */
+/**
+ * Notes what one rate limit found for r, for the RateLimit-Limit,
+ * -Remaining and -Reset fields (and Retry-After when over) of its answer.
+ * Of several limits the refusing one is kept, else the one with the least
+ * left. remaining below 0 counts as 0.
+ */
+void dl_req_rate_note(dl_req_t *r, double limit, double remaining, uint32_t reset, int over,
+                      uint32_t retry);
+
 int dl_resp_codec(const dl_req_t *r, const char **content_type, size_t *content_type_len);
 
 /**

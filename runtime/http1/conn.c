@@ -39,6 +39,7 @@
 #include "common/internal.h"
 #include "common/metrics.h"
 #include "transport/tls.h"
+#include "core/cors.h"
 #include "core/upload.h"
 
 #define MAX_PENDING (256 * 1024) /* read-ahead while a handler runs */
@@ -639,7 +640,9 @@ static void send_error(dl_conn_t *c, int status, const char *msg)
         memcpy(id, c->req->id, sizeof(id));
     else
         dl_request_id_new(x->prng, id);
+    dl_buf_t cors = DL_BUF_INIT; /* a browser reads the refusal only with its CORS fields */
     if (c->req) {
+        dl_cors_put_lines(c->req, &cors);
         x->record(x, c->req, status, 0);
         x->release(x, c->req);
         c->req = NULL;
@@ -652,8 +655,12 @@ static void send_error(dl_conn_t *c, int status, const char *msg)
                       "Content-Length: %zu\r\nX-Request-Id: %s\r\n"
                       "X-Content-Type-Options: nosniff\r\n"
                       "Cache-Control: no-cache, no-store, must-revalidate\r\n"
-                      "Connection: close\r\n\r\n",
+                      "Connection: close\r\n",
                    status, dl_status_text(status), x->date(x), body.len, id);
+    if (!cors.oom)
+        dl_buf_append(o, cors.data, cors.len);
+    dl_buf_free(&cors);
+    dl_buf_append(o, "\r\n", 2);
     if (!c->head_method) /* a HEAD answer has no content (RFC 9110 9.3.2) */
         dl_buf_append(o, body.data, body.len);
     dl_buf_free(&body);

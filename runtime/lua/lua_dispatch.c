@@ -541,19 +541,19 @@ static void push_pipeline(lua_State *co, const dl_gen_t *g, const dl_route_t *ro
         lua_pushnil(co);
 }
 
-/* A request no route took, when the app has before hooks: they run first
- * (a CORS preflight answers there), then the runtime's 404 or 405. */
+/* A request no route took: the app's CORS preflight and limit, then its
+ * before hooks, then the runtime's 404 or 405. */
 static int handler_unrouted(void *arg, dl_req_t *r)
 {
     dl_vm_t *vm = arg;
-    dl_gen_t *g = vm->gen;
+    dl_gen_t *g = r->gen; /* pinned by the routing: its hooks run on if a reload comes */
+    if (dl_vm_native_phases(vm, r))
+        return 1;
     if (g == NULL || !g->has_before)
         return 0;
     dl_task_t *t = dl_task_new(vm, r);
     if (t == NULL)
         return 0;
-    r->gen = g; /* pinned: its hooks run on even if a reload comes */
-    g->refs++;
     r->task = t;
     t->finish = finish_main;
     lua_State *co = t->co;
@@ -662,6 +662,8 @@ void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h)
 void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
 {
     dl_route_t *route = req->route;
+    if (dl_vm_native_phases(vm, req))
+        return;
     dl_task_t *t = dl_task_new(vm, req);
     if (t == NULL) {
         dl_req_respond_error(req, 503, "out of memory");

@@ -374,3 +374,15 @@ int dl__req_header(lua_State *L)
         lua_pushlstring(L, first, first_len);
     return 1;
 }
+
+dl_req_t *dl_lua_req_of(lua_State *L, int idx)
+{
+    if (!lua_istable(L, idx))
+        return NULL;
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    lua_pushlightuserdata(L, &req_key);
+    lua_rawget(L, idx);
+    dl_req_t *req = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return req;
+}

@@ -71,6 +71,11 @@ int dl__route(lua_State *L)
         else
             lua_pop(L, 1);
     }
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "_cors"); /* core._cors's policy: routing.lua */
+        r->cors = lua_touserdata(L, -1);
+        lua_pop(L, 1);
+    }
     r->body_limit = body_limit;
     r->upload_limit = upload_limit;
     char err[256];

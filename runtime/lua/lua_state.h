@@ -27,9 +27,23 @@ typedef struct dl_route_s {
     size_t body_limit;
     size_t upload_limit; /* route option upload: multipart bodies streamed to files */
     int after_ref;    /* registry ref of its after hooks {list, run_after = fn}, or 0 */
+    const struct dl_cors_s *cors; /* its cors option (the generation owns it), or NULL */
     char *pattern;
     struct dl_route_s *next; /* all routes of a generation */
 } dl_route_t;
+
+/** The app-wide api.rate_limit counted in C (lua_middleware.c): by req.ip, in
+ * api.shared; one with a key function or in Redis stays a Lua hook. */
+typedef struct {
+    double limit;
+    uint32_t window_s;
+    unsigned closed : 1;   /* on_error = "closed": 503 when the store fails */
+    unsigned warned : 1;   /* the store's failure is logged (once per generation) */
+    char name[104];        /* its label in metrics */
+    char base[112];        /* "rl:NAME:" before the address */
+    size_t base_len;
+    int refused_id, failed_id; /* its metrics (-1: none) */
+} dl_app_rate_t;
 
 /** Everything loaded from an app folder at one time. */
 typedef struct dl_gen_s {
@@ -37,6 +51,9 @@ typedef struct dl_gen_s {
     dl_route_t *routes;
     int hooks_ref;      /* registry ref of its api.before/after table (hooks.lua), or 0 */
     unsigned has_before : 1, has_after : 1;
+    struct dl_cors_s *cors;     /* api.cors's policy, or NULL */
+    struct dl_cors_s *policies; /* every CORS policy of this load (the app's, the routes'), owned */
+    dl_app_rate_t *rate;        /* api.rate_limit's, when counted in C, or NULL */
     int id;
     int refs;           /* requests routed in this generation and not yet done */
     struct dl_gen_s *next_old; /* retired generations still serving requests */
@@ -183,6 +200,15 @@ int dl__req_index(lua_State *L);     /* __index of request tables (lua_request.c
 int dl__req_header(lua_State *L);    /* core._header(req, name) (lua_request.c) */
 int dl__route(lua_State *L);         /* core._route(mask, pattern, opts, fn) (lua_routes.c) */
 int dl__hooks(lua_State *L);         /* core._hooks([tbl]) (lua_routes.c) */
+int dl__cors(lua_State *L);          /* core._cors(cfg, app) (lua_middleware.c) */
+int dl__cors_pending(lua_State *L);  /* core._cors_pending(req, policy) */
+int dl__cors_verdict(lua_State *L);  /* core._cors_verdict(req, ok) */
+int dl__cors_preflight(lua_State *L); /* core._cors_preflight(req) */
+int dl__rate_limit(lua_State *L);    /* core._rate_limit(cfg) */
+int dl__rate_note(lua_State *L);     /* core._rate_note(req, limit, window, ok, est, ...) */
+int dl__rate_undo(lua_State *L);     /* core._rate_undo(req) */
+/** The request of a request table at idx, or NULL (not one, or its request is done). */
+dl_req_t *dl_lua_req_of(lua_State *L, int idx);
 int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) (lua_task.c) */
 int dl__race(lua_State *L);          /* core._race(ms, fn) (lua_task.c) */
 int dl__spawn(lua_State *L);         /* core._spawn(fn, ...) (lua_task.c) */

@@ -20,6 +20,7 @@
 
 #include "common/codec_json.h"
 #include "common/codec_msgpack.h"
+#include "core/cors.h"
 #include "core/request.h"
 #include "lua/embedded.h"
 #include "lua/lua_error.h"
@@ -167,6 +168,12 @@ void dl_gen_free(dl_vm_t *vm, dl_gen_t *g)
     }
     if (g->hooks_ref && vm->L)
         luaL_unref(vm->L, LUA_REGISTRYINDEX, g->hooks_ref);
+    while (g->policies) {
+        dl_cors_t *next = dl_cors_next(g->policies);
+        dl_cors_free(g->policies);
+        g->policies = next;
+    }
+    dl_free(g->rate);
     dl_router_free(g->router);
     dl_free(g);
 }
@@ -241,10 +248,15 @@ void dl_vm_route(dl_vm_t *vm, dl_req_t *req)
     }
     req->route_status = dl_router_match(vm->gen->router, req->method, req->head.data,
                                         req->path_len, &req->match);
+    /* pinned, routed or not: the app's hooks, CORS policy and limit apply
+     * to a 404 too, and live as long as the generation */
+    req->gen = vm->gen;
+    vm->gen->refs++;
+    req->cors = vm->gen->cors;
     if (req->route_status == DL_ROUTE_FOUND) {
         req->route = req->match.data;
-        req->gen = vm->gen;
-        vm->gen->refs++;
+        if (req->route->cors)
+            req->cors = req->route->cors; /* a route's own replaces the app's */
         if (req->route->body_limit)
             req->body_limit = req->route->body_limit;
         req->upload_limit = req->route->upload_limit;

@@ -20,6 +20,12 @@ dl_task_t *dl_task_new(dl_vm_t *vm, dl_req_t *req);
 /** Ends t; with reuse its coroutine, when it returned normally, is pooled. */
 void dl_task_free(dl_task_t *t, int reuse);
 
+/* ---- lua_middleware.c */
+
+/** The app's CORS preflight and C-counted rate limit on req, before its
+ * Lua runs: 1 when they answered it, 0 to go on. */
+int dl_vm_native_phases(dl_vm_t *vm, dl_req_t *req);
+
 /* ---- lua_errtext.c */
 
 /** The text of the raised value at the top of L (replaced by it); never

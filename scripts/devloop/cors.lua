@@ -13,17 +13,20 @@
 --               forbids Access-Control-Allow-Origin: * with credentials)
 --   max_age     seconds a browser may keep a preflight's answer (default 600)
 -- A preflight (OPTIONS with Origin and Access-Control-Request-Method) from
--- an allowed origin is answered 204 here, before any route; one from another
+-- an allowed origin is answered 204 before any route; one from another
 -- origin goes on without CORS headers (the browser then refuses). Every
 -- other answer to an allowed origin, errors and 404s included, carries
 -- Access-Control-Allow-Origin; Vary: Origin unless the answer is the same
--- for every origin.
+-- for every origin. The runtime applies the policy in C
+-- (runtime/core/cors.c, after the after hooks: an after hook that sets
+-- Access-Control-Allow-Origin itself keeps its own); Lua asks a function
+-- of origins for its verdict, in the hooks below.
 local options = require "devloop.options"
-local header = require("devloop.core")._header -- one field, not all of req.headers
-local rawget, rawset = rawget, rawset
+local core = require "devloop.core"
+local pending, verdict, preflight = core._cors_pending, core._cors_verdict, core._cors_preflight
 
-local type, ipairs, concat, lower, upper, find, gsub = type, ipairs, table.concat,
-  string.lower, string.upper, string.find, string.gsub
+local type, ipairs, concat, lower, upper, find = type, ipairs, table.concat,
+  string.lower, string.upper, string.find
 
 local M = {}
 
@@ -54,20 +57,20 @@ end
 function M.compile(c)
   if type(c) ~= "table" then fail("must be a table { " .. concat(KEYS, ", ") .. " }") end
   options.check(c, KEYS, "cors option")
-  local cfg = { any = false, list = nil, fn = nil }
+  local cfg = { any = false, by_fn = false, origins = nil, fn = nil }
   local o = c.origins
   if o == nil or o == "*" then
     cfg.any = true
   elseif type(o) == "function" then
-    cfg.fn = o
+    cfg.fn, cfg.by_fn = o, true
   elseif type(o) == "table" and #o > 0 then
-    cfg.list = {}
+    cfg.origins = {}
     for i, x in ipairs(o) do
       if type(x) ~= "string" or not origin_ok(x) then
         fail("origins[" .. i .. "] must be an origin like \"https://app.example\", not "
              .. options.show(x))
       end
-      cfg.list[lower(x)] = true
+      cfg.origins[i] = lower(x)
     end
   else
     fail("origins must be \"*\", a list of origins or a function(origin, req), not "
@@ -88,86 +91,40 @@ function M.compile(c)
   if type(age) ~= "number" or age < 0 or age % 1 ~= 0 or age > 86400 * 365 then
     fail("max_age must be a whole number of seconds from 0, not " .. options.show(c.max_age))
   end
-  cfg.max_age = tostring(age)
+  cfg.max_age = age
   return cfg
 end
 
--- The Access-Control-Allow-Origin value for origin, or nil when refused.
-local function allow(cfg, origin, req)
-  if origin == nil then return nil end
-  if cfg.any then return "*" end
-  if cfg.list then
-    if cfg.last == origin then return origin end -- most requests: the one front end
-    if cfg.list[lower(origin)] then
-      cfg.last = origin
-      return origin
-    end
-    return nil
-  end
-  local ok, yes = pcall(cfg.fn, origin, req)
-  if not ok then error(yes, 0) end
-  return yes == true and origin or nil
+-- The policy of cfg for the generation loading: the app's (app true) or a
+-- route's; nil, err when the app has one already.
+function M.declare(cfg, app)
+  local policy, err = core._cors(cfg, app)
+  if policy == nil then options.fail(err) end
+  return policy
 end
 
-local function add_vary(h, v)
-  local cur = h["vary"]
-  if cur == nil or cur == "" then
-    h["vary"] = v
-  elseif type(cur) == "string" and not find(lower(cur), lower(v), 1, true) then
-    h["vary"] = cur .. ", " .. v
-  end
+-- With a function of origins, the runtime asks Lua: judge(req) gives the
+-- function's verdict on req's origin to the runtime, once per request.
+local function judge(cfg, policy, req)
+  local origin = pending(req, policy)
+  if origin ~= nil then verdict(req, cfg.fn(origin, req) == true) end
 end
 
--- The before hook: a preflight from an allowed origin answered now.
-function M.before(cfg)
+-- The before hook of a function's policy: the verdict, then a preflight
+-- from an allowed origin answered (its fields are the runtime's).
+function M.before(cfg, policy)
   return function(req)
-    if req.method ~= "OPTIONS" then return end
-    local origin, want = header(req, "origin"), header(req, "access-control-request-method")
-    if origin == nil or want == nil or not find(want, TOKEN) then return end
-    local ao = allow(cfg, origin, req)
-    if ao == nil then return end
-    local out = {
-      ["Access-Control-Allow-Origin"] = ao,
-      ["Access-Control-Allow-Methods"] = cfg.methods,
-      ["Access-Control-Max-Age"] = cfg.max_age,
-    }
-    local asked = header(req, "access-control-request-headers")
-    if cfg.headers then
-      out["Access-Control-Allow-Headers"] = cfg.headers
-    elseif asked and asked ~= "" then
-      -- any header asked for is allowed: the answer names back those that
-      -- are header names (a token each), nothing else
-      local names = {}
-      for name in string.gmatch(asked, "[^,]+") do
-        name = name:match("^%s*(.-)%s*$")
-        if find(name, TOKEN) and #names < 64 then names[#names + 1] = name end
-      end
-      if #names > 0 then out["Access-Control-Allow-Headers"] = concat(names, ", ") end
-    end
-    if cfg.credentials then out["Access-Control-Allow-Credentials"] = "true" end
-    local vary = {}
-    if not cfg.any then vary[#vary + 1] = "Origin" end
-    if not cfg.headers then vary[#vary + 1] = "Access-Control-Request-Headers" end
-    if #vary > 0 then out["Vary"] = concat(vary, ", ") end
-    rawset(req, "_cors_preflight", true)
-    return 204, nil, out
+    judge(cfg, policy, req)
+    local h = preflight(req)
+    if h ~= nil then return 204, nil, h end
   end
 end
 
--- The after hook: the CORS headers on every other answer to an allowed origin.
-function M.after(cfg)
-  return function(req, res)
-    -- rawget: a field the request table does not have would go to its
-    -- __index (the lazy fields) on every request
-    if rawget(req, "_cors_preflight") then return end
-    local rh = res.headers
-    if not cfg.any then add_vary(rh, "Origin") end
-    local ao = allow(cfg, header(req, "origin"), req)
-    if ao == nil then return end
-    rh["access-control-allow-origin"] = ao
-    if cfg.credentials then rh["access-control-allow-credentials"] = "true" end
-    if cfg.expose then rh["access-control-expose-headers"] = cfg.expose end
-  end
+-- Its after hook: the verdict for answers made before any before hook ran
+-- (an auth refusal, a 404 without before hooks...), so that they carry the
+-- fields too.
+function M.after(cfg, policy)
+  return function(req) judge(cfg, policy, req) end
 end
 
 return M

@@ -31,17 +31,24 @@ local cors = require "devloop.cors"
 local timer = require "devloop.timer"
 _M.timer = { every = timer.every, after = timer.after }
 -- api.cors{...}: CORS for every route (devloop.cors)
+-- (the runtime applies it; a function of origins is asked in hooks)
 function _M.cors(c)
   local cfg = cors.compile(c)
-  hooks.before_ranked(cors.before(cfg), 1)
-  hooks.after(cors.after(cfg))
+  local policy = cors.declare(cfg, true)
+  if cfg.by_fn then
+    hooks.before_ranked(cors.before(cfg, policy), 1)
+    hooks.after(cors.after(cfg, policy))
+  end
 end
 local ratelimit = require "devloop.ratelimit"
--- api.rate_limit{...}: a limit on every request (devloop.ratelimit)
+-- api.rate_limit{...}: a limit on every request (devloop.ratelimit); by
+-- req.ip in api.shared it is counted by the runtime before any hook
 function _M.rate_limit(c)
   local cfg = ratelimit.compile(c, "default")
+  if cfg.store == "local" and cfg.key == nil and require("devloop.core")._rate_limit(cfg) then
+    return
+  end
   hooks.before_ranked(ratelimit.before(cfg), 2)
-  hooks.after(ratelimit.after())
 end
 
 _M.sleep, _M.parallel, _M.with_timeout = tasks.sleep, tasks.parallel, tasks.with_timeout

@@ -18,16 +18,20 @@
 -- values under a lock. Requests refused are not counted: a client held back
 -- gets through again as soon as the window slides, however hard it tries.
 -- Over the limit: 429 with Retry-After; every answer carries
--- RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset.
+-- RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset (the runtime
+-- adds them: core._rate_note). The counting of the local store is the
+-- runtime's (runtime/cache/rate_limit.c), which also counts the app-wide
+-- limit by req.ip in api.shared before any hook (lua_middleware.c); the
+-- hooks here count the others: a key function, the Redis store, a route's.
 local core = require "devloop.core"
 local options = require "devloop.options"
-local shared = require "devloop.shared"
+local shared = require "devloop.shared_core"
 local redis = require "devloop.redis"
 local metrics = require "devloop.metrics"
 local crypto = require "devloop.crypto"
 
-local type, floor, ceil, max, tostring, format = type, math.floor, math.ceil, math.max, tostring,
-  string.format
+local type, floor, tostring, format = type, math.floor, tostring, string.format
+local note, undo_native = core._rate_note, core._rate_undo
 -- the limiter's own fields of the request table are read with rawget: a
 -- missing one would go to the table's __index (the lazy fields) each time
 local rawget, rawset = rawget, rawset
@@ -98,11 +102,9 @@ function M.compile(c, default_name)
                  .. options.show(c.name))
   end
   return { limit = lim, window = w, key = c.key, store = store, on_error = on_error,
-           name = name, warned = false, bases = {}, n_bases = 0, slots = {} }
+           name = name, warned = false, bases = {}, n_bases = 0 }
 end
 
--- Counts one request of key; returns the estimate after it, the seconds to
--- the window's end, and whether it is allowed; or nil, err.
 -- "rl:NAME:KEY:" for key, kept for the keys seen lately (a bounded cache:
 -- the strings are made once per client, not twice per request)
 local function base_of(cfg, prefix, key)
@@ -111,7 +113,7 @@ local function base_of(cfg, prefix, key)
   if b then return b end
   if cfg.n_bases >= 4096 then
     cache = {}
-    cfg.bases, cfg.n_bases, cfg.slots = cache, 0, {}
+    cfg.bases, cfg.n_bases = cache, 0
   end
   b = prefix .. cfg.name .. ":" .. key .. ":"
   cache[key] = b
@@ -119,33 +121,11 @@ local function base_of(cfg, prefix, key)
   return b
 end
 
--- The keys of the current and the previous window for base, made once per
--- window (not twice per request)
-local function slot_keys(cfg, base, slot)
-  local k = cfg.slots[base]
-  if k == nil or k[1] ~= slot then
-    k = { slot, base .. slot, base .. (slot - 1) }
-    cfg.slots[base] = k
-  end
-  return k[2], k[3]
-end
-
-local function count_local(cfg, key, now)
-  local w = cfg.window
-  local slot = floor(now / w)
-  local base = base_of(cfg, "rl:", key)
-  local f = 1 - (now - slot * w) / w -- the part of the previous window still covered
-  local ck, pk = slot_keys(cfg, base, slot)
-  local cur, err = shared.incr(ck, 1, 0, 2 * w)
-  if not cur then return nil, err end
-  local prev = shared.get(pk)
-  prev = type(prev) == "number" and prev or 0
-  local est = prev * f + cur
-  if est > cfg.limit then
-    shared.incr(ck, -1)
-    return est - 1, (slot + 1) * w - now, false, cur - 1, prev, f
-  end
-  return est, (slot + 1) * w - now, true, ck
+-- Counts one request of key: allowed, estimate, seconds to the window's
+-- end, then (the counts of a refusal) cur, prev, covered, and the window
+-- counted; or nil, err.
+local function count_local(cfg, key)
+  return shared._rate_count(base_of(cfg, "rl:", key), cfg.limit, cfg.window)
 end
 
 local function count_redis(cfg, key, now)
@@ -157,23 +137,7 @@ local function count_redis(cfg, key, now)
     tostring(2 * w * 1000), format("%.6f", f), tostring(cfg.limit))
   if type(r) ~= "table" then return nil, err or "unexpected reply" end
   local cur, prev, ok = tonumber(r[1]) or 0, tonumber(r[2]) or 0, r[3] == 1
-  if ok then return prev * f + cur, (slot + 1) * w - now, true, base .. slot end
-  return prev * f + cur, (slot + 1) * w - now, false, cur, prev, f
-end
-
--- Seconds until one more request fits, from the counts of a refusal: the
--- previous window's weight falls as the window slides, and the current
--- window's count becomes the previous one's at its end.
-local function wait_for(cfg, cur, prev, f, to_end)
-  local w, room = cfg.window, cfg.limit - 1
-  if cur <= room then
-    -- within this window: prev * (f - x / w) + cur <= room
-    local x = prev > 0 and w * (f - (room - cur) / prev) or 0
-    if x <= to_end then return max(x, 0) end
-  end
-  -- after its end: cur * (1 - y / w) <= room
-  local y = cur > 0 and w * (1 - room / cur) or 0
-  return to_end + max(y, 0)
+  return ok, prev * f + cur, (slot + 1) * w - now, cur, prev, f, slot
 end
 
 -- A key as stored: long ones (a token, a URL) by a digest, so two keys
@@ -184,14 +148,20 @@ local function stored_key(key)
 end
 
 -- Takes back the counts of the limiters that let req through before a
--- later one refused it (refused requests are not counted).
+-- later one refused it (refused requests are not counted): the runtime's
+-- own (the app's limit by address) and those listed here.
 local function undo(req)
+  undo_native(req)
   local st = rawget(req, "_rate_limit")
   if not st then return end
-  for i = 1, #st, 2 do
-    local cfg, ck = st[i], st[i + 1]
-    if cfg.store == "redis" then redis.call("DECR", ck) else shared.incr(ck, -1) end
-    st[i], st[i + 1] = nil, nil
+  for i = 1, #st, 3 do
+    local cfg, base, slot = st[i], st[i + 1], st[i + 2]
+    if cfg.store == "redis" then
+      redis.call("DECR", base .. slot)
+    else
+      shared._rate_uncount(base, slot)
+    end
+    st[i], st[i + 1], st[i + 2] = nil, nil, nil
   end
 end
 
@@ -210,19 +180,18 @@ function M.before(cfg)
             .. " (a string or a number, or nil to leave the request unlimited)", 0)
     end
     key = stored_key(key)
-    local now = core.now()
-    local est, reset, ok, a, b, c
+    local ok, est, to_end, cur, prev, covered, slot
     if cfg.store == "redis" then
-      est, reset, ok, a, b, c = count_redis(cfg, key, now)
+      ok, est, to_end, cur, prev, covered, slot = count_redis(cfg, key, core.now())
     else
-      est, reset, ok, a, b, c = count_local(cfg, key, now)
+      ok, est, to_end, cur, prev, covered, slot = count_local(cfg, key)
     end
-    if est == nil then
+    if ok == nil then
       failed_total:inc({ cfg.name })
       if not cfg.warned then
         cfg.warned = true
         core.log(core.LOG_WARN, "rate limit " .. cfg.name .. ": its " .. cfg.store
-          .. " store cannot be reached (" .. tostring(reset) .. "); failing "
+          .. " store cannot be reached (" .. tostring(est) .. "); failing "
           .. cfg.on_error .. " (logged once)")
       end
       if cfg.on_error == "closed" then
@@ -233,41 +202,23 @@ function M.before(cfg)
       end
       return
     end
-    local remaining = max(0, floor(cfg.limit - est))
-    -- one table per request: what the headers tell (the tightest of the
-    -- limits: the app's, the route's) and, in its array part, the counts
-    -- taken (limit, key), to give back when a later limit refuses
-    local st = rawget(req, "_rate_limit")
-    if not st then
-      st = { limit = cfg.limit, remaining = remaining, reset = max(1, ceil(reset)), over = false }
-      rawset(req, "_rate_limit", st)
-    elseif not ok or (not st.over and remaining < st.remaining) then
-      st.limit, st.remaining, st.reset = cfg.limit, remaining, max(1, ceil(reset))
-    end
-    if not ok then
-      st.over, st.retry = true, max(1, ceil(wait_for(cfg, a, b, c, reset)))
-    end
+    -- the answer's RateLimit-* fields (the tightest limit's) are the runtime's
+    note(req, cfg.limit, cfg.window, ok, est, to_end, cur, prev, covered)
     if ok then
-      st[#st + 1], st[#st + 2] = cfg, a
-    else
-      undo(req)
-      refused_total:inc({ cfg.name })
-      error({ status = 429, message = "rate limit of " .. cfg.limit .. " requests per "
-              .. cfg.window .. " s reached" }, 0)
+      -- what to take back when a later limit refuses
+      local st = rawget(req, "_rate_limit")
+      if not st then
+        st = {}
+        rawset(req, "_rate_limit", st)
+      end
+      local base = base_of(cfg, cfg.store == "redis" and "devloop:rl:" or "rl:", key)
+      st[#st + 1], st[#st + 2], st[#st + 3] = cfg, base, slot
+      return
     end
-  end
-end
-
--- The after hook: the RateLimit headers (and Retry-After on a 429).
-function M.after()
-  return function(req, res)
-    local rl = rawget(req, "_rate_limit")
-    if not rl then return end
-    local h = res.headers
-    h["ratelimit-limit"] = rl.limit -- numbers: no string made per request
-    h["ratelimit-remaining"] = rl.remaining
-    h["ratelimit-reset"] = rl.reset
-    if rl.over then h["retry-after"] = rl.retry end
+    undo(req)
+    refused_total:inc({ cfg.name })
+    error({ status = 429, message = "rate limit of " .. cfg.limit .. " requests per "
+            .. cfg.window .. " s reached" }, 0)
   end
 end
 

@@ -129,34 +129,42 @@ local function add(mask, path, opts, handler)
     rl_name = (mask == BIT.ALL and "*" or table.concat(names, ",")) .. " " .. path
   end
   local rl_cfg = opts and opts.rate_limit ~= nil and ratelimit.compile(opts.rate_limit, rl_name)
-  if rl_cfg then -- first of the route's before hooks, its headers on every answer
+  if rl_cfg then -- first of the route's before hooks (its headers: the runtime's)
     before = before or {}
     table.insert(before, 1, ratelimit.before(rl_cfg))
-    after = after or {}
-    table.insert(after, 1, ratelimit.after())
   end
   local cors_cfg = opts and opts.cors ~= nil and cors.compile(opts.cors)
+  local cors_policy
   if cors_cfg then
-    -- its headers go on every answer of the route (after its other hooks);
-    -- its preflight is an OPTIONS route on the same path, unless the app
-    -- has one there (then that answers)
-    after = after or {}
-    after[#after + 1] = cors.after(cors_cfg)
+    -- the runtime puts its fields on every answer of the route; its
+    -- preflight is an OPTIONS route on the same path, unless the app has
+    -- one there (then that answers); a function of origins is asked by
+    -- an after hook (and on the OPTIONS route, before its answer)
+    cors_policy = cors.declare(cors_cfg, false)
+    local fn_after = cors_cfg.by_fn and cors.after(cors_cfg, cors_policy)
+    if fn_after then
+      after = after or {}
+      after[#after + 1] = fn_after
+    end
     if mask % (BIT.OPTIONS * 2) < BIT.OPTIONS then
-      local pre = cors.before(cors_cfg)
-      core._route(BIT.OPTIONS, path, { _after = { cors.after(cors_cfg), run_after = hooks.run_after,
-                                                  pipeline = hooks.pipeline } },
-        function(req)
+      local pre = cors_cfg.by_fn and cors.before(cors_cfg, cors_policy)
+      local o = { _cors = cors_policy }
+      if fn_after then
+        o._after = { fn_after, run_after = hooks.run_after, pipeline = hooks.pipeline }
+      end
+      core._route(BIT.OPTIONS, path, o, function(req)
+        if pre then
           local s, b, h = pre(req)
           if s then return s, b, h end
-          return 204
-        end)
+        end
+        return 204
+      end)
     end
   end
   if before then -- inside the auth check, outside the cache: a hit is still checked
     handler = hooks.wrap_before(before, handler)
   end
-  if opts and (opts.auth or after) then
+  if opts and (opts.auth or after or cors_policy) then
     local copy = {}
     for k, v in pairs(opts) do copy[k] = v end
     opts = copy
@@ -165,6 +173,7 @@ local function add(mask, path, opts, handler)
     after.run_after, after.pipeline = hooks.run_after, hooks.pipeline
     opts._after = after
   end
+  if cors_policy then opts._cors = cors_policy end
   if opts and opts.auth then -- outermost: no cached answer without the token
     handler = auth.protect(opts.auth, handler)
     opts._precheck = auth.precheck(opts.auth) -- Expect: 100-continue is refused early

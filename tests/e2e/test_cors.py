@@ -129,6 +129,74 @@ def test_misconfiguration_fails_the_load(_):
                             "app.lua:2:", msg)
 
 
+def test_fields_on_early_refusals_and_hooks(_):
+    # the runtime adds the fields: answers the server makes before the app
+    # (a body over its limit, an auth refusal decided on the head) carry
+    # them on HTTP/1 and HTTP/2, so that a browser can read the refusal;
+    # an after hook that sets Access-Control-Allow-Origin keeps its own
+    routes = ROUTES + """
+api.post("/small", { body_limit = 10 }, function(req) return "ok" end)
+api.post("/private", { auth = true }, function(req) return "in" end)
+api.get("/own", function() return "own" end)
+"""
+    srv = serve('api.cors{ origins = { "https://app.example" }, credentials = true }\n'
+                'api.after(function(req, res)\n'
+                '  if req.path == "/own" then res.headers["Access-Control-Allow-Origin"] = "https://own.example" end\n'
+                'end)\n', routes)
+    try:
+        o = {"Origin": "https://app.example", "Content-Type": "text/plain"}
+        r = srv.request("POST", "/small", o, b"x" * 100)
+        assert r.status == 413, r
+        assert r.header("access-control-allow-origin") == "https://app.example", r
+        assert r.header("access-control-allow-credentials") == "true", r
+        assert "origin" in vary(r), r
+        r = srv.request("POST", "/private", o, b"{}")
+        assert r.status == 401, r
+        assert r.header("access-control-allow-origin") == "https://app.example", r
+        status, h, _ = harness.curl("--http2-prior-knowledge", "-X", "POST", "--data-binary",
+                                    "x" * 100, "-H", "Origin: https://app.example",
+                                    srv.url("/small"))
+        assert status == 413 and h.get("access-control-allow-origin") == "https://app.example", h
+        r = srv.request("POST", "/small", {"Origin": "https://evil.example"}, b"x" * 100)
+        assert r.status == 413 and r.header("access-control-allow-origin") is None, r
+        r = srv.get("/own", {"Origin": "https://app.example"})
+        assert r.header_all("access-control-allow-origin") == ["https://own.example"], r
+        assert r.header("access-control-allow-credentials") is None, r
+    finally:
+        srv.stop()
+
+
+def test_declared_twice_fails_the_load(_):
+    harness.check_fails({"app.lua": 'local api = require "devloop"\napi.cors{}\n'
+                                    'api.cors{ origins = { "https://a.example" } }\n'},
+                        "app.lua:3:", "api.cors is declared twice")
+
+
+def test_app_origin_function(_):
+    # the function is asked once per request, by a hook: preflights, routed
+    # answers, 404s and errors all carry the fields for an origin it allows
+    srv = serve('local calls = 0\n'
+                'api.cors{ origins = function(o, req) calls = calls + 1; return o == "https://fn.example" end }\n'
+                'api.get("/calls", function() return { n = calls } end)\n')
+    try:
+        r = pre(srv, "/nowhere", "https://fn.example", "DELETE")
+        assert r.status == 204 and r.header("access-control-allow-origin") == "https://fn.example", r
+        assert r.header("access-control-allow-methods").endswith("DELETE"), r
+        for path, status in (("/items", 200), ("/nowhere", 404), ("/boom", 500)):
+            r = srv.get(path, {"Origin": "https://fn.example"})
+            assert r.status == status, (path, r)
+            assert r.header("access-control-allow-origin") == "https://fn.example", (path, r)
+            assert "origin" in vary(r), r
+            r = srv.get(path, {"Origin": "https://other.example"})
+            assert r.header("access-control-allow-origin") is None, (path, r)
+        assert pre(srv, "/items", "https://other.example").status == 405
+        before = srv.get("/calls").json()["n"]
+        srv.get("/boom", {"Origin": "https://fn.example"})
+        assert srv.get("/calls").json()["n"] == before + 1  # once, though two hooks could ask
+    finally:
+        srv.stop()
+
+
 ALLOWED_ERRORS = ["EXPECTED"]
 
 if __name__ == "__main__":

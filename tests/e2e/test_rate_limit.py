@@ -199,6 +199,58 @@ api.get("/bad", { rate_limit = { limit = 1, key = function(req) return {} end } 
         srv.stop()
 
 
+def test_app_limit_by_address(_):
+    # the app-wide limit by req.ip in api.shared is counted by the runtime
+    # before any hook: on 404s and built-in routes too, exact across
+    # workers, a CORS preflight not counted, and its count taken back when
+    # a route's own limit refuses the request
+    routes = ROUTES + """
+api.get("/tight", { rate_limit = { limit = 1, window = 86400 } }, function() return "t" end)
+"""
+    app = new_app({"app.lua": 'local api = require "devloop"\napi.cors{}\n'
+                              'api.rate_limit{ limit = 60, window = 86400 }\n',
+                   "routes/r.lua": routes})
+    # a proxy in front: the limit counts the address it forwards for
+    srv = Server(app, workers=2, env={"DEVLOOP_TRUSTED_PROXIES": "127.0.0.1"})
+    try:
+        def left(r):
+            assert r.header("ratelimit-limit") == "60", r
+            assert int(r.header("ratelimit-reset")) >= 1, r
+            return int(r.header("ratelimit-remaining"))
+        base = left(srv.get("/x"))  # the readiness probes took some
+        r = srv.get("/nowhere")
+        assert r.status == 404 and left(r) == base - 1, r
+        r = srv.get("/health")
+        assert r.status == 200 and left(r) == base - 2, r
+        r = srv.request("OPTIONS", "/x", {"Origin": "https://a.example",
+                                          "Access-Control-Request-Method": "GET"})
+        assert r.status == 204 and r.header("ratelimit-remaining") is None, r
+        assert left(srv.get("/x")) == base - 3
+        r = srv.get("/tight")  # the tightest limit tells: the route's
+        assert r.status == 200 and r.header("ratelimit-limit") == "1", r
+        assert r.header("ratelimit-remaining") == "0", r
+        r = srv.get("/tight")
+        assert r.status == 429 and r.header("ratelimit-limit") == "1", r
+        assert int(r.header("retry-after")) >= 1, r
+        assert left(srv.get("/x")) == base - 5  # the refused /tight was taken back
+        rest = base - 5
+        rs = hammer([srv.port], rest + 6, "anyone")
+        ok = [r for r in rs if r.status == 200]
+        refused = [r for r in rs if r.status == 429]
+        assert len(ok) == rest and len(refused) == 6, [r.status for r in rs]
+        for r in refused:
+            assert r.header("ratelimit-remaining") == "0" and int(r.header("retry-after")) >= 1
+            body = json.loads(r.body)
+            assert "rate limit of 60 requests per 86400 s reached" in body["message"], body
+            assert body["requestId"] == r.header("x-request-id"), body
+        r = srv.get("/x", {"X-Forwarded-For": "203.0.113.9"})  # another client
+        assert r.status == 200 and left(r) == 59, r
+        m = srv.get("/metrics", {"X-Forwarded-For": "203.0.113.9"}).body.decode()
+        assert 'rate_limit_refused_total{limiter="default"} 6' in m, m[-2000:]
+    finally:
+        srv.stop()
+
+
 ALLOWED_ERRORS = ["its key function returned a table"]
 
 

@@ -360,3 +360,25 @@ DL_TEST(client_addr_bounds)
                   "forwarded", b.data);
     dl_buf_free(&b);
 }
+
+/* IPv4 text is written by hand (not inet_ntop): every byte value in every
+ * position, and its length, as inet_ntop has them */
+DL_TEST(client_addr_ipv4_format_matches_inet_ntop)
+{
+    dl_ip_t ip;
+    char s[DL_IP_STRLEN], want[DL_IP_STRLEN];
+    memset(&ip, 0, sizeof(ip));
+    for (unsigned v = 0; v < 256; v++) {
+        for (int pos = 0; pos < 4; pos++) {
+            memset(ip.a, pos == 0 ? 255 : 0, 4);
+            ip.a[pos] = (uint8_t)v;
+            inet_ntop(AF_INET, ip.a, want, sizeof(want));
+            size_t n = dl_ip_format(&ip, s);
+            EXPECT_STR(s, want);
+            EXPECT_EQ(n, strlen(want));
+        }
+    }
+    memset(ip.a, 255, 4);
+    EXPECT_EQ(dl_ip_format(&ip, s), 15);
+    EXPECT_STR(s, "255.255.255.255");
+}
