@@ -184,6 +184,50 @@ end
         srv.stop(expect_code=None)
 
 
+def test_answers_keep_their_shape_when_compiled(_):
+    # hooks.pipeline passes up to seven values through the after hooks (a
+    # file: status, path, headers, FILE_BODY, offset, length), the shorthand
+    # as a 200 or 204, an explicit status with no body as it is; a hook's
+    # mixed-case name replaces the handler's lower-case one. Many rounds:
+    # LuaJIT compiles the path after some dozens, and that must answer alike.
+    app = new_app({"data.txt": "0123456789", "app.lua": """
+local api = require "devloop"
+api.after(function(req, res)
+  res.headers["X-Seen"] = tostring(res.status)
+  if req.path == "/own" then res.headers["X-OWN"] = "hook" end
+  if req.path == "/swap" then res.body = "swapped" end
+end)
+""", "routes/r.lua": """
+local api = require "devloop"
+local P = os.getenv("HOOKS_DATA")
+local T = { ["Content-Type"] = "text/plain" }
+api.get("/file", function() return 206, P, T, api.FILE_BODY, 2, 5 end)
+api.get("/file-short", function() return P, T, api.FILE_BODY, 1, 3 end)
+api.get("/swap", function() return 200, P, nil, api.FILE_BODY, 0, 4 end)
+api.get("/own", function() return 200, "x", { ["x-own"] = "handler" } end)
+api.get("/empty", function() end)
+api.get("/status-only", function() return 201 end)
+api.get("/hi", function() return { hi = 1 } end)
+"""})
+    srv = Server(app, env={"HOOKS_DATA": os.path.join(app, "data.txt")})
+    want = {
+        "/file": (206, b"23456", "206"), "/file-short": (200, b"123", "200"),
+        "/swap": (200, b"swapped", "200"), "/own": (200, b"x", "200"),
+        "/empty": (204, b"", "204"), "/status-only": (201, b"", "201"),
+        "/hi": (200, b'{"hi":1}', "200"),
+    }
+    try:
+        for _ in range(80):
+            for path, (status, body, seen) in want.items():
+                r = srv.get(path)
+                assert (r.status, r.body, r.header("x-seen")) == (status, body, seen), (path, r)
+                if path == "/own":
+                    assert r.header_all("x-own") == ["hook"], r.headers
+        assert srv.get("/swap").header("content-type").startswith("text/plain")
+    finally:
+        srv.stop()
+
+
 ALLOWED_ERRORS = ["handler failed", "backend down", "before hook failed", "after hook failed"]
 
 
