@@ -127,7 +127,7 @@ function run_after(hooks, route_after, req, a, b, c, d, e, f, g)
   if type(rh) ~= "table" then
     error("an after hook set res.headers to a " .. type(rh) .. ": it must be a table", 0)
   end
-  if rawequal(rb, body) then return st, rb, rh, d, e, f, g end
+  if d ~= nil and rawequal(rb, body) then return st, rb, rh, d, e, f, g end
   return st, rb, rh
 end
 M.run_after = run_after

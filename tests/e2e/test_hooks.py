@@ -228,7 +228,59 @@ api.get("/hi", function() return { hi = 1 } end)
         srv.stop()
 
 
-ALLOWED_ERRORS = ["handler failed", "backend down", "before hook failed", "after hook failed"]
+def test_header_names_judged_every_time(_):
+    # collect_headers keeps the names it judged (per worker): a name seen
+    # before is still refused when the runtime sets it, whatever its case,
+    # and its values are still checked; Content-Type and Cache-Control keep
+    # their places in any case
+    from urllib.parse import quote
+    app = new_app({"app.lua": """
+local api = require "devloop"
+api.after(function(req, res) res.headers["x-hook"] = "1" end)
+""", "routes/r.lua": """
+local api = require "devloop"
+api.get("/h", function(req)
+  local q = req.query
+  local v = q.v or "ok"
+  if q.ctl then v = "a" .. string.char(tonumber(q.ctl)) .. "b" end
+  return 200, "h", { [q.n] = v }
+end)
+"""})
+    srv = Server(app)
+
+    def get(name, value=None, ctl=None):
+        path = "/h?n=" + quote(name, safe="")
+        if value is not None:
+            path += "&v=" + quote(value, safe="")
+        if ctl is not None:
+            path += "&ctl=%d" % ctl
+        return srv.get(path)
+
+    long30, long31 = "x-" + "a" * 28, "x-" + "b" * 29
+    try:
+        for _ in range(3):
+            for name in ("x-n", "X-N", long30, long31):
+                r = get(name)
+                assert r.status == 200 and r.header(name) == "ok", (name, r)
+                assert r.header("x-hook") == "1", r.headers
+                for ctl in (0, 10, 13, 127):
+                    assert get(name, ctl=ctl).status == 500, (name, ctl)
+                assert get(name, ctl=9).status == 200, name  # a tab is allowed
+            for name in ("Content-Length", "content-length", "DATE", "X-Request-Id",
+                         "transfer-encoding", "Connection", "TE", "bad name", "x(y)", ""):
+                assert get(name).status == 500, name
+            for name in ("Cache-Control", "cache-control", "CACHE-CONTROL"):
+                r = get(name, "max-age=60")
+                assert r.header_all("cache-control") == ["max-age=60"], (name, r.headers)
+            for name in ("Content-Type", "content-type"):
+                r = get(name, "text/x-mine")
+                assert r.header_all("content-type") == ["text/x-mine"], (name, r.headers)
+    finally:
+        srv.stop(expect_code=None)
+
+
+ALLOWED_ERRORS = ["handler failed", "backend down", "before hook failed", "after hook failed",
+                  "set by the runtime", "control character", "not a token"]
 
 
 def test_hooks_belong_to_their_generation(_):
