@@ -13,7 +13,7 @@
 -- that declared them: a reload starts from none.
 local core = require "devloop.core"
 
-local type, pairs, rawequal, lower = type, pairs, rawequal, string.lower
+local type, next, rawequal, lower = type, next, rawequal, string.lower
 -- LuaJIT's table.new: the answer's tables made at their size at once
 local ok_new, new_tab = pcall(require, "table.new")
 if not ok_new then new_tab = function() return {} end end
@@ -65,6 +65,12 @@ end
 -- path would then be interpreted on every request.
 local function finish(hooks, route_after, req, a, b, c, d, e, f, g)
   if (hooks == nil or hooks.after[1] == nil) and route_after == nil then
+    -- no marker (the third or fourth value): what follows is never read,
+    -- and fewer values are fewer checks for the runtime
+    if c == nil and d == nil then
+      if b == nil then return a end
+      return a, b
+    end
     return a, b, c, d, e, f, g
   end
   if (a == nil and b ~= nil) or a == false then return a, b, c, d, e, f, g end
@@ -93,6 +99,18 @@ function M.wrap_before(list, handler)
   end
 end
 
+-- The handler's headers into h, names lower-cased. A tail call, not a
+-- loop: LuaJIT compiles no inner loop into the trace of the functions
+-- around it ("inner loop in root trace": pipeline, finish and run_after
+-- were then interpreted for every answer), and a tail call it unrolls.
+local function copy_lower(h, headers, k)
+  local v
+  k, v = next(headers, k)
+  if k == nil then return end
+  if type(k) == "string" then h[lower(k)] = v end
+  return copy_lower(h, headers, k)
+end
+
 -- An answer through the after hooks: the values a handler returns (status,
 -- body, headers, and what a file or a cached body carries after them: up
 -- to seven in all, as in finish).
@@ -104,11 +122,7 @@ function run_after(hooks, route_after, req, a, b, c, d, e, f, g)
     d, e, f, g = c, d, e, f
   end
   local h = new_tab(0, 8)
-  if type(headers) == "table" then
-    for k, v in pairs(headers) do
-      if type(k) == "string" then h[lower(k)] = v end
-    end
-  end
+  if type(headers) == "table" then copy_lower(h, headers) end
   setmetatable(h, HEADERS_MT)
   local res = { status = status, body = body, headers = h }
   if route_after then

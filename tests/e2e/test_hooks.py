@@ -208,13 +208,19 @@ api.get("/own", function() return 200, "x", { ["x-own"] = "handler" } end)
 api.get("/empty", function() end)
 api.get("/status-only", function() return 201 end)
 api.get("/hi", function() return { hi = 1 } end)
+api.get("/h3", function() return 200, "h", { ["X-A"] = "1", ["x-b"] = 2, ["X-C"] = { "3", "4" } } end)
+api.get("/h7", function()
+  local h = { [1] = "not a name" }
+  for i = 1, 7 do h["X-H" .. i] = tostring(i) end
+  return "h", h
+end)
 """})
     srv = Server(app, env={"HOOKS_DATA": os.path.join(app, "data.txt")})
     want = {
         "/file": (206, b"23456", "206"), "/file-short": (200, b"123", "200"),
         "/swap": (200, b"swapped", "200"), "/own": (200, b"x", "200"),
         "/empty": (204, b"", "204"), "/status-only": (201, b"", "201"),
-        "/hi": (200, b'{"hi":1}', "200"),
+        "/hi": (200, b'{"hi":1}', "200"), "/h3": (200, b"h", "200"), "/h7": (200, b"h", "200"),
     }
     try:
         for _ in range(80):
@@ -223,6 +229,12 @@ api.get("/hi", function() return { hi = 1 } end)
                 assert (r.status, r.body, r.header("x-seen")) == (status, body, seen), (path, r)
                 if path == "/own":
                     assert r.header_all("x-own") == ["hook"], r.headers
+                if path == "/h3":
+                    assert (r.header("x-a"), r.header("x-b"), r.header_all("x-c")) == \
+                        ("1", "2", ["3", "4"]), r.headers
+                if path == "/h7":
+                    assert [r.header("x-h%d" % i) for i in range(1, 8)] == \
+                        [str(i) for i in range(1, 8)], r.headers
         assert srv.get("/swap").header("content-type").startswith("text/plain")
     finally:
         srv.stop()
