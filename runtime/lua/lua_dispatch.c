@@ -27,14 +27,80 @@ typedef struct {
     char err[160];      /* why the headers were refused, naming the header */
 } resp_build_t;
 
+/* What a header name is, once judged: a token the runtime does not set. */
+enum { NAME_FIELD = 1, NAME_CONTENT_TYPE, NAME_CACHE_CONTROL };
+
+/* Names judged before on this thread (each worker has its own), by their
+ * exact bytes: answers set the same few names again and again, and judging
+ * one (dl_http_token_ok, dl_resp_header_reserved) costs several times
+ * finding it here. Only names that passed are kept, and a hit compares
+ * every byte, so the cache never lets by a name that was not judged. A
+ * new name takes the slot of the old one. */
+#define NAME_SLOTS 64
+#define NAME_CACHED_MAX 30
+typedef struct {
+    uint8_t len; /* 0: empty */
+    uint8_t kind;
+    char name[NAME_CACHED_MAX];
+} name_slot_t;
+static _Thread_local name_slot_t name_cache[NAME_SLOTS];
+
+/* name's kind, or 0 when it is not a token; -1 when the runtime sets it */
+static int name_kind(const char *name, size_t nlen)
+{
+    name_slot_t *slot = NULL;
+    if (nlen > 0 && nlen <= NAME_CACHED_MAX) {
+        slot = &name_cache[dl_fnv1a(name, nlen) & (NAME_SLOTS - 1)];
+        if (slot->len == nlen && memcmp(slot->name, name, nlen) == 0)
+            return slot->kind;
+    }
+    if (!dl_http_token_ok(name, nlen))
+        return 0;
+    if (dl_resp_header_reserved(name, nlen))
+        return -1;
+    int kind = dl_strncasecmp_eq(name, nlen, "content-type", 12)    ? NAME_CONTENT_TYPE
+               : dl_strncasecmp_eq(name, nlen, "cache-control", 13) ? NAME_CACHE_CONTROL
+                                                                     : NAME_FIELD;
+    if (slot) {
+        memcpy(slot->name, name, nlen);
+        slot->len = (uint8_t)nlen;
+        slot->kind = (uint8_t)kind;
+    }
+    return kind;
+}
+
+/* Whether v may hold a byte dl_http_value_ok refuses (a control: below 0x20,
+ * or 0x7f); only then is it asked. Eight bytes at a time: every value of
+ * every answer passes here. */
+static int value_suspect(const char *v, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, x;
+        memcpy(&w, v + i, 8);
+        x = w ^ (ones * 0x7f); /* a 0x7f byte becomes 0 */
+        /* a byte below 0x20 in w, or a zero byte in x, sets a high bit */
+        if ((((w - ones * 0x20) & ~w) | ((x - ones) & ~x)) & highs)
+            return 1;
+    }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x20 || c == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
 /* Reads the handler's headers table at idx into rb; returns an error message or NULL. */
 static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
 {
-    if (lua_isnoneornil(co, idx))
+    int ht = lua_type(co, idx);
+    if (ht == LUA_TNIL || ht == LUA_TNONE)
         return NULL;
-    if (!lua_istable(co, idx)) {
+    if (ht != LUA_TTABLE) {
         snprintf(rb->err, sizeof(rb->err), "headers must be a table, got %s",
-                 lua_typename(co, lua_type(co, idx)));
+                 lua_typename(co, ht));
         return rb->err;
     }
     lua_pushnil(co);
@@ -45,28 +111,31 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
             return "header names must be strings";
         }
         const char *name = lua_tolstring(co, -2, &nlen);
-        if (!dl_http_token_ok(name, nlen)) {
+        int kind = name_kind(name, nlen);
+        if (kind == 0) {
             lua_pop(co, 2);
             return "a header name is not a token (letters, digits and !#$%&'*+-.^_`|~)";
         }
-        if (dl_resp_header_reserved(name, nlen)) {
+        if (kind < 0) {
             snprintf(rb->err, sizeof(rb->err), "header %.*s is set by the runtime, not by handlers",
                      (int)DL_MIN(nlen, 40), name);
             lua_pop(co, 2);
             return rb->err;
         }
-        int is_table = lua_istable(co, -1);
+        /* one value read where lua_next left it; a list's, each pushed */
+        int vt = lua_type(co, -1);
+        int is_table = vt == LUA_TTABLE;
         int nvals = is_table ? (int)lua_objlen(co, -1) : 1;
         for (int i = 1; i <= nvals; i++) {
-            if (is_table)
+            int t = vt;
+            if (is_table) {
                 lua_rawgeti(co, -1, i);
-            else
-                lua_pushvalue(co, -1);
-            int t = lua_type(co, -1);
+                t = lua_type(co, -1);
+            }
             if (t != LUA_TSTRING && t != LUA_TNUMBER) {
                 snprintf(rb->err, sizeof(rb->err), "header %.*s: values must be strings or "
                          "numbers, not %s", (int)DL_MIN(nlen, 40), name, lua_typename(co, t));
-                lua_pop(co, 3);
+                lua_pop(co, is_table ? 3 : 2);
                 return rb->err;
             }
             const char *v;
@@ -79,29 +148,32 @@ static const char *collect_headers(lua_State *co, int idx, resp_build_t *rb)
                 vlen = dl_num_format_i64((int64_t)d, num);
                 v = num;
             } else {
+                /* a number becomes a string in its slot: a value slot, never
+                 * the key lua_next goes on from */
                 v = lua_tolstring(co, -1, &vlen);
             }
-            if (!dl_http_value_ok(v, vlen)) {
+            if (value_suspect(v, vlen) && !dl_http_value_ok(v, vlen)) {
                 snprintf(rb->err, sizeof(rb->err), "header %.*s: its value contains a control "
                          "character", (int)DL_MIN(nlen, 40), name);
-                lua_pop(co, 3);
+                lua_pop(co, is_table ? 3 : 2);
                 return rb->err;
             }
-            if (dl_strncasecmp_eq(name, nlen, "content-type", 12)) {
+            if (kind == NAME_CONTENT_TYPE) {
                 /* sent in its own place; a later value replaces an earlier one */
                 dl_buf_reset(rb->ctype);
                 dl_buf_append(rb->ctype, v, vlen);
                 rb->resp.content_type = rb->ctype->data;
                 rb->resp.content_type_len = vlen;
             } else {
-                if (dl_strncasecmp_eq(name, nlen, "cache-control", 13))
+                if (kind == NAME_CACHE_CONTROL)
                     rb->resp.has_cache_control = 1;
                 dl_buf_append(rb->hdrs, name, nlen);
                 dl_buf_append(rb->hdrs, ": ", 2);
                 dl_buf_append(rb->hdrs, v, vlen);
                 dl_buf_append(rb->hdrs, "\r\n", 2);
             }
-            lua_pop(co, 1);
+            if (is_table)
+                lua_pop(co, 1);
         }
         lua_pop(co, 1);
     }

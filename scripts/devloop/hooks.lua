@@ -13,7 +13,7 @@
 -- that declared them: a reload starts from none.
 local core = require "devloop.core"
 
-local type, select, pairs, rawequal, lower = type, select, pairs, rawequal, string.lower
+local type, next, rawequal, lower = type, next, rawequal, string.lower
 -- LuaJIT's table.new: the answer's tables made at their size at once
 local ok_new, new_tab = pcall(require, "table.new")
 if not ok_new then new_tab = function() return {} end end
@@ -25,7 +25,6 @@ local HEADERS_MT = {
   __index = function(t, k) if type(k) == "string" then return rawget(t, lower(k)) end end,
   __newindex = function(t, k, v) rawset(t, type(k) == "string" and lower(k) or k, v) end,
 }
-local unpack = unpack or table.unpack
 
 local M = {}
 
@@ -60,11 +59,22 @@ end
 -- An answer through the after hooks, here in the request's own run (no
 -- second resume): the runtime is told by AFTER_DONE. The failure idioms
 -- (`return nil, err`, `return false`) are left to the runtime, whose error
--- answer then passes the after hooks.
-local function finish(hooks, route_after, req, a, b, ...)
-  if (hooks == nil or hooks.after[1] == nil) and route_after == nil then return a, b, ... end
-  if (a == nil and b ~= nil) or a == false then return a, b, ... end
-  return AFTER_DONE, run_after(hooks, route_after, req, a, b, ...)
+-- answer then passes the after hooks. Up to seven values pass (what
+-- api.file returns), as named ones: a vararg function returning to the
+-- runtime stops LuaJIT's compiler ("NYI: return to lower frame"), and this
+-- path would then be interpreted on every request.
+local function finish(hooks, route_after, req, a, b, c, d, e, f, g)
+  if (hooks == nil or hooks.after[1] == nil) and route_after == nil then
+    -- no marker (the third or fourth value): what follows is never read,
+    -- and fewer values are fewer checks for the runtime
+    if c == nil and d == nil then
+      if b == nil then return a end
+      return a, b
+    end
+    return a, b, c, d, e, f, g
+  end
+  if (a == nil and b ~= nil) or a == false then return a, b, c, d, e, f, g end
+  return AFTER_DONE, run_after(hooks, route_after, req, a, b, c, d, e, f, g)
 end
 
 -- handler (nil when no route matched) between the app's before hooks and
@@ -75,7 +85,8 @@ function M.pipeline(handler, hooks, route_after, req)
     if hit then return finish(hooks, route_after, req, a, b, c, d, e, f, g) end
   end
   if handler == nil then return NOT_ROUTED end
-  return finish(hooks, route_after, req, handler(req))
+  local a, b, c, d, e, f, g = handler(req)
+  return finish(hooks, route_after, req, a, b, c, d, e, f, g)
 end
 
 -- The route's own before hooks around its handler (routing.lua: inside its
@@ -88,25 +99,32 @@ function M.wrap_before(list, handler)
   end
 end
 
+-- The handler's headers into h, names lower-cased. A tail call, not a
+-- loop: LuaJIT compiles no inner loop into the trace of the functions
+-- around it ("inner loop in root trace": pipeline, finish and run_after
+-- were then interpreted for every answer), and a tail call it unrolls.
+local function copy_lower(h, headers, k)
+  local v
+  k, v = next(headers, k)
+  if k == nil then return end
+  if type(k) == "string" then h[lower(k)] = v end
+  return copy_lower(h, headers, k)
+end
+
 -- An answer through the after hooks: the values a handler returns (status,
--- body, headers, and what a file or a cached body carries after them).
-function run_after(hooks, route_after, req, ...)
-  local status, body, headers = ...
-  local rest = 4
+-- body, headers, and what a file or a cached body carries after them: up
+-- to seven in all, as in finish).
+function run_after(hooks, route_after, req, a, b, c, d, e, f, g)
+  local status, body, headers = a, b, c
   if type(status) ~= "number" then
     -- the shorthand: `return body[, headers]` is a 200, nothing a 204
-    status, body, headers = status == nil and 204 or 200, status, body
-    rest = 3
+    status, body, headers = status == nil and 204 or 200, a, b
+    d, e, f, g = c, d, e, f
   end
   local h = new_tab(0, 8)
-  if type(headers) == "table" then
-    for k, v in pairs(headers) do
-      if type(k) == "string" then h[lower(k)] = v end
-    end
-  end
+  if type(headers) == "table" then copy_lower(h, headers) end
   setmetatable(h, HEADERS_MT)
-  local res = new_tab(0, 4)
-  res.status, res.body, res.headers = status, body, h
+  local res = { status = status, body = body, headers = h }
   if route_after then
     for i = 1, #route_after do route_after[i](req, res) end
   end
@@ -114,19 +132,17 @@ function run_after(hooks, route_after, req, ...)
     local list = hooks.after
     for i = 1, #list do list[i](req, res) end
   end
-  local st = res.status
+  local st, rb, rh = res.status, res.body, res.headers
   if type(st) ~= "number" then
     -- a string here would be taken for the body (and the body for headers)
     error("an after hook set res.status to " .. (type(st) == "string" and ("\"" .. st:sub(1, 40)
           .. "\"") or type(st)) .. ": it must be a number", 0)
   end
-  if type(res.headers) ~= "table" then
-    error("an after hook set res.headers to a " .. type(res.headers) .. ": it must be a table", 0)
+  if type(rh) ~= "table" then
+    error("an after hook set res.headers to a " .. type(rh) .. ": it must be a table", 0)
   end
-  if rawequal(res.body, body) then
-    return res.status, res.body, res.headers, select(rest, ...)
-  end
-  return res.status, res.body, res.headers
+  if d ~= nil and rawequal(rb, body) then return st, rb, rh, d, e, f, g end
+  return st, rb, rh
 end
 M.run_after = run_after
 

@@ -184,7 +184,115 @@ end
         srv.stop(expect_code=None)
 
 
-ALLOWED_ERRORS = ["handler failed", "backend down", "before hook failed", "after hook failed"]
+def test_answers_keep_their_shape_when_compiled(_):
+    # hooks.pipeline passes up to seven values through the after hooks (a
+    # file: status, path, headers, FILE_BODY, offset, length), the shorthand
+    # as a 200 or 204, an explicit status with no body as it is; a hook's
+    # mixed-case name replaces the handler's lower-case one. Many rounds:
+    # LuaJIT compiles the path after some dozens, and that must answer alike.
+    app = new_app({"data.txt": "0123456789", "app.lua": """
+local api = require "devloop"
+api.after(function(req, res)
+  res.headers["X-Seen"] = tostring(res.status)
+  if req.path == "/own" then res.headers["X-OWN"] = "hook" end
+  if req.path == "/swap" then res.body = "swapped" end
+end)
+""", "routes/r.lua": """
+local api = require "devloop"
+local P = os.getenv("HOOKS_DATA")
+local T = { ["Content-Type"] = "text/plain" }
+api.get("/file", function() return 206, P, T, api.FILE_BODY, 2, 5 end)
+api.get("/file-short", function() return P, T, api.FILE_BODY, 1, 3 end)
+api.get("/swap", function() return 200, P, nil, api.FILE_BODY, 0, 4 end)
+api.get("/own", function() return 200, "x", { ["x-own"] = "handler" } end)
+api.get("/empty", function() end)
+api.get("/status-only", function() return 201 end)
+api.get("/hi", function() return { hi = 1 } end)
+api.get("/h3", function() return 200, "h", { ["X-A"] = "1", ["x-b"] = 2, ["X-C"] = { "3", "4" } } end)
+api.get("/h7", function()
+  local h = { [1] = "not a name" }
+  for i = 1, 7 do h["X-H" .. i] = tostring(i) end
+  return "h", h
+end)
+"""})
+    srv = Server(app, env={"HOOKS_DATA": os.path.join(app, "data.txt")})
+    want = {
+        "/file": (206, b"23456", "206"), "/file-short": (200, b"123", "200"),
+        "/swap": (200, b"swapped", "200"), "/own": (200, b"x", "200"),
+        "/empty": (204, b"", "204"), "/status-only": (201, b"", "201"),
+        "/hi": (200, b'{"hi":1}', "200"), "/h3": (200, b"h", "200"), "/h7": (200, b"h", "200"),
+    }
+    try:
+        for _ in range(80):
+            for path, (status, body, seen) in want.items():
+                r = srv.get(path)
+                assert (r.status, r.body, r.header("x-seen")) == (status, body, seen), (path, r)
+                if path == "/own":
+                    assert r.header_all("x-own") == ["hook"], r.headers
+                if path == "/h3":
+                    assert (r.header("x-a"), r.header("x-b"), r.header_all("x-c")) == \
+                        ("1", "2", ["3", "4"]), r.headers
+                if path == "/h7":
+                    assert [r.header("x-h%d" % i) for i in range(1, 8)] == \
+                        [str(i) for i in range(1, 8)], r.headers
+        assert srv.get("/swap").header("content-type").startswith("text/plain")
+    finally:
+        srv.stop()
+
+
+def test_header_names_judged_every_time(_):
+    # collect_headers keeps the names it judged (per worker): a name seen
+    # before is still refused when the runtime sets it, whatever its case,
+    # and its values are still checked; Content-Type and Cache-Control keep
+    # their places in any case
+    from urllib.parse import quote
+    app = new_app({"app.lua": """
+local api = require "devloop"
+api.after(function(req, res) res.headers["x-hook"] = "1" end)
+""", "routes/r.lua": """
+local api = require "devloop"
+api.get("/h", function(req)
+  local q = req.query
+  local v = q.v or "ok"
+  if q.ctl then v = "a" .. string.char(tonumber(q.ctl)) .. "b" end
+  return 200, "h", { [q.n] = v }
+end)
+"""})
+    srv = Server(app)
+
+    def get(name, value=None, ctl=None):
+        path = "/h?n=" + quote(name, safe="")
+        if value is not None:
+            path += "&v=" + quote(value, safe="")
+        if ctl is not None:
+            path += "&ctl=%d" % ctl
+        return srv.get(path)
+
+    long30, long31 = "x-" + "a" * 28, "x-" + "b" * 29
+    try:
+        for _ in range(3):
+            for name in ("x-n", "X-N", long30, long31):
+                r = get(name)
+                assert r.status == 200 and r.header(name) == "ok", (name, r)
+                assert r.header("x-hook") == "1", r.headers
+                for ctl in (0, 10, 13, 127):
+                    assert get(name, ctl=ctl).status == 500, (name, ctl)
+                assert get(name, ctl=9).status == 200, name  # a tab is allowed
+            for name in ("Content-Length", "content-length", "DATE", "X-Request-Id",
+                         "transfer-encoding", "Connection", "TE", "bad name", "x(y)", ""):
+                assert get(name).status == 500, name
+            for name in ("Cache-Control", "cache-control", "CACHE-CONTROL"):
+                r = get(name, "max-age=60")
+                assert r.header_all("cache-control") == ["max-age=60"], (name, r.headers)
+            for name in ("Content-Type", "content-type"):
+                r = get(name, "text/x-mine")
+                assert r.header_all("content-type") == ["text/x-mine"], (name, r.headers)
+    finally:
+        srv.stop(expect_code=None)
+
+
+ALLOWED_ERRORS = ["handler failed", "backend down", "before hook failed", "after hook failed",
+                  "set by the runtime", "control character", "not a token"]
 
 
 def test_hooks_belong_to_their_generation(_):
