@@ -591,14 +591,13 @@ static void handler_unpin(void *arg, dl_req_t *r)
 
 /* Pushes hooks.pipeline(handler, the app's hooks, the route's after hooks)
  * without the request: route NULL for a request no route took. */
-static void push_pipeline(lua_State *co, const dl_gen_t *g, const dl_route_t *route)
+static void push_pipeline(dl_vm_t *vm, lua_State *co, const dl_gen_t *g,
+                          const dl_route_t *route)
 {
     int app = g && (g->has_before || g->has_after);
     int after = route ? route->after_ref : 0;
     lua_checkstack(co, 8);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, app ? g->hooks_ref : after);
-    lua_getfield(co, -1, "pipeline");
-    lua_remove(co, -2);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->pipeline_ref); /* kept by lua_routes.c */
     if (route)
         lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
     else
@@ -629,7 +628,7 @@ static int handler_unrouted(void *arg, dl_req_t *r)
     r->task = t;
     t->finish = finish_main;
     lua_State *co = t->co;
-    push_pipeline(co, g, NULL);
+    push_pipeline(vm, co, g, NULL);
     char msg[260];
     int st = dl_vm_push_request(vm, r, co, msg, sizeof(msg));
     if (st != 0) {
@@ -747,7 +746,7 @@ void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)
     dl_gen_t *g = req->gen;
     int nargs = 1;
     if ((g && (g->has_before || g->has_after)) || route->after_ref) {
-        push_pipeline(co, g, route);
+        push_pipeline(vm, co, g, route);
         nargs = 4;
     } else {
         lua_checkstack(co, 8);

@@ -9,6 +9,19 @@
 #include "lua/lua_error.h"
 #include "lua/lua_state.h"
 
+/* Keeps the pipeline function of the hooks table at idx for the VM's
+ * dispatch (one registry read per request instead of a field lookup). */
+static void keep_pipeline(lua_State *L, dl_vm_t *vm, int idx)
+{
+    if (vm->pipeline_ref != 0)
+        return;
+    lua_getfield(L, idx, "pipeline");
+    if (lua_isfunction(L, -1))
+        vm->pipeline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+        lua_pop(L, 1);
+}
+
 /* core._route(methods_mask, pattern, opts, handler) -> true | nil, err */
 int dl__route(lua_State *L)
 {
@@ -66,10 +79,12 @@ int dl__route(lua_State *L)
     }
     if (lua_istable(L, 3)) {
         lua_getfield(L, 3, "_after"); /* {fn...; run_after = fn}: routing.lua */
-        if (lua_istable(L, -1))
+        if (lua_istable(L, -1)) {
+            keep_pipeline(L, vm, lua_gettop(L));
             r->after_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        else
+        } else {
             lua_pop(L, 1);
+        }
     }
     if (lua_istable(L, 3)) {
         lua_getfield(L, 3, "_cors"); /* core._cors's policy: routing.lua */
@@ -117,6 +132,7 @@ int dl__hooks(lua_State *L)
         return 1;
     }
     luaL_checktype(L, 1, LUA_TTABLE);
+    keep_pipeline(L, vm, 1);
     if (g->hooks_ref == 0) {
         lua_pushvalue(L, 1);
         g->hooks_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -121,6 +121,7 @@ struct dl_vm_s {
     dl_gen_t *old;              /* retired generations with requests in flight */
     int baseline_ref;           /* package.loaded keys before any app module */
     dl_gen_t *loading;          /* the generation api.get() adds to */
+    int pipeline_ref;           /* hooks.pipeline (hooks.lua), kept at the first hooks declared */
     char app_dir[1024];         /* the app being served (api.app_dir()) */
     int req_mt_ref;
     int env_mt_ref;
