@@ -106,7 +106,21 @@ int dl_strncasecmp_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
     if (alen != blen)
         return 0;
-    for (size_t i = 0; i < alen; i++)
+    size_t i = 0;
+    /* eight bytes at a time while they are equal as they are (the common
+     * case: names and origins mostly come in one spelling); a block that
+     * differs is compared byte by byte */
+    for (; i + 8 <= alen; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x == y)
+            continue;
+        for (size_t k = i; k < i + 8; k++)
+            if (dl_tolower((unsigned char)a[k]) != dl_tolower((unsigned char)b[k]))
+                return 0;
+    }
+    for (; i < alen; i++)
         if (dl_tolower((unsigned char)a[i]) != dl_tolower((unsigned char)b[i]))
             return 0;
     return 1;

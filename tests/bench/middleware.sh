@@ -3,7 +3,9 @@
 # one plain and one with an app-wide before hook, an after hook, api.cors
 # and a local api.rate_limit (a limit no run reaches), in one run. The server
 # on CPU 0, wrk on CPU 1, every request with an allowed Origin; rounds
-# alternate the order and the medians and their ratio are printed.
+# alternate the order and the medians and their ratio are printed, with the
+# server's CPU time per request (steadier than req/s on a shared machine,
+# and the cost itself when the server is not the bottleneck: PIPELINE=1).
 #   tests/bench/middleware.sh [path/to/devloop]   ROUNDS=3 DUR=8 CONNS=64 PIPELINE=16
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -31,8 +33,10 @@ api.before(function(req) req.t0 = api.now() end)
 api.after(function(req, res) res.headers["x-app"] = "bench" end)
 LUA
 
-echo "| round | app | req/s | p99 ms | errors |"
-echo "| --- | --- | ---: | ---: | ---: |"
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+echo "| round | app | req/s | p99 ms | errors | server CPU us/req |"
+echo "| --- | --- | ---: | ---: | ---: | ---: |"
 for round in $(seq "$ROUNDS"); do
   order="plain hooks"
   if [ $((round % 2)) = 0 ]; then order="hooks plain"; fi
@@ -43,8 +47,10 @@ for round in $(seq "$ROUNDS"); do
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/json" >/dev/null && break; sleep 0.1; done
     export WRK_HEADERS="Origin: https://app.example" WRK_PIPELINE=$PIPELINE
     taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s "$WRK_LUA" "http://127.0.0.1:$PORT/json" >/dev/null 2>&1
+    c0=$(cpu_ticks "$pid")
     line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" -s "$WRK_LUA" \
       "http://127.0.0.1:$PORT/json" 2>/dev/null | awk '/WRKRESULT/')
+    c1=$(cpu_ticks "$pid")
     # the hooks really ran: the last answer carries their headers
     if [ "$app" = hooks ]; then
       curl -fsi -H "Origin: https://app.example" "http://127.0.0.1:$PORT/json" |
@@ -53,13 +59,18 @@ for round in $(seq "$ROUNDS"); do
     kill "$pid"; wait "$pid" 2>/dev/null || true
     read -r _ reqs us _ ec er ew es et _ _ p99 _ <<<"$line"
     rps=$(echo "$reqs * 1000000 / $us" | bc)
-    echo "$round $app $rps $p99" >> "$RUN/rows"
-    echo "| $round | $app | $rps | $(echo "scale=2; $p99 / 1000" | bc) | $((ec + er + ew + es + et)) |"
+    cpu=$(echo "($c1 - $c0) * 1000000 / $HZ / $reqs" | bc -l | xargs printf '%.2f')
+    echo "$round $app $rps $p99 $cpu" >> "$RUN/rows"
+    echo "| $round | $app | $rps | $(echo "scale=2; $p99 / 1000" | bc) | $((ec + er + ew + es + et)) | $cpu |"
   done
 done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 p=$(awk '$2 == "plain" {print $3}' "$RUN/rows" | median)
 h=$(awk '$2 == "hooks" {print $3}' "$RUN/rows" | median)
+pc=$(awk '$2 == "plain" {print $5}' "$RUN/rows" | median)
+hc=$(awk '$2 == "hooks" {print $5}' "$RUN/rows" | median)
 echo
 echo "medians: plain $p req/s, with before + after + cors + rate_limit $h req/s;" \
   "hooks / plain = $(echo "scale=3; $h / $p" | bc)"
+echo "server CPU per request: plain $pc us, with all four $hc us;" \
+  "plain / hooks = $(echo "scale=3; $pc / $hc" | bc)"
