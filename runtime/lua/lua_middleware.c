@@ -154,6 +154,26 @@ int dl__rate_limit(lua_State *L)
 
 /* ============================================================ per request */
 
+/* The clocks a limit reads, from the loop's time: the wall clock is read
+ * at most once per loop millisecond, not per request (a clock read costs
+ * as much as the rest of the count on some virtual machines). */
+static void limit_clocks(dl_vm_t *vm, double *unix_s, uint64_t *mono_ms)
+{
+    if (vm->host->loop == NULL) {
+        *unix_s = dl_clock_unix();
+        *mono_ms = dl_clock_ms();
+        return;
+    }
+    uint64_t skew = (uint64_t)__atomic_load_n(&dl_clock_skew_ms, __ATOMIC_RELAXED);
+    uint64_t now = uv_now(vm->host->loop);
+    if (now != vm->clock_loop_ms || vm->clock_unix == 0) {
+        vm->clock_loop_ms = now;
+        vm->clock_unix = dl_clock_unix() - (double)skew / 1e3;
+    }
+    *unix_s = vm->clock_unix + (double)skew / 1e3;
+    *mono_ms = now + skew;
+}
+
 static uint32_t whole_seconds(double s)
 {
     s = ceil(s);
@@ -183,8 +203,11 @@ static int count_app_limit(dl_vm_t *vm, dl_gen_t *g, dl_req_t *r)
     char base[BASE_MAX];
     size_t blen = app_base(rl, r, base);
     dl_rate_result_t res;
-    int rc = dl_rate_count(h->shared_dict, base, blen, rl->limit, rl->window_s, dl_clock_unix(),
-                           dl_clock_ms(), &res);
+    double unix_s;
+    uint64_t mono_ms;
+    limit_clocks(vm, &unix_s, &mono_ms);
+    int rc = dl_rate_count(h->shared_dict, base, blen, rl->limit, rl->window_s, unix_s, mono_ms,
+                           &res);
     const char *labels[] = {rl->name};
     if (rc != 0) {
         if (rl->failed_id >= 0)

@@ -122,6 +122,8 @@ struct dl_vm_s {
     int baseline_ref;           /* package.loaded keys before any app module */
     dl_gen_t *loading;          /* the generation api.get() adds to */
     int pipeline_ref;           /* hooks.pipeline (hooks.lua), kept at the first hooks declared */
+    uint64_t clock_loop_ms;     /* the loop time clock_unix was read at (lua_middleware.c) */
+    double clock_unix;          /* the wall clock then: read once per loop millisecond */
     char app_dir[1024];         /* the app being served (api.app_dir()) */
     int req_mt_ref;
     int env_mt_ref;

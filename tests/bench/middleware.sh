@@ -7,6 +7,7 @@
 # server's CPU time per request (steadier than req/s on a shared machine,
 # and the cost itself when the server is not the bottleneck: PIPELINE=1).
 #   tests/bench/middleware.sh [path/to/devloop]   ROUNDS=3 DUR=8 CONNS=64 PIPELINE=16
+#                                                MIDDLEWARE=all|native|hooks
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-$ROOT/build-release/devloop}
@@ -25,13 +26,19 @@ local api = require "devloop"
 api.get("/json", function() return { message = "Hello, World!" } end)
 LUA
 done
-cat >"$RUN/hooks/app.lua" <<'LUA'
-local api = require "devloop"
-api.cors{ origins = { "https://app.example" }, credentials = true }
-api.rate_limit{ limit = 1000000000, window = 60 }
-api.before(function(req) req.t0 = api.now() end)
-api.after(function(req, res) res.headers["x-app"] = "bench" end)
-LUA
+# MIDDLEWARE=native: only api.cors and api.rate_limit; MIDDLEWARE=hooks:
+# only the app's before and after hook (what each part costs)
+{
+  echo 'local api = require "devloop"'
+  if [ "${MIDDLEWARE:-all}" != hooks ]; then
+    echo 'api.cors{ origins = { "https://app.example" }, credentials = true }'
+    echo 'api.rate_limit{ limit = 1000000000, window = 60 }'
+  fi
+  if [ "${MIDDLEWARE:-all}" != native ]; then
+    echo 'api.before(function(req) req.t0 = api.now() end)'
+    echo 'api.after(function(req, res) res.headers["x-app"] = "bench" end)'
+  fi
+} >"$RUN/hooks/app.lua"
 
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -52,7 +59,7 @@ for round in $(seq "$ROUNDS"); do
       "http://127.0.0.1:$PORT/json" 2>/dev/null | awk '/WRKRESULT/')
     c1=$(cpu_ticks "$pid")
     # the hooks really ran: the last answer carries their headers
-    if [ "$app" = hooks ]; then
+    if [ "$app" = hooks ] && [ "${MIDDLEWARE:-all}" != hooks ]; then
       curl -fsi -H "Origin: https://app.example" "http://127.0.0.1:$PORT/json" |
         grep -qi '^access-control-allow-origin: https://app.example' || { echo "hooks did not run" >&2; exit 1; }
     fi
@@ -70,7 +77,10 @@ h=$(awk '$2 == "hooks" {print $3}' "$RUN/rows" | median)
 pc=$(awk '$2 == "plain" {print $5}' "$RUN/rows" | median)
 hc=$(awk '$2 == "hooks" {print $5}' "$RUN/rows" | median)
 echo
-echo "medians: plain $p req/s, with before + after + cors + rate_limit $h req/s;" \
+what="before + after + cors + rate_limit"
+[ "${MIDDLEWARE:-all}" = native ] && what="cors + rate_limit"
+[ "${MIDDLEWARE:-all}" = hooks ] && what="before + after"
+echo "medians: plain $p req/s, with $what $h req/s;" \
   "hooks / plain = $(echo "scale=3; $h / $p" | bc)"
-echo "server CPU per request: plain $pc us, with all four $hc us;" \
+echo "server CPU per request: plain $pc us, with $what $hc us;" \
   "plain / hooks = $(echo "scale=3; $pc / $hc" | bc)"
