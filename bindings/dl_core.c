@@ -507,6 +507,7 @@ static const luaL_Reg core_funcs[] = {
     {"_rate_limit", dl__rate_limit},
     {"_rate_note", dl__rate_note},
     {"_rate_undo", dl__rate_undo},
+    {"_client_key", dl__client_key},
     {"_parallel", dl__parallel},
     {"_race", dl__race},
     {"_spawn", dl__spawn},

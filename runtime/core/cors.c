@@ -106,6 +106,8 @@ int dl_cors_verdict(dl_req_t *r, const char **origin, size_t *origin_len)
     size_t olen = 0;
     const char *o = p ? dl_req_header(r, "origin", &olen) : NULL;
     if (r->cors_verdict == DL_CORS_UNDECIDED) {
+        if (p != NULL && p->by_fn)
+            return DL_CORS_REFUSED; /* not judged yet (and not recorded: its hook may judge) */
         int ok = 0;
         if (o != NULL && p != NULL && !p->by_fn) {
             ok = p->any;

@@ -36,6 +36,7 @@ typedef struct {
     uint32_t reset;          /* seconds to the window's end */
     uint32_t retry;          /* Retry-After, when over */
     uint8_t set, over;
+    uint8_t checked;         /* the app's native limit has looked at it */
     int64_t counted_slot;    /* the app's native limit counted in this window (+1), 0: none */
 } dl_rate_note_t;
 

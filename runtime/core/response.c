@@ -100,8 +100,11 @@ int dl_resp_header_reserved(const char *s, size_t n)
  * HTTP/2 can send, is refused here, so HTTP/1, HTTP/2 and in-process
  * requests give the same answer.
  */
-static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_enc,
-                             int *own_acao)
+/* Fields the runtime adds that an answer may carry already (a hook's own
+ * value wins: the runtime's is then left out) */
+enum { OWN_ACAO = 1, OWN_RETRY = 2, OWN_RL_LIMIT = 4, OWN_RL_REMAINING = 8, OWN_RL_RESET = 16 };
+
+static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_enc, int *own)
 {
     size_t bytes = resp->headers_len + resp->content_type_len;
     if (bytes > DL_RESP_HEADERS_MAX) {
@@ -114,7 +117,7 @@ static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_
     const char *n, *v;
     size_t nl, vl;
     *own_enc = 0;
-    *own_acao = 0;
+    *own = 0;
     dl_hdr_lines_init(&it, resp->headers, resp->headers_len);
     while (dl_hdr_lines_next(&it, &n, &nl, &v, &vl)) {
         if (dl_resp_header_reserved(n, nl)) {
@@ -125,7 +128,14 @@ static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_
         if (dl_strncasecmp_eq(n, nl, "content-encoding", 16))
             *own_enc = 1;
         else if (dl_strncasecmp_eq(n, nl, "access-control-allow-origin", 27))
-            *own_acao = 1; /* a hook's own CORS answer: the policy's fields stay out */
+            *own |= OWN_ACAO; /* a hook's own CORS answer: the policy's fields stay out */
+        else if (dl_strncasecmp_eq(n, nl, "retry-after", 11))
+            *own |= OWN_RETRY;
+        else if (nl > 10 && dl_strncasecmp_eq(n, 10, "ratelimit-", 10))
+            *own |= dl_strncasecmp_eq(n, nl, "ratelimit-limit", 15)       ? OWN_RL_LIMIT
+                    : dl_strncasecmp_eq(n, nl, "ratelimit-remaining", 19) ? OWN_RL_REMAINING
+                    : dl_strncasecmp_eq(n, nl, "ratelimit-reset", 15)     ? OWN_RL_RESET
+                                                                          : 0;
     }
     return 0;
 }
@@ -146,8 +156,8 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
         if (x->handler.filter && x->handler.filter(x->handler.arg, r, resp))
             return;
     }
-    int own_enc, own_acao;
-    if (handler_fields_ok(r, resp, &own_enc, &own_acao) != 0) {
+    int own_enc, own;
+    if (handler_fields_ok(r, resp, &own_enc, &own) != 0) {
         if (resp->has_file)
             close(resp->file_fd);
         dl_req_respond_error(r, 500, NULL);
@@ -226,7 +236,7 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     else if (enc == DL_ENC_DEFLATE)
         FIELD(&w, DL_HF_CONTENT_ENCODING, "deflate");
     dl_cors_fields_t cf = {0};
-    if (r->cors && !own_acao)
+    if (r->cors && !(own & OWN_ACAO))
         dl_cors_fields(r, &cf);
     if (vary && cf.vary_origin)
         FIELD(&w, DL_HF_VARY, "Accept-Encoding, Origin");
@@ -251,10 +261,14 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     }
     if (r->rate.set) {
         const dl_rate_note_t *rn = &r->rate;
-        field(&w, DL_HF_RL_LIMIT, w.rate[0], put_u64(w.rate[0], (uint64_t)rn->limit));
-        field(&w, DL_HF_RL_REMAINING, w.rate[1], put_u64(w.rate[1], (uint64_t)rn->remaining));
-        field(&w, DL_HF_RL_RESET, w.rate[2], put_u64(w.rate[2], rn->reset));
-        if (rn->over)
+        if (!(own & OWN_RL_LIMIT))
+            field(&w, DL_HF_RL_LIMIT, w.rate[0], put_u64(w.rate[0], (uint64_t)rn->limit));
+        if (!(own & OWN_RL_REMAINING))
+            field(&w, DL_HF_RL_REMAINING, w.rate[1],
+                  put_u64(w.rate[1], (uint64_t)rn->remaining));
+        if (!(own & OWN_RL_RESET))
+            field(&w, DL_HF_RL_RESET, w.rate[2], put_u64(w.rate[2], rn->reset));
+        if (rn->over && !(own & OWN_RETRY))
             field(&w, DL_HF_RETRY_AFTER, w.rate[3], put_u64(w.rate[3], rn->retry));
     }
 

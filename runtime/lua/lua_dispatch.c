@@ -574,9 +574,12 @@ static void handler_route(void *arg, dl_req_t *r)
     dl_vm_route(arg, r);
 }
 
+/* A request with a body, on its head: the app's limit first (a refused
+ * guess at a token is counted too), then the route's check (auth). */
 static int handler_precheck(void *arg, dl_req_t *r, char *msg, size_t msglen)
 {
-    return dl_vm_precheck(arg, r, msg, msglen);
+    int st = dl_vm_early_limit(arg, r, msg, msglen);
+    return st ? st : dl_vm_precheck(arg, r, msg, msglen);
 }
 
 static void handler_dispatch(void *arg, dl_req_t *r)

@@ -194,10 +194,17 @@ static size_t app_base(const dl_app_rate_t *rl, dl_req_t *r, char *out)
     return rl->base_len + iplen + 1;
 }
 
-/* The app's limit on r (its address): 0 to go on, 1 when answered (429, or
- * 503 when the store fails and the limit fails closed). */
-static int count_app_limit(dl_vm_t *vm, dl_gen_t *g, dl_req_t *r)
+/* The app's limit on r (its address), once per request: 0 to go on, or the
+ * status to refuse it with (429; 503 when the store fails and the limit
+ * fails closed) and why in msg. In-process requests (api.client) have no
+ * address of their own and are not counted: the request that made them
+ * was. */
+static int app_limit(dl_vm_t *vm, dl_req_t *r, char *msg, size_t msglen)
 {
+    dl_gen_t *g = r->gen;
+    if (g == NULL || g->rate == NULL || r->rate.checked || !r->client.peer.known)
+        return 0;
+    r->rate.checked = 1;
     dl_app_rate_t *rl = g->rate;
     const dl_lua_host_t *h = vm->host;
     char base[BASE_MAX];
@@ -220,9 +227,8 @@ static int count_app_limit(dl_vm_t *vm, dl_gen_t *g, dl_req_t *r)
         }
         if (!rl->closed)
             return 0;
-        r->app = 1;
-        dl_req_respond_error(r, 503, "rate limit store unavailable");
-        return 1;
+        snprintf(msg, msglen, "rate limit store unavailable");
+        return 503;
     }
     double left = floor(rl->limit - res.est);
     if (res.allowed) {
@@ -235,12 +241,14 @@ static int count_app_limit(dl_vm_t *vm, dl_gen_t *g, dl_req_t *r)
                                          res.covered, res.to_end));
     if (rl->refused_id >= 0)
         dl_metric_add(h->metrics, h->worker_id, rl->refused_id, labels, 1);
-    char msg[160];
-    snprintf(msg, sizeof(msg), "rate limit of %.0f requests per %u s reached", rl->limit,
+    snprintf(msg, msglen, "rate limit of %.0f requests per %u s reached", rl->limit,
              rl->window_s);
-    r->app = 1; /* the app's after hooks see it */
-    dl_req_respond_error(r, 429, msg);
-    return 1;
+    return 429;
+}
+
+int dl_vm_early_limit(dl_vm_t *vm, dl_req_t *r, char *msg, size_t msglen)
+{
+    return app_limit(vm, r, msg, msglen);
 }
 
 /* Answers r's preflight with a 204 (through the app's after hooks) when its
@@ -263,17 +271,17 @@ static int answer_preflight(dl_req_t *r)
 
 int dl_vm_native_phases(dl_vm_t *vm, dl_req_t *r)
 {
-    /* a preflight first: it carries no credentials, and is not counted */
-    if (r->cors && r->method == DL_M_OPTIONS) {
-        if (answer_preflight(r))
-            return 1;
-        if (dl_cors_is_preflight(r))
-            return 0;
-    }
-    dl_gen_t *g = r->gen;
-    if (g && g->rate)
-        return count_app_limit(vm, g, r);
-    return 0;
+    /* a preflight first: it carries no credentials, and one answered here
+     * is not counted (one from an origin refused goes on, and is) */
+    if (r->cors && r->method == DL_M_OPTIONS && answer_preflight(r))
+        return 1;
+    char msg[160];
+    int st = app_limit(vm, r, msg, sizeof(msg));
+    if (st == 0)
+        return 0;
+    r->app = 1; /* the app's after hooks see it */
+    dl_req_respond_error(r, st, msg);
+    return 1;
 }
 
 /* The request of the table at 1; raises when it is not one. NULL when its
@@ -309,12 +317,14 @@ int dl__cors_verdict(lua_State *L)
     return 0;
 }
 
-/* core._cors_preflight(req) -> the header table of its preflight's answer,
- * when req is a preflight from an origin its policy allows; else nil */
+/* core._cors_preflight(req, policy) -> the header table of its preflight's
+ * answer, when policy is req's and req is a preflight from an origin it
+ * allows; else nil */
 int dl__cors_preflight(lua_State *L)
 {
     dl_req_t *r = check_req(L);
-    if (r == NULL || r->cors == NULL || r->method != DL_M_OPTIONS)
+    if (r == NULL || r->cors == NULL || r->cors != lua_touserdata(L, 2) ||
+        r->method != DL_M_OPTIONS)
         return 0;
     dl_buf_t lines = DL_BUF_INIT;
     if (!dl_cors_preflight_lines(r, &lines) || lines.oom) {
@@ -354,6 +364,17 @@ int dl__rate_note(lua_State *L)
                                     luaL_checknumber(L, 8), luaL_checknumber(L, 9), to_end);
     dl_req_rate_note(r, limit, floor(limit - est), whole_seconds(to_end), !ok, retry);
     return 0;
+}
+
+/* core._client_key(req) -> req.ip, or nil for an in-process request (no
+ * address of its own): a rate limit's default key */
+int dl__client_key(lua_State *L)
+{
+    dl_req_t *r = check_req(L);
+    if (r == NULL || !r->client.peer.known)
+        return 0;
+    lua_pushstring(L, dl_client_get(r)->ip);
+    return 1;
 }
 
 /* core._rate_undo(req): takes back the app's C-counted limit's count (a

@@ -210,6 +210,7 @@ int dl__cors_preflight(lua_State *L); /* core._cors_preflight(req) */
 int dl__rate_limit(lua_State *L);    /* core._rate_limit(cfg) */
 int dl__rate_note(lua_State *L);     /* core._rate_note(req, limit, window, ok, est, ...) */
 int dl__rate_undo(lua_State *L);     /* core._rate_undo(req) */
+int dl__client_key(lua_State *L);    /* core._client_key(req) */
 /** The request of a request table at idx, or NULL (not one, or its request is done). */
 dl_req_t *dl_lua_req_of(lua_State *L, int idx);
 int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) (lua_task.c) */

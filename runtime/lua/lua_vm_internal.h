@@ -25,6 +25,10 @@ void dl_task_free(dl_task_t *t, int reuse);
 /** The app's CORS preflight and C-counted rate limit on req, before its
  * Lua runs: 1 when they answered it, 0 to go on. */
 int dl_vm_native_phases(dl_vm_t *vm, dl_req_t *req);
+/** The app's C-counted limit on req's head, before its body is read (the
+ * route's early check): 0, or 429/503 with why in msg. It counts once:
+ * dl_vm_native_phases does not count req again. */
+int dl_vm_early_limit(dl_vm_t *vm, dl_req_t *req, char *msg, size_t msglen);
 
 /* ---- lua_errtext.c */
 

@@ -107,7 +107,12 @@ end
 -- function's verdict on req's origin to the runtime, once per request.
 local function judge(cfg, policy, req)
   local origin = pending(req, policy)
-  if origin ~= nil then verdict(req, cfg.fn(origin, req) == true) end
+  if origin ~= nil then
+    -- refused until it says yes: a function that raises is asked once,
+    -- not again by the after hook of the error answer
+    verdict(req, false)
+    if cfg.fn(origin, req) == true then verdict(req, true) end
+  end
 end
 
 -- The before hook of a function's policy: the verdict, then a preflight
@@ -115,7 +120,7 @@ end
 function M.before(cfg, policy)
   return function(req)
     judge(cfg, policy, req)
-    local h = preflight(req)
+    local h = preflight(req, policy)
     if h ~= nil then return 204, nil, h end
   end
 end

@@ -44,7 +44,7 @@ local ratelimit = require "devloop.ratelimit"
 -- api.rate_limit{...}: a limit on every request (devloop.ratelimit); by
 -- req.ip in api.shared it is counted by the runtime before any hook
 function _M.rate_limit(c)
-  local cfg = ratelimit.compile(c, "default")
+  local cfg = ratelimit.compile(c, ratelimit.app_default_name(c))
   if cfg.store == "local" and cfg.key == nil and require("devloop.core")._rate_limit(cfg) then
     return
   end

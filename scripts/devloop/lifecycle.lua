@@ -11,6 +11,7 @@ local jobs = require "devloop.jobs"
 local auth = require "devloop.auth"
 local metrics = require "devloop.metrics"
 local timer = require "devloop.timer"
+local ratelimit = require "devloop.ratelimit"
 
 local type, error, setmetatable = type, error, setmetatable
 
@@ -101,6 +102,7 @@ function M.begin_load()
   loading_processors = {}
   timer._begin_load()
   db._begin_load()
+  ratelimit._begin_load()
   -- last: a broken tokens file raises, and the resets above must have run
   loading_tokens = auth._read()
 end

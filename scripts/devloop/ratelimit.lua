@@ -32,6 +32,9 @@ local crypto = require "devloop.crypto"
 
 local type, floor, tostring, format = type, math.floor, tostring, string.format
 local note, undo_native = core._rate_note, core._rate_undo
+-- req.ip, or nil for an in-process request (api.client: it has no address
+-- of its own, and one shared bucket would let any caller starve the rest)
+local client_key = core._client_key
 -- the limiter's own fields of the request table are read with rawget: a
 -- missing one would go to the table's __index (the lazy fields) each time
 local rawget, rawset = rawget, rawset
@@ -64,6 +67,24 @@ if est > tonumber(ARGV[3]) then
 end
 return {cur, prev, 1}
 ]]
+
+-- the app-wide limits a load declared without a name: "default", then
+-- "default-2", ... (one name is one set of counters: two limits sharing
+-- one would count each other's requests)
+local unnamed = 0
+function M._begin_load() unnamed = 0 end
+function M.app_default_name(c)
+  if type(c) == "table" and c.name ~= nil then return nil end
+  unnamed = unnamed + 1
+  return unnamed == 1 and "default" or ("default-" .. unnamed)
+end
+
+-- A route's default name ("GET /items"): a long one is cut and ends with
+-- a digest of the whole, within the 100 bytes of a name.
+function M.route_name(name)
+  if #name <= 100 then return name end
+  return name:sub(1, 80) .. "~" .. crypto.hex(crypto.sha256(name)):sub(1, 16)
+end
 
 function M.compile(c, default_name)
   if type(c) ~= "table" then
@@ -170,7 +191,7 @@ function M.before(cfg)
   counters()
   return function(req)
     local key
-    if cfg.key then key = cfg.key(req) else key = req.ip end
+    if cfg.key then key = cfg.key(req) else key = client_key(req) end
     if key == nil or key == false then return end
     local kt = type(key)
     if kt == "number" then

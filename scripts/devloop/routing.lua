@@ -126,7 +126,8 @@ local function add(mask, path, opts, handler)
     for _, m in ipairs(METHOD_ORDER) do
       if mask % (BIT[m] * 2) >= BIT[m] then names[#names + 1] = m end
     end
-    rl_name = (mask == BIT.ALL and "*" or table.concat(names, ",")) .. " " .. path
+    rl_name = ratelimit.route_name((mask == BIT.ALL and "*" or table.concat(names, ","))
+                                   .. " " .. path)
   end
   local rl_cfg = opts and opts.rate_limit ~= nil and ratelimit.compile(opts.rate_limit, rl_name)
   if rl_cfg then -- first of the route's before hooks (its headers: the runtime's)

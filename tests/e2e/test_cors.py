@@ -4,6 +4,8 @@ route (an unrouted path too) with the allowed methods, headers, Max-Age and
 credentials; other answers to an allowed origin (404 and 500 included) carry
 Access-Control-Allow-Origin, with Vary: Origin unless any origin is allowed;
 an origin not allowed gets no CORS header; credentials never with "*"."""
+import time
+
 import harness
 from harness import Server, new_app
 
@@ -193,6 +195,40 @@ def test_app_origin_function(_):
         before = srv.get("/calls").json()["n"]
         srv.get("/boom", {"Origin": "https://fn.example"})
         assert srv.get("/calls").json()["n"] == before + 1  # once, though two hooks could ask
+    finally:
+        srv.stop()
+
+
+def test_review21b_findings(_):
+    # D: with functions of origins on the app and on a route, the route's
+    # preflight is judged by the route's function (the app's hook leaves it
+    # alone); a function that raises is asked once (one error logged)
+    routes = ROUTES + """
+api.post("/partner", { cors = { origins = function(o) return o == "https://partner.example" end } },
+  function() return "p" end)
+api.get("/raise", function() return "never seen by a browser" end)
+"""
+    srv = serve('local asked = 0\n'
+                'api.cors{ origins = function(o, req)\n'
+                '  if req.path == "/raise" then error("EXPECTED origin check failure") end\n'
+                '  return o == "https://app.example" end }\n', routes)
+    try:
+        r = pre(srv, "/partner", "https://partner.example", "POST")
+        assert r.status == 204, r
+        assert r.header("access-control-allow-origin") == "https://partner.example", r
+        r = pre(srv, "/partner", "https://app.example", "POST")  # the route's policy replaces the app's
+        assert r.header("access-control-allow-origin") is None, r
+        r = srv.request("POST", "/partner", {"Origin": "https://partner.example"}, b"")
+        assert r.status == 200 and r.header("access-control-allow-origin") == "https://partner.example"
+        r = pre(srv, "/items", "https://app.example")
+        assert r.status == 204 and r.header("access-control-allow-origin") == "https://app.example"
+        r = srv.get("/raise", {"Origin": "https://app.example"})
+        assert r.status == 500 and r.header("access-control-allow-origin") is None, r
+        deadline = time.time() + 5
+        while "EXPECTED origin check failure" not in srv.output() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert srv.output().count("EXPECTED origin check failure") == 1, srv.output()[-3000:]
     finally:
         srv.stop()
 

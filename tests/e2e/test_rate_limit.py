@@ -251,6 +251,87 @@ api.get("/tight", { rate_limit = { limit = 1, window = 86400 } }, function() ret
         srv.stop()
 
 
+def test_review21b_findings(_):
+    # A: a hook's or handler's own RateLimit-*/Retry-After win (one of each);
+    # B: an OPTIONS preflight-shaped request that no CORS answers is counted;
+    # C: a request with a body is counted on its head, before the route's
+    #    auth check: guesses at a token refused early are counted too;
+    # E: in-process requests (api.client) are not counted by the limit by
+    #    address (one bucket for every caller);
+    # F: two unnamed app limits count apart ("default", "default-2");
+    #    a long route path gets a name within 100 bytes
+    long_path = "/" + "p" * 120
+    routes = """
+local api = require "devloop"
+api.get("/busy", function() return 503, { error = "busy" }, { ["RateLimit-Remaining"] = "7" } end)
+api.route("*", "/any", function(req) return { m = req.method } end)
+api.post("/me", { auth = true }, function() return "me" end)
+api.get("/ip", function(req) return { ip = req.ip } end)
+api.get("/page", function(req)
+  local out = {}
+  for i = 1, 8 do out[i] = api.client.get("/ip").status end
+  return out
+end)
+api.get("%s", { rate_limit = { limit = 1 } }, function() return "long" end)
+""" % long_path
+    app = new_app({"app.lua": 'local api = require "devloop"\n'
+                              'api.cors{ origins = { "https://app.example" } }\n'
+                              'api.rate_limit{ limit = 12, window = 86400 }\n'
+                              'api.rate_limit{ limit = 100, window = 86400, '
+                              'key = function(req) return req.headers["x-api-key"] end }\n'
+                              'api.after(function(req, res)\n'
+                              '  if res.status == 429 then res.headers["Retry-After"] = "5" end\n'
+                              'end)\n',
+                   "routes/r.lua": routes})
+    srv = Server(app, env={"DEVLOOP_TRUSTED_PROXIES": "127.0.0.1"})
+    try:
+        def xff(ip, **h):
+            h["X-Forwarded-For"] = ip
+            return h
+        r = srv.get("/busy", xff("10.1.0.1"))
+        assert r.status == 503 and r.header_all("ratelimit-remaining") == ["7"], r
+        assert r.header_all("ratelimit-limit") == ["12"], r
+        # B: preflight-shaped, from an origin the policy refuses: the app's
+        for i in range(12):
+            r = srv.request("OPTIONS", "/any", xff("10.2.0.1", Origin="https://evil.example",
+                                                   **{"Access-Control-Request-Method": "GET"}))
+            assert r.status == 200, (i, r)
+        r = srv.request("OPTIONS", "/any", xff("10.2.0.1", Origin="https://evil.example",
+                                               **{"Access-Control-Request-Method": "GET"}))
+        assert r.status == 429 and r.header_all("retry-after") == ["5"], r
+        # an answered preflight is not counted
+        for i in range(15):
+            r = srv.request("OPTIONS", "/any", xff("10.3.0.1", Origin="https://app.example",
+                                                   **{"Access-Control-Request-Method": "GET"}))
+            assert r.status == 204 and r.header("ratelimit-limit") is None, (i, r)
+        # C: refused on the head, counted
+        got = [srv.request("POST", "/me", xff("10.4.0.1", Authorization="Bearer guess%d" % i,
+                                                 **{"Content-Type": "text/plain"}), b"x").status
+               for i in range(14)]
+        assert got == [401] * 12 + [429] * 2, got
+        r = srv.request("POST", "/me", xff("10.4.0.1", **{"Content-Type": "text/plain"}), b"x")
+        assert r.status == 429 and r.header("ratelimit-remaining") == "0", r
+        # refused before the app saw it: the runtime's Retry-After, no hook ran
+        assert len(r.header_all("retry-after")) == 1 and int(r.header("retry-after")) > 5, r
+        # E: eight in-process calls per page, three pages: none refused
+        for ip in ("10.5.0.1", "10.5.0.2", "10.5.0.3"):
+            r = srv.get("/page", xff(ip))
+            assert r.status == 200 and r.json() == [200] * 8, (ip, r)
+        # F: the keyed limit does not count the addresses' requests
+        for i in range(12):
+            srv.get("/ip", xff("66.6.6.6", **{"X-Api-Key": "70.0.0.1"}))
+        r = srv.get("/ip", xff("70.0.0.1"))
+        assert r.status == 200 and r.header("ratelimit-remaining") == "11", r
+        r = srv.get(long_path, xff("10.6.0.1"))
+        assert r.status == 200 and r.header("ratelimit-limit") == "1", r
+        assert srv.get(long_path, xff("10.6.0.1")).status == 429
+        m = srv.get("/metrics", xff("10.7.0.1")).body.decode()
+        assert 'rate_limit_refused_total{limiter="default"}' in m, m[-2000:]
+        assert 'limiter="GET /' + "p" * 75 in m, m[-3000:]
+    finally:
+        srv.stop()
+
+
 ALLOWED_ERRORS = ["its key function returned a table"]
 
 
