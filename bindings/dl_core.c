@@ -508,6 +508,7 @@ static const luaL_Reg core_funcs[] = {
     {"_rate_note", dl__rate_note},
     {"_rate_undo", dl__rate_undo},
     {"_client_key", dl__client_key},
+    {"_stream_write", dl__stream_write},
     {"_parallel", dl__parallel},
     {"_race", dl__race},
     {"_spawn", dl__spawn},
@@ -540,6 +541,8 @@ int luaopen_devloop_core(lua_State *L)
     lua_setfield(L, -2, "GZIP_BODY");
     lua_pushlightuserdata(L, &dl__file_body_marker);
     lua_setfield(L, -2, "FILE_BODY");
+    lua_pushlightuserdata(L, &dl__stream_marker);
+    lua_setfield(L, -2, "_stream");
     lua_pushlightuserdata(L, &dl__not_routed_marker);
     lua_setfield(L, -2, "_not_routed");
     lua_pushlightuserdata(L, &dl__after_done_marker);

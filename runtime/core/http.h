@@ -84,6 +84,14 @@ typedef struct dl_req_s {
     uint8_t cors_verdict;   /* DL_CORS_* (cors.h) */
     dl_rate_note_t rate;    /* its rate limits' RateLimit-* fields */
 
+    /* a streamed answer (core/stream.h) */
+    uint8_t streaming;      /* DL_STREAM_* */
+    uint8_t stream_keep;    /* the connection may take another request after it */
+    int stream_status;
+    uint64_t stream_bytes;  /* body bytes given so far */
+    dl_buf_t stream_buf;    /* DL_STREAM_BUFFERED: the body so far */
+    void *stream_saved;     /* DL_STREAM_BUFFERED: the head, copied (stream.c) */
+
     /* Lua side */
     void *task;             /* the handler's main task (lua_dispatch.c) */
     int table_ref;          /* the request table handed to the handler */

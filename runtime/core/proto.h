@@ -86,6 +86,7 @@ typedef struct {
     int n_fields;
     char clen[24];     /* Content-Length's digits */
     char rate[4][24];  /* RateLimit-* and Retry-After digits */
+    int chunked;       /* a streamed body in HTTP/1.1 chunks (core/stream.h) */
 } dl_resp_wire_t;
 
 /**
@@ -100,6 +101,18 @@ typedef struct {
     /** After the answer is written and r released: close, go on with the next
      * request, or keep sending a file body. */
     void (*finish)(dl_core_conn_t *c, const dl_resp_wire_t *w);
+    /* A streamed answer (core/stream.h); NULL: the protocol has none yet and
+     * the core collects the body and answers at the stream's end. */
+    /** Writes w's head (no body; w->chunked: HTTP/1.1 chunks follow). */
+    void (*stream_head)(dl_core_conn_t *c, dl_req_t *r, const dl_resp_wire_t *w);
+    /** Queues n bytes of body; returns the bytes the connection holds unsent
+     * (0 once it is closed). It calls dl_req_stream_drained(r) when they
+     * fall under half the high-water mark, and when the connection ends. */
+    size_t (*stream_data)(dl_core_conn_t *c, dl_req_t *r, const char *p, size_t n);
+    /** The stream is over (r is released already): ok, its end (the last
+     * chunk) and then as finish with keep; !ok, abort (close, or reset the
+     * stream): the body is incomplete. */
+    void (*stream_close)(dl_core_conn_t *c, int ok, int keep);
 } dl_proto_t;
 
 /** The part of every connection the core sees; a protocol embeds it. */
@@ -135,6 +148,9 @@ typedef struct {
     void (*unpin)(void *arg, dl_req_t *r);
     int (*unrouted)(void *arg, dl_req_t *r);
     int (*filter)(void *arg, dl_req_t *r, const dl_resp_t *resp);
+    /** A streamed answer's connection took its bytes (or ended): a writer
+     * waiting for room goes on (core/stream.h). */
+    void (*drained)(void *arg, dl_req_t *r);
 } dl_handler_t;
 
 /* ---------------------------------------------------- sessions on a stream */

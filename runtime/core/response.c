@@ -140,6 +140,65 @@ static int handler_fields_ok(const dl_req_t *r, const dl_resp_t *resp, int *own_
     return 0;
 }
 
+/* The standard fields of w, in the order they are sent; streamed: no
+ * Content-Length (the body's length is not known yet). */
+static void put_fields(dl_req_t *r, dl_resp_wire_t *w, int own, int streamed)
+{
+    const dl_resp_t *resp = w->resp;
+    dl_core_conn_t *c = r->conn;
+    dl_core_ctx_t *x = r->ctx;
+    int status = w->status;
+    w->n_fields = 0;
+    const char *date = x->date(x);
+    field(w, DL_HF_DATE, date, strlen(date));
+    if (resp->content_type)
+        field(w, DL_HF_CONTENT_TYPE, resp->content_type, resp->content_type_len);
+    /* 304: the length a 200 would have had is unknown here (RFC 9110 8.6) */
+    if (!streamed && status != 204 && status != 304 && !(status >= 100 && status < 200))
+        field(w, DL_HF_CONTENT_LENGTH, w->clen, put_u64(w->clen, w->body_len));
+    if (w->enc == DL_ENC_GZIP)
+        FIELD(w, DL_HF_CONTENT_ENCODING, "gzip");
+    else if (w->enc == DL_ENC_DEFLATE)
+        FIELD(w, DL_HF_CONTENT_ENCODING, "deflate");
+    dl_cors_fields_t cf = {0};
+    if (r->cors && !(own & OWN_ACAO))
+        dl_cors_fields(r, &cf);
+    if (w->vary && cf.vary_origin)
+        FIELD(w, DL_HF_VARY, "Accept-Encoding, Origin");
+    else if (w->vary)
+        FIELD(w, DL_HF_VARY, "Accept-Encoding");
+    else if (cf.vary_origin)
+        FIELD(w, DL_HF_VARY, "Origin");
+    field(w, DL_HF_REQUEST_ID, r->id, strlen(r->id));
+    FIELD(w, DL_HF_NOSNIFF, "nosniff");
+    if (!resp->has_cache_control)
+        FIELD(w, DL_HF_CACHE_CONTROL, "no-cache, no-store, must-revalidate");
+    if (resp->allow)
+        field(w, DL_HF_ALLOW, resp->allow, strlen(resp->allow));
+    if (c->tls && x->hsts)
+        field(w, DL_HF_HSTS, x->hsts, strlen(x->hsts));
+    if (cf.acao_len) {
+        field(w, DL_HF_ACAO, cf.acao, cf.acao_len);
+        if (cf.credentials)
+            FIELD(w, DL_HF_ACAC, "true");
+        if (cf.expose)
+            field(w, DL_HF_ACEH, cf.expose, strlen(cf.expose));
+    }
+    if (r->rate.set) {
+        const dl_rate_note_t *rn = &r->rate;
+        if (!(own & OWN_RL_LIMIT))
+            field(w, DL_HF_RL_LIMIT, w->rate[0], put_u64(w->rate[0], (uint64_t)rn->limit));
+        if (!(own & OWN_RL_REMAINING))
+            field(w, DL_HF_RL_REMAINING, w->rate[1],
+                  put_u64(w->rate[1], (uint64_t)rn->remaining));
+        if (!(own & OWN_RL_RESET))
+            field(w, DL_HF_RL_RESET, w->rate[2], put_u64(w->rate[2], rn->reset));
+        if (rn->over && !(own & OWN_RETRY))
+            field(w, DL_HF_RETRY_AFTER, w->rate[3], put_u64(w->rate[3], rn->retry));
+    }
+
+}
+
 void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
 {
     dl_core_conn_t *c = r->conn;
@@ -168,6 +227,7 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     dl_resp_wire_t w;
     w.resp = resp;
     w.status = status;
+    w.chunked = 0;
     w.keep = r->keep_alive && !resp->close && !c->stopping && !x->stopping;
     /* 205 has no content (RFC 9110 15.3.6): its length is 0, and it is sent */
     w.no_body = r->method == DL_M_HEAD || status == 204 || status == 304 || status == 205 ||
@@ -223,54 +283,7 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     w.enc = enc;
     w.vary = vary;
 
-    w.n_fields = 0;
-    const char *date = x->date(x);
-    field(&w, DL_HF_DATE, date, strlen(date));
-    if (resp->content_type)
-        field(&w, DL_HF_CONTENT_TYPE, resp->content_type, resp->content_type_len);
-    /* 304: the length a 200 would have had is unknown here (RFC 9110 8.6) */
-    if (status != 204 && status != 304 && !(status >= 100 && status < 200))
-        field(&w, DL_HF_CONTENT_LENGTH, w.clen, put_u64(w.clen, body_len));
-    if (enc == DL_ENC_GZIP)
-        FIELD(&w, DL_HF_CONTENT_ENCODING, "gzip");
-    else if (enc == DL_ENC_DEFLATE)
-        FIELD(&w, DL_HF_CONTENT_ENCODING, "deflate");
-    dl_cors_fields_t cf = {0};
-    if (r->cors && !(own & OWN_ACAO))
-        dl_cors_fields(r, &cf);
-    if (vary && cf.vary_origin)
-        FIELD(&w, DL_HF_VARY, "Accept-Encoding, Origin");
-    else if (vary)
-        FIELD(&w, DL_HF_VARY, "Accept-Encoding");
-    else if (cf.vary_origin)
-        FIELD(&w, DL_HF_VARY, "Origin");
-    field(&w, DL_HF_REQUEST_ID, r->id, strlen(r->id));
-    FIELD(&w, DL_HF_NOSNIFF, "nosniff");
-    if (!resp->has_cache_control)
-        FIELD(&w, DL_HF_CACHE_CONTROL, "no-cache, no-store, must-revalidate");
-    if (resp->allow)
-        field(&w, DL_HF_ALLOW, resp->allow, strlen(resp->allow));
-    if (c->tls && x->hsts)
-        field(&w, DL_HF_HSTS, x->hsts, strlen(x->hsts));
-    if (cf.acao_len) {
-        field(&w, DL_HF_ACAO, cf.acao, cf.acao_len);
-        if (cf.credentials)
-            FIELD(&w, DL_HF_ACAC, "true");
-        if (cf.expose)
-            field(&w, DL_HF_ACEH, cf.expose, strlen(cf.expose));
-    }
-    if (r->rate.set) {
-        const dl_rate_note_t *rn = &r->rate;
-        if (!(own & OWN_RL_LIMIT))
-            field(&w, DL_HF_RL_LIMIT, w.rate[0], put_u64(w.rate[0], (uint64_t)rn->limit));
-        if (!(own & OWN_RL_REMAINING))
-            field(&w, DL_HF_RL_REMAINING, w.rate[1],
-                  put_u64(w.rate[1], (uint64_t)rn->remaining));
-        if (!(own & OWN_RL_RESET))
-            field(&w, DL_HF_RL_RESET, w.rate[2], put_u64(w.rate[2], rn->reset));
-        if (rn->over && !(own & OWN_RETRY))
-            field(&w, DL_HF_RETRY_AFTER, w.rate[3], put_u64(w.rate[3], rn->retry));
-    }
+    put_fields(r, &w, own, 0);
 
     c->proto->write_response(c, r, &w);
     dl_buf_free(&zbuf);
@@ -278,6 +291,28 @@ void dl_req_respond(dl_req_t *r, const dl_resp_t *resp)
     x->record(x, r, status, body_len);
     x->release(x, r);
     c->proto->finish(c, &w);
+}
+
+int dl_resp_stream_head(dl_req_t *r, const dl_resp_t *resp, dl_resp_wire_t *w)
+{
+    dl_core_conn_t *c = r->conn;
+    dl_core_ctx_t *x = r->ctx;
+    int own_enc, own;
+    if (resp->has_file || resp->body_gzip || handler_fields_ok(r, resp, &own_enc, &own) != 0)
+        return DL_EINVAL;
+    int status = resp->status;
+    memset(w, 0, sizeof(*w));
+    w->resp = resp;
+    w->status = status;
+    /* HTTP/1.0 has no chunks: the body ends when the connection closes */
+    w->keep = r->keep_alive && !resp->close && !c->stopping && !x->stopping &&
+              !(r->http_major == 1 && r->http_minor == 0);
+    w->no_body = r->method == DL_M_HEAD || status == 204 || status == 304 || status == 205 ||
+                 (status >= 100 && status < 200);
+    w->chunked = !w->no_body && r->http_major == 1 && r->http_minor >= 1;
+    w->enc = DL_ENC_IDENTITY;
+    put_fields(r, w, own, 1);
+    return 0;
 }
 
 void dl_req_rate_note(dl_req_t *r, double limit, double remaining, uint32_t reset, int over,

@@ -53,6 +53,14 @@ enum { DL_CODEC_JSON = 0, DL_CODEC_MSGPACK = 1 };
  * Content-Type.
  */
 /**
+ * The head of a streamed answer (core/stream.c) into w: resp's status and
+ * fields with the standard ones, no Content-Length, no compression, and
+ * w->chunked for HTTP/1.1. Returns 0, or DL_EINVAL (logged) when resp
+ * cannot head a stream: a file or stored gzip body, a field the runtime owns.
+ */
+int dl_resp_stream_head(dl_req_t *r, const dl_resp_t *resp, dl_resp_wire_t *w);
+
+/**
  * Notes what one rate limit found for r, for the RateLimit-Limit,
  * -Remaining and -Reset fields (and Retry-After when over) of its answer.
  * Of several limits the refusing one is kept, else the one with the least

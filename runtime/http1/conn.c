@@ -40,6 +40,7 @@
 #include "common/metrics.h"
 #include "transport/tls.h"
 #include "core/cors.h"
+#include "core/stream.h"
 #include "core/upload.h"
 
 #define MAX_PENDING (256 * 1024) /* read-ahead while a handler runs */
@@ -62,6 +63,7 @@ static llhttp_settings_t parser_settings;
 static uv_once_t settings_once = UV_ONCE_INIT;
 
 static void conn_flush(dl_conn_t *c);
+static void stream_room(dl_conn_t *c);
 static void conn_drain(dl_conn_t *c);
 void dl__conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -605,10 +607,80 @@ static void h1_finish(dl_core_conn_t *base, const dl_resp_wire_t *w)
     after_response(c, w->keep);
 }
 
+/* A streamed answer (core/stream.h): the head now; the connection stays
+ * busy (no pipelined request is parsed) until the stream ends, and has no
+ * deadline but the send timeout of each write. c->active stays the request:
+ * a connection that ends wakes its writer. */
+static void h1_stream_head(dl_core_conn_t *base, dl_req_t *r, const dl_resp_wire_t *w)
+{
+    dl_conn_t *c = (dl_conn_t *)base;
+    dl_http1_write_response(&c->out, r, w);
+    c->stream_chunked = w->chunked;
+    c->state = DL_CS_BUSY;
+    c->deadline = 0;
+    if (!c->in_feed)
+        conn_flush(c);
+}
+
+static size_t h1_stream_data(dl_core_conn_t *base, dl_req_t *r, const char *p, size_t n)
+{
+    dl_conn_t *c = (dl_conn_t *)base;
+    DL_UNUSED(r);
+    if (c->closed)
+        return 0;
+    if (c->stream_chunked) {
+        char size[24];
+        int k = snprintf(size, sizeof(size), "%zx\r\n", n);
+        dl_buf_append(&c->out, size, (size_t)k);
+        dl_buf_append(&c->out, p, n);
+        dl_buf_append(&c->out, "\r\n", 2);
+    } else {
+        dl_buf_append(&c->out, p, n); /* HTTP/1.0: the body ends with the connection */
+    }
+    if (c->out.oom) {
+        dl_conn_close(c);
+        return 0;
+    }
+    if (!c->in_feed)
+        conn_flush(c);
+    if (c->closed)
+        return 0;
+    size_t held = out_bytes(c);
+    if (held >= c->host->cfg->output_high_water)
+        c->stream_wait = 1;
+    return held;
+}
+
+static void h1_stream_close(dl_core_conn_t *base, int ok, int keep)
+{
+    dl_conn_t *c = (dl_conn_t *)base;
+    c->active = NULL;
+    int chunked = c->stream_chunked;
+    c->stream_chunked = 0;
+    c->stream_wait = 0;
+    if (!ok) {
+        /* the body is incomplete: what was queued goes, then the connection
+         * closes without the last chunk, so no client takes it for whole
+         * (RFC 9112 7.1) */
+        after_response(c, 0);
+        return;
+    }
+    if (chunked)
+        dl_buf_append(&c->out, "0\r\n\r\n", 5);
+    if (c->out.oom) {
+        dl_conn_close(c);
+        return;
+    }
+    after_response(c, keep);
+}
+
 static const dl_proto_t http1_proto = {
     .name = "HTTP/1",
     .write_response = h1_write_response,
     .finish = h1_finish,
+    .stream_head = h1_stream_head,
+    .stream_data = h1_stream_data,
+    .stream_close = h1_stream_close,
 };
 
 /* What follows a response once it is queued: close, or go on with the next
@@ -698,8 +770,10 @@ static void conn_detach(dl_conn_t *c)
     if (c->file_fd >= 0)
         file_done(c);
     if (c->active) {
-        c->active->conn = NULL;
+        dl_req_t *a = c->active;
+        a->conn = NULL;
         c->active = NULL;
+        dl_req_stream_drained(a); /* a writer waiting for room learns it is gone */
     }
     if (c->req) { /* still being parsed: nothing else holds it */
         c->host->core->release(c->host->core, c->req);
@@ -814,6 +888,18 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     conn_drain(c);
+    stream_room(c);
+}
+
+/* A streamed answer's writer that waits for room goes on once the unsent
+ * bytes are under half the mark (called where writes complete). */
+static void stream_room(dl_conn_t *c)
+{
+    if (!c->stream_wait || c->closed || c->active == NULL ||
+        out_bytes(c) >= c->host->cfg->output_high_water / 2)
+        return;
+    c->stream_wait = 0;
+    dl_req_stream_drained(c->active);
 }
 
 /* Reads the next chunk of the file body into out (out is empty). */
@@ -887,6 +973,8 @@ again:
     if (wb->len == 0) {
         if (c->closing)
             conn_finish_close(c);
+        else
+            stream_room(c);
         return;
     }
     /* uv_buf_t lengths are unsigned int: a body over 4 GiB goes in pieces */
@@ -905,6 +993,8 @@ again:
             goto again; /* the next chunk of a file body, more HTTP/2 frames */
         if (c->closing)
             conn_finish_close(c);
+        else
+            stream_room(c);
         return;
     }
     if (n < 0 && n != UV_EAGAIN) {

@@ -81,6 +81,8 @@ struct dl_conn_s {
     unsigned lingering : 1; /* when it closes, close lingering (state DL_CS_LINGER then) */
     unsigned stopping : 1; /* graceful stop: no keep-alive after this response */
     unsigned file_keep : 1; /* keep-alive after the file being sent */
+    unsigned stream_chunked : 1; /* a streamed answer in chunks is open (core/stream.h) */
+    unsigned stream_wait : 1;    /* its writer waits for room (over the high-water mark) */
     int file_fd;          /* a file body being sent (one chunk at a time), or -1 */
     uint64_t file_off, file_left;
     struct dl_tls_s *tls; /* a TLS listener's connection */

@@ -15,6 +15,8 @@ void dl_http1_write_response(dl_buf_t *o, const dl_req_t *r, const dl_resp_wire_
     dl_buf_append_str(o, dl_status_text(status));
     dl_buf_append(o, "\r\n", 2);
     dl_resp_wire_put_lines(w, o);
+    if (w->chunked)
+        dl_buf_append_str(o, "Transfer-Encoding: chunked\r\n");
     if (!w->keep)
         dl_buf_append_str(o, "Connection: close\r\n");
     else if (r->http_minor == 0)

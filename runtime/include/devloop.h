@@ -86,6 +86,7 @@ DL_API const char *dl_version(void);
     XX(EDNS, -4014, "name resolution failed")                              \
     XX(ECONNECT, -4015, "connection failed")                               \
     XX(ETLS, -4016, "TLS failed")                                          \
+    XX(ECONNRESET, -104, "the client is gone")                             \
     XX(ELOOP, -40, "in-process requests nested too deep")                  \
     XX(EROFS, -30, "database is read-only")                                \
     XX(EBUSY, -16, "database is locked")                                   \

@@ -487,7 +487,12 @@ static void answer(dl_task_t *t)
     const char *why = refused_returns(co, n, req->route ? req->route->pattern : "?", m, sizeof(m));
     if (why)
         goto fail;
-    release_table(vm, req);
+    /* api.stream: (status, fn, headers, marker); the request table stays
+     * for fn, which runs once the head is sent (lua_stream.c) */
+    int stream = n >= 4 && lua_type(co, 1) == LUA_TNUMBER && lua_type(co, 2) == LUA_TFUNCTION &&
+                 lua_touserdata(co, 4) == &dl__stream_marker;
+    if (!stream)
+        release_table(vm, req);
 
     resp_build_t rb;
     memset(&rb.resp, 0, sizeof(rb.resp));
@@ -504,6 +509,16 @@ static void answer(dl_task_t *t)
         goto fail;
     rb.resp.headers = rb.hdrs->data;
     rb.resp.headers_len = rb.hdrs->len;
+    if (stream) {
+        if (rb.resp.content_type == NULL) {
+            rb.resp.content_type = "text/plain; charset=utf-8";
+            rb.resp.content_type_len = 25;
+        }
+        req->task = NULL;
+        dl_vm_stream_start(vm, req, &rb.resp, co, 2);
+        dl_task_free(t, 1);
+        return;
+    }
     void *marker = n >= bi + 2 && lua_type(co, bi) == LUA_TSTRING ? lua_touserdata(co, bi + 2)
                                                                    : NULL;
     if (marker == &dl__gzip_body_marker)
@@ -722,6 +737,11 @@ static int handler_filter(void *arg, dl_req_t *r, const dl_resp_t *resp)
     return 1;
 }
 
+static void handler_drained(void *arg, dl_req_t *r)
+{
+    dl_vm_stream_drained(arg, r);
+}
+
 void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h)
 {
     h->arg = vm;
@@ -731,6 +751,7 @@ void dl_vm_handler(dl_vm_t *vm, dl_handler_t *h)
     h->unpin = handler_unpin;
     h->unrouted = handler_unrouted;
     h->filter = handler_filter;
+    h->drained = handler_drained;
 }
 
 void dl_vm_dispatch(dl_vm_t *vm, dl_req_t *req)

@@ -11,6 +11,7 @@ char dl__gzip_body_marker;
 char dl__not_routed_marker;
 char dl__after_done_marker;
 char dl__file_body_marker;
+char dl__stream_marker;
 static char vm_key; /* registry: lightuserdata(&vm_key) -> lightuserdata(vm) */
 
 void dl_vm_attach(lua_State *L, dl_vm_t *vm)

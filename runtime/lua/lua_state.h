@@ -191,6 +191,9 @@ extern char dl__gzip_body_marker;
  * 5th and 6th values are the offset and length (default: the whole file); a
  * 7th value true deletes the file once it is open (a temporary copy). */
 extern char dl__file_body_marker;
+/* api.stream's answer: (status, fn, headers, marker); fn(write) runs once
+ * the head is sent (lua_stream.c). */
+extern char dl__stream_marker;
 /* What the hooks' pipeline returns when no before hook answered a request no
  * route took (hooks.lua): the runtime's 404 or 405 follows. */
 extern char dl__not_routed_marker;
@@ -211,6 +214,7 @@ int dl__rate_limit(lua_State *L);    /* core._rate_limit(cfg) */
 int dl__rate_note(lua_State *L);     /* core._rate_note(req, limit, window, ok, est, ...) */
 int dl__rate_undo(lua_State *L);     /* core._rate_undo(req) */
 int dl__client_key(lua_State *L);    /* core._client_key(req) */
+int dl__stream_write(lua_State *L);  /* core._stream_write(chunk) (lua_stream.c) */
 /** The request of a request table at idx, or NULL (not one, or its request is done). */
 dl_req_t *dl_lua_req_of(lua_State *L, int idx);
 int dl__parallel(lua_State *L);      /* core._parallel(f1, ...) (lua_task.c) */

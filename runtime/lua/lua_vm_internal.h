@@ -30,6 +30,15 @@ int dl_vm_native_phases(dl_vm_t *vm, dl_req_t *req);
  * dl_vm_native_phases does not count req again. */
 int dl_vm_early_limit(dl_vm_t *vm, dl_req_t *req, char *msg, size_t msglen);
 
+/* ---- lua_stream.c */
+
+/** Opens req's stream with resp's head and runs fn (at idx on t->co) in a
+ * task of its own with write; takes over req (answered when it ends). */
+void dl_vm_stream_start(dl_vm_t *vm, dl_req_t *req, const dl_resp_t *resp, lua_State *co,
+                        int idx);
+/** The handler interface's drained: a writer waiting for room goes on. */
+void dl_vm_stream_drained(dl_vm_t *vm, dl_req_t *req);
+
 /* ---- lua_errtext.c */
 
 /** The text of the raised value at the top of L (replaced by it); never

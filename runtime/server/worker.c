@@ -65,6 +65,7 @@ void dl_worker_req_release(dl_worker_t *w, dl_req_t *r)
     /* files the handler did not move away are deleted */
     dl_upload_free(r->upload);
     r->upload = NULL;
+    dl_buf_free(&r->stream_buf); /* a buffered stream's body (core/stream.c) */
     /* large buffers go back to the allocator, not the pool */
     if (r->body.cap > 64 * 1024)
         dl_buf_free(&r->body);

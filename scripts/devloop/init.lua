@@ -53,6 +53,21 @@ end
 
 _M.sleep, _M.parallel, _M.with_timeout = tasks.sleep, tasks.parallel, tasks.with_timeout
 
+-- return api.stream(function(write) ... end[, headers]): the head goes out
+-- at once and fn(write) sends the body a piece at a time; write(chunk)
+-- waits while the client is slow (the connection's high-water mark) and
+-- returns false, "closed" once it is gone (runtime/lua/lua_stream.c)
+local STREAM = require("devloop.core")._stream
+function _M.stream(fn, headers)
+  if type(fn) ~= "function" then
+    error("api.stream needs a function(write), not " .. type(fn), 2)
+  end
+  if headers ~= nil and type(headers) ~= "table" then
+    error("api.stream: headers must be a table, not " .. type(headers), 2)
+  end
+  return 200, fn, headers, STREAM
+end
+
 -- api.fail(status, message [, details]): ends the handler (route, batch
 -- operation, job processor) from anywhere below it with that status and
 -- message. It raises an error value, a table with a number status: a route
