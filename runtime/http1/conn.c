@@ -671,7 +671,7 @@ static void h1_stream_close(dl_core_conn_t *base, int ok, int keep)
         dl_conn_close(c);
         return;
     }
-    after_response(c, keep);
+    after_response(c, keep && !c->stopping); /* a stop may have begun during the stream */
 }
 
 static const dl_proto_t http1_proto = {
