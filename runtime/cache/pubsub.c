@@ -44,6 +44,8 @@ struct dl_pubsub_inbox_s {
     size_t n_subs;
     void (*wake)(void *);
     void *data;
+    void (*read)(void *); /* the inbox's thread only */
+    void *read_data;
     int closed;
     dl_pubsub_t *ps;
 };
@@ -158,6 +160,28 @@ dl_pubsub_inbox_t *dl_pubsub_inbox_new(dl_pubsub_t *ps, void (*wake)(void *), vo
     dl_list_insert_tail(&ps->inboxes, &in->link);
     uv_mutex_unlock(&ps->lock);
     return in;
+}
+
+void dl_pubsub_inbox_set_reader(dl_pubsub_inbox_t *in, void (*read)(void *), void *data)
+{
+    if (read == NULL && in->read_data != data)
+        return; /* another reader has taken over since */
+    in->read = read;
+    in->read_data = data;
+}
+
+void dl_pubsub_inbox_run(dl_pubsub_inbox_t *in)
+{
+    if (in && in->read)
+        in->read(in->read_data);
+}
+
+void dl_pubsub_inbox_kick(dl_pubsub_inbox_t *in)
+{
+    uv_mutex_lock(&in->ps->lock);
+    if (in->wake)
+        in->wake(in->data);
+    uv_mutex_unlock(&in->ps->lock);
 }
 
 /* ---- under the lock */

@@ -90,6 +90,17 @@ dl_pubsub_inbox_t *dl_pubsub_inbox_new(dl_pubsub_t *ps, void (*wake)(void *), vo
 void dl_pubsub_inbox_close(dl_pubsub_inbox_t *in);
 
 /**
+ * The reader: read(data) is what dl_pubsub_inbox_run() calls, on the inbox's
+ * thread (the binding that resumes the subscribers' tasks sets it). read NULL
+ * clears it, only when data is still the reader's.
+ */
+void dl_pubsub_inbox_set_reader(dl_pubsub_inbox_t *in, void (*read)(void *), void *data);
+/** Calls the reader (the inbox's thread, after a wake). */
+void dl_pubsub_inbox_run(dl_pubsub_inbox_t *in);
+/** Calls wake as a message would (the reader has work of its own to do). */
+void dl_pubsub_inbox_kick(dl_pubsub_inbox_t *in);
+
+/**
  * Publishes msg on ch: through the backend (dl_pubsub_ops(ps)->publish).
  * *queued: the subscriptions it was queued for. Returns 0, DL_EINVAL (a
  * channel outside 1..DL_PUBSUB_MAX_CHANNEL bytes), DL_ETOOBIG (longer than
