@@ -139,7 +139,7 @@ static handle_t *check_handle(lua_State *L)
 }
 
 /* h:next() -> message, channel | nil (cancelled) | nil, "overflow" */
-static int l_next(lua_State *L)
+static int l_pubsub_next(lua_State *L)
 {
     handle_t *h = check_handle(L);
     if (h->sub == NULL)
@@ -168,21 +168,21 @@ static int l_next(lua_State *L)
 }
 
 /* h:cancel(): no more messages; a task parked in next() gets nil */
-static int l_cancel(lua_State *L)
+static int l_pubsub_cancel(lua_State *L)
 {
     handle_cancel(check_handle(L));
     return 0;
 }
 
 /* h:queued() -> messages waiting */
-static int l_queued(lua_State *L)
+static int l_pubsub_queued(lua_State *L)
 {
     handle_t *h = check_handle(L);
     lua_pushnumber(L, h->sub ? (double)dl_pubsub_queued(h->sub) : 0);
     return 1;
 }
 
-static int l_handle_gc(lua_State *L)
+static int l_pubsub_handle_gc(lua_State *L)
 {
     handle_t *h = lua_touserdata(L, 1);
     if (h->owned) {
@@ -224,7 +224,7 @@ static const char *check_channel(lua_State *L, const char *fn, size_t *len)
 }
 
 /* publish(channel, message) -> subscribers queued for | nil, err, name */
-static int l_publish(lua_State *L)
+static int l_pubsub_publish(lua_State *L)
 {
     size_t chlen, len;
     const char *ch = check_channel(L, "publish", &chlen);
@@ -251,9 +251,10 @@ static int l_publish(lua_State *L)
     return 1;
 }
 
-/* subscribe(channel, close_on_overflow, scoped) -> handle | nil, err, name;
- * scoped: owned by the calling task's scope (it ends with it) */
-static int l_subscribe(lua_State *L)
+/* subscribe(channel, close_on_overflow, scoped) -> handle, owned | nil, err,
+ * name; scoped and called for a request: owned by the request's task scope
+ * (it ends with the request), owned true */
+static int l_pubsub_subscribe(lua_State *L)
 {
     size_t chlen;
     const char *ch = check_channel(L, "subscribe", &chlen);
@@ -264,7 +265,9 @@ static int l_subscribe(lua_State *L)
     if (p == NULL || p->in == NULL || dl_lua_host(L) == NULL)
         return dl_lua_fail(L, "pub/sub is not available here (no worker)", "ENOTSUP");
     dl_task_t *t = dl_task_current(L);
-    if (scoped && t && !dl_task_scope_alive(t))
+    if (t == NULL || t->req == NULL)
+        scoped = 0; /* a background run's belongs to the generation (pubsub.lua) */
+    if (scoped && !dl_task_scope_alive(t))
         return dl_lua_fail(L, "the request has ended", "ECANCELED");
     handle_t *h = lua_newuserdata(L, sizeof(*h));
     memset(h, 0, sizeof(*h));
@@ -283,16 +286,17 @@ static int l_subscribe(lua_State *L)
         return dl_lua_fail_status(L, rc, NULL);
     h->port = p;
     p->refs++;
-    if (scoped && t) {
+    if (scoped) {
         h->res.close = on_scope_end;
         dl_task_own(t, &h->res);
         h->owned = 1;
     }
-    return 1;
+    lua_pushboolean(L, scoped);
+    return 2;
 }
 
 /* limits() -> {max_message, queue, max_subs} (nil outside a worker) */
-static int l_limits(lua_State *L)
+static int l_pubsub_limits(lua_State *L)
 {
     dl_pubsub_t *ps = hub_of(L);
     if (ps == NULL)
@@ -309,7 +313,7 @@ static int l_limits(lua_State *L)
 }
 
 /* stats() -> the hub's figures (nil outside a worker) */
-static int l_stats(lua_State *L)
+static int l_pubsub_stats(lua_State *L)
 {
     dl_pubsub_t *ps = hub_of(L);
     if (ps == NULL)
@@ -332,7 +336,7 @@ static int l_stats(lua_State *L)
     return 1;
 }
 
-static int l_port_gc(lua_State *L)
+static int l_pubsub_port_gc(lua_State *L)
 {
     port_t **pp = lua_touserdata(L, 1);
     port_t *p = *pp;
@@ -353,21 +357,21 @@ static int l_port_gc(lua_State *L)
 }
 
 static const luaL_Reg funcs[] = {
-    {"publish", l_publish}, {"subscribe", l_subscribe}, {"limits", l_limits},
-    {"stats", l_stats},     {NULL, NULL},
+    {"publish", l_pubsub_publish}, {"subscribe", l_pubsub_subscribe}, {"limits", l_pubsub_limits},
+    {"stats", l_pubsub_stats},     {NULL, NULL},
 };
 
 int luaopen_devloop_pubsub_core(lua_State *L)
 {
     if (luaL_newmetatable(L, HANDLE_MT)) {
-        lua_pushcfunction(L, l_handle_gc);
+        lua_pushcfunction(L, l_pubsub_handle_gc);
         lua_setfield(L, -2, "__gc");
         lua_createtable(L, 0, 3);
-        lua_pushcfunction(L, l_next);
+        lua_pushcfunction(L, l_pubsub_next);
         lua_setfield(L, -2, "next");
-        lua_pushcfunction(L, l_cancel);
+        lua_pushcfunction(L, l_pubsub_cancel);
         lua_setfield(L, -2, "cancel");
-        lua_pushcfunction(L, l_queued);
+        lua_pushcfunction(L, l_pubsub_queued);
         lua_setfield(L, -2, "queued");
         lua_setfield(L, -2, "__index");
     }
@@ -377,7 +381,7 @@ int luaopen_devloop_pubsub_core(lua_State *L)
     port_t **anchor = lua_newuserdata(L, sizeof(*anchor));
     *anchor = NULL;
     lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, l_port_gc);
+    lua_pushcfunction(L, l_pubsub_port_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
     port_t *p = NULL;

@@ -14,8 +14,12 @@
 -- default) or the subscription ends and is logged ("close").
 -- A subscription made while the app loads belongs to that load, like a
 -- timer: it starts when the load is switched in and ends when a reload
--- replaces it (the new code subscribes again); one made in a request (or a
--- job, a timer run) ends when that request ends, or at sub:cancel().
+-- replaces it (the new code subscribes again). One made in a request ends
+-- when that request ends (its task scope: runtime/lua/lua_state.h). One made
+-- by a background run (a start hook, a timer, a job) lasts until
+-- sub:cancel() or the worker stops, across reloads: a start hook runs once
+-- per worker, so a reload that ended its subscriptions would lose them for
+-- good (subscribe while the app loads to follow reloads).
 local core = require "devloop.core"
 local codec = require "devloop.codec"
 local options = require "devloop.options"
@@ -65,6 +69,7 @@ local function loop(s)
           .. options.show(s.channel) .. " closed: its queue was full (on_overflow = \"close\")")
       end
       s.ended = true
+      h:cancel() -- frees its place under DEVLOOP_PUBSUB_MAX_SUBS now, not at collection
       return
     end
     deliver(s, msg, ch)

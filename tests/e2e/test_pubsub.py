@@ -30,6 +30,10 @@ api.pubsub.subscribe("boom", function(msg)
   S.incr("boom:" .. W(), 1, 0)
   error("EXPECTED subscriber failure on " .. msg)
 end)
+-- made by a start hook (once per worker): it lasts across reloads
+api.on_start(function()
+  api.pubsub.subscribe("started", function() S.incr("started:" .. W(), 1, 0) end)
+end)
 -- yields until the test opens the gate: the next messages wait in its queue
 local function gate(name)
   while not S.get("gate:" .. name) do api.sleep(20) end
@@ -224,6 +228,12 @@ def test_d_scoped_subscription_ends_with_request(srv):
     wait_for(lambda: post(srv, "/pub/scoped", {"message": "late"})["queued"] == 0)
 
 
+def test_e_start_hook_subscription(srv):
+    assert post(srv, "/pub/started", {"message": "x"}) == {"queued": 2}
+    for w in (0, 1):
+        wait_for(lambda: get(srv, "/count/started:%d" % w)["v"] == 1)
+
+
 def test_e_cancel(srv):
     assert get(srv, "/cancel") == {"got": 1, "after": 0}
 
@@ -250,8 +260,8 @@ def test_f_misuse_is_clear(srv):
 
 def test_g_subscription_cap(srv):
     b = get(srv, "/toomany")
-    # 4 load-time subscriptions on this worker, the cap is 20
-    assert b["made"] == 16 and b["name"] == "ETOOMANY", b
+    # 4 load-time and 1 start-hook subscriptions on this worker, the cap is 20
+    assert b["made"] == 15 and b["name"] == "ETOOMANY", b
     assert "DEVLOOP_PUBSUB_MAX_SUBS" in b["err"], b
 
 
@@ -288,8 +298,8 @@ def test_i_overflow_closes(srv):
 def test_j_metrics(srv):
     wait_for(lambda: (metric(srv, "pubsub_published_total") or 0) >= 50)
     wait_for(lambda: (metric(srv, "pubsub_delivered_total") or 0) >= 100)
-    # news, boom, slow on 2 workers ("slowclose" is closed)
-    wait_for(lambda: metric(srv, "pubsub_subscriptions") == 6)
+    # news, boom, slow, started on 2 workers ("slowclose" is closed)
+    wait_for(lambda: metric(srv, "pubsub_subscriptions") == 8)
     text = srv.get("/metrics").body.decode()
     assert "# TYPE pubsub_dropped_total counter" in text
     assert "# TYPE pubsub_subscriptions gauge" in text
@@ -313,6 +323,8 @@ def test_z_reload_resubscribes(srv):
     for w in (0, 1):
         wait_for(lambda: get(srv, "/got/v2/%d" % w)["msgs"][-1] == "news=after")
     assert [get(srv, "/got/v1/%d" % w)["n"] for w in (0, 1)] == n1
+    # the start hooks' subscriptions are neither ended nor made twice
+    assert post(srv, "/pub/started", {"message": "y"}) == {"queued": 2}
 
 
 def test_settings_are_checked(srv):
