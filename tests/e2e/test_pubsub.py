@@ -94,6 +94,28 @@ api.get("/cancel", function(req)
   api.sleep(100)
   return { got = got, after = after }
 end)
+-- a subscriber that cancels its own subscription gets no second message
+api.get("/selfcancel", function()
+  local got = 0
+  local sub
+  sub = assert(api.pubsub.subscribe("self", function() got = got + 1; sub:cancel() end))
+  api.pubsub.publish("self", "1"); api.pubsub.publish("self", "2"); api.pubsub.publish("self", "3")
+  api.sleep(200)
+  return { got = got, after = api.pubsub.publish("self", "4") }
+end)
+-- the request ends with messages queued and one running: nothing leaks
+api.get("/endqueued", function()
+  assert(api.pubsub.subscribe("eq", function(m)
+    api.sleep(300)
+    S.incr("eq:done", 1, 0)
+  end))
+  local n = 0
+  for i = 1, 10 do n = n + api.pubsub.publish("eq", tostring(i)) end
+  api.sleep(50)
+  return { queued = n }
+end)
+-- a subscriber publishing on another channel, from its own task
+api.pubsub.subscribe("relay", function(msg) api.pubsub.publish("news", "relayed " .. msg) end)
 api.get("/misuse", function()
   local out = {}
   local cases = {
@@ -234,6 +256,36 @@ def test_e_start_hook_subscription(srv):
         wait_for(lambda: get(srv, "/count/started:%d" % w)["v"] == 1)
 
 
+def test_e_self_cancel(srv):
+    assert get(srv, "/selfcancel") == {"got": 1, "after": 0}
+
+
+def test_e_request_ends_with_messages_queued(srv):
+    assert get(srv, "/endqueued") == {"queued": 10}
+    # the running call finishes; the 9 queued ones went with the subscription
+    wait_for(lambda: get(srv, "/count/eq:done")["v"] == 1)
+    time.sleep(0.7)
+    assert get(srv, "/count/eq:done")["v"] == 1
+    assert post(srv, "/pub/eq", {"message": "late"}) == {"queued": 0}
+
+
+def test_e_relay(srv):
+    n0 = [get(srv, "/got/v1/%d" % w)["n"] for w in (0, 1)]
+    # the route file's "relay" subscription, on each worker, republishes on
+    # "news", which both workers' subscribers get: 2 relays x 2 workers
+    assert post(srv, "/pub/relay", {"message": "r"}) == {"queued": 2}
+    for w in (0, 1):
+        got = wait_for(lambda: (lambda r: r if r["n"] >= n0[w] + 2 else None)(get(srv, "/got/v1/%d" % w)))
+        assert got["msgs"][n0[w]:] == ["news=relayed r"] * 2, got["msgs"][n0[w]:]
+
+
+def test_check_records_without_subscribing(srv):
+    import subprocess
+    p = subprocess.run([harness.BIN, "check", APP], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, DEVLOOP_LOG_DIR="-"))
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+
+
 def test_e_cancel(srv):
     assert get(srv, "/cancel") == {"got": 1, "after": 0}
 
@@ -260,8 +312,8 @@ def test_f_misuse_is_clear(srv):
 
 def test_g_subscription_cap(srv):
     b = get(srv, "/toomany")
-    # 4 load-time and 1 start-hook subscriptions on this worker, the cap is 20
-    assert b["made"] == 15 and b["name"] == "ETOOMANY", b
+    # 5 load-time and 1 start-hook subscriptions on this worker, the cap is 20
+    assert b["made"] == 14 and b["name"] == "ETOOMANY", b
     assert "DEVLOOP_PUBSUB_MAX_SUBS" in b["err"], b
 
 
@@ -285,21 +337,23 @@ def test_h_overflow_drops_and_counts(srv):
 def test_i_overflow_closes(srv):
     b = post(srv, "/pub/slowclose", {"message": "x", "n": 100})
     assert 2 * QUEUE <= b["queued"] <= 2 * QUEUE + 1, b
+    # closed on both workers at once: nobody is subscribed any more
+    assert post(srv, "/pub/slowclose", {"message": "y"}) == {"queued": 0}
+    # a subscriber busy with a message learns it (and it is logged) when it
+    # asks for the next one: open the gate
+    post(srv, "/open/slowclose")
     out = wait_for(lambda: (lambda o: o if o.count('on channel "slowclose" closed') >= 2 else None)(srv.output()))
     assert "its queue was full" in out
-    # closed on both workers: nobody is subscribed any more, and what was
-    # queued went with the subscription
-    assert post(srv, "/pub/slowclose", {"message": "y"}) == {"queued": 0}
-    post(srv, "/open/slowclose")
-    time.sleep(0.5)
-    assert sum(get(srv, "/count/slowclose:%d" % w)["v"] for w in (0, 1)) <= 2  # the running ones
+    time.sleep(0.3)
+    # what was queued went with the subscription: only the running ones ran
+    assert sum(get(srv, "/count/slowclose:%d" % w)["v"] for w in (0, 1)) <= 1
 
 
 def test_j_metrics(srv):
     wait_for(lambda: (metric(srv, "pubsub_published_total") or 0) >= 50)
     wait_for(lambda: (metric(srv, "pubsub_delivered_total") or 0) >= 100)
-    # news, boom, slow, started on 2 workers ("slowclose" is closed)
-    wait_for(lambda: metric(srv, "pubsub_subscriptions") == 8)
+    # news, boom, slow, started, relay on 2 workers ("slowclose" is closed)
+    wait_for(lambda: metric(srv, "pubsub_subscriptions") == 10)
     text = srv.get("/metrics").body.decode()
     assert "# TYPE pubsub_dropped_total counter" in text
     assert "# TYPE pubsub_subscriptions gauge" in text
