@@ -377,8 +377,12 @@ def test_z_reload_resubscribes(srv):
     for w in (0, 1):
         wait_for(lambda: get(srv, "/got/v2/%d" % w)["msgs"][-1] == "news=after")
     assert [get(srv, "/got/v1/%d" % w)["n"] for w in (0, 1)] == n1
-    # the start hooks' subscriptions are neither ended nor made twice
+    # the start hooks' subscriptions are neither ended nor made twice, and
+    # they still run (the reloaded code did not take their worker's inbox)
+    c0 = [get(srv, "/count/started:%d" % w)["v"] for w in (0, 1)]
     assert post(srv, "/pub/started", {"message": "y"}) == {"queued": 2}
+    for w in (0, 1):
+        wait_for(lambda: get(srv, "/count/started:%d" % w)["v"] == c0[w] + 1)
 
 
 def test_settings_are_checked(srv):
