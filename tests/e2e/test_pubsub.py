@@ -30,6 +30,7 @@ api.pubsub.subscribe("boom", function(msg)
   S.incr("boom:" .. W(), 1, 0)
   error("EXPECTED subscriber failure on " .. msg)
 end)
+api.pubsub.subscribe("count", function() S.incr("count:" .. W(), 1, 0) end)
 -- made by a start hook (once per worker): it lasts across reloads
 api.on_start(function()
   api.pubsub.subscribe("started", function() S.incr("started:" .. W(), 1, 0) end)
@@ -312,8 +313,8 @@ def test_f_misuse_is_clear(srv):
 
 def test_g_subscription_cap(srv):
     b = get(srv, "/toomany")
-    # 5 load-time and 1 start-hook subscriptions on this worker, the cap is 20
-    assert b["made"] == 14 and b["name"] == "ETOOMANY", b
+    # 6 load-time and 1 start-hook subscriptions on this worker, the cap is 20
+    assert b["made"] == 13 and b["name"] == "ETOOMANY", b
     assert "DEVLOOP_PUBSUB_MAX_SUBS" in b["err"], b
 
 
@@ -352,8 +353,8 @@ def test_i_overflow_closes(srv):
 def test_j_metrics(srv):
     wait_for(lambda: (metric(srv, "pubsub_published_total") or 0) >= 50)
     wait_for(lambda: (metric(srv, "pubsub_delivered_total") or 0) >= 100)
-    # news, boom, slow, started, relay on 2 workers ("slowclose" is closed)
-    wait_for(lambda: metric(srv, "pubsub_subscriptions") == 10)
+    # news, boom, slow, count, started, relay on 2 workers ("slowclose" is closed)
+    wait_for(lambda: metric(srv, "pubsub_subscriptions") == 12)
     text = srv.get("/metrics").body.decode()
     assert "# TYPE pubsub_dropped_total counter" in text
     assert "# TYPE pubsub_subscriptions gauge" in text
@@ -383,6 +384,44 @@ def test_z_reload_resubscribes(srv):
     assert post(srv, "/pub/started", {"message": "y"}) == {"queued": 2}
     for w in (0, 1):
         wait_for(lambda: get(srv, "/count/started:%d" % w)["v"] == c0[w] + 1)
+
+
+def test_k_concurrent_publishers_exact(srv):
+    """10 clients x 10 POSTs x 5 messages, on both workers at once: every
+    message queued is run exactly once, and queued + dropped is exactly
+    500 x 2 subscriptions."""
+    import threading
+    def settled():  # earlier tests' drops published (worker 0's sweep, at most 1 s)
+        a = metric(srv, "pubsub_dropped_total")
+        time.sleep(1.1)
+        b = metric(srv, "pubsub_dropped_total")
+        return [b] if a == b and b is not None else None
+    d0 = wait_for(settled)[0]
+    queued, errors = [], []
+    lock = threading.Lock()
+
+    def client():
+        for _ in range(10):
+            try:
+                b = post(srv, "/pub/count", {"message": "c", "n": 5})
+                with lock:
+                    queued.append(b["queued"])
+            except Exception as e:  # noqa: BLE001 - reported below
+                with lock:
+                    errors.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    q = sum(queued)
+    assert 0 < q <= 1000, q
+    wait_for(lambda: sum(get(srv, "/count/count:%d" % w)["v"] for w in (0, 1)) >= q)
+    wait_for(lambda: metric(srv, "pubsub_dropped_total") - d0 == 1000 - q)
+    time.sleep(0.3)
+    assert sum(get(srv, "/count/count:%d" % w)["v"] for w in (0, 1)) == q
 
 
 def test_settings_are_checked(srv):
