@@ -50,6 +50,7 @@ end, { on_overflow = "close" })
 """
 
 ROUTES = r"""local api = require "devloop"
+api.builtin_routes.stats_full = true
 local S = api.shared
 api.get("/hello", function() return "Hello, World!" end)
 api.post("/pub/:ch", function(req)
@@ -357,6 +358,12 @@ def test_j_metrics(srv):
     wait_for(lambda: metric(srv, "pubsub_subscriptions") == 12)
     text = srv.get("/metrics").body.decode()
     assert "# TYPE pubsub_dropped_total counter" in text
+    # /stats (full view): the hub's figures and this worker's load-time subscriptions
+    st = srv.get("/stats").json()["pubsub"]
+    assert st["hub"]["published"] >= 50 and st["hub"]["channels"] >= 5, st
+    subs = {x["channel"]: x for x in st["subscriptions"]}
+    assert subs["news"]["where"].startswith("app.lua:") and subs["news"]["messages"] >= 50, subs
+    assert subs["boom"]["failures"] >= 3, subs
     assert "# TYPE pubsub_subscriptions gauge" in text
 
 
