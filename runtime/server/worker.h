@@ -145,7 +145,12 @@ typedef struct dl_worker_s {
 int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *shared, int id, char *err, size_t errlen);
 /** Starts the worker's thread. */
 int dl_worker_start(dl_worker_t *w);
-enum { DL_WORKER_OP_STOP = 1, DL_WORKER_OP_RELOAD = 2, DL_WORKER_OP_JOBS = 4, DL_WORKER_OP_PUBSUB = 8 };
+enum {
+    DL_WORKER_OP_STOP = 1,
+    DL_WORKER_OP_RELOAD = 2,
+    DL_WORKER_OP_JOBS = 4,
+    DL_WORKER_OP_PUBSUB = 8 /* an api.pubsub subscription has messages */
+};
 
 /** Work another thread hands to a worker: run(w, job) on the worker's thread,
  * or run(NULL, job) when the worker stopped before it could run it. */
