@@ -239,13 +239,15 @@ static void *reader(void *p)
     for (int i = 0; i < N_THREADS; i++)
         last[i] = -1;
     r->order_ok = 1;
+    int last_look = 0; /* the publishers were done before this empty read */
     for (;;) {
         dl_pubsub_msg_t *m;
+        int stopped = __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE);
         int rc = dl_pubsub_next(r->sub, &m);
         if (rc == DL_ENOENT) {
-            if (__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) &&
-                dl_pubsub_next(r->sub, &m) == DL_ENOENT)
+            if (last_look)
                 break;
+            last_look = stopped;
             continue;
         }
         if (rc != 0)
