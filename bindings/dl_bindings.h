@@ -19,5 +19,6 @@ int luaopen_devloop_metrics_core(lua_State *L);
 int luaopen_devloop_http_core(lua_State *L);
 int luaopen_devloop_socket_core(lua_State *L);
 int luaopen_devloop_shared_core(lua_State *L);
+int luaopen_devloop_pubsub_core(lua_State *L);
 
 #endif /* DL_BINDINGS_H */

@@ -17,5 +17,6 @@ const dl_lua_module_t dl_modules_builtin[] = {
     {"devloop.http_core", luaopen_devloop_http_core},
     {"devloop.socket_core", luaopen_devloop_socket_core},
     {"devloop.shared_core", luaopen_devloop_shared_core},
+    {"devloop.pubsub_core", luaopen_devloop_pubsub_core},
     {NULL, NULL},
 };

@@ -24,6 +24,8 @@ struct dl_memcache_s;
 struct dl_core_ctx_s;
 struct dl_http_client_s;
 struct dl_shdict_s;
+struct dl_pubsub_s;
+struct dl_pubsub_inbox_s;
 
 /** One worker's figures for metrics_core.workers(). */
 typedef struct {
@@ -58,6 +60,8 @@ typedef struct dl_lua_host_s {
     dl_store_guard_t *store_guard; /* its outcomes and breaker, or NULL */
     struct dl_memcache_s *memcache; /* the embedded cache, or NULL (Redis) */
     struct dl_shdict_s *shared_dict; /* api.shared, the runtime's (outlives reloads), or NULL */
+    struct dl_pubsub_s *pubsub;      /* api.pubsub's hub, the runtime's, or NULL */
+    struct dl_pubsub_inbox_s *pubsub_inbox; /* this worker's inbox in it, or NULL */
     const char *db_path;           /* the SQLite file, or NULL */
     double start_time;             /* Unix time the runtime started */
     struct dl_core_ctx_s *core;    /* the worker's request core (in-process requests) */

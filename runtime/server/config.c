@@ -101,6 +101,13 @@ static const env_var_t vars[] = {
     {"DEVLOOP_CACHE_MAX_BYTES", DL_ENV_SIZE, 64u << 20, 0, TIB, NOF, NULL, NULL, NULL, NO_REDIS},
     /* api.shared, the dictionary every worker shares (runtime/cache/shared_dict.h) */
     {"DEVLOOP_SHARED_MAX", DL_ENV_SIZE, 16u << 20, 4096, TIB, NOF, NULL, NULL, NULL, ALWAYS},
+    /* api.pubsub's in-process hub (runtime/cache/pubsub.h) */
+    {"DEVLOOP_PUBSUB_MAX_MESSAGE", DL_ENV_SIZE, 1u << 20, 1, 1u << 30, NOF, NULL, NULL, NULL,
+     ALWAYS},
+    {"DEVLOOP_PUBSUB_QUEUE", DL_ENV_COUNT, 1000, 1, 1000000, NOF, NULL, NULL,
+     "messages per subscription", ALWAYS},
+    {"DEVLOOP_PUBSUB_MAX_SUBS", DL_ENV_COUNT, 10000, 1, 1000000, NOF, NULL, NULL,
+     "subscriptions per worker", ALWAYS},
     {"MONGO_POOL_SIZE", DL_ENV_COUNT, DL_MONGO_DEFAULT_POOL_SIZE, 1, 100000, NOF, NULL, NULL, NULL,
      MONGO},
     /* the breaker guards MongoDB only: SQLite, a local file, gets outcomes

@@ -346,6 +346,22 @@ static int define_metrics(dl_runtime_t *rt)
                                             "under DEVLOOP_SHARED_MAX", NULL, 0, NULL, 0);
     if (id->shared_bytes < 0 || id->shared_entries < 0 || id->shared_evictions < 0)
         return DL_EINVAL;
+    id->pubsub_published = dl_metric_define(m, DL_METRIC_COUNTER, "pubsub_published_total",
+                                            "Messages published with api.pubsub.publish",
+                                            NULL, 0, NULL, 0);
+    id->pubsub_delivered = dl_metric_define(m, DL_METRIC_COUNTER, "pubsub_delivered_total",
+                                            "Messages handed to api.pubsub subscribers",
+                                            NULL, 0, NULL, 0);
+    id->pubsub_dropped = dl_metric_define(m, DL_METRIC_COUNTER, "pubsub_dropped_total",
+                                          "Messages dropped for a subscriber whose queue "
+                                          "(DEVLOOP_PUBSUB_QUEUE) was full",
+                                          NULL, 0, NULL, 0);
+    id->pubsub_subscriptions = dl_metric_define(m, DL_METRIC_GAUGE, "pubsub_subscriptions",
+                                                "api.pubsub subscriptions, every worker's",
+                                                NULL, 0, NULL, 0);
+    if (id->pubsub_published < 0 || id->pubsub_delivered < 0 || id->pubsub_dropped < 0 ||
+        id->pubsub_subscriptions < 0)
+        return DL_EINVAL;
     if (rt->shared.h2_metrics.defences < 0 || id->tls_failures < 0 || id->conns_refused < 0 ||
         id->http_client_requests < 0 || id->http_client_duration < 0 || id->http_client_pool < 0)
         return DL_EINVAL;
@@ -530,7 +546,11 @@ int dl_runtime_new(const dl_config_t *cfg, dl_runtime_t **out, char *errbuf, siz
     hcfg->dns_ttl_ms = dl_env_u64("DEVLOOP_DNS_TTL_MS");
     hcfg->dns_max_names = 256;
     rt->shared.shared_dict = dl_shdict_new(dl_env_u64("DEVLOOP_SHARED_MAX"));
-    if (rt->shared.shared_dict == NULL) {
+    dl_pubsub_limits_t plim = {dl_env_u64("DEVLOOP_PUBSUB_MAX_MESSAGE"),
+                               dl_env_u64("DEVLOOP_PUBSUB_QUEUE"),
+                               dl_env_u64("DEVLOOP_PUBSUB_MAX_SUBS")};
+    rt->shared.pubsub = dl_pubsub_new(&plim);
+    if (rt->shared.shared_dict == NULL || rt->shared.pubsub == NULL) {
         dl_runtime_free(rt);
         return DL_ENOMEM;
     }
@@ -1186,6 +1206,7 @@ void dl_runtime_free(dl_runtime_t *rt)
     dl_free(rt->app_dir);
     dl_memcache_free(rt->shared.memcache);
     dl_shdict_free(rt->shared.shared_dict);
+    dl_pubsub_free(rt->shared.pubsub); /* after the workers: they have joined */
     dl_backend_stats_free(&rt->shared.backends);
     dl_metrics_free(rt->shared.metrics);
     dl_free(rt->shared.db_path);

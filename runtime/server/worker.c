@@ -443,6 +443,25 @@ static void publish_shared(dl_worker_t *w)
     w->shared_evictions = st.evictions;
 }
 
+/* api.pubsub's counters and subscriptions, into worker 0's own slot. */
+static void publish_pubsub(dl_worker_t *w)
+{
+    dl_worker_shared_t *sh = w->shared;
+    dl_pubsub_stats_t st, *seen = &w->pubsub_seen;
+    dl_pubsub_stats(sh->pubsub, &st);
+    if (st.published > seen->published)
+        dl_metric_add(sh->metrics, w->id, sh->m.pubsub_published, NULL,
+                      (double)(st.published - seen->published));
+    if (st.delivered > seen->delivered)
+        dl_metric_add(sh->metrics, w->id, sh->m.pubsub_delivered, NULL,
+                      (double)(st.delivered - seen->delivered));
+    if (st.dropped > seen->dropped)
+        dl_metric_add(sh->metrics, w->id, sh->m.pubsub_dropped, NULL,
+                      (double)(st.dropped - seen->dropped));
+    dl_metric_set(sh->metrics, w->id, sh->m.pubsub_subscriptions, NULL, (double)st.subscriptions);
+    *seen = st;
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     dl_worker_t *w = t->data;
@@ -457,6 +476,8 @@ static void on_sweep(uv_timer_t *t)
                           lua_gc(w->vm->L, LUA_GCCOUNTB, 0));
     if (w->id == 0 && w->shared->shared_dict) /* one worker publishes the process's dictionary */
         publish_shared(w);
+    if (w->id == 0 && w->shared->pubsub)
+        publish_pubsub(w);
     if (w->http) /* idle connections come and go without a call to see it */
         dl_http_client_publish(w->http, w->shared->metrics, w->id, w->shared->m.http_client_pool);
     dl_list_t *it, *tmp; /* closing unlinks only in the close callback */
@@ -489,6 +510,8 @@ static void finish_stop(dl_worker_t *w)
     }
     dl_http_client_free(w->http); /* the tasks let go of theirs above */
     w->http = NULL;
+    /* no publish may wake the handle once it closes */
+    dl_pubsub_inbox_close(w->pubsub_inbox);
     if (!uv_is_closing((uv_handle_t *)&w->wakeup))
         uv_close((uv_handle_t *)&w->wakeup, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->sweep))
@@ -573,6 +596,8 @@ static void on_wakeup(uv_async_t *a)
     int ops = __atomic_exchange_n(&w->ops, 0, __ATOMIC_ACQ_REL);
     if (ops & DL_WORKER_OP_JOBS)
         run_jobs(w);
+    if (ops & DL_WORKER_OP_PUBSUB)
+        dl_pubsub_inbox_run(w->pubsub_inbox); /* subscribers' tasks resume */
     if ((ops & DL_WORKER_OP_RELOAD) && !w->stopping)
         worker_reload(w);
     if (!(ops & DL_WORKER_OP_STOP) || w->stopping)
@@ -600,6 +625,7 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* handles of parked tasks (sleep timers) are cancelled with the VM */
     dl_inproc_abort_all(w->inproc); /* callbacks may resume tasks: before the VM goes */
+    dl_pubsub_inbox_close(w->pubsub_inbox);
     dl_vm_free(w->vm);
     w->vm = NULL;
     uv_walk(&w->loop, close_walk_cb, NULL);
@@ -672,6 +698,8 @@ static void fill_host(dl_worker_t *w)
     h->store_guard = sh->has_store_guard ? &sh->store_guard : NULL;
     h->memcache = sh->memcache;
     h->shared_dict = sh->shared_dict;
+    h->pubsub = sh->pubsub;
+    h->pubsub_inbox = w->pubsub_inbox;
     h->db_path = sh->db_path;
     h->start_time = sh->start_time;
     h->metrics = sh->metrics;
@@ -694,6 +722,8 @@ static void fill_host(dl_worker_t *w)
 
 /* ================================================================ worker */
 
+static void pubsub_wake(void *data);
+
 int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *sh, int id, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
@@ -713,6 +743,13 @@ int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *sh, int id, char *err, si
     w->loop.data = w;
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
+    if (sh->pubsub) {
+        w->pubsub_inbox = dl_pubsub_inbox_new(sh->pubsub, pubsub_wake, w);
+        if (w->pubsub_inbox == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return DL_ENOMEM;
+        }
+    }
     uv_mutex_init(&w->jobs_lock);
     uv_timer_init(&w->loop, &w->sweep);
     w->sweep.data = w;
@@ -807,6 +844,15 @@ static int start_listening(dl_worker_t *w)
     return 0;
 }
 
+/* A subscription of this worker got a message (any thread, under the hub's
+ * lock: an atomic or and an async send, nothing that blocks). */
+static void pubsub_wake(void *data)
+{
+    dl_worker_t *w = data;
+    __atomic_or_fetch(&w->ops, DL_WORKER_OP_PUBSUB, __ATOMIC_ACQ_REL);
+    uv_async_send(&w->wakeup);
+}
+
 void dl_worker_stop(dl_worker_t *w)
 {
     __atomic_or_fetch(&w->ops, DL_WORKER_OP_STOP, __ATOMIC_ACQ_REL);
@@ -827,7 +873,8 @@ void dl_worker_join(dl_worker_t *w)
     } else {
         /* never started: close what init opened */
         dl_inproc_abort_all(w->inproc); /* callbacks may resume tasks: before the VM goes */
-    dl_vm_free(w->vm);
+        dl_pubsub_inbox_close(w->pubsub_inbox);
+        dl_vm_free(w->vm);
         w->vm = NULL;
         if (w->redis) {
             dl_redis_pool_free(w->redis);

@@ -12,6 +12,7 @@
 #include "backend/redis_pool.h"
 #include "backend/store_guard.h"
 #include "cache/mem_cache.h"
+#include "cache/pubsub.h"
 #include "cache/shared_dict.h"
 #include "common/compress.h"
 #include "core/http.h"
@@ -39,7 +40,8 @@ typedef struct {
     int requests, duration, db_duration, cache_lookup, connections, lua_memory, generation,
         reload_failures, log_dropped, metrics_overflow, tls_failures,
         conns_refused, http_client_requests, http_client_duration, http_client_pool,
-        shared_bytes, shared_entries, shared_evictions;
+        shared_bytes, shared_entries, shared_evictions, pubsub_published, pubsub_delivered,
+        pubsub_dropped, pubsub_subscriptions;
 } dl_worker_metric_ids_t;
 
 /*
@@ -66,6 +68,7 @@ typedef struct dl_worker_shared_s {
     dl_h2_metrics_t h2_metrics;  /* HTTP/2's own counters (http2/h2.h), lent to sessions */
     dl_memcache_t *memcache;     /* the embedded cache, shared by workers */
     dl_shdict_t *shared_dict;    /* api.shared (DEVLOOP_SHARED_MAX), outlives reloads */
+    dl_pubsub_t *pubsub;         /* api.pubsub's hub, outlives reloads */
     struct dl_store_s *store;    /* documents: SQLite file or MongoDB, shared by workers */
     dl_store_guard_t store_guard; /* its outcomes and (MongoDB) circuit breaker */
     int has_store_guard;
@@ -132,6 +135,8 @@ typedef struct dl_worker_s {
     char date[32];
     uint64_t n_requests;
     uint64_t shared_evictions; /* worker 0: api.shared evictions already counted */
+    dl_pubsub_stats_t pubsub_seen; /* worker 0: api.pubsub's counters already counted */
+    dl_pubsub_inbox_t *pubsub_inbox; /* this worker's, in shared->pubsub (owned by the hub) */
     int inproc_depth;               /* in-process requests running on the stack now */
     char read_buf[DL_READ_BUF_SIZE];
 } dl_worker_t;
@@ -140,7 +145,12 @@ typedef struct dl_worker_s {
 int dl_worker_init(dl_worker_t *w, dl_worker_shared_t *shared, int id, char *err, size_t errlen);
 /** Starts the worker's thread. */
 int dl_worker_start(dl_worker_t *w);
-enum { DL_WORKER_OP_STOP = 1, DL_WORKER_OP_RELOAD = 2, DL_WORKER_OP_JOBS = 4 };
+enum {
+    DL_WORKER_OP_STOP = 1,
+    DL_WORKER_OP_RELOAD = 2,
+    DL_WORKER_OP_JOBS = 4,
+    DL_WORKER_OP_PUBSUB = 8 /* an api.pubsub subscription has messages */
+};
 
 /** Work another thread hands to a worker: run(w, job) on the worker's thread,
  * or run(NULL, job) when the worker stopped before it could run it. */

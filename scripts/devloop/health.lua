@@ -118,6 +118,8 @@ function M.stats()
     reload = metrics_core.reload_status(),
     jobs = lifecycle.scheduler_started() and jobs.counts() or nil,
     timers = require("devloop.timer").list(),
+    pubsub = { hub = require("devloop.pubsub").stats(),
+               subscriptions = require("devloop.pubsub").list() },
   }
 end
 

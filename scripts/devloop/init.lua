@@ -119,6 +119,8 @@ _M.jobs = require "devloop.jobs"
 _M.auth = require "devloop.auth"
 _M.files = require "devloop.files"
 _M.shared = require "devloop.shared"
+local pubsub = require "devloop.pubsub"
+_M.pubsub = { publish = pubsub.publish, subscribe = pubsub.subscribe }
 _M.client = require "devloop.client"
 _M.http = require "devloop.http"
 _M.socket = require "devloop.socket"

@@ -11,6 +11,7 @@ local jobs = require "devloop.jobs"
 local auth = require "devloop.auth"
 local metrics = require "devloop.metrics"
 local timer = require "devloop.timer"
+local pubsub = require "devloop.pubsub"
 local ratelimit = require "devloop.ratelimit"
 
 local type, error, setmetatable = type, error, setmetatable
@@ -101,6 +102,7 @@ function M.begin_load()
   builtin_routes = builtin_defaults()
   loading_processors = {}
   timer._begin_load()
+  pubsub._begin_load()
   db._begin_load()
   ratelimit._begin_load()
   -- last: a broken tokens file raises, and the resets above must have run
@@ -112,10 +114,12 @@ function M.end_load()
   auth._use(loading_tokens)
   db._end_load()
   timer._end_load()
+  pubsub._end_load()
 end
 -- called when a load failed: the serving generation's declarations stay
 function M.abort_load()
   timer._abort_load()
+  pubsub._abort_load()
   db._abort_load()
 end
 
@@ -124,6 +128,7 @@ end
 -- processors, the job scheduler. Runs after the first load and every reload.
 local function apply_generation(when)
   timer._start_pending()
+  pubsub._start_pending()
   if core.worker_id() == 0 then
     local ok, err = db.ensure_indexes()
     if not ok and db.type() then
