@@ -6,6 +6,7 @@ a slow reader (the server's memory stays flat) and returns false, "closed"
 once the client is gone; an error after the head ends the answer
 incomplete (no last chunk, the connection closed) and is logged, never a
 second status line."""
+import os
 import socket
 import time
 
@@ -157,9 +158,8 @@ def test_slow_reader_memory_flat_and_gone_client(srv):
     assert got >= 48 << 20, got
     # 48 MiB went through a connection whose unsent bytes are bounded (a
     # sanitizer build keeps freed memory in quarantine: its RSS says nothing)
-    with open("/proc/%d/maps" % srv.pid()) as f:
-        sanitized = "libasan" in f.read()
-    assert sanitized or peak - r0 < 12 * 1024, (r0, peak)
+    if not os.environ.get("DEVLOOP_SANITIZED"):
+        assert peak - r0 < 12 * 1024, (r0, peak)
     # a client that leaves: write returns false, "closed"
     s = raw(srv.port, b"GET /big?mb=200 HTTP/1.1\r\nHost: x\r\n\r\n")
     s.recv(65536)
