@@ -87,6 +87,7 @@ typedef struct dl_req_s {
     /* a streamed answer (core/stream.h) */
     uint8_t streaming;      /* DL_STREAM_* */
     uint8_t stream_keep;    /* the connection may take another request after it */
+    uint8_t stream_broken;  /* a piece could not be kept: the answer cannot end well */
     int stream_status;
     uint64_t stream_bytes;  /* body bytes given so far */
     dl_buf_t stream_buf;    /* DL_STREAM_BUFFERED: the body so far */

@@ -72,10 +72,16 @@ int dl_req_stream_write(dl_req_t *r, const char *p, size_t n)
         r->stream_bytes += n;
         return 0;
     case DL_STREAM_BUFFERED:
-        if (r->stream_buf.len + n > DL_STREAM_BUFFER_MAX)
+        /* a piece lost: the collected body is no longer the answer, and a
+         * 200 with part of it would pass for whole */
+        if (r->stream_buf.len + n > DL_STREAM_BUFFER_MAX) {
+            r->stream_broken = 1;
             return DL_ETOOBIG;
-        if (dl_buf_append(&r->stream_buf, p, n) != 0)
+        }
+        if (dl_buf_append(&r->stream_buf, p, n) != 0) {
+            r->stream_broken = 1;
             return DL_ENOMEM;
+        }
         r->stream_bytes += n;
         return 0;
     case DL_STREAM_OPEN: {
@@ -96,6 +102,8 @@ void dl_req_stream_end(dl_req_t *r, int ok)
     dl_core_ctx_t *x = r->ctx;
     int mode = r->streaming;
     r->streaming = DL_STREAM_NONE;
+    if (r->stream_broken)
+        ok = 0;
     if (mode == DL_STREAM_BUFFERED) {
         saved_head_t *s = r->stream_saved;
         r->stream_saved = NULL;
@@ -104,7 +112,9 @@ void dl_req_stream_end(dl_req_t *r, int ok)
             s->resp.body_len = r->stream_buf.len;
             dl_req_respond(r, &s->resp); /* lets r go */
         } else {
-            dl_req_respond_error(r, 500, NULL); /* no head was sent: a real 500 */
+            /* no head was sent: a real 500 */
+            dl_req_respond_error(r, 500, r->stream_broken ? "the streamed body could not be "
+                                 "collected (over 64 MiB, or out of memory)" : NULL);
         }
         dl_free(s);
         return;

@@ -44,7 +44,8 @@ int dl_req_stream_begin(dl_req_t *r, const dl_resp_t *resp);
 int dl_req_stream_write(dl_req_t *r, const char *p, size_t n);
 
 /** Ends r's stream, well (ok) or not, records it and lets r go. A buffered
- * stream is answered now: whole when ok, else with a 500. */
+ * stream is answered now: whole when ok and no piece was refused, else
+ * with a 500. */
 void dl_req_stream_end(dl_req_t *r, int ok);
 
 /** For protocols: r's connection took its bytes, or ended. */

@@ -68,6 +68,20 @@ api.get("/bad_args", function(req)
   local ok2, e2 = pcall(api.stream, function() end, "not a table")
   return { e1 = e1, e2 = e2 }
 end)
+api.get("/huge", function(req)
+  local mib = string.rep("h", 1024 * 1024)
+  return api.stream(function(write)
+    for i = 1, 70 do
+      local ok, err = write(mib)
+      if not ok then api.shared.set("huge_end", i .. ": " .. err) return end
+    end
+    api.shared.set("huge_end", "all written")
+  end)
+end)
+api.get("/huge_client", function(req)
+  local r = api.client.get("/huge")
+  return { status = r.status, message = r.json and r.json.message, ended = api.shared.get("huge_end") }
+end)
 api.get("/plain", function() return "plain" end)
 """
 
@@ -187,6 +201,15 @@ def test_error_after_head_ends_incomplete(srv):
     out = srv.output()
     assert out.count("the stream failed after its head was sent") == 2, out[-2000:]
     assert "r.lua:" in out  # the file and line of the error
+
+
+def test_collected_stream_over_its_cap_is_a_500(srv):
+    # a protocol without streams yet (in-process here) collects the body up
+    # to 64 MiB: past it the writer is told, and the answer is a 500, never
+    # a 200 with part of the body
+    r = srv.get("/huge_client").json()
+    assert r["status"] == 500 and r["ended"] == "65: payload too large", r
+    assert "could not be collected" in r["message"], r
 
 
 def test_misuse_raises(srv):
