@@ -199,7 +199,7 @@ static size_t app_base(const dl_app_rate_t *rl, dl_req_t *r, char *out)
  * fails closed) and why in msg. In-process requests (api.client) have no
  * address of their own and are not counted: the request that made them
  * was. */
-static int app_limit(dl_vm_t *vm, dl_req_t *r, char *msg, size_t msglen)
+int dl_vm_early_limit(dl_vm_t *vm, dl_req_t *r, char *msg, size_t msglen)
 {
     dl_gen_t *g = r->gen;
     if (g == NULL || g->rate == NULL || r->rate.checked || !r->client.peer.known)
@@ -246,11 +246,6 @@ static int app_limit(dl_vm_t *vm, dl_req_t *r, char *msg, size_t msglen)
     return 429;
 }
 
-int dl_vm_early_limit(dl_vm_t *vm, dl_req_t *r, char *msg, size_t msglen)
-{
-    return app_limit(vm, r, msg, msglen);
-}
-
 /* Answers r's preflight with a 204 (through the app's after hooks) when its
  * policy decides alone (no function); 1 when answered. */
 static int answer_preflight(dl_req_t *r)
@@ -276,7 +271,7 @@ int dl_vm_native_phases(dl_vm_t *vm, dl_req_t *r)
     if (r->cors && r->method == DL_M_OPTIONS && answer_preflight(r))
         return 1;
     char msg[160];
-    int st = app_limit(vm, r, msg, sizeof(msg));
+    int st = dl_vm_early_limit(vm, r, msg, sizeof(msg));
     if (st == 0)
         return 0;
     r->app = 1; /* the app's after hooks see it */
